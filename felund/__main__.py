@@ -1,0 +1,5 @@
+"""``python -m felund``: the same as the ``felund`` command."""
+
+from felund.cli import main
+
+main()

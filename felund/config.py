@@ -1,0 +1,226 @@
+"""Configuration: one TOML file read into frozen dataclasses.
+
+Lookup order, later wins: the defaults below (documented key by key in
+``config/felund.toml``), ``$FELUND_HOME/felund.toml``, then environment
+variables ``FELUND_<SECTION>_<KEY>``. Unknown sections or keys are errors,
+in the file and in the environment alike, so a typo never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from felund.errors import ConfigError
+
+CONFIG_FILE_NAME = "felund.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Who this node is to the people it chats with."""
+
+    name: str = ""
+    encrypt_messages: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Where peers reach this node over TCP."""
+
+    bind: str = "0.0.0.0"  # noqa: S104 - a home server is meant to be reachable by its peers
+    port: int = 9999
+    advertise_host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The node's Prometheus endpoint."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The SQLite database and how writes are grouped."""
+
+    path: str = "felund.db"
+    synchronous: str = "full"
+    batch_max_messages: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """The ZeroMQ bus between the node's processes."""
+
+    runtime_dir: str = ""
+    hwm: int = 100_000
+    rpc_timeout_ms: int = 3000
+    rpc_retries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """How children are watched and restarted."""
+
+    heartbeat_interval_s: float = 1.0
+    heartbeat_misses: int = 3
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 32.0
+    healthy_after_s: float = 30.0
+    flap_window_s: float = 60.0
+    flap_max_restarts: int = 5
+    stop_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Log level and rendering."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration of one node."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("store", "synchronous"): ("normal", "full", "extra"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+    ("log", "format"): ("auto", "json", "console"),
+}
+_PORTS = {("gossip", "port"), ("metrics", "port")}  # 0 = pick a free port
+
+
+def load(home: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config of the node at ``home``, applying environment overrides."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = home / CONFIG_FILE_NAME
+    if path.exists():
+        raw = parse_toml(path)
+    return build(raw, env)
+
+
+def parse_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, as a ConfigError naming the file on failure."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def build(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Validate a parsed TOML document plus overrides into a Config."""
+    sections: dict[str, Any] = {}
+    section_types = _field_types(Config)
+    for name in raw:
+        if name not in section_types:
+            raise ConfigError(f"unknown section [{name}]")
+    for name, section_type in section_types.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = _build_section(name, section_type, table, environ)
+    return Config(**sections)
+
+
+def _build_section(
+    name: str, section_type: type, table: Mapping[str, Any], environ: Mapping[str, str]
+) -> Any:
+    types_ = _field_types(section_type)
+    for key in table:
+        if key not in types_:
+            raise ConfigError(f"unknown key {name}.{key}")
+    prefix = f"FELUND_{name.upper()}_"
+    for var in environ:
+        if var.startswith(prefix) and var[len(prefix) :].lower() not in types_:
+            raise ConfigError(f"unknown override {var}: [{name}] has no such key")
+    values: dict[str, Any] = {}
+    for key, typ in types_.items():
+        where = f"{name}.{key}"
+        if (var := prefix + key.upper()) in environ:
+            value: Any = _from_env(var, environ[var], typ)
+        elif key in table:
+            value = table[key]
+        else:
+            continue
+        values[key] = _check(where, (name, key), value, typ)
+    return section_type(**values)
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _from_env(var: str, text: str, typ: type) -> Any:
+    try:
+        if typ is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{var}={text!r} is not a valid {typ.__name__}") from None
+    return text
+
+
+def _check(where: str, key: tuple[str, str], value: Any, typ: type) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not typ:
+        raise ConfigError(f"{where} must be a {typ.__name__}, not {type(value).__name__}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
+    if key in _PORTS and isinstance(value, int) and not 0 <= value <= 65535:
+        raise ConfigError(f"{where} must be a port number (0-65535), not {value}")
+    if isinstance(value, int | float) and typ is not bool and value < 0:
+        raise ConfigError(f"{where} must not be negative")
+    return value
+
+
+def render(config: Config) -> str:
+    """The effective config as TOML (``felund config show``)."""
+    lines: list[str] = []
+    for section in dataclasses.fields(config):
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(getattr(config, section.name)):
+            lines.append(
+                f"{f.name} = {_toml_value(getattr(getattr(config, section.name), f.name))}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    return repr(value)

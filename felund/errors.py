@@ -1,0 +1,58 @@
+"""Every exception felund raises, in one flat module.
+
+I/O edges translate library errors (zmq, sqlite3, msgpack, cryptography)
+into these; nothing else invents error types.
+"""
+
+from __future__ import annotations
+
+
+class FelundError(Exception):
+    """Base of every felund error."""
+
+
+class ConfigError(FelundError):
+    """The configuration file or an override is invalid."""
+
+
+class InviteError(FelundError):
+    """An invite code cannot be decoded."""
+
+
+class InvalidMessage(FelundError):
+    """A message has fields of the wrong type, size or form."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind  # short, bounded, usable as a metric label
+        self.detail = detail
+
+
+class AuthError(FelundError):
+    """A MAC, token or ciphertext does not verify."""
+
+
+class FrameError(FelundError):
+    """A bus frame cannot be decoded."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind  # bounded: garbage, version, oversize, header
+        self.detail = detail
+
+
+class RPCError(FelundError):
+    """The serving actor answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RPCTimeout(FelundError):
+    """No answer after every retry: the serving actor is down or stuck."""
+
+
+class NodeLocked(FelundError):
+    """Another felund process holds this FELUND_HOME."""

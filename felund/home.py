@@ -1,0 +1,185 @@
+"""The state directory of one node (``$FELUND_HOME``) and what lives in it.
+
+Config, identity and database live in the home; the bus's ipc sockets and
+the node lock live in a runtime directory (mode 0700), by default ``run/``
+inside the home. Two nodes on one machine differ only by home and ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from felund import ids
+from felund.config import CONFIG_FILE_NAME, Config
+from felund.errors import ConfigError, NodeLocked
+
+IDENTITY_FILE = "identity.json"
+LOCK_FILE = "node.lock"
+# sun_path is 108 bytes on Linux; keep room for the longest endpoint name.
+_MAX_SOCKET_PATH = 100
+_LONGEST_ENDPOINT = "supervisor.ctl"
+
+
+def home_from_env(environ: dict[str, str] | None = None) -> Path:
+    """``$FELUND_HOME``, or ``~/.felund``."""
+    env = os.environ if environ is None else environ
+    value = env.get("FELUND_HOME", "")
+    return Path(value).expanduser().resolve() if value else Path.home() / ".felund"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each piece of a node's state is."""
+
+    home: Path
+    runtime_dir: Path
+    database: Path
+
+    @property
+    def config_file(self) -> Path:
+        """The node's TOML config."""
+        return self.home / CONFIG_FILE_NAME
+
+    @property
+    def identity_file(self) -> Path:
+        """The node's identity (node_id)."""
+        return self.home / IDENTITY_FILE
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus-client's multiprocess directory, wiped at every node start."""
+        return self.runtime_dir / "metrics"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the running supervisor, or by a command working offline."""
+        return self.runtime_dir / LOCK_FILE
+
+    def endpoint(self, name: str) -> str:
+        """The ZeroMQ address of a bus endpoint."""
+        return f"ipc://{self.runtime_dir / name}"
+
+
+def layout(home: Path, config: Config) -> Layout:
+    """Resolve the paths of the node at ``home`` under ``config``."""
+    db = Path(config.store.path).expanduser()
+    database = db if db.is_absolute() else home / db
+    if config.bus.runtime_dir:
+        runtime = Path(config.bus.runtime_dir).expanduser()
+    else:
+        runtime = home / "run"
+        if len(str(runtime / _LONGEST_ENDPOINT)) > _MAX_SOCKET_PATH:
+            # ipc:// paths are Unix socket paths, bounded by the kernel; a
+            # deep home gets a short private directory keyed by its path.
+            digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+            runtime = Path(tempfile.gettempdir()) / f"felund-{os.getuid()}" / digest
+    if len(str(runtime / _LONGEST_ENDPOINT)) > _MAX_SOCKET_PATH:
+        raise ConfigError(f"bus.runtime_dir {runtime} is too long for a Unix socket path")
+    return Layout(home=home, runtime_dir=runtime, database=database)
+
+
+def prepare(lay: Layout) -> None:
+    """Create the home and runtime directories, private to this user."""
+    for directory in (lay.home, lay.runtime_dir.parent, lay.runtime_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (lay.home, lay.runtime_dir):
+        if directory.stat().st_uid != os.getuid():
+            raise ConfigError(f"{directory} belongs to another user")
+        directory.chmod(0o700)
+
+
+def load_node_id(lay: Layout) -> str:
+    """This node's id, created on first use."""
+    try:
+        data = json.loads(lay.identity_file.read_text())
+        node_id = data["node_id"]
+    except FileNotFoundError:
+        node_id = ids.new_node_id()
+        write_private(lay.identity_file, json.dumps({"node_id": node_id}) + "\n")
+        return node_id
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{lay.identity_file} is unreadable: {exc}") from None
+    if not isinstance(node_id, str) or not ids.is_hex(node_id, 24):
+        raise ConfigError(f"{lay.identity_file} holds no valid node_id")
+    return node_id
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+class NodeLock:
+    """An exclusive flock on the runtime directory's lock file."""
+
+    def __init__(self, lay: Layout) -> None:
+        self._path = lay.lock_file
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free; False if another process holds it."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give the lock back."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def holder_pid(self) -> int | None:
+        """The pid written by the current holder, if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return int(self._path.read_text().strip() or "0") or None
+        return None
+
+
+@contextlib.contextmanager
+def offline(lay: Layout) -> Iterator[bool]:
+    """Yield True holding the node lock if no node runs here, else False."""
+    lock = NodeLock(lay)
+    got = lock.try_acquire()
+    try:
+        yield got
+    finally:
+        lock.release()
+
+
+def is_running(lay: Layout) -> bool:
+    """Whether a supervisor holds this node's lock right now."""
+    if not lay.lock_file.exists():
+        return False
+    with offline(lay) as free:
+        return not free
+
+
+def require_free(lock: NodeLock) -> None:
+    """Raise NodeLocked naming the holder if the lock is taken."""
+    if not lock.try_acquire():
+        pid = lock.holder_pid()
+        raise NodeLocked(f"another felund process{f' (pid {pid})' if pid else ''} uses this home")

@@ -1,0 +1,59 @@
+"""Identifiers of the felund v1 wire format: secrets, circles, nodes, messages."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+SECRET_HEX_LEN = 64
+CIRCLE_ID_LEN = 24
+CIRCLE_HINT_LEN = 16
+NODE_ID_LEN = 24
+MSG_ID_LEN = 32
+
+# The spec writes all hex in lowercase; accepting upper case here would let two
+# spellings of one secret or id coexist in stores and MAC inputs.
+_HEX_RE = re.compile(r"[0-9a-f]+")
+
+
+def is_hex(s: object, length: int | None = None) -> bool:
+    """Whether s is a non-empty lowercase hex string, of exactly length chars if given."""
+    if not isinstance(s, str) or not s:
+        return False
+    if length is not None and len(s) != length:
+        return False
+    return _HEX_RE.fullmatch(s) is not None
+
+
+def secret_bytes(secret_hex: str) -> bytes:
+    """Decode a circle secret; raises ValueError unless it is 64 lowercase hex chars."""
+    if not is_hex(secret_hex, SECRET_HEX_LEN):
+        raise ValueError("circle secret must be 64 lowercase hex characters")
+    return bytes.fromhex(secret_hex)
+
+
+def new_secret() -> str:
+    """Return a fresh circle secret: 32 random bytes as 64 lowercase hex chars."""
+    return secrets.token_hex(SECRET_HEX_LEN // 2)
+
+
+def circle_id(secret_hex: str) -> str:
+    """Return the circle id: the first 24 hex chars of SHA-256 of the secret bytes."""
+    return hashlib.sha256(secret_bytes(secret_hex)).hexdigest()[:CIRCLE_ID_LEN]
+
+
+def circle_hint(circle_id: str) -> str:
+    """Return the relay hint: the first 16 hex chars of SHA-256 of the circle id text."""
+    return hashlib.sha256(circle_id.encode("utf-8")).hexdigest()[:CIRCLE_HINT_LEN]
+
+
+def new_node_id() -> str:
+    """Return a fresh node id: the first 24 hex chars of SHA-256 of 32 random bytes."""
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()[:NODE_ID_LEN]
+
+
+def new_msg_id(node_id: str, created_ts: int) -> str:
+    """Return a fresh message id: 32 hex of SHA-256 of ``node_id|created_ts|16 random hex``."""
+    seed = f"{node_id}|{created_ts}|{secrets.token_hex(8)}"
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:MSG_ID_LEN]

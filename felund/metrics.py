@@ -1,0 +1,173 @@
+"""Every Prometheus metric a node exports, defined once.
+
+Children of the supervisor run in prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` is set before this module is imported), so
+gauges declare how values of several processes combine. Labels take only
+bounded values: service names, operation names, reason words; never a peer,
+circle or message id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- processes (supervisor and every child) ---------------------------------
+SERVICE_UP = Gauge(
+    "felund_service_up",
+    "1 while the service's process is running, 0 otherwise (set by the supervisor).",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
+SERVICE_FAILED = Gauge(
+    "felund_service_failed",
+    "1 when the supervisor gave up restarting a flapping service.",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
+SERVICE_RESTARTS = Counter(
+    "felund_service_restarts",
+    "Times the supervisor restarted a service after it exited or stopped answering.",
+    ["service"],
+)
+HEARTBEATS_MISSED = Counter(
+    "felund_service_heartbeats_missed",
+    "Heartbeat intervals in which the supervisor heard nothing from a running service.",
+    ["service"],
+)
+SERVICE_START_TIME = Gauge(
+    "felund_service_start_time_seconds",
+    "Unix time at which the service's current process started.",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+PROCESS_RSS = Gauge(
+    "felund_process_resident_memory_bytes",
+    "Resident memory of the service's process.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+PROCESS_CPU = Counter(
+    "felund_process_cpu_seconds",
+    "User and system CPU time spent by the service's processes.",
+    ["service"],
+)
+
+# --- bus --------------------------------------------------------------------
+BUS_PUBLISHED = Counter("felund_bus_published", "Events published on the bus.", ["service"])
+BUS_RECEIVED = Counter("felund_bus_received", "Events received from the bus.", ["service"])
+BUS_DROPPED = Counter(
+    "felund_bus_dropped",
+    "Events known to be lost: gaps in a publisher's sequence, or full queues.",
+    ["service", "reason"],
+)
+BUS_BAD_FRAMES = Counter(
+    "felund_bus_bad_frames",
+    "Frames dropped because they could not be decoded.",
+    ["service", "kind"],
+)
+RPC_REQUESTS = Counter(
+    "felund_rpc_requests",
+    "RPC requests served, by operation and outcome.",
+    ["service", "op", "outcome"],
+)
+RPC_RETRIES = Counter(
+    "felund_rpc_client_retries",
+    "RPC requests sent again after a timeout.",
+    ["service", "op"],
+)
+
+# --- store ------------------------------------------------------------------
+STORE_APPENDS = Counter(
+    "felund_store_appends",
+    "Messages newly stored, by where they came from.",
+    ["origin"],
+)
+STORE_DUPLICATES = Counter(
+    "felund_store_duplicates",
+    "Messages offered to the store that it already held (idempotent retries, gossip overlap).",
+)
+STORE_REJECTED = Counter(
+    "felund_store_rejected",
+    "Messages refused by the store before storing, by reason.",
+    ["reason"],
+)
+STORE_ERRORS = Counter(
+    "felund_store_errors",
+    "Database errors met by the store.",
+)
+STORE_COMMIT_SECONDS = Histogram(
+    "felund_store_commit_seconds",
+    "Time to apply and commit one batch of writes.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+STORE_BATCH_SIZE = Histogram(
+    "felund_store_batch_messages",
+    "Messages written per committed batch.",
+    buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000),
+)
+STORE_DB_SIZE = Gauge(
+    "felund_store_database_size_bytes",
+    "Size of the SQLite database and its WAL.",
+    multiprocess_mode="livemax",
+)
+STORE_LAST_SEQ = Gauge(
+    "felund_store_last_seq",
+    "Highest store_seq committed.",
+    multiprocess_mode="livemax",
+)
+STORE_MESSAGES = Gauge(
+    "felund_store_messages",
+    "Messages held by the store.",
+    multiprocess_mode="livemax",
+)
+STORE_DISK_FREE = Gauge(
+    "felund_store_disk_free_bytes",
+    "Free space on the file system holding the database.",
+    multiprocess_mode="livemax",
+)
+
+# --- gossip and relay-sync: the names the alert rules and dashboard rely on --
+GOSSIP_PEERS_CONNECTED = Gauge(
+    "felund_gossip_peers_connected",
+    "Peers with an authenticated gossip connection right now.",
+    multiprocess_mode="livesum",
+)
+GOSSIP_SESSIONS = Counter(
+    "felund_gossip_sessions",
+    "Gossip sessions ended, by protocol (v1, native) and outcome.",
+    ["protocol", "outcome"],
+)
+GOSSIP_MESSAGES = Counter(
+    "felund_gossip_messages",
+    "Messages exchanged with peers, by direction (in, out).",
+    ["direction"],
+)
+GOSSIP_BYTES = Counter(
+    "felund_gossip_bytes",
+    "Bytes exchanged with peers, by direction (in, out).",
+    ["direction"],
+)
+GOSSIP_RECONCILE_ROUNDS = Counter(
+    "felund_gossip_reconcile_rounds",
+    "Anti-entropy reconciliation rounds run with peers.",
+)
+DELIVERY_LATENCY = Histogram(
+    "felund_delivery_latency_seconds",
+    "From a message's creation on its author's node to its storage here.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+RELAY_REQUESTS = Counter(
+    "felund_relay_requests",
+    "Requests to the relay, by operation and outcome.",
+    ["op", "outcome"],
+)
+RELAY_LAST_SUCCESS = Gauge(
+    "felund_relay_last_success_timestamp_seconds",
+    "Unix time of the last successful exchange with the relay.",
+    multiprocess_mode="livemax",
+)
+BAD_INPUT = Counter(
+    "felund_bad_input",
+    "Input from outside refused, by where it came from and why.",
+    ["source", "kind"],
+)

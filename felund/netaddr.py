@@ -1,0 +1,49 @@
+"""The address other members should use to reach this node.
+
+Taken from the config when it says (``gossip.advertise_host``, or a bind
+address that is not a wildcard); otherwise read from the machine's own
+interfaces. Never learned by sending packets anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import socket
+import struct
+
+from felund.config import GossipConfig
+
+_SIOCGIFADDR = 0x8915
+_WILDCARDS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - names of the wildcard, not a bind
+
+
+def invite_peer(cfg: GossipConfig) -> str:
+    """``host:port`` for invite codes."""
+    host = cfg.advertise_host or ("" if cfg.bind in _WILDCARDS else cfg.bind)
+    if not host:
+        host = first_interface_ipv4() or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{cfg.port}"
+
+
+def interface_ipv4s() -> list[str]:
+    """IPv4 addresses of this machine's interfaces (Linux ioctl), loopback last."""
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            with contextlib.suppress(OSError):
+                answer = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+                found.append(socket.inet_ntoa(answer[20:24]))
+    return sorted(found, key=lambda a: ipaddress.ip_address(a).is_loopback)
+
+
+def first_interface_ipv4() -> str | None:
+    """The first non-loopback IPv4 address, if the machine has one."""
+    for addr in interface_ipv4s():
+        if not ipaddress.ip_address(addr).is_loopback:
+            return addr
+    return None

@@ -1,0 +1,314 @@
+"""What a node can be asked to do: the store's operations, one handler each.
+
+The store actor serves these over its RPC endpoint; a command run while
+the node is stopped calls the same handlers on the database directly, so
+both paths behave the same. Handlers validate their whole request before
+writing anything: a refused request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from felund import ids, metrics
+from felund.errors import AuthError, InvalidMessage, InviteError, RPCError
+from felund.invite import decode_invite, encode_invite
+from felund.protocol import (
+    DEFAULT_CHANNEL,
+    ERR_BAD_INVITE,
+    ERR_BAD_REQUEST,
+    ERR_UNKNOWN_CIRCLE,
+    ERR_UNKNOWN_OP,
+    MAX_POST_BATCH,
+    MAX_SNAPSHOT_PAGE,
+    OP_APPEND,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_CIRCLES,
+    OP_INBOX,
+    OP_INVITE,
+    OP_PEERS,
+    OP_POST,
+    OP_SNAPSHOT,
+    OP_STATS,
+)
+from felund.storage import Circle, Database
+from felund.wire import Opened, WireMessage, compose_message, open_message, parse_message
+
+ORIGINS = ("local", "gossip", "relay")
+_MAX_NAME = 64
+_MAX_CODE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What the handlers need to know about this node."""
+
+    node_id: str
+    display_name: str
+    encrypt: bool
+    invite_peer: str  # host:port that other members should contact
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A handler's answer, and what it changed (for the store's events)."""
+
+    reply: Any
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    circles_changed: bool = False
+
+
+class Ops:
+    """The operations, bound to one database and one node identity."""
+
+    def __init__(self, db: Database, node: NodeInfo) -> None:
+        self.db = db
+        self.node = node
+        self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
+            OP_POST: self.post,
+            OP_APPEND: self.append,
+            OP_SNAPSHOT: self.snapshot,
+            OP_INBOX: self.inbox,
+            OP_CIRCLES: self.circles,
+            OP_CIRCLE_CREATE: self.circle_create,
+            OP_CIRCLE_JOIN: self.circle_join,
+            OP_INVITE: self.invite,
+            OP_PEERS: self.peers,
+            OP_STATS: self.stats,
+        }
+
+    def handle(self, op: str, body: Any) -> Outcome:
+        """Run one operation; RPCError if the request is refused."""
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise RPCError(ERR_UNKNOWN_OP, f"unknown operation {op[:64]!r}")
+        if not isinstance(body, dict):
+            raise RPCError(ERR_BAD_REQUEST, "request body must be a map")
+        return handler(body)
+
+    # --- writes -------------------------------------------------------------
+    def post(self, body: dict[str, Any]) -> Outcome:
+        """Compose, authenticate and store messages written on this node."""
+        circle = self._circle(body)
+        channel_id = _get(body, "channel_id", str, DEFAULT_CHANNEL)
+        if channel_id.startswith("__"):
+            raise RPCError(ERR_BAD_REQUEST, f"channel {channel_id!r} is reserved")
+        items = _get(body, "msgs", list)
+        if not 0 < len(items) <= MAX_POST_BATCH:
+            raise RPCError(ERR_BAD_REQUEST, f"msgs must hold 1 to {MAX_POST_BATCH} messages")
+        composed = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}] must be a map")
+            try:
+                msg = compose_message(
+                    circle.secret,
+                    circle_id=circle.circle_id,
+                    channel_id=channel_id,
+                    author_node_id=self.node.node_id,
+                    display_name=self.node.display_name,
+                    text=_get(item, "text", str),
+                    created_ts=_get(item, "created_ts", int),
+                    msg_id=_get(item, "msg_id", str),
+                    encrypt=self.node.encrypt,
+                )
+            except InvalidMessage as exc:
+                raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
+            composed.append((msg, item["text"]))
+        out = Outcome(reply=None)
+        name = self.node.display_name
+        new = self.db.insert_messages([(m, name, text) for m, text in composed], "local")
+        seqs: list[int | None] = []
+        for (msg, text), seq in zip(composed, new, strict=True):
+            if seq is None:
+                metrics.STORE_DUPLICATES.inc()
+                seqs.append(self.db.seq_of(msg.msg_id))
+                continue
+            seqs.append(seq)
+            out.stored.append(_stored_row(seq, msg, name, text, "local"))
+        if out.stored:
+            metrics.STORE_APPENDS.labels("local").inc(len(out.stored))
+        out.reply = {"seqs": seqs, "stored": len(out.stored), "last_seq": self.db.last_seq}
+        return out
+
+    def append(self, body: dict[str, Any]) -> Outcome:
+        """Verify and store messages received from peers; refuse the bad ones one by one."""
+        origin = _get(body, "origin", str)
+        if origin not in ORIGINS[1:]:
+            raise RPCError(ERR_BAD_REQUEST, f"origin must be one of {', '.join(ORIGINS[1:])}")
+        items = _get(body, "msgs", list)
+        if len(items) > MAX_POST_BATCH:
+            raise RPCError(ERR_BAD_REQUEST, f"at most {MAX_POST_BATCH} messages per request")
+        results: list[str] = []
+        accepted: list[tuple[int, WireMessage, Opened]] = []
+        secrets: dict[str, Circle | None] = {}
+        for raw in items:
+            try:
+                msg = parse_message(raw)
+                if msg.circle_id not in secrets:
+                    secrets[msg.circle_id] = self.db.circle(msg.circle_id)
+                circle = secrets[msg.circle_id]
+                if circle is None:
+                    raise InvalidMessage("unknown_circle", "not a circle of this node")
+                opened = open_message(circle.secret, circle.circle_id, msg)
+            except InvalidMessage as exc:
+                results.append(self._reject(exc.kind))
+                continue
+            except AuthError:
+                results.append(self._reject("auth"))
+                continue
+            accepted.append((len(results), msg, opened))
+            results.append("")
+        new = self.db.insert_messages([(m, o.display_name, o.text) for _, m, o in accepted], origin)
+        out = Outcome(reply=None)
+        for (i, msg, opened), seq in zip(accepted, new, strict=True):
+            if seq is None:
+                metrics.STORE_DUPLICATES.inc()
+                results[i] = "duplicate"
+                continue
+            results[i] = "stored"
+            out.stored.append(_stored_row(seq, msg, opened.display_name, opened.text, origin))
+        if out.stored:
+            metrics.STORE_APPENDS.labels(origin).inc(len(out.stored))
+        out.reply = {"results": results, "last_seq": self.db.last_seq}
+        return out
+
+    @staticmethod
+    def _reject(kind: str) -> str:
+        metrics.STORE_REJECTED.labels(kind).inc()
+        return f"rejected:{kind}"
+
+    def circle_create(self, body: dict[str, Any]) -> Outcome:
+        """Create a circle with a fresh secret; answer its id and invite code."""
+        name = _name(body)
+        secret = ids.new_secret()
+        circle = Circle(ids.circle_id(secret), secret, name, int(time.time()))
+        self.db.add_circle(circle)
+        code = encode_invite(secret, self.node.invite_peer)
+        return Outcome(
+            {"circle_id": circle.circle_id, "name": name, "code": code}, circles_changed=True
+        )
+
+    def circle_join(self, body: dict[str, Any]) -> Outcome:
+        """Join the circle of an invite code (joining twice is harmless)."""
+        code = _get(body, "code", str)
+        if len(code) > _MAX_CODE:
+            raise RPCError(ERR_BAD_INVITE, "invite code is too long")
+        try:
+            invite = decode_invite(code)
+        except InviteError as exc:
+            raise RPCError(ERR_BAD_INVITE, str(exc)) from None
+        circle_id = ids.circle_id(invite.secret)
+        joined = self.db.add_circle(Circle(circle_id, invite.secret, _name(body), int(time.time())))
+        # Relay URLs are for relay-sync; gossip wants host:port.
+        if invite.peer and "//" not in invite.peer:
+            self.db.add_peer(circle_id, invite.peer)
+        return Outcome(
+            {"circle_id": circle_id, "joined": joined, "peer": invite.peer}, circles_changed=joined
+        )
+
+    # --- reads --------------------------------------------------------------
+    def snapshot(self, body: dict[str, Any]) -> Outcome:
+        """A page of messages after ``since``, and the store_seq the answer covers."""
+        since = _get(body, "since", int, 0)
+        limit = min(_get(body, "limit", int, MAX_SNAPSHOT_PAGE), MAX_SNAPSHOT_PAGE)
+        if since < 0 or limit < 1:
+            raise RPCError(ERR_BAD_REQUEST, "since must be >= 0 and limit >= 1")
+        rows = self.db.since(since, limit, with_wire=_get(body, "with_wire", bool, False))
+        more = len(rows) == limit and rows[-1]["store_seq"] < self.db.last_seq
+        covers = rows[-1]["store_seq"] if more else self.db.last_seq
+        return Outcome({"msgs": rows, "covers": covers, "more": more})
+
+    def inbox(self, body: dict[str, Any]) -> Outcome:
+        """The newest messages of a circle, or of one of its channels."""
+        circle = self._circle(body)
+        channel = _get(body, "channel_id", str, "") or None
+        limit = _get(body, "limit", int, 50)
+        if not 1 <= limit <= 100_000:
+            raise RPCError(ERR_BAD_REQUEST, "limit must be between 1 and 100000")
+        return Outcome({"msgs": self.db.newest(circle.circle_id, channel, limit)})
+
+    def circles(self, body: dict[str, Any]) -> Outcome:
+        """The circles of this node (never their secrets)."""
+        return Outcome(
+            {
+                "circles": [
+                    {"circle_id": c.circle_id, "name": c.name, "joined_ts": c.joined_ts}
+                    for c in self.db.circles()
+                ]
+            }
+        )
+
+    def invite(self, body: dict[str, Any]) -> Outcome:
+        """The invite code of a circle, naming this node as the peer to contact."""
+        circle = self._circle(body)
+        return Outcome(
+            {
+                "circle_id": circle.circle_id,
+                "code": encode_invite(circle.secret, self.node.invite_peer),
+            }
+        )
+
+    def peers(self, body: dict[str, Any]) -> Outcome:
+        """Known peer addresses."""
+        return Outcome({"peers": self.db.peers()})
+
+    def stats(self, body: dict[str, Any]) -> Outcome:
+        """Counts for status and metrics."""
+        return Outcome(
+            {
+                "messages": self.db.message_count(),
+                "last_seq": self.db.last_seq,
+                "circles": len(self.db.circles()),
+                "db_bytes": self.db.size_bytes(),
+            }
+        )
+
+    def _circle(self, body: dict[str, Any]) -> Circle:
+        circle_id = _get(body, "circle_id", str)
+        circle = self.db.circle(circle_id) if ids.is_hex(circle_id, 24) else None
+        if circle is None:
+            raise RPCError(ERR_UNKNOWN_CIRCLE, f"this node is not in circle {circle_id[:64]!r}")
+        return circle
+
+
+_MISSING: Any = object()
+
+
+def _get(body: dict[str, Any], key: str, typ: type, default: Any = _MISSING) -> Any:
+    value = body.get(key, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise RPCError(ERR_BAD_REQUEST, f"{key} is required")
+        return default
+    if type(value) is not typ:
+        raise RPCError(ERR_BAD_REQUEST, f"{key} must be a {typ.__name__}")
+    return value
+
+
+def _name(body: dict[str, Any]) -> str:
+    name: str = _get(body, "name", str, "")
+    if len(name) > _MAX_NAME or not name.isprintable():
+        raise RPCError(ERR_BAD_REQUEST, f"name must be at most {_MAX_NAME} printable characters")
+    return name
+
+
+def _stored_row(
+    seq: int, msg: WireMessage, display_name: str, text: str, origin: str
+) -> dict[str, Any]:
+    """A stored message as events and snapshots carry it (the same keys)."""
+    return {
+        "store_seq": seq,
+        "msg_id": msg.msg_id,
+        "circle_id": msg.circle_id,
+        "channel_id": msg.channel_id,
+        "author_node_id": msg.author_node_id,
+        "display_name": display_name,
+        "created_ts": msg.created_ts,
+        "text": text,
+        "origin": origin,
+    }

@@ -1,0 +1,70 @@
+"""Protocol constants of the node: bus topics, RPC operations, limits.
+
+Standard library only, so every module (and every test) can import it.
+Topics are dotted and subscribed at a dot boundary (``chat.msg.`` matches
+``chat.msg.stored``); an RPC operation is a topic sent to one actor's ROUTER.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- bus envelope -----------------------------------------------------------
+ENVELOPE_MAGIC: Final = b"FLND1"
+ENVELOPE_VERSION: Final = 1
+# Hard cap enforced by libzmq (ZMQ_MAXMSGSIZE): a peer sending more is
+# disconnected before we ever see the bytes.
+BUS_MAX_MSG_SIZE: Final = 8 * 1024 * 1024
+# Soft caps checked by the decoder, counted and dropped as "oversize".
+MAX_TOPIC_SIZE: Final = 128
+MAX_HEADER_SIZE: Final = 1024
+MAX_BODY_SIZE: Final = 4 * 1024 * 1024
+
+# --- event topics (pub/sub) -------------------------------------------------
+TOPIC_MSG_STORED: Final = "chat.msg.stored"
+TOPIC_CIRCLE_CHANGED: Final = "chat.circle.changed"
+TOPIC_HEARTBEAT: Final = "sys.svc.heartbeat"
+TOPIC_SVC_STATE: Final = "sys.svc.state"
+
+# --- RPC operations ---------------------------------------------------------
+# store.ctl
+OP_POST: Final = "store.post"  # compose, sign and append messages of this node
+OP_APPEND: Final = "store.append"  # append wire messages received from peers
+OP_SNAPSHOT: Final = "store.snapshot"  # messages with store_seq > since
+OP_INBOX: Final = "store.inbox"  # newest messages of a circle/channel
+OP_CIRCLES: Final = "store.circles"
+OP_CIRCLE_CREATE: Final = "store.circle.create"
+OP_CIRCLE_JOIN: Final = "store.circle.join"
+OP_INVITE: Final = "store.invite"
+OP_PEERS: Final = "store.peers"
+OP_STATS: Final = "store.stats"
+# supervisor.ctl
+OP_SUP_STATUS: Final = "supervisor.status"
+
+# Reply topics: the operation with a suffix; errors carry a code and a text.
+REPLY_OK_SUFFIX: Final = ".ok"
+REPLY_ERR_SUFFIX: Final = ".err"
+
+# --- service names and endpoints -------------------------------------------
+SVC_SUPERVISOR: Final = "supervisor"
+SVC_STORE: Final = "store"
+SVC_CLI: Final = "cli"
+SVC_BENCH: Final = "bench"
+
+ENDPOINT_EVENTS_IN: Final = "bus.in"  # XSUB side of the proxy; publishers connect
+ENDPOINT_EVENTS_OUT: Final = "bus.out"  # XPUB side; subscribers connect
+ENDPOINT_STORE_CTL: Final = "store.ctl"
+ENDPOINT_SUPERVISOR_CTL: Final = "supervisor.ctl"
+
+# --- RPC error codes ----------------------------------------------------------
+ERR_BAD_REQUEST: Final = "bad_request"
+ERR_UNKNOWN_OP: Final = "unknown_op"
+ERR_UNKNOWN_CIRCLE: Final = "unknown_circle"
+ERR_BAD_INVITE: Final = "bad_invite"
+ERR_INTERNAL: Final = "internal"
+
+# --- store limits -----------------------------------------------------------
+MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append
+MAX_SNAPSHOT_PAGE: Final = 2000
+DEFAULT_CHANNEL: Final = "general"
+CONTROL_CHANNEL: Final = "__control"

@@ -1,0 +1,161 @@
+"""The supervisor's state machine, sans-IO: child table, backoff, flapping, liveness.
+
+It takes events (started, exited, heartbeat) and a clock, and answers with
+actions (start, terminate, kill). The supervisor process does the I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from felund.config import SupervisorConfig
+
+# A child gets this long to send its first heartbeat (it may be opening a
+# large database) before it counts as stuck.
+STARTUP_GRACE_S = 10.0
+
+
+class State(StrEnum):
+    """Where a child is in its life."""
+
+    STARTING = "starting"  # spawned, no heartbeat yet
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited; waiting to be started again
+    STOPPING = "stopping"  # sent SIGTERM; SIGKILL follows after a timeout
+    FAILED = "failed"  # crashed too often: given up until the node restarts
+    STOPPED = "stopped"  # the node is shutting down
+
+
+@dataclass(slots=True)
+class Child:
+    """What the supervisor knows of one service."""
+
+    name: str
+    state: State = State.BACKOFF
+    pid: int | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    last_heartbeat: float = 0.0
+    start_at: float = 0.0  # when BACKOFF ends
+    stop_deadline: float = 0.0  # when STOPPING turns into SIGKILL
+    failures: int = 0  # consecutive unhealthy exits, for the backoff
+    crashes: deque[float] = field(default_factory=deque)
+    last_exit: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something the supervisor must do to a child now."""
+
+    kind: str  # "start", "terminate", "kill"
+    name: str
+    pid: int | None = None
+
+
+class Supervision:
+    """The child table and its rules."""
+
+    def __init__(
+        self, names: list[str], policy: SupervisorConfig, rng: random.Random | None = None
+    ) -> None:
+        self.policy = policy
+        self.children = {n: Child(n) for n in names}
+        self._rng = rng or random.Random()
+        self.shutting_down = False
+
+    def started(self, name: str, pid: int, now: float) -> None:
+        """A child process was spawned."""
+        child = self.children[name]
+        child.state, child.pid, child.started_at, child.last_heartbeat = (
+            State.STARTING,
+            pid,
+            now,
+            now,
+        )
+
+    def heartbeat(self, name: str, pid: int, now: float) -> bool:
+        """A heartbeat arrived; True if it made the child RUNNING just now."""
+        child = self.children.get(name)
+        if child is None or child.pid != pid or child.state not in (State.STARTING, State.RUNNING):
+            return False
+        child.last_heartbeat = now
+        if child.state is State.STARTING:
+            child.state = State.RUNNING
+            return True
+        return False
+
+    def exited(self, name: str, code: int, now: float) -> State:
+        """A child process ended with ``code``; decide what comes next."""
+        child = self.children[name]
+        child.pid, child.last_exit = None, code
+        if self.shutting_down:
+            child.state = State.STOPPED
+            return child.state
+        healthy = (
+            child.state is State.RUNNING and now - child.started_at >= self.policy.healthy_after_s
+        )
+        child.failures = 1 if healthy else child.failures + 1
+        child.crashes.append(now)
+        while child.crashes and now - child.crashes[0] > self.policy.flap_window_s:
+            child.crashes.popleft()
+        if len(child.crashes) > self.policy.flap_max_restarts:
+            child.state = State.FAILED
+            child.reason = (
+                f"exited {len(child.crashes)} times in "
+                f"{self.policy.flap_window_s:g} s (last status {code})"
+            )
+            return child.state
+        child.state = State.BACKOFF
+        child.start_at = now + self.backoff(child.failures)
+        child.reason = f"exited with status {code}"
+        return child.state
+
+    def backoff(self, failures: int) -> float:
+        """Delay before the next start: doubling from the initial delay, capped, ±20 % jitter."""
+        base = min(
+            self.policy.backoff_initial_s * 2 ** max(0, failures - 1), self.policy.backoff_max_s
+        )
+        return base * self._rng.uniform(0.8, 1.2)
+
+    def due(self, now: float) -> list[Action]:
+        """The actions to take at ``now``."""
+        actions: list[Action] = []
+        deadline = self.policy.heartbeat_interval_s * self.policy.heartbeat_misses
+        for child in self.children.values():
+            waiting = child.state is State.BACKOFF and not self.shutting_down
+            if waiting and now >= child.start_at:
+                if child.started_at:
+                    child.restarts += 1
+                actions.append(Action("start", child.name))
+            elif child.state in (State.STARTING, State.RUNNING):
+                starting = child.state is State.STARTING
+                limit = max(deadline, STARTUP_GRACE_S) if starting else deadline
+                if now - child.last_heartbeat > limit:
+                    child.state = State.STOPPING
+                    child.stop_deadline = now + self.policy.stop_timeout_s
+                    child.reason = f"no heartbeat for {now - child.last_heartbeat:.1f} s"
+                    actions.append(Action("terminate", child.name, child.pid))
+            elif child.state is State.STOPPING and now >= child.stop_deadline and child.pid:
+                actions.append(Action("kill", child.name, child.pid))
+                child.stop_deadline = now + self.policy.stop_timeout_s
+        return actions
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Stop everything: terminate the running children."""
+        self.shutting_down = True
+        actions = []
+        for child in self.children.values():
+            if child.pid is not None:
+                child.state, child.stop_deadline = State.STOPPING, now + self.policy.stop_timeout_s
+                actions.append(Action("terminate", child.name, child.pid))
+            elif child.state is not State.FAILED:
+                child.state = State.STOPPED
+        return actions
+
+    def alive(self) -> list[Child]:
+        """Children that still have a process."""
+        return [c for c in self.children.values() if c.pid is not None]

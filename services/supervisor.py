@@ -1,0 +1,314 @@
+"""The supervisor (``felund run``): the node's root process.
+
+- Owns: the node lock, the bus proxy (XSUB ``bus.in`` / XPUB ``bus.out``),
+  the child table, ``/metrics`` for the whole node (prometheus-client
+  multiprocess mode), and systemd notifications.
+- Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
+- Subscribes: ``sys.svc.heartbeat``. Publishes: ``sys.svc.state``.
+- Children start as ``python -m services.<module>``; one that exits is
+  restarted after a doubling, jittered delay, and given up (``failed``)
+  when it crashes too often, while the rest keeps running. One that stops
+  heartbeating is sent SIGTERM, then SIGKILL.
+- Restart: holds nothing durable; a new supervisor starts every child anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from felund import logs, metrics, sdnotify
+from felund.bus import Bus
+from felund.errors import NodeLocked
+from felund.home import NodeLock, require_free
+from felund.protocol import (
+    ENDPOINT_EVENTS_IN,
+    ENDPOINT_EVENTS_OUT,
+    ENDPOINT_SUPERVISOR_CTL,
+    ERR_UNKNOWN_OP,
+    OP_SUP_STATUS,
+    SVC_STORE,
+    SVC_SUPERVISOR,
+    TOPIC_HEARTBEAT,
+    TOPIC_SVC_STATE,
+)
+from felund.service import Context, load_context
+from felund.supervision import Action, State, Supervision
+
+# The node's children, in start order. Gossip, relay-sync and the attached
+# ui come with their own issues; each is a module of services/.
+CHILDREN: dict[str, str] = {SVC_STORE: "services.store"}
+LOCK_WAIT_S = 5.0  # a command working offline holds the lock for a moment
+POLL_MS = 100
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Proxy:
+    """The XSUB/XPUB forwarder, in a thread of its own (libzmq does the work)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._ctl = f"inproc://proxy-ctl-{id(self)}"
+        self._ready = threading.Event()
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="bus-proxy", daemon=True)
+
+    def start(self) -> None:
+        """Bind both sides; raise if they cannot be bound."""
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            xsub = self._bus.socket(zmq.XSUB)
+            xsub.bind(self._bus.endpoint(ENDPOINT_EVENTS_IN))
+            xpub = self._bus.socket(zmq.XPUB)
+            xpub.bind(self._bus.endpoint(ENDPOINT_EVENTS_OUT))
+            ctl = self._bus.ctx.socket(zmq.PAIR)
+            ctl.bind(self._ctl)
+        except zmq.ZMQError as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        zmq.proxy_steerable(xsub, xpub, None, ctl)
+        for sock in (xsub, xpub, ctl):
+            sock.close(linger=0)
+
+    def stop(self) -> None:
+        """End the forwarding loop."""
+        ctl = self._bus.ctx.socket(zmq.PAIR)
+        ctl.connect(self._ctl)
+        ctl.send(b"TERMINATE")
+        self._thread.join(5)
+        ctl.close(linger=0)
+
+
+class Supervisor:
+    """The process table, its I/O, and the node's status."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        cfg = ctx.config
+        self.log = logs.setup(SVC_SUPERVISOR, ctx.node_id, cfg.log.level, cfg.log.format)
+        self.bus = Bus(ctx.layout, SVC_SUPERVISOR, cfg.bus)
+        self.table = Supervision(list(CHILDREN), cfg.supervisor)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_url = ""
+        self.stop_requested = False
+        self.ready = False
+        self._next_watchdog = 0.0
+
+    def run(self) -> int:
+        """Run the node until SIGTERM/SIGINT; the exit status."""
+        proxy = Proxy(self.bus)
+        proxy.start()
+        self._serve_metrics()
+        self.pub = self.bus.publisher()
+        sub = self.bus.subscriber(TOPIC_HEARTBEAT)
+        server = self.bus.rpc_server(ENDPOINT_SUPERVISOR_CTL)
+        poller = zmq.Poller()
+        poller.register(sub.sock, zmq.POLLIN)
+        poller.register(server.sock, zmq.POLLIN)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.log.info(
+            "node.starting",
+            home=str(self.ctx.layout.home),
+            metrics_url=self.metrics_url,
+            children=list(CHILDREN),
+        )
+        shutdown_started = False
+        while True:
+            now = time.monotonic()
+            if self.stop_requested and not shutdown_started:
+                shutdown_started = True
+                sdnotify.notify("STOPPING=1")
+                self.log.info("node.stopping")
+                self._act(self.table.shutdown(now))
+            self._reap(now)
+            if shutdown_started and not self.table.alive():
+                break
+            self._act(self.table.due(now))
+            for sock, _ in poller.poll(POLL_MS):
+                if sock is sub.sock:
+                    while (got := sub.recv_nowait()) is not None:
+                        self._on_heartbeat(got.frame.body)
+                else:
+                    while (req := server.recv_nowait()) is not None:
+                        if req.frame.topic == OP_SUP_STATUS:
+                            server.reply(req, self.status())
+                        else:
+                            server.error(
+                                req, ERR_UNKNOWN_OP, f"unknown operation {req.frame.topic[:64]!r}"
+                            )
+            self._watchdog(now)
+        proxy.stop()
+        self.bus.close()
+        self.log.info("node.stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+
+    def _serve_metrics(self) -> None:
+        cfg = self.ctx.config.metrics
+        if not cfg.enabled:
+            return
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        server, _ = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+        host = cfg.bind if ":" not in cfg.bind else f"[{cfg.bind}]"
+        self.metrics_url = f"http://{host}:{server.server_port}/metrics"
+
+    def _act(self, actions: list[Action]) -> None:
+        for action in actions:
+            if action.kind == "start":
+                self._spawn(action.name)
+            elif action.pid is not None:
+                sig = signal.SIGTERM if action.kind == "terminate" else signal.SIGKILL
+                child = self.table.children[action.name]
+                if not self.table.shutting_down:
+                    metrics.HEARTBEATS_MISSED.labels(action.name).inc()
+                    self.log.warning(
+                        "child.unresponsive",
+                        service=action.name,
+                        pid=action.pid,
+                        reason=child.reason,
+                        signal=sig.name,
+                    )
+                with contextlib.suppress(ProcessLookupError):  # gone already: _reap sees it
+                    os.kill(action.pid, sig)
+
+    def _spawn(self, name: str) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", CHILDREN[name]], stdin=subprocess.DEVNULL, close_fds=True
+        )
+        self.procs[name] = proc
+        self.table.started(name, proc.pid, time.monotonic())
+        child = self.table.children[name]
+        if child.restarts:
+            metrics.SERVICE_RESTARTS.labels(name).inc()
+        self.log.info("child.started", service=name, pid=proc.pid, restarts=child.restarts)
+        self._publish_state(name)
+
+    def _reap(self, now: float) -> None:
+        for name, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.procs[name]
+            multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+            state = self.table.exited(name, code, now)
+            metrics.SERVICE_UP.labels(name).set(0)
+            child = self.table.children[name]
+            if state is State.FAILED:
+                metrics.SERVICE_FAILED.labels(name).set(1)
+                self.log.error("child.failed", service=name, pid=proc.pid, reason=child.reason)
+            elif state is State.BACKOFF:
+                self.log.warning(
+                    "child.exited",
+                    service=name,
+                    pid=proc.pid,
+                    status=code,
+                    restart_in_s=round(child.start_at - now, 2),
+                )
+            else:
+                self.log.info("child.stopped", service=name, pid=proc.pid, status=code)
+            self._publish_state(name)
+
+    def _on_heartbeat(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        name, pid = body.get("service"), body.get("pid")
+        if not isinstance(name, str) or type(pid) is not int:
+            return
+        if self.table.heartbeat(name, pid, time.monotonic()):
+            metrics.SERVICE_UP.labels(name).set(1)
+            metrics.SERVICE_FAILED.labels(name).set(0)
+            self._publish_state(name)
+            if name == SVC_STORE and not self.ready:
+                self.ready = True
+                sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
+                self.log.info("node.ready")
+
+    def _watchdog(self, now: float) -> None:
+        if now >= self._next_watchdog:
+            self._next_watchdog = now + self.ctx.config.supervisor.heartbeat_interval_s
+            sdnotify.notify("WATCHDOG=1")
+
+    def _publish_state(self, name: str) -> None:
+        self.pub.publish(TOPIC_SVC_STATE, {"service": name, **self._child_status(name)})
+
+    def _child_status(self, name: str) -> dict[str, Any]:
+        c = self.table.children[name]
+        return {
+            "pid": c.pid,
+            "state": c.state.value,
+            "restarts": c.restarts,
+            "last_exit": c.last_exit,
+            "reason": c.reason,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The answer to ``supervisor.status``."""
+        return {
+            "node_id": self.ctx.node_id,
+            "pid": os.getpid(),
+            "metrics_url": self.metrics_url,
+            "services": {name: self._child_status(name) for name in CHILDREN},
+        }
+
+
+def _clean_metrics_dir(directory: Path) -> None:
+    # Files of earlier processes would add their counts to ours forever.
+    mine = f"_{os.getpid()}.db"
+    for path in directory.glob("*.db"):
+        if not path.name.endswith(mine):
+            path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    """Entry point: ``python -m services.supervisor`` (what ``felund run`` execs)."""
+    ctx = load_context()
+    metrics_dir = ctx.layout.metrics_dir
+    if os.environ.get(_MULTIPROC_ENV) != str(metrics_dir):
+        # prometheus-client picks its storage when first imported, which has
+        # happened already: start again with the directory in place.
+        metrics_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ[_MULTIPROC_ENV] = str(metrics_dir)
+        os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
+    lock = NodeLock(ctx.layout)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            require_free(lock)
+            break
+        except NodeLocked as exc:
+            if time.monotonic() > deadline:
+                print(f"felund: {exc}; is the node already running?", file=sys.stderr)
+                raise SystemExit(1) from None
+            time.sleep(0.1)
+    _clean_metrics_dir(metrics_dir)
+    try:
+        code = Supervisor(ctx).run()
+    finally:
+        lock.release()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

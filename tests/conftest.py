@@ -1,0 +1,36 @@
+"""Fixtures: real nodes in temporary homes, always stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.nodes import Node, free_port
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Make nodes (not started) with their own home and ports."""
+    nodes: list[Node] = []
+
+    def make(name: str = "node", **overrides: str) -> Node:
+        overrides.setdefault("FELUND_GOSSIP_PORT", str(free_port()))
+        node = Node(tmp_path / name, **overrides)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def node(make_node: Callable[..., Node]) -> Iterator[Node]:
+    """A running node with one circle, named alice."""
+    n = make_node()
+    n.cli("init", "--name", "alice", "--bind", "127.0.0.1")
+    n.start()
+    n.circle_id = n.json("invite")["circle_id"]
+    yield n
