@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -27,9 +27,28 @@ from felund.protocol import (
     ENDPOINT_EVENTS_OUT,
     REPLY_ERR_SUFFIX,
     REPLY_OK_SUFFIX,
+    TOPIC_HEARTBEAT,
 )
 
 _BAD_FRAME_LOG_EVERY_S = 60.0
+
+
+class _Tally:
+    """A counter child updated in bulk: the multiprocess counter costs microseconds an inc."""
+
+    __slots__ = ("_child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self.pending = 0
+
+    def flush(self) -> None:
+        if self.pending:
+            self._child.inc(self.pending)
+            self.pending = 0
+
+
+_FLUSH_EVERY = 4096
 
 
 class Bus:
@@ -41,8 +60,20 @@ class Bus:
         self.cfg = cfg
         self.ctx = zmq.Context()
         self.stamper = Stamper(service)
-        self._topic_seq: dict[str, int] = {}
+        self.topic_seqs: dict[str, int] = {}
         self._bad_logged: dict[str, float] = {}
+        self._tallies: list[_Tally] = []
+
+    def tally(self, child: Any) -> _Tally:
+        """A bulk-updated counter, flushed by ``flush_metrics``."""
+        t = _Tally(child)
+        self._tallies.append(t)
+        return t
+
+    def flush_metrics(self) -> None:
+        """Push bulk-counted values to the metrics (each heartbeat, and at close)."""
+        for t in self._tallies:
+            t.flush()
 
     def socket(self, kind: int) -> zmq.Socket[bytes]:
         """A socket with explicit limits: bounded queues, no linger, capped frames."""
@@ -75,8 +106,8 @@ class Bus:
 
     def next_event_header(self, topic: str) -> envelope.Header:
         """A header numbered per topic, so any subscription can see its gaps."""
-        seq = self._topic_seq.get(topic, 0) + 1
-        self._topic_seq[topic] = seq
+        seq = self.topic_seqs.get(topic, 0) + 1
+        self.topic_seqs[topic] = seq
         return envelope.Header(
             v=1,
             id=f"{self.stamper.inc}.{topic}.{seq}",
@@ -94,9 +125,10 @@ class Bus:
             self._bad_logged[exc.kind] = now
             logs.get().warning("bus.bad_frame", kind=exc.kind, detail=exc.detail, socket=where)
 
-    def close(self) -> None:
-        """Close every socket of this process."""
-        self.ctx.destroy(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close every socket, giving queued outgoing frames ``linger_ms`` to leave."""
+        self.flush_metrics()
+        self.ctx.destroy(linger=linger_ms)
 
 
 class Publisher:
@@ -106,16 +138,23 @@ class Publisher:
         self._bus = bus
         self.sock = bus.socket(zmq.PUB)
         self.sock.connect(bus.endpoint(ENDPOINT_EVENTS_IN))
+        self._published = bus.tally(metrics.BUS_PUBLISHED.labels(bus.service))
 
     def publish(self, topic: str, body: Any) -> None:
         """Send one event."""
         parts = envelope.encode(topic, self._bus.next_event_header(topic), body)
         self.sock.send_multipart(parts, flags=zmq.NOBLOCK)
-        metrics.BUS_PUBLISHED.labels(self._bus.service).inc()
+        self._published.pending += 1
+        if self._published.pending >= _FLUSH_EVERY:
+            self._published.flush()
+
+    def heartbeat(self, body: dict[str, Any]) -> None:
+        """Publish a heartbeat naming the last seq of every topic, so losses at a
+        stream's end (no later event to show the gap) are seen within a beat."""
+        self.publish(TOPIC_HEARTBEAT, {**body, "seqs": dict(self._bus.topic_seqs)})
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):
     """An event, and how many events of its stream were lost just before it."""
 
     frame: Frame
@@ -132,9 +171,14 @@ class Subscriber:
             self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         self.sock.connect(bus.endpoint(ENDPOINT_EVENTS_OUT))
         self._last: dict[tuple[str, str], tuple[str, int]] = {}
+        self.lost = 0  # events known lost, from gaps and from heartbeats
+        self._received = bus.tally(metrics.BUS_RECEIVED.labels(bus.service))
 
     def recv(self, timeout_ms: int) -> Received | None:
         """The next decodable event, or None after ``timeout_ms``."""
+        got = self.recv_nowait()  # under load an event is waiting: skip the poll
+        if got is not None:
+            return got
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
@@ -155,17 +199,30 @@ class Subscriber:
         except FrameError as exc:
             self._bus.bad_frame(exc, "sub")
             return None
-        metrics.BUS_RECEIVED.labels(self._bus.service).inc()
+        self._received.pending += 1
+        if self._received.pending >= _FLUSH_EVERY:
+            self._received.flush()
         return Received(frame, self._track(frame))
 
     def _track(self, frame: Frame) -> int:
-        key = (frame.header.src, frame.topic)
-        inc, seq = frame.header.inc, frame.header.seq
+        src, inc = frame.header.src, frame.header.inc
+        missed = self._advance((src, frame.topic), inc, frame.header.seq - 1)
+        self._last[(src, frame.topic)] = (inc, frame.header.seq)
+        if frame.topic == TOPIC_HEARTBEAT and isinstance(frame.body, dict):
+            seqs = frame.body.get("seqs")
+            for topic, seq in seqs.items() if isinstance(seqs, dict) else ():
+                if type(seq) is int and (src, topic) in self._last:
+                    self._advance((src, topic), inc, seq)
+        return missed
+
+    def _advance(self, key: tuple[str, str], inc: str, seen_up_to: int) -> int:
+        """Count the events of a stream lost between the last one seen and ``seen_up_to``."""
         last = self._last.get(key)
-        self._last[key] = (inc, seq)
-        if last is None or last[0] != inc or seq <= last[1] + 1:
+        if last is None or last[0] != inc or seen_up_to <= last[1]:
             return 0
-        missed = seq - last[1] - 1
+        self._last[key] = (inc, seen_up_to)
+        missed = seen_up_to - last[1]
+        self.lost += missed
         metrics.BUS_DROPPED.labels(self._bus.service, "gap").inc(missed)
         return missed
 

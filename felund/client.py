@@ -8,6 +8,7 @@ behaves the same whether the node is up or not.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -127,6 +128,9 @@ def open_node(ctx: Context) -> Iterator[NodeClient]:
         finally:
             lock.release()
         return
+    _, runtime = lock.holder()
+    if runtime is not None and runtime != ctx.layout.runtime_dir:
+        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, runtime_dir=runtime))
     remote = BusNode(ctx)
     try:
         yield remote

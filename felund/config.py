@@ -9,6 +9,7 @@ in the file and in the environment alike, so a typo never goes unnoticed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -199,6 +200,8 @@ def _check(where: str, key: tuple[str, str], value: Any, typ: type) -> Any:
         raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
     if key in _PORTS and isinstance(value, int) and not 0 <= value <= 65535:
         raise ConfigError(f"{where} must be a port number (0-65535), not {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number")
     if isinstance(value, int | float) and typ is not bool and value < 0:
         raise ConfigError(f"{where} must not be negative")
     return value
@@ -221,6 +224,14 @@ def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
     return repr(value)
+
+
+def _toml_char(c: str) -> str:
+    # TOML basic strings may hold neither raw control characters nor DEL.
+    if c in '"\\':
+        return "\\" + c
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04x}"
+    return c

@@ -7,14 +7,12 @@ inside the home. Two nodes on one machine differ only by home and ports.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +59,12 @@ class Layout:
 
     @property
     def lock_file(self) -> Path:
-        """Held by the running supervisor, or by a command working offline."""
-        return self.runtime_dir / LOCK_FILE
+        """Held by the running supervisor, or by a command working offline.
+
+        In the home, not the runtime directory: it guards the database, and a
+        second runtime directory must not make a second writer possible.
+        """
+        return self.home / LOCK_FILE
 
     def endpoint(self, name: str) -> str:
         """The ZeroMQ address of a bus endpoint."""
@@ -125,15 +127,15 @@ def write_private(path: Path, text: str) -> None:
 
 
 class NodeLock:
-    """An exclusive flock on the runtime directory's lock file."""
+    """An exclusive flock on the home's lock file, which names its holder."""
 
     def __init__(self, lay: Layout) -> None:
-        self._path = lay.lock_file
+        self._lay = lay
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
         """Take the lock if free; False if another process holds it."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self._lay.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -142,7 +144,9 @@ class NodeLock:
                 return False
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The runtime directory too: a command whose environment names another
+        # one still finds the running node's sockets.
+        os.write(fd, f"{os.getpid()}\n{self._lay.runtime_dir}\n".encode())
         self._fd = fd
         return True
 
@@ -152,34 +156,17 @@ class NodeLock:
             os.close(self._fd)
             self._fd = None
 
-    def holder_pid(self) -> int | None:
-        """The pid written by the current holder, if any."""
-        with contextlib.suppress(OSError, ValueError):
-            return int(self._path.read_text().strip() or "0") or None
-        return None
-
-
-@contextlib.contextmanager
-def offline(lay: Layout) -> Iterator[bool]:
-    """Yield True holding the node lock if no node runs here, else False."""
-    lock = NodeLock(lay)
-    got = lock.try_acquire()
-    try:
-        yield got
-    finally:
-        lock.release()
-
-
-def is_running(lay: Layout) -> bool:
-    """Whether a supervisor holds this node's lock right now."""
-    if not lay.lock_file.exists():
-        return False
-    with offline(lay) as free:
-        return not free
+    def holder(self) -> tuple[int | None, Path | None]:
+        """The pid and runtime directory written by the current holder."""
+        try:
+            pid, runtime = ([*self._lay.lock_file.read_text().splitlines(), "", ""])[:2]
+        except OSError:
+            return None, None
+        return (int(pid) if pid.isdigit() else None), (Path(runtime) if runtime else None)
 
 
 def require_free(lock: NodeLock) -> None:
-    """Raise NodeLocked naming the holder if the lock is taken."""
+    """Take the lock, or raise NodeLocked naming the holder."""
     if not lock.try_acquire():
-        pid = lock.holder_pid()
+        pid, _ = lock.holder()
         raise NodeLocked(f"another felund process{f' (pid {pid})' if pid else ''} uses this home")

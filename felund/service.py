@@ -22,7 +22,6 @@ import structlog
 from felund import config as config_mod
 from felund import home, logs, metrics
 from felund.bus import Bus, Publisher
-from felund.protocol import TOPIC_HEARTBEAT
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -83,10 +82,10 @@ class Runtime:
         cpu = usage.ru_utime + usage.ru_stime
         metrics.PROCESS_CPU.labels(self.service).inc(max(0.0, cpu - self._cpu_seen))
         self._cpu_seen = cpu
+        self.bus.flush_metrics()
         rss = _rss_bytes()
         metrics.PROCESS_RSS.labels(self.service).set(rss)
-        self.pub.publish(
-            TOPIC_HEARTBEAT,
+        self.pub.heartbeat(
             {
                 "service": self.service,
                 "pid": os.getpid(),

@@ -128,7 +128,7 @@ class Supervision:
         for child in self.children.values():
             waiting = child.state is State.BACKOFF and not self.shutting_down
             if waiting and now >= child.start_at:
-                if child.started_at:
+                if child.last_exit is not None:
                     child.restarts += 1
                 actions.append(Action("start", child.name))
             elif child.state in (State.STARTING, State.RUNNING):

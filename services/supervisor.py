@@ -155,7 +155,7 @@ class Supervisor:
                             server.error(
                                 req, ERR_UNKNOWN_OP, f"unknown operation {req.frame.topic[:64]!r}"
                             )
-            self._watchdog(now)
+            self._tick(now)
         proxy.stop()
         self.bus.close()
         self.log.info("node.stopped")
@@ -245,10 +245,14 @@ class Supervisor:
                 sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
                 self.log.info("node.ready")
 
-    def _watchdog(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
+        # systemd arms the watchdog at READY=1; until then a slow start is
+        # bounded by TimeoutStartSec instead.
         if now >= self._next_watchdog:
             self._next_watchdog = now + self.ctx.config.supervisor.heartbeat_interval_s
-            sdnotify.notify("WATCHDOG=1")
+            self.bus.flush_metrics()
+            if self.ready:
+                sdnotify.notify("WATCHDOG=1")
 
     def _publish_state(self, name: str) -> None:
         self.pub.publish(TOPIC_SVC_STATE, {"service": name, **self._child_status(name)})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodes import Node, free_port
+from felund.testing import Node, free_port
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import msgpack
 import pytest
 import zmq
 
 from felund import envelope
 from felund.envelope import Header, Stamper
+from felund.errors import FrameError
 from felund.protocol import (
     BUS_MAX_MSG_SIZE,
     ENDPOINT_EVENTS_IN,
@@ -16,7 +19,7 @@ from felund.protocol import (
     OP_STATS,
     TOPIC_HEARTBEAT,
 )
-from tests.nodes import Node, metric_value, wait_for
+from felund.testing import Node, metric_value, wait_for
 
 
 def _endpoint(node: Node, name: str) -> str:
@@ -29,22 +32,48 @@ def _header(**changes: object) -> bytes:
     return msgpack.packb(head)
 
 
+def _payload(head: bytes, body: bytes, magic: bytes = b"FLND1") -> bytes:
+    """Magic, 2-byte big-endian header length, header, body: the envelope's second part."""
+    return magic + struct.pack(">H", len(head)) + head + body
+
+
+_BODY = msgpack.packb({})
+
+# b"t" stands for the topic; each test puts in one its receiver listens to.
 BAD_FRAMES = {
     "garbage": [
-        [b"not an envelope"],
-        [b"t", b"FLND1", b"\xc1", msgpack.packb({})],
-        [b"t", b"XXXXX", _header(), msgpack.packb({})],
+        [b"t"],
+        [b"t", b"not an envelope"],
+        [b"t", _payload(b"\xc1", _BODY)],
+        [b"t", _payload(_header(), _BODY, magic=b"XXXXX")],
     ],
     "version": [
-        [b"t", b"FLND2", _header(), msgpack.packb({})],
-        [b"t", b"FLND1", _header(v=2), msgpack.packb({})],
+        [b"t", _payload(_header(), _BODY, magic=b"FLND2")],
+        [b"t", _payload(_header(v=2), _BODY)],
     ],
     "header": [
-        [b"t", b"FLND1", _header(seq="one"), msgpack.packb({})],
-        [b"t", b"FLND1", msgpack.packb([1, 2]), msgpack.packb({})],
+        [b"t", _payload(_header(seq="one"), _BODY)],
+        [b"t", _payload(msgpack.packb([1, 2]), _BODY)],
     ],
-    "oversize": [[b"t", b"FLND1", _header(), b"\x00" * (MAX_BODY_SIZE + 1)]],
+    "oversize": [[b"t", _payload(_header(), b"\x00" * (MAX_BODY_SIZE + 1))]],
 }
+# Bigger than the transport cap: libzmq drops the connection before decode sees it.
+HUGE_FRAME = [b"t", _payload(_header(), b"\x00" * (BUS_MAX_MSG_SIZE + 1))]
+
+
+def _with_topic(parts: list[bytes], topic: bytes) -> list[bytes]:
+    return [topic if p == b"t" else p for p in parts]
+
+
+@pytest.mark.parametrize("topic", [OP_STATS.encode(), TOPIC_HEARTBEAT.encode()])
+def test_bad_frames_are_refused_as_listed(topic: bytes) -> None:
+    # Keeps BAD_FRAMES honest: each frame is refused by the decoder for its stated kind.
+    for kind, frames in BAD_FRAMES.items():
+        for parts in frames:
+            with pytest.raises(FrameError) as info:
+                envelope.decode(_with_topic(parts, topic))
+            assert info.value.kind == kind, (kind, parts[-1][:24])
+    assert sum(map(len, HUGE_FRAME)) > BUS_MAX_MSG_SIZE
 
 
 @pytest.fixture
@@ -71,14 +100,12 @@ def test_bad_requests_to_the_store(node: Node, zctx: zmq.Context[zmq.Socket[byte
     dealer.connect(_endpoint(node, ENDPOINT_STORE_CTL))
     for frames in BAD_FRAMES.values():
         for parts in frames:
-            dealer.send_multipart(
-                [p.replace(b"t", b"store.stats", 1) if p == b"t" else p for p in parts]
-            )
+            dealer.send_multipart(_with_topic(parts, OP_STATS.encode()))
     # Bigger than the transport cap: libzmq drops the connection, not the store.
     huge = zctx.socket(zmq.DEALER)
     huge.setsockopt(zmq.LINGER, 0)
     huge.connect(_endpoint(node, ENDPOINT_STORE_CTL))
-    huge.send_multipart([b"store.stats", b"FLND1", _header(), b"\x00" * (BUS_MAX_MSG_SIZE + 1)])
+    huge.send_multipart(_with_topic(HUGE_FRAME, OP_STATS.encode()))
     # Well-formed envelopes with bad contents get an error answer.
     unknown = _call(zctx, node, "store.drop_tables", {})
     assert unknown.topic == "store.drop_tables.err" and unknown.body["code"] == "unknown_op"
@@ -122,7 +149,7 @@ def test_bad_events_to_subscribers(node: Node, zctx: zmq.Context[zmq.Socket[byte
     def send_all() -> None:
         for frames in BAD_FRAMES.values():
             for parts in frames:
-                pub.send_multipart([topic if p == b"t" else p for p in parts])
+                pub.send_multipart(_with_topic(parts, topic))
         for parts in good_but_odd:
             pub.send_multipart(parts)
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from felund.testing import FELUND, REPO, Node, wait_for
 from services.supervisor import CHILDREN
-from tests.nodes import FELUND, REPO, Node, wait_for
 
 LINES = 10_000
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tests.nodes import Node, metric_value, wait_for
+from felund.testing import Node, metric_value, wait_for
 
 
 @pytest.mark.slow

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 
 from felund.invite import decode_invite
-from tests.nodes import Node, metric_value, wait_for
+from felund.testing import Node, metric_value, wait_for
 
 
 def test_init_run_invite_send_inbox(node: Node) -> None:
@@ -161,3 +163,21 @@ def test_sigterm_stops_cleanly(node: Node) -> None:
     assert "node.stopped" in events and "store.stopped" in events
     # Logs carry who wrote them, and never a secret.
     assert all({"service", "node_id", "pid"} <= set(entry) for entry in log)
+
+
+def test_commands_find_a_node_with_another_runtime_dir(make_node) -> None:
+    runtime = tempfile.mkdtemp(prefix="felund-rt-")
+    try:
+        n = make_node(FELUND_BUS_RUNTIME_DIR=runtime)
+        n.cli("init")
+        n.start()
+        del n.env["FELUND_BUS_RUNTIME_DIR"]  # as a user's shell would be
+        circle = n.json("invite")["circle_id"]
+        n.cli("send", "--circle-id", circle, "found it")
+        assert n.status()["services"]["store"]["state"] == "running"
+        assert [m["text"] for m in n.json("inbox", "--circle-id", circle)] == ["found it"]
+        # The lock lives in the home, so no second node can start on it.
+        again = n.cli("run", check=False, timeout=30)
+        assert again.returncode != 0 and "already running" in again.stderr
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

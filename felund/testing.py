@@ -1,4 +1,4 @@
-"""Real felund nodes for tests: a FELUND_HOME each, the real CLI, real processes."""
+"""Real felund nodes for tests and benchmarks: a FELUND_HOME each, the real CLI, real processes."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class Node:
         """The text of the node's /metrics."""
         url = self.status()["metrics_url"]
         assert url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL
             text: str = resp.read().decode()
             return text
 
