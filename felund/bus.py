@@ -194,6 +194,10 @@ class Subscriber:
             parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
         except zmq.Again:
             return None
+        return self.accept(parts)
+
+    def accept(self, parts: list[bytes]) -> Received | None:
+        """Decode and account for received parts; None (counted) if they are bad."""
         try:
             frame = envelope.decode(parts)
         except FrameError as exc:
@@ -256,10 +260,7 @@ class RPCClient:
                 self._sock = self._connect()
             reply = self._exchange(parts, header.id, timeout)
             if reply is not None:
-                if reply.topic.endswith(REPLY_ERR_SUFFIX):
-                    body_ = reply.body if isinstance(reply.body, dict) else {}
-                    raise RPCError(str(body_.get("code", "")), str(body_.get("message", "")))
-                return reply.body
+                return answer_of(reply)
         raise RPCTimeout(f"no answer to {op} from {self._endpoint} after {tries} tries")
 
     def _exchange(self, parts: list[bytes], req_id: str, timeout_ms: int) -> Frame | None:
@@ -272,19 +273,33 @@ class RPCClient:
         while (remaining := deadline - time.monotonic()) > 0:
             if not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
                 return None
-            try:
-                frame = envelope.decode(self._sock.recv_multipart())
-            except FrameError as exc:
-                self._bus.bad_frame(exc, "dealer")
-                continue
-            if frame.header.corr == req_id:
+            frame = reply_to(self._bus, self._sock.recv_multipart(), req_id)
+            if frame is not None:
                 return frame
-            # Anything else answers an earlier, abandoned try: drop it.
         return None
 
     def close(self) -> None:
         """Close the socket."""
         self._sock.close(linger=0)
+
+
+def reply_to(bus: Bus, parts: list[bytes], req_id: str) -> Frame | None:
+    """The reply to ``req_id`` if these parts are it; None for bad frames (counted)
+    and for answers to earlier, abandoned tries."""
+    try:
+        frame = envelope.decode(parts)
+    except FrameError as exc:
+        bus.bad_frame(exc, "dealer")
+        return None
+    return frame if frame.header.corr == req_id else None
+
+
+def answer_of(reply: Frame) -> Any:
+    """The body of an answer, or its error raised as RPCError."""
+    if reply.topic.endswith(REPLY_ERR_SUFFIX):
+        body = reply.body if isinstance(reply.body, dict) else {}
+        raise RPCError(str(body.get("code", "")), str(body.get("message", "")))
+    return reply.body
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,11 @@ class GossipConfig:
     bind: str = "0.0.0.0"  # noqa: S104 - a home server is meant to be reachable by its peers
     port: int = 9999
     advertise_host: str = ""
+    round_interval_s: float = 5.0
+    anti_entropy_interval_s: float = 30.0
+    max_connections: int = 256
+    max_connections_per_ip: int = 8
+    offer_native: bool = True
 
 
 @dataclass(frozen=True, slots=True)

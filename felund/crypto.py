@@ -224,6 +224,27 @@ def session_key(secret_hex: str, client_nonce_hex: str, server_nonce_hex: str) -
     return _hkdf(secret_bytes(secret_hex), salt, _SESSION_INFO)
 
 
+_NATIVE_INFO = b"felund-native-v2"
+
+
+def native_session_key(secret_hex: str, client_nonce_hex: str, server_nonce_hex: str) -> bytes:
+    """The native protocol's session key: as v1's, under its own HKDF info."""
+    salt = bytes.fromhex(client_nonce_hex) + bytes.fromhex(server_nonce_hex)
+    return _hkdf(secret_bytes(secret_hex), salt, _NATIVE_INFO)
+
+
+def native_server_proof(secret_hex: str, node_id: str, circle_id: str, client_nonce: str) -> str:
+    """The native server's proof that it holds the secret too (v1 only proves the client)."""
+    return _hmac_hex(secret_bytes(secret_hex), f"native|{node_id}|{circle_id}|{client_nonce}")
+
+
+def verify_native_server_proof(
+    secret_hex: str, node_id: str, circle_id: str, client_nonce: str, proof: object
+) -> bool:
+    """Whether ``proof`` is the native server proof for this client nonce."""
+    return _hex_equal(native_server_proof(secret_hex, node_id, circle_id, client_nonce), proof)
+
+
 def seal_session_frame(key: bytes, frame: Mapping[str, Any], nonce: bytes | None = None) -> str:
     """Return one encrypted session line (without the newline) carrying frame."""
     if len(key) != KEY_LEN:

@@ -56,3 +56,12 @@ class RPCTimeout(FelundError):
 
 class NodeLocked(FelundError):
     """Another felund process holds this FELUND_HOME."""
+
+
+class PeerError(FelundError):
+    """A gossip peer broke the protocol; the connection is closed."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind  # bounded, a metric label: garbage, too_long, frame, auth, ...
+        self.detail = detail

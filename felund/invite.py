@@ -32,7 +32,8 @@ class Invite:
     peer: str
 
 
-def _is_tcp_peer(peer: str) -> bool:
+def is_tcp_peer(peer: str) -> bool:
+    """Whether ``peer`` is a valid ``host:port`` (port 1-65535)."""
     host, sep, port = peer.rpartition(":")
     if not sep or _HOST_RE.fullmatch(host) is None or _PORT_RE.fullmatch(port) is None:
         return False
@@ -56,7 +57,7 @@ def _peer_problem(peer: str) -> str | None:
         return None
     if len(peer) > MAX_PEER_LEN:
         return "invite peer address is too long"
-    if _is_url_peer(peer) or _is_tcp_peer(peer):
+    if _is_url_peer(peer) or is_tcp_peer(peer):
         return None
     return "invite peer must be host:port (port 1-65535) or an http(s):// relay URL"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from felund import ids, metrics
 from felund.errors import AuthError, InvalidMessage, InviteError, RPCError
-from felund.invite import decode_invite, encode_invite
+from felund.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.protocol import (
     DEFAULT_CHANNEL,
     ERR_BAD_INVITE,
@@ -27,20 +27,31 @@ from felund.protocol import (
     OP_APPEND,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
+    OP_CIRCLE_KEYS,
     OP_CIRCLES,
+    OP_FETCH,
     OP_INBOX,
     OP_INVITE,
     OP_PEERS,
+    OP_PEERS_ADD,
     OP_POST,
     OP_SNAPSHOT,
     OP_STATS,
 )
 from felund.storage import Circle, Database
-from felund.wire import Opened, WireMessage, compose_message, open_message, parse_message
+from felund.wire import (
+    Opened,
+    WireMessage,
+    compose_message,
+    open_message,
+    parse_message,
+    to_wire,
+)
 
 ORIGINS = ("local", "gossip", "relay")
 _MAX_NAME = 64
 _MAX_CODE = 4096
+_MAX_PEERS_ADD = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,9 @@ class Ops:
             OP_INVITE: self.invite,
             OP_PEERS: self.peers,
             OP_STATS: self.stats,
+            OP_PEERS_ADD: self.peers_add,
+            OP_CIRCLE_KEYS: self.circle_keys,
+            OP_FETCH: self.fetch,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -257,6 +271,48 @@ class Ops:
         """Known peer addresses."""
         return Outcome({"peers": self.db.peers()})
 
+    def peers_add(self, body: dict[str, Any]) -> Outcome:
+        """Remember peer addresses learned by gossip (invalid entries are skipped)."""
+        items = _get(body, "peers", list)
+        if len(items) > _MAX_PEERS_ADD:
+            raise RPCError(ERR_BAD_REQUEST, f"at most {_MAX_PEERS_ADD} peers per request")
+        known = {c.circle_id for c in self.db.circles()}
+        added = 0
+        for p in items:
+            if not isinstance(p, dict) or p.get("circle_id") not in known:
+                continue
+            addr, node_id, seen = p.get("addr"), p.get("node_id", ""), p.get("last_seen", 0)
+            if not (
+                isinstance(addr, str)
+                and is_tcp_peer(addr)
+                and isinstance(node_id, str)
+                and len(node_id) <= 128
+                and type(seen) is int
+                and seen >= 0
+            ):
+                continue
+            self.db.add_peer(p["circle_id"], addr, node_id, seen)
+            added += 1
+        return Outcome({"added": added})
+
+    def circle_keys(self, body: dict[str, Any]) -> Outcome:
+        """Circles with their secrets: for the node's own gossip and relay processes."""
+        return Outcome(
+            {
+                "circles": [
+                    {"circle_id": c.circle_id, "secret": c.secret, "name": c.name}
+                    for c in self.db.circles()
+                ]
+            }
+        )
+
+    def fetch(self, body: dict[str, Any]) -> Outcome:
+        """The wire form of messages by msg_id (those held; unknown ids are skipped)."""
+        msg_ids = _get(body, "msg_ids", list)
+        if len(msg_ids) > MAX_POST_BATCH or not all(isinstance(m, str) for m in msg_ids):
+            raise RPCError(ERR_BAD_REQUEST, f"msg_ids must be up to {MAX_POST_BATCH} strings")
+        return Outcome({"msgs": self.db.wire_of(msg_ids)})
+
     def stats(self, body: dict[str, Any]) -> Outcome:
         """Counts for status and metrics."""
         return Outcome(
@@ -300,7 +356,7 @@ def _name(body: dict[str, Any]) -> str:
 def _stored_row(
     seq: int, msg: WireMessage, display_name: str, text: str, origin: str
 ) -> dict[str, Any]:
-    """A stored message as events and snapshots carry it (the same keys)."""
+    """A stored message as events carry it: a snapshot row, plus its wire form for gossip."""
     return {
         "store_seq": seq,
         "msg_id": msg.msg_id,
@@ -311,4 +367,5 @@ def _stored_row(
         "created_ts": msg.created_ts,
         "text": text,
         "origin": origin,
+        "wire": to_wire(msg),
     }

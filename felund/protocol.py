@@ -38,6 +38,9 @@ OP_CIRCLE_JOIN: Final = "store.circle.join"
 OP_INVITE: Final = "store.invite"
 OP_PEERS: Final = "store.peers"
 OP_STATS: Final = "store.stats"
+OP_CIRCLE_KEYS: Final = "store.circle.keys"  # circles with their secrets, for gossip
+OP_FETCH: Final = "store.fetch"  # wire messages by msg_id
+OP_PEERS_ADD: Final = "store.peers.add"  # addresses learned from peers
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 
@@ -48,8 +51,12 @@ REPLY_ERR_SUFFIX: Final = ".err"
 # --- service names and endpoints -------------------------------------------
 SVC_SUPERVISOR: Final = "supervisor"
 SVC_STORE: Final = "store"
+SVC_GOSSIP: Final = "gossip"
 SVC_CLI: Final = "cli"
 SVC_BENCH: Final = "bench"
+
+# The supervisor's gossip listening socket, inherited by the gossip process.
+GOSSIP_FD_ENV: Final = "FELUND_INHERITED_GOSSIP_FD"  # not FELUND_GOSSIP_*: that is config
 
 ENDPOINT_EVENTS_IN: Final = "bus.in"  # XSUB side of the proxy; publishers connect
 ENDPOINT_EVENTS_OUT: Final = "bus.out"  # XPUB side; subscribers connect

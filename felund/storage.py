@@ -178,15 +178,21 @@ class Database:
         return seqs
 
     def _held(self, msg_ids: set[str]) -> set[str]:
-        found: set[str] = set()
-        pending = list(msg_ids)
-        for i in range(0, len(pending), 500):  # SQLite caps bound parameters
-            chunk = pending[i : i + 500]
+        return {r[0] for r in self._where_msg_id_in("msg_id", list(msg_ids))}
+
+    def wire_of(self, msg_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The wire form of the messages held among ``msg_ids``, in store order."""
+        rows = sorted(self._where_msg_id_in("store_seq, wire", list(msg_ids)))
+        return [msgpack.unpackb(r[1]) for r in rows]
+
+    def _where_msg_id_in(self, columns: str, msg_ids: list[str]) -> list[tuple[Any, ...]]:
+        found: list[tuple[Any, ...]] = []
+        for i in range(0, len(msg_ids), 500):  # SQLite caps bound parameters
+            chunk = msg_ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                r[0]
-                for r in self._db.execute(
-                    f"SELECT msg_id FROM messages WHERE msg_id IN ({marks})",  # noqa: S608 - only ?s
+            found.extend(
+                self._db.execute(
+                    f"SELECT {columns} FROM messages WHERE msg_id IN ({marks})",  # noqa: S608 - only ?s
                     chunk,
                 )
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,14 +31,16 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metrics, sdnotify
 from felund.bus import Bus
-from felund.errors import NodeLocked
+from felund.errors import ConfigError, NodeLocked
 from felund.home import NodeLock, require_free
 from felund.protocol import (
     ENDPOINT_EVENTS_IN,
     ENDPOINT_EVENTS_OUT,
     ENDPOINT_SUPERVISOR_CTL,
     ERR_UNKNOWN_OP,
+    GOSSIP_FD_ENV,
     OP_SUP_STATUS,
+    SVC_GOSSIP,
     SVC_STORE,
     SVC_SUPERVISOR,
     TOPIC_HEARTBEAT,
@@ -46,9 +49,9 @@ from felund.protocol import (
 from felund.service import Context, load_context
 from felund.supervision import Action, State, Supervision
 
-# The node's children, in start order. Gossip, relay-sync and the attached
-# ui come with their own issues; each is a module of services/.
-CHILDREN: dict[str, str] = {SVC_STORE: "services.store"}
+# The node's children, in start order; each is a module of services/.
+# Relay-sync comes with its own issue; the ui attaches, it is no child.
+CHILDREN: dict[str, str] = {SVC_STORE: "services.store", SVC_GOSSIP: "services.gossip"}
 LOCK_WAIT_S = 5.0  # a command working offline holds the lock for a moment
 POLL_MS = 100
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -108,6 +111,14 @@ class Supervisor:
         self.table = Supervision(list(CHILDREN), cfg.supervisor)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
+        gossip = cfg.gossip
+        try:
+            self.gossip_sock = socket.create_server((gossip.bind, gossip.port), backlog=128)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for peers on {gossip.bind}:{gossip.port}: {exc.strerror}"
+            ) from None
+        self.gossip_addr = "{}:{}".format(*self.gossip_sock.getsockname()[:2])
         self.stop_requested = False
         self.ready = False
         self._next_watchdog = 0.0
@@ -194,8 +205,18 @@ class Supervisor:
                     os.kill(action.pid, sig)
 
     def _spawn(self, name: str) -> None:
+        env, fds = dict(os.environ), tuple[int, ...]()
+        if name == SVC_GOSSIP:
+            # The listening socket is ours: restarting gossip loses no
+            # connection waiting in the kernel's backlog.
+            env[GOSSIP_FD_ENV] = str(self.gossip_sock.fileno())
+            fds = (self.gossip_sock.fileno(),)
         proc = subprocess.Popen(
-            [sys.executable, "-m", CHILDREN[name]], stdin=subprocess.DEVNULL, close_fds=True
+            [sys.executable, "-m", CHILDREN[name]],
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+            env=env,
+            pass_fds=fds,
         )
         self.procs[name] = proc
         self.table.started(name, proc.pid, time.monotonic())
@@ -273,6 +294,7 @@ class Supervisor:
             "node_id": self.ctx.node_id,
             "pid": os.getpid(),
             "metrics_url": self.metrics_url,
+            "gossip_addr": self.gossip_addr,
             "services": {name: self._child_status(name) for name in CHILDREN},
         }
 
@@ -309,6 +331,9 @@ def main() -> None:
     _clean_metrics_dir(metrics_dir)
     try:
         code = Supervisor(ctx).run()
+    except ConfigError as exc:
+        print(f"felund: {exc}", file=sys.stderr)
+        code = 2
     finally:
         lock.release()
     raise SystemExit(code)

@@ -1,0 +1,201 @@
+"""A native gossip session: one sealed connection, push, and reconciliation.
+
+The client starts range reconciliation at once and again every
+``anti_entropy_s``; each side answers RECON frames, asks for what it lacks
+(WANT) and sends what the other lacks (MSGS). New messages are pushed as
+they are stored. The send queue is bounded in bytes: bulk answers wait
+for room, a live push to a peer that cannot keep up closes the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+import msgpack
+
+from felund import metrics, nativeproto, v1proto
+from felund.errors import InvalidMessage, PeerError
+from felund.gossip_host import GossipHost
+from felund.peering import Link
+from felund.reconcile import Reconciler
+
+IDLE_TIMEOUT_S = 120.0
+QUEUE_BYTES = 8 * 1024 * 1024
+WANT_CHUNK = 1000
+MAX_WANT = 5000
+CAME_LIMIT = 50_000
+
+
+class BoundedSet(collections.OrderedDict[str, None]):
+    """The most recent keys, at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: str, value: None) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class NativeSession:
+    """One live native connection to a member of one circle."""
+
+    def __init__(self, link: Link, host: GossipHost, anti_entropy_s: float) -> None:
+        self.link = link
+        self.host = host
+        self.anti_entropy_s = anti_entropy_s
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.ready = asyncio.Event()  # the queue has something
+        self.room = asyncio.Event()  # the queue is below its cap
+        self.room.set()
+        self.recon: Reconciler | None = None
+        self.received = 0
+        self.closed = False
+        # Ids this peer sent us, so that they are not pushed back to it.
+        self.came: BoundedSet = BoundedSet(CAME_LIMIT)
+        link.extra["came"] = self.came
+
+    # --- sending ------------------------------------------------------------
+    def _enqueue(self, frame: dict[str, Any]) -> None:
+        assert self.link.channel is not None
+        data = self.link.channel.seal(frame)
+        self.queue.append(data)
+        self.queued += len(data)
+        self.ready.set()
+        if self.queued >= QUEUE_BYTES:
+            self.room.clear()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame, waiting for room (answers and bulk transfers)."""
+        await self.room.wait()
+        self._enqueue(frame)
+
+    def push(self, wires: list[dict[str, Any]]) -> None:
+        """Queue new messages without waiting; a peer too slow for them is dropped."""
+        if self.closed:
+            return
+        if self.queued >= QUEUE_BYTES:
+            metrics.BUS_DROPPED.labels("gossip", "slow_peer").inc()
+            self.close()
+            return
+        for chunk in _chunks(wires):
+            self._enqueue({"t": "MSGS", "msgs": chunk})
+        metrics.GOSSIP_MESSAGES.labels("out").inc(len(wires))
+
+    async def _write_loop(self) -> None:
+        writer = self.link.writer
+        while True:
+            await self.ready.wait()
+            while self.queue:
+                data = self.queue.popleft()
+                self.queued -= len(data)
+                writer.write(data)
+                self.link.count_out(len(data))
+                await writer.drain()
+            self.ready.clear()
+            if self.queued < QUEUE_BYTES:
+                self.room.set()
+
+    def close(self) -> None:
+        """End the session."""
+        self.closed = True
+        self.link.close()
+
+    # --- the session ----------------------------------------------------------
+    async def run(self) -> None:
+        """Exchange frames until the connection ends; PeerError if the peer misbehaves."""
+        writer = asyncio.create_task(self._write_loop())
+        timer = asyncio.create_task(self._anti_entropy()) if self.link.is_client else None
+        try:
+            peers = await self.host.known_peers(self.link.circle_id)
+            await self.send(v1proto.peers_frame(self.link.circle_id, peers))
+            while not self.closed:
+                frame = await self.link.read_frame(IDLE_TIMEOUT_S)
+                await self.handle(frame)
+                if writer.done():
+                    writer.result()  # the write side failed: raise its error
+        finally:
+            for task in (writer, timer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self.closed = True
+
+    async def _anti_entropy(self) -> None:
+        while True:
+            self.recon = Reconciler(self.host.index[self.link.circle_id])
+            await self.send({"t": "RECON", "start": True, "ranges": self.recon.initiate()})
+            metrics.GOSSIP_RECONCILE_ROUNDS.inc()
+            await asyncio.sleep(self.anti_entropy_s)
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        """Act on one frame from the peer."""
+        t = frame["t"]
+        if t == "MSGS":
+            msgs = nativeproto.field(frame, "msgs", list)
+            self.received += await self.host.receive(self.link, msgs)
+        elif t == "RECON":
+            await self._on_recon(frame)
+        elif t == "WANT":
+            await self._on_want(v1proto.id_list(frame, "ids", MAX_WANT))
+        elif t == "PEERS":
+            await self.host.learn_peers(self.link.circle_id, v1proto.peer_list(frame))
+        elif t == "PING":
+            await self.send({"t": "PONG"})
+        elif t == "BYE":
+            self.closed = True
+
+    async def _on_recon(self, frame: dict[str, Any]) -> None:
+        ranges = frame.get("ranges")
+        if frame.get("start") is True:
+            if self.link.is_client:
+                raise PeerError("frame", "only the client starts reconciliation")
+            self.recon = Reconciler(self.host.index[self.link.circle_id])
+            metrics.GOSSIP_RECONCILE_ROUNDS.inc()
+        if self.recon is None:
+            raise PeerError("frame", "RECON outside a reconciliation")
+        try:
+            step = self.recon.receive(ranges)
+        except InvalidMessage as exc:
+            raise PeerError("recon", exc.detail) from None
+        if step.reply is not None:
+            await self.send({"t": "RECON", "start": False, "ranges": step.reply})
+        for i in range(0, len(step.need), WANT_CHUNK):
+            await self.send({"t": "WANT", "ids": step.need[i : i + WANT_CHUNK]})
+        if step.have:
+            await self._send_messages(step.have)
+
+    async def _on_want(self, msg_ids: list[str]) -> None:
+        index = self.host.index[self.link.circle_id]
+        await self._send_messages([i for i in msg_ids if i in index])
+
+    async def _send_messages(self, msg_ids: list[str]) -> None:
+        for i in range(0, len(msg_ids), WANT_CHUNK):
+            wires = await self.host.fetch(msg_ids[i : i + WANT_CHUNK])
+            for chunk in _chunks(wires):
+                await self.send({"t": "MSGS", "msgs": chunk})
+            metrics.GOSSIP_MESSAGES.labels("out").inc(len(wires))
+
+
+def _chunks(wires: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split messages into MSGS frames of about ``MAX_MSGS_BYTES`` each."""
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for wire in wires:
+        n = len(msgpack.packb(wire))
+        if current and size + n > nativeproto.MAX_MSGS_BYTES:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(wire)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,439 @@
+"""The gossip actor: TCP sessions with the other members of this node's circles.
+
+- Owns: live TCP connections; the listening socket is the supervisor's
+  (inherited as ``FELUND_GOSSIP_FD``), so a restart drops no connection
+  attempt queued in the kernel.
+- Talks to the store: ``store.circle.keys``, ``store.snapshot`` (its index of
+  message ids), ``store.fetch`` (wire messages to send), ``store.append``
+  (messages received; only an acknowledged append counts as received),
+  ``store.peers`` / ``store.peers.add`` (addresses, peer exchange).
+- Subscribes: ``chat.msg.stored`` (push to connected peers at once),
+  ``chat.circle.changed``, store heartbeats (to notice lost events).
+- Sessions: native peers keep one sealed connection per circle, with push
+  and periodic range reconciliation; v1 peers get the v1 round every
+  ``gossip.round_interval_s`` and at once after a local post.
+- Restart: holds nothing the store does not; rebuilds its index from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import os
+import random
+import socket
+import time
+from typing import Any
+
+from felund import metrics, netaddr
+from felund.abus import AsyncRPCClient, AsyncSubscriber
+from felund.catchup import Follower
+from felund.errors import InvalidMessage, PeerError, RPCError, RPCTimeout
+from felund.gossip_native import NativeSession
+from felund.gossip_v1 import v1_round
+from felund.peering import Link, accept, connect
+from felund.protocol import (
+    ENDPOINT_STORE_CTL,
+    GOSSIP_FD_ENV,
+    MAX_POST_BATCH,
+    MAX_SNAPSHOT_PAGE,
+    OP_APPEND,
+    OP_CIRCLE_KEYS,
+    OP_FETCH,
+    OP_PEERS,
+    OP_PEERS_ADD,
+    OP_SNAPSHOT,
+    SVC_GOSSIP,
+    SVC_STORE,
+    TOPIC_CIRCLE_CHANGED,
+    TOPIC_HEARTBEAT,
+    TOPIC_MSG_STORED,
+)
+from felund.reconcile import ItemSet
+from felund.service import Runtime
+from felund.v1proto import MAX_READ_LINE
+from felund.wire import parse_message, to_wire
+
+TICK_S = 0.2
+BACKOFF_MAX_S = 60.0
+MAX_MSGS_PER_FRAME = 5000
+_LOG_EVERY_S = 10.0
+
+
+class Gossip:
+    """The process: its index, its sessions, its connections."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.cfg = rt.ctx.config.gossip
+        self.node_id = rt.ctx.node_id
+        self.rpc = AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL)
+        self.secrets: dict[str, str] = {}
+        self.index: dict[str, ItemSet] = collections.defaultdict(ItemSet)
+        self.follower = Follower()
+        self.sessions: dict[tuple[str, str], NativeSession] = {}  # (circle, peer node) -> live
+        self.dialing: set[tuple[str, str]] = set()  # (circle, addr) being contacted
+        self.backoff: dict[tuple[str, str], tuple[float, float]] = {}  # -> (until, delay)
+        self.v1_only: set[str] = set()  # addrs that did not take the native offer
+        self.self_addrs: set[str] = set()
+        self.per_ip: collections.Counter[str] = collections.Counter()
+        self.wake = asyncio.Event()
+        self.listen_addr = ""
+        self._logged: dict[str, float] = {}
+
+    # --- store --------------------------------------------------------------
+    async def load_circles(self) -> None:
+        """Circles and secrets, from the store."""
+        answer = await self.rpc.call(OP_CIRCLE_KEYS, {})
+        self.secrets = {c["circle_id"]: c["secret"] for c in answer["circles"]}
+
+    async def catch_up(self) -> None:
+        """Page the store's messages into the index until it is current."""
+        while True:
+            answer = await self.rpc.call(
+                OP_SNAPSHOT, {"since": self.follower.last, "limit": MAX_SNAPSHOT_PAGE}
+            )
+            self._index_rows(self.follower.on_snapshot(answer["msgs"], answer["covers"]))
+            if not answer["more"]:
+                break
+        self._apply_stored(self.follower.finish_snapshot())
+
+    def _index_rows(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.index[r["circle_id"]].add(r["created_ts"], r["msg_id"])
+
+    def _apply_stored(self, rows: list[dict[str, Any]]) -> None:
+        """Messages newly stored: index them, push them to connected peers."""
+        self._index_rows(rows)
+        by_circle: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        local = False
+        for r in rows:
+            if "wire" in r:
+                by_circle[r["circle_id"]].append(r["wire"])
+            local |= r.get("origin") == "local"
+        for (circle_id, _), session in list(self.sessions.items()):
+            if circle_id in by_circle:
+                # Not back to the peer it came from.
+                session.push([w for w in by_circle[circle_id] if w["msg_id"] not in session.came])
+        if local:
+            self.wake.set()  # v1 peers have no push: give them a round now
+
+    async def follow(self) -> None:
+        """Apply the store's events for as long as the process runs."""
+        sub = AsyncSubscriber(self.rt.bus, TOPIC_MSG_STORED, TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT)
+        await self.catch_up()
+        while True:
+            got = await sub.recv()
+            frame, body = got.frame, got.frame.body
+            if not isinstance(body, dict) or frame.header.src != SVC_STORE:
+                continue
+            if frame.topic == TOPIC_MSG_STORED and isinstance(body.get("msgs"), list):
+                if got.missed:
+                    self.follower.syncing = True
+                self._apply_stored(self.follower.on_event(frame.header.inc, body["msgs"]))
+            elif frame.topic == TOPIC_CIRCLE_CHANGED:
+                await self.load_circles()
+                self.wake.set()
+            elif frame.topic == TOPIC_HEARTBEAT and type(body.get("last_seq")) is int:
+                self.follower.on_heartbeat(str(body.get("inc")), body["last_seq"])
+            if self.follower.syncing:
+                await self.catch_up()
+
+    async def fetch(self, msg_ids: list[str]) -> list[dict[str, Any]]:
+        """Wire messages held among ``msg_ids``."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(msg_ids), MAX_POST_BATCH):
+            answer = await self.rpc.call(OP_FETCH, {"msg_ids": msg_ids[i : i + MAX_POST_BATCH]})
+            out.extend(answer["msgs"])
+        return out
+
+    async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
+        """Check and store messages from a peer; PeerError (after storing the good
+        ones) if any was malformed, forged or of another circle."""
+        if len(raw_msgs) > MAX_MSGS_PER_FRAME:
+            raise PeerError("frame", f"more than {MAX_MSGS_PER_FRAME} messages in one frame")
+        problems: collections.Counter[str] = collections.Counter()
+        fresh: list[dict[str, Any]] = []
+        index = self.index[link.circle_id]
+        for raw in raw_msgs:
+            try:
+                msg = parse_message(raw)
+            except InvalidMessage as exc:
+                problems[exc.kind] += 1
+                continue
+            if msg.circle_id != link.circle_id:
+                problems["other_circle"] += 1
+            elif msg.msg_id not in index:
+                fresh.append(to_wire(msg))
+        stored = 0
+        for i in range(0, len(fresh), MAX_POST_BATCH):
+            chunk = fresh[i : i + MAX_POST_BATCH]
+            answer = await self.rpc.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
+            now = time.time()
+            for wire, result in zip(chunk, answer["results"], strict=True):
+                if result.startswith("rejected:"):
+                    problems[result.removeprefix("rejected:")] += 1
+                    continue
+                index.add(wire["created_ts"], wire["msg_id"])
+                came = link.extra.get("came")
+                if came is not None:
+                    came[wire["msg_id"]] = None
+                if result == "stored":
+                    stored += 1
+                    metrics.DELIVERY_LATENCY.observe(max(0.0, now - wire["created_ts"]))
+        metrics.GOSSIP_MESSAGES.labels("in").inc(stored)
+        if problems:
+            for kind, n in problems.items():
+                metrics.BAD_INPUT.labels("gossip", kind).inc(n)
+            raise PeerError("bad_message", ", ".join(f"{n} {k}" for k, n in problems.items()))
+        return stored
+
+    async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
+        """Addresses known for a circle."""
+        answer = await self.rpc.call(OP_PEERS, {})
+        return [p for p in answer["peers"] if p["circle_id"] == circle_id]
+
+    async def learn_peers(self, circle_id: str, peers: list[dict[str, Any]]) -> None:
+        """Remember addresses a peer told us about (the store skips invalid ones)."""
+        entries = [
+            {**p, "circle_id": circle_id}
+            for p in peers
+            if p.get("addr") not in self.self_addrs and p.get("addr") != self.listen_addr
+        ]
+        if entries:
+            await self.rpc.call(OP_PEERS_ADD, {"peers": entries})
+
+    # --- sessions -----------------------------------------------------------
+    async def run_link(self, link: Link, addr: str) -> None:
+        """Run an authenticated connection to its end; log one line about it."""
+        started = time.monotonic()
+        outcome, proto, moved = "ok", "native" if link.native else "v1", 0
+        key = (link.circle_id, link.peer_node_id)
+        link.extra["addr"] = addr
+        try:
+            if link.peer_node_id == self.node_id:
+                self.self_addrs.add(addr)
+                outcome = "self"
+                return
+            await self.learn_peers(
+                link.circle_id,
+                [{"addr": addr, "node_id": link.peer_node_id, "last_seen": int(time.time())}],
+            )
+            if not link.native:
+                moved = await v1_round(link, self)
+                return
+            if key in self.sessions:
+                outcome = "duplicate"
+                return
+            session = NativeSession(link, self, self.cfg.anti_entropy_interval_s)
+            self.sessions[key] = session
+            metrics.GOSSIP_PEERS_CONNECTED.inc()
+            try:
+                await session.run()
+            finally:
+                metrics.GOSSIP_PEERS_CONNECTED.dec()
+                del self.sessions[key]
+                moved = session.received
+        except PeerError as exc:
+            outcome = exc.kind
+            if exc.kind != "closed":  # a peer that goes away broke no rule
+                metrics.BAD_INPUT.labels("gossip", exc.kind).inc()
+                self._warn(
+                    f"peer.{exc.kind}",
+                    peer=addr,
+                    circle_id=link.circle_id,
+                    peer_node_id=link.peer_node_id,
+                    detail=exc.detail,
+                )
+        except (ConnectionError, OSError) as exc:
+            outcome = "closed"
+            self.rt.log.info("peer.disconnected", peer=addr, error=type(exc).__name__)
+        finally:
+            link.close()
+            metrics.GOSSIP_SESSIONS.labels(proto, outcome).inc()
+            self.rt.log.info(
+                "gossip.session",
+                peer=addr,
+                protocol=proto,
+                outcome=outcome,
+                inbound=not link.is_client,
+                messages_in=moved,
+                bytes_in=link.bytes_in,
+                bytes_out=link.bytes_out,
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError | ConnectionError):
+            return  # connections cut at shutdown or by the peer
+        self.rt.log.error(
+            "gossip.loop_error",
+            message=str(context.get("message")),
+            error=type(exc).__name__ if exc else None,
+            detail=str(exc)[:200],
+        )
+
+    def _warn(self, event: str, **fields: Any) -> None:
+        """A warning about a peer, at most one per kind every few seconds."""
+        now = time.monotonic()
+        if now - self._logged.get(event, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._logged[event] = now
+            self.rt.log.warning(event, **fields)
+
+    async def on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A peer connected to us."""
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "?"
+        addr = f"{ip}:{peer[1]}" if peer else "?"
+        if (
+            self.per_ip[ip] >= self.cfg.max_connections_per_ip
+            or sum(self.per_ip.values()) >= self.cfg.max_connections
+        ):
+            metrics.BAD_INPUT.labels("gossip", "too_many_connections").inc()
+            self._warn("peer.too_many_connections", peer=addr)
+            writer.close()
+            return
+        self.per_ip[ip] += 1
+        try:
+            try:
+                link = await accept(reader, writer, self.secrets, self.node_id)
+            except PeerError as exc:
+                metrics.BAD_INPUT.labels("gossip", exc.kind).inc()
+                metrics.GOSSIP_SESSIONS.labels("handshake", exc.kind).inc()
+                self._warn(f"peer.{exc.kind}", peer=addr, detail=exc.detail)
+                writer.close()
+                return
+            except (ConnectionError, OSError):
+                writer.close()
+                return
+            listen = link.peer_listen_addr
+            if listen.rpartition(":")[2].isdigit():
+                # v1's rule: the address we saw, with the port it listens on.
+                learned = f"{ip}:{listen.rpartition(':')[2]}"
+                await self.learn_peers(
+                    link.circle_id,
+                    [
+                        {
+                            "addr": learned,
+                            "node_id": link.peer_node_id,
+                            "last_seen": int(time.time()),
+                        }
+                    ],
+                )
+            await self.run_link(link, addr)
+        finally:
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+
+    async def dial(self, circle_id: str, addr: str) -> None:
+        """Contact one known peer address of a circle."""
+        key = (circle_id, addr)
+        host, _, port = addr.rpartition(":")
+        offer = self.cfg.offer_native and addr not in self.v1_only
+        try:
+            link = await connect(
+                host.strip("[]"),
+                int(port),
+                circle_id=circle_id,
+                secret=self.secrets[circle_id],
+                node_id=self.node_id,
+                listen_addr=self.listen_addr,
+                offer_native=offer,
+            )
+        except PeerError as exc:
+            if offer and exc.kind in ("closed", "garbage", "unexpected", "frame"):
+                self.v1_only.add(addr)  # it choked on the offer: speak plain v1 to it
+                self.wake.set()
+            _, delay = self.backoff.get(key, (0.0, 0.5))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+            self.backoff[key] = (time.monotonic() + delay * random.uniform(0.8, 1.2), delay)
+            self._warn(
+                "peer.unreachable" if exc.kind == "unreachable" else f"peer.{exc.kind}",
+                peer=addr,
+                circle_id=circle_id,
+                detail=exc.detail,
+            )
+            return
+        finally:
+            self.dialing.discard(key)
+        self.backoff.pop(key, None)
+        await self.run_link(link, addr)
+
+    async def dial_loop(self) -> None:
+        """Keep native sessions open and v1 rounds going to every known peer."""
+        while True:
+            now = time.monotonic()
+            connected = {(c, s.link.extra.get("addr")) for (c, _), s in self.sessions.items()}
+            for circle_id in list(self.secrets):
+                try:
+                    peers = await self.known_peers(circle_id)
+                except (RPCTimeout, RPCError):
+                    break
+                for p in peers:
+                    addr, key = p["addr"], (circle_id, p["addr"])
+                    if (
+                        addr in self.self_addrs
+                        or addr == self.listen_addr
+                        or key in self.dialing
+                        or key in connected
+                        or (circle_id, p["node_id"]) in self.sessions
+                        or self.backoff.get(key, (0.0, 0.0))[0] > now
+                    ):
+                        continue
+                    self.dialing.add(key)
+                    asyncio.get_running_loop().create_task(self.dial(circle_id, addr))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.cfg.round_interval_s)
+
+    async def tick_loop(self) -> None:
+        """Heartbeats; end the process when asked to stop."""
+        while self.rt.running():
+            self.rt.tick({"sessions": len(self.sessions), "last_seq": self.follower.last})
+            await asyncio.sleep(TICK_S)
+
+    async def run(self, listener: socket.socket) -> None:
+        """Serve until asked to stop."""
+        port = listener.getsockname()[1]
+        self.listen_addr = netaddr.invite_peer(dataclasses.replace(self.cfg, port=port))
+        asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
+        await self.load_circles()
+        server = await asyncio.start_server(self.on_inbound, sock=listener, limit=MAX_READ_LINE + 1)
+        self.rt.log.info("gossip.ready", listen=self.listen_addr, circles=len(self.secrets))
+        tasks = [asyncio.create_task(c) for c in (self.follow(), self.dial_loop())]
+        try:
+            await self.tick_loop()
+        finally:
+            server.close()
+            for t in tasks:
+                t.cancel()
+            for s in list(self.sessions.values()):
+                s.link.close()
+
+
+def _listener(rt: Runtime) -> socket.socket:
+    fd = os.environ.get(GOSSIP_FD_ENV)
+    if fd is not None:
+        return socket.socket(fileno=int(fd))
+    cfg = rt.ctx.config.gossip
+    # Run on its own (not under the supervisor): bind the port ourselves.
+    return socket.create_server((cfg.bind, cfg.port))
+
+
+def main() -> None:
+    """Entry point: ``python -m services.gossip``."""
+    rt = Runtime(SVC_GOSSIP)
+    listener = _listener(rt)
+    listener.setblocking(False)
+    try:
+        asyncio.run(Gossip(rt).run(listener))
+    finally:
+        rt.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Gossip between real nodes on 127.0.0.1: push, anti-entropy, peer exchange, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from felund.testing import Node, metric_value, wait_for
+
+
+def _texts(node: Node, circle_id: str) -> list[str]:
+    return [m["text"] for m in node.json("inbox", "--circle-id", circle_id, "--limit", "100000")]
+
+
+def _wait_texts(node: Node, circle_id: str, want: set[str], timeout: float = 30) -> None:
+    wait_for(
+        lambda: set(_texts(node, circle_id)) == want,
+        timeout=timeout,
+        what=f"{node.home.name} to hold {len(want)} messages",
+    )
+
+
+def _started(make_node: Callable[..., Node], name: str, **env: str) -> Node:
+    node = make_node(name, FELUND_GOSSIP_ROUND_INTERVAL_S="0.5", **env)
+    node.cli("init", "--bind", "127.0.0.1", "--name", name)
+    return node
+
+
+def _join(node: Node, code: str) -> str:
+    return node.cli("join", "--code", code).stdout.strip()
+
+
+@pytest.fixture
+def pair(make_node):
+    a = _started(make_node, "a")
+    b = _started(make_node, "b")
+    code = a.cli("invite").stdout.strip()
+    circle = _join(b, code)
+    a.start()
+    b.start()
+    a.circle_id = b.circle_id = circle
+    return a, b
+
+
+def test_two_nodes_exchange_both_ways(pair) -> None:
+    a, b = pair
+    a.cli("send", "--circle-id", a.circle_id, "from a")
+    wait_for(lambda: "from a" in _texts(b, b.circle_id), what="a's message on b")
+    b.cli("send", "--circle-id", b.circle_id, "from b")
+    wait_for(lambda: "from b" in _texts(a, a.circle_id), what="b's message on a")
+    inbox = b.json("inbox", "--circle-id", b.circle_id)
+    assert {m["display_name"] for m in inbox} == {"a", "b"}
+    text = a.metrics()
+    assert metric_value(text, "felund_gossip_peers_connected") == 1.0
+    assert (metric_value(text, "felund_gossip_messages_total", direction="in") or 0) >= 1
+
+
+def test_three_nodes_in_a_line_converge_and_learn_each_other(make_node) -> None:
+    a, b, c = (_started(make_node, n) for n in "abc")
+    circle = _join(b, a.cli("invite").stdout.strip())
+    # C only knows B: B's invite names B as the peer to contact.
+    _join(c, b.cli("invite", "--circle-id", circle).stdout.strip())
+    a.cli("send", "--circle-id", circle, "written on a before anyone ran")
+    for n in (a, b, c):
+        n.start()
+    c.cli("send", "--circle-id", circle, "written on c")
+    want = {"written on a before anyone ran", "written on c"}
+    for n in (a, b, c):
+        _wait_texts(n, circle, want)
+    # Peer exchange: C has learned A's address from B.
+    a_port = a.env["FELUND_GOSSIP_PORT"]
+    wait_for(
+        lambda: any(p["addr"].endswith(f":{a_port}") for p in c.json("peers")),
+        what="c to learn a's address",
+    )
+
+
+@pytest.mark.slow
+def test_kill_gossip_of_middle_node_during_10k_sync(make_node) -> None:
+    a, b, c = (_started(make_node, n, FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2") for n in "abc")
+    circle = _join(b, a.cli("invite").stdout.strip())
+    _join(c, b.cli("invite", "--circle-id", circle).stdout.strip())
+    lines = [f"backlog {i:05d}" for i in range(10_000)]
+    a.cli("send", "--circle-id", circle, "--stdin", stdin="\n".join(lines).encode())
+    for n in (a, b, c):
+        n.start()
+    wait_for(lambda: (b.status()["messages"] or 0) > 500, timeout=60, what="b to start syncing")
+    os.kill(b.service_pid("gossip"), signal.SIGKILL)
+    for n in (b, c):
+        _wait_texts(n, circle, set(lines), timeout=120)
+    for n in (b, c):
+        texts = _texts(n, circle)
+        assert sorted(texts) == lines  # nothing missing, nothing doubled
+    assert b.status()["services"]["gossip"]["restarts"] == 1
+
+
+@pytest.mark.slow
+def test_partition_and_heal(make_node) -> None:
+    a = _started(make_node, "a")
+    c = _started(make_node, "c")
+    circle = _join(c, a.cli("invite").stdout.strip())
+    a.start()
+    c.start()
+    a.cli("send", "--circle-id", circle, "before")
+    wait_for(lambda: "before" in _texts(c, circle), what="c to get the first message")
+    assert c.stop() == 0
+    a.cli("send", "--circle-id", circle, "while c was away")
+    c.cli("send", "--circle-id", circle, "written on c while offline")
+    c.start()
+    want = {"before", "while c was away", "written on c while offline"}
+    for n in (a, c):
+        _wait_texts(n, circle, want)
