@@ -243,6 +243,7 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         "home": str(ctx.layout.home),
         "running": node.online,
         "metrics_url": sup["metrics_url"] if sup else "",
+        "gossip_addr": sup["gossip_addr"] if sup else "",
         "circles": circles,
         "messages": stats.get("messages"),
         "services": {
@@ -257,6 +258,8 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
     _out(f"home      {status['home']}")
     if status["metrics_url"]:
         _out(f"metrics   {status['metrics_url']}")
+    if status["gossip_addr"]:
+        _out(f"gossip    {status['gossip_addr']}")
     _out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
     _out(f"circles   {len(circles)}")
     for name, s in status["services"].items():

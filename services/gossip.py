@@ -25,6 +25,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from felund import metrics, netaddr
@@ -123,7 +124,7 @@ class Gossip:
     async def follow(self) -> None:
         """Apply the store's events for as long as the process runs."""
         sub = AsyncSubscriber(self.rt.bus, TOPIC_MSG_STORED, TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT)
-        await self.catch_up()
+        await self._until_store_answers(self.catch_up)
         while True:
             got = await sub.recv()
             frame, body = got.frame, got.frame.body
@@ -134,12 +135,12 @@ class Gossip:
                     self.follower.syncing = True
                 self._apply_stored(self.follower.on_event(frame.header.inc, body["msgs"]))
             elif frame.topic == TOPIC_CIRCLE_CHANGED:
-                await self.load_circles()
+                await self._until_store_answers(self.load_circles)
                 self.wake.set()
             elif frame.topic == TOPIC_HEARTBEAT and type(body.get("last_seq")) is int:
                 self.follower.on_heartbeat(str(body.get("inc")), body["last_seq"])
             if self.follower.syncing:
-                await self.catch_up()
+                await self._until_store_answers(self.catch_up)
 
     async def fetch(self, msg_ids: list[str]) -> list[dict[str, Any]]:
         """Wire messages held among ``msg_ids``."""
@@ -250,6 +251,9 @@ class Gossip:
         except (ConnectionError, OSError) as exc:
             outcome = "closed"
             self.rt.log.info("peer.disconnected", peer=addr, error=type(exc).__name__)
+        except RPCTimeout:
+            outcome = "store_unavailable"  # the peer will come back; so will the store
+            self._warn("gossip.store_unavailable")
         finally:
             link.close()
             metrics.GOSSIP_SESSIONS.labels(proto, outcome).inc()
@@ -401,18 +405,31 @@ class Gossip:
         port = listener.getsockname()[1]
         self.listen_addr = netaddr.invite_peer(dataclasses.replace(self.cfg, port=port))
         asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
-        await self.load_circles()
+        ticks = asyncio.create_task(self.tick_loop())  # heartbeats while waiting for the store
+        await self._until_store_answers(self.load_circles)
         server = await asyncio.start_server(self.on_inbound, sock=listener, limit=MAX_READ_LINE + 1)
         self.rt.log.info("gossip.ready", listen=self.listen_addr, circles=len(self.secrets))
-        tasks = [asyncio.create_task(c) for c in (self.follow(), self.dial_loop())]
+        tasks = [ticks, *(asyncio.create_task(c) for c in (self.follow(), self.dial_loop()))]
         try:
-            await self.tick_loop()
+            # Any task that fails ends the process (crash-only: the supervisor restarts it).
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
         finally:
             server.close()
             for t in tasks:
                 t.cancel()
             for s in list(self.sessions.values()):
                 s.link.close()
+
+    async def _until_store_answers(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Run ``call``, retrying while the store is down (it is restarted meanwhile)."""
+        while True:
+            try:
+                await call()
+                return
+            except RPCTimeout:
+                self._warn("gossip.store_unavailable")
 
 
 def _listener(rt: Runtime) -> socket.socket:

@@ -196,8 +196,8 @@ class Supervisor:
                     metrics.HEARTBEATS_MISSED.labels(action.name).inc()
                     self.log.warning(
                         "child.unresponsive",
-                        service=action.name,
-                        pid=action.pid,
+                        child=action.name,
+                        child_pid=action.pid,
                         reason=child.reason,
                         signal=sig.name,
                     )
@@ -223,7 +223,7 @@ class Supervisor:
         child = self.table.children[name]
         if child.restarts:
             metrics.SERVICE_RESTARTS.labels(name).inc()
-        self.log.info("child.started", service=name, pid=proc.pid, restarts=child.restarts)
+        self.log.info("child.started", child=name, child_pid=proc.pid, restarts=child.restarts)
         self._publish_state(name)
 
     def _reap(self, now: float) -> None:
@@ -238,17 +238,17 @@ class Supervisor:
             child = self.table.children[name]
             if state is State.FAILED:
                 metrics.SERVICE_FAILED.labels(name).set(1)
-                self.log.error("child.failed", service=name, pid=proc.pid, reason=child.reason)
+                self.log.error("child.failed", child=name, child_pid=proc.pid, reason=child.reason)
             elif state is State.BACKOFF:
                 self.log.warning(
                     "child.exited",
-                    service=name,
-                    pid=proc.pid,
+                    child=name,
+                    child_pid=proc.pid,
                     status=code,
                     restart_in_s=round(child.start_at - now, 2),
                 )
             else:
-                self.log.info("child.stopped", service=name, pid=proc.pid, status=code)
+                self.log.info("child.stopped", child=name, child_pid=proc.pid, status=code)
             self._publish_state(name)
 
     def _on_heartbeat(self, body: Any) -> None:
