@@ -9,7 +9,6 @@ status 1. Never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import sys
@@ -17,8 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from felund import cli_chat, home, ids
 from felund import config as config_mod
-from felund import home, ids
+from felund.cli_io import UsageError, channel_arg, context, err, json_out, out
 from felund.client import NodeClient, open_node
 from felund.errors import ConfigError, FelundError, InvalidMessage, RPCError, RPCTimeout
 from felund.protocol import (
@@ -36,26 +36,10 @@ from felund.protocol import (
 )
 from felund.service import Context, load_context
 from felund.storage import Database
-from felund.wire import check_channel_id, check_text
+from felund.wire import check_text
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
-
-
-class UsageError(FelundError):
-    """The user asked for something that cannot be done (exit status 2)."""
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-
-
-def _json(value: Any) -> None:
-    _out(json.dumps(value, ensure_ascii=False, indent=2))
 
 
 # --- commands -----------------------------------------------------------------
@@ -86,8 +70,8 @@ def cmd_init(args: argparse.Namespace) -> None:
         " config/felund.toml\n\n" + config_mod.render(cfg),
     )
     node_id = home.load_node_id(lay)
-    _out(f"node {node_id} ready in {root}")
-    _err(f"gossip on {cfg.gossip.bind}:{cfg.gossip.port}; start it with: felund run")
+    out(f"node {node_id} ready in {root}")
+    err(f"gossip on {cfg.gossip.bind}:{cfg.gossip.port}; start it with: felund run")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -104,35 +88,35 @@ def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
         answer = node.call(OP_INVITE, {"circle_id": args.circle_id})
     else:
         answer = node.call(OP_CIRCLE_CREATE, {"name": args.name or ""})
-        _err(f"created circle {answer['circle_id']}")
+        err(f"created circle {answer['circle_id']}")
     if args.json:
-        _json({"circle_id": answer["circle_id"], "code": answer["code"]})
+        json_out({"circle_id": answer["circle_id"], "code": answer["code"]})
     else:
-        _out(answer["code"])
+        out(answer["code"])
 
 
 def cmd_join(args: argparse.Namespace, node: NodeClient) -> None:
     """Join a circle by invite code."""
     answer = node.call(OP_CIRCLE_JOIN, {"code": args.code.strip(), "name": args.name or ""})
-    _out(answer["circle_id"])
-    _err("joined" if answer["joined"] else "already a member of this circle")
+    out(answer["circle_id"])
+    err("joined" if answer["joined"] else "already a member of this circle")
 
 
 def cmd_circles(args: argparse.Namespace, node: NodeClient) -> None:
     """List this node's circles."""
     circles = node.call(OP_CIRCLES, {})["circles"]
     if args.json:
-        _json(circles)
+        json_out(circles)
         return
     if not circles:
-        _err("no circles yet: create one with `felund invite` or join with `felund join --code`")
+        err("no circles yet: create one with `felund invite` or join with `felund join --code`")
     for c in circles:
-        _out(f"{c['circle_id']}  {c['name']}")
+        out(f"{c['circle_id']}  {c['name']}")
 
 
 def cmd_send(args: argparse.Namespace, node: NodeClient) -> None:
     """Post one message, or one per line of stdin."""
-    node_id = home.load_node_id(_context().layout)
+    node_id = home.load_node_id(context().layout)
     if args.stdin == (args.text is not None):
         raise UsageError("give the message TEXT, or --stdin, not both")
     lines = _stdin_lines() if args.stdin else iter([args.text])
@@ -147,12 +131,12 @@ def cmd_send(args: argparse.Namespace, node: NodeClient) -> None:
                 OP_POST, {"circle_id": args.circle_id, "channel_id": args.channel, "msgs": msgs}
             )
         except RPCTimeout:
-            _err(f"felund: {sent} messages were stored before the node stopped answering")
+            err(f"felund: {sent} messages were stored before the node stopped answering")
             raise
         sent += len(msgs)
         new += answer["stored"]
     if args.stdin:
-        _err(f"sent {sent} messages")
+        err(f"sent {sent} messages")
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -188,7 +172,7 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
         {"circle_id": args.circle_id, "channel_id": args.channel or "", "limit": args.limit},
     )["msgs"]
     if args.json:
-        _json(
+        json_out(
             [
                 {
                     k: m[k]
@@ -209,29 +193,29 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
     for m in msgs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_ts"]))
         who = m["display_name"] or m["author_node_id"][:8]
-        _out(f"{when} #{m['channel_id']} <{who}> {m['text']}")
+        out(f"{when} #{m['channel_id']} <{who}> {m['text']}")
 
 
 def cmd_peers(args: argparse.Namespace, node: NodeClient) -> None:
     """List known peer addresses."""
     peers = node.call(OP_PEERS, {})["peers"]
     if args.json:
-        _json(peers)
+        json_out(peers)
         return
     if not peers:
-        _err("no peers known yet")
+        err("no peers known yet")
     for p in peers:
         seen = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(p["last_seen"]))
             if p["last_seen"]
             else "never"
         )
-        _out(f"{p['circle_id']}  {p['addr']}  {p['node_id'] or '-'}  last seen {seen}")
+        out(f"{p['circle_id']}  {p['addr']}  {p['node_id'] or '-'}  last seen {seen}")
 
 
 def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
     """What the node is, holds and runs."""
-    ctx = _context()
+    ctx = context()
     sup = node.supervisor_status() if node.online else None
     circles = [
         {"circle_id": c["circle_id"], "name": c["name"]}
@@ -252,20 +236,20 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         },
     }
     if args.json:
-        _json(status)
+        json_out(status)
         return
-    _out(f"node      {status['node_id']} ({'running' if node.online else 'stopped'})")
-    _out(f"home      {status['home']}")
+    out(f"node      {status['node_id']} ({'running' if node.online else 'stopped'})")
+    out(f"home      {status['home']}")
     if status["metrics_url"]:
-        _out(f"metrics   {status['metrics_url']}")
+        out(f"metrics   {status['metrics_url']}")
     if status["gossip_addr"]:
-        _out(f"gossip    {status['gossip_addr']}")
-    _out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
-    _out(f"circles   {len(circles)}")
+        out(f"gossip    {status['gossip_addr']}")
+    out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
+    out(f"circles   {len(circles)}")
     for name, s in status["services"].items():
         extra = f" ({s['reason']})" if s["state"] != "running" and s["reason"] else ""
         pid = s["pid"] or "-"
-        _out(f"  {name:<12} {s['state']:<9} pid {pid:<8} restarts {s['restarts']}{extra}")
+        out(f"  {name:<12} {s['state']:<9} pid {pid:<8} restarts {s['restarts']}{extra}")
 
 
 def _read(node: NodeClient, op: str, ctx: Context) -> dict[str, Any]:
@@ -292,31 +276,12 @@ def cmd_config(args: argparse.Namespace) -> None:
     """Validate or show the effective config."""
     cfg = config_mod.load(home.home_from_env())
     if args.action == "show":
-        _out(config_mod.render(cfg))
+        out(config_mod.render(cfg))
     else:
-        _out("config ok")
+        out("config ok")
 
 
 # --- plumbing -----------------------------------------------------------------
-_CTX: Context | None = None
-
-
-def _context() -> Context:
-    global _CTX  # noqa: PLW0603 - one node per command invocation
-    if _CTX is None:
-        _CTX = load_context()
-    return _CTX
-
-
-def _channel(value: str) -> str:
-    try:
-        return check_channel_id(value)
-    except InvalidMessage:
-        raise argparse.ArgumentTypeError(
-            f"{value[:40]!r} is not a channel: 1 to 32 of a-z, 0-9, - and _"
-        ) from None
-
-
 def _limit(value: str) -> int:
     number = int(value)
     if not 1 <= number <= 100_000:
@@ -364,17 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("send", help="post a message (or one per line of stdin)")
     p.add_argument("--circle-id", required=True)
-    p.add_argument("--channel", type=_channel, default=DEFAULT_CHANNEL)
+    p.add_argument("--channel", type=channel_arg, default=DEFAULT_CHANNEL)
     p.add_argument("--stdin", action="store_true", help="one message per input line")
     p.add_argument("text", nargs="?")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("inbox", help="show the newest messages")
     p.add_argument("--circle-id", required=True)
-    p.add_argument("--channel", type=_channel)
+    p.add_argument("--channel", type=channel_arg)
     p.add_argument("--limit", type=_limit, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inbox)
+
+    cli_chat.add_commands(sub, channel_arg)
 
     p = sub.add_parser("peers", help="list known peers")
     p.add_argument("--json", action="store_true")
@@ -391,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(code: int, text: str) -> NoReturn:
-    _err(f"felund: {text}")
+    err(f"felund: {text}")
     raise SystemExit(code)
 
 
@@ -403,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "offline", False):
             func(args)
             return
-        with open_node(_context()) as node:
+        with open_node(context()) as node:
             func(args, node)
     except (UsageError, ConfigError) as exc:
         _fail(EXIT_USAGE, str(exc))
@@ -414,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     except FelundError as exc:
         _fail(EXIT_UNAVAILABLE, str(exc))
     except sqlite3.Error as exc:
-        _fail(EXIT_UNAVAILABLE, f"database {_context().layout.database}: {exc}")
+        _fail(EXIT_UNAVAILABLE, f"database {context().layout.database}: {exc}")
     except KeyboardInterrupt:
         _fail(130, "interrupted")
     except BrokenPipeError:

@@ -8,27 +8,34 @@ writing anything: a refused request leaves no trace.
 
 from __future__ import annotations
 
+import collections
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from felund import ids, metrics
+from felund import chatmodel, ids, metrics
 from felund.errors import AuthError, InvalidMessage, InviteError, RPCError
 from felund.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.protocol import (
+    CONTROL_CHANNEL,
     DEFAULT_CHANNEL,
     ERR_BAD_INVITE,
     ERR_BAD_REQUEST,
+    ERR_FORBIDDEN,
     ERR_UNKNOWN_CIRCLE,
     ERR_UNKNOWN_OP,
     MAX_POST_BATCH,
     MAX_SNAPSHOT_PAGE,
     OP_APPEND,
+    OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
     OP_CIRCLE_KEYS,
+    OP_CIRCLE_LEAVE,
     OP_CIRCLES,
+    OP_CONTROL,
     OP_FETCH,
     OP_INBOX,
     OP_INVITE,
@@ -37,11 +44,13 @@ from felund.protocol import (
     OP_POST,
     OP_SNAPSHOT,
     OP_STATS,
+    OP_WHO,
 )
 from felund.storage import Circle, Database
 from felund.wire import (
     Opened,
     WireMessage,
+    check_channel_id,
     compose_message,
     open_message,
     parse_message,
@@ -52,6 +61,18 @@ ORIGINS = ("local", "gossip", "relay")
 _MAX_NAME = 64
 _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256
+_NAME_SETTING = "display_name"
+_REFUSALS = {
+    "exists": "that channel exists already",
+    "no_channel": "there is no such channel; create it first",
+    "wrong_key": "wrong key for that channel",
+    "not_approved": "that channel is by invitation: ask with `channel request`, then wait",
+    "not_invite": "that channel is not by invitation; join it",
+    "not_member": "only a member of the channel can approve",
+    "general": "#general cannot be left",
+    "bad_channel": "channel names are 1 to 32 of a-z, 0-9, - and _",
+    "bad_name": f"names are 1 to {64} printable characters",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,8 @@ class Ops:
     def __init__(self, db: Database, node: NodeInfo) -> None:
         self.db = db
         self.node = node
+        self._states: dict[str, chatmodel.CircleState] = {}
+        self._rejected_seen: collections.Counter[tuple[str, str]] = collections.Counter()
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
             OP_APPEND: self.append,
@@ -93,6 +116,10 @@ class Ops:
             OP_PEERS_ADD: self.peers_add,
             OP_CIRCLE_KEYS: self.circle_keys,
             OP_FETCH: self.fetch,
+            OP_CONTROL: self.control,
+            OP_CHANNELS: self.channels,
+            OP_WHO: self.who,
+            OP_CIRCLE_LEAVE: self.circle_leave,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -102,7 +129,91 @@ class Ops:
             raise RPCError(ERR_UNKNOWN_OP, f"unknown operation {op[:64]!r}")
         if not isinstance(body, dict):
             raise RPCError(ERR_BAD_REQUEST, "request body must be a map")
-        return handler(body)
+        out = handler(body)
+        for row in out.stored:
+            if row["channel_id"] == CONTROL_CHANNEL:
+                self._forget(row["circle_id"])
+        return out
+
+    # --- circles, channels, people ------------------------------------------
+    def state(self, circle_id: str) -> chatmodel.CircleState:
+        """A circle's state as its control events say, derived once and kept."""
+        state = self._states.get(circle_id)
+        if state is None:
+            events = [
+                chatmodel.ControlEvent(*row)
+                for row in self.db.control_events(circle_id, CONTROL_CHANNEL)
+            ]
+            state = self._states[circle_id] = chatmodel.derive(events)
+            for reason, n in state.rejected.items():
+                # Counted once per event: a re-derivation counts only what is new.
+                new = n - self._rejected_seen[(circle_id, reason)]
+                if new > 0:
+                    metrics.BAD_INPUT.labels("control", reason).inc(new)
+                    self._rejected_seen[(circle_id, reason)] = n
+        return state
+
+    def _forget(self, circle_id: str) -> None:
+        self._states.pop(circle_id, None)
+
+    def display_name(self) -> str:
+        """This node's display name: the latest rename, else the configured one."""
+        return self.db.setting(_NAME_SETTING) or self.node.display_name
+
+    def channels(self, body: dict[str, Any]) -> Outcome:
+        """The channels of a circle, with their access and members."""
+        circle = self._circle(body)
+        state = self.state(circle.circle_id)
+        me = self.node.node_id
+        return Outcome(
+            {
+                "name": state.name or circle.name,
+                "channels": [
+                    {
+                        "channel_id": c.channel_id,
+                        "access_mode": c.access_mode,
+                        "creator": c.creator,
+                        "members": sorted(c.members),
+                        "requests": sorted(c.requests),
+                        "member": c.channel_id == DEFAULT_CHANNEL or me in c.members,
+                        "can_post": state.can_post(c.channel_id, me),
+                    }
+                    for c in sorted(state.channels.values(), key=lambda c: c.channel_id)
+                ],
+            }
+        )
+
+    def who(self, body: dict[str, Any]) -> Outcome:
+        """The people of a circle (or of one channel), by latest name, with last seen."""
+        circle = self._circle(body)
+        state = self.state(circle.circle_id)
+        channel_id = _get(body, "channel_id", str, "") or None
+        people = []
+        for node_id, name, last_seen in self.db.authors(circle.circle_id):
+            people.append(
+                {
+                    "node_id": node_id,
+                    "display_name": state.names.get(node_id, name),
+                    "last_seen": last_seen,
+                }
+            )
+        if channel_id is not None:
+            channel = state.channels.get(channel_id)
+            if channel is None:
+                raise RPCError(ERR_BAD_REQUEST, f"there is no channel #{channel_id}")
+            if channel_id != DEFAULT_CHANNEL:
+                people = [p for p in people if p["node_id"] in channel.members]
+        return Outcome({"people": sorted(people, key=lambda p: -p["last_seen"])})
+
+    def circle_leave(self, body: dict[str, Any]) -> Outcome:
+        """Stop being in a circle: forget its secret and peers (and history if asked)."""
+        circle = self._circle(body)
+        delete = _get(body, "delete_history", bool, False)
+        self.db.remove_circle(circle.circle_id, delete)
+        self._forget(circle.circle_id)
+        return Outcome(
+            {"circle_id": circle.circle_id, "history_deleted": delete}, circles_changed=True
+        )
 
     # --- writes -------------------------------------------------------------
     def post(self, body: dict[str, Any]) -> Outcome:
@@ -111,30 +222,78 @@ class Ops:
         channel_id = _get(body, "channel_id", str, DEFAULT_CHANNEL)
         if channel_id.startswith("__"):
             raise RPCError(ERR_BAD_REQUEST, f"channel {channel_id!r} is reserved")
+        try:
+            check_channel_id(channel_id)
+        except InvalidMessage:
+            raise RPCError(ERR_BAD_REQUEST, f"{channel_id[:40]!r} is not a channel name") from None
+        state = self.state(circle.circle_id)
+        if not state.can_post(channel_id, self.node.node_id):
+            channel = state.channels.get(channel_id)
+            if channel is None:
+                raise RPCError(
+                    ERR_FORBIDDEN,
+                    f"there is no channel #{channel_id} in this circle; create it first",
+                )
+            raise RPCError(
+                ERR_FORBIDDEN,
+                f"you may not post in #{channel_id}: it is a "
+                f"{channel.access_mode} channel you have not joined",
+            )
         items = _get(body, "msgs", list)
         if not 0 < len(items) <= MAX_POST_BATCH:
             raise RPCError(ERR_BAD_REQUEST, f"msgs must hold 1 to {MAX_POST_BATCH} messages")
-        composed = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}] must be a map")
+        return self._write(
+            circle,
+            channel_id,
+            [
+                (_get(m, "msg_id", str), _get(m, "created_ts", int), _get(m, "text", str))
+                for m in items
+            ],
+        )
+
+    def control(self, body: dict[str, Any]) -> Outcome:
+        """Write a control event of this node, if the circle's rules allow it."""
+        circle = self._circle(body)
+        event = _get(body, "event", dict)
+        msg_id, created_ts = _get(body, "msg_id", str), _get(body, "created_ts", int)
+        text = chatmodel.event_text(event)
+        trial = copy.deepcopy(self.state(circle.circle_id))
+        problem = chatmodel.apply(
+            trial, chatmodel.ControlEvent(msg_id, self.node.node_id, created_ts, text)
+        )
+        if problem:
+            raise RPCError(ERR_FORBIDDEN, _REFUSALS.get(problem, f"refused: {problem}"))
+        out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        if event.get("op") == "rename":
+            self.db.set_setting(_NAME_SETTING, event["display_name"])
+        if event.get("t") == "CIRCLE_NAME_EVT":
+            out.circles_changed = True
+        return out
+
+    def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
+        """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
+        name = self.display_name()
+        composed = []
+        for i, (msg_id, created_ts, text) in enumerate(items):
             try:
                 msg = compose_message(
                     circle.secret,
                     circle_id=circle.circle_id,
                     channel_id=channel_id,
                     author_node_id=self.node.node_id,
-                    display_name=self.node.display_name,
-                    text=_get(item, "text", str),
-                    created_ts=_get(item, "created_ts", int),
-                    msg_id=_get(item, "msg_id", str),
+                    display_name=name,
+                    text=text,
+                    created_ts=created_ts,
+                    msg_id=msg_id,
                     encrypt=self.node.encrypt,
                 )
             except InvalidMessage as exc:
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
-            composed.append((msg, item["text"]))
+            composed.append((msg, text))
         out = Outcome(reply=None)
-        name = self.node.display_name
         new = self.db.insert_messages([(m, name, text) for m, text in composed], "local")
         seqs: list[int | None] = []
         for (msg, text), seq in zip(composed, new, strict=True):
@@ -244,14 +403,20 @@ class Ops:
         limit = _get(body, "limit", int, 50)
         if not 1 <= limit <= 100_000:
             raise RPCError(ERR_BAD_REQUEST, "limit must be between 1 and 100000")
-        return Outcome({"msgs": self.db.newest(circle.circle_id, channel, limit)})
+        return Outcome(
+            {"msgs": self.db.newest(circle.circle_id, channel, limit, hidden=CONTROL_CHANNEL)}
+        )
 
     def circles(self, body: dict[str, Any]) -> Outcome:
         """The circles of this node (never their secrets)."""
         return Outcome(
             {
                 "circles": [
-                    {"circle_id": c.circle_id, "name": c.name, "joined_ts": c.joined_ts}
+                    {
+                        "circle_id": c.circle_id,
+                        "name": self.state(c.circle_id).name or c.name,
+                        "joined_ts": c.joined_ts,
+                    }
                     for c in self.db.circles()
                 ]
             }

@@ -41,6 +41,10 @@ OP_STATS: Final = "store.stats"
 OP_CIRCLE_KEYS: Final = "store.circle.keys"  # circles with their secrets, for gossip
 OP_FETCH: Final = "store.fetch"  # wire messages by msg_id
 OP_PEERS_ADD: Final = "store.peers.add"  # addresses learned from peers
+OP_CONTROL: Final = "store.control"  # a control event of this node (channels, names)
+OP_CHANNELS: Final = "store.channels"
+OP_WHO: Final = "store.who"
+OP_CIRCLE_LEAVE: Final = "store.circle.leave"
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 
@@ -68,6 +72,7 @@ ERR_BAD_REQUEST: Final = "bad_request"
 ERR_UNKNOWN_OP: Final = "unknown_op"
 ERR_UNKNOWN_CIRCLE: Final = "unknown_circle"
 ERR_BAD_INVITE: Final = "bad_invite"
+ERR_FORBIDDEN: Final = "forbidden"
 ERR_INTERNAL: Final = "internal"
 
 # --- store limits -----------------------------------------------------------

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS peers (
     last_seen INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (circle_id, addr)
 );
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 _ROW_COLUMNS = (
     "store_seq, msg_id, circle_id, channel_id, author_node_id, display_name, "
@@ -214,21 +218,18 @@ class Database:
         ).fetchall()
         return [_row(r, with_wire) for r in rows]
 
-    def newest(self, circle_id: str, channel_id: str | None, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` messages of a circle (or one channel), oldest first."""
-        if channel_id is None:
-            sql = (
-                f"SELECT {_ROW_COLUMNS} FROM messages WHERE circle_id = ? "  # noqa: S608
-                "ORDER BY store_seq DESC LIMIT ?"
-            )
-            args: tuple[Any, ...] = (circle_id, limit)
-        else:
-            sql = (
-                f"SELECT {_ROW_COLUMNS} FROM messages WHERE circle_id = ? "  # noqa: S608
-                "AND channel_id = ? ORDER BY store_seq DESC LIMIT ?"
-            )
-            args = (circle_id, channel_id, limit)
-        return [_row(r, False) for r in reversed(self._db.execute(sql, args).fetchall())]
+    def newest(
+        self, circle_id: str, channel_id: str | None, limit: int, hidden: str = ""
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` messages of one channel, or of every channel but
+        ``hidden``, oldest first."""
+        where, args = ("channel_id = ?", channel_id) if channel_id else ("channel_id != ?", hidden)
+        rows = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM messages WHERE circle_id = ? AND {where} "  # noqa: S608
+            "ORDER BY store_seq DESC LIMIT ?",
+            (circle_id, args, limit),
+        ).fetchall()
+        return [_row(r, False) for r in reversed(rows)]
 
     def message_count(self) -> int:
         """How many messages are held."""
@@ -251,6 +252,43 @@ class Database:
             (circle_id,),
         ).fetchone()
         return Circle(*row) if row else None
+
+    def remove_circle(self, circle_id: str, delete_history: bool) -> None:
+        """Forget a circle's secret and peers, and its messages if asked."""
+        self._db.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+        self._db.execute("DELETE FROM peers WHERE circle_id = ?", (circle_id,))
+        if delete_history:
+            # store_seq values are never reused (last_seq lives in meta).
+            self._db.execute("DELETE FROM messages WHERE circle_id = ?", (circle_id,))
+
+    def control_events(self, circle_id: str, channel_id: str) -> list[tuple[str, str, int, str]]:
+        """(msg_id, author, created_ts, text) of a circle's control messages."""
+        return self._db.execute(
+            "SELECT msg_id, author_node_id, created_ts, text FROM messages "
+            "WHERE circle_id = ? AND channel_id = ?",
+            (circle_id, channel_id),
+        ).fetchall()
+
+    def authors(self, circle_id: str) -> list[tuple[str, str, int]]:
+        """(author, latest display name, last message time) of everyone who wrote."""
+        return self._db.execute(
+            "SELECT author_node_id, display_name, max(created_ts) FROM messages "
+            "WHERE circle_id = ? GROUP BY author_node_id",
+            (circle_id,),
+        ).fetchall()
+
+    def setting(self, key: str) -> str | None:
+        """A local setting (e.g. this node's display name after a rename)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a local setting."""
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def circles(self) -> list[Circle]:
         """Every circle, oldest first."""

@@ -89,6 +89,9 @@ class Gossip:
         """Circles and secrets, from the store."""
         answer = await self.rpc.call(OP_CIRCLE_KEYS, {})
         self.secrets = {c["circle_id"]: c["secret"] for c in answer["circles"]}
+        for (circle_id, _), session in list(self.sessions.items()):
+            if circle_id not in self.secrets:
+                session.close()  # a circle left: stop syncing it now
 
     async def catch_up(self) -> None:
         """Page the store's messages into the index until it is current."""

@@ -19,6 +19,11 @@ def test_init_run_invite_send_inbox(node: Node) -> None:
     assert invite.peer == f"127.0.0.1:{node.env['FELUND_GOSSIP_PORT']}"
 
     node.cli("send", "--circle-id", node.circle_id, "hello ünïcödé | pipes")
+    refused = node.cli(
+        "send", "--circle-id", node.circle_id, "--channel", "random", "x", check=False
+    )
+    assert refused.returncode == 2 and "no channel #random" in refused.stderr
+    node.cli("channel", "create", "random", "--circle-id", node.circle_id)
     node.cli("send", "--circle-id", node.circle_id, "--channel", "random", "over there")
     inbox = node.json("inbox", "--circle-id", node.circle_id)
     assert [m["text"] for m in inbox] == ["hello ünïcödé | pipes", "over there"]

@@ -23,6 +23,7 @@ from felund.protocol import (
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
     OP_CIRCLES,
+    OP_CONTROL,
     OP_INBOX,
     OP_PEERS,
     OP_POST,
@@ -378,21 +379,30 @@ def test_snapshot_refuses_bad_requests(store: Store, body: dict[str, Any]) -> No
 
 
 def test_inbox_gives_the_newest_oldest_first(store: Store, circle: str) -> None:
-    post(store, circle, new_msgs(store, 5, "general"))  # seqs 1-5
-    post(store, circle, new_msgs(store, 3, "random"), channel_id="random")  # 6-8
-    post(store, circle, new_msgs(store, 1, "general late"))  # 9
+    store.call(
+        OP_CONTROL,
+        {  # seq 1, never shown in an inbox
+            "circle_id": circle,
+            "msg_id": new_msgs(store, 1, "x")[0]["msg_id"],
+            "created_ts": 1764000000,
+            "event": {"t": "CHANNEL_EVT", "op": "create", "channel_id": "random"},
+        },
+    )
+    post(store, circle, new_msgs(store, 5, "general"))  # seqs 2-6
+    post(store, circle, new_msgs(store, 3, "random"), channel_id="random")  # 7-9
+    post(store, circle, new_msgs(store, 1, "general late"))  # 10
     other = store.call(OP_CIRCLE_CREATE, {"name": "other"})["circle_id"]
-    post(store, other, new_msgs(store, 2, "other"))  # 10-11
+    post(store, other, new_msgs(store, 2, "other"))  # 11-12
 
     def inbox(**body: Any) -> list[tuple[int, str]]:
         r = store.call(OP_INBOX, {"circle_id": circle, **body})
         return [(m["store_seq"], m["channel_id"]) for m in r["msgs"]]
 
-    assert inbox(limit=4) == [(6, "random"), (7, "random"), (8, "random"), (9, "general")]
-    assert inbox(limit=3, channel_id="general") == [(4, "general"), (5, "general"), (9, "general")]
-    assert inbox(limit=2, channel_id="random") == [(7, "random"), (8, "random")]
+    assert inbox(limit=4) == [(7, "random"), (8, "random"), (9, "random"), (10, "general")]
+    assert inbox(limit=3, channel_id="general") == [(5, "general"), (6, "general"), (10, "general")]
+    assert inbox(limit=2, channel_id="random") == [(8, "random"), (9, "random")]
     assert inbox(channel_id="nosuch") == []
-    assert [s for s, _ in inbox()] == list(range(1, 10))
+    assert [s for s, _ in inbox()] == list(range(2, 11))
     texts = [m["text"] for m in store.call(OP_INBOX, {"circle_id": circle, "limit": 1})["msgs"]]
     assert texts == ["general late 0"]
     assert refused_code(store, OP_INBOX, {"circle_id": circle, "limit": 0}) == ERR_BAD_REQUEST
