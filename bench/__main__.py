@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import gossip
 from felund import ids
 from felund.bus import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
@@ -167,6 +168,7 @@ def main() -> None:
         rows.append(bench_appends(node, 1, 3_000))
         rows.append(bench_appends(node, 1000, 50_000))
         rows.append(bench_send_stdin(node, 100_000))
+    rows += gossip.main()
     width = max(len(r[0]) for r in rows)
     print(f"| {'benchmark':<{width}} | result | notes |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -3,9 +3,12 @@
 Every node is a real `felund run` in a temporary home, started through
 ``felund.testing.Node`` and always stopped. Latency is taken from the bus
 (``chat.msg.stored`` events of the receiving nodes), so no CLI process start
-is measured. The 1 / 100 / 1000 missing-message rows run the reconciliation
-core (``felund.reconcile.reconcile_pair``) in memory: the code the nodes run,
-but their bytes are the messages' msgpack size, not bytes on the wire.
+is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
+backlog from empty, each timed until the joiner's store holds everything;
+wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
+start at 0 with the node). The rows marked "(reconciliation core, in
+memory)" run ``felund.reconcile`` in memory: the code the nodes run, but
+their bytes are the RECON messages' msgpack size, not bytes on the wire.
 """
 
 from __future__ import annotations
@@ -21,10 +24,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from felund import ids
 from felund.bus import Bus, RPCClient
-from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, OP_STATS, SVC_BENCH, TOPIC_MSG_STORED
-from felund.reconcile import ItemSet, reconcile_pair
+from felund.nativeproto import MAX_FRAME
+from felund.protocol import (
+    ENDPOINT_STORE_CTL,
+    MAX_POST_BATCH,
+    OP_POST,
+    OP_STATS,
+    SVC_BENCH,
+    TOPIC_MSG_STORED,
+)
+from felund.reconcile import MAX_BOUND, MIN_BOUND, ItemSet, Reconciler, reconcile_pair
 from felund.service import load_context
 from felund.testing import Node, free_port, metric_value, wait_for
 
@@ -34,7 +47,8 @@ ROUND_INTERVAL_S = "0.5"  # how often a node dials peers it is not connected to
 NO_REDIAL_S = "3600"  # a round interval long enough that a node dials only at start
 LATENCY_MESSAGES = 200
 BACKLOG = 100_000
-BACKLOG_TIMEOUT_S = 180.0
+SYNC_STALL_S = 15.0  # a sync with no progress for this long is given up
+SYNC_LIMIT_S = 120.0
 AE_INTERVAL_S = 2.0
 AE_WINDOW_S = 10.0
 
@@ -98,11 +112,21 @@ class _Client:
         self.rpc: RPCClient = self.bus.rpc_client(ENDPOINT_STORE_CTL)
 
     def post(self, circle_id: str, text: str) -> str:
+        """Post one message; its msg_id."""
         now = int(time.time())
         msg_id = ids.new_msg_id(self.node_id, now)
         msg = {"msg_id": msg_id, "created_ts": now, "text": text}
         self.rpc.call(OP_POST, {"circle_id": circle_id, "msgs": [msg]})
         return msg_id
+
+    def post_many(self, circle_id: str, count: int) -> None:
+        """Post ``count`` messages in one request."""
+        now = int(time.time())
+        msgs = [
+            {"msg_id": ids.new_msg_id(self.node_id, now), "created_ts": now, "text": f"more {i}"}
+            for i in range(count)
+        ]
+        self.rpc.call(OP_POST, {"circle_id": circle_id, "msgs": msgs})
 
     def messages(self) -> int:
         """The store's message count: the figure `felund status --json` shows."""
@@ -154,6 +178,10 @@ class _Arrivals(threading.Thread):
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e4 else f"{n:.0f} B"
 
 
 def _ms(values: list[float]) -> str:
@@ -240,97 +268,207 @@ def bench_latency(root: Path) -> list[Row]:
     ]
 
 
-# --- 2 and 3. backlog, then anti-entropy between two nodes in sync -------------------
+# --- 2 and 3. backlogs, then anti-entropy between two nodes in sync -----------------
+def _await_count(client: _Client, want: int, started: float) -> tuple[float | None, int]:
+    """Seconds from ``started`` until the store holds ``want`` messages (polled every
+    0.2 s), or None once it stalls or runs out of time; and the last count seen."""
+    last, changed = -1, time.monotonic()
+    while True:
+        held = client.messages()
+        now = time.monotonic()
+        if held >= want:
+            return now - started, held
+        if held != last:
+            last, changed = held, now
+        if now - changed > SYNC_STALL_S or now - started > SYNC_LIMIT_S:
+            return None, held
+        time.sleep(0.2)
+
+
+def _loop_errors(*nodes: Node) -> str:
+    """The distinct gossip.loop_error details in the nodes' logs."""
+    details = {
+        str(e.get("detail"))
+        for n in nodes
+        for e in n.log_events()
+        if e.get("event") == "gossip.loop_error"
+    }
+    return "; ".join(sorted(details)) or "none"
+
+
+def _sync_row(name: str, joiner: Node, source: Node, want: int, needed: int) -> Row:
+    """Start ``joiner`` and time it until it holds ``want`` messages."""
+    ms = _Metrics(source)
+    out0 = ms.value("felund_gossip_messages_total", direction="out")
+    started = time.monotonic()
+    joiner.start()
+    client = _Client(joiner)
+    try:
+        seconds, held = _await_count(client, want, started)
+    finally:
+        client.close()
+    mj = _Metrics(joiner)  # its counters start at 0 with the node
+    wire = mj.gossip_bytes()
+    got = mj.value("felund_gossip_messages_total", direction="in")
+    sent = ms.value("felund_gossip_messages_total", direction="out") - out0
+    who = joiner.home.name.upper()
+    per = f", {wire / got:,.0f} B per message stored" if got else ""
+    traffic = (
+        f"{_size(wire)} on the wire at {who} (in+out{per}); "
+        f"A sent {sent:,.0f} messages for {needed:,} missing"
+    )
+    if seconds is None:
+        return (
+            name,
+            "did not finish",
+            f"{who} held {held:,} of {want:,} after {time.monotonic() - started:.0f} s "
+            f"(no progress for {SYNC_STALL_S:g} s); {traffic}; "
+            f"gossip.loop_error logged: {_loop_errors(joiner, source)}",
+        )
+    return (
+        name,
+        f"{seconds:.1f} s",
+        f"from `felund run` of {who} (node start included) until its store counts "
+        f"{held:,} (the `felund status --json` figure, polled every 0.2 s); {traffic}; "
+        "target < 10 s for 100k",
+    )
+
+
+def _in_sync_rows(a: Node, b: Node, held: int) -> list[Row]:
+    """A and B hold the same ``held`` messages: restart both reconciling every
+    AE_INTERVAL_S, wait for the wire to go quiet, then bytes per round."""
+    assert b.stop() == 0
+    assert a.stop() == 0
+    for node in (a, b):  # either may end up the session's client, which times the rounds
+        node.env["FELUND_GOSSIP_ANTI_ENTROPY_INTERVAL_S"] = str(AE_INTERVAL_S)
+    started = time.monotonic()
+    a.start()
+    b.start()
+    mb = _Metrics(b)  # counters start at 0 with the node
+
+    def rounds() -> float:
+        return mb.value("felund_gossip_reconcile_rounds_total")
+
+    wait_for(lambda: rounds() >= 1, what="a reconciliation round")
+    last = mb.gossip_bytes()
+    while True:  # quiet: less than 10 kB in one interval
+        time.sleep(AE_INTERVAL_S)
+        now = mb.gossip_bytes()
+        if now - last < 10_000 or time.monotonic() - started > SYNC_LIMIT_S:
+            break
+        last = now
+    settled = time.monotonic() - started
+    bytes0, rounds0 = mb.gossip_bytes(), rounds()
+    time.sleep(AE_WINDOW_S)
+    bytes1, rounds1 = mb.gossip_bytes(), rounds()
+    n = rounds1 - rounds0
+    per_round = f"{(bytes1 - bytes0) / n:,.0f} B" if n else "no round"
+    return [
+        (
+            f"gossip restart of A and B, already in sync at {held:,}",
+            _size(bytes0),
+            f"wire bytes at B (in+out) from the restart until less than 10 kB moved in "
+            f"{AE_INTERVAL_S:g} s ({settled:.0f} s); nothing was missing, so ideally a few kB",
+        ),
+        (
+            f"anti-entropy, A and B in sync at {held:,}: wire bytes per round",
+            per_round,
+            f"{bytes1 - bytes0:,.0f} B in+out at B over {AE_WINDOW_S:g} s, {n:.0f} rounds "
+            f"(reconciling every {AE_INTERVAL_S:g} s), after the restart traffic; "
+            "target < 1 KB",
+        ),
+    ]
+
+
 def bench_backlog(root: Path) -> list[Row]:
-    """B joins empty and syncs A's 100k; then the cost of a reconciliation round in sync."""
+    """Empty and stale nodes catching up with A; then a reconciliation round in sync."""
     rows: list[Row] = []
+    half = BACKLOG // 2
     with _nodes() as nodes:
         a = _make(nodes, root, "a")
         b = _make(nodes, root, "b")
+        c = _make(nodes, root, "c")
         circle = _join(b, a.cli("invite").stdout.strip())
-        lines = "".join(f"backlog line {i:06d}\n" for i in range(BACKLOG)).encode()
+        _join(c, a.cli("invite").stdout.strip())
+        lines = "".join(f"backlog line {i:06d}\n" for i in range(half)).encode()
         a.cli("send", "--circle-id", circle, "--stdin", stdin=lines, timeout=600)
         a.start()
         ca = _Client(a)
         try:
             want = ca.messages()
+            rows.append(
+                _sync_row(f"gossip backlog: empty B joins A holding {half:,}", b, a, want, half)
+            )
+            # B goes away; A gets as many again; B comes back.
+            assert b.stop() == 0
+            for _ in range(half // MAX_POST_BATCH):
+                ca.post_many(circle, MAX_POST_BATCH)
+            want = ca.messages()
         finally:
             ca.close()
-        assert want >= BACKLOG, f"A holds {want} messages, not {BACKLOG}"
-
-        started = time.monotonic()
-        b.start()
-        cb = _Client(b)
-        try:
-            held = wait_for(
-                lambda: (n := cb.messages()) >= want and n,
-                timeout=BACKLOG_TIMEOUT_S,
-                interval=0.2,
-                what=f"B to hold {want} messages",
-            )
-            elapsed = time.monotonic() - started
-        finally:
-            cb.close()
-        mb = _Metrics(b)
-        wire = mb.gossip_bytes()
-        got = mb.value("felund_gossip_messages_total", direction="in")
         rows.append(
-            (
-                f"backlog: empty B joins A holding {BACKLOG // 1000}k, until B holds them",
-                f"{elapsed:.1f} s",
-                f"from B's `felund run` until B's store counts {held:,} (= A's count, polled "
-                f"every 0.2 s); {wire / 1e6:.1f} MB on the wire at B (in+out, "
-                f"{wire / max(got, 1):.0f} B per message received, {got:,.0f} received); "
-                "target < 10 s",
+            _sync_row(
+                f"gossip catch-up: B holding {half:,} back, A holds {want:,}", b, a, want, half
             )
         )
-
-        # B again, now reconciling every AE_INTERVAL_S with A: both hold the same set.
-        assert b.stop() == 0
-        b.env["FELUND_GOSSIP_ANTI_ENTROPY_INTERVAL_S"] = str(AE_INTERVAL_S)
-        b.start()
-        mb = _Metrics(b)
-        wait_for(lambda: mb.value("felund_gossip_reconcile_rounds_total") >= 1, what="a round")
-        time.sleep(AE_INTERVAL_S / 2)  # the session's first round and PEERS are done
-        bytes0, rounds0 = mb.gossip_bytes(), mb.value("felund_gossip_reconcile_rounds_total")
-        time.sleep(AE_WINDOW_S)
-        bytes1, rounds1 = mb.gossip_bytes(), mb.value("felund_gossip_reconcile_rounds_total")
-        rounds = rounds1 - rounds0
-        assert rounds > 0, "no reconciliation round in the window"
         rows.append(
-            (
-                f"anti-entropy, 2 nodes in sync at {want // 1000}k: wire bytes per round",
-                f"{(bytes1 - bytes0) / rounds:,.0f} B",
-                f"{bytes1 - bytes0:,.0f} B in+out at B over {AE_WINDOW_S:g} s, "
-                f"{rounds:.0f} rounds (every {AE_INTERVAL_S:g} s); target < 1 KB",
-            )
+            _sync_row(f"gossip backlog: empty C joins A (and B) holding {want:,}", c, a, want, want)
         )
+        c.stop()
+
+        rows += _in_sync_rows(a, b, want)
     return rows
 
 
 # --- 3b. the reconciliation core, in memory -------------------------------------------
+def _largest_message(a: ItemSet, b: ItemSet) -> tuple[int, int]:
+    """A whole session as reconcile_pair runs it; (messages, largest in bytes)."""
+    side_a, side_b = Reconciler(a), Reconciler(b)
+    message: list[Any] | None = side_a.initiate()
+    count = largest = 0
+    turn = [side_b, side_a]
+    while message is not None:
+        wire = msgpack.packb(message)
+        largest = max(largest, len(wire))
+        message = turn[count % 2].receive(msgpack.unpackb(wire, raw=False)).reply
+        count += 1
+    return count, largest
+
+
 def bench_reconcile_core(total: int, missing: tuple[int, ...]) -> list[Row]:
     """reconcile_pair on two sets of ``total``, the newest ``d`` missing on one side."""
     node_id = ids.new_node_id()
     start = int(time.time()) - total // 10
     items = [(start + i // 10, ids.new_msg_id(node_id, start + i // 10)) for i in range(total)]
     full = ItemSet(items)
+    full.fingerprint(MIN_BOUND, MAX_BOUND)  # build its prefix sums once, outside the timing
     rows: list[Row] = []
+    k = f"{total // 1000}k"
     for d in (0, *missing):
         partial = ItemSet(items[: total - d])
+        partial.fingerprint(MIN_BOUND, MAX_BOUND)
         t0 = time.perf_counter()
         trips, size, a_need, b_need = reconcile_pair(full, partial)
         elapsed = time.perf_counter() - t0
         assert not a_need and len(b_need) == d, (len(a_need), len(b_need))
         rows.append(
             (
-                f"reconciliation, {total // 1000}k vs {total // 1000}k, {d} newest missing "
-                "(reconciliation core, in memory)",
-                f"{trips} round trips, {size:,} B",
-                f"reconcile_pair: msgpack bytes of the RECON payloads both ways, not wire "
-                f"bytes (no framing, sealing, WANT or MSGS); {elapsed * 1000:.0f} ms CPU",
+                f"reconciliation, {k} vs {k}, {d} newest missing (reconciliation core, in memory)",
+                f"{trips} round trip{'s' * (trips != 1)}, {size:,} B",
+                "reconcile_pair: msgpack bytes of the RECON payloads both ways, not wire "
+                f"bytes (no framing, sealing, WANT or MSGS); {elapsed * 1000:.0f} ms; "
+                "ids as felund makes them, 10 per second",
             )
         )
+    messages, largest = _largest_message(full, ItemSet())
+    rows.append(
+        (
+            f"reconciliation, {k} vs empty: largest RECON message (reconciliation core, in memory)",
+            f"{largest:,} B",
+            f"{messages} messages; a native frame holds at most {MAX_FRAME:,} B: "
+            + ("too big, this session cannot run on the wire" if largest > MAX_FRAME else "fits"),
+        )
+    )
     return rows
 
 

@@ -82,6 +82,19 @@ def cmd_run(args: argparse.Namespace) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
 
 
+def cmd_relay_serve(args: argparse.Namespace) -> None:
+    """Run the relay server in the foreground (services.relay_server takes over this process)."""
+    argv = [sys.executable, "-m", "services.relay_server"]
+    argv += ["--host", args.host, "--port", str(args.port), "--db", args.db]
+    if args.require_signatures:
+        argv.append("--require-signatures")
+    # The relay keeps its own in-memory metrics, never a node's multiprocess files.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606
+
+
 def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
     """Create a circle and print its invite code, or print an existing circle's code."""
     if args.circle_id:
@@ -282,6 +295,13 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 # --- plumbing -----------------------------------------------------------------
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return number
+
+
 def _limit(value: str) -> int:
     number = int(value)
     if not 1 <= number <= 100_000:
@@ -350,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show the node's state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("relay", help="the relay server, a separate deployable")
+    relay = p.add_subparsers(dest="relay_command", required=True, metavar="COMMAND")
+    p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (8080)")
+    p.add_argument("--db", required=True, help="the relay's SQLite database file")
+    p.add_argument(
+        "--require-signatures",
+        action="store_true",
+        help="refuse unsigned message, signalling and feed calls",
+    )
+    p.set_defaults(func=cmd_relay_serve, offline=True)
 
     p = sub.add_parser("config", help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show"))

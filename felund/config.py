@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 from felund.errors import ConfigError
 
 CONFIG_FILE_NAME = "felund.toml"
+API_BASE_ENV = "FELUND_API_BASE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,15 @@ class GossipConfig:
     max_connections: int = 256
     max_connections_per_ip: int = 8
     offer_native: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The relay this node meets others at (none by default)."""
+
+    url: str = ""
+    register_interval_s: float = 60.0
+    poll_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,7 @@ class Config:
 
     node: NodeConfig = field(default_factory=NodeConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     bus: BusConfig = field(default_factory=BusConfig)
@@ -122,7 +133,11 @@ def load(home: Path, environ: Mapping[str, str] | None = None) -> Config:
     path = home / CONFIG_FILE_NAME
     if path.exists():
         raw = parse_toml(path)
-    return build(raw, env)
+    cfg = build(raw, env)
+    if env.get(API_BASE_ENV) and not cfg.relay.url:
+        # The other felund client's name for the relay; ours wins when both are set.
+        cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, url=env[API_BASE_ENV]))
+    return cfg
 
 
 def parse_toml(path: Path) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """A native gossip session: one sealed connection, push, and reconciliation.
 
 The client starts range reconciliation at once and again every
-``anti_entropy_s``; each side answers RECON frames, asks for what it lacks
-(WANT) and sends what the other lacks (MSGS). New messages are pushed as
-they are stored. The send queue is bounded in bytes: bulk answers wait
-for room, a live push to a peer that cannot keep up closes the session.
+``anti_entropy_s``; each side answers RECON frames and sends (MSGS) what
+its steps find the other lacks, so nothing is ever asked for and nothing
+travels twice. New messages are pushed as they are stored. The send queue
+is bounded in bytes: bulk answers wait for room, a live push to a peer that
+cannot keep up closes the session.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from felund.reconcile import Reconciler
 
 IDLE_TIMEOUT_S = 120.0
 QUEUE_BYTES = 8 * 1024 * 1024
-WANT_CHUNK = 1000
-MAX_WANT = 5000
+FETCH_CHUNK = 1000
 CAME_LIMIT = 50_000
 
 
@@ -64,7 +64,10 @@ class NativeSession:
     # --- sending ------------------------------------------------------------
     def _enqueue(self, frame: dict[str, Any]) -> None:
         assert self.link.channel is not None
-        data = self.link.channel.seal(frame)
+        try:
+            data = self.link.channel.seal(frame)
+        except ValueError as exc:  # a frame of ours over the cap: a bug, end the session
+            raise PeerError("local_frame", str(exc)) from None
         self.queue.append(data)
         self.queued += len(data)
         self.ready.set()
@@ -143,8 +146,6 @@ class NativeSession:
             self.received += await self.host.receive(self.link, msgs)
         elif t == "RECON":
             await self._on_recon(frame)
-        elif t == "WANT":
-            await self._on_want(v1proto.id_list(frame, "ids", MAX_WANT))
         elif t == "PEERS":
             await self.host.learn_peers(self.link.circle_id, v1proto.peer_list(frame))
         elif t == "PING":
@@ -167,18 +168,14 @@ class NativeSession:
             raise PeerError("recon", exc.detail) from None
         if step.reply is not None:
             await self.send({"t": "RECON", "start": False, "ranges": step.reply})
-        for i in range(0, len(step.need), WANT_CHUNK):
-            await self.send({"t": "WANT", "ids": step.need[i : i + WANT_CHUNK]})
+        # What we lack (step.need) is what the peer holds that we lack: its own
+        # step lists it under "have" and sends it. Asking too would double it.
         if step.have:
             await self._send_messages(step.have)
 
-    async def _on_want(self, msg_ids: list[str]) -> None:
-        index = self.host.index[self.link.circle_id]
-        await self._send_messages([i for i in msg_ids if i in index])
-
     async def _send_messages(self, msg_ids: list[str]) -> None:
-        for i in range(0, len(msg_ids), WANT_CHUNK):
-            wires = await self.host.fetch(msg_ids[i : i + WANT_CHUNK])
+        for i in range(0, len(msg_ids), FETCH_CHUNK):
+            wires = await self.host.fetch(msg_ids[i : i + FETCH_CHUNK])
             for chunk in _chunks(wires):
                 await self.send({"t": "MSGS", "msgs": chunk})
             metrics.GOSSIP_MESSAGES.labels("out").inc(len(wires))

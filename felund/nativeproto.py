@@ -22,7 +22,7 @@ VERSION = 2
 MAX_FRAME = 1 << 20
 MAX_MSGS_BYTES = 512 * 1024  # a MSGS frame is cut at about this much wire JSON
 HEADER = struct.Struct(">I")
-FRAME_TYPES = ("PEERS", "RECON", "WANT", "MSGS", "PING", "PONG", "BYE")
+FRAME_TYPES = ("PEERS", "RECON", "MSGS", "PING", "PONG", "BYE")
 _TO_SERVER, _TO_CLIENT = b"c2s\x00", b"s2c\x00"
 
 

@@ -124,10 +124,8 @@ class Gossip:
         if local:
             self.wake.set()  # v1 peers have no push: give them a round now
 
-    async def follow(self) -> None:
+    async def follow(self, sub: AsyncSubscriber) -> None:
         """Apply the store's events for as long as the process runs."""
-        sub = AsyncSubscriber(self.rt.bus, TOPIC_MSG_STORED, TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT)
-        await self._until_store_answers(self.catch_up)
         while True:
             got = await sub.recv()
             frame, body = got.frame, got.frame.body
@@ -171,6 +169,11 @@ class Gossip:
                 problems["other_circle"] += 1
             elif msg.msg_id not in index:
                 fresh.append(to_wire(msg))
+        came = link.extra.get("came")
+        if came is not None:
+            # Before the append: its stored event may arrive before its answer.
+            for wire in fresh:
+                came[wire["msg_id"]] = None
         stored = 0
         for i in range(0, len(fresh), MAX_POST_BATCH):
             chunk = fresh[i : i + MAX_POST_BATCH]
@@ -181,9 +184,6 @@ class Gossip:
                     problems[result.removeprefix("rejected:")] += 1
                     continue
                 index.add(wire["created_ts"], wire["msg_id"])
-                came = link.extra.get("came")
-                if came is not None:
-                    came[wire["msg_id"]] = None
                 if result == "stored":
                     stored += 1
                     metrics.DELIVERY_LATENCY.observe(max(0.0, now - wire["created_ts"]))
@@ -221,10 +221,11 @@ class Gossip:
                 self.self_addrs.add(addr)
                 outcome = "self"
                 return
-            await self.learn_peers(
-                link.circle_id,
-                [{"addr": addr, "node_id": link.peer_node_id, "last_seen": int(time.time())}],
-            )
+            if link.is_client:  # an address we dialled; an inbound one is a source port
+                await self.learn_peers(
+                    link.circle_id,
+                    [{"addr": addr, "node_id": link.peer_node_id, "last_seen": int(time.time())}],
+                )
             if not link.native:
                 moved = await v1_round(link, self)
                 return
@@ -409,10 +410,20 @@ class Gossip:
         self.listen_addr = netaddr.invite_peer(dataclasses.replace(self.cfg, port=port))
         asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
         ticks = asyncio.create_task(self.tick_loop())  # heartbeats while waiting for the store
+        # Subscribe first, then load the index (events meanwhile wait in the
+        # socket), and only then meet peers: reconciling against a half-loaded
+        # index would have them send us everything we already hold.
+        sub = AsyncSubscriber(self.rt.bus, TOPIC_MSG_STORED, TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT)
         await self._until_store_answers(self.load_circles)
+        await self._until_store_answers(self.catch_up)
         server = await asyncio.start_server(self.on_inbound, sock=listener, limit=MAX_READ_LINE + 1)
-        self.rt.log.info("gossip.ready", listen=self.listen_addr, circles=len(self.secrets))
-        tasks = [ticks, *(asyncio.create_task(c) for c in (self.follow(), self.dial_loop()))]
+        self.rt.log.info(
+            "gossip.ready",
+            listen=self.listen_addr,
+            circles=len(self.secrets),
+            messages=self.follower.last,
+        )
+        tasks = [ticks, *(asyncio.create_task(c) for c in (self.follow(sub), self.dial_loop()))]
         try:
             # Any task that fails ends the process (crash-only: the supervisor restarts it).
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

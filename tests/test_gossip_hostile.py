@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from felund.errors import AuthError, InvalidMessage, PeerError
+from felund.errors import AuthError, InvalidMessage
 from felund.invite import decode_invite, encode_invite
 from felund.peering import HANDSHAKE_TIMEOUT_S, Link, connect
 from felund.testing import Node, free_port, metric_value, wait_for
@@ -126,6 +126,8 @@ def _prepare(node: Node) -> Target:
 
 
 def _serving(node: Node) -> bool:
+    assert node.proc is not None
+    assert node.proc.poll() is None, node.log_path.read_text()[-3000:]  # `felund run` exited
     services = node.status()["services"]
     return bool(services) and all(s["state"] == "running" for s in services.values())
 
@@ -135,7 +137,8 @@ def _run(*targets: Target) -> None:
     for target in targets:
         target.node.start(wait=False)
     for target in targets:
-        wait_for(lambda t=target: _serving(t.node), what=f"{target.node.home.name} to start")
+        node = target.node
+        wait_for(lambda: _serving(node), what=f"{node.home.name} to start")  # noqa: B023
         target.metrics_url = target.node.status()["metrics_url"]
 
 
@@ -671,6 +674,73 @@ def test_native_malformed_messages_never_reach_the_store(shared: Target, members
     wait_for(lambda: good["text"] in shared.texts(), what="the good message stored")
     assert_only_good_rows(shared, [*bad.values(), huge])
     assert_syncs(shared, member)
+
+
+def test_native_frame_of_a_wrong_type(shared: Target, members) -> None:
+    bad = shared.value(BAD, source="gossip", kind="frame")
+
+    def hello(link: Link) -> bytes:
+        assert link.channel is not None
+        return link.channel.seal({"t": "HELLO", "circle_id": shared.circle_id})
+
+    addr = _native(shared, hello)
+    shared.wait_value(BAD, bad + 1, source="gossip", kind="frame")
+    shared.wait_log("gossip.session", peer=addr, protocol="native", outcome="frame")
+    assert_syncs(shared, members(shared.secret_hex))
+
+
+def test_native_replayed_frame_does_not_decrypt(shared: Target, members) -> None:
+    """The same sealed PING twice: answered once, then the session ends (counter nonces)."""
+    bad = shared.value(BAD, source="gossip", kind="auth")
+
+    async def run() -> tuple[list[str], str]:
+        link = await _native_link(shared)
+        try:
+            assert link.channel is not None
+            ping = link.channel.seal({"t": "PING"})
+            link.writer.write(ping)
+            seen = [(await link.read_frame(CLOSE_S))["t"] for _ in range(2)]
+            link.writer.write(ping)  # byte for byte again
+            await _closed(link)
+            ip, port = link.writer.get_extra_info("sockname")[:2]
+            return seen, f"{ip}:{port}"
+        finally:
+            link.close()
+
+    seen, addr = asyncio.run(run())
+    assert sorted(seen) == ["PEERS", "PONG"]
+    shared.wait_value(BAD, bad + 1, source="gossip", kind="auth")
+    shared.wait_log("gossip.session", peer=addr, protocol="native", outcome="auth")
+    assert_syncs(shared, members(shared.secret_hex))
+
+
+# --- what an inbound peer teaches the node -----------------------------------------------------
+
+
+def test_inbound_session_teaches_its_listen_port_not_its_source_port(
+    shared: Target, members
+) -> None:
+    """v1's rule: a peer's address is (observed IP, advertised port). The source
+    port of an inbound connection is ephemeral; stored as a peer, it is dialled in
+    vain and handed to the other members in PEERS, one more row per session."""
+    member = members(shared.secret_hex)
+    with socket.socket() as unused:  # bound, never listening: a port nobody answers on
+        unused.bind((LOCAL, 0))
+        advertised = f"{LOCAL}:{unused.getsockname()[1]}"
+        with Conn(shared.port) as conn:
+            welcome = handshake(conn, member, listen_addr=advertised)
+            assert welcome is not None
+            assert welcome["t"] == "WELCOME"
+            exchange_until_send(conn, member.circle_id)
+            conn.send({"t": "MSGS_SEND", "circle_id": member.circle_id, "messages": []})
+            conn.wait_closed()
+            source = conn.addr
+
+        def learned() -> set[str]:
+            return {p["addr"] for p in shared.node.json("peers") if p["node_id"] == member.node_id}
+
+        addrs = wait_for(lambda: advertised in learned() and learned(), what="the advertised addr")
+    assert source not in addrs, f"the node stored the ephemeral source {source}: {addrs}"
 
 
 # --- 8: a peer that never speaks --------------------------------------------------------------

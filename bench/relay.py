@@ -1,0 +1,305 @@
+"""Relay server throughput: requests per second and p99 latency, load from another process.
+
+``bench_relay()`` seeds a relay database with 100k messages (100 circles,
+1,000 each, AES-GCM sealed as our nodes send them), starts ``python -m
+services.relay_server`` on it (per-address rate limit off, warnings-only
+logs), and runs a load generator (``python -m bench.relay load``) in a
+separate process for each scenario: a pool of keep-alive connections, each
+sending requests back to back for a fixed time. The two processes share the
+machine's cores; the table says how many.
+
+``python -m bench.relay`` prints the rows on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from felund import crypto, ids
+from felund.relay_protocol import IncomingMessage, MessageBatch, compact_json
+from felund.relay_store import SqliteRelayStore
+from felund.testing import free_port
+from felund.wire import compose_message, to_wire
+
+Row = tuple[str, str, str]
+REPO = Path(__file__).resolve().parents[1]
+CIRCLES = 100
+SCENARIOS = {
+    "get": "GET /v1/messages, a page of 200 (random since)",
+    "poll": "GET /v1/messages, nothing new (a client's 5 s poll)",
+    "get-signed": "GET /v1/messages, signed, a page of 200",
+    "post": "POST /v1/messages, 1 message per request",
+    "post50": "POST /v1/messages, 50 messages per request",
+}
+
+
+def _secret(index: int) -> str:
+    return f"{index:064x}"
+
+
+def _message(secret: str, circle_id: str, author: str, text: str) -> dict[str, Any]:
+    now = int(time.time())
+    msg = compose_message(
+        secret,
+        circle_id=circle_id,
+        channel_id="general",
+        author_node_id=author,
+        display_name="bench",
+        text=text,
+        created_ts=now,
+        msg_id=ids.new_msg_id(author, now),
+        encrypt=True,
+    )
+    return to_wire(msg)
+
+
+def seed(db: Path, total: int) -> None:
+    """Store ``total`` messages over ``CIRCLES`` circles, as POSTs would."""
+    store = SqliteRelayStore(db)
+    try:
+        author = ids.new_node_id()
+        per_circle = total // CIRCLES
+        for index in range(CIRCLES):
+            secret = _secret(index)
+            circle_id = ids.circle_id(secret)
+            hint = ids.circle_hint(circle_id)
+            for start in range(0, per_circle, 50):
+                batch = []
+                for n in range(start, min(start + 50, per_circle)):
+                    wire = _message(secret, circle_id, author, f"seeded message {n} " + "x" * 80)
+                    batch.append(IncomingMessage(wire["msg_id"], author, compact_json(wire)))
+                store.append(MessageBatch(hint, tuple(batch)))
+    finally:
+        store.close()
+
+
+# --- the load generator (its own process) ----------------------------------------------------
+class _Connection:
+    """One keep-alive HTTP/1.1 connection, one request at a time.
+
+    A few lines of asyncio streams rather than an HTTP client library: on a
+    2-core machine a full client spends more CPU per request than the
+    server, and the figure would measure the load generator.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+
+async def _load(url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
+    host, _, port_text = url.removeprefix("http://").partition(":")
+    port = int(port_text)
+    circles = [(_secret(i), ids.circle_id(_secret(i))) for i in range(CIRCLES)]
+    hints = [ids.circle_hint(cid) for _, cid in circles]
+    keys = [crypto.api_signing_key(secret) for secret, _ in circles]
+    batch = 50 if scenario == "post50" else 1
+    bodies: list[bytes] = []
+    if scenario.startswith("post"):
+        author = ids.new_node_id()
+        per_request = int(seconds * 5000 / batch) + 100  # more than can be sent in time
+        for n in range(per_request):
+            secret, cid = circles[n % CIRCLES]
+            msgs = [_message(secret, cid, author, f"load {n}.{i}") for i in range(batch)]
+            body = {"circle_hint": ids.circle_hint(cid), "messages": msgs}
+            bodies.append(compact_json(body).encode())
+    # The first stored second of each seeded circle (1,000 messages, 100 a
+    # second, so ten seconds): its since=0 page ends with the second one.
+    firsts: list[int] = []
+    probe = _Connection(host, port)
+    for hint in hints:
+        _, answer = await probe.request("GET", f"/v1/messages?circle_hint={hint}&since=0", {})
+        firsts.append(json.loads(answer)["server_time"] - 1)
+    assert probe.writer is not None
+    probe.writer.close()
+    latencies: list[float] = []
+    errors = 0
+    counter = itertools.count()
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        rng = random.Random()
+        conn = _Connection(host, port)
+        while time.monotonic() < deadline:
+            n = next(counter)
+            c = rng.randrange(CIRCLES)
+            headers: dict[str, str] = {}
+            body = b""
+            if scenario.startswith("post"):
+                if n >= len(bodies):
+                    return
+                method, target, body = "POST", "/v1/messages", bodies[n]
+                headers["Content-Type"] = "application/json"
+            else:
+                first = firsts[c]
+                since = first + 100 if scenario == "poll" else rng.randrange(first - 1, first + 8)
+                method = "GET"
+                target = f"/v1/messages?circle_hint={hints[c]}&since={max(0, since)}&limit=200"
+                if scenario == "get-signed":
+                    ts, nonce = int(time.time()), secrets.token_hex(16)
+                    headers = {
+                        "X-Felund-Ts": str(ts),
+                        "X-Felund-Nonce": nonce,
+                        "X-Felund-Signature": crypto.api_signature(
+                            keys[c], "GET", "/messages", b"", ts, nonce
+                        ),
+                    }
+            started = time.perf_counter()
+            status, _ = await conn.request(method, target, headers, body)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.monotonic() - started
+    lat = sorted(latencies)
+    return {
+        "requests": len(lat),
+        "seconds": elapsed,
+        "errors": errors,
+        "p50": statistics.median(lat) if lat else 0.0,
+        "p99": lat[max(0, int(len(lat) * 0.99) - 1)] if lat else 0.0,
+    }
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        assert proc.poll() is None, "the relay exited"
+        try:
+            with urllib.request.urlopen(f"{url}/v1/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the relay did not start")
+
+
+def bench_relay(
+    messages: int = 100_000,
+    seconds: float = 10.0,
+    connections: int = 32,
+    scenarios: tuple[str, ...] = ("get", "poll", "get-signed", "post", "post50"),
+) -> list[Row]:
+    """Rows (name, result, notes) for each scenario against one relay."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
+        db = Path(tmp) / "relay.db"
+        started = time.perf_counter()
+        seed(db, messages)
+        seeding = time.perf_counter() - started
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
+                "--port", str(port), "--db", str(db), "--rate-limit", "0",
+                "--log-level", "warning", "--log-format", "json",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_healthy(url, server)
+            for scenario in scenarios:
+                load = subprocess.run(
+                    [
+                        sys.executable, "-m", "bench.relay", "load", "--url", url,
+                        "--scenario", scenario, "--seconds", str(seconds),
+                        "--connections", str(connections),
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=seconds * 10 + 120,
+                )  # fmt: skip
+                r = json.loads(load.stdout.splitlines()[-1])
+                rows.append(
+                    (
+                        f"relay {SCENARIOS[scenario]}",
+                        f"{r['requests'] / r['seconds']:,.0f} req/s",
+                        f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
+                        f"{r['requests']:,} requests, {r['errors']} errors; "
+                        f"{connections} connections from another process; "
+                        f"{messages:,} messages stored (seeded in {seeding:.0f} s); "
+                        f"{os.cpu_count()} cores shared",
+                    )
+                )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+    return rows
+
+
+def main() -> None:
+    """``python -m bench.relay`` (the table) or ``python -m bench.relay load`` (one load run)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.relay")
+    sub = parser.add_subparsers(dest="command")
+    load = sub.add_parser("load")
+    load.add_argument("--url", required=True)
+    load.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
+    load.add_argument("--seconds", type=float, default=10.0)
+    load.add_argument("--connections", type=int, default=32)
+    table = sub.add_parser("table")
+    table.add_argument("--messages", type=int, default=100_000)
+    table.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    if args.command == "load":
+        result = asyncio.run(_load(args.url, args.scenario, args.seconds, args.connections))
+        print(json.dumps(result))
+        return
+    rows = bench_relay(getattr(args, "messages", 100_000), seconds=getattr(args, "seconds", 10.0))
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'benchmark':<{width}} | result | notes |")
+    print(f"|{'-' * (width + 2)}|---|---|")
+    for name, value, notes in rows:
+        print(f"| {name:<{width}} | {value} | {notes} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The relay server process: ``python -m services.relay_server`` (``felund relay serve``).
+
+A separate deployable, not part of a node: no bus, no supervisor, no node
+home. It serves the relay HTTP API of the wire spec (``felund.relay_api``)
+and its own ``/metrics`` on one port.
+
+- Owns: the SQLite database given by ``--db`` (created 0600 if missing).
+- Serves: ``/v1/...`` and ``/metrics`` on ``--host``/``--port``; put a TLS
+  reverse proxy in front for the internet (deploy/README.md). Behind a
+  proxy on the same machine, the client address is taken from
+  ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop).
+- Logs: structlog JSON lines under a service manager (``FELUND_LOG_FORMAT``,
+  ``FELUND_LOG_LEVEL``), one per request.
+- Stops on SIGTERM or SIGINT: closes the feeds (1001), finishes requests
+  in flight, exits 0. A restart loses nothing acknowledged: every answer
+  comes after its commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from felund import logs
+from felund import relay_metrics as m
+from felund.relay_api import Relay, RelayConfig, make_app
+from felund.relay_protocol import MAX_BODY_BYTES, WS_PING_S
+from felund.relay_store import AsyncStore, SqliteRelayStore, StoreInUse
+
+SERVICE = "relay"
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SHUTDOWN_TIMEOUT_S = 10.0
+_DEFAULTS = RelayConfig()
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535 (0: any free port)")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the relay server."""
+    p = argparse.ArgumentParser(
+        prog="felund relay serve", description="Serve the felund relay / rendezvous HTTP API."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (8080)")
+    p.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    p.add_argument(
+        "--require-signatures",
+        action="store_true",
+        help="refuse unsigned message, signalling and feed calls (the existing browser "
+        "client sends them unsigned)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=_positive_float,
+        default=_DEFAULTS.rate_per_s,
+        help="requests per second per client address, 0 for no limit (%(default)s)",
+    )
+    p.add_argument(
+        "--rate-burst",
+        type=_positive_float,
+        default=_DEFAULTS.rate_burst,
+        help="requests a client may send at once (%(default)s)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body"
+    )
+    p.add_argument(
+        "--ws-ping-interval",
+        type=_positive_float,
+        default=WS_PING_S,
+        help="seconds between PINGs on the WebSocket feed (%(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("FELUND_LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+    )
+    p.add_argument(
+        "--log-format",
+        default=os.environ.get("FELUND_LOG_FORMAT", "auto"),
+        choices=("auto", "json", "console"),
+    )
+    return p
+
+
+async def serve(
+    app: web.Application, host: str, port: int, log: structlog.stdlib.BoundLogger
+) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("relay.listen_failed", host=host, port=port, error=str(exc))
+            return 1
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        log.info("relay.ready", host=str(bound[0]), port=int(bound[1]))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("relay.stopping")
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``python -m services.relay_server --db PATH ...``."""
+    if os.environ.pop(_MULTIPROC_ENV, None) is not None:
+        # prometheus-client chose file-backed values when it was imported: the
+        # relay keeps its own in-memory registry, so start again without it.
+        os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *sys.argv[1:]])  # noqa: S606
+    args = build_parser().parse_args(argv)
+    log = logs.setup(SERVICE, "", args.log_level, args.log_format)
+    config = RelayConfig(
+        require_signatures=args.require_signatures,
+        rate_per_s=args.rate_limit,
+        rate_burst=args.rate_burst,
+        max_body_bytes=args.max_body_bytes,
+        ws_ping_s=args.ws_ping_interval or WS_PING_S,
+    )
+    try:
+        store = SqliteRelayStore(args.db)
+    except (sqlite3.Error, OSError, StoreInUse) as exc:
+        log.error("relay.open_failed", database=str(args.db), error=str(exc))
+        raise SystemExit(1) from None
+    m.START_TIME.set(time.time())
+    log.info(
+        "relay.starting",
+        database=str(args.db),
+        require_signatures=config.require_signatures,
+        rate_limit=config.rate_per_s,
+    )
+    threaded = AsyncStore(store)
+    try:
+        code = asyncio.run(serve(make_app(Relay(config, threaded, log)), args.host, args.port, log))
+    finally:
+        threaded.close()
+    log.info("relay.stopped", code=code)
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
