@@ -32,6 +32,11 @@ class AsyncRPCClient:
         sock.connect(self._endpoint)
         return zmq.asyncio.Socket.from_socket(sock)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is in flight on this client."""
+        return self._lock.locked()
+
     async def call(
         self, op: str, body: Any, timeout_ms: int | None = None, retries: int | None = None
     ) -> Any:

@@ -57,6 +57,9 @@ class NativeSession:
         self.recon: Reconciler | None = None
         self.received = 0
         self.closed = False
+        self.inflight = asyncio.Semaphore(2)
+        self.receiving: set[asyncio.Task[None]] = set()
+        self.failure: PeerError | None = None
         # Ids this peer sent us, so that they are not pushed back to it.
         self.came: BoundedSet = BoundedSet(CAME_LIMIT)
         link.extra["came"] = self.came
@@ -123,6 +126,12 @@ class NativeSession:
                 await self.handle(frame)
                 if writer.done():
                     writer.result()  # the write side failed: raise its error
+            if self.receiving:
+                await asyncio.wait(self.receiving)
+        except PeerError:
+            if self.failure is not None:
+                raise self.failure from None  # the cause, not the closed socket it left
+            raise
         finally:
             for task in (writer, timer):
                 if task is not None:
@@ -130,6 +139,18 @@ class NativeSession:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             self.closed = True
+        if self.failure is not None:
+            raise self.failure
+
+    async def _receive(self, msgs: list[Any]) -> None:
+        try:
+            self.received += await self.host.receive(self.link, msgs)
+        except PeerError as exc:
+            self.failure = exc
+            self.close()
+        finally:
+            self.inflight.release()
+            self.receiving.discard(asyncio.current_task())
 
     async def _anti_entropy(self) -> None:
         while True:
@@ -143,7 +164,11 @@ class NativeSession:
         t = frame["t"]
         if t == "MSGS":
             msgs = nativeproto.field(frame, "msgs", list)
-            self.received += await self.host.receive(self.link, msgs)
+            # Check and store this batch while the next one is read: the store
+            # and this process then work at the same time. Bounded, so TCP
+            # still pushes back on a peer that sends faster than we store.
+            await self.inflight.acquire()
+            self.receiving.add(asyncio.create_task(self._receive(msgs)))
         elif t == "RECON":
             await self._on_recon(frame)
         elif t == "PEERS":

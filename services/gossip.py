@@ -71,6 +71,9 @@ class Gossip:
         self.cfg = rt.ctx.config.gossip
         self.node_id = rt.ctx.node_id
         self.rpc = AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL)
+        # Appends from two sessions (or two batches of one) wait on the store
+        # together, so it can commit them in one transaction.
+        self.appenders = [AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL) for _ in range(2)]
         self.secrets: dict[str, str] = {}
         self.index: dict[str, ItemSet] = collections.defaultdict(ItemSet)
         self.follower = Follower()
@@ -177,7 +180,8 @@ class Gossip:
         stored = 0
         for i in range(0, len(fresh), MAX_POST_BATCH):
             chunk = fresh[i : i + MAX_POST_BATCH]
-            answer = await self.rpc.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
+            appender = min(self.appenders, key=lambda c: c.busy)
+            answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
             now = time.time()
             for wire, result in zip(chunk, answer["results"], strict=True):
                 if result.startswith("rejected:"):

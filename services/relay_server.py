@@ -32,9 +32,11 @@ from aiohttp import web
 
 from felund import logs
 from felund import relay_metrics as m
-from felund.relay_api import Relay, RelayConfig, make_app
+from felund.relay_api import make_app
 from felund.relay_protocol import MAX_BODY_BYTES, WS_PING_S
-from felund.relay_store import AsyncStore, SqliteRelayStore, StoreInUse
+from felund.relay_sqlite import SqliteRelayStore
+from felund.relay_state import Relay, RelayConfig
+from felund.relay_store import AsyncStore, StoreInUse
 
 SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
