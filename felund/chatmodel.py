@@ -66,6 +66,7 @@ class Channel:
 class CircleState:
     """What a circle's control events say."""
 
+    circle_id: str = ""
     name: str = ""
     channels: dict[str, Channel] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # node_id -> display name
@@ -110,14 +111,38 @@ class ControlEvent:
     text: str
 
 
-def derive(events: Iterable[ControlEvent]) -> CircleState:
-    """Fold a circle's control events into its state, deterministically."""
-    state = CircleState()
+# Refusals that a later event of the same second can lift: created_ts has
+# whole seconds, so a join written just after its create may sort before it.
+_WAITS_ON_ANOTHER = frozenset({"no_channel", "not_approved", "not_member"})
+
+
+def derive(events: Iterable[ControlEvent], circle_id: str = "") -> CircleState:
+    """Fold a circle's control events into its state, deterministically.
+
+    Events apply in (created_ts, msg_id) order; within one second, an event
+    refused for want of another is tried again after the rest of its second,
+    until nothing more applies.
+    """
+    state = CircleState(circle_id=circle_id)
     state.channels[DEFAULT_CHANNEL] = Channel(DEFAULT_CHANNEL)
+    by_second: dict[int, list[ControlEvent]] = {}
     for ev in sorted(events, key=lambda e: (e.created_ts, e.msg_id)):
-        problem = apply(state, ev)
-        if problem:
-            state.rejected[problem] += 1
+        by_second.setdefault(ev.created_ts, []).append(ev)
+    for second in by_second.values():
+        pending = second
+        while pending:
+            waiting: list[tuple[ControlEvent, str]] = []
+            for ev in pending:
+                problem = apply(state, ev)
+                if problem in _WAITS_ON_ANOTHER:
+                    waiting.append((ev, problem))
+                elif problem:
+                    state.rejected[problem] += 1
+            if len(waiting) == len(pending):  # nothing more applies this second
+                for _, problem in waiting:
+                    state.rejected[problem] += 1
+                break
+            pending = [ev for ev, _ in waiting]
     return state
 
 
@@ -131,6 +156,8 @@ def apply(state: CircleState, ev: ControlEvent) -> str | None:
         return "not_json"
     if not isinstance(body, dict):
         return "not_object"
+    if state.circle_id and body.get("circle_id", state.circle_id) != state.circle_id:
+        return "other_circle"
     actor = body.get("actor_node_id", body.get("node_id", ev.author))
     if actor != ev.author:
         return "actor_mismatch"  # only one's own actions

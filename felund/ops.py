@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ _MAX_NAME = 64
 _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
+_REJECTED_SETTING = "control_rejected"
 _REFUSALS = {
     "exists": "that channel exists already",
     "no_channel": "there is no such channel; create it first",
@@ -101,7 +103,6 @@ class Ops:
         self.db = db
         self.node = node
         self._states: dict[str, chatmodel.CircleState] = {}
-        self._rejected_seen: collections.Counter[tuple[str, str]] = collections.Counter()
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
             OP_APPEND: self.append,
@@ -144,14 +145,20 @@ class Ops:
                 chatmodel.ControlEvent(*row)
                 for row in self.db.control_events(circle_id, CONTROL_CHANNEL)
             ]
-            state = self._states[circle_id] = chatmodel.derive(events)
-            for reason, n in state.rejected.items():
-                # Counted once per event: a re-derivation counts only what is new.
-                new = n - self._rejected_seen[(circle_id, reason)]
-                if new > 0:
-                    metrics.BAD_INPUT.labels("control", reason).inc(new)
-                    self._rejected_seen[(circle_id, reason)] = n
+            state = self._states[circle_id] = chatmodel.derive(events, circle_id)
+            self._count_rejections(circle_id, state.rejected)
         return state
+
+    def _count_rejections(self, circle_id: str, rejected: collections.Counter[str]) -> None:
+        # Once per event, across re-derivations and restarts: what was counted
+        # is kept in the database beside the events.
+        key = f"{_REJECTED_SETTING}:{circle_id}"
+        seen = collections.Counter(json.loads(self.db.setting(key) or "{}"))
+        fresh = rejected - seen
+        for reason, n in fresh.items():
+            metrics.BAD_INPUT.labels("control", reason).inc(n)
+        if fresh:
+            self.db.set_setting(key, json.dumps(dict(rejected | seen)))
 
     def _forget(self, circle_id: str) -> None:
         self._states.pop(circle_id, None)
