@@ -32,7 +32,7 @@ from typing import Any
 
 from felund import crypto, ids
 from felund.relay_protocol import IncomingMessage, MessageBatch, compact_json
-from felund.relay_store import SqliteRelayStore
+from felund.relay_sqlite import SqliteRelayStore
 from felund.testing import free_port
 from felund.wire import compose_message, to_wire
 
@@ -131,7 +131,7 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
     bodies: list[bytes] = []
     if scenario.startswith("post"):
         author = ids.new_node_id()
-        per_request = int(seconds * 5000 / batch) + 100  # more than can be sent in time
+        per_request = int(seconds * (5000 if batch == 1 else 300)) + 100  # more than fit in time
         for n in range(per_request):
             secret, cid = circles[n % CIRCLES]
             msgs = [_message(secret, cid, author, f"load {n}.{i}") for i in range(batch)]
