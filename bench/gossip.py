@@ -389,7 +389,7 @@ def bench_backlog(root: Path) -> list[Row]:
         b = _make(nodes, root, "b")
         c = _make(nodes, root, "c")
         circle = _join(b, a.cli("invite").stdout.strip())
-        _join(c, a.cli("invite").stdout.strip())
+        _join(c, a.cli("invite", "--circle-id", circle).stdout.strip())
         lines = "".join(f"backlog line {i:06d}\n" for i in range(half)).encode()
         a.cli("send", "--circle-id", circle, "--stdin", stdin=lines, timeout=600)
         a.start()
