@@ -27,6 +27,7 @@ from felund.protocol import (
     ERR_FORBIDDEN,
     ERR_UNKNOWN_CIRCLE,
     ERR_UNKNOWN_OP,
+    MAX_CURSOR_KEY,
     MAX_POST_BATCH,
     MAX_SNAPSHOT_PAGE,
     OP_APPEND,
@@ -37,6 +38,7 @@ from felund.protocol import (
     OP_CIRCLE_LEAVE,
     OP_CIRCLES,
     OP_CONTROL,
+    OP_CURSOR,
     OP_FETCH,
     OP_INBOX,
     OP_INVITE,
@@ -64,6 +66,7 @@ _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
 _REJECTED_SETTING = "control_rejected"
+_CURSOR_SETTING = "cursor"
 _REFUSALS = {
     "exists": "that channel exists already",
     "no_channel": "there is no such channel; create it first",
@@ -121,6 +124,7 @@ class Ops:
             OP_CHANNELS: self.channels,
             OP_WHO: self.who,
             OP_CIRCLE_LEAVE: self.circle_leave,
+            OP_CURSOR: self.cursor,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -484,6 +488,23 @@ class Ops:
         if len(msg_ids) > MAX_POST_BATCH or not all(isinstance(m, str) for m in msg_ids):
             raise RPCError(ERR_BAD_REQUEST, f"msg_ids must be up to {MAX_POST_BATCH} strings")
         return Outcome({"msgs": self.db.wire_of(msg_ids)})
+
+    def cursor(self, body: dict[str, Any]) -> Outcome:
+        """A durable cursor of a process: set it when ``value`` is given; its value (0 if unset)."""
+        key = _get(body, "key", str)
+        if not 0 < len(key) <= MAX_CURSOR_KEY or not key.isprintable():
+            raise RPCError(
+                ERR_BAD_REQUEST, f"key must be 1 to {MAX_CURSOR_KEY} printable characters"
+            )
+        setting = f"{_CURSOR_SETTING}:{key}"
+        value = _get(body, "value", int, None)
+        if value is not None:
+            if not 0 <= value < 2**62:
+                raise RPCError(ERR_BAD_REQUEST, "value must be an integer from 0 to 2**62 - 1")
+            self.db.set_setting(setting, str(value))
+            return Outcome({"value": value})
+        stored = self.db.setting(setting)
+        return Outcome({"value": int(stored) if stored is not None else 0})
 
     def stats(self, body: dict[str, Any]) -> Outcome:
         """Counts for status and metrics."""

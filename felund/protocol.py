@@ -45,6 +45,7 @@ OP_CONTROL: Final = "store.control"  # a control event of this node (channels, n
 OP_CHANNELS: Final = "store.channels"
 OP_WHO: Final = "store.who"
 OP_CIRCLE_LEAVE: Final = "store.circle.leave"
+OP_CURSOR: Final = "store.cursor"  # a durable integer kept for a process (relay-sync's cursors)
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 
@@ -56,6 +57,7 @@ REPLY_ERR_SUFFIX: Final = ".err"
 SVC_SUPERVISOR: Final = "supervisor"
 SVC_STORE: Final = "store"
 SVC_GOSSIP: Final = "gossip"
+SVC_RELAY_SYNC: Final = "relay-sync"
 SVC_CLI: Final = "cli"
 SVC_BENCH: Final = "bench"
 
@@ -78,5 +80,6 @@ ERR_INTERNAL: Final = "internal"
 # --- store limits -----------------------------------------------------------
 MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append
 MAX_SNAPSHOT_PAGE: Final = 2000
+MAX_CURSOR_KEY: Final = 128  # characters of a store.cursor key
 DEFAULT_CHANNEL: Final = "general"
 CONTROL_CHANNEL: Final = "__control"

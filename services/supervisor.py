@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metrics, sdnotify
 from felund.bus import Bus
+from felund.config import Config
 from felund.errors import ConfigError, NodeLocked
 from felund.home import NodeLock, require_free
 from felund.protocol import (
@@ -41,6 +42,7 @@ from felund.protocol import (
     GOSSIP_FD_ENV,
     OP_SUP_STATUS,
     SVC_GOSSIP,
+    SVC_RELAY_SYNC,
     SVC_STORE,
     SVC_SUPERVISOR,
     TOPIC_HEARTBEAT,
@@ -50,11 +52,21 @@ from felund.service import Context, load_context
 from felund.supervision import Action, State, Supervision
 
 # The node's children, in start order; each is a module of services/.
-# Relay-sync comes with its own issue; the ui attaches, it is no child.
+# The ui attaches, it is no child.
 CHILDREN: dict[str, str] = {SVC_STORE: "services.store", SVC_GOSSIP: "services.gossip"}
+# Children that run only when the config asks for them (see ``active_children``).
+OPTIONAL_CHILDREN: dict[str, str] = {SVC_RELAY_SYNC: "services.relay_sync"}
 LOCK_WAIT_S = 5.0  # a command working offline holds the lock for a moment
 POLL_MS = 100
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def active_children(cfg: Config) -> dict[str, str]:
+    """The children this config runs, in start order: relay-sync when a relay is set."""
+    children = dict(CHILDREN)
+    if cfg.relay.url:
+        children[SVC_RELAY_SYNC] = OPTIONAL_CHILDREN[SVC_RELAY_SYNC]
+    return children
 
 
 class Proxy:
@@ -108,7 +120,8 @@ class Supervisor:
         cfg = ctx.config
         self.log = logs.setup(SVC_SUPERVISOR, ctx.node_id, cfg.log.level, cfg.log.format)
         self.bus = Bus(ctx.layout, SVC_SUPERVISOR, cfg.bus)
-        self.table = Supervision(list(CHILDREN), cfg.supervisor)
+        self.children = active_children(cfg)
+        self.table = Supervision(list(self.children), cfg.supervisor)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
         gossip = cfg.gossip
@@ -140,7 +153,7 @@ class Supervisor:
             "node.starting",
             home=str(self.ctx.layout.home),
             metrics_url=self.metrics_url,
-            children=list(CHILDREN),
+            children=list(self.children),
         )
         shutdown_started = False
         while True:
@@ -211,8 +224,11 @@ class Supervisor:
             # connection waiting in the kernel's backlog.
             env[GOSSIP_FD_ENV] = str(self.gossip_sock.fileno())
             fds = (self.gossip_sock.fileno(),)
+        elif name == SVC_RELAY_SYNC:
+            # The port peers reach us at, also when the config leaves it to the kernel.
+            env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
         proc = subprocess.Popen(
-            [sys.executable, "-m", CHILDREN[name]],
+            [sys.executable, "-m", self.children[name]],
             stdin=subprocess.DEVNULL,
             close_fds=True,
             env=env,
@@ -295,7 +311,7 @@ class Supervisor:
             "pid": os.getpid(),
             "metrics_url": self.metrics_url,
             "gossip_addr": self.gossip_addr,
-            "services": {name: self._child_status(name) for name in CHILDREN},
+            "services": {name: self._child_status(name) for name in self.children},
         }
 
 
