@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import gossip, relay
+from bench import gossip, relay, relay_e2e
 from felund import ids
 from felund.bus import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
@@ -169,6 +169,8 @@ def main() -> None:
         rows.append(bench_appends(node, 1000, 50_000))
         rows.append(bench_send_stdin(node, 100_000))
     rows += gossip.main()
+    with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp:
+        rows += relay_e2e.bench_relay_e2e(Path(tmp))
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
     width = max(len(r[0]) for r in rows)
     print(f"| {'benchmark':<{width}} | result | notes |")

@@ -164,3 +164,57 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
             return float(value)
     return None
+
+
+class Relay:
+    """`felund relay serve` on a fixed port of 127.0.0.1, restartable on the same database."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.db = directory / "relay.db"
+        self.log_path = directory / "relay.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
+        env["FELUND_LOG_FORMAT"] = "json"
+        argv = [*FELUND, "relay", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*argv, "--db", str(self.db)], cwd=REPO, env=env, stdout=log, stderr=log
+            )
+        wait_for(self._healthy, timeout=30, what="the relay to answer")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def requests(self, path: str) -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in self.log_text().splitlines() if x.startswith("{")]
+        return [e for e in lines if e.get("event") == "http.request" and e.get("path") == path]

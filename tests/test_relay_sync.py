@@ -18,7 +18,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,64 +27,10 @@ from felund.invite import decode_invite
 from felund.ops import NodeInfo, Ops
 from felund.protocol import OP_CURSOR, SVC_RELAY_SYNC
 from felund.storage import Database
-from felund.testing import FELUND, REPO, Node, free_port, metric_value, wait_for
+from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for
 from felund.wire import compose_message, open_message, parse_message, to_wire
 
 UNREACHABLE_HOST = "127.0.0.2"  # loopback, but nothing listens there
-
-
-class Relay:
-    """`felund relay serve` on a fixed port of 127.0.0.1, restartable on the same database."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.db = directory / "relay.db"
-        self.log_path = directory / "relay.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
-        env["FELUND_LOG_FORMAT"] = "json"
-        argv = [*FELUND, "relay", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "--db", str(self.db)], cwd=REPO, env=env, stdout=log, stderr=log
-            )
-        wait_for(self._healthy, timeout=30, what="the relay to answer")
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def requests(self, path: str) -> list[dict[str, Any]]:
-        lines = [json.loads(x) for x in self.log_text().splitlines() if x.startswith("{")]
-        return [e for e in lines if e.get("event") == "http.request" and e.get("path") == path]
 
 
 @pytest.fixture
