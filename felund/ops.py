@@ -48,6 +48,7 @@ from felund.protocol import (
     OP_SNAPSHOT,
     OP_STATS,
     OP_WHO,
+    PUSH_FRESH_S,
 )
 from felund.storage import Circle, Database
 from felund.wire import (
@@ -549,8 +550,8 @@ def _name(body: dict[str, Any]) -> str:
 def _stored_row(
     seq: int, msg: WireMessage, display_name: str, text: str, origin: str
 ) -> dict[str, Any]:
-    """A stored message as events carry it: a snapshot row, plus its wire form for gossip."""
-    return {
+    """A stored message as events carry it: a snapshot row, plus the wire form to push on."""
+    row = {
         "store_seq": seq,
         "msg_id": msg.msg_id,
         "circle_id": msg.circle_id,
@@ -560,5 +561,7 @@ def _stored_row(
         "created_ts": msg.created_ts,
         "text": text,
         "origin": origin,
-        "wire": to_wire(msg),
     }
+    if origin == "local" or msg.created_ts >= time.time() - PUSH_FRESH_S:
+        row["wire"] = to_wire(msg)
+    return row

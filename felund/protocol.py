@@ -80,6 +80,10 @@ ERR_INTERNAL: Final = "internal"
 # --- store limits -----------------------------------------------------------
 MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append
 MAX_SNAPSHOT_PAGE: Final = 2000
+# chat.msg.stored events carry a message's wire form (for gossip to push on)
+# when it is this node's, or a peer's younger than this: older ones are a
+# backlog, which reconciliation spreads, and events stay small while one loads.
+PUSH_FRESH_S: Final = 300.0
 MAX_CURSOR_KEY: Final = 128  # characters of a store.cursor key
 DEFAULT_CHANNEL: Final = "general"
 CONTROL_CHANNEL: Final = "__control"

@@ -60,7 +60,6 @@ from felund.wire import parse_message, to_wire
 TICK_S = 0.2
 BACKOFF_MAX_S = 60.0
 MAX_MSGS_PER_FRAME = 5000
-PUSH_FRESH_S = 300.0  # messages from peers younger than this are passed on at once
 _LOG_EVERY_S = 10.0
 
 
@@ -117,15 +116,12 @@ class Gossip:
         self._index_rows(rows)
         by_circle: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         local = False
-        fresh_after = time.time() - PUSH_FRESH_S
         for r in rows:
-            mine = r.get("origin") == "local"
-            # Passing on what peers sent: only what is new. A backlog taken
-            # from one peer would otherwise be pushed whole to every other,
-            # which reconciliation already keeps in step.
-            if "wire" in r and (mine or r["created_ts"] >= fresh_after):
+            # The store attaches the wire form only to what is worth pushing
+            # on (ours, and peers' fresh ones: protocol.PUSH_FRESH_S).
+            if "wire" in r:
                 by_circle[r["circle_id"]].append(r["wire"])
-            local |= mine
+            local |= r.get("origin") == "local"
         for (circle_id, _), session in list(self.sessions.items()):
             if circle_id in by_circle:
                 # Not back to the peer it came from.
