@@ -509,7 +509,9 @@ class Member:
     def call(self, op: str, body: dict[str, Any]) -> Any:
         with self.db.transaction():
             out = self.ops.handle(op, {"circle_id": self.circle_id, **body})
-        self.sent = [row["wire"] for row in out.stored]
+        # Stored rows carry their wire form when gossip would push them on:
+        # always for this node's own messages, which are what a test sends on.
+        self.sent = [row["wire"] for row in out.stored if row["origin"] == "local"]
         return out.reply
 
     def control(self, event: dict[str, Any], ts: int, msg_id: str) -> list[dict[str, Any]]:
