@@ -25,6 +25,9 @@ TOPIC_MSG_STORED: Final = "chat.msg.stored"
 TOPIC_CIRCLE_CHANGED: Final = "chat.circle.changed"
 TOPIC_HEARTBEAT: Final = "sys.svc.heartbeat"
 TOPIC_SVC_STATE: Final = "sys.svc.state"
+# Log records of the node's processes, for a ui's /debug pane (never secrets: logs hold none).
+TOPIC_LOG: Final = "sys.log"
+TOPIC_SETTINGS_CHANGED: Final = "sys.settings.changed"  # the node's runtime settings changed
 
 # --- RPC operations ---------------------------------------------------------
 # store.ctl
@@ -46,6 +49,7 @@ OP_CHANNELS: Final = "store.channels"
 OP_WHO: Final = "store.who"
 OP_CIRCLE_LEAVE: Final = "store.circle.leave"
 OP_CURSOR: Final = "store.cursor"  # a durable integer kept for a process (relay-sync's cursors)
+OP_SETTINGS: Final = "store.settings"  # the node's runtime settings (display name, relay URL)
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 
@@ -60,6 +64,7 @@ SVC_GOSSIP: Final = "gossip"
 SVC_RELAY_SYNC: Final = "relay-sync"
 SVC_CLI: Final = "cli"
 SVC_BENCH: Final = "bench"
+SVC_UI: Final = "ui"
 
 # The supervisor's gossip listening socket, inherited by the gossip process.
 GOSSIP_FD_ENV: Final = "FELUND_INHERITED_GOSSIP_FD"  # not FELUND_GOSSIP_*: that is config

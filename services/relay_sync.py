@@ -22,6 +22,9 @@
   60 s), counted in ``felund_relay_requests_total{op,outcome}``, one log line
   per kind at most every 10 s (the relay's host, never keys or signatures).
   Nothing else waits on the relay.
+- Leaving: a circle left, or a clean stop (SIGTERM), is ``DELETE
+  /v1/register``-ed at once, bounded by 2 s; after a crash the registration
+  just expires by its TTL.
 - Cursors live in the store (``store.cursor``), per relay URL and circle.
 - Restart: crash-only; holds nothing the store does not. A task that fails
   (not a relay error) ends the process and the supervisor restarts it.
@@ -83,6 +86,7 @@ PUSH_PAGE: Final = 500  # store.snapshot rows (with wire) read at a time
 FEED_IDLE_S: Final = 75.0  # the relay PINGs every 15 s: this long silent means it is gone
 FEED_MAX_FRAME: Final = 16 * 1024 * 1024
 FEED_SLOW_POLL_S: Final = 30.0  # polling while the feed is up: a safety net only
+UNREGISTER_TIMEOUT_S: Final = 2.0  # well inside the supervisor's stop grace period
 _LOG_EVERY_S: Final = 10.0
 # Refusals of a message itself: sending it again would be refused again.
 _REFUSED_MESSAGE: Final = frozenset(
@@ -150,8 +154,10 @@ class RelaySync:
         secrets = {c["circle_id"]: c["secret"] for c in answer["circles"]}
         for circle_id in list(self.circles):
             if circle_id not in secrets:
-                for task in self.circles.pop(circle_id).tasks:
+                left = self.circles.pop(circle_id)
+                for task in left.tasks:
                     task.cancel()
+                await self.unregister([left])
         for circle_id, secret in secrets.items():
             if circle_id in self.circles:
                 continue
@@ -261,6 +267,27 @@ class RelaySync:
             },
         )
         self._ok("register")
+
+    async def unregister(self, circles: list[CircleSync]) -> None:
+        """DELETE /v1/register: leave the peer lists now rather than when the TTL runs out.
+
+        Best effort and bounded: a relay that does not answer in time lets the
+        registration expire by itself, so stopping never waits long on it.
+        """
+        if self.client is None or not circles:
+            return
+        client = self.client
+
+        async def one(c: CircleSync) -> None:
+            body = {"node_id": self.node_id, "circle_hint": c.hint}
+            try:
+                await client.call("DELETE", "/register", c.key, body=body)
+                self._ok("unregister")
+            except RelayError as exc:
+                metrics.RELAY_REQUESTS.labels("unregister", exc.kind).inc()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(one(c) for c in circles)), UNREGISTER_TIMEOUT_S)
 
     async def lookup_peers(self, c: CircleSync) -> None:
         """GET /v1/peers; hand their tcp addresses to gossip."""
@@ -567,6 +594,8 @@ class RelaySync:
                 for c in self.circles.values():
                     for t in c.tasks:
                         t.cancel()
+                if self.rt.stopping:  # a clean stop, not a crash: say goodbye
+                    await self.unregister(list(self.circles.values()))
 
 
 def main() -> None:

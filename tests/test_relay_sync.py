@@ -225,6 +225,30 @@ def test_api_base_sets_the_relay_url(make_node, relay) -> None:
     )
 
 
+def test_a_clean_stop_and_a_left_circle_unregister_at_once(make_node, relay) -> None:
+    node = _node(make_node, "n", relay)
+    kept = node.json("invite", "--name", "kept")["circle_id"]
+    left = node.json("invite", "--name", "left")["circle_id"]
+    node.start()
+
+    def deletes() -> list[str]:
+        return [
+            e["circle_hint"]
+            for e in relay.requests("/v1/register")
+            if e["method"] == "DELETE" and e["status"] == 200
+        ]
+
+    wait_for(
+        lambda: len([e for e in relay.requests("/v1/register") if e["status"] == 200]) >= 2,
+        what="both circles registered",
+    )
+    assert deletes() == []
+    node.cli("circle", "leave", "--circle-id", left)
+    wait_for(lambda: deletes() == [ids.circle_hint(left)], what="the left circle unregistered")
+    node.stop()
+    assert sorted(deletes()) == sorted([ids.circle_hint(left), ids.circle_hint(kept)])
+
+
 def test_cursor_op_is_durable(tmp_path: Path) -> None:
     path = tmp_path / "felund.db"
     db = Database(path)
