@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import gossip, relay, relay_e2e
+from bench import gossip, relay, relay_e2e, ui
 from felund import ids
 from felund.bus import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
@@ -172,6 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp:
         rows += relay_e2e.bench_relay_e2e(Path(tmp))
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
+    rows += ui.main()  # its own node: `felund ui` on a pty; redraw with 10k messages
     width = max(len(r[0]) for r in rows)
     print(f"| {'benchmark':<{width}} | result | notes |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -71,6 +71,7 @@ class CircleState:
     channels: dict[str, Channel] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # node_id -> display name
     rejected: Counter[str] = field(default_factory=Counter)
+    newest_ts: int = 0  # of every event seen, applied or not: a new event must not sort earlier
 
     def can_post(self, channel_id: str, node_id: str) -> bool:
         """Whether ``node_id`` may post in ``channel_id``."""
@@ -128,6 +129,7 @@ def derive(events: Iterable[ControlEvent], circle_id: str = "") -> CircleState:
     by_second: dict[int, list[ControlEvent]] = {}
     for ev in sorted(events, key=lambda e: (e.created_ts, e.msg_id)):
         by_second.setdefault(ev.created_ts, []).append(ev)
+        state.newest_ts = ev.created_ts
     for second in by_second.values():
         pending = second
         while pending:

@@ -32,6 +32,7 @@ from felund.protocol import (
     OP_INVITE,
     OP_PEERS,
     OP_POST,
+    OP_SETTINGS,
     OP_STATS,
 )
 from felund.service import Context, load_context
@@ -88,11 +89,20 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
     argv += ["--host", args.host, "--port", str(args.port), "--db", args.db]
     if args.require_signatures:
         argv.append("--require-signatures")
+    if args.no_web:
+        argv.append("--no-web")
     # The relay keeps its own in-memory metrics, never a node's multiprocess files.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # noqa: S606
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """Attach the curses ui to the running node (it finds the node itself)."""
+    from felund import ui_app  # noqa: PLC0415 - curses and the view model load only for the ui
+
+    raise SystemExit(ui_app.main(start=args.start))
 
 
 def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
@@ -113,6 +123,11 @@ def cmd_join(args: argparse.Namespace, node: NodeClient) -> None:
     answer = node.call(OP_CIRCLE_JOIN, {"code": args.code.strip(), "name": args.name or ""})
     out(answer["circle_id"])
     err("joined" if answer["joined"] else "already a member of this circle")
+    if answer.get("relay_url"):
+        err(
+            f"the circle lives at the relay {answer['relay_url']}: this node now syncs "
+            "through it (`felund relay url` shows or changes that)"
+        )
 
 
 def cmd_circles(args: argparse.Namespace, node: NodeClient) -> None:
@@ -241,6 +256,7 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         "running": node.online,
         "metrics_url": sup["metrics_url"] if sup else "",
         "gossip_addr": sup["gossip_addr"] if sup else "",
+        "relay_url": (sup.get("relay_url") if sup else None) or "",
         "circles": circles,
         "messages": stats.get("messages"),
         "services": {
@@ -257,6 +273,8 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         out(f"metrics   {status['metrics_url']}")
     if status["gossip_addr"]:
         out(f"gossip    {status['gossip_addr']}")
+    if status["relay_url"]:
+        out(f"relay     {status['relay_url']}")
     out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
     out(f"circles   {len(circles)}")
     for name, s in status["services"].items():
@@ -283,6 +301,22 @@ def _read(node: NodeClient, op: str, ctx: Context) -> dict[str, Any]:
         return {"circles": [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()]}
     finally:
         db.close()
+
+
+def cmd_relay_url(args: argparse.Namespace, node: NodeClient) -> None:
+    """Show the relay this node uses, or set it (``--off``: none); a running node follows."""
+    if args.off and args.url is not None:
+        raise UsageError("give a URL or --off, not both")
+    body = {} if args.url is None and not args.off else {"relay_url": (args.url or "").strip()}
+    url = node.call(OP_SETTINGS, body)["relay_url"]
+    if args.json:
+        json_out({"relay_url": url})
+    elif url:
+        out(url)
+    if body and not args.json:
+        err("relay set" if url else "relay off")
+    elif not url and not args.json:
+        err("no relay: set one with `felund relay url URL`")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -332,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the node in the foreground (headless)")
     p.set_defaults(func=cmd_run, offline=True)
 
+    p = sub.add_parser("ui", help="attach the chat screen to the running node (Ctrl+Q detaches)")
+    p.add_argument("--start", action="store_true", help="start the node first if it is stopped")
+    p.set_defaults(func=cmd_ui, offline=True)
+
     p = sub.add_parser("invite", help="create a circle and print its invite code")
     p.add_argument("--circle-id", help="print the code of a circle this node is in instead")
     p.add_argument("--name", help="a name for the new circle")
@@ -371,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("relay", help="the relay server, a separate deployable")
+    p = sub.add_parser("relay", help="this node's relay URL, or run a relay server")
     relay = p.add_subparsers(dest="relay_command", required=True, metavar="COMMAND")
     p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -382,7 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse unsigned message, signalling and feed calls",
     )
+    p.add_argument("--no-web", action="store_true", help="do not serve the browser client at /")
     p.set_defaults(func=cmd_relay_serve, offline=True)
+    p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")
+    p.add_argument("url", nargs="?", help="an http(s) URL; it replaces relay.url of the config")
+    p.add_argument("--off", action="store_true", help="use no relay")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_relay_url)
 
     p = sub.add_parser("config", help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show"))

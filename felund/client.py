@@ -91,6 +91,7 @@ class LocalNode:
                 cfg.node.name,
                 cfg.node.encrypt_messages,
                 netaddr.invite_peer(cfg.gossip),
+                cfg.relay.url,
             ),
         )
 

@@ -16,11 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from felund.errors import ConfigError
 
 CONFIG_FILE_NAME = "felund.toml"
 API_BASE_ENV = "FELUND_API_BASE"
+MAX_RELAY_URL = 512  # characters; a relay's base URL is short, and it travels in every heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,40 @@ def load(home: Path, environ: Mapping[str, str] | None = None) -> Config:
     if env.get(API_BASE_ENV) and not cfg.relay.url:
         # The other felund client's name for the relay; ours wins when both are set.
         cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, url=env[API_BASE_ENV]))
+        where = API_BASE_ENV
+    else:
+        where = "relay.url"
+    problem = relay_url_problem(cfg.relay.url)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     return cfg
+
+
+def relay_url_problem(url: str) -> str:
+    """What is wrong with a relay base URL, or "" when it is usable ("" itself means no relay).
+
+    One check for the config file, the environment and the runtime setting
+    (``store.settings``), so a URL the store accepted always starts relay-sync.
+    """
+    if not url:
+        return ""
+    if len(url) > MAX_RELAY_URL:
+        return f"a relay URL is at most {MAX_RELAY_URL} characters"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "a relay URL holds no spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return f"{url[:80]!r} is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url[:80]!r} is not an http:// or https:// URL with a host"
+    if parts.username is not None or parts.password is not None:
+        # It would travel on the bus and into logs: relays authenticate by signatures instead.
+        return "a relay URL carries no user name or password"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "a relay URL is a base URL, without ?query or #fragment"
+    return ""
 
 
 def parse_toml(path: Path) -> dict[str, Any]:

@@ -132,6 +132,12 @@ GOSSIP_PEERS_CONNECTED = Gauge(
     "Peers with an authenticated gossip connection right now.",
     multiprocess_mode="livesum",
 )
+GOSSIP_PEERS = Gauge(
+    "felund_gossip_peers",
+    "Distinct other nodes in touch right now: an open native session, or a v1 round"
+    " that ended well within the last two round intervals.",
+    multiprocess_mode="livesum",
+)
 GOSSIP_SESSIONS = Counter(
     "felund_gossip_sessions",
     "Gossip sessions ended, by protocol (v1, native) and outcome.",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from felund import chatmodel, ids, metrics
+from felund.config import relay_url_problem
 from felund.errors import AuthError, InvalidMessage, InviteError, RPCError
 from felund.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.protocol import (
@@ -45,6 +46,7 @@ from felund.protocol import (
     OP_PEERS,
     OP_PEERS_ADD,
     OP_POST,
+    OP_SETTINGS,
     OP_SNAPSHOT,
     OP_STATS,
     OP_WHO,
@@ -68,6 +70,7 @@ _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
 _REJECTED_SETTING = "control_rejected"
 _CURSOR_SETTING = "cursor"
+_RELAY_URL_SETTING = "relay_url"  # absent: the configured relay.url; "": no relay
 _REFUSALS = {
     "exists": "that channel exists already",
     "no_channel": "there is no such channel; create it first",
@@ -89,6 +92,7 @@ class NodeInfo:
     display_name: str
     encrypt: bool
     invite_peer: str  # host:port that other members should contact
+    relay_url: str = ""  # the configured relay.url: used until a runtime setting replaces it
 
 
 @dataclass(slots=True)
@@ -98,6 +102,7 @@ class Outcome:
     reply: Any
     stored: list[dict[str, Any]] = field(default_factory=list)
     circles_changed: bool = False
+    settings_changed: bool = False  # display name or relay URL: sys.settings.changed
 
 
 class Ops:
@@ -126,6 +131,7 @@ class Ops:
             OP_WHO: self.who,
             OP_CIRCLE_LEAVE: self.circle_leave,
             OP_CURSOR: self.cursor,
+            OP_SETTINGS: self.settings,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -171,6 +177,37 @@ class Ops:
     def display_name(self) -> str:
         """This node's display name: the latest rename, else the configured one."""
         return self.db.setting(_NAME_SETTING) or self.node.display_name
+
+    def relay_url(self) -> str:
+        """The relay this node uses: the runtime setting if set, else the configured one."""
+        stored = self.db.setting(_RELAY_URL_SETTING)
+        return self.node.relay_url if stored is None else stored
+
+    def current_settings(self) -> dict[str, str]:
+        """The effective runtime settings, as ``store.settings`` answers and events carry them."""
+        return {"display_name": self.display_name(), "relay_url": self.relay_url()}
+
+    def settings(self, body: dict[str, Any]) -> Outcome:
+        """The node's runtime settings; with ``relay_url``, set it first ("" turns the relay off).
+
+        The display name is not set here: it changes by a rename control event,
+        so that every circle learns it.
+        """
+        if "display_name" in body:
+            raise RPCError(ERR_BAD_REQUEST, "the display name changes by a rename (felund rename)")
+        unknown = sorted(str(k)[:32] for k in body if k != "relay_url")
+        if unknown:
+            raise RPCError(ERR_BAD_REQUEST, f"unknown settings: {', '.join(unknown)}")
+        url = _get(body, "relay_url", str, None)
+        changed = False
+        if url is not None:
+            problem = relay_url_problem(url)
+            if problem:
+                raise RPCError(ERR_BAD_REQUEST, problem)
+            changed = url != self.relay_url()
+            # Stored even when equal to the configured value: the setting wins from now on.
+            self.db.set_setting(_RELAY_URL_SETTING, url)
+        return Outcome(self.current_settings(), settings_changed=changed)
 
     def channels(self, body: dict[str, Any]) -> Outcome:
         """The channels of a circle, with their access and members."""
@@ -272,7 +309,16 @@ class Ops:
         event = _get(body, "event", dict)
         msg_id, created_ts = _get(body, "msg_id", str), _get(body, "created_ts", int)
         text = chatmodel.event_text(event)
-        trial = copy.deepcopy(self.state(circle.circle_id))
+        if self.db.seq_of(msg_id) is not None:
+            # A retried request whose first try was stored: answer it again, as
+            # stored, rather than judge the event against its own effect.
+            return self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        state = self.state(circle.circle_id)
+        # Events fold in created_ts order and this one is checked against every
+        # event known: it must not sort before them (a clock behind a peer's),
+        # or it would be stored and yet have no effect.
+        created_ts = max(created_ts, state.newest_ts)
+        trial = copy.deepcopy(state)
         problem = chatmodel.apply(
             trial, chatmodel.ControlEvent(msg_id, self.node.node_id, created_ts, text)
         )
@@ -280,6 +326,7 @@ class Ops:
             raise RPCError(ERR_FORBIDDEN, _REFUSALS.get(problem, f"refused: {problem}"))
         out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
         if event.get("op") == "rename":
+            out.settings_changed = event["display_name"] != self.display_name()
             self.db.set_setting(_NAME_SETTING, event["display_name"])
         if event.get("t") == "CIRCLE_NAME_EVT":
             out.circles_changed = True
@@ -389,12 +436,29 @@ class Ops:
             raise RPCError(ERR_BAD_INVITE, str(exc)) from None
         circle_id = ids.circle_id(invite.secret)
         joined = self.db.add_circle(Circle(circle_id, invite.secret, _name(body), int(time.time())))
-        # Relay URLs are for relay-sync; gossip wants host:port.
-        if invite.peer and "//" not in invite.peer:
-            self.db.add_peer(circle_id, invite.peer)
-        return Outcome(
-            {"circle_id": circle_id, "joined": joined, "peer": invite.peer}, circles_changed=joined
+        out = Outcome(
+            {"circle_id": circle_id, "joined": joined, "peer": invite.peer, "relay_url": ""},
+            circles_changed=joined,
         )
+        if invite.peer and "//" not in invite.peer:
+            self.db.add_peer(circle_id, invite.peer)  # gossip wants host:port
+        elif invite.peer:
+            out.reply["relay_url"] = self._adopt_relay(invite.peer)
+            out.settings_changed = bool(out.reply["relay_url"])
+        return out
+
+    def _adopt_relay(self, peer: str) -> str:
+        """The relay URL of an invite, made this node's relay if it has none; "" if not adopted.
+
+        A code made in a browser names the relay its circle lives at, and the
+        circle is reachable nowhere else: a node without a relay of its own
+        takes that one rather than join a circle it cannot sync.
+        """
+        url = f"https:{peer}" if peer.startswith("//") else peer
+        if self.relay_url() or relay_url_problem(url):
+            return ""
+        self.db.set_setting(_RELAY_URL_SETTING, url)
+        return url
 
     # --- reads --------------------------------------------------------------
     def snapshot(self, body: dict[str, Any]) -> Outcome:

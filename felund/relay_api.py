@@ -2,8 +2,9 @@
 
 - Serves: ``/v1/health``, ``POST``/``DELETE /v1/register``, ``/v1/peers``,
   ``POST``/``GET /v1/messages``, the ``/v1/relay/ws`` feed, ``POST``/``GET
-  /v1/signal`` and ``/metrics``, byte-compatible with the existing relays'
-  clients (see the wire spec). Every answer, errors included, carries
+  /v1/signal``, ``/metrics`` and the browser client at ``/``
+  (``felund.relay_web``, unless ``serve_web`` is off), byte-compatible
+  with the existing relays' clients (see the wire spec). Every answer, errors included, carries
   ``Access-Control-Allow-Origin: *``; every error is
   ``{"ok":false,"code","message"}`` (codes in ``felund.relay_protocol``).
 - Authentication (``felund.relay_state``): registration, peer lookup and
@@ -86,6 +87,7 @@ from felund.relay_state import (
     json_response,
     verify_signed,
 )
+from felund.relay_web import add_web_routes
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -455,4 +457,6 @@ def make_app(relay: Relay) -> web.Application:
     r.add_post("/v1/signal", on_post_signal)
     r.add_get("/v1/signal", on_get_signal)
     r.add_get("/metrics", on_metrics)
+    if relay.config.serve_web:
+        add_web_routes(app)  # last: it answers any other GET path
     return app

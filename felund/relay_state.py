@@ -69,6 +69,7 @@ class RelayConfig:
     retention_s: int = RETENTION_S
     purge_interval_s: float = 60.0
     stats_interval_s: float = 15.0
+    serve_web: bool = True  # the browser client (felund/web/) at /
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """What every child actor shares: config, logs, bus, heartbeats, stop signals.
 
 A child heartbeats on ``sys.svc.heartbeat`` once per interval with its
-statistics, stops cleanly on SIGTERM/SIGINT, and exits by itself when its
-supervisor is gone (the parent pid changes), so no orphan holds a socket.
+statistics, publishes its log records on ``sys.log`` (``felund.logs``),
+stops cleanly on SIGTERM/SIGINT, and exits by itself when its supervisor
+is gone (the parent pid changes), so no orphan holds a socket.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Runtime:
         )
         self.bus = Bus(self.ctx.layout, service, cfg.bus)
         self.pub: Publisher = self.bus.publisher()
+        logs.publish_to(self.pub.publish)
         self.stopping = False
         self._ppid = os.getppid()
         self._interval = cfg.supervisor.heartbeat_interval_s
@@ -97,7 +99,8 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Release the bus."""
+        """Release the bus (later log records go to stderr only)."""
+        logs.publish_to(None)
         self.bus.close()
 
 

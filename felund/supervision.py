@@ -2,6 +2,10 @@
 
 It takes events (started, exited, heartbeat) and a clock, and answers with
 actions (start, terminate, kill). The supervisor process does the I/O.
+Children may also come and go at runtime (relay-sync follows the relay
+setting): ``hold`` adds one that waits for its settings, ``restart`` starts
+one (again) at once with fresh settings, ``drop`` stops one for good. A stop
+asked for on purpose is neither a crash nor a restart in the counts.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ STARTUP_GRACE_S = 10.0
 class State(StrEnum):
     """Where a child is in its life."""
 
+    WAITING = "waiting"  # not started until its settings are known
     STARTING = "starting"  # spawned, no heartbeat yet
     RUNNING = "running"
     BACKOFF = "backoff"  # exited; waiting to be started again
@@ -45,6 +50,8 @@ class Child:
     crashes: deque[float] = field(default_factory=deque)
     last_exit: int | None = None
     reason: str = ""
+    planned: bool = False  # stopped on purpose (settings changed): start again at once
+    wanted: bool = True  # False once dropped: forgotten when its process is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,7 @@ class Supervision:
             now,
             now,
         )
+        child.planned = False
 
     def heartbeat(self, name: str, pid: int, now: float) -> bool:
         """A heartbeat arrived; True if it made the child RUNNING just now."""
@@ -92,8 +100,14 @@ class Supervision:
         """A child process ended with ``code``; decide what comes next."""
         child = self.children[name]
         child.pid, child.last_exit = None, code
-        if self.shutting_down:
+        if self.shutting_down or not child.wanted:
             child.state = State.STOPPED
+            if not child.wanted:
+                del self.children[name]
+            return State.STOPPED
+        if child.planned:
+            child.state, child.start_at, child.failures = State.BACKOFF, now, 0
+            child.reason = "restarting with new settings"
             return child.state
         healthy = (
             child.state is State.RUNNING and now - child.started_at >= self.policy.healthy_after_s
@@ -128,7 +142,7 @@ class Supervision:
         for child in self.children.values():
             waiting = child.state is State.BACKOFF and not self.shutting_down
             if waiting and now >= child.start_at:
-                if child.last_exit is not None:
+                if child.last_exit is not None and not child.planned:
                     child.restarts += 1
                 actions.append(Action("start", child.name))
             elif child.state in (State.STARTING, State.RUNNING):
@@ -155,6 +169,47 @@ class Supervision:
             elif child.state is not State.FAILED:
                 child.state = State.STOPPED
         return actions
+
+    def hold(self, name: str) -> None:
+        """Add a child that waits (``restart`` starts it, ``drop`` forgets it)."""
+        if name not in self.children:
+            self.children[name] = Child(name, State.WAITING, reason="waiting for its settings")
+
+    def restart(self, name: str, now: float) -> list[Action]:
+        """Run a child with fresh settings: start it now, or stop it and then start it.
+
+        A waiting, backing-off or failed child starts at once with a clean
+        slate: new settings deserve a new chance.
+        """
+        if self.shutting_down:
+            return []
+        child = self.children.setdefault(name, Child(name))
+        child.wanted, child.planned = True, True
+        if child.state in (State.STARTING, State.RUNNING):
+            return self._stop(child, now, "restarting with new settings")
+        if child.pid is None:  # not STOPPING: that one starts again once it exits
+            child.state, child.start_at, child.failures = State.BACKOFF, now, 0
+            child.crashes.clear()
+            child.reason = ""
+        return []
+
+    def drop(self, name: str, now: float) -> list[Action]:
+        """Stop a child for good (no longer wanted); forget it once its process is gone."""
+        child = self.children.get(name)
+        if child is None:
+            return []
+        child.wanted, child.planned = False, False
+        if child.pid is None:
+            del self.children[name]
+            return []
+        if child.state is State.STOPPING:
+            return []  # a terminate is on its way already
+        return self._stop(child, now, "no longer wanted")
+
+    def _stop(self, child: Child, now: float, reason: str) -> list[Action]:
+        child.state, child.stop_deadline = State.STOPPING, now + self.policy.stop_timeout_s
+        child.reason = reason
+        return [Action("terminate", child.name, child.pid)]
 
     def alive(self) -> list[Child]:
         """Children that still have a process."""

@@ -12,6 +12,10 @@
 - Sessions: native peers keep one sealed connection per circle, with push
   and periodic range reconciliation; v1 peers get the v1 round every
   ``gossip.round_interval_s`` and at once after a local post.
+- Heartbeat: ``sessions`` (open native sessions), ``last_seq`` (the index's),
+  and ``peers``: the distinct other nodes it is in touch with now, those
+  with an open native session or a v1 round that ended well within the last
+  two round intervals (also the ``felund_gossip_peers`` gauge).
 - Restart: holds nothing the store does not; rebuilds its index from it.
 """
 
@@ -86,6 +90,7 @@ class Gossip:
         self.wake = asyncio.Event()
         self.listen_addr = ""
         self._logged: dict[str, float] = {}
+        self.v1_contacts: dict[str, float] = {}  # peer node id -> end of its last good v1 round
 
     # --- store --------------------------------------------------------------
     async def load_circles(self) -> None:
@@ -267,6 +272,8 @@ class Gossip:
         finally:
             link.close()
             metrics.GOSSIP_SESSIONS.labels(proto, outcome).inc()
+            if proto == "v1" and outcome == "ok":
+                self.v1_contacts[link.peer_node_id] = time.monotonic()
             self.rt.log.info(
                 "gossip.session",
                 peer=addr,
@@ -404,10 +411,27 @@ class Gossip:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.cfg.round_interval_s)
 
+    def peer_count(self) -> int:
+        """Other nodes in touch now: an open native session, or a good v1 round lately.
+
+        Distinct node ids across circles: a peer met in two circles is one
+        peer. A v1 peer counts for two round intervals after its last round
+        (rounds come one interval apart), so one slow round does not hide it.
+        """
+        recent = time.monotonic() - 2 * self.cfg.round_interval_s
+        for node_id, seen in list(self.v1_contacts.items()):
+            if seen < recent:
+                del self.v1_contacts[node_id]
+        return len({node for _, node in self.sessions} | self.v1_contacts.keys())
+
     async def tick_loop(self) -> None:
         """Heartbeats; end the process when asked to stop."""
         while self.rt.running():
-            self.rt.tick({"sessions": len(self.sessions), "last_seq": self.follower.last})
+            peers = self.peer_count()
+            metrics.GOSSIP_PEERS.set(peers)
+            self.rt.tick(
+                {"sessions": len(self.sessions), "last_seq": self.follower.last, "peers": peers}
+            )
             await asyncio.sleep(TICK_S)
 
     async def run(self, listener: socket.socket) -> None:

@@ -5,7 +5,8 @@ home. It serves the relay HTTP API of the wire spec (``felund.relay_api``)
 and its own ``/metrics`` on one port.
 
 - Owns: the SQLite database given by ``--db`` (created 0600 if missing).
-- Serves: ``/v1/...`` and ``/metrics`` on ``--host``/``--port``; put a TLS
+- Serves: ``/v1/...``, ``/metrics`` and the browser client at ``/`` (not
+  with ``--no-web``) on ``--host``/``--port``; put a TLS
   reverse proxy in front for the internet (deploy/README.md). Behind a
   proxy on the same machine, the client address is taken from
   ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop).
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse unsigned message, signalling and feed calls (the existing browser "
         "client sends them unsigned)",
+    )
+    p.add_argument(
+        "--no-web",
+        action="store_true",
+        help="do not serve the browser client at / (only the API and /metrics)",
     )
     p.add_argument(
         "--rate-limit",
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_burst=args.rate_burst,
         max_body_bytes=args.max_body_bytes,
         ws_ping_s=args.ws_ping_interval or WS_PING_S,
+        serve_web=not args.no_web,
     )
     try:
         store = SqliteRelayStore(args.db)
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         database=str(args.db),
         require_signatures=config.require_signatures,
         rate_limit=config.rate_per_s,
+        serve_web=config.serve_web,
     )
     threaded = AsyncStore(store)
     try:

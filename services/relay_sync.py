@@ -1,7 +1,10 @@
 """The relay-sync actor: this node's circles at a relay (``relay.url``), over HTTP.
 
-- Runs only when ``relay.url`` is configured (``FELUND_API_BASE`` also sets
-  it); the supervisor starts it then, and only then.
+- Runs while the node has a relay URL: the runtime setting (``felund relay
+  url``, ``store.settings``, or adopted from a relay invite code), else the
+  configured ``relay.url`` (``FELUND_API_BASE`` also sets it). The supervisor
+  starts it with that URL, restarts it when the URL changes and stops it when
+  the URL is cleared.
 - Per circle (``store.circle.keys``, reloaded on ``chat.circle.changed``),
   signed with the circle's relay signing key:
   - presence: ``POST /v1/register`` (carrying the signing key, which pins it

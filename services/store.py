@@ -3,7 +3,10 @@
 - Serves: ``store.ctl`` (ROUTER), the operations of ``felund.ops``.
 - Publishes: ``chat.msg.stored`` ({first, last, msgs}) after every commit
   that stored messages, with consecutive store_seqs; ``chat.circle.changed``;
-  ``sys.svc.heartbeat`` with ``last_seq``.
+  ``sys.settings.changed`` ({display_name, relay_url}: the effective values)
+  after a commit that changed one; ``sys.svc.heartbeat`` with ``last_seq``
+  and ``relay_url`` (the supervisor runs relay-sync by it: a lost event
+  costs at most one heartbeat interval).
 - Owns: the database file.
 - Group commit: every request waiting when a batch starts is applied in one
   transaction, committed, and only then answered, so an answer means the
@@ -32,6 +35,7 @@ from felund.protocol import (
     SVC_STORE,
     TOPIC_CIRCLE_CHANGED,
     TOPIC_MSG_STORED,
+    TOPIC_SETTINGS_CHANGED,
 )
 from felund.service import Runtime
 from felund.storage import Database
@@ -53,11 +57,14 @@ class StoreActor:
             display_name=cfg.node.name,
             encrypt=cfg.node.encrypt_messages,
             invite_peer=netaddr.invite_peer(cfg.gossip),
+            relay_url=cfg.relay.url,
         )
         self.ops = Ops(self.db, node)
         self.server: RPCServer = rt.bus.rpc_server(ENDPOINT_STORE_CTL)
         self.max_batch = cfg.store.batch_max_messages
         self.messages = self.db.message_count()
+        # Kept here, not read per heartbeat: only this process writes it (after commits).
+        self.relay_url = self.ops.relay_url()
 
     def run(self) -> None:
         """Serve until asked to stop."""
@@ -94,7 +101,7 @@ class StoreActor:
                 answers.append((req, self._apply(req)))
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         stored: list[dict[str, Any]] = []
-        circles_changed = False
+        circles_changed = settings_changed = False
         for req, answer in answers:
             op = req.frame.topic
             if isinstance(answer, RPCError):
@@ -105,6 +112,7 @@ class StoreActor:
             self.server.reply(req, answer.reply)
             stored.extend(answer.stored)
             circles_changed |= answer.circles_changed
+            settings_changed |= answer.settings_changed
         if stored:
             metrics.STORE_BATCH_SIZE.observe(len(stored))
             self.messages += len(stored)
@@ -120,6 +128,10 @@ class StoreActor:
                 )
         if circles_changed:
             self.rt.pub.publish(TOPIC_CIRCLE_CHANGED, {"last_seq": self.db.last_seq})
+        if settings_changed:
+            settings = self.ops.current_settings()
+            self.relay_url = settings["relay_url"]
+            self.rt.pub.publish(TOPIC_SETTINGS_CHANGED, settings)
 
     def _apply(self, req: Request) -> Outcome | RPCError:
         op = req.frame.topic
@@ -144,7 +156,11 @@ class StoreActor:
         metrics.STORE_DB_SIZE.set(self.db.size_bytes())
         st = os.statvfs(self.db.path.parent)
         metrics.STORE_DISK_FREE.set(st.f_bavail * st.f_frsize)
-        return {"last_seq": self.db.last_seq, "messages": self.messages}
+        return {
+            "last_seq": self.db.last_seq,
+            "messages": self.messages,
+            "relay_url": self.relay_url,
+        }
 
 
 def main() -> None:

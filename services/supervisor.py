@@ -4,12 +4,18 @@
   the child table, ``/metrics`` for the whole node (prometheus-client
   multiprocess mode), and systemd notifications.
 - Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
-- Subscribes: ``sys.svc.heartbeat``. Publishes: ``sys.svc.state``.
+- Subscribes: ``sys.svc.heartbeat``, ``sys.settings.changed``. Publishes:
+  ``sys.svc.state``, ``sys.log``.
 - Children start as ``python -m services.<module>``; one that exits is
   restarted after a doubling, jittered delay, and given up (``failed``)
   when it crashes too often, while the rest keeps running. One that stops
   heartbeating is sent SIGTERM, then SIGKILL.
-- Restart: holds nothing durable; a new supervisor starts every child anew.
+- relay-sync follows the store's effective relay URL (the runtime setting,
+  else ``relay.url``), which every store heartbeat and ``sys.settings.changed``
+  carry: it waits until the store has said, runs with that URL (as
+  ``FELUND_RELAY_URL``), restarts when it changes, and stops when it is "".
+- Restart: holds nothing durable; a new supervisor starts every child anew,
+  and learns the relay URL from the store again.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import zmq
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metrics, sdnotify
 from felund.bus import Bus
-from felund.config import Config
+from felund.config import relay_url_problem
+from felund.envelope import Frame
 from felund.errors import ConfigError, NodeLocked
 from felund.home import NodeLock, require_free
 from felund.protocol import (
@@ -46,27 +54,22 @@ from felund.protocol import (
     SVC_STORE,
     SVC_SUPERVISOR,
     TOPIC_HEARTBEAT,
+    TOPIC_SETTINGS_CHANGED,
     TOPIC_SVC_STATE,
 )
 from felund.service import Context, load_context
-from felund.supervision import Action, State, Supervision
+from felund.supervision import Action, Child, State, Supervision
 
 # The node's children, in start order; each is a module of services/.
 # The ui attaches, it is no child.
 CHILDREN: dict[str, str] = {SVC_STORE: "services.store", SVC_GOSSIP: "services.gossip"}
-# Children that run only when the config asks for them (see ``active_children``).
+# Children that run only while a setting asks for them (relay-sync: a relay URL).
 OPTIONAL_CHILDREN: dict[str, str] = {SVC_RELAY_SYNC: "services.relay_sync"}
+MODULES: dict[str, str] = {**CHILDREN, **OPTIONAL_CHILDREN}
+RELAY_URL_ENV = "FELUND_RELAY_URL"  # the config override relay-sync reads relay.url from
 LOCK_WAIT_S = 5.0  # a command working offline holds the lock for a moment
 POLL_MS = 100
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def active_children(cfg: Config) -> dict[str, str]:
-    """The children this config runs, in start order: relay-sync when a relay is set."""
-    children = dict(CHILDREN)
-    if cfg.relay.url:
-        children[SVC_RELAY_SYNC] = OPTIONAL_CHILDREN[SVC_RELAY_SYNC]
-    return children
 
 
 class Proxy:
@@ -120,8 +123,11 @@ class Supervisor:
         cfg = ctx.config
         self.log = logs.setup(SVC_SUPERVISOR, ctx.node_id, cfg.log.level, cfg.log.format)
         self.bus = Bus(ctx.layout, SVC_SUPERVISOR, cfg.bus)
-        self.children = active_children(cfg)
-        self.table = Supervision(list(self.children), cfg.supervisor)
+        self.table = Supervision(list(CHILDREN), cfg.supervisor)
+        # Until the store says which relay to use (its setting may differ
+        # from the config), relay-sync waits rather than start and stop again.
+        self.table.hold(SVC_RELAY_SYNC)
+        self.relay_url: str | None = None  # what relay-sync runs with; None: not known yet
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
         gossip = cfg.gossip
@@ -142,7 +148,8 @@ class Supervisor:
         proxy.start()
         self._serve_metrics()
         self.pub = self.bus.publisher()
-        sub = self.bus.subscriber(TOPIC_HEARTBEAT)
+        logs.publish_to(self.pub.publish)
+        sub = self.bus.subscriber(TOPIC_HEARTBEAT, TOPIC_SETTINGS_CHANGED)
         server = self.bus.rpc_server(ENDPOINT_SUPERVISOR_CTL)
         poller = zmq.Poller()
         poller.register(sub.sock, zmq.POLLIN)
@@ -153,7 +160,7 @@ class Supervisor:
             "node.starting",
             home=str(self.ctx.layout.home),
             metrics_url=self.metrics_url,
-            children=list(self.children),
+            children=list(self.table.children),
         )
         shutdown_started = False
         while True:
@@ -170,7 +177,7 @@ class Supervisor:
             for sock, _ in poller.poll(POLL_MS):
                 if sock is sub.sock:
                     while (got := sub.recv_nowait()) is not None:
-                        self._on_heartbeat(got.frame.body)
+                        self._on_event(got.frame)
                 else:
                     while (req := server.recv_nowait()) is not None:
                         if req.frame.topic == OP_SUP_STATUS:
@@ -180,6 +187,7 @@ class Supervisor:
                                 req, ERR_UNKNOWN_OP, f"unknown operation {req.frame.topic[:64]!r}"
                             )
             self._tick(now)
+        logs.publish_to(None)
         proxy.stop()
         self.bus.close()
         self.log.info("node.stopped")
@@ -205,7 +213,15 @@ class Supervisor:
             elif action.pid is not None:
                 sig = signal.SIGTERM if action.kind == "terminate" else signal.SIGKILL
                 child = self.table.children[action.name]
-                if not self.table.shutting_down:
+                if child.planned or not child.wanted:
+                    self.log.info(
+                        "child.stopping",
+                        child=action.name,
+                        child_pid=action.pid,
+                        reason=child.reason,
+                        signal=sig.name,
+                    )
+                elif not self.table.shutting_down:
                     metrics.HEARTBEATS_MISSED.labels(action.name).inc()
                     self.log.warning(
                         "child.unresponsive",
@@ -227,8 +243,12 @@ class Supervisor:
         elif name == SVC_RELAY_SYNC:
             # The port peers reach us at, also when the config leaves it to the kernel.
             env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
+            # The store's setting wins over the config (a restart is how it changes).
+            env[RELAY_URL_ENV] = self.relay_url or ""
+        child = self.table.children[name]
+        restarted = child.last_exit is not None and not child.planned  # as due() counted it
         proc = subprocess.Popen(
-            [sys.executable, "-m", self.children[name]],
+            [sys.executable, "-m", MODULES[name]],
             stdin=subprocess.DEVNULL,
             close_fds=True,
             env=env,
@@ -236,8 +256,7 @@ class Supervisor:
         )
         self.procs[name] = proc
         self.table.started(name, proc.pid, time.monotonic())
-        child = self.table.children[name]
-        if child.restarts:
+        if restarted:
             metrics.SERVICE_RESTARTS.labels(name).inc()
         self.log.info("child.started", child=name, child_pid=proc.pid, restarts=child.restarts)
         self._publish_state(name)
@@ -249,13 +268,14 @@ class Supervisor:
                 continue
             del self.procs[name]
             multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+            planned = self.table.children[name].planned
             state = self.table.exited(name, code, now)
             metrics.SERVICE_UP.labels(name).set(0)
-            child = self.table.children[name]
+            child = self._child(name)
             if state is State.FAILED:
                 metrics.SERVICE_FAILED.labels(name).set(1)
                 self.log.error("child.failed", child=name, child_pid=proc.pid, reason=child.reason)
-            elif state is State.BACKOFF:
+            elif state is State.BACKOFF and not planned:
                 self.log.warning(
                     "child.exited",
                     child=name,
@@ -267,9 +287,40 @@ class Supervisor:
                 self.log.info("child.stopped", child=name, child_pid=proc.pid, status=code)
             self._publish_state(name)
 
-    def _on_heartbeat(self, body: Any) -> None:
+    def _on_event(self, frame: Frame) -> None:
+        body = frame.body
         if not isinstance(body, dict):
             return
+        if frame.topic == TOPIC_HEARTBEAT:
+            self._on_heartbeat(body)
+        # Level-triggered: every store heartbeat says the relay URL, so a lost
+        # event (or a supervisor restart) costs at most one interval.
+        url = body.get("relay_url")
+        if frame.header.src == SVC_STORE and isinstance(url, str):
+            self._follow_relay_url(url)
+
+    def _follow_relay_url(self, url: str) -> None:
+        """Run relay-sync with the store's relay URL: start, restart on a change, stop on ""."""
+        if url == self.relay_url:
+            return
+        problem = relay_url_problem(url)
+        if problem:  # the store checks before storing; this one came from elsewhere
+            self.log.warning("relay.url_refused", detail=problem)
+            return
+        self.relay_url = url
+        now = time.monotonic()
+        if url:
+            actions = self.table.restart(SVC_RELAY_SYNC, now)
+        else:
+            actions = self.table.drop(SVC_RELAY_SYNC, now)
+        # The host only: a URL's path is the relay operator's business, not our logs'.
+        self.log.info("relay.url", relay=urlsplit(url).netloc or "none")
+        # Started afresh or no longer wanted: either way not a failure to alert on.
+        metrics.SERVICE_FAILED.labels(SVC_RELAY_SYNC).set(0)
+        self._act(actions)
+        self._publish_state(SVC_RELAY_SYNC)
+
+    def _on_heartbeat(self, body: dict[str, Any]) -> None:
         name, pid = body.get("service"), body.get("pid")
         if not isinstance(name, str) or type(pid) is not int:
             return
@@ -294,8 +345,13 @@ class Supervisor:
     def _publish_state(self, name: str) -> None:
         self.pub.publish(TOPIC_SVC_STATE, {"service": name, **self._child_status(name)})
 
+    def _child(self, name: str) -> Child:
+        """A child of the table; one dropped from it shows as stopped."""
+        child = self.table.children.get(name)
+        return child or Child(name, State.STOPPED, reason="not wanted (its setting is off)")
+
     def _child_status(self, name: str) -> dict[str, Any]:
-        c = self.table.children[name]
+        c = self._child(name)
         return {
             "pid": c.pid,
             "state": c.state.value,
@@ -311,7 +367,8 @@ class Supervisor:
             "pid": os.getpid(),
             "metrics_url": self.metrics_url,
             "gossip_addr": self.gossip_addr,
-            "services": {name: self._child_status(name) for name in self.children},
+            "relay_url": self.relay_url,
+            "services": {name: self._child_status(name) for name in self.table.children},
         }
 
 

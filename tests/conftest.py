@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from felund.testing import Node, free_port
+from felund import testing
+from felund.testing import Node, Relay, free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 @pytest.fixture
@@ -34,3 +40,53 @@ def node(make_node: Callable[..., Node]) -> Iterator[Node]:
     n.start()
     n.circle_id = n.json("invite")["circle_id"]
     yield n
+
+
+# --- the browser client: a real relay serving it, a real chromium -----------------------------
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    """A running `felund relay serve` (it serves the web app at /), stopped at the end."""
+    server = Relay(tmp_path / "relay")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Debian chromium through Playwright; skipped without it, failed under CI=true."""
+    problem = testing.browser_missing()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    with testing.browser() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Open a URL in a fresh browser context (its own IndexedDB): ``new_page(url)``.
+
+    Page errors and console warnings are printed at the end, so a failing
+    test shows what the page said.
+    """
+    contexts: list[Any] = []
+    said: list[str] = []
+
+    def make(url: str) -> Page:
+        context = browser.new_context()
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        page = context.new_page()
+        n = len(contexts)
+        page.on("console", lambda m: said.append(f"[page {n}] {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: said.append(f"[page {n}] error: {e}"))
+        page.goto(url)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    for line in said:
+        print(line)

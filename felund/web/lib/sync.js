@@ -1,0 +1,424 @@
+// One circle kept in sync with its relay: registration, the WebSocket feed,
+// polling with the relay's cursor, the outbox, and a state for the UI.
+//
+// - Registers (signed) at start and every registerMs (60 s).
+// - Takes new messages from the feed; polls with the cursor every pollMs (5 s)
+//   while the feed is down, every feedPollMs (30 s) while it is up as a safety
+//   net, and at once whenever the feed (re)connects. The cursor is persisted
+//   after each page, so a reload resumes where it stopped and skips nothing.
+// - Every message is verified (wire.openMessage) before it is stored; bad ones
+//   are dropped with a console warning. Duplicates (by msgId) are dropped, so
+//   onMessages sees each message once.
+// - send() stores the message and its outbox entry in one transaction, then
+//   posts; the outbox is retried on every tick until the relay acknowledges.
+//   Nothing is posted before a registration succeeded: the first one pins the
+//   circle's signing key at the relay, which verifies every post against it.
+// - sendControl() dates an event no earlier than the newest control event
+//   known here: events are folded in created_ts order, so one sorted before
+//   what it depends on (a join before its channel's create, written by a
+//   clock that runs ahead) would be stored but have no effect.
+
+import { CONTROL_CHANNEL, InvalidMessage, checkChannelId, checkText, composeMessage, openMessage } from "./wire.js";
+import { eventText } from "./chatmodel.js";
+import { isObject } from "./pyjson.js";
+import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } from "./relay.js";
+
+/** The states a CircleSync can be in. */
+export const STATES = Object.freeze(["connecting", "online", "offline", "relay-down", "forbidden"]);
+const MAX_PAGES_PER_PULL = 100;
+
+/** Keeps one circle in sync with its relay. */
+export class CircleSync {
+  /**
+   * @param {import("./store.js").Store} store
+   * @param {{circle: {circleId: string, secret: string, relayUrl?: string},
+   *   identity: {nodeId: string, displayName: string}, relayUrl?: string,
+   *   onMessages?: function(import("./store.js").StoredMessage[]): void,
+   *   onState?: function(string, Error|null): void,
+   *   onOutbox?: function(string[]): void,
+   *   pollMs?: number, feedPollMs?: number, registerMs?: number, feedRetryMs?: number,
+   *   useFeed?: boolean}} options
+   *   relayUrl overrides circle.relayUrl ("" = the page's origin); onMessages gets
+   *   new messages from others (control ones too), never the ones send() returned;
+   *   onOutbox gets the msgIds still waiting for the relay whenever that changes.
+   */
+  constructor(store, options) {
+    const { circle, identity } = options;
+    this.store = store;
+    this.circle = circle;
+    /** Read at each send: the app may change displayName. */
+    this.identity = identity;
+    this.relayUrl = normalizeRelayUrl(options.relayUrl ?? circle.relayUrl ?? "");
+    this.onMessages = options.onMessages ?? (() => {});
+    this.onState = options.onState ?? (() => {});
+    this.onOutbox = options.onOutbox ?? (() => {});
+    this.pollMs = options.pollMs ?? 5000;
+    this.feedPollMs = options.feedPollMs ?? 30000;
+    this.registerMs = options.registerMs ?? 60000;
+    this.feedRetryMs = options.feedRetryMs ?? 5000;
+    this.useFeed = options.useFeed ?? true;
+    /** @type {string} one of STATES */
+    this.state = "connecting";
+    /** @type {Error|null} the error behind the current state, if any */
+    this.lastError = null;
+    /** @type {Set<string>} msgIds sent but not yet acknowledged by the relay */
+    this.pending = new Set();
+    this.client = new RelayClient({
+      baseUrl: this.relayUrl,
+      secretHex: circle.secret,
+      circleId: circle.circleId,
+      nodeId: identity.nodeId,
+    });
+    this._known = new Set(); // msgIds stored (or sent) here
+    this._warned = new Set();
+    this._position = null; // {relay, cursor, since}
+    this._registeredAt = 0;
+    this._feed = null;
+    this._feedOpen = false;
+    this._timer = null;
+    this._running = null;
+    this._again = false;
+    this._flushing = null;
+    this._flushAgain = false;
+    this._ingestChain = Promise.resolve();
+    this._started = false;
+    this._loaded = false; // start() has read the store (known ids, outbox, cursor)
+    this._stopped = false;
+    this._controlTs = 0; // newest created_ts of the circle's __control messages seen here
+    this._controlLoaded = false;
+    this._onOnline = () => this.syncNow();
+    this._onOffline = () => this._setState("offline", new RelayDown("this device is offline"));
+  }
+
+  /** Load what the store holds, register, then keep in sync until stop(). */
+  async start() {
+    if (this._started) return;
+    this._started = true;
+    const { circleId } = this.circle;
+    for (const m of await this.store.messages(circleId)) {
+      this._known.add(m.msgId);
+      this._noteControl(m);
+    }
+    this._controlLoaded = true;
+    for (const w of await this.store.outbox(circleId)) {
+      this.pending.add(w.msg_id);
+      this._known.add(w.msg_id);
+    }
+    if (this.pending.size) this._emitOutbox();
+    const saved = await this.store.getCursor(circleId);
+    this._position =
+      isObject(saved) && saved.relay === this.relayUrl
+        ? saved
+        : { relay: this.relayUrl, cursor: 0, since: 0 };
+    globalThis.addEventListener?.("online", this._onOnline);
+    globalThis.addEventListener?.("offline", this._onOffline);
+    this._loaded = true;
+    await this.syncNow();
+    if (this.useFeed && !this._stopped) this._openFeed();
+  }
+
+  /**
+   * Stop syncing (timers, feed, listeners).
+   * @param {{unregister?: boolean}} [options] unregister: also DELETE /v1/register (page close)
+   */
+  stop({ unregister = false } = {}) {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._feed?.close();
+    this._feed = null;
+    globalThis.removeEventListener?.("online", this._onOnline);
+    globalThis.removeEventListener?.("offline", this._onOffline);
+    if (unregister) this.client.unregister().catch(() => {});
+  }
+
+  /**
+   * Compose (encrypted), store (as pending) and post a message of this node.
+   * @param {string} channelId
+   * @param {string} text
+   * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
+   * @throws {InvalidMessage} for a bad channel id or text (nothing is stored then)
+   */
+  send(channelId, text) {
+    return this._send(channelId, text, undefined);
+  }
+
+  async _send(channelId, text, createdTs) {
+    checkChannelId(channelId);
+    checkText(text);
+    const { circleId, secret } = this.circle;
+    const wire = await composeMessage(secret, {
+      circleId,
+      channelId,
+      authorNodeId: this.identity.nodeId,
+      displayName: this.identity.displayName,
+      text,
+      createdTs, // undefined: now
+      encrypt: true,
+    });
+    const opened = {
+      circleId,
+      msgId: wire.msg_id,
+      channelId,
+      authorNodeId: wire.author_node_id,
+      displayName: this.identity.displayName,
+      createdTs: wire.created_ts,
+      text,
+      wire,
+    };
+    await this.store.addOutgoing(circleId, opened);
+    this._known.add(opened.msgId);
+    this._noteControl(opened);
+    this.pending.add(opened.msgId);
+    this._emitOutbox();
+    // Before start() has read the store, its first pass posts the outbox.
+    // Registered: post now. Not (yet, or again after a failure): a sync pass
+    // registers first, so the relay can verify the post.
+    if (this._loaded && !this._stopped) {
+      if (this._registeredAt) this._flush().catch((e) => this._failed(e));
+      else this.syncNow();
+    }
+    return { ...opened, pending: true };
+  }
+
+  /**
+   * Send a control event (chatmodel) on the __control channel, dated
+   * max(now, newest created_ts among the circle's known control events) so
+   * that it folds after everything it was checked against.
+   * @param {object} event e.g. {t: "CHANNEL_EVT", op: "create", ...}
+   * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
+   */
+  async sendControl(event) {
+    if (!this._controlLoaded) {
+      // start() has not read the store yet: read the control events now.
+      const known = await this.store.messages(this.circle.circleId, { channelId: CONTROL_CHANNEL });
+      for (const m of known) this._noteControl(m);
+    }
+    const now = Math.floor(Date.now() / 1000);
+    return this._send(CONTROL_CHANNEL, eventText(event), Math.max(now, this._controlTs));
+  }
+
+  _noteControl(m) {
+    if (m.channelId === CONTROL_CHANNEL && m.createdTs > this._controlTs) this._controlTs = m.createdTs;
+  }
+
+  /**
+   * Register if due, pull, flush the outbox, now. Resolves when done (never rejects).
+   * @returns {Promise<void>}
+   */
+  syncNow() {
+    if (this._running) {
+      this._again = true;
+      return this._running;
+    }
+    this._running = (async () => {
+      do {
+        this._again = false;
+        await this._tick();
+      } while (this._again && !this._stopped);
+      this._running = null;
+      this._schedule();
+    })();
+    return this._running;
+  }
+
+  _schedule() {
+    clearTimeout(this._timer);
+    if (this._stopped) return;
+    const wait = this._feedOpen ? this.feedPollMs : this.pollMs;
+    this._timer = setTimeout(() => this.syncNow(), wait);
+  }
+
+  async _tick() {
+    if (this._stopped) return;
+    if (globalThis.navigator?.onLine === false) {
+      this._setState("offline", new RelayDown("this device is offline"));
+      return;
+    }
+    try {
+      if (!this._registeredAt || Date.now() - this._registeredAt >= this.registerMs) {
+        await this.client.register({ ttlS: Math.max(30, Math.min(600, Math.ceil((2 * this.registerMs) / 1000))) });
+        this._registeredAt = Date.now();
+      }
+      this._setState("online", null);
+      await this._flush();
+      await this._pull();
+    } catch (e) {
+      this._failed(e);
+    }
+  }
+
+  _failed(e) {
+    if (e instanceof RelayDown) {
+      this._setState(globalThis.navigator?.onLine === false ? "offline" : "relay-down", e);
+      this._registeredAt = 0;
+    } else if (e instanceof RelayError) {
+      if (e.status === 401 || e.status === 403) {
+        this._setState("forbidden", e);
+        this._registeredAt = 0;
+      } else if (e.status >= 500 || e.status === 404) {
+        // 404: no relay API at that address (a static host, a wrong path).
+        this._setState("relay-down", e);
+        this._registeredAt = 0;
+      } else {
+        // 429 and other refusals: the state stands; the next tick tries again.
+        this.lastError = e;
+        if (e.status !== 429) console.warn("felund: the relay refused a request", e.status, e.code);
+      }
+    } else {
+      console.warn("felund: sync failed", e);
+      this.lastError = e;
+    }
+  }
+
+  _setState(state, error) {
+    this.lastError = error;
+    if (state === this.state) return;
+    this.state = state;
+    try {
+      this.onState(state, error);
+    } catch (err) {
+      console.warn("felund: onState handler failed", err);
+    }
+  }
+
+  _emitOutbox() {
+    try {
+      this.onOutbox([...this.pending]);
+    } catch (err) {
+      console.warn("felund: onOutbox handler failed", err);
+    }
+  }
+
+  _openFeed() {
+    this._feed = this.client.openFeed({
+      retryMs: this.feedRetryMs,
+      onMessages: (messages) => {
+        this._ingest(messages).catch((e) => this._failed(e));
+      },
+      onState: (feedState) => {
+        const wasOpen = this._feedOpen;
+        this._feedOpen = feedState === "open";
+        // Catch up through the cursor on every (re)connection; poll faster once it drops.
+        if (this._feedOpen && !wasOpen) this.syncNow();
+        else if (wasOpen && !this._feedOpen && !this._running) this._schedule();
+      },
+    });
+  }
+
+  async _pull() {
+    const { circleId } = this.circle;
+    for (let page = 0; page < MAX_PAGES_PER_PULL && !this._stopped; page++) {
+      const pos = this._position;
+      const answer = await this.client.pullMessages({
+        cursor: pos.cursor,
+        since: pos.since,
+        limit: DEFAULT_PAGE,
+      });
+      await this._ingest(answer.messages);
+      // A relay without cursors pages by since = server_time (the spec's v1 paging).
+      this._position = {
+        relay: this.relayUrl,
+        cursor: answer.nextCursor,
+        since: Math.max(0, answer.serverTime),
+      };
+      await this.store.putCursor(circleId, this._position);
+      if (answer.messages.length < DEFAULT_PAGE) break;
+    }
+  }
+
+  /** Verify, dedupe and store raw messages, one batch at a time; report the new ones. */
+  _ingest(raws) {
+    const run = this._ingestChain.then(() => this._ingestNow(raws));
+    this._ingestChain = run.catch(() => {});
+    return run;
+  }
+
+  async _ingestNow(raws) {
+    const { circleId, secret } = this.circle;
+    const opened = [];
+    const batch = new Set();
+    for (const raw of raws) {
+      const id = isObject(raw) && typeof raw.msg_id === "string" ? raw.msg_id : null;
+      if (id !== null && (this._known.has(id) || batch.has(id))) continue;
+      try {
+        const m = await openMessage(secret, circleId, raw);
+        opened.push(m);
+        batch.add(m.msgId);
+      } catch (e) {
+        if (!(e instanceof InvalidMessage)) throw e;
+        const key = id ?? "?";
+        if (!this._warned.has(key)) {
+          this._warned.add(key);
+          // The kind and field only: never the content.
+          console.warn(`felund: dropped a message that does not verify (${e.kind}: ${e.detail})`, key);
+        }
+      }
+    }
+    if (!opened.length) return;
+    const fresh = await this.store.putMessages(circleId, opened);
+    for (const m of opened) {
+      this._known.add(m.msgId);
+      this._noteControl(m);
+    }
+    if (fresh.length && !this._stopped) {
+      try {
+        this.onMessages(fresh);
+      } catch (err) {
+        console.warn("felund: onMessages handler failed", err);
+      }
+    }
+  }
+
+  _flush() {
+    if (this._flushing) {
+      this._flushAgain = true;
+      return this._flushing;
+    }
+    this._flushing = (async () => {
+      try {
+        do {
+          this._flushAgain = false;
+          await this._flushOnce();
+        } while (this._flushAgain && !this._stopped);
+      } finally {
+        this._flushing = null;
+      }
+    })();
+    return this._flushing;
+  }
+
+  async _flushOnce() {
+    // Never before a registration: the relay could not verify the post yet.
+    if (!this._registeredAt) return;
+    const wires = await this.store.outbox(this.circle.circleId);
+    for (let i = 0; i < wires.length && !this._stopped; i += 50) {
+      const batch = wires.slice(i, i + 50);
+      try {
+        await this.client.postMessages(batch);
+        await this._acknowledged(batch);
+      } catch (e) {
+        if (!(e instanceof RelayError) || e.status !== 400) throw e;
+        // One message the relay refuses must not hold back the others: one at a time.
+        for (const wire of batch) {
+          try {
+            await this.client.postMessages([wire]);
+          } catch (err) {
+            if (!(err instanceof RelayError) || err.status !== 400) throw err;
+            console.warn(`felund: the relay refused message ${wire.msg_id} (${err.code}); dropped from the outbox`);
+          }
+          await this._acknowledged([wire]);
+        }
+      }
+    }
+  }
+
+  async _acknowledged(wires) {
+    for (const w of wires) {
+      await this.store.deleteOutbox(w.msg_id);
+      this.pending.delete(w.msg_id);
+    }
+    this._emitOutbox();
+  }
+}
+

@@ -1,0 +1,182 @@
+// Slash commands, the same words as the terminal client. Each returns
+// nothing or throws UserError / InviteError, whose message the app shows as
+// a notice: a command never fails silently.
+
+import { UserError } from "./state.js";
+import { InviteError } from "../lib/invite.js";
+import { checkChannelId, checkText, MAX_TEXT } from "../lib/wire.js";
+
+// [usage, what it does]; the help overlay and Tab completion read this list.
+export const COMMANDS = [
+  ["/help", "this help (F1)"],
+  ["/invite", "this circle's invite code, with a QR code (F2)"],
+  ["/join CODE", "join a circle with an invite code"],
+  ["/circles", "list your circles"],
+  ["/circle create NAME", "create a new circle"],
+  ["/circle name NEW-NAME", "rename this circle (every member sees it)"],
+  ["/circle leave", "leave this circle and forget its secret"],
+  ["/channels", "list this circle's channels"],
+  ["/channel create NAME", "create a public channel and go there"],
+  ["/channel join NAME [KEY]", "join a channel (a key channel needs its key) and go there"],
+  ["/channel switch NAME", "go to a channel (Tab completes the name)"],
+  ["/name NEW-NAME", "your display name, in every circle"],
+  ["/settings", "display name and relay URL (F3)"],
+];
+
+export const KEYS = [
+  ["F1", "help"],
+  ["F2", "invite code and QR code"],
+  ["F3", "settings"],
+  ["F4", "show or hide the circles and channels"],
+  ["Escape", "close an overlay, back to the input"],
+  ["Alt+Up / Alt+Down", "previous / next channel"],
+  ["Up / Down", "input history"],
+  ["Tab", "complete a command or channel name"],
+  ["PageUp / PageDown", "scroll the messages"],
+];
+
+// Display names and circle names: the node's chatmodel refuses longer ones.
+const MAX_NAME = 64;
+
+/** The first-level words, for completion. */
+export const COMMAND_WORDS = [...new Set(COMMANDS.map(([u]) => u.split(" ")[0]))];
+export const SUBCOMMANDS = {
+  "/circle": ["create", "name", "leave"],
+  "/channel": ["create", "join", "switch"],
+};
+
+/** A display or circle name the nodes accept too (felund/chatmodel.py _good_name); throws UserError. */
+export function checkName(name, what) {
+  if (!name) throw new UserError(`give a ${what}`);
+  if (name.length > MAX_NAME) throw new UserError(`a ${what} has at most ${MAX_NAME} characters`);
+  // Same rule as the node's chatmodel (str.isprintable): no control characters.
+  if (/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(name)) {
+    throw new UserError(`a ${what} cannot contain control characters`);
+  }
+}
+
+function channelArg(raw) {
+  const id = (raw || "").replace(/^#/, "");
+  if (!id) throw new UserError("give a channel name");
+  try {
+    checkChannelId(id);
+  } catch {
+    throw new UserError("a channel name is 1 to 32 of a-z, 0-9, - and _ (not starting with __)");
+  }
+  if (id.startsWith("__")) throw new UserError("channel names starting with __ are reserved");
+  return id;
+}
+
+/**
+ * Run one input line. `app` gives: state, showHelp(), showInvite(), showSettings().
+ * A line not starting with "/" is a message; "//text" sends "/text".
+ */
+export async function runLine(line, app) {
+  const { state } = app;
+  if (!line.startsWith("/") || line.startsWith("//")) {
+    const text = line.startsWith("//") ? line.slice(1) : line;
+    try {
+      checkText(text);
+    } catch (e) {
+      throw new UserError(
+        e.kind === "size"
+          ? `message not sent: at most ${MAX_TEXT} characters`
+          : "message not sent: it has characters that cannot be sent (broken Unicode)",
+      );
+    }
+    await state.send(text);
+    return;
+  }
+  const [cmd, ...rest] = line.trim().split(/\s+/);
+  const argText = line.trim().slice(cmd.length).trim();
+  switch (cmd) {
+    case "/help":
+      app.showHelp();
+      return;
+    case "/invite":
+      app.showInvite();
+      return;
+    case "/settings":
+      app.showSettings();
+      return;
+    case "/join":
+      if (!argText) throw new UserError("usage: /join CODE (paste an invite code)");
+      try {
+        const { view, joined } = await state.joinCircle(argText);
+        state.notice(joined ? `joined ${state.circleName(view)}` : "already in this circle");
+      } catch (e) {
+        if (e instanceof InviteError) throw new UserError(`bad invite code: ${e.message}`);
+        throw e;
+      }
+      return;
+    case "/circles":
+      if (!state.circles.size) state.notice("no circles yet: /circle create NAME or /join CODE");
+      for (const view of state.circles.values()) {
+        const cur = view.id === state.current.circleId ? " (current)" : "";
+        state.notice(`${state.circleName(view)}  ${view.id}  via ${view.circle.relayUrl}${cur}`);
+      }
+      return;
+    case "/circle":
+      return circleCommand(rest[0], argText.slice((rest[0] || "").length).trim(), app);
+    case "/channels": {
+      const view = state.view();
+      if (!view) throw new UserError("join or create a circle first");
+      for (const ch of state.channels(view)) {
+        const info = view.model.channels.get(ch);
+        const mode = info ? info.accessMode : "public";
+        const members = info && info.members.size ? `, ${info.members.size} members` : "";
+        state.notice(`#${ch}  ${mode}${members}`);
+      }
+      return;
+    }
+    case "/channel":
+      if (rest[0] === "create") {
+        const id = channelArg(rest[1]);
+        await state.createChannel(id);
+        state.notice(`created #${id}`);
+        return;
+      }
+      if (rest[0] === "join") {
+        const id = channelArg(rest[1]);
+        // The key is the rest of the line as typed (it may hold spaces); only its hash is sent.
+        const key = line.trim().replace(/^\S+\s+\S+\s+\S+\s*/, "");
+        await state.joinChannel(id, key);
+        state.notice(`joined #${id}`);
+        return;
+      }
+      if (rest[0] === "switch") {
+        await state.switchChannel(channelArg(rest[1]));
+        return;
+      }
+      throw new UserError("usage: /channel create NAME | /channel join NAME [KEY] | /channel switch NAME");
+    case "/name":
+      checkName(argText, "display name");
+      await state.rename(argText);
+      state.notice(`you are now ${argText}`);
+      return;
+    default:
+      throw new UserError(`unknown command ${cmd} (F1 or /help lists them; //text sends "/text")`);
+  }
+}
+
+async function circleCommand(sub, arg, app) {
+  const { state } = app;
+  if (sub === "create") {
+    checkName(arg, "circle name");
+    const view = await state.createCircle(arg);
+    state.notice(`created ${state.circleName(view)}: F2 shows its invite code`);
+    return;
+  }
+  if (sub === "name") {
+    checkName(arg, "circle name");
+    await state.renameCircle(arg);
+    state.notice(`this circle is now ${arg}`);
+    return;
+  }
+  if (sub === "leave") {
+    const view = await state.leaveCircle();
+    app.afterLeave(state.circleName(view));
+    return;
+  }
+  throw new UserError("usage: /circle create NAME | /circle name NEW-NAME | /circle leave");
+}

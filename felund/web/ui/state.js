@@ -1,0 +1,514 @@
+// The app's state: circles, their channels (derived from each circle's
+// __control messages by lib/chatmodel.js, exactly as the node derives them),
+// messages, pending sends, unread counts and the current view. No DOM here:
+// the ui/*.js renderers read this and listen for "change".
+
+import { CircleSync } from "../lib/sync.js";
+import { apply, derive, eventText, keyHash } from "../lib/chatmodel.js";
+import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
+import { newSecret, circleId as circleIdOf, newNodeId } from "../lib/ids.js";
+import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
+import { normalizeRelayUrl } from "../lib/relay.js";
+
+/** A mistake of the user's (bad command, unknown channel): shown as a notice, not logged. */
+export class UserError extends Error {}
+
+const SETTING_RELAY = "relayUrl";
+const SETTING_CURRENT = "current";
+const readKey = (circleId) => `read:${circleId}`;
+
+
+// A read mark is {ts, ids}: the newest createdTs read in a channel, and the
+// msgIds read within READ_WINDOW_S before it. Timestamps are whole seconds
+// from several clocks, so a message can arrive after the mark yet sort
+// before it: within the window it still counts as unread until seen.
+const READ_WINDOW_S = 300;
+
+// The chat model's refusals as sentences: felund/ops.py _REFUSALS, the node's words.
+const REFUSALS = {
+  exists: "that channel exists already",
+  no_channel: "there is no such channel; create it first",
+  wrong_key: "wrong key for that channel",
+  not_approved: "that channel is by invitation: ask a member to approve you, then wait",
+  not_invite: "that channel is not by invitation; join it",
+  not_member: "only a member of the channel can approve",
+  general: "#general cannot be left",
+  bad_channel: "channel names are 1 to 32 of a-z, 0-9, - and _",
+  bad_name: "names are 1 to 64 printable characters",
+};
+
+/** Whether m is not covered by the read mark. */
+function unreadBy(m, mark) {
+  if (!mark) return true;
+  if (m.createdTs > mark.ts) return true;
+  if (m.createdTs < mark.ts - READ_WINDOW_S) return false;
+  return !mark.ids.has(m.msgId);
+}
+
+/** Marks as stored (ids as arrays) to marks in memory (ids as Sets); anything else is dropped. */
+function loadMarks(saved) {
+  const marks = {};
+  for (const [ch, mark] of Object.entries(saved || {})) {
+    if (mark && typeof mark.ts === "number" && Array.isArray(mark.ids)) {
+      marks[ch] = { ts: mark.ts, ids: new Set(mark.ids) };
+    }
+  }
+  return marks;
+}
+
+/** One circle as the app holds it. */
+class CircleView {
+  constructor(circle) {
+    this.circle = circle; // {circleId, secret, name, relayUrl, joinedTs}
+    this.sync = null;
+    this.messages = []; // chat messages (not __control), sorted by (createdTs, msgId)
+    this.control = []; // __control messages, the input of derive()
+    this.ids = new Set();
+    // Arrival order, to break ties of createdTs (whole seconds): a reply sent
+    // in the same second as the message it answers shows below it. Loaded
+    // history arrives in the store's (createdTs, msgId) order.
+    this.arrival = new Map(); // msgId -> n
+    this.byTime = (a, b) =>
+      a.createdTs - b.createdTs || this.arrival.get(a.msgId) - this.arrival.get(b.msgId);
+    this.model = derive([], circle.circleId);
+    this.pending = new Set(); // msgIds sent but not yet acknowledged by the relay
+    this.marks = {}; // channelId -> {ts, ids: Set}: what was read (see READ_WINDOW_S)
+    this.state = "connecting";
+    this.version = 0; // bumped on every change the message pane must show
+  }
+
+  get id() {
+    return this.circle.circleId;
+  }
+}
+
+export class AppState extends EventTarget {
+  constructor(store) {
+    super();
+    this.store = store;
+    this.identity = null; // {nodeId, displayName}: one object, shared with every CircleSync
+    this.relayUrl = ""; // the relay of circles created or joined by host:port code here
+    this.circles = new Map(); // circleId -> CircleView, in join order
+    this.current = { circleId: "", channelId: DEFAULT_CHANNEL };
+    this.notices = []; // local lines for the current view: {ts, text, level}
+    this.noticeSeq = 0; // bumped with every notice, so the pane knows to redraw
+  }
+
+  // ---- loading -------------------------------------------------------
+
+  async load() {
+    this.identity = (await this.store.getIdentity()) || null;
+    this.relayUrl = (await this.store.getSetting(SETTING_RELAY)) || "";
+    const circles = await this.store.circles();
+    circles.sort((a, b) => (a.joinedTs || 0) - (b.joinedTs || 0));
+    for (const circle of circles) {
+      const view = new CircleView(circle);
+      this.circles.set(view.id, view);
+      await this.loadHistory(view);
+    }
+    const cur = await this.store.getSetting(SETTING_CURRENT);
+    const first = this.circles.keys().next().value || "";
+    if (cur && this.circles.has(cur.circleId)) this.current = { ...cur };
+    else this.current = { circleId: first, channelId: DEFAULT_CHANNEL };
+  }
+
+  async loadHistory(view) {
+    const msgs = await this.store.messages(view.id);
+    this.absorb(view, msgs);
+    const outbox = await this.store.outbox(view.id);
+    view.pending = new Set(outbox.map((w) => w.msg_id || w.msgId));
+    view.marks = loadMarks(await this.store.getSetting(readKey(view.id)));
+  }
+
+  /** Whether the browser has what it needs to chat (else the setup screen shows). */
+  get ready() {
+    return Boolean(this.identity && this.identity.displayName && this.circles.size > 0);
+  }
+
+  async setIdentityName(displayName) {
+    if (!this.identity) {
+      this.identity = { nodeId: await newNodeId(), displayName };
+    } else {
+      this.identity.displayName = displayName; // in place: the syncs hold this object
+    }
+    await this.store.putIdentity({ ...this.identity });
+  }
+
+  async setRelayUrl(url) {
+    const base = normalizeRelayUrl(url);
+    const old = this.relayUrl;
+    this.relayUrl = base;
+    await this.store.putSetting(SETTING_RELAY, base);
+    // Circles that followed the old default move with it; a circle joined by
+    // a relay URL in its invite code stays on that relay.
+    for (const view of this.circles.values()) {
+      if (view.circle.relayUrl === old && old !== base) {
+        view.circle = { ...view.circle, relayUrl: base };
+        await this.store.putCircle(view.circle);
+        this.restartSync(view);
+      }
+    }
+    this.changed();
+  }
+
+  // ---- syncing -------------------------------------------------------
+
+  startAll() {
+    for (const view of this.circles.values()) this.startSync(view);
+    window.addEventListener("online", () => this.changed());
+    window.addEventListener("offline", () => this.changed());
+    // Leave the relay's presence list when the page goes, as the v1 browser client does.
+    window.addEventListener("pagehide", () => {
+      for (const view of this.circles.values()) if (view.sync) view.sync.stop({ unregister: true });
+    });
+    // Back from the back/forward cache: those syncs were stopped on pagehide.
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted) for (const view of this.circles.values()) this.restartSync(view);
+    });
+  }
+
+  startSync(view) {
+    if (view.sync) return; // one sync per circle (setup starts the first before the app runs)
+    const circleId = view.id;
+    view.state = "connecting";
+    view.sync = new CircleSync(this.store, {
+      circle: view.circle,
+      identity: this.identity,
+      relayUrl: view.circle.relayUrl,
+      onMessages: (msgs) => this.ingest(circleId, msgs),
+      onState: (state) => this.syncState(circleId, state),
+      onOutbox: (msgIds) => this.outboxChanged(circleId, msgIds),
+    });
+    view.sync.start();
+  }
+
+  restartSync(view) {
+    if (view.sync) view.sync.stop();
+    view.sync = null;
+    this.startSync(view);
+  }
+
+  syncState(circleId, state) {
+    const view = this.circles.get(circleId);
+    if (!view || view.state === state) return;
+    view.state = state;
+    this.changed();
+  }
+
+  /** The connection state the header shows for the current circle. */
+  connection() {
+    if (!navigator.onLine) return "offline";
+    const view = this.view();
+    return view ? view.state : "connecting";
+  }
+
+  // ---- messages ------------------------------------------------------
+
+  /** Add messages to a view; returns whether anything was new. Derives channels again if needed. */
+  absorb(view, msgs) {
+    let fresh = false;
+    let control = false;
+    let ordered = true;
+    for (const m of msgs) {
+      if (view.ids.has(m.msgId)) continue;
+      view.ids.add(m.msgId);
+      view.arrival.set(m.msgId, view.arrival.size);
+      fresh = true;
+      if (m.channelId === CONTROL_CHANNEL) {
+        view.control.push(m);
+        control = true;
+      } else {
+        const last = view.messages[view.messages.length - 1];
+        if (last && last.createdTs > m.createdTs) ordered = false;
+        view.messages.push(m);
+      }
+    }
+    if (!ordered) view.messages.sort(view.byTime);
+    if (control) view.model = derive(view.control, view.id);
+    if (fresh) view.version += 1;
+    return fresh;
+  }
+
+  ingest(circleId, msgs) {
+    const view = this.circles.get(circleId);
+    if (!view || !msgs || !msgs.length) return;
+    if (!this.absorb(view, msgs)) return;
+    if (circleId === this.current.circleId && document.visibilityState === "visible") {
+      this.markRead(circleId, this.current.channelId);
+    }
+    this.changed();
+  }
+
+  /** Post a chat message to the current channel; it shows at once, marked pending. */
+  async send(text) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const channelId = this.current.channelId;
+    if (!view.model.canPost(channelId, this.identity.nodeId)) {
+      throw new UserError(`you are not a member of #${channelId}`);
+    }
+    await this.withPending(view, () => view.sync.send(channelId, text));
+  }
+
+  /**
+   * Write one control event of ours into a circle (channel create/join, names),
+   * if the chat model accepts it: tried first on a copy of the circle's state,
+   * as the node does (felund/ops.py Ops.control), so a refused event is never
+   * sent. The sync dates it after every known control event, so it folds
+   * after the state it was checked against.
+   * @throws {UserError} with the chat model's reason
+   */
+  async control(view, event) {
+    const trial = derive(view.control, view.id); // a fresh copy: apply() changes it
+    const problem = apply(trial, {
+      msgId: "",
+      authorNodeId: this.identity.nodeId,
+      createdTs: Math.floor(Date.now() / 1000),
+      text: eventText(event),
+    });
+    if (problem) throw new UserError(REFUSALS[problem] || `refused: ${problem}`);
+    await this.withPending(view, () => view.sync.sendControl(event));
+  }
+
+  async withPending(view, post) {
+    const msg = await post(); // stored at once, pending until the relay acknowledges
+    if (msg.pending) view.pending.add(msg.msgId);
+    this.absorb(view, [msg]);
+    view.version += 1;
+    if (view.id === this.current.circleId) this.markRead(view.id, this.current.channelId);
+    this.changed();
+    return msg;
+  }
+
+  /** The sync's outbox changed: these msgIds still wait for the relay. */
+  outboxChanged(circleId, msgIds) {
+    const view = this.circles.get(circleId);
+    if (!view) return;
+    view.pending = new Set(msgIds);
+    view.version += 1;
+    this.changed();
+  }
+
+  // ---- circles -------------------------------------------------------
+
+  view(circleId = this.current.circleId) {
+    return this.circles.get(circleId) || null;
+  }
+
+  circleName(view) {
+    return view.model.name || view.circle.name || `circle ${view.id.slice(0, 8)}`;
+  }
+
+  /** Add a circle and start syncing it; `firstEvents` are control events written before. */
+  async addCircle(circle, firstEvents = []) {
+    await this.store.putCircle(circle);
+    const view = new CircleView(circle);
+    this.circles.set(view.id, view);
+    await this.loadHistory(view); // messages stored before (none for a new circle)
+    // The sync posts only once registered, so events of a brand-new circle
+    // may be written right away: the relay has its signing key by then.
+    this.startSync(view);
+    for (const event of firstEvents) await this.control(view, event);
+    await this.setCurrent(view.id, DEFAULT_CHANNEL);
+    return view;
+  }
+
+  /** A new circle; its invite code names this circle's relay as the peer. */
+  async createCircle(name) {
+    if (!this.relayUrl) throw new UserError("set a relay URL first (F3 settings)");
+    const secret = newSecret();
+    const circleId = await circleIdOf(secret);
+    const named = name ? [{ t: "CIRCLE_NAME_EVT", circle_id: circleId, name }] : [];
+    return this.addCircle(
+      { circleId, secret, name, relayUrl: this.relayUrl, joinedTs: Math.floor(Date.now() / 1000) },
+      named,
+    );
+  }
+
+  /**
+   * Join by invite code. A browser's code names its relay (a URL): the
+   * circle is synced there. A node's code names host:port, which a page
+   * cannot reach (no TCP): the circle is synced through our own relay
+   * instead; the code carries the secret, and the node meets us there if
+   * it has the same relay configured. Throws InviteError for a bad code.
+   */
+  async joinCircle(code) {
+    const invite = decodeInvite(code.trim());
+    const circleId = await circleIdOf(invite.secret);
+    if (this.circles.has(circleId)) {
+      await this.setCurrent(circleId, DEFAULT_CHANNEL);
+      return { view: this.circles.get(circleId), joined: false };
+    }
+    const relayUrl = isUrlPeer(invite.peer) ? normalizeRelayUrl(invite.peer) : this.relayUrl;
+    if (!relayUrl) throw new UserError("set a relay URL first (F3 settings)");
+    const view = await this.addCircle({
+      circleId,
+      secret: invite.secret,
+      name: "",
+      relayUrl,
+      joinedTs: Math.floor(Date.now() / 1000),
+    });
+    return { view, joined: true };
+  }
+
+  inviteCode(view) {
+    return encodeInvite(view.circle.secret, view.circle.relayUrl);
+  }
+
+  async renameCircle(name) {
+    const view = this.view();
+    if (!view) throw new UserError("no circle to name");
+    await this.control(view, { t: "CIRCLE_NAME_EVT", circle_id: view.id, name });
+  }
+
+  async leaveCircle() {
+    const view = this.view();
+    if (!view) throw new UserError("no circle to leave");
+    if (view.sync) view.sync.stop({ unregister: true });
+    await this.store.deleteCircle(view.id);
+    this.circles.delete(view.id);
+    const next = this.circles.keys().next().value || "";
+    await this.setCurrent(next, DEFAULT_CHANNEL);
+    return view;
+  }
+
+  /** Change our display name: kept locally and announced in every circle, like `felund rename`. */
+  async rename(name) {
+    await this.setIdentityName(name);
+    for (const view of this.circles.values()) {
+      await this.control(view, {
+        t: "CHANNEL_EVT",
+        op: "rename",
+        actor_node_id: this.identity.nodeId,
+        display_name: name,
+      });
+    }
+  }
+
+  // ---- channels ------------------------------------------------------
+
+  /** Channels to list: general first, then those we may post in or read, then by name. */
+  channels(view) {
+    const me = this.identity ? this.identity.nodeId : "";
+    const ids = new Set([DEFAULT_CHANNEL]);
+    for (const [id, ch] of view.model.channels) {
+      if (ch.accessMode === "public" || ch.members.has(me)) ids.add(id);
+    }
+    // A channel someone wrote in without a create event (an older client) still shows.
+    for (const m of view.messages) ids.add(m.channelId);
+    return [...ids].sort((a, b) =>
+      a === DEFAULT_CHANNEL ? -1 : b === DEFAULT_CHANNEL ? 1 : a.localeCompare(b),
+    );
+  }
+
+  async createChannel(channelId) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    if (view.model.channels.has(channelId)) throw new UserError(`#${channelId} exists already`);
+    await this.control(view, {
+      t: "CHANNEL_EVT",
+      op: "create",
+      channel_id: channelId,
+      access_mode: "public",
+      actor_node_id: this.identity.nodeId,
+    });
+    await this.setCurrent(view.id, channelId);
+  }
+
+  /**
+   * Join a channel, as `felund channel join NAME [--key KEY]`: a public one
+   * needs nothing, a key channel the key (only its hash is written), an
+   * invite channel an approval. Goes there once joined.
+   * @throws {UserError} with the chat model's reason (no such channel, wrong key…)
+   */
+  async joinChannel(channelId, key = "") {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const event = {
+      t: "CHANNEL_EVT",
+      op: "join",
+      channel_id: channelId,
+      actor_node_id: this.identity.nodeId,
+    };
+    if (key) event.key_hash = await keyHash(key);
+    await this.control(view, event);
+    await this.setCurrent(view.id, channelId);
+  }
+
+  async switchChannel(channelId) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    if (!this.channels(view).includes(channelId)) {
+      throw new UserError(`no channel #${channelId} here (/channels lists them)`);
+    }
+    await this.setCurrent(view.id, channelId);
+  }
+
+  /** Next/previous channel of the current circle (Alt+Down/Up), wrapping into other circles. */
+  async stepChannel(delta) {
+    const flat = [];
+    for (const view of this.circles.values()) {
+      for (const ch of this.channels(view)) flat.push([view.id, ch]);
+    }
+    if (!flat.length) return;
+    const at = flat.findIndex(
+      ([c, ch]) => c === this.current.circleId && ch === this.current.channelId,
+    );
+    const [c, ch] = flat[(at + delta + flat.length) % flat.length];
+    await this.setCurrent(c, ch);
+  }
+
+  // ---- view and unread -----------------------------------------------
+
+  async setCurrent(circleId, channelId) {
+    const changed = circleId !== this.current.circleId || channelId !== this.current.channelId;
+    this.current = { circleId, channelId };
+    if (changed) {
+      this.notices = [];
+      this.noticeSeq += 1;
+    }
+    await this.store.putSetting(SETTING_CURRENT, { ...this.current });
+    if (circleId) this.markRead(circleId, channelId);
+    this.changed();
+  }
+
+  /** Unread counts of a circle: Map channelId -> count (messages of others after the mark). */
+  unread(view) {
+    const me = this.identity ? this.identity.nodeId : "";
+    const counts = new Map();
+    for (const m of view.messages) {
+      if (m.authorNodeId === me || !unreadBy(m, view.marks[m.channelId])) continue;
+      counts.set(m.channelId, (counts.get(m.channelId) || 0) + 1);
+    }
+    return counts;
+  }
+
+  markRead(circleId, channelId) {
+    const view = this.circles.get(circleId);
+    if (!view) return;
+    const mark = view.marks[channelId];
+    const msgs = view.messages.filter((m) => m.channelId === channelId);
+    if (!msgs.length || !msgs.some((m) => unreadBy(m, mark))) return;
+    const ts = msgs[msgs.length - 1].createdTs;
+    const ids = new Set(msgs.filter((m) => m.createdTs >= ts - READ_WINDOW_S).map((m) => m.msgId));
+    view.marks = { ...view.marks, [channelId]: { ts, ids } };
+    // Persisted so a reload does not count read messages again; failures only cost a recount.
+    const saved = {};
+    for (const [ch, mk] of Object.entries(view.marks)) saved[ch] = { ts: mk.ts, ids: [...mk.ids] };
+    this.store.putSetting(readKey(circleId), saved).catch(() => {});
+  }
+
+  // ---- notices -------------------------------------------------------
+
+  /** A local line in the message pane (command output, errors); gone when the view changes. */
+  notice(text, level = "info") {
+    this.notices.push({ ts: Math.floor(Date.now() / 1000), text, level });
+    if (this.notices.length > 50) this.notices.shift();
+    this.noticeSeq += 1;
+    this.changed(level === "error" ? "error" : "notice");
+  }
+
+  changed(what = "state") {
+    this.dispatchEvent(new CustomEvent("change", { detail: what }));
+  }
+}
