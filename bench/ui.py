@@ -136,8 +136,8 @@ def bench_latency(node: Node, rpc: RPCClient, node_id: str) -> Row:
     with _on_pty([*FELUND, "ui"], node.env) as (proc, master):
         term = _Terminal(master)
         term.wait_for(b"general")
-        # The pane sorts by (created_ts, msg_id), and msg_ids of one second are in
-        # random order: one second apiece, in the recent past, puts each line last.
+        # The pane sorts by created_ts first (then store_seq): one second apiece,
+        # increasing, puts each line last, at the bottom of the pane.
         first_ts = int(time.time()) - LATENCY_MESSAGES - 10
         for i in range(LATENCY_MESSAGES + 5):  # the first few warm up
             run = _marker(i)
@@ -211,7 +211,7 @@ def _redraw_child(out: Path) -> None:
     """In the pty: build the model from the node, then time render and repaint."""
     import curses
 
-    from felund import ui_app, ui_model, ui_render
+    from felund import ui_model, ui_render, ui_terminal
 
     ctx = load_context()
     bus = Bus(ctx.layout, SVC_BENCH, ctx.config.bus)
@@ -231,14 +231,14 @@ def _redraw_child(out: Path) -> None:
     while True:  # every stored row, as catch-up would feed them
         page = rpc.call(OP_SNAPSHOT, {"since": since})
         if page["msgs"]:
-            model.on_stored(page["msgs"])
+            model.on_chat_msg_stored(page["msgs"])
             since = page["msgs"][-1]["store_seq"]
         if not page["more"]:
             break
     bus.close()
 
     def measure(win: Any) -> dict[str, Any]:
-        screen = ui_app.Screen(win)
+        screen = ui_terminal.Screen(win)
         results: dict[str, Any] = {}
         for where, pages in (("newest", 0), (f"{PAGES_UP} pages up", PAGES_UP)):
             for _ in range(pages):

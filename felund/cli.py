@@ -99,10 +99,12 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    """Attach the curses ui to the running node (it finds the node itself)."""
-    from felund import ui_app  # noqa: PLC0415 - curses and the view model load only for the ui
-
-    raise SystemExit(ui_app.main(start=args.start))
+    """Attach the curses ui to the running node (services.ui takes over this process)."""
+    # The ui finds the node itself, and says in one line why it cannot attach.
+    argv = [sys.executable, "-m", "services.ui", *(["--start"] if args.start else [])]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606
 
 
 def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:

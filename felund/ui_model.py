@@ -1,10 +1,10 @@
 """The ui's view model: what the screen shows, given the node's events and the user's keys.
 
 Sans-IO: nothing here touches curses, the bus or the clock on its own. The
-app (``felund.ui_app``) feeds it events and keys and carries out the
-effects it returns; ``felund.ui_render`` turns it into screen lines.
+app (the ui process, ``services.ui``) feeds it events and keys and carries
+out the effects it returns; ``felund.ui_render`` turns it into screen lines.
 
-INTERFACE CONTRACT (shared by ui_model, ui_render and ui_app; keep it):
+INTERFACE CONTRACT (shared by ui_model, ui_render and services.ui; keep it):
 
 Keys are strings: a typed character (or a pasted run of them) as itself,
 else one of the names in ``KEYS``.
@@ -16,14 +16,17 @@ Effects returned by the model, carried out by the app:
   did not answer in time; the app retries idempotent calls itself first).
 - ``Quit()``: detach (the node keeps running).
 
-Events fed to the model by the app:
+Events fed to the model by the app; a bus event's handler is named after
+its topic (``on_`` + the topic with dots as underscores), and takes its body:
 - ``start() -> list[Effect]``: first call; asks for circles etc.
-- ``on_stored(rows)``: ``chat.msg.stored`` rows (and catch-up rows), each a
-  dict with store_seq, msg_id, circle_id, channel_id, author_node_id,
+- ``on_chat_msg_stored(rows)``: ``chat.msg.stored`` rows (and catch-up rows),
+  each a dict with store_seq, msg_id, circle_id, channel_id, author_node_id,
   display_name, created_ts, text, origin. Idempotent by msg_id.
-- ``on_circles_changed()``: ``chat.circle.changed`` was published.
-- ``on_peers(n)``: the gossip heartbeat's peer count.
-- ``on_log(record)``: a ``sys.log`` record (dict with ts, service, level, event, ...).
+- ``on_chat_circle_changed(body=None)``: ``chat.circle.changed`` was published.
+- ``on_sys_svc_heartbeat(body)``: any service's heartbeat; gossip's gives the
+  peer count (``peers``, else ``sessions``), the others and malformed bodies
+  are ignored.
+- ``on_sys_log(record)``: a ``sys.log`` record (dict with ts, service, level, event, ...).
 - ``on_key(key)``: a key.
 - ``on_resize(rows, cols)``.
 
@@ -47,6 +50,8 @@ ADDITIONS (this module's own; the contract above is unchanged):
 - A line starting with ``//`` is sent as a message with one slash less.
 - ``/circle switch <n|name>`` switches circle (n as ``/circles`` numbers them).
 - ``/channel request <name>`` and ``/channel approve <name> <person>`` as the CLI's.
+- Detaching (Ctrl+Q, ``/quit``) while posts await the store's answer only
+  warns; the same again within ``DETACH_CONFIRM_S`` detaches.
 """
 
 from __future__ import annotations
@@ -71,10 +76,11 @@ from felund.protocol import (
     OP_INBOX,
     OP_INVITE,
     OP_SETTINGS,
+    SVC_GOSSIP,
 )
 from felund.ui_input import LineEditor, prompt_cols
 from felund.ui_keys import SETTINGS_FIELDS
-from felund.ui_pane import NOTICE, Msg, Pane
+from felund.ui_pane import NOTICE, PENDING, Msg, Pane
 from felund.ui_state import (
     ChannelView,
     CircleView,
@@ -134,6 +140,7 @@ INBOX_LIMIT: Final = 5000
 DEBUG_LINES: Final = 500
 MAX_ORPHANS: Final = 10_000  # rows of circles not listed yet, kept until they are
 _NOTICE_PREFIX = "~"  # notice ids sort after hex msg ids of the same second
+DETACH_CONFIRM_S: Final = 5.0  # a second Ctrl+Q this soon detaches despite pending posts
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +196,7 @@ class Model:
         self._orphan_count = 0
         self.completion: tuple[int, list[str], int] | None = None  # start, candidates, index
         self._notice_seq = 0
+        self._detach_warned: float | None = None  # when detaching last warned of pending posts
 
     # --- what the renderer reads ----------------------------------------------
     def active_circle(self) -> CircleView | None:
@@ -276,7 +284,7 @@ class Model:
             self.call(OP_SETTINGS, {}, "settings"),
         ]
 
-    def on_circles_changed(self) -> list[Effect]:
+    def on_chat_circle_changed(self, body: Any = None) -> list[Effect]:
         """Circles were joined, created, left or renamed: list them again."""
         if self._circles_inflight:
             self._circles_again = True
@@ -288,10 +296,10 @@ class Model:
         self._circles_inflight = False
         if self._circles_again:
             self._circles_again = False
-            return self.on_circles_changed()
+            return self.on_chat_circle_changed()
         return []
 
-    def on_stored(self, rows: Iterable[Any]) -> list[Effect]:
+    def on_chat_msg_stored(self, rows: Iterable[Any]) -> list[Effect]:
         """Messages the store took: shown, counted as unread, or kept for later."""
         self.dirty = True
         effects: list[Effect] = []
@@ -338,14 +346,18 @@ class Model:
         self._orphans.setdefault(circle_id, []).append((channel_id, msg))
         self._orphan_count += 1
 
-    def on_peers(self, n: int) -> list[Effect]:
-        """Gossip's peer count."""
-        if type(n) is int and n != self.peers:
+    def on_sys_svc_heartbeat(self, body: Any) -> list[Effect]:
+        """A service's heartbeat: gossip's carries the peer count."""
+        if not isinstance(body, dict) or body.get("service") != SVC_GOSSIP:
+            return []
+        # ``sessions`` is what a gossip without the ``peers`` count reports.
+        n = body.get("peers", body.get("sessions"))
+        if type(n) is int and n >= 0 and n != self.peers:
             self.peers = n
             self.dirty = True
         return []
 
-    def on_log(self, record: Any) -> list[Effect]:
+    def on_sys_log(self, record: Any) -> list[Effect]:
         """A log record of the node, for the /debug pane."""
         if isinstance(record, dict):
             self.debug_lines.append(log_line(record))
@@ -537,7 +549,7 @@ class Model:
         self.notice(
             f"{what} circle {answer.get('name') or circle_id[:8]} \u2014 F2 shows its invite"
         )
-        return effects + self.on_circles_changed()
+        return effects + self.on_chat_circle_changed()
 
     def _on_who(self, req: _Req, answer: Any) -> list[Effect]:
         lines = []
@@ -578,8 +590,33 @@ class Model:
         return Call(self._token, op, body)
 
     def detach(self) -> list[Effect]:
-        """Leave the ui."""
+        """Leave the ui; with posts not yet acknowledged, only once asked twice."""
+        pending = self.pending_posts()
+        now = self.clock()
+        warned = self._detach_warned
+        if pending and (warned is None or not 0 <= now - warned <= DETACH_CONFIRM_S):
+            self._detach_warned = now
+            self.notice(
+                f"{pending} message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to"
+                " detach anyway (they are dropped from this screen; the node may still store them)",
+                error=True,
+            )
+            return []
         return [Quit()]
+
+    def pending_posts(self) -> int:
+        """Messages sent from this screen that the store has not acknowledged yet."""
+        count = 0
+        for req in self._calls.values():
+            if req.kind != "post":
+                continue
+            circle = self.circles.get(req.circle_id)
+            channel = circle.channels.get(req.channel_id) if circle else None
+            msg = channel.pane.msgs.get(req.extra) if channel else None
+            # Its stored row may have come before the answer: then it is stored.
+            # One no longer shown (its circle left meanwhile) still awaits the store.
+            count += msg is None or msg.state == PENDING
+        return count
 
     def notice(self, text: str, error: bool = False) -> None:
         """Show a line in the status area; several lines also go into the pane."""

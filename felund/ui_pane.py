@@ -1,6 +1,11 @@
 """One channel's messages as the ui's message pane shows them (sans-IO).
 
-Messages are kept sorted by (created_ts, msg_id), deduplicated by msg_id.
+Messages are kept sorted by ``Msg.key``: created_ts, then the store's
+order (store_seq), with what is not stored yet (pending, refused, the ui's
+notices) after the stored messages of its second; msg_id, random within a
+second, only breaks the remaining ties. A message that becomes stored moves
+to its place. Deduplicated by msg_id.
+
 The pane is drawn from the bottom up: only the messages on screen are
 wrapped (and their lines cached per width), so drawing costs O(screen)
 however long the history. Scrolling keeps an anchor, the message whose
@@ -27,6 +32,8 @@ STORED = "stored"
 NOTICE = "notice"  # a line of the ui itself, never sent
 _INDENT = 6  # continuation lines start under the name, past "HH:MM "
 
+Key = tuple[int, int, int, str]  # created_ts, not stored yet (0/1), store_seq, msg_id
+
 
 @dataclass(slots=True)
 class Msg:
@@ -42,9 +49,13 @@ class Msg:
     error: str = ""
 
     @property
-    def key(self) -> tuple[int, str]:
-        """Where it sorts."""
-        return (self.created_ts, self.msg_id)
+    def key(self) -> Key:
+        """Where it sorts (see the module's docstring)."""
+        # A stored message whose seq is not known yet (an answer without it)
+        # keeps the unstored place until its row comes.
+        if self.store_seq:
+            return (self.created_ts, 0, self.store_seq, self.msg_id)
+        return (self.created_ts, 1, 0, self.msg_id)
 
 
 def name_style(node_id: str) -> str:
@@ -92,12 +103,12 @@ class Pane:
     """A channel's messages, its read mark and its scroll position."""
 
     def __init__(self) -> None:
-        self.keys: list[tuple[int, str]] = []
+        self.keys: list[Key] = []
         self.msgs: dict[str, Msg] = {}
         self.other_seqs: list[int] = []  # store_seqs of messages of other people
         self.read_mark = 0
         self.mark_known = False  # the durable mark was read (or never will be)
-        self.anchor: tuple[int, str] | None = None  # None: the pane follows the end
+        self.anchor: Key | None = None  # None: the pane follows the end
         self.anchor_skip = 0  # lines of the anchor message hidden below the pane
         self._cache: dict[str, tuple[int, Msg, list[Line]]] = {}
 
@@ -119,14 +130,21 @@ class Pane:
         return True
 
     def _replace(self, old: Msg, new: Msg, me: str) -> None:
-        if old.key != new.key:
-            i = bisect.bisect_left(self.keys, old.key)
-            if i < len(self.keys) and self.keys[i] == old.key:
-                del self.keys[i]
-            bisect.insort(self.keys, new.key)
+        self._move(old.key, new.key)
         self.msgs[new.msg_id] = new
         self._cache.pop(new.msg_id, None)
         self._count(new, me)
+
+    def _move(self, old: Key, new: Key) -> None:
+        """A message's key changed: re-sort it, and keep an anchor on it there."""
+        if old == new:
+            return
+        i = bisect.bisect_left(self.keys, old)
+        if i < len(self.keys) and self.keys[i] == old:
+            del self.keys[i]
+        bisect.insort(self.keys, new)
+        if self.anchor == old:
+            self.anchor = new
 
     def _count(self, msg: Msg, me: str) -> None:
         if msg.store_seq and msg.author_node_id != me and msg.state == STORED:
@@ -137,11 +155,13 @@ class Pane:
         msg = self.msgs.get(msg_id)
         if msg is None or msg.state not in (PENDING, FAILED):
             return False
+        old = msg.key
         if error:
             msg.state, msg.error = FAILED, error
         else:
             msg.state, msg.error = STORED, ""
             msg.store_seq = seq or msg.store_seq
+        self._move(old, msg.key)
         self._cache.pop(msg_id, None)
         return True
 
@@ -159,7 +179,7 @@ class Pane:
     # --- lines and scrolling -----------------------------------------------------
     def lines_at(self, i: int, cols: int) -> list[Line]:
         """The screen lines of the i-th message, wrapped to ``cols`` (cached)."""
-        msg = self.msgs[self.keys[i][1]]
+        msg = self.msgs[self.keys[i][-1]]
         cached = self._cache.get(msg.msg_id)
         if cached is not None and cached[0] == cols and cached[1] is msg:
             return cached[2]

@@ -52,9 +52,14 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Debian chromium through Playwright; skipped without it, failed under CI=true."""
+    """Headless Debian chromium through Playwright; skipped without it, failed under CI=true.
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, and the tests that call
+    ``asyncio.run`` (random order puts them anywhere) must not meet it.
+    """
     problem = testing.browser_missing()
     if problem is not None:
         if os.environ.get("CI"):

@@ -416,7 +416,12 @@ def test_join_with_an_invite_code(store: Store) -> None:
     secret = ids.new_secret()
     code = encode_invite(secret, "10.1.2.3:4242")
     first = store.call(OP_CIRCLE_JOIN, {"code": code, "name": "club"})
-    assert first == {"circle_id": ids.circle_id(secret), "joined": True, "peer": "10.1.2.3:4242"}
+    assert first == {
+        "circle_id": ids.circle_id(secret),
+        "joined": True,
+        "peer": "10.1.2.3:4242",
+        "relay_url": "",
+    }
     again = store.call(OP_CIRCLE_JOIN, {"code": code})
     assert again["joined"] is False
     assert again["circle_id"] == first["circle_id"]

@@ -23,7 +23,7 @@ from felund.protocol import (
     OP_SETTINGS,
     OP_WHO,
 )
-from felund.ui_model import KEYS, Call, Model, Quit
+from felund.ui_model import DETACH_CONFIRM_S, KEYS, Call, Model, Quit
 from felund.ui_pane import FAILED, PENDING, STORED
 from felund.ui_render import render
 from tests.ui_store import (
@@ -73,7 +73,7 @@ def test_unread_counts_others_messages_above_the_read_mark(store: UiStore, circl
     model = started(store)
     dev = model.circles[circle].channels["dev"]
     assert dev.pane.unread() == 3  # 13, 14, 15; 16 is this node's own
-    model.on_stored([store.bob_says(17, "dev"), store.i_say(18, "dev")])
+    model.on_chat_msg_stored([store.bob_says(17, "dev"), store.i_say(18, "dev")])
     assert dev.pane.unread() == 4
     assert "#dev (4)" in screen_text(model)
 
@@ -96,7 +96,7 @@ def test_arrivals_in_the_active_channel_write_one_mark_per_batch(
 ) -> None:
     model = started(store)
     arrived = store.bob_says_all(range(20, 30))
-    effects = model.on_stored(arrived)
+    effects = model.on_chat_msg_stored(arrived)
     writes = calls(effects, OP_CURSOR)
     assert len(writes) == 1
     assert writes[0].body["value"] == arrived[-1]["store_seq"]
@@ -107,7 +107,7 @@ def test_arrivals_while_scrolled_up_stay_unread(store: UiStore) -> None:
     model = started(store, rows=10)
     model.on_key("PGUP")
     arrived = store.bob_says(300)
-    assert calls(model.on_stored([arrived]), OP_CURSOR) == []
+    assert calls(model.on_chat_msg_stored([arrived]), OP_CURSOR) == []
     assert model.pane().unread() == 1
     effects = model.on_key("END")
     assert [c.body["value"] for c in calls(effects, OP_CURSOR)] == [arrived["store_seq"]]
@@ -118,19 +118,84 @@ def test_rows_are_deduplicated_and_sorted(store: UiStore, circle: str) -> None:
     pane = model.pane()
     before = len(pane)
     forty, forty_one = store.bob_says(40, created_ts=T0 + 2), store.bob_says(41)
-    model.on_stored([forty, forty, forty_one])
-    model.on_stored([forty_one])
+    model.on_chat_msg_stored([forty, forty, forty_one])
+    model.on_chat_msg_stored([forty_one])
     assert len(pane) == before + 2
     assert pane.keys == sorted(pane.keys)
-    assert pane.keys[2] == (T0 + 2, forty["msg_id"])  # by created_ts, not arrival
+    assert pane.keys[2] == (T0 + 2, 0, forty["store_seq"], forty["msg_id"])  # by created_ts
+
+
+def lines_of(model: Model, *texts: str) -> list[str]:
+    """The texts in the order the screen shows them (each must be on it)."""
+    screen = screen_text(model)
+    assert all(t in screen for t in texts), screen
+    return sorted(texts, key=screen.index)
+
+
+def test_messages_of_one_second_show_in_the_stores_order(store: UiStore, circle: str) -> None:
+    model = started(store)
+    # msg_ids are random within a second: here the later one's sorts first
+    first = store.bob_says(40, created_ts=T0 + 500, msg_id="f" * 32)
+    second = store.bob_says(41, created_ts=T0 + 500, msg_id="e" * 32)
+    assert first["store_seq"] < second["store_seq"]
+    model.on_chat_msg_stored([second, first])  # in any order
+    assert lines_of(model, "message 41", "message 40") == ["message 40", "message 41"]
+    # A ui attached later, loading the inbox, shows them the same way.
+    assert lines_of(started(store), "message 41", "message 40") == ["message 40", "message 41"]
+
+
+def test_a_sent_message_shows_after_those_stored_in_its_second(store: UiStore, circle: str) -> None:
+    model = started(store)  # its clock: T0 + 500; its new msg_ids sort before "e" * 32
+    model.on_chat_msg_stored([store.bob_says(40, created_ts=T0 + 500, msg_id="f" * 32)])
+    (post,) = calls(enter(model, "mine"), OP_POST)
+    assert lines_of(model, "mine", "message 40") == ["message 40", "mine"]
+    # Another's message stored while mine is pending comes before it too ...
+    model.on_chat_msg_stored([store.bob_says(41, created_ts=T0 + 500, msg_id="e" * 32)])
+    assert lines_of(model, "mine", "message 40", "message 41") == [
+        "message 40",
+        "message 41",
+        "mine",
+    ]
+    # ... and mine, stored after it, stays last.
+    store.drive(model, [post])
+    assert model.pane().msgs[post.body["msgs"][0]["msg_id"]].state == STORED
+    assert lines_of(model, "mine", "message 40", "message 41")[-1] == "mine"
+    assert model.pane().keys == sorted(model.pane().keys)
+
+
+def test_a_pending_message_moves_to_its_place_once_stored(store: UiStore, circle: str) -> None:
+    model = started(store)
+    (a,) = calls(enter(model, "sent first"), OP_POST)
+    (b,) = calls(enter(model, "sent second"), OP_POST)
+    assert lines_of(model, "sent second", "sent first") == ["sent first", "sent second"]
+    store.drive(model, [b])  # the store took the second one first
+    assert lines_of(model, "sent second", "sent first") == ["sent second", "sent first"]
+    store.drive(model, [a])
+    assert lines_of(model, "sent second", "sent first") == ["sent second", "sent first"]
+    # A ui attached later agrees.
+    later = started(store)
+    assert lines_of(later, "sent second", "sent first") == ["sent second", "sent first"]
+
+
+def test_a_pane_scrolled_to_a_message_that_moves_stays_on_it(store: UiStore, circle: str) -> None:
+    model = started(store, rows=10)
+    (a,) = calls(enter(model, "sent first"), OP_POST)
+    calls(enter(model, "sent second"), OP_POST)
+    pane = model.pane()
+    pane.scroll_up(1, 7, 79)  # "sent first" ends the pane
+    assert "sent first" in "".join(t for t, _ in pane.visible(7, 79)[-1])
+    store.drive(model, [a])  # stored: its key changes, its place does not
+    assert pane.anchor == pane.msgs[a.body["msgs"][0]["msg_id"]].key
+    last = "".join(t for t, _ in pane.visible(7, 79)[-1])
+    assert "sent first" in last and "\u2026" not in last  # and drawn anew, as stored
 
 
 def test_rows_of_unlisted_circles_are_kept_until_it_is_listed(store: UiStore, circle: str) -> None:
     model = started(store)
     work = store.join_work()  # by `felund join`: the ui has not listed it yet
     arrived = store.bob_says(50, circle_id=work)
-    model.on_stored([arrived])
-    (listing,) = calls(model.on_circles_changed(), OP_CIRCLES)
+    model.on_chat_msg_stored([arrived])
+    (listing,) = calls(model.on_chat_circle_changed(), OP_CIRCLES)
     loads = store.answer(model, listing)
     general = model.circles[work].channels["general"]
     assert arrived["msg_id"] in general.pane.msgs  # kept: the circle's inbox is not read yet
@@ -144,16 +209,16 @@ def test_a_left_circle_disappears(store: UiStore, circle: str) -> None:
     model.on_key("C-p")  # around: the last channel, in the other circle
     assert model.active == (work, "general")
     store.handle(OP_CIRCLE_LEAVE, {"circle_id": work})  # by `felund circle leave`
-    store.drive(model, model.on_circles_changed())
+    store.drive(model, model.on_chat_circle_changed())
     assert list(model.circles) == [circle]
     assert model.active == (circle, "general")
 
 
 def test_circles_changed_keeps_one_call_in_flight(store: UiStore, circle: str) -> None:
     model = started(store)
-    first = calls(model.on_circles_changed(), OP_CIRCLES)
+    first = calls(model.on_chat_circle_changed(), OP_CIRCLES)
     assert len(first) == 1
-    assert model.on_circles_changed() == []
+    assert model.on_chat_circle_changed() == []
     again = store.answer(model, first[0])
     assert [c.op for c in calls(again, OP_CIRCLES)] == [OP_CIRCLES]
 
@@ -162,7 +227,7 @@ def test_control_rows_refresh_channels_at_most_once_in_flight(store: UiStore, ci
     model = started(store)
     event = {"t": "CHANNEL_EVT", "op": "create", "channel_id": "new"}
     control = [store.bob_does(event, 60 + i) for i in range(3)]
-    effects = model.on_stored(control[:2]) + model.on_stored(control[2:])
+    effects = model.on_chat_msg_stored(control[:2]) + model.on_chat_msg_stored(control[2:])
     refreshes = calls(effects, OP_CHANNELS)
     assert len(refreshes) == 1
     assert all(r["msg_id"] not in model.pane().msgs for r in control)
@@ -176,7 +241,7 @@ def test_control_rows_refresh_channels_at_most_once_in_flight(store: UiStore, ci
 def test_a_rename_row_names_the_person(store: UiStore, circle: str) -> None:
     model = started(store)
     rename = store.bob_does({"t": "CHANNEL_EVT", "op": "rename", "display_name": "Robert"}, 70)
-    model.on_stored([rename])
+    model.on_chat_msg_stored([rename])
     assert model.circles[circle].names[BOB][1] == "Robert"
 
 
@@ -206,7 +271,7 @@ def test_the_stored_row_may_come_before_the_reply_and_it_shows_once(
     msg = post.body["msgs"][0]
     before = len(model.pane())
     outcome = store.run(post)  # chat.msg.stored overtakes the reply
-    model.on_stored(outcome.stored)
+    model.on_chat_msg_stored(outcome.stored)
     assert len(model.pane()) == before
     assert model.pane().msgs[msg["msg_id"]].state == STORED
     model.on_reply(post.token, outcome.reply)
@@ -349,6 +414,78 @@ def test_quit_by_command_and_key(store: UiStore, circle: str) -> None:
     assert model.on_key("C-q") == [Quit()]
 
 
+DETACH_WARNING = (
+    "2 message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to detach anyway"
+    " (they are dropped from this screen; the node may still store them)"
+)
+
+
+def test_detaching_with_pending_messages_asks_twice(store: UiStore, circle: str) -> None:
+    model = started(store)
+    now = [float(T0 + 500)]
+    model.clock = lambda: now[0]
+    (first,) = calls(enter(model, "one"), OP_POST)
+    (second,) = calls(enter(model, "two"), OP_POST)
+    assert model.on_key("C-q") == []
+    assert (model.status, model.status_style) == (DETACH_WARNING, "error")
+    now[0] += DETACH_CONFIRM_S - 1
+    assert model.on_key("C-q") == [Quit()]  # again, soon enough: detach anyway
+
+    now[0] += 60
+    assert enter(model, "/quit") == []  # long after: a warning again, by the command too
+    now[0] += DETACH_CONFIRM_S + 1
+    assert model.on_key("C-q") == []  # too late to count as the second: warned again
+    assert model.status == DETACH_WARNING
+
+    # The stored row may come before the answer: that message is acknowledged.
+    model.on_chat_msg_stored(store.run(first).stored)
+    assert model.pending_posts() == 1
+    now[0] += 60
+    assert model.on_key("C-q") == []
+    assert model.status.startswith("1 message(s) not yet acknowledged")
+    store.drive(model, [second])
+    assert model.pending_posts() == 0
+    now[0] += 60
+    assert model.on_key("C-q") == [Quit()]  # nothing pending: at once
+
+
+def test_a_refused_message_does_not_hold_detaching(store: UiStore, circle: str) -> None:
+    model = started(store)
+    (post,) = calls(enter(model, "lost"), OP_POST)
+    model.on_error(post.token, "timeout", "the node did not answer")
+    assert model.pane().msgs[post.body["msgs"][0]["msg_id"]].state == FAILED
+    assert model.on_key("C-q") == [Quit()]
+
+
+# --- bus events --------------------------------------------------------------------------
+def test_gossip_heartbeat_sets_the_peer_count(store: UiStore, circle: str) -> None:
+    model = started(store)
+    model.dirty = False
+    assert model.on_sys_svc_heartbeat({"service": "gossip", "peers": 3, "sessions": 1}) == []
+    assert (model.peers, model.dirty) == (3, True)
+    assert "peers 3" in screen_text(model).splitlines()[0]
+    model.dirty = False
+    model.on_sys_svc_heartbeat({"service": "gossip", "peers": 3})
+    assert not model.dirty  # nothing changed: nothing to draw
+    model.on_sys_svc_heartbeat({"service": "gossip", "sessions": 2})  # a gossip without peers
+    assert model.peers == 2
+    for body in [
+        {"service": "store", "peers": 9},
+        {"service": "relay-sync", "sessions": 9},
+        {"peers": 9},
+        {"service": "gossip", "peers": "9"},
+        {"service": "gossip", "peers": True},
+        {"service": "gossip", "peers": -1},
+        {"service": "gossip", "peers": None, "sessions": 9},
+        {"service": "gossip"},
+        ["gossip", 9],
+        None,
+        "gossip",
+    ]:
+        assert model.on_sys_svc_heartbeat(body) == []
+        assert model.peers == 2, body
+
+
 # --- keys ----------------------------------------------------------------------------
 def test_completion_cycles_commands_then_channels_and_names(store: UiStore, circle: str) -> None:
     model = started(store)
@@ -481,7 +618,7 @@ def test_settings_form_saves_relay_url_and_name(store: UiStore, circle: str) -> 
 def test_debug_keeps_the_last_500_records(store: UiStore, circle: str) -> None:
     model = started(store)
     for i in range(600):
-        model.on_log({"ts": T0 + i, "service": "gossip", "level": "info", "event": "x", "n": i})
+        model.on_sys_log({"ts": T0 + i, "service": "gossip", "level": "info", "event": "x", "n": i})
     assert len(model.debug_lines) == 500
     assert model.debug_lines[-1].endswith("gossip info x n=599")
     enter(model, "/debug")
@@ -584,7 +721,7 @@ def test_random_keys_and_answers_never_crash(
         elif action[0] == "error":
             model.on_error(action[1], "timeout", action[2])
         elif action[0] == "stored":
-            model.on_stored([made_up_row(example_store.circle_id, action[1], action[2])])
+            model.on_chat_msg_stored([made_up_row(example_store.circle_id, action[1], action[2])])
         else:
             rows, cols = action[1], action[2]
             model.on_resize(rows, cols)

@@ -181,7 +181,7 @@ def test_a_long_message_is_wrapped_once_then_drawn_from_the_cache(
 ) -> None:
     model = started(store)
     long = store.bob_says(99, text="word " * 1600)  # 8000 characters: the most a message has
-    model.on_stored([long])
+    model.on_chat_msg_stored([long])
     formatted = []
     real = ui_pane.format_msg
 
@@ -275,8 +275,8 @@ def test_render_fits_any_size_and_text(
     rows_ = [
         made_up_row(circle_id, 100 + i, text=t, display_name=name) for i, t in enumerate(texts)
     ]
-    model.on_stored(rows_)
-    model.on_log({"ts": T0, "service": name, "level": "info", "event": "e\n\x1b[31m"})
+    model.on_chat_msg_stored(rows_)
+    model.on_sys_log({"ts": T0, "service": name, "level": "info", "event": "e\n\x1b[31m"})
     if overlay == "/debug":
         enter(model, "/debug")
     elif overlay:
