@@ -60,7 +60,7 @@ class NativeSession:
         self.inflight = asyncio.Semaphore(2)
         self.receiving: set[asyncio.Task[None]] = set()
         self.failure: PeerError | None = None
-        # Ids this peer sent us, so that they are not pushed back to it.
+        # Ids this peer sent us or its reconciliation says it holds: not pushed to it.
         self.came: BoundedSet = BoundedSet(CAME_LIMIT)
         link.extra["came"] = self.came
 
@@ -195,6 +195,9 @@ class NativeSession:
             await self.send({"t": "RECON", "start": False, "ranges": step.reply})
         # What we lack (step.need) is what the peer holds that we lack: its own
         # step lists it under "have" and sends it. Asking too would double it.
+        # Nor is it pushed to this peer when another peer's copy is stored first.
+        for msg_id in step.need:
+            self.came[msg_id] = None
         if step.have:
             await self._send_messages(step.have)
 

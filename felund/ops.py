@@ -368,7 +368,12 @@ class Ops:
         return out
 
     def append(self, body: dict[str, Any]) -> Outcome:
-        """Verify and store messages received from peers; refuse the bad ones one by one."""
+        """Verify and store messages received from peers; refuse the bad ones one by one.
+
+        The one full check of a peer's message (parse_message, then the MAC or
+        the decryption): producers pass messages on as they came, gossip after
+        only a look at their shape, so nothing here may rely on a check of theirs.
+        """
         origin = _get(body, "origin", str)
         if origin not in ORIGINS[1:]:
             raise RPCError(ERR_BAD_REQUEST, f"origin must be one of {', '.join(ORIGINS[1:])}")
@@ -430,6 +435,8 @@ class Ops:
         code = _get(body, "code", str)
         if len(code) > _MAX_CODE:
             raise RPCError(ERR_BAD_INVITE, "invite code is too long")
+        # A code copied from a screen where it wrapped carries line breaks.
+        code = "".join(code.split())
         try:
             invite = decode_invite(code)
         except InviteError as exc:

@@ -135,7 +135,7 @@ def _pane(model: Model, height: int, cols: int) -> list[Line]:
     if model.overlay == "help":
         return _scrolled(_wrapped(help_lines(), cols, "overlay"), height, model.overlay_scroll)
     if model.overlay == "invite":
-        return _wrapped(_invite_text(model), cols, "overlay")[-height:]
+        return _invite(model, cols)[-height:]
     if model.overlay == "settings":
         return _wrapped(_settings_text(model), cols, "overlay")[:height]
     if model.overlay == "debug":
@@ -159,19 +159,20 @@ def _scrolled(lines: list[Line], height: int, scroll: int) -> list[Line]:
     return lines[start : start + height]
 
 
-def _invite_text(model: Model) -> list[str]:
+def _invite(model: Model, cols: int) -> list[Line]:
     circle = model.active_circle()
-    name = circle.name if circle else ""
+    head = _wrapped([f"Invite code of {circle.name if circle else ''}:", ""], cols, "overlay")
     if not model.invite_code:
-        return [f"Invite code of {name}:", "", "asking the node\u2026"]
-    return [
-        f"Invite code of {name}:",
-        "",
-        model.invite_code,
+        return head + _wrapped(["asking the node\u2026"], cols, "overlay")
+    # Unindented, so that a code wrapped over lines is copied whole (a join
+    # ignores the line breaks a terminal copy puts in).
+    code = wrap([(model.invite_code, "overlay")], cols, 0)
+    tail = [
         "",
         "Whoever has it can join the circle and read it: give it privately.",
         "They paste it at their first run, or type /join CODE.  Esc closes.",
     ]
+    return head + code + _wrapped(tail, cols, "overlay")
 
 
 def _settings_text(model: Model) -> list[str]:

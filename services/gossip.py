@@ -59,7 +59,7 @@ from felund.protocol import (
 from felund.reconcile import ItemSet
 from felund.service import Runtime
 from felund.v1proto import MAX_READ_LINE
-from felund.wire import parse_message, to_wire
+from felund.wire import check_shape
 
 TICK_S = 0.2
 BACKOFF_MAX_S = 60.0
@@ -80,6 +80,7 @@ class Gossip:
         self.appenders = [AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL) for _ in range(2)]
         self.secrets: dict[str, str] = {}
         self.index: dict[str, ItemSet] = collections.defaultdict(ItemSet)
+        self.pending: set[str] = set()  # msg_ids sent to the store, not yet answered
         self.follower = Follower()
         self.sessions: dict[tuple[str, str], NativeSession] = {}  # (circle, peer node) -> live
         self.dialing: set[tuple[str, str]] = set()  # (circle, addr) being contacted
@@ -162,42 +163,62 @@ class Gossip:
         return out
 
     async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
-        """Check and store messages from a peer; PeerError (after storing the good
-        ones) if any was malformed, forged or of another circle."""
+        """Store messages from a peer; PeerError (after storing the good ones) if any
+        was malformed, forged or of another circle.
+
+        Checked once, by the store: here only their shape (check_shape: what the
+        index needs, and that the map can go on the bus), then they go to the
+        store as they came, which parses and authenticates every one before
+        storing it and answers each refusal with its kind, counted here as the
+        peer's bad input. The store is the only writer and must check whatever
+        it is given (relay-sync's messages too), so checking fully here as well
+        would be the same work twice (it was a third of this process's CPU in a
+        backlog). Trusting a check made here instead would let one buggy
+        producer put a bad row in the database.
+        """
         if len(raw_msgs) > MAX_MSGS_PER_FRAME:
             raise PeerError("frame", f"more than {MAX_MSGS_PER_FRAME} messages in one frame")
         problems: collections.Counter[str] = collections.Counter()
         fresh: list[dict[str, Any]] = []
-        index = self.index[link.circle_id]
+        index, pending = self.index[link.circle_id], self.pending
+        # Before the append: its stored event may arrive before its answer.
+        came = link.extra.get("came")
         for raw in raw_msgs:
             try:
-                msg = parse_message(raw)
+                msg_id, circle_id, _ = check_shape(raw)
             except InvalidMessage as exc:
                 problems[exc.kind] += 1
                 continue
-            if msg.circle_id != link.circle_id:
+            if circle_id != link.circle_id:
                 problems["other_circle"] += 1
-            elif msg.msg_id not in index:
-                fresh.append(to_wire(msg))
-        came = link.extra.get("came")
-        if came is not None:
-            # Before the append: its stored event may arrive before its answer.
-            for wire in fresh:
-                came[wire["msg_id"]] = None
+            elif msg_id not in index:
+                if came is not None:
+                    came[msg_id] = None
+                # Another session (or this frame) is storing it already: two peers
+                # sending one backlog would otherwise have every message appended
+                # twice. If that append fails, reconciliation brings it again.
+                if msg_id not in pending:
+                    pending.add(msg_id)
+                    fresh.append(raw)
         stored = 0
-        for i in range(0, len(fresh), MAX_POST_BATCH):
-            chunk = fresh[i : i + MAX_POST_BATCH]
-            appender = min(self.appenders, key=lambda c: c.busy)
-            answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
-            now = time.time()
-            for wire, result in zip(chunk, answer["results"], strict=True):
-                if result.startswith("rejected:"):
-                    problems[result.removeprefix("rejected:")] += 1
-                    continue
-                index.add(wire["created_ts"], wire["msg_id"])
-                if result == "stored":
-                    stored += 1
-                    metrics.DELIVERY_LATENCY.observe(max(0.0, now - wire["created_ts"]))
+        try:
+            for i in range(0, len(fresh), MAX_POST_BATCH):
+                chunk = fresh[i : i + MAX_POST_BATCH]
+                appender = min(self.appenders, key=lambda c: c.busy)
+                answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
+                now = time.time()
+                for raw, result in zip(chunk, answer["results"], strict=True):
+                    if result.startswith("rejected:"):
+                        problems[result.removeprefix("rejected:")] += 1
+                        continue
+                    # One by one: add_many re-sorts the whole index when the new
+                    # ids fall among the old ones, as a backlog's do.
+                    index.add(raw["created_ts"], raw["msg_id"])
+                    if result == "stored":
+                        stored += 1
+                        metrics.DELIVERY_LATENCY.observe(max(0.0, now - raw["created_ts"]))
+        finally:
+            pending.difference_update(raw["msg_id"] for raw in fresh)
         metrics.GOSSIP_MESSAGES.labels("in").inc(stored)
         if problems:
             for kind, n in problems.items():

@@ -49,7 +49,7 @@ import aiohttp
 
 from felund import __version__, crypto, ids, metrics, netaddr
 from felund.abus import AsyncRPCClient, AsyncSubscriber
-from felund.errors import RPCTimeout
+from felund.errors import InvalidMessage, RPCTimeout
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     OP_APPEND,
@@ -81,6 +81,7 @@ from felund.relay_protocol import (
     PAYLOAD_TOO_LARGE,
 )
 from felund.service import Runtime
+from felund.wire import check_shape
 
 TICK_S: Final = 0.2
 BACKOFF_INITIAL_S: Final = 1.0
@@ -422,26 +423,49 @@ class RelaySync:
             if not isinstance(msgs, list) or type(nxt) is not int or nxt < 0:
                 raise RelayError("bad_answer", "messages or next_cursor missing")
             self._ok("pull")
-            mine = [m for m in msgs if isinstance(m, dict) and m.get("circle_id") == c.circle_id]
+            mine, rejected = self._shaped(c, msgs)
             if mine:
                 result = await self.appender.call(OP_APPEND, {"origin": "relay", "msgs": mine})
-                stored = sum(1 for r in result["results"] if r == "stored")
-                self.pulled += stored
-                rejected = [r for r in result["results"] if r.startswith("rejected:")]
-                for r in rejected:
-                    metrics.BAD_INPUT.labels("relay", r.removeprefix("rejected:")).inc()
-                if rejected:
-                    self._warn(
-                        "relay.pull_rejected",
-                        relay=self.host,
-                        circle_hint=c.hint,
-                        count=len(rejected),
-                        reasons=sorted({r.removeprefix("rejected:") for r in rejected}),
-                    )
+                self.pulled += sum(1 for r in result["results"] if r == "stored")
+                rejected += [
+                    r.removeprefix("rejected:")
+                    for r in result["results"]
+                    if r.startswith("rejected:")
+                ]
+            for kind in rejected:
+                metrics.BAD_INPUT.labels("relay", kind).inc()
+            if rejected:
+                self._warn(
+                    "relay.pull_rejected",
+                    relay=self.host,
+                    circle_hint=c.hint,
+                    count=len(rejected),
+                    reasons=sorted(set(rejected)),
+                )
             if nxt != cursor:
                 cursor = await self.cursor("pull", c, nxt)
             if len(msgs) < DEFAULT_PAGE:
                 return cursor
+
+    @staticmethod
+    def _shaped(c: CircleSync, msgs: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The messages of ``c`` fit to hand to the store, and the kinds of those refused.
+
+        The store checks each one fully; this first look keeps out what could
+        not even cross the bus (a lone surrogate from a JSON escape would stop
+        this process at every pull, on the same page, for ever).
+        """
+        mine: list[dict[str, Any]] = []
+        refused: list[str] = []
+        for m in msgs:
+            try:
+                _, circle_id, _ = check_shape(m)
+            except InvalidMessage as exc:
+                refused.append(exc.kind)
+                continue
+            if circle_id == c.circle_id:
+                mine.append(m)
+        return mine, refused
 
     async def pull_loop(self, c: CircleSync) -> None:
         """Pull every poll interval (slower while the feed is up), and when the feed says."""

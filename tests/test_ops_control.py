@@ -120,3 +120,11 @@ def test_a_relay_invite_gives_a_node_without_a_relay_that_relay(ops: Ops) -> Non
 def test_a_protocol_relative_relay_invite_is_taken_as_https(ops: Ops) -> None:
     joined = _do(ops, OP_CIRCLE_JOIN, {"code": encode_invite(ids.new_secret(), "//relay.example")})
     assert joined.reply["relay_url"] == "https://relay.example"
+
+
+def test_an_invite_code_copied_over_line_breaks_still_joins(ops: Ops) -> None:
+    secret = ids.new_secret()
+    code = encode_invite(secret, "127.0.0.1:9999")
+    pasted = "  " + code[:40] + "\n" + code[40:80] + "\r\n  " + code[80:] + "\n"
+    joined = _do(ops, OP_CIRCLE_JOIN, {"code": pasted})
+    assert joined.reply["circle_id"] == ids.circle_id(secret)

@@ -9,15 +9,18 @@ tests check that gossip moved nothing.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,6 +250,79 @@ def test_a_clean_stop_and_a_left_circle_unregister_at_once(make_node, relay) -> 
     wait_for(lambda: deletes() == [ids.circle_hint(left)], what="the left circle unregistered")
     node.stop()
     assert sorted(deletes()) == sorted([ids.circle_hint(left), ids.circle_hint(kept)])
+
+
+class _RelayServing(http.server.BaseHTTPRequestHandler):
+    """Another implementation's relay, answering whatever page it was given as is."""
+
+    page = b""
+
+    def _answer(self, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/v1/messages"):
+            first = "cursor=0" in self.path
+            page = self.page if first else b'{"ok":true,"messages":[],"next_cursor":3}'
+            self._answer(page)
+        elif self.path.startswith("/v1/peers"):
+            self._answer(b'{"ok":true,"peers":[]}')
+        else:
+            self._answer(b'{"ok":false,"code":"NOT_FOUND"}', 404)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer(b'{"ok":true,"stored":0,"server_time":0,"expires_at":0}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_message_that_cannot_cross_the_bus_is_refused_and_the_rest_pulled(make_node) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RelayServing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = make_node(
+            "n",
+            FELUND_RELAY_URL=f"http://127.0.0.1:{server.server_address[1]}",
+            FELUND_RELAY_POLL_INTERVAL_S="0.5",
+        )
+        node.cli("init", "--bind", "127.0.0.1", "--name", "n")
+        invite = node.json("invite")
+        node.circle_id = invite["circle_id"]
+        secret = decode_invite(invite["code"]).secret
+        now = int(time.time())
+        good = []
+        for i, text in enumerate(("before", "after")):
+            msg = compose_message(
+                secret,
+                circle_id=node.circle_id,
+                channel_id="general",
+                author_node_id="web" + "0" * 21,
+                display_name="web",
+                text=text,
+                created_ts=now + i,
+                msg_id=ids.new_msg_id("web", now + i),
+                encrypt=False,
+            )
+            good.append(json.dumps(to_wire(msg)))
+        # A lone surrogate as a JSON escape: valid JSON, and no string the bus can carry.
+        poison = good[0].replace('"before"', '"\\ud800"')
+        poison = poison.replace(json.loads(good[0])["msg_id"], "e" * 32)
+        page = f'{{"ok":true,"messages":[{good[0]},{poison},{good[1]}],"next_cursor":3}}'
+        _RelayServing.page = page.encode()
+        node.start()
+        _wait_holding(node, ["after", "before"], timeout=30)
+        assert node.status()["services"][SVC_RELAY_SYNC]["restarts"] == 0
+        text = node.metrics()
+        assert metric_value(text, "felund_bad_input_total", source="relay", kind="format") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_cursor_op_is_durable(tmp_path: Path) -> None:

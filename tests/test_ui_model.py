@@ -586,6 +586,10 @@ def test_help_invite_settings_and_escape(store: UiStore, circle: str) -> None:
     store.drive(model, effects)
     code = store.handle(OP_INVITE, {"circle_id": circle}).reply["code"]
     assert code in screen_text(model, cols=200)  # wide enough for the code on one line
+    # Narrower, the code wraps with nothing added, so a copy of its lines is the code.
+    lines = screen_text(model, cols=80).splitlines()
+    pane = [line.split("\u2502", 1)[1] for line in lines if "\u2502" in line]
+    assert code in "".join(line.rstrip() for line in pane)
     model.on_key("F2")
     assert model.overlay is None
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from felund.wire import (
     MAX_TEXT_CHARS,
     WIRE_KEYS,
     WireMessage,
+    check_shape,
     compose_message,
     open_message,
     parse_message,
@@ -229,6 +231,39 @@ def test_enc_rejections(kind, detail, mutate):
 @pytest.mark.parametrize("obj", [None, [], "msg", 1, 1.5, True])
 def test_not_an_object(obj):
     expect("not_object", obj)
+
+
+SHAPE_CASES = [
+    *((plain_wire, *case) for case in PLAIN_REJECTIONS),
+    *((enc_wire, *case) for case in ENC_REJECTIONS),
+    (plain_wire, "format", "msg_id", _set("msg_id", "\ud800" * 8)),
+    (plain_wire, "format", "author_node_id", _set("author_node_id", "\udc00")),
+    (enc_wire, "enc", "enc.key_id", _enc("key_id", "k\ud800")),
+]
+
+
+@pytest.mark.parametrize(("base", "kind", "detail", "mutate"), SHAPE_CASES)
+def test_check_shape_refuses_only_what_parse_refuses_and_says_the_same(base, kind, detail, mutate):
+    wire = base()
+    mutate(wire)
+    expect(kind, wire, detail)
+    try:
+        check_shape(wire)
+    except InvalidMessage as exc:
+        assert (exc.kind, exc.detail) == (kind, detail)
+    else:
+        msgpack.packb(wire)  # what it lets through can go on the bus to the store
+
+
+@pytest.mark.parametrize("base", [plain_wire, enc_wire])
+def test_check_shape_gives_what_the_index_needs(base):
+    assert check_shape(base()) == (HEADER["msg_id"], CIRCLE, TS)
+
+
+@pytest.mark.parametrize("obj", [None, [], "msg", 1, 1.5, True])
+def test_check_shape_of_not_an_object(obj):
+    with pytest.raises(InvalidMessage, match="not_object"):
+        check_shape(obj)
 
 
 def test_non_string_key():
