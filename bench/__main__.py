@@ -13,8 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench import gossip, relay, relay_e2e, ui
@@ -22,22 +20,9 @@ from felund import ids
 from felund.bus import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
 from felund.service import load_context
-from felund.testing import FELUND, Node, free_port
+from felund.testing import FELUND, Node, running_node
 
 Row = tuple[str, str, str]
-
-
-@contextmanager
-def running_node(root: Path, name: str) -> Iterator[Node]:
-    """A started node with one circle."""
-    node = Node(root / name, FELUND_GOSSIP_PORT=str(free_port()))
-    node.cli("init", "--name", "bench")
-    node.start()
-    node.circle_id = node.json("invite")["circle_id"]
-    try:
-        yield node
-    finally:
-        node.stop()
 
 
 def bench_bus(node: Node, count: int, rate: float) -> Row:
@@ -160,7 +145,7 @@ def main() -> None:
     rows: list[Row] = []
     with (
         tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp,
-        running_node(Path(tmp), "node") as node,
+        running_node(Path(tmp) / "node", "bench") as node,
     ):
         rows += bench_idle(node, 10)
         rows.append(bench_bus(node, 200_000, 60_000))

@@ -33,8 +33,7 @@ from typing import Any
 from felund import crypto, ids
 from felund.relay_protocol import IncomingMessage, MessageBatch, compact_json
 from felund.relay_sqlite import SqliteRelayStore
-from felund.testing import free_port
-from felund.wire import compose_message, to_wire
+from felund.testing import free_port, wire_message
 
 Row = tuple[str, str, str]
 REPO = Path(__file__).resolve().parents[1]
@@ -52,22 +51,6 @@ def _secret(index: int) -> str:
     return f"{index:064x}"
 
 
-def _message(secret: str, circle_id: str, author: str, text: str) -> dict[str, Any]:
-    now = int(time.time())
-    msg = compose_message(
-        secret,
-        circle_id=circle_id,
-        channel_id="general",
-        author_node_id=author,
-        display_name="bench",
-        text=text,
-        created_ts=now,
-        msg_id=ids.new_msg_id(author, now),
-        encrypt=True,
-    )
-    return to_wire(msg)
-
-
 def seed(db: Path, total: int) -> None:
     """Store ``total`` messages over ``CIRCLES`` circles, as POSTs would."""
     store = SqliteRelayStore(db)
@@ -81,7 +64,9 @@ def seed(db: Path, total: int) -> None:
             for start in range(0, per_circle, 50):
                 batch = []
                 for n in range(start, min(start + 50, per_circle)):
-                    wire = _message(secret, circle_id, author, f"seeded message {n} " + "x" * 80)
+                    wire = wire_message(
+                        secret, author, f"seeded message {n} " + "x" * 80, name="bench"
+                    )
                     batch.append(IncomingMessage(wire["msg_id"], author, compact_json(wire)))
                 store.append(MessageBatch(hint, tuple(batch)))
     finally:
@@ -134,7 +119,9 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
         per_request = int(seconds * (5000 if batch == 1 else 300)) + 100  # more than fit in time
         for n in range(per_request):
             secret, cid = circles[n % CIRCLES]
-            msgs = [_message(secret, cid, author, f"load {n}.{i}") for i in range(batch)]
+            msgs = [
+                wire_message(secret, author, f"load {n}.{i}", name="bench") for i in range(batch)
+            ]
             body = {"circle_hint": ids.circle_hint(cid), "messages": msgs}
             bodies.append(compact_json(body).encode())
     # The first stored second of each seeded circle (1,000 messages, 100 a

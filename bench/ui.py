@@ -38,7 +38,7 @@ from felund import ids
 from felund.bus import Bus, RPCClient
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, OP_SNAPSHOT, SVC_BENCH
 from felund.service import load_context
-from felund.testing import FELUND, Node, free_port
+from felund.testing import FELUND, Node, running_node
 
 Row = tuple[str, str, str]
 COLS, ROWS = 100, 30
@@ -53,18 +53,6 @@ WAIT_S = 10.0
 def _percentiles(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
-
-
-@contextmanager
-def _node(root: Path) -> Iterator[Node]:
-    node = Node(root / "ui-node", FELUND_GOSSIP_PORT=str(free_port()))
-    node.cli("init", "--name", "bench", "--bind", "127.0.0.1")
-    node.start()
-    node.circle_id = node.json("invite")["circle_id"]
-    try:
-        yield node
-    finally:
-        node.stop()
 
 
 @contextmanager
@@ -262,7 +250,7 @@ def _redraw_child(out: Path) -> None:
 
 def bench_ui(root: Path) -> list[Row]:
     """Every ui benchmark, on one node."""
-    with _node(root) as node:
+    with running_node(root / "ui-node", "bench") as node:
         ctx = load_context(node.env)
         bus = Bus(ctx.layout, SVC_BENCH, ctx.config.bus)
         try:

@@ -82,8 +82,10 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
     reason = "client"
     try:
         now = int(time.time())
+        # Not the node's own, as live pushes are not: it has them, and a
+        # message it posts while this is read would otherwise come back.
         backlog = await relay.store.read(
-            relay.store.store.recent, hint, now - WS_BACKLOG_S, WS_BACKLOG_MAX
+            relay.store.store.recent, hint, now - WS_BACKLOG_S, WS_BACKLOG_MAX, node_id
         )
         m.MESSAGES_SERVED.labels("backlog").inc(len(backlog))
         sub.start(list(chunked_frames(backlog, now)) if backlog else [])

@@ -392,16 +392,16 @@ class SqliteRelayStore:
             server_time = rows[-1][1] - 1  # a v1 client re-reads that second: no skip
         return Page(payloads, server_time, rows[-1][0] if rows else cursor)
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int) -> list[str]:
-        """The newest messages stored since ``since_wall``, oldest first."""
+    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
+        """The newest messages stored since ``since_wall`` and not by ``not_by``, oldest first."""
         # stored_at >= stored_wall always, so the index range is a superset.
         rows = (
             self._reader()
             .execute(
                 "SELECT payload FROM (SELECT id, payload FROM messages"
-                "  WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ?"
+                "  WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
                 "  ORDER BY stored_at DESC, id DESC LIMIT ?) ORDER BY id",
-                (circle_hint, since_wall, since_wall, limit),
+                (circle_hint, since_wall, since_wall, not_by, limit),
             )
             .fetchall()
         )

@@ -153,8 +153,11 @@ class RelayStore(Protocol):
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """At most ``limit`` messages after the cursor, in cursor order."""
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int) -> list[str]:
-        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first."""
+    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
+        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first.
+
+        ``not_by`` leaves out one author's: a feed never sends a node its own messages.
+        """
 
     def add_signal(self, sig: SignalPost, now: int) -> int:
         """Store a call signal until ``now + ttl``; its id."""

@@ -18,6 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from felund import crypto, ids
+from felund.relay_client import signed_headers
+from felund.wire import compose_message, to_wire
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
@@ -44,6 +48,40 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def vector_cases() -> dict[str, list[Any]]:
+    """The cases of the shared v1 interop vectors ($FELUND_SHARED_DIR, else ../shared), by group."""
+    shared = Path(os.environ.get("FELUND_SHARED_DIR") or REPO.parent / "shared")
+    text = (shared / "vectors" / "felund-v1.json").read_text(encoding="utf-8")
+    cases: dict[str, list[Any]] = json.loads(text)["cases"]
+    return cases
+
+
+def wire_message(
+    secret: str,
+    author: str,
+    text: str,
+    *,
+    name: str = "tester",
+    channel: str = "general",
+    ts: int | None = None,
+    encrypt: bool = True,
+) -> dict[str, Any]:
+    """A message of the circle of ``secret`` as our node sends it (every v1 key), dated now."""
+    ts = int(time.time()) if ts is None else ts
+    msg = compose_message(
+        secret,
+        circle_id=ids.circle_id(secret),
+        channel_id=channel,
+        author_node_id=author,
+        display_name=name,
+        text=text,
+        created_ts=ts,
+        msg_id=ids.new_msg_id(author, ts),
+        encrypt=encrypt,
+    )
+    return to_wire(msg)
 
 
 class Node:
@@ -172,6 +210,19 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@contextlib.contextmanager
+def running_node(home: Path, name: str) -> Iterator[Node]:
+    """A started node (its own gossip port, on 127.0.0.1) with one circle; stopped at the end."""
+    node = Node(home, FELUND_GOSSIP_PORT=str(free_port()))
+    node.cli("init", "--name", name, "--bind", "127.0.0.1")
+    node.start()
+    node.circle_id = node.json("invite")["circle_id"]
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
 class Relay:
     """`felund relay serve` on a fixed port of 127.0.0.1, restartable on the same database."""
 
@@ -229,6 +280,26 @@ class Relay:
     def requests(self, path: str) -> list[dict[str, Any]]:
         lines = [json.loads(x) for x in self.log_text().splitlines() if x.startswith("{")]
         return [e for e in lines if e.get("event") == "http.request" and e.get("path") == path]
+
+
+PY_NODE = "pythonnode0001"  # Python's node in the relay tests: signed_call signs as it
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def signed_call(relay: Relay, secret: str, method: str, path: str, body: Any = None) -> Any:
+    """One signed call (``path`` after /v1, query included) as a node of the circle makes it.
+
+    urllib, never a proxy: in a browser test Playwright's asyncio loop owns the thread.
+    """
+    raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+    sign_path = path.partition("?")[0]
+    headers = signed_headers(crypto.api_signing_key(secret), PY_NODE, method, sign_path, raw)
+    headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(  # noqa: S310 - the loopback URL of a test relay
+        f"{relay.url}/v1{path}", data=raw or None, method=method, headers=headers
+    )
+    with _NO_PROXY.open(request, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 _TMUX_SERVERS = itertools.count()

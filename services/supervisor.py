@@ -213,23 +213,17 @@ class Supervisor:
             elif action.pid is not None:
                 sig = signal.SIGTERM if action.kind == "terminate" else signal.SIGKILL
                 child = self.table.children[action.name]
+                fields = {
+                    "child": action.name,
+                    "child_pid": action.pid,
+                    "reason": child.reason,
+                    "signal": sig.name,
+                }
                 if child.planned or not child.wanted:
-                    self.log.info(
-                        "child.stopping",
-                        child=action.name,
-                        child_pid=action.pid,
-                        reason=child.reason,
-                        signal=sig.name,
-                    )
+                    self.log.info("child.stopping", **fields)
                 elif not self.table.shutting_down:
                     metrics.HEARTBEATS_MISSED.labels(action.name).inc()
-                    self.log.warning(
-                        "child.unresponsive",
-                        child=action.name,
-                        child_pid=action.pid,
-                        reason=child.reason,
-                        signal=sig.name,
-                    )
+                    self.log.warning("child.unresponsive", **fields)
                 with contextlib.suppress(ProcessLookupError):  # gone already: _reap sees it
                     os.kill(action.pid, sig)
 

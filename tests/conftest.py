@@ -53,6 +53,15 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
 
 
 @pytest.fixture(scope="module")
+def web_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    """One relay for a module (it serves the app at /): each test makes circles of its own."""
+    server = Relay(tmp_path_factory.mktemp("web-relay"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian chromium through Playwright; skipped without it, failed under CI=true.
 

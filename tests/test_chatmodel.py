@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,8 @@ from felund.errors import RPCError
 from felund.ops import NodeInfo, Ops
 from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CHANNELS, OP_CONTROL, OP_POST, OP_WHO
 from felund.storage import Circle, Database
+from felund.testing import vector_cases
 from felund.wire import compose_message, to_wire
-
-_SHARED = os.environ.get("FELUND_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared"
-VECTORS = Path(_SHARED) / "vectors" / "felund-v1.json"
 
 AUTHORS = ("n1", "n2", "n3")
 KEYS = ("k-one", "k-two")
@@ -477,7 +474,7 @@ def test_event_text_is_compact_and_key_sorted() -> None:
 
 
 def test_the_spec_vectors_control_event_derives_channel_ops() -> None:
-    cases = json.loads(VECTORS.read_text(encoding="utf-8"))["cases"]["message_mac"]
+    cases = vector_cases()["message_mac"]
     control = [c["message"] for c in cases if c["message"]["channel_id"] == CONTROL_CHANNEL]
     assert len(control) == 1
     msg = control[0]

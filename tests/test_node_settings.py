@@ -12,7 +12,6 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,14 +46,6 @@ BAD_URLS = [
     "http://relay.example.org:http",
     "https://relay.example.org/" + "a" * 600,
 ]
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    server = Relay(tmp_path / "relay")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _node(make_node, name: str = "n", **env: str) -> Node:

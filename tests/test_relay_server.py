@@ -43,19 +43,13 @@ from felund.relay_protocol import (
     compact_json,
 )
 from felund.relay_sqlite import SqliteRelayStore
-from felund.testing import free_port
-from felund.wire import compose_message, open_message, parse_message, to_wire
+from felund.testing import free_port, vector_cases, wire_message
+from felund.wire import open_message, parse_message
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 TEST_TIMEOUT_S = 60.0
-VECTORS = json.loads(
-    (
-        Path(os.environ.get("FELUND_SHARED_DIR") or ROOT.parent / "shared")
-        / "vectors"
-        / "felund-v1.json"
-    ).read_text()
-)["cases"]
+VECTORS = vector_cases()
 _ADDRESSES = itertools.count(1)
 
 
@@ -176,23 +170,6 @@ def new_circle() -> Circle:
     secret = ids.new_secret()
     circle_id = ids.circle_id(secret)
     return Circle(secret, circle_id, ids.circle_hint(circle_id), crypto.api_signing_key(secret))
-
-
-def message(circle: Circle, author: str, text: str, *, encrypt: bool = True) -> dict[str, Any]:
-    """A message as our node sends it (every v1 key)."""
-    now = int(time.time())
-    msg = compose_message(
-        circle.secret,
-        circle_id=circle.id,
-        channel_id="general",
-        author_node_id=author,
-        display_name="tester",
-        text=text,
-        created_ts=now,
-        msg_id=ids.new_msg_id(author, now),
-        encrypt=encrypt,
-    )
-    return to_wire(msg)
 
 
 def browser_message(circle: Circle, author: str, text: str) -> dict[str, Any]:
@@ -471,7 +448,10 @@ async def test_an_outsider_cannot_register_into_a_pinned_circle_or_sign(relay: S
             401,
             "INVALID_SIGNATURE",
         )
-        post = {"circle_hint": circle.hint, "messages": [message(circle, outsider, "x")]}
+        post = {
+            "circle_hint": circle.hint,
+            "messages": [wire_message(circle.secret, outsider, "x")],
+        }
         assert_error(
             await c.signed(circle, "POST", "/v1/messages", body=post, key=own_key),
             401,
@@ -593,7 +573,7 @@ def test_signature_check_matches_the_spec_vectors() -> None:
 async def test_every_rejection_is_a_json_error(relay: Server) -> None:
     circle = new_circle()
     node = ids.new_node_id()
-    good = message(circle, node, "hello")
+    good = wire_message(circle.secret, node, "hello")
     async with aiohttp.ClientSession() as session:
         c = Client(session, relay)
 
@@ -607,7 +587,7 @@ async def test_every_rejection_is_a_json_error(relay: Server) -> None:
         assert_error(
             await post({"circle_hint": circle.hint, "messages": {}}), 400, "INVALID_REQUEST"
         )
-        batch = [message(circle, node, f"m{i}", encrypt=False) for i in range(51)]
+        batch = [wire_message(circle.secret, node, f"m{i}", encrypt=False) for i in range(51)]
         too_many = await post({"circle_hint": circle.hint, "messages": batch})
         assert_error(too_many, 400, "BATCH_TOO_LARGE")
         assert "50" in too_many.body["message"]
@@ -621,7 +601,7 @@ async def test_every_rejection_is_a_json_error(relay: Server) -> None:
             bad = await post({"circle_hint": circle.hint, "messages": [good, broken]})
             assert_error(bad, 400, "INVALID_MESSAGE")
             assert bad.body["message"].startswith("messages[1]")
-        other = message(new_circle(), node, "elsewhere")
+        other = wire_message(new_circle().secret, node, "elsewhere")
         assert_error(
             await post({"circle_hint": circle.hint, "messages": [other]}), 400, "CIRCLE_MISMATCH"
         )
@@ -674,8 +654,8 @@ async def test_requests_per_client_address_are_limited(tight_relay: Server) -> N
 async def test_messages_are_stored_once_and_keep_their_authenticator(relay: Server) -> None:
     circle = new_circle()
     node, browser = ids.new_node_id(), ids.new_node_id()
-    ours_enc = message(circle, node, "sealed by our node")
-    ours_mac = message(circle, node, "signed by our node", encrypt=False)
+    ours_enc = wire_message(circle.secret, node, "sealed by our node")
+    ours_mac = wire_message(circle.secret, node, "signed by our node", encrypt=False)
     theirs = browser_message(circle, browser, "from a browser")
     posted = [ours_enc, ours_mac, theirs]
     async with aiohttp.ClientSession() as session:
@@ -711,7 +691,7 @@ async def test_signed_message_calls_with_the_pinned_key(relay: Server) -> None:
     async with aiohttp.ClientSession() as session:
         c = Client(session, relay)
         await register(c, circle, node)
-        msg = message(circle, node, "signed post")
+        msg = wire_message(circle.secret, node, "signed post")
         body = {"circle_hint": circle.hint, "messages": [msg]}
         post = await c.signed(circle, "POST", "/v1/messages", body=body, node=node)
         assert post.status == 200 and post.body["stored"] == 1
@@ -723,7 +703,7 @@ async def test_signed_message_calls_with_the_pinned_key(relay: Server) -> None:
 
 async def _post_burst(c: Client, circle: Circle, count: int) -> list[str]:
     node = ids.new_node_id()
-    msgs = [message(circle, node, f"burst {i}", encrypt=False) for i in range(count)]
+    msgs = [wire_message(circle.secret, node, f"burst {i}", encrypt=False) for i in range(count)]
     for start in range(0, count, 50):
         answer = await c.call(
             "POST",
@@ -798,7 +778,7 @@ async def test_v1_paging_during_concurrent_posting_skips_nothing(relay: Server) 
         async def post() -> None:
             for round_ in range(30):
                 msgs = [
-                    message(circle, node, f"{round_}.{i}", encrypt=False)
+                    wire_message(circle.secret, node, f"{round_}.{i}", encrypt=False)
                     for i in range(random.randint(1, 50))
                 ]
                 answer = await poster.call(
@@ -838,7 +818,7 @@ async def test_feed_pushes_at_once_without_echo_and_sends_a_backlog(relay: Serve
     async with aiohttp.ClientSession() as session:
         c = Client(session, relay)
         ws_alice, ws_bob = await c.ws(circle, alice), await c.ws(circle, bob)
-        msg = message(circle, alice, "pushed")
+        msg = wire_message(circle.secret, alice, "pushed")
         started = time.monotonic()
         answer = await c.call(
             "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": [msg]},
@@ -852,7 +832,7 @@ async def test_feed_pushes_at_once_without_echo_and_sends_a_backlog(relay: Serve
         assert await frames(ws_alice, 0.3) == []  # not echoed to the poster
 
         # A node never gets its own messages pushed back, whoever forwards them.
-        forwarded = message(circle, bob, "bob's, forwarded by carol")
+        forwarded = wire_message(circle.secret, bob, "bob's, forwarded by carol")
         await c.call(
             "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": [forwarded]},
             headers={"X-Felund-Node": carol},
@@ -864,6 +844,11 @@ async def test_feed_pushes_at_once_without_echo_and_sends_a_backlog(relay: Serve
         ws_carol = await c.ws(circle, carol)
         backlog = await next_frame(ws_carol, "MESSAGES", timeout=2)
         assert [m["msg_id"] for m in backlog["messages"]] == [msg["msg_id"], forwarded["msg_id"]]
+        # ... but not its own: alice, back, gets only bob's.
+        ws_again = await c.ws(circle, alice)
+        backlog = await next_frame(ws_again, "MESSAGES", timeout=2)
+        assert [m["msg_id"] for m in backlog["messages"]] == [forwarded["msg_id"]]
+        await ws_again.close()
 
         # The client's PING is answered.
         await ws_carol.send_str('{"t":"PING"}')
@@ -920,7 +905,8 @@ async def test_require_signatures_refuses_unsigned_calls(strict_relay: Server) -
         c = Client(session, strict_relay)
         body = {
             "circle_hint": circle.hint,
-            "messages": [message(circle, node, "needs a signature")],
+            # Another member's: the feed sends a node no message of its own.
+            "messages": [wire_message(circle.secret, ids.new_node_id(), "needs a signature")],
         }
         assert_error(await c.call("POST", "/v1/messages", body=body), 401, "SIGNATURE_REQUIRED")
         assert_error(await c.call("GET", "/v1/messages", params=params), 401, "SIGNATURE_REQUIRED")
@@ -1081,7 +1067,7 @@ async def test_request_logs_and_metrics_hold_no_secrets_or_contents(relay: Serve
     async with aiohttp.ClientSession() as session:
         c = Client(session, relay)
         await register(c, circle, node)
-        msg = message(circle, node, text, encrypt=False)
+        msg = wire_message(circle.secret, node, text, encrypt=False)
         body = {"circle_hint": circle.hint, "messages": [msg]}
         raw = compact_json(body).encode()
         headers = {**sign(circle.key, "POST", "/messages", raw), "X-Felund-Node": node}

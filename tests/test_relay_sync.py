@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,6 @@ from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for
 from felund.wire import compose_message, open_message, parse_message, to_wire
 
 UNREACHABLE_HOST = "127.0.0.2"  # loopback, but nothing listens there
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    server = Relay(tmp_path / "relay")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _node(make_node, name: str, relay: Relay, **env: str) -> Node:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ def get(relay: Relay, path: str, method: str = "GET") -> tuple[int, dict[str, st
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-@pytest.fixture(scope="module")
-def web_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    server = Relay(tmp_path_factory.mktemp("relay-web"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_root_is_the_app_with_a_strict_csp(web_relay: Relay) -> None:

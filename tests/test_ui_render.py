@@ -176,20 +176,26 @@ def test_time_is_local() -> None:
     assert text_of(ui_pane.format_msg(msg, 40)[0]) == "22:13 bob: hi"
 
 
+@pytest.fixture
+def formatted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The msg_id of every message ui_pane.format_msg wraps during the test, in order."""
+    calls: list[str] = []
+    real = ui_pane.format_msg
+
+    def counting(msg: Msg, cols: int) -> list[Line]:
+        calls.append(msg.msg_id)
+        return real(msg, cols)
+
+    monkeypatch.setattr(ui_pane, "format_msg", counting)
+    return calls
+
+
 def test_a_long_message_is_wrapped_once_then_drawn_from_the_cache(
-    store: UiStore, circle: str, monkeypatch: pytest.MonkeyPatch
+    store: UiStore, circle: str, formatted: list[str]
 ) -> None:
     model = started(store)
     long = store.bob_says(99, text="word " * 1600)  # 8000 characters: the most a message has
     model.on_chat_msg_stored([long])
-    formatted = []
-    real = ui_pane.format_msg
-
-    def counting(msg: Msg, cols: int) -> list[Line]:
-        formatted.append(msg.msg_id)
-        return real(msg, cols)
-
-    monkeypatch.setattr(ui_pane, "format_msg", counting)
     check_screen(render(model, 40, 120), 40, 120)
     assert formatted.count(long["msg_id"]) == 1
     check_screen(render(model, 40, 120), 40, 120)
@@ -198,18 +204,10 @@ def test_a_long_message_is_wrapped_once_then_drawn_from_the_cache(
     assert formatted.count(long["msg_id"]) == 2  # a new width wraps anew
 
 
-def test_drawing_wraps_only_what_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drawing_wraps_only_what_is_visible(formatted: list[str]) -> None:
     pane = Pane()
     for i in range(5000):
         pane.add(Msg(f"{i:032x}", BOB, "bob", T0 + i, f"message {i}", store_seq=i + 1), ME)
-    formatted = []
-    real = ui_pane.format_msg
-
-    def counting(msg: Msg, cols: int) -> list[Line]:
-        formatted.append(msg.msg_id)
-        return real(msg, cols)
-
-    monkeypatch.setattr(ui_pane, "format_msg", counting)
     assert len(pane.visible(20, 60)) == 20
     assert len(formatted) == 20
     pane.scroll_up(19, 20, 60)

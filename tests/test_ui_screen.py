@@ -17,7 +17,7 @@ import pytest
 
 from felund.home import NodeLock
 from felund.service import load_context
-from felund.testing import FELUND, Node, Tmux, free_port, wait_for
+from felund.testing import FELUND, Node, Tmux, running_node, wait_for
 from services.ui import LOG_MAX_BYTES
 
 pytestmark = pytest.mark.slow
@@ -36,14 +36,8 @@ Attach = Callable[..., Tmux]
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One running node (alice, one circle) for the tests that only add their own
     messages and check for them: a node start is most of a test's time."""
-    node = Node(tmp_path_factory.mktemp("ui") / "node", FELUND_GOSSIP_PORT=str(free_port()))
-    node.cli("init", "--name", "alice", "--bind", "127.0.0.1")
-    node.start()
-    node.circle_id = node.json("invite")["circle_id"]
-    try:
+    with running_node(tmp_path_factory.mktemp("ui") / "node", "alice") as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture

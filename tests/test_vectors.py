@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,18 +10,10 @@ import pytest
 from felund import crypto, ids
 from felund.errors import InviteError
 from felund.invite import Invite, decode_invite, encode_invite
+from felund.testing import vector_cases
 from felund.wire import compose_message, open_message, parse_message, to_wire
 
-
-def _shared_dir() -> Path:
-    override = os.environ.get("FELUND_SHARED_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared"
-
-
-VECTORS_PATH = _shared_dir() / "vectors" / "felund-v1.json"
-CASES: dict[str, list[Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))["cases"]
+CASES = vector_cases()
 
 COVERED = {
     "circle_id",

@@ -9,21 +9,26 @@ code carries the secret).
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from felund import chatmodel, crypto, ids
+from felund import chatmodel, ids
 from felund.invite import decode_invite, encode_invite
-from felund.relay_client import signed_headers
-from felund.testing import Node, Relay, browser_missing, wait_for
-from felund.wire import compose_message, open_message, parse_message, to_wire
+from felund.testing import (
+    PY_NODE,
+    Node,
+    Relay,
+    browser_missing,
+    signed_call,
+    wait_for,
+    wire_message,
+)
+from felund.wire import open_message, parse_message
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
@@ -33,15 +38,6 @@ SYNC_T = 30.0  # s: the bound of waits on a node
 
 if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
     from playwright.sync_api import expect
-
-
-@pytest.fixture(scope="module")
-def web_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    """One relay for the module (it serves the app at /): each test makes circles of its own."""
-    server = Relay(tmp_path_factory.mktemp("web-relay"))
-    server.start()
-    yield server
-    server.stop()
 
 
 class Peer:
@@ -62,20 +58,18 @@ class Peer:
     # -- setup -------------------------------------------------------------
 
     def create(self, name: str, circle: str) -> None:
-        p = self.page
-        expect(p.locator("#setup")).to_be_visible(timeout=T)
-        p.fill("#setup-name", name)
-        p.fill("#setup-circle", circle)
-        p.click("#setup-create")
-        self.wait_chat()
-        expect(p.locator("#hdr-circle")).to_have_text(circle, timeout=T)
+        self._set_up(name, "circle", circle, "create")
+        expect(self.page.locator("#hdr-circle")).to_have_text(circle, timeout=T)
 
     def join(self, name: str, code: str) -> None:
+        self._set_up(name, "code", code, "join")
+
+    def _set_up(self, name: str, field: str, value: str, button: str) -> None:
         p = self.page
         expect(p.locator("#setup")).to_be_visible(timeout=T)
         p.fill("#setup-name", name)
-        p.fill("#setup-code", code)
-        p.click("#setup-join")
+        p.fill(f"#setup-{field}", value)
+        p.click(f"#setup-{button}")
         self.wait_chat()
 
     def wait_chat(self) -> None:
@@ -482,28 +476,10 @@ def test_phone_screen_and_keyboard_only(open_peer, tmp_path: Path) -> None:
     other.no_errors()
 
 
-PY_NODE = "pythonnode0001"
-LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-
-
-def _relay_call(relay: Relay, secret: str, method: str, path: str, body: Any = None) -> Any:
-    """One signed relay call, as a node of the circle makes it."""
-    raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-    headers = signed_headers(
-        crypto.api_signing_key(secret), PY_NODE, method, path.partition("?")[0], raw
-    )
-    headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(
-        f"{relay.url}/v1{path}", data=raw or None, method=method, headers=headers
-    )
-    with LOCAL.open(request, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def _control_events(relay: Relay, secret: str) -> list[chatmodel.ControlEvent]:
     circle = ids.circle_id(secret)
     hint = ids.circle_hint(circle)
-    answer = _relay_call(relay, secret, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500")
+    answer = signed_call(relay, secret, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500")
     events = []
     for raw in answer["messages"]:
         m = parse_message(raw)
@@ -530,25 +506,20 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
         {"channel_id": "club", "access_mode": "invite"},
     ]
     wires = [
-        to_wire(
-            compose_message(
-                secret,
-                circle_id=ids.circle_id(secret),
-                channel_id="__control",
-                author_node_id=PY_NODE,
-                display_name="py",
-                text=chatmodel.event_text(
-                    {"t": "CHANNEL_EVT", "op": "create", "actor_node_id": PY_NODE, **fields}
-                ),
-                created_ts=ahead,
-                msg_id=ids.new_msg_id(PY_NODE, ahead),
-                encrypt=True,
-            )
+        wire_message(
+            secret,
+            PY_NODE,
+            chatmodel.event_text(
+                {"t": "CHANNEL_EVT", "op": "create", "actor_node_id": PY_NODE, **fields}
+            ),
+            name="py",
+            channel="__control",
+            ts=ahead,
         )
         for fields in made
     ]
     body = {"circle_hint": ids.circle_hint(ids.circle_id(secret)), "messages": wires}
-    assert _relay_call(web_relay, secret, "POST", "/messages", body)["stored"] == 3
+    assert signed_call(web_relay, secret, "POST", "/messages", body)["stored"] == 3
     expect(web.channel_button("pub")).to_have_count(1, timeout=T)  # the page has the creates
 
     errors = web.page.locator("#messages .notice-error")

@@ -13,22 +13,19 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from felund import __version__, chatmodel, crypto, ids
-from felund.relay_client import signed_headers
-from felund.testing import Relay, free_port
-from felund.wire import compose_message, open_message, parse_message, to_wire
+from felund import __version__, chatmodel, ids
+from felund.testing import PY_NODE, Relay, free_port, signed_call, wire_message
+from felund.wire import open_message, parse_message
 
 pytestmark = pytest.mark.slow
 
 SECRET_A = "5a" * 32
 WAIT_MS = 20_000
-LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
 SETUP = """
 async (o) => {
@@ -179,39 +176,11 @@ def _wait_texts(page: Any, count: int, timeout_ms: int = WAIT_MS) -> None:
 
 
 # --- Python's side: a signed client of the same circle -------------------------------------------
-def _compose(secret: str, texts: list[str], node: str = "pythonnode0001") -> list[dict[str, Any]]:
-    circle = ids.circle_id(secret)
-    now = int(time.time())
+def _compose(secret: str, texts: list[str]) -> list[dict[str, Any]]:
     return [
-        to_wire(
-            compose_message(
-                secret,
-                circle_id=circle,
-                channel_id="general",
-                author_node_id=node,
-                display_name="py",
-                text=text,
-                created_ts=now,
-                msg_id=ids.new_msg_id(node, now),
-                encrypt=i % 2 == 0,  # both kinds
-            )
-        )
+        wire_message(secret, PY_NODE, text, name="py", encrypt=i % 2 == 0)  # both kinds
         for i, text in enumerate(texts)
     ]
-
-
-def _call(
-    relay: Relay, secret: str, method: str, path: str, *, query: str = "", body: Any = None
-) -> Any:
-    """One signed relay call from Python (urllib: Playwright's loop owns this thread)."""
-    raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-    headers = signed_headers(crypto.api_signing_key(secret), "pythonnode0001", method, path, raw)
-    headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(
-        f"{relay.url}/v1{path}{query}", data=raw or None, method=method, headers=headers
-    )
-    with LOCAL.open(request, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def _post(relay: Relay, secret: str, wires: list[dict[str, Any]]) -> int:
@@ -219,7 +188,7 @@ def _post(relay: Relay, secret: str, wires: list[dict[str, Any]]) -> int:
     stored = 0
     for i in range(0, len(wires), 50):
         body = {"circle_hint": hint, "messages": wires[i : i + 50]}
-        stored += _call(relay, secret, "POST", "/messages", body=body)["stored"]
+        stored += signed_call(relay, secret, "POST", "/messages", body)["stored"]
     return stored
 
 
@@ -228,8 +197,9 @@ def _pull_all(relay: Relay, secret: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cursor = 0
     while True:
-        query = f"?circle_hint={hint}&cursor={cursor}&limit=500"
-        page = _call(relay, secret, "GET", "/messages", query=query)
+        page = signed_call(
+            relay, secret, "GET", f"/messages?circle_hint={hint}&cursor={cursor}&limit=500"
+        )
         out += page["messages"]
         if len(page["messages"]) < 500:
             return out
@@ -512,20 +482,11 @@ def test_control_events_are_dated_after_the_newest_known_one(new_page, strict_re
         "op": "create",
         "channel_id": "x",
         "access_mode": "public",
-        "actor_node_id": "pythonnode0001",
+        "actor_node_id": PY_NODE,
     }
-    wire = compose_message(
-        secret,
-        circle_id=ids.circle_id(secret),
-        channel_id="__control",
-        author_node_id="pythonnode0001",
-        display_name="py",
-        text=chatmodel.event_text(create),
-        created_ts=ahead,
-        msg_id=ids.new_msg_id("pythonnode0001", ahead),
-        encrypt=True,
-    )
-    assert _post(strict_relay, secret, [to_wire(wire)]) == 1
+    text = chatmodel.event_text(create)
+    wire = wire_message(secret, PY_NODE, text, name="py", channel="__control", ts=ahead)
+    assert _post(strict_relay, secret, [wire]) == 1
     _wait_texts(page, 1)
     got = page.evaluate(CONTROL_ORDER)
     # Every control event sorts with or after the node's create; a chat message keeps its time.

@@ -82,6 +82,22 @@ export function normalizeRelayUrl(url) {
 const PROBE_TIMEOUT_MS = 4000;
 
 /**
+ * A relay's answer body: its JSON object (null for anything else) and its error code ("" if none).
+ * @param {string} text
+ * @returns {{answer: Object | null, code: string}}
+ */
+function readAnswer(text) {
+  let answer = null;
+  try {
+    answer = loads(text);
+  } catch {
+    answer = null;
+  }
+  if (!isObject(answer)) return { answer: null, code: "" };
+  return { answer, code: typeof answer.code === "string" ? answer.code.slice(0, 40) : "" };
+}
+
+/**
  * Whether a relay answers: the unsigned GET /v1/health (the spec signs no
  * health check: it names no circle, so any page may ask before it has one).
  * @param {string} baseUrl a relay URL (normalizeRelayUrl's forms)
@@ -105,14 +121,8 @@ export async function probeRelay(baseUrl, { timeoutMs = PROBE_TIMEOUT_MS } = {})
   } catch (e) {
     throw new RelayDown(e?.name === "TimeoutError" ? "the relay did not answer in time" : "the relay cannot be reached");
   }
-  let answer = null;
-  try {
-    answer = loads(text);
-  } catch {
-    answer = null;
-  }
-  if (response.status !== 200 || !isObject(answer) || answer.ok !== true) {
-    const code = isObject(answer) && typeof answer.code === "string" ? answer.code.slice(0, 40) : "";
+  const { answer, code } = readAnswer(text);
+  if (response.status !== 200 || answer === null || answer.ok !== true) {
     // 502 for a 200 that is no health answer: something else lives at that address.
     const status = response.status === 200 ? 502 : response.status;
     throw new RelayError(status, code, `no felund relay answers at ${base} (HTTP ${response.status})`);
@@ -198,16 +208,10 @@ export class RelayClient {
     } finally {
       clearTimeout(timer);
     }
-    let answer = null;
-    try {
-      answer = loads(text);
-    } catch {
-      answer = null;
-    }
-    if (response.status !== 200 || !isObject(answer) || answer.ok !== true) {
-      const code = isObject(answer) && typeof answer.code === "string" ? answer.code.slice(0, 40) : "";
+    const { answer, code } = readAnswer(text);
+    if (response.status !== 200 || answer === null || answer.ok !== true) {
       const message =
-        isObject(answer) && typeof answer.message === "string"
+        answer !== null && typeof answer.message === "string"
           ? answer.message.slice(0, 300)
           : `the relay answered HTTP ${response.status}`;
       if (code === "EXPIRED_TIMESTAMP" && !retried && (await this._learnClock())) {
