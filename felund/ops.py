@@ -315,9 +315,10 @@ class Ops:
             return self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
         state = self.state(circle.circle_id)
         # Events fold in created_ts order and this one is checked against every
-        # event known: it must not sort before them (a clock behind a peer's),
-        # or it would be stored and yet have no effect.
-        created_ts = max(created_ts, state.newest_ts)
+        # event known: it must sort after them, or it could be stored and yet
+        # have no effect (a clock behind a peer's), or land in one second with
+        # another and sort either way (by msg_id). The browser does the same.
+        created_ts = max(created_ts, state.newest_ts + 1)
         trial = copy.deepcopy(state)
         problem = chatmodel.apply(
             trial, chatmodel.ControlEvent(msg_id, self.node.node_id, created_ts, text)

@@ -80,7 +80,7 @@ def test_a_join_from_a_clock_behind_the_creator_still_counts(ops: Ops) -> None:
     _do(ops, OP_CONTROL, _join_body(circle, "dev", now))
     assert _member(ops, circle, "dev")
     stored = ops.db.control_events(circle, CONTROL_CHANNEL)
-    assert max(row[2] for row in stored) == now + 120  # stamped no earlier than the create
+    assert max(row[2] for row in stored) == now + 121  # dated after the create
 
 
 def test_a_retried_control_request_is_answered_as_stored(ops: Ops) -> None:
@@ -128,3 +128,25 @@ def test_an_invite_code_copied_over_line_breaks_still_joins(ops: Ops) -> None:
     pasted = "  " + code[:40] + "\n" + code[40:80] + "\r\n  " + code[80:] + "\n"
     joined = _do(ops, OP_CIRCLE_JOIN, {"code": pasted})
     assert joined.reply["circle_id"] == ids.circle_id(secret)
+
+
+def test_renames_in_one_second_end_with_the_last(ops: Ops) -> None:
+    circle = _do(ops, OP_CIRCLE_CREATE, {"name": "c"}).reply["circle_id"]
+    now = int(time.time())
+    for i in range(8):  # one clock second: ordered by msg_id alone, 8 would rarely end in order
+        _do(
+            ops,
+            OP_CONTROL,
+            {
+                "circle_id": circle,
+                "msg_id": ids.new_msg_id(ME, now),
+                "created_ts": now,
+                "event": {
+                    "t": "CHANNEL_EVT",
+                    "op": "rename",
+                    "actor_node_id": ME,
+                    "display_name": f"me {i}",
+                },
+            },
+        )
+    assert ops.state(circle).names[ME] == "me 7"

@@ -13,10 +13,12 @@
 //   posts; the outbox is retried on every tick until the relay acknowledges.
 //   Nothing is posted before a registration succeeded: the first one pins the
 //   circle's signing key at the relay, which verifies every post against it.
-// - sendControl() dates an event no earlier than the newest control event
-//   known here: events are folded in created_ts order, so one sorted before
-//   what it depends on (a join before its channel's create, written by a
-//   clock that runs ahead) would be stored but have no effect.
+// - sendControl() dates an event after the newest control event known here
+//   (now, or a second after it): events are folded in created_ts order, so
+//   one sorted before what it depends on (a join before its channel's
+//   create, written by a clock that runs ahead) would be stored but have no
+//   effect, and one in the same second as another of ours could sort either
+//   way (by msg_id). The node's store follows the same rule.
 
 import { CONTROL_CHANNEL, InvalidMessage, checkChannelId, checkText, composeMessage, openMessage } from "./wire.js";
 import { eventText } from "./chatmodel.js";
@@ -183,8 +185,8 @@ export class CircleSync {
 
   /**
    * Send a control event (chatmodel) on the __control channel, dated
-   * max(now, newest created_ts among the circle's known control events) so
-   * that it folds after everything it was checked against.
+   * max(now, newest created_ts among the circle's known control events + 1)
+   * so that it folds after everything it was checked against.
    * @param {object} event e.g. {t: "CHANNEL_EVT", op: "create", ...}
    * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
    */
@@ -195,7 +197,7 @@ export class CircleSync {
       for (const m of known) this._noteControl(m);
     }
     const now = Math.floor(Date.now() / 1000);
-    return this._send(CONTROL_CHANNEL, eventText(event), Math.max(now, this._controlTs));
+    return this._send(CONTROL_CHANNEL, eventText(event), Math.max(now, this._controlTs + 1));
   }
 
   _noteControl(m) {
