@@ -25,11 +25,11 @@ import pytest
 
 from felund import ids
 from felund.errors import RPCError
-from felund.invite import decode_invite
+from felund.invite import decode_invite, encode_invite
 from felund.ops import NodeInfo, Ops
 from felund.protocol import OP_CURSOR, SVC_RELAY_SYNC
 from felund.storage import Database
-from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for
+from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for, wire_message
 from felund.wire import compose_message, open_message, parse_message, to_wire
 
 UNREACHABLE_HOST = "127.0.0.2"  # loopback, but nothing listens there
@@ -201,6 +201,42 @@ def test_a_browser_client_and_the_node_see_each_others_messages(make_node, relay
         return [open_message(secret, node.circle_id, parse_message(m)).text for m in got]
 
     wait_for(lambda: "from the node" in browser_sees(), what="the node's message at the relay")
+
+
+def test_a_node_without_a_relay_takes_the_relay_of_a_browser_circle(make_node, relay) -> None:
+    node = make_node(
+        "n", FELUND_RELAY_POLL_INTERVAL_S="0.5", FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2"
+    )
+    node.cli("init", "--bind", "127.0.0.1", "--name", "n")
+    node.start()
+    assert SVC_RELAY_SYNC not in node.status()["services"]
+    # A circle made in a browser: its code names the relay, where its messages are.
+    secret = ids.new_secret()
+    node.circle_id = ids.circle_id(secret)
+    body = {
+        "circle_hint": ids.circle_hint(node.circle_id),
+        "messages": [wire_message(secret, "browser" + "0" * 17, "from the browser")],
+    }
+    req = urllib.request.Request(
+        f"{relay.url}/v1/messages",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read())["stored"] == 1
+    joined = node.cli("join", "--code", encode_invite(secret, relay.url))
+    assert f"the relay {relay.url}" in joined.stderr
+    _wait_holding(node, ["from the browser"], timeout=30)
+    assert node.status()["services"][SVC_RELAY_SYNC]["state"] == "running"
+    node.cli("send", "--circle-id", node.circle_id, "from the node")
+    wait_for(
+        lambda: any(
+            e["status"] == 200
+            for e in relay.requests("/v1/messages")
+            if e["method"] == "POST" and e["signed"]
+        ),
+        what="the node's message pushed to the relay",
+    )
 
 
 def test_api_base_sets_the_relay_url(make_node, relay) -> None:
