@@ -138,6 +138,7 @@ class Supervisor:
                 f"cannot listen for peers on {gossip.bind}:{gossip.port}: {exc.strerror}"
             ) from None
         self.gossip_addr = "{}:{}".format(*self.gossip_sock.getsockname()[:2])
+        self._serve_metrics()  # here, like the gossip socket: a busy port is one line at start
         self.stop_requested = False
         self.ready = False
         self._next_watchdog = 0.0
@@ -146,7 +147,6 @@ class Supervisor:
         """Run the node until SIGTERM/SIGINT; the exit status."""
         proxy = Proxy(self.bus)
         proxy.start()
-        self._serve_metrics()
         self.pub = self.bus.publisher()
         logs.publish_to(self.pub.publish)
         sub = self.bus.subscriber(TOPIC_HEARTBEAT, TOPIC_SETTINGS_CHANGED)
@@ -202,7 +202,13 @@ class Supervisor:
             return
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        server, _ = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+        try:
+            server, _ = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {cfg.bind}:{cfg.port}: {exc.strerror} "
+                "(metrics.port in the config, or FELUND_METRICS_PORT)"
+            ) from None
         host = cfg.bind if ":" not in cfg.bind else f"[{cfg.bind}]"
         self.metrics_url = f"http://{host}:{server.server_port}/metrics"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 
@@ -138,6 +139,21 @@ def test_bad_config_is_one_line(make_node) -> None:
     n.home.mkdir()
     (n.home / "felund.toml").write_text("[store]\nsynchronous = 'sometimes'\n")
     _assert_one_line_error(n.cli("run", check=False), "store.synchronous")
+
+
+def test_busy_ports_are_one_line(make_node) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        n = make_node("metrics", FELUND_METRICS_BIND="127.0.0.1", FELUND_METRICS_PORT=port)
+        n.cli("init", "--bind", "127.0.0.1")
+        _assert_one_line_error(
+            n.cli("run", check=False), f"cannot serve metrics on 127.0.0.1:{port}"
+        )
+        n = make_node("gossip", FELUND_GOSSIP_PORT=port)
+        n.cli("init", "--bind", "127.0.0.1")
+        _assert_one_line_error(
+            n.cli("run", check=False), f"cannot listen for peers on 127.0.0.1:{port}"
+        )
 
 
 def test_send_stdin_skips_blank_lines_and_refuses_bad_ones(node: Node) -> None:
