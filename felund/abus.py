@@ -83,3 +83,10 @@ class AsyncSubscriber:
             got = self._sub.accept(await self._sock.recv_multipart())
             if got is not None:
                 return got
+
+    async def recv_from(self, service: str) -> Received:
+        """The next event published by ``service`` whose body is a map (others are skipped)."""
+        while True:
+            got = await self.recv()
+            if isinstance(got.frame.body, dict) and got.frame.header.src == service:
+                return got

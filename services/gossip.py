@@ -138,10 +138,8 @@ class Gossip:
     async def follow(self, sub: AsyncSubscriber) -> None:
         """Apply the store's events for as long as the process runs."""
         while True:
-            got = await sub.recv()
+            got = await sub.recv_from(SVC_STORE)
             frame, body = got.frame, got.frame.body
-            if not isinstance(body, dict) or frame.header.src != SVC_STORE:
-                continue
             if frame.topic == TOPIC_MSG_STORED and isinstance(body.get("msgs"), list):
                 if got.missed:
                     self.follower.syncing = True

@@ -395,18 +395,34 @@ class RelaySync:
 
     async def push_loop(self, c: CircleSync) -> None:
         """Push what is new, when woken by a stored message or every poll interval."""
-        cursor = await self._retrying("push", c, lambda: self.cursor("push", c))
+        await self._cursor_loop(
+            "push", c, self.push_pending, c.push_now, lambda: self.cfg.poll_interval_s
+        )
+
+    async def _cursor_loop(
+        self,
+        op: str,
+        c: CircleSync,
+        step: Callable[[CircleSync, int], Awaitable[int]],
+        wake: asyncio.Event,
+        interval: Callable[[], float],
+    ) -> None:
+        """Run ``step`` from the durable cursor ``op`` when woken or every ``interval()``.
+
+        A relay or store failure backs off; the cursor only moves as ``step`` says.
+        """
+        cursor = await self._retrying(op, c, lambda: self.cursor(op, c))
         backoff = Backoff()
         while True:
-            c.push_now.clear()
+            wake.clear()
             try:
-                cursor = await self.push_pending(c, cursor)
+                cursor = await step(c, cursor)
             except (RelayError, RPCTimeout) as exc:
-                await asyncio.sleep(backoff.next(self._failed("push", c, exc)))
+                await asyncio.sleep(backoff.next(self._failed(op, c, exc)))
                 continue
             backoff.reset()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(c.push_now.wait(), self.cfg.poll_interval_s)
+                await asyncio.wait_for(wake.wait(), interval())
 
     # --- pull ---------------------------------------------------------------
     async def pull(self, c: CircleSync, cursor: int) -> int:
@@ -469,23 +485,12 @@ class RelaySync:
 
     async def pull_loop(self, c: CircleSync) -> None:
         """Pull every poll interval (slower while the feed is up), and when the feed says."""
-        cursor = await self._retrying("pull", c, lambda: self.cursor("pull", c))
-        backoff = Backoff()
-        while True:
-            c.pull_now.clear()
-            try:
-                cursor = await self.pull(c, cursor)
-            except (RelayError, RPCTimeout) as exc:
-                await asyncio.sleep(backoff.next(self._failed("pull", c, exc)))
-                continue
-            backoff.reset()
-            wait = (
-                max(FEED_SLOW_POLL_S, self.cfg.poll_interval_s)
-                if c.feed_up
-                else self.cfg.poll_interval_s
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(c.pull_now.wait(), wait)
+
+        def interval() -> float:
+            poll = self.cfg.poll_interval_s
+            return max(FEED_SLOW_POLL_S, poll) if c.feed_up else poll
+
+        await self._cursor_loop("pull", c, self.pull, c.pull_now, interval)
 
     async def feed_loop(self, c: CircleSync) -> None:
         """Keep the WebSocket feed open; every frame of messages triggers a pull."""
@@ -547,10 +552,8 @@ class RelaySync:
     async def follow(self, sub: AsyncSubscriber) -> None:
         """Wake pushes on stored messages; reload circles when they change."""
         while True:
-            got = await sub.recv()
+            got = await sub.recv_from(SVC_STORE)
             frame, body = got.frame, got.frame.body
-            if not isinstance(body, dict) or frame.header.src != SVC_STORE:
-                continue
             if frame.topic == TOPIC_MSG_STORED and isinstance(body.get("msgs"), list):
                 woken = {
                     r.get("circle_id")

@@ -108,6 +108,12 @@ class Target:
         found: Frame = wait_for(find, timeout=10, what=f"log {event} {fields}")
         return found
 
+    def wait_refused_handshakes(self, kind: str, count: int, **log_fields: Any) -> Frame:
+        """``count`` handshakes refused for ``kind``: counted as bad input, as sessions, logged."""
+        self.wait_value(BAD, count, source="gossip", kind=kind)
+        self.wait_value(SESSIONS, count, protocol="handshake", outcome=kind)
+        return self.wait_log(f"peer.{kind}", **log_fields)
+
     def gossip_pid(self) -> tuple[int, int]:
         gossip = self.node.status()["services"]["gossip"]
         return gossip["pid"], gossip["restarts"]
@@ -393,9 +399,7 @@ def test_garbage_first_line_is_refused(fresh: Target, members) -> None:
             addrs.append(conn.addr)
             conn.send_raw(line)
             assert conn.wait_closed() == b""  # no answer, just the close
-    fresh.wait_value(BAD, len(lines), source="gossip", kind="garbage")
-    fresh.wait_value(SESSIONS, len(lines), protocol="handshake", outcome="garbage")
-    event = fresh.wait_log("peer.garbage", level="warning")
+    event = fresh.wait_refused_handshakes("garbage", len(lines), level="warning")
     assert event["peer"] in addrs
     assert_syncs(fresh, members(fresh.secret_hex))
 
@@ -409,9 +413,7 @@ def test_endless_first_line_is_cut_at_the_limit(fresh: Target, members) -> None:
         conn.wait_closed(timeout=3.0)
         assert time.monotonic() - started < 3.0
         addr = conn.addr
-    fresh.wait_value(BAD, 1, source="gossip", kind="too_long")
-    fresh.wait_value(SESSIONS, 1, protocol="handshake", outcome="too_long")
-    fresh.wait_log("peer.too_long", peer=addr)
+    fresh.wait_refused_handshakes("too_long", 1, peer=addr)
     assert_syncs(fresh, members(fresh.secret_hex))
 
 
@@ -434,9 +436,7 @@ def test_wrong_frame_types_in_the_handshake(fresh: Target, members) -> None:
         conn.expect("CHALLENGE")
         conn.send({"t": "PEERS", "circle_id": fresh.circle_id, "peers": []})  # not HELLO_AUTH
         assert conn.wait_closed() == b""
-    fresh.wait_value(BAD, 2, source="gossip", kind="unexpected")
-    fresh.wait_value(SESSIONS, 2, protocol="handshake", outcome="unexpected")
-    event = fresh.wait_log("peer.unexpected", peer=first)
+    event = fresh.wait_refused_handshakes("unexpected", 2, peer=first)
     assert "HELLO" in event["detail"]
     assert_syncs(fresh, member)
 
@@ -448,9 +448,7 @@ def test_wrong_token_gets_auth_failed(fresh: Target, members) -> None:
         assert answer == {"t": "ERROR", "err": "Auth failed"}
         assert conn.wait_closed() == b""
         addr = conn.addr
-    fresh.wait_value(BAD, 1, source="gossip", kind="auth")
-    fresh.wait_value(SESSIONS, 1, protocol="handshake", outcome="auth")
-    fresh.wait_log("peer.auth", peer=addr)
+    fresh.wait_refused_handshakes("auth", 1, peer=addr)
     assert_syncs(fresh, member)
 
 
@@ -461,9 +459,7 @@ def test_hello_for_unknown_circle_gets_unknown_circle_id(fresh: Target, members)
         assert answer == {"t": "ERROR", "err": "Unknown circle_id"}
         assert conn.wait_closed() == b""
         addr = conn.addr
-    fresh.wait_value(BAD, 1, source="gossip", kind="unknown_circle")
-    fresh.wait_value(SESSIONS, 1, protocol="handshake", outcome="unknown_circle")
-    fresh.wait_log("peer.unknown_circle", peer=addr)
+    fresh.wait_refused_handshakes("unknown_circle", 1, peer=addr)
     assert_syncs(fresh, members(fresh.secret_hex))
 
 
@@ -482,9 +478,7 @@ def test_replayed_handshake_fails(fresh: Target, members) -> None:
         assert conn.recv() == {"t": "ERROR", "err": "Auth failed"}
         assert conn.wait_closed() == b""
         addr = conn.addr
-    fresh.wait_value(BAD, 1, source="gossip", kind="auth")
-    fresh.wait_value(SESSIONS, 1, protocol="handshake", outcome="auth")
-    fresh.wait_log("peer.auth", peer=addr)
+    fresh.wait_refused_handshakes("auth", 1, peer=addr)
     assert_syncs(fresh, member)
 
 
@@ -756,9 +750,7 @@ def test_silent_peer_is_closed_after_the_handshake_timeout(fresh: Target, member
         waited = time.monotonic() - started
         addr = conn.addr
     assert HANDSHAKE_TIMEOUT_S - 1 <= waited <= HANDSHAKE_TIMEOUT_S + 5
-    fresh.wait_value(BAD, 1, source="gossip", kind="timeout")
-    fresh.wait_value(SESSIONS, 1, protocol="handshake", outcome="timeout")
-    fresh.wait_log("peer.timeout", peer=addr)
+    fresh.wait_refused_handshakes("timeout", 1, peer=addr)
     assert_syncs(fresh, member)
 
 
