@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import gossip, relay, relay_e2e, ui
+from bench import gossip, print_table, relay, relay_e2e, ui
 from felund import ids
 from felund.bus import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
@@ -158,11 +158,7 @@ def main() -> None:
         rows += relay_e2e.bench_relay_e2e(Path(tmp))
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
     rows += ui.main()  # its own node: `felund ui` on a pty; redraw with 10k messages
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'benchmark':<{width}} | result | notes |")
-    print(f"|{'-' * (width + 2)}|---|---|")
-    for name, value, notes in rows:
-        print(f"| {name:<{width}} | {value} | {notes} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import print_table
 from felund import crypto, ids
 from felund.relay_protocol import IncomingMessage, MessageBatch, compact_json
 from felund.relay_sqlite import SqliteRelayStore
@@ -281,11 +282,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     rows = bench_relay(getattr(args, "messages", 100_000), seconds=getattr(args, "seconds", 10.0))
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'benchmark':<{width}} | result | notes |")
-    print(f"|{'-' * (width + 2)}|---|---|")
-    for name, value, notes in rows:
-        print(f"| {name:<{width}} | {value} | {notes} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

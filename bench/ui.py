@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench import print_table
 from felund import ids
 from felund.bus import Bus, RPCClient
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, OP_SNAPSHOT, SVC_BENCH
@@ -273,5 +274,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["redraw"]:
         _redraw_child(Path(sys.argv[2]))
     else:
-        for name, value, notes in main():
-            print(f"| {name} | {value} | {notes} |")
+        print_table(main())
