@@ -136,7 +136,9 @@ def setup(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per record (PrintLogger writes the newline apart): children share
+        # the node's stderr, which PYTHONUNBUFFERED makes unbuffered.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,7 @@ from felund import logs
 from felund.bus import Bus, Subscriber
 from felund.protocol import SVC_GOSSIP, SVC_SUPERVISOR, TOPIC_HEARTBEAT, TOPIC_LOG
 from felund.service import load_context
-from felund.testing import Node, metric_value, wait_for
+from felund.testing import REPO, Node, metric_value, wait_for
 
 
 def _bus(node: Node, name: str) -> Bus:
@@ -162,3 +164,37 @@ def test_gossip_heartbeat_counts_peers(make_node) -> None:
         wait_for(lambda: peers() == 0, what="a's gossip to say peers 0 once b is gone")
     finally:
         bus.close()
+
+
+_WRITER = """
+import sys
+from felund import logs
+log = logs.setup(sys.argv[1], fmt="json")
+for i in range(int(sys.argv[2])):
+    log.info("burst", i=i, pad="x" * 200)
+"""
+
+
+def test_records_of_processes_sharing_one_unbuffered_stderr_stay_whole(tmp_path) -> None:
+    """A node's children share its stderr, often unbuffered (PYTHONUNBUFFERED=1 is common
+    in units): each record must reach it in one write, or two processes' lines merge."""
+    path, writers, per = tmp_path / "shared.log", 4, 1500
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with path.open("ab") as out:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WRITER, f"w{n}", str(per)],
+                stderr=out,
+                stdout=out,
+                env=env,
+                cwd=REPO,
+            )
+            for n in range(writers)
+        ]
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # a merged line does not parse
+    assert len(records) == writers * per
+    for n in range(writers):
+        assert sorted(r["i"] for r in records if r["service"] == f"w{n}") == list(range(per))
