@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +35,6 @@ SESSION_NONCE_HEX_LEN = 32
 _MSG_INFO = b"felund-msg-v1"
 _SESSION_INFO = b"felund-session-v1"
 _API_INFO = b"api-v1"
-_B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def _hmac_hex(key: bytes, data: str | bytes) -> str:
@@ -57,10 +55,12 @@ def _hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
 
 
 def _b64decode(value: object) -> bytes:
-    if not isinstance(value, str) or _B64_RE.fullmatch(value) is None:
+    if not isinstance(value, str):
         raise AuthError("bad base64")
     try:
-        return base64.b64decode(value, validate=True)
+        # Refuses what b64decode(validate=True) refuses (a test holds this), in one
+        # pass in C rather than two regular expressions and a copy.
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise AuthError("bad base64") from None
 

@@ -17,6 +17,10 @@ class GossipHost(Protocol):
         """Wire messages held among ``msg_ids``."""
         ...
 
+    async def fetch_packed(self, msg_ids: list[str]) -> list[bytes]:
+        """As ``fetch``, packed (``wire.pack_wire``)."""
+        ...
+
     async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
         """Check and store messages from a peer; the number newly stored."""
         ...

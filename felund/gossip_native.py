@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
-
-import msgpack
 
 from felund import metrics, nativeproto, v1proto
 from felund.errors import InvalidMessage, PeerError
@@ -36,9 +35,10 @@ class BoundedSet(collections.OrderedDict[str, None]):
         super().__init__()
         self.limit = limit
 
-    def __setitem__(self, key: str, value: None) -> None:
-        super().__setitem__(key, value)
-        if len(self) > self.limit:
+    def add_all(self, keys: Iterable[str]) -> None:
+        """Add keys (a frame's worth at once: this runs for every message received)."""
+        self.update(dict.fromkeys(keys))
+        for _ in range(len(self) - self.limit):
             self.popitem(last=False)
 
 
@@ -66,9 +66,15 @@ class NativeSession:
 
     # --- sending ------------------------------------------------------------
     def _enqueue(self, frame: dict[str, Any]) -> None:
+        self._queue(lambda channel: channel.seal(frame))
+
+    def _enqueue_msgs(self, packed: list[bytes]) -> None:
+        self._queue(lambda channel: channel.seal_msgs(packed))
+
+    def _queue(self, seal: Callable[[nativeproto.Channel], bytes]) -> None:
         assert self.link.channel is not None
         try:
-            data = self.link.channel.seal(frame)
+            data = seal(self.link.channel)
         except ValueError as exc:  # a frame of ours over the cap: a bug, end the session
             raise PeerError("local_frame", str(exc)) from None
         self.queue.append(data)
@@ -82,17 +88,18 @@ class NativeSession:
         await self.room.wait()
         self._enqueue(frame)
 
-    def push(self, wires: list[dict[str, Any]]) -> None:
-        """Queue new messages without waiting; a peer too slow for them is dropped."""
+    def push(self, packed: list[bytes]) -> None:
+        """Queue new messages (``wire.pack_wire``) without waiting; a peer too slow for
+        them is dropped."""
         if self.closed:
             return
         if self.queued >= QUEUE_BYTES:
             metrics.BUS_DROPPED.labels("gossip", "slow_peer").inc()
             self.close()
             return
-        for chunk in _chunks(wires):
-            self._enqueue({"t": "MSGS", "msgs": chunk})
-        metrics.GOSSIP_MESSAGES.labels("out").inc(len(wires))
+        for chunk in nativeproto.msgs_chunks(packed):
+            self._enqueue_msgs(chunk)
+        metrics.GOSSIP_MESSAGES.labels("out").inc(len(packed))
 
     async def _write_loop(self) -> None:
         writer = self.link.writer
@@ -196,31 +203,14 @@ class NativeSession:
         # What we lack (step.need) is what the peer holds that we lack: its own
         # step lists it under "have" and sends it. Asking too would double it.
         # Nor is it pushed to this peer when another peer's copy is stored first.
-        for msg_id in step.need:
-            self.came[msg_id] = None
+        self.came.add_all(step.need)
         if step.have:
             await self._send_messages(step.have)
 
     async def _send_messages(self, msg_ids: list[str]) -> None:
         for i in range(0, len(msg_ids), FETCH_CHUNK):
-            wires = await self.host.fetch(msg_ids[i : i + FETCH_CHUNK])
-            for chunk in _chunks(wires):
-                await self.send({"t": "MSGS", "msgs": chunk})
-            metrics.GOSSIP_MESSAGES.labels("out").inc(len(wires))
-
-
-def _chunks(wires: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Split messages into MSGS frames of about ``MAX_MSGS_BYTES`` each."""
-    chunks: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
-    size = 0
-    for wire in wires:
-        n = len(msgpack.packb(wire))
-        if current and size + n > nativeproto.MAX_MSGS_BYTES:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(wire)
-        size += n
-    if current:
-        chunks.append(current)
-    return chunks
+            packed = await self.host.fetch_packed(msg_ids[i : i + FETCH_CHUNK])
+            for chunk in nativeproto.msgs_chunks(packed):
+                await self.room.wait()
+                self._enqueue_msgs(chunk)
+            metrics.GOSSIP_MESSAGES.labels("out").inc(len(packed))

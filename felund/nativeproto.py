@@ -24,6 +24,11 @@ MAX_MSGS_BYTES = 512 * 1024  # a MSGS frame is cut at about this much wire JSON
 HEADER = struct.Struct(">I")
 FRAME_TYPES = ("PEERS", "RECON", "MSGS", "PING", "PONG", "BYE")
 _TO_SERVER, _TO_CLIENT = b"c2s\x00", b"s2c\x00"
+_PACKER = msgpack.Packer()
+# {"t": "MSGS", "msgs": [...]} up to the array's header, for Channel.seal_msgs.
+_MSGS_HEAD = b"".join(
+    (_PACKER.pack_map_header(2), _PACKER.pack("t"), _PACKER.pack("MSGS"), _PACKER.pack("msgs"))
+)
 
 
 class Channel:
@@ -37,9 +42,17 @@ class Channel:
 
     def seal(self, frame: dict[str, Any]) -> bytes:
         """The bytes of one frame, length prefix included."""
+        return self._seal(msgpack.packb(frame))
+
+    def seal_msgs(self, packed: list[bytes]) -> bytes:
+        """A MSGS frame of messages packed already (``wire.pack_wire``), as ``seal`` would
+        make it of their dicts: msgpack is concatenative, so each is packed only once."""
+        return self._seal(_MSGS_HEAD + _PACKER.pack_array_header(len(packed)) + b"".join(packed))
+
+    def _seal(self, plain: bytes) -> bytes:
         nonce = self._out + self._sent.to_bytes(8, "big")
         self._sent += 1
-        sealed = self._aead.encrypt(nonce, msgpack.packb(frame), None)
+        sealed = self._aead.encrypt(nonce, plain, None)
         if len(sealed) > MAX_FRAME:
             raise ValueError(f"frame of {len(sealed)} bytes exceeds {MAX_FRAME}")
         return HEADER.pack(len(sealed)) + sealed
@@ -59,6 +72,22 @@ class Channel:
         if not isinstance(frame, dict) or frame.get("t") not in FRAME_TYPES:
             raise PeerError("frame", "not a frame of the native protocol")
         return frame
+
+
+def msgs_chunks(packed: list[bytes]) -> list[list[bytes]]:
+    """Split packed messages into MSGS frames of about ``MAX_MSGS_BYTES`` each."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in packed:
+        if current and size + len(item) > MAX_MSGS_BYTES:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def frame_length(header: bytes) -> int:

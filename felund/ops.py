@@ -556,10 +556,13 @@ class Ops:
         )
 
     def fetch(self, body: dict[str, Any]) -> Outcome:
-        """The wire form of messages by msg_id (those held; unknown ids are skipped)."""
+        """The wire form of messages by msg_id (those held; unknown ids are skipped),
+        packed (``wire.pack_wire``) when ``packed`` is true."""
         msg_ids = _get(body, "msg_ids", list)
         if len(msg_ids) > MAX_POST_BATCH or not all(isinstance(m, str) for m in msg_ids):
             raise RPCError(ERR_BAD_REQUEST, f"msg_ids must be up to {MAX_POST_BATCH} strings")
+        if _get(body, "packed", bool, False):
+            return Outcome({"msgs": self.db.packed_wire_of(msg_ids)})
         return Outcome({"msgs": self.db.wire_of(msg_ids)})
 
     def cursor(self, body: dict[str, Any]) -> Outcome:
@@ -634,6 +637,6 @@ def _stored_row(
         "text": text,
         "origin": origin,
     }
-    if origin == "local" or msg.created_ts >= time.time() - PUSH_FRESH_S:
+    if origin == "local" or (origin != "gossip" and msg.created_ts >= time.time() - PUSH_FRESH_S):
         row["wire"] = to_wire(msg)
     return row

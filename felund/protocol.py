@@ -86,8 +86,10 @@ ERR_INTERNAL: Final = "internal"
 MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append
 MAX_SNAPSHOT_PAGE: Final = 2000
 # chat.msg.stored events carry a message's wire form (for gossip to push on)
-# when it is this node's, or a peer's younger than this: older ones are a
-# backlog, which reconciliation spreads, and events stay small while one loads.
+# when it is this node's, or one younger than this from relay-sync: older ones
+# are a backlog, which reconciliation spreads, and events stay small while one
+# loads. Gossip pushes on what its own peers sent once the store took it, so
+# its rows never carry the wire form (decoding it was a tenth of its CPU).
 PUSH_FRESH_S: Final = 300.0
 MAX_CURSOR_KEY: Final = 128  # characters of a store.cursor key
 DEFAULT_CHANNEL: Final = "general"

@@ -119,6 +119,7 @@ _MOD: Final = 1 << 256
 _KIND: Final = "recon"
 _MAX_BUCKETS: Final = 1024
 _MAX_LIST_THRESHOLD: Final = 1024
+_MERGE_AFTER: Final = 256  # add_many re-sorts once splicing would move this many sets' worth
 
 
 def _fail(detail: str) -> NoReturn:
@@ -177,9 +178,9 @@ class ItemSet:
 
     def add(self, ts: int, msg_id: str) -> bool:
         """Add one item; False if msg_id is already present. Raises ValueError if malformed."""
-        _check_item(ts, msg_id)
-        if msg_id in self._ts:
+        if msg_id in self._ts:  # first: most adds are of ids already known
             return False
+        _check_item(ts, msg_id)
         key = (ts, msg_id)
         i = bisect_left(self._keys, key)
         self._keys.insert(i, key)
@@ -206,9 +207,23 @@ class ItemSet:
         sha256, from_bytes = hashlib.sha256, int.from_bytes
         hashes = [from_bytes(sha256(m.encode()).digest(), "little") for _, m in new]
         first = bisect_left(self._keys, new[0])
-        if first == len(self._keys):  # all after the current items: append
-            self._keys.extend(new)
-            self._hashes.extend(hashes)
+        # new[among:] sort after every current item; each run of the others is
+        # spliced in where it belongs, a memmove of the items after it. Syncs
+        # bring runs (a range at a time) or ids near the end (a store's order):
+        # only moving many times the whole set costs more than re-sorting it.
+        keys = self._keys
+        among = bisect_left(new, keys[-1]) if keys else 0
+        places = [bisect_left(keys, key) for key in new[:among]]
+        if sum(len(keys) - p for p in set(places)) <= _MERGE_AFTER * len(keys):
+            end = among
+            while end:  # the last run first: the places of earlier runs stay right
+                start = bisect_left(places, places[end - 1], 0, end)
+                at = places[start]
+                keys[at:at] = new[start:end]
+                self._hashes[at:at] = hashes[start:end]
+                end = start
+            keys.extend(new[among:])
+            self._hashes.extend(hashes[among:])
         else:  # two sorted runs: timsort merges them in O(n)
             pairs = sorted(zip(self._keys + new, self._hashes + hashes, strict=True))
             self._keys = [p[0] for p in pairs]

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from felund.wire import WireMessage, to_wire
+from felund.wire import WireMessage, pack_wire, to_wire
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -168,7 +168,7 @@ class Database:
                     display_name,
                     msg.created_ts,
                     text,
-                    msgpack.packb(to_wire(msg)),
+                    pack_wire(to_wire(msg)),
                     origin,
                     stored_ts,
                 )
@@ -186,8 +186,11 @@ class Database:
 
     def wire_of(self, msg_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The wire form of the messages held among ``msg_ids``, in store order."""
-        rows = sorted(self._where_msg_id_in("store_seq, wire", list(msg_ids)))
-        return [msgpack.unpackb(r[1]) for r in rows]
+        return [msgpack.unpackb(b) for b in self.packed_wire_of(msg_ids)]
+
+    def packed_wire_of(self, msg_ids: Sequence[str]) -> list[bytes]:
+        """As ``wire_of``, packed (``wire.pack_wire``) as they are kept."""
+        return [r[1] for r in sorted(self._where_msg_id_in("store_seq, wire", list(msg_ids)))]
 
     def _where_msg_id_in(self, columns: str, msg_ids: list[str]) -> list[tuple[Any, ...]]:
         found: list[tuple[Any, ...]] = []

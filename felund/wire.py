@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
+import msgpack
+
 from felund.crypto import (
     ENC_ALG,
     NONCE_LEN,
@@ -43,6 +45,7 @@ MAX_CIPHERTEXT_CHARS = 4 * math.ceil((_MAX_PLAINTEXT + TAG_LEN) / 3)
 _NONCE_B64_CHARS = 4 * math.ceil(NONCE_LEN / 3)
 
 _ENC_KEYS = ("alg", "key_id", "nonce", "ciphertext")
+_ENC_KEY_SET = frozenset(_ENC_KEYS)
 _REQUIRED = ("msg_id", "circle_id", "author_node_id", "created_ts")
 
 _MSG_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -178,7 +181,7 @@ def _check_enc(value: object) -> dict[str, str] | None:
         return None
     if not isinstance(value, dict):
         raise InvalidMessage("type", "enc")
-    if len(value) != len(_ENC_KEYS) or any(k not in value for k in _ENC_KEYS):
+    if value.keys() != _ENC_KEY_SET:
         raise InvalidMessage("enc", "enc keys")
     if value["alg"] != ENC_ALG:
         raise InvalidMessage("enc", "enc.alg")
@@ -339,6 +342,11 @@ def to_wire(msg: WireMessage) -> dict[str, Any]:
         "schema_version": msg.schema_version,
         "enc": None if msg.enc is None else dict(msg.enc),
     }
+
+
+def pack_wire(wire: dict[str, Any]) -> bytes:
+    """A wire message as msgpack: the form the store keeps and native MSGS frames carry."""
+    return msgpack.packb(wire)
 
 
 def compose_message(

@@ -50,6 +50,7 @@ from felund.protocol import (
     OP_PEERS,
     OP_PEERS_ADD,
     OP_SNAPSHOT,
+    PUSH_FRESH_S,
     SVC_GOSSIP,
     SVC_STORE,
     TOPIC_CIRCLE_CHANGED,
@@ -59,7 +60,7 @@ from felund.protocol import (
 from felund.reconcile import ItemSet
 from felund.service import Runtime
 from felund.v1proto import MAX_READ_LINE
-from felund.wire import check_shape
+from felund.wire import check_shape, pack_wire
 
 TICK_S = 0.2
 BACKOFF_MAX_S = 60.0
@@ -114,8 +115,11 @@ class Gossip:
         self._apply_stored(self.follower.finish_snapshot())
 
     def _index_rows(self, rows: list[dict[str, Any]]) -> None:
+        by_circle: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
         for r in rows:
-            self.index[r["circle_id"]].add(r["created_ts"], r["msg_id"])
+            by_circle[r["circle_id"]].append((r["created_ts"], r["msg_id"]))
+        for circle_id, items in by_circle.items():
+            self.index[circle_id].add_many(items)
 
     def _apply_stored(self, rows: list[dict[str, Any]]) -> None:
         """Messages newly stored: index them, push them to connected peers."""
@@ -128,12 +132,24 @@ class Gossip:
             if "wire" in r:
                 by_circle[r["circle_id"]].append(r["wire"])
             local |= r.get("origin") == "local"
-        for (circle_id, _), session in list(self.sessions.items()):
-            if circle_id in by_circle:
-                # Not back to the peer it came from.
-                session.push([w for w in by_circle[circle_id] if w["msg_id"] not in session.came])
+        for circle_id, wires in by_circle.items():
+            self._push(circle_id, wires)
         if local:
             self.wake.set()  # v1 peers have no push: give them a round now
+
+    def _push(self, circle_id: str, wires: list[dict[str, Any]]) -> None:
+        """Send stored messages to the circle's connected native peers, but not back to
+        a peer they came from."""
+        packed: dict[str, bytes] = {}  # each packed once, for however many peers
+        for (session_circle, _), session in list(self.sessions.items()):
+            if session_circle == circle_id:
+                out = []
+                for w in wires:
+                    if w["msg_id"] not in session.came:
+                        if w["msg_id"] not in packed:
+                            packed[w["msg_id"]] = pack_wire(w)
+                        out.append(packed[w["msg_id"]])
+                session.push(out)
 
     async def follow(self, sub: AsyncSubscriber) -> None:
         """Apply the store's events for as long as the process runs."""
@@ -160,6 +176,14 @@ class Gossip:
             out.extend(answer["msgs"])
         return out
 
+    async def fetch_packed(self, msg_ids: list[str]) -> list[bytes]:
+        """Wire messages held among ``msg_ids``, packed (``wire.pack_wire``)."""
+        out: list[bytes] = []
+        for i in range(0, len(msg_ids), MAX_POST_BATCH):
+            chunk = msg_ids[i : i + MAX_POST_BATCH]
+            out.extend((await self.rpc.call(OP_FETCH, {"msg_ids": chunk, "packed": True}))["msgs"])
+        return out
+
     async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
         """Store messages from a peer; PeerError (after storing the good ones) if any
         was malformed, forged or of another circle.
@@ -179,8 +203,7 @@ class Gossip:
         problems: collections.Counter[str] = collections.Counter()
         fresh: list[dict[str, Any]] = []
         index, pending = self.index[link.circle_id], self.pending
-        # Before the append: its stored event may arrive before its answer.
-        came = link.extra.get("came")
+        unknown = []
         for raw in raw_msgs:
             try:
                 msg_id, circle_id, _ = check_shape(raw)
@@ -190,33 +213,43 @@ class Gossip:
             if circle_id != link.circle_id:
                 problems["other_circle"] += 1
             elif msg_id not in index:
-                if came is not None:
-                    came[msg_id] = None
+                unknown.append(msg_id)
                 # Another session (or this frame) is storing it already: two peers
                 # sending one backlog would otherwise have every message appended
                 # twice. If that append fails, reconciliation brings it again.
                 if msg_id not in pending:
                     pending.add(msg_id)
                     fresh.append(raw)
-        stored = 0
+        # Not to be pushed back to this peer, however and whenever we store them.
+        came = link.extra.get("came")
+        if came is not None:
+            came.add_all(unknown)
+        stored, push = 0, []
         try:
             for i in range(0, len(fresh), MAX_POST_BATCH):
                 chunk = fresh[i : i + MAX_POST_BATCH]
                 appender = min(self.appenders, key=lambda c: c.busy)
                 answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
                 now = time.time()
+                fresh_since = now - PUSH_FRESH_S
+                held = []
                 for raw, result in zip(chunk, answer["results"], strict=True):
                     if result.startswith("rejected:"):
                         problems[result.removeprefix("rejected:")] += 1
                         continue
-                    # One by one: add_many re-sorts the whole index when the new
-                    # ids fall among the old ones, as a backlog's do.
-                    index.add(raw["created_ts"], raw["msg_id"])
+                    held.append((raw["created_ts"], raw["msg_id"]))
                     if result == "stored":
                         stored += 1
                         metrics.DELIVERY_LATENCY.observe(max(0.0, now - raw["created_ts"]))
+                        if raw["created_ts"] >= fresh_since:
+                            push.append(raw)
+                index.add_many(held)
         finally:
             pending.difference_update(raw["msg_id"] for raw in fresh)
+        # Stored, so pushing on loses nothing if this process dies now (the store's
+        # event does not carry gossip's own messages: protocol.PUSH_FRESH_S).
+        if push:
+            self._push(link.circle_id, push)
         metrics.GOSSIP_MESSAGES.labels("in").inc(stored)
         if problems:
             for kind, n in problems.items():

@@ -64,6 +64,32 @@ def test_v1_peer_dials_our_node(make_node, peers) -> None:
     assert result.encrypted
 
 
+def test_a_message_from_a_v1_client_is_pushed_on_to_native_peers(make_node, peers) -> None:
+    """B takes a message from a v1 client (which has no listening port, so only B has it)
+    and pushes it to C at once: C dials only at start and reconciles once an hour."""
+    slow = {
+        "FELUND_GOSSIP_ROUND_INTERVAL_S": "3600",
+        "FELUND_GOSSIP_ANTI_ENTROPY_INTERVAL_S": "3600",
+    }
+    secret = secrets.token_hex(32)
+    b, circle = _node(make_node, encode_invite(secret, ""))
+    c = make_node("c", **slow)
+    c.cli("init", "--bind", "127.0.0.1", "--name", "c")
+    c.cli("join", "--code", b.cli("invite", "--circle-id", circle).stdout.strip())
+    c.start()
+    b.cli("send", "--circle-id", circle, "before")
+    wait_for(lambda: "before" in _texts(c, circle), what="c's session with b")
+    sent = metric_value(b.metrics(), "felund_gossip_messages_total", direction="out") or 0
+    v1 = V1Peer(secret)
+    peers.append(v1)
+    v1.post("from the v1 client")
+    result = v1.sync_with("127.0.0.1", int(b.env["FELUND_GOSSIP_PORT"]))
+    assert result.ok, result.error
+    wait_for(lambda: "from the v1 client" in _texts(c, circle), timeout=10, what="the push to c")
+    # "before" to the v1 client, and the push to c: not back to the client it came from.
+    assert metric_value(b.metrics(), "felund_gossip_messages_total", direction="out") == sent + 2
+
+
 def test_v1_history_arrives_newest_first_in_fitting_frames(make_node, peers) -> None:
     v1 = V1Peer(secrets.token_hex(32))
     peers.append(v1)

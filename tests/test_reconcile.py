@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import time
 from typing import Any
@@ -112,6 +113,32 @@ def test_fingerprints_match_a_naive_computation_while_items_arrive(adds, queries
         assert s.count(lo, hi) == len(s.ids(lo, hi))
     bulk = ItemSet(adds)
     assert bulk.fingerprint(MIN_BOUND, MAX_BOUND) == s.fingerprint(MIN_BOUND, MAX_BOUND)
+
+
+@given(st.lists(items, max_size=60), st.lists(st.integers(0, 60), max_size=6))
+def test_add_many_in_batches_matches_the_naive_set(adds, cuts) -> None:
+    """Runs spliced in among the items, appended after them, or all re-sorted: the same set."""
+    s = ItemSet()
+    bounds = [0, *sorted(cuts), len(adds)]
+    seen: dict[str, int] = {}
+    for lo, hi in itertools.pairwise(bounds):
+        s.add_many(adds[lo:hi])
+        for ts, m in adds[lo:hi]:
+            seen.setdefault(m, ts)
+        flat = sorted((ts, m) for m, ts in seen.items())
+        assert s.ids(MIN_BOUND, MAX_BOUND) == [m for _, m in flat]
+        for k in range(0, len(flat), 7):
+            assert s.fingerprint(MIN_BOUND, flat[k]) == naive_fingerprint(flat, MIN_BOUND, flat[k])
+
+
+def test_add_many_of_a_big_scattered_batch_re_sorts_and_stays_right() -> None:
+    rng = random.Random(7)
+    all_items = [(rng.randrange(1000), f"{rng.getrandbits(64):016x}") for _ in range(6000)]
+    s = ItemSet(all_items[:3000])
+    s.add_many(all_items[3000:])  # thousands of places all over: re-sorted once
+    flat = sorted(set(all_items))
+    assert s.ids(MIN_BOUND, MAX_BOUND) == [m for _, m in flat]
+    assert s.fingerprint(MIN_BOUND, MAX_BOUND) == naive_fingerprint(flat, MIN_BOUND, MAX_BOUND)
 
 
 def test_add_many_merges_into_an_existing_set() -> None:

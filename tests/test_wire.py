@@ -561,3 +561,23 @@ def test_session_frame_garbage():
     not_object = base64.b64encode(b"\x00" * 12 + sealed_list).decode()
     with pytest.raises(AuthError):
         crypto.open_session_frame(key, not_object)
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+        st.text("AQUJD+/=é \n-_", max_size=12),
+    )
+)
+def test_base64_fields_are_refused_exactly_as_b64decode_validate_refuses(value: str) -> None:
+    """The fast decoding of enc fields and v1 frames takes what the reference takes."""
+    try:
+        want: bytes | None = base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is one
+        want = None
+    try:
+        got: bytes | None = crypto._b64decode(value)
+    except AuthError:
+        got = None
+    assert got == want
