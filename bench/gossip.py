@@ -47,6 +47,7 @@ ROUND_INTERVAL_S = "0.5"  # how often a node dials peers it is not connected to
 NO_REDIAL_S = "3600"  # a round interval long enough that a node dials only at start
 LATENCY_MESSAGES = 200
 BACKLOG = 100_000
+STALE = 10_000  # messages a returning node lacks
 SYNC_STALL_S = 15.0  # a sync with no progress for this long is given up
 SYNC_LIMIT_S = 120.0
 AE_INTERVAL_S = 2.0
@@ -381,35 +382,33 @@ def _in_sync_rows(a: Node, b: Node, held: int) -> list[Row]:
 
 
 def bench_backlog(root: Path) -> list[Row]:
-    """Empty and stale nodes catching up with A; then a reconciliation round in sync."""
+    """An empty node, then a stale one, then a third catching up with A; then a
+    reconciliation round in sync."""
     rows: list[Row] = []
-    half = BACKLOG // 2
     with _nodes() as nodes:
         a = _make(nodes, root, "a")
         b = _make(nodes, root, "b")
         c = _make(nodes, root, "c")
         circle = _join(b, a.cli("invite").stdout.strip())
         _join(c, a.cli("invite", "--circle-id", circle).stdout.strip())
-        lines = "".join(f"backlog line {i:06d}\n" for i in range(half)).encode()
+        lines = "".join(f"backlog line {i:06d}\n" for i in range(BACKLOG)).encode()
         a.cli("send", "--circle-id", circle, "--stdin", stdin=lines, timeout=600)
         a.start()
         ca = _Client(a)
         try:
             want = ca.messages()
             rows.append(
-                _sync_row(f"gossip backlog: empty B joins A holding {half:,}", b, a, want, half)
+                _sync_row(f"gossip backlog: empty B joins A holding {want:,}", b, a, want, BACKLOG)
             )
-            # B goes away; A gets as many again; B comes back.
+            # B goes away; A gets more; B comes back.
             assert b.stop() == 0
-            for _ in range(half // MAX_POST_BATCH):
+            for _ in range(STALE // MAX_POST_BATCH):
                 ca.post_many(circle, MAX_POST_BATCH)
             want = ca.messages()
         finally:
             ca.close()
         rows.append(
-            _sync_row(
-                f"gossip catch-up: B holding {half:,} back, A holds {want:,}", b, a, want, half
-            )
+            _sync_row(f"gossip catch-up: B {STALE:,} behind, A holds {want:,}", b, a, want, STALE)
         )
         rows.append(
             _sync_row(f"gossip backlog: empty C joins A (and B) holding {want:,}", c, a, want, want)

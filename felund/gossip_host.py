@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from felund.peering import Link
@@ -12,6 +13,10 @@ class GossipHost(Protocol):
     """The gossip process, as its sessions see it."""
 
     index: dict[str, ItemSet]
+
+    def turn(self, circle_id: str) -> asyncio.Lock:
+        """Held by a session's own reconciliation round (one per circle at a time)."""
+        ...
 
     async def fetch(self, msg_ids: list[str]) -> list[dict[str, Any]]:
         """Wire messages held among ``msg_ids``."""

@@ -23,6 +23,11 @@ from felund.peering import Link
 from felund.reconcile import Reconciler
 
 IDLE_TIMEOUT_S = 120.0
+# A round of ours holds the circle's turn until what it found missing has come
+# and the peer has been quiet this long, or for at most ROUND_STALL_S without
+# a frame: then the round goes on, but another session may start its own.
+ROUND_QUIET_S = 0.3
+ROUND_STALL_S = 10.0
 QUEUE_BYTES = 8 * 1024 * 1024
 FETCH_CHUNK = 1000
 CAME_LIMIT = 50_000
@@ -63,6 +68,9 @@ class NativeSession:
         # Ids this peer sent us or its reconciliation says it holds: not pushed to it.
         self.came: BoundedSet = BoundedSet(CAME_LIMIT)
         link.extra["came"] = self.came
+        # Ids our round found missing and this peer is to send; frames of the round.
+        self.awaiting: set[str] = set()
+        self.activity = asyncio.Event()
 
     # --- sending ------------------------------------------------------------
     def _enqueue(self, frame: dict[str, Any]) -> None:
@@ -158,13 +166,42 @@ class NativeSession:
         finally:
             self.inflight.release()
             self.receiving.discard(asyncio.current_task())
+            if self.awaiting:  # come, stored or refused: no longer awaited
+                self.awaiting.difference_update(
+                    m["msg_id"]
+                    for m in msgs
+                    if isinstance(m, dict) and type(m.get("msg_id")) is str
+                )
+            self.activity.set()
 
     async def _anti_entropy(self) -> None:
+        """Reconcile now and every ``anti_entropy_s``, one session of a circle at a time.
+
+        Each peer sends all that our round finds missing, so a node joining a
+        circle whose members all reconcile with it at once would take its
+        history from every one of them. Taking turns, the second round finds
+        little left. Only rounds we start wait for the turn: waiting never
+        holds up an answer to a peer, so two nodes cannot wait on each other.
+        """
         while True:
-            self.recon = Reconciler(self.host.index[self.link.circle_id])
-            await self.send({"t": "RECON", "start": True, "ranges": self.recon.initiate()})
-            metrics.GOSSIP_RECONCILE_ROUNDS.inc()
+            async with self.host.turn(self.link.circle_id):
+                self.recon = Reconciler(self.host.index[self.link.circle_id])
+                self.awaiting.clear()
+                await self.send({"t": "RECON", "start": True, "ranges": self.recon.initiate()})
+                metrics.GOSSIP_RECONCILE_ROUNDS.inc()
+                await self._round_settled()
             await asyncio.sleep(self.anti_entropy_s)
+
+    async def _round_settled(self) -> None:
+        """Return once the round's missing messages have come and the peer is quiet, or
+        once it has stalled."""
+        while True:
+            self.activity.clear()
+            wait = ROUND_STALL_S if self.awaiting else ROUND_QUIET_S
+            try:
+                await asyncio.wait_for(self.activity.wait(), wait)
+            except TimeoutError:
+                return
 
     async def handle(self, frame: dict[str, Any]) -> None:
         """Act on one frame from the peer."""
@@ -204,6 +241,10 @@ class NativeSession:
         # step lists it under "have" and sends it. Asking too would double it.
         # Nor is it pushed to this peer when another peer's copy is stored first.
         self.came.add_all(step.need)
+        if self.link.is_client:  # the rounds of _anti_entropy
+            index = self.host.index[self.link.circle_id]
+            self.awaiting.update(m for m in step.need if m not in index)
+            self.activity.set()
         if step.have:
             await self._send_messages(step.have)
 

@@ -81,6 +81,7 @@ class Gossip:
         self.appenders = [AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL) for _ in range(2)]
         self.secrets: dict[str, str] = {}
         self.index: dict[str, ItemSet] = collections.defaultdict(ItemSet)
+        self.turns: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.pending: set[str] = set()  # msg_ids sent to the store, not yet answered
         self.follower = Follower()
         self.sessions: dict[tuple[str, str], NativeSession] = {}  # (circle, peer node) -> live
@@ -136,6 +137,10 @@ class Gossip:
             self._push(circle_id, wires)
         if local:
             self.wake.set()  # v1 peers have no push: give them a round now
+
+    def turn(self, circle_id: str) -> asyncio.Lock:
+        """Held by a session's own reconciliation round (one per circle at a time)."""
+        return self.turns[circle_id]
 
     def _push(self, circle_id: str, wires: list[dict[str, Any]]) -> None:
         """Send stored messages to the circle's connected native peers, but not back to

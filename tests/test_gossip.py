@@ -79,6 +79,34 @@ def test_three_nodes_in_a_line_converge_and_learn_each_other(make_node) -> None:
 
 
 @pytest.mark.slow
+def test_a_node_joining_two_peers_takes_the_history_once(make_node) -> None:
+    """C reconciles with A and B one at a time, so the second finds nothing missing:
+    its history crosses the wire once, not once from each peer."""
+    a, b, c = (_started(make_node, n) for n in "abc")
+    circle = _join(b, a.cli("invite").stdout.strip())
+    lines = [f"history {i:05d}" for i in range(20_000)]
+    a.cli("send", "--circle-id", circle, "--stdin", stdin="\n".join(lines).encode())
+    a.start()
+    b.start()
+    wait_for(lambda: b.status()["messages"] == a.status()["messages"], timeout=60, what="b")
+    held = a.status()["messages"]
+
+    def sent() -> float:
+        return sum(
+            metric_value(n.metrics(), "felund_gossip_messages_total", direction="out") or 0
+            for n in (a, b)
+        )
+
+    before = sent()
+    _join(c, a.cli("invite", "--circle-id", circle).stdout.strip())
+    c.start()
+    wait_for(lambda: c.status()["messages"] == held, timeout=60, what="c to hold everything")
+    # C met B through A while A was still sending (this is what makes the test bite).
+    assert metric_value(c.metrics(), "felund_gossip_peers_connected") == 2
+    assert sent() - before < held * 1.1
+
+
+@pytest.mark.slow
 def test_kill_gossip_of_middle_node_during_10k_sync(make_node) -> None:
     a, b, c = (_started(make_node, n, FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2") for n in "abc")
     circle = _join(b, a.cli("invite").stdout.strip())
