@@ -68,9 +68,13 @@ class NativeSession:
         # Ids this peer sent us or its reconciliation says it holds: not pushed to it.
         self.came: BoundedSet = BoundedSet(CAME_LIMIT)
         link.extra["came"] = self.came
-        # Ids our round found missing and this peer is to send; frames of the round.
+        # Ids the round on this session found missing, which the peer is to send:
+        # what our round waits for, and what gossip does not push on to others
+        # (their own rounds bring it them: pushing a joiner's whole history back
+        # to the peers it came from doubled the bytes of a join).
         self.awaiting: set[str] = set()
-        self.activity = asyncio.Event()
+        link.extra["awaiting"] = self.awaiting
+        self.activity = asyncio.Event()  # a frame of the round came
 
     # --- sending ------------------------------------------------------------
     def _enqueue(self, frame: dict[str, Any]) -> None:
@@ -228,6 +232,7 @@ class NativeSession:
             if self.link.is_client:
                 raise PeerError("frame", "only the client starts reconciliation")
             self.recon = Reconciler(self.host.index[self.link.circle_id])
+            self.awaiting.clear()
             metrics.GOSSIP_RECONCILE_ROUNDS.inc()
         if self.recon is None:
             raise PeerError("frame", "RECON outside a reconciliation")
@@ -241,10 +246,9 @@ class NativeSession:
         # step lists it under "have" and sends it. Asking too would double it.
         # Nor is it pushed to this peer when another peer's copy is stored first.
         self.came.add_all(step.need)
-        if self.link.is_client:  # the rounds of _anti_entropy
-            index = self.host.index[self.link.circle_id]
-            self.awaiting.update(m for m in step.need if m not in index)
-            self.activity.set()
+        index = self.host.index[self.link.circle_id]
+        self.awaiting.update(m for m in step.need if m not in index)
+        self.activity.set()
         if step.have:
             await self._send_messages(step.have)
 

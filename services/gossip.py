@@ -229,6 +229,7 @@ class Gossip:
         came = link.extra.get("came")
         if came is not None:
             came.add_all(unknown)
+        awaited = link.extra.get("awaiting", ())
         stored, push = 0, []
         try:
             for i in range(0, len(fresh), MAX_POST_BATCH):
@@ -246,13 +247,14 @@ class Gossip:
                     if result == "stored":
                         stored += 1
                         metrics.DELIVERY_LATENCY.observe(max(0.0, now - raw["created_ts"]))
-                        if raw["created_ts"] >= fresh_since:
+                        if raw["created_ts"] >= fresh_since and raw["msg_id"] not in awaited:
                             push.append(raw)
                 index.add_many(held)
         finally:
             pending.difference_update(raw["msg_id"] for raw in fresh)
         # Stored, so pushing on loses nothing if this process dies now (the store's
-        # event does not carry gossip's own messages: protocol.PUSH_FRESH_S).
+        # event does not carry gossip's own messages: protocol.PUSH_FRESH_S). Not
+        # what a reconciliation brought (NativeSession.awaiting).
         if push:
             self._push(link.circle_id, push)
         metrics.GOSSIP_MESSAGES.labels("in").inc(stored)

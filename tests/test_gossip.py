@@ -80,8 +80,8 @@ def test_three_nodes_in_a_line_converge_and_learn_each_other(make_node) -> None:
 
 @pytest.mark.slow
 def test_a_node_joining_two_peers_takes_the_history_once(make_node) -> None:
-    """C reconciles with A and B one at a time, so the second finds nothing missing:
-    its history crosses the wire once, not once from each peer."""
+    """C reconciles with A and B one at a time, so the second finds nothing missing, and
+    pushes none of it on: its history crosses the wire once, not once from each peer."""
     a, b, c = (_started(make_node, n) for n in "abc")
     circle = _join(b, a.cli("invite").stdout.strip())
     lines = [f"history {i:05d}" for i in range(20_000)]
@@ -104,6 +104,8 @@ def test_a_node_joining_two_peers_takes_the_history_once(make_node) -> None:
     # C met B through A while A was still sending (this is what makes the test bite).
     assert metric_value(c.metrics(), "felund_gossip_peers_connected") == 2
     assert sent() - before < held * 1.1
+    # Nor does C push what its reconciliation brought back to the peers it came from.
+    assert not metric_value(c.metrics(), "felund_gossip_messages_total", direction="out")
 
 
 @pytest.mark.slow
