@@ -43,6 +43,14 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def members_text(channel_id: str, members: Iterable[str]) -> str:
+    """How many are in a channel, in words: #general has everyone, and lists nobody."""
+    if channel_id == DEFAULT_CHANNEL:
+        return "everyone"
+    n = len(set(members))
+    return f"{n} member" if n == 1 else f"{n} members"
+
+
 def event_text(event: dict[str, Any]) -> str:
     """The text of a control message: compact, key-sorted JSON, as the spec says."""
     return json.dumps(event, separators=(",", ":"), sort_keys=True, ensure_ascii=False)

@@ -38,7 +38,7 @@ def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
         extra = f"  requests: {', '.join(c['requests'])}" if c["requests"] else ""
         out(
             f"{mark} #{c['channel_id']:<20} {c['access_mode']:<7} "
-            f"{len(c['members'])} members{extra}"
+            f"{chatmodel.members_text(c['channel_id'], c['members'])}{extra}"
         )
 
 

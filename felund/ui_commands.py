@@ -270,7 +270,8 @@ def _channels(model: Model, cmd: Command) -> list[Effect]:
             mark = "*" if view.member else " "
             extra = f"  requests: {len(view.requests)}" if view.requests else ""
             lines.append(
-                f"{mark} #{view.channel_id}  {view.access_mode}  {len(view.members)} members{extra}"
+                f"{mark} #{view.channel_id}  {view.access_mode}  "
+                f"{chatmodel.members_text(view.channel_id, view.members)}{extra}"
             )
     model.notice("\n".join(lines))
     return []

@@ -619,8 +619,9 @@ class Model:
         return count
 
     def notice(self, text: str, error: bool = False) -> None:
-        """Show a line in the status area; several lines also go into the pane."""
-        self.status = text.split("\n", 1)[0]
+        """Show a line in the status area; several go into the pane instead (a heading
+        alone, left in the status line, would say nothing)."""
+        self.status = "" if "\n" in text else text
         self.status_style = "error" if error else "notice"
         self.dirty = True
         if "\n" in text:

@@ -16,6 +16,8 @@ O(screen): the pane wraps only the messages it shows.
 
 from __future__ import annotations
 
+import re
+
 from felund.ui_commands import help_lines
 from felund.ui_input import prompt_cols, view
 from felund.ui_keys import SETTINGS_FIELDS
@@ -28,6 +30,7 @@ __all__ = ["Line", "cursor", "render"]
 
 HINTS = "F1 help  F2 invite  F3 settings  ^Q detach"
 SEPARATOR = "\u2502"
+_COLUMN_GAP = re.compile(r"\S {2,}(?=\S)")  # the gap before a second column
 _WIZARD = {
     "circle": [
         "Welcome to felund.",
@@ -150,8 +153,16 @@ def _pane(model: Model, height: int, cols: int) -> list[Line]:
 def _wrapped(texts: list[str], cols: int, style: str) -> list[Line]:
     out: list[Line] = []
     for text in texts:
-        out += wrap([(text, style)], cols, 2)
+        out += wrap([(text, style)], cols, _hanging(text, cols))
     return out
+
+
+def _hanging(text: str, cols: int) -> int:
+    """Where a wrapped line goes on: under the second column of a two-column line
+    ("  F1    this help"), so a wrapped description does not look like a new key."""
+    gap = _COLUMN_GAP.search(text.split("\n", 1)[0])
+    column = width(text[: gap.end()]) if gap else 0
+    return column if 2 < column <= cols // 2 else 2
 
 
 def _scrolled(lines: list[Line], height: int, scroll: int) -> list[Line]:

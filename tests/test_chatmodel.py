@@ -691,3 +691,10 @@ def test_a_restarted_store_does_not_count_old_rejections_again(circle) -> None:
     b.ops = Ops(b.db, NodeInfo(b.node_id, "bob", False, ""))
     b.call(OP_CHANNELS, {})
     assert _bad_control_total("not_json") == start + 1
+
+
+def test_members_text() -> None:
+    assert chatmodel.members_text("general", []) == "everyone"
+    assert chatmodel.members_text("ops", ["a"]) == "1 member"
+    assert chatmodel.members_text("ops", ["a", "b", "a"]) == "2 members"
+    assert chatmodel.members_text("ops", []) == "0 members"

@@ -342,6 +342,10 @@ def test_channel_join_switches_once_a_member(store: UiStore, circle: str) -> Non
     store.drive(model, effects)
     assert model.active == (circle, "ops")
     assert model.status == "joined #ops"
+    store.drive(model, enter(model, "/channels"))
+    text = screen_text(model)
+    assert "* #general  public  everyone" in text
+    assert "* #ops  public  2 members" in text  # bob made it, we joined
 
 
 @pytest.mark.parametrize(
@@ -395,6 +399,7 @@ def test_who_lists_people_into_the_pane(store: UiStore, circle: str) -> None:
     store.drive(model, effects)
     assert "in #dev:" in screen_text(model)
     assert f"bob  {BOB[:8]}  last seen 2023-11-14 22:13" in screen_text(model)
+    assert model.status == ""  # not its heading alone, left below the pane
 
 
 def test_circles_and_circle_switch(store: UiStore, circle: str) -> None:

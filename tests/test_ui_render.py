@@ -235,6 +235,11 @@ def test_overlays_replace_the_pane(store: UiStore, circle: str) -> None:
     check_screen(screen, 30, 100)
     assert any("Ctrl+N / Ctrl+P" in text_of(x) for x in screen)
     assert not any("message 10" in text_of(x) for x in screen)
+    # A key's description wraps under the description, not under the keys.
+    (tab,) = [i for i, x in enumerate(screen) if "complete a command" in text_of(x)]
+    column = text_of(screen[tab]).index("complete a command")
+    assert text_of(screen[tab + 1])[:column].strip(" │") == ""
+    assert text_of(screen[tab + 1])[column] != " "
     for _ in range(5):
         model.on_key("PGDN")
     assert any("/quit" in text_of(x) for x in render(model, 30, 100))
