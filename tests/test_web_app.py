@@ -472,6 +472,12 @@ def test_phone_screen_and_keyboard_only(open_peer, tmp_path: Path) -> None:
     expect(page.locator("#input")).to_have_value("/channel switch ")
     page.keyboard.press("Tab")
     expect(page.locator("#input")).to_have_value("/channel switch general ")
+    # Turned wide (a rotation) the sidebar sits beside the messages; narrow again,
+    # it is not left open over them.
+    page.set_viewport_size({"width": 1000, "height": 700})
+    expect(page.locator("#sidebar")).to_be_visible(timeout=T)
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator("#sidebar")).to_be_hidden(timeout=T)
     phone.no_errors()
     other.no_errors()
 

@@ -6,7 +6,7 @@
 import { openStore } from "./lib/store.js";
 import { normalizeRelayUrl } from "./lib/relay.js";
 import { AppState, UserError } from "./ui/state.js";
-import { byId, isNarrow } from "./ui/dom.js";
+import { byId, isNarrow, onNarrowChange } from "./ui/dom.js";
 import { Setup, defaultRelay, relayProblem } from "./ui/setup.js";
 import { Sidebar } from "./ui/sidebar.js";
 import { MessagePane } from "./ui/messages.js";
@@ -52,6 +52,12 @@ class App {
     byId("btn-invite").addEventListener("click", () => this.overlays.showInvite());
     byId("btn-settings").addEventListener("click", () => this.overlays.showSettings());
     byId("sidebar-toggle").addEventListener("click", () => this.toggleSidebar());
+    // Shown beside the messages when there is room; turning narrow must not leave
+    // the drawer open over them.
+    onNarrowChange((narrow) => {
+      this.sidebarShown = !narrow;
+      this.applySidebar();
+    });
     document.addEventListener("keydown", (e) => this.globalKey(e));
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible" && state.current.circleId) {

@@ -39,7 +39,14 @@ export function fullTime(ts) {
   return new Date(ts * 1000).toLocaleString();
 }
 
+const NARROW = window.matchMedia("(max-width: 720px)");
+
 /** True on a phone-sized screen, where the sidebar is a drawer over the messages. */
 export function isNarrow() {
-  return window.matchMedia("(max-width: 720px)").matches;
+  return NARROW.matches;
+}
+
+/** Call ``fn(narrow)`` whenever the screen turns phone-sized or back (a rotation, a resize). */
+export function onNarrowChange(fn) {
+  NARROW.addEventListener("change", (e) => fn(e.matches));
 }
