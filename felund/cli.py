@@ -72,7 +72,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     )
     node_id = home.load_node_id(lay)
     out(f"node {node_id} ready in {root}")
-    err(f"gossip on {cfg.gossip.bind}:{cfg.gossip.port}; start it with: felund run")
+    effective = config_mod.load(root).gossip  # as `felund run` will see it: env wins
+    err(f"gossip on {effective.bind}:{effective.port}; start it with: felund run")
 
 
 def cmd_run(args: argparse.Namespace) -> None:

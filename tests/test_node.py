@@ -13,6 +13,12 @@ from felund.invite import decode_invite
 from felund.testing import Node, metric_value, wait_for
 
 
+def test_init_names_the_port_the_node_will_listen_on(make_node) -> None:
+    node = make_node()  # FELUND_GOSSIP_PORT set: it wins over the file's port
+    said = node.cli("init", "--bind", "127.0.0.1").stderr
+    assert f"gossip on 127.0.0.1:{node.env['FELUND_GOSSIP_PORT']};" in said
+
+
 def test_init_run_invite_send_inbox(node: Node) -> None:
     code = node.cli("invite", "--circle-id", node.circle_id).stdout.strip().splitlines()
     assert len(code) == 1 and code[0].startswith("felund1.")
