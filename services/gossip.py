@@ -175,18 +175,18 @@ class Gossip:
 
     async def fetch(self, msg_ids: list[str]) -> list[dict[str, Any]]:
         """Wire messages held among ``msg_ids``."""
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(msg_ids), MAX_POST_BATCH):
-            answer = await self.rpc.call(OP_FETCH, {"msg_ids": msg_ids[i : i + MAX_POST_BATCH]})
-            out.extend(answer["msgs"])
-        return out
+        return await self._fetch(msg_ids, packed=False)
 
     async def fetch_packed(self, msg_ids: list[str]) -> list[bytes]:
         """Wire messages held among ``msg_ids``, packed (``wire.pack_wire``)."""
-        out: list[bytes] = []
+        return await self._fetch(msg_ids, packed=True)
+
+    async def _fetch(self, msg_ids: list[str], packed: bool) -> list[Any]:
+        out: list[Any] = []
         for i in range(0, len(msg_ids), MAX_POST_BATCH):
             chunk = msg_ids[i : i + MAX_POST_BATCH]
-            out.extend((await self.rpc.call(OP_FETCH, {"msg_ids": chunk, "packed": True}))["msgs"])
+            answer = await self.rpc.call(OP_FETCH, {"msg_ids": chunk, "packed": packed})
+            out.extend(answer["msgs"])
         return out
 
     async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
