@@ -236,6 +236,21 @@ def test_browser_and_node_chat_through_the_relay(open_peer, make_node, web_relay
     _node_sees(node, "from the browser", "Wendy")
     node.cli("send", "--circle-id", node.circle_id, "node again")
     web.sees("node again")
+    # /who: both, by name, as the node's own /who has them.
+    web.type("/who")
+    notices = web.page.locator("#messages .notice-text")
+    expect(notices.filter(has_text="in the circle:")).to_have_count(1, timeout=T)
+    node_id = node.status()["node_id"]
+    expect(notices.filter(has_text=f"nodey  {node_id[:8]}  last seen ")).to_have_count(1)
+    expect(notices.filter(has_text=re.compile(r"^Wendy  [0-9a-f]{8}  last seen "))).to_have_count(1)
+    assert {p["display_name"] for p in node.json("who", "--circle-id", node.circle_id)} == {
+        "nodey",
+        "Wendy",
+    }
+    web.type("/who #nowhere")
+    expect(web.page.locator("#messages .notice-error")).to_contain_text("no channel #nowhere")
+    web.type("/channels")
+    expect(notices.filter(has_text="#general  public, everyone")).to_have_count(1, timeout=T)
     web.no_errors()
 
 

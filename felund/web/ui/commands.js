@@ -4,7 +4,8 @@
 
 import { UserError } from "./state.js";
 import { InviteError } from "../lib/invite.js";
-import { checkChannelId, checkText, MAX_TEXT } from "../lib/wire.js";
+import { checkChannelId, checkText, DEFAULT_CHANNEL, MAX_TEXT } from "../lib/wire.js";
+import { fullTime } from "./dom.js";
 
 // [usage, what it does]; the help overlay and Tab completion read this list.
 export const COMMANDS = [
@@ -19,6 +20,7 @@ export const COMMANDS = [
   ["/channel create NAME", "create a public channel and go there"],
   ["/channel join NAME [KEY]", "join a channel (a key channel needs its key) and go there"],
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
+  ["/who [CHANNEL]", "who is in this circle, or in one of its channels"],
   ["/name NEW-NAME", "your display name, in every circle"],
   ["/settings", "display name and relay URL (F3)"],
 ];
@@ -124,7 +126,8 @@ export async function runLine(line, app) {
       for (const ch of state.channels(view)) {
         const info = view.model.channels.get(ch);
         const mode = info ? info.accessMode : "public";
-        const members = info && info.members.size ? `, ${info.members.size} members` : "";
+        const n = info ? info.members.size : 0;
+        const members = ch === DEFAULT_CHANNEL ? ", everyone" : `, ${n} member${n === 1 ? "" : "s"}`;
         state.notice(`#${ch}  ${mode}${members}`);
       }
       return;
@@ -149,6 +152,19 @@ export async function runLine(line, app) {
         return;
       }
       throw new UserError("usage: /channel create NAME | /channel join NAME [KEY] | /channel switch NAME");
+    case "/who": {
+      const view = state.view();
+      if (!view) throw new UserError("join or create a circle first");
+      const channelId = rest[0] ? channelArg(rest[0]) : "";
+      const people = state.people(view, channelId);
+      const where = channelId ? `#${channelId}` : "the circle";
+      if (!people.length) state.notice(`nobody in ${where} yet`);
+      else state.notice(`in ${where}:`);
+      for (const p of people) {
+        state.notice(`${p.displayName}  ${p.nodeId.slice(0, 8)}  last seen ${fullTime(p.lastSeen)}`);
+      }
+      return;
+    }
     case "/name":
       checkName(argText, "display name");
       await state.rename(argText);

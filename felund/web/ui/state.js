@@ -401,6 +401,28 @@ export class AppState extends EventTarget {
     );
   }
 
+  /**
+   * The people of a circle (or of one channel): whoever wrote in it, by their
+   * latest name, most recently seen first; as the node's store.who answers.
+   */
+  people(view, channelId = "") {
+    const seen = new Map(); // nodeId -> {nodeId, displayName, lastSeen}
+    for (const m of view.messages.concat(view.control)) {
+      const p = seen.get(m.authorNodeId);
+      if (!p || m.createdTs >= p.lastSeen) {
+        seen.set(m.authorNodeId, { nodeId: m.authorNodeId, displayName: m.displayName, lastSeen: m.createdTs });
+      }
+    }
+    let people = [...seen.values()];
+    for (const p of people) p.displayName = view.model.names.get(p.nodeId) || p.displayName;
+    if (channelId && channelId !== DEFAULT_CHANNEL) {
+      const channel = view.model.channels.get(channelId);
+      if (!channel) throw new UserError(`there is no channel #${channelId}`);
+      people = people.filter((p) => channel.members.has(p.nodeId));
+    }
+    return people.sort((a, b) => b.lastSeen - a.lastSeen);
+  }
+
   async createChannel(channelId) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
