@@ -583,4 +583,39 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
     state = chatmodel.derive(events, ids.circle_id(secret))
     assert me in state.channels["locked"].members and me in state.channels["pub"].members
     assert me not in state.channels["club"].members
+
+    # By invitation: the page asks and the node approves; then the page, a member now,
+    # approves someone else who asked.
+    def control(actor: str, ts: int, **fields: str) -> None:
+        event = {"t": "CHANNEL_EVT", "actor_node_id": actor, **fields}
+        wire = wire_message(
+            secret, actor, chatmodel.event_text(event), name=actor[:6], channel="__control", ts=ts
+        )
+        body = {"circle_hint": ids.circle_hint(ids.circle_id(secret)), "messages": [wire]}
+        assert signed_call(web_relay, secret, "POST", "/messages", body)["stored"] == 1
+
+    web.type("/channel request club")
+    notices = web.page.locator("#messages .notice-text")
+    expect(notices.last).to_contain_text("asked to join #club; a member must approve", timeout=T)
+    wait_for(lambda: len(_control_events(web_relay, secret)) == 6, timeout=SYNC_T, what="ask")
+    control(PY_NODE, ahead + 10, op="approve", channel_id="club", target_node_id=me)
+    expect(web.channel_button("club")).to_have_count(1, timeout=SYNC_T)
+    other = "pythonnode0002"
+    control(other, ahead + 11, op="request", channel_id="club")
+    web.type("/channels")
+    expect(notices.filter(has_text="#club  invite, 2 members, asked to join: 1")).to_have_count(
+        1, timeout=SYNC_T
+    )
+    web.type("/channel approve club nobody")
+    expect(errors.last).to_contain_text("nobody called nobody", timeout=T)
+    control(other, ahead + 12, op="rename", display_name="Otto")  # a name to approve by
+    web.type("/channel approve club Otto")
+    expect(notices.last).to_contain_text("approved Otto in #club", timeout=SYNC_T)
+    events = wait_for(
+        lambda: [e for e in _control_events(web_relay, secret) if '"approve"' in e.text][1:],
+        timeout=SYNC_T,
+        what="the page's approval at the relay",
+    )
+    state = chatmodel.derive(_control_events(web_relay, secret), ids.circle_id(secret))
+    assert {me, other, PY_NODE} <= state.channels["club"].members, events
     web.no_errors()

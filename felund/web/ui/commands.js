@@ -20,6 +20,8 @@ export const COMMANDS = [
   ["/channel create NAME", "create a public channel and go there"],
   ["/channel join NAME [KEY]", "join a channel (a key channel needs its key) and go there"],
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
+  ["/channel request NAME", "ask to join an invite-only channel"],
+  ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
   ["/who [CHANNEL]", "who is in this circle, or in one of its channels"],
   ["/name NEW-NAME", "your display name, in every circle"],
   ["/settings", "display name and relay URL (F3)"],
@@ -44,7 +46,7 @@ const MAX_NAME = 64;
 export const COMMAND_WORDS = [...new Set(COMMANDS.map(([u]) => u.split(" ")[0]))];
 export const SUBCOMMANDS = {
   "/circle": ["create", "name", "leave"],
-  "/channel": ["create", "join", "switch"],
+  "/channel": ["create", "join", "switch", "request", "approve"],
 };
 
 /** A display or circle name the nodes accept too (felund/chatmodel.py _good_name); throws UserError. */
@@ -128,7 +130,8 @@ export async function runLine(line, app) {
         const mode = info ? info.accessMode : "public";
         const n = info ? info.members.size : 0;
         const members = ch === DEFAULT_CHANNEL ? ", everyone" : `, ${n} member${n === 1 ? "" : "s"}`;
-        state.notice(`#${ch}  ${mode}${members}`);
+        const asked = info && info.requests.size ? `, asked to join: ${info.requests.size}` : "";
+        state.notice(`#${ch}  ${mode}${members}${asked}`);
       }
       return;
     }
@@ -151,7 +154,23 @@ export async function runLine(line, app) {
         await state.switchChannel(channelArg(rest[1]));
         return;
       }
-      throw new UserError("usage: /channel create NAME | /channel join NAME [KEY] | /channel switch NAME");
+      if (rest[0] === "request") {
+        const id = channelArg(rest[1]);
+        await state.requestChannel(id);
+        state.notice(`asked to join #${id}; a member must approve`);
+        return;
+      }
+      if (rest[0] === "approve") {
+        const id = channelArg(rest[1]);
+        const who = line.trim().replace(/^\S+\s+\S+\s+\S+\s*/, ""); // a name may hold spaces
+        if (!who) throw new UserError("usage: /channel approve NAME PERSON");
+        await state.approve(id, who);
+        state.notice(`approved ${who} in #${id}`);
+        return;
+      }
+      throw new UserError(
+        "usage: /channel create NAME | join NAME [KEY] | switch NAME | request NAME | approve NAME PERSON",
+      );
     case "/who": {
       const view = state.view();
       if (!view) throw new UserError("join or create a circle first");

@@ -29,7 +29,7 @@ const REFUSALS = {
   exists: "that channel exists already",
   no_channel: "there is no such channel; create it first",
   wrong_key: "wrong key for that channel",
-  not_approved: "that channel is by invitation: ask a member to approve you, then wait",
+  not_approved: "that channel is by invitation: ask with /channel request NAME, then wait",
   not_invite: "that channel is not by invitation; join it",
   not_member: "only a member of the channel can approve",
   general: "#general cannot be left",
@@ -455,6 +455,36 @@ export class AppState extends EventTarget {
     if (key) event.key_hash = await keyHash(key);
     await this.control(view, event);
     await this.setCurrent(view.id, channelId);
+  }
+
+  /** Ask to join an invite channel; a member approves (/channel approve). */
+  async requestChannel(channelId) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const channel = view.model.channels.get(channelId);
+    if (!channel) throw new UserError(`there is no channel #${channelId}`);
+    if (channel.accessMode !== "invite") {
+      throw new UserError(`#${channelId} is not invite-only: /channel join ${channelId}`);
+    }
+    await this.control(view, this.channelEvent("request", channelId));
+  }
+
+  /** Let someone into an invite channel: by name, node id, or its first 8 characters (as /who shows). */
+  async approve(channelId, who) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    if (!view.model.channels.has(channelId)) throw new UserError(`there is no channel #${channelId}`);
+    const found = this.people(view).filter(
+      (p) => p.displayName === who || p.nodeId === who || (who.length >= 8 && p.nodeId.startsWith(who)),
+    );
+    if (found.length !== 1) {
+      throw new UserError(found.length ? `${who} is more than one person: give the node id (/who)` : `nobody called ${who} (/who lists them)`);
+    }
+    await this.control(view, { ...this.channelEvent("approve", channelId), target_node_id: found[0].nodeId });
+  }
+
+  channelEvent(op, channelId) {
+    return { t: "CHANNEL_EVT", op, channel_id: channelId, actor_node_id: this.identity.nodeId };
   }
 
   async switchChannel(channelId) {
