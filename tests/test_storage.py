@@ -24,6 +24,7 @@ from felund.protocol import (
     OP_CIRCLE_JOIN,
     OP_CIRCLES,
     OP_CONTROL,
+    OP_FETCH,
     OP_INBOX,
     OP_PEERS,
     OP_POST,
@@ -31,7 +32,7 @@ from felund.protocol import (
     OP_STATS,
 )
 from felund.storage import Database
-from felund.wire import MAX_TEXT_CHARS, compose_message, to_wire
+from felund.wire import MAX_TEXT_CHARS, compose_message, pack_wire, to_wire
 
 TS = 1764000000
 
@@ -376,6 +377,23 @@ def test_snapshot_rows_carry_the_event_keys(store: Store, circle: str) -> None:
 )
 def test_snapshot_refuses_bad_requests(store: Store, body: dict[str, Any]) -> None:
     assert refused_code(store, OP_SNAPSHOT, body) == ERR_BAD_REQUEST
+
+
+def test_fetch_gives_wire_forms_or_the_packed_bytes_kept(store: Store, circle: str) -> None:
+    post(store, circle, new_msgs(store, 3))
+    held = [r["msg_id"] for r in store.db.since(0, 100) if r["channel_id"] == "general"]
+    asked = [*reversed(held), "unknownmsgid000"]  # answered in store order, unknown ids skipped
+    wires = store.call(OP_FETCH, {"msg_ids": asked})["msgs"]
+    assert [w["msg_id"] for w in wires] == held
+    packed = store.call(OP_FETCH, {"msg_ids": asked, "packed": True})["msgs"]
+    assert packed == [pack_wire(w) for w in wires]
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"msg_ids": "x"}, {"msg_ids": [1]}, {"msg_ids": [], "packed": "yes"}]
+)
+def test_fetch_refuses_bad_requests(store: Store, body: dict[str, Any]) -> None:
+    assert refused_code(store, OP_FETCH, body) == ERR_BAD_REQUEST
 
 
 def test_inbox_gives_the_newest_oldest_first(store: Store, circle: str) -> None:
