@@ -427,13 +427,7 @@ export class AppState extends EventTarget {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (view.model.channels.has(channelId)) throw new UserError(`#${channelId} exists already`);
-    await this.control(view, {
-      t: "CHANNEL_EVT",
-      op: "create",
-      channel_id: channelId,
-      access_mode: "public",
-      actor_node_id: this.identity.nodeId,
-    });
+    await this.control(view, { ...this.channelEvent("create", channelId), access_mode: "public" });
     await this.setCurrent(view.id, channelId);
   }
 
@@ -446,12 +440,7 @@ export class AppState extends EventTarget {
   async joinChannel(channelId, key = "") {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
-    const event = {
-      t: "CHANNEL_EVT",
-      op: "join",
-      channel_id: channelId,
-      actor_node_id: this.identity.nodeId,
-    };
+    const event = this.channelEvent("join", channelId);
     if (key) event.key_hash = await keyHash(key);
     await this.control(view, event);
     await this.setCurrent(view.id, channelId);
@@ -483,6 +472,7 @@ export class AppState extends EventTarget {
     await this.control(view, { ...this.channelEvent("approve", channelId), target_node_id: found[0].nodeId });
   }
 
+  /** A CHANNEL_EVT of ours, as the node's `felund channel` writes it. */
   channelEvent(op, channelId) {
     return { t: "CHANNEL_EVT", op, channel_id: channelId, actor_node_id: this.identity.nodeId };
   }
