@@ -1,19 +1,23 @@
-# felund: `make test` is what CI runs (after .ci/run has installed system packages).
+# felund: `make test` is what CI runs (after .ci/run has installed system packages);
+# `make check` is the quick loop (lint, types, the unit tier).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The dev extras, stamped by pyproject.toml: a venv made by the README's
+# `pip install -e .` (no extras) still gets them before any test runs.
+DEV    := $(VENV)/.dev-installed
 
-.PHONY: all venv test lint typecheck unit bench run clean
+.PHONY: all venv check test lint typecheck unit integration e2e bench run clean
 
 all: test
 
-$(BIN)/felund: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(DEV): pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/felund
+venv: $(DEV)
 
 lint: venv
 	$(BIN)/ruff check felund services tests bench
@@ -22,11 +26,24 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# No process, no socket: the sans-IO cores, formats, the store on a file.
 unit: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/unit
+
+# Real nodes and relays on 127.0.0.1.
+integration: venv
+	$(BIN)/pytest -q tests/integration
+
+# The curses ui under tmux, the browser client in Chromium, systemd and Prometheus.
+e2e: venv
+	$(BIN)/pytest -q tests/e2e
+
+# The quick loop: lint, types, unit tier (well under a minute).
+check: lint typecheck unit
 
 # Lint, types, then every test (real processes, real sockets, real SQLite).
-test: lint typecheck unit
+test: lint typecheck
+	$(BIN)/pytest -q
 
 bench: venv
 	$(BIN)/python -m bench

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from bench import gossip, print_table, relay, relay_e2e, ui
-from felund import ids
-from felund.bus import Bus
+from felund.actor.runtime import load_context
+from felund.bus.sockets import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
-from felund.service import load_context
 from felund.testing import FELUND, Node, running_node
+from felund.v1 import ids
 
 Row = tuple[str, str, str]
 

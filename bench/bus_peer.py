@@ -12,9 +12,9 @@ import json
 import sys
 import time
 
-from felund.bus import Bus
+from felund.actor.runtime import load_context
+from felund.bus.sockets import Bus
 from felund.protocol import SVC_BENCH, TOPIC_HEARTBEAT
-from felund.service import load_context
 
 TOPIC = "bench.event"
 QUIET_S = 3.0

@@ -7,7 +7,7 @@ is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
 backlog from empty, each timed until the joiner's store holds everything;
 wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
 start at 0 with the node). The rows marked "(reconciliation core, in
-memory)" run ``felund.reconcile`` in memory: the code the nodes run, but
+memory)" run ``felund.gossip.reconcile`` in memory: the code the nodes run, but
 their bytes are the RECON messages' msgpack size, not bytes on the wire.
 """
 
@@ -26,9 +26,10 @@ from typing import Any
 
 import msgpack
 
-from felund import ids
-from felund.bus import Bus, RPCClient
-from felund.nativeproto import MAX_FRAME
+from felund.actor.runtime import load_context
+from felund.bus.sockets import Bus, RPCClient
+from felund.gossip.native_frames import MAX_FRAME
+from felund.gossip.reconcile import MAX_BOUND, MIN_BOUND, ItemSet, Reconciler, reconcile_pair
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     MAX_POST_BATCH,
@@ -37,9 +38,8 @@ from felund.protocol import (
     SVC_BENCH,
     TOPIC_MSG_STORED,
 )
-from felund.reconcile import MAX_BOUND, MIN_BOUND, ItemSet, Reconciler, reconcile_pair
-from felund.service import load_context
 from felund.testing import Node, free_port, metric_value, wait_for
+from felund.v1 import ids
 
 Row = tuple[str, str, str]
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import print_table
-from felund import crypto, ids
-from felund.relay_protocol import IncomingMessage, MessageBatch, compact_json
-from felund.relay_sqlite import SqliteRelayStore
+from felund.relay.protocol import IncomingMessage, MessageBatch, compact_json
+from felund.relay.server.sqlite import SqliteRelayStore
 from felund.testing import free_port, wire_message
+from felund.v1 import crypto, ids
 
 Row = tuple[str, str, str]
 REPO = Path(__file__).resolve().parents[1]

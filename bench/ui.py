@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import print_table
-from felund import ids
-from felund.bus import Bus, RPCClient
+from felund.actor.runtime import load_context
+from felund.bus.sockets import Bus, RPCClient
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, OP_SNAPSHOT, SVC_BENCH
-from felund.service import load_context
 from felund.testing import FELUND, Node, running_node
+from felund.v1 import ids
 
 Row = tuple[str, str, str]
 COLS, ROWS = 100, 30
@@ -200,7 +200,9 @@ def _redraw_child(out: Path) -> None:
     """In the pty: build the model from the node, then time render and repaint."""
     import curses
 
-    from felund import ui_model, ui_render, ui_terminal
+    from felund.ui import model as ui_model
+    from felund.ui import render as ui_render
+    from felund.ui import terminal as ui_terminal
 
     ctx = load_context()
     bus = Bus(ctx.layout, SVC_BENCH, ctx.config.bus)

@@ -1,5 +1,5 @@
 """``python -m felund``: the same as the ``felund`` command."""
 
-from felund.cli import main
+from felund.cli.main import main
 
 main()

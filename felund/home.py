@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from felund import ids
 from felund.config import CONFIG_FILE_NAME, Config
 from felund.errors import ConfigError, NodeLocked
+from felund.v1 import ids
 
 IDENTITY_FILE = "identity.json"
 LOCK_FILE = "node.lock"

@@ -33,12 +33,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from felund import metrics, netaddr
-from felund.abus import AsyncRPCClient, AsyncSubscriber
-from felund.catchup import Follower
+from felund.actor.runtime import Runtime
+from felund.bus.aio import AsyncRPCClient, AsyncSubscriber
+from felund.bus.catchup import Follower
 from felund.errors import InvalidMessage, PeerError, RPCError, RPCTimeout
-from felund.gossip_native import NativeSession
-from felund.gossip_v1 import v1_round
-from felund.peering import Link, accept, connect
+from felund.gossip.handshake import Link, accept, connect
+from felund.gossip.native_session import NativeSession
+from felund.gossip.reconcile import ItemSet
+from felund.gossip.v1_frames import MAX_READ_LINE
+from felund.gossip.v1_round import v1_round
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     GOSSIP_FD_ENV,
@@ -57,10 +60,7 @@ from felund.protocol import (
     TOPIC_HEARTBEAT,
     TOPIC_MSG_STORED,
 )
-from felund.reconcile import ItemSet
-from felund.service import Runtime
-from felund.v1proto import MAX_READ_LINE
-from felund.wire import check_shape, pack_wire
+from felund.v1.wire import check_shape, pack_wire
 
 TICK_S = 0.2
 BACKOFF_MAX_S = 60.0

@@ -1,7 +1,7 @@
 """The relay server process: ``python -m services.relay_server`` (``felund relay serve``).
 
 A separate deployable, not part of a node: no bus, no supervisor, no node
-home. It serves the relay HTTP API of the wire spec (``felund.relay_api``)
+home. It serves the relay HTTP API of the wire spec (``felund.relay.server.app``)
 and its own ``/metrics`` on one port.
 
 - Owns: the SQLite database given by ``--db`` (created 0600 if missing).
@@ -32,12 +32,12 @@ import structlog
 from aiohttp import web
 
 from felund import logs
-from felund import relay_metrics as m
-from felund.relay_api import make_app
-from felund.relay_protocol import MAX_BODY_BYTES, WS_PING_S
-from felund.relay_sqlite import SqliteRelayStore
-from felund.relay_state import Relay, RelayConfig
-from felund.relay_store import AsyncStore, StoreInUse
+from felund.relay.protocol import MAX_BODY_BYTES, WS_PING_S
+from felund.relay.server import metrics as m
+from felund.relay.server.app import make_app
+from felund.relay.server.sqlite import SqliteRelayStore
+from felund.relay.server.state import Relay, RelayConfig
+from felund.relay.server.store import AsyncStore, StoreInUse
 
 SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -47,8 +47,9 @@ from typing import Any, Final
 
 import aiohttp
 
-from felund import __version__, crypto, ids, metrics, netaddr
-from felund.abus import AsyncRPCClient, AsyncSubscriber
+from felund import __version__, metrics, netaddr
+from felund.actor.runtime import Runtime
+from felund.bus.aio import AsyncRPCClient, AsyncSubscriber
 from felund.errors import InvalidMessage, RPCTimeout
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
@@ -62,7 +63,7 @@ from felund.protocol import (
     TOPIC_CIRCLE_CHANGED,
     TOPIC_MSG_STORED,
 )
-from felund.relay_client import (
+from felund.relay.client import (
     CONNECT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
     RelayClient,
@@ -70,7 +71,7 @@ from felund.relay_client import (
     relay_host,
     signed_headers,
 )
-from felund.relay_protocol import (
+from felund.relay.protocol import (
     BATCH_TOO_LARGE,
     CIRCLE_MISMATCH,
     DEFAULT_PAGE,
@@ -80,8 +81,8 @@ from felund.relay_protocol import (
     MIN_TTL_S,
     PAYLOAD_TOO_LARGE,
 )
-from felund.service import Runtime
-from felund.wire import check_shape
+from felund.v1 import crypto, ids
+from felund.v1.wire import check_shape
 
 TICK_S: Final = 0.2
 BACKOFF_INITIAL_S: Final = 1.0

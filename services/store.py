@@ -1,6 +1,6 @@
 """The store actor: the only writer of the node's SQLite database.
 
-- Serves: ``store.ctl`` (ROUTER), the operations of ``felund.ops``.
+- Serves: ``store.ctl`` (ROUTER), the operations of ``felund.store.ops``.
 - Publishes: ``chat.msg.stored`` ({first, last, msgs}) after every commit
   that stored messages, with consecutive store_seqs; ``chat.circle.changed``;
   ``sys.settings.changed`` ({display_name, relay_url}: the effective values)
@@ -26,9 +26,9 @@ from typing import Any
 import zmq
 
 from felund import metrics, netaddr
-from felund.bus import Request, RPCServer
+from felund.actor.runtime import Runtime
+from felund.bus.sockets import Request, RPCServer
 from felund.errors import RPCError
-from felund.ops import NodeInfo, Ops, Outcome
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     ERR_INTERNAL,
@@ -37,8 +37,8 @@ from felund.protocol import (
     TOPIC_MSG_STORED,
     TOPIC_SETTINGS_CHANGED,
 )
-from felund.service import Runtime
-from felund.storage import Database
+from felund.store.database import Database
+from felund.store.ops import NodeInfo, Ops, Outcome
 
 EVENT_CHUNK = 500  # messages per chat.msg.stored event, to keep frames small
 POLL_MS = 200

@@ -36,10 +36,13 @@ from urllib.parse import urlsplit
 import zmq
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from felund import logs, metrics, sdnotify
-from felund.bus import Bus
+from felund import logs, metrics
+from felund.actor import sdnotify
+from felund.actor.runtime import Context, load_context
+from felund.actor.supervision import Action, Child, State, Supervision
+from felund.bus.envelope import Frame
+from felund.bus.sockets import Bus
 from felund.config import relay_url_problem
-from felund.envelope import Frame
 from felund.errors import ConfigError, NodeLocked
 from felund.home import NodeLock, require_free
 from felund.protocol import (
@@ -57,8 +60,6 @@ from felund.protocol import (
     TOPIC_SETTINGS_CHANGED,
     TOPIC_SVC_STATE,
 )
-from felund.service import Context, load_context
-from felund.supervision import Action, Child, State, Supervision
 
 # The node's children, in start order; each is a module of services/.
 # The ui attaches, it is no child.

@@ -2,15 +2,15 @@
 
 - Not supervised: started by a person (``felund ui`` execs ``python -m
   services.ui``), it finds the node through its lock (as
-  ``felund.client.open_node`` does); ``--start`` starts a stopped node first
+  ``felund.store.client.open_node`` does); ``--start`` starts a stopped node first
   (``felund run`` in a session of its own, output to ``node.log``).
 - Subscribes: ``chat.msg.stored`` through the Clone pattern
-  (``felund.catchup.CatchUp``, from the store's ``last_seq`` at attach;
+  (``felund.bus.catchup.CatchUp``, from the store's ``last_seq`` at attach;
   history comes from the view model's ``store.inbox`` calls),
   ``chat.circle.changed``, ``sys.svc.heartbeat`` and ``sys.log``; each event
   goes to the view model's handler of that topic.
 - Calls: the store requests the view model asks for, on a worker thread
-  (``felund.ui_calls``), so the screen never freezes while the store
+  (``felund.ui.calls``), so the screen never freezes while the store
   restarts.
 - Publishes and serves nothing. Several uis may be attached at once.
 - Owns nothing durable: detaching (Ctrl+Q) closes the bus and ends curses;
@@ -19,8 +19,8 @@
   it passes ``LOG_MAX_BYTES``; never to the terminal. Whatever stops the ui
   ends in one line on stderr and a non-zero status.
 
-The view model (``felund.ui_model``), the renderer (``felund.ui_render``) and
-the terminal (``felund.ui_terminal``) do the work; this module is the loop
+The view model (``felund.ui.model``), the renderer (``felund.ui.render``) and
+the terminal (``felund.ui.terminal``) do the work; this module is the loop
 that connects them to the bus.
 """
 
@@ -44,9 +44,10 @@ from typing import Any, Final, TextIO
 import structlog
 import zmq
 
-from felund import logs, ui_render, ui_terminal
-from felund.bus import Bus, Subscriber
-from felund.catchup import CatchUp, Row
+from felund import logs
+from felund.actor.runtime import Context, load_context
+from felund.bus.catchup import CatchUp, Row
+from felund.bus.sockets import Bus, Subscriber
 from felund.config import BusConfig
 from felund.errors import ConfigError, FelundError, RPCError, RPCTimeout
 from felund.home import NodeLock
@@ -58,10 +59,11 @@ from felund.protocol import (
     TOPIC_HEARTBEAT,
     TOPIC_LOG,
 )
-from felund.service import Context, load_context
-from felund.ui_calls import Reply, Worker
-from felund.ui_model import Effect, Model, Quit
-from felund.ui_terminal import KeyReader, Screen
+from felund.ui import render as ui_render
+from felund.ui import terminal as ui_terminal
+from felund.ui.calls import Reply, Worker
+from felund.ui.model import Effect, Model, Quit
+from felund.ui.terminal import KeyReader, Screen
 
 EXIT_OK: Final = 0
 EXIT_UNAVAILABLE: Final = 1

@@ -1,0 +1,1 @@
+"""What every process of a node shares: runtime, supervision's state machine, sd_notify."""

@@ -1,0 +1,111 @@
+"""What every child actor shares: config, logs, bus, heartbeats, stop signals.
+
+A child heartbeats on ``sys.svc.heartbeat`` once per interval with its
+statistics, publishes its log records on ``sys.log`` (``felund.logs``),
+stops cleanly on SIGTERM/SIGINT, and exits by itself when its supervisor
+is gone (the parent pid changes), so no orphan holds a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from felund import config as config_mod
+from felund import home, logs, metrics
+from felund.bus.sockets import Bus, Publisher
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A node's configuration and identity, as every process loads them."""
+
+    config: config_mod.Config
+    layout: home.Layout
+    node_id: str
+
+
+def load_context(environ: Mapping[str, str] | None = None) -> Context:
+    """Load config, layout and identity of the node at ``$FELUND_HOME``."""
+    root = home.home_from_env(dict(os.environ if environ is None else environ))
+    cfg = config_mod.load(root, environ)
+    lay = home.layout(root, cfg)
+    home.prepare(lay)
+    return Context(cfg, lay, home.load_node_id(lay))
+
+
+class Runtime:
+    """The shared machinery of one child actor."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.ctx = load_context()
+        cfg = self.ctx.config
+        self.log: structlog.stdlib.BoundLogger = logs.setup(
+            service, self.ctx.node_id, cfg.log.level, cfg.log.format
+        )
+        self.bus = Bus(self.ctx.layout, service, cfg.bus)
+        self.pub: Publisher = self.bus.publisher()
+        logs.publish_to(self.pub.publish)
+        self.stopping = False
+        self._ppid = os.getppid()
+        self._interval = cfg.supervisor.heartbeat_interval_s
+        self._next_beat = 0.0
+        self._cpu_seen = 0.0
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        metrics.SERVICE_START_TIME.labels(service).set(time.time())
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def running(self) -> bool:
+        """False once asked to stop or orphaned."""
+        return not self.stopping and os.getppid() == self._ppid
+
+    def tick(self, stats: Mapping[str, Any]) -> None:
+        """Heartbeat and refresh process metrics when an interval has passed."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self._interval
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = usage.ru_utime + usage.ru_stime
+        metrics.PROCESS_CPU.labels(self.service).inc(max(0.0, cpu - self._cpu_seen))
+        self._cpu_seen = cpu
+        self.bus.flush_metrics()
+        rss = _rss_bytes()
+        metrics.PROCESS_RSS.labels(self.service).set(rss)
+        self.pub.heartbeat(
+            {
+                "service": self.service,
+                "pid": os.getpid(),
+                "inc": self.bus.stamper.inc,
+                "rss": rss,
+                "cpu": cpu,
+                **stats,
+            },
+        )
+
+    def close(self) -> None:
+        """Release the bus (later log records go to stderr only)."""
+        logs.publish_to(None)
+        self.bus.close()
+
+
+def _rss_bytes() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0

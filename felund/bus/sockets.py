@@ -1,0 +1,353 @@
+"""The ZeroMQ bus: socket factory, publisher, subscriber, RPC client and server.
+
+Events go through the supervisor's XSUB/XPUB proxy and may be lost (full
+queues, restarts): each frame carries a sequence number per publisher
+process and topic, so a subscriber counts every gap instead of losing
+silently, and state is always recovered from the store, never from events.
+Requests go to one actor's ROUTER; a client retries with the same id until
+answered (Lazy Pirate), so servers must treat requests idempotently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import zmq
+
+from felund import logs, metrics
+from felund.bus import envelope
+from felund.bus.envelope import Frame, Stamper
+from felund.config import BusConfig
+from felund.errors import FrameError, RPCError, RPCTimeout
+from felund.home import Layout
+from felund.protocol import (
+    BUS_MAX_MSG_SIZE,
+    ENDPOINT_EVENTS_IN,
+    ENDPOINT_EVENTS_OUT,
+    REPLY_ERR_SUFFIX,
+    REPLY_OK_SUFFIX,
+    TOPIC_HEARTBEAT,
+)
+
+_BAD_FRAME_LOG_EVERY_S = 60.0
+
+
+class _Tally:
+    """A counter child updated in bulk: the multiprocess counter costs microseconds an inc."""
+
+    __slots__ = ("_child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self.pending = 0
+
+    def flush(self) -> None:
+        if self.pending:
+            self._child.inc(self.pending)
+            self.pending = 0
+
+
+_FLUSH_EVERY = 4096
+
+
+class Bus:
+    """One process's access to the node's bus."""
+
+    def __init__(self, lay: Layout, service: str, cfg: BusConfig) -> None:
+        self.layout = lay
+        self.service = service
+        self.cfg = cfg
+        self.ctx = zmq.Context()
+        self.stamper = Stamper(service)
+        self.topic_seqs: dict[str, int] = {}
+        self._bad_logged: dict[str, float] = {}
+        self._tallies: list[_Tally] = []
+
+    def tally(self, child: Any) -> _Tally:
+        """A bulk-updated counter, flushed by ``flush_metrics``."""
+        t = _Tally(child)
+        self._tallies.append(t)
+        return t
+
+    def flush_metrics(self) -> None:
+        """Push bulk-counted values to the metrics (each heartbeat, and at close)."""
+        for t in self._tallies:
+            t.flush()
+
+    def socket(self, kind: int) -> zmq.Socket[bytes]:
+        """A socket with explicit limits: bounded queues, no linger, capped frames."""
+        sock: zmq.Socket[bytes] = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self.cfg.hwm)
+        sock.setsockopt(zmq.RCVHWM, self.cfg.hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, BUS_MAX_MSG_SIZE)
+        return sock
+
+    def endpoint(self, name: str) -> str:
+        """The address of a named endpoint of this node."""
+        return self.layout.endpoint(name)
+
+    def publisher(self) -> Publisher:
+        """A publisher connected to the proxy's input."""
+        return Publisher(self)
+
+    def subscriber(self, *prefixes: str) -> Subscriber:
+        """A subscriber to topic prefixes (each ends at a dot boundary)."""
+        return Subscriber(self, prefixes)
+
+    def rpc_client(self, endpoint_name: str) -> RPCClient:
+        """A client of one actor's request endpoint."""
+        return RPCClient(self, endpoint_name)
+
+    def rpc_server(self, endpoint_name: str) -> RPCServer:
+        """Bind this actor's request endpoint."""
+        return RPCServer(self, endpoint_name)
+
+    def next_event_header(self, topic: str) -> envelope.Header:
+        """A header numbered per topic, so any subscription can see its gaps."""
+        seq = self.topic_seqs.get(topic, 0) + 1
+        self.topic_seqs[topic] = seq
+        return envelope.Header(
+            v=1,
+            id=f"{self.stamper.inc}.{topic}.{seq}",
+            src=self.service,
+            inc=self.stamper.inc,
+            seq=seq,
+            ts=time.time(),
+        )
+
+    def bad_frame(self, exc: FrameError, where: str) -> None:
+        """Count an undecodable frame; log its kind at most once a minute."""
+        metrics.BUS_BAD_FRAMES.labels(self.service, exc.kind).inc()
+        now = time.monotonic()
+        if now - self._bad_logged.get(exc.kind, -_BAD_FRAME_LOG_EVERY_S) >= _BAD_FRAME_LOG_EVERY_S:
+            self._bad_logged[exc.kind] = now
+            logs.get().warning("bus.bad_frame", kind=exc.kind, detail=exc.detail, socket=where)
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close every socket, giving queued outgoing frames ``linger_ms`` to leave."""
+        self.flush_metrics()
+        self.ctx.destroy(linger=linger_ms)
+
+
+class Publisher:
+    """Publishes events; never blocks (a full queue drops, and the gap is seen downstream)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.sock = bus.socket(zmq.PUB)
+        self.sock.connect(bus.endpoint(ENDPOINT_EVENTS_IN))
+        self._published = bus.tally(metrics.BUS_PUBLISHED.labels(bus.service))
+
+    def publish(self, topic: str, body: Any) -> None:
+        """Send one event."""
+        parts = envelope.encode(topic, self._bus.next_event_header(topic), body)
+        self.sock.send_multipart(parts, flags=zmq.NOBLOCK)
+        self._published.pending += 1
+        if self._published.pending >= _FLUSH_EVERY:
+            self._published.flush()
+
+    def heartbeat(self, body: dict[str, Any]) -> None:
+        """Publish a heartbeat naming the last seq of every topic, so losses at a
+        stream's end (no later event to show the gap) are seen within a beat."""
+        self.publish(TOPIC_HEARTBEAT, {**body, "seqs": dict(self._bus.topic_seqs)})
+
+
+class Received(NamedTuple):
+    """An event, and how many events of its stream were lost just before it."""
+
+    frame: Frame
+    missed: int
+
+
+class Subscriber:
+    """Receives events, counting the ones lost per publisher and topic."""
+
+    def __init__(self, bus: Bus, prefixes: tuple[str, ...]) -> None:
+        self._bus = bus
+        self.sock = bus.socket(zmq.SUB)
+        for prefix in prefixes:
+            self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        self.sock.connect(bus.endpoint(ENDPOINT_EVENTS_OUT))
+        self._last: dict[tuple[str, str], tuple[str, int]] = {}
+        self.lost = 0  # events known lost, from gaps and from heartbeats
+        self._received = bus.tally(metrics.BUS_RECEIVED.labels(bus.service))
+
+    def recv(self, timeout_ms: int) -> Received | None:
+        """The next decodable event, or None after ``timeout_ms``."""
+        got = self.recv_nowait()  # under load an event is waiting: skip the poll
+        if got is not None:
+            return got
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sock.poll(remaining, zmq.POLLIN):
+                return None
+            got = self.recv_nowait()
+            if got is not None:
+                return got
+
+    def recv_nowait(self) -> Received | None:
+        """One event if one is waiting and decodes, else None."""
+        try:
+            parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        return self.accept(parts)
+
+    def accept(self, parts: list[bytes]) -> Received | None:
+        """Decode and account for received parts; None (counted) if they are bad."""
+        try:
+            frame = envelope.decode(parts)
+        except FrameError as exc:
+            self._bus.bad_frame(exc, "sub")
+            return None
+        self._received.pending += 1
+        if self._received.pending >= _FLUSH_EVERY:
+            self._received.flush()
+        return Received(frame, self._track(frame))
+
+    def _track(self, frame: Frame) -> int:
+        src, inc = frame.header.src, frame.header.inc
+        missed = self._advance((src, frame.topic), inc, frame.header.seq - 1)
+        self._last[(src, frame.topic)] = (inc, frame.header.seq)
+        if frame.topic == TOPIC_HEARTBEAT and isinstance(frame.body, dict):
+            seqs = frame.body.get("seqs")
+            for topic, seq in seqs.items() if isinstance(seqs, dict) else ():
+                if type(seq) is int and (src, topic) in self._last:
+                    self._advance((src, topic), inc, seq)
+        return missed
+
+    def _advance(self, key: tuple[str, str], inc: str, seen_up_to: int) -> int:
+        """Count the events of a stream lost between the last one seen and ``seen_up_to``."""
+        last = self._last.get(key)
+        if last is None or last[0] != inc or seen_up_to <= last[1]:
+            return 0
+        self._last[key] = (inc, seen_up_to)
+        missed = seen_up_to - last[1]
+        self.lost += missed
+        metrics.BUS_DROPPED.labels(self._bus.service, "gap").inc(missed)
+        return missed
+
+
+class RPCClient:
+    """Request/reply with timeout and retry; a retry keeps the request's id."""
+
+    def __init__(self, bus: Bus, endpoint_name: str) -> None:
+        self._bus = bus
+        self._endpoint = bus.endpoint(endpoint_name)
+        self._sock = self._connect()
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock = self._bus.socket(zmq.DEALER)
+        sock.connect(self._endpoint)
+        return sock
+
+    def call(
+        self, op: str, body: Any, timeout_ms: int | None = None, retries: int | None = None
+    ) -> Any:
+        """Send ``op`` and return the answer's body; RPCError or RPCTimeout otherwise."""
+        timeout = self._bus.cfg.rpc_timeout_ms if timeout_ms is None else timeout_ms
+        tries = 1 + (self._bus.cfg.rpc_retries if retries is None else retries)
+        header = self._bus.stamper.next()
+        parts = envelope.encode(op, header, body)
+        for attempt in range(tries):
+            if attempt:
+                metrics.RPC_RETRIES.labels(self._bus.service, op).inc()
+                # A fresh socket drops whatever the dead peer left queued.
+                self._sock.close(linger=0)
+                self._sock = self._connect()
+            reply = self._exchange(parts, header.id, timeout)
+            if reply is not None:
+                return answer_of(reply)
+        raise RPCTimeout(f"no answer to {op} from {self._endpoint} after {tries} tries")
+
+    def _exchange(self, parts: list[bytes], req_id: str, timeout_ms: int) -> Frame | None:
+        deadline = time.monotonic() + timeout_ms / 1000
+        try:
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            time.sleep(min(timeout_ms / 1000, 0.05))
+            return None
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                return None
+            frame = reply_to(self._bus, self._sock.recv_multipart(), req_id)
+            if frame is not None:
+                return frame
+        return None
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(linger=0)
+
+
+def reply_to(bus: Bus, parts: list[bytes], req_id: str) -> Frame | None:
+    """The reply to ``req_id`` if these parts are it; None for bad frames (counted)
+    and for answers to earlier, abandoned tries."""
+    try:
+        frame = envelope.decode(parts)
+    except FrameError as exc:
+        bus.bad_frame(exc, "dealer")
+        return None
+    return frame if frame.header.corr == req_id else None
+
+
+def answer_of(reply: Frame) -> Any:
+    """The body of an answer, or its error raised as RPCError."""
+    if reply.topic.endswith(REPLY_ERR_SUFFIX):
+        body = reply.body if isinstance(reply.body, dict) else {}
+        raise RPCError(str(body.get("code", "")), str(body.get("message", "")))
+    return reply.body
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request received by an RPC server, with the route back to its sender."""
+
+    ident: bytes
+    frame: Frame
+
+
+class RPCServer:
+    """An actor's ROUTER: receives requests, sends answers."""
+
+    def __init__(self, bus: Bus, endpoint_name: str) -> None:
+        self._bus = bus
+        self.sock = bus.socket(zmq.ROUTER)
+        self.sock.bind(bus.endpoint(endpoint_name))
+
+    def recv_nowait(self) -> Request | None:
+        """One request if one is waiting; bad frames are counted and skipped."""
+        while True:
+            try:
+                parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            if len(parts) < 2:
+                self._bus.bad_frame(FrameError("garbage", "no routing id"), "router")
+                continue
+            try:
+                return Request(parts[0], envelope.decode(parts[1:]))
+            except FrameError as exc:
+                self._bus.bad_frame(exc, "router")
+
+    def reply(self, req: Request, body: Any) -> None:
+        """Answer a request."""
+        self._send(req, req.frame.topic + REPLY_OK_SUFFIX, body)
+
+    def error(self, req: Request, code: str, message: str) -> None:
+        """Answer a request with an error code and a human message."""
+        self._send(req, req.frame.topic + REPLY_ERR_SUFFIX, {"code": code, "message": message})
+
+    def _send(self, req: Request, topic: str, body: Any) -> None:
+        header = self._bus.stamper.next(corr=req.frame.header.id)
+        try:
+            self.sock.send_multipart(
+                [req.ident, *envelope.encode(topic, header, body)], flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            # The client's queue is full or it is gone; it retries on timeout.
+            metrics.BUS_DROPPED.labels(self._bus.service, "reply").inc()

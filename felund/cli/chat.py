@@ -1,0 +1,161 @@
+"""``felund`` commands for circles, channels and people (control events)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from felund import home
+from felund.cli.common import UsageError, context, err, json_out, out
+from felund.protocol import OP_CHANNELS, OP_CIRCLE_LEAVE, OP_CIRCLES, OP_CONTROL, OP_WHO
+from felund.store.client import NodeClient
+from felund.v1 import chatmodel, ids
+
+
+def _control(node: NodeClient, circle_id: str, event: dict[str, Any]) -> None:
+    """Write one control event of this node into a circle."""
+    node_id = home.load_node_id(context().layout)
+    now = int(time.time())
+    node.call(
+        OP_CONTROL,
+        {
+            "circle_id": circle_id,
+            "msg_id": ids.new_msg_id(node_id, now),
+            "created_ts": now,
+            "event": event,
+        },
+    )
+
+
+def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
+    """List a circle's channels."""
+    answer = node.call(OP_CHANNELS, {"circle_id": args.circle_id})
+    if args.json:
+        json_out(answer["channels"])
+        return
+    for c in answer["channels"]:
+        mark = "*" if c["member"] else " "
+        extra = f"  requests: {', '.join(c['requests'])}" if c["requests"] else ""
+        out(
+            f"{mark} #{c['channel_id']:<20} {c['access_mode']:<7} "
+            f"{chatmodel.members_text(c['channel_id'], c['members'])}{extra}"
+        )
+
+
+def cmd_channel(args: argparse.Namespace, node: NodeClient) -> None:
+    """Create, join, leave, request or approve a channel."""
+    event: dict[str, Any] = {
+        "t": "CHANNEL_EVT",
+        "op": args.op,
+        "channel_id": args.name,
+        "actor_node_id": home.load_node_id(context().layout),
+    }
+    if args.op == "create":
+        event["access_mode"] = args.access
+        if args.access == "key":
+            if not args.key:
+                raise UsageError("a key channel needs --key")
+            event["key_hash"] = chatmodel.key_hash(args.key)
+    elif args.op == "join" and args.key:
+        event["key_hash"] = chatmodel.key_hash(args.key)
+    elif args.op == "approve":
+        if not args.node:
+            raise UsageError("approve needs --node NODE_ID (see `felund channels`)")
+        event["target_node_id"] = args.node
+    _control(node, args.circle_id, event)
+    err(f"{args.op}: #{args.name}")
+
+
+def cmd_rename(args: argparse.Namespace, node: NodeClient) -> None:
+    """Change this node's display name, in every circle."""
+    circles = node.call(OP_CIRCLES, {})["circles"]
+    if not circles:
+        raise UsageError("join or create a circle first: a name is shown to circles")
+    node_id = home.load_node_id(context().layout)
+    for c in circles:
+        _control(
+            node,
+            c["circle_id"],
+            {
+                "t": "CHANNEL_EVT",
+                "op": "rename",
+                "actor_node_id": node_id,
+                "display_name": args.name,
+            },
+        )
+    err(f"you are now {args.name!r} in {len(circles)} circle(s)")
+
+
+def cmd_circle(args: argparse.Namespace, node: NodeClient) -> None:
+    """Name or leave a circle."""
+    if args.action == "name":
+        _control(
+            node,
+            args.circle_id,
+            {"t": "CIRCLE_NAME_EVT", "circle_id": args.circle_id, "name": args.name},
+        )
+        return
+    answer = node.call(
+        OP_CIRCLE_LEAVE, {"circle_id": args.circle_id, "delete_history": args.delete_history}
+    )
+    err(
+        "left the circle"
+        + (
+            " and deleted its history"
+            if answer["history_deleted"]
+            else "; its history is kept (--delete-history removes it)"
+        )
+    )
+
+
+def cmd_who(args: argparse.Namespace, node: NodeClient) -> None:
+    """Who is in a circle or channel, and when each was last seen."""
+    people = node.call(OP_WHO, {"circle_id": args.circle_id, "channel_id": args.channel or ""})[
+        "people"
+    ]
+    if args.json:
+        json_out(people)
+        return
+    for p in people:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["last_seen"]))
+        out(f"{p['display_name'] or '-':<24} {p['node_id']}  last seen {seen}")
+
+
+def add_commands(sub: Any, channel_arg: Any) -> None:
+    """Register these commands on the main parser's subcommands."""
+    p = sub.add_parser("channels", help="list a circle's channels")
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_channels)
+
+    p = sub.add_parser("channel", help="create, join, leave, request or approve a channel")
+    p.add_argument("op", choices=("create", "join", "leave", "request", "approve"))
+    p.add_argument("name", type=channel_arg)
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--access", choices=chatmodel.ACCESS_MODES, default="public")
+    p.add_argument("--key", help="the channel's key (key channels)")
+    p.add_argument("--node", help="the node to approve (invite channels)")
+    p.set_defaults(func=cmd_channel)
+
+    p = sub.add_parser("rename", help="change your display name")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_rename)
+
+    circle = sub.add_parser("circle", help="name or leave a circle").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = circle.add_parser("name", help="give a circle a name every member sees")
+    p.add_argument("name")
+    p.add_argument("--circle-id", required=True)
+    p.set_defaults(func=cmd_circle)
+    p = circle.add_parser("leave", help="stop syncing a circle and forget its secret")
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--delete-history", action="store_true")
+    p.set_defaults(func=cmd_circle)
+
+    p = sub.add_parser("who", help="who is in a circle or channel")
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--channel", type=channel_arg)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_who)

@@ -1,0 +1,471 @@
+"""The ``felund`` command.
+
+Every command works whether the node runs or not (see ``felund.store.client``).
+A user's mistake (wrong argument, unknown circle, bad invite code) gets
+one line on stderr and exit status 2; a node that stops answering, exit
+status 1. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from felund import config as config_mod
+from felund import home
+from felund.actor.runtime import Context, load_context
+from felund.cli import chat as cli_chat
+from felund.cli.common import UsageError, channel_arg, context, err, json_out, out
+from felund.errors import ConfigError, FelundError, InvalidMessage, RPCError, RPCTimeout
+from felund.protocol import (
+    DEFAULT_CHANNEL,
+    ERR_INTERNAL,
+    MAX_POST_BATCH,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_CIRCLES,
+    OP_INBOX,
+    OP_INVITE,
+    OP_PEERS,
+    OP_POST,
+    OP_SETTINGS,
+    OP_STATS,
+)
+from felund.store.client import NodeClient, open_node
+from felund.store.database import Database
+from felund.v1 import ids
+from felund.v1.wire import check_text
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 1
+
+
+# --- commands -----------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> None:
+    """Create (or update) the node's home and config."""
+    root = home.home_from_env()
+    cfg = config_mod.load(root)
+    overrides = {"gossip": {}, "node": {}}  # type: dict[str, dict[str, Any]]
+    if args.bind is not None:
+        overrides["gossip"]["bind"] = args.bind
+    if args.port is not None:
+        overrides["gossip"]["port"] = args.port
+    if args.name is not None:
+        overrides["node"]["name"] = args.name
+    raw = (
+        config_mod.parse_toml(root / config_mod.CONFIG_FILE_NAME)
+        if (root / config_mod.CONFIG_FILE_NAME).exists()
+        else {}
+    )
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    cfg = config_mod.build(raw, {})
+    lay = home.layout(root, cfg)
+    home.prepare(lay)
+    home.write_private(
+        lay.config_file,
+        "# felund node configuration; every key is documented in"
+        " config/felund.toml\n\n" + config_mod.render(cfg),
+    )
+    node_id = home.load_node_id(lay)
+    out(f"node {node_id} ready in {root}")
+    effective = config_mod.load(root).gossip  # as `felund run` will see it: env wins
+    err(f"gossip on {effective.bind}:{effective.port}; start it with: felund run")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Run the node in the foreground (the supervisor takes over this process)."""
+    load_context()  # fail here, in one clear line, on a bad config
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
+
+
+def cmd_relay_serve(args: argparse.Namespace) -> None:
+    """Run the relay server in the foreground (services.relay_server takes over this process)."""
+    argv = [sys.executable, "-m", "services.relay_server"]
+    argv += ["--host", args.host, "--port", str(args.port), "--db", args.db]
+    if args.require_signatures:
+        argv.append("--require-signatures")
+    if args.no_web:
+        argv.append("--no-web")
+    # The relay keeps its own in-memory metrics, never a node's multiprocess files.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """Attach the curses ui to the running node (services.ui takes over this process)."""
+    # The ui finds the node itself, and says in one line why it cannot attach.
+    argv = [sys.executable, "-m", "services.ui", *(["--start"] if args.start else [])]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606
+
+
+def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
+    """Create a circle and print its invite code, or print an existing circle's code."""
+    if args.circle_id:
+        answer = node.call(OP_INVITE, {"circle_id": args.circle_id})
+    else:
+        answer = node.call(OP_CIRCLE_CREATE, {"name": args.name or ""})
+        err(f"created circle {answer['circle_id']}")
+    if args.json:
+        json_out({"circle_id": answer["circle_id"], "code": answer["code"]})
+    else:
+        out(answer["code"])
+
+
+def cmd_join(args: argparse.Namespace, node: NodeClient) -> None:
+    """Join a circle by invite code."""
+    answer = node.call(OP_CIRCLE_JOIN, {"code": args.code.strip(), "name": args.name or ""})
+    out(answer["circle_id"])
+    err("joined" if answer["joined"] else "already a member of this circle")
+    if answer.get("relay_url"):
+        err(
+            f"the circle lives at the relay {answer['relay_url']}: this node now syncs "
+            "through it (`felund relay url` shows or changes that)"
+        )
+
+
+def cmd_circles(args: argparse.Namespace, node: NodeClient) -> None:
+    """List this node's circles."""
+    circles = node.call(OP_CIRCLES, {})["circles"]
+    if args.json:
+        json_out(circles)
+        return
+    if not circles:
+        err("no circles yet: create one with `felund invite` or join with `felund join --code`")
+    for c in circles:
+        out(f"{c['circle_id']}  {c['name']}")
+
+
+def cmd_send(args: argparse.Namespace, node: NodeClient) -> None:
+    """Post one message, or one per line of stdin."""
+    node_id = home.load_node_id(context().layout)
+    if args.stdin == (args.text is not None):
+        raise UsageError("give the message TEXT, or --stdin, not both")
+    lines = _stdin_lines() if args.stdin else iter([args.text])
+    sent = new = 0
+    for batch in _batches(lines, MAX_POST_BATCH):
+        now = int(time.time())
+        msgs = [
+            {"msg_id": ids.new_msg_id(node_id, now), "created_ts": now, "text": t} for t in batch
+        ]
+        try:
+            answer = node.call(
+                OP_POST, {"circle_id": args.circle_id, "channel_id": args.channel, "msgs": msgs}
+            )
+        except RPCTimeout:
+            err(f"felund: {sent} messages were stored before the node stopped answering")
+            raise
+        sent += len(msgs)
+        new += answer["stored"]
+    if args.stdin:
+        err(f"sent {sent} messages")
+
+
+def _stdin_lines() -> Iterator[str]:
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UsageError(f"line {number} is not UTF-8 text") from None
+        if not text.strip():
+            continue
+        try:
+            check_text(text)
+        except InvalidMessage as exc:
+            raise UsageError(f"line {number}: {exc.detail}") from None
+        yield text
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
+    """Show the newest messages of a circle."""
+    msgs = node.call(
+        OP_INBOX,
+        {"circle_id": args.circle_id, "channel_id": args.channel or "", "limit": args.limit},
+    )["msgs"]
+    if args.json:
+        json_out(
+            [
+                {
+                    k: m[k]
+                    for k in (
+                        "msg_id",
+                        "channel_id",
+                        "author_node_id",
+                        "display_name",
+                        "created_ts",
+                        "text",
+                        "store_seq",
+                    )
+                }
+                for m in msgs
+            ]
+        )
+        return
+    for m in msgs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_ts"]))
+        who = m["display_name"] or m["author_node_id"][:8]
+        out(f"{when} #{m['channel_id']} <{who}> {m['text']}")
+
+
+def cmd_peers(args: argparse.Namespace, node: NodeClient) -> None:
+    """List known peer addresses."""
+    peers = node.call(OP_PEERS, {})["peers"]
+    if args.json:
+        json_out(peers)
+        return
+    if not peers:
+        err("no peers known yet")
+    for p in peers:
+        seen = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(p["last_seen"]))
+            if p["last_seen"]
+            else "never"
+        )
+        out(f"{p['circle_id']}  {p['addr']}  {p['node_id'] or '-'}  last seen {seen}")
+
+
+def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
+    """What the node is, holds and runs."""
+    ctx = context()
+    sup = node.supervisor_status() if node.online else None
+    circles = [
+        {"circle_id": c["circle_id"], "name": c["name"]}
+        for c in _read(node, OP_CIRCLES, ctx).get("circles", [])
+    ]
+    stats = _read(node, OP_STATS, ctx)
+    status: dict[str, Any] = {
+        "node_id": ctx.node_id,
+        "home": str(ctx.layout.home),
+        "running": node.online,
+        "metrics_url": sup["metrics_url"] if sup else "",
+        "gossip_addr": sup["gossip_addr"] if sup else "",
+        "relay_url": (sup.get("relay_url") if sup else None) or "",
+        "circles": circles,
+        "messages": stats.get("messages"),
+        "services": {
+            n: {k: s[k] for k in ("pid", "state", "restarts", "last_exit", "reason")}
+            for n, s in (sup["services"] if sup else {}).items()
+        },
+    }
+    if args.json:
+        json_out(status)
+        return
+    out(f"node      {status['node_id']} ({'running' if node.online else 'stopped'})")
+    out(f"home      {status['home']}")
+    if status["metrics_url"]:
+        out(f"metrics   {status['metrics_url']}")
+    if status["gossip_addr"]:
+        out(f"gossip    {status['gossip_addr']}")
+    if status["relay_url"]:
+        out(f"relay     {status['relay_url']}")
+    out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
+    out(f"circles   {len(circles)}")
+    for name, s in status["services"].items():
+        extra = f" ({s['reason']})" if s["state"] != "running" and s["reason"] else ""
+        pid = s["pid"] or "-"
+        out(f"  {name:<12} {s['state']:<9} pid {pid:<8} restarts {s['restarts']}{extra}")
+
+
+def _read(node: NodeClient, op: str, ctx: Context) -> dict[str, Any]:
+    """A read for status: over the bus if the store answers, else from the file."""
+    try:
+        answer: dict[str, Any] = node.call(op, {}, 1500, 1)
+        return answer
+    except RPCTimeout:
+        pass
+    # The store is down or given up on; WAL lets us read beside any writer.
+    try:
+        db = Database(ctx.layout.database, ctx.config.store.synchronous)
+    except sqlite3.Error:
+        return {}
+    try:
+        if op == OP_STATS:
+            return {"messages": db.message_count()}
+        return {"circles": [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()]}
+    finally:
+        db.close()
+
+
+def cmd_relay_url(args: argparse.Namespace, node: NodeClient) -> None:
+    """Show the relay this node uses, or set it (``--off``: none); a running node follows."""
+    if args.off and args.url is not None:
+        raise UsageError("give a URL or --off, not both")
+    body = {} if args.url is None and not args.off else {"relay_url": (args.url or "").strip()}
+    url = node.call(OP_SETTINGS, body)["relay_url"]
+    if args.json:
+        json_out({"relay_url": url})
+    elif url:
+        out(url)
+    if body and not args.json:
+        err("relay set" if url else "relay off")
+    elif not url and not args.json:
+        err("no relay: set one with `felund relay url URL`")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    """Validate or show the effective config."""
+    cfg = config_mod.load(home.home_from_env())
+    if args.action == "show":
+        out(config_mod.render(cfg))
+    else:
+        out("config ok")
+
+
+# --- plumbing -----------------------------------------------------------------
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return number
+
+
+def _limit(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 100_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 100000")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported in one line rather than a usage screen."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(EXIT_USAGE, f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(
+        prog="felund", description="felund node: peer-to-peer group chat for small private circles"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create this node's home and config")
+    p.add_argument("--bind", help="address to accept peers on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="TCP port for peers (default 9999)")
+    p.add_argument("--name", help="your display name")
+    p.set_defaults(func=cmd_init, offline=True)
+
+    p = sub.add_parser("run", help="run the node in the foreground (headless)")
+    p.set_defaults(func=cmd_run, offline=True)
+
+    p = sub.add_parser("ui", help="attach the chat screen to the running node (Ctrl+Q detaches)")
+    p.add_argument("--start", action="store_true", help="start the node first if it is stopped")
+    p.set_defaults(func=cmd_ui, offline=True)
+
+    p = sub.add_parser("invite", help="create a circle and print its invite code")
+    p.add_argument("--circle-id", help="print the code of a circle this node is in instead")
+    p.add_argument("--name", help="a name for the new circle")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_invite)
+
+    p = sub.add_parser("join", help="join a circle with an invite code")
+    p.add_argument("--code", required=True)
+    p.add_argument("--name", help="a name for the circle on this node")
+    p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("circles", help="list circles")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_circles)
+
+    p = sub.add_parser("send", help="post a message (or one per line of stdin)")
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--channel", type=channel_arg, default=DEFAULT_CHANNEL)
+    p.add_argument("--stdin", action="store_true", help="one message per input line")
+    p.add_argument("text", nargs="?")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("inbox", help="show the newest messages")
+    p.add_argument("--circle-id", required=True)
+    p.add_argument("--channel", type=channel_arg)
+    p.add_argument("--limit", type=_limit, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inbox)
+
+    cli_chat.add_commands(sub, channel_arg)
+
+    p = sub.add_parser("peers", help="list known peers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("status", help="show the node's state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("relay", help="this node's relay URL, or run a relay server")
+    relay = p.add_subparsers(dest="relay_command", required=True, metavar="COMMAND")
+    p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (8080)")
+    p.add_argument("--db", required=True, help="the relay's SQLite database file")
+    p.add_argument(
+        "--require-signatures",
+        action="store_true",
+        help="refuse unsigned message, signalling and feed calls",
+    )
+    p.add_argument("--no-web", action="store_true", help="do not serve the browser client at /")
+    p.set_defaults(func=cmd_relay_serve, offline=True)
+    p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")
+    p.add_argument("url", nargs="?", help="an http(s) URL; it replaces relay.url of the config")
+    p.add_argument("--off", action="store_true", help="use no relay")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_relay_url)
+
+    p = sub.add_parser("config", help="check or show the effective configuration")
+    p.add_argument("action", choices=("check", "show"))
+    p.set_defaults(func=cmd_config, offline=True)
+    return parser
+
+
+def _fail(code: int, text: str) -> NoReturn:
+    err(f"felund: {text}")
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``felund`` console script."""
+    args = build_parser().parse_args(argv)
+    func: Callable[..., None] = args.func
+    try:
+        if getattr(args, "offline", False):
+            func(args)
+            return
+        with open_node(context()) as node:
+            func(args, node)
+    except (UsageError, ConfigError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except RPCError as exc:
+        _fail(EXIT_UNAVAILABLE if exc.code == ERR_INTERNAL else EXIT_USAGE, exc.message)
+    except RPCTimeout:
+        _fail(EXIT_UNAVAILABLE, "the node is running but not answering; see `felund status`")
+    except FelundError as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
+    except sqlite3.Error as exc:
+        _fail(EXIT_UNAVAILABLE, f"database {context().layout.database}: {exc}")
+    except KeyboardInterrupt:
+        _fail(130, "interrupted")
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing to say
+        raise SystemExit(0) from None

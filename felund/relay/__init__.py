@@ -1,0 +1,1 @@
+"""The relay: its wire protocol and auth (shared), the node's client, and the server."""

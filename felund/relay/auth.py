@@ -1,0 +1,189 @@
+"""Request authentication and rate limits of the relay (sans-IO: the clock is an argument).
+
+- ``signed_request`` reads the ``X-Felund-*`` headers of a request: none of
+  them means an unsigned request; some but not all is a bad signature.
+- ``check_fresh`` and ``check_signature`` apply the spec's policy: a
+  timestamp within ±300 s, an HMAC under the key pinned for the circle. The
+  nonce ledger (one use per nonce) lives in the store, so that it survives a
+  restart and is shared by every instance in front of one database.
+- ``TokenBuckets`` (requests per client) and ``SlidingWindow`` (signalling
+  posts per node) keep a bounded number of keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+import re
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from felund.relay.protocol import (
+    EXPIRED_TIMESTAMP,
+    INVALID_SIGNATURE,
+    TIMESTAMP_WINDOW_S,
+    ApiError,
+    invalid,
+)
+from felund.v1.crypto import verify_api_signature
+
+HEADER_NODE = "X-Felund-Node"
+HEADER_TS = "X-Felund-Ts"
+HEADER_NONCE = "X-Felund-Nonce"
+HEADER_SIGNATURE = "X-Felund-Signature"
+
+_NONCE_RE = re.compile(r"[0-9a-fA-F]{16,64}")
+_TS_RE = re.compile(r"[0-9]{1,12}")
+_SIG_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """The signature headers of one request."""
+
+    ts: int
+    nonce: str
+    signature: str
+
+    def nonce_expiry(self, now: float) -> int:
+        """Until when the nonce must be remembered: as long as its timestamp passes."""
+        return max(self.ts + TIMESTAMP_WINDOW_S, int(now)) + 1
+
+
+def signed_request(headers: Mapping[str, str]) -> Signed | None:
+    """The request's signature headers, None if it carries none of them.
+
+    ``headers`` must look names up case-insensitively (aiohttp's do).
+    """
+    ts = headers.get(HEADER_TS)
+    nonce = headers.get(HEADER_NONCE)
+    signature = headers.get(HEADER_SIGNATURE)
+    if ts is None and nonce is None and signature is None:
+        return None
+    if ts is None or nonce is None or signature is None:
+        raise ApiError(
+            INVALID_SIGNATURE,
+            f"a signed request carries {HEADER_TS}, {HEADER_NONCE} and {HEADER_SIGNATURE}",
+        )
+    if _TS_RE.fullmatch(ts) is None:
+        raise ApiError(EXPIRED_TIMESTAMP, f"{HEADER_TS} must be Unix seconds")
+    if _NONCE_RE.fullmatch(nonce) is None:
+        raise invalid(f"{HEADER_NONCE} must be 16 to 64 hex characters (32 by the spec)")
+    if _SIG_RE.fullmatch(signature) is None:
+        raise ApiError(INVALID_SIGNATURE, f"{HEADER_SIGNATURE} must be 64 hex characters")
+    return Signed(int(ts), nonce, signature.lower())
+
+
+def check_fresh(signed: Signed, now: float) -> None:
+    """EXPIRED_TIMESTAMP unless the request was signed within ±300 s of ``now``."""
+    if abs(now - signed.ts) > TIMESTAMP_WINDOW_S:
+        raise ApiError(
+            EXPIRED_TIMESTAMP,
+            f"{HEADER_TS} is more than {TIMESTAMP_WINDOW_S} s away from the server's clock "
+            f"({int(now)})",
+        )
+
+
+def check_signature(signed: Signed, key_hex: str, method: str, path: str, body: bytes) -> None:
+    """INVALID_SIGNATURE unless ``signed`` signs this request under ``key_hex``.
+
+    ``path`` is the part after ``/v1`` without the query string, as the spec
+    and its vectors have it; ``body`` is empty for GET.
+    """
+    if not verify_api_signature(
+        key_hex, method, path, body, ts=signed.ts, nonce=signed.nonce, signature=signed.signature
+    ):
+        raise ApiError(INVALID_SIGNATURE, "the signature does not verify under the circle's key")
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(address: str) -> str:
+    """The rate-limit key of a client address: the IPv4 address, or the IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+def retry_after(seconds: float) -> int:
+    """A Retry-After value: whole seconds, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+class TokenBuckets:
+    """One token bucket per key: ``rate`` tokens a second, at most ``burst`` saved."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """Take one token: 0.0 if allowed, else the seconds until one is available."""
+        if self.rate <= 0:
+            return 0.0
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)  # most recently used last
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)  # the least recently used
+        return wait
+
+    def prune(self, now: float) -> int:
+        """Forget buckets that have refilled (they equal a new one); how many went."""
+        full = [
+            k for k, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.burst
+        ]  # fmt: skip
+        for key in full:
+            del self._buckets[key]
+        return len(full)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class SlidingWindow:
+    """At most ``limit`` events per key in any ``window_s`` seconds."""
+
+    def __init__(self, limit: int, window_s: float, max_keys: int = 100_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """Count one event: 0.0 if allowed, else the seconds until it would be."""
+        events = self._events.pop(key, None) or deque()
+        while events and events[0] <= now - self.window_s:
+            events.popleft()
+        wait = 0.0
+        if len(events) >= self.limit:
+            wait = events[0] + self.window_s - now
+        else:
+            events.append(now)
+        self._events[key] = events
+        while len(self._events) > self.max_keys:
+            self._events.popitem(last=False)
+        return wait
+
+    def prune(self, now: float) -> int:
+        """Forget keys with no event in the window; how many went."""
+        idle = [k for k, ev in self._events.items() if not ev or ev[-1] <= now - self.window_s]
+        for key in idle:
+            del self._events[key]
+        return len(idle)
+
+    def __len__(self) -> int:
+        return len(self._events)

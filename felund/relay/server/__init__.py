@@ -1,0 +1,1 @@
+"""The relay server (felund relay serve): HTTP app, state, feed, storage, metrics, static files."""

@@ -1,0 +1,462 @@
+"""The relay's HTTP API on aiohttp: routes, authentication policy, limits, logs, metrics.
+
+- Serves: ``/v1/health``, ``POST``/``DELETE /v1/register``, ``/v1/peers``,
+  ``POST``/``GET /v1/messages``, the ``/v1/relay/ws`` feed, ``POST``/``GET
+  /v1/signal``, ``/metrics`` and the browser client at ``/``
+  (``felund.relay.server.static``, unless ``serve_web`` is off), byte-compatible
+  with the existing relays' clients (see the wire spec). Every answer, errors included, carries
+  ``Access-Control-Allow-Origin: *``; every error is
+  ``{"ok":false,"code","message"}`` (codes in ``felund.relay.protocol``).
+- Authentication (``felund.relay.server.state``): registration, peer lookup and
+  unregistration must be signed; message and signalling calls and the feed
+  may be unsigned (the existing browser client) unless the operator sets
+  ``require_signatures``. The first registration of a circle pins its
+  signing key: it must be signed with the key it carries; every later
+  signed request of the circle verifies against the pinned key only.
+- Limits: body size (413), 50 messages a batch, field lengths, requests per
+  client address (token bucket, 429 with Retry-After), 20 signalling posts
+  per node per 10 s, WebSocket connections per client and in total.
+- Owns: the ``Hub`` of WebSocket subscribers (fed by ``felund.relay.server.feed``);
+  the database is the store's.
+- Logs one line per request (method, path, status, duration, client
+  address, circle_hint, error code), never a body, key, signature or
+  message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from felund import __version__
+from felund.relay.auth import (
+    HEADER_NODE,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TS,
+    check_fresh,
+    client_key,
+    retry_after,
+    signed_request,
+)
+from felund.relay.protocol import (
+    DEFAULT_PAGE,
+    DEFAULT_PEERS,
+    ERROR_CODES,
+    INTERNAL,
+    INVALID_REQUEST,
+    INVALID_SIGNATURE,
+    MAX_PAGE,
+    MAX_PEERS,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
+    SIGNAL_PAGE,
+    SIGNAL_RATE,
+    SIGNAL_WINDOW_S,
+    SIGNATURE_REQUIRED,
+    SIGNING_KEY_MISMATCH,
+    ApiError,
+    circle_hint_field,
+    header_node_id,
+    int_param,
+    invalid,
+    node_id_field,
+    parse_json_object,
+    parse_message_batch,
+    parse_registration,
+    parse_signal,
+    parse_unregistration,
+    session_id_param,
+)
+from felund.relay.server import metrics as m
+from felund.relay.server.feed import on_feed
+from felund.relay.server.state import (
+    JSON_TYPE,
+    RELAY,
+    Relay,
+    authenticate,
+    client_address,
+    error_response,
+    json_response,
+    verify_signed,
+)
+from felund.relay.server.static import add_web_routes
+
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Retry-After",
+}
+
+
+_PREFLIGHT = {
+    **_CORS,
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        f"Content-Type, {HEADER_NODE}, {HEADER_TS}, {HEADER_NONCE}, {HEADER_SIGNATURE}"
+    ),
+    "Access-Control-Max-Age": "600",
+}
+
+
+_HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
+
+
+def _http_error(exc: web.HTTPException) -> ApiError:
+    if exc.status == 413:
+        return ApiError(PAYLOAD_TOO_LARGE, "the request body is larger than the relay accepts")
+    code = _HTTP_CODES.get(exc.status, INVALID_REQUEST)
+    if code == NOT_FOUND:
+        return ApiError(NOT_FOUND, "no such endpoint")
+    if code == METHOD_NOT_ALLOWED:
+        return ApiError(METHOD_NOT_ALLOWED, "this endpoint does not take that method")
+    return invalid(exc.reason or "bad request")
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "other"
+
+
+@web.middleware
+async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
+    relay = request.app[RELAY]
+    started = time.perf_counter()
+    route = _route(request)
+    address = client_address(request)
+    response: web.StreamResponse
+    code = ""
+    try:
+        if request.method == "OPTIONS":
+            response = web.Response(status=204, headers=_PREFLIGHT)
+        else:
+            if route != "/metrics":
+                wait = relay.buckets.take(client_key(address), time.monotonic())
+                if wait > 0:
+                    raise ApiError(
+                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
+                    )
+            response = await handler(request)
+    except ApiError as exc:
+        code = exc.code
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        api = _http_error(exc)
+        code = api.code
+        response = error_response(api)
+    except Exception:
+        m.ERRORS.inc()
+        relay.log.exception("http.error", method=request.method, path=request.path)
+        code = INTERNAL
+        response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
+    if not isinstance(response, web.WebSocketResponse):
+        response.headers.update(_CORS)
+    elapsed = time.perf_counter() - started
+    status = response.status
+    if code:
+        m.REJECTIONS.labels(code if code in ERROR_CODES else INTERNAL).inc()
+    m.REQUESTS.labels(route, request.method, str(status)).inc()
+    if not isinstance(response, web.WebSocketResponse):
+        m.REQUEST_SECONDS.labels(route).observe(elapsed)
+    log = relay.log.debug if route == "/metrics" else relay.log.info
+    log(
+        "http.request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round(elapsed * 1000, 2),
+        client=address,
+        circle_hint=request.get("circle_hint", ""),
+        code=code,
+        signed=request.get("signed", False),
+    )
+    return response
+
+
+async def on_health(request: web.Request) -> web.StreamResponse:
+    """GET /v1/health."""
+    return json_response({"ok": True, "version": __version__, "time": int(time.time())})
+
+
+async def on_register(request: web.Request) -> web.StreamResponse:
+    """POST /v1/register: signed; the first registration of a circle pins its key."""
+    relay = request.app[RELAY]
+    store = relay.store.store
+    body = await request.read()
+    reg = parse_registration(parse_json_object(body))
+    request["circle_hint"] = reg.circle_hint
+    signed = signed_request(request.headers)
+    if signed is None:
+        raise ApiError(SIGNATURE_REQUIRED, "registration must be signed (X-Felund-Signature)")
+    now = int(time.time())
+    check_fresh(signed, now)
+    pinned = await relay.store.read(store.pinned_key, reg.circle_hint)
+    key = pinned or reg.signing_key
+    if key is None:
+        raise ApiError(INVALID_SIGNATURE, "the first registration of a circle carries signing_key")
+    # Against the pinned key once there is one: a key of one's own proves nothing.
+    await verify_signed(request, relay, signed, key=key, path="/register", body=body)
+    if pinned is None:
+        pinned = await relay.store.write(store.pin_key, reg.circle_hint, key, now)
+        if pinned != key:
+            raise ApiError(INVALID_SIGNATURE, "another signing key is pinned for this circle_hint")
+    elif reg.signing_key is not None and reg.signing_key != pinned:
+        raise ApiError(SIGNING_KEY_MISMATCH, "another signing key is pinned for this circle_hint")
+    expires_at = await relay.store.write(store.register, reg, now)
+    address = client_address(request)
+    observed = {"host": address, "family": "ipv6" if ":" in address else "ipv4"}
+    return json_response(
+        {
+            "ok": True,
+            "server_time": now,
+            "expires_at": expires_at,
+            "observed_host": observed if address else None,
+        }
+    )
+
+
+async def on_unregister(request: web.Request) -> web.StreamResponse:
+    """DELETE /v1/register: signed."""
+    relay = request.app[RELAY]
+    body = await request.read()
+    hint, node_id = parse_unregistration(parse_json_object(body))
+    await authenticate(request, relay, hint, "/register", body, required=True)
+    removed = await relay.store.write(relay.store.store.unregister, hint, node_id)
+    return json_response({"ok": True, "removed": removed})
+
+
+async def on_peers(request: web.Request) -> web.StreamResponse:
+    """GET /v1/peers: signed; the caller (X-Felund-Node) is left out."""
+    relay = request.app[RELAY]
+    hint = circle_hint_field(request.query.get("circle_hint"))
+    limit = int_param(request.query, "limit", DEFAULT_PEERS, 1, MAX_PEERS)
+    await authenticate(request, relay, hint, "/peers", b"", required=True)
+    exclude = header_node_id(request.headers.get(HEADER_NODE))
+    peers = await relay.store.read(relay.store.store.peers, hint, exclude, limit, int(time.time()))
+    return json_response(
+        {
+            "ok": True,
+            "peers": [
+                {
+                    "node_id": p.node_id,
+                    "circle_hint": p.circle_hint,
+                    "endpoints": p.endpoints,
+                    "capabilities": p.capabilities,
+                    "observed_at": p.observed_at,
+                    "expires_at": p.expires_at,
+                }
+                for p in peers
+            ],
+        }
+    )
+
+
+async def on_post_messages(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages: store new messages and push them to the circle's feed."""
+    relay = request.app[RELAY]
+    body = await request.read()
+    obj = parse_json_object(body)
+    hint = circle_hint_field(obj.get("circle_hint"))
+    await authenticate(
+        request, relay, hint, "/messages", body, required=relay.config.require_signatures
+    )
+    batch = parse_message_batch(obj)
+    stored = await relay.store.write(relay.store.store.append, batch)
+    now = int(time.time())
+    m.MESSAGES_STORED.inc(len(stored))
+    m.MESSAGES_DUPLICATE.inc(len(batch.messages) - len(stored))
+    if stored:
+        poster = header_node_id(request.headers.get(HEADER_NODE))
+        pushed = relay.hub.publish(
+            hint, poster, [(s.author_node_id, s.payload) for s in stored], now
+        )
+        m.MESSAGES_SERVED.labels("push").inc(pushed)
+    return json_response({"ok": True, "stored": len(stored), "server_time": now})
+
+
+async def on_get_messages(request: web.Request) -> web.StreamResponse:
+    """GET /v1/messages: by ``since`` (v1, whole stored seconds) or by ``cursor``."""
+    relay = request.app[RELAY]
+    store = relay.store.store
+    query = request.query
+    hint = circle_hint_field(query.get("circle_hint"))
+    limit = int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    await authenticate(
+        request, relay, hint, "/messages", b"", required=relay.config.require_signatures
+    )
+    if query.get("cursor"):
+        cursor = int_param(query, "cursor", 0, 0, 2**62)
+        page = await relay.store.read(store.page_after, hint, cursor, limit)
+    else:
+        since = int_param(query, "since", 0, 0, 2**62)
+        page = await relay.store.read(store.page_since, hint, since, limit)
+    m.MESSAGES_SERVED.labels("poll").inc(len(page.messages))
+    body = (
+        f'{{"ok":true,"messages":[{",".join(page.messages)}],'
+        f'"server_time":{page.server_time},"next_cursor":{page.next_cursor}}}'
+    )
+    return web.Response(body=body.encode(), content_type=JSON_TYPE, charset="utf-8")
+
+
+async def on_post_signal(request: web.Request) -> web.StreamResponse:
+    """POST /v1/signal: a call signal for one node, 20 per node per 10 s."""
+    relay = request.app[RELAY]
+    body = await request.read()
+    sig = parse_signal(parse_json_object(body))
+    await authenticate(
+        request, relay, sig.circle_hint, "/signal", body, required=relay.config.require_signatures
+    )
+    wait = relay.signal_window.take(sig.from_node_id, time.monotonic())
+    if wait > 0:
+        raise ApiError(
+            RATE_LIMITED,
+            f"at most {SIGNAL_RATE} signals per node per {SIGNAL_WINDOW_S:g} s",
+            retry_after(wait),
+        )
+    now = int(time.time())
+    signal_id = await relay.store.write(relay.store.store.add_signal, sig, now)
+    m.SIGNALS.inc()
+    return json_response({"ok": True, "server_time": now, "id": signal_id})
+
+
+async def on_get_signal(request: web.Request) -> web.StreamResponse:
+    """GET /v1/signal: signals for ``to_node_id`` after ``since_id``."""
+    relay = request.app[RELAY]
+    query = request.query
+    to_node = node_id_field(query.get("to_node_id"), "to_node_id")
+    since_id = int_param(query, "since_id", 0, 0, 2**62)
+    session_id = session_id_param(query.get("session_id"))
+    hint = ""
+    if query.get("circle_hint") or relay.config.require_signatures:
+        hint = circle_hint_field(query.get("circle_hint"))
+        await authenticate(
+            request, relay, hint, "/signal", b"", required=relay.config.require_signatures
+        )
+    now = int(time.time())
+    signals = await relay.store.read(
+        relay.store.store.signals,
+        to_node,
+        since_id,
+        session_id=session_id,
+        circle_hint=hint,
+        now=now,
+        limit=SIGNAL_PAGE,
+    )
+    return json_response(
+        {
+            "ok": True,
+            "signals": [
+                {
+                    "id": s.id,
+                    "session_id": s.session_id,
+                    "from_node": s.from_node,
+                    "to_node": s.to_node,
+                    "type": s.type,
+                    "payload": s.payload,
+                    "created_at": s.created_at,
+                }
+                for s in signals
+            ],
+            "server_time": now,
+        }
+    )
+
+
+async def on_metrics(request: web.Request) -> web.StreamResponse:
+    """GET /metrics for Prometheus."""
+    return web.Response(body=m.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def purge_once(relay: Relay, chunk: int = 2000) -> None:
+    """Apply retention and expiry once, a chunk at a time so writes interleave."""
+    store = relay.store.store
+    now = int(time.time())
+    removed = 0
+    while True:
+        count = await relay.store.write(store.purge_messages, now - relay.config.retention_s, chunk)
+        removed += count
+        if count < chunk:
+            break
+    purged = await relay.store.write(store.purge_expired, now, relay.config.retention_s)
+    for kind, count in (
+        ("messages", removed),
+        ("registrations", purged.presence),
+        ("signals", purged.signals),
+        ("nonces", purged.nonces),
+        ("keys", purged.keys),
+    ):
+        m.PURGED.labels(kind).inc(count)
+    monotonic = time.monotonic()
+    relay.buckets.prune(monotonic)
+    relay.signal_window.prune(monotonic)
+    if removed or purged.keys:
+        relay.log.info("relay.purged", messages=removed, keys=purged.keys)
+
+
+async def refresh_stats(relay: Relay) -> None:
+    """Update the gauges of what the store holds."""
+    stats = await relay.store.read(relay.store.store.statistics)
+    m.STORED_MESSAGES.set(stats.messages)
+    m.PINNED_CIRCLES.set(stats.circles)
+    m.REGISTRATIONS.set(stats.registrations)
+    m.DATABASE_BYTES.set(stats.database_bytes)
+
+
+async def _every(
+    interval_s: float, job: Callable[[Relay], Awaitable[None]], relay: Relay, name: str
+) -> None:
+    while True:
+        try:
+            await job(relay)
+        except Exception:  # one failed round is logged; the next one runs
+            m.ERRORS.inc()
+            relay.log.exception("relay.upkeep_failed", job=name)
+        await asyncio.sleep(interval_s)
+
+
+async def _upkeep(app: web.Application) -> AsyncIterator[None]:
+    relay = app[RELAY]
+    tasks = [
+        asyncio.create_task(_every(relay.config.purge_interval_s, purge_once, relay, "purge")),
+        asyncio.create_task(_every(relay.config.stats_interval_s, refresh_stats, relay, "stats")),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close_feeds(app: web.Application) -> None:
+    for ws in list(app[RELAY].sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+
+
+def make_app(relay: Relay) -> web.Application:
+    """The aiohttp application of a relay."""
+    app = web.Application(
+        middlewares=[relay_middleware], client_max_size=relay.config.max_body_bytes
+    )
+    app[RELAY] = relay
+    app.cleanup_ctx.append(_upkeep)
+    app.on_shutdown.append(_close_feeds)
+    r = app.router
+    r.add_get("/v1/health", on_health)
+    r.add_post("/v1/register", on_register)
+    r.add_delete("/v1/register", on_unregister)
+    r.add_get("/v1/peers", on_peers)
+    r.add_post("/v1/messages", on_post_messages)
+    r.add_get("/v1/messages", on_get_messages)
+    r.add_get("/v1/relay/ws", on_feed)
+    r.add_post("/v1/signal", on_post_signal)
+    r.add_get("/v1/signal", on_get_signal)
+    r.add_get("/metrics", on_metrics)
+    if relay.config.serve_web:
+        add_web_routes(app)  # last: it answers any other GET path
+    return app

@@ -1,0 +1,150 @@
+"""GET /v1/relay/ws: the circle's messages pushed to WebSocket clients as they are stored.
+
+As the existing browser client expects it: ``?circle_hint=H&node_id=N``; on
+connect the last 120 s of messages (frames of at most 200), then every
+stored batch except to the node that posted it, a ``{"t":"PING"}`` every
+15 s (answered ``{"t":"PONG"}``), and a ``PONG`` for the client's ``PING``.
+A client silent for four PING intervals, or more than the hub's queue
+behind, is closed (1013 when too slow); the relay closes every feed with
+1001 when it stops. Under ``require_signatures`` the upgrade request must
+be signed (path ``/relay/ws``), in headers or, since browsers cannot set
+them, in ``ts``, ``nonce`` and ``signature`` query parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from felund.relay.auth import (
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TS,
+    client_key,
+)
+from felund.relay.protocol import (
+    RATE_LIMITED,
+    UNAVAILABLE,
+    WS_BACKLOG_MAX,
+    WS_BACKLOG_S,
+    WS_MAX_CLIENT_FRAME,
+    ApiError,
+    circle_hint_field,
+    ws_node_id,
+)
+from felund.relay.server import metrics as m
+from felund.relay.server.hub import PING, PONG, Subscriber, chunked_frames
+from felund.relay.server.state import RELAY, authenticate, client_address
+
+
+def _ws_signature(request: web.Request) -> Mapping[str, str]:
+    """Signature headers, or the same as query parameters (browsers cannot set headers)."""
+    if any(h in request.headers for h in (HEADER_TS, HEADER_NONCE, HEADER_SIGNATURE)):
+        return request.headers
+    names = {"ts": HEADER_TS, "nonce": HEADER_NONCE, "signature": HEADER_SIGNATURE}
+    return {header: request.query[q] for q, header in names.items() if q in request.query}
+
+
+async def on_feed(request: web.Request) -> web.StreamResponse:
+    """GET /v1/relay/ws: the circle's messages pushed as they are stored."""
+    relay = request.app[RELAY]
+    cfg = relay.config
+    hint = circle_hint_field(request.query.get("circle_hint"))
+    node_id = ws_node_id(request.query.get("node_id"))
+    await authenticate(
+        request,
+        relay,
+        hint,
+        "/relay/ws",
+        b"",
+        required=cfg.require_signatures,
+        headers=_ws_signature(request),
+    )
+    client = client_key(client_address(request))
+    if len(relay.hub) >= cfg.ws_total:
+        raise ApiError(UNAVAILABLE, "the relay has as many feed connections as it takes")
+    if relay.ws_clients[client] >= cfg.ws_per_client:
+        raise ApiError(RATE_LIMITED, "too many feed connections from this address", 30)
+    ws = web.WebSocketResponse(
+        heartbeat=None, autoping=True, max_msg_size=WS_MAX_CLIENT_FRAME, compress=False
+    )
+    await ws.prepare(request)
+    sub = relay.hub.subscribe(hint, node_id)
+    relay.sockets.add(ws)
+    relay.ws_clients[client] += 1
+    m.WS_CONNECTIONS.inc()
+    pump = asyncio.create_task(_pump(ws, sub, cfg.ws_ping_s))
+    reason = "client"
+    try:
+        now = int(time.time())
+        # Not the node's own, as live pushes are not: it has them, and a
+        # message it posts while this is read would otherwise come back.
+        backlog = await relay.store.read(
+            relay.store.store.recent, hint, now - WS_BACKLOG_S, WS_BACKLOG_MAX, node_id
+        )
+        m.MESSAGES_SERVED.labels("backlog").inc(len(backlog))
+        sub.start(list(chunked_frames(backlog, now)) if backlog else [])
+        reason = await _read_client(ws, sub, idle_s=4 * cfg.ws_ping_s)
+    except Exception:  # the upgrade is sent: no error answer can follow it
+        m.ERRORS.inc()
+        relay.log.exception("relay.feed_failed", circle_hint=hint)
+        reason = "error"
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        if sub.overflowed:
+            reason = "slow"
+        relay.hub.unsubscribe(sub)
+        relay.sockets.discard(ws)
+        relay.ws_clients[client] -= 1
+        if relay.ws_clients[client] <= 0:
+            del relay.ws_clients[client]
+        m.WS_CONNECTIONS.dec()
+        m.WS_CLOSED.labels(reason).inc()
+        if not ws.closed:
+            code = WSCloseCode.TRY_AGAIN_LATER if sub.overflowed else WSCloseCode.GOING_AWAY
+            await ws.close(code=code)
+    return ws
+
+
+async def _pump(ws: web.WebSocketResponse, sub: Subscriber, ping_s: float) -> None:
+    """Send queued frames, and a PING when the connection has been quiet for ``ping_s``."""
+    loop = asyncio.get_running_loop()
+    next_ping = loop.time() + ping_s
+    while not ws.closed:
+        try:
+            frame = await asyncio.wait_for(sub.queue.get(), max(0.0, next_ping - loop.time()))
+        except TimeoutError:
+            frame, next_ping = PING, loop.time() + ping_s
+        if sub.overflowed:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
+            return
+        try:
+            await ws.send_str(frame)
+        except (ConnectionError, RuntimeError):
+            return
+
+
+async def _read_client(ws: web.WebSocketResponse, sub: Subscriber, idle_s: float) -> str:
+    """Answer the client's PINGs until it goes; why it went."""
+    while True:
+        try:
+            msg = await ws.receive(timeout=idle_s)
+        except TimeoutError:
+            return "idle"
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return "client"
+        if msg.type == WSMsgType.ERROR:
+            return "error"
+        if msg.type != WSMsgType.TEXT:
+            continue
+        with contextlib.suppress(ValueError, RecursionError):
+            frame = json.loads(msg.data)
+            if isinstance(frame, dict) and frame.get("t") == "PING":
+                sub.offer(PONG)

@@ -1,0 +1,487 @@
+"""The relay's SQLite store (``RelayStore`` of ``felund.relay.server.store``): one file, WAL.
+
+- Owns: the database file (created 0600) and ``<file>.lock``, an flock that
+  keeps a second relay process off the same file: the stored-second state
+  that the paging contract rests on lives in this process.
+- One writer connection (used from one thread at a time), one read-only
+  connection per reader thread.
+- Stored seconds: ``append`` gives each new message of a circle
+  ``max(wall clock, last stored second)``, moving to the next second once
+  ``second_cap`` messages share one; the wall clock used never goes back.
+  While an append is being committed its lowest possible second is
+  published (``_pending``), so that a page read meanwhile answers a
+  ``server_time`` before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from felund.relay.protocol import (
+    SECOND_CAP,
+    MessageBatch,
+    Registration,
+    SignalPost,
+    compact_json,
+)
+from felund.relay.server.store import Page, Peer, Purged, RelayStats, Signal, Stored, StoreInUse
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor; never reused
+    circle_hint TEXT    NOT NULL,
+    msg_id      TEXT    NOT NULL,
+    author      TEXT    NOT NULL,
+    stored_at   INTEGER NOT NULL,  -- the stored second that v1 paging compares
+    stored_wall INTEGER NOT NULL,  -- the wall clock: retention and the WebSocket backlog
+    payload     TEXT    NOT NULL,  -- the message's JSON object as it was posted
+    UNIQUE (circle_hint, msg_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_second ON messages (circle_hint, stored_at);
+CREATE INDEX IF NOT EXISTS messages_by_wall ON messages (stored_wall);
+CREATE TABLE IF NOT EXISTS presence (
+    circle_hint  TEXT    NOT NULL,
+    node_id      TEXT    NOT NULL,
+    endpoints    TEXT    NOT NULL,
+    capabilities TEXT    NOT NULL,
+    observed_at  INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (circle_hint, node_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS presence_by_expiry ON presence (expires_at);
+CREATE TABLE IF NOT EXISTS circle_keys (
+    circle_hint TEXT    NOT NULL PRIMARY KEY,
+    signing_key TEXT    NOT NULL,
+    pinned_at   INTEGER NOT NULL,
+    last_used   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce      TEXT    NOT NULL PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires_at);
+CREATE TABLE IF NOT EXISTS signals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT    NOT NULL,
+    from_node   TEXT    NOT NULL,
+    to_node     TEXT    NOT NULL,
+    circle_hint TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signals_by_target ON signals (to_node, id);
+CREATE INDEX IF NOT EXISTS signals_by_expiry ON signals (expires_at);
+"""
+
+
+class MonotonicWallClock:
+    """``time.time()`` that never goes back, shared by threads."""
+
+    def __init__(self, source: Callable[[], float] = time.time) -> None:
+        self._source = source
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """The current time, never earlier than a time already returned."""
+        with self._lock:
+            self._last = max(self._last, self._source())
+            return self._last
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    # Autocommit (isolation_level None): transactions are explicit BEGINs.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed; a
+        # power cut may lose the last commits, which their senders still hold.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.Connection]:
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SqliteRelayStore:
+    """The relay's SQLite database; see ``RelayStore``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        second_cap: int = SECOND_CAP,
+        max_tracked_circles: int = 50_000,
+    ) -> None:
+        self.path = path
+        self.second_cap = second_cap
+        self._clock = MonotonicWallClock(clock)
+        fresh = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The stored-second state lives in this process: a second process
+        # writing the same file would break the paging guarantee.
+        self._lock_file = open(f"{path}.lock", "a")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise StoreInUse(f"another relay process is using {path}") from None
+        except OSError:
+            pass  # no flock here (a sandbox filtering it): the lock is only a safety net
+        self._conn = _connect(path, readonly=False)
+        if fresh:
+            os.chmod(path, 0o600)
+        self._conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS throughout
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        # Guards the stored-second state shared by the writer and the readers.
+        self._lock = threading.Lock()
+        # circle_hint -> (last stored second, messages in it); reloaded when evicted.
+        self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._max_tracked = max_tracked_circles
+        # circle_hint -> lowest stored second of the append being committed.
+        self._pending: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Release every connection."""
+        for conn in [*self._readers, self._conn]:
+            conn.close()
+        self._readers.clear()
+        self._lock_file.close()  # releases the lock
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    # --- presence ---------------------------------------------------------------
+    def register(self, reg: Registration, now: int) -> int:
+        """Record a presence; also marks the circle's pinned key as in use."""
+        expires_at = now + reg.ttl_s
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            c.execute(
+                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    reg.circle_hint,
+                    reg.node_id,
+                    compact_json(list(reg.endpoints), ascii_only=True),
+                    compact_json(reg.capabilities, ascii_only=True),
+                    now,
+                    expires_at,
+                ),
+            )
+            c.execute(
+                "UPDATE circle_keys SET last_used = ? WHERE circle_hint = ?",
+                (now, reg.circle_hint),
+            )
+        return expires_at
+
+    def unregister(self, circle_hint: str, node_id: str) -> bool:
+        """Remove a presence."""
+        cur = self._conn.execute(
+            "DELETE FROM presence WHERE circle_hint = ? AND node_id = ?", (circle_hint, node_id)
+        )
+        return cur.rowcount > 0
+
+    def peers(self, circle_hint: str, exclude: str, limit: int, now: int) -> list[Peer]:
+        """Live presences, newest first."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT node_id, endpoints, capabilities, observed_at, expires_at FROM presence"
+                " WHERE circle_hint = ? AND expires_at > ? AND node_id != ?"
+                " ORDER BY observed_at DESC, node_id LIMIT ?",
+                (circle_hint, now, exclude, limit),
+            )
+            .fetchall()
+        )
+        return [
+            Peer(node, circle_hint, json.loads(endpoints), json.loads(caps), observed, expires)
+            for node, endpoints, caps, observed, expires in rows
+        ]
+
+    # --- keys and nonces ------------------------------------------------------------
+    def pinned_key(self, circle_hint: str) -> str | None:
+        """The key pinned for a circle."""
+        row = (
+            self._reader()
+            .execute("SELECT signing_key FROM circle_keys WHERE circle_hint = ?", (circle_hint,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def pin_key(self, circle_hint: str, key: str, now: int) -> str:
+        """Trust on first use: the first key registered for a circle stays."""
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            c.execute(
+                "INSERT OR IGNORE INTO circle_keys VALUES (?, ?, ?, ?)",
+                (circle_hint, key, now, now),
+            )
+            row = c.execute(
+                "SELECT signing_key FROM circle_keys WHERE circle_hint = ?", (circle_hint,)
+            ).fetchone()
+        return str(row[0])
+
+    def use_nonce(self, nonce: str, expires_at: int) -> bool:
+        """Record a nonce; False on a replay."""
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO nonces VALUES (?, ?)", (nonce.lower(), expires_at)
+        )
+        return cur.rowcount == 1
+
+    # --- messages ---------------------------------------------------------------------
+    def _load_last(self, circle_hint: str) -> tuple[int, int]:
+        row = self._conn.execute(
+            "SELECT stored_at FROM messages WHERE circle_hint = ? ORDER BY stored_at DESC LIMIT 1",
+            (circle_hint,),
+        ).fetchone()
+        if row is None:
+            return 0, 0
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM messages WHERE circle_hint = ? AND stored_at = ?",
+            (circle_hint, row[0]),
+        ).fetchone()
+        return int(row[0]), int(count)
+
+    def append(self, batch: MessageBatch) -> list[Stored]:
+        """Store new messages, each in a stored second shared by at most ``second_cap``."""
+        hint = batch.circle_hint
+        if not batch.messages:
+            return []
+        with self._lock:
+            wall = int(self._clock.now())
+            last = self._last.pop(hint, None)
+            if last is None:
+                last = self._load_last(hint)
+            self._last[hint] = last
+            # Anything this append stores gets a second at or after this one.
+            self._pending[hint] = max(wall, last[0])
+        second, count = last
+        stored: list[Stored] = []
+        try:
+            with _transaction(self._conn, "IMMEDIATE") as c:
+                for msg in batch.messages:
+                    if wall > second:
+                        at, n = wall, 0
+                    elif count >= self.second_cap:
+                        at, n = second + 1, 0
+                    else:
+                        at, n = second, count
+                    cur = c.execute(
+                        "INSERT OR IGNORE INTO messages"
+                        " (circle_hint, msg_id, author, stored_at, stored_wall, payload)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (hint, msg.msg_id, msg.author_node_id, at, wall, msg.payload),
+                    )
+                    if cur.rowcount == 1:
+                        assert cur.lastrowid is not None
+                        second, count = at, n + 1
+                        stored.append(
+                            Stored(cur.lastrowid, msg.msg_id, msg.author_node_id, msg.payload, at)
+                        )
+            with self._lock:
+                self._last[hint] = (second, count)
+                self._last.move_to_end(hint)
+                while len(self._last) > self._max_tracked:
+                    self._last.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._pending[hint]
+        return stored
+
+    def _bound(self, circle_hint: str) -> tuple[int | None, int]:
+        """(pending second, wall clock), read before the page's snapshot."""
+        with self._lock:
+            return self._pending.get(circle_hint), int(self._clock.now())
+
+    def _open_second(self, pending: int | None, wall: int, top: int) -> int:
+        """The earliest second a message not yet visible can be stored in."""
+        bound = max(wall, top)
+        return bound if pending is None else min(bound, pending)
+
+    def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
+        """Whole stored seconds after ``since``: as many as fit in ``limit``, at least two."""
+        pending, wall = self._bound(circle_hint)
+        fetch = max(limit, 2 * self.second_cap) + 1
+        conn = self._reader()
+        with _transaction(conn):
+            rows = conn.execute(
+                "SELECT id, stored_at, payload FROM messages"
+                " WHERE circle_hint = ? AND stored_at > ? ORDER BY stored_at, id LIMIT ?",
+                (circle_hint, since, fetch),
+            ).fetchall()
+            top = conn.execute(
+                "SELECT id, stored_at FROM messages WHERE circle_hint = ?"
+                " ORDER BY stored_at DESC, id DESC LIMIT 1",
+                (circle_hint,),
+            ).fetchone()
+        end, seconds = 0, 0
+        while end < len(rows):
+            second = rows[end][1]
+            stop = end
+            while stop < len(rows) and rows[stop][1] == second:
+                stop += 1
+            if stop == len(rows) and len(rows) == fetch:
+                break  # this second may go on beyond what was fetched
+            if seconds >= 2 and stop > limit:
+                break
+            end, seconds = stop, seconds + 1
+        taken = rows[:end]
+        payloads = [payload for _, _, payload in taken]
+        if end == len(rows) and len(rows) < fetch:  # everything there is, so far
+            top_id, top_second = top if top is not None else (0, 0)
+            return Page(payloads, self._open_second(pending, wall, top_second) - 1, top_id)
+        if not taken:  # only with a second larger than a page: stored before the cap
+            return Page([], since, 0)
+        return Page(payloads, taken[-1][1], taken[-1][0])
+
+    def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
+        """Messages after the cursor (their row id)."""
+        pending, wall = self._bound(circle_hint)
+        conn = self._reader()
+        with _transaction(conn):
+            # Stored seconds grow with ids within a circle, so the cursor's own
+            # second bounds the index range; a purged cursor row means every
+            # earlier row of the circle is purged too.
+            rows = conn.execute(
+                "SELECT id, stored_at, payload FROM messages"
+                " WHERE circle_hint = ? AND id > ? AND stored_at >= COALESCE("
+                "  (SELECT stored_at FROM messages WHERE id = ? AND circle_hint = ?), 0)"
+                " ORDER BY stored_at, id LIMIT ?",
+                (circle_hint, cursor, cursor, circle_hint, limit),
+            ).fetchall()
+            top = conn.execute(
+                "SELECT stored_at FROM messages WHERE circle_hint = ?"
+                " ORDER BY stored_at DESC LIMIT 1",
+                (circle_hint,),
+            ).fetchone()
+        payloads = [payload for _, _, payload in rows]
+        if len(rows) < limit:
+            server_time = self._open_second(pending, wall, top[0] if top else 0) - 1
+        else:
+            server_time = rows[-1][1] - 1  # a v1 client re-reads that second: no skip
+        return Page(payloads, server_time, rows[-1][0] if rows else cursor)
+
+    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
+        """The newest messages stored since ``since_wall`` and not by ``not_by``, oldest first."""
+        # stored_at >= stored_wall always, so the index range is a superset.
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT payload FROM (SELECT id, payload FROM messages"
+                "  WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
+                "  ORDER BY stored_at DESC, id DESC LIMIT ?) ORDER BY id",
+                (circle_hint, since_wall, since_wall, not_by, limit),
+            )
+            .fetchall()
+        )
+        return [payload for (payload,) in rows]
+
+    # --- signals ------------------------------------------------------------------------
+    def add_signal(self, sig: SignalPost, now: int) -> int:
+        """Store a call signal."""
+        cur = self._conn.execute(
+            "INSERT INTO signals (session_id, from_node, to_node, circle_hint, type, payload,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sig.session_id,
+                sig.from_node_id,
+                sig.to_node_id,
+                sig.circle_hint,
+                sig.type,
+                sig.payload,
+                now,
+                now + sig.ttl_s,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def signals(
+        self,
+        to_node: str,
+        since_id: int,
+        *,
+        session_id: str,
+        circle_hint: str,
+        now: int,
+        limit: int,
+    ) -> list[Signal]:
+        """Live signals for a node, in id order."""
+        sql = (
+            "SELECT id, session_id, from_node, to_node, type, payload, created_at FROM signals"
+            " WHERE to_node = ? AND id > ? AND expires_at > ?"
+        )
+        args: list[Any] = [to_node, since_id, now]
+        if session_id:
+            sql += " AND session_id = ?"
+            args.append(session_id)
+        if circle_hint:
+            sql += " AND circle_hint = ?"
+            args.append(circle_hint)
+        rows = self._reader().execute(sql + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
+        return [Signal(*row) for row in rows]
+
+    # --- upkeep ---------------------------------------------------------------------------
+    def purge_messages(self, before_wall: int, chunk: int) -> int:
+        """Delete one chunk of messages older than the retention."""
+        cur = self._conn.execute(
+            "DELETE FROM messages WHERE id IN"
+            " (SELECT id FROM messages WHERE stored_wall < ? ORDER BY stored_wall LIMIT ?)",
+            (before_wall, chunk),
+        )
+        return cur.rowcount
+
+    def purge_expired(self, now: int, key_idle_s: int) -> Purged:
+        """Delete what has expired."""
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            presence = c.execute("DELETE FROM presence WHERE expires_at <= ?", (now,)).rowcount
+            signals = c.execute("DELETE FROM signals WHERE expires_at <= ?", (now,)).rowcount
+            nonces = c.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,)).rowcount
+            keys = c.execute(
+                "DELETE FROM circle_keys WHERE last_used < ?", (now - key_idle_s,)
+            ).rowcount
+        return Purged(presence, signals, nonces, keys)
+
+    def statistics(self) -> RelayStats:
+        """Counts for metrics (a scan of the smallest index: fine at a few million rows)."""
+        conn = self._reader()
+        messages, circles, registrations, signals = (
+            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in ("messages", "circle_keys", "presence", "signals")
+        )
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(f"{self.path}{suffix}")
+        return RelayStats(messages, circles, registrations, signals, size)

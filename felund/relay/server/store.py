@@ -1,0 +1,209 @@
+"""Storage of the relay server: the ``RelayStore`` interface, its records, its threads.
+
+- ``RelayStore`` is what the HTTP layer needs of a database; the SQLite
+  implementation is ``felund.relay.server.sqlite`` (one file, WAL). A PostgreSQL
+  implementation for several instances behind one database must give the
+  same guarantees: stored seconds and cursors that become visible in order
+  (for instance a per-circle counter row updated under lock in the same
+  transaction), a nonce ledger shared by every instance, and a push channel
+  (LISTEN/NOTIFY) feeding the WebSocket hubs of the other instances.
+- Paging contract (``page_since``): the v1 cursor is ``since``, a whole
+  second compared with the second a message was stored. A store gives every
+  message of a circle a *stored second* that never decreases and that at
+  most ``SECOND_CAP`` messages of the circle share (a burst spills into the
+  following seconds), and answers whole seconds only: as many as fit in
+  ``limit``, and always at least two. ``server_time`` is then the last whole
+  second answered when more follow, or, on the last page, one second before
+  any second a message could still be stored in. A client that pages with
+  ``since = server_time`` (our spec) or ``since = server_time - 1`` (the
+  existing browser client) gets every message, some twice (clients drop
+  duplicates by msg_id), and always moves forward.
+- ``page_after`` pages by ``cursor``, the message's row id: strictly
+  increasing, and visible in commit order.
+- Threads: ``AsyncStore`` runs the blocking calls off the event loop, every
+  write on one writer thread (SQLite has one writer anyway) and reads on a
+  small pool of reader threads with their own connections (WAL lets them
+  read beside the writer). A WAL checkpoint, the retention purge or a slow
+  disk then never stalls the loop that serves WebSockets and other circles,
+  and sqlite3 releases the GIL while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from felund.errors import FelundError
+from felund.relay.protocol import MessageBatch, Registration, SignalPost
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreInUse(FelundError):
+    """Another relay process has this database open (one process per SQLite file)."""
+
+
+# --- records --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A live registration, as GET /v1/peers answers it."""
+
+    node_id: str
+    circle_hint: str
+    endpoints: list[dict[str, Any]]
+    capabilities: dict[str, Any]
+    observed_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message newly stored by ``append``."""
+
+    id: int
+    msg_id: str
+    author_node_id: str
+    payload: str
+    stored_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """An answer of GET /v1/messages: payloads, the v1 ``server_time`` and the cursor."""
+
+    messages: list[str]
+    server_time: int
+    next_cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A stored call signal."""
+
+    id: int
+    session_id: str
+    from_node: str
+    to_node: str
+    type: str
+    payload: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """Rows removed by one ``purge_expired``."""
+
+    presence: int
+    signals: int
+    nonces: int
+    keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStats:
+    """What the store holds, for metrics."""
+
+    messages: int
+    circles: int
+    registrations: int
+    signals: int
+    database_bytes: int
+
+
+class RelayStore(Protocol):
+    """Storage of a relay server; see the module docstring for the paging contract.
+
+    Calls block. Writes (``register``, ``unregister``, ``pin_key``,
+    ``use_nonce``, ``append``, ``add_signal``, ``purge_*``) come from one
+    thread at a time; reads may come from several threads at once.
+    """
+
+    def close(self) -> None:
+        """Release every connection."""
+
+    def register(self, reg: Registration, now: int) -> int:
+        """Record a presence until ``now + reg.ttl_s``; returns that expiry."""
+
+    def unregister(self, circle_hint: str, node_id: str) -> bool:
+        """Remove a presence; whether there was one."""
+
+    def peers(self, circle_hint: str, exclude: str, limit: int, now: int) -> list[Peer]:
+        """Live presences of a circle, newest first, without ``exclude``."""
+
+    def pinned_key(self, circle_hint: str) -> str | None:
+        """The signing key pinned for a circle, if any."""
+
+    def pin_key(self, circle_hint: str, key: str, now: int) -> str:
+        """Pin ``key`` unless a key is pinned already; the pinned key after the call."""
+
+    def use_nonce(self, nonce: str, expires_at: int) -> bool:
+        """Record a nonce; False if it was already used (a replay)."""
+
+    def append(self, batch: MessageBatch) -> list[Stored]:
+        """Store the messages not stored yet (by circle and msg_id); the new ones."""
+
+    def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
+        """Whole stored seconds after ``since`` (v1 paging)."""
+
+    def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
+        """At most ``limit`` messages after the cursor, in cursor order."""
+
+    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
+        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first.
+
+        ``not_by`` leaves out one author's: a feed never sends a node its own messages.
+        """
+
+    def add_signal(self, sig: SignalPost, now: int) -> int:
+        """Store a call signal until ``now + ttl``; its id."""
+
+    def signals(
+        self,
+        to_node: str,
+        since_id: int,
+        *,
+        session_id: str,
+        circle_hint: str,
+        now: int,
+        limit: int,
+    ) -> list[Signal]:
+        """Live signals for a node after ``since_id``, optionally of one session or circle."""
+
+    def purge_messages(self, before_wall: int, chunk: int) -> int:
+        """Delete up to ``chunk`` messages stored before ``before_wall``; how many."""
+
+    def purge_expired(self, now: int, key_idle_s: int) -> Purged:
+        """Delete expired presences, signals and nonces, and keys unused for ``key_idle_s``."""
+
+    def statistics(self) -> RelayStats:
+        """Counts for metrics."""
+
+
+class AsyncStore:
+    """Runs a ``RelayStore``'s blocking calls: writes on one thread, reads on a pool."""
+
+    def __init__(self, store: RelayStore, readers: int = 2) -> None:
+        self.store = store
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-db-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="relay-db-read")
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a write of the store on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read of the store on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Wait for running calls, then close the store."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.store.close()

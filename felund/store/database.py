@@ -1,0 +1,351 @@
+"""The node's SQLite database: schema, writes and queries.
+
+Only one process writes at a time: the store actor while the node runs, or
+a command working offline while it holds the node lock. WAL mode, so
+readers never block the writer. ``store_seq`` is gap-free: it is assigned
+here, inside the writing transaction, from a counter kept in the same
+database, so a rollback or a crash never leaves a hole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from felund.v1.wire import WireMessage, pack_wire, to_wire
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS circles (
+    circle_id TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    joined_ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    store_seq INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL UNIQUE,
+    circle_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    author_node_id TEXT NOT NULL,
+    display_name TEXT NOT NULL,   -- as the reader sees it (decrypted)
+    created_ts INTEGER NOT NULL,
+    text TEXT NOT NULL,           -- as the reader sees it (decrypted)
+    wire BLOB NOT NULL,           -- the message as peers get it (msgpack of its JSON object)
+    origin TEXT NOT NULL,
+    stored_ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_channel
+    ON messages (circle_id, channel_id, store_seq);
+CREATE TABLE IF NOT EXISTS peers (
+    circle_id TEXT NOT NULL,
+    addr TEXT NOT NULL,
+    node_id TEXT NOT NULL DEFAULT '',
+    last_seen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (circle_id, addr)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+_ROW_COLUMNS = (
+    "store_seq, msg_id, circle_id, channel_id, author_node_id, display_name, "
+    "created_ts, text, origin"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    """A circle this node belongs to."""
+
+    circle_id: str
+    secret: str
+    name: str
+    joined_ts: int
+
+
+class Database:
+    """One connection to the node's database."""
+
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = path
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self.last_seq = 0
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"database schema {version} is newer than this felund ({SCHEMA_VERSION})"
+            )
+        # Every statement is idempotent (IF NOT EXISTS), so a crash between
+        # them is repaired by the next start.
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.last_seq = self._meta("last_seq")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: everything inside commits together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        committed_seq = self.last_seq
+        try:
+            yield
+            if self.last_seq != committed_seq:
+                self._set_meta("last_seq", self.last_seq)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self.last_seq = committed_seq
+            raise
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: undo one request's writes without undoing its batch."""
+        before = self.last_seq
+        self._db.execute("SAVEPOINT request")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO request")
+            self._db.execute("RELEASE request")
+            self.last_seq = before
+            raise
+        self._db.execute("RELEASE request")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # --- messages -----------------------------------------------------------
+    def insert_messages(
+        self, rows: Sequence[tuple[WireMessage, str, str]], origin: str
+    ) -> list[int | None]:
+        """Store verified (message, display_name, text) rows; each new store_seq or None if held."""
+        held = self._held({m.msg_id for m, _, _ in rows})
+        seqs: list[int | None] = []
+        values = []
+        stored_ts = time.time()
+        for msg, display_name, text in rows:
+            if msg.msg_id in held:
+                seqs.append(None)
+                continue
+            held.add(msg.msg_id)
+            self.last_seq += 1
+            seqs.append(self.last_seq)
+            values.append(
+                (
+                    self.last_seq,
+                    msg.msg_id,
+                    msg.circle_id,
+                    msg.channel_id,
+                    msg.author_node_id,
+                    display_name,
+                    msg.created_ts,
+                    text,
+                    pack_wire(to_wire(msg)),
+                    origin,
+                    stored_ts,
+                )
+            )
+        self._db.executemany(
+            "INSERT INTO messages (store_seq, msg_id, circle_id, channel_id, "
+            "author_node_id, display_name, created_ts, text, wire, origin, stored_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+        return seqs
+
+    def _held(self, msg_ids: set[str]) -> set[str]:
+        return {r[0] for r in self._where_msg_id_in("msg_id", list(msg_ids))}
+
+    def wire_of(self, msg_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The wire form of the messages held among ``msg_ids``, in store order."""
+        return [msgpack.unpackb(b) for b in self.packed_wire_of(msg_ids)]
+
+    def packed_wire_of(self, msg_ids: Sequence[str]) -> list[bytes]:
+        """As ``wire_of``, packed (``wire.pack_wire``) as they are kept."""
+        return [r[1] for r in sorted(self._where_msg_id_in("store_seq, wire", list(msg_ids)))]
+
+    def _where_msg_id_in(self, columns: str, msg_ids: list[str]) -> list[tuple[Any, ...]]:
+        found: list[tuple[Any, ...]] = []
+        for i in range(0, len(msg_ids), 500):  # SQLite caps bound parameters
+            chunk = msg_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.extend(
+                self._db.execute(
+                    f"SELECT {columns} FROM messages WHERE msg_id IN ({marks})",  # noqa: S608 - only ?s
+                    chunk,
+                )
+            )
+        return found
+
+    def seq_of(self, msg_id: str) -> int | None:
+        """The store_seq of a message held, if any."""
+        row = self._db.execute(
+            "SELECT store_seq FROM messages WHERE msg_id = ?", (msg_id,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def since(self, since: int, limit: int, with_wire: bool = False) -> list[dict[str, Any]]:
+        """Messages with store_seq > since, oldest first."""
+        cols = _ROW_COLUMNS + (", wire" if with_wire else "")
+        rows = self._db.execute(
+            f"SELECT {cols} FROM messages WHERE store_seq > ? ORDER BY store_seq LIMIT ?",  # noqa: S608 - fixed column list
+            (since, limit),
+        ).fetchall()
+        return [_row(r, with_wire) for r in rows]
+
+    def newest(
+        self, circle_id: str, channel_id: str | None, limit: int, hidden: str = ""
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` messages of one channel, or of every channel but
+        ``hidden``, oldest first."""
+        where, args = ("channel_id = ?", channel_id) if channel_id else ("channel_id != ?", hidden)
+        rows = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM messages WHERE circle_id = ? AND {where} "  # noqa: S608
+            "ORDER BY store_seq DESC LIMIT ?",
+            (circle_id, args, limit),
+        ).fetchall()
+        return [_row(r, False) for r in reversed(rows)]
+
+    def message_count(self) -> int:
+        """How many messages are held."""
+        return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    # --- circles and peers --------------------------------------------------
+    def add_circle(self, circle: Circle) -> bool:
+        """Record a circle; False if it was already known."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO circles (circle_id, secret, name, joined_ts) "
+            "VALUES (?, ?, ?, ?)",
+            (circle.circle_id, circle.secret, circle.name, circle.joined_ts),
+        )
+        return cur.rowcount == 1
+
+    def circle(self, circle_id: str) -> Circle | None:
+        """A circle by id."""
+        row = self._db.execute(
+            "SELECT circle_id, secret, name, joined_ts FROM circles WHERE circle_id = ?",
+            (circle_id,),
+        ).fetchone()
+        return Circle(*row) if row else None
+
+    def remove_circle(self, circle_id: str, delete_history: bool) -> None:
+        """Forget a circle's secret and peers, and its messages if asked."""
+        self._db.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+        self._db.execute("DELETE FROM peers WHERE circle_id = ?", (circle_id,))
+        if delete_history:
+            # store_seq values are never reused (last_seq lives in meta).
+            self._db.execute("DELETE FROM messages WHERE circle_id = ?", (circle_id,))
+
+    def control_events(self, circle_id: str, channel_id: str) -> list[tuple[str, str, int, str]]:
+        """(msg_id, author, created_ts, text) of a circle's control messages."""
+        return self._db.execute(
+            "SELECT msg_id, author_node_id, created_ts, text FROM messages "
+            "WHERE circle_id = ? AND channel_id = ?",
+            (circle_id, channel_id),
+        ).fetchall()
+
+    def authors(self, circle_id: str) -> list[tuple[str, str, int]]:
+        """(author, latest display name, last message time) of everyone who wrote."""
+        return self._db.execute(
+            "SELECT author_node_id, display_name, max(created_ts) FROM messages "
+            "WHERE circle_id = ? GROUP BY author_node_id",
+            (circle_id,),
+        ).fetchall()
+
+    def setting(self, key: str) -> str | None:
+        """A local setting (e.g. this node's display name after a rename)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a local setting."""
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def circles(self) -> list[Circle]:
+        """Every circle, oldest first."""
+        rows = self._db.execute(
+            "SELECT circle_id, secret, name, joined_ts FROM circles ORDER BY joined_ts, circle_id"
+        ).fetchall()
+        return [Circle(*r) for r in rows]
+
+    def add_peer(self, circle_id: str, addr: str, node_id: str = "", last_seen: int = 0) -> None:
+        """Remember an address at which a circle's member may be reached."""
+        self._db.execute(
+            "INSERT INTO peers (circle_id, addr, node_id, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (circle_id, addr) DO UPDATE SET "
+            "node_id = CASE WHEN excluded.node_id != '' THEN excluded.node_id ELSE node_id END, "
+            "last_seen = max(last_seen, excluded.last_seen)",
+            (circle_id, addr, node_id, last_seen),
+        )
+
+    def peers(self, circle_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Known peer addresses, of some circles or all."""
+        rows = self._db.execute(
+            "SELECT circle_id, addr, node_id, last_seen FROM peers ORDER BY circle_id, addr"
+        ).fetchall()
+        return [
+            {"circle_id": c, "addr": a, "node_id": n, "last_seen": s}
+            for c, a, n, s in rows
+            if circle_ids is None or c in circle_ids
+        ]
+
+    def size_bytes(self) -> int:
+        """Bytes used by the database file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    def integrity_check(self) -> str:
+        """SQLite's own verdict on the file ("ok" when sound)."""
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _row(r: tuple[Any, ...], with_wire: bool) -> dict[str, Any]:
+    out = {
+        "store_seq": r[0],
+        "msg_id": r[1],
+        "circle_id": r[2],
+        "channel_id": r[3],
+        "author_node_id": r[4],
+        "display_name": r[5],
+        "created_ts": r[6],
+        "text": r[7],
+        "origin": r[8],
+    }
+    if with_wire:
+        out["wire"] = msgpack.unpackb(r[9])
+    return out

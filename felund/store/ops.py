@@ -1,0 +1,643 @@
+"""What a node can be asked to do: the store's operations, one handler each.
+
+The store actor serves these over its RPC endpoint; a command run while
+the node is stopped calls the same handlers on the database directly, so
+both paths behave the same. Handlers validate their whole request before
+writing anything: a refused request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from felund import metrics
+from felund.config import relay_url_problem
+from felund.errors import AuthError, InvalidMessage, InviteError, RPCError
+from felund.protocol import (
+    CONTROL_CHANNEL,
+    DEFAULT_CHANNEL,
+    ERR_BAD_INVITE,
+    ERR_BAD_REQUEST,
+    ERR_FORBIDDEN,
+    ERR_UNKNOWN_CIRCLE,
+    ERR_UNKNOWN_OP,
+    MAX_CURSOR_KEY,
+    MAX_POST_BATCH,
+    MAX_SNAPSHOT_PAGE,
+    OP_APPEND,
+    OP_CHANNELS,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_CIRCLE_KEYS,
+    OP_CIRCLE_LEAVE,
+    OP_CIRCLES,
+    OP_CONTROL,
+    OP_CURSOR,
+    OP_FETCH,
+    OP_INBOX,
+    OP_INVITE,
+    OP_PEERS,
+    OP_PEERS_ADD,
+    OP_POST,
+    OP_SETTINGS,
+    OP_SNAPSHOT,
+    OP_STATS,
+    OP_WHO,
+    PUSH_FRESH_S,
+)
+from felund.store.database import Circle, Database
+from felund.v1 import chatmodel, ids
+from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
+from felund.v1.wire import (
+    Opened,
+    WireMessage,
+    check_channel_id,
+    compose_message,
+    open_message,
+    parse_message,
+    to_wire,
+)
+
+ORIGINS = ("local", "gossip", "relay")
+_MAX_NAME = 64
+_MAX_CODE = 4096
+_MAX_PEERS_ADD = 256
+_NAME_SETTING = "display_name"
+_REJECTED_SETTING = "control_rejected"
+_CURSOR_SETTING = "cursor"
+_RELAY_URL_SETTING = "relay_url"  # absent: the configured relay.url; "": no relay
+_REFUSALS = {
+    "exists": "that channel exists already",
+    "no_channel": "there is no such channel; create it first",
+    "wrong_key": "wrong key for that channel",
+    "not_approved": "that channel is by invitation: ask with `channel request`, then wait",
+    "not_invite": "that channel is not by invitation; join it",
+    "not_member": "only a member of the channel can approve",
+    "general": "#general cannot be left",
+    "bad_channel": "channel names are 1 to 32 of a-z, 0-9, - and _",
+    "bad_name": f"names are 1 to {64} printable characters",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What the handlers need to know about this node."""
+
+    node_id: str
+    display_name: str
+    encrypt: bool
+    invite_peer: str  # host:port that other members should contact
+    relay_url: str = ""  # the configured relay.url: used until a runtime setting replaces it
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A handler's answer, and what it changed (for the store's events)."""
+
+    reply: Any
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    circles_changed: bool = False
+    settings_changed: bool = False  # display name or relay URL: sys.settings.changed
+
+
+class Ops:
+    """The operations, bound to one database and one node identity."""
+
+    def __init__(self, db: Database, node: NodeInfo) -> None:
+        self.db = db
+        self.node = node
+        self._states: dict[str, chatmodel.CircleState] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
+            OP_POST: self.post,
+            OP_APPEND: self.append,
+            OP_SNAPSHOT: self.snapshot,
+            OP_INBOX: self.inbox,
+            OP_CIRCLES: self.circles,
+            OP_CIRCLE_CREATE: self.circle_create,
+            OP_CIRCLE_JOIN: self.circle_join,
+            OP_INVITE: self.invite,
+            OP_PEERS: self.peers,
+            OP_STATS: self.stats,
+            OP_PEERS_ADD: self.peers_add,
+            OP_CIRCLE_KEYS: self.circle_keys,
+            OP_FETCH: self.fetch,
+            OP_CONTROL: self.control,
+            OP_CHANNELS: self.channels,
+            OP_WHO: self.who,
+            OP_CIRCLE_LEAVE: self.circle_leave,
+            OP_CURSOR: self.cursor,
+            OP_SETTINGS: self.settings,
+        }
+
+    def handle(self, op: str, body: Any) -> Outcome:
+        """Run one operation; RPCError if the request is refused."""
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise RPCError(ERR_UNKNOWN_OP, f"unknown operation {op[:64]!r}")
+        if not isinstance(body, dict):
+            raise RPCError(ERR_BAD_REQUEST, "request body must be a map")
+        out = handler(body)
+        for row in out.stored:
+            if row["channel_id"] == CONTROL_CHANNEL:
+                self._forget(row["circle_id"])
+        return out
+
+    # --- circles, channels, people ------------------------------------------
+    def state(self, circle_id: str) -> chatmodel.CircleState:
+        """A circle's state as its control events say, derived once and kept."""
+        state = self._states.get(circle_id)
+        if state is None:
+            events = [
+                chatmodel.ControlEvent(*row)
+                for row in self.db.control_events(circle_id, CONTROL_CHANNEL)
+            ]
+            state = self._states[circle_id] = chatmodel.derive(events, circle_id)
+            self._count_rejections(circle_id, state.rejected)
+        return state
+
+    def _count_rejections(self, circle_id: str, rejected: collections.Counter[str]) -> None:
+        # Once per event, across re-derivations and restarts: what was counted
+        # is kept in the database beside the events.
+        key = f"{_REJECTED_SETTING}:{circle_id}"
+        seen = collections.Counter(json.loads(self.db.setting(key) or "{}"))
+        fresh = rejected - seen
+        for reason, n in fresh.items():
+            metrics.BAD_INPUT.labels("control", reason).inc(n)
+        if fresh:
+            self.db.set_setting(key, json.dumps(dict(rejected | seen)))
+
+    def _forget(self, circle_id: str) -> None:
+        self._states.pop(circle_id, None)
+
+    def display_name(self) -> str:
+        """This node's display name: the latest rename, else the configured one."""
+        return self.db.setting(_NAME_SETTING) or self.node.display_name
+
+    def relay_url(self) -> str:
+        """The relay this node uses: the runtime setting if set, else the configured one."""
+        stored = self.db.setting(_RELAY_URL_SETTING)
+        return self.node.relay_url if stored is None else stored
+
+    def current_settings(self) -> dict[str, str]:
+        """The effective runtime settings, as ``store.settings`` answers and events carry them."""
+        return {"display_name": self.display_name(), "relay_url": self.relay_url()}
+
+    def settings(self, body: dict[str, Any]) -> Outcome:
+        """The node's runtime settings; with ``relay_url``, set it first ("" turns the relay off).
+
+        The display name is not set here: it changes by a rename control event,
+        so that every circle learns it.
+        """
+        if "display_name" in body:
+            raise RPCError(ERR_BAD_REQUEST, "the display name changes by a rename (felund rename)")
+        unknown = sorted(str(k)[:32] for k in body if k != "relay_url")
+        if unknown:
+            raise RPCError(ERR_BAD_REQUEST, f"unknown settings: {', '.join(unknown)}")
+        url = _get(body, "relay_url", str, None)
+        changed = False
+        if url is not None:
+            problem = relay_url_problem(url)
+            if problem:
+                raise RPCError(ERR_BAD_REQUEST, problem)
+            changed = url != self.relay_url()
+            # Stored even when equal to the configured value: the setting wins from now on.
+            self.db.set_setting(_RELAY_URL_SETTING, url)
+        return Outcome(self.current_settings(), settings_changed=changed)
+
+    def channels(self, body: dict[str, Any]) -> Outcome:
+        """The channels of a circle, with their access and members."""
+        circle = self._circle(body)
+        state = self.state(circle.circle_id)
+        me = self.node.node_id
+        return Outcome(
+            {
+                "name": state.name or circle.name,
+                "channels": [
+                    {
+                        "channel_id": c.channel_id,
+                        "access_mode": c.access_mode,
+                        "creator": c.creator,
+                        "members": sorted(c.members),
+                        "requests": sorted(c.requests),
+                        "member": c.channel_id == DEFAULT_CHANNEL or me in c.members,
+                        "can_post": state.can_post(c.channel_id, me),
+                    }
+                    for c in sorted(state.channels.values(), key=lambda c: c.channel_id)
+                ],
+            }
+        )
+
+    def who(self, body: dict[str, Any]) -> Outcome:
+        """The people of a circle (or of one channel), by latest name, with last seen."""
+        circle = self._circle(body)
+        state = self.state(circle.circle_id)
+        channel_id = _get(body, "channel_id", str, "") or None
+        people = []
+        for node_id, name, last_seen in self.db.authors(circle.circle_id):
+            people.append(
+                {
+                    "node_id": node_id,
+                    "display_name": state.names.get(node_id, name),
+                    "last_seen": last_seen,
+                }
+            )
+        if channel_id is not None:
+            channel = state.channels.get(channel_id)
+            if channel is None:
+                raise RPCError(ERR_BAD_REQUEST, f"there is no channel #{channel_id}")
+            if channel_id != DEFAULT_CHANNEL:
+                people = [p for p in people if p["node_id"] in channel.members]
+        return Outcome({"people": sorted(people, key=lambda p: -p["last_seen"])})
+
+    def circle_leave(self, body: dict[str, Any]) -> Outcome:
+        """Stop being in a circle: forget its secret and peers (and history if asked)."""
+        circle = self._circle(body)
+        delete = _get(body, "delete_history", bool, False)
+        self.db.remove_circle(circle.circle_id, delete)
+        self._forget(circle.circle_id)
+        return Outcome(
+            {"circle_id": circle.circle_id, "history_deleted": delete}, circles_changed=True
+        )
+
+    # --- writes -------------------------------------------------------------
+    def post(self, body: dict[str, Any]) -> Outcome:
+        """Compose, authenticate and store messages written on this node."""
+        circle = self._circle(body)
+        channel_id = _get(body, "channel_id", str, DEFAULT_CHANNEL)
+        if channel_id.startswith("__"):
+            raise RPCError(ERR_BAD_REQUEST, f"channel {channel_id!r} is reserved")
+        try:
+            check_channel_id(channel_id)
+        except InvalidMessage:
+            raise RPCError(ERR_BAD_REQUEST, f"{channel_id[:40]!r} is not a channel name") from None
+        state = self.state(circle.circle_id)
+        if not state.can_post(channel_id, self.node.node_id):
+            channel = state.channels.get(channel_id)
+            if channel is None:
+                raise RPCError(
+                    ERR_FORBIDDEN,
+                    f"there is no channel #{channel_id} in this circle; create it first",
+                )
+            raise RPCError(
+                ERR_FORBIDDEN,
+                f"you may not post in #{channel_id}: it is a "
+                f"{channel.access_mode} channel you have not joined",
+            )
+        items = _get(body, "msgs", list)
+        if not 0 < len(items) <= MAX_POST_BATCH:
+            raise RPCError(ERR_BAD_REQUEST, f"msgs must hold 1 to {MAX_POST_BATCH} messages")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}] must be a map")
+        return self._write(
+            circle,
+            channel_id,
+            [
+                (_get(m, "msg_id", str), _get(m, "created_ts", int), _get(m, "text", str))
+                for m in items
+            ],
+        )
+
+    def control(self, body: dict[str, Any]) -> Outcome:
+        """Write a control event of this node, if the circle's rules allow it."""
+        circle = self._circle(body)
+        event = _get(body, "event", dict)
+        msg_id, created_ts = _get(body, "msg_id", str), _get(body, "created_ts", int)
+        text = chatmodel.event_text(event)
+        if self.db.seq_of(msg_id) is not None:
+            # A retried request whose first try was stored: answer it again, as
+            # stored, rather than judge the event against its own effect.
+            return self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        state = self.state(circle.circle_id)
+        # Events fold in created_ts order and this one is checked against every
+        # event known: it must sort after them, or it could be stored and yet
+        # have no effect (a clock behind a peer's), or land in one second with
+        # another and sort either way (by msg_id). The browser does the same.
+        created_ts = max(created_ts, state.newest_ts + 1)
+        trial = copy.deepcopy(state)
+        problem = chatmodel.apply(
+            trial, chatmodel.ControlEvent(msg_id, self.node.node_id, created_ts, text)
+        )
+        if problem:
+            raise RPCError(ERR_FORBIDDEN, _REFUSALS.get(problem, f"refused: {problem}"))
+        out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        if event.get("op") == "rename":
+            out.settings_changed = event["display_name"] != self.display_name()
+            self.db.set_setting(_NAME_SETTING, event["display_name"])
+        if event.get("t") == "CIRCLE_NAME_EVT":
+            out.circles_changed = True
+        return out
+
+    def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
+        """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
+        name = self.display_name()
+        composed = []
+        for i, (msg_id, created_ts, text) in enumerate(items):
+            try:
+                msg = compose_message(
+                    circle.secret,
+                    circle_id=circle.circle_id,
+                    channel_id=channel_id,
+                    author_node_id=self.node.node_id,
+                    display_name=name,
+                    text=text,
+                    created_ts=created_ts,
+                    msg_id=msg_id,
+                    encrypt=self.node.encrypt,
+                )
+            except InvalidMessage as exc:
+                raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
+            composed.append((msg, text))
+        out = Outcome(reply=None)
+        new = self.db.insert_messages([(m, name, text) for m, text in composed], "local")
+        seqs: list[int | None] = []
+        for (msg, text), seq in zip(composed, new, strict=True):
+            if seq is None:
+                metrics.STORE_DUPLICATES.inc()
+                seqs.append(self.db.seq_of(msg.msg_id))
+                continue
+            seqs.append(seq)
+            out.stored.append(_stored_row(seq, msg, name, text, "local"))
+        if out.stored:
+            metrics.STORE_APPENDS.labels("local").inc(len(out.stored))
+        out.reply = {"seqs": seqs, "stored": len(out.stored), "last_seq": self.db.last_seq}
+        return out
+
+    def append(self, body: dict[str, Any]) -> Outcome:
+        """Verify and store messages received from peers; refuse the bad ones one by one.
+
+        The one full check of a peer's message (parse_message, then the MAC or
+        the decryption): producers pass messages on as they came, gossip after
+        only a look at their shape, so nothing here may rely on a check of theirs.
+        """
+        origin = _get(body, "origin", str)
+        if origin not in ORIGINS[1:]:
+            raise RPCError(ERR_BAD_REQUEST, f"origin must be one of {', '.join(ORIGINS[1:])}")
+        items = _get(body, "msgs", list)
+        if len(items) > MAX_POST_BATCH:
+            raise RPCError(ERR_BAD_REQUEST, f"at most {MAX_POST_BATCH} messages per request")
+        results: list[str] = []
+        accepted: list[tuple[int, WireMessage, Opened]] = []
+        secrets: dict[str, Circle | None] = {}
+        for raw in items:
+            try:
+                msg = parse_message(raw)
+                if msg.circle_id not in secrets:
+                    secrets[msg.circle_id] = self.db.circle(msg.circle_id)
+                circle = secrets[msg.circle_id]
+                if circle is None:
+                    raise InvalidMessage("unknown_circle", "not a circle of this node")
+                opened = open_message(circle.secret, circle.circle_id, msg)
+            except InvalidMessage as exc:
+                results.append(self._reject(exc.kind))
+                continue
+            except AuthError:
+                results.append(self._reject("auth"))
+                continue
+            accepted.append((len(results), msg, opened))
+            results.append("")
+        new = self.db.insert_messages([(m, o.display_name, o.text) for _, m, o in accepted], origin)
+        out = Outcome(reply=None)
+        for (i, msg, opened), seq in zip(accepted, new, strict=True):
+            if seq is None:
+                metrics.STORE_DUPLICATES.inc()
+                results[i] = "duplicate"
+                continue
+            results[i] = "stored"
+            out.stored.append(_stored_row(seq, msg, opened.display_name, opened.text, origin))
+        if out.stored:
+            metrics.STORE_APPENDS.labels(origin).inc(len(out.stored))
+        out.reply = {"results": results, "last_seq": self.db.last_seq}
+        return out
+
+    @staticmethod
+    def _reject(kind: str) -> str:
+        metrics.STORE_REJECTED.labels(kind).inc()
+        return f"rejected:{kind}"
+
+    def circle_create(self, body: dict[str, Any]) -> Outcome:
+        """Create a circle with a fresh secret; answer its id and invite code."""
+        name = _name(body)
+        secret = ids.new_secret()
+        circle = Circle(ids.circle_id(secret), secret, name, int(time.time()))
+        self.db.add_circle(circle)
+        code = encode_invite(secret, self.node.invite_peer)
+        return Outcome(
+            {"circle_id": circle.circle_id, "name": name, "code": code}, circles_changed=True
+        )
+
+    def circle_join(self, body: dict[str, Any]) -> Outcome:
+        """Join the circle of an invite code (joining twice is harmless)."""
+        code = _get(body, "code", str)
+        if len(code) > _MAX_CODE:
+            raise RPCError(ERR_BAD_INVITE, "invite code is too long")
+        # A code copied from a screen where it wrapped carries line breaks.
+        code = "".join(code.split())
+        try:
+            invite = decode_invite(code)
+        except InviteError as exc:
+            raise RPCError(ERR_BAD_INVITE, str(exc)) from None
+        circle_id = ids.circle_id(invite.secret)
+        joined = self.db.add_circle(Circle(circle_id, invite.secret, _name(body), int(time.time())))
+        out = Outcome(
+            {"circle_id": circle_id, "joined": joined, "peer": invite.peer, "relay_url": ""},
+            circles_changed=joined,
+        )
+        if invite.peer and "//" not in invite.peer:
+            self.db.add_peer(circle_id, invite.peer)  # gossip wants host:port
+        elif invite.peer:
+            out.reply["relay_url"] = self._adopt_relay(invite.peer)
+            out.settings_changed = bool(out.reply["relay_url"])
+        return out
+
+    def _adopt_relay(self, peer: str) -> str:
+        """The relay URL of an invite, made this node's relay if it has none; "" if not adopted.
+
+        A code made in a browser names the relay its circle lives at, and the
+        circle is reachable nowhere else: a node without a relay of its own
+        takes that one rather than join a circle it cannot sync.
+        """
+        url = f"https:{peer}" if peer.startswith("//") else peer
+        if self.relay_url() or relay_url_problem(url):
+            return ""
+        self.db.set_setting(_RELAY_URL_SETTING, url)
+        return url
+
+    # --- reads --------------------------------------------------------------
+    def snapshot(self, body: dict[str, Any]) -> Outcome:
+        """A page of messages after ``since``, and the store_seq the answer covers."""
+        since = _get(body, "since", int, 0)
+        limit = min(_get(body, "limit", int, MAX_SNAPSHOT_PAGE), MAX_SNAPSHOT_PAGE)
+        if since < 0 or limit < 1:
+            raise RPCError(ERR_BAD_REQUEST, "since must be >= 0 and limit >= 1")
+        rows = self.db.since(since, limit, with_wire=_get(body, "with_wire", bool, False))
+        more = len(rows) == limit and rows[-1]["store_seq"] < self.db.last_seq
+        covers = rows[-1]["store_seq"] if more else self.db.last_seq
+        return Outcome({"msgs": rows, "covers": covers, "more": more})
+
+    def inbox(self, body: dict[str, Any]) -> Outcome:
+        """The newest messages of a circle, or of one of its channels."""
+        circle = self._circle(body)
+        channel = _get(body, "channel_id", str, "") or None
+        limit = _get(body, "limit", int, 50)
+        if not 1 <= limit <= 100_000:
+            raise RPCError(ERR_BAD_REQUEST, "limit must be between 1 and 100000")
+        return Outcome(
+            {"msgs": self.db.newest(circle.circle_id, channel, limit, hidden=CONTROL_CHANNEL)}
+        )
+
+    def circles(self, body: dict[str, Any]) -> Outcome:
+        """The circles of this node (never their secrets)."""
+        return Outcome(
+            {
+                "circles": [
+                    {
+                        "circle_id": c.circle_id,
+                        "name": self.state(c.circle_id).name or c.name,
+                        "joined_ts": c.joined_ts,
+                    }
+                    for c in self.db.circles()
+                ]
+            }
+        )
+
+    def invite(self, body: dict[str, Any]) -> Outcome:
+        """The invite code of a circle, naming this node as the peer to contact."""
+        circle = self._circle(body)
+        return Outcome(
+            {
+                "circle_id": circle.circle_id,
+                "code": encode_invite(circle.secret, self.node.invite_peer),
+            }
+        )
+
+    def peers(self, body: dict[str, Any]) -> Outcome:
+        """Known peer addresses."""
+        return Outcome({"peers": self.db.peers()})
+
+    def peers_add(self, body: dict[str, Any]) -> Outcome:
+        """Remember peer addresses learned by gossip (invalid entries are skipped)."""
+        items = _get(body, "peers", list)
+        if len(items) > _MAX_PEERS_ADD:
+            raise RPCError(ERR_BAD_REQUEST, f"at most {_MAX_PEERS_ADD} peers per request")
+        known = {c.circle_id for c in self.db.circles()}
+        added = 0
+        for p in items:
+            if not isinstance(p, dict) or p.get("circle_id") not in known:
+                continue
+            addr, node_id, seen = p.get("addr"), p.get("node_id", ""), p.get("last_seen", 0)
+            if not (
+                isinstance(addr, str)
+                and is_tcp_peer(addr)
+                and isinstance(node_id, str)
+                and len(node_id) <= 128
+                and type(seen) is int
+                and seen >= 0
+            ):
+                continue
+            self.db.add_peer(p["circle_id"], addr, node_id, seen)
+            added += 1
+        return Outcome({"added": added})
+
+    def circle_keys(self, body: dict[str, Any]) -> Outcome:
+        """Circles with their secrets: for the node's own gossip and relay processes."""
+        return Outcome(
+            {
+                "circles": [
+                    {"circle_id": c.circle_id, "secret": c.secret, "name": c.name}
+                    for c in self.db.circles()
+                ]
+            }
+        )
+
+    def fetch(self, body: dict[str, Any]) -> Outcome:
+        """The wire form of messages by msg_id (those held; unknown ids are skipped),
+        packed (``wire.pack_wire``) when ``packed`` is true."""
+        msg_ids = _get(body, "msg_ids", list)
+        if len(msg_ids) > MAX_POST_BATCH or not all(isinstance(m, str) for m in msg_ids):
+            raise RPCError(ERR_BAD_REQUEST, f"msg_ids must be up to {MAX_POST_BATCH} strings")
+        if _get(body, "packed", bool, False):
+            return Outcome({"msgs": self.db.packed_wire_of(msg_ids)})
+        return Outcome({"msgs": self.db.wire_of(msg_ids)})
+
+    def cursor(self, body: dict[str, Any]) -> Outcome:
+        """A durable cursor of a process: set it when ``value`` is given; its value (0 if unset)."""
+        key = _get(body, "key", str)
+        if not 0 < len(key) <= MAX_CURSOR_KEY or not key.isprintable():
+            raise RPCError(
+                ERR_BAD_REQUEST, f"key must be 1 to {MAX_CURSOR_KEY} printable characters"
+            )
+        setting = f"{_CURSOR_SETTING}:{key}"
+        value = _get(body, "value", int, None)
+        if value is not None:
+            if not 0 <= value < 2**62:
+                raise RPCError(ERR_BAD_REQUEST, "value must be an integer from 0 to 2**62 - 1")
+            self.db.set_setting(setting, str(value))
+            return Outcome({"value": value})
+        stored = self.db.setting(setting)
+        return Outcome({"value": int(stored) if stored is not None else 0})
+
+    def stats(self, body: dict[str, Any]) -> Outcome:
+        """Counts for status and metrics."""
+        return Outcome(
+            {
+                "messages": self.db.message_count(),
+                "last_seq": self.db.last_seq,
+                "circles": len(self.db.circles()),
+                "db_bytes": self.db.size_bytes(),
+            }
+        )
+
+    def _circle(self, body: dict[str, Any]) -> Circle:
+        circle_id = _get(body, "circle_id", str)
+        circle = self.db.circle(circle_id) if ids.is_hex(circle_id, 24) else None
+        if circle is None:
+            raise RPCError(ERR_UNKNOWN_CIRCLE, f"this node is not in circle {circle_id[:64]!r}")
+        return circle
+
+
+_MISSING: Any = object()
+
+
+def _get(body: dict[str, Any], key: str, typ: type, default: Any = _MISSING) -> Any:
+    value = body.get(key, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise RPCError(ERR_BAD_REQUEST, f"{key} is required")
+        return default
+    if type(value) is not typ:
+        raise RPCError(ERR_BAD_REQUEST, f"{key} must be a {typ.__name__}")
+    return value
+
+
+def _name(body: dict[str, Any]) -> str:
+    name: str = _get(body, "name", str, "")
+    if len(name) > _MAX_NAME or not name.isprintable():
+        raise RPCError(ERR_BAD_REQUEST, f"name must be at most {_MAX_NAME} printable characters")
+    return name
+
+
+def _stored_row(
+    seq: int, msg: WireMessage, display_name: str, text: str, origin: str
+) -> dict[str, Any]:
+    """A stored message as events carry it: a snapshot row, plus the wire form to push on."""
+    row = {
+        "store_seq": seq,
+        "msg_id": msg.msg_id,
+        "circle_id": msg.circle_id,
+        "channel_id": msg.channel_id,
+        "author_node_id": msg.author_node_id,
+        "display_name": display_name,
+        "created_ts": msg.created_ts,
+        "text": text,
+        "origin": origin,
+    }
+    if origin == "local" or (origin != "gossip" and msg.created_ts >= time.time() - PUSH_FRESH_S):
+        row["wire"] = to_wire(msg)
+    return row

@@ -1,0 +1,1 @@
+"""The curses ui: a sans-IO view model, its parts, rendering, and the terminal."""

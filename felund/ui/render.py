@@ -1,0 +1,210 @@
+"""The ui's screen as a pure function of its view model (sans-IO).
+
+``render(model, rows, cols)`` gives ``rows`` lines, each a list of
+``(text, style)`` segments exactly ``cols`` columns wide; ``cursor`` gives
+where the terminal's cursor goes. Styles are names the app maps to curses
+attributes: ``header``, ``sidebar``, ``sidebar.active``, ``sidebar.unread``,
+``time``, ``name.0``..``name.7``, ``text``, ``pending``, ``failed``,
+``notice``, ``input``, ``overlay``, ``error``.
+
+The screen, top to bottom: the header, then the sidebar (hidden below 50
+columns) beside the message pane or a window over it (help, invite,
+settings, debug), the status line, the input line. A small terminal keeps
+the input line first, then the header, then the status line. Drawing costs
+O(screen): the pane wraps only the messages it shows.
+"""
+
+from __future__ import annotations
+
+import re
+
+from felund.ui.commands import help_lines
+from felund.ui.input import prompt_cols, view
+from felund.ui.keys import SETTINGS_FIELDS
+from felund.ui.model import Model
+from felund.ui.pane import clock
+from felund.ui.state import SIDEBAR_COLS, Layout, layout
+from felund.ui.text import Line, clip, fit, width, wrap
+
+__all__ = ["Line", "cursor", "render"]
+
+HINTS = "F1 help  F2 invite  F3 settings  ^Q detach"
+SEPARATOR = "\u2502"
+_COLUMN_GAP = re.compile(r"\S {2,}(?=\S)")  # the gap before a second column
+_WIZARD = {
+    "circle": [
+        "Welcome to felund.",
+        "",
+        "You are in no circle yet: a circle is a small private group, with channels.",
+        "",
+        "Type a name for a new circle, or paste an invite code someone gave you, then Enter.",
+    ],
+    "name": ["Now your display name, as the people of the circle will see it; then Enter."],
+    "working": ["Setting up the circle\u2026"],
+}
+
+
+def render(model: Model, rows: int, cols: int) -> list[Line]:
+    """The screen: ``rows`` lines of exactly ``cols`` columns each."""
+    if rows <= 0 or cols <= 0:
+        return [[] for _ in range(max(0, rows))]
+    lay = layout(rows, cols)
+    screen: list[Line] = [[(" " * cols, "text")] for _ in range(rows)]
+    if lay.header >= 0:
+        screen[lay.header] = fit(_header(model, cols), cols, "header")
+    for i, line in enumerate(_body(model, lay)):
+        screen[lay.body_top + i] = fit(line, cols)
+    if lay.status >= 0:
+        screen[lay.status] = fit(_status(model, cols), cols)
+    screen[lay.input] = fit(_input(model, cols), cols, "input")
+    return screen
+
+
+def cursor(model: Model, rows: int, cols: int) -> tuple[int, int]:
+    """Where the terminal's cursor goes: in the input line, at the editor's cursor."""
+    rows, cols = max(1, rows), max(1, cols)
+    shown = prompt_cols(model.prompt, cols)
+    _, col = view(model.input.text, model.input.cursor, model.input.offset, cols - shown)
+    return rows - 1, min(cols - 1, shown + col)
+
+
+# --- header, status, input ---------------------------------------------------------
+def _header(model: Model, cols: int) -> Line:
+    circle, channel = model.active_circle(), model.active_channel()
+    parts = [f" felund {model.node_id[:8]}"]
+    if circle is not None:
+        parts.append(circle.name or circle.circle_id[:8])
+    if channel is not None:
+        parts.append(f"#{channel.channel_id}")
+    parts.append(f"peers {model.peers}")
+    left = "  ".join(parts)
+    gap = cols - width(left) - width(HINTS) - 1
+    text = f"{left}{' ' * gap}{HINTS} " if gap >= 2 else f"{left}  {HINTS}"
+    return [(text, "header")]
+
+
+def _status(model: Model, cols: int) -> Line:
+    line: Line = [(model.status, model.status_style)]
+    if model.overlay is None and not model.pane().at_bottom:
+        tag = " [scrolled: End for the newest]"
+        room = cols - width(tag)
+        line = [(clip(model.status, max(0, room - 1))[0], model.status_style)]
+        line = [*fit(line, max(0, room)), (tag, "notice")]
+    return line
+
+
+def _input(model: Model, cols: int) -> Line:
+    shown = prompt_cols(model.prompt, cols)
+    prompt, _ = clip(model.prompt, shown)
+    text, _ = view(model.input.text, model.input.cursor, model.input.offset, cols - shown)
+    return [(prompt, "input"), (text, "input")]
+
+
+# --- the body: sidebar and pane ------------------------------------------------------
+def _body(model: Model, lay: Layout) -> list[Line]:
+    height = lay.body_height
+    if height <= 0:
+        return []
+    pane = _pane(model, height, lay.pane_cols)
+    pane = [[(" ", "text")]] * (height - len(pane)) + pane  # the newest line sits lowest
+    if not lay.sidebar:
+        return pane
+    side = _sidebar(model, height)
+    return [
+        [*fit(s, SIDEBAR_COLS, "sidebar"), (SEPARATOR, "sidebar"), *fit(p, lay.pane_cols)]
+        for s, p in zip(side, pane, strict=True)
+    ]
+
+
+def _sidebar(model: Model, height: int) -> list[Line]:
+    lines: list[Line] = []
+    active_at = 0
+    for circle, channels in model.sidebar():
+        lines.append([(circle.name or circle.circle_id[:8], "sidebar")])
+        for view_ in channels:
+            unread = view_.pane.unread()
+            suffix = f" ({unread})" if unread else ""
+            label, _ = clip(f"  #{view_.channel_id}", SIDEBAR_COLS - len(suffix))
+            style = "sidebar.unread" if unread else "sidebar"
+            if model.active == (circle.circle_id, view_.channel_id):
+                style, active_at = "sidebar.active", len(lines)
+            lines.append([(label + suffix, style)])
+    start = max(0, active_at - height + 1)  # keep the active channel in view
+    lines = lines[start : start + height]
+    return lines + [[("", "sidebar")]] * (height - len(lines))
+
+
+def _pane(model: Model, height: int, cols: int) -> list[Line]:
+    if model.overlay == "help":
+        return _scrolled(_wrapped(help_lines(), cols, "overlay"), height, model.overlay_scroll)
+    if model.overlay == "invite":
+        return _invite(model, cols)[-height:]
+    if model.overlay == "settings":
+        return _wrapped(_settings_text(model), cols, "overlay")[:height]
+    if model.overlay == "debug":
+        return _debug(model, height, cols)
+    if model.mode == "wizard":
+        return _wrapped(_WIZARD.get(model.wizard_step, []), cols, "notice")[:height]
+    if model.mode == "loading":
+        return [[("asking the node for your circles\u2026", "notice")]]
+    return model.pane().visible(height, cols)
+
+
+def _wrapped(texts: list[str], cols: int, style: str) -> list[Line]:
+    out: list[Line] = []
+    for text in texts:
+        out += wrap([(text, style)], cols, _hanging(text, cols))
+    return out
+
+
+def _hanging(text: str, cols: int) -> int:
+    """Where a wrapped line goes on: under the second column of a two-column line
+    ("  F1    this help"), so a wrapped description does not look like a new key."""
+    gap = _COLUMN_GAP.search(text.split("\n", 1)[0])
+    column = width(text[: gap.end()]) if gap else 0
+    return column if 2 < column <= cols // 2 else 2
+
+
+def _scrolled(lines: list[Line], height: int, scroll: int) -> list[Line]:
+    start = min(scroll, max(0, len(lines) - height))
+    return lines[start : start + height]
+
+
+def _invite(model: Model, cols: int) -> list[Line]:
+    circle = model.active_circle()
+    head = _wrapped([f"Invite code of {circle.name if circle else ''}:", ""], cols, "overlay")
+    if not model.invite_code:
+        return head + _wrapped(["asking the node\u2026"], cols, "overlay")
+    # Unindented, so that a code wrapped over lines is copied whole (a join
+    # ignores the line breaks a terminal copy puts in).
+    code = wrap([(model.invite_code, "overlay")], cols, 0)
+    tail = [
+        "",
+        "Whoever has it can join the circle and read it: give it privately.",
+        "They paste it at their first run, or type /join CODE.  Esc closes.",
+    ]
+    return head + code + _wrapped(tail, cols, "overlay")
+
+
+def _settings_text(model: Model) -> list[str]:
+    lines = ["Settings: Up/Down choose, Enter edits (Enter saves, Esc cancels), Esc closes", ""]
+    for i, (key, label) in enumerate(SETTINGS_FIELDS):
+        mark = ">" if i == model.settings_field else " "
+        value = model.settings.get(key) or "(not set)"
+        lines.append(f"{mark} {label}: {value}")
+    if model.settings_editing:
+        lines += ["", "editing below, in the input line"]
+    return lines
+
+
+def _debug(model: Model, height: int, cols: int) -> list[Line]:
+    records = list(model.debug_lines)
+    end = max(0, len(records) - model.overlay_scroll) if records else 0
+    shown = records[max(0, end - (height - 1)) : end]
+    title = f"node log ({len(records)} records, PageUp/PageDown, Esc closes) {clock_now(model)}"
+    return [[(title, "notice")], *[[(clip(r, cols)[0], "overlay")] for r in shown]]
+
+
+def clock_now(model: Model) -> str:
+    """The model clock's HH:MM."""
+    return clock(int(model.clock()))

@@ -1,0 +1,1218 @@
+"""The relay server (`felund relay serve`) against a real HTTP client on 127.0.0.1.
+
+Each server is a real process started through the CLI (or `python -m
+services.relay_server` where a test needs a non-default limit); clients are
+aiohttp sessions and WebSockets. Every test uses its own circle, and its own
+client address through X-Real-IP (the relay trusts it from a proxy on
+127.0.0.1), so per-address rate limits never couple tests. Every wait is
+bounded; every server is stopped in a finalizer. The paging guarantee is
+also checked in-process on the SQLite store with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from felund.relay.auth import Signed, SlidingWindow, TokenBuckets, check_signature
+from felund.relay.protocol import (
+    RETENTION_S,
+    ApiError,
+    IncomingMessage,
+    MessageBatch,
+    Registration,
+    compact_json,
+)
+from felund.relay.server.hub import Hub
+from felund.relay.server.sqlite import SqliteRelayStore
+from felund.testing import free_port, vector_cases, wire_message
+from felund.v1 import crypto, ids
+from felund.v1.wire import open_message, parse_message
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+TEST_TIMEOUT_S = 60.0
+VECTORS = vector_cases()
+_ADDRESSES = itertools.count(1)
+
+
+# --- servers --------------------------------------------------------------------------------------
+class Server:
+    """A relay process on a free port of 127.0.0.1."""
+
+    def __init__(self, directory: Path, *args: str, cli: bool = True) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.db = directory / "relay.db"
+        self.log_path = directory / f"relay-{self.port}.log"
+        self.args = args
+        self.cli = cli
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        if self.cli:
+            base = [sys.executable, "-m", "felund", "relay", "serve"]
+        else:
+            base = [sys.executable, "-m", "services.relay_server"]
+        argv = [*base, "--host", HOST, "--port", str(self.port), "--db", str(self.db), *self.args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
+        env["FELUND_LOG_FORMAT"] = "json"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        for _ in range(600):
+            assert self.proc.poll() is None, f"relay exited:\n{self.log_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(self.url("/v1/health"), timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"relay did not answer:\n{self.log_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        self.proc = None
+        return code
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://{HOST}:{self.port}{path}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The default relay, as felund-relay.service runs it."""
+    server = Server(tmp_path_factory.mktemp("relay"))
+    yield server
+    assert server.stop() == 0, server.log_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def strict_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A relay with require_signatures."""
+    server = Server(tmp_path_factory.mktemp("strict"), "--require-signatures")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tight_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A relay with a low per-address rate limit and fast WebSocket PINGs."""
+    server = Server(
+        tmp_path_factory.mktemp("tight"),
+        "--rate-limit=5",
+        "--rate-burst=10",
+        "--ws-ping-interval=0.3",
+        cli=False,
+    )
+    yield server
+    server.stop()
+
+
+def aio(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test body in a fresh event loop, bounded in time."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT_S))
+
+    return wrapper
+
+
+# --- circles, messages and signed calls -----------------------------------------------------------
+@dataclass(frozen=True)
+class Circle:
+    secret: str
+    id: str
+    hint: str
+    key: str
+
+
+def new_circle() -> Circle:
+    secret = ids.new_secret()
+    circle_id = ids.circle_id(secret)
+    return Circle(secret, circle_id, ids.circle_hint(circle_id), crypto.api_signing_key(secret))
+
+
+def browser_message(circle: Circle, author: str, text: str) -> dict[str, Any]:
+    """A message as the existing browser client sends it: only the clear fields and enc."""
+    now = int(time.time())
+    msg_id = ids.new_msg_id(author, now)
+    enc = crypto.encrypt_message(
+        circle.secret,
+        msg_id=msg_id,
+        circle_id=circle.id,
+        channel_id="general",
+        author_node_id=author,
+        created_ts=now,
+        display_name="browser",
+        text=text,
+    )
+    return {
+        "msg_id": msg_id,
+        "circle_id": circle.id,
+        "channel_id": "general",
+        "author_node_id": author,
+        "created_ts": now,
+        "enc": enc,
+    }
+
+
+def registration(circle: Circle, node: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "node_id": node,
+        "circle_hint": circle.hint,
+        "endpoints": [
+            {
+                "transport": "tcp",
+                "host": "192.0.2.7",
+                "port": 9999,
+                "family": "ipv4",
+                "nat": "unknown",
+            }
+        ],
+        "capabilities": {"relay": False, "transport": ["tcp"], "can_anchor": False},
+        "ttl_s": 120,
+        "signing_key": circle.key,
+    }
+    body.update(extra)
+    return body
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: Any
+
+
+class Client:
+    """One client address talking to one relay."""
+
+    def __init__(self, session: aiohttp.ClientSession, server: Server) -> None:
+        self.session = session
+        self.server = server
+        n = next(_ADDRESSES)
+        self.address = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        raw: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        data = raw if raw is not None else (None if body is None else compact_json(body).encode())
+        all_headers = {"X-Real-IP": self.address, "Content-Type": "application/json"}
+        all_headers.update(headers or {})
+        async with self.session.request(
+            method,
+            self.server.url(path),
+            data=data,
+            params={k: str(v) for k, v in (params or {}).items()},
+            headers=all_headers,
+        ) as resp:
+            text = await resp.text()
+            parsed = json.loads(text) if text and "json" in resp.content_type else text
+            return Answer(resp.status, parsed, resp.headers)
+
+    async def signed(
+        self,
+        circle: Circle,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        node: str = "",
+        key: str | None = None,
+        ts: int | None = None,
+        nonce: str | None = None,
+        sign_path: str | None = None,
+    ) -> Answer:
+        raw = b"" if body is None else compact_json(body).encode()
+        headers = sign(
+            key or circle.key,
+            method,
+            sign_path or path.removeprefix("/v1"),
+            raw,
+            ts=ts,
+            nonce=nonce,
+        )
+        if node:
+            headers["X-Felund-Node"] = node
+        return await self.call(
+            method, path, raw=raw if body is not None else None, params=params, headers=headers
+        )
+
+    async def ws(self, circle: Circle, node: str, **params: str) -> aiohttp.ClientWebSocketResponse:
+        query = {"circle_hint": circle.hint, "node_id": node, **params}
+        return await self.session.ws_connect(
+            self.server.ws_url("/v1/relay/ws"), params=query, headers={"X-Real-IP": self.address}
+        )
+
+
+def sign(
+    key: str,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    ts: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    ts = int(time.time()) if ts is None else ts
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    return {
+        "X-Felund-Ts": str(ts),
+        "X-Felund-Nonce": nonce,
+        "X-Felund-Signature": crypto.api_signature(key, method, path, body, ts, nonce),
+    }
+
+
+def assert_error(answer: Answer, status: int, code: str) -> None:
+    assert answer.status == status, (answer.status, answer.body)
+    assert isinstance(answer.body, dict), answer.body
+    assert answer.body["ok"] is False
+    assert answer.body["code"] == code, answer.body
+    assert isinstance(answer.body["message"], str) and answer.body["message"]
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> list[dict[str, Any]]:
+    """Text frames received within ``timeout`` seconds."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            msg = await ws.receive(timeout=remaining)
+        except TimeoutError:
+            break
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        got.append(json.loads(msg.data))
+    return got
+
+
+async def next_frame(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):
+        msg = await ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        frame: dict[str, Any] = json.loads(msg.data)
+        if frame["t"] == kind:
+            return frame
+    raise AssertionError(f"no {kind} frame")
+
+
+async def register(client: Client, circle: Circle, node: str) -> Answer:
+    answer = await client.signed(
+        circle, "POST", "/v1/register", body=registration(circle, node), node=node
+    )
+    assert answer.status == 200, answer.body
+    return answer
+
+
+# --- health, CORS, routing ------------------------------------------------------------------------
+@aio
+async def test_health_cors_preflight_and_unknown_routes(relay: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        health = await c.call("GET", "/v1/health")
+        assert health.status == 200
+        assert health.body["ok"] is True and health.body["version"]
+        assert abs(health.body["time"] - time.time()) < 5
+        assert health.headers["Access-Control-Allow-Origin"] == "*"
+
+        pre = await c.call(
+            "OPTIONS",
+            "/v1/register",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-felund-signature",
+            },
+        )
+        assert 200 <= pre.status < 300
+        assert pre.headers["Access-Control-Allow-Origin"] == "*"
+        assert set(pre.headers["Access-Control-Allow-Methods"].replace(" ", "").split(",")) == {
+            "GET", "POST", "DELETE", "OPTIONS"
+        }  # fmt: skip
+        allowed = {
+            h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")
+        }
+        assert allowed >= {
+            "content-type", "x-felund-node", "x-felund-ts", "x-felund-nonce", "x-felund-signature"
+        }  # fmt: skip
+
+        assert_error(await c.call("GET", "/v1/nothing-here"), 404, "NOT_FOUND")
+        assert_error(await c.call("PUT", "/v1/messages", body={}), 405, "METHOD_NOT_ALLOWED")
+
+
+# --- registration, pinning, peers -----------------------------------------------------------------
+@aio
+async def test_register_peers_and_unregister(relay: Server) -> None:
+    circle = new_circle()
+    alice, bob = ids.new_node_id(), ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        first = await register(c, circle, alice)
+        assert first.body["ok"] is True
+        assert first.body["expires_at"] == first.body["server_time"] + 120
+        assert first.body["observed_host"] == {"host": c.address, "family": "ipv4"}
+        await register(c, circle, bob)
+
+        peers = await c.signed(
+            circle, "GET", "/v1/peers", params={"circle_hint": circle.hint, "limit": 10}, node=alice
+        )
+        assert peers.status == 200, peers.body
+        (peer,) = peers.body["peers"]  # the caller is left out
+        assert peer["node_id"] == bob and peer["circle_hint"] == circle.hint
+        assert peer["endpoints"] == registration(circle, bob)["endpoints"]
+        assert peer["capabilities"] == registration(circle, bob)["capabilities"]
+        assert peer["expires_at"] > peer["observed_at"] > 0
+
+        body = {"node_id": bob, "circle_hint": circle.hint}
+        removed = await c.signed(circle, "DELETE", "/v1/register", body=body, node=bob)
+        assert removed.status == 200 and removed.body == {"ok": True, "removed": True}
+        again = await c.signed(circle, "DELETE", "/v1/register", body=body, node=bob)
+        assert again.body == {"ok": True, "removed": False}
+        peers = await c.signed(
+            circle, "GET", "/v1/peers", params={"circle_hint": circle.hint}, node=alice
+        )
+        assert peers.body["peers"] == []
+
+
+@aio
+async def test_an_outsider_cannot_register_into_a_pinned_circle_or_sign(relay: Server) -> None:
+    circle = new_circle()
+    member, outsider = ids.new_node_id(), ids.new_node_id()
+    own_key = crypto.api_signing_key(ids.new_secret())  # what someone knowing only circle_id has
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        await register(c, circle, member)
+        # A second signing key for the pinned circle, signed with that key: refused.
+        body = registration(circle, outsider, signing_key=own_key)
+        grab = await c.signed(circle, "POST", "/v1/register", body=body, key=own_key)
+        assert_error(grab, 401, "INVALID_SIGNATURE")
+        # Its signed requests verify against the pinned key, not its own.
+        params = {"circle_hint": circle.hint}
+        assert_error(
+            await c.signed(circle, "GET", "/v1/peers", params=params, key=own_key),
+            401,
+            "INVALID_SIGNATURE",
+        )
+        post = {
+            "circle_hint": circle.hint,
+            "messages": [wire_message(circle.secret, outsider, "x")],
+        }
+        assert_error(
+            await c.signed(circle, "POST", "/v1/messages", body=post, key=own_key),
+            401,
+            "INVALID_SIGNATURE",
+        )
+        assert_error(
+            await c.signed(circle, "GET", "/v1/messages", params=params, key=own_key),
+            401,
+            "INVALID_SIGNATURE",
+        )
+        gone = {"node_id": member, "circle_hint": circle.hint}
+        assert_error(
+            await c.signed(circle, "DELETE", "/v1/register", body=gone, key=own_key),
+            401,
+            "INVALID_SIGNATURE",
+        )
+        # A member's request carrying another key (a broken client) is named as such.
+        odd = registration(circle, member, signing_key=own_key)
+        assert_error(
+            await c.signed(circle, "POST", "/v1/register", body=odd), 401, "SIGNING_KEY_MISMATCH"
+        )
+        # The member is still the only peer, and its pinned key still works.
+        peers = await c.signed(circle, "GET", "/v1/peers", params=params)
+        assert [p["node_id"] for p in peers.body["peers"]] == [member]
+
+
+@aio
+async def test_registration_and_lookup_must_be_signed(relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        unsigned = await c.call("POST", "/v1/register", body=registration(circle, node))
+        assert_error(unsigned, 401, "SIGNATURE_REQUIRED")
+        no_key = {k: v for k, v in registration(circle, node).items() if k != "signing_key"}
+        assert_error(
+            await c.signed(circle, "POST", "/v1/register", body=no_key), 401, "INVALID_SIGNATURE"
+        )
+        # Nothing was pinned: a signed lookup has nothing to verify against.
+        peers = await c.signed(circle, "GET", "/v1/peers", params={"circle_hint": circle.hint})
+        assert_error(peers, 401, "INVALID_SIGNATURE")
+        await register(c, circle, node)
+        unsigned_peers = await c.call("GET", "/v1/peers", params={"circle_hint": circle.hint})
+        assert_error(unsigned_peers, 401, "SIGNATURE_REQUIRED")
+        partial = await c.call(
+            "GET", "/v1/peers", params={"circle_hint": circle.hint}, headers={"X-Felund-Ts": "1"}
+        )
+        assert_error(partial, 401, "INVALID_SIGNATURE")
+        unsigned_delete = await c.call(
+            "DELETE", "/v1/register", body={"node_id": node, "circle_hint": circle.hint}
+        )
+        assert_error(unsigned_delete, 401, "SIGNATURE_REQUIRED")
+
+
+@aio
+async def test_replayed_nonce_expired_timestamp_and_bad_signature(relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    params = {"circle_hint": circle.hint}
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        body = registration(circle, node)
+        raw = compact_json(body).encode()
+        headers = sign(circle.key, "POST", "/register", raw)
+        assert (await c.call("POST", "/v1/register", raw=raw, headers=headers)).status == 200
+        assert_error(
+            await c.call("POST", "/v1/register", raw=raw, headers=headers), 409, "NONCE_REPLAY"
+        )
+        nonce = secrets.token_hex(16)
+        ok = await c.signed(circle, "GET", "/v1/peers", params=params, nonce=nonce)
+        assert ok.status == 200
+        replay = await c.signed(circle, "GET", "/v1/peers", params=params, nonce=nonce)
+        assert_error(replay, 409, "NONCE_REPLAY")
+
+        now = int(time.time())
+        for ts in (now - 400, now + 400):
+            stale = await c.signed(circle, "GET", "/v1/peers", params=params, ts=ts)
+            assert_error(stale, 400, "EXPIRED_TIMESTAMP")
+        garbled = await c.call(
+            "GET",
+            "/v1/peers",
+            params=params,
+            headers={**sign(circle.key, "GET", "/peers", b""), "X-Felund-Ts": "soon"},
+        )
+        assert_error(garbled, 400, "EXPIRED_TIMESTAMP")
+
+        # Signed for another body, path or method: refused.
+        tampered = sign(circle.key, "POST", "/register", raw)
+        changed = compact_json({**body, "ttl_s": 600}).encode()
+        assert_error(
+            await c.call("POST", "/v1/register", raw=changed, headers=tampered),
+            401,
+            "INVALID_SIGNATURE",
+        )
+        wrong_path = await c.signed(
+            circle, "GET", "/v1/peers", params=params, sign_path="/messages"
+        )
+        assert_error(wrong_path, 401, "INVALID_SIGNATURE")
+        bad = sign(circle.key, "GET", "/peers", b"")
+        bad["X-Felund-Signature"] = "0" * 64
+        assert_error(
+            await c.call("GET", "/v1/peers", params=params, headers=bad), 401, "INVALID_SIGNATURE"
+        )
+
+
+def test_signature_check_matches_the_spec_vectors() -> None:
+    for case in VECTORS["api_signature"]:
+        key = crypto.api_signing_key(case["secret_hex"])
+        signed = Signed(case["ts"], case["nonce"], case["signature"])
+        body = case["body"].encode()
+        check_signature(signed, key, case["method"], case["path"], body)
+        with pytest.raises(ApiError) as refused:
+            check_signature(signed, key, case["method"], case["path"], body + b" ")
+        assert refused.value.code == "INVALID_SIGNATURE"
+
+
+# --- validation and limits ------------------------------------------------------------------------
+@aio
+async def test_every_rejection_is_a_json_error(relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    good = wire_message(circle.secret, node, "hello")
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+
+        async def post(body: Any = None, raw: bytes | None = None) -> Answer:
+            return await c.call("POST", "/v1/messages", body=body, raw=raw)
+
+        assert_error(await post(raw=b"{not json"), 400, "INVALID_REQUEST")
+        assert_error(await post(raw=b"[1, 2]"), 400, "INVALID_REQUEST")
+        assert_error(await post({"messages": [good]}), 400, "INVALID_REQUEST")
+        assert_error(await post({"circle_hint": "short", "messages": []}), 400, "INVALID_REQUEST")
+        assert_error(
+            await post({"circle_hint": circle.hint, "messages": {}}), 400, "INVALID_REQUEST"
+        )
+        batch = [wire_message(circle.secret, node, f"m{i}", encrypt=False) for i in range(51)]
+        too_many = await post({"circle_hint": circle.hint, "messages": batch})
+        assert_error(too_many, 400, "BATCH_TOO_LARGE")
+        assert "50" in too_many.body["message"]
+        for broken in (
+            {**good, "extra": 1},
+            {**good, "created_ts": "1700000000"},
+            {**good, "msg_id": "short"},
+            {k: v for k, v in good.items() if k != "author_node_id"},
+            {**good, "enc": None, "mac": ""},
+        ):
+            bad = await post({"circle_hint": circle.hint, "messages": [good, broken]})
+            assert_error(bad, 400, "INVALID_MESSAGE")
+            assert bad.body["message"].startswith("messages[1]")
+        other = wire_message(new_circle().secret, node, "elsewhere")
+        assert_error(
+            await post({"circle_hint": circle.hint, "messages": [other]}), 400, "CIRCLE_MISMATCH"
+        )
+        # Nothing of a refused batch was stored.
+        page = await c.call("GET", "/v1/messages", params={"circle_hint": circle.hint, "since": 0})
+        assert page.status == 200 and page.body["messages"] == []
+
+        for params in ({}, {"circle_hint": circle.hint, "since": "yesterday"},
+                       {"circle_hint": circle.hint, "limit": "1e3"}):  # fmt: skip
+            assert_error(await c.call("GET", "/v1/messages", params=params), 400, "INVALID_REQUEST")
+        assert_error(await c.call("GET", "/v1/peers", params={"limit": 5}), 400, "INVALID_REQUEST")
+        wrong: list[tuple[str, Any]] = [
+            ("node_id", "n1"),
+            ("ttl_s", "120"),
+            ("endpoints", [{"transport": "udp"}]),
+            ("capabilities", "all"),
+            ("signing_key", "XYZ"),
+        ]
+        for field, value in wrong:
+            body = registration(circle, node, **{field: value})
+            answer = await c.signed(circle, "POST", "/v1/register", body=body)
+            assert_error(answer, 400, "INVALID_REQUEST")
+            assert field in answer.body["message"]
+
+
+@aio
+async def test_oversized_body_is_refused_with_413(relay: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        huge = b'{"circle_hint":"' + b"a" * (4 * 1024 * 1024) + b'"}'
+        assert_error(await c.call("POST", "/v1/messages", raw=huge), 413, "PAYLOAD_TOO_LARGE")
+        assert (await c.call("GET", "/v1/health")).status == 200
+
+
+@aio
+async def test_requests_per_client_address_are_limited(tight_relay: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        c, other = Client(session, tight_relay), Client(session, tight_relay)
+        statuses = [(await c.call("GET", "/v1/health")).status for _ in range(14)]
+        assert statuses[:10] == [200] * 10
+        assert 429 in statuses[10:]
+        limited = await c.call("GET", "/v1/health")
+        assert_error(limited, 429, "RATE_LIMITED")
+        assert 1 <= int(limited.headers["Retry-After"]) <= 2
+        assert (await other.call("GET", "/v1/health")).status == 200  # another address
+
+
+# --- messages -------------------------------------------------------------------------------------
+@aio
+async def test_messages_are_stored_once_and_keep_their_authenticator(relay: Server) -> None:
+    circle = new_circle()
+    node, browser = ids.new_node_id(), ids.new_node_id()
+    ours_enc = wire_message(circle.secret, node, "sealed by our node")
+    ours_mac = wire_message(circle.secret, node, "signed by our node", encrypt=False)
+    theirs = browser_message(circle, browser, "from a browser")
+    posted = [ours_enc, ours_mac, theirs]
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        first = await c.call(
+            "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": posted}
+        )
+        assert first.status == 200 and first.body["ok"] is True and first.body["stored"] == 3
+        again = await c.call(
+            "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": posted}
+        )
+        assert again.body["stored"] == 0  # duplicates by msg_id are not counted
+
+        page = await c.call("GET", "/v1/messages", params={"circle_hint": circle.hint, "since": 0})
+        assert page.status == 200 and page.body["ok"] is True
+        assert isinstance(page.body["server_time"], int) and isinstance(
+            page.body["next_cursor"], int
+        )
+        # The very objects posted, keys and all: the mac or enc travels on to TCP peers.
+        assert page.body["messages"] == posted
+        assert [list(m) for m in page.body["messages"]] == [list(m) for m in posted]
+        opened = [
+            open_message(circle.secret, circle.id, parse_message(m)).text
+            for m in page.body["messages"]
+        ]
+        assert opened == ["sealed by our node", "signed by our node", "from a browser"]
+
+
+@aio
+async def test_signed_message_calls_with_the_pinned_key(relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        await register(c, circle, node)
+        msg = wire_message(circle.secret, node, "signed post")
+        body = {"circle_hint": circle.hint, "messages": [msg]}
+        post = await c.signed(circle, "POST", "/v1/messages", body=body, node=node)
+        assert post.status == 200 and post.body["stored"] == 1
+        page = await c.signed(
+            circle, "GET", "/v1/messages", params={"circle_hint": circle.hint, "since": 0}
+        )
+        assert page.status == 200 and page.body["messages"] == [msg]
+
+
+async def _post_burst(c: Client, circle: Circle, count: int) -> list[str]:
+    node = ids.new_node_id()
+    msgs = [wire_message(circle.secret, node, f"burst {i}", encrypt=False) for i in range(count)]
+    for start in range(0, count, 50):
+        answer = await c.call(
+            "POST",
+            "/v1/messages",
+            body={"circle_hint": circle.hint, "messages": msgs[start : start + 50]},
+        )
+        assert answer.status == 200 and answer.body["stored"] == len(msgs[start : start + 50])
+    return [m["msg_id"] for m in msgs]
+
+
+async def _page_v1(
+    c: Client, circle: Circle, back: int, want: set[str], max_pages: int
+) -> tuple[set[str], int]:
+    """Page as a v1 client does: since=0, then server_time - back, limit 200."""
+    seen: set[str] = set()
+    since, pages = 0, 0
+    for pages in range(1, max_pages + 1):  # noqa: B007 - the count is the answer
+        answer = await c.call(
+            "GET", "/v1/messages", params={"circle_hint": circle.hint, "since": since, "limit": 200}
+        )
+        assert answer.status == 200, answer.body
+        seen.update(m["msg_id"] for m in answer.body["messages"])
+        since = max(0, answer.body["server_time"] - back)
+        if want <= seen:
+            break
+    return seen, pages
+
+
+@aio
+async def test_a_burst_of_1000_paged_the_v1_way_loses_nothing(relay: Server) -> None:
+    circle = new_circle()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        sent = set(await _post_burst(c, circle, 1000))
+        assert len(sent) == 1000
+        # since = server_time (our spec's clients) and since = server_time - 1 (the browser).
+        for back in (0, 1):
+            seen, pages = await _page_v1(c, circle, back, sent, max_pages=40)
+            assert seen == sent, (
+                f"since = server_time - {back}: {len(seen)} of 1000 after {pages} pages"
+            )
+        # The strictly increasing cursor: every message exactly once.
+        got: list[str] = []
+        cursor = 0
+        for _ in range(20):
+            answer = await c.call(
+                "GET",
+                "/v1/messages",
+                params={"circle_hint": circle.hint, "cursor": cursor, "limit": 200},
+            )
+            got += [m["msg_id"] for m in answer.body["messages"]]
+            if answer.body["next_cursor"] == cursor:
+                break
+            assert answer.body["next_cursor"] > cursor
+            cursor = answer.body["next_cursor"]
+        assert len(got) == len(set(got)) == 1000 and set(got) == sent
+
+
+@aio
+async def test_v1_paging_during_concurrent_posting_skips_nothing(relay: Server) -> None:
+    circle = new_circle()
+    async with aiohttp.ClientSession() as session:
+        poster, reader_a, reader_b = (
+            Client(session, relay),
+            Client(session, relay),
+            Client(session, relay),
+        )
+        node = ids.new_node_id()
+        sent: set[str] = set()
+        done = asyncio.Event()
+
+        async def post() -> None:
+            for round_ in range(30):
+                msgs = [
+                    wire_message(circle.secret, node, f"{round_}.{i}", encrypt=False)
+                    for i in range(random.randint(1, 50))
+                ]
+                answer = await poster.call(
+                    "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": msgs}
+                )
+                assert answer.status == 200
+                sent.update(m["msg_id"] for m in msgs)
+                await asyncio.sleep(random.random() * 0.03)
+            done.set()
+
+        async def poll(c: Client, back: int) -> set[str]:
+            seen: set[str] = set()
+            since = 0
+            for _ in range(400):
+                finished = done.is_set()
+                answer = await c.call(
+                    "GET",
+                    "/v1/messages",
+                    params={"circle_hint": circle.hint, "since": since, "limit": 200},
+                )
+                seen.update(m["msg_id"] for m in answer.body["messages"])
+                since = max(0, answer.body["server_time"] - back)
+                if finished and seen >= sent:
+                    break
+                await asyncio.sleep(0.005)
+            return seen
+
+        _, seen_a, seen_b = await asyncio.gather(post(), poll(reader_a, 0), poll(reader_b, 1))
+        assert seen_a == sent and seen_b == sent
+
+
+# --- the WebSocket feed ---------------------------------------------------------------------------
+@aio
+async def test_feed_pushes_at_once_without_echo_and_sends_a_backlog(relay: Server) -> None:
+    circle = new_circle()
+    alice, bob, carol = ids.new_node_id(), ids.new_node_id(), ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        ws_alice, ws_bob = await c.ws(circle, alice), await c.ws(circle, bob)
+        msg = wire_message(circle.secret, alice, "pushed")
+        started = time.monotonic()
+        answer = await c.call(
+            "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": [msg]},
+            headers={"X-Felund-Node": alice},
+        )  # fmt: skip
+        assert answer.body["stored"] == 1
+        frame = await next_frame(ws_bob, "MESSAGES", timeout=2)
+        latency = time.monotonic() - started
+        assert frame["messages"] == [msg] and isinstance(frame["server_time"], int)
+        assert latency < 0.5, f"push took {latency * 1000:.0f} ms"
+        assert await frames(ws_alice, 0.3) == []  # not echoed to the poster
+
+        # A node never gets its own messages pushed back, whoever forwards them.
+        forwarded = wire_message(circle.secret, bob, "bob's, forwarded by carol")
+        await c.call(
+            "POST", "/v1/messages", body={"circle_hint": circle.hint, "messages": [forwarded]},
+            headers={"X-Felund-Node": carol},
+        )  # fmt: skip
+        assert (await next_frame(ws_alice, "MESSAGES", timeout=2))["messages"] == [forwarded]
+        assert await frames(ws_bob, 0.3) == []
+
+        # A new subscriber gets the last 120 s at once.
+        ws_carol = await c.ws(circle, carol)
+        backlog = await next_frame(ws_carol, "MESSAGES", timeout=2)
+        assert [m["msg_id"] for m in backlog["messages"]] == [msg["msg_id"], forwarded["msg_id"]]
+        # ... but not its own: alice, back, gets only bob's.
+        ws_again = await c.ws(circle, alice)
+        backlog = await next_frame(ws_again, "MESSAGES", timeout=2)
+        assert [m["msg_id"] for m in backlog["messages"]] == [forwarded["msg_id"]]
+        await ws_again.close()
+
+        # The client's PING is answered.
+        await ws_carol.send_str('{"t":"PING"}')
+        assert await next_frame(ws_carol, "PONG", timeout=2) == {"t": "PONG"}
+        for ws in (ws_alice, ws_bob, ws_carol):
+            await ws.close()
+
+        # Bad parameters are refused before the upgrade, as JSON.
+        bad = await c.call("GET", "/v1/relay/ws", params={"circle_hint": "x", "node_id": alice})
+        assert_error(bad, 400, "INVALID_REQUEST")
+
+
+@aio
+async def test_feed_pings_every_interval_and_drops_silent_clients(tight_relay: Server) -> None:
+    circle = new_circle()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, tight_relay)
+        ws = await c.ws(circle, ids.new_node_id())
+        pings = 0
+        deadline = time.monotonic() + 2.0
+        for _ in range(100):
+            if time.monotonic() > deadline:
+                break
+            frame = await next_frame(ws, "PING", timeout=2)
+            assert frame == {"t": "PING"}
+            pings += 1
+            await ws.send_str('{"t":"PONG"}')
+        assert pings >= 3
+        await ws.send_str('{"t":"PING"}')
+        assert await next_frame(ws, "PONG", timeout=2) == {"t": "PONG"}  # still open
+        await ws.close()
+
+        silent = await c.ws(circle, ids.new_node_id())
+        closed_by_server = False
+        for _ in range(100):
+            msg = await silent.receive(timeout=5)
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+            ):
+                closed_by_server = True
+                break
+        assert closed_by_server
+
+
+# --- require_signatures ---------------------------------------------------------------------------
+@aio
+async def test_require_signatures_refuses_unsigned_calls(strict_relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    params = {"circle_hint": circle.hint, "since": 0}
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, strict_relay)
+        body = {
+            "circle_hint": circle.hint,
+            # Another member's: the feed sends a node no message of its own.
+            "messages": [wire_message(circle.secret, ids.new_node_id(), "needs a signature")],
+        }
+        assert_error(await c.call("POST", "/v1/messages", body=body), 401, "SIGNATURE_REQUIRED")
+        assert_error(await c.call("GET", "/v1/messages", params=params), 401, "SIGNATURE_REQUIRED")
+        # Signed, but nothing pinned yet: nothing to verify against.
+        assert_error(
+            await c.signed(circle, "POST", "/v1/messages", body=body), 401, "INVALID_SIGNATURE"
+        )
+        await register(c, circle, node)
+        assert (await c.signed(circle, "POST", "/v1/messages", body=body, node=node)).body[
+            "stored"
+        ] == 1
+        page = await c.signed(circle, "GET", "/v1/messages", params=params)
+        assert page.status == 200 and len(page.body["messages"]) == 1
+
+        feed = await c.call(
+            "GET", "/v1/relay/ws", params={"circle_hint": circle.hint, "node_id": node}
+        )
+        assert_error(feed, 401, "SIGNATURE_REQUIRED")
+        ts, nonce = int(time.time()), secrets.token_hex(16)
+        sig = crypto.api_signature(circle.key, "GET", "/relay/ws", b"", ts, nonce)
+        ws = await c.ws(circle, node, ts=str(ts), nonce=nonce, signature=sig)
+        backlog = await next_frame(ws, "MESSAGES", timeout=2)
+        assert len(backlog["messages"]) == 1
+        await ws.close()
+
+        signal_body = {
+            "session_id": "session-0001", "from_node_id": node, "to_node_id": ids.new_node_id(),
+            "circle_hint": circle.hint, "type": "offer", "payload": "v=0", "ttl_s": 120,
+        }  # fmt: skip
+        assert_error(
+            await c.call("POST", "/v1/signal", body=signal_body), 401, "SIGNATURE_REQUIRED"
+        )
+        assert (await c.signed(circle, "POST", "/v1/signal", body=signal_body)).status == 200
+
+
+# --- call signalling ------------------------------------------------------------------------------
+@aio
+async def test_signalling_as_the_browser_client_uses_it(relay: Server) -> None:
+    circle = new_circle()
+    alice, bob = ids.new_node_id(), ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+
+        def signal_body(
+            kind: str, session_id: str = "call-session-1", **extra: Any
+        ) -> dict[str, Any]:
+            return {
+                "session_id": session_id, "from_node_id": alice, "to_node_id": bob,
+                "circle_hint": circle.hint, "type": kind, "payload": f"{kind} sdp", "ttl_s": 120,
+                **extra,
+            }  # fmt: skip
+
+        empty = await c.call("GET", "/v1/signal", params={"to_node_id": bob, "since_id": 0})
+        assert empty.status == 200 and empty.body["signals"] == []
+        for kind in ("offer", "media-offer", "media-candidate"):
+            answer = await c.call("POST", "/v1/signal", body=signal_body(kind))
+            assert answer.status == 200 and answer.body["ok"] is True
+            assert isinstance(answer.body["server_time"], int)
+        await c.call("POST", "/v1/signal", body=signal_body("answer", "call-session-2"))
+        got = await c.call("GET", "/v1/signal", params={"to_node_id": bob, "since_id": 0})
+        signals = got.body["signals"]
+        assert [s["type"] for s in signals] == ["offer", "media-offer", "media-candidate", "answer"]
+        assert [s["id"] for s in signals] == sorted({s["id"] for s in signals})
+        first = signals[0]
+        assert {k: first[k] for k in ("session_id", "from_node", "to_node", "payload")} == {
+            "session_id": "call-session-1",
+            "from_node": alice,
+            "to_node": bob,
+            "payload": "offer sdp",
+        }
+        later = await c.call(
+            "GET", "/v1/signal", params={"to_node_id": bob, "since_id": signals[1]["id"]}
+        )
+        assert [s["type"] for s in later.body["signals"]] == ["media-candidate", "answer"]
+        one = await c.call(
+            "GET",
+            "/v1/signal",
+            params={"to_node_id": bob, "since_id": 0, "session_id": "call-session-2"},
+        )
+        assert [s["type"] for s in one.body["signals"]] == ["answer"]
+        nobody = await c.call("GET", "/v1/signal", params={"to_node_id": alice, "since_id": 0})
+        assert nobody.body["signals"] == []
+
+        for broken in (signal_body("ring"), signal_body("offer", "short"),
+                       signal_body("offer", payload="x" * (64 * 1024 + 1)),
+                       signal_body("offer", to_node_id="b")):  # fmt: skip
+            assert_error(await c.call("POST", "/v1/signal", body=broken), 400, "INVALID_REQUEST")
+        assert_error(
+            await c.call("GET", "/v1/signal", params={"since_id": 0}), 400, "INVALID_REQUEST"
+        )
+
+
+@aio
+async def test_signalling_is_limited_to_20_posts_per_node_per_10_s(relay: Server) -> None:
+    circle = new_circle()
+    node, other = ids.new_node_id(), ids.new_node_id()
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+
+        def body(sender: str) -> dict[str, Any]:
+            return {
+                "session_id": "rate-session",
+                "from_node_id": sender,
+                "to_node_id": ids.new_node_id(),
+                "circle_hint": circle.hint,
+                "type": "media-candidate",
+                "payload": "candidate",
+                "ttl_s": 60,
+            }
+
+        statuses = [(await c.call("POST", "/v1/signal", body=body(node))).status for _ in range(20)]
+        assert statuses == [200] * 20
+        limited = await c.call("POST", "/v1/signal", body=body(node))
+        assert_error(limited, 429, "RATE_LIMITED")
+        assert 1 <= int(limited.headers["Retry-After"]) <= 10
+        assert (await c.call("POST", "/v1/signal", body=body(other))).status == 200
+
+
+# --- restarts, logs, metrics ----------------------------------------------------------------------
+@aio
+async def test_pins_and_used_nonces_survive_a_restart(tmp_path: Path) -> None:
+    server = Server(tmp_path / "restart")
+    circle = new_circle()
+    node = ids.new_node_id()
+    try:
+        async with aiohttp.ClientSession() as session:
+            c = Client(session, server)
+            await register(c, circle, node)
+            headers = sign(circle.key, "GET", "/peers", b"")
+            params = {"circle_hint": circle.hint}
+            assert (await c.call("GET", "/v1/peers", params=params, headers=headers)).status == 200
+            assert server.stop() == 0
+            server.start()
+            assert_error(
+                await c.call("GET", "/v1/peers", params=params, headers=headers),
+                409,
+                "NONCE_REPLAY",
+            )
+            other = crypto.api_signing_key(ids.new_secret())
+            grab = await c.signed(
+                circle,
+                "POST",
+                "/v1/register",
+                body=registration(circle, node, signing_key=other),
+                key=other,
+            )
+            assert_error(grab, 401, "INVALID_SIGNATURE")
+            assert (await c.signed(circle, "GET", "/v1/peers", params=params)).status == 200
+    finally:
+        server.stop()
+
+
+@aio
+async def test_request_logs_and_metrics_hold_no_secrets_or_contents(relay: Server) -> None:
+    circle = new_circle()
+    node = ids.new_node_id()
+    text = f"private words {secrets.token_hex(8)}"
+    async with aiohttp.ClientSession() as session:
+        c = Client(session, relay)
+        await register(c, circle, node)
+        msg = wire_message(circle.secret, node, text, encrypt=False)
+        body = {"circle_hint": circle.hint, "messages": [msg]}
+        raw = compact_json(body).encode()
+        headers = {**sign(circle.key, "POST", "/messages", raw), "X-Felund-Node": node}
+        assert (await c.call("POST", "/v1/messages", raw=raw, headers=headers)).status == 200
+        async with session.get(relay.url("/metrics")) as resp:
+            exposition = await resp.text()
+    assert "felund_relay_server_requests_total{" in exposition
+    assert "felund_relay_server_messages_stored_total" in exposition
+    assert circle.hint not in exposition and node not in exposition
+
+    deadline = time.monotonic() + 5
+    for _ in range(100):
+        lines = [e for e in relay.log_events() if e.get("event") == "http.request"]
+        mine = [
+            e for e in lines if e.get("circle_hint") == circle.hint and e["path"] == "/v1/messages"
+        ]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    (line,) = mine
+    assert line["method"] == "POST" and line["status"] == 200 and line["signed"] is True
+    assert line["client"] == c.address and line["duration_ms"] >= 0
+    log = relay.log_text()
+    for secret in (text, headers["X-Felund-Signature"], circle.key, circle.secret, msg["mac"]):
+        assert secret not in log
+
+
+# --- the store's paging contract, in-process with a fake clock ------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _batch(circle: Circle, count: int, serial: Iterator[int]) -> MessageBatch:
+    msgs = []
+    for _ in range(count):
+        n = next(serial)
+        msgs.append(
+            IncomingMessage(f"msg-{n:08d}", "author-node", json.dumps({"msg_id": f"msg-{n:08d}"}))
+        )
+    return MessageBatch(circle.hint, tuple(msgs))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_store_paging_never_skips_in_random_bursts(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    clock = FakeClock()
+    store = SqliteRelayStore(tmp_path / "relay.db", clock=clock)
+    circle = new_circle()
+    serial = itertools.count()
+    sent: set[str] = set()
+    readers = {back: (0, set[str]()) for back in (0, 1)}
+    try:
+        for _ in range(300):
+            action = rng.random()
+            if action < 0.5:
+                batch = _batch(circle, rng.randint(1, 50), serial)
+                store.append(batch)
+                sent.update(m.msg_id for m in batch.messages)
+            elif action < 0.8:
+                back = rng.choice((0, 1))
+                since, seen = readers[back]
+                page = store.page_since(circle.hint, since, 200)
+                assert len(page.messages) <= 200
+                seen.update(json.loads(p)["msg_id"] for p in page.messages)
+                readers[back] = (max(0, page.server_time - back), seen)
+            else:
+                clock.now += rng.choice((0.2, 0.5, 1.0, 3.0, -2.0))  # the wall clock may go back
+        for back, (start, seen) in readers.items():
+            since = start
+            for _ in range(200):
+                page = store.page_since(circle.hint, since, 200)
+                seen.update(json.loads(p)["msg_id"] for p in page.messages)
+                since = max(0, page.server_time - back)
+                if seen >= sent:
+                    break
+            assert seen == sent, f"back={back}: missed {len(sent - seen)}"
+    finally:
+        store.close()
+
+
+def test_store_retention_and_expiry(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteRelayStore(tmp_path / "relay.db", clock=clock)
+    circle = new_circle()
+    try:
+        store.append(_batch(circle, 3, itertools.count()))
+        now = int(clock.now)
+        reg = Registration("node-0001", circle.hint, (), {}, 30, circle.key)
+        store.pin_key(circle.hint, circle.key, now)
+        store.register(reg, now)
+        assert store.use_nonce("ab" * 16, now + 300)
+        assert not store.use_nonce("ab" * 16, now + 300)
+        assert [p.node_id for p in store.peers(circle.hint, "", 10, now + 29)] == ["node-0001"]
+        assert store.peers(circle.hint, "", 10, now + 30) == []  # registrations expire by ttl_s
+
+        assert store.purge_messages(now - RETENTION_S, 100) == 0
+        later = now + RETENTION_S + 1
+        assert store.purge_messages(later - RETENTION_S, 2) == 2  # in chunks
+        assert store.purge_messages(later - RETENTION_S, 2) == 1
+        assert store.page_since(circle.hint, 0, 200).messages == []
+        purged = store.purge_expired(later, RETENTION_S)
+        assert (purged.presence, purged.nonces, purged.keys) == (1, 1, 1)
+        assert store.pinned_key(circle.hint) is None
+    finally:
+        store.close()
+
+
+# --- the sans-IO parts ------------------------------------------------------------------------
+def test_token_buckets_and_sliding_window_with_a_fake_clock() -> None:
+    buckets = TokenBuckets(rate=2.0, burst=3.0, max_keys=2)
+    assert [buckets.take("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a", 0.0) == pytest.approx(0.5)  # one token every 0.5 s
+    assert buckets.take("a", 0.5) == 0.0
+    assert buckets.take("b", 0.5) == 0.0 and buckets.take("c", 0.5) == 0.0
+    assert len(buckets) == 2  # bounded: the least recently used key went
+    assert buckets.prune(100.0) == 2 and len(buckets) == 0
+
+    window = SlidingWindow(limit=20, window_s=10.0)
+    assert all(window.take("node", t * 0.1) == 0.0 for t in range(20))
+    assert window.take("node", 2.0) == pytest.approx(8.0)  # the first of the 20 leaves at 10 s
+    assert window.take("other", 2.0) == 0.0
+    assert window.take("node", 10.05) == 0.0
+    assert window.prune(30.0) == 2
+
+
+def test_hub_leaves_out_the_poster_and_each_node_s_own_messages() -> None:
+    hub = Hub(max_queue=2)
+    alice, bob, carol = (hub.subscribe("hint-0001", n) for n in ("alice", "bob", "carol"))
+    for sub in (alice, bob, carol):
+        sub.start([])
+    sent = hub.publish(
+        "hint-0001", "carol", [("alice", '{"msg_id":"a1"}'), ("bob", '{"msg_id":"b1"}')], 7
+    )
+    assert sent == 2
+    assert json.loads(alice.queue.get_nowait())["messages"] == [{"msg_id": "b1"}]
+    assert json.loads(bob.queue.get_nowait())["messages"] == [{"msg_id": "a1"}]
+    assert carol.queue.empty()  # the poster
+    # A subscriber that falls behind is marked for closing, not buffered forever.
+    for n in range(3):
+        hub.publish("hint-0001", "", [("dave", f'{{"msg_id":"d{n}"}}')], 8)
+    assert alice.overflowed and not hub.publish("other-hint", "", [("x", "{}")], 9)
+    hub.unsubscribe(alice)
+    hub.unsubscribe(alice)
+    assert len(hub) == 2

@@ -1,0 +1,378 @@
+"""Relay-sync between real nodes through a real relay process on 127.0.0.1.
+
+The nodes' gossip cannot reach each other: each listens on 127.0.0.1 only
+but advertises 127.0.0.2 (``gossip.advertise_host``), so the address in the
+invite code and the one registered at the relay are refused at once by the
+kernel, and every message that crosses must cross through the relay. The
+tests check that gossip moved nothing.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from felund.errors import RPCError
+from felund.protocol import OP_CURSOR, SVC_RELAY_SYNC
+from felund.store.database import Database
+from felund.store.ops import NodeInfo, Ops
+from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for, wire_message
+from felund.v1 import ids
+from felund.v1.invite import decode_invite, encode_invite
+from felund.v1.wire import compose_message, open_message, parse_message, to_wire
+
+UNREACHABLE_HOST = "127.0.0.2"  # loopback, but nothing listens there
+
+
+def _node(make_node, name: str, relay: Relay, **env: str) -> Node:
+    node: Node = make_node(
+        name,
+        FELUND_RELAY_URL=relay.url,
+        FELUND_RELAY_POLL_INTERVAL_S="0.5",
+        FELUND_RELAY_REGISTER_INTERVAL_S="2",
+        FELUND_GOSSIP_ADVERTISE_HOST=UNREACHABLE_HOST,
+        FELUND_GOSSIP_ROUND_INTERVAL_S="0.5",
+        FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2",
+        **env,
+    )
+    node.cli("init", "--bind", "127.0.0.1", "--name", name)
+    return node
+
+
+@pytest.fixture
+def pair(make_node, relay: Relay) -> tuple[Node, Node]:
+    a = _node(make_node, "a", relay)
+    b = _node(make_node, "b", relay)
+    code = a.cli("invite").stdout.strip()
+    circle = b.cli("join", "--code", code).stdout.strip()
+    a.start()
+    b.start()
+    a.circle_id = b.circle_id = circle
+    return a, b
+
+
+def _texts(node: Node) -> list[str]:
+    return [
+        m["text"] for m in node.json("inbox", "--circle-id", node.circle_id, "--limit", "100000")
+    ]
+
+
+def _wait_holding(node: Node, want: list[str], timeout: float) -> None:
+    def holds() -> bool:
+        return len(_texts(node)) >= len(want)
+
+    wait_for(holds, timeout=timeout, interval=0.5, what=f"{node.home.name} to hold every message")
+    assert sorted(_texts(node)) == want
+
+
+def _assert_no_gossip(*nodes: Node) -> None:
+    for node in nodes:
+        text = node.metrics()
+        assert (metric_value(text, "felund_gossip_messages_total", direction="in") or 0) == 0
+        assert (metric_value(text, "felund_gossip_peers_connected") or 0) == 0
+
+
+def _send_many(node: Node, lines: list[str]) -> None:
+    proc = subprocess.run(  # noqa: PLW1510 - checked below
+        [*FELUND, "send", "--circle-id", node.circle_id, "--stdin"],
+        input="\n".join(lines).encode() + b"\n",
+        capture_output=True,
+        env=node.env,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_nodes_that_cannot_reach_each_other_converge_through_the_relay(pair, relay) -> None:
+    a, b = pair
+    for n in (a, b):
+        assert n.status()["services"][SVC_RELAY_SYNC]["state"] == "running"
+    a.cli("send", "--circle-id", a.circle_id, "from a")
+    b.cli("send", "--circle-id", b.circle_id, "from b")
+    want = ["from a", "from b"]
+    for n in (a, b):
+        _wait_holding(n, want, timeout=30)
+    # Presence: each learned the other's (unreachable) gossip address from the relay.
+    b_port = b.env["FELUND_GOSSIP_PORT"]
+    wait_for(
+        lambda: any(p["addr"] == f"{UNREACHABLE_HOST}:{b_port}" for p in a.json("peers")),
+        what="a to learn b's address from the relay",
+    )
+    _assert_no_gossip(a, b)
+    text = a.metrics()
+    for op in ("register", "peers", "push", "pull"):
+        assert (metric_value(text, "felund_relay_requests_total", op=op, outcome="ok") or 0) >= 1
+    assert (metric_value(text, "felund_relay_last_success_timestamp_seconds") or 0) > 0
+    # Our requests are signed; the message calls name the node.
+    assert all(e["signed"] for e in relay.requests("/v1/register"))
+    # (A pull may come before the first registration has pinned the key: unverifiable then.)
+    assert all(e["signed"] for e in relay.requests("/v1/messages")[-4:])
+    # A later message arrives without waiting for anything else.
+    a.cli("send", "--circle-id", a.circle_id, "later")
+    wait_for(lambda: "later" in _texts(b), timeout=15, what="the later message on b")
+
+
+@pytest.mark.slow
+def test_kill_relay_sync_and_relay_mid_sync_loses_and_doubles_nothing(pair, relay) -> None:
+    a, b = pair
+    from_a = [f"a {i:05d} ✓" for i in range(3000)]
+    from_b = [f"b {i:05d}" for i in range(500)]
+    pid_before = a.service_pid(SVC_RELAY_SYNC)
+
+    def posts() -> int:
+        return sum(
+            e["method"] == "POST" and e["status"] == 200 for e in relay.requests("/v1/messages")
+        )
+
+    _send_many(a, from_a)
+    # SIGKILL A's relay-sync while it pushes (50 messages a request: 60 requests in all).
+    wait_for(lambda: posts() >= 3, timeout=30, interval=0.005, what="a's push to begin")
+    os.kill(pid_before, signal.SIGKILL)
+    posted_at_kill = posts()
+    # Then the relay, while B pulls what arrived and A's new relay-sync starts over.
+    _send_many(b, from_b)
+    relay.kill()
+    time.sleep(1.0)  # both nodes meet a dead relay and back off
+    relay.start()
+    want = sorted(from_a + from_b)
+    for n in (a, b):
+        _wait_holding(n, want, timeout=120)
+    time.sleep(2.0)  # a few more polls: anything doubled would show now
+    for n in (a, b):
+        assert sorted(_texts(n)) == want  # every message, exactly once
+    # Restarted (more than once only if a starved machine also missed its heartbeats).
+    wait_for(
+        lambda: a.status()["services"][SVC_RELAY_SYNC]["state"] == "running",
+        what="relay-sync to be running",
+    )
+    status = a.status()["services"][SVC_RELAY_SYNC]
+    assert status["restarts"] >= 1 and status["pid"] != pid_before
+    _assert_no_gossip(a, b)
+    assert posted_at_kill < len(from_a) // 50, "the kill came after the push had finished"
+
+
+def test_a_browser_client_and_the_node_see_each_others_messages(make_node, relay) -> None:
+    """The existing browser client: unsigned POST and GET ``since`` on /v1/messages."""
+    node = _node(make_node, "n", relay)
+    invite = node.json("invite")  # creates the circle
+    node.circle_id = invite["circle_id"]
+    secret = decode_invite(invite["code"]).secret
+    hint = ids.circle_hint(node.circle_id)
+    node.start()
+    node.cli("send", "--circle-id", node.circle_id, "from the node")
+    now = int(time.time())
+    browser = "browser" + "0" * 17
+    msg = compose_message(
+        secret,
+        circle_id=node.circle_id,
+        channel_id="general",
+        author_node_id=browser,
+        display_name="web",
+        text="from the browser",
+        created_ts=now,
+        msg_id=ids.new_msg_id(browser, now),
+        encrypt=True,
+    )
+    body = json.dumps({"circle_hint": hint, "messages": [to_wire(msg)]}).encode()
+    req = urllib.request.Request(
+        f"{relay.url}/v1/messages", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read())["stored"] == 1
+    _wait_holding(node, ["from the browser", "from the node"], timeout=30)
+
+    def browser_sees() -> list[str]:
+        url = f"{relay.url}/v1/messages?circle_hint={hint}&since=0&limit=200"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            got = json.loads(resp.read())["messages"]
+        # Whole, with its authenticator: the browser can open it, and gossip it on.
+        return [open_message(secret, node.circle_id, parse_message(m)).text for m in got]
+
+    wait_for(lambda: "from the node" in browser_sees(), what="the node's message at the relay")
+
+
+def test_a_node_without_a_relay_takes_the_relay_of_a_browser_circle(make_node, relay) -> None:
+    node = make_node(
+        "n", FELUND_RELAY_POLL_INTERVAL_S="0.5", FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2"
+    )
+    node.cli("init", "--bind", "127.0.0.1", "--name", "n")
+    node.start()
+    assert SVC_RELAY_SYNC not in node.status()["services"]
+    # A circle made in a browser: its code names the relay, where its messages are.
+    secret = ids.new_secret()
+    node.circle_id = ids.circle_id(secret)
+    body = {
+        "circle_hint": ids.circle_hint(node.circle_id),
+        "messages": [wire_message(secret, "browser" + "0" * 17, "from the browser")],
+    }
+    req = urllib.request.Request(
+        f"{relay.url}/v1/messages",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read())["stored"] == 1
+    joined = node.cli("join", "--code", encode_invite(secret, relay.url))
+    assert f"the relay {relay.url}" in joined.stderr
+    _wait_holding(node, ["from the browser"], timeout=30)
+    assert node.status()["services"][SVC_RELAY_SYNC]["state"] == "running"
+    node.cli("send", "--circle-id", node.circle_id, "from the node")
+    wait_for(
+        lambda: any(
+            e["status"] == 200
+            for e in relay.requests("/v1/messages")
+            if e["method"] == "POST" and e["signed"]
+        ),
+        what="the node's message pushed to the relay",
+    )
+
+
+def test_api_base_sets_the_relay_url(make_node, relay) -> None:
+    plain = make_node("plain")
+    plain.cli("init", "--bind", "127.0.0.1")
+    plain.start()
+    assert SVC_RELAY_SYNC not in plain.status()["services"]
+    node = make_node("api", FELUND_API_BASE=relay.url)
+    node.cli("init", "--bind", "127.0.0.1")
+    node.cli("invite")  # a circle to register
+    node.start()
+    assert node.status()["services"][SVC_RELAY_SYNC]["state"] == "running"
+    wait_for(
+        lambda: any(e["status"] == 200 for e in relay.requests("/v1/register")),
+        what="the node to register at the FELUND_API_BASE relay",
+    )
+
+
+def test_a_clean_stop_and_a_left_circle_unregister_at_once(make_node, relay) -> None:
+    node = _node(make_node, "n", relay)
+    kept = node.json("invite", "--name", "kept")["circle_id"]
+    left = node.json("invite", "--name", "left")["circle_id"]
+    node.start()
+
+    def deletes() -> list[str]:
+        return [
+            e["circle_hint"]
+            for e in relay.requests("/v1/register")
+            if e["method"] == "DELETE" and e["status"] == 200
+        ]
+
+    wait_for(
+        lambda: len([e for e in relay.requests("/v1/register") if e["status"] == 200]) >= 2,
+        what="both circles registered",
+    )
+    assert deletes() == []
+    node.cli("circle", "leave", "--circle-id", left)
+    wait_for(lambda: deletes() == [ids.circle_hint(left)], what="the left circle unregistered")
+    node.stop()
+    assert sorted(deletes()) == sorted([ids.circle_hint(left), ids.circle_hint(kept)])
+
+
+class _RelayServing(http.server.BaseHTTPRequestHandler):
+    """Another implementation's relay, answering whatever page it was given as is."""
+
+    page = b""
+
+    def _answer(self, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/v1/messages"):
+            first = "cursor=0" in self.path
+            page = self.page if first else b'{"ok":true,"messages":[],"next_cursor":3}'
+            self._answer(page)
+        elif self.path.startswith("/v1/peers"):
+            self._answer(b'{"ok":true,"peers":[]}')
+        else:
+            self._answer(b'{"ok":false,"code":"NOT_FOUND"}', 404)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer(b'{"ok":true,"stored":0,"server_time":0,"expires_at":0}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_message_that_cannot_cross_the_bus_is_refused_and_the_rest_pulled(make_node) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RelayServing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = make_node(
+            "n",
+            FELUND_RELAY_URL=f"http://127.0.0.1:{server.server_address[1]}",
+            FELUND_RELAY_POLL_INTERVAL_S="0.5",
+        )
+        node.cli("init", "--bind", "127.0.0.1", "--name", "n")
+        invite = node.json("invite")
+        node.circle_id = invite["circle_id"]
+        secret = decode_invite(invite["code"]).secret
+        now = int(time.time())
+        good = []
+        for i, text in enumerate(("before", "after")):
+            msg = compose_message(
+                secret,
+                circle_id=node.circle_id,
+                channel_id="general",
+                author_node_id="web" + "0" * 21,
+                display_name="web",
+                text=text,
+                created_ts=now + i,
+                msg_id=ids.new_msg_id("web", now + i),
+                encrypt=False,
+            )
+            good.append(json.dumps(to_wire(msg)))
+        # A lone surrogate as a JSON escape: valid JSON, and no string the bus can carry.
+        poison = good[0].replace('"before"', '"\\ud800"')
+        poison = poison.replace(json.loads(good[0])["msg_id"], "e" * 32)
+        page = f'{{"ok":true,"messages":[{good[0]},{poison},{good[1]}],"next_cursor":3}}'
+        _RelayServing.page = page.encode()
+        node.start()
+        _wait_holding(node, ["after", "before"], timeout=30)
+        assert node.status()["services"][SVC_RELAY_SYNC]["restarts"] == 0
+        text = node.metrics()
+        assert metric_value(text, "felund_bad_input_total", source="relay", kind="format") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cursor_op_is_durable(tmp_path: Path) -> None:
+    path = tmp_path / "felund.db"
+    db = Database(path)
+    ops = Ops(db, NodeInfo("n" * 16, "n", False, ""))
+    with db.transaction():
+        assert ops.handle(OP_CURSOR, {"key": "relay.pull:x"}).reply == {"value": 0}
+        assert ops.handle(OP_CURSOR, {"key": "relay.pull:x", "value": 42}).reply == {"value": 42}
+    db.close()
+    db = Database(path)
+    ops = Ops(db, NodeInfo("n" * 16, "n", False, ""))
+    assert ops.handle(OP_CURSOR, {"key": "relay.pull:x"}).reply == {"value": 42}
+    for bad in (
+        {"key": ""},
+        {"key": "k" * 129},
+        {"key": "k", "value": -1},
+        {"key": "k", "value": "1"},
+    ):
+        with pytest.raises(RPCError, match=r"key|value"):
+            ops.handle(OP_CURSOR, bad)
+    db.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
