@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from felund.actor.backoff import delay
 from felund.config import SupervisorConfig
 
 # A child gets this long to send its first heartbeat (it may be opening a
@@ -130,10 +131,8 @@ class Supervision:
 
     def backoff(self, failures: int) -> float:
         """Delay before the next start: doubling from the initial delay, capped, ±20 % jitter."""
-        base = min(
-            self.policy.backoff_initial_s * 2 ** max(0, failures - 1), self.policy.backoff_max_s
-        )
-        return base * self._rng.uniform(0.8, 1.2)
+        policy = self.policy
+        return delay(failures, policy.backoff_initial_s, policy.backoff_max_s, 0.2, self._rng)
 
     def due(self, now: float) -> list[Action]:
         """The actions to take at ``now``."""
