@@ -29,12 +29,11 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from felund import metrics, netaddr
 from felund.actor.runtime import Runtime
-from felund.bus.aio import AsyncRPCClient, AsyncSubscriber
+from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
 from felund.bus.catchup import Follower
 from felund.errors import InvalidMessage, PeerError, RPCError, RPCTimeout
 from felund.gossip.handshake import Link, accept, connect
@@ -166,12 +165,12 @@ class Gossip:
                     self.follower.syncing = True
                 self._apply_stored(self.follower.on_event(frame.header.inc, body["msgs"]))
             elif frame.topic == TOPIC_CIRCLE_CHANGED:
-                await self._until_store_answers(self.load_circles)
+                await until_answered(self.load_circles, self._store_down)
                 self.wake.set()
             elif frame.topic == TOPIC_HEARTBEAT and type(body.get("last_seq")) is int:
                 self.follower.on_heartbeat(str(body.get("inc")), body["last_seq"])
             if self.follower.syncing:
-                await self._until_store_answers(self.catch_up)
+                await until_answered(self.catch_up, self._store_down)
 
     async def fetch(self, msg_ids: list[str]) -> list[dict[str, Any]]:
         """Wire messages held among ``msg_ids``."""
@@ -493,6 +492,9 @@ class Gossip:
             )
             await asyncio.sleep(TICK_S)
 
+    def _store_down(self) -> None:
+        self._warn("gossip.store_unavailable")
+
     async def run(self, listener: socket.socket) -> None:
         """Serve until asked to stop."""
         port = listener.getsockname()[1]
@@ -503,8 +505,8 @@ class Gossip:
         # socket), and only then meet peers: reconciling against a half-loaded
         # index would have them send us everything we already hold.
         sub = AsyncSubscriber(self.rt.bus, TOPIC_MSG_STORED, TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT)
-        await self._until_store_answers(self.load_circles)
-        await self._until_store_answers(self.catch_up)
+        await until_answered(self.load_circles, self._store_down)
+        await until_answered(self.catch_up, self._store_down)
         server = await asyncio.start_server(self.on_inbound, sock=listener, limit=MAX_READ_LINE + 1)
         self.rt.log.info(
             "gossip.ready",
@@ -524,15 +526,6 @@ class Gossip:
                 t.cancel()
             for s in list(self.sessions.values()):
                 s.link.close()
-
-    async def _until_store_answers(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Run ``call``, retrying while the store is down (it is restarted meanwhile)."""
-        while True:
-            try:
-                await call()
-                return
-            except RPCTimeout:
-                self._warn("gossip.store_unavailable")
 
 
 def _listener(rt: Runtime) -> socket.socket:

@@ -49,7 +49,7 @@ import aiohttp
 
 from felund import __version__, metrics, netaddr
 from felund.actor.runtime import Runtime
-from felund.bus.aio import AsyncRPCClient, AsyncSubscriber
+from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
 from felund.errors import InvalidMessage, RPCTimeout
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
@@ -568,7 +568,7 @@ class RelaySync:
                     if c is not None:
                         c.push_now.set()
             elif frame.topic == TOPIC_CIRCLE_CHANGED:
-                await self._until_store_answers(self.load_circles)
+                await until_answered(self.load_circles, self._store_down)
 
     async def tick_loop(self) -> None:
         """Heartbeats; end the process when asked to stop."""
@@ -589,14 +589,8 @@ class RelaySync:
             )
             await asyncio.sleep(TICK_S)
 
-    async def _until_store_answers(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Run ``call``, retrying while the store is down (it is restarted meanwhile)."""
-        while True:
-            try:
-                await call()
-                return
-            except RPCTimeout:
-                self._warn("relay.store_unavailable")
+    def _store_down(self) -> None:
+        self._warn("relay.store_unavailable")
 
     async def run(self) -> None:
         """Sync until asked to stop."""
@@ -610,7 +604,7 @@ class RelaySync:
         ) as session:
             self.client = RelayClient(session, self.cfg.url, self.node_id)
             try:
-                await self._until_store_answers(self.load_circles)
+                await until_answered(self.load_circles, self._store_down)
                 self.rt.log.info("relay_sync.ready", relay=self.host, circles=len(self.circles))
                 follow = asyncio.create_task(self.follow(sub))
                 # Any task that fails ends the process (crash-only: the supervisor restarts it).

@@ -8,7 +8,8 @@ the synchronous module's.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -17,6 +18,18 @@ from felund import metrics
 from felund.bus import envelope
 from felund.bus.sockets import Bus, Received, Subscriber, answer_of, reply_to
 from felund.errors import RPCTimeout
+
+T = TypeVar("T")
+
+
+async def until_answered(call: Callable[[], Awaitable[T]], on_timeout: Callable[[], None]) -> T:
+    """Run ``call`` until the store (or whoever it asks) answers: a restarting peer is
+    waited for, never a reason to crash. ``on_timeout`` says so (rate-limited by the caller)."""
+    while True:
+        try:
+            return await call()
+        except RPCTimeout:
+            on_timeout()
 
 
 class AsyncRPCClient:
