@@ -146,7 +146,7 @@ def stub_felund(tmp_path: Path) -> Path:
     return stub
 
 
-@pytest.mark.parametrize("name", ["felund.actor.runtime", "felund-relay.service"])
+@pytest.mark.parametrize("name", ["felund.service", "felund-relay.service"])
 def test_system_units_verify(name: str, tmp_path: Path, stub_felund: Path) -> None:
     # `systemd-analyze verify` checks that the program of ExecStart= exists. The
     # units name /opt/felund/bin/felund, where the README installs felund,
@@ -174,32 +174,32 @@ def test_user_unit_verifies_as_user_unit(tmp_path: Path, stub_felund: Path) -> N
     (fake_home / ".local" / "bin" / "felund").symlink_to(stub_felund)
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700)
-    unit = tmp_path / "felund.actor.runtime"
-    shutil.copy(USER_UNITS / "felund.actor.runtime", unit)
+    unit = tmp_path / "felund.service"
+    shutil.copy(USER_UNITS / "felund.service", unit)
     env = {**os.environ, "HOME": str(fake_home), "XDG_RUNTIME_DIR": str(runtime)}
-    assert_verified(run([analyze, "--user", "verify", str(unit)], env=env), "felund.actor.runtime")
+    assert_verified(run([analyze, "--user", "verify", str(unit)], env=env), "felund.service")
 
 
 def test_a_broken_unit_fails_verification(tmp_path: Path, stub_felund: Path) -> None:
     analyze = tool("systemd-analyze")
-    unit = tmp_path / "felund.actor.runtime"
-    text = (SYSTEM_UNITS / "felund.actor.runtime").read_text()
+    unit = tmp_path / "felund.service"
+    text = (SYSTEM_UNITS / "felund.service").read_text()
     unit.write_text(text.replace(SYSTEM_FELUND, str(stub_felund)).replace("UMask=", "UMsak="))
     result = run([analyze, "verify", str(unit)])
     with pytest.raises(AssertionError, match="UMsak"):
-        assert_verified(result, "felund.actor.runtime")
+        assert_verified(result, "felund.service")
     if Path(SYSTEM_FELUND).exists():
         return  # felund is installed where the unit expects it: nothing missing to detect
     unit.write_text(text)  # the real ExecStart, absent here
     with pytest.raises(AssertionError, match="failed"):
-        assert_verified(run([analyze, "verify", str(unit)]), "felund.actor.runtime")
+        assert_verified(run([analyze, "verify", str(unit)]), "felund.service")
 
 
 def test_system_unit_is_hardened_enough(tmp_path: Path, stub_felund: Path) -> None:
     # `systemd-analyze security` scores exposure from 0 (locked down) to 10;
     # 2.0 is far below what most distribution units get.
     analyze = tool("systemd-analyze")
-    for name in ("felund.actor.runtime", "felund-relay.service"):
+    for name in ("felund.service", "felund-relay.service"):
         unit = tmp_path / name
         text = (SYSTEM_UNITS / name).read_text()
         unit.write_text(text.replace(SYSTEM_FELUND, str(stub_felund)))
@@ -210,8 +210,8 @@ def test_system_unit_is_hardened_enough(tmp_path: Path, stub_felund: Path) -> No
 
 
 def node_units() -> Iterator[tuple[str, dict[str, list[str]]]]:
-    yield "system", unit_settings(SYSTEM_UNITS / "felund.actor.runtime")
-    yield "user", unit_settings(USER_UNITS / "felund.actor.runtime")
+    yield "system", unit_settings(SYSTEM_UNITS / "felund.service")
+    yield "user", unit_settings(USER_UNITS / "felund.service")
 
 
 @pytest.mark.parametrize(("kind", "settings"), list(node_units()))
