@@ -254,6 +254,32 @@ def test_browser_and_node_chat_through_the_relay(open_peer, make_node, web_relay
     web.no_errors()
 
 
+def test_a_node_code_without_a_shared_relay_says_why_nothing_arrives(
+    open_peer, make_node, web_relay: Relay
+) -> None:
+    """A node with no relay: the page says nothing can arrive, and what to run on the node."""
+    node = make_node("norelay")
+    node.cli("init", "--bind", "127.0.0.1", "--name", "norelay")
+    invite = node.json("invite")
+    node.circle_id = invite["circle_id"]
+    node.start()
+    peer = _invite_peer(invite["code"])
+
+    web = open_peer()
+    web.join("Wendy", invite["code"])
+    notice = web.page.locator("#messages .unreachable")
+    expect(notice).to_contain_text("nothing can arrive", timeout=T)
+    expect(notice).to_contain_text(f"({peer})")
+    expect(notice).to_contain_text(f"felund relay url {web_relay.url}")
+
+    # Done as it says: the node's message arrives and the notice goes.
+    node.cli("relay", "url", web_relay.url)
+    node.cli("send", "--circle-id", node.circle_id, "now through the relay")
+    web.sees("now through the relay")
+    expect(notice).to_have_count(0, timeout=T)
+    web.no_errors()
+
+
 def _invite_peer(code: str) -> str:
     return decode_invite(code).peer
 

@@ -38,11 +38,13 @@ export class CircleSync {
    *   onMessages?: function(import("./store.js").StoredMessage[]): void,
    *   onState?: function(string, Error|null): void,
    *   onOutbox?: function(string[]): void,
+   *   onPeers?: function(number): void,
    *   pollMs?: number, feedPollMs?: number, registerMs?: number, feedRetryMs?: number,
    *   useFeed?: boolean}} options
    *   relayUrl overrides circle.relayUrl ("" = the page's origin); onMessages gets
    *   new messages from others (control ones too), never the ones send() returned;
-   *   onOutbox gets the msgIds still waiting for the relay whenever that changes.
+   *   onOutbox gets the msgIds still waiting for the relay whenever that changes;
+   *   onPeers gets how many other members the relay has registered, after each registration.
    */
   constructor(store, options) {
     const { circle, identity } = options;
@@ -54,6 +56,7 @@ export class CircleSync {
     this.onMessages = options.onMessages ?? (() => {});
     this.onState = options.onState ?? (() => {});
     this.onOutbox = options.onOutbox ?? (() => {});
+    this.onPeers = options.onPeers ?? (() => {});
     this.pollMs = options.pollMs ?? 5000;
     this.feedPollMs = options.feedPollMs ?? 30000;
     this.registerMs = options.registerMs ?? 60000;
@@ -241,6 +244,8 @@ export class CircleSync {
       if (!this._registeredAt || Date.now() - this._registeredAt >= this.registerMs) {
         await this.client.register({ ttlS: Math.max(30, Math.min(600, Math.ceil((2 * this.registerMs) / 1000))) });
         this._registeredAt = Date.now();
+        // Whether anyone else meets us at this relay: with nobody, nothing can arrive.
+        this.onPeers((await this.client.peers()).length);
       }
       this._setState("online", null);
       await this._flush();

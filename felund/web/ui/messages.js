@@ -60,6 +60,18 @@ export class MessagePane {
           }),
         );
       }
+      if (view.peers === 0 && view.circle.invitedBy) {
+        const relay = view.circle.relayUrl || location.origin;
+        lines.push(
+          el("div", {
+            class: "empty unreachable",
+            text:
+              `Nobody else is at this relay yet, so nothing can arrive. The node that invited you ` +
+              `(${view.circle.invitedBy}) must use this relay too: on it, run ` +
+              `felund relay url ${relay}`,
+          }),
+        );
+      }
     }
     for (const n of state.notices) {
       lines.push(

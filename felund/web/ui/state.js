@@ -74,6 +74,7 @@ class CircleView {
     this.pending = new Set(); // msgIds sent but not yet acknowledged by the relay
     this.marks = {}; // channelId -> {ts, ids: Set}: what was read (see READ_WINDOW_S)
     this.state = "connecting";
+    this.peers = null; // other members registered at the relay (null: not asked yet)
     this.version = 0; // bumped on every change the message pane must show
   }
 
@@ -178,6 +179,7 @@ export class AppState extends EventTarget {
       onMessages: (msgs) => this.ingest(circleId, msgs),
       onState: (state) => this.syncState(circleId, state),
       onOutbox: (msgIds) => this.outboxChanged(circleId, msgIds),
+      onPeers: (n) => this.peersChanged(circleId, n),
     });
     view.sync.start();
   }
@@ -192,6 +194,14 @@ export class AppState extends EventTarget {
     const view = this.circles.get(circleId);
     if (!view || view.state === state) return;
     view.state = state;
+    this.changed();
+  }
+
+  peersChanged(circleId, n) {
+    const view = this.circles.get(circleId);
+    if (!view || view.peers === n) return;
+    view.peers = n;
+    view.version++;
     this.changed();
   }
 
@@ -232,6 +242,8 @@ export class AppState extends EventTarget {
   ingest(circleId, msgs) {
     const view = this.circles.get(circleId);
     if (!view || !msgs || !msgs.length) return;
+    // onMessages brings only others' messages: someone meets us at this relay after all.
+    if (!view.peers) view.peers = null;
     if (!this.absorb(view, msgs)) return;
     if (circleId === this.current.circleId && document.visibilityState === "visible") {
       this.markRead(circleId, this.current.channelId);
@@ -347,6 +359,8 @@ export class AppState extends EventTarget {
       name: "",
       relayUrl,
       joinedTs: Math.floor(Date.now() / 1000),
+      // A node's host:port: the pane says it must use this relay before anything can arrive.
+      invitedBy: isUrlPeer(invite.peer) ? "" : invite.peer,
     });
     return { view, joined: true };
   }
