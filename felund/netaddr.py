@@ -47,3 +47,25 @@ def first_interface_ipv4() -> str | None:
         if not ipaddress.ip_address(addr).is_loopback:
             return addr
     return None
+
+
+def reach_note(peer: str) -> str:
+    """One sentence for `felund invite`: which address the code names, and who can reach it."""
+    host, _, port = peer.rpartition(":")
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"the code names {peer}"  # a name the user configured: theirs to keep right
+    fix = "set gossip.advertise_host (or FELUND_GOSSIP_ADVERTISE_HOST) to"
+    if addr.is_loopback or addr.is_unspecified:
+        return (
+            f"the code names {peer}, reachable from this machine only: {fix} an address "
+            "others reach"
+        )
+    if addr.is_private or addr.is_link_local:
+        return (
+            f"the code names {peer}, a private address: members on this network reach it; for "
+            f"members elsewhere, {fix} this home's public name or address and forward TCP port "
+            f"{port} to this machine"
+        )
+    return f"the code names {peer}"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from felund import config as config_mod
-from felund import home
+from felund import home, netaddr
 from felund.actor.runtime import Context, load_context
 from felund.cli import chat as cli_chat
 from felund.cli.common import UsageError, channel_arg, context, err, json_out, out
@@ -39,6 +39,7 @@ from felund.protocol import (
 from felund.store.client import NodeClient, open_node
 from felund.store.database import Database
 from felund.v1 import ids
+from felund.v1.invite import decode_invite, is_tcp_peer
 from felund.v1.wire import check_text
 
 EXIT_USAGE = 2
@@ -117,6 +118,9 @@ def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
     else:
         answer = node.call(OP_CIRCLE_CREATE, {"name": args.name or ""})
         err(f"created circle {answer['circle_id']}")
+    peer = decode_invite(answer["code"]).peer
+    if is_tcp_peer(peer):
+        err(netaddr.reach_note(peer))
     if args.json:
         json_out({"circle_id": answer["circle_id"], "code": answer["code"]})
     else:

@@ -20,10 +20,14 @@ def test_init_names_the_port_the_node_will_listen_on(make_node) -> None:
 
 
 def test_init_run_invite_send_inbox(node: Node) -> None:
-    code = node.cli("invite", "--circle-id", node.circle_id).stdout.strip().splitlines()
+    shown = node.cli("invite", "--circle-id", node.circle_id)
+    code = shown.stdout.strip().splitlines()
     assert len(code) == 1 and code[0].startswith("felund1.")
     invite = decode_invite(code[0])
     assert invite.peer == f"127.0.0.1:{node.env['FELUND_GOSSIP_PORT']}"
+    # Which address the code names, and that only this machine reaches it.
+    assert f"the code names {invite.peer}, reachable from this machine only" in shown.stderr
+    assert "gossip.advertise_host" in shown.stderr
 
     node.cli("send", "--circle-id", node.circle_id, "hello ünïcödé | pipes")
     refused = node.cli(
