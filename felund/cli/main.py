@@ -9,6 +9,7 @@ status 1. Never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sqlite3
 import sys
@@ -331,10 +332,21 @@ def cmd_relay_url(args: argparse.Namespace, node: NodeClient) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     """Validate or show the effective config."""
     cfg = config_mod.load(home.home_from_env())
-    if args.action == "show":
-        out(config_mod.render(cfg))
-    else:
+    if args.action == "check":
         out("config ok")
+        return
+    ctx = context()
+    if ctx.layout.database.exists():
+        # `felund rename` and `felund relay url` are runtime settings, kept by the store.
+        with open_node(ctx) as node:
+            now = node.call(OP_SETTINGS, {})
+        cfg = dataclasses.replace(
+            cfg,
+            node=dataclasses.replace(cfg.node, name=now["display_name"]),
+            relay=dataclasses.replace(cfg.relay, url=now["relay_url"]),
+        )
+        out("# node.name and relay.url as the node uses them (felund rename, felund relay url)")
+    out(config_mod.render(cfg))
 
 
 # --- plumbing -----------------------------------------------------------------

@@ -189,6 +189,24 @@ def test_the_setting_survives_a_killed_node_and_wins_over_the_config(make_node, 
     wait_for(lambda: _registered(relay) >= 1, what="the node to register at the relay")
 
 
+def _shown(node: Node, key: str) -> str:
+    """One key's line of `felund config show`, as ``key = value``."""
+    lines = node.cli("config", "show").stdout.splitlines()
+    return next(line for line in lines if line.startswith(f"{key} = "))
+
+
+def test_config_show_says_the_name_and_relay_the_node_uses(make_node, relay) -> None:
+    node = _node(make_node, "alice")
+    assert _shown(node, "name") == 'name = "alice"'  # the file's, before any rename
+    node.cli("rename", "Alice B.")  # offline
+    node.cli("relay", "url", relay.url)
+    assert _shown(node, "name") == 'name = "Alice B."'
+    assert _shown(node, "url") == f'url = "{relay.url}"'
+    node.start()
+    node.cli("rename", "Ally")  # while running
+    assert _shown(node, "name") == 'name = "Ally"'
+
+
 def test_settings_op(tmp_path: Path) -> None:
     db = Database(tmp_path / "felund.db")
     ops = Ops(db, NodeInfo("n" * 24, "nina", False, "", "https://configured.example/api"))
