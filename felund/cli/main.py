@@ -155,8 +155,12 @@ def cmd_circles(args: argparse.Namespace, node: NodeClient) -> None:
 def cmd_send(args: argparse.Namespace, node: NodeClient) -> None:
     """Post one message, or one per line of stdin."""
     node_id = home.load_node_id(context().layout)
-    if args.stdin == (args.text is not None):
-        raise UsageError("give the message TEXT, or --stdin, not both")
+    if args.stdin and args.text is not None:
+        raise UsageError("give the message TEXT or --stdin, not both")
+    if not args.stdin and args.text is None:
+        raise UsageError("give the message TEXT, or --stdin to send one message per line")
+    if args.text is not None and not args.text.strip():
+        raise UsageError("the message is empty")
     lines = _stdin_lines() if args.stdin else iter([args.text])
     sent = new = 0
     for batch in _batches(lines, MAX_POST_BATCH):
@@ -351,16 +355,21 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 # --- plumbing -----------------------------------------------------------------
 def _port(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError("must be between 0 and 65535")
-    return number
+    return _whole(value, 0, 65535)
 
 
 def _limit(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 100_000:
-        raise argparse.ArgumentTypeError("must be between 1 and 100000")
+    return _whole(value, 1, 100_000)
+
+
+def _whole(value: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``, or the one error that says so."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}: {value!r}")
     return number
 
 

@@ -248,9 +248,7 @@ class Ops:
                 }
             )
         if channel_id is not None:
-            channel = state.channels.get(channel_id)
-            if channel is None:
-                raise RPCError(ERR_BAD_REQUEST, f"there is no channel #{channel_id}")
+            channel = _existing_channel(state, channel_id)
             if channel_id != DEFAULT_CHANNEL:
                 people = [p for p in people if p["node_id"] in channel.members]
         return Outcome({"people": sorted(people, key=lambda p: -p["last_seen"])})
@@ -284,9 +282,10 @@ class Ops:
                     ERR_FORBIDDEN,
                     f"there is no channel #{channel_id} in this circle; create it first",
                 )
+            article = "an" if channel.access_mode[:1] in "aeiou" else "a"
             raise RPCError(
                 ERR_FORBIDDEN,
-                f"you may not post in #{channel_id}: it is a "
+                f"you may not post in #{channel_id}: it is {article} "
                 f"{channel.access_mode} channel you have not joined",
             )
         items = _get(body, "msgs", list)
@@ -295,6 +294,9 @@ class Ops:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}] must be a map")
+            if isinstance(item.get("text"), str) and not item["text"].strip():
+                # Every writer of ours skips blank lines (send --stdin, the ui): one rule here.
+                raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: the message is empty")
         return self._write(
             circle,
             channel_id,
@@ -488,6 +490,8 @@ class Ops:
         limit = _get(body, "limit", int, 50)
         if not 1 <= limit <= 100_000:
             raise RPCError(ERR_BAD_REQUEST, "limit must be between 1 and 100000")
+        if channel is not None and channel != CONTROL_CHANNEL:
+            _existing_channel(self.state(circle.circle_id), channel)
         return Outcome(
             {"msgs": self.db.newest(circle.circle_id, channel, limit, hidden=CONTROL_CHANNEL)}
         )
@@ -603,6 +607,14 @@ class Ops:
 
 
 _MISSING: Any = object()
+
+
+def _existing_channel(state: chatmodel.CircleState, channel_id: str) -> chatmodel.Channel:
+    """The channel named ``channel_id``, or the one error that says there is none."""
+    channel = state.channels.get(channel_id)
+    if channel is None:
+        raise RPCError(ERR_BAD_REQUEST, f"there is no channel #{channel_id}")
+    return channel
 
 
 def _get(body: dict[str, Any], key: str, typ: type, default: Any = _MISSING) -> Any:

@@ -1,0 +1,40 @@
+"""The `felund` command's answers to mistakes: one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from felund.testing import Node
+
+
+@pytest.fixture
+def offline(make_node: Callable[..., Node]) -> Node:
+    """A node with a circle, not running: commands work on its database under the lock."""
+    node = make_node("answers")
+    node.cli("init", "--bind", "127.0.0.1", "--name", "alice")
+    node.circle_id = node.json("invite")["circle_id"]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["send"], "give the message TEXT, or --stdin to send one message per line"),
+        (["send", "x", "--stdin"], "give the message TEXT or --stdin, not both"),
+        (["send", ""], "the message is empty"),
+        (["send", "  "], "the message is empty"),
+        (["inbox", "--limit", "abc"], "--limit: must be a whole number from 1 to 100000: 'abc'"),
+        (["inbox", "--limit", "0"], "--limit: must be a whole number from 1 to 100000: '0'"),
+        (["inbox", "--channel", "nosuch"], "there is no channel #nosuch"),
+    ],
+)
+def test_a_mistake_is_one_clear_line_and_exit_2(offline: Node, args: list[str], says: str) -> None:
+    got = offline.cli(*args, "--circle-id", offline.circle_id, check=False)
+    assert got.returncode == 2, got
+    assert says in got.stderr and len(got.stderr.strip().splitlines()) == 1, got.stderr
+    offline.cli("send", "--circle-id", offline.circle_id, "the path is live")
+    assert [m["text"] for m in offline.json("inbox", "--circle-id", offline.circle_id)] == [
+        "the path is live"
+    ]
