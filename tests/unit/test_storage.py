@@ -419,7 +419,8 @@ def test_inbox_gives_the_newest_oldest_first(store: Store, circle: str) -> None:
     assert inbox(limit=4) == [(7, "random"), (8, "random"), (9, "random"), (10, "general")]
     assert inbox(limit=3, channel_id="general") == [(5, "general"), (6, "general"), (10, "general")]
     assert inbox(limit=2, channel_id="random") == [(8, "random"), (9, "random")]
-    assert inbox(channel_id="nosuch") == []
+    with pytest.raises(RPCError, match="there is no channel #nosuch"):  # not an empty answer
+        inbox(channel_id="nosuch")
     assert [s for s, _ in inbox()] == list(range(2, 11))
     texts = [m["text"] for m in store.call(OP_INBOX, {"circle_id": circle, "limit": 1})["msgs"]]
     assert texts == ["general late 0"]
