@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-MAX_WAITING: Final = 64  # spans past a gap; beyond that the GET that fills it takes them too
+MAX_WAITING: Final = 64  # spans kept past a gap; the furthest are forgotten (a GET passes them)
 
 
 @dataclass(slots=True)
