@@ -43,6 +43,7 @@ def bench_relay_e2e(root: Path) -> list[Row]:
                 )
                 delays: list[float] = []
                 lost = 0
+                gets_before = _gets(relay)
                 for i in range(MESSAGES):
                     t0 = time.perf_counter()
                     seen = arrivals.wait(client.post(circle, f"relay delay {i}"), 10.0)
@@ -50,6 +51,7 @@ def bench_relay_e2e(root: Path) -> list[Row]:
                         lost += 1
                     else:
                         delays.append(seen - t0)
+                gets = _gets(relay) - gets_before
             finally:
                 client.close()
                 arrivals.done.set()
@@ -63,6 +65,12 @@ def bench_relay_e2e(root: Path) -> list[Row]:
             _ms(delays),
             f"{MESSAGES} messages one at a time, {lost} not within 10 s; push by A's "
             "relay-sync, the relay's WebSocket feed wakes B's pull; "
-            f"mean {statistics.mean(delays) * 1000:.0f} ms",
+            f"mean {statistics.mean(delays) * 1000:.0f} ms; "
+            f"{gets / max(1, len(delays)):.2f} GET /v1/messages per delivered message",
         )
     ]
+
+
+def _gets(relay: Relay) -> int:
+    """GET /v1/messages answered by the relay so far (both nodes' pulls)."""
+    return sum(e["method"] == "GET" for e in relay.requests("/v1/messages"))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from felund.errors import ConfigError
 
@@ -172,6 +172,11 @@ def relay_url_problem(url: str) -> str:
         return "a relay URL carries no user name or password"
     if parts.query or parts.fragment or "?" in url or "#" in url:
         return "a relay URL is a base URL, without ?query or #fragment"
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        # Every client appends /v1/... itself: .../v1 would ask for /v1/v1/... and get 404s.
+        base = urlunsplit(parts._replace(path=path.removesuffix("/v1")))
+        return f"a relay URL names the base, without /v1 (felund adds it): use {base[:120]}"
     return ""
 
 

@@ -58,6 +58,17 @@ class NodeLocked(FelundError):
     """Another felund process holds this FELUND_HOME."""
 
 
+class RelayError(FelundError):
+    """A relay call that did not succeed; ``kind`` is one of ``felund.relay.client.KINDS``."""
+
+    def __init__(self, kind: str, detail: str = "", code: str = "", retry_after: float = 0.0):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+        self.code = code  # the relay's error code, when it answered one
+        self.retry_after = retry_after
+
+
 class PeerError(FelundError):
     """A gossip peer broke the protocol; the connection is closed."""
 

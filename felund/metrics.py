@@ -91,6 +91,11 @@ STORE_REJECTED = Counter(
     "Messages refused by the store before storing, by reason.",
     ["reason"],
 )
+STORE_ROWS_READ = Counter(
+    "felund_store_snapshot_rows",
+    "Message rows read for store.snapshot pages, by scope (all circles, or one).",
+    ["scope"],
+)
 STORE_ERRORS = Counter(
     "felund_store_errors",
     "Database errors met by the store.",

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from felund.errors import RelayError
 from felund.relay.auth import HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TS
 from felund.v1.crypto import api_signature
 
@@ -24,17 +25,6 @@ REQUEST_TIMEOUT_S: Final = 30.0
 CONNECT_TIMEOUT_S: Final = 10.0
 # Failure kinds: unreachable, timeout, rate_limited, refused (4xx), unavailable (5xx), bad_answer.
 KINDS: Final = ("unreachable", "timeout", "rate_limited", "refused", "unavailable", "bad_answer")
-
-
-class RelayError(Exception):
-    """A relay call that did not succeed; ``kind`` is one of ``KINDS``."""
-
-    def __init__(self, kind: str, detail: str = "", code: str = "", retry_after: float = 0.0):
-        super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
-        self.detail = detail
-        self.code = code  # the relay's error code, when it answered one
-        self.retry_after = retry_after
 
 
 def relay_host(url: str) -> str:

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_channel
     ON messages (circle_id, channel_id, store_seq);
+CREATE INDEX IF NOT EXISTS messages_by_circle
+    ON messages (circle_id, store_seq);
 CREATE TABLE IF NOT EXISTS peers (
     circle_id TEXT NOT NULL,
     addr TEXT NOT NULL,
@@ -212,12 +214,25 @@ class Database:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def since(self, since: int, limit: int, with_wire: bool = False) -> list[dict[str, Any]]:
-        """Messages with store_seq > since, oldest first."""
+    def since(
+        self,
+        since: int,
+        limit: int,
+        with_wire: bool = False,
+        circle_id: str | None = None,
+        exclude_origin: str = "",
+    ) -> list[dict[str, Any]]:
+        """Messages with store_seq > since, oldest first: of one circle if given (by the
+        ``messages_by_circle`` index, so the cost follows that circle's rows), and not of
+        ``exclude_origin``."""
         cols = _ROW_COLUMNS + (", wire" if with_wire else "")
+        where, args = "store_seq > ? AND origin != ?", [since, exclude_origin]
+        if circle_id is not None:
+            where = f"circle_id = ? AND {where}"
+            args.insert(0, circle_id)
         rows = self._db.execute(
-            f"SELECT {cols} FROM messages WHERE store_seq > ? ORDER BY store_seq LIMIT ?",  # noqa: S608 - fixed column list
-            (since, limit),
+            f"SELECT {cols} FROM messages WHERE {where} ORDER BY store_seq LIMIT ?",  # noqa: S608 - fixed column list
+            (*args, limit),
         ).fetchall()
         return [_row(r, with_wire) for r in rows]
 

@@ -473,12 +473,24 @@ class Ops:
 
     # --- reads --------------------------------------------------------------
     def snapshot(self, body: dict[str, Any]) -> Outcome:
-        """A page of messages after ``since``, and the store_seq the answer covers."""
+        """A page of messages after ``since``, and the store_seq the answer covers.
+
+        With ``circle_id``, of that circle only; with ``exclude_origin``, without the
+        messages of that origin (relay-sync pushes what it did not pull).
+        """
         since = _get(body, "since", int, 0)
         limit = min(_get(body, "limit", int, MAX_SNAPSHOT_PAGE), MAX_SNAPSHOT_PAGE)
         if since < 0 or limit < 1:
             raise RPCError(ERR_BAD_REQUEST, "since must be >= 0 and limit >= 1")
-        rows = self.db.since(since, limit, with_wire=_get(body, "with_wire", bool, False))
+        # Not necessarily a circle of this node: one just left still has its messages.
+        circle_id = _get(body, "circle_id", str, None)
+        if circle_id is not None and not ids.is_hex(circle_id, 24):
+            raise RPCError(ERR_BAD_REQUEST, "circle_id must be 24 hex digits")
+        exclude = _get(body, "exclude_origin", str, "")
+        if exclude and exclude not in ORIGINS:
+            raise RPCError(ERR_BAD_REQUEST, f"exclude_origin must be one of {', '.join(ORIGINS)}")
+        rows = self.db.since(since, limit, _get(body, "with_wire", bool, False), circle_id, exclude)
+        metrics.STORE_ROWS_READ.labels("all" if circle_id is None else "circle").inc(len(rows))
         more = len(rows) == limit and rows[-1]["store_seq"] < self.db.last_seq
         covers = rows[-1]["store_seq"] if more else self.db.last_seq
         return Outcome({"msgs": rows, "covers": covers, "more": more})

@@ -23,12 +23,24 @@ from typing import Any
 
 import pytest
 
+from felund.actor.runtime import load_context
+from felund.bus.envelope import Frame
+from felund.bus.sockets import Bus
 from felund.errors import RPCError
-from felund.protocol import OP_CURSOR, SVC_RELAY_SYNC
+from felund.protocol import (
+    OP_CIRCLE_CREATE,
+    OP_CURSOR,
+    OP_POST,
+    SVC_RELAY_SYNC,
+    SVC_STORE,
+    TOPIC_HEARTBEAT,
+    TOPIC_MSG_STORED,
+)
+from felund.relay.client import signed_headers
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for, wire_message
-from felund.v1 import ids
+from felund.v1 import crypto, ids
 from felund.v1.invite import decode_invite, encode_invite
 from felund.v1.wire import compose_message, open_message, parse_message, to_wire
 
@@ -93,6 +105,62 @@ def _send_many(node: Node, lines: list[str]) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+class _Events:
+    """A node's bus events, seen from the test: every wait is on an event, with a deadline."""
+
+    def __init__(self, node: Node, *topics: str) -> None:
+        ctx = load_context(node.env)
+        self.bus = Bus(ctx.layout, "test-relay-sync", ctx.config.bus)
+        self.sub = self.bus.subscriber(*topics)
+
+    def wait(self, check: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+        """The body of the next event for which ``check(frame)`` is true."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.sub.recv(200)
+            if got is not None and isinstance(got.frame.body, dict) and check(got.frame):
+                body: dict[str, Any] = got.frame.body
+                return body
+        raise AssertionError(f"no {what} within {timeout:g} s")
+
+    def beat(self, check: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+        """The next relay-sync heartbeat for which ``check(body)`` is true."""
+
+        def relay_sync(frame: Frame) -> bool:
+            return (
+                frame.topic == TOPIC_HEARTBEAT
+                and frame.header.src == SVC_RELAY_SYNC
+                and bool(check(frame.body))
+            )
+
+        return self.wait(relay_sync, what, timeout)
+
+    def stored(self, text: str, what: str) -> None:
+        """Wait for the store to announce a message of ``text``."""
+
+        def has(frame: Frame) -> bool:
+            return (
+                frame.topic == TOPIC_MSG_STORED
+                and frame.header.src == SVC_STORE
+                and any(m.get("text") == text for m in frame.body.get("msgs", []))
+            )
+
+        self.wait(has, what)
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def _gets(relay: Relay) -> int:
+    """GET /v1/messages answered so far (every node's pulls)."""
+    return sum(e["method"] == "GET" for e in relay.requests("/v1/messages"))
+
+
+def _relay_metric(relay: Relay, name: str) -> float:
+    with urllib.request.urlopen(f"{relay.url}/metrics", timeout=5) as resp:
+        return metric_value(resp.read().decode(), name) or 0.0
 
 
 def test_nodes_that_cannot_reach_each_other_converge_through_the_relay(pair, relay) -> None:
@@ -277,6 +345,157 @@ def test_a_clean_stop_and_a_left_circle_unregister_at_once(make_node, relay) -> 
     wait_for(lambda: deletes() == [ids.circle_hint(left)], what="the left circle unregistered")
     node.stop()
     assert sorted(deletes()) == sorted([ids.circle_hint(left), ids.circle_hint(kept)])
+
+
+def test_the_feed_s_messages_are_stored_as_they_come_and_a_get_only_fills_a_gap(
+    pair, relay
+) -> None:
+    a, b = pair
+    events = _Events(b, TOPIC_HEARTBEAT, TOPIC_MSG_STORED)
+    on_a = _Events(a, TOPIC_HEARTBEAT)
+    try:
+        for n, e in ((a, on_a), (b, events)):
+            # Two beats with the feed up: the GET made when it connected is behind us.
+            for _ in range(2):
+                e.beat(lambda body: body["feeds"] == 1, f"{n.home.name}'s feed up")
+        gets = _gets(relay)
+        for i in range(10):
+            a.cli("send", "--circle-id", a.circle_id, f"fed {i}")
+            events.stored(f"fed {i}", f"'fed {i}' on b")
+        assert _gets(relay) == gets  # each came in a frame of the feed, and was stored from it
+
+        # A message the relay stored and the feed never showed b (posted as b: the relay
+        # leaves the poster out) is fetched once the next frame's span jumps past it.
+        secret = decode_invite(a.cli("invite", "--circle-id", a.circle_id).stdout.strip()).secret
+        hidden = wire_message(secret, "web" + "0" * 21, "never in b's feed")
+        body = json.dumps(
+            {"circle_hint": ids.circle_hint(a.circle_id), "messages": [hidden]}
+        ).encode()
+        key = crypto.api_signing_key(secret)
+        headers = signed_headers(key, b.status()["node_id"], "POST", "/messages", body)
+        req = urllib.request.Request(
+            f"{relay.url}/v1/messages",
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["stored"] == 1
+        a.cli("send", "--circle-id", a.circle_id, "after the gap")
+        events.stored("never in b's feed", "the message fetched to fill the gap")
+        assert "after the gap" in _texts(b)
+        # One GET, by b. A took the hidden one from its feed: its own messages' spans
+        # (from its POST answers) left no gap before it.
+        assert _gets(relay) == gets + 1
+    finally:
+        events.close()
+        on_a.close()
+    _assert_no_gossip(a, b)
+
+
+CIRCLES = 20
+HISTORY = 250
+
+
+def test_a_new_circle_s_push_reads_that_circle_not_the_node_s_history(make_node, relay) -> None:
+    node = _node(make_node, "n", relay)
+    # A node with a long history in 20 circles, written as the offline CLI writes it.
+    ctx = load_context(node.env)
+    db = Database(ctx.layout.database)
+    ops = Ops(db, NodeInfo(ctx.node_id, "n", False, ""))
+    now = int(time.time())
+    for i in range(CIRCLES):
+        with db.transaction():
+            circle = ops.handle(OP_CIRCLE_CREATE, {"name": f"c{i}"}).reply["circle_id"]
+            msgs = [
+                {"msg_id": ids.new_msg_id(ctx.node_id, now), "created_ts": now, "text": f"{j}"}
+                for j in range(HISTORY)
+            ]
+            ops.handle(OP_POST, {"circle_id": circle, "msgs": msgs})
+    db.close()
+    node.start()
+    total = CIRCLES * HISTORY
+    wait_for(
+        lambda: _relay_metric(relay, "felund_relay_server_messages_stored_total") >= total,
+        timeout=180,
+        interval=0.5,
+        what="the whole history pushed to the relay",
+    )
+
+    def rows_read() -> float:
+        text = node.metrics()
+        return sum(
+            metric_value(text, "felund_store_snapshot_rows_total", scope=scope) or 0
+            for scope in ("all", "circle")
+        )
+
+    first = rows_read()
+    # Each circle read its own history once (and gossip, catching up, the log once).
+    assert total <= first < 2.5 * total
+    # A circle joined now: its push starts from nothing, and reads nothing of the others.
+    invite = node.json("invite", "--name", "new")
+    node.cli("send", "--circle-id", invite["circle_id"], "in the new circle")
+    secret = decode_invite(invite["code"]).secret
+    hint = ids.circle_hint(invite["circle_id"])
+
+    def at_relay() -> bool:
+        url = f"{relay.url}/v1/messages?circle_hint={hint}&cursor=0&limit=500"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            got = json.loads(resp.read())["messages"]
+        texts = [open_message(secret, invite["circle_id"], parse_message(m)).text for m in got]
+        return "in the new circle" in texts
+
+    wait_for(at_relay, timeout=60, interval=0.2, what="the new circle's message at the relay")
+    assert rows_read() - first < 50, "the new circle's push paged through the node's history"
+
+
+def test_the_heartbeat_says_per_circle_whether_the_relay_is_reachable(make_node, relay) -> None:
+    node = _node(make_node, "n", relay)
+    invite = node.json("invite")
+    circle = invite["circle_id"]
+    started = time.time()
+    node.start()
+    events = _Events(node, TOPIC_HEARTBEAT)
+
+    def of_circle(check: Any) -> Any:
+        return lambda body: circle in body["connectivity"] and check(body["connectivity"][circle])
+
+    try:
+        up = events.beat(of_circle(lambda c: c["reachable"] and c["feed"]), "the relay reached")
+        link = up["connectivity"][circle]
+        assert link["last_ok_ts"] >= started - 1 and link["error_since"] is None
+        assert link["last_error"] == "" and link["last_message_ts"] is None
+        relay.kill()
+        down = events.beat(of_circle(lambda c: not c["reachable"]), "the relay unreachable")
+        link = down["connectivity"][circle]
+        assert link["last_error"].startswith("unreachable") and not link["feed"]
+        assert link["error_since"] >= up["connectivity"][circle]["last_ok_ts"]
+        # Short, and without a secret or a key.
+        secret = decode_invite(invite["code"]).secret
+        text = json.dumps(down["connectivity"])
+        assert secret not in text and crypto.api_signing_key(secret) not in text
+        node.cli("send", "--circle-id", circle, "while the relay was down")
+        relay.start()
+        back = events.beat(
+            of_circle(lambda c: c["reachable"] and c["last_message_ts"] is not None),
+            "the relay back, and the message pushed",
+        )
+        link = back["connectivity"][circle]
+        assert link["last_error"] == "" and link["error_since"] is None
+        assert link["last_message_ts"] >= down["connectivity"][circle]["error_since"]
+    finally:
+        events.close()
+
+
+def test_a_relay_url_ending_in_v1_is_refused_with_the_right_form(make_node, relay) -> None:
+    node = make_node("n")
+    node.cli("init", "--bind", "127.0.0.1", "--name", "n")
+    refused = node.cli("relay", "url", f"{relay.url}/v1", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().endswith(f"use {relay.url}")
+    assert node.cli("relay", "url").stdout.strip() == ""
+    node.env["FELUND_RELAY_URL"] = f"{relay.url}/v1/"
+    check = node.cli("config", "check", check=False)
+    assert check.returncode == 2 and f"use {relay.url}" in check.stderr, check.stderr
 
 
 class _RelayServing(http.server.BaseHTTPRequestHandler):

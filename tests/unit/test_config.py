@@ -179,6 +179,30 @@ def test_felund_home_and_foreign_variables_are_not_overrides() -> None:
     assert config.build(documented(), env) == config.Config()
 
 
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://relay.example/v1", "https://relay.example"),
+        ("https://relay.example/v1/", "https://relay.example"),
+        ("http://127.0.0.1:8787/api/v1", "http://127.0.0.1:8787/api"),
+    ],
+)
+def test_a_relay_url_ending_in_v1_is_refused_with_the_right_form(
+    tmp_path: Path, url: str, base: str
+) -> None:
+    problem = config.relay_url_problem(url)
+    assert "/v1" in problem and problem.endswith(f"use {base}")
+    assert config.relay_url_problem(base) == ""
+    for env in ({"FELUND_RELAY_URL": url}, {"FELUND_API_BASE": url}):
+        with pytest.raises(ConfigError, match=f"use {base}$"):
+            config.load(tmp_path, env)
+
+
+@pytest.mark.parametrize("url", ["https://relay.example/v10", "https://relay.example/apiv1"])
+def test_a_relay_url_merely_containing_v1_is_accepted(url: str) -> None:
+    assert config.relay_url_problem(url) == ""
+
+
 # --- rendering ----------------------------------------------------------------------
 
 

@@ -7,6 +7,9 @@
   with the existing relays' clients (see the wire spec). Every answer, errors included, carries
   ``Access-Control-Allow-Origin: *``; every error is
   ``{"ok":false,"code","message"}`` (codes in ``felund.relay.protocol``).
+  Beyond the wire spec, a ``POST /v1/messages`` that stored something answers
+  ``after`` and ``cursor`` too, as live feed frames carry them (see ``hub``):
+  with them a node's relay-sync moves its pull cursor past its own messages.
 - Authentication (``felund.relay.server.state``): registration, peer lookup and
   unregistration must be signed; message and signalling calls and the feed
   may be unsigned (the existing browser client) unless the operator sets
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
@@ -272,13 +276,17 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     now = int(time.time())
     m.MESSAGES_STORED.inc(len(stored))
     m.MESSAGES_DUPLICATE.inc(len(batch.messages) - len(stored))
+    answer: dict[str, Any] = {"ok": True, "stored": len(stored), "server_time": now}
     if stored:
+        # The cursors of what was stored: the poster holds them (it gets no frame of them).
+        span = (stored[0].after, stored[-1].id)
+        answer["after"], answer["cursor"] = span
         poster = header_node_id(request.headers.get(HEADER_NODE))
         pushed = relay.hub.publish(
-            hint, poster, [(s.author_node_id, s.payload) for s in stored], now
+            hint, poster, [(s.author_node_id, s.payload) for s in stored], now, span
         )
         m.MESSAGES_SERVED.labels("push").inc(pushed)
-    return json_response({"ok": True, "stored": len(stored), "server_time": now})
+    return json_response(answer)
 
 
 async def on_get_messages(request: web.Request) -> web.StreamResponse:

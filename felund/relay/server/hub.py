@@ -12,7 +12,10 @@
 
 Frames are the existing relay's: ``{"t":"MESSAGES","messages":[...],
 "server_time":T}``, ``{"t":"PING"}`` and ``{"t":"PONG"}``. The messages are
-the stored JSON text, spliced in without decoding.
+the stored JSON text, spliced in without decoding. A live frame adds
+``"after":A,"cursor":C``: it holds every message of the circle with a cursor
+in (A, C] but the receiver's own, so a node that held A holds C, and one that
+held less knows what to fetch (other clients ignore the two fields).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ PING = '{"t":"PING"}'
 PONG = '{"t":"PONG"}'
 
 
-def messages_frame(payloads: Sequence[str], server_time: int) -> str:
-    """A MESSAGES frame around stored message texts."""
-    return f'{{"t":"MESSAGES","messages":[{",".join(payloads)}],"server_time":{server_time}}}'
+def messages_frame(
+    payloads: Sequence[str], server_time: int, span: tuple[int, int] | None = None
+) -> str:
+    """A MESSAGES frame around stored message texts, with the cursor ``span`` they cover."""
+    tail = f',"after":{span[0]},"cursor":{span[1]}' if span else ""
+    return f'{{"t":"MESSAGES","messages":[{",".join(payloads)}],"server_time":{server_time}{tail}}}'
 
 
 def chunked_frames(payloads: Sequence[str], server_time: int) -> Iterator[str]:
@@ -99,9 +105,17 @@ class Hub:
             del self._rooms[sub.circle_hint]
 
     def publish(
-        self, circle_hint: str, poster: str, stored: Sequence[tuple[str, str]], server_time: int
+        self,
+        circle_hint: str,
+        poster: str,
+        stored: Sequence[tuple[str, str]],
+        server_time: int,
+        span: tuple[int, int] | None = None,
     ) -> int:
-        """Offer (author_node_id, payload) pairs to the circle's subscribers; messages sent."""
+        """Offer (author_node_id, payload) pairs to the circle's subscribers; messages sent.
+
+        ``span``: the cursors (after, last) the pairs cover, all of the circle's in between.
+        """
         room = self._rooms.get(circle_hint)
         if not room or not stored:
             return 0
@@ -114,7 +128,7 @@ class Hub:
             key = sub.node_id if own else ""
             if key not in frames:
                 payloads = [p for author, p in stored if not own or author != sub.node_id]
-                frames[key] = (messages_frame(payloads, server_time), len(payloads))
+                frames[key] = (messages_frame(payloads, server_time, span), len(payloads))
             frame, count = frames[key]
             if count and sub.offer(frame):
                 sent += count

@@ -290,6 +290,12 @@ class SqliteRelayStore:
         stored: list[Stored] = []
         try:
             with _transaction(self._conn, "IMMEDIATE") as c:
+                top = c.execute(
+                    "SELECT id FROM messages WHERE circle_hint = ?"
+                    " ORDER BY stored_at DESC, id DESC LIMIT 1",
+                    (hint,),
+                ).fetchone()
+                after = top[0] if top else 0
                 for msg in batch.messages:
                     if wall > second:
                         at, n = wall, 0
@@ -304,11 +310,13 @@ class SqliteRelayStore:
                         (hint, msg.msg_id, msg.author_node_id, at, wall, msg.payload),
                     )
                     if cur.rowcount == 1:
-                        assert cur.lastrowid is not None
+                        row_id = cur.lastrowid
+                        assert row_id is not None
                         second, count = at, n + 1
                         stored.append(
-                            Stored(cur.lastrowid, msg.msg_id, msg.author_node_id, msg.payload, at)
+                            Stored(row_id, msg.msg_id, msg.author_node_id, msg.payload, at, after)
                         )
+                        after = row_id
             with self._lock:
                 self._last[hint] = (second, count)
                 self._last.move_to_end(hint)

@@ -70,6 +70,9 @@ class Stored:
     author_node_id: str
     payload: str
     stored_at: int
+    # The cursor of the circle's message before this one (0: none): a client holding
+    # ``after`` that is handed this message holds the circle up to ``id``.
+    after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,8 @@ class RelayStore(Protocol):
         """Record a nonce; False if it was already used (a replay)."""
 
     def append(self, batch: MessageBatch) -> list[Stored]:
-        """Store the messages not stored yet (by circle and msg_id); the new ones."""
+        """Store the messages not stored yet (by circle and msg_id); the new ones, each
+        with the cursor of the circle's message before it (``Stored.after``)."""
 
     def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
         """Whole stored seconds after ``since`` (v1 paging)."""
