@@ -72,6 +72,7 @@ class StoreConfig:
     path: str = "felund.db"
     synchronous: str = "full"
     batch_max_messages: int = 5000
+    retain_days: int = 0  # prune messages older than this many days; 0 keeps them all
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,3 +76,19 @@ class PeerError(FelundError):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind  # bounded, a metric label: garbage, too_long, frame, auth, ...
         self.detail = detail
+
+
+class DiskFull(FelundError):
+    """The file system holding the database has no room for a write."""
+
+    def __init__(self, free_bytes: int, where: object) -> None:
+        super().__init__(f"disk full: {free_bytes} bytes free in {where}")
+        self.free_bytes = free_bytes
+
+
+class DatabaseLost(FelundError):
+    """The database no longer holds the circles this home knew it held."""
+
+
+class HomeUnusable(FelundError):
+    """FELUND_HOME cannot be created or written (read-only, another owner's)."""

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from felund.config import CONFIG_FILE_NAME, Config
-from felund.errors import ConfigError, NodeLocked
+from felund.errors import ConfigError, HomeUnusable, NodeLocked
 from felund.v1 import ids
 
 IDENTITY_FILE = "identity.json"
 LOCK_FILE = "node.lock"
+# How many circles the database held at its last change: a database found
+# with none while this says some has lost them (truncated, replaced).
+CIRCLES_MARK = "circles.mark"
+LAST_BACKUP = "last-backup"  # where `felund backup` last wrote, and when
 # sun_path is 108 bytes on Linux; keep room for the longest endpoint name.
 _MAX_SOCKET_PATH = 100
 _LONGEST_ENDPOINT = "supervisor.ctl"
@@ -90,13 +94,29 @@ def layout(home: Path, config: Config) -> Layout:
 
 
 def prepare(lay: Layout) -> None:
-    """Create the home and runtime directories, private to this user."""
-    for directory in (lay.home, lay.runtime_dir.parent, lay.runtime_dir):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in (lay.home, lay.runtime_dir):
-        if directory.stat().st_uid != os.getuid():
-            raise ConfigError(f"{directory} belongs to another user")
-        directory.chmod(0o700)
+    """Create the home and runtime directories, private to this user.
+
+    Sets this process's umask to 077 too, so a file anything in it creates
+    (SQLite, prometheus-client, a child) is private whatever umask it was given.
+    """
+    os.umask(0o077)
+    try:
+        for directory in (lay.home, lay.runtime_dir.parent, lay.runtime_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for directory in (lay.home, lay.runtime_dir):
+            if directory.stat().st_uid != os.getuid():
+                raise ConfigError(f"{directory} belongs to another user")
+            if directory.stat().st_mode & 0o777 != 0o700:
+                directory.chmod(0o700)
+    except OSError as exc:
+        raise HomeUnusable(_unusable(exc)) from None
+
+
+def _unusable(exc: OSError) -> str:
+    where = exc.filename or "FELUND_HOME"
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system: felund needs to write its home"
+    return f"cannot use {where}: {exc.strerror or exc}"
 
 
 def load_node_id(lay: Layout) -> str:
@@ -106,7 +126,10 @@ def load_node_id(lay: Layout) -> str:
         node_id = data["node_id"]
     except FileNotFoundError:
         node_id = ids.new_node_id()
-        write_private(lay.identity_file, json.dumps({"node_id": node_id}) + "\n")
+        try:
+            write_private(lay.identity_file, json.dumps({"node_id": node_id}) + "\n")
+        except OSError as exc:
+            raise HomeUnusable(_unusable(exc)) from None
         return node_id
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{lay.identity_file} is unreadable: {exc}") from None
@@ -118,12 +141,43 @@ def load_node_id(lay: Layout) -> str:
 def write_private(path: Path, text: str) -> None:
     """Write a file atomically with mode 0600."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def recorded_circles(lay: Layout) -> int:
+    """How many circles the database held at its last recorded change (0 if never)."""
+    try:
+        count = json.loads((lay.home / CIRCLES_MARK).read_text())["circles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return count if type(count) is int else 0
+
+
+def record_circles(lay: Layout, count: int) -> None:
+    """Remember how many circles the database holds now."""
+    write_private(lay.home / CIRCLES_MARK, json.dumps({"circles": count}) + "\n")
+
+
+def last_backup(lay: Layout) -> str:
+    """Where the last `felund backup` of this home was written, or ""."""
+    try:
+        return str(json.loads((lay.home / LAST_BACKUP).read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def record_backup(lay: Layout, path: Path, when: float) -> None:
+    """Remember the last backup of this home."""
+    write_private(lay.home / LAST_BACKUP, json.dumps({"path": str(path), "ts": int(when)}) + "\n")
 
 
 class NodeLock:
@@ -135,7 +189,10 @@ class NodeLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if free; False if another process holds it."""
-        fd = os.open(self._lay.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self._lay.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise HomeUnusable(_unusable(exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from felund import metric_files
+
+metric_files.install()  # before any metric makes its file (a full disk is not SIGBUS)
+
 # --- processes (supervisor and every child) ---------------------------------
 SERVICE_UP = Gauge(
     "felund_service_up",
@@ -129,6 +133,15 @@ STORE_DISK_FREE = Gauge(
     "felund_store_disk_free_bytes",
     "Free space on the file system holding the database.",
     multiprocess_mode="livemax",
+)
+STORE_DISK_FULL = Gauge(
+    "felund_store_disk_full",
+    "1 while the store refuses writes because the disk holding the database is full.",
+    multiprocess_mode="livemax",
+)
+STORE_PRUNED = Counter(
+    "felund_store_pruned",
+    "Messages removed by retention (store.retain_days); their ids are kept.",
 )
 
 # --- gossip and relay-sync: the names the alert rules and dashboard rely on --

@@ -81,6 +81,7 @@ ERR_UNKNOWN_CIRCLE: Final = "unknown_circle"
 ERR_BAD_INVITE: Final = "bad_invite"
 ERR_FORBIDDEN: Final = "forbidden"
 ERR_INTERNAL: Final = "internal"
+ERR_DISK_FULL: Final = "disk_full"  # nothing of the request was stored; retry when space returns
 
 # --- store limits -----------------------------------------------------------
 MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append

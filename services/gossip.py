@@ -106,8 +106,10 @@ class Gossip:
     async def catch_up(self) -> None:
         """Page the store's messages into the index until it is current."""
         while True:
+            # Pruned messages too (ids only): counted as held, never fetched again.
             answer = await self.rpc.call(
-                OP_SNAPSHOT, {"since": self.follower.last, "limit": MAX_SNAPSHOT_PAGE}
+                OP_SNAPSHOT,
+                {"since": self.follower.last, "limit": MAX_SNAPSHOT_PAGE, "with_pruned": True},
             )
             self._index_rows(self.follower.on_snapshot(answer["msgs"], answer["covers"]))
             if not answer["more"]:

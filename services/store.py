@@ -14,11 +14,18 @@
   is answered with an error and leaves the rest of its batch intact.
 - Restart: nothing is held in memory that the database does not hold;
   clients retry unanswered requests, and appends are idempotent by msg_id.
+- Full disk: a batch that finds no room is rolled back whole and every
+  request in it answered ``disk_full`` ("disk full: N bytes free"); the store
+  stays up (``felund_store_disk_full`` is 1) and the next batch after space
+  returns commits. A start on a full disk waits the same way for the database.
+- Retention (``store.retain_days``, off at 0): between batches, old messages
+  are pruned in small transactions; their ids stay as tombstones, which
+  ``store.snapshot`` gives gossip (``with_pruned``), so reconciliation counts
+  them as held and never fetches them again, and which appends skip.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from typing import Any
@@ -28,20 +35,26 @@ import zmq
 from felund import metrics, netaddr
 from felund.actor.runtime import Runtime
 from felund.bus.sockets import Request, RPCServer
-from felund.errors import RPCError
+from felund.errors import DatabaseLost, DiskFull, RPCError
 from felund.protocol import (
+    CONTROL_CHANNEL,
     ENDPOINT_STORE_CTL,
+    ERR_DISK_FULL,
     ERR_INTERNAL,
     SVC_STORE,
     TOPIC_CIRCLE_CHANGED,
     TOPIC_MSG_STORED,
     TOPIC_SETTINGS_CHANGED,
 )
-from felund.store.database import Database
+from felund.store.database import Database, free_bytes
+from felund.store.opening import note_circles, open_database
 from felund.store.ops import NodeInfo, Ops, Outcome
 
 EVENT_CHUNK = 500  # messages per chat.msg.stored event, to keep frames small
 POLL_MS = 200
+PRUNE_BATCH = 500  # messages per retention transaction: a few ms, between batches
+PRUNE_IDLE_S = 60.0  # after a pass that found nothing more to prune
+DAY_S = 86_400
 
 
 class StoreActor:
@@ -50,8 +63,10 @@ class StoreActor:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         cfg = rt.ctx.config
-        self.db = Database(rt.ctx.layout.database, cfg.store.synchronous)
-        os.chmod(rt.ctx.layout.database, 0o600)
+        self.server: RPCServer = rt.bus.rpc_server(ENDPOINT_STORE_CTL)
+        self.max_batch = cfg.store.batch_max_messages
+        self.disk_full = False
+        self.db = self._open()
         node = NodeInfo(
             node_id=rt.ctx.node_id,
             display_name=cfg.node.name,
@@ -60,11 +75,45 @@ class StoreActor:
             relay_url=cfg.relay.url,
         )
         self.ops = Ops(self.db, node)
-        self.server: RPCServer = rt.bus.rpc_server(ENDPOINT_STORE_CTL)
-        self.max_batch = cfg.store.batch_max_messages
         self.messages = self.db.message_count()
         # Kept here, not read per heartbeat: only this process writes it (after commits).
         self.relay_url = self.ops.relay_url()
+        self.retain_s = cfg.store.retain_days * DAY_S
+        self.next_prune = 0.0
+
+    def _open(self) -> Database:
+        """The database; on a full disk, wait for room, refusing requests meanwhile."""
+        layout, synchronous = self.rt.ctx.layout, self.rt.ctx.config.store.synchronous
+        while True:
+            try:
+                db = open_database(layout, synchronous)
+            except DiskFull as exc:
+                self._full(exc)
+                if self.server.sock.poll(1000):
+                    for req in self._drain():
+                        self._refuse(req, exc)
+                self.rt.tick({})
+                if not self.rt.running():
+                    raise SystemExit(0) from None
+                continue
+            self._room()
+            return db
+
+    def _full(self, exc: DiskFull) -> None:
+        if not self.disk_full:
+            self.rt.log.error("store.disk_full", free_bytes=exc.free_bytes)
+        self.disk_full = True
+        metrics.STORE_DISK_FULL.set(1)
+
+    def _room(self) -> None:
+        if self.disk_full:
+            self.rt.log.info("store.disk_ok", free_bytes=free_bytes(self.rt.ctx.layout.database))
+        self.disk_full = False
+        metrics.STORE_DISK_FULL.set(0)
+
+    def _refuse(self, req: Request, exc: DiskFull) -> None:
+        metrics.RPC_REQUESTS.labels(SVC_STORE, req.frame.topic, ERR_DISK_FULL).inc()
+        self.server.error(req, ERR_DISK_FULL, str(exc))
 
     def run(self) -> None:
         """Serve until asked to stop."""
@@ -76,6 +125,8 @@ class StoreActor:
                 batch = self._drain()
                 if batch:
                     self._serve(batch)
+            elif self.retain_s:
+                self._prune()
             self.rt.tick(self._stats())
         self.rt.log.info("store.stopped", last_seq=self.db.last_seq)
         self.db.close()
@@ -96,9 +147,18 @@ class StoreActor:
     def _serve(self, batch: list[Request]) -> None:
         answers: list[tuple[Request, Outcome | RPCError]] = []
         started = time.perf_counter()
-        with self.db.transaction():
+        try:
+            with self.db.transaction():
+                for req in batch:
+                    answers.append((req, self._apply(req)))
+        except DiskFull as exc:
+            # Rolled back whole: nothing of it was stored, so nothing is acknowledged.
+            self._full(exc)
             for req in batch:
-                answers.append((req, self._apply(req)))
+                self._refuse(req, exc)
+            self.ops.forget_derived()
+            return
+        self._room()
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         stored: list[dict[str, Any]] = []
         circles_changed = settings_changed = False
@@ -127,6 +187,7 @@ class StoreActor:
                     },
                 )
         if circles_changed:
+            note_circles(self.rt.ctx.layout, self.db)
             self.rt.pub.publish(TOPIC_CIRCLE_CHANGED, {"last_seq": self.db.last_seq})
         if settings_changed:
             settings = self.ops.current_settings()
@@ -150,12 +211,30 @@ class StoreActor:
             )
             return RPCError(ERR_INTERNAL, f"the store could not apply {op[:64]}")
 
+    def _prune(self) -> None:
+        """One small retention transaction, when one is due."""
+        now = time.monotonic()
+        if now < self.next_prune:
+            return
+        try:
+            with self.db.transaction():
+                horizon = int(time.time() - self.retain_s)
+                pruned = self.db.prune(horizon, PRUNE_BATCH, CONTROL_CHANNEL)
+        except DiskFull as exc:
+            self._full(exc)
+            pruned = 0
+        if pruned:
+            metrics.STORE_PRUNED.inc(pruned)
+            self.messages -= pruned
+        # Straight on while there is a backlog (requests still come first:
+        # this runs only when none waits), then once a minute.
+        self.next_prune = now + (0.0 if pruned == PRUNE_BATCH else PRUNE_IDLE_S)
+
     def _stats(self) -> dict[str, Any]:
         metrics.STORE_LAST_SEQ.set(self.db.last_seq)
         metrics.STORE_MESSAGES.set(self.messages)
         metrics.STORE_DB_SIZE.set(self.db.size_bytes())
-        st = os.statvfs(self.db.path.parent)
-        metrics.STORE_DISK_FREE.set(st.f_bavail * st.f_frsize)
+        metrics.STORE_DISK_FREE.set(free_bytes(self.db.path))
         return {
             "last_seq": self.db.last_seq,
             "messages": self.messages,
@@ -168,6 +247,9 @@ def main() -> None:
     rt = Runtime(SVC_STORE)
     try:
         actor = StoreActor(rt)
+    except DatabaseLost as exc:
+        rt.log.error("store.database_lost", detail=str(exc))
+        raise SystemExit(1) from None
     except sqlite3.Error as exc:
         rt.log.error(
             "store.open_failed",

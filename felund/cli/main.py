@@ -9,6 +9,7 @@ status 1. Never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sqlite3
@@ -21,10 +22,19 @@ from felund import config as config_mod
 from felund import home, netaddr
 from felund.actor.runtime import Context, load_context
 from felund.cli import chat as cli_chat
+from felund.cli import data as cli_data
 from felund.cli.common import UsageError, channel_arg, context, err, json_out, out
-from felund.errors import ConfigError, FelundError, InvalidMessage, RPCError, RPCTimeout
+from felund.errors import (
+    ConfigError,
+    DiskFull,
+    FelundError,
+    InvalidMessage,
+    RPCError,
+    RPCTimeout,
+)
 from felund.protocol import (
     DEFAULT_CHANNEL,
+    ERR_DISK_FULL,
     ERR_INTERNAL,
     MAX_POST_BATCH,
     OP_CIRCLE_CREATE,
@@ -39,6 +49,7 @@ from felund.protocol import (
 )
 from felund.store.client import NodeClient, open_node
 from felund.store.database import Database
+from felund.store.opening import open_database
 from felund.v1 import ids
 from felund.v1.invite import decode_invite, is_tcp_peer
 from felund.v1.wire import check_text
@@ -82,7 +93,10 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run the node in the foreground (the supervisor takes over this process)."""
-    load_context()  # fail here, in one clear line, on a bad config
+    ctx = load_context()  # fail here, in one clear line, on a bad config
+    with contextlib.suppress(DiskFull):  # the store waits for room by itself
+        # ... or on a database that lost its circles (DatabaseLost).
+        open_database(ctx.layout, ctx.config.store.synchronous).close()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
@@ -430,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inbox)
 
     cli_chat.add_commands(sub, channel_arg)
+    cli_data.add_commands(sub, channel_arg)
 
     p = sub.add_parser("peers", help="list known peers")
     p.add_argument("--json", action="store_true")
@@ -482,7 +497,8 @@ def main(argv: list[str] | None = None) -> None:
     except (UsageError, ConfigError) as exc:
         _fail(EXIT_USAGE, str(exc))
     except RPCError as exc:
-        _fail(EXIT_UNAVAILABLE if exc.code == ERR_INTERNAL else EXIT_USAGE, exc.message)
+        unavailable = exc.code in (ERR_INTERNAL, ERR_DISK_FULL)
+        _fail(EXIT_UNAVAILABLE if unavailable else EXIT_USAGE, exc.message)
     except RPCTimeout:
         _fail(EXIT_UNAVAILABLE, "the node is running but not answering; see `felund status`")
     except FelundError as exc:

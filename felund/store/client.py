@@ -22,7 +22,7 @@ from felund.protocol import (
     OP_SUP_STATUS,
     SVC_CLI,
 )
-from felund.store.database import Database
+from felund.store.opening import note_circles, open_database
 from felund.store.ops import NodeInfo, Ops
 
 
@@ -83,7 +83,8 @@ class LocalNode:
 
     def __init__(self, ctx: Context) -> None:
         cfg = ctx.config
-        self.db = Database(ctx.layout.database, cfg.store.synchronous)
+        self.layout = ctx.layout
+        self.db = open_database(ctx.layout, cfg.store.synchronous)
         self.ops = Ops(
             self.db,
             NodeInfo(
@@ -104,7 +105,10 @@ class LocalNode:
     ) -> Any:
         """Run an operation in a transaction of its own."""
         with self.db.transaction():
-            return self.ops.handle(op, body).reply
+            out = self.ops.handle(op, body)
+        if out.circles_changed:
+            note_circles(self.layout, self.db)
+        return out.reply
 
     def supervisor_status(self) -> dict[str, Any] | None:
         """No supervisor runs."""

@@ -10,6 +10,7 @@ database, so a rollback or a crash never leaves a hole.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from felund.errors import DiskFull
 from felund.v1.wire import WireMessage, pack_wire, to_wire
 
 SCHEMA_VERSION = 1
@@ -61,7 +63,19 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Messages removed by retention (store.retain_days): their ids stay, so that
+-- reconciliation counts them as held and never fetches them again.
+CREATE TABLE IF NOT EXISTS pruned (
+    store_seq INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL UNIQUE,
+    circle_id TEXT NOT NULL,
+    created_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_created ON messages (created_ts);
 """
+_LOW = 1 << 20  # bytes free under which an I/O error is taken for a full disk
+# The database file and SQLite's companions: each holds circle secrets or texts.
+DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _ROW_COLUMNS = (
     "store_seq, msg_id, circle_id, channel_id, author_node_id, display_name, "
     "created_ts, text, origin"
@@ -83,48 +97,97 @@ class Database:
 
     def __init__(self, path: Path, synchronous: str = "full") -> None:
         self.path = path
+        try:
+            make_private(path)
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot open {path}: {exc.strerror}") from None
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.last_seq = 0
+        try:
+            with self._disk_full_as_error():
+                self._setup(synchronous)
+        except BaseException:
+            self._db.close()
+            raise
+        # SQLite made the -wal and -shm with the file's mode; older ones may not be.
+        with contextlib.suppress(OSError):
+            make_private(path)
+
+    def _setup(self, synchronous: str) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self.last_seq = 0
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"database schema {version} is newer than this felund ({SCHEMA_VERSION})"
             )
         # Every statement is idempotent (IF NOT EXISTS), so a crash between
-        # them is repaired by the next start.
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # them is repaired by the next start. Only run when something is
+        # missing: a store opening on a full disk must still be able to read.
+        if version != SCHEMA_VERSION or not self._has_schema():
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self.last_seq = self._meta("last_seq")
+
+    def _has_schema(self) -> bool:
+        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        return {"meta", "pruned", "messages_by_created"} <= names
+
+    @contextlib.contextmanager
+    def _disk_full_as_error(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as DiskFull, with the bytes left."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            free = free_bytes(self.path)
+            # An I/O error with no room left is ENOSPC too (growing the -shm at open).
+            if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and free < _LOW):
+                raise DiskFull(free, self.path.parent) from None
+            raise
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction: everything inside commits together or not at all."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction: everything inside commits together or not at all.
+
+        DiskFull when the disk has no room for it: nothing of it is kept, and
+        the connection stays usable for when space comes back.
+        """
+        with self._disk_full_as_error():
+            self._db.execute("BEGIN IMMEDIATE")
         committed_seq = self.last_seq
         try:
-            yield
-            if self.last_seq != committed_seq:
-                self._set_meta("last_seq", self.last_seq)
-            self._db.execute("COMMIT")
+            with self._disk_full_as_error():
+                yield
+                if self.last_seq != committed_seq:
+                    self._set_meta("last_seq", self.last_seq)
+                self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk at COMMIT).
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             self.last_seq = committed_seq
             raise
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested transaction: undo one request's writes without undoing its batch."""
+        """A nested transaction: undo one request's writes without undoing its batch.
+
+        A DiskFull inside is not undone here: it ends the whole transaction.
+        """
         before = self.last_seq
         self._db.execute("SAVEPOINT request")
         try:
-            yield
+            with self._disk_full_as_error():
+                yield
+        except DiskFull:
+            raise
         except BaseException:
-            self._db.execute("ROLLBACK TO request")
-            self._db.execute("RELEASE request")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK TO request")
+                self._db.execute("RELEASE request")
             self.last_seq = before
             raise
         self._db.execute("RELEASE request")
@@ -184,7 +247,11 @@ class Database:
         return seqs
 
     def _held(self, msg_ids: set[str]) -> set[str]:
-        return {r[0] for r in self._where_msg_id_in("msg_id", list(msg_ids))}
+        """Those of ``msg_ids`` held, or held once and pruned (never stored again)."""
+        ids = list(msg_ids)
+        return {r[0] for r in self._where_msg_id_in("msg_id", ids)} | {
+            r[0] for r in self._where_msg_id_in("msg_id", ids, "pruned")
+        }
 
     def wire_of(self, msg_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The wire form of the messages held among ``msg_ids``, in store order."""
@@ -194,14 +261,16 @@ class Database:
         """As ``wire_of``, packed (``wire.pack_wire``) as they are kept."""
         return [r[1] for r in sorted(self._where_msg_id_in("store_seq, wire", list(msg_ids)))]
 
-    def _where_msg_id_in(self, columns: str, msg_ids: list[str]) -> list[tuple[Any, ...]]:
+    def _where_msg_id_in(
+        self, columns: str, msg_ids: list[str], table: str = "messages"
+    ) -> list[tuple[Any, ...]]:
         found: list[tuple[Any, ...]] = []
         for i in range(0, len(msg_ids), 500):  # SQLite caps bound parameters
             chunk = msg_ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             found.extend(
                 self._db.execute(
-                    f"SELECT {columns} FROM messages WHERE msg_id IN ({marks})",  # noqa: S608 - only ?s
+                    f"SELECT {columns} FROM {table} WHERE msg_id IN ({marks})",  # noqa: S608 - only ?s
                     chunk,
                 )
             )
@@ -221,10 +290,12 @@ class Database:
         with_wire: bool = False,
         circle_id: str | None = None,
         exclude_origin: str = "",
+        with_pruned: bool = False,
     ) -> list[dict[str, Any]]:
         """Messages with store_seq > since, oldest first: of one circle if given (by the
         ``messages_by_circle`` index, so the cost follows that circle's rows), and not of
-        ``exclude_origin``."""
+        ``exclude_origin``; with ``with_pruned``, the pruned ones too, as rows marked
+        ``pruned`` that hold only their ids and time."""
         cols = _ROW_COLUMNS + (", wire" if with_wire else "")
         where, args = "store_seq > ? AND origin != ?", [since, exclude_origin]
         if circle_id is not None:
@@ -234,7 +305,69 @@ class Database:
             f"SELECT {cols} FROM messages WHERE {where} ORDER BY store_seq LIMIT ?",  # noqa: S608 - fixed column list
             (*args, limit),
         ).fetchall()
-        return [_row(r, with_wire) for r in rows]
+        out = [_row(r, with_wire) for r in rows]
+        if with_pruned:
+            tombs = self._db.execute(
+                "SELECT store_seq, msg_id, circle_id, created_ts FROM pruned "
+                "WHERE store_seq > ? AND (? IS NULL OR circle_id = ?) ORDER BY store_seq LIMIT ?",
+                (since, circle_id, circle_id, limit),
+            ).fetchall()
+            if tombs:
+                out.extend(
+                    {"store_seq": q, "msg_id": m, "circle_id": c, "created_ts": t, "pruned": True}
+                    for q, m, c, t in tombs
+                )
+                out = sorted(out, key=lambda r: int(r["store_seq"]))[:limit]
+        return out
+
+    def circle_rows(
+        self, circle_id: str, channel_id: str | None, page: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every message of a circle (or one channel), wire form included, in store order.
+
+        Read page by page (a read transaction each), so memory stays flat
+        whatever the size and the store goes on writing meanwhile.
+        """
+        where, args = ("AND channel_id = ?", (channel_id,)) if channel_id else ("", ())
+        last = 0
+        while True:
+            rows = self._db.execute(
+                f"SELECT {_ROW_COLUMNS}, wire FROM messages "  # noqa: S608 - fixed text
+                f"WHERE circle_id = ? {where} AND store_seq > ? ORDER BY store_seq LIMIT ?",
+                (circle_id, *args, last, page),
+            ).fetchall()
+            for r in rows:
+                yield _row(r, True)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+
+    def prune(self, before_ts: int, limit: int, keep_channel: str) -> int:
+        """Remove up to ``limit`` messages dated before ``before_ts`` (never of
+        ``keep_channel``), keeping their ids as tombstones; how many were removed."""
+        seqs = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT store_seq FROM messages WHERE created_ts < ? AND channel_id != ? "
+                "ORDER BY created_ts LIMIT ?",
+                (before_ts, keep_channel, limit),
+            )
+        ]
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        self._db.execute(
+            "INSERT OR IGNORE INTO pruned (store_seq, msg_id, circle_id, created_ts) "  # noqa: S608 - only ?s
+            "SELECT store_seq, msg_id, circle_id, created_ts FROM messages "
+            f"WHERE store_seq IN ({marks})",
+            seqs,
+        )
+        self._db.execute(f"DELETE FROM messages WHERE store_seq IN ({marks})", seqs)  # noqa: S608
+        return len(seqs)
+
+    def pruned_count(self) -> int:
+        """How many messages retention has removed."""
+        return int(self._db.execute("SELECT count(*) FROM pruned").fetchone()[0])
 
     def newest(
         self, circle_id: str, channel_id: str | None, limit: int, hidden: str = ""
@@ -336,6 +469,19 @@ class Database:
             if circle_ids is None or c in circle_ids
         ]
 
+    def backup_to(self, target: Path) -> None:
+        """A consistent copy of the whole database into ``target`` (SQLite's online backup).
+
+        One step, so it is one read transaction: writers go on (WAL) and it
+        never starts over because of them.
+        """
+        make_private(target)
+        dst = sqlite3.connect(target, isolation_level=None)
+        try:
+            self._db.backup(dst)
+        finally:
+            dst.close()
+
     def size_bytes(self) -> int:
         """Bytes used by the database file and its WAL."""
         total = 0
@@ -347,6 +493,27 @@ class Database:
     def integrity_check(self) -> str:
         """SQLite's own verdict on the file ("ok" when sound)."""
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def make_private(path: Path) -> None:
+    """Create the database file if missing, and make it and its companions 0600,
+    whatever the umask (they hold circle secrets and texts)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for suffix in DB_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            companion = Path(f"{path}{suffix}")
+            if companion.stat().st_mode & 0o777 != 0o600:
+                companion.chmod(0o600)
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free for us on the file system holding ``path``."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _row(r: tuple[Any, ...], with_wire: bool) -> dict[str, Any]:

@@ -64,7 +64,7 @@ from felund.v1.wire import (
     to_wire,
 )
 
-ORIGINS = ("local", "gossip", "relay")
+ORIGINS = ("local", "gossip", "relay", "import")
 _MAX_NAME = 64
 _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256
@@ -174,6 +174,10 @@ class Ops:
 
     def _forget(self, circle_id: str) -> None:
         self._states.pop(circle_id, None)
+
+    def forget_derived(self) -> None:
+        """Drop every derived state: a rolled-back transaction may have fed it."""
+        self._states.clear()
 
     def display_name(self) -> str:
         """This node's display name: the latest rename, else the configured one."""
@@ -489,7 +493,14 @@ class Ops:
         exclude = _get(body, "exclude_origin", str, "")
         if exclude and exclude not in ORIGINS:
             raise RPCError(ERR_BAD_REQUEST, f"exclude_origin must be one of {', '.join(ORIGINS)}")
-        rows = self.db.since(since, limit, _get(body, "with_wire", bool, False), circle_id, exclude)
+        rows = self.db.since(
+            since,
+            limit,
+            _get(body, "with_wire", bool, False),
+            circle_id,
+            exclude,
+            with_pruned=_get(body, "with_pruned", bool, False),
+        )
         metrics.STORE_ROWS_READ.labels("all" if circle_id is None else "circle").inc(len(rows))
         more = len(rows) == limit and rows[-1]["store_seq"] < self.db.last_seq
         covers = rows[-1]["store_seq"] if more else self.db.last_seq

@@ -1,0 +1,61 @@
+"""prometheus-client's multiprocess files, with their blocks allocated before they are mapped.
+
+prometheus-client sizes a process's file with ``truncate`` (a sparse file)
+and maps it; on a full disk the first write to a page with no block behind
+it is SIGBUS, which killed the store and gossip at every start. Allocating
+first (``posix_fallocate``) turns that into ENOSPC, which can be answered:
+the process then keeps its values in memory (not exported) and runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from prometheus_client import mmap_dict, values
+
+INITIAL_BYTES = 256 * 1024  # room for every label set a felund process makes
+
+
+class AllocatedMmapedDict(mmap_dict.MmapedDict):
+    """``MmapedDict`` whose file is allocated, not sparse, before it is mapped."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        super().__init__(filename if read_mode else _allocated(filename), read_mode)  # type: ignore[no-untyped-call]
+
+    def _init_value(self, key: str) -> None:
+        # Growth doubles the file by truncate too: allocate the doubled size
+        # first; should that fail there is nothing better than to go on.
+        if self._used + len(key.encode()) + 32 > self._capacity:
+            with contextlib.suppress(OSError):
+                os.posix_fallocate(self._f.fileno(), 0, self._capacity * 2)
+        super()._init_value(key)  # type: ignore[no-untyped-call]
+
+
+def _allocated(filename: str) -> str:
+    """``filename`` with its blocks allocated, or a memory file when the disk has no room."""
+    try:
+        fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return _in_memory()
+    try:
+        os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, INITIAL_BYTES))
+    except OSError:
+        # An empty file would break the supervisor's collector: leave none.
+        if os.fstat(fd).st_size == 0:
+            with contextlib.suppress(OSError):
+                os.unlink(filename)
+        return _in_memory()
+    finally:
+        os.close(fd)
+    return filename
+
+
+def _in_memory() -> str:
+    fd = os.memfd_create("felund-metrics")  # kept open for the life of the process
+    return f"/proc/self/fd/{fd}"
+
+
+def install() -> None:
+    """Make prometheus-client map allocated files (before any metric is made)."""
+    setattr(values, "MmapedDict", AllocatedMmapedDict)  # noqa: B010 - the module's global
