@@ -108,6 +108,10 @@ def prepare(lay: Layout) -> None:
                 raise ConfigError(f"{directory} belongs to another user")
             if directory.stat().st_mode & 0o777 != 0o700:
                 directory.chmod(0o700)
+        if os.statvfs(lay.home).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(lay.home))
+        if not os.access(lay.home, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(lay.home))
     except OSError as exc:
         raise HomeUnusable(_unusable(exc)) from None
 

@@ -14,7 +14,7 @@ import os
 
 from prometheus_client import mmap_dict, values
 
-INITIAL_BYTES = 256 * 1024  # room for every label set a felund process makes
+INITIAL_BYTES = 64 * 1024  # prometheus-client's own first size; a process uses under 8 kB
 
 
 class AllocatedMmapedDict(mmap_dict.MmapedDict):

@@ -48,13 +48,14 @@ from felund.protocol import (
 )
 from felund.store.database import Database, free_bytes
 from felund.store.opening import note_circles, open_database
-from felund.store.ops import NodeInfo, Ops, Outcome
+from felund.store.ops import WRITE_OPS, NodeInfo, Ops, Outcome
 
 EVENT_CHUNK = 500  # messages per chat.msg.stored event, to keep frames small
 POLL_MS = 200
 PRUNE_BATCH = 500  # messages per retention transaction: a few ms, between batches
 PRUNE_IDLE_S = 60.0  # after a pass that found nothing more to prune
 DAY_S = 86_400
+ROOM_BYTES = 1 << 20  # free bytes at which a full disk is taken to have room again
 
 
 class StoreActor:
@@ -82,7 +83,7 @@ class StoreActor:
         self.next_prune = 0.0
 
     def _open(self) -> Database:
-        """The database; on a full disk, wait for room, refusing requests meanwhile."""
+        """The database; on a full disk, wait for room, refusing writes meanwhile."""
         layout, synchronous = self.rt.ctx.layout, self.rt.ctx.config.store.synchronous
         while True:
             try:
@@ -91,7 +92,8 @@ class StoreActor:
                 self._full(exc)
                 if self.server.sock.poll(1000):
                     for req in self._drain():
-                        self._refuse(req, exc)
+                        if req.frame.topic in WRITE_OPS:
+                            self._refuse(req, exc)
                 self.rt.tick({})
                 if not self.rt.running():
                     raise SystemExit(0) from None
@@ -147,6 +149,7 @@ class StoreActor:
     def _serve(self, batch: list[Request]) -> None:
         answers: list[tuple[Request, Outcome | RPCError]] = []
         started = time.perf_counter()
+        changes = self.db.changes()
         try:
             with self.db.transaction():
                 for req in batch:
@@ -158,7 +161,8 @@ class StoreActor:
                 self._refuse(req, exc)
             self.ops.forget_derived()
             return
-        self._room()
+        if self.db.changes() != changes:
+            self._room()  # a write went through (a batch of reads proves nothing)
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         stored: list[dict[str, Any]] = []
         circles_changed = settings_changed = False
@@ -234,7 +238,10 @@ class StoreActor:
         metrics.STORE_LAST_SEQ.set(self.db.last_seq)
         metrics.STORE_MESSAGES.set(self.messages)
         metrics.STORE_DB_SIZE.set(self.db.size_bytes())
-        metrics.STORE_DISK_FREE.set(free_bytes(self.db.path))
+        free = free_bytes(self.db.path)
+        metrics.STORE_DISK_FREE.set(free)
+        if self.disk_full and free >= ROOM_BYTES:
+            self._room()
         return {
             "last_seq": self.db.last_seq,
             "messages": self.messages,

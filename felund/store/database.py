@@ -192,6 +192,10 @@ class Database:
             raise
         self._db.execute("RELEASE request")
 
+    def changes(self) -> int:
+        """Rows written by this connection so far (to tell a write from a read)."""
+        return self._db.total_changes
+
     def close(self) -> None:
         """Close the connection."""
         self._db.close()

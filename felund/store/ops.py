@@ -65,6 +65,22 @@ from felund.v1.wire import (
 )
 
 ORIGINS = ("local", "gossip", "relay", "import")
+# Operations that may write. While the database cannot even be opened (a full
+# disk) the store refuses these at once and leaves reads unanswered: readers
+# wait for the store as they do across its restarts.
+WRITE_OPS = frozenset(
+    {
+        OP_POST,
+        OP_APPEND,
+        OP_CONTROL,
+        OP_CIRCLE_CREATE,
+        OP_CIRCLE_JOIN,
+        OP_CIRCLE_LEAVE,
+        OP_PEERS_ADD,
+        OP_CURSOR,
+        OP_SETTINGS,
+    }
+)
 _MAX_NAME = 64
 _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256

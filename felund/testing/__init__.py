@@ -102,6 +102,7 @@ class Node:
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.update(overrides)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrap: list[str] = []  # a command prefix, e.g. nsenter into a test's mount namespace
         self.circle_id = ""  # set by fixtures that create a circle
         self.log_path = home.parent / f"{home.name}.log"
 
@@ -110,7 +111,7 @@ class Node:
     ) -> subprocess.CompletedProcess[str]:
         """Run `felund ARGS` against this node."""
         raw = subprocess.run(  # noqa: PLW1510 - the caller decides what a failure means
-            [*FELUND, *args],
+            [*self.wrap, *FELUND, *args],
             input=stdin,
             capture_output=True,
             env=self.env,
@@ -135,7 +136,11 @@ class Node:
         """`felund run` in the background; returns once every child serves."""
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*FELUND, "run"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO
+            [*self.wrap, *FELUND, "run"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         if wait:
             wait_for(self._store_running, what="the node to start")
