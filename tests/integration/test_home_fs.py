@@ -28,7 +28,8 @@ class MountNamespace:
     def __init__(self, where: Path, size: str) -> None:
         where.mkdir(parents=True, exist_ok=True)
         self.where = where
-        script = f"mount -t tmpfs -o size={size},mode=0700 tmpfs {where} && echo ready && exec sleep 3600"
+        mount = f"mount -t tmpfs -o size={size},mode=0700 tmpfs {where}"
+        script = f"{mount} && echo ready && exec sleep 3600"
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
             stdout=subprocess.PIPE,
