@@ -10,6 +10,7 @@ database, so a rollback or a crash never leaves a hole.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import sqlite3
 import time
@@ -329,16 +330,32 @@ class Database:
     ) -> Iterator[dict[str, Any]]:
         """Every message of a circle (or one channel), wire form included, in store order.
 
-        Read page by page (a read transaction each), so memory stays flat
-        whatever the size and the store goes on writing meanwhile.
+        Read page by page (a read transaction each) along the channel index,
+        the channels merged, so memory stays flat whatever the size and the
+        store goes on writing meanwhile.
         """
-        where, args = ("AND channel_id = ?", (channel_id,)) if channel_id else ("", ())
+        if channel_id:
+            yield from self._channel_rows(circle_id, channel_id, page)
+            return
+        channels = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT DISTINCT channel_id FROM messages WHERE circle_id = ?", (circle_id,)
+            )
+        ]
+        yield from heapq.merge(
+            *(self._channel_rows(circle_id, c, page) for c in channels),
+            key=lambda r: int(r["store_seq"]),
+        )
+
+    def _channel_rows(self, circle_id: str, channel_id: str, page: int) -> Iterator[dict[str, Any]]:
         last = 0
         while True:
             rows = self._db.execute(
                 f"SELECT {_ROW_COLUMNS}, wire FROM messages "  # noqa: S608 - fixed text
-                f"WHERE circle_id = ? {where} AND store_seq > ? ORDER BY store_seq LIMIT ?",
-                (circle_id, *args, last, page),
+                "WHERE circle_id = ? AND channel_id = ? AND store_seq > ? "
+                "ORDER BY store_seq LIMIT ?",
+                (circle_id, channel_id, last, page),
             ).fetchall()
             for r in rows:
                 yield _row(r, True)
