@@ -90,6 +90,9 @@ def _fill(path: Path) -> None:
                 assert exc.errno == errno.ENOSPC, exc
 
 
+BULK = "".join(f"during {i} {'x' * 200}\n" for i in range(1000)).encode()
+
+
 def _send(node: Node, text: str) -> subprocess.CompletedProcess[str]:
     return node.cli("send", "--circle-id", node.circle_id, text, check=False, timeout=60)
 
@@ -114,7 +117,10 @@ def test_a_full_disk_is_a_clear_refusal_and_the_node_recovers_by_itself(
         _fill(filler)
 
         # The sender hears why, at once; the store stays up and says so in a metric.
-        refused = _send(node, "during")
+        # (Many messages: one short one may still fit in the WAL's reused pages.)
+        refused = node.cli(
+            "send", "--circle-id", node.circle_id, "--stdin", stdin=BULK, check=False, timeout=60
+        )
         assert refused.returncode == 1, refused
         assert re.fullmatch(r"felund: disk full: \d+ bytes free in \S+\n", refused.stderr), (
             refused.stderr
@@ -134,7 +140,9 @@ def test_a_full_disk_is_a_clear_refusal_and_the_node_recovers_by_itself(
             timeout=60,
             what="the store to be restarted",
         )
-        again = _send(node, "during, after a restart")
+        again = node.cli(
+            "send", "--circle-id", node.circle_id, "--stdin", stdin=BULK, check=False, timeout=60
+        )
         assert again.returncode == 1 and "disk full:" in again.stderr, again
         gossip = node.status()["services"]["gossip"]
         assert (gossip["state"], gossip["restarts"]) == ("running", 0)
