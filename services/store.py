@@ -127,7 +127,7 @@ class StoreActor:
                 batch = self._drain()
                 if batch:
                     self._serve(batch)
-            elif self.retain_s:
+            if self.retain_s:
                 self._prune()
             self.rt.tick(self._stats())
         self.rt.log.info("store.stopped", last_seq=self.db.last_seq)
@@ -230,9 +230,8 @@ class StoreActor:
         if pruned:
             metrics.STORE_PRUNED.inc(pruned)
             self.messages -= pruned
-        # Straight on while there is a backlog (requests still come first:
-        # this runs only when none waits), then once a minute.
-        self.next_prune = now + (0.0 if pruned == PRUNE_BATCH else PRUNE_IDLE_S)
+        # A small step between batches while there is a backlog, then once a minute.
+        self.next_prune = now + (POLL_MS / 1000 if pruned == PRUNE_BATCH else PRUNE_IDLE_S)
 
     def _stats(self) -> dict[str, Any]:
         metrics.STORE_LAST_SEQ.set(self.db.last_seq)
