@@ -291,6 +291,7 @@ ALERTS = {
     "FelundRelayUnreachable",
     "FelundStoreErrors",
     "FelundDiskFilling",
+    "FelundDiskFull",
 }
 
 
