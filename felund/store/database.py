@@ -10,8 +10,8 @@ database, so a rollback or a crash never leaves a hole.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS pruned (
 );
 CREATE INDEX IF NOT EXISTS messages_by_created ON messages (created_ts);
 """
+_SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
 _LOW = 1 << 20  # bytes free under which an I/O error is taken for a full disk
 # The database file and SQLite's companions: each holds circle secrets or texts.
 DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -134,7 +135,7 @@ class Database:
 
     def _has_schema(self) -> bool:
         names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
-        return {"meta", "pruned", "messages_by_created"} <= names
+        return names >= _SCHEMA_NAMES
 
     @contextlib.contextmanager
     def _disk_full_as_error(self) -> Iterator[None]:
@@ -292,6 +293,7 @@ class Database:
         self,
         since: int,
         limit: int,
+        *,
         with_wire: bool = False,
         circle_id: str | None = None,
         exclude_origin: str = "",
@@ -330,32 +332,17 @@ class Database:
     ) -> Iterator[dict[str, Any]]:
         """Every message of a circle (or one channel), wire form included, in store order.
 
-        Read page by page (a read transaction each) along the channel index,
-        the channels merged, so memory stays flat whatever the size and the
+        Read page by page along the circle's (or channel's) index, a read
+        transaction each, so memory stays flat whatever the size and the
         store goes on writing meanwhile.
         """
-        if channel_id:
-            yield from self._channel_rows(circle_id, channel_id, page)
-            return
-        channels = [
-            r[0]
-            for r in self._db.execute(
-                "SELECT DISTINCT channel_id FROM messages WHERE circle_id = ?", (circle_id,)
-            )
-        ]
-        yield from heapq.merge(
-            *(self._channel_rows(circle_id, c, page) for c in channels),
-            key=lambda r: int(r["store_seq"]),
-        )
-
-    def _channel_rows(self, circle_id: str, channel_id: str, page: int) -> Iterator[dict[str, Any]]:
+        where, args = ("AND channel_id = ?", (channel_id,)) if channel_id else ("", ())
         last = 0
         while True:
             rows = self._db.execute(
                 f"SELECT {_ROW_COLUMNS}, wire FROM messages "  # noqa: S608 - fixed text
-                "WHERE circle_id = ? AND channel_id = ? AND store_seq > ? "
-                "ORDER BY store_seq LIMIT ?",
-                (circle_id, channel_id, last, page),
+                f"WHERE circle_id = ? {where} AND store_seq > ? ORDER BY store_seq LIMIT ?",
+                (circle_id, *args, last, page),
             ).fetchall()
             for r in rows:
                 yield _row(r, True)

@@ -512,9 +512,9 @@ class Ops:
         rows = self.db.since(
             since,
             limit,
-            _get(body, "with_wire", bool, False),
-            circle_id,
-            exclude,
+            with_wire=_get(body, "with_wire", bool, False),
+            circle_id=circle_id,
+            exclude_origin=exclude,
             with_pruned=_get(body, "with_pruned", bool, False),
         )
         metrics.STORE_ROWS_READ.labels("all" if circle_id is None else "circle").inc(len(rows))

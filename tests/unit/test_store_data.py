@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,19 @@ def test_leaving_every_circle_is_not_a_loss(tmp_path: Path) -> None:
     db.close()
     open_database(lay, "full").close()
     assert home.recorded_circles(lay) == 0
+
+
+def test_a_database_of_an_older_felund_gets_the_new_tables_and_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "felund.db"
+    Database(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE pruned")
+    raw.execute("DROP INDEX messages_by_created")
+    raw.close()
+    db = Database(path)
+    try:
+        assert db.pruned_count() == 0
+        with db.transaction():
+            assert db.prune(1, 10, CONTROL_CHANNEL) == 0
+    finally:
+        db.close()
