@@ -186,7 +186,13 @@ def test_a_node_started_on_a_full_disk_waits_for_room(
         refused = _send(node, "while full")
         assert refused.returncode == 1 and "disk full:" in refused.stderr, refused
         filler.unlink()
-        wait_for(lambda: _send(node, "after").returncode == 0, timeout=60, what="a send to work")
+        wait_for(
+            lambda: any(e.get("event") == "store.ready" for e in node.log_events()),
+            timeout=60,
+            what="the store to open the database once there is room",
+        )
+        sent = _send(node, "after")
+        assert sent.returncode == 0, sent
         assert _inbox(node) == ["offline", "after"]
         assert node.status()["services"]["store"]["restarts"] == 0
     finally:
