@@ -40,7 +40,6 @@ from felund.relay.protocol import (
     Registration,
     compact_json,
 )
-from felund.relay.server.hub import Hub
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.testing import free_port, vector_cases, wire_message
 from felund.v1 import crypto, ids
@@ -1195,24 +1194,3 @@ def test_token_buckets_and_sliding_window_with_a_fake_clock() -> None:
     assert window.take("other", 2.0) == 0.0
     assert window.take("node", 10.05) == 0.0
     assert window.prune(30.0) == 2
-
-
-def test_hub_leaves_out_the_poster_and_each_node_s_own_messages() -> None:
-    hub = Hub(max_queue=2)
-    alice, bob, carol = (hub.subscribe("hint-0001", n) for n in ("alice", "bob", "carol"))
-    for sub in (alice, bob, carol):
-        sub.start([])
-    sent = hub.publish(
-        "hint-0001", "carol", [("alice", '{"msg_id":"a1"}'), ("bob", '{"msg_id":"b1"}')], 7
-    )
-    assert sent == 2
-    assert json.loads(alice.queue.get_nowait())["messages"] == [{"msg_id": "b1"}]
-    assert json.loads(bob.queue.get_nowait())["messages"] == [{"msg_id": "a1"}]
-    assert carol.queue.empty()  # the poster
-    # A subscriber that falls behind is marked for closing, not buffered forever.
-    for n in range(3):
-        hub.publish("hint-0001", "", [("dave", f'{{"msg_id":"d{n}"}}')], 8)
-    assert alice.overflowed and not hub.publish("other-hint", "", [("x", "{}")], 9)
-    hub.unsubscribe(alice)
-    hub.unsubscribe(alice)
-    assert len(hub) == 2

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -61,6 +62,7 @@ from felund.relay.protocol import (
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
+    REQUEST_TIMEOUT,
     SIGNAL_PAGE,
     SIGNAL_RATE,
     SIGNAL_WINDOW_S,
@@ -80,7 +82,7 @@ from felund.relay.protocol import (
     session_id_param,
 )
 from felund.relay.server import metrics as m
-from felund.relay.server.feed import on_feed
+from felund.relay.server.feed import close_within, on_feed
 from felund.relay.server.state import (
     JSON_TYPE,
     RELAY,
@@ -109,6 +111,9 @@ _PREFLIGHT = {
 }
 
 
+# The status logged for a request whose client closed the connection before
+# the answer (nginx's convention): no answer is sent.
+CLIENT_GONE = 499
 _HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
 
 
@@ -128,46 +133,27 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "other"
 
 
-@web.middleware
-async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
-    relay = request.app[RELAY]
-    started = time.perf_counter()
-    route = _route(request)
-    address = client_address(request)
-    response: web.StreamResponse
-    code = ""
+async def read_body(request: web.Request, timeout_s: float) -> None:
+    """Read the whole body within ``timeout_s`` (handlers then get it from memory)."""
+    if not request.body_exists:
+        return
     try:
-        if request.method == "OPTIONS":
-            response = web.Response(status=204, headers=_PREFLIGHT)
-        else:
-            if route != "/metrics":
-                wait = relay.buckets.take(client_key(address), time.monotonic())
-                if wait > 0:
-                    raise ApiError(
-                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
-                    )
-            response = await handler(request)
-    except ApiError as exc:
-        code = exc.code
-        response = error_response(exc)
-    except web.HTTPException as exc:
-        api = _http_error(exc)
-        code = api.code
-        response = error_response(api)
-    except Exception:
-        m.ERRORS.inc()
-        relay.log.exception("http.error", method=request.method, path=request.path)
-        code = INTERNAL
-        response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
-    if not isinstance(response, web.WebSocketResponse):
-        response.headers.update(_CORS)
+        async with asyncio.timeout(timeout_s):
+            await request.read()
+    except TimeoutError:
+        raise ApiError(
+            REQUEST_TIMEOUT, f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
+
+
+def _log_request(request: web.Request, started: float, *, status: int, code: str) -> None:
+    relay = request.app[RELAY]
+    route = _route(request)
     elapsed = time.perf_counter() - started
-    status = response.status
     if code:
         m.REJECTIONS.labels(code if code in ERROR_CODES else INTERNAL).inc()
     m.REQUESTS.labels(route, request.method, str(status)).inc()
-    if not isinstance(response, web.WebSocketResponse):
+    if status != 101:
         m.REQUEST_SECONDS.labels(route).observe(elapsed)
     log = relay.log.debug if route == "/metrics" else relay.log.info
     log(
@@ -176,11 +162,56 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
         path=request.path,
         status=status,
         duration_ms=round(elapsed * 1000, 2),
-        client=address,
+        client=client_address(request),
         circle_hint=request.get("circle_hint", ""),
         code=code,
         signed=request.get("signed", False),
     )
+
+
+@web.middleware
+async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
+    relay = request.app[RELAY]
+    started = time.perf_counter()
+    response: web.StreamResponse
+    code = ""
+    try:
+        if request.method == "OPTIONS":
+            response = web.Response(status=204, headers=_PREFLIGHT)
+        else:
+            if _route(request) != "/metrics":
+                address = client_key(client_address(request))
+                wait = relay.buckets.take(address, time.monotonic())
+                if wait > 0:
+                    raise ApiError(
+                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
+                    )
+            await read_body(request, relay.config.body_timeout_s)
+            response = await handler(request)
+    except ApiError as exc:
+        code = exc.code
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        api = _http_error(exc)
+        code = api.code
+        response = error_response(api)
+    except HttpProcessingError:  # a body the parser refused: a broken chunk, a short length
+        code = INVALID_REQUEST
+        response = error_response(invalid("the request body is malformed"))
+    except ConnectionError:  # the client went away mid-request: nobody to answer
+        _log_request(request, started, status=CLIENT_GONE, code="")
+        raise
+    except Exception:
+        m.ERRORS.inc()
+        relay.log.exception("http.error", method=request.method, path=request.path)
+        code = INTERNAL
+        response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
+    if code == REQUEST_TIMEOUT:
+        response.force_close()  # the rest of a slow body is not waited for
+    if not isinstance(response, web.WebSocketResponse):
+        response.headers.update(_CORS)
+    _log_request(request, started, status=response.status, code=code)
     return response
 
 
@@ -442,8 +473,13 @@ async def _upkeep(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_feeds(app: web.Application) -> None:
-    for ws in list(app[RELAY].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+    relay = app[RELAY]
+    await asyncio.gather(
+        *(
+            close_within(ws, request, WSCloseCode.GOING_AWAY, relay.config.send_timeout_s)
+            for ws, request in list(relay.sockets.items())
+        )
+    )
 
 
 def make_app(relay: Relay) -> web.Application:

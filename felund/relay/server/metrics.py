@@ -111,6 +111,26 @@ DATABASE_BYTES = Gauge(
     "Size of the SQLite database and its WAL.",
     registry=REGISTRY,
 )
+CONNECTIONS_OPEN = Gauge(
+    "felund_relay_server_connections_open",
+    "Open TCP connections (HTTP and WebSocket).",
+    registry=REGISTRY,
+)
+CONNECTIONS_OPENED = Counter(
+    "felund_relay_server_connections_opened",
+    "TCP connections accepted and served.",
+    registry=REGISTRY,
+)
+CONNECTIONS_REFUSED = Counter(
+    "felund_relay_server_connections_refused",
+    "TCP connections answered 503 and closed: the relay had max_connections open.",
+    registry=REGISTRY,
+)
+SEND_QUEUED_BYTES = Gauge(
+    "felund_relay_server_feed_queued_bytes",
+    "Bytes queued for WebSocket feed clients, all connections together.",
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "felund_relay_server_internal_errors",
     "Unexpected errors while answering (each is logged).",

@@ -400,20 +400,28 @@ class SqliteRelayStore:
             server_time = rows[-1][1] - 1  # a v1 client re-reads that second: no skip
         return Page(payloads, server_time, rows[-1][0] if rows else cursor)
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
-        """The newest messages stored since ``since_wall`` and not by ``not_by``, oldest first."""
+    def recent(
+        self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
+    ) -> list[str]:
+        """The newest messages since ``since_wall`` and not by ``not_by``, oldest first,
+        within ``limit`` and ``max_bytes``."""
         # stored_at >= stored_wall always, so the index range is a superset.
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT payload FROM (SELECT id, payload FROM messages"
-                "  WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
-                "  ORDER BY stored_at DESC, id DESC LIMIT ?) ORDER BY id",
-                (circle_hint, since_wall, since_wall, not_by, limit),
-            )
-            .fetchall()
+        rows = self._reader().execute(
+            "SELECT payload FROM messages"
+            " WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
+            " ORDER BY stored_at DESC, id DESC LIMIT ?",
+            (circle_hint, since_wall, since_wall, not_by, limit),
         )
-        return [payload for (payload,) in rows]
+        newest: list[str] = []
+        size = 0
+        for (payload,) in rows:  # newest first, read lazily: stops at the byte cap
+            size += len(payload.encode())
+            if newest and size > max_bytes:
+                break
+            newest.append(payload)
+        rows.close()
+        newest.reverse()
+        return newest
 
     # --- signals ------------------------------------------------------------------------
     def add_signal(self, sig: SignalPost, now: int) -> int:

@@ -65,7 +65,13 @@ class RelayConfig:
     ws_ping_s: float = WS_PING_S
     ws_per_client: int = 32
     ws_total: int = 10_000
-    ws_queue: int = 256  # frames a slow WebSocket client may fall behind
+    ws_queue_bytes: int = 2 * 1024 * 1024  # bytes one feed connection may fall behind
+    ws_backlog_bytes: int = 1024 * 1024  # at most this much backlog for a new feed connection
+    send_budget_bytes: int = 128 * 1024 * 1024  # bytes queued for every feed connection together
+    send_timeout_s: float = 20.0  # a feed client that takes nothing for this long is dropped
+    header_timeout_s: float = 15.0  # to send a request's headers (and idle keep-alive)
+    body_timeout_s: float = 30.0  # to send a request's whole body
+    max_connections: int = 4096  # open HTTP and WebSocket connections
     retention_s: int = RETENTION_S
     purge_interval_s: float = 60.0
     stats_interval_s: float = 15.0
@@ -82,11 +88,13 @@ class Relay:
     hub: Hub = field(init=False)
     buckets: TokenBuckets = field(init=False)
     signal_window: SlidingWindow = field(init=False)
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    sockets: dict[web.WebSocketResponse, web.Request] = field(default_factory=dict)
     ws_clients: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.hub = Hub(self.config.ws_queue)
+        self.hub = Hub(self.config.ws_queue_bytes, self.config.send_budget_bytes)
+        budget = self.hub.budget
+        m.SEND_QUEUED_BYTES.set_function(lambda: budget.used)
         self.buckets = TokenBuckets(self.config.rate_per_s, self.config.rate_burst)
         self.signal_window = SlidingWindow(SIGNAL_RATE, SIGNAL_WINDOW_S)
 

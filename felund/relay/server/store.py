@@ -157,8 +157,11 @@ class RelayStore(Protocol):
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """At most ``limit`` messages after the cursor, in cursor order."""
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
-        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first.
+    def recent(
+        self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
+    ) -> list[str]:
+        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first:
+        at most ``limit`` of them and ``max_bytes`` of UTF-8 (at least one message).
 
         ``not_by`` leaves out one author's: a feed never sends a node its own messages.
         """
