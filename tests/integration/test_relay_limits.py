@@ -162,7 +162,8 @@ async def test_feed_clients_that_never_read_hold_bounded_memory(plain_relay: Ser
               f"feeds; slowest health answer {slowest:.0f} ms")  # fmt: skip
         assert grown < 120, f"the relay grew by {grown:.0f} MB for 10 feed clients"
         assert slowest < 2000
-        assert await _metric(session, plain_relay, "felund_relay_server_internal_errors") == 0
+        errors = await _metric(session, plain_relay, "felund_relay_server_internal_errors_total")
+        assert errors == 0
 
 
 @aio
@@ -205,5 +206,91 @@ async def test_a_feed_client_that_takes_nothing_is_cut_off(tmp_path: Path) -> No
                     await asyncio.sleep(0.1)
                 assert _open_sockets(pid) <= sockets + 1  # + the session's other connection
                 assert queued == 0
+    finally:
+        server.stop()
+
+
+# --- slow senders ---------------------------------------------------------------------------------
+def _slow_senders(server: Server, count: int) -> list[socket.socket]:
+    """Half send headers a byte at a time; half send whole headers, then a body likewise."""
+    socks = []
+    for n in range(count):
+        sock = socket.create_connection((HOST, server.port), timeout=5)
+        if n % 2:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: relay\r\n")
+        else:
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def _trickle(socks: list[socket.socket]) -> int:
+    """One more byte on each; how many the relay has closed (EOF, reset or an answer)."""
+    closed = 0
+    for sock in socks:
+        try:
+            data = sock.recv(4096)
+            closed += 1  # an answer (408 or 503, then close) or EOF
+            if data.startswith(b"HTTP/1.1 408"):
+                assert b"REQUEST_TIMEOUT" in data
+            continue
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+            continue
+        try:
+            sock.send(b"X")
+        except OSError:
+            closed += 1
+    return closed
+
+
+@aio
+async def test_slow_senders_are_closed_and_connections_are_capped(tmp_path: Path) -> None:
+    """500 connections that send their headers or body a byte at a time: each is closed
+    after the header or body timeout, no more than the cap are open at once, and the
+    relay answers once they are gone."""
+    server = Server(
+        tmp_path / "relay",
+        "--header-timeout=2",
+        "--body-timeout=2",
+        "--max-connections=300",
+        cli=False,
+    )
+    try:
+        pid = _pid(server)
+        async with aiohttp.ClientSession() as session:
+            await _health_ms(session, server)
+            idle = _open_sockets(pid)
+            with _closing(_slow_senders(server, 500)) as socks:
+                most, closed = 0, 0
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and closed < len(socks):
+                    most = max(most, _open_sockets(pid))
+                    closed = _trickle(socks)
+                    await asyncio.sleep(0.25)
+                print(f"slowloris of 500: at most {most} sockets open at the relay; "
+                      f"{closed} closed by it")  # fmt: skip
+                assert closed == len(socks)
+                assert most <= 300 + 128 + idle  # the cap, one accept batch over at most
+            assert await _health_ms(session, server) < 2000
+            for _ in range(100):
+                if _open_sockets(pid) <= idle + 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert _open_sockets(pid) <= idle + 1
+            assert (
+                await _metric(session, server, "felund_relay_server_connections_refused_total") > 0
+            )
+            assert await _metric(session, server, "felund_relay_server_internal_errors_total") == 0
+        events = server.log_events()
+        timeouts = [e for e in events if e.get("code") == "REQUEST_TIMEOUT"]
+        assert timeouts and all(e["status"] == 408 for e in timeouts)
+        assert "Traceback" not in server.log_text()
     finally:
         server.stop()

@@ -627,6 +627,47 @@ async def test_every_rejection_is_a_json_error(relay: Server) -> None:
 
 
 @aio
+async def test_garbage_and_aborted_requests_are_one_log_line_each(relay: Server) -> None:
+    """Malformed request lines and headers, TLS on the plain port and a body cut off
+    mid-way: each is one JSON line (info), never a 500 or a plain-text traceback."""
+    garbage = [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Bad: \x01\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        b"GET /v1/health HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+    ]
+    for raw in garbage:
+        reader, writer = await asyncio.open_connection(HOST, relay.port)
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0], answer
+        writer.close()
+    reader, writer = await asyncio.open_connection(HOST, relay.port)
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\nX-Real-IP: 10.200.0.1\r\n\r\n{"circle_hint"'
+    )
+    await writer.drain()
+    writer.close()  # mid-body
+
+    deadline = time.monotonic() + 10
+    for _ in range(200):
+        events = relay.log_events()
+        bad = [e for e in events if e.get("event") == "http.bad_request"]
+        gone = [e for e in events if e.get("client") == "10.200.0.1"]
+        if (len(bad) >= len(garbage) and gone) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert len(bad) >= len(garbage), bad
+    assert all(e["level"] == "info" and "\n" not in e["reason"] for e in bad)
+    assert [(e["event"], e["status"], e["level"]) for e in gone] == [("http.request", 499, "info")]
+    lines = relay.log_text().splitlines()
+    assert all(line.startswith("{") for line in lines), [x for x in lines if x[:1] != "{"][:5]
+    assert not [e for e in relay.log_events() if e.get("level") == "error"]
+
+
+@aio
 async def test_oversized_body_is_refused_with_413(relay: Server) -> None:
     async with aiohttp.ClientSession() as session:
         c = Client(session, relay)
@@ -991,7 +1032,8 @@ async def test_signalling_as_the_browser_client_uses_it(relay: Server) -> None:
 
         for broken in (signal_body("ring"), signal_body("offer", "short"),
                        signal_body("offer", payload="x" * (64 * 1024 + 1)),
-                       signal_body("offer", to_node_id="b")):  # fmt: skip
+                       signal_body("offer", to_node_id="b"), signal_body("offer", type=["offer"]),
+                       signal_body("offer", type={"offer": 1})):  # fmt: skip
             assert_error(await c.call("POST", "/v1/signal", body=broken), 400, "INVALID_REQUEST")
         assert_error(
             await c.call("GET", "/v1/signal", params={"since_id": 0}), 400, "INVALID_REQUEST"

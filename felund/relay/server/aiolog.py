@@ -4,10 +4,10 @@ aiohttp logs a malformed request (a garbled request line, a bad header, TLS
 sent to the plain port) through the stdlib ``aiohttp.server`` logger with a
 traceback, which would reach stderr as many lines of plain text beside the
 relay's JSON lines. Here a request the client got wrong is one
-``http.bad_request`` line at info (the exception's class and the first line
-of its reason, never the bytes it quotes: they are the client's), and any
-other record one line at its own level, a traceback folded into its
-``exception`` field.
+``http.bad_request`` line at info (the exception's class and its reason up
+to the first colon, never the bytes it quotes: they are the client's), and
+any other record one line at its own level (structlog's filter applies), a
+traceback folded into its ``exception`` field.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0][:MAX_REASON_CHARS]
 
 
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without what the client sent (aiohttp quotes it after a colon)."""
+    text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    return _first_line(str(text).split(":", 1)[0])
+
+
 class StructlogHandler(logging.Handler):
     """Writes stdlib records through a structlog logger, one line each."""
 
@@ -38,12 +44,11 @@ class StructlogHandler(logging.Handler):
             exc = record.exc_info[1] if record.exc_info else None
             if isinstance(exc, HttpProcessingError | ConnectionError):
                 client = record.args[0] if isinstance(record.args, tuple) and record.args else ""
-                reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
                 self.log.info(
                     "http.bad_request",
                     client=str(client)[:64],
                     error=type(exc).__name__,
-                    reason=_first_line(str(reason)),
+                    reason=_reason(exc),
                 )
                 return
             self.log.log(
@@ -57,11 +62,12 @@ class StructlogHandler(logging.Handler):
             self.handleError(record)
 
 
-def install(log: structlog.stdlib.BoundLogger, level: int = logging.INFO) -> None:
-    """Send the records of aiohttp's and asyncio's loggers through ``log``."""
+def install(log: structlog.stdlib.BoundLogger) -> None:
+    """Send every record of aiohttp's and asyncio's loggers through ``log``."""
     handler = StructlogHandler(log)
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(level)
+        # aiohttp logs a non-HTTP first line at debug: the level is ours to choose.
+        logger.setLevel(logging.DEBUG)
         logger.propagate = False

@@ -162,7 +162,7 @@ def _log_request(request: web.Request, started: float, *, status: int, code: str
         path=request.path,
         status=status,
         duration_ms=round(elapsed * 1000, 2),
-        client=client_address(request),
+        client=request["client"],
         circle_hint=request.get("circle_hint", ""),
         code=code,
         signed=request.get("signed", False),
@@ -174,6 +174,7 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
     relay = request.app[RELAY]
     started = time.perf_counter()
+    request["client"] = client_address(request)  # gone with the connection, if that goes
     response: web.StreamResponse
     code = ""
     try:
@@ -181,7 +182,7 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
             response = web.Response(status=204, headers=_PREFLIGHT)
         else:
             if _route(request) != "/metrics":
-                address = client_key(client_address(request))
+                address = client_key(request["client"])
                 wait = relay.buckets.take(address, time.monotonic())
                 if wait > 0:
                     raise ApiError(
@@ -199,9 +200,9 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
     except HttpProcessingError:  # a body the parser refused: a broken chunk, a short length
         code = INVALID_REQUEST
         response = error_response(invalid("the request body is malformed"))
-    except ConnectionError:  # the client went away mid-request: nobody to answer
+    except ConnectionError:  # the client went away mid-request: this answer goes nowhere
         _log_request(request, started, status=CLIENT_GONE, code="")
-        raise
+        return error_response(invalid("the request was cut off"))
     except Exception:
         m.ERRORS.inc()
         relay.log.exception("http.error", method=request.method, path=request.path)
