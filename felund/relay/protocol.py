@@ -47,6 +47,7 @@ DEFAULT_TTL_S: Final = 120
 MAX_ENDPOINTS: Final = 16
 MAX_HOST_CHARS: Final = 255
 MAX_CAPABILITIES_BYTES: Final = 1024
+MAX_NODE_KEYS: Final = 4  # signing keys one node_id may register for one circle_hint
 DEFAULT_PEERS: Final = 50
 MAX_PEERS: Final = 200
 SIGNAL_TYPES: Final = frozenset(

@@ -62,7 +62,7 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
     cfg = relay.config
     hint = circle_hint_field(request.query.get("circle_hint"))
     node_id = ws_node_id(request.query.get("node_id"))
-    await authenticate(
+    key = await authenticate(
         request,
         relay,
         hint,
@@ -70,7 +70,9 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
         b"",
         required=cfg.require_signatures,
         headers=_ws_signature(request),
+        node_id=node_id,
     )
+    room = relay.room(hint, key)
     client = client_key(client_address(request))
     if len(relay.hub) >= cfg.ws_total:
         raise ApiError(UNAVAILABLE, "the relay has as many feed connections as it takes")
@@ -80,7 +82,7 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
         heartbeat=None, autoping=True, max_msg_size=WS_MAX_CLIENT_FRAME, compress=False
     )
     await ws.prepare(request)
-    sub = relay.hub.subscribe(hint, node_id)
+    sub = relay.hub.subscribe(room, node_id)
     relay.sockets[ws] = request
     relay.ws_clients[client] += 1
     m.WS_CONNECTIONS.inc()
@@ -92,7 +94,7 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
         # message it posts while this is read would otherwise come back.
         backlog = await relay.store.read(
             relay.store.store.recent,
-            hint,
+            room,
             now - WS_BACKLOG_S,
             WS_BACKLOG_MAX,
             node_id,

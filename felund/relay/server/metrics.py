@@ -98,7 +98,7 @@ STORED_MESSAGES = Gauge(
 )
 PINNED_CIRCLES = Gauge(
     "felund_relay_server_pinned_circles",
-    "Circles with a pinned signing key.",
+    "circle_hints with a registered signing key.",
     registry=REGISTRY,
 )
 REGISTRATIONS = Gauge(
