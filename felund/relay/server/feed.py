@@ -20,7 +20,6 @@ stops. Under ``require_signatures`` the upgrade request must be signed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -188,9 +187,14 @@ async def _read_client(ws: web.WebSocketResponse, sub: Subscriber, idle_s: float
             return "client"
         if msg.type == WSMsgType.ERROR:
             return "error"
-        if msg.type != WSMsgType.TEXT:
-            continue
-        with contextlib.suppress(ValueError, RecursionError):
-            frame = json.loads(msg.data)
-            if isinstance(frame, dict) and frame.get("t") == "PING":
-                sub.offer(PONG)
+        if msg.type == WSMsgType.TEXT and is_ping(msg.data):
+            sub.offer(PONG)
+
+
+def is_ping(data: str) -> bool:
+    """Whether a client's text frame is a ``{"t":"PING"}`` (any other frame is ignored)."""
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(frame, dict) and frame.get("t") == "PING"
