@@ -159,7 +159,7 @@ def test_unregistration(body: dict[str, Any]) -> None:
     refused_or(lambda: parse_unregistration(body))
 
 
-def _message_variants() -> st.SearchStrategy[dict[str, Any]]:
+def _message_variants() -> st.SearchStrategy[Any]:
     sealed = wire_message(SECRET, NODE, "hello")
     plain = wire_message(SECRET, NODE, "hello", encrypt=False)
     return (
