@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 import felund.metrics
-from felund.relay.server.connections import LISTEN_BACKLOG, RESERVED_FDS
+from felund.relay.server.connections import OVERSHOOT, RESERVED_FDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -264,7 +264,7 @@ def test_relay_unit() -> None:
     assert argv[argv.index("--port") + 1] == "8080"  # prometheus.yml scrapes it there
     # The connection cap fits the open-files limit, with the relay's own reserve.
     cap = int(argv[argv.index("--max-connections") + 1])
-    assert cap <= int(settings["LimitNOFILE"][-1]) - RESERVED_FDS - LISTEN_BACKLOG
+    assert cap <= int(settings["LimitNOFILE"][-1]) - RESERVED_FDS - OVERSHOOT
     assert settings["Restart"] == ["on-failure"]
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["ProtectSystem"] == ["strict"]

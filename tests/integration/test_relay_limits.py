@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from felund.relay.protocol import compact_json
+from felund.relay.server.connections import OVERSHOOT
 from felund.testing import wire_message
 from felund.v1 import ids
 from tests.integration.test_relay_server import HOST, Client, Server, aio
@@ -277,7 +278,7 @@ async def test_slow_senders_are_closed_and_connections_are_capped(tmp_path: Path
                 print(f"slowloris of 500: at most {most} sockets open at the relay; "
                       f"{closed} closed by it")  # fmt: skip
                 assert closed == len(socks)
-                assert most <= 300 + 128 + idle  # the cap, one accept batch over at most
+                assert most <= 300 + OVERSHOOT + idle
             assert await _health_ms(session, server) < 2000
             for _ in range(100):
                 if _open_sockets(pid) <= idle + 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from felund.relay.protocol import WS_FRAME_MESSAGES
-from felund.relay.server.hub import Hub, chunked_frames
+from felund.relay.server.hub import Hub, Subscriber, chunked_frames
 
 HINT = "hint-0001"
 
@@ -21,9 +21,9 @@ def test_hub_leaves_out_the_poster_and_each_node_s_own_messages() -> None:
         assert sub.start([])
     sent = hub.publish(HINT, "carol", [("alice", '{"msg_id":"a1"}'), ("bob", '{"msg_id":"b1"}')], 7)
     assert sent == 2
-    assert json.loads(alice.queue.get_nowait())["messages"] == [{"msg_id": "b1"}]
-    assert json.loads(bob.queue.get_nowait())["messages"] == [{"msg_id": "a1"}]
-    assert carol.queue.empty()  # the poster
+    assert json.loads(_take(alice))["messages"] == [{"msg_id": "b1"}]
+    assert json.loads(_take(bob))["messages"] == [{"msg_id": "a1"}]
+    assert carol.pop() is None  # the poster
     # A subscriber that falls behind is marked for closing, not buffered forever.
     for n in range(3):
         hub.publish(HINT, "", [("dave", f'{{"msg_id":"d{n}"}}')], 8)
@@ -49,31 +49,52 @@ def test_frames_are_bounded_in_messages_and_bytes() -> None:
     assert list(chunked_frames([], 5)) == []
 
 
-def test_queued_bytes_are_bounded_per_connection_and_in_total() -> None:
-    size = len(next(chunked_frames([_payload("p0", 1000)], 1)))  # every frame below
-    hub = Hub(max_queue_bytes=3 * size, budget_bytes=5 * size)
+def _frame(msg_id: str) -> bytes:
+    (frame,) = chunked_frames([_payload(msg_id, 1000)], 1)
+    return frame
+
+
+def _take(sub: Subscriber) -> bytes:
+    frame = sub.pop()
+    assert frame is not None
+    sub.sent(frame)
+    return frame
+
+
+def test_queued_bytes_are_bounded_per_connection() -> None:
+    size = len(_frame("p0"))  # every frame below
+    hub = Hub(max_queue_bytes=3 * size, budget_bytes=100 * size)
     a, b = hub.subscribe(HINT, "a"), hub.subscribe(HINT, "b")
     assert a.start([]) and b.start([])
     for n in range(2):
         assert hub.publish(HINT, "", [("z", _payload(f"p{n}", 1000))], 1) == 2
-    assert hub.budget.used == 4 * size
-    for _ in range(2):  # b takes its frames, a does not
-        b.sent(b.queue.get_nowait())
+    _take(b), _take(b)  # b takes its frames, a does not
     assert hub.publish(HINT, "", [("z", _payload("p2", 1000))], 1) == 2
     assert hub.publish(HINT, "", [("z", _payload("p3", 1000))], 1) == 1
     assert a.overflowed and not b.overflowed  # a went past its own 3 frames
     assert a.queued_bytes == 3 * size
-    hub.unsubscribe(a)  # what a held goes back to the budget
+    hub.unsubscribe(a)  # what a held goes back
     assert hub.budget.used == 2 * size == b.queued_bytes
+    _take(b), _take(b)
+    assert hub.budget.used == 0 and b.pop() is None
 
-    # Across connections: the budget refuses the one that would pass it.
+
+def test_the_budget_counts_each_frame_once_across_connections() -> None:
+    size = len(_frame("p0"))
     hub = Hub(max_queue_bytes=10 * size, budget_bytes=3 * size)
-    a, b = hub.subscribe(HINT, "a"), hub.subscribe(HINT, "b")
-    assert a.start([]) and b.start([])
-    assert hub.publish(HINT, "", [("z", _payload("p0", 1000))], 1) == 2
-    assert hub.publish(HINT, "", [("z", _payload("p1", 1000))], 1) == 1
-    assert [a.overflowed, b.overflowed].count(True) == 1
+    subs = [hub.subscribe(HINT, f"n{i}") for i in range(100)]
+    assert all(sub.start([]) for sub in subs)
+    # One frame for a hundred readers is one frame of memory.
+    assert hub.publish(HINT, "", [("z", _payload("p0", 1000))], 1) == 100
+    assert hub.budget.used == size
+    # Backlogs are each reader's own: the one that would pass the budget is refused.
+    late, later = hub.subscribe(HINT, "late"), hub.subscribe(HINT, "later")
+    assert late.start([_frame("b0"), _frame("b1")])
     assert hub.budget.used == 3 * size
+    assert not later.start([_frame("b2")]) and later.overflowed
+    for sub in [*subs, late, later]:
+        hub.unsubscribe(sub)
+    assert hub.budget.used == 0
 
 
 def test_a_backlog_larger_than_the_budget_is_refused_and_live_frames_wait_for_it() -> None:
@@ -82,7 +103,7 @@ def test_a_backlog_larger_than_the_budget_is_refused_and_live_frames_wait_for_it
     hub.publish(HINT, "", [("z", _payload("live"))], 2)  # held until the backlog is queued
     backlog = list(chunked_frames([_payload("old")], 1))
     assert sub.start(backlog)
-    order = [json.loads(sub.queue.get_nowait())["messages"][0]["msg_id"] for _ in range(2)]
+    order = [json.loads(_take(sub))["messages"][0]["msg_id"] for _ in range(2)]
     assert order == ["old", "live"]
 
     late = hub.subscribe(HINT, "m")

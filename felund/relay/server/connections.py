@@ -5,7 +5,7 @@ opens connections and sends nothing (or its headers a byte at a time) takes
 every descriptor the process may have, and then nobody is answered. Here
 a connection beyond ``max_connections`` is answered at once with a 503
 ``UNAVAILABLE`` JSON error and closed, so the count of descriptors stays
-below the cap plus one accept batch (``LISTEN_BACKLOG``). The cap must stay below the
+below the cap plus ``OVERSHOOT``. The cap must stay below the
 process's open-files limit (``usable_connections``).
 
 The time a connection may hold its slot is bounded elsewhere: aiohttp's
@@ -28,9 +28,11 @@ from felund.relay.server import metrics as m
 # Descriptors the relay needs besides its connections: the database and its
 # WAL, the lock file, the listening socket, stdio, the loop's own.
 RESERVED_FDS = 64
-# Connections accepted in one go before any of them is counted as open: the
-# cap can be passed by this many, so the open-files limit must leave room.
+# asyncio accepts up to this many connections at once, and aiohttp counts a
+# connection as open an event-loop turn later: the cap can be passed by up
+# to two such batches, so the open-files limit must leave room for them.
 LISTEN_BACKLOG = 128
+OVERSHOOT = 2 * LISTEN_BACKLOG
 
 
 def usable_connections(wanted: int) -> int:
@@ -38,7 +40,7 @@ def usable_connections(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - RESERVED_FDS - LISTEN_BACKLOG))
+    return max(1, min(wanted, soft - RESERVED_FDS - OVERSHOOT))
 
 
 def _refusal() -> bytes:

@@ -156,14 +156,15 @@ async def _pump(ws: web.WebSocketResponse, sub: Subscriber, ping_s: float, timeo
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + ping_s
     while not ws.closed:
-        queued = True
+        frame = await sub.next(max(0.0, next_ping - loop.time()))
+        if sub.overflowed:
+            if frame is not None:
+                sub.sent(frame)
+            return "slow"
+        queued = frame is not None
+        if frame is None:
+            frame, next_ping = PING, loop.time() + ping_s
         try:
-            frame = await asyncio.wait_for(sub.queue.get(), max(0.0, next_ping - loop.time()))
-        except TimeoutError:
-            frame, next_ping, queued = PING, loop.time() + ping_s, False
-        try:
-            if sub.overflowed:
-                return "slow"
             async with asyncio.timeout(timeout_s):
                 await ws.send_frame(frame, WSMsgType.TEXT)
         except TimeoutError:

@@ -23,6 +23,7 @@ the stored JSON text, spliced in without decoding, at most
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 from felund.relay.protocol import WS_FRAME_BYTES, WS_FRAME_MESSAGES
@@ -57,22 +58,37 @@ def chunked_frames(
 
 
 class SendBudget:
-    """Bytes queued for clients across every connection, under one limit."""
+    """Bytes of the frames queued for clients, under one limit.
+
+    A frame published to many subscribers is one object: it is counted once,
+    from its first holder's ``take`` to its last holder's ``give``, so that a
+    large circle's fast readers are not refused for memory never spent.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._holders: dict[int, int] = {}  # id(frame) -> holders; each holder keeps it alive
 
-    def take(self, size: int) -> bool:
-        """Count ``size`` more bytes; False (and nothing counted) if over the limit."""
-        if self.used + size > self.limit:
-            return False
-        self.used += size
+    def take(self, frame: bytes) -> bool:
+        """Hold ``frame`` once more; False (and nothing held) if it does not fit."""
+        key = id(frame)
+        holders = self._holders.get(key, 0)
+        if not holders:
+            if self.used + len(frame) > self.limit:
+                return False
+            self.used += len(frame)
+        self._holders[key] = holders + 1
         return True
 
-    def give(self, size: int) -> None:
-        """Release bytes counted by ``take``."""
-        self.used -= size
+    def give(self, frame: bytes) -> None:
+        """Release one hold of ``frame`` taken by ``take``."""
+        key = id(frame)
+        holders = self._holders.pop(key) - 1
+        if holders:
+            self._holders[key] = holders
+        else:
+            self.used -= len(frame)
 
 
 class Subscriber:
@@ -84,20 +100,24 @@ class Subscriber:
         self.circle_hint = circle_hint
         self.node_id = node_id
         self.max_queue_bytes = max_queue_bytes
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
         self.queued_bytes = 0  # held or queued, not yet handed to the socket
         self.overflowed = False
         self._budget = budget
+        self._queue: deque[bytes] = deque()
+        self._ready = asyncio.Event()  # a frame is queued, or the subscriber overflowed
         self._held: list[bytes] | None = []  # live frames held until the backlog is queued
 
     def _charge(self, frame: bytes) -> bool:
-        size = len(frame)
-        if self.queued_bytes + size > self.max_queue_bytes or not self._budget.take(size):
+        if self.queued_bytes + len(frame) > self.max_queue_bytes or not self._budget.take(frame):
             self.overflowed = True
-            self.queue.put_nowait(b"")  # wakes the writer, which then closes the connection
+            self._ready.set()  # wakes the writer, which then closes the connection
             return False
-        self.queued_bytes += size
+        self.queued_bytes += len(frame)
         return True
+
+    def _queue_frame(self, frame: bytes) -> None:
+        self._queue.append(frame)
+        self._ready.set()
 
     def offer(self, frame: bytes) -> bool:
         """Queue a frame for sending; False (and ``overflowed``) if it does not fit."""
@@ -106,7 +126,7 @@ class Subscriber:
         if self._held is not None:
             self._held.append(frame)
         else:
-            self.queue.put_nowait(frame)
+            self._queue_frame(frame)
         return True
 
     def start(self, backlog: Sequence[bytes]) -> bool:
@@ -115,21 +135,41 @@ class Subscriber:
         held, self._held = self._held or [], None
         for frame in backlog:
             if self.overflowed or not self._charge(frame):
+                self._queue.extend(held)  # counted already: ``release`` gives them back
                 return False
-            self.queue.put_nowait(frame)
+            self._queue_frame(frame)
         for frame in held:
-            self.queue.put_nowait(frame)
+            self._queue_frame(frame)
         return not self.overflowed
+
+    def pop(self) -> bytes | None:
+        """The next queued frame, if any; the caller reports it ``sent`` once written."""
+        if not self._queue:
+            self._ready.clear()
+            return None
+        return self._queue.popleft()
+
+    async def next(self, timeout_s: float) -> bytes | None:
+        """The next queued frame, waiting up to ``timeout_s``; None if none came."""
+        frame = self.pop()
+        if frame is None and not self.overflowed:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except TimeoutError:
+                return None
+            frame = self.pop()
+        return frame
 
     def sent(self, frame: bytes) -> None:
         """A frame taken from the queue has been handed to the socket."""
         self.queued_bytes -= len(frame)
-        self._budget.give(len(frame))
+        self._budget.give(frame)
 
     def release(self) -> None:
-        """Give back what is still counted (the connection is gone)."""
-        self._budget.give(self.queued_bytes)
-        self.queued_bytes = 0
+        """Give back every frame still held (the connection is gone)."""
+        for frame in [*self._queue, *(self._held or [])]:
+            self.sent(frame)
+        self._queue.clear()
         self._held = None
 
 
