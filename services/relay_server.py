@@ -177,7 +177,8 @@ async def serve(
     app: web.Application, host: str, port: int, log: structlog.stdlib.BoundLogger
 ) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
-    config = app[RELAY].config
+    relay = app[RELAY]
+    config = relay.config
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -189,7 +190,7 @@ async def serve(
     )
     await runner.setup()
     try:
-        site = CappedSite(runner, host, port, config.max_connections)
+        site = CappedSite(runner, host, port, config.max_connections, relay.arrivals)
         try:
             await site.start()
         except OSError as exc:

@@ -253,13 +253,14 @@ def _trickle(socks: list[socket.socket]) -> int:
 
 @aio
 async def test_slow_senders_are_closed_and_connections_are_capped(tmp_path: Path) -> None:
-    """500 connections that send their headers or body a byte at a time: each is closed
-    after the header or body timeout, no more than the cap are open at once, and the
-    relay answers once they are gone."""
+    """500 connections that send their headers or body a byte at a time, with a cap of
+    300: the relay keeps answering others all along (a new connection takes the place
+    of the oldest slow one), no more than the cap are open at once, and each slow one
+    is closed after the header or body timeout."""
     server = Server(
         tmp_path / "relay",
-        "--header-timeout=2",
-        "--body-timeout=2",
+        "--header-timeout=4",
+        "--body-timeout=4",
         "--max-connections=300",
         cli=False,
     )
@@ -269,26 +270,27 @@ async def test_slow_senders_are_closed_and_connections_are_capped(tmp_path: Path
             await _health_ms(session, server)
             idle = _open_sockets(pid)
             with _closing(_slow_senders(server, 500)) as socks:
-                most, closed = 0, 0
-                deadline = time.monotonic() + 15
+                most, closed, slowest = 0, 0, 0.0
+                deadline = time.monotonic() + 20
                 while time.monotonic() < deadline and closed < len(socks):
                     most = max(most, _open_sockets(pid))
                     closed = _trickle(socks)
+                    slowest = max(slowest, await _health_ms(session, server))
                     await asyncio.sleep(0.25)
                 print(f"slowloris of 500: at most {most} sockets open at the relay; "
-                      f"{closed} closed by it")  # fmt: skip
+                      f"{closed} closed by it; slowest health answer {slowest:.0f} ms")  # fmt: skip
                 assert closed == len(socks)
                 assert most <= 300 + OVERSHOOT + idle
-            assert await _health_ms(session, server) < 2000
+                assert slowest < 2000
             for _ in range(100):
                 if _open_sockets(pid) <= idle + 1:
                     break
                 await asyncio.sleep(0.1)
             assert _open_sockets(pid) <= idle + 1
-            assert (
-                await _metric(session, server, "felund_relay_server_connections_refused_total") > 0
-            )
-            assert await _metric(session, server, "felund_relay_server_internal_errors_total") == 0
+            evicted = "felund_relay_server_connections_evicted_total"
+            assert await _metric(session, server, evicted) > 0
+            errors = "felund_relay_server_internal_errors_total"
+            assert await _metric(session, server, errors) == 0
         events = server.log_events()
         timeouts = [e for e in events if e.get("code") == "REQUEST_TIMEOUT"]
         assert timeouts and all(e["status"] == 408 for e in timeouts)

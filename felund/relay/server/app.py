@@ -150,6 +150,10 @@ async def read_body(request: web.Request, timeout_s: float) -> None:
         raise ApiError(
             REQUEST_TIMEOUT, f"the request body did not arrive within {timeout_s:g} s"
         ) from None
+    except RuntimeError:  # aiohttp's word for a connection closed here (made room for another)
+        if request.transport is not None:
+            raise
+        raise ConnectionResetError("closed while the body was read") from None
 
 
 def _log_request(request: web.Request, started: float, *, status: int, code: str) -> None:
@@ -185,6 +189,7 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
     code = ""
     try:
         if request.method == "OPTIONS":
+            relay.arrivals.served(request.protocol)
             response = web.Response(status=204, headers=_PREFLIGHT)
         else:
             if _route(request) != "/metrics":
@@ -195,6 +200,7 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
                         RATE_LIMITED, "too many requests from this address", retry_after(wait)
                     )
             await read_body(request, relay.config.body_timeout_s)
+            relay.arrivals.served(request.protocol)
             response = await handler(request)
     except ApiError as exc:
         code = exc.code
@@ -214,11 +220,15 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
         relay.log.exception("http.error", method=request.method, path=request.path)
         code = INTERNAL
         response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
-    if code == REQUEST_TIMEOUT:
-        response.force_close()  # the rest of a slow body is not waited for
     if not isinstance(response, web.WebSocketResponse):
         response.headers.update(_CORS)
     _log_request(request, started, status=response.status, code=code)
+    if code == REQUEST_TIMEOUT:
+        # Answer, then close: aiohttp would otherwise read ("linger" on) the
+        # rest of a slow body for another 10 s before closing.
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
     return response
 
 

@@ -2,11 +2,15 @@
 
 Every connection holds a file descriptor: without a cap, a client that
 opens connections and sends nothing (or its headers a byte at a time) takes
-every descriptor the process may have, and then nobody is answered. Here
-a connection beyond ``max_connections`` is answered at once with a 503
-``UNAVAILABLE`` JSON error and closed, so the count of descriptors stays
-below the cap plus ``OVERSHOOT``. The cap must stay below the
-process's open-files limit (``usable_connections``).
+every descriptor the process may have, and then nobody is answered. Here,
+at ``max_connections`` open, a new connection first closes the oldest one
+that has not yet sent a whole request (headers and body): a client that
+sends slowly loses its place to one that does not, so slow senders cannot
+keep the others out. Only when every open connection is busy (a request
+being answered, a feed, an idle keep-alive) is the new one answered a 503
+``UNAVAILABLE`` JSON error and closed. Descriptors stay below the cap plus
+``OVERSHOOT``; the cap must stay below the process's open-files limit
+(``usable_connections``).
 
 The time a connection may hold its slot is bounded elsewhere: aiohttp's
 keep-alive timeout closes one whose request headers have not all arrived
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+from collections import OrderedDict
 
 from aiohttp import web
 
@@ -71,16 +76,55 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
+class Arrivals:
+    """The open connections that have not yet sent a whole request, oldest first."""
+
+    def __init__(self) -> None:
+        self._waiting: OrderedDict[asyncio.BaseProtocol, None] = OrderedDict()
+
+    def opened(self, connection: asyncio.BaseProtocol) -> None:
+        """A connection was accepted."""
+        self._waiting[connection] = None
+
+    def served(self, connection: asyncio.BaseProtocol) -> None:
+        """A connection has sent a whole request: it is not a slow sender."""
+        self._waiting.pop(connection, None)
+
+    def oldest(self, live: set[asyncio.BaseProtocol]) -> asyncio.BaseProtocol | None:
+        """Forget and return the oldest waiting connection still in ``live``."""
+        while self._waiting:
+            connection, _ = self._waiting.popitem(last=False)
+            if connection in live:
+                return connection
+        return None
+
+    def prune(self, live: set[asyncio.BaseProtocol]) -> None:
+        """Forget connections that closed before sending a request."""
+        for connection in [c for c in self._waiting if c not in live]:
+            del self._waiting[connection]
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
 class CappedSite(web.BaseSite):
     """A TCP site that serves at most ``max_connections`` connections at once."""
 
-    __slots__ = ("_host", "_port", "max_connections")
+    __slots__ = ("_host", "_port", "arrivals", "max_connections")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        max_connections: int,
+        arrivals: Arrivals,
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self.max_connections = max_connections
+        self.arrivals = arrivals
 
     @property
     def name(self) -> str:
@@ -90,10 +134,20 @@ class CappedSite(web.BaseSite):
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.max_connections:
-            return _Refuse()
+        open_ = server.connections
+        if len(open_) >= self.max_connections:
+            slow = self.arrivals.oldest(set(open_))
+            if slow is None:
+                return _Refuse()
+            assert isinstance(slow, web.RequestHandler)
+            slow.force_close()
+            m.CONNECTIONS_EVICTED.inc()
+        elif len(self.arrivals) > 2 * self.max_connections:
+            self.arrivals.prune(set(open_))
         m.CONNECTIONS_OPENED.inc()
-        return server()
+        handler = server()
+        self.arrivals.opened(handler)
+        return handler
 
     async def start(self) -> None:
         """Listen."""

@@ -121,9 +121,15 @@ CONNECTIONS_OPENED = Counter(
     "TCP connections accepted and served.",
     registry=REGISTRY,
 )
+CONNECTIONS_EVICTED = Counter(
+    "felund_relay_server_connections_evicted",
+    "Connections closed, at max_connections, to make room: the oldest that had not "
+    "sent a whole request.",
+    registry=REGISTRY,
+)
 CONNECTIONS_REFUSED = Counter(
     "felund_relay_server_connections_refused",
-    "TCP connections answered 503 and closed: the relay had max_connections open.",
+    "TCP connections answered 503 and closed: max_connections open, none of them slow.",
     registry=REGISTRY,
 )
 SEND_QUEUED_BYTES = Gauge(

@@ -69,6 +69,7 @@ from felund.relay.protocol import (
     header_node_id,
 )
 from felund.relay.server import metrics as m
+from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
 from felund.relay.server.store import AsyncStore
 
@@ -110,6 +111,7 @@ class Relay:
     buckets: TokenBuckets = field(init=False)
     signal_window: SlidingWindow = field(init=False)
     sockets: dict[web.WebSocketResponse, web.Request] = field(default_factory=dict)
+    arrivals: Arrivals = field(default_factory=Arrivals)  # connections yet to send a request
     ws_clients: Counter[str] = field(default_factory=Counter)
 
     def room(self, circle_hint: str, key: str | None) -> str:
