@@ -64,6 +64,9 @@ WS_BACKLOG_S: Final = 120
 WS_BACKLOG_MAX: Final = 1000
 WS_FRAME_MESSAGES: Final = 200
 WS_FRAME_BYTES: Final = 256 * 1024  # a frame holds at least one message, whatever its size
+WS_QUEUE_BYTES: Final = 2 * 1024 * 1024  # one feed connection may fall this far behind
+WS_BACKLOG_BYTES: Final = 1024 * 1024  # at most this much backlog for a new feed connection
+SEND_BUDGET_BYTES: Final = 128 * 1024 * 1024  # queued for every feed connection together
 WS_PING_S: Final = 15.0
 WS_MAX_CLIENT_FRAME: Final = 4096
 

@@ -38,11 +38,15 @@ def test_frames_are_bounded_in_messages_and_bytes() -> None:
     frames = list(chunked_frames(small, 5))
     assert [len(json.loads(f)["messages"]) for f in frames] == [WS_FRAME_MESSAGES, 1]
     large = [_payload(f"l{i}", 40_000) for i in range(10)]
-    frames = list(chunked_frames(large, 5, max_bytes=100_000))
+    frames = list(chunked_frames(large, 5, (3, 13), max_bytes=100_000))
     assert all(len(f) <= 100_000 + 200 for f in frames)
     assert [m["msg_id"] for f in frames for m in json.loads(f)["messages"]] == [
         f"l{i}" for i in range(10)
     ]
+    # The span of the batch is on its last frame only: the receiver holds it all then.
+    assert [("after" in json.loads(f), json.loads(f).get("cursor")) for f in frames] == [
+        (False, None)
+    ] * (len(frames) - 1) + [(True, 13)]
     # One message larger than a frame goes alone; nothing is dropped.
     (alone,) = chunked_frames([_payload("big", 300_000)], 5, max_bytes=100_000)
     assert json.loads(alone)["messages"][0]["msg_id"] == "big"

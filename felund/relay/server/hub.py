@@ -17,7 +17,11 @@
 Frames are the existing relay's: ``{"t":"MESSAGES","messages":[...],
 "server_time":T}``, ``{"t":"PING"}`` and ``{"t":"PONG"}``. The messages are
 the stored JSON text, spliced in without decoding, at most
-``WS_FRAME_MESSAGES`` and ``WS_FRAME_BYTES`` (or one message) a frame.
+``WS_FRAME_MESSAGES`` and ``WS_FRAME_BYTES`` (or one message) a frame. The
+last live frame of a stored batch adds ``"after":A,"cursor":C``: with it the
+receiver holds every message of the circle with a cursor in (A, C] but its
+own, so a node that held A holds C, and one that held less knows what to
+fetch (other clients ignore the two fields).
 """
 
 from __future__ import annotations
@@ -26,35 +30,48 @@ import asyncio
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from felund.relay.protocol import WS_FRAME_BYTES, WS_FRAME_MESSAGES
+from felund.relay.protocol import (
+    SEND_BUDGET_BYTES,
+    WS_FRAME_BYTES,
+    WS_FRAME_MESSAGES,
+    WS_QUEUE_BYTES,
+)
 
 PING = b'{"t":"PING"}'
 PONG = b'{"t":"PONG"}'
 _HEAD = b'{"t":"MESSAGES","messages":['
 
 
-def _frame(payloads: Sequence[bytes], server_time: int) -> bytes:
-    return b"".join((_HEAD, b",".join(payloads), b'],"server_time":%d}' % server_time))
+def _frame(payloads: Sequence[bytes], server_time: int, span: tuple[int, int] | None) -> bytes:
+    tail = b',"after":%d,"cursor":%d}' % span if span else b"}"
+    return b"".join((_HEAD, b",".join(payloads), b'],"server_time":%d' % server_time, tail))
 
 
 def chunked_frames(
-    payloads: Sequence[str], server_time: int, max_bytes: int = WS_FRAME_BYTES
+    payloads: Sequence[str],
+    server_time: int,
+    span: tuple[int, int] | None = None,
+    max_bytes: int = WS_FRAME_BYTES,
 ) -> Iterator[bytes]:
     """MESSAGES frames of at most ``WS_FRAME_MESSAGES`` messages and about ``max_bytes``.
 
-    A frame holds at least one message, so one larger than ``max_bytes`` goes alone.
+    A frame holds at least one message, so one larger than ``max_bytes`` goes
+    alone. The ``span`` goes on the last frame only: frames arrive in order,
+    so by then the receiver holds all of it.
     """
-    chunk: list[bytes] = []
+    chunks: list[list[bytes]] = [[]]
     size = 0
     for payload in payloads:
         raw = payload.encode()
-        if chunk and (len(chunk) >= WS_FRAME_MESSAGES or size + len(raw) > max_bytes):
-            yield _frame(chunk, server_time)
-            chunk, size = [], 0
-        chunk.append(raw)
+        if chunks[-1] and (len(chunks[-1]) >= WS_FRAME_MESSAGES or size + len(raw) > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(raw)
         size += len(raw) + 1
-    if chunk:
-        yield _frame(chunk, server_time)
+    if chunks[-1]:
+        last = len(chunks) - 1
+        for n, chunk in enumerate(chunks):
+            yield _frame(chunk, server_time, span if n == last else None)
 
 
 class SendBudget:
@@ -176,7 +193,9 @@ class Subscriber:
 class Hub:
     """Every subscriber, by circle_hint."""
 
-    def __init__(self, max_queue_bytes: int, budget_bytes: int) -> None:
+    def __init__(
+        self, max_queue_bytes: int = WS_QUEUE_BYTES, budget_bytes: int = SEND_BUDGET_BYTES
+    ) -> None:
         self.max_queue_bytes = max_queue_bytes
         self.budget = SendBudget(budget_bytes)
         self._rooms: dict[str, set[Subscriber]] = {}
@@ -204,9 +223,17 @@ class Hub:
             del self._rooms[sub.circle_hint]
 
     def publish(
-        self, circle_hint: str, poster: str, stored: Sequence[tuple[str, str]], server_time: int
+        self,
+        circle_hint: str,
+        poster: str,
+        stored: Sequence[tuple[str, str]],
+        server_time: int,
+        span: tuple[int, int] | None = None,
     ) -> int:
-        """Offer (author_node_id, payload) pairs to the circle's subscribers; messages sent."""
+        """Offer (author_node_id, payload) pairs to the circle's subscribers; messages sent.
+
+        ``span``: the cursors (after, last) the pairs cover, all of the circle's in between.
+        """
         room = self._rooms.get(circle_hint)
         if not room or not stored:
             return 0
@@ -220,7 +247,7 @@ class Hub:
             key = sub.node_id if own else ""
             if key not in frames:
                 payloads = [p for author, p in stored if not own or author != sub.node_id]
-                frames[key] = (list(chunked_frames(payloads, server_time)), len(payloads))
+                frames[key] = (list(chunked_frames(payloads, server_time, span)), len(payloads))
             chunks, count = frames[key]
             if count and all(sub.offer(frame) for frame in chunks):
                 sent += count

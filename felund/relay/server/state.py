@@ -61,10 +61,13 @@ from felund.relay.protocol import (
     MAX_BODY_BYTES,
     NONCE_REPLAY,
     RETENTION_S,
+    SEND_BUDGET_BYTES,
     SIGNAL_RATE,
     SIGNAL_WINDOW_S,
     SIGNATURE_REQUIRED,
+    WS_BACKLOG_BYTES,
     WS_PING_S,
+    WS_QUEUE_BYTES,
     ApiError,
     header_node_id,
 )
@@ -87,9 +90,9 @@ class RelayConfig:
     ws_ping_s: float = WS_PING_S
     ws_per_client: int = 32
     ws_total: int = 10_000
-    ws_queue_bytes: int = 2 * 1024 * 1024  # bytes one feed connection may fall behind
-    ws_backlog_bytes: int = 1024 * 1024  # at most this much backlog for a new feed connection
-    send_budget_bytes: int = 128 * 1024 * 1024  # bytes queued for every feed connection together
+    ws_queue_bytes: int = WS_QUEUE_BYTES
+    ws_backlog_bytes: int = WS_BACKLOG_BYTES
+    send_budget_bytes: int = SEND_BUDGET_BYTES
     send_timeout_s: float = 20.0  # a feed client that takes nothing for this long is dropped
     header_timeout_s: float = 15.0  # to send a request's headers (and idle keep-alive)
     body_timeout_s: float = 30.0  # to send a request's whole body
