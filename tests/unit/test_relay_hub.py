@@ -23,7 +23,7 @@ def test_hub_leaves_out_the_poster_and_each_node_s_own_messages() -> None:
     assert sent == 2
     assert json.loads(_take(alice))["messages"] == [{"msg_id": "b1"}]
     assert json.loads(_take(bob))["messages"] == [{"msg_id": "a1"}]
-    assert carol.pop() is None  # the poster
+    assert carol.pop_nowait() is None  # the poster
     # A subscriber that falls behind is marked for closing, not buffered forever.
     for n in range(3):
         hub.publish(HINT, "", [("dave", f'{{"msg_id":"d{n}"}}')], 8)
@@ -59,7 +59,7 @@ def _frame(msg_id: str) -> bytes:
 
 
 def _take(sub: Subscriber) -> bytes:
-    frame = sub.pop()
+    frame = sub.pop_nowait()
     assert frame is not None
     sub.sent(frame)
     return frame
@@ -80,7 +80,7 @@ def test_queued_bytes_are_bounded_per_connection() -> None:
     hub.unsubscribe(a)  # what a held goes back
     assert hub.budget.used == 2 * size == b.queued_bytes
     _take(b), _take(b)
-    assert hub.budget.used == 0 and b.pop() is None
+    assert hub.budget.used == 0 and b.pop_nowait() is None
 
 
 def test_the_budget_counts_each_frame_once_across_connections() -> None:

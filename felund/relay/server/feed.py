@@ -156,7 +156,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Subscriber, ping_s: float, timeo
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + ping_s
     while not ws.closed:
-        frame = await sub.next(max(0.0, next_ping - loop.time()))
+        frame = await sub.wait_frame(max(0.0, next_ping - loop.time()))
         if sub.overflowed:
             if frame is not None:
                 sub.sent(frame)

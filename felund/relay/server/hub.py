@@ -159,22 +159,22 @@ class Subscriber:
             self._queue_frame(frame)
         return not self.overflowed
 
-    def pop(self) -> bytes | None:
+    def pop_nowait(self) -> bytes | None:
         """The next queued frame, if any; the caller reports it ``sent`` once written."""
         if not self._queue:
             self._ready.clear()
             return None
         return self._queue.popleft()
 
-    async def next(self, timeout_s: float) -> bytes | None:
+    async def wait_frame(self, timeout_s: float) -> bytes | None:
         """The next queued frame, waiting up to ``timeout_s``; None if none came."""
-        frame = self.pop()
+        frame = self.pop_nowait()
         if frame is None and not self.overflowed:
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout_s)
             except TimeoutError:
                 return None
-            frame = self.pop()
+            frame = self.pop_nowait()
         return frame
 
     def sent(self, frame: bytes) -> None:
