@@ -62,9 +62,9 @@ def _positive_float(value: str) -> float:
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    number = _positive_float(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return number
 
 
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=_count,
         default=_DEFAULTS.max_connections,
-        help="open connections served at once; more are answered 503 (%(default)s, "
-        "lowered to what the open-files limit allows)",
+        help="open connections at once (%(default)s, lowered to what the open-files limit "
+        "allows); at the cap a new one closes the oldest still sending its request, or gets 503",
     )
     p.add_argument(
         "--header-timeout",
