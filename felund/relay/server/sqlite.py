@@ -214,7 +214,8 @@ class SqliteRelayStore:
                 return None
             c.execute(
                 "INSERT INTO circle_keys VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT DO UPDATE SET last_used = excluded.last_used",
+                " ON CONFLICT (circle_hint, node_id, signing_key)"
+                " DO UPDATE SET last_used = excluded.last_used",
                 (reg.circle_hint, reg.node_id, key, now, now),
             )
             c.execute(
