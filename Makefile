@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # `pip install -e .` (no extras) still gets them before any test runs.
 DEV    := $(VENV)/.dev-installed
 
-.PHONY: all venv check test lint typecheck unit integration e2e bench run clean
+.PHONY: all venv check test lint typecheck unit integration e2e fuzz bench run clean
 
 all: test
 
@@ -37,6 +37,13 @@ integration: venv
 # The curses ui under tmux, the browser client in Chromium, systemd and Prometheus.
 e2e: venv
 	$(BIN)/pytest -q tests/e2e
+
+# Hypothesis, long: the relay's parsers in-process and a real relay process, with
+# FUZZ_EXAMPLES examples per test (the unit tier runs 200 each).
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	FELUND_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
+		tests/unit/test_relay_fuzz.py tests/integration/test_relay_fuzz.py
 
 # The quick loop: lint, types, unit tier (well under a minute).
 check: lint typecheck unit

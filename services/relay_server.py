@@ -10,8 +10,14 @@ and its own ``/metrics`` on one port.
   reverse proxy in front for the internet (deploy/README.md). Behind a
   proxy on the same machine, the client address is taken from
   ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop).
+- Bounds (``--max-connections``, ``--header-timeout``, ``--body-timeout``,
+  ``--send-timeout``, ``--ws-queue-bytes``, ``--send-budget-bytes``): what a
+  client that sends or reads slowly, or not at all, can hold. The connection
+  cap is lowered to what the open-files limit leaves room for, and shown in
+  the ``relay.starting`` line.
 - Logs: structlog JSON lines under a service manager (``FELUND_LOG_FORMAT``,
-  ``FELUND_LOG_LEVEL``), one per request.
+  ``FELUND_LOG_LEVEL``), one per request; aiohttp's own records (a malformed
+  request) one line each too (``felund.relay.server.aiolog``).
 - Stops on SIGTERM or SIGINT: closes the feeds (1001), finishes requests
   in flight, exits 0. A restart loses nothing acknowledged: every answer
   comes after its commit.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import signal
 import sqlite3
 import sys
@@ -33,10 +40,12 @@ from aiohttp import web
 
 from felund import logs
 from felund.relay.protocol import MAX_BODY_BYTES, WS_PING_S
+from felund.relay.server import aiolog
 from felund.relay.server import metrics as m
 from felund.relay.server.app import make_app
+from felund.relay.server.connections import CappedSite, usable_connections
 from felund.relay.server.sqlite import SqliteRelayStore
-from felund.relay.server.state import Relay, RelayConfig
+from felund.relay.server.state import RELAY, Relay, RelayConfig
 from felund.relay.server.store import AsyncStore, StoreInUse
 
 SERVICE = "relay"
@@ -49,6 +58,20 @@ def _positive_float(value: str) -> float:
     number = float(value)
     if number < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = _positive_float(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return number
 
 
@@ -100,6 +123,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between PINGs on the WebSocket feed (%(default)s)",
     )
     p.add_argument(
+        "--max-connections",
+        type=_count,
+        default=_DEFAULTS.max_connections,
+        help="open connections at once (%(default)s, lowered to what the open-files limit "
+        "allows); at the cap a new one closes the oldest still sending its request, or gets 503",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=_DEFAULTS.header_timeout_s,
+        help="seconds a connection has to send a request's headers; also the idle "
+        "keep-alive time (%(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=_DEFAULTS.body_timeout_s,
+        help="seconds a client has to send a request's body (%(default)s)",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=_seconds,
+        default=_DEFAULTS.send_timeout_s,
+        help="seconds a feed client may take nothing we send before it is dropped (%(default)s)",
+    )
+    p.add_argument(
+        "--ws-queue-bytes",
+        type=_count,
+        default=_DEFAULTS.ws_queue_bytes,
+        help="bytes one feed client may fall behind before it is closed (%(default)s)",
+    )
+    p.add_argument(
+        "--send-budget-bytes",
+        type=_count,
+        default=_DEFAULTS.send_budget_bytes,
+        help="bytes queued for all feed clients together (%(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         default=os.environ.get("FELUND_LOG_LEVEL", "info"),
         choices=("debug", "info", "warning", "error"),
@@ -116,12 +177,20 @@ async def serve(
     app: web.Application, host: str, port: int, log: structlog.stdlib.BoundLogger
 ) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
+    relay = app[RELAY]
+    config = relay.config
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        # aiohttp closes a connection still waiting for a whole request this
+        # long after it opened or answered: the header timeout.
+        keepalive_timeout=config.header_timeout_s,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = CappedSite(runner, host, port, config.max_connections, relay.arrivals)
         try:
             await site.start()
         except OSError as exc:
@@ -148,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *sys.argv[1:]])  # noqa: S606
     args = build_parser().parse_args(argv)
     log = logs.setup(SERVICE, "", args.log_level, args.log_format)
+    aiolog.install(log)
     config = RelayConfig(
         require_signatures=args.require_signatures,
         rate_per_s=args.rate_limit,
@@ -155,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
         max_body_bytes=args.max_body_bytes,
         ws_ping_s=args.ws_ping_interval or WS_PING_S,
         serve_web=not args.no_web,
+        max_connections=usable_connections(args.max_connections),
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        send_timeout_s=args.send_timeout,
+        ws_queue_bytes=args.ws_queue_bytes,
+        send_budget_bytes=args.send_budget_bytes,
     )
     try:
         store = SqliteRelayStore(args.db)
@@ -168,7 +244,19 @@ def main(argv: list[str] | None = None) -> None:
         require_signatures=config.require_signatures,
         rate_limit=config.rate_per_s,
         serve_web=config.serve_web,
+        max_connections=config.max_connections,
+        open_files=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        send_timeout_s=config.send_timeout_s,
     )
+    if config.max_connections < args.max_connections:
+        log.warning(
+            "relay.connections_lowered",
+            wanted=args.max_connections,
+            max_connections=config.max_connections,
+            hint="raise LimitNOFILE (systemd) or ulimit -n",
+        )
     threaded = AsyncStore(store)
     try:
         code = asyncio.run(serve(make_app(Relay(config, threaded, log)), args.host, args.port, log))

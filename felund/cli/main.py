@@ -110,6 +110,8 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
         argv.append("--require-signatures")
     if args.no_web:
         argv.append("--no-web")
+    if args.max_connections is not None:
+        argv += ["--max-connections", str(args.max_connections)]
     # The relay keeps its own in-memory metrics, never a node's multiprocess files.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     sys.stdout.flush()
@@ -466,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse unsigned message, signalling and feed calls",
     )
     p.add_argument("--no-web", action="store_true", help="do not serve the browser client at /")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections served at once (4096; keep it below the open-files limit)",
+    )
     p.set_defaults(func=cmd_relay_serve, offline=True)
     p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")
     p.add_argument("url", nargs="?", help="an http(s) URL; it replaces relay.url of the config")

@@ -2,9 +2,10 @@
 
 - ``signed_request`` reads the ``X-Felund-*`` headers of a request: none of
   them means an unsigned request; some but not all is a bad signature.
-- ``check_fresh`` and ``check_signature`` apply the spec's policy: a
-  timestamp within ±300 s, an HMAC under the key pinned for the circle. The
-  nonce ledger (one use per nonce) lives in the store, so that it survives a
+- ``check_fresh`` and ``verifying_key`` apply the spec's policy: a
+  timestamp within ±300 s, an HMAC under a signing key registered for the
+  circle (see "Signing keys" in ``felund.relay.server.state``). The nonce
+  ledger (one use per nonce) lives in the store, so that it survives a
   restart and is shared by every instance in front of one database.
 - ``TokenBuckets`` (requests per client) and ``SlidingWindow`` (signalling
   posts per node) keep a bounded number of keys.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import math
 import re
@@ -33,6 +35,10 @@ HEADER_NODE = "X-Felund-Node"
 HEADER_TS = "X-Felund-Ts"
 HEADER_NONCE = "X-Felund-Nonce"
 HEADER_SIGNATURE = "X-Felund-Signature"
+
+# Signing keys tried on one request: those its node registered (one, unless a
+# client changed its secret), else the circle_hint's most recently used ones.
+MAX_KEYS_TRIED = 8
 
 _NONCE_RE = re.compile(r"[0-9a-fA-F]{16,64}")
 _TS_RE = re.compile(r"[0-9]{1,12}")
@@ -86,16 +92,22 @@ def check_fresh(signed: Signed, now: float) -> None:
         )
 
 
-def check_signature(signed: Signed, key_hex: str, method: str, path: str, body: bytes) -> None:
-    """INVALID_SIGNATURE unless ``signed`` signs this request under ``key_hex``.
+def verifying_key(
+    signed: Signed, keys: list[str], method: str, path: str, body: bytes
+) -> str | None:
+    """The first of ``keys`` (at most ``MAX_KEYS_TRIED``) under which ``signed`` signs this
+    request, or None."""
+    for key in keys[:MAX_KEYS_TRIED]:
+        if verify_api_signature(
+            key, method, path, body, ts=signed.ts, nonce=signed.nonce, signature=signed.signature
+        ):
+            return key
+    return None
 
-    ``path`` is the part after ``/v1`` without the query string, as the spec
-    and its vectors have it; ``body`` is empty for GET.
-    """
-    if not verify_api_signature(
-        key_hex, method, path, body, ts=signed.ts, nonce=signed.nonce, signature=signed.signature
-    ):
-        raise ApiError(INVALID_SIGNATURE, "the signature does not verify under the circle's key")
+
+def key_id(signing_key: str) -> str:
+    """A name for a signing key that does not reveal it: 32 hex of its SHA-256."""
+    return hashlib.sha256(bytes.fromhex(signing_key)).hexdigest()[:32]
 
 
 @functools.lru_cache(maxsize=4096)

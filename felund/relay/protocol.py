@@ -8,8 +8,9 @@ database: ``felund.relay.server.app`` does the I/O around it.
 Error codes (status): INVALID_REQUEST, INVALID_MESSAGE, BATCH_TOO_LARGE,
 CIRCLE_MISMATCH, EXPIRED_TIMESTAMP (400); INVALID_SIGNATURE,
 SIGNATURE_REQUIRED, SIGNING_KEY_MISMATCH (401); NOT_FOUND (404);
-METHOD_NOT_ALLOWED (405); NONCE_REPLAY (409); PAYLOAD_TOO_LARGE (413);
-RATE_LIMITED (429, with Retry-After); INTERNAL (500); UNAVAILABLE (503).
+METHOD_NOT_ALLOWED (405); REQUEST_TIMEOUT (408); NONCE_REPLAY (409);
+PAYLOAD_TOO_LARGE (413); RATE_LIMITED (429, with Retry-After); INTERNAL
+(500); UNAVAILABLE (503).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ DEFAULT_TTL_S: Final = 120
 MAX_ENDPOINTS: Final = 16
 MAX_HOST_CHARS: Final = 255
 MAX_CAPABILITIES_BYTES: Final = 1024
+MAX_NODE_KEYS: Final = 4  # signing keys one node_id may register for one circle_hint
 DEFAULT_PEERS: Final = 50
 MAX_PEERS: Final = 200
 SIGNAL_TYPES: Final = frozenset(
@@ -61,6 +63,10 @@ SIGNAL_WINDOW_S: Final = 10.0  # ... per this many seconds
 WS_BACKLOG_S: Final = 120
 WS_BACKLOG_MAX: Final = 1000
 WS_FRAME_MESSAGES: Final = 200
+WS_FRAME_BYTES: Final = 256 * 1024  # a frame holds at least one message, whatever its size
+WS_QUEUE_BYTES: Final = 2 * 1024 * 1024  # one feed connection may fall this far behind
+WS_BACKLOG_BYTES: Final = 1024 * 1024  # at most this much backlog for a new feed connection
+SEND_BUDGET_BYTES: Final = 128 * 1024 * 1024  # queued for every feed connection together
 WS_PING_S: Final = 15.0
 WS_MAX_CLIENT_FRAME: Final = 4096
 
@@ -75,6 +81,7 @@ SIGNATURE_REQUIRED: Final = "SIGNATURE_REQUIRED"
 SIGNING_KEY_MISMATCH: Final = "SIGNING_KEY_MISMATCH"
 NOT_FOUND: Final = "NOT_FOUND"
 METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"
+REQUEST_TIMEOUT: Final = "REQUEST_TIMEOUT"
 NONCE_REPLAY: Final = "NONCE_REPLAY"
 PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
 RATE_LIMITED: Final = "RATE_LIMITED"
@@ -92,6 +99,7 @@ _STATUS: Final = {
     SIGNING_KEY_MISMATCH: 401,
     NOT_FOUND: 404,
     METHOD_NOT_ALLOWED: 405,
+    REQUEST_TIMEOUT: 408,
     NONCE_REPLAY: 409,
     PAYLOAD_TOO_LARGE: 413,
     RATE_LIMITED: 429,
@@ -312,9 +320,8 @@ def parse_signal(obj: Mapping[str, Any]) -> SignalPost:
     if not isinstance(session_id, str) or _SESSION_RE.fullmatch(session_id) is None:
         raise invalid("session_id must be 8 to 256 printable ASCII characters")
     kind = obj.get("type")
-    if kind not in SIGNAL_TYPES:
+    if not isinstance(kind, str) or kind not in SIGNAL_TYPES:
         raise invalid("type must be one of " + ", ".join(sorted(SIGNAL_TYPES)))
-    assert isinstance(kind, str)
     payload = obj.get("payload")
     if not isinstance(payload, str):
         raise invalid("payload must be a string")

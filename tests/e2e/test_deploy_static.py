@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 import felund.metrics
+from felund.relay.server.connections import OVERSHOOT, RESERVED_FDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -261,6 +262,9 @@ def test_relay_unit() -> None:
     argv = settings["ExecStart"][-1].split()
     assert argv[:3] == [SYSTEM_FELUND, "relay", "serve"]
     assert argv[argv.index("--port") + 1] == "8080"  # prometheus.yml scrapes it there
+    # The connection cap fits the open-files limit, with the relay's own reserve.
+    cap = int(argv[argv.index("--max-connections") + 1])
+    assert cap <= int(settings["LimitNOFILE"][-1]) - RESERVED_FDS - OVERSHOOT
     assert settings["Restart"] == ["on-failure"]
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["ProtectSystem"] == ["strict"]

@@ -58,8 +58,8 @@ def test_live_frames_carry_their_span_and_the_poster_gets_none() -> None:
         sub.start([])
     stored = [("alice", '{"msg_id":"a1"}'), ("carol", '{"msg_id":"c1"}')]
     assert hub.publish("hint-0001", "dave", stored, 7, (4, 9)) == 3
-    to_alice = json.loads(alice.queue.get_nowait())
-    to_bob = json.loads(bob.queue.get_nowait())
+    to_alice = json.loads(alice.pop_nowait() or b"")
+    to_bob = json.loads(bob.pop_nowait() or b"")
     # alice's own message is left out, and the span still covers it: she holds it.
     assert to_alice == {
         "t": "MESSAGES",
@@ -72,7 +72,7 @@ def test_live_frames_carry_their_span_and_the_poster_gets_none() -> None:
     assert (to_bob["after"], to_bob["cursor"]) == (4, 9)
     # Without a span (the backlog), the frame is the existing relay's.
     hub.publish("hint-0001", "", [("carol", "{}")], 8)
-    assert "cursor" not in json.loads(alice.queue.get_nowait())
+    assert "cursor" not in json.loads(alice.pop_nowait() or b"")
 
 
 # --- relay-sync: the frames it reads ------------------------------------------------------------

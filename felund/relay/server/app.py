@@ -13,9 +13,10 @@
 - Authentication (``felund.relay.server.state``): registration, peer lookup and
   unregistration must be signed; message and signalling calls and the feed
   may be unsigned (the existing browser client) unless the operator sets
-  ``require_signatures``. The first registration of a circle pins its
-  signing key: it must be signed with the key it carries; every later
-  signed request of the circle verifies against the pinned key only.
+  ``require_signatures``. A registration is signed with the signing key it
+  carries; each key of a circle_hint is a realm of its own (peers always,
+  messages, signals and the feed under ``require_signatures``), so an
+  outsider's key never locks the members out nor lets it in.
 - Limits: body size (413), 50 messages a batch, field lengths, requests per
   client address (token bucket, 429 with Retry-After), 20 signalling posts
   per node per 10 s, WebSocket connections per client and in total.
@@ -29,11 +30,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -43,10 +46,13 @@ from felund.relay.auth import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TS,
+    MAX_KEYS_TRIED,
     check_fresh,
     client_key,
+    key_id,
     retry_after,
     signed_request,
+    verifying_key,
 )
 from felund.relay.protocol import (
     DEFAULT_PAGE,
@@ -55,12 +61,14 @@ from felund.relay.protocol import (
     INTERNAL,
     INVALID_REQUEST,
     INVALID_SIGNATURE,
+    MAX_NODE_KEYS,
     MAX_PAGE,
     MAX_PEERS,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
+    REQUEST_TIMEOUT,
     SIGNAL_PAGE,
     SIGNAL_RATE,
     SIGNAL_WINDOW_S,
@@ -80,7 +88,7 @@ from felund.relay.protocol import (
     session_id_param,
 )
 from felund.relay.server import metrics as m
-from felund.relay.server.feed import on_feed
+from felund.relay.server.feed import close_within, on_feed
 from felund.relay.server.state import (
     JSON_TYPE,
     RELAY,
@@ -89,7 +97,7 @@ from felund.relay.server.state import (
     client_address,
     error_response,
     json_response,
-    verify_signed,
+    spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
 
@@ -109,6 +117,9 @@ _PREFLIGHT = {
 }
 
 
+# The status logged for a request whose client closed the connection before
+# the answer (nginx's convention): no answer is sent.
+CLIENT_GONE = 499
 _HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
 
 
@@ -128,46 +139,31 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "other"
 
 
-@web.middleware
-async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
-    relay = request.app[RELAY]
-    started = time.perf_counter()
-    route = _route(request)
-    address = client_address(request)
-    response: web.StreamResponse
-    code = ""
+async def read_body(request: web.Request, timeout_s: float) -> None:
+    """Read the whole body within ``timeout_s`` (handlers then get it from memory)."""
+    if not request.body_exists:
+        return
     try:
-        if request.method == "OPTIONS":
-            response = web.Response(status=204, headers=_PREFLIGHT)
-        else:
-            if route != "/metrics":
-                wait = relay.buckets.take(client_key(address), time.monotonic())
-                if wait > 0:
-                    raise ApiError(
-                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
-                    )
-            response = await handler(request)
-    except ApiError as exc:
-        code = exc.code
-        response = error_response(exc)
-    except web.HTTPException as exc:
-        api = _http_error(exc)
-        code = api.code
-        response = error_response(api)
-    except Exception:
-        m.ERRORS.inc()
-        relay.log.exception("http.error", method=request.method, path=request.path)
-        code = INTERNAL
-        response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
-    if not isinstance(response, web.WebSocketResponse):
-        response.headers.update(_CORS)
+        async with asyncio.timeout(timeout_s):
+            await request.read()
+    except TimeoutError:
+        raise ApiError(
+            REQUEST_TIMEOUT, f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
+    except RuntimeError:  # aiohttp's word for a connection closed here (made room for another)
+        if request.transport is not None:
+            raise
+        raise ConnectionResetError("closed while the body was read") from None
+
+
+def _log_request(request: web.Request, started: float, *, status: int, code: str) -> None:
+    relay = request.app[RELAY]
+    route = _route(request)
     elapsed = time.perf_counter() - started
-    status = response.status
     if code:
         m.REJECTIONS.labels(code if code in ERROR_CODES else INTERNAL).inc()
     m.REQUESTS.labels(route, request.method, str(status)).inc()
-    if not isinstance(response, web.WebSocketResponse):
+    if status != 101:
         m.REQUEST_SECONDS.labels(route).observe(elapsed)
     log = relay.log.debug if route == "/metrics" else relay.log.info
     log(
@@ -176,11 +172,63 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
         path=request.path,
         status=status,
         duration_ms=round(elapsed * 1000, 2),
-        client=address,
+        client=request["client"],
         circle_hint=request.get("circle_hint", ""),
         code=code,
         signed=request.get("signed", False),
     )
+
+
+@web.middleware
+async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
+    relay = request.app[RELAY]
+    started = time.perf_counter()
+    request["client"] = client_address(request)  # gone with the connection, if that goes
+    response: web.StreamResponse
+    code = ""
+    try:
+        if request.method == "OPTIONS":
+            relay.arrivals.served(request.protocol)
+            response = web.Response(status=204, headers=_PREFLIGHT)
+        else:
+            if _route(request) != "/metrics":
+                address = client_key(request["client"])
+                wait = relay.buckets.take(address, time.monotonic())
+                if wait > 0:
+                    raise ApiError(
+                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
+                    )
+            await read_body(request, relay.config.body_timeout_s)
+            relay.arrivals.served(request.protocol)
+            response = await handler(request)
+    except ApiError as exc:
+        code = exc.code
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        api = _http_error(exc)
+        code = api.code
+        response = error_response(api)
+    except HttpProcessingError:  # a body the parser refused: a broken chunk, a short length
+        code = INVALID_REQUEST
+        response = error_response(invalid("the request body is malformed"))
+    except ConnectionError:  # the client went away mid-request: this answer goes nowhere
+        _log_request(request, started, status=CLIENT_GONE, code="")
+        return error_response(invalid("the request was cut off"))
+    except Exception:
+        m.ERRORS.inc()
+        relay.log.exception("http.error", method=request.method, path=request.path)
+        code = INTERNAL
+        response = error_response(ApiError(INTERNAL, "the relay failed to answer; it is logged"))
+    if not isinstance(response, web.WebSocketResponse):
+        response.headers.update(_CORS)
+    _log_request(request, started, status=response.status, code=code)
+    if code == REQUEST_TIMEOUT:
+        # Answer, then close: aiohttp would otherwise read ("linger" on) the
+        # rest of a slow body for another 10 s before closing.
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
     return response
 
 
@@ -190,7 +238,8 @@ async def on_health(request: web.Request) -> web.StreamResponse:
 
 
 async def on_register(request: web.Request) -> web.StreamResponse:
-    """POST /v1/register: signed; the first registration of a circle pins its key."""
+    """POST /v1/register: signed with the signing_key it carries (see "Signing keys" in
+    ``felund.relay.server.state``); a node registered already may leave it out."""
     relay = request.app[RELAY]
     store = relay.store.store
     body = await request.read()
@@ -201,19 +250,29 @@ async def on_register(request: web.Request) -> web.StreamResponse:
         raise ApiError(SIGNATURE_REQUIRED, "registration must be signed (X-Felund-Signature)")
     now = int(time.time())
     check_fresh(signed, now)
-    pinned = await relay.store.read(store.pinned_key, reg.circle_hint)
-    key = pinned or reg.signing_key
+    offered = [reg.signing_key] if reg.signing_key else []
+    key = verifying_key(signed, offered, request.method, "/register", body)
     if key is None:
-        raise ApiError(INVALID_SIGNATURE, "the first registration of a circle carries signing_key")
-    # Against the pinned key once there is one: a key of one's own proves nothing.
-    await verify_signed(request, relay, signed, key=key, path="/register", body=body)
-    if pinned is None:
-        pinned = await relay.store.write(store.pin_key, reg.circle_hint, key, now)
-        if pinned != key:
-            raise ApiError(INVALID_SIGNATURE, "another signing key is pinned for this circle_hint")
-    elif reg.signing_key is not None and reg.signing_key != pinned:
-        raise ApiError(SIGNING_KEY_MISMATCH, "another signing key is pinned for this circle_hint")
-    expires_at = await relay.store.write(store.register, reg, now)
+        known = await relay.store.read(
+            store.signing_keys, reg.circle_hint, reg.node_id, MAX_KEYS_TRIED
+        )
+        key = verifying_key(signed, known, request.method, "/register", body)
+        if key is None:
+            raise ApiError(
+                INVALID_SIGNATURE,
+                "a registration is signed with the signing_key it carries"
+                if offered
+                else "the first registration of a node carries signing_key",
+            )
+        if offered:  # a client that signs with one key and sends another
+            raise ApiError(SIGNING_KEY_MISMATCH, "signed with another key than its signing_key")
+    await spend_nonce(request, relay, signed)
+    expires_at = await relay.store.write(store.register, reg, key, now)
+    if expires_at is None:
+        raise ApiError(
+            SIGNING_KEY_MISMATCH,
+            f"this node_id has registered {MAX_NODE_KEYS} other signing keys for this circle_hint",
+        )
     address = client_address(request)
     observed = {"host": address, "family": "ipv6" if ":" in address else "ipv4"}
     return json_response(
@@ -227,23 +286,27 @@ async def on_register(request: web.Request) -> web.StreamResponse:
 
 
 async def on_unregister(request: web.Request) -> web.StreamResponse:
-    """DELETE /v1/register: signed."""
+    """DELETE /v1/register: signed; removes the node from the signing key's realm."""
     relay = request.app[RELAY]
     body = await request.read()
     hint, node_id = parse_unregistration(parse_json_object(body))
-    await authenticate(request, relay, hint, "/register", body, required=True)
-    removed = await relay.store.write(relay.store.store.unregister, hint, node_id)
+    key = await authenticate(request, relay, hint, "/register", body, required=True)
+    assert key is not None  # required
+    removed = await relay.store.write(relay.store.store.unregister, hint, key_id(key), node_id)
     return json_response({"ok": True, "removed": removed})
 
 
 async def on_peers(request: web.Request) -> web.StreamResponse:
-    """GET /v1/peers: signed; the caller (X-Felund-Node) is left out."""
+    """GET /v1/peers: signed; the signing key's realm, the caller (X-Felund-Node) left out."""
     relay = request.app[RELAY]
     hint = circle_hint_field(request.query.get("circle_hint"))
     limit = int_param(request.query, "limit", DEFAULT_PEERS, 1, MAX_PEERS)
-    await authenticate(request, relay, hint, "/peers", b"", required=True)
+    key = await authenticate(request, relay, hint, "/peers", b"", required=True)
+    assert key is not None  # required
     exclude = header_node_id(request.headers.get(HEADER_NODE))
-    peers = await relay.store.read(relay.store.store.peers, hint, exclude, limit, int(time.time()))
+    peers = await relay.store.read(
+        relay.store.store.peers, hint, key_id(key), exclude, limit, int(time.time())
+    )
     return json_response(
         {
             "ok": True,
@@ -268,11 +331,14 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     obj = parse_json_object(body)
     hint = circle_hint_field(obj.get("circle_hint"))
-    await authenticate(
+    key = await authenticate(
         request, relay, hint, "/messages", body, required=relay.config.require_signatures
     )
     batch = parse_message_batch(obj)
-    stored = await relay.store.write(relay.store.store.append, batch)
+    room = relay.room(hint, key)
+    stored = await relay.store.write(
+        relay.store.store.append, dataclasses.replace(batch, circle_hint=room)
+    )
     now = int(time.time())
     m.MESSAGES_STORED.inc(len(stored))
     m.MESSAGES_DUPLICATE.inc(len(batch.messages) - len(stored))
@@ -283,7 +349,7 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         answer["after"], answer["cursor"] = span
         poster = header_node_id(request.headers.get(HEADER_NODE))
         pushed = relay.hub.publish(
-            hint, poster, [(s.author_node_id, s.payload) for s in stored], now, span
+            room, poster, [(s.author_node_id, s.payload) for s in stored], now, span
         )
         m.MESSAGES_SERVED.labels("push").inc(pushed)
     return json_response(answer)
@@ -296,15 +362,16 @@ async def on_get_messages(request: web.Request) -> web.StreamResponse:
     query = request.query
     hint = circle_hint_field(query.get("circle_hint"))
     limit = int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    await authenticate(
+    key = await authenticate(
         request, relay, hint, "/messages", b"", required=relay.config.require_signatures
     )
+    room = relay.room(hint, key)
     if query.get("cursor"):
         cursor = int_param(query, "cursor", 0, 0, 2**62)
-        page = await relay.store.read(store.page_after, hint, cursor, limit)
+        page = await relay.store.read(store.page_after, room, cursor, limit)
     else:
         since = int_param(query, "since", 0, 0, 2**62)
-        page = await relay.store.read(store.page_since, hint, since, limit)
+        page = await relay.store.read(store.page_since, room, since, limit)
     m.MESSAGES_SERVED.labels("poll").inc(len(page.messages))
     body = (
         f'{{"ok":true,"messages":[{",".join(page.messages)}],'
@@ -318,7 +385,7 @@ async def on_post_signal(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     body = await request.read()
     sig = parse_signal(parse_json_object(body))
-    await authenticate(
+    key = await authenticate(
         request, relay, sig.circle_hint, "/signal", body, required=relay.config.require_signatures
     )
     wait = relay.signal_window.take(sig.from_node_id, time.monotonic())
@@ -329,7 +396,10 @@ async def on_post_signal(request: web.Request) -> web.StreamResponse:
             retry_after(wait),
         )
     now = int(time.time())
-    signal_id = await relay.store.write(relay.store.store.add_signal, sig, now)
+    room = relay.room(sig.circle_hint, key)
+    signal_id = await relay.store.write(
+        relay.store.store.add_signal, dataclasses.replace(sig, circle_hint=room), now
+    )
     m.SIGNALS.inc()
     return json_response({"ok": True, "server_time": now, "id": signal_id})
 
@@ -341,19 +411,20 @@ async def on_get_signal(request: web.Request) -> web.StreamResponse:
     to_node = node_id_field(query.get("to_node_id"), "to_node_id")
     since_id = int_param(query, "since_id", 0, 0, 2**62)
     session_id = session_id_param(query.get("session_id"))
-    hint = ""
+    room = ""
     if query.get("circle_hint") or relay.config.require_signatures:
         hint = circle_hint_field(query.get("circle_hint"))
-        await authenticate(
+        key = await authenticate(
             request, relay, hint, "/signal", b"", required=relay.config.require_signatures
         )
+        room = relay.room(hint, key)
     now = int(time.time())
     signals = await relay.store.read(
         relay.store.store.signals,
         to_node,
         since_id,
         session_id=session_id,
-        circle_hint=hint,
+        circle_hint=room,
         now=now,
         limit=SIGNAL_PAGE,
     )
@@ -442,8 +513,13 @@ async def _upkeep(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_feeds(app: web.Application) -> None:
-    for ws in list(app[RELAY].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+    relay = app[RELAY]
+    await asyncio.gather(
+        *(
+            close_within(ws, request, WSCloseCode.GOING_AWAY, relay.config.send_timeout_s)
+            for ws, request in list(relay.sockets.items())
+        )
+    )
 
 
 def make_app(relay: Relay) -> web.Application:

@@ -98,7 +98,7 @@ STORED_MESSAGES = Gauge(
 )
 PINNED_CIRCLES = Gauge(
     "felund_relay_server_pinned_circles",
-    "Circles with a pinned signing key.",
+    "circle_hints with a registered signing key.",
     registry=REGISTRY,
 )
 REGISTRATIONS = Gauge(
@@ -109,6 +109,32 @@ REGISTRATIONS = Gauge(
 DATABASE_BYTES = Gauge(
     "felund_relay_server_database_size_bytes",
     "Size of the SQLite database and its WAL.",
+    registry=REGISTRY,
+)
+CONNECTIONS_OPEN = Gauge(
+    "felund_relay_server_connections_open",
+    "Open TCP connections (HTTP and WebSocket).",
+    registry=REGISTRY,
+)
+CONNECTIONS_OPENED = Counter(
+    "felund_relay_server_connections_opened",
+    "TCP connections accepted and served.",
+    registry=REGISTRY,
+)
+CONNECTIONS_EVICTED = Counter(
+    "felund_relay_server_connections_evicted",
+    "Connections closed, at max_connections, to make room: the oldest that had not "
+    "sent a whole request.",
+    registry=REGISTRY,
+)
+CONNECTIONS_REFUSED = Counter(
+    "felund_relay_server_connections_refused",
+    "TCP connections answered 503 and closed: max_connections open, none of them slow.",
+    registry=REGISTRY,
+)
+SEND_QUEUED_BYTES = Gauge(
+    "felund_relay_server_feed_queued_bytes",
+    "Bytes queued for WebSocket feed clients, all connections together.",
     registry=REGISTRY,
 )
 ERRORS = Counter(

@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from felund.relay.auth import key_id
 from felund.relay.protocol import (
+    MAX_NODE_KEYS,
     SECOND_CAP,
     MessageBatch,
     Registration,
@@ -36,7 +38,11 @@ from felund.relay.protocol import (
 )
 from felund.relay.server.store import Page, Peer, Purged, RelayStats, Signal, Stored, StoreInUse
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 pinned one signing key per circle_hint (the first registered) and
+# kept one presence per (circle_hint, node_id): both tables are dropped and
+# remade. Nodes register again within a minute; messages stay.
+_DROPPED_IN_2 = ("presence", "circle_keys")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor; never reused
@@ -52,20 +58,25 @@ CREATE INDEX IF NOT EXISTS messages_by_second ON messages (circle_hint, stored_a
 CREATE INDEX IF NOT EXISTS messages_by_wall ON messages (stored_wall);
 CREATE TABLE IF NOT EXISTS presence (
     circle_hint  TEXT    NOT NULL,
+    realm        TEXT    NOT NULL,  -- key_id of the signing key it registered with
     node_id      TEXT    NOT NULL,
     endpoints    TEXT    NOT NULL,
     capabilities TEXT    NOT NULL,
     observed_at  INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
-    PRIMARY KEY (circle_hint, node_id)
+    PRIMARY KEY (circle_hint, realm, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS presence_by_expiry ON presence (expires_at);
 CREATE TABLE IF NOT EXISTS circle_keys (
-    circle_hint TEXT    NOT NULL PRIMARY KEY,
+    circle_hint TEXT    NOT NULL,
+    node_id     TEXT    NOT NULL,
     signing_key TEXT    NOT NULL,
     pinned_at   INTEGER NOT NULL,
-    last_used   INTEGER NOT NULL
+    last_used   INTEGER NOT NULL,  -- its node's last registration with it
+    PRIMARY KEY (circle_hint, node_id, signing_key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS circle_keys_by_use ON circle_keys (circle_hint, last_used);
+CREATE INDEX IF NOT EXISTS circle_keys_by_age ON circle_keys (last_used);
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT    NOT NULL PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -156,6 +167,11 @@ class SqliteRelayStore:
         self._conn = _connect(path, readonly=False)
         if fresh:
             os.chmod(path, 0o600)
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if 0 < version < SCHEMA_VERSION:
+            with _transaction(self._conn, "IMMEDIATE") as c:
+                for table in _DROPPED_IN_2:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
         self._conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS throughout
         self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._local = threading.local()
@@ -184,15 +200,29 @@ class SqliteRelayStore:
                 self._readers.append(conn)
         return conn
 
-    # --- presence ---------------------------------------------------------------
-    def register(self, reg: Registration, now: int) -> int:
-        """Record a presence; also marks the circle's pinned key as in use."""
+    # --- presence and signing keys -------------------------------------------------
+    def register(self, reg: Registration, key: str, now: int) -> int | None:
+        """Record a presence in the realm of ``key``, and ``key`` as the node's, in use now."""
         expires_at = now + reg.ttl_s
         with _transaction(self._conn, "IMMEDIATE") as c:
+            others = c.execute(
+                "SELECT count(*) FROM circle_keys"
+                " WHERE circle_hint = ? AND node_id = ? AND signing_key != ?",
+                (reg.circle_hint, reg.node_id, key),
+            ).fetchone()[0]
+            if others >= MAX_NODE_KEYS:
+                return None
             c.execute(
-                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO circle_keys VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (circle_hint, node_id, signing_key)"
+                " DO UPDATE SET last_used = excluded.last_used",
+                (reg.circle_hint, reg.node_id, key, now, now),
+            )
+            c.execute(
+                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     reg.circle_hint,
+                    key_id(key),
                     reg.node_id,
                     compact_json(list(reg.endpoints), ascii_only=True),
                     compact_json(reg.capabilities, ascii_only=True),
@@ -200,28 +230,25 @@ class SqliteRelayStore:
                     expires_at,
                 ),
             )
-            c.execute(
-                "UPDATE circle_keys SET last_used = ? WHERE circle_hint = ?",
-                (now, reg.circle_hint),
-            )
         return expires_at
 
-    def unregister(self, circle_hint: str, node_id: str) -> bool:
+    def unregister(self, circle_hint: str, realm: str, node_id: str) -> bool:
         """Remove a presence."""
         cur = self._conn.execute(
-            "DELETE FROM presence WHERE circle_hint = ? AND node_id = ?", (circle_hint, node_id)
+            "DELETE FROM presence WHERE circle_hint = ? AND realm = ? AND node_id = ?",
+            (circle_hint, realm, node_id),
         )
         return cur.rowcount > 0
 
-    def peers(self, circle_hint: str, exclude: str, limit: int, now: int) -> list[Peer]:
-        """Live presences, newest first."""
+    def peers(self, circle_hint: str, realm: str, exclude: str, limit: int, now: int) -> list[Peer]:
+        """Live presences of a realm, newest first."""
         rows = (
             self._reader()
             .execute(
                 "SELECT node_id, endpoints, capabilities, observed_at, expires_at FROM presence"
-                " WHERE circle_hint = ? AND expires_at > ? AND node_id != ?"
+                " WHERE circle_hint = ? AND realm = ? AND expires_at > ? AND node_id != ?"
                 " ORDER BY observed_at DESC, node_id LIMIT ?",
-                (circle_hint, now, exclude, limit),
+                (circle_hint, realm, now, exclude, limit),
             )
             .fetchall()
         )
@@ -230,28 +257,23 @@ class SqliteRelayStore:
             for node, endpoints, caps, observed, expires in rows
         ]
 
-    # --- keys and nonces ------------------------------------------------------------
-    def pinned_key(self, circle_hint: str) -> str | None:
-        """The key pinned for a circle."""
-        row = (
-            self._reader()
-            .execute("SELECT signing_key FROM circle_keys WHERE circle_hint = ?", (circle_hint,))
-            .fetchone()
-        )
-        return None if row is None else str(row[0])
+    def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The node's keys for the circle_hint, else the circle_hint's most recently used."""
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT signing_key FROM circle_keys WHERE circle_hint = ? AND node_id = ?"
+            " ORDER BY last_used DESC LIMIT ?",
+            (circle_hint, node_id, limit),
+        ).fetchall()
+        if not rows:
+            rows = conn.execute(
+                "SELECT signing_key FROM circle_keys WHERE circle_hint = ?"
+                " GROUP BY signing_key ORDER BY max(last_used) DESC LIMIT ?",
+                (circle_hint, limit),
+            ).fetchall()
+        return [str(key) for (key,) in rows]
 
-    def pin_key(self, circle_hint: str, key: str, now: int) -> str:
-        """Trust on first use: the first key registered for a circle stays."""
-        with _transaction(self._conn, "IMMEDIATE") as c:
-            c.execute(
-                "INSERT OR IGNORE INTO circle_keys VALUES (?, ?, ?, ?)",
-                (circle_hint, key, now, now),
-            )
-            row = c.execute(
-                "SELECT signing_key FROM circle_keys WHERE circle_hint = ?", (circle_hint,)
-            ).fetchone()
-        return str(row[0])
-
+    # --- nonces -----------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires_at: int) -> bool:
         """Record a nonce; False on a replay."""
         cur = self._conn.execute(
@@ -400,20 +422,28 @@ class SqliteRelayStore:
             server_time = rows[-1][1] - 1  # a v1 client re-reads that second: no skip
         return Page(payloads, server_time, rows[-1][0] if rows else cursor)
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
-        """The newest messages stored since ``since_wall`` and not by ``not_by``, oldest first."""
+    def recent(
+        self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
+    ) -> list[str]:
+        """The newest messages since ``since_wall`` and not by ``not_by``, oldest first,
+        within ``limit`` and ``max_bytes``."""
         # stored_at >= stored_wall always, so the index range is a superset.
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT payload FROM (SELECT id, payload FROM messages"
-                "  WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
-                "  ORDER BY stored_at DESC, id DESC LIMIT ?) ORDER BY id",
-                (circle_hint, since_wall, since_wall, not_by, limit),
-            )
-            .fetchall()
+        rows = self._reader().execute(
+            "SELECT payload FROM messages"
+            " WHERE circle_hint = ? AND stored_at >= ? AND stored_wall >= ? AND author != ?"
+            " ORDER BY stored_at DESC, id DESC LIMIT ?",
+            (circle_hint, since_wall, since_wall, not_by, limit),
         )
-        return [payload for (payload,) in rows]
+        newest: list[str] = []
+        size = 0
+        for (payload,) in rows:  # newest first, read lazily: stops at the byte cap
+            size += len(payload.encode())
+            if newest and size > max_bytes:
+                break
+            newest.append(payload)
+        rows.close()
+        newest.reverse()
+        return newest
 
     # --- signals ------------------------------------------------------------------------
     def add_signal(self, sig: SignalPost, now: int) -> int:
@@ -485,8 +515,13 @@ class SqliteRelayStore:
         """Counts for metrics (a scan of the smallest index: fine at a few million rows)."""
         conn = self._reader()
         messages, circles, registrations, signals = (
-            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-            for table in ("messages", "circle_keys", "presence", "signals")
+            int(conn.execute(f"SELECT count({what}) FROM {table}").fetchone()[0])  # noqa: S608
+            for what, table in (
+                ("*", "messages"),
+                ("DISTINCT circle_hint", "circle_keys"),
+                ("*", "presence"),
+                ("*", "signals"),
+            )
         )
         size = 0
         for suffix in ("", "-wal"):

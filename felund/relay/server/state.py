@@ -1,13 +1,30 @@
 """What every relay handler shares: the operator's config, the serving state, answers,
 the client's address and the signature policy.
 
+- Signing keys, and why nobody can squat a circle: every member derives
+  the same signing key from the circle secret (HMAC(secret, "api-v1")),
+  but the relay knows only the circle_hint, a hash of a hash of that
+  secret, so it cannot tell the members' key from one an outsider made
+  up. Pinning the first key registered for a circle_hint let an outsider
+  who learned the hint register first and lock the members out. So the
+  relay never chooses: a registration is verified with the signing_key it
+  carries (which proves its sender holds that key, nothing more), and
+  each key registered for a circle_hint is a circle of its own, a
+  *realm*: peers (and, under ``require_signatures``, messages, signals
+  and the feed, see ``Relay.room``) are only ever shown to requests
+  signed with the same key. An outsider's key reaches only the
+  outsider's own realm; the members' key is the members' whoever came
+  first. The keys are kept per (circle_hint, node_id), at most
+  ``MAX_NODE_KEYS`` a node, and forgotten after the retention unused.
 - Signature policy (``authenticate``): a request that carries a signature
-  is verified against the key pinned for its circle_hint at the circle's
-  first registration, within ±300 s, with a nonce never used before (the
-  ledger is the store's). A call that must be signed and is not gets
-  SIGNATURE_REQUIRED. A signed call for a circle with no pinned key yet
-  cannot be verified: refused where a signature is required, else handled
-  as the unsigned call it could have been.
+  is verified, within ±300 s and with a nonce never used before (the
+  ledger is the store's), against the keys its node (``X-Felund-Node``,
+  or the feed's ``node_id``) registered for the circle_hint, else the
+  circle_hint's most recently used keys (at most ``MAX_KEYS_TRIED``); the
+  key that verifies names the request's realm. A call that must be signed
+  and is not gets SIGNATURE_REQUIRED. A signed call for a circle_hint
+  with no key registered cannot be verified: refused where a signature is
+  required, else handled as the unsigned call it could have been.
 - Client address: the TCP peer, or, when the peer is a proxy on this
   machine (a loopback address), its ``X-Real-IP`` (else the last
   ``X-Forwarded-For`` hop). Rate limits and ``observed_host`` use it.
@@ -29,25 +46,33 @@ import structlog
 from aiohttp import web
 
 from felund.relay.auth import (
+    HEADER_NODE,
+    MAX_KEYS_TRIED,
     Signed,
     SlidingWindow,
     TokenBuckets,
     check_fresh,
-    check_signature,
+    key_id,
     signed_request,
+    verifying_key,
 )
 from felund.relay.protocol import (
     INVALID_SIGNATURE,
     MAX_BODY_BYTES,
     NONCE_REPLAY,
     RETENTION_S,
+    SEND_BUDGET_BYTES,
     SIGNAL_RATE,
     SIGNAL_WINDOW_S,
     SIGNATURE_REQUIRED,
+    WS_BACKLOG_BYTES,
     WS_PING_S,
+    WS_QUEUE_BYTES,
     ApiError,
+    header_node_id,
 )
 from felund.relay.server import metrics as m
+from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
 from felund.relay.server.store import AsyncStore
 
@@ -65,7 +90,13 @@ class RelayConfig:
     ws_ping_s: float = WS_PING_S
     ws_per_client: int = 32
     ws_total: int = 10_000
-    ws_queue: int = 256  # frames a slow WebSocket client may fall behind
+    ws_queue_bytes: int = WS_QUEUE_BYTES
+    ws_backlog_bytes: int = WS_BACKLOG_BYTES
+    send_budget_bytes: int = SEND_BUDGET_BYTES
+    send_timeout_s: float = 20.0  # a feed client that takes nothing for this long is dropped
+    header_timeout_s: float = 15.0  # to send a request's headers (and idle keep-alive)
+    body_timeout_s: float = 30.0  # to send a request's whole body
+    max_connections: int = 4096  # open HTTP and WebSocket connections
     retention_s: int = RETENTION_S
     purge_interval_s: float = 60.0
     stats_interval_s: float = 15.0
@@ -82,11 +113,22 @@ class Relay:
     hub: Hub = field(init=False)
     buckets: TokenBuckets = field(init=False)
     signal_window: SlidingWindow = field(init=False)
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    sockets: dict[web.WebSocketResponse, web.Request] = field(default_factory=dict)
+    arrivals: Arrivals = field(default_factory=Arrivals)  # connections yet to send a request
     ws_clients: Counter[str] = field(default_factory=Counter)
 
+    def room(self, circle_hint: str, key: str | None) -> str:
+        """Where a circle's messages, signals and feed are kept: its circle_hint, or under
+        ``require_signatures``, where every such call is signed, its realm (the hint and
+        the key that signed), so that a key of one's own reaches nobody else's."""
+        if not self.config.require_signatures or key is None:
+            return circle_hint
+        return f"{circle_hint}:{key_id(key)}"  # ":" is never in a circle_hint
+
     def __post_init__(self) -> None:
-        self.hub = Hub(self.config.ws_queue)
+        self.hub = Hub(self.config.ws_queue_bytes, self.config.send_budget_bytes)
+        budget = self.hub.budget
+        m.SEND_QUEUED_BYTES.set_function(lambda: budget.used)
         self.buckets = TokenBuckets(self.config.rate_per_s, self.config.rate_burst)
         self.signal_window = SlidingWindow(SIGNAL_RATE, SIGNAL_WINDOW_S)
 
@@ -129,17 +171,8 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-async def verify_signed(
-    request: web.Request,
-    relay: Relay,
-    signed: Signed,
-    *,
-    key: str,
-    path: str,
-    body: bytes,
-) -> None:
-    """Check ``signed`` under ``key``, then spend its nonce (NONCE_REPLAY if it was spent)."""
-    check_signature(signed, key, request.method, path, body)
+async def spend_nonce(request: web.Request, relay: Relay, signed: Signed) -> None:
+    """Record a verified request's nonce (NONCE_REPLAY if it was used already)."""
     if not await relay.store.write(
         relay.store.store.use_nonce, signed.nonce, signed.nonce_expiry(time.time())
     ):
@@ -158,8 +191,9 @@ async def authenticate(
     *,
     required: bool,
     headers: Mapping[str, str] | None = None,
-) -> bool:
-    """Apply the signature policy to a request of one circle; whether it was verified."""
+    node_id: str = "",
+) -> str | None:
+    """Apply the signature policy to a request of one circle; the key that verified it."""
     request["circle_hint"] = circle_hint
     try:
         signed = signed_request(request.headers if headers is None else headers)
@@ -167,22 +201,30 @@ async def authenticate(
             if required:
                 raise ApiError(SIGNATURE_REQUIRED, "this call must be signed (X-Felund-Signature)")
             m.AUTH.labels("unsigned", "accepted").inc()
-            return False
+            return None
         check_fresh(signed, time.time())
-        key = await relay.store.read(relay.store.store.pinned_key, circle_hint)
-        if key is None:
+        node = node_id or header_node_id(request.headers.get(HEADER_NODE))
+        keys = await relay.store.read(
+            relay.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
+        )
+        if not keys:
             if required:
                 raise ApiError(
                     INVALID_SIGNATURE,
-                    "no signing key is pinned for this circle_hint: POST /v1/register first",
+                    "no signing key is registered for this circle_hint: POST /v1/register first",
                 )
             m.AUTH.labels("signed", "unverifiable").inc()
-            return False
-        await verify_signed(request, relay, signed, key=key, path=path, body=body)
+            return None
+        key = verifying_key(signed, keys, request.method, path, body)
+        if key is None:
+            raise ApiError(
+                INVALID_SIGNATURE, "the signature does not verify under the circle's key"
+            )
+        await spend_nonce(request, relay, signed)
     except ApiError as exc:
         if exc.code != NONCE_REPLAY:
             m.AUTH.labels(
                 "signed" if exc.code != SIGNATURE_REQUIRED else "unsigned", "refused"
             ).inc()
         raise
-    return True
+    return key

@@ -121,7 +121,7 @@ class RelayStats:
 class RelayStore(Protocol):
     """Storage of a relay server; see the module docstring for the paging contract.
 
-    Calls block. Writes (``register``, ``unregister``, ``pin_key``,
+    Calls block. Writes (``register``, ``unregister``,
     ``use_nonce``, ``append``, ``add_signal``, ``purge_*``) come from one
     thread at a time; reads may come from several threads at once.
     """
@@ -129,20 +129,20 @@ class RelayStore(Protocol):
     def close(self) -> None:
         """Release every connection."""
 
-    def register(self, reg: Registration, now: int) -> int:
-        """Record a presence until ``now + reg.ttl_s``; returns that expiry."""
+    def register(self, reg: Registration, key: str, now: int) -> int | None:
+        """Record a presence in the realm of ``key`` until ``now + reg.ttl_s`` and the key
+        as the node's (in use now); that expiry, or None if the node has registered
+        ``MAX_NODE_KEYS`` other keys for the circle_hint."""
 
-    def unregister(self, circle_hint: str, node_id: str) -> bool:
-        """Remove a presence; whether there was one."""
+    def unregister(self, circle_hint: str, realm: str, node_id: str) -> bool:
+        """Remove a presence of a realm (``key_id`` of its key); whether there was one."""
 
-    def peers(self, circle_hint: str, exclude: str, limit: int, now: int) -> list[Peer]:
-        """Live presences of a circle, newest first, without ``exclude``."""
+    def peers(self, circle_hint: str, realm: str, exclude: str, limit: int, now: int) -> list[Peer]:
+        """Live presences of a circle's realm, newest first, without ``exclude``."""
 
-    def pinned_key(self, circle_hint: str) -> str | None:
-        """The signing key pinned for a circle, if any."""
-
-    def pin_key(self, circle_hint: str, key: str, now: int) -> str:
-        """Pin ``key`` unless a key is pinned already; the pinned key after the call."""
+    def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The keys ``node_id`` registered for a circle_hint, newest first; if it has none,
+        the circle_hint's most recently used keys."""
 
     def use_nonce(self, nonce: str, expires_at: int) -> bool:
         """Record a nonce; False if it was already used (a replay)."""
@@ -157,8 +157,11 @@ class RelayStore(Protocol):
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """At most ``limit`` messages after the cursor, in cursor order."""
 
-    def recent(self, circle_hint: str, since_wall: int, limit: int, not_by: str = "") -> list[str]:
-        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first.
+    def recent(
+        self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
+    ) -> list[str]:
+        """The newest messages stored at or after ``since_wall`` (wall clock), oldest first:
+        at most ``limit`` of them and ``max_bytes`` of UTF-8 (at least one message).
 
         ``not_by`` leaves out one author's: a feed never sends a node its own messages.
         """
@@ -182,7 +185,8 @@ class RelayStore(Protocol):
         """Delete up to ``chunk`` messages stored before ``before_wall``; how many."""
 
     def purge_expired(self, now: int, key_idle_s: int) -> Purged:
-        """Delete expired presences, signals and nonces, and keys unused for ``key_idle_s``."""
+        """Delete expired presences, signals and nonces, and keys not registered with for
+        ``key_idle_s``."""
 
     def statistics(self) -> RelayStats:
         """Counts for metrics."""
