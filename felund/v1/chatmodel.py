@@ -203,7 +203,7 @@ def derive(
             _refuse(state, ev, parsed)
         elif parsed is not None:
             due.append(parsed)
-    due.sort(key=lambda p: (p.ev.created_ts, p.hash))
+    due.sort(key=_rank)
     creates: dict[str, _Parsed] = {}
     for p in due:
         if p.kind == "create" and (p.cid not in creates or p.hash < creates[p.cid].hash):
