@@ -10,7 +10,7 @@ from felund import home
 from felund.cli.common import UsageError, context, err, json_out, out
 from felund.protocol import OP_CHANNELS, OP_CIRCLE_LEAVE, OP_CIRCLES, OP_CONTROL, OP_WHO
 from felund.store.client import NodeClient
-from felund.v1 import chatmodel, ids
+from felund.v1 import chatmodel, events, ids
 
 
 def _control(node: NodeClient, circle_id: str, event: dict[str, Any]) -> None:
@@ -45,24 +45,18 @@ def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
 
 def cmd_channel(args: argparse.Namespace, node: NodeClient) -> None:
     """Create, join, leave, request or approve a channel."""
-    event: dict[str, Any] = {
-        "t": "CHANNEL_EVT",
-        "op": args.op,
-        "channel_id": args.name,
-        "actor_node_id": home.load_node_id(context().layout),
-    }
-    if args.op == "create":
-        event["access_mode"] = args.access
-        if args.access == "key":
-            if not args.key:
-                raise UsageError("a key channel needs --key")
-            event["key_hash"] = chatmodel.key_hash(args.key)
-    elif args.op == "join" and args.key:
-        event["key_hash"] = chatmodel.key_hash(args.key)
-    elif args.op == "approve":
-        if not args.node:
-            raise UsageError("approve needs --node NODE_ID (see `felund channels`)")
-        event["target_node_id"] = args.node
+    try:
+        event = events.channel_event(
+            args.op,
+            args.circle_id,
+            args.name,
+            home.load_node_id(context().layout),
+            access=args.access,
+            key=args.key or "",
+            target=args.node or "",
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     _control(node, args.circle_id, event)
     err(f"{args.op}: #{args.name}")
 
@@ -74,27 +68,14 @@ def cmd_rename(args: argparse.Namespace, node: NodeClient) -> None:
         raise UsageError("join or create a circle first: a name is shown to circles")
     node_id = home.load_node_id(context().layout)
     for c in circles:
-        _control(
-            node,
-            c["circle_id"],
-            {
-                "t": "CHANNEL_EVT",
-                "op": "rename",
-                "actor_node_id": node_id,
-                "display_name": args.name,
-            },
-        )
+        _control(node, c["circle_id"], events.rename_event(c["circle_id"], node_id, args.name))
     err(f"you are now {args.name!r} in {len(circles)} circle(s)")
 
 
 def cmd_circle(args: argparse.Namespace, node: NodeClient) -> None:
     """Name or leave a circle."""
     if args.action == "name":
-        _control(
-            node,
-            args.circle_id,
-            {"t": "CIRCLE_NAME_EVT", "circle_id": args.circle_id, "name": args.name},
-        )
+        _control(node, args.circle_id, events.circle_name_event(args.circle_id, args.name))
         return
     answer = node.call(
         OP_CIRCLE_LEAVE, {"circle_id": args.circle_id, "delete_history": args.delete_history}
@@ -134,8 +115,11 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.add_argument("name", type=channel_arg)
     p.add_argument("--circle-id", required=True)
     p.add_argument("--access", choices=chatmodel.ACCESS_MODES, default="public")
-    p.add_argument("--key", help="the channel's key (key channels)")
-    p.add_argument("--node", help="the node to approve (invite channels)")
+    p.add_argument("--key", help="the channel's key (key channels; only its hash is sent)")
+    p.add_argument(
+        "--node",
+        help="whom to approve (invite channels): a node id, its start, or a name (`felund who`)",
+    )
     p.set_defaults(func=cmd_channel)
 
     p = sub.add_parser("rename", help="change your display name")

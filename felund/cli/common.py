@@ -8,8 +8,9 @@ import sys
 from typing import Any
 
 from felund.actor.runtime import Context, load_context
-from felund.errors import FelundError, InvalidMessage
-from felund.v1.wire import check_channel_id
+from felund.errors import FelundError
+from felund.protocol import CONTROL_CHANNEL
+from felund.v1.chatmodel import channel_name
 
 
 class UsageError(FelundError):
@@ -43,10 +44,10 @@ def context() -> Context:
 
 
 def channel_arg(value: str) -> str:
-    """argparse type: a valid channel id."""
+    """argparse type: a channel's name (``__control`` too, to read control events)."""
+    if value == CONTROL_CHANNEL:
+        return value
     try:
-        return check_channel_id(value)
-    except InvalidMessage:
-        raise argparse.ArgumentTypeError(
-            f"{value[:40]!r} is not a channel: 1 to 32 of a-z, 0-9, - and _"
-        ) from None
+        return channel_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -428,6 +428,15 @@ class Database:
             (circle_id, channel_id),
         ).fetchall()
 
+    def newest_local(self, circle_id: str, channel_id: str) -> int:
+        """The newest created_ts of this node's own messages in a channel (0 if none)."""
+        row = self._db.execute(
+            "SELECT max(created_ts) FROM messages "
+            "WHERE circle_id = ? AND channel_id = ? AND origin = 'local'",
+            (circle_id, channel_id),
+        ).fetchone()
+        return int(row[0] or 0)
+
     def authors(self, circle_id: str) -> list[tuple[str, str, int]]:
         """(author, latest display name, last message time) of everyone who wrote."""
         return self._db.execute(

@@ -9,7 +9,6 @@ writing anything: a refused request leaves no trace.
 from __future__ import annotations
 
 import collections
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -52,12 +51,11 @@ from felund.protocol import (
     PUSH_FRESH_S,
 )
 from felund.store.database import Circle, Database
-from felund.v1 import chatmodel, ids
+from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
     Opened,
     WireMessage,
-    check_channel_id,
     compose_message,
     open_message,
     parse_message,
@@ -96,8 +94,11 @@ _REFUSALS = {
     "not_invite": "that channel is not by invitation; join it",
     "not_member": "only a member of the channel can approve",
     "general": "#general cannot be left",
-    "bad_channel": "channel names are 1 to 32 of a-z, 0-9, - and _",
-    "bad_name": f"names are 1 to {64} printable characters",
+    "bad_channel": chatmodel.CHANNEL_RULE,
+    "bad_name": f"names are 1 to {chatmodel.MAX_NAME} printable characters",
+    "needs_key": "that channel has a key: join it with the key",
+    "bad_target": "that node id is not well-formed (24 or 32 lowercase hex): no one to approve",
+    "future": "dated too far ahead of this node's clock: try again in a few seconds",
 }
 
 
@@ -166,16 +167,19 @@ class Ops:
 
     # --- circles, channels, people ------------------------------------------
     def state(self, circle_id: str) -> chatmodel.CircleState:
-        """A circle's state as its control events say, derived once and kept."""
+        """A circle's state as its control events say, derived once and kept
+        (until a control event arrives, or one held as dated ahead falls due)."""
+        now = int(time.time())
         state = self._states.get(circle_id)
-        if state is None:
-            events = [
-                chatmodel.ControlEvent(*row)
-                for row in self.db.control_events(circle_id, CONTROL_CHANNEL)
-            ]
-            state = self._states[circle_id] = chatmodel.derive(events, circle_id)
+        if state is None or (state.due_at is not None and now >= state.due_at):
+            state = chatmodel.derive(self._control_events(circle_id), circle_id, now)
+            self._states[circle_id] = state
             self._count_rejections(circle_id, state.rejected)
         return state
+
+    def _control_events(self, circle_id: str) -> list[chatmodel.ControlEvent]:
+        rows = self.db.control_events(circle_id, CONTROL_CHANNEL)
+        return [chatmodel.ControlEvent(*row) for row in rows]
 
     def _count_rejections(self, circle_id: str, rejected: collections.Counter[str]) -> None:
         # Once per event, across re-derivations and restarts: what was counted
@@ -258,20 +262,23 @@ class Ops:
         circle = self._circle(body)
         state = self.state(circle.circle_id)
         channel_id = _get(body, "channel_id", str, "") or None
-        people = []
-        for node_id, name, last_seen in self.db.authors(circle.circle_id):
-            people.append(
-                {
-                    "node_id": node_id,
-                    "display_name": state.names.get(node_id, name),
-                    "last_seen": last_seen,
-                }
-            )
+        people = self._people(circle.circle_id, state)
         if channel_id is not None:
             channel = _existing_channel(state, channel_id)
             if channel_id != DEFAULT_CHANNEL:
                 people = [p for p in people if p["node_id"] in channel.members]
         return Outcome({"people": sorted(people, key=lambda p: -p["last_seen"])})
+
+    def _people(self, circle_id: str, state: chatmodel.CircleState) -> list[dict[str, Any]]:
+        """Everyone who wrote in a circle (control events too), by current name."""
+        return [
+            {
+                "node_id": node_id,
+                "display_name": state.names.get(node_id, name),
+                "last_seen": last_seen,
+            }
+            for node_id, name, last_seen in self.db.authors(circle_id)
+        ]
 
     def circle_leave(self, body: dict[str, Any]) -> Outcome:
         """Stop being in a circle: forget its secret and peers (and history if asked)."""
@@ -288,12 +295,8 @@ class Ops:
         """Compose, authenticate and store messages written on this node."""
         circle = self._circle(body)
         channel_id = _get(body, "channel_id", str, DEFAULT_CHANNEL)
-        if channel_id.startswith("__"):
-            raise RPCError(ERR_BAD_REQUEST, f"channel {channel_id!r} is reserved")
-        try:
-            check_channel_id(channel_id)
-        except InvalidMessage:
-            raise RPCError(ERR_BAD_REQUEST, f"{channel_id[:40]!r} is not a channel name") from None
+        if not chatmodel.is_channel_name(channel_id):
+            raise RPCError(ERR_BAD_REQUEST, chatmodel.CHANNEL_RULE)
         state = self.state(circle.circle_id)
         if not state.can_post(channel_id, self.node.node_id):
             channel = state.channels.get(channel_id)
@@ -331,21 +334,35 @@ class Ops:
         circle = self._circle(body)
         event = _get(body, "event", dict)
         msg_id, created_ts = _get(body, "msg_id", str), _get(body, "created_ts", int)
-        text = chatmodel.event_text(event)
         if self.db.seq_of(msg_id) is not None:
             # A retried request whose first try was stored: answer it again, as
             # stored, rather than judge the event against its own effect.
+            text = chatmodel.event_text(event)
             return self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
-        state = self.state(circle.circle_id)
-        # Events fold in created_ts order and this one is checked against every
-        # event known: it must sort after them, or it could be stored and yet
-        # have no effect (a clock behind a peer's), or land in one second with
-        # another and sort either way (by msg_id). The browser does the same.
-        created_ts = max(created_ts, state.newest_ts + 1)
-        trial = copy.deepcopy(state)
-        problem = chatmodel.apply(
-            trial, chatmodel.ControlEvent(msg_id, self.node.node_id, created_ts, text)
-        )
+        return self._control(circle, event, msg_id, created_ts)
+
+    def _control(
+        self, circle: Circle, event: dict[str, Any], msg_id: str, created_ts: int
+    ) -> Outcome:
+        """Date, check and write one control event of this node."""
+        cid, me = circle.circle_id, self.node.node_id
+        state = self.state(cid)
+        if event.get("t") == "CHANNEL_EVT" and event.get("op") == "approve":
+            target = event.get("target_node_id")
+            if not isinstance(target, str):
+                raise RPCError(ERR_BAD_REQUEST, "approve needs target_node_id: whom to let in")
+            event = {**event, "target_node_id": self._person(cid, state, target)}
+        # After our own last event of the circle, so that ours keep their order
+        # (ties break by hash), but never after a peer's: a date it chose must
+        # not push ours past the horizon the fold holds events beyond.
+        created_ts = max(created_ts, self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        event = events.dated(event, created_ts)
+        text = chatmodel.event_text(event)
+        problem = chatmodel.writer_problem(state, event)
+        if not problem:
+            mine = chatmodel.ControlEvent(msg_id, me, created_ts, text)
+            trial = chatmodel.derive([*self._control_events(cid), mine], cid, int(time.time()))
+            problem = trial.refused.get(msg_id)
         if problem:
             raise RPCError(ERR_FORBIDDEN, _REFUSALS.get(problem, f"refused: {problem}"))
         out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
@@ -355,6 +372,14 @@ class Ops:
         if event.get("t") == "CIRCLE_NAME_EVT":
             out.circles_changed = True
         return out
+
+    def _person(self, circle_id: str, state: chatmodel.CircleState, who: str) -> str:
+        """The node ``who`` names in a circle (events.resolve_person), or a refusal."""
+        people = [(p["node_id"], p["display_name"]) for p in self._people(circle_id, state)]
+        try:
+            return events.resolve_person(people, who)
+        except ValueError as exc:
+            raise RPCError(ERR_BAD_REQUEST, str(exc)) from None
 
     def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
         """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
@@ -444,15 +469,24 @@ class Ops:
         return f"rejected:{kind}"
 
     def circle_create(self, body: dict[str, Any]) -> Outcome:
-        """Create a circle with a fresh secret; answer its id and invite code."""
+        """Create a circle with a fresh secret; answer its id and invite code.
+
+        A name is written as the circle's first control event, so that it
+        travels with the circle to whoever joins.
+        """
         name = _name(body)
         secret = ids.new_secret()
-        circle = Circle(ids.circle_id(secret), secret, name, int(time.time()))
+        now = int(time.time())
+        circle = Circle(ids.circle_id(secret), secret, name, now)
         self.db.add_circle(circle)
+        out = Outcome(reply=None, circles_changed=True)
+        if name:
+            msg_id = ids.new_msg_id(self.node.node_id, now)
+            named = events.circle_name_event(circle.circle_id, name)
+            out.stored = self._control(circle, named, msg_id, now).stored
         code = encode_invite(secret, self.node.invite_peer)
-        return Outcome(
-            {"circle_id": circle.circle_id, "name": name, "code": code}, circles_changed=True
-        )
+        out.reply = {"circle_id": circle.circle_id, "name": name, "code": code}
+        return out
 
     def circle_join(self, body: dict[str, Any]) -> Outcome:
         """Join the circle of an invite code (joining twice is harmless)."""

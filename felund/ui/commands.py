@@ -1,19 +1,19 @@
 """The ui's slash commands: their table and help, parsing, control events,
 Tab completion, and running them on the view model (sans-IO).
 
-Control events are built exactly as ``felund.cli.chat`` builds them, so
-the ui and the ``felund`` command write the same events.
+Control events come from the builder ``felund.cli.chat`` uses too
+(``felund.v1.events``), so the ui and the ``felund`` command write the same
+events; the store resolves whom an approve names, for both.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from felund.protocol import DEFAULT_CHANNEL, OP_CIRCLE_JOIN, OP_WHO
-from felund.v1 import chatmodel
+from felund.v1 import chatmodel, events
 
 if TYPE_CHECKING:
     from felund.ui.model import Effect, Model
@@ -52,8 +52,6 @@ KEY_HELP: Final = (
     ("Home / End, Ctrl+U, Ctrl+W", "start / end of line, clear it, delete a word"),
     ("//text", "send text that starts with a slash"),
 )
-_CHANNEL_RE = re.compile(r"[a-z0-9_-]{1,32}")
-BAD_CHANNEL: Final = "channel names are 1 to 32 of a-z, 0-9, - and _"
 
 
 class UsageError(Exception):
@@ -95,10 +93,10 @@ def parse(line: str) -> Command:
 
 def channel_name(word: str) -> str:
     """A channel's name as typed (``#`` allowed), checked."""
-    name = word.removeprefix("#")
-    if not _CHANNEL_RE.fullmatch(name) or name.startswith("__"):
-        raise UsageError(BAD_CHANNEL)
-    return name
+    try:
+        return chatmodel.channel_name(word)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_display_name(name: str) -> str:
@@ -109,32 +107,12 @@ def check_display_name(name: str) -> str:
     return name
 
 
-def channel_event(
-    op: str, channel: str, node_id: str, *, access: str = "public", key: str = "", target: str = ""
-) -> dict[str, Any]:
-    """A CHANNEL_EVT, as ``felund.cli.chat.cmd_channel`` writes it."""
-    event: dict[str, Any] = {
-        "t": "CHANNEL_EVT",
-        "op": op,
-        "channel_id": channel,
-        "actor_node_id": node_id,
-    }
-    if op == "create":
-        event["access_mode"] = access
-        if access == "key":
-            if not key:
-                raise UsageError("a key channel needs a key: /channel create NAME key KEY")
-            event["key_hash"] = chatmodel.key_hash(key)
-    elif op == "join" and key:
-        event["key_hash"] = chatmodel.key_hash(key)
-    elif op == "approve":
-        event["target_node_id"] = target
-    return event
-
-
-def rename_event(node_id: str, name: str) -> dict[str, Any]:
-    """A rename, as ``felund.cli.chat.cmd_rename`` writes it in each circle."""
-    return {"t": "CHANNEL_EVT", "op": "rename", "actor_node_id": node_id, "display_name": name}
+def channel_event(op: str, circle_id: str, name: str, node_id: str, **what: str) -> dict[str, Any]:
+    """A CHANNEL_EVT from the shared builder (``felund.v1.events.channel_event``)."""
+    try:
+        return events.channel_event(op, circle_id, name, node_id, **what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def create_args(args: list[str]) -> tuple[str, str, str]:
@@ -142,8 +120,6 @@ def create_args(args: list[str]) -> tuple[str, str, str]:
     if not 2 <= len(args) <= 4:
         raise UsageError("usage: /channel create <name> [public|key|invite] [key]")
     access = args[2] if len(args) > 2 else "public"
-    if access not in chatmodel.ACCESS_MODES:
-        raise UsageError("access is one of public, key, invite")
     key = args[3] if len(args) > 3 else ""
     return channel_name(args[1]), access, key
 
@@ -284,7 +260,7 @@ def _channel(model: Model, cmd: Command) -> list[Effect]:
         raise UsageError("usage: " + COMMANDS["channel"][0])
     if op == "create":
         name, access, key = create_args(cmd.args)
-        event = channel_event("create", name, model.node_id, access=access, key=key)
+        event = channel_event(op, circle.circle_id, name, model.node_id, access=access, key=key)
         circle.switch_to = name
         return [model.control(circle.circle_id, event, f"created #{name}")]
     name = channel_name(cmd.args[1])
@@ -293,12 +269,13 @@ def _channel(model: Model, cmd: Command) -> list[Effect]:
     if op == "leave" and name == DEFAULT_CHANNEL:
         raise UsageError("#general cannot be left")
     if op == "approve":
-        if len(cmd.args) != 3:
+        if len(cmd.args) < 3:
             raise UsageError("usage: /channel approve <name> <person>")
-        event = channel_event(op, name, model.node_id, target=_person(circle, cmd.args[2]))
-        return [model.control(circle.circle_id, event, f"approved {cmd.args[2]} in #{name}")]
+        who = cmd.rest.split(None, 2)[2]  # a name may have spaces
+        event = channel_event(op, circle.circle_id, name, model.node_id, target=who)
+        return [model.control(circle.circle_id, event, f"approved {who} in #{name}")]
     key = cmd.args[2] if op == "join" and len(cmd.args) > 2 else ""
-    event = channel_event(op, name, model.node_id, key=key)
+    event = channel_event(op, circle.circle_id, name, model.node_id, key=key)
     if op == "join":
         circle.switch_to = name
     done = {"join": f"joined #{name}", "leave": f"left #{name}"}.get(
@@ -314,13 +291,6 @@ def _switch(model: Model, circle: CircleView, name: str) -> list[Effect]:
     if not view.member:
         raise UsageError(f"you are not in #{name}: /channel join {name}")
     return model.switch(circle.circle_id, name)
-
-
-def _person(circle: CircleView, who: str) -> str:
-    found = [node for node, (_, name) in circle.names.items() if who in (node, name)]
-    if len(found) != 1:
-        raise UsageError(f"no single person {who!r}: use a node id (/who)")
-    return found[0]
 
 
 def _who(model: Model, cmd: Command) -> list[Effect]:

@@ -91,7 +91,7 @@ from felund.ui.state import (
     row,
     strings,
 )
-from felund.v1 import ids
+from felund.v1 import events, ids
 
 KEYS: Final = frozenset(
     {
@@ -540,7 +540,7 @@ class Model:
         effects: list[Effect] = []
         if req.kind == "wizard":
             self.mode, self.wizard_step = "chat", "circle"
-            event = cmds.rename_event(self.node_id, req.extra)
+            event = events.rename_event(circle_id, self.node_id, req.extra)
             effects.append(self.control(circle_id, event))
             self.settings["display_name"] = req.extra
         code = answer.get("code")
@@ -686,10 +686,9 @@ class Model:
         name = cmds.check_display_name(name)
         if not self.circles:
             raise cmds.UsageError("join or create a circle first: a name is shown to circles")
-        event = cmds.rename_event(self.node_id, name)
         self.settings["display_name"] = name
         self.notice(f"you are now {name!r} in {len(self.circles)} circle(s)")
-        return [self.control(c, event) for c in self.circles]
+        return [self.control(c, events.rename_event(c, self.node_id, name)) for c in self.circles]
 
     # --- keys ------------------------------------------------------------------------
     def on_key(self, key: str) -> list[Effect]:

@@ -2,19 +2,45 @@
 
 Control events are ordinary messages on the ``__control`` channel whose
 text is a compact, key-sorted JSON object (v1 spec, "Control events").
-The state is a fold of a circle's events in (created_ts, msg_id) order, so
-every node holding the same events derives the same state whatever order
-they arrived in. An event that does not parse, or that its author had no
-right to make, changes nothing and is counted by reason.
+The state is a pure function of the set of a circle's events and of the
+reader's clock, ``now``, which only decides which events are due: every
+node holding the same events derives the same state whatever order they
+arrived in, Python and the browser (``felund/web/lib/chatmodel.js``)
+alike. An event that does not parse, or that its author had no right to
+make, changes nothing and is counted by reason.
 
-Rules (the spec names the events, not all their rights; these are ours):
-- ``create`` makes a channel (first create wins); its creator is a member.
-- ``join``: anyone joins a public channel; a key channel needs the key's
-  hash; an invite channel needs an ``approve`` first.
-- ``request`` asks to join an invite channel; ``approve`` by a member makes
-  ``target_node_id`` a member.
-- ``leave`` leaves a channel (never ``general``); ``rename`` sets the
-  author's display name; ``CIRCLE_NAME_EVT`` names the circle.
+The fold (the spec names the events, not their order; these rules are ours):
+
+- **Due, or held.** An event dated more than ``MAX_SKEW_S`` after ``now``
+  is held: stored, but it changes and orders nothing until the reader's
+  clock is within the skew of its date (``due_at`` says when to derive
+  again). Nodes agree on every event dated up to the real time; on one
+  dated further ahead (a clock that runs fast, or a member's trick) they
+  can differ only while their clocks straddle its due time, and they agree
+  again once every clock has passed it. One dated 2**41 - 1 never counts,
+  and nothing a peer dates moves the date of our own events.
+- **Order.** Due events apply in (created_ts, hash) order, the hash being
+  SHA-256 of ``msg_id|author|created_ts|text``: a tie breaks on a value
+  no author picks outright (msg_ids are chosen by their authors).
+- **Creates.** A channel is made by the one valid ``create`` of its id with
+  the smallest hash, whatever the dates: a create backdated to before the
+  channel's real one wins nothing by its date. (Until events are signed, a
+  member can still try hashes until one wins: a coin toss per try.)
+- **Waiting.** An event refused for want of another (its channel not made
+  yet, its author not approved or not a member yet) waits, and is tried
+  again, in order, as soon as an event gives what it waited for, whatever
+  the dates: a join dated by a clock behind the creator's still counts.
+- ``create`` makes its author a member. ``join``: anyone joins a public
+  channel; a key channel refuses a join carrying another key's hash (a v1
+  join carries none: its sender checked the key, addendum §2.3; a key
+  channel made with an empty hash checks nothing, §2.2); an invite channel
+  needs an ``approve`` first. ``request`` asks to join an invite channel;
+  ``approve`` by a member makes ``target_node_id`` (a well-formed node id)
+  a member. ``leave`` leaves (never ``general``). ``rename`` sets the
+  author's display name, ``CIRCLE_NAME_EVT`` the circle's name (with or
+  without ``circle_id``, §3.1): the last in order wins.
+- Only one's own actions: ``actor_node_id`` and, for the ops it names the
+  actor in, ``node_id`` must be the message's author.
 """
 
 from __future__ import annotations
@@ -22,25 +48,44 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from felund.protocol import DEFAULT_CHANNEL
+from felund.v1.ids import is_node_id
 
 ACCESS_MODES = ("public", "key", "invite")
 CHANNEL_OPS = ("create", "join", "request", "approve", "leave", "rename")
 MAX_EVENT_TEXT = 4096
 MAX_NAME = 64
+MAX_SKEW_S = 300
+CHANNEL_RULE = "channel names are 1 to 32 of a-z, 0-9, - and _, not starting with __"
 _CHANNEL_RE = re.compile(r"[a-z0-9_-]{1,32}")
-_NODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
+# Ops whose node_id, when present, names the actor (v1 writes it so, addendum §2.3).
+_NODE_ID_IS_ACTOR = frozenset({"join", "request", "leave", "rename"})
 
 
-def key_hash(key: str) -> str:
-    """The hash of a channel key that control events carry (never the key itself)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+def is_channel_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is a channel a user may make, join or post in."""
+    return isinstance(name, str) and bool(_CHANNEL_RE.fullmatch(name)) and name[:2] != "__"
+
+
+def channel_name(word: str) -> str:
+    """A channel's name as typed (one leading ``#`` allowed); ValueError(CHANNEL_RULE) if bad."""
+    name = word.removeprefix("#")
+    if not is_channel_name(name):
+        raise ValueError(CHANNEL_RULE)
+    return name
+
+
+def key_hash(circle_id: str, channel_id: str, key: str) -> str:
+    """The hash of a channel key that control events carry: SHA-256 of
+    ``circle_id|channel_id|key`` (addendum §2.1), never the key itself."""
+    return hashlib.sha256(f"{circle_id}|{channel_id}|{key}".encode()).hexdigest()
 
 
 def members_text(channel_id: str, members: Iterable[str]) -> str:
@@ -79,7 +124,9 @@ class CircleState:
     channels: dict[str, Channel] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # node_id -> display name
     rejected: Counter[str] = field(default_factory=Counter)
-    newest_ts: int = 0  # of every event seen, applied or not: a new event must not sort earlier
+    refused: dict[str, str] = field(default_factory=dict)  # msg_id -> why (held: "future")
+    # When the earliest held event falls due (the state must be derived again), if any.
+    due_at: int | None = None
 
     def can_post(self, channel_id: str, node_id: str) -> bool:
         """Whether ``node_id`` may post in ``channel_id``."""
@@ -120,44 +167,74 @@ class ControlEvent:
     text: str
 
 
-# Refusals that a later event of the same second can lift: created_ts has
-# whole seconds, so a join written just after its create may sort before it.
-_WAITS_ON_ANOTHER = frozenset({"no_channel", "not_approved", "not_member"})
+def event_hash(ev: ControlEvent) -> str:
+    """The value ties break on: hex SHA-256 of ``msg_id|author|created_ts|text``."""
+    data = f"{ev.msg_id}|{ev.author}|{ev.created_ts}|{ev.text}"
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def derive(events: Iterable[ControlEvent], circle_id: str = "") -> CircleState:
-    """Fold a circle's control events into its state, deterministically.
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """An event that parsed, with what its effect depends on."""
 
-    Events apply in (created_ts, msg_id) order; within one second, an event
-    refused for want of another is tried again after the rest of its second,
-    until nothing more applies.
-    """
+    ev: ControlEvent
+    hash: str
+    kind: str  # "circle_name", or a CHANNEL_EVT op
+    body: dict[str, Any]
+    cid: str = ""  # the channel, for channel ops but rename
+
+
+def derive(
+    events: Iterable[ControlEvent], circle_id: str = "", now: int | None = None
+) -> CircleState:
+    """Fold a circle's control events into its state, as of ``now`` (default: the clock)."""
+    horizon = (int(time.time()) if now is None else now) + MAX_SKEW_S
     state = CircleState(circle_id=circle_id)
     state.channels[DEFAULT_CHANNEL] = Channel(DEFAULT_CHANNEL)
-    by_second: dict[int, list[ControlEvent]] = {}
-    for ev in sorted(events, key=lambda e: (e.created_ts, e.msg_id)):
-        by_second.setdefault(ev.created_ts, []).append(ev)
-        state.newest_ts = ev.created_ts
-    for second in by_second.values():
-        pending = second
-        while pending:
-            waiting: list[tuple[ControlEvent, str]] = []
-            for ev in pending:
-                problem = apply(state, ev)
-                if problem in _WAITS_ON_ANOTHER:
-                    waiting.append((ev, problem))
-                elif problem:
-                    state.rejected[problem] += 1
-            if len(waiting) == len(pending):  # nothing more applies this second
-                for _, problem in waiting:
-                    state.rejected[problem] += 1
-                break
-            pending = [ev for ev, _ in waiting]
+    due: list[_Parsed] = []
+    for ev in events:
+        if ev.created_ts > horizon:
+            _refuse(state, ev, "future")
+            falls_due = ev.created_ts - MAX_SKEW_S
+            state.due_at = falls_due if state.due_at is None else min(state.due_at, falls_due)
+            continue
+        parsed = _parse(ev, circle_id)
+        if isinstance(parsed, str):
+            _refuse(state, ev, parsed)
+        elif parsed is not None:
+            due.append(parsed)
+    due.sort(key=_rank)
+    creates: dict[str, _Parsed] = {}
+    for p in due:
+        if p.kind == "create" and (p.cid not in creates or p.hash < creates[p.cid].hash):
+            creates[p.cid] = p
+    _Fold(state, creates).run(due)
     return state
 
 
-def apply(state: CircleState, ev: ControlEvent) -> str | None:
-    """Apply one event; the reason it was ignored, if it was."""
+def writer_problem(state: CircleState, event: dict[str, Any]) -> str | None:
+    """What our writers refuse before the fold is asked: a create of a channel
+    that exists (a contest nobody should start knowingly), and a join of a
+    key channel without its key (the fold lets a v1 join without one in)."""
+    if event.get("t") != "CHANNEL_EVT":
+        return None
+    channel = state.channels.get(str(event.get("channel_id")))
+    if channel is None:
+        return None
+    if event.get("op") == "create":
+        return "exists"
+    if event.get("op") == "join" and channel.key_hash and "key_hash" not in event:
+        return "needs_key"
+    return None
+
+
+def _refuse(state: CircleState, ev: ControlEvent, why: str) -> None:
+    state.rejected[why] += 1
+    state.refused[ev.msg_id] = why
+
+
+def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
+    """An event's parts, or why it is refused whatever else holds (None: no effect)."""
     if len(ev.text) > MAX_EVENT_TEXT:
         return "too_long"
     try:
@@ -166,88 +243,143 @@ def apply(state: CircleState, ev: ControlEvent) -> str | None:
         return "not_json"
     if not isinstance(body, dict):
         return "not_object"
-    if state.circle_id and body.get("circle_id", state.circle_id) != state.circle_id:
+    if circle_id and body.get("circle_id", circle_id) != circle_id:
         return "other_circle"
     actor = body.get("actor_node_id", body.get("node_id", ev.author))
     if actor != ev.author:
         return "actor_mismatch"  # only one's own actions
     kind = body.get("t")
     if kind == "CIRCLE_NAME_EVT":
-        name = body.get("name")
-        if not _good_name(name):
+        if not _good_name(body.get("name")):
             return "bad_name"
-        state.name = name
-        return None
+        return _Parsed(ev, event_hash(ev), "circle_name", body)
     if kind == "CHANNEL_EVT":
-        return _channel_event(state, ev, body)
+        return _parse_channel_event(ev, body)
     if kind in ("ANCHOR_ANNOUNCE", "CALL_EVT"):
         return None  # known, and not about channels or names
     return "unknown_type"
+
+
+def _good_key_hash(digest: str) -> bool:
+    # "" is what the v1 TUI writes for a key channel it does not check (addendum §2.2).
+    return digest == "" or _HEX64_RE.fullmatch(digest) is not None
 
 
 def _good_name(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable()
 
 
-def _channel_event(state: CircleState, ev: ControlEvent, body: dict[str, Any]) -> str | None:
+def _parse_channel_event(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
     op = body.get("op")
     if op not in CHANNEL_OPS:
         return "unknown_op"
+    if op in _NODE_ID_IS_ACTOR and body.get("node_id", ev.author) != ev.author:
+        return "actor_mismatch"
     if op == "rename":
-        name = body.get("display_name")
-        if not _good_name(name):
+        if not _good_name(body.get("display_name")):
             return "bad_name"
-        state.names[ev.author] = name
-        return None
+        return _Parsed(ev, event_hash(ev), op, body)
     cid = body.get("channel_id")
-    if not isinstance(cid, str) or not _CHANNEL_RE.fullmatch(cid) or cid.startswith("__"):
+    if not is_channel_name(cid):
         return "bad_channel"
-    channel = state.channels.get(cid)
     if op == "create":
-        return _create(state, ev, cid, body) if channel is None else "exists"
-    if channel is None:
-        return "no_channel"
-    if op == "join":
-        return _join(channel, ev.author, body)
-    if op == "request":
-        if channel.access_mode != "invite":
-            return "not_invite"
-        channel.requests.add(ev.author)
-        return None
-    if op == "approve":
-        target = body.get("target_node_id")
-        if not isinstance(target, str) or not _NODE_RE.fullmatch(target):
-            return "bad_target"
-        if ev.author not in channel.members:
-            return "not_member"
-        channel.approved.add(target)
-        channel.members.add(target)
-        channel.requests.discard(target)
-        return None
-    # leave
-    if cid == DEFAULT_CHANNEL:
+        if cid == DEFAULT_CHANNEL:
+            return "exists"
+        mode = body.get("access_mode", "public")
+        if mode not in ACCESS_MODES:
+            return "bad_access_mode"
+        digest = body.get("key_hash", "")
+        if mode == "key" and not (isinstance(digest, str) and _good_key_hash(digest)):
+            return "bad_key_hash"
+    elif op == "approve" and not is_node_id(body.get("target_node_id")):
+        return "bad_target"
+    elif op == "leave" and cid == DEFAULT_CHANNEL:
         return "general"
-    channel.members.discard(ev.author)
-    return None
+    return _Parsed(ev, event_hash(ev), op, body, cid)
 
 
-def _create(state: CircleState, ev: ControlEvent, cid: str, body: dict[str, Any]) -> str | None:
-    mode = body.get("access_mode", "public")
-    if mode not in ACCESS_MODES:
-        return "bad_access_mode"
-    digest = body.get("key_hash", "")
-    if mode == "key" and not (isinstance(digest, str) and _HEX64_RE.fullmatch(digest)):
-        return "bad_key_hash"
-    state.channels[cid] = Channel(
-        cid, mode, digest if mode == "key" else "", ev.author, ev.created_ts, {ev.author}
-    )
-    return None
+# What an event refused for want of another waits for: (what, channel, node).
+# The event that gives it wakes the waiters.
+_Key = tuple[str, str, str]
+_WAIT_REASONS = {"channel": "no_channel", "approved": "not_approved", "member": "not_member"}
 
 
-def _join(channel: Channel, author: str, body: dict[str, Any]) -> str | None:
-    if channel.access_mode == "key" and body.get("key_hash") != channel.key_hash:
-        return "wrong_key"
-    if channel.access_mode == "invite" and author not in channel.approved:
-        return "not_approved"
-    channel.members.add(author)
-    return None
+def _rank(p: _Parsed) -> tuple[int, str]:
+    return p.ev.created_ts, p.hash
+
+
+class _Fold:
+    """One pass over the due events, in order, with the ones waiting for another."""
+
+    def __init__(self, state: CircleState, creates: dict[str, _Parsed]) -> None:
+        self.state = state
+        self.creates = creates
+        self.waiting: dict[_Key, list[_Parsed]] = {}
+        self.woken: deque[_Parsed] = deque()
+
+    def run(self, due: list[_Parsed]) -> None:
+        for p in due:
+            self._try(p)
+            while self.woken:  # what an event gave applies right after it
+                self._try(self.woken.popleft())
+        for key, waiters in self.waiting.items():
+            for p in waiters:
+                _refuse(self.state, p.ev, _WAIT_REASONS[key[0]])
+
+    def _try(self, p: _Parsed) -> None:
+        outcome = self._apply(p)
+        if isinstance(outcome, tuple):
+            self.waiting.setdefault(outcome, []).append(p)
+        elif outcome is not None:
+            _refuse(self.state, p.ev, outcome)
+
+    def _wake(self, key: _Key) -> None:
+        self.woken.extend(sorted(self.waiting.pop(key, ()), key=_rank))
+
+    def _apply(self, p: _Parsed) -> str | _Key | None:
+        """Apply one event: None, why it is refused, or what it waits for."""
+        state, author, body = self.state, p.ev.author, p.body
+        if p.kind == "circle_name":
+            state.name = body["name"]
+            return None
+        if p.kind == "rename":
+            state.names[author] = body["display_name"]
+            return None
+        cid = p.cid
+        if p.kind == "create":
+            if self.creates[cid] is not p:
+                return "exists"
+            mode = body.get("access_mode", "public")
+            digest = body.get("key_hash", "") if mode == "key" else ""
+            state.channels[cid] = Channel(cid, mode, digest, author, p.ev.created_ts, {author})
+            self._wake(("channel", cid, ""))
+            self._wake(("member", cid, author))
+            return None
+        channel = state.channels.get(cid)
+        if channel is None:
+            return ("channel", cid, "")
+        if p.kind == "join":
+            if channel.key_hash and body.get("key_hash", channel.key_hash) != channel.key_hash:
+                return "wrong_key"
+            if channel.access_mode == "invite" and author not in channel.approved:
+                return ("approved", cid, author)
+            channel.members.add(author)
+            self._wake(("member", cid, author))
+            return None
+        if p.kind == "request":
+            if channel.access_mode != "invite":
+                return "not_invite"
+            channel.requests.add(author)
+            return None
+        if p.kind == "approve":
+            if author not in channel.members:
+                return ("member", cid, author)
+            target = body["target_node_id"]
+            channel.approved.add(target)
+            channel.members.add(target)
+            channel.requests.discard(target)
+            self._wake(("approved", cid, target))
+            self._wake(("member", cid, target))
+            return None
+        channel.members.discard(author)  # leave
+        return None

@@ -10,6 +10,7 @@ SECRET_HEX_LEN = 64
 CIRCLE_ID_LEN = 24
 CIRCLE_HINT_LEN = 16
 NODE_ID_LEN = 24
+WEB_NODE_ID_LEN = 32  # the other implementation's browser (addendum §5)
 MSG_ID_LEN = 32
 
 # The spec writes all hex in lowercase; accepting upper case here would let two
@@ -24,6 +25,11 @@ def is_hex(s: object, length: int | None = None) -> bool:
     if length is not None and len(s) != length:
         return False
     return _HEX_RE.fullmatch(s) is not None
+
+
+def is_node_id(s: object) -> bool:
+    """Whether s is a well-formed node id: 24 lowercase hex, or 32 (a v1 browser's)."""
+    return isinstance(s, str) and len(s) in (NODE_ID_LEN, WEB_NODE_ID_LEN) and is_hex(s)
 
 
 def secret_bytes(secret_hex: str) -> bytes:

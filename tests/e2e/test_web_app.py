@@ -27,6 +27,7 @@ from felund.testing import (
     wire_message,
 )
 from felund.v1 import chatmodel, ids
+from felund.v1 import events as built
 from felund.v1.invite import decode_invite, encode_invite
 from felund.v1.wire import open_message, parse_message
 
@@ -540,6 +541,7 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
     """/channel join, as `felund channel join`: refusals in the node's words; the joins take
     effect although the node that made the channels has a clock 120 s ahead."""
     secret = "9e" * 32
+    circle = ids.circle_id(secret)
     web = open_peer()
     web.join("Jo", encode_invite(secret, web_relay.url))  # registered: the key is pinned
     ahead = int(time.time()) + 120
@@ -548,7 +550,7 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
         {
             "channel_id": "locked",
             "access_mode": "key",
-            "key_hash": chatmodel.key_hash("open sesame"),
+            "key_hash": chatmodel.key_hash(circle, "locked", "open sesame"),
         },
         {"channel_id": "club", "access_mode": "invite"},
     ]
@@ -597,16 +599,21 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
         return evs if len(evs) == 5 else []
 
     events = wait_for(joined, timeout=SYNC_T, interval=0.3, what="the two joins at the relay")
-    mine = sorted((e.text for e in events if e.author == me), key=len)
-    join = {"t": "CHANNEL_EVT", "op": "join", "actor_node_id": me}
-    assert mine == [
-        chatmodel.event_text({**join, "channel_id": "pub"}),
+    mine = sorted((e for e in events if e.author == me), key=lambda e: len(e.text))
+    assert [e.text for e in mine] == [
+        chatmodel.event_text(built.dated(built.channel_event("join", circle, "pub", me), ts))
+        for ts in (mine[0].created_ts,)
+    ] + [
         chatmodel.event_text(
-            {**join, "channel_id": "locked", "key_hash": chatmodel.key_hash("open sesame")}
-        ),
+            built.dated(
+                built.channel_event("join", circle, "locked", me, key="open sesame"),
+                mine[1].created_ts,
+            )
+        )
     ]
-    assert all(e.created_ts >= ahead for e in events)
-    state = chatmodel.derive(events, ids.circle_id(secret))
+    # Dated by the page's clock, before the creates they join: they count all the same.
+    assert all(e.created_ts < ahead for e in mine)
+    state = chatmodel.derive(events, circle)
     assert me in state.channels["locked"].members and me in state.channels["pub"].members
     assert me not in state.channels["club"].members
 
@@ -626,14 +633,14 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
     wait_for(lambda: len(_control_events(web_relay, secret)) == 6, timeout=SYNC_T, what="ask")
     control(PY_NODE, ahead + 10, op="approve", channel_id="club", target_node_id=me)
     expect(web.channel_button("club")).to_have_count(1, timeout=SYNC_T)
-    other = "pythonnode0002"
+    other = "0e" * 12
     control(other, ahead + 11, op="request", channel_id="club")
     web.type("/channels")
     expect(notices.filter(has_text="#club  invite, 2 members, asked to join: 1")).to_have_count(
         1, timeout=SYNC_T
     )
     web.type("/channel approve club nobody")
-    expect(errors.last).to_contain_text("nobody called nobody", timeout=T)
+    expect(errors.last).to_contain_text('no one in this circle is "nobody"', timeout=T)
     control(other, ahead + 12, op="rename", display_name="Otto")  # a name to approve by
     web.type("/channel approve club Otto")
     expect(notices.last).to_contain_text("approved Otto in #club", timeout=SYNC_T)

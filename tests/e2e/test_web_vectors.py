@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from felund.errors import AuthError, InvalidMessage, InviteError
-from felund.testing import Relay
-from felund.v1 import crypto
+from felund.testing import VECTORS, Relay
+from felund.v1 import chatmodel, crypto, events
 from felund.v1.chatmodel import ControlEvent, derive, event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, compose_message, open_message, parse_message, to_wire
@@ -31,7 +31,7 @@ from tests.unit.test_vectors import CASES
 
 pytestmark = pytest.mark.slow
 
-MODULES = ("bytes", "pyjson", "crypto", "ids", "invite", "wire", "chatmodel")
+MODULES = ("bytes", "pyjson", "crypto", "sha256", "ids", "invite", "wire", "chatmodel")
 PRELUDE = "const L = {};\n" + "".join(
     f"L.{name} = await import('/lib/{name}.js');\n" for name in MODULES
 )
@@ -705,7 +705,8 @@ def test_json_reads_and_writes_as_python_does(page) -> None:
 
 
 # --- the same circle state from the same control events ----------------------------------
-NODES = ["n1aaaaaa", "n2bbbbbb", "n3cccccc", "n4dddddd"]
+NODES = ["1a" * 12, "2b" * 12, "3c" * 16, "4d" * 12]  # node ids: 24 hex, 32 as a v1 browser's
+NOW = 1764000100  # the readers' clock: events dated after NOW + MAX_SKEW_S are held
 
 
 def _crafted() -> list[list[dict[str, Any]]]:
@@ -852,6 +853,122 @@ def _crafted() -> list[list[dict[str, Any]]]:
                 '{"t":"CHANNEL_EVT","op":"rename","display_name":"a","__proto__":{"x":1}}',
             ),
         ],
+        # Dates: held far ahead, due within the skew, contests by hash, waiting across time.
+        [
+            ev(1, a, t, {"t": "CIRCLE_NAME_EVT", "name": "ours"}),
+            ev(2, b, 2**41 - 2, {"t": "CIRCLE_NAME_EVT", "name": "pwned"}),
+            ev(3, b, 2**41 - 1, {"t": "CHANNEL_EVT", "op": "rename", "display_name": "evil"}),
+            ev(4, c, NOW + 300, {"t": "CHANNEL_EVT", "op": "rename", "display_name": "fast"}),
+            ev(5, c, NOW + 301, {"t": "CHANNEL_EVT", "op": "rename", "display_name": "faster"}),
+            ev(6, c, NOW + 900, {"t": "CHANNEL_EVT", "op": "create", "channel_id": "later"}),
+            ev(7, b, t - 500, {"t": "CHANNEL_EVT", "op": "join", "channel_id": "ops"}),
+            ev(
+                8,
+                a,
+                t,
+                {
+                    "t": "CHANNEL_EVT",
+                    "op": "create",
+                    "channel_id": "ops",
+                    "access_mode": "key",
+                    "key_hash": kh,
+                },
+            ),
+            ev(9, c, 1, {"t": "CHANNEL_EVT", "op": "create", "channel_id": "ops"}),
+            ev(
+                10,
+                c,
+                2,
+                {"t": "CHANNEL_EVT", "op": "create", "channel_id": "ops", "access_mode": "invite"},
+            ),
+            ev(
+                11,
+                b,
+                t - 9,
+                {"t": "CHANNEL_EVT", "op": "approve", "channel_id": "vip", "target_node_id": c},
+            ),
+            ev(12, c, t - 8, {"t": "CHANNEL_EVT", "op": "join", "channel_id": "vip"}),
+            ev(
+                13,
+                a,
+                t + 1,
+                {"t": "CHANNEL_EVT", "op": "create", "channel_id": "vip", "access_mode": "invite"},
+            ),
+            ev(
+                14,
+                a,
+                t + 2,
+                {"t": "CHANNEL_EVT", "op": "approve", "channel_id": "vip", "target_node_id": b},
+            ),
+            ev(
+                15,
+                a,
+                t + 2,
+                {"t": "CHANNEL_EVT", "op": "approve", "channel_id": "vip", "target_node_id": "bob"},
+            ),
+            ev(
+                16,
+                a,
+                t + 2,
+                {
+                    "t": "CHANNEL_EVT",
+                    "op": "approve",
+                    "channel_id": "vip",
+                    "target_node_id": b.upper(),
+                },
+            ),
+            ev(
+                17,
+                a,
+                t + 2,
+                {
+                    "t": "CHANNEL_EVT",
+                    "op": "create",
+                    "channel_id": "tui",
+                    "access_mode": "key",
+                    "key_hash": "",
+                },
+            ),
+            ev(
+                18,
+                b,
+                t + 3,
+                {"t": "CHANNEL_EVT", "op": "join", "channel_id": "tui", "key_hash": kh},
+            ),
+            ev(19, b, t + 3, {"t": "CHANNEL_EVT", "op": "join", "channel_id": "ops", "node_id": b}),
+            ev(
+                20, c, t + 3, {"t": "CHANNEL_EVT", "op": "leave", "channel_id": "ops", "node_id": b}
+            ),
+            ev(
+                21,
+                c,
+                t + 3,
+                {"t": "CHANNEL_EVT", "op": "rename", "node_id": b, "display_name": "x"},
+            ),
+            ev(
+                22,
+                a,
+                t + 3,
+                {
+                    "t": "CHANNEL_EVT",
+                    "op": "create",
+                    "channel_id": "kk",
+                    "access_mode": "key",
+                    "key_hash": 5,
+                },
+            ),
+            ev(
+                23,
+                a,
+                t + 3,
+                {"t": "CHANNEL_EVT", "op": "join", "channel_id": "ops", "key_hash": "0" * 64},
+            ),
+        ]
+        # Same-second ties: the last by hash wins, not by msg_id.
+        + [
+            ev(100 + i, NODES[i % 4], t, {"t": "CIRCLE_NAME_EVT", "name": f"tie {i}"})
+            for i in range(12)
+        ],
     ]
 
 
@@ -886,7 +1003,10 @@ def _random_sequences(count: int) -> list[list[dict[str, Any]]]:
                 {
                     "msgId": "".join(rng.choices(string.hexdigits.lower(), k=32)) + str(i),
                     "authorNodeId": author,
-                    "createdTs": 1764000000 + rng.randint(0, 4),
+                    # Mostly a few seconds (ties), now and then ahead: due, just held, far.
+                    "createdTs": 1764000000 + rng.randint(0, 4)
+                    if rng.random() > 0.05
+                    else NOW + rng.choice([300, 301, 2**40]),
                     "text": event_text(body),
                 }
             )
@@ -899,8 +1019,14 @@ def _py_state(events: list[dict[str, Any]]) -> dict[str, Any]:
     state = derive(
         [ControlEvent(e["msgId"], e["authorNodeId"], e["createdTs"], e["text"]) for e in events],
         CIRCLE,
+        NOW,
     )
-    return {"summary": state.summary(), "rejected": dict(sorted(state.rejected.items()))}
+    return {
+        "summary": state.summary(),
+        "rejected": dict(sorted(state.rejected.items())),
+        "refused": dict(sorted(state.refused.items())),
+        "due_at": state.due_at,
+    }
 
 
 def test_chatmodel_derives_the_python_state(page) -> None:
@@ -910,26 +1036,28 @@ def test_chatmodel_derives_the_python_state(page) -> None:
         """
         const out = [];
         for (const events of arg.sequences) {
-          const state = L.chatmodel.derive(events, arg.circle);
+          const state = L.chatmodel.derive(events, arg.circle, arg.now);
           // A different arrival order derives the same state.
-          const again = L.chatmodel.derive([...events].reverse(), arg.circle);
-          const rejected = {};
-          for (const k of [...state.rejected.keys()].sort()) rejected[k] = state.rejected.get(k);
-          out.push({summary: state.summary(), rejected,
+          const again = L.chatmodel.derive([...events].reverse(), arg.circle, arg.now);
+          const sorted = (m) =>
+            Object.fromEntries([...m.entries()].sort((x, y) => (x[0] < y[0] ? -1 : 1)));
+          out.push({summary: state.summary(), rejected: sorted(state.rejected),
+                    refused: sorted(state.refused), due_at: state.dueAt,
                     same: JSON.stringify(again.summary()) === JSON.stringify(state.summary())});
         }
         return out;
         """,
-        {"sequences": sequences, "circle": CIRCLE},
+        {"sequences": sequences, "circle": CIRCLE, "now": NOW},
     )
     assert len(got) == len(sequences)
-    for events, result in zip(sequences, got, strict=True):
+    for seq, result in zip(sequences, got, strict=True):
         assert result.pop("same")
-        assert result == _py_state(events)
+        assert result == _py_state(seq)
     rejected = set().union(*(r["rejected"] for r in got))
     # The sequences reach the refusals they mean to test.
     assert {"no_channel", "not_approved", "wrong_key", "actor_mismatch", "not_json"} <= rejected
     assert {"too_long", "bad_name", "other_circle", "exists", "bad_target"} <= rejected
+    assert {"future", "bad_key_hash", "not_member"} <= rejected
 
 
 def test_can_post_follows_membership(page) -> None:
@@ -937,18 +1065,206 @@ def test_can_post_follows_membership(page) -> None:
     got = js(
         page,
         """
-        const s = L.chatmodel.derive(arg.events, arg.circle);
+        const s = L.chatmodel.derive(arg.events, arg.circle, arg.now);
         return arg.nodes.map((n) =>
           [s.canPost('inv', n), s.canPost('general', n), s.canPost('none', n)]);
         """,
-        {"events": seq, "circle": CIRCLE, "nodes": NODES},
+        {"events": seq, "circle": CIRCLE, "nodes": NODES, "now": NOW},
     )
     state = derive(
         [ControlEvent(e["msgId"], e["authorNodeId"], e["createdTs"], e["text"]) for e in seq],
         CIRCLE,
+        NOW,
     )
     assert got == [[state.can_post("inv", n), True, False] for n in NODES]
     assert got[0][0] and got[1][0] and not got[3][0]
+
+
+def test_sync_sha256_is_sha256(page) -> None:
+    texts = ["", "abc", "a" * 55, "a" * 56, "a" * 64, "é🚀" * 300, "x" * 10_000, "\u2028|\x00"]
+    got = js(page, "return arg.map((t) => L.sha256.sha256HexOf(t));", texts)
+    assert got == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+
+
+def test_key_hash_and_event_hash_as_python(page) -> None:
+    cases = json.loads((VECTORS.parent / "felund-v1-addendum.json").read_text())["cases"]
+    got = js(
+        page,
+        """
+        return {
+          keys: arg.keys.map((c) => L.chatmodel.keyHash(c.circle_id, c.channel_id, c.key)),
+          hashes: arg.events.map((e) => L.chatmodel.eventHash(e)),
+        };
+        """,
+        {"keys": cases["channel_key_hash"], "events": _crafted()[3]},
+    )
+    assert got["keys"] == [c["key_hash"] for c in cases["channel_key_hash"]]
+    assert got["hashes"] == [
+        chatmodel.event_hash(ControlEvent(e["msgId"], e["authorNodeId"], e["createdTs"], e["text"]))
+        for e in _crafted()[3]
+    ]
+
+
+BUILT: list[tuple[str, str, dict[str, str]]] = [
+    ("create", "lobby", {}),
+    ("create", "#secret", {"access": "key", "key": "hunter2"}),
+    ("create", "vip", {"access": "invite"}),
+    ("create", "vault", {"access": "key"}),
+    ("create", "vault", {"access": "secret"}),
+    ("create", "Bad!", {}),
+    ("join", "secret", {"key": "hunter2"}),
+    ("join", "__control", {}),
+    ("join", "lobby", {}),
+    ("request", "vip", {}),
+    ("leave", "lobby", {}),
+    ("approve", "vip", {"target": "2b" * 12}),
+    ("approve", "vip", {}),
+    ("rename", "lobby", {}),
+    ("explode", "lobby", {}),
+]
+
+
+def _py_built(op: str, channel: str, what: dict[str, str]) -> Any:
+    try:
+        return events.channel_event(op, CIRCLE, channel, NODES[0], **what)
+    except ValueError as exc:
+        return {"refused": str(exc)}
+
+
+def test_the_builder_writes_the_events_python_writes(page) -> None:
+    got = js(
+        page,
+        """
+        const C = L.chatmodel;
+        const out = arg.cases.map(([op, channel, what]) => {
+          try { return C.channelEvent(op, arg.circle, channel, arg.me, what); }
+          catch (e) { return {refused: e.message}; }
+        });
+        return {built: out, rename: C.renameEvent(arg.circle, arg.me, 'Bø'),
+                name: C.circleNameEvent(arg.circle, 'friends'),
+                dated: [C.dated(C.renameEvent(arg.circle, arg.me, 'x'), 7),
+                        C.dated(C.circleNameEvent(arg.circle, 'x'), 7)],
+                texts: out.filter((e) => !e.refused)
+                  .map((e) => C.eventText(C.dated(e, 1764000000)))};
+        """,
+        {"cases": BUILT, "circle": CIRCLE, "me": NODES[0]},
+    )
+    expected = [_py_built(*c) for c in BUILT]
+    assert got["built"] == expected
+    assert sum("refused" in e for e in expected) == 7
+    assert got["rename"] == events.rename_event(CIRCLE, NODES[0], "Bø")
+    assert got["name"] == events.circle_name_event(CIRCLE, "friends")
+    assert got["dated"] == [
+        events.dated(events.rename_event(CIRCLE, NODES[0], "x"), 7),
+        events.dated(events.circle_name_event(CIRCLE, "x"), 7),
+    ]
+    assert got["texts"] == [
+        event_text(events.dated(e, 1764000000)) for e in expected if "refused" not in e
+    ]
+
+
+PEOPLE = [
+    ["1a" * 12, "ann"],
+    ["2b" * 12, "bob"],
+    ["2b" + "9" * 22, "bobby"],
+    ["3c" * 16, "1a"],
+    ["b7", "old"],
+    ["4d" * 12, ""],
+]
+NAMED = ["ann", " bob ", "bobby", "2b", "2b2b", "1a", "3c3c", "b7", "4d", "carol", "Ann", "",
+         "\u2003ann\x1c", "f" * 24, "e" * 32, "F" * 24, "totally-bogus-node", '"bob"']  # fmt: skip
+
+
+def _py_person(who: str) -> str:
+    try:
+        return "ok " + events.resolve_person([(n, name) for n, name in PEOPLE], who)
+    except ValueError as exc:
+        return f"no {exc}"
+
+
+def test_people_are_named_as_python_names_them(page) -> None:
+    got = js(
+        page,
+        """
+        return arg.named.map((who) => {
+          try { return 'ok ' + L.chatmodel.resolvePerson(arg.people, who); }
+          catch (e) { return 'no ' + e.message; }
+        });
+        """,
+        {"people": PEOPLE, "named": NAMED},
+    )
+    expected = [_py_person(w) for w in NAMED]
+    assert got == expected
+    assert sum(e.startswith("ok ") for e in expected) == 10
+
+
+def test_the_writers_refuse_alike(page) -> None:
+    seq = _crafted()[3]
+    state = derive(
+        [ControlEvent(e["msgId"], e["authorNodeId"], e["createdTs"], e["text"]) for e in seq],
+        CIRCLE,
+        NOW,
+    )
+    me = NODES[3]
+    trials = [
+        events.channel_event("create", CIRCLE, "ops", me),
+        events.channel_event("create", CIRCLE, "new", me),
+        events.channel_event("join", CIRCLE, "ops", me),
+        events.channel_event("join", CIRCLE, "ops", me, key="k"),
+        events.channel_event("join", CIRCLE, "tui", me),
+        events.channel_event("join", CIRCLE, "nochan", me),
+        events.rename_event(CIRCLE, me, "d"),
+    ]
+    got = js(
+        page,
+        """
+        const s = L.chatmodel.derive(arg.events, arg.circle, arg.now);
+        return arg.trials.map((e) => L.chatmodel.writerProblem(s, e));
+        """,
+        {"events": seq, "circle": CIRCLE, "now": NOW, "trials": trials},
+    )
+    expected = [chatmodel.writer_problem(state, e) for e in trials]
+    assert got == expected
+    assert expected == ["exists", None, "needs_key", None, None, None, None]
+
+
+def test_the_browser_store_keeps_arrival_order_within_a_second(page) -> None:
+    """Issue 13: 200 lines of one second (`send --stdin`) showed with 98 inversions in the
+    browser: its store read them back in (createdTs, msgId) order. Now (createdTs, arrival),
+    as the node's panes: created_ts, then arrival, msg_id only breaking ties."""
+    rng = random.Random(3)
+    msg_ids = [f"{rng.getrandbits(128):032x}" for _ in range(200)]
+    got = js(
+        page,
+        """
+        const {openStore, deleteStore} = await import('/lib/store.js');
+        await deleteStore('t-order');
+        const store = await openStore('t-order');
+        const msg = (msgId, i, ts) => ({msgId, channelId: 'general', displayName: 'a',
+          authorNodeId: 'a'.repeat(24), createdTs: ts, text: `line ${i}`,
+          wire: {msg_id: msgId, created_ts: ts}});
+        const fresh = [];
+        // As pulls bring them: batches of several sizes, in the order the relay holds them.
+        for (let i = 0; i < 150; i += 50) {
+          const batch = arg.ids.slice(i, i + 50).map((id, j) => msg(id, i + j, 1764000000));
+          fresh.push(...(await store.putMessages('c', batch)).map((m) => m.text));
+        }
+        for (let i = 150; i < 200; i++) {
+          await store.addOutgoing('c', msg(arg.ids[i], i, 1764000000));
+        }
+        await store.putMessages('c', [msg('0'.repeat(32), 'early', 1763999999)]);
+        const read = (await store.messages('c')).map((m) => m.text);
+        const outbox = (await store.outbox('c')).map((w) => w.msg_id);
+        store.close();
+        await deleteStore('t-order');
+        return {fresh, read, outbox};
+        """,
+        {"ids": msg_ids},
+    )
+    lines = [f"line {i}" for i in range(200)]
+    assert got["fresh"] == lines[:150]
+    assert got["read"] == ["line early", *lines]
+    assert got["outbox"] == msg_ids[150:]
 
 
 def test_modules_load_under_the_apps_content_security_policy(browser, web_relay: Relay) -> None:

@@ -228,6 +228,11 @@ def _control_of(v1: V1Peer, author: str) -> list[tuple[str, int]]:
     return found
 
 
+def _key_hash(circle: str, channel: str, key: str) -> str:
+    """A channel key's hash as the other implementation computes it (addendum §2.1)."""
+    return hashlib.sha256(f"{circle}|{channel}|{key}".encode()).hexdigest()
+
+
 REASONS = ("not_json", "not_object", "unknown_op", "bad_channel", "too_long", "bad_name")
 
 
@@ -242,13 +247,16 @@ def test_control_events_interoperate_with_a_v1_peer_and_hostile_ones_change_noth
     text, created_ts = ours[0]
     body = json.loads(text)
     assert text == _compact(body)
-    assert body == {
+    assert body == {  # the keys the v1 CLI writes (addendum §2.3), the key hashed as §2.1 says
         "t": "CHANNEL_EVT",
         "op": "create",
+        "circle_id": circle,
         "channel_id": "ours",
         "access_mode": "key",
-        "key_hash": hashlib.sha256(b"k").hexdigest(),
+        "key_hash": _key_hash(circle, "ours", "k"),
         "actor_node_id": our_id,
+        "created_by": our_id,
+        "created_ts": created_ts,
     }
     assert not v1.dropped, v1.dropped
 
@@ -256,10 +264,8 @@ def test_control_events_interoperate_with_a_v1_peer_and_hostile_ones_change_noth
     create = {"actor_node_id": v1.node_id, "channel_id": "v1room", "op": "create"}
     _v1_control(v1, _compact({**create, "t": "CHANNEL_EVT"}))
     join = {"actor_node_id": v1.node_id, "channel_id": "ours", "op": "join", "t": "CHANNEL_EVT"}
-    # A second later than our create: within the same second the join may sort before the
-    # create it answers (see test_a_v1_join_in_the_second_of_the_create_counts).
     v1.post(
-        _compact({**join, "key_hash": hashlib.sha256(b"k").hexdigest()}),
+        _compact({**join, "key_hash": _key_hash(circle, "ours", "k")}),
         channel_id=CONTROL,
         display_name="",
         created_ts=created_ts + 1,
@@ -364,7 +370,7 @@ def test_a_v1_join_in_the_second_of_the_create_counts(make_node, v1) -> None:
     join = {
         "actor_node_id": v1.node_id,
         "channel_id": "ours",
-        "key_hash": hashlib.sha256(b"k").hexdigest(),
+        "key_hash": _key_hash(circle, "ours", "k"),
         "op": "join",
         "t": "CHANNEL_EVT",
     }
@@ -384,3 +390,149 @@ def test_a_v1_join_in_the_second_of_the_create_counts(make_node, v1) -> None:
     assert v1.receive(msg)
     _wait(lambda: _compact(join) in _texts(node, circle, CONTROL), "the v1 join on our node")
     assert v1.node_id in _channels(node, circle)["ours"]["members"]
+
+
+# --- issue 13: whom an approve names, key channels and names with a v1 peer -------------
+
+
+def _control_count(node: Node, circle: str) -> int:
+    return len(_inbox(node, circle, "--channel", CONTROL))
+
+
+def test_a_circle_s_name_travels_and_approve_names_a_person_or_nothing(make_node) -> None:
+    """`felund invite --name friends` showed as an id to whoever joined; `channel approve
+    --node bob|8bd55a18|totally-bogus-node` said "approve: #vip", exit 0, and stored the
+    strings as members. A node is named by full id, unique start or unique name."""
+    a, b = _started(make_node, "a"), _started(make_node, "b")
+    code = a.cli("invite", "--name", "friends").stdout.strip()
+    circle = _join(b, code)
+    a.start()
+    b.start()
+    _wait(lambda: [c["name"] for c in b.json("circles")] == ["friends"], "the name on b")
+    b_id = b.status()["node_id"]
+
+    a.cli("channel", "create", "vip", "--circle-id", circle, "--access", "invite")
+    a.cli("channel", "create", "vip2", "--circle-id", circle, "--access", "invite")
+    _wait(lambda: "vip2" in _channels(b, circle), "the channels on b")
+    b.cli("rename", "bob")
+    b.cli("channel", "request", "vip", "--circle-id", circle)
+    _wait(lambda: _channels(a, circle)["vip"]["requests"] == [b_id], "b's request on a")
+    _wait(lambda: _has_name(a, circle, b_id, "bob"), "b's name on a")
+
+    approve = ("channel", "approve", "vip", "--circle-id", circle, "--node")
+    before = _control_count(a, circle)
+    for who in ("totally-bogus-node", "carol", b_id[:4] + "zz"):
+        _refused(a, *approve, who, says=f'no one in this circle is "{who}"')
+    _refused(a, *approve, b_id.upper(), says="no one in this circle")
+    assert _control_count(a, circle) == before
+    assert _channels(a, circle)["vip"]["members"] == [a.status()["node_id"]]
+
+    a.cli(*approve, "bob")
+    a.cli("channel", "approve", "vip2", "--circle-id", circle, "--node", b_id[:8])
+    _wait(
+        lambda: (
+            _channels(b, circle)["vip"]["can_post"] and _channels(b, circle)["vip2"]["can_post"]
+        ),
+        "b approved in #vip and #vip2",
+    )
+    members = sorted([a.status()["node_id"], b_id])
+    assert _channels(a, circle)["vip"]["members"] == members
+    assert _channels(a, circle)["vip2"]["members"] == members
+
+
+def test_key_channels_and_names_work_with_a_v1_peer_both_ways(make_node, v1) -> None:
+    """The other implementation hashes a key as circle|channel|key (addendum §2.1), its TUI
+    makes key channels with an empty hash (§2.2), its browser names circles without
+    circle_id (§3.1), its CLI joins without key_hash (§2.3)."""
+    node, circle, our_id = _with_v1(make_node, v1)
+    v1_cli = {"t": "CHANNEL_EVT", "circle_id": circle, "actor_node_id": v1.node_id}
+    create = {**v1_cli, "op": "create", "created_by": v1.node_id, "created_ts": 0}
+    _v1_control(
+        v1,
+        _compact(
+            {
+                **create,
+                "channel_id": "vault",
+                "access_mode": "key",
+                "key_hash": _key_hash(circle, "vault", "sesame"),
+            }
+        ),
+    )
+    _v1_control(
+        v1, _compact({**create, "channel_id": "tuiroom", "access_mode": "key", "key_hash": ""})
+    )
+    _v1_control(v1, _compact({"t": "CIRCLE_NAME_EVT", "name": "from a v1 browser"}))
+    _wait(
+        lambda: (
+            {"vault", "tuiroom"} <= set(_channels(node, circle))
+            and [c["name"] for c in node.json("circles")] == ["from a v1 browser"]
+        ),
+        "the v1 peer's channels and circle name on our node",
+    )
+    assert _modes(node, circle) == {"general": "public", "vault": "key", "tuiroom": "key"}
+
+    join = ("channel", "join", "vault", "--circle-id", circle)
+    _refused(node, *join, says="that channel has a key")
+    _refused(node, *join, "--key", "Sesame", says="wrong key")
+    node.cli(*join, "--key", "sesame")
+    node.cli("channel", "join", "tuiroom", "--circle-id", circle)
+    assert our_id in _channels(node, circle)["vault"]["members"]
+    assert our_id in _channels(node, circle)["tuiroom"]["members"]
+
+    # Ours -> v1: the hash it checks a typed key against, and the name its node reads.
+    node.cli("channel", "create", "ours", "--circle-id", circle, "--access", "key", "--key", "k")
+    node.cli("circle", "name", "renamed", "--circle-id", circle)
+
+    def ours() -> dict[str, Any] | None:
+        sent = {json.loads(t)["t"]: json.loads(t) for t, _ in _control_of(v1, our_id)}
+        return sent if "CIRCLE_NAME_EVT" in sent else None
+
+    sent = _wait_value(ours, "our events on the v1 peer")
+    assert sent["CIRCLE_NAME_EVT"] == {
+        "t": "CIRCLE_NAME_EVT",
+        "circle_id": circle,
+        "name": "renamed",
+    }
+    created = [json.loads(t) for t, _ in _control_of(v1, our_id) if '"create"' in t]
+    assert [e["key_hash"] for e in created if e["channel_id"] == "ours"] == [
+        _key_hash(circle, "ours", "k")
+    ]
+    # Its CLI checked the key itself and sends a join without key_hash, naming itself in node_id.
+    _v1_control(
+        v1,
+        _compact(
+            {**v1_cli, "op": "join", "channel_id": "ours", "node_id": v1.node_id, "created_ts": 0}
+        ),
+    )
+    _wait(
+        lambda: v1.node_id in _channels(node, circle)["ours"]["members"], "the v1 join on our node"
+    )
+
+
+def test_events_dated_far_ahead_lock_nothing(make_node, v1) -> None:
+    """Issue 14: a member's rename dated 2**41-1 made channel create/join, rename and circle
+    name fail on every node (`msgs[0]: size: created_ts`); a circle name at 2**41-2 renamed
+    the circle everywhere."""
+    node, circle, our_id = _with_v1(make_node, v1)
+    node.cli("circle", "name", "ours", "--circle-id", circle)
+    rename = {
+        "t": "CHANNEL_EVT",
+        "op": "rename",
+        "actor_node_id": v1.node_id,
+        "display_name": "evil",
+    }
+    v1.post(_compact(rename), channel_id=CONTROL, display_name="", created_ts=2**41 - 1)
+    named = {"t": "CIRCLE_NAME_EVT", "circle_id": circle, "name": "pwned"}
+    v1.post(_compact(named), channel_id=CONTROL, display_name="", created_ts=2**41 - 2)
+    _wait(lambda: '"pwned"' in "".join(_texts(node, circle, CONTROL)), "the events on our node")
+    assert [c["name"] for c in node.json("circles")] == ["ours"]
+    node.cli("channel", "create", "dev", "--circle-id", circle)
+    node.cli("channel", "leave", "dev", "--circle-id", circle)
+    node.cli("channel", "join", "dev", "--circle-id", circle)
+    node.cli("rename", "still me")
+    node.cli("circle", "name", "still ours", "--circle-id", circle)
+    assert [c["name"] for c in node.json("circles")] == ["still ours"]
+    assert our_id in _channels(node, circle)["dev"]["members"]
+    assert _names(node, circle)[our_id] == "still me"
+    held = metric_value(node.metrics(), "felund_bad_input_total", source="control", kind="future")
+    assert held == 2

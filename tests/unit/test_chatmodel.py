@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,26 @@ from felund.errors import RPCError
 from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CHANNELS, OP_CONTROL, OP_POST, OP_WHO
 from felund.store.database import Circle, Database
 from felund.store.ops import NodeInfo, Ops
+from felund.testing import VECTORS as _V1_VECTORS
 from felund.testing import vector_cases
-from felund.v1 import chatmodel, ids
+from felund.v1 import chatmodel, events, ids
 from felund.v1.chatmodel import ControlEvent, derive, event_text, key_hash
 from felund.v1.wire import compose_message, to_wire
 
-AUTHORS = ("n1", "n2", "n3")
+N1, N2, N3 = "1a" * 12, "2b" * 12, "3c" * 16  # well-formed node ids; 32 hex as a browser's
+AUTHORS = (N1, N2, N3)
+VECTORS = _V1_VECTORS.parent
 KEYS = ("k-one", "k-two")
 CHANNELS = ("general", "alpha", "beta", "gamma", "Bad!", "__control", "x" * 33)
 NAMES = ("ann", "bob", "Bø 🚀", "", "x" * 65, "tab\there")
 
 
 # --- helpers ------------------------------------------------------------------
+
+
+def kh(key: str) -> str:
+    """A key's hash as events carry it (the circle and channel do not matter here)."""
+    return key_hash("0" * 24, "vault", key)
 
 
 class Log:
@@ -71,7 +80,7 @@ def _invariants(state: chatmodel.CircleState) -> None:
         assert not cid.startswith("__")
         assert c.access_mode in chatmodel.ACCESS_MODES
         if c.access_mode == "key":
-            assert chatmodel._HEX64_RE.fullmatch(c.key_hash)
+            assert chatmodel._HEX64_RE.fullmatch(c.key_hash) or c.key_hash == ""
         else:
             assert c.key_hash == ""
     for node, name in [*state.names.items(), ("circle", state.name or "x")]:
@@ -99,9 +108,9 @@ _channel_bodies = st.fixed_dictionaries(
             )
         ),
         "channel_id": st.sampled_from(("alpha", "beta", "gamma", "alpha", "beta", *CHANNELS)),
-        "target_node_id": st.sampled_from((*AUTHORS, "bad id!")),
+        "target_node_id": st.sampled_from((*AUTHORS, "bad id!", "n1", "A" * 24)),
         "access_mode": st.sampled_from((*chatmodel.ACCESS_MODES, "secret")),
-        "key_hash": st.sampled_from([key_hash(k) for k in KEYS] + ["nothex"]),
+        "key_hash": st.sampled_from([kh(k) for k in KEYS] + ["nothex"]),
     },
     optional={"display_name": st.sampled_from(NAMES)},
 )
@@ -137,9 +146,11 @@ _one_event = st.tuples(
     st.sampled_from(AUTHORS),
     st.integers(0, 9),
     _garbage,
-    # Few timestamps, so that ties are broken by msg_id.
-    st.integers(0, 6),
+    # Few timestamps, so that ties are broken by hash; one far ahead, held.
+    st.sampled_from((0, 1, 2, 3, 4, 5, 6, 2**41 - 1)),
 )
+# The reader's clock, as the last second due: some of the drawn events are held.
+_now = st.integers(0, 8).map(lambda due: due - chatmodel.MAX_SKEW_S)
 
 
 # Channels created early, so that most later events act on something.
@@ -164,7 +175,7 @@ def _events(draw: st.DrawFn) -> list[ControlEvent]:
             "op": "create",
             "channel_id": cid,
             "access_mode": mode,
-            "key_hash": key_hash(key),
+            "key_hash": kh(key),
             "actor_node_id": author,
         }
         out.append(ControlEvent(f"{msg_ids[i]:032x}", author, ts, event_text(body)))
@@ -178,29 +189,42 @@ def _events(draw: st.DrawFn) -> list[ControlEvent]:
     return out
 
 
-@settings(max_examples=200, deadline=None)
-@given(events=_events(), seed=st.integers(0, 2**32))
-def test_shuffled_arrival_orders_derive_identical_state(events, seed) -> None:
+@settings(max_examples=300, deadline=None)
+@given(events=_events(), now=_now, seed=st.integers(0, 2**32))
+def test_shuffled_arrival_orders_derive_identical_state(events, now, seed) -> None:
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
-    first, second = derive(events), derive(shuffled)
+    first, second = derive(events, now=now), derive(shuffled, now=now)
     assert first.summary() == second.summary()
     assert first.rejected == second.rejected
+    assert first.refused == second.refused
+    assert first.due_at == second.due_at
     assert sum(first.rejected.values()) <= len(events)
+    for ev in events:  # what is held changes nothing
+        if ev.created_ts > now + chatmodel.MAX_SKEW_S:
+            assert first.refused[ev.msg_id] == "future"
     _invariants(first)
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=_events(), seed=st.integers(0, 2**32))
-def test_incremental_arrival_ends_in_the_state_of_the_whole_set(events, seed) -> None:
+@given(events=_events(), now=_now, seed=st.integers(0, 2**32))
+def test_incremental_arrival_ends_in_the_state_of_the_whole_set(events, now, seed) -> None:
     """A node re-derives after every arrival: whatever the order, it ends where derive(all) is."""
     order = list(events)
     random.Random(seed).shuffle(order)
     held: list[ControlEvent] = []
     for ev in order:
         held.append(ev)
-        _invariants(derive(held))
-    assert derive(held).summary() == derive(events).summary()
+        _invariants(derive(held, now=now))
+    assert derive(held, now=now).summary() == derive(events, now=now).summary()
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=_events(), now=_now)
+def test_held_events_change_nothing_until_due(events, now) -> None:
+    horizon = now + chatmodel.MAX_SKEW_S
+    due = [ev for ev in events if ev.created_ts <= horizon]
+    assert derive(events, now=now).summary() == derive(due, now=now).summary()
 
 
 @settings(max_examples=100, deadline=None)
@@ -227,29 +251,57 @@ def test_general_always_exists_and_anyone_posts_there() -> None:
     assert state.summary()["channels"]["general"]["access_mode"] == "public"
 
 
-def test_first_create_wins_by_created_ts_then_msg_id() -> None:
-    text = {"t": "CHANNEL_EVT", "op": "create", "channel_id": "room"}
-    late = ControlEvent("0" * 32, "n1", 20, event_text({**text, "access_mode": "invite"}))
-    tie_b = ControlEvent("b" * 32, "n2", 10, event_text({**text, "access_mode": "public"}))
-    tie_a = ControlEvent("a" * 32, "n3", 10, event_text({**text, "access_mode": "key"}))
-    tie_a_ok = ControlEvent(
-        "a" * 32, "n3", 10, event_text({**text, "access_mode": "key", "key_hash": key_hash("k")})
-    )
-    # tie_a is invalid (a key channel without key_hash): the next in order wins.
-    state = derive([late, tie_b, tie_a])
-    room = state.channels["room"]
-    assert (room.creator, room.access_mode, room.created_ts) == ("n2", "public", 10)
-    assert state.rejected == {"bad_key_hash": 1, "exists": 1}
-    state = derive([late, tie_b, tie_a_ok])
-    room = state.channels["room"]
-    assert (room.creator, room.access_mode, room.key_hash) == ("n3", "key", key_hash("k"))
-    assert room.members == {"n3"}
-    assert state.rejected == {"exists": 2}
+def _create(msg_id: str, author: str, ts: int, **fields: Any) -> ControlEvent:
+    body = {"t": "CHANNEL_EVT", "op": "create", "channel_id": "room", **fields}
+    return ControlEvent(msg_id, author, ts, event_text(body))
+
+
+def test_of_two_creates_the_smaller_hash_wins_whatever_the_dates() -> None:
+    later_won = 0
+    for ts in range(1, 30):
+        a = _create("a" * 32, N1, 1000, access_mode="key", key_hash=kh("k"))
+        b = _create("b" * 32, N2, ts, access_mode="public")
+        winner = min((a, b), key=chatmodel.event_hash)
+        for order in ([a, b], [b, a]):
+            state = derive(order)
+            assert state.channels["room"].creator == winner.author
+            assert state.channels["room"].created_ts == winner.created_ts
+            assert state.rejected == {"exists": 1}
+        later_won += winner is a
+    assert 0 < later_won < 29  # the earlier date is no advantage
+
+
+def test_an_invalid_create_does_not_take_part() -> None:
+    bad = _create("a" * 32, N3, 10, access_mode="key", key_hash="not hex")
+    good = _create("b" * 32, N2, 20, access_mode="public")
+    state = derive([bad, good])
+    assert (state.channels["room"].creator, state.channels["room"].created_ts) == (N2, 20)
+    assert state.rejected == {"bad_key_hash": 1}
+
+
+def test_a_backdated_create_does_not_take_over_a_key_channel() -> None:
+    """The issue's attack: `create ops public` dated created_ts=1 for an existing key channel.
+
+    By its date it won on every node; now it wins only where its hash is the
+    smaller (a member trying msg_ids, until events are signed), never by date.
+    """
+    log = Log()
+    honest = log.chan(N1, "create", "ops", access_mode="key", key_hash=kh("k"))
+    log.chan(N2, "join", "ops", key_hash=kh("k"))
+    body = {"t": "CHANNEL_EVT", "op": "create", "channel_id": "ops", "access_mode": "public"}
+    won = 0
+    for i in range(40):
+        attack = ControlEvent(f"{i:032x}", N3, 1, event_text(body))
+        ops = derive([*log.events, attack]).channels["ops"]
+        by_hash = chatmodel.event_hash(attack) < chatmodel.event_hash(honest)
+        assert (ops.creator, ops.access_mode) == ((N3, "public") if by_hash else (N1, "key"))
+        won += by_hash
+    assert 0 < won < 40
 
 
 def test_creating_general_is_refused() -> None:
     log = Log()
-    log.chan("n1", "create", "general", access_mode="invite")
+    log.chan(N1, "create", "general", access_mode="invite")
     state = log.state()
     assert state.channels["general"].access_mode == "public"
     assert state.rejected == {"exists": 1}
@@ -257,119 +309,143 @@ def test_creating_general_is_refused() -> None:
 
 def test_public_channel_anyone_posts_join_makes_member() -> None:
     log = Log()
-    log.chan("n1", "create", "lobby")
-    assert log.state().can_post("lobby", "n2")
-    log.chan("n2", "join", "lobby")
-    assert log.state().channels["lobby"].members == {"n1", "n2"}
+    log.chan(N1, "create", "lobby")
+    assert log.state().can_post("lobby", N2)
+    log.chan(N2, "join", "lobby")
+    assert log.state().channels["lobby"].members == {N1, N2}
 
 
-def test_key_join_needs_the_right_hash() -> None:
+def test_key_join_needs_the_right_hash_or_none() -> None:
+    """A join with another key's hash is refused; a v1 join carries none (its sender
+    checked the key, addendum §2.3) and counts."""
     log = Log()
-    log.chan("n1", "create", "vault", access_mode="key", key_hash=key_hash("open sesame"))
-    log.chan("n2", "join", "vault", key_hash=key_hash("wrong"))
-    log.chan("n2", "join", "vault")
-    log.chan("n2", "join", "vault", key_hash="open sesame")  # the key itself, not its hash
+    log.chan(N1, "create", "vault", access_mode="key", key_hash=kh("open sesame"))
+    log.chan(N2, "join", "vault", key_hash=kh("wrong"))
+    log.chan(N2, "join", "vault", key_hash="open sesame")  # the key itself, not its hash
+    log.chan(N2, "join", "vault", key_hash="")
     state = log.state()
-    assert not state.can_post("vault", "n2")
-    assert state.can_post("vault", "n1")
+    assert not state.can_post("vault", N2)
+    assert state.can_post("vault", N1)
     assert state.rejected == {"wrong_key": 3}
-    log.chan("n2", "join", "vault", key_hash=key_hash("open sesame"))
+    log.chan(N2, "join", "vault", key_hash=kh("open sesame"))
+    log.chan(N3, "join", "vault")
     state = log.state()
-    assert state.can_post("vault", "n2")
-    assert state.channels["vault"].members == {"n1", "n2"}
+    assert state.can_post("vault", N2) and state.can_post("vault", N3)
+    assert state.channels["vault"].members == {N1, N2, N3}
     # The key never appears in the state, only its hash.
     assert "open sesame" not in json.dumps(state.summary())
 
 
+def test_a_key_channel_made_with_an_empty_hash_checks_no_key() -> None:
+    """The v1 TUI makes key channels with key_hash "" (addendum §2.2): accepted, any join counts."""
+    log = Log()
+    log.chan(N1, "create", "tui", access_mode="key", key_hash="")
+    log.chan(N1, "create", "tui2", access_mode="key")
+    log.chan(N2, "join", "tui", key_hash=kh("anything"))
+    log.chan(N3, "join", "tui")
+    state = log.state()
+    assert state.channels["tui"].access_mode == state.channels["tui2"].access_mode == "key"
+    assert state.channels["tui"].members == {N1, N2, N3}
+    assert state.rejected == {}
+
+
 def test_key_channel_without_a_valid_hash_is_not_created() -> None:
     log = Log()
-    log.chan("n1", "create", "vault", access_mode="key")
-    log.chan("n1", "create", "vault2", access_mode="key", key_hash="ABC")
-    log.chan("n1", "create", "vault3", access_mode="key", key_hash=key_hash("k").upper())
-    log.chan("n1", "create", "odd", access_mode="private")
+    log.chan(N1, "create", "vault2", access_mode="key", key_hash="ABC")
+    log.chan(N1, "create", "vault3", access_mode="key", key_hash=kh("k").upper())
+    log.chan(N1, "create", "vault4", access_mode="key", key_hash=int("9" * 64))
+    log.chan(N1, "create", "odd", access_mode="private")
     state = log.state()
     assert list(state.channels) == ["general"]
     assert state.rejected == {"bad_key_hash": 3, "bad_access_mode": 1}
 
 
+def test_the_key_hash_is_the_addendum_s() -> None:
+    """SHA-256 of circle_id|channel_id|key (addendum §2.1), with the addendum's vectors."""
+    cases = json.loads((VECTORS / "felund-v1-addendum.json").read_text())["cases"]
+    assert len(cases["channel_key_hash"]) == 2
+    for c in cases["channel_key_hash"]:
+        assert key_hash(c["circle_id"], c["channel_id"], c["key"]) == c["key_hash"]
+
+
 def test_invite_join_needs_approve_by_a_member() -> None:
     log = Log()
-    log.chan("n1", "create", "club", access_mode="invite")
-    log.chan("n2", "join", "club")
+    log.chan(N1, "create", "club", access_mode="invite")
+    log.chan(N2, "join", "club")
     assert log.state().rejected == {"not_approved": 1}
-    log.chan("n2", "request", "club")
+    log.chan(N2, "request", "club")
     state = log.state()
-    assert state.channels["club"].requests == {"n2"}
-    assert not state.can_post("club", "n2")
+    assert state.channels["club"].requests == {N2}
+    assert not state.can_post("club", N2)
     # A non-member cannot approve (not even themselves).
-    log.chan("n3", "approve", "club", target_node_id="n3")
-    log.chan("n2", "approve", "club", target_node_id="n2")
+    log.chan(N3, "approve", "club", target_node_id=N3)
+    log.chan(N2, "approve", "club", target_node_id=N2)
     state = log.state()
     assert state.rejected["not_member"] == 2
-    assert not state.can_post("club", "n3")
-    log.chan("n1", "approve", "club", target_node_id="n2")
+    assert not state.can_post("club", N3)
+    log.chan(N1, "approve", "club", target_node_id=N2)
     state = log.state()
     club = state.channels["club"]
-    assert club.members == {"n1", "n2"}
+    assert club.members == {N1, N2}
     assert club.requests == set()
-    assert club.approved == {"n2"}
-    assert state.can_post("club", "n2")
+    assert club.approved == {N2}
+    assert state.can_post("club", N2)
     # Once approved, leaving and joining again works without a new approve.
-    log.chan("n2", "leave", "club")
-    assert not log.state().can_post("club", "n2")
-    log.chan("n2", "join", "club")
-    assert log.state().can_post("club", "n2")
+    log.chan(N2, "leave", "club")
+    assert not log.state().can_post("club", N2)
+    log.chan(N2, "join", "club")
+    assert log.state().can_post("club", N2)
     # An approved member can approve others.
-    log.chan("n2", "approve", "club", target_node_id="n3")
-    assert log.state().can_post("club", "n3")
+    log.chan(N2, "approve", "club", target_node_id=N3)
+    assert log.state().can_post("club", N3)
 
 
 def test_request_only_for_invite_channels_and_approve_needs_a_target() -> None:
     log = Log()
-    log.chan("n1", "create", "lobby")
-    log.chan("n1", "create", "club", access_mode="invite")
-    log.chan("n2", "request", "lobby")
-    log.chan("n1", "approve", "club")
-    log.chan("n1", "approve", "club", target_node_id="has space")
-    log.chan("n1", "approve", "club", target_node_id=["n2"])
-    log.chan("n2", "join", "nowhere")
+    log.chan(N1, "create", "lobby")
+    log.chan(N1, "create", "club", access_mode="invite")
+    log.chan(N2, "request", "lobby")
+    log.chan(N1, "approve", "club")
+    log.chan(N1, "approve", "club", target_node_id="has space")
+    log.chan(N1, "approve", "club", target_node_id=[N2])
+    log.chan(N2, "join", "nowhere")
     assert log.state().rejected == {"not_invite": 1, "bad_target": 3, "no_channel": 1}
 
 
 def test_leave_general_is_refused_and_leave_removes_membership() -> None:
     log = Log()
-    log.chan("n1", "leave", "general")
-    log.chan("n1", "create", "vault", access_mode="key", key_hash=key_hash("k"))
-    log.chan("n1", "leave", "vault")
+    log.chan(N1, "leave", "general")
+    log.chan(N1, "create", "vault", access_mode="key", key_hash=kh("k"))
+    log.chan(N1, "leave", "vault")
     state = log.state()
     assert state.rejected == {"general": 1}
     assert state.channels["vault"].members == set()
-    assert not state.can_post("vault", "n1")
-    assert state.can_post("general", "n1")
+    assert not state.can_post("vault", N1)
+    assert state.can_post("general", N1)
 
 
 def test_rename_sets_the_authors_name_latest_wins() -> None:
     log = Log()
-    log.chan("n1", "rename", display_name="ann")
-    log.chan("n2", "rename", display_name="bob")
-    log.chan("n1", "rename", display_name="Anne-Marie 🚀")
-    log.chan("n1", "rename", display_name="")
-    log.chan("n1", "rename", display_name="x" * 65)
-    log.chan("n1", "rename", display_name="line\nbreak")
-    log.chan("n1", "rename", display_name=42)
-    log.chan("n1", "rename")
+    log.chan(N1, "rename", display_name="ann")
+    log.chan(N2, "rename", display_name="bob")
+    log.chan(N1, "rename", display_name="Anne-Marie 🚀")
+    log.chan(N1, "rename", display_name="")
+    log.chan(N1, "rename", display_name="x" * 65)
+    log.chan(N1, "rename", display_name="line\nbreak")
+    log.chan(N1, "rename", display_name=42)
+    log.chan(N1, "rename")
     state = log.state()
-    assert state.names == {"n1": "Anne-Marie 🚀", "n2": "bob"}
+    assert state.names == {N1: "Anne-Marie 🚀", N2: "bob"}
     assert state.rejected == {"bad_name": 5}
 
 
 def test_circle_name_event() -> None:
     log = Log()
-    log.add("n1", {"t": "CIRCLE_NAME_EVT", "circle_id": "c" * 24, "name": "the crew"})
+    log.add(N1, {"t": "CIRCLE_NAME_EVT", "circle_id": "c" * 24, "name": "the crew"})
     assert log.state().name == "the crew"
-    log.add("n2", {"t": "CIRCLE_NAME_EVT", "name": "renamed"})
-    log.add("n2", {"t": "CIRCLE_NAME_EVT", "name": ""})
-    log.add("n2", {"t": "CIRCLE_NAME_EVT"})
+    log.add(N2, {"t": "CIRCLE_NAME_EVT", "name": "renamed"})
+    log.add(N2, {"t": "CIRCLE_NAME_EVT", "name": ""})
+    log.add(N2, {"t": "CIRCLE_NAME_EVT"})
     state = log.state()
     assert state.name == "renamed"
     assert state.rejected == {"bad_name": 2}
@@ -379,23 +455,23 @@ def test_circle_name_event() -> None:
 def test_events_of_other_authors_are_ignored() -> None:
     """actor_node_id (or node_id) must be the message's author: only one's own actions."""
     log = Log()
-    log.chan("n1", "create", "club", access_mode="invite")
+    log.chan(N1, "create", "club", access_mode="invite")
     log.add(
-        "n2",
+        N2,
         {
             "t": "CHANNEL_EVT",
             "op": "approve",
             "channel_id": "club",
-            "actor_node_id": "n1",
-            "target_node_id": "n2",
+            "actor_node_id": N1,
+            "target_node_id": N2,
         },
     )
-    log.add("n2", {"t": "CHANNEL_EVT", "op": "rename", "node_id": "n1", "display_name": "evil"})
-    log.add("n2", {"t": "CHANNEL_EVT", "op": "leave", "channel_id": "club", "actor_node_id": None})
-    log.add("n2", {"t": "CIRCLE_NAME_EVT", "name": "x", "actor_node_id": "n3"})
+    log.add(N2, {"t": "CHANNEL_EVT", "op": "rename", "node_id": N1, "display_name": "evil"})
+    log.add(N2, {"t": "CHANNEL_EVT", "op": "leave", "channel_id": "club", "actor_node_id": None})
+    log.add(N2, {"t": "CIRCLE_NAME_EVT", "name": "x", "actor_node_id": N3})
     state = log.state()
     assert state.rejected == {"actor_mismatch": 4}
-    assert state.channels["club"].members == {"n1"}
+    assert state.channels["club"].members == {N1}
     assert state.names == {}
     assert state.name == ""
 
@@ -435,9 +511,9 @@ def test_events_of_other_authors_are_ignored() -> None:
 )
 def test_malformed_event_is_ignored_with_its_reason(text: str, reason: str) -> None:
     log = Log()
-    log.chan("n1", "create", "room")
+    log.chan(N1, "create", "room")
     before = log.state().summary()
-    log.add("n1", text)
+    log.add(N1, text)
     state = log.state()
     assert state.summary() == before
     assert state.rejected == {reason: 1}
@@ -446,12 +522,12 @@ def test_malformed_event_is_ignored_with_its_reason(text: str, reason: str) -> N
 def test_a_ten_megabyte_name_is_ignored_quickly() -> None:
     huge = "N" * (10 * 1024 * 1024)
     log = Log()
-    log.chan("n1", "rename", display_name="ann")
-    log.chan("n1", "rename", display_name=huge)
-    log.add("n1", {"t": "CIRCLE_NAME_EVT", "name": huge})
-    log.chan("n1", "create", huge)
+    log.chan(N1, "rename", display_name="ann")
+    log.chan(N1, "rename", display_name=huge)
+    log.add(N1, {"t": "CIRCLE_NAME_EVT", "name": huge})
+    log.chan(N1, "create", huge)
     state = log.state()
-    assert state.names == {"n1": "ann"}
+    assert state.names == {N1: "ann"}
     assert state.name == ""
     assert list(state.channels) == ["general"]
     assert state.rejected == {"too_long": 3}
@@ -459,8 +535,8 @@ def test_a_ten_megabyte_name_is_ignored_quickly() -> None:
 
 def test_known_types_without_channel_effect_are_accepted_and_change_nothing() -> None:
     log = Log()
-    log.add("n1", {"t": "ANCHOR_ANNOUNCE", "can_anchor": True})
-    log.add("n1", {"t": "CALL_EVT", "op": "create", "call_id": "abc"})
+    log.add(N1, {"t": "ANCHOR_ANNOUNCE", "can_anchor": True})
+    log.add(N1, {"t": "CALL_EVT", "op": "create", "call_id": "abc"})
     state = log.state()
     assert state.rejected == {}
     assert state.summary() == derive([]).summary()
@@ -471,7 +547,6 @@ def test_event_text_is_compact_and_key_sorted() -> None:
     text = event_text(body)
     assert text == '{"actor_node_id":"n1","display_name":"Bø 🚀","op":"rename","t":"CHANNEL_EVT"}'
     assert json.loads(text) == body
-    assert key_hash("k") == "8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
 
 
 def test_the_spec_vectors_control_event_derives_channel_ops() -> None:
@@ -487,6 +562,264 @@ def test_the_spec_vectors_control_event_derives_channel_ops() -> None:
     assert ops.members == {"b7"}
     # Our writer produces exactly the bytes the reference implementation wrote.
     assert event_text(json.loads(msg["text"])) == msg["text"]
+
+
+# --- dates: held when far ahead, never deciding a tie or a contest ---------------------
+
+NOW = 1_764_000_000
+
+
+def test_events_dated_far_ahead_are_held_and_change_nothing() -> None:
+    """The issue's attack: a rename at 2**41-1 and a circle name at 2**41-2 from a member."""
+    log = Log()
+    log.add(N1, {"t": "CIRCLE_NAME_EVT", "name": "ours"}, ts=NOW - 10)
+    log.chan(N1, "rename", display_name="ann")
+    log.add(N2, {"t": "CIRCLE_NAME_EVT", "name": "pwned"}, ts=2**41 - 2)
+    log.add(N2, {"t": "CHANNEL_EVT", "op": "rename", "display_name": "evil"}, ts=2**41 - 1)
+    log.add(N2, {"t": "CHANNEL_EVT", "op": "create", "channel_id": "x"}, ts=NOW + 3600)
+    state = derive(log.events, now=NOW)
+    assert (state.name, state.names, list(state.channels)) == ("ours", {N1: "ann"}, ["general"])
+    assert state.rejected == {"future": 3}
+    assert state.due_at == NOW + 3600 - chatmodel.MAX_SKEW_S
+    # An hour later the create falls due; the others never do.
+    later = derive(log.events, now=NOW + 3600)
+    assert list(later.channels) == ["general", "x"]
+    assert later.rejected == {"future": 2}
+
+
+def test_an_event_within_the_skew_counts_at_once() -> None:
+    log = Log()
+    log.add(N1, {"t": "CIRCLE_NAME_EVT", "name": "fast clock"}, ts=NOW + chatmodel.MAX_SKEW_S)
+    assert derive(log.events, now=NOW).name == "fast clock"
+    assert derive(log.events, now=NOW - 1).name == ""
+
+
+def test_a_tie_in_time_breaks_by_hash_not_by_msg_id() -> None:
+    """msg_ids are the author's choice: "0"*32 would sort first by msg_id every time."""
+    wins = 0
+    for i in range(20):
+        names = [
+            ControlEvent(
+                f"{i:02x}" + "0" * 30, N1, NOW, event_text({"t": "CIRCLE_NAME_EVT", "name": "zero"})
+            ),
+            ControlEvent(
+                f"{i:02x}" + "f" * 30, N2, NOW, event_text({"t": "CIRCLE_NAME_EVT", "name": "eff"})
+            ),
+        ]
+        last = max(names, key=chatmodel.event_hash)
+        assert derive(names, now=NOW).name == json.loads(last.text)["name"]
+        wins += last is names[0]
+    assert 0 < wins < 20
+
+
+def test_an_event_waits_across_seconds_for_what_it_needs() -> None:
+    """A join dated by a clock two minutes behind its channel's creator still counts,
+    as do an approve and a join dated before the approver could approve."""
+    log = Log()
+    log.chan(N2, "join", "lobby")  # dated 1001: before the create
+    log.chan(N3, "join", "club")  # before the invite channel exists and before its approve
+    log.chan(N2, "approve", "club", target_node_id=N3)  # before N2 is a member
+    log.ts += 120
+    log.chan(N1, "create", "lobby")
+    log.chan(N1, "create", "club", access_mode="invite")
+    log.chan(N1, "approve", "club", target_node_id=N2)
+    state = log.state()
+    assert state.channels["lobby"].members == {N1, N2}
+    assert state.channels["club"].members == {N1, N2, N3}
+    assert state.rejected == {}
+
+
+def test_a_leave_before_a_join_in_time_stays_before_it() -> None:
+    log = Log()
+    log.chan(N2, "leave", "lobby")
+    log.chan(N2, "join", "lobby")
+    log.chan(N3, "join", "lobby")
+    log.chan(N3, "leave", "lobby")
+    log.chan(N1, "create", "lobby")
+    assert log.state().channels["lobby"].members == {N1, N2}
+
+
+def test_an_approve_names_a_well_formed_node_id() -> None:
+    """Strings are not members: an approve naming anything but 24 or 32 lowercase hex is ignored."""
+    log = Log()
+    log.chan(N1, "create", "vip", access_mode="invite")
+    for target in ("bob", "8bd55a18", "totally-bogus-node", N2.upper(), N2 + "0", N3[:30]):
+        log.chan(N1, "approve", "vip", target_node_id=target)
+    log.chan(N1, "approve", "vip", target_node_id=N3)  # 32 hex, as a v1 browser's id
+    state = log.state()
+    assert state.channels["vip"].members == {N1, N3}
+    assert state.rejected == {"bad_target": 6}
+
+
+def test_node_id_names_the_actor_of_a_join_leave_request_or_rename() -> None:
+    """v1 readers take the member from node_id (addendum §2.4): it must be the author's."""
+    log = Log()
+    log.chan(N1, "create", "lobby")
+    log.chan(N2, "join", "lobby")
+    for op in ("leave", "join", "request"):
+        log.add(
+            N3,
+            {
+                "t": "CHANNEL_EVT",
+                "op": op,
+                "channel_id": "lobby",
+                "node_id": N2,
+                "actor_node_id": N3,
+            },
+        )
+    log.add(N3, {"t": "CHANNEL_EVT", "op": "rename", "node_id": N2, "display_name": "x"})
+    state = log.state()
+    assert state.channels["lobby"].members == {N1, N2}
+    assert state.names == {}
+    assert state.rejected == {"actor_mismatch": 4}
+
+
+def test_v1_event_forms_apply() -> None:
+    """What the other implementation writes (addendum §2.3, §3.1) counts here."""
+    log = Log()
+    cli = {"t": "CHANNEL_EVT", "circle_id": "", "created_ts": 5}
+    log.add(
+        N1,
+        {
+            **cli,
+            "op": "create",
+            "channel_id": "ops",
+            "access_mode": "key",
+            "key_hash": kh("k"),
+            "actor_node_id": N1,
+            "created_by": N1,
+        },
+    )
+    log.add(N2, {**cli, "op": "join", "channel_id": "ops", "node_id": N2, "actor_node_id": N2})
+    log.add(N3, {"t": "CHANNEL_EVT", "op": "rename", "node_id": N3, "display_name": "tui"})
+    log.add(
+        N1,
+        {
+            "t": "CHANNEL_EVT",
+            "op": "approve",
+            "channel_id": "ops",
+            "actor_node_id": N1,
+            "target_node_id": N3,
+        },
+    )
+    log.add(N2, {"t": "CIRCLE_NAME_EVT", "name": "from a browser"})
+    state = derive(
+        [
+            ControlEvent(e.msg_id, e.author, e.created_ts, e.text.replace(',"circle_id":""', ""))
+            for e in log.events
+        ]
+    )
+    assert state.channels["ops"].members == {N1, N2, N3}
+    assert (state.names, state.name) == ({N3: "tui"}, "from a browser")
+    assert state.rejected == {}
+
+
+def test_the_writer_refuses_a_contest_and_a_keyless_join() -> None:
+    log = Log()
+    log.chan(N1, "create", "vault", access_mode="key", key_hash=kh("k"))
+    log.chan(N1, "create", "tui", access_mode="key", key_hash="")
+    state = log.state()
+    join = events.channel_event("join", "c" * 24, "vault", N2)
+    assert chatmodel.writer_problem(state, join) == "needs_key"
+    assert chatmodel.writer_problem(state, {**join, "channel_id": "tui"}) is None
+    assert chatmodel.writer_problem(state, {**join, "key_hash": kh("x")}) is None  # the fold says
+    create = events.channel_event("create", "c" * 24, "vault", N2)
+    assert chatmodel.writer_problem(state, create) == "exists"
+    assert chatmodel.writer_problem(state, {**create, "channel_id": "new"}) is None
+
+
+# --- the builder, names of channels and of people ---------------------------------------
+
+CIRCLE_ID = "0123456789abcdef01234567"
+
+
+def test_the_builder_writes_what_both_implementations_read() -> None:
+    me = N1
+    create = events.channel_event("create", CIRCLE_ID, "#secret", me, access="key", key="hunter2")
+    assert create == {
+        "t": "CHANNEL_EVT",
+        "op": "create",
+        "circle_id": CIRCLE_ID,
+        "channel_id": "secret",
+        "access_mode": "key",
+        "key_hash": "b98815cd36f50d86a94634bf27b653fef1f7a5cca6cff63d37a5d5cb49b492b9",
+        "actor_node_id": me,
+        "created_by": me,
+    }
+    join = events.channel_event("join", CIRCLE_ID, "secret", me, key="hunter2")
+    assert join["key_hash"] == create["key_hash"] and join["node_id"] == me
+    assert events.channel_event("create", CIRCLE_ID, "lobby", me)["key_hash"] == ""
+    assert events.channel_event("leave", CIRCLE_ID, "lobby", me)["node_id"] == me
+    approve = events.channel_event("approve", CIRCLE_ID, "vip", me, target=N2)
+    assert (approve["target_node_id"], "node_id" in approve) == (N2, False)
+    assert events.rename_event(CIRCLE_ID, me, "ann")["node_id"] == me
+    assert events.circle_name_event(CIRCLE_ID, "c") == {
+        "t": "CIRCLE_NAME_EVT",
+        "circle_id": CIRCLE_ID,
+        "name": "c",
+    }
+    assert events.dated(join, 7)["created_ts"] == 7
+    assert events.dated(events.circle_name_event(CIRCLE_ID, "c"), 7) == events.circle_name_event(
+        CIRCLE_ID, "c"
+    )
+    # Every event we build applies.
+    evs = [
+        ControlEvent(f"{i:032x}", me, NOW + i, event_text(events.dated(e, NOW + i)))
+        for i, e in enumerate([create, join, events.rename_event(CIRCLE_ID, me, "ann")])
+    ]
+    assert derive(evs, CIRCLE_ID, now=NOW).rejected == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("create", "Bad!"), chatmodel.CHANNEL_RULE),
+        (("join", "__control"), chatmodel.CHANNEL_RULE),
+        (("join", "x" * 33), chatmodel.CHANNEL_RULE),
+        (("create", "vault", {"access": "key"}), events.NEEDS_KEY),
+        (("create", "vault", {"access": "secret"}), "access is one of public, key, invite"),
+        (("approve", "vip"), "approve whom? name the person"),
+        (("rename", "vip"), "no channel operation 'rename'"),
+    ],
+)
+def test_the_builder_refuses_with_one_text(args: tuple[Any, ...], problem: str) -> None:
+    op, name, *extra = args
+    with pytest.raises(ValueError, match="^" + re.escape(problem) + "$"):
+        events.channel_event(op, CIRCLE_ID, name, N1, **(extra[0] if extra else {}))
+
+
+PEOPLE = [(N1, "ann"), (N2, "bob"), ("2b" + "9" * 22, "bobby"), (N3, "1a"), ("b7", "old")]
+
+
+@pytest.mark.parametrize(
+    ("who", "found"),
+    [
+        (N1, N1),
+        ("f" * 24, "f" * 24),  # a full id: taken as given
+        ("e" * 32, "e" * 32),
+        (" ann ", N1),
+        ("bob", N2),
+        ("3c3c", N3),
+        ("2b2b", N2),
+        ("b7", "b7"),
+        ("bobby", "2b" + "9" * 22),
+        ("2b", '"2b" could be 2 people: give more of a node id'),
+        ("1a", '"1a" could be 2 people: give more of a node id'),  # a name and an id's start
+        ("carol", 'no one in this circle is "carol" (by node id, its start, or name)'),
+        (
+            "totally-bogus-node",
+            'no one in this circle is "totally-bogus-node" (by node id, its start, or name)',
+        ),
+        ("Ann", 'no one in this circle is "Ann" (by node id, its start, or name)'),
+        ("  ", "name someone: a node id, its start, or a name"),
+    ],
+)
+def test_a_person_is_named_by_id_its_start_or_name(who: str, found: str) -> None:
+    if " " in found or '"' in found:
+        with pytest.raises(ValueError, match="^" + re.escape(found) + "$"):
+            events.resolve_person(PEOPLE, who)
+    else:
+        assert events.resolve_person(PEOPLE, who) == found
 
 
 # --- the store's fold: Ops on a real database ---------------------------------------
@@ -658,7 +991,7 @@ def test_a_join_accepted_by_the_store_stays_accepted_in_the_same_second(circle) 
             "op": "create",
             "channel_id": "vault",
             "access_mode": "key",
-            "key_hash": key_hash("k"),
+            "key_hash": kh("k"),
             "actor_node_id": a.node_id,
         },
         100,
@@ -670,7 +1003,7 @@ def test_a_join_accepted_by_the_store_stays_accepted_in_the_same_second(circle) 
             "t": "CHANNEL_EVT",
             "op": "join",
             "channel_id": "vault",
-            "key_hash": key_hash("k"),
+            "key_hash": kh("k"),
             "actor_node_id": b.node_id,
         },
         100,

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
+from felund.errors import RPCError
 from felund.protocol import (
     CONTROL_CHANNEL,
     OP_APPEND,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
+    OP_CIRCLES,
     OP_CONTROL,
     OP_SETTINGS,
 )
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
-from felund.v1 import chatmodel, ids
+from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import encode_invite
 from felund.v1.wire import compose_message, to_wire
 
@@ -40,23 +44,33 @@ def _do(ops: Ops, op: str, body: dict[str, Any]) -> Any:
         return ops.handle(op, body)
 
 
-def _peer_creates(ops: Ops, circle_id: str, channel: str, ts: int) -> None:
-    """A peer's create event, arrived by gossip, stamped with the peer's clock."""
+def _from_peer(ops: Ops, circle_id: str, event: dict[str, Any], ts: int) -> None:
+    """A peer's control event, arrived by gossip, stamped with the peer's clock."""
     secret = ops.db.circle(circle_id).secret  # type: ignore[union-attr]
-    event = {"t": "CHANNEL_EVT", "op": "create", "channel_id": channel, "actor_node_id": PEER}
     msg = compose_message(
         secret,
         circle_id=circle_id,
         channel_id=CONTROL_CHANNEL,
         author_node_id=PEER,
         display_name="peer",
-        text=chatmodel.event_text(event | {"access_mode": "public"}),
+        text=chatmodel.event_text(event),
         created_ts=ts,
         msg_id=ids.new_msg_id(PEER, ts),
         encrypt=False,
     )
     answer = _do(ops, OP_APPEND, {"origin": "gossip", "msgs": [to_wire(msg)]}).reply
     assert answer["results"] == ["stored"]
+
+
+def _peer_creates(ops: Ops, circle_id: str, channel: str, ts: int) -> None:
+    _from_peer(ops, circle_id, events.channel_event("create", circle_id, channel, PEER), ts)
+
+
+def _ours(ops: Ops, circle_id: str, event: dict[str, Any]) -> Any:
+    """Write a control event of ours, dated now."""
+    now = int(time.time())
+    body = {"circle_id": circle_id, "msg_id": ids.new_msg_id(ME, now), "created_ts": now}
+    return _do(ops, OP_CONTROL, {**body, "event": event}).reply
 
 
 def _join_body(circle_id: str, channel: str, ts: int) -> dict[str, Any]:
@@ -74,17 +88,17 @@ def _member(ops: Ops, circle_id: str, channel: str) -> bool:
 
 
 def test_a_join_from_a_clock_behind_the_creator_still_counts(ops: Ops) -> None:
-    circle = _do(ops, OP_CIRCLE_CREATE, {"name": "c"}).reply["circle_id"]
+    circle = _do(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
     now = int(time.time())
     _peer_creates(ops, circle, "dev", now + 120)  # the peer's clock is two minutes ahead
     _do(ops, OP_CONTROL, _join_body(circle, "dev", now))
     assert _member(ops, circle, "dev")
-    stored = ops.db.control_events(circle, CONTROL_CHANNEL)
-    assert max(row[2] for row in stored) == now + 121  # dated after the create
+    ours = [row for row in ops.db.control_events(circle, CONTROL_CHANNEL) if row[1] == ME]
+    assert [ts for _, _, ts, _ in ours] == [now]  # our clock, not the creator's
 
 
 def test_a_retried_control_request_is_answered_as_stored(ops: Ops) -> None:
-    circle = _do(ops, OP_CIRCLE_CREATE, {"name": "c"}).reply["circle_id"]
+    circle = _do(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
     now = int(time.time())
     body = {
         "circle_id": circle,
@@ -150,3 +164,98 @@ def test_renames_in_one_second_end_with_the_last(ops: Ops) -> None:
             },
         )
     assert ops.state(circle).names[ME] == "me 7"
+
+
+def test_an_event_dated_far_ahead_does_not_lock_our_controls(ops: Ops) -> None:
+    """Issue 14: a member's rename dated 2**41-1 made every later control event of ours
+    fail (`msgs[0]: size: created_ts`); a circle name at 2**41-2 renamed the circle."""
+    circle = _do(ops, OP_CIRCLE_CREATE, {"name": "ours"}).reply["circle_id"]
+    _from_peer(ops, circle, events.rename_event(circle, PEER, "evil"), 2**41 - 1)
+    _from_peer(ops, circle, events.circle_name_event(circle, "pwned"), 2**41 - 2)
+    assert _do(ops, OP_CIRCLES, {}).reply["circles"][0]["name"] == "ours"
+    _ours(ops, circle, events.channel_event("create", circle, "dev", ME))
+    _ours(ops, circle, events.channel_event("leave", circle, "dev", ME))
+    _ours(ops, circle, events.channel_event("join", circle, "dev", ME))
+    _ours(ops, circle, events.rename_event(circle, ME, "me again"))
+    _ours(ops, circle, events.circle_name_event(circle, "renamed"))
+    assert _member(ops, circle, "dev")
+    state = ops.state(circle)
+    assert (state.name, state.names) == ("renamed", {ME: "me again"})
+    assert state.rejected["future"] == 2
+    ours = [
+        ts for _, author, ts, _ in ops.db.control_events(circle, CONTROL_CHANNEL) if author == ME
+    ]
+    assert max(ours) < time.time() + 60
+
+
+def test_our_events_keep_their_order_and_say_their_date(ops: Ops) -> None:
+    circle = _do(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
+    now = int(time.time())
+    for i in range(3):  # one second: dated now, now + 1, now + 2
+        _ours(ops, circle, events.rename_event(circle, ME, f"me {i}"))
+    rows = sorted(ops.db.control_events(circle, CONTROL_CHANNEL), key=lambda r: r[2])
+    assert [ts - now for _, _, ts, _ in rows] in ([0, 1, 2], [1, 2, 3])
+    for _, _, ts, text in rows:  # v1 reads the date in the text (addendum §2.3)
+        assert json.loads(text)["created_ts"] == ts
+
+
+def test_a_keyless_join_of_a_key_channel_is_refused_and_writes_nothing(ops: Ops) -> None:
+    circle = _do(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
+    secret_create = events.channel_event("create", circle, "vault", PEER, access="key", key="k")
+    _from_peer(ops, circle, secret_create, int(time.time()))
+    before = len(ops.db.control_events(circle, CONTROL_CHANNEL))
+    with pytest.raises(RPCError, match="that channel has a key"):
+        _ours(ops, circle, events.channel_event("join", circle, "vault", ME))
+    with pytest.raises(RPCError, match="wrong key"):
+        _ours(ops, circle, events.channel_event("join", circle, "vault", ME, key="K"))
+    assert len(ops.db.control_events(circle, CONTROL_CHANNEL)) == before
+    _ours(ops, circle, events.channel_event("join", circle, "vault", ME, key="k"))
+    assert _member(ops, circle, "vault")
+
+
+def test_an_approve_names_a_person_by_id_its_start_or_name(ops: Ops) -> None:
+    """Issue 13: `approve --node bob`, `--node 8bd55a18` and `--node totally-bogus-node`
+    stored those strings as members. Now: resolved, or refused with nothing written."""
+    circle = _do(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
+    _ours(ops, circle, events.channel_event("create", circle, "vip", ME, access="invite"))
+    _from_peer(ops, circle, events.rename_event(circle, PEER, "bob"), int(time.time()))
+    before = len(ops.db.control_events(circle, CONTROL_CHANNEL))
+    for who, says in [
+        ("totally-bogus-node", "no one in this circle"),
+        ("carol", "no one in this circle"),
+        ("", "name someone"),
+    ]:
+        with pytest.raises(RPCError, match=says):
+            _ours(
+                ops, circle, events.channel_event("approve", circle, "vip", ME, target=who or " ")
+            )
+    assert len(ops.db.control_events(circle, CONTROL_CHANNEL)) == before
+    for who in ("bob", PEER[:8], PEER):
+        _ours(ops, circle, events.channel_event("approve", circle, "vip", ME, target=who))
+    members = _do(ops, OP_CHANNELS, {"circle_id": circle}).reply["channels"]
+    assert next(c for c in members if c["channel_id"] == "vip")["members"] == sorted([ME, PEER])
+    targets = [
+        json.loads(t).get("target_node_id")
+        for _, _, _, t in ops.db.control_events(circle, CONTROL_CHANNEL)
+    ]
+    assert [t for t in targets if t] == [PEER] * 3
+
+
+def test_a_circle_s_name_travels_with_it(ops: Ops, tmp_path: Path) -> None:
+    """Issue 13: `felund invite --name friends` showed as an id to whoever joined."""
+    made = _do(ops, OP_CIRCLE_CREATE, {"name": "friends"})
+    circle = made.reply["circle_id"]
+    assert [row["channel_id"] for row in made.stored] == [CONTROL_CHANNEL]
+    db = Database(tmp_path / "joiner.db")
+    joiner = Ops(db, NodeInfo(PEER, "peer", False, "127.0.0.1:9998"))
+    try:
+        _do(joiner, OP_CIRCLE_JOIN, {"code": made.reply["code"]})
+        assert _do(joiner, OP_CIRCLES, {}).reply["circles"][0]["name"] == ""
+        _do(joiner, OP_APPEND, {"origin": "gossip", "msgs": [row["wire"] for row in made.stored]})
+        assert _do(joiner, OP_CIRCLES, {}).reply["circles"] == [
+            {"circle_id": circle, "name": "friends", "joined_ts": ANY}
+        ]
+    finally:
+        db.close()
+    unnamed = _do(ops, OP_CIRCLE_CREATE, {})
+    assert unnamed.stored == []

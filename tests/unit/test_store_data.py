@@ -71,7 +71,8 @@ def circle_store(tmp_path: Path) -> Iterator[tuple[Database, Ops, str, str]]:
     db = Database(tmp_path / "felund.db")
     ops = Ops(db, NodeInfo(ids.new_node_id(), "alice", True, "127.0.0.1:9999"))
     with db.transaction():
-        circle_id = ops.handle(OP_CIRCLE_CREATE, {"name": "x"}).reply["circle_id"]
+        # No name: a circle's name is its first control event, a message of that circle.
+        circle_id = ops.handle(OP_CIRCLE_CREATE, {}).reply["circle_id"]
     secret = db.circle(circle_id).secret  # type: ignore[union-attr]
     yield db, ops, circle_id, secret
     db.close()

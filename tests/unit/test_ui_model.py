@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felund.protocol import (
+    CONTROL_CHANNEL,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
@@ -25,7 +26,7 @@ from felund.protocol import (
 from felund.ui.model import DETACH_CONFIRM_S, KEYS, Call, Model, Quit
 from felund.ui.pane import FAILED, PENDING, STORED
 from felund.ui.render import render
-from felund.v1 import chatmodel
+from felund.v1 import chatmodel, events
 from tests.unit.ui_store import (
     BOB,
     ME,
@@ -319,26 +320,17 @@ def test_channel_create_writes_the_event_as_the_cli_does(store: UiStore, circle:
     (call,) = calls(enter(model, "/channel create secret key hunter2"), OP_CONTROL)
     assert call.body["circle_id"] == circle
     assert call.body["created_ts"] == T0 + 500
-    assert call.body["event"] == {
-        "t": "CHANNEL_EVT",
-        "op": "create",
-        "channel_id": "secret",
-        "actor_node_id": ME,
-        "access_mode": "key",
-        "key_hash": chatmodel.key_hash("hunter2"),
-    }
+    assert call.body["event"] == events.channel_event(
+        "create", circle, "secret", ME, access="key", key="hunter2"
+    )
+    assert call.body["event"]["key_hash"] == chatmodel.key_hash(circle, "secret", "hunter2")
 
 
 def test_channel_join_switches_once_a_member(store: UiStore, circle: str) -> None:
     model = started(store)
     effects = enter(model, "/channel join #ops")
     (call,) = calls(effects, OP_CONTROL)
-    assert call.body["event"] == {
-        "t": "CHANNEL_EVT",
-        "op": "join",
-        "channel_id": "ops",
-        "actor_node_id": ME,
-    }
+    assert call.body["event"] == events.channel_event("join", circle, "ops", ME)
     store.drive(model, effects)
     assert model.active == (circle, "ops")
     assert model.status == "joined #ops"
@@ -346,6 +338,36 @@ def test_channel_join_switches_once_a_member(store: UiStore, circle: str) -> Non
     text = screen_text(model)
     assert "* #general  public  everyone" in text
     assert "* #ops  public  2 members" in text  # bob made it, we joined
+
+
+def test_approve_finds_a_member_who_never_posted(store: UiStore) -> None:
+    """Issue 13: `/channel approve vip carol` said "no single person" for a member whose
+    only message was her request; the store resolves whom an approve names, for the ui too."""
+    circle = store.circle_id = store.create_circle("friends")
+    store.i_do({"t": "CHANNEL_EVT", "op": "create", "channel_id": "vip", "access_mode": "invite"})
+    request = {"t": "CHANNEL_EVT", "op": "request", "channel_id": "vip"}
+    store.bob_says(
+        1,
+        CONTROL_CHANNEL,
+        text=chatmodel.event_text({**request, "actor_node_id": BOB}),
+        display_name="carol",
+    )
+    model = started(store)
+    assert all(name != "carol" for _, name in model.circles[circle].names.values())
+    effects = enter(model, "/channel approve vip carol")
+    (call,) = calls(effects, OP_CONTROL)
+    assert call.body["event"]["target_node_id"] == "carol"  # resolved by the store
+    store.drive(model, effects)
+    assert model.status == "approved carol in #vip"
+    vip = next(
+        c
+        for c in store.ops.channels({"circle_id": circle}).reply["channels"]
+        if c["channel_id"] == "vip"
+    )
+    assert vip["members"] == sorted([ME, BOB])
+    store.drive(model, enter(model, "/channel approve vip dave"))
+    assert model.status.startswith('no one in this circle is "dave"'), model.status
+    assert model.status_style == "error"
 
 
 @pytest.mark.parametrize(
@@ -375,9 +397,7 @@ def test_rename_writes_a_rename_in_every_circle(store: UiStore, circle: str) -> 
     effects = calls(enter(model, "/name Alice B."), OP_CONTROL)
     assert {c.body["circle_id"] for c in effects} == {circle, work}
     assert all(
-        c.body["event"]
-        == {"t": "CHANNEL_EVT", "op": "rename", "actor_node_id": ME, "display_name": "Alice B."}
-        for c in effects
+        c.body["event"] == events.rename_event(c.body["circle_id"], ME, "Alice B.") for c in effects
     )
     enter(model, "/name")
     assert model.status == "you are 'Alice B.'"
@@ -652,12 +672,7 @@ def test_wizard_creates_a_circle_and_names_this_node(store: UiStore) -> None:
     (made,) = store.db.circles()
     (rename,) = calls(follow, OP_CONTROL)
     assert rename.body["circle_id"] == made.circle_id
-    assert rename.body["event"] == {
-        "t": "CHANNEL_EVT",
-        "op": "rename",
-        "actor_node_id": ME,
-        "display_name": "Ally",
-    }
+    assert rename.body["event"] == events.rename_event(made.circle_id, ME, "Ally")
     assert calls(follow, OP_CIRCLES)
     store.drive(model, follow)
     assert model.mode == "chat"

@@ -1,43 +1,65 @@
 // Circles, channels and people, derived from control events: a port of
-// felund/chatmodel.py with the same rules and the same results, so that a
-// browser and a Python node holding the same events derive the same state.
-//
-// Control events are messages on the `__control` channel whose text is a
-// compact, key-sorted JSON object. The state is a fold of a circle's events
-// in (createdTs, msgId) order; within one second an event refused for want of
-// another (a join sorted before its create) is tried again after the rest of
-// its second, until nothing more applies. Rules:
-// - `create` makes a channel (first create wins); its creator is a member.
-// - `join`: anyone joins a public channel; a key channel needs the key's hash;
-//   an invite channel needs an `approve` first.
-// - `request` asks to join an invite channel; `approve` by a member makes
-//   `target_node_id` a member.
-// - `leave` leaves a channel (never `general`); `rename` sets the author's
-//   display name; `CIRCLE_NAME_EVT` names the circle.
+// felund/v1/chatmodel.py (the fold) and felund/v1/events.py (the builder, and
+// people named by id, its start or name), with the same rules and the same
+// results, so that a browser and a Python node holding the same events derive
+// the same state and write the same events. The rules are stated there; in short:
+// - an event dated more than MAX_SKEW_S after now is held (changes nothing);
+// - due events apply in (createdTs, eventHash) order;
+// - a channel is made by its valid create with the smallest hash, whatever the dates;
+// - an event refused for want of another (no channel, not approved, not a
+//   member yet) waits, and applies as soon as an event gives what it needs.
 
 import { cmpCodePoints, cpLength } from "./bytes.js";
-import { sha256Hex } from "./crypto.js";
-import { isPrintable } from "./invite.js";
+import { isNodeId } from "./ids.js";
+import { isPrintable, pyStrip } from "./invite.js";
 import { dumps, isObject, loads } from "./pyjson.js";
+import { sha256HexOf } from "./sha256.js";
 import { DEFAULT_CHANNEL } from "./wire.js";
 
 export const ACCESS_MODES = Object.freeze(["public", "key", "invite"]);
 export const CHANNEL_OPS = Object.freeze(["create", "join", "request", "approve", "leave", "rename"]);
 export const MAX_EVENT_TEXT = 4096;
 export const MAX_NAME = 64;
+export const MAX_SKEW_S = 300;
+export const CHANNEL_RULE = "channel names are 1 to 32 of a-z, 0-9, - and _, not starting with __";
+export const NEEDS_KEY = "a key channel needs a key";
 const CHANNEL_RE = /^[a-z0-9_-]{1,32}$/;
-const NODE_RE = /^[A-Za-z0-9_.-]{1,128}$/;
 const HEX64_RE = /^[0-9a-f]{64}$/;
-// Refusals that a later event of the same second can lift.
-const WAITS_ON_ANOTHER = new Set(["no_channel", "not_approved", "not_member"]);
+// Ops whose node_id, when present, names the actor (v1 writes it so, addendum §2.3).
+const NODE_ID_IS_ACTOR = new Set(["join", "request", "leave", "rename"]);
+const WAIT_REASONS = { channel: "no_channel", approved: "not_approved", member: "not_member" };
 
 /**
- * The hash of a channel key that control events carry (never the key itself).
- * @param {string} key
- * @returns {Promise<string>} hex SHA-256 of the key's UTF-8
+ * Whether name is a channel a user may make, join or post in.
+ * @param {any} name
+ * @returns {boolean}
  */
-export function keyHash(key) {
-  return sha256Hex(key);
+export function isChannelName(name) {
+  return typeof name === "string" && CHANNEL_RE.test(name) && !name.startsWith("__");
+}
+
+/**
+ * A channel's name as typed (one leading # allowed).
+ * @param {string} word
+ * @returns {string}
+ * @throws {Error} with CHANNEL_RULE
+ */
+export function channelName(word) {
+  const name = word.startsWith("#") ? word.slice(1) : word;
+  if (!isChannelName(name)) throw new Error(CHANNEL_RULE);
+  return name;
+}
+
+/**
+ * The hash of a channel key that control events carry: SHA-256 of
+ * `circle_id|channel_id|key` (addendum §2.1), never the key itself.
+ * @param {string} circleId
+ * @param {string} channelId
+ * @param {string} key
+ * @returns {string}
+ */
+export function keyHash(circleId, channelId, key) {
+  return sha256HexOf(`${circleId}|${channelId}|${key}`);
 }
 
 /**
@@ -50,10 +72,27 @@ export function eventText(event) {
 }
 
 /**
+ * @typedef {object} ControlEvent a control message as the store holds it
+ * @property {string} msgId
+ * @property {string} authorNodeId
+ * @property {number} createdTs
+ * @property {string} text
+ */
+
+/**
+ * The value ties break on: hex SHA-256 of `msg_id|author|created_ts|text`.
+ * @param {ControlEvent} ev
+ * @returns {string}
+ */
+export function eventHash(ev) {
+  return sha256HexOf(`${ev.msgId}|${ev.authorNodeId}|${ev.createdTs}|${ev.text}`);
+}
+
+/**
  * @typedef {object} Channel
  * @property {string} channelId
  * @property {string} accessMode public | key | invite
- * @property {string} keyHash "" unless accessMode is key
+ * @property {string} keyHash "" unless accessMode is key (and "" there too for a v1 TUI's)
  * @property {string} creator node id ("" for general)
  * @property {number} createdTs
  * @property {Set<string>} members
@@ -88,6 +127,10 @@ export class CircleState {
     this.names = new Map();
     /** @type {Map<string, number>} refusal reason -> count */
     this.rejected = new Map();
+    /** @type {Map<string, string>} msgId -> why it was refused (held: "future") */
+    this.refused = new Map();
+    /** @type {number|null} when the earliest held event falls due (derive again then) */
+    this.dueAt = null;
   }
 
   /**
@@ -104,7 +147,7 @@ export class CircleState {
   }
 
   /**
-   * The state as plain data, shaped and ordered as felund.chatmodel.CircleState.summary().
+   * The state as plain data, shaped and ordered as felund.v1.chatmodel.CircleState.summary().
    * @returns {object}
    */
   summary() {
@@ -128,64 +171,65 @@ export class CircleState {
   }
 }
 
-/**
- * @typedef {object} ControlEvent a control message as the store holds it
- * @property {string} msgId
- * @property {string} authorNodeId
- * @property {number} createdTs
- * @property {string} text
- */
+function refuse(state, ev, why) {
+  state.rejected.set(why, (state.rejected.get(why) ?? 0) + 1);
+  state.refused.set(ev.msgId, why);
+}
 
-function reject(state, problem) {
-  state.rejected.set(problem, (state.rejected.get(problem) ?? 0) + 1);
+const byRank = (a, b) => a.ev.createdTs - b.ev.createdTs || (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0);
+
+/**
+ * Fold a circle's control events into its state, as of `now`, deterministically.
+ * @param {Iterable<ControlEvent>} events of the __control channel, in any order
+ * @param {string} [circleId] when given, events naming another circle are refused
+ * @param {number} [now] Unix seconds (default: the clock): what is dated beyond now + MAX_SKEW_S is held
+ * @returns {CircleState}
+ */
+export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000)) {
+  const horizon = now + MAX_SKEW_S;
+  const state = new CircleState(circleId);
+  const due = [];
+  for (const ev of events) {
+    if (ev.createdTs > horizon) {
+      refuse(state, ev, "future");
+      const fallsDue = ev.createdTs - MAX_SKEW_S;
+      state.dueAt = state.dueAt === null ? fallsDue : Math.min(state.dueAt, fallsDue);
+      continue;
+    }
+    const parsed = parse(ev, circleId);
+    if (typeof parsed === "string") refuse(state, ev, parsed);
+    else if (parsed !== null) due.push(parsed);
+  }
+  due.sort(byRank);
+  const creates = new Map();
+  for (const p of due) {
+    if (p.kind === "create" && (!creates.has(p.cid) || p.hash < creates.get(p.cid).hash)) creates.set(p.cid, p);
+  }
+  new Fold(state, creates).run(due);
+  return state;
 }
 
 /**
- * Fold a circle's control events into its state, deterministically.
- * @param {Iterable<ControlEvent>} events of the __control channel, in any order
- * @param {string} [circleId] when given, events naming another circle are refused
- * @returns {CircleState}
+ * What our writers refuse before the fold is asked: a create of a channel that
+ * exists, and a join of a key channel without its key (felund/v1/chatmodel.py writer_problem).
+ * @param {CircleState} state
+ * @param {object} event
+ * @returns {string|null}
  */
-export function derive(events, circleId = "") {
-  const state = new CircleState(circleId);
-  const ordered = [...events].sort(
-    (a, b) => a.createdTs - b.createdTs || cmpCodePoints(a.msgId, b.msgId),
-  );
-  const bySecond = new Map();
-  for (const ev of ordered) {
-    if (!bySecond.has(ev.createdTs)) bySecond.set(ev.createdTs, []);
-    bySecond.get(ev.createdTs).push(ev);
-  }
-  for (const second of bySecond.values()) {
-    let pending = second;
-    while (pending.length) {
-      const waiting = [];
-      for (const ev of pending) {
-        const problem = apply(state, ev);
-        if (problem !== null && WAITS_ON_ANOTHER.has(problem)) waiting.push([ev, problem]);
-        else if (problem) reject(state, problem);
-      }
-      if (waiting.length === pending.length) {
-        // Nothing more applies this second.
-        for (const [, problem] of waiting) reject(state, problem);
-        break;
-      }
-      pending = waiting.map(([ev]) => ev);
-    }
-  }
-  return state;
+export function writerProblem(state, event) {
+  if (event.t !== "CHANNEL_EVT") return null;
+  const channel = state.channels.get(String(event.channel_id));
+  if (channel === undefined) return null;
+  if (event.op === "create") return "exists";
+  if (event.op === "join" && channel.keyHash && !has(event, "key_hash")) return "needs_key";
+  return null;
 }
 
 const has = (obj, key) => Object.hasOwn(obj, key);
 const get = (obj, key, dflt) => (has(obj, key) ? obj[key] : dflt);
 
-/**
- * Apply one event to state.
- * @param {CircleState} state
- * @param {ControlEvent} ev
- * @returns {string|null} why it was ignored, or null if it applied
- */
-export function apply(state, ev) {
+/** An event's parts, or why it is refused whatever else holds (null: no effect). */
+function parse(ev, circleId) {
   if (typeof ev.text !== "string" || cpLength(ev.text) > MAX_EVENT_TEXT) return "too_long";
   let body;
   try {
@@ -194,19 +238,15 @@ export function apply(state, ev) {
     return "not_json";
   }
   if (!isObject(body)) return "not_object";
-  if (state.circleId && get(body, "circle_id", state.circleId) !== state.circleId) {
-    return "other_circle";
-  }
+  if (circleId && get(body, "circle_id", circleId) !== circleId) return "other_circle";
   const actor = get(body, "actor_node_id", get(body, "node_id", ev.authorNodeId));
   if (actor !== ev.authorNodeId) return "actor_mismatch"; // only one's own actions
   const kind = get(body, "t", undefined);
   if (kind === "CIRCLE_NAME_EVT") {
-    const name = get(body, "name", undefined);
-    if (!goodName(name)) return "bad_name";
-    state.name = name;
-    return null;
+    if (!goodName(get(body, "name", undefined))) return "bad_name";
+    return { ev, hash: eventHash(ev), kind: "circle_name", body, cid: "" };
   }
-  if (kind === "CHANNEL_EVT") return channelEvent(state, ev, body);
+  if (kind === "CHANNEL_EVT") return parseChannelEvent(ev, body);
   if (kind === "ANCHOR_ANNOUNCE" || kind === "CALL_EVT") return null;
   return "unknown_type";
 }
@@ -217,62 +257,193 @@ function goodName(name) {
   return n > 0 && n <= MAX_NAME && isPrintable(name);
 }
 
-function channelEvent(state, ev, body) {
+function goodKeyHash(digest) {
+  // "" is what the v1 TUI writes for a key channel it does not check (addendum §2.2).
+  return typeof digest === "string" && (digest === "" || HEX64_RE.test(digest));
+}
+
+function parseChannelEvent(ev, body) {
   const op = get(body, "op", undefined);
   if (!CHANNEL_OPS.includes(op)) return "unknown_op";
+  if (NODE_ID_IS_ACTOR.has(op) && get(body, "node_id", ev.authorNodeId) !== ev.authorNodeId) {
+    return "actor_mismatch";
+  }
   if (op === "rename") {
-    const name = get(body, "display_name", undefined);
-    if (!goodName(name)) return "bad_name";
-    state.names.set(ev.authorNodeId, name);
-    return null;
+    if (!goodName(get(body, "display_name", undefined))) return "bad_name";
+    return { ev, hash: eventHash(ev), kind: op, body, cid: "" };
   }
   const cid = get(body, "channel_id", undefined);
-  if (typeof cid !== "string" || !CHANNEL_RE.test(cid) || cid.startsWith("__")) {
-    return "bad_channel";
+  if (!isChannelName(cid)) return "bad_channel";
+  if (op === "create") {
+    if (cid === DEFAULT_CHANNEL) return "exists";
+    const mode = get(body, "access_mode", "public");
+    if (!ACCESS_MODES.includes(mode)) return "bad_access_mode";
+    if (mode === "key" && !goodKeyHash(get(body, "key_hash", ""))) return "bad_key_hash";
+  } else if (op === "approve" && !isNodeId(get(body, "target_node_id", undefined))) {
+    return "bad_target";
+  } else if (op === "leave" && cid === DEFAULT_CHANNEL) {
+    return "general";
   }
-  const channel = state.channels.get(cid);
-  if (op === "create") return channel === undefined ? create(state, ev, cid, body) : "exists";
-  if (channel === undefined) return "no_channel";
-  if (op === "join") return join(channel, ev.authorNodeId, body);
-  if (op === "request") {
-    if (channel.accessMode !== "invite") return "not_invite";
-    channel.requests.add(ev.authorNodeId);
-    return null;
-  }
-  if (op === "approve") {
-    const target = get(body, "target_node_id", undefined);
-    if (typeof target !== "string" || !NODE_RE.test(target)) return "bad_target";
-    if (!channel.members.has(ev.authorNodeId)) return "not_member";
-    channel.approved.add(target);
-    channel.members.add(target);
-    channel.requests.delete(target);
-    return null;
-  }
-  // leave
-  if (cid === DEFAULT_CHANNEL) return "general";
-  channel.members.delete(ev.authorNodeId);
-  return null;
+  return { ev, hash: eventHash(ev), kind: op, body, cid };
 }
 
-function create(state, ev, cid, body) {
-  const mode = get(body, "access_mode", "public");
-  if (!ACCESS_MODES.includes(mode)) return "bad_access_mode";
-  const digest = get(body, "key_hash", "");
-  if (mode === "key" && !(typeof digest === "string" && HEX64_RE.test(digest))) {
-    return "bad_key_hash";
+/** One pass over the due events, in order, with the ones waiting for another. */
+class Fold {
+  constructor(state, creates) {
+    this.state = state;
+    this.creates = creates;
+    /** @type {Map<string, {what: string, events: object[]}>} */
+    this.waiting = new Map();
+    this.woken = [];
   }
-  state.channels.set(
-    cid,
-    newChannel(cid, mode, mode === "key" ? digest : "", ev.authorNodeId, ev.createdTs, [ev.authorNodeId]),
-  );
-  return null;
+
+  run(due) {
+    for (const p of due) {
+      this.try(p);
+      // What an event gave applies right after it.
+      for (let i = 0; i < this.woken.length; i++) this.try(this.woken[i]);
+      this.woken = [];
+    }
+    for (const { what, events } of this.waiting.values()) {
+      for (const p of events) refuse(this.state, p.ev, WAIT_REASONS[what]);
+    }
+  }
+
+  try(p) {
+    const outcome = this.apply(p);
+    if (outcome === null) return;
+    if (typeof outcome === "object") {
+      const k = outcome.join("\u0000");
+      if (!this.waiting.has(k)) this.waiting.set(k, { what: outcome[0], events: [] });
+      this.waiting.get(k).events.push(p);
+      return;
+    }
+    refuse(this.state, p.ev, outcome);
+  }
+
+  wake(what, cid, node) {
+    const k = [what, cid, node].join("\u0000");
+    const entry = this.waiting.get(k);
+    if (entry === undefined) return;
+    this.waiting.delete(k);
+    this.woken.push(...entry.events.sort(byRank));
+  }
+
+  /** Apply one event: null, why it is refused, or what it waits for ([what, channel, node]). */
+  apply(p) {
+    const { state } = this;
+    const author = p.ev.authorNodeId;
+    const { body, cid } = p;
+    if (p.kind === "circle_name") {
+      state.name = body.name;
+      return null;
+    }
+    if (p.kind === "rename") {
+      state.names.set(author, body.display_name);
+      return null;
+    }
+    if (p.kind === "create") {
+      if (this.creates.get(cid) !== p) return "exists";
+      const mode = get(body, "access_mode", "public");
+      const digest = mode === "key" ? get(body, "key_hash", "") : "";
+      state.channels.set(cid, newChannel(cid, mode, digest, author, p.ev.createdTs, [author]));
+      this.wake("channel", cid, "");
+      this.wake("member", cid, author);
+      return null;
+    }
+    const channel = state.channels.get(cid);
+    if (channel === undefined) return ["channel", cid, ""];
+    if (p.kind === "join") {
+      if (channel.keyHash && get(body, "key_hash", channel.keyHash) !== channel.keyHash) return "wrong_key";
+      if (channel.accessMode === "invite" && !channel.approved.has(author)) return ["approved", cid, author];
+      channel.members.add(author);
+      this.wake("member", cid, author);
+      return null;
+    }
+    if (p.kind === "request") {
+      if (channel.accessMode !== "invite") return "not_invite";
+      channel.requests.add(author);
+      return null;
+    }
+    if (p.kind === "approve") {
+      if (!channel.members.has(author)) return ["member", cid, author];
+      const target = body.target_node_id;
+      channel.approved.add(target);
+      channel.members.add(target);
+      channel.requests.delete(target);
+      this.wake("approved", cid, target);
+      this.wake("member", cid, target);
+      return null;
+    }
+    channel.members.delete(author); // leave
+    return null;
+  }
 }
 
-function join(channel, author, body) {
-  if (channel.accessMode === "key" && get(body, "key_hash", null) !== channel.keyHash) {
-    return "wrong_key";
+// ---- the builder (felund/v1/events.py) --------------------------------------------
+
+/**
+ * A CHANNEL_EVT of nodeId (not rename: see renameEvent), as felund/v1/events.py builds it.
+ * @param {string} op
+ * @param {string} circleId
+ * @param {string} channel
+ * @param {string} nodeId
+ * @param {{access?: string, key?: string, target?: string}} [what]
+ * @returns {object}
+ * @throws {Error} with the same text as Python's ValueError
+ */
+export function channelEvent(op, circleId, channel, nodeId, { access = "public", key = "", target = "" } = {}) {
+  if (!CHANNEL_OPS.includes(op) || op === "rename") throw new Error(`no channel operation '${op.slice(0, 32)}'`);
+  const channelId = channelName(channel);
+  const event = { t: "CHANNEL_EVT", op, circle_id: circleId, channel_id: channelId, actor_node_id: nodeId };
+  if (op === "create") {
+    if (!ACCESS_MODES.includes(access)) throw new Error(`access is one of ${ACCESS_MODES.join(", ")}`);
+    if (access === "key" && !key) throw new Error(NEEDS_KEY);
+    event.access_mode = access;
+    event.key_hash = key ? keyHash(circleId, channelId, key) : "";
+    event.created_by = nodeId;
+  } else if (op === "approve") {
+    if (!target) throw new Error("approve whom? name the person");
+    event.target_node_id = target;
+  } else {
+    event.node_id = nodeId;
+    if (op === "join" && key) event.key_hash = keyHash(circleId, channelId, key);
   }
-  if (channel.accessMode === "invite" && !channel.approved.has(author)) return "not_approved";
-  channel.members.add(author);
-  return null;
+  return event;
+}
+
+/** A display-name change of nodeId in one circle. */
+export function renameEvent(circleId, nodeId, name) {
+  return { t: "CHANNEL_EVT", op: "rename", circle_id: circleId, node_id: nodeId, actor_node_id: nodeId, display_name: name };
+}
+
+/** A circle's name. */
+export function circleNameEvent(circleId, name) {
+  return { t: "CIRCLE_NAME_EVT", circle_id: circleId, name };
+}
+
+/** The event as written at createdTs: a CHANNEL_EVT says its date (v1 reads it there). */
+export function dated(event, createdTs) {
+  return event.t === "CHANNEL_EVT" ? { ...event, created_ts: createdTs } : event;
+}
+
+/**
+ * The node `who` names among [nodeId, current name] pairs: a full node id, the
+ * start of exactly one, or exactly one's name (felund/v1/events.py resolve_person).
+ * @param {Iterable<[string, string]>} people
+ * @param {string} who
+ * @returns {string}
+ * @throws {Error} saying why not
+ */
+export function resolvePerson(people, who) {
+  who = pyStrip(who);
+  if (!who) throw new Error("name someone: a node id, its start, or a name");
+  if (isNodeId(who)) return who;
+  const found = new Set();
+  for (const [node, name] of people) {
+    if ((name && name === who) || node.startsWith(who)) found.add(node);
+  }
+  if (found.size === 1) return [...found][0];
+  if (found.size) throw new Error(`"${who}" could be ${found.size} people: give more of a node id`);
+  throw new Error(`no one in this circle is "${who}" (by node id, its start, or name)`);
 }

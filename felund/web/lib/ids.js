@@ -7,6 +7,7 @@ export const SECRET_HEX_LEN = 64;
 export const CIRCLE_ID_LEN = 24;
 export const CIRCLE_HINT_LEN = 16;
 export const NODE_ID_LEN = 24;
+export const WEB_NODE_ID_LEN = 32; // the other implementation's browser (addendum §5)
 export const MSG_ID_LEN = 32;
 
 // Lowercase only: the spec writes hex in lowercase, and two spellings of one id must not coexist.
@@ -22,6 +23,15 @@ export function isHex(s, len) {
   if (typeof s !== "string" || s === "") return false;
   if (len !== undefined && len !== null && s.length !== len) return false;
   return HEX_RE.test(s);
+}
+
+/**
+ * Whether s is a well-formed node id: 24 lowercase hex, or 32 (a v1 browser's).
+ * @param {any} s
+ * @returns {boolean}
+ */
+export function isNodeId(s) {
+  return isHex(s, NODE_ID_LEN) || isHex(s, WEB_NODE_ID_LEN);
 }
 
 /**

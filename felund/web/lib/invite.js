@@ -19,6 +19,15 @@ const STRIP_RE = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
 const NOT_PRINTABLE_RE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
 
 /**
+ * Python's str.strip(): whitespace removed from both ends.
+ * @param {string} s
+ * @returns {string}
+ */
+export function pyStrip(s) {
+  return s.replace(STRIP_RE, "");
+}
+
+/**
  * Python's str.isprintable().
  * @param {string} s
  * @returns {boolean}
@@ -111,7 +120,7 @@ function asciiJson(s) {
  */
 export function decodeInvite(code) {
   if (typeof code !== "string") throw new InviteError("invite code must be text");
-  code = code.replace(STRIP_RE, "");
+  code = pyStrip(code);
   if (cpLength(code) > MAX_INVITE_LEN) throw new InviteError("invite code is too long");
   if (!code.startsWith(INVITE_PREFIX)) {
     throw new InviteError("not a felund invite code (it must start with 'felund1.')");

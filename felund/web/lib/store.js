@@ -3,6 +3,10 @@
 // form so they can be served on), the outbox of sent-but-unacknowledged
 // messages, relay cursors and settings. One database per name (tests use
 // their own names, or their own browser contexts).
+//
+// Each message stored gets the next arrival number (seq), like a node's
+// store_seq, and messages read back in (createdTs, seq) order: the order of
+// every felund screen (created_ts, then arrival, msg_id only breaking ties).
 
 const VERSION = 1;
 const KV = "kv"; // identity and settings
@@ -10,6 +14,7 @@ const CIRCLES = "circles"; // keyPath circleId
 const MESSAGES = "messages"; // keyPath [circleId, msgId]; index byTime
 const OUTBOX = "outbox"; // keyPath msgId; index byCircle
 const CURSORS = "cursors"; // keyPath circleId
+const SEQ = "seq"; // kv key: the last arrival number given
 
 function req(request) {
   return new Promise((resolve, reject) => {
@@ -38,7 +43,7 @@ function done(tx) {
  * @property {object} wire
  */
 
-function record(circleId, m) {
+function record(circleId, m, seq) {
   // Only the known fields: callers may hang UI state on the objects they pass.
   return {
     circleId,
@@ -49,11 +54,18 @@ function record(circleId, m) {
     createdTs: m.createdTs,
     text: m.text,
     wire: m.wire,
+    seq,
   };
 }
 
+// The order of every felund screen: created_ts, then arrival (seq), msg_id only
+// breaking ties (messages stored before seq existed have none).
 function byTime(a, b) {
-  return a.createdTs - b.createdTs || (a.msgId < b.msgId ? -1 : a.msgId > b.msgId ? 1 : 0);
+  return (
+    a.createdTs - b.createdTs ||
+    (a.seq ?? 0) - (b.seq ?? 0) ||
+    (a.msgId < b.msgId ? -1 : a.msgId > b.msgId ? 1 : 0)
+  );
 }
 
 /** The browser peer's IndexedDB database. */
@@ -136,7 +148,7 @@ export class Store {
    * Store opened messages of a circle, each msgId once.
    * @param {string} circleId
    * @param {Array<StoredMessage|import("./wire.js").OpenedMessage>} openedMsgs
-   * @returns {Promise<StoredMessage[]>} the ones not stored before, in (createdTs, msgId) order
+   * @returns {Promise<StoredMessage[]>} the ones not stored before, in the order given (arrival)
    */
   async putMessages(circleId, openedMsgs) {
     return this._putNew(circleId, openedMsgs, null);
@@ -155,30 +167,39 @@ export class Store {
 
   _putNew(circleId, openedMsgs, outboxWire) {
     // Callbacks, not await, inside the transaction: it must not commit between get and put.
-    const stores = outboxWire ? [MESSAGES, OUTBOX] : [MESSAGES];
+    // Requests of one transaction complete in the order made: the counter is read first.
+    const stores = outboxWire ? [KV, MESSAGES, OUTBOX] : [KV, MESSAGES];
     const tx = this._tx(stores, "readwrite");
+    const kv = tx.objectStore(KV);
     const messages = tx.objectStore(MESSAGES);
     const fresh = [];
     const seen = new Set();
+    let seq = 0;
+    kv.get(SEQ).onsuccess = (e) => {
+      seq = e.target.result ?? 0;
+    };
     for (const m of openedMsgs) {
       if (seen.has(m.msgId)) continue;
       seen.add(m.msgId);
-      const rec = record(circleId, m);
       messages.getKey([circleId, m.msgId]).onsuccess = (e) => {
-        if (e.target.result === undefined) {
-          messages.put(rec);
-          fresh.push(rec);
-        }
+        if (e.target.result !== undefined) return;
+        seq += 1;
+        const rec = record(circleId, m, seq);
+        messages.put(rec);
+        kv.put(seq, SEQ);
+        fresh.push(rec);
       };
     }
     if (outboxWire) {
-      tx.objectStore(OUTBOX).put({ msgId: outboxWire.msg_id, circleId, wire: outboxWire });
+      const out = { msgId: outboxWire.msg_id, circleId, wire: outboxWire };
+      // After the message's own callback: it carries the message's arrival number.
+      kv.get(SEQ).onsuccess = () => tx.objectStore(OUTBOX).put({ ...out, seq });
     }
-    return done(tx).then(() => fresh.sort(byTime));
+    return done(tx).then(() => fresh);
   }
 
   /**
-   * A circle's messages in (createdTs, msgId) order.
+   * A circle's messages in (createdTs, arrival) order.
    * @param {string} circleId
    * @param {{channelId?: string, limit?: number}} [options] limit: the newest this many
    * @returns {Promise<StoredMessage[]>}
@@ -186,7 +207,7 @@ export class Store {
   async messages(circleId, { channelId, limit } = {}) {
     const index = this._tx([MESSAGES]).objectStore(MESSAGES).index("byTime");
     const range = IDBKeyRange.bound([circleId, -Infinity, ""], [circleId, Infinity, "\uffff"]);
-    let all = await req(index.getAll(range));
+    let all = (await req(index.getAll(range))).sort(byTime);
     if (channelId !== undefined) all = all.filter((m) => m.channelId === channelId);
     if (limit !== undefined && all.length > limit) all = all.slice(all.length - limit);
     return all;
@@ -200,9 +221,10 @@ export class Store {
   async outbox(circleId) {
     const index = this._tx([OUTBOX]).objectStore(OUTBOX).index("byCircle");
     const rows = await req(index.getAll(IDBKeyRange.only(circleId)));
+    // Posted in arrival order: the relay keeps it, and so do the nodes that pull from it.
     return rows
-      .map((r) => r.wire)
-      .sort((a, b) => a.created_ts - b.created_ts || (a.msg_id < b.msg_id ? -1 : 1));
+      .sort((a, b) => a.wire.created_ts - b.wire.created_ts || (a.seq ?? 0) - (b.seq ?? 0))
+      .map((r) => r.wire);
   }
 
   /**

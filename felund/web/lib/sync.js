@@ -13,15 +13,15 @@
 //   posts; the outbox is retried on every tick until the relay acknowledges.
 //   Nothing is posted before a registration succeeded: the first one pins the
 //   circle's signing key at the relay, which verifies every post against it.
-// - sendControl() dates an event after the newest control event known here
-//   (now, or a second after it): events are folded in created_ts order, so
-//   one sorted before what it depends on (a join before its channel's
-//   create, written by a clock that runs ahead) would be stored but have no
-//   effect, and one in the same second as another of ours could sort either
-//   way (by msg_id). The node's store follows the same rule.
+// - nextControl() dates a control event of ours now, or a second after our
+//   own last one, so that ours keep their order (ties break by hash), but
+//   never after a peer's: a date a peer chose must not push ours past the
+//   horizon the chat model holds events beyond (at most now + MAX_SKEW_S).
+//   The node's store follows the same rule.
 
 import { CONTROL_CHANNEL, InvalidMessage, checkChannelId, checkText, composeMessage, openMessage } from "./wire.js";
-import { eventText } from "./chatmodel.js";
+import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
+import { newMsgId } from "./ids.js";
 import { isObject } from "./pyjson.js";
 import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } from "./relay.js";
 
@@ -89,7 +89,7 @@ export class CircleSync {
     this._started = false;
     this._loaded = false; // start() has read the store (known ids, outbox, cursor)
     this._stopped = false;
-    this._controlTs = 0; // newest created_ts of the circle's __control messages seen here
+    this._controlTs = 0; // newest created_ts of our own __control messages
     this._controlLoaded = false;
     this._onOnline = () => this.syncNow();
     this._onOffline = () => this._setState("offline", new RelayDown("this device is offline"));
@@ -102,7 +102,7 @@ export class CircleSync {
     const { circleId } = this.circle;
     for (const m of await this.store.messages(circleId)) {
       this._known.add(m.msgId);
-      this._noteControl(m);
+      this._noteOwnControl(m);
     }
     this._controlLoaded = true;
     for (const w of await this.store.outbox(circleId)) {
@@ -145,10 +145,10 @@ export class CircleSync {
    * @throws {InvalidMessage} for a bad channel id or text (nothing is stored then)
    */
   send(channelId, text) {
-    return this._send(channelId, text, undefined);
+    return this._send(channelId, text, undefined, undefined);
   }
 
-  async _send(channelId, text, createdTs) {
+  async _send(channelId, text, createdTs, msgId) {
     checkChannelId(channelId);
     checkText(text);
     const { circleId, secret } = this.circle;
@@ -159,6 +159,7 @@ export class CircleSync {
       displayName: this.identity.displayName,
       text,
       createdTs, // undefined: now
+      msgId, // undefined: a fresh one
       encrypt: true,
     });
     const opened = {
@@ -173,7 +174,7 @@ export class CircleSync {
     };
     await this.store.addOutgoing(circleId, opened);
     this._known.add(opened.msgId);
-    this._noteControl(opened);
+    this._noteOwnControl(opened);
     this.pending.add(opened.msgId);
     this._emitOutbox();
     // Before start() has read the store, its first pass posts the outbox.
@@ -187,24 +188,36 @@ export class CircleSync {
   }
 
   /**
-   * Send a control event (chatmodel) on the __control channel, dated
-   * max(now, newest created_ts among the circle's known control events + 1)
-   * so that it folds after everything it was checked against.
-   * @param {object} event e.g. {t: "CHANNEL_EVT", op: "create", ...}
-   * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
+   * When and as what our next control event is written: now, or a second after
+   * our own last one, at most now + MAX_SKEW_S (see the top of this file).
+   * @returns {Promise<{createdTs: number, msgId: string}>}
    */
-  async sendControl(event) {
+  async nextControl() {
     if (!this._controlLoaded) {
       // start() has not read the store yet: read the control events now.
       const known = await this.store.messages(this.circle.circleId, { channelId: CONTROL_CHANNEL });
-      for (const m of known) this._noteControl(m);
+      for (const m of known) this._noteOwnControl(m);
     }
     const now = Math.floor(Date.now() / 1000);
-    return this._send(CONTROL_CHANNEL, eventText(event), Math.max(now, this._controlTs + 1));
+    const createdTs = Math.min(Math.max(now, this._controlTs + 1), now + MAX_SKEW_S);
+    return { createdTs, msgId: await newMsgId(this.identity.nodeId, createdTs) };
   }
 
-  _noteControl(m) {
-    if (m.channelId === CONTROL_CHANNEL && m.createdTs > this._controlTs) this._controlTs = m.createdTs;
+  /**
+   * Send a control event (chatmodel) on the __control channel, as nextControl() said.
+   * @param {object} event e.g. {t: "CHANNEL_EVT", op: "create", ...}
+   * @param {{createdTs: number, msgId: string}} slot
+   * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
+   */
+  sendControl(event, { createdTs, msgId }) {
+    return this._send(CONTROL_CHANNEL, eventText(dated(event, createdTs)), createdTs, msgId);
+  }
+
+  _noteOwnControl(m) {
+    // Ours by author: a peer can write in our name, but not dated beyond the horizon here.
+    const horizon = Math.floor(Date.now() / 1000) + MAX_SKEW_S;
+    if (m.channelId !== CONTROL_CHANNEL || m.authorNodeId !== this.identity.nodeId) return;
+    if (m.createdTs > this._controlTs && m.createdTs <= horizon) this._controlTs = m.createdTs;
   }
 
   /**
@@ -364,10 +377,7 @@ export class CircleSync {
     }
     if (!opened.length) return;
     const fresh = await this.store.putMessages(circleId, opened);
-    for (const m of opened) {
-      this._known.add(m.msgId);
-      this._noteControl(m);
-    }
+    for (const m of opened) this._known.add(m.msgId);
     if (fresh.length && !this._stopped) {
       try {
         this.onMessages(fresh);

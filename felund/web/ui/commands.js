@@ -4,7 +4,8 @@
 
 import { UserError } from "./state.js";
 import { InviteError } from "../lib/invite.js";
-import { checkChannelId, checkText, DEFAULT_CHANNEL, MAX_TEXT } from "../lib/wire.js";
+import { checkText, DEFAULT_CHANNEL, MAX_TEXT } from "../lib/wire.js";
+import { channelName } from "../lib/chatmodel.js";
 import { fullTime } from "./dom.js";
 
 // [usage, what it does]; the help overlay and Tab completion read this list.
@@ -60,15 +61,12 @@ export function checkName(name, what) {
 }
 
 function channelArg(raw) {
-  const id = (raw || "").replace(/^#/, "");
-  if (!id) throw new UserError("give a channel name");
+  if (!raw) throw new UserError("give a channel name");
   try {
-    checkChannelId(id);
-  } catch {
-    throw new UserError("a channel name is 1 to 32 of a-z, 0-9, - and _ (not starting with __)");
+    return channelName(raw);
+  } catch (e) {
+    throw new UserError(e.message);
   }
-  if (id.startsWith("__")) throw new UserError("channel names starting with __ are reserved");
-  return id;
 }
 
 /**

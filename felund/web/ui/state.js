@@ -4,7 +4,17 @@
 // the ui/*.js renderers read this and listen for "change".
 
 import { CircleSync } from "../lib/sync.js";
-import { apply, derive, eventText, keyHash } from "../lib/chatmodel.js";
+import {
+  CHANNEL_RULE,
+  channelEvent,
+  circleNameEvent,
+  dated,
+  derive,
+  eventText,
+  renameEvent,
+  resolvePerson,
+  writerProblem,
+} from "../lib/chatmodel.js";
 import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
 import { newSecret, circleId as circleIdOf, newNodeId } from "../lib/ids.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
@@ -24,7 +34,7 @@ const readKey = (circleId) => `read:${circleId}`;
 // before it: within the window it still counts as unread until seen.
 const READ_WINDOW_S = 300;
 
-// The chat model's refusals as sentences: felund/ops.py _REFUSALS, the node's words.
+// The chat model's refusals as sentences: felund/store/ops.py _REFUSALS, the node's words.
 const REFUSALS = {
   exists: "that channel exists already",
   no_channel: "there is no such channel; create it first",
@@ -33,9 +43,21 @@ const REFUSALS = {
   not_invite: "that channel is not by invitation; join it",
   not_member: "only a member of the channel can approve",
   general: "#general cannot be left",
-  bad_channel: "channel names are 1 to 32 of a-z, 0-9, - and _",
+  bad_channel: CHANNEL_RULE,
   bad_name: "names are 1 to 64 printable characters",
+  needs_key: "that channel has a key: join it with the key",
+  bad_target: "that node id is not well-formed (24 or 32 lowercase hex): no one to approve",
+  future: "dated too far ahead of this node's clock: try again in a few seconds",
 };
+
+/** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
+function built(build) {
+  try {
+    return build();
+  } catch (e) {
+    throw new UserError(e.message);
+  }
+}
 
 /** Whether m is not covered by the read mark. */
 function unreadBy(m, mark) {
@@ -61,16 +83,16 @@ class CircleView {
   constructor(circle) {
     this.circle = circle; // {circleId, secret, name, relayUrl, joinedTs}
     this.sync = null;
-    this.messages = []; // chat messages (not __control), sorted by (createdTs, msgId)
+    this.messages = []; // chat messages (not __control), sorted by (createdTs, arrival)
     this.control = []; // __control messages, the input of derive()
     this.ids = new Set();
     // Arrival order, to break ties of createdTs (whole seconds): a reply sent
     // in the same second as the message it answers shows below it. Loaded
-    // history arrives in the store's (createdTs, msgId) order.
+    // history arrives in the store's (createdTs, arrival) order.
     this.arrival = new Map(); // msgId -> n
     this.byTime = (a, b) =>
       a.createdTs - b.createdTs || this.arrival.get(a.msgId) - this.arrival.get(b.msgId);
-    this.model = derive([], circle.circleId);
+    this._model = derive([], circle.circleId);
     this.pending = new Set(); // msgIds sent but not yet acknowledged by the relay
     this.marks = {}; // channelId -> {ts, ids: Set}: what was read (see READ_WINDOW_S)
     this.state = "connecting";
@@ -80,6 +102,17 @@ class CircleView {
 
   get id() {
     return this.circle.circleId;
+  }
+
+  /** What the circle's control events say now (derived again once a held event falls due). */
+  get model() {
+    const now = Math.floor(Date.now() / 1000);
+    if (this._model.dueAt !== null && now >= this._model.dueAt) this._model = derive(this.control, this.id, now);
+    return this._model;
+  }
+
+  set model(state) {
+    this._model = state;
   }
 }
 
@@ -264,22 +297,23 @@ export class AppState extends EventTarget {
 
   /**
    * Write one control event of ours into a circle (channel create/join, names),
-   * if the chat model accepts it: tried first on a copy of the circle's state,
-   * as the node does (felund/ops.py Ops.control), so a refused event is never
-   * sent. The sync dates it after every known control event, so it folds
-   * after the state it was checked against.
+   * if the chat model accepts it: folded first with the circle's events, as
+   * the node does (felund/store/ops.py Ops._control), so a refused event is
+   * never sent.
    * @throws {UserError} with the chat model's reason
    */
   async control(view, event) {
-    const trial = derive(view.control, view.id); // a fresh copy: apply() changes it
-    const problem = apply(trial, {
-      msgId: "",
+    const slot = await view.sync.nextControl();
+    const mine = {
+      msgId: slot.msgId,
       authorNodeId: this.identity.nodeId,
-      createdTs: Math.floor(Date.now() / 1000),
-      text: eventText(event),
-    });
+      createdTs: slot.createdTs,
+      text: eventText(dated(event, slot.createdTs)),
+    };
+    const problem =
+      writerProblem(view.model, event) || derive([...view.control, mine], view.id).refused.get(mine.msgId);
     if (problem) throw new UserError(REFUSALS[problem] || `refused: ${problem}`);
-    await this.withPending(view, () => view.sync.sendControl(event));
+    await this.withPending(view, () => view.sync.sendControl(event, slot));
   }
 
   async withPending(view, post) {
@@ -330,7 +364,7 @@ export class AppState extends EventTarget {
     if (!this.relayUrl) throw new UserError("set a relay URL first (F3 settings)");
     const secret = newSecret();
     const circleId = await circleIdOf(secret);
-    const named = name ? [{ t: "CIRCLE_NAME_EVT", circle_id: circleId, name }] : [];
+    const named = name ? [circleNameEvent(circleId, name)] : [];
     return this.addCircle(
       { circleId, secret, name, relayUrl: this.relayUrl, joinedTs: Math.floor(Date.now() / 1000) },
       named,
@@ -372,7 +406,7 @@ export class AppState extends EventTarget {
   async renameCircle(name) {
     const view = this.view();
     if (!view) throw new UserError("no circle to name");
-    await this.control(view, { t: "CIRCLE_NAME_EVT", circle_id: view.id, name });
+    await this.control(view, circleNameEvent(view.id, name));
   }
 
   async leaveCircle() {
@@ -390,12 +424,7 @@ export class AppState extends EventTarget {
   async rename(name) {
     await this.setIdentityName(name);
     for (const view of this.circles.values()) {
-      await this.control(view, {
-        t: "CHANNEL_EVT",
-        op: "rename",
-        actor_node_id: this.identity.nodeId,
-        display_name: name,
-      });
+      await this.control(view, renameEvent(view.id, this.identity.nodeId, name));
     }
   }
 
@@ -441,7 +470,7 @@ export class AppState extends EventTarget {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (view.model.channels.has(channelId)) throw new UserError(`#${channelId} exists already`);
-    await this.control(view, { ...this.channelEvent("create", channelId), access_mode: "public" });
+    await this.control(view, this.channelEvent(view, "create", channelId));
     await this.setCurrent(view.id, channelId);
   }
 
@@ -454,9 +483,7 @@ export class AppState extends EventTarget {
   async joinChannel(channelId, key = "") {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
-    const event = this.channelEvent("join", channelId);
-    if (key) event.key_hash = await keyHash(key);
-    await this.control(view, event);
+    await this.control(view, this.channelEvent(view, "join", channelId, { key }));
     await this.setCurrent(view.id, channelId);
   }
 
@@ -469,26 +496,22 @@ export class AppState extends EventTarget {
     if (channel.accessMode !== "invite") {
       throw new UserError(`#${channelId} is not invite-only: /channel join ${channelId}`);
     }
-    await this.control(view, this.channelEvent("request", channelId));
+    await this.control(view, this.channelEvent(view, "request", channelId));
   }
 
-  /** Let someone into an invite channel: by name, node id, or its first 8 characters (as /who shows). */
+  /** Let someone into an invite channel: by node id, its start, or name, as the node resolves them. */
   async approve(channelId, who) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (!view.model.channels.has(channelId)) throw new UserError(`there is no channel #${channelId}`);
-    const found = this.people(view).filter(
-      (p) => p.displayName === who || p.nodeId === who || (who.length >= 8 && p.nodeId.startsWith(who)),
-    );
-    if (found.length !== 1) {
-      throw new UserError(found.length ? `${who} is more than one person: give the node id (/who)` : `nobody called ${who} (/who lists them)`);
-    }
-    await this.control(view, { ...this.channelEvent("approve", channelId), target_node_id: found[0].nodeId });
+    const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
+    const target = built(() => resolvePerson(people, who));
+    await this.control(view, this.channelEvent(view, "approve", channelId, { target }));
   }
 
-  /** A CHANNEL_EVT of ours, as the node's `felund channel` writes it. */
-  channelEvent(op, channelId) {
-    return { t: "CHANNEL_EVT", op, channel_id: channelId, actor_node_id: this.identity.nodeId };
+  /** A CHANNEL_EVT of ours, from the builder the node's `felund channel` uses too. */
+  channelEvent(view, op, channelId, what = {}) {
+    return built(() => channelEvent(op, view.id, channelId, this.identity.nodeId, what));
   }
 
   async switchChannel(channelId) {

@@ -1,0 +1,107 @@
+"""Control events as this node writes them, and people as users name them (sans-IO).
+
+The one builder of the ``felund`` commands and the curses ui (the browser's
+is its port, ``felund/web/lib/chatmodel.js``). Each event carries what our
+fold reads and what the other implementation reads (addendum §2.3, §3.1):
+``node_id`` beside ``actor_node_id`` (its readers take the member from
+``node_id``), ``created_by`` on a create, ``circle_id`` in a circle's name
+(its node ignores a name without one; its browser reads both), and, once
+the writer has dated it, ``created_ts`` in a CHANNEL_EVT (``dated``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from felund.v1.chatmodel import ACCESS_MODES, CHANNEL_OPS, channel_name, key_hash
+from felund.v1.ids import is_node_id
+
+NEEDS_KEY = "a key channel needs a key"
+
+
+def channel_event(
+    op: str,
+    circle_id: str,
+    channel: str,
+    node_id: str,
+    *,
+    access: str = "public",
+    key: str = "",
+    target: str = "",
+) -> dict[str, Any]:
+    """A CHANNEL_EVT of ``node_id`` (not ``rename``: see rename_event); ValueError if bad.
+
+    ``key`` is hashed (never sent) for a create or join of a key channel;
+    ``target`` is the node an ``approve`` lets in, as the writer resolved it.
+    """
+    if op not in CHANNEL_OPS or op == "rename":
+        raise ValueError(f"no channel operation {op[:32]!r}")
+    event: dict[str, Any] = {
+        "t": "CHANNEL_EVT",
+        "op": op,
+        "circle_id": circle_id,
+        "channel_id": channel_name(channel),
+        "actor_node_id": node_id,
+    }
+    if op == "create":
+        if access not in ACCESS_MODES:
+            raise ValueError(f"access is one of {', '.join(ACCESS_MODES)}")
+        if access == "key" and not key:
+            raise ValueError(NEEDS_KEY)
+        event["access_mode"] = access
+        event["key_hash"] = key_hash(circle_id, event["channel_id"], key) if key else ""
+        event["created_by"] = node_id
+    elif op == "approve":
+        if not target:
+            raise ValueError("approve whom? name the person")
+        event["target_node_id"] = target
+    else:
+        event["node_id"] = node_id
+        if op == "join" and key:
+            event["key_hash"] = key_hash(circle_id, event["channel_id"], key)
+    return event
+
+
+def rename_event(circle_id: str, node_id: str, name: str) -> dict[str, Any]:
+    """A display-name change of ``node_id`` in one circle."""
+    return {
+        "t": "CHANNEL_EVT",
+        "op": "rename",
+        "circle_id": circle_id,
+        "node_id": node_id,
+        "actor_node_id": node_id,
+        "display_name": name,
+    }
+
+
+def circle_name_event(circle_id: str, name: str) -> dict[str, Any]:
+    """A circle's name."""
+    return {"t": "CIRCLE_NAME_EVT", "circle_id": circle_id, "name": name}
+
+
+def dated(event: dict[str, Any], created_ts: int) -> dict[str, Any]:
+    """The event as written at ``created_ts``: a CHANNEL_EVT says its date (v1 reads it there)."""
+    if event.get("t") != "CHANNEL_EVT":
+        return event
+    return {**event, "created_ts": created_ts}
+
+
+def resolve_person(people: Iterable[tuple[str, str]], who: str) -> str:
+    """The node ``who`` names among ``(node_id, current name)``: a full node id, the start
+    of exactly one, or exactly one's name; ValueError saying why not.
+
+    A name that is also the start of another's id names no one: a member
+    cannot take an approval meant for another by choosing such a name.
+    """
+    who = who.strip()
+    if not who:
+        raise ValueError("name someone: a node id, its start, or a name")
+    if is_node_id(who):
+        return who
+    found = {node for node, name in people if (name and name == who) or node.startswith(who)}
+    if len(found) == 1:
+        return found.pop()
+    if found:
+        raise ValueError(f'"{who}" could be {len(found)} people: give more of a node id')
+    raise ValueError(f'no one in this circle is "{who}" (by node id, its start, or name)')
