@@ -1,8 +1,8 @@
 """The bus for asyncio processes (gossip, relay-sync): same sockets, same frames.
 
-Built on ``felund.bus.sockets``: sockets come from ``Bus.socket`` (same limits) and
-are wrapped for asyncio; decoding, loss counting and the retry rules are
-the synchronous module's.
+The asyncio faces of ``felund.bus.sockets``: sockets come from ``Bus.async_socket``
+(same limits, made as asyncio sockets, never wrapped); decoding, loss counting and
+the retry rule are the synchronous module's base classes.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
-from felund import metrics
 from felund.bus import envelope
-from felund.bus.sockets import Bus, Received, Subscriber, answer_of, reply_to
+from felund.bus.sockets import Bus, Received, RPCClientBase, SubscriberBase, Try, reply_to
 from felund.errors import RPCTimeout
 
 T = TypeVar("T")
@@ -32,19 +31,15 @@ async def until_answered(call: Callable[[], Awaitable[T]], on_timeout: Callable[
             on_timeout()
 
 
-class AsyncRPCClient:
-    """Request/reply with timeout and retry, awaitable; a retry keeps the request's id."""
+class AsyncRPCClient(RPCClientBase[zmq.asyncio.Socket]):
+    """Request/reply with timeout and retry, awaitable; one request in flight at a time."""
 
     def __init__(self, bus: Bus, endpoint_name: str) -> None:
-        self._bus = bus
-        self._endpoint = bus.endpoint(endpoint_name)
-        self._sock = self._connect()
-        self._lock = asyncio.Lock()  # one request in flight per socket
+        super().__init__(bus, endpoint_name)
+        self._lock = asyncio.Lock()
 
-    def _connect(self) -> zmq.asyncio.Socket:
-        sock = self._bus.socket(zmq.DEALER)
-        sock.connect(self._endpoint)
-        return zmq.asyncio.Socket.from_socket(sock)
+    def _new_socket(self) -> zmq.asyncio.Socket:
+        return self._bus.async_socket(zmq.DEALER)
 
     @property
     def busy(self) -> bool:
@@ -55,46 +50,37 @@ class AsyncRPCClient:
         self, op: str, body: Any, timeout_ms: int | None = None, retries: int | None = None
     ) -> Any:
         """Send ``op`` and return the answer's body; RPCError or RPCTimeout otherwise."""
-        timeout = (self._bus.cfg.rpc_timeout_ms if timeout_ms is None else timeout_ms) / 1000
-        tries = 1 + (self._bus.cfg.rpc_retries if retries is None else retries)
-        header = self._bus.stamper.next()
-        parts = envelope.encode(op, header, body)
         async with self._lock:
-            for attempt in range(tries):
-                if attempt:
-                    metrics.RPC_RETRIES.labels(self._bus.service, op).inc()
-                    self._sock.close(linger=0)
-                    self._sock = self._connect()
+            for attempt in self._tries(op, body, timeout_ms, retries):
                 try:
-                    reply = await asyncio.wait_for(self._exchange(parts, header.id), timeout)
+                    reply = await asyncio.wait_for(self._exchange(attempt), attempt.timeout_s)
                 except TimeoutError:
                     continue
-                return answer_of(reply)
-        raise RPCTimeout(f"no answer to {op} from {self._endpoint} after {tries} tries")
+                return self._answered(reply)
+        raise self._timed_out(op, retries)
 
-    async def _exchange(self, parts: list[bytes], req_id: str) -> envelope.Frame:
-        await self._sock.send_multipart(parts)
+    async def _exchange(self, attempt: Try) -> envelope.Frame:
+        await self._sock.send_multipart(attempt.parts)
         while True:
-            frame = reply_to(self._bus, await self._sock.recv_multipart(), req_id)
+            parts = await self._sock.recv_multipart()
+            frame = reply_to(self._bus, parts, attempt.req_id)
             if frame is not None:
                 return frame
 
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close(linger=0)
 
-
-class AsyncSubscriber:
+class AsyncSubscriber(SubscriberBase[zmq.asyncio.Socket]):
     """Events, awaitable, with the synchronous subscriber's loss accounting."""
 
     def __init__(self, bus: Bus, *prefixes: str) -> None:
-        self._sub = Subscriber(bus, prefixes)
-        self._sock = zmq.asyncio.Socket.from_socket(self._sub.sock)
+        super().__init__(bus, prefixes)
+
+    def _new_socket(self) -> zmq.asyncio.Socket:
+        return self._bus.async_socket(zmq.SUB)
 
     async def recv(self) -> Received:
         """The next decodable event."""
         while True:
-            got = self._sub.accept(await self._sock.recv_multipart())
+            got = self.accept(await self.sock.recv_multipart())
             if got is not None:
                 return got
 

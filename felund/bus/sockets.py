@@ -11,10 +11,12 @@ answered (Lazy Pirate), so servers must treat requests idempotently.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import zmq
+import zmq.asyncio
 
 from felund import logs, metrics
 from felund.bus import envelope
@@ -32,6 +34,7 @@ from felund.protocol import (
 )
 
 _BAD_FRAME_LOG_EVERY_S = 60.0
+SocketT = TypeVar("SocketT", bound="zmq.Socket[Any]")
 
 
 class _Tally:
@@ -79,6 +82,16 @@ class Bus:
     def socket(self, kind: int) -> zmq.Socket[bytes]:
         """A socket with explicit limits: bounded queues, no linger, capped frames."""
         sock: zmq.Socket[bytes] = self.ctx.socket(kind)
+        return self._limited(sock)
+
+    def async_socket(self, kind: int) -> zmq.asyncio.Socket:
+        """An asyncio socket with the same limits. Made as one, never wrapped around a
+        synchronous socket: a wrapper and its original would both close the handle."""
+        ctx: Any = self.ctx  # typed as a context of synchronous sockets only
+        sock: zmq.asyncio.Socket = ctx.socket(kind, zmq.asyncio.Socket)
+        return self._limited(sock)
+
+    def _limited(self, sock: SocketT) -> SocketT:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self.cfg.hwm)
         sock.setsockopt(zmq.RCVHWM, self.cfg.hwm)
@@ -162,12 +175,16 @@ class Received(NamedTuple):
     missed: int
 
 
-class Subscriber:
-    """Receives events, counting the ones lost per publisher and topic."""
+class SubscriberBase(Generic[SocketT]):
+    """A subscription and its accounting: events lost per publisher and topic are counted.
+
+    The faces (``Subscriber`` here, ``felund.bus.aio.AsyncSubscriber``) make the socket
+    (``_new_socket``) and receive; decoding and loss counting are this class's.
+    """
 
     def __init__(self, bus: Bus, prefixes: tuple[str, ...]) -> None:
         self._bus = bus
-        self.sock = bus.socket(zmq.SUB)
+        self.sock = self._new_socket()
         for prefix in prefixes:
             self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         self.sock.connect(bus.endpoint(ENDPOINT_EVENTS_OUT))
@@ -175,27 +192,8 @@ class Subscriber:
         self.lost = 0  # events known lost, from gaps and from heartbeats
         self._received = bus.tally(metrics.BUS_RECEIVED.labels(bus.service))
 
-    def recv(self, timeout_ms: int) -> Received | None:
-        """The next decodable event, or None after ``timeout_ms``."""
-        got = self.recv_nowait()  # under load an event is waiting: skip the poll
-        if got is not None:
-            return got
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self.sock.poll(remaining, zmq.POLLIN):
-                return None
-            got = self.recv_nowait()
-            if got is not None:
-                return got
-
-    def recv_nowait(self) -> Received | None:
-        """One event if one is waiting and decodes, else None."""
-        try:
-            parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        return self.accept(parts)
+    def _new_socket(self) -> SocketT:
+        raise NotImplementedError
 
     def accept(self, parts: list[bytes]) -> Received | None:
         """Decode and account for received parts; None (counted) if they are bad."""
@@ -232,56 +230,131 @@ class Subscriber:
         return missed
 
 
-class RPCClient:
-    """Request/reply with timeout and retry; a retry keeps the request's id."""
+class Subscriber(SubscriberBase["zmq.Socket[bytes]"]):
+    """Receives events, blocking up to a timeout."""
+
+    def _new_socket(self) -> zmq.Socket[bytes]:
+        return self._bus.socket(zmq.SUB)
+
+    def recv(self, timeout_ms: int) -> Received | None:
+        """The next decodable event, or None after ``timeout_ms``."""
+        got = self.recv_nowait()  # under load an event is waiting: skip the poll
+        if got is not None:
+            return got
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sock.poll(remaining, zmq.POLLIN):
+                return None
+            got = self.recv_nowait()
+            if got is not None:
+                return got
+
+    def recv_nowait(self) -> Received | None:
+        """One event if one is waiting and decodes, else None."""
+        try:
+            parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        return self.accept(parts)
+
+
+class Try(NamedTuple):
+    """One attempt of a request: its frames, its id, how long to wait for the answer."""
+
+    parts: list[bytes]
+    req_id: str
+    timeout_s: float
+
+
+class RPCClientBase(Generic[SocketT]):
+    """The retry rule both RPC clients share (Lazy Pirate); the faces only move bytes.
+
+    A request keeps its id across tries, so a server answers a retry idempotently. A try
+    after a timeout, in this call or the next one, goes out on a fresh socket: whatever a
+    dead or stuck server left queued is dropped with the old one. The socket is made of
+    the face's own kind (``_new_socket``), never a wrapper of another: each handle has
+    one owner and is closed once.
+    """
 
     def __init__(self, bus: Bus, endpoint_name: str) -> None:
         self._bus = bus
         self._endpoint = bus.endpoint(endpoint_name)
         self._sock = self._connect()
+        self._stale = False  # a try timed out on this socket: the next one starts afresh
 
-    def _connect(self) -> zmq.Socket[bytes]:
-        sock = self._bus.socket(zmq.DEALER)
+    def _connect(self) -> SocketT:
+        sock = self._new_socket()
         sock.connect(self._endpoint)
         return sock
+
+    def _new_socket(self) -> SocketT:
+        raise NotImplementedError
+
+    def _tries(
+        self, op: str, body: Any, timeout_ms: int | None, retries: int | None
+    ) -> Iterator[Try]:
+        """One ``Try`` per attempt, each on a socket fit for it. The face marks an answered
+        try with ``_answered``, and raises ``_timed_out`` once every try is spent."""
+        timeout = self._bus.cfg.rpc_timeout_ms if timeout_ms is None else timeout_ms
+        header = self._bus.stamper.next()
+        parts = envelope.encode(op, header, body)
+        for attempt in range(self._count(retries)):
+            if attempt:
+                metrics.RPC_RETRIES.labels(self._bus.service, op).inc()
+            if self._stale:
+                self._sock.close(linger=0)
+                self._sock = self._connect()
+            self._stale = True
+            yield Try(parts, header.id, timeout / 1000)
+
+    def _count(self, retries: int | None) -> int:
+        return 1 + (self._bus.cfg.rpc_retries if retries is None else retries)
+
+    def _timed_out(self, op: str, retries: int | None) -> RPCTimeout:
+        tries = self._count(retries)
+        return RPCTimeout(f"no answer to {op} from {self._endpoint} after {tries} tries")
+
+    def _answered(self, reply: Frame) -> Any:
+        """The answer's body (or its error raised); the socket is good for the next call."""
+        self._stale = False
+        return answer_of(reply)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(linger=0)
+
+
+class RPCClient(RPCClientBase["zmq.Socket[bytes]"]):
+    """Request/reply with timeout and retry, blocking."""
+
+    def _new_socket(self) -> zmq.Socket[bytes]:
+        return self._bus.socket(zmq.DEALER)
 
     def call(
         self, op: str, body: Any, timeout_ms: int | None = None, retries: int | None = None
     ) -> Any:
         """Send ``op`` and return the answer's body; RPCError or RPCTimeout otherwise."""
-        timeout = self._bus.cfg.rpc_timeout_ms if timeout_ms is None else timeout_ms
-        tries = 1 + (self._bus.cfg.rpc_retries if retries is None else retries)
-        header = self._bus.stamper.next()
-        parts = envelope.encode(op, header, body)
-        for attempt in range(tries):
-            if attempt:
-                metrics.RPC_RETRIES.labels(self._bus.service, op).inc()
-                # A fresh socket drops whatever the dead peer left queued.
-                self._sock.close(linger=0)
-                self._sock = self._connect()
-            reply = self._exchange(parts, header.id, timeout)
+        for attempt in self._tries(op, body, timeout_ms, retries):
+            reply = self._exchange(attempt)
             if reply is not None:
-                return answer_of(reply)
-        raise RPCTimeout(f"no answer to {op} from {self._endpoint} after {tries} tries")
+                return self._answered(reply)
+        raise self._timed_out(op, retries)
 
-    def _exchange(self, parts: list[bytes], req_id: str, timeout_ms: int) -> Frame | None:
-        deadline = time.monotonic() + timeout_ms / 1000
+    def _exchange(self, attempt: Try) -> Frame | None:
+        deadline = time.monotonic() + attempt.timeout_s
         try:
-            self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
+            self._sock.send_multipart(attempt.parts, flags=zmq.NOBLOCK)
         except zmq.Again:
-            time.sleep(min(timeout_ms / 1000, 0.05))
+            time.sleep(min(attempt.timeout_s, 0.05))
             return None
         while (remaining := deadline - time.monotonic()) > 0:
             if not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
                 return None
-            frame = reply_to(self._bus, self._sock.recv_multipart(), req_id)
+            frame = reply_to(self._bus, self._sock.recv_multipart(), attempt.req_id)
             if frame is not None:
                 return frame
         return None
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close(linger=0)
 
 
 def reply_to(bus: Bus, parts: list[bytes], req_id: str) -> Frame | None:
