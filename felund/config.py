@@ -96,6 +96,7 @@ class SupervisorConfig:
     healthy_after_s: float = 30.0
     flap_window_s: float = 60.0
     flap_max_restarts: int = 5
+    given_up_retry_s: float = 300.0
     stop_timeout_s: float = 5.0
 
 

@@ -24,7 +24,13 @@ SERVICE_UP = Gauge(
 )
 SERVICE_FAILED = Gauge(
     "felund_service_failed",
-    "1 when the supervisor gave up restarting a flapping service.",
+    "1 while a flapping service is given up (tried again every supervisor.given_up_retry_s).",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
+SERVICE_NEXT_START = Gauge(
+    "felund_service_next_start_timestamp_seconds",
+    "Unix time at which the supervisor next starts a service that is down; 0 while it runs.",
     ["service"],
     multiprocess_mode="mostrecent",
 )

@@ -8,8 +8,12 @@
   ``sys.svc.state``, ``sys.log``.
 - Children start as ``python -m services.<module>``; one that exits is
   restarted after a doubling, jittered delay, and given up (``failed``)
-  when it crashes too often, while the rest keeps running. One that stops
+  when it crashes too often, while the rest keeps running; a child given up
+  is tried again every ``supervisor.given_up_retry_s``. One that stops
   heartbeating is sent SIGTERM, then SIGKILL.
+- Status (``supervisor.status``): per child its state, since when, its
+  restarts and when it is next started, so ``felund status`` answers from
+  here without waiting on a child that is down.
 - relay-sync follows the store's effective relay URL (the runtime setting,
   else ``relay.url``), which every store heartbeat and ``sys.settings.changed``
   carry: it waits until the store has said, runs with that URL (as
@@ -127,7 +131,7 @@ class Supervisor:
         self.table = Supervision(list(CHILDREN), cfg.supervisor)
         # Until the store says which relay to use (its setting may differ
         # from the config), relay-sync waits rather than start and stop again.
-        self.table.hold(SVC_RELAY_SYNC)
+        self.table.hold(SVC_RELAY_SYNC, time.monotonic())
         self.relay_url: str | None = None  # what relay-sync runs with; None: not known yet
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
@@ -233,6 +237,7 @@ class Supervisor:
                     self.log.warning("child.unresponsive", **fields)
                 with contextlib.suppress(ProcessLookupError):  # gone already: _reap sees it
                     os.kill(action.pid, sig)
+                self._publish_state(action.name)
 
     def _spawn(self, name: str) -> None:
         env, fds = dict(os.environ), tuple[int, ...]()
@@ -271,11 +276,15 @@ class Supervisor:
             multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
             planned = self.table.children[name].planned
             state = self.table.exited(name, code, now)
-            metrics.SERVICE_UP.labels(name).set(0)
             child = self._child(name)
             if state is State.FAILED:
-                metrics.SERVICE_FAILED.labels(name).set(1)
-                self.log.error("child.failed", child=name, child_pid=proc.pid, reason=child.reason)
+                self.log.error(
+                    "child.failed",
+                    child=name,
+                    child_pid=proc.pid,
+                    reason=child.reason,
+                    retry_in_s=round(child.start_at - now, 2),
+                )
             elif state is State.BACKOFF and not planned:
                 self.log.warning(
                     "child.exited",
@@ -316,8 +325,6 @@ class Supervisor:
             actions = self.table.drop(SVC_RELAY_SYNC, now)
         # The host only: a URL's path is the relay operator's business, not our logs'.
         self.log.info("relay.url", relay=urlsplit(url).netloc or "none")
-        # Started afresh or no longer wanted: either way not a failure to alert on.
-        metrics.SERVICE_FAILED.labels(SVC_RELAY_SYNC).set(0)
         self._act(actions)
         self._publish_state(SVC_RELAY_SYNC)
 
@@ -326,8 +333,6 @@ class Supervisor:
         if not isinstance(name, str) or type(pid) is not int:
             return
         if self.table.heartbeat(name, pid, time.monotonic()):
-            metrics.SERVICE_UP.labels(name).set(1)
-            metrics.SERVICE_FAILED.labels(name).set(0)
             self._publish_state(name)
             if name == SVC_STORE and not self.ready:
                 self.ready = True
@@ -344,7 +349,12 @@ class Supervisor:
                 sdnotify.notify("WATCHDOG=1")
 
     def _publish_state(self, name: str) -> None:
-        self.pub.publish(TOPIC_SVC_STATE, {"service": name, **self._child_status(name)})
+        """Say a child's state on the bus and in the metrics (each change, once)."""
+        status = self._child_status(name)
+        metrics.SERVICE_UP.labels(name).set(status["state"] == State.RUNNING)
+        metrics.SERVICE_FAILED.labels(name).set(status["state"] == State.FAILED)
+        metrics.SERVICE_NEXT_START.labels(name).set(status["next_start"] or 0)
+        self.pub.publish(TOPIC_SVC_STATE, {"service": name, **status})
 
     def _child(self, name: str) -> Child:
         """A child of the table; one dropped from it shows as stopped."""
@@ -353,12 +363,15 @@ class Supervisor:
 
     def _child_status(self, name: str) -> dict[str, Any]:
         c = self._child(name)
+        down = c.state in (State.BACKOFF, State.FAILED) and not self.table.shutting_down
         return {
             "pid": c.pid,
             "state": c.state.value,
+            "since": _wall(c.since) if c.since else None,
             "restarts": c.restarts,
             "last_exit": c.last_exit,
             "reason": c.reason,
+            "next_start": _wall(c.start_at) if down else None,
         }
 
     def status(self) -> dict[str, Any]:
@@ -371,6 +384,11 @@ class Supervisor:
             "relay_url": self.relay_url,
             "services": {name: self._child_status(name) for name in self.table.children},
         }
+
+
+def _wall(monotonic: float) -> float:
+    """A time of the monotonic clock as Unix time (what status and metrics show)."""
+    return round(time.time() - (time.monotonic() - monotonic), 3)
 
 
 def _clean_metrics_dir(directory: Path) -> None:

@@ -6,6 +6,11 @@ Children may also come and go at runtime (relay-sync follows the relay
 setting): ``hold`` adds one that waits for its settings, ``restart`` starts
 one (again) at once with fresh settings, ``drop`` stops one for good. A stop
 asked for on purpose is neither a crash nor a restart in the counts.
+
+A child that exits too often is given up (``FAILED``), and tried again at a
+slow pace (``given_up_retry_s``): a cause fixed meanwhile (a full disk
+freed, a file restored) brings it back without a restart by hand. A try
+that does not run ``healthy_after_s`` is given up again at once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class State(StrEnum):
     RUNNING = "running"
     BACKOFF = "backoff"  # exited; waiting to be started again
     STOPPING = "stopping"  # sent SIGTERM; SIGKILL follows after a timeout
-    FAILED = "failed"  # crashed too often: given up until the node restarts
+    FAILED = "failed"  # crashed too often: given up, tried again every given_up_retry_s
     STOPPED = "stopped"  # the node is shutting down
 
 
@@ -41,11 +46,12 @@ class Child:
 
     name: str
     state: State = State.BACKOFF
+    since: float = 0.0  # when it entered its state
     pid: int | None = None
     restarts: int = 0
     started_at: float = 0.0
     last_heartbeat: float = 0.0
-    start_at: float = 0.0  # when BACKOFF ends
+    start_at: float = 0.0  # when BACKOFF (or FAILED) ends with a start
     stop_deadline: float = 0.0  # when STOPPING turns into SIGKILL
     failures: int = 0  # consecutive unhealthy exits, for the backoff
     crashes: deque[float] = field(default_factory=deque)
@@ -53,6 +59,12 @@ class Child:
     reason: str = ""
     planned: bool = False  # stopped on purpose (settings changed): start again at once
     wanted: bool = True  # False once dropped: forgotten when its process is gone
+    given_up: bool = False  # failed; until a try runs healthy, an exit fails it again
+
+    def enter(self, state: State, now: float) -> None:
+        """Move to ``state`` (``since`` is kept when it stays in the same one)."""
+        if state is not self.state:
+            self.state, self.since = state, now
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +90,8 @@ class Supervision:
     def started(self, name: str, pid: int, now: float) -> None:
         """A child process was spawned."""
         child = self.children[name]
-        child.state, child.pid, child.started_at, child.last_heartbeat = (
-            State.STARTING,
-            pid,
-            now,
-            now,
-        )
+        child.enter(State.STARTING, now)
+        child.pid, child.started_at, child.last_heartbeat = pid, now, now
         child.planned = False
 
     def heartbeat(self, name: str, pid: int, now: float) -> bool:
@@ -93,7 +101,7 @@ class Supervision:
             return False
         child.last_heartbeat = now
         if child.state is State.STARTING:
-            child.state = State.RUNNING
+            child.enter(State.RUNNING, now)
             return True
         return False
 
@@ -102,12 +110,13 @@ class Supervision:
         child = self.children[name]
         child.pid, child.last_exit = None, code
         if self.shutting_down or not child.wanted:
-            child.state = State.STOPPED
+            child.enter(State.STOPPED, now)
             if not child.wanted:
                 del self.children[name]
             return State.STOPPED
         if child.planned:
-            child.state, child.start_at, child.failures = State.BACKOFF, now, 0
+            child.enter(State.BACKOFF, now)
+            child.start_at, child.failures = now, 0
             child.reason = "restarting with new settings"
             return child.state
         healthy = (
@@ -117,16 +126,26 @@ class Supervision:
         child.crashes.append(now)
         while child.crashes and now - child.crashes[0] > self.policy.flap_window_s:
             child.crashes.popleft()
+        if child.given_up and not healthy:
+            return self._give_up(child, now, f"a try exited with status {code}")
+        child.given_up = False
         if len(child.crashes) > self.policy.flap_max_restarts:
-            child.state = State.FAILED
-            child.reason = (
+            return self._give_up(
+                child,
+                now,
                 f"exited {len(child.crashes)} times in "
-                f"{self.policy.flap_window_s:g} s (last status {code})"
+                f"{self.policy.flap_window_s:g} s (last status {code})",
             )
-            return child.state
-        child.state = State.BACKOFF
+        child.enter(State.BACKOFF, now)
         child.start_at = now + self.backoff(child.failures)
         child.reason = f"exited with status {code}"
+        return child.state
+
+    def _give_up(self, child: Child, now: float, reason: str) -> State:
+        child.enter(State.FAILED, now)
+        child.given_up = True
+        child.start_at = now + self.policy.given_up_retry_s
+        child.reason = reason
         return child.state
 
     def backoff(self, failures: int) -> float:
@@ -139,8 +158,8 @@ class Supervision:
         actions: list[Action] = []
         deadline = self.policy.heartbeat_interval_s * self.policy.heartbeat_misses
         for child in self.children.values():
-            waiting = child.state is State.BACKOFF and not self.shutting_down
-            if waiting and now >= child.start_at:
+            down = child.state in (State.BACKOFF, State.FAILED) and not self.shutting_down
+            if down and now >= child.start_at:
                 if child.last_exit is not None and not child.planned:
                     child.restarts += 1
                 actions.append(Action("start", child.name))
@@ -148,7 +167,7 @@ class Supervision:
                 starting = child.state is State.STARTING
                 limit = max(deadline, STARTUP_GRACE_S) if starting else deadline
                 if now - child.last_heartbeat > limit:
-                    child.state = State.STOPPING
+                    child.enter(State.STOPPING, now)
                     child.stop_deadline = now + self.policy.stop_timeout_s
                     child.reason = f"no heartbeat for {now - child.last_heartbeat:.1f} s"
                     actions.append(Action("terminate", child.name, child.pid))
@@ -163,16 +182,19 @@ class Supervision:
         actions = []
         for child in self.children.values():
             if child.pid is not None:
-                child.state, child.stop_deadline = State.STOPPING, now + self.policy.stop_timeout_s
+                child.enter(State.STOPPING, now)
+                child.stop_deadline = now + self.policy.stop_timeout_s
                 actions.append(Action("terminate", child.name, child.pid))
             elif child.state is not State.FAILED:
-                child.state = State.STOPPED
+                child.enter(State.STOPPED, now)
         return actions
 
-    def hold(self, name: str) -> None:
+    def hold(self, name: str, now: float) -> None:
         """Add a child that waits (``restart`` starts it, ``drop`` forgets it)."""
         if name not in self.children:
-            self.children[name] = Child(name, State.WAITING, reason="waiting for its settings")
+            self.children[name] = Child(
+                name, State.WAITING, since=now, reason="waiting for its settings"
+            )
 
     def restart(self, name: str, now: float) -> list[Action]:
         """Run a child with fresh settings: start it now, or stop it and then start it.
@@ -182,12 +204,13 @@ class Supervision:
         """
         if self.shutting_down:
             return []
-        child = self.children.setdefault(name, Child(name))
+        child = self.children.setdefault(name, Child(name, since=now))
         child.wanted, child.planned = True, True
         if child.state in (State.STARTING, State.RUNNING):
             return self._stop(child, now, "restarting with new settings")
         if child.pid is None:  # not STOPPING: that one starts again once it exits
-            child.state, child.start_at, child.failures = State.BACKOFF, now, 0
+            child.enter(State.BACKOFF, now)
+            child.start_at, child.failures, child.given_up = now, 0, False
             child.crashes.clear()
             child.reason = ""
         return []
@@ -206,7 +229,8 @@ class Supervision:
         return self._stop(child, now, "no longer wanted")
 
     def _stop(self, child: Child, now: float, reason: str) -> list[Action]:
-        child.state, child.stop_deadline = State.STOPPING, now + self.policy.stop_timeout_s
+        child.enter(State.STOPPING, now)
+        child.stop_deadline = now + self.policy.stop_timeout_s
         child.reason = reason
         return [Action("terminate", child.name, child.pid)]
 

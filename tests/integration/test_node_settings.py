@@ -251,7 +251,7 @@ def test_settings_op(tmp_path: Path) -> None:
 
 def test_supervision_of_a_child_that_comes_and_goes() -> None:
     sup = Supervision(["store"], SupervisorConfig(), None)
-    sup.hold("relay")
+    sup.hold("relay", 1000.0)
     assert sup.children["relay"].state is State.WAITING
     assert [a.kind for a in sup.due(1000.0)] == ["start"]  # the store only
     sup.started("store", 10, 1000.0)

@@ -170,19 +170,102 @@ def test_a_flapping_child_fails_and_the_others_carry_on() -> None:
     store = sup.children["store"]
     assert store.pid is None
     assert "exited" in store.reason
-    # Long after, with gossip heartbeating: the failed child never starts again.
+    # Until its slow retry, with gossip heartbeating: the failed child is not started.
     gossip_pid = drv.pid("gossip")
-    for i in range(1, 601):
+    for i in range(1, int(policy.given_up_retry_s / 0.5)):
         t = now + i * 0.5
         sup.heartbeat("gossip", gossip_pid, t)
         assert drv.tick(t) == []
     assert store.state is State.FAILED
     assert sup.children["gossip"].state is State.RUNNING
     # The other child still gets restarted when it exits.
-    t = now + 400.0
+    t = now + 200.0
     assert sup.exited("gossip", 1, t) is State.BACKOFF
     assert kinds(drv.tick(sup.children["gossip"].start_at)) == [("start", "gossip")]
     assert store.state is State.FAILED
+
+
+def give_up(sup: Supervision, drv: Driver, name: str) -> float:
+    """Make ``name`` exit at once until it is given up; the time it was."""
+    now = T0
+    drv.tick(now)
+    while True:
+        now += 0.1
+        if sup.exited(name, 1, now) is State.FAILED:
+            return now
+        now = sup.children[name].start_at
+        drv.tick(now)
+
+
+def test_a_given_up_child_is_tried_again_at_a_slow_pace() -> None:
+    policy = SupervisorConfig(given_up_retry_s=300.0)
+    sup = make(policy, ["store"])
+    drv = Driver(sup)
+    failed_at = give_up(sup, drv, "store")
+    store = sup.children["store"]
+    restarts = store.restarts
+    assert store.since == failed_at and store.start_at == failed_at + 300.0
+    assert drv.tick(failed_at + 299.9) == []
+    assert kinds(drv.tick(failed_at + 300.0)) == [("start", "store")]
+    assert store.state is State.STARTING and store.restarts == restarts + 1
+    # The try fails too: given up again at once (no new burst of quick restarts).
+    again = failed_at + 300.5
+    assert sup.exited("store", 1, again) is State.FAILED
+    assert store.start_at == again + 300.0 and store.reason == "a try exited with status 1"
+    assert drv.tick(again + 299.9) == []
+    assert kinds(drv.tick(again + 300.0)) == [("start", "store")]
+
+
+def test_a_try_that_serves_but_dies_young_is_given_up_again() -> None:
+    policy = SupervisorConfig()
+    sup = make(policy, ["store"])
+    drv = Driver(sup)
+    failed_at = give_up(sup, drv, "store")
+    start = failed_at + policy.given_up_retry_s
+    drv.tick(start)
+    assert sup.heartbeat("store", drv.pid("store"), start + 0.5) is True
+    assert sup.children["store"].state is State.RUNNING  # serving: not failed while it runs
+    early = start + policy.healthy_after_s - 1
+    assert sup.exited("store", 1, early) is State.FAILED
+
+
+def test_a_try_that_runs_healthy_ends_being_given_up() -> None:
+    policy = SupervisorConfig()
+    sup = make(policy, ["store"])
+    drv = Driver(sup)
+    failed_at = give_up(sup, drv, "store")
+    start = failed_at + policy.given_up_retry_s
+    drv.tick(start)
+    sup.heartbeat("store", drv.pid("store"), start + 0.5)
+    late = start + policy.healthy_after_s + 1
+    sup.heartbeat("store", drv.pid("store"), late - 0.5)
+    # A later crash is an ordinary one again: a short backoff, not a 5-minute wait.
+    assert sup.exited("store", 1, late) is State.BACKOFF
+    store = sup.children["store"]
+    assert not store.given_up and store.start_at - late <= policy.backoff_initial_s * 1.2
+
+
+def test_new_settings_give_a_given_up_child_a_clean_slate() -> None:
+    sup = make(SupervisorConfig(), ["relay"])
+    drv = Driver(sup)
+    failed_at = give_up(sup, drv, "relay")
+    assert sup.restart("relay", failed_at + 1) == []
+    relay = sup.children["relay"]
+    assert relay.state is State.BACKOFF and not relay.given_up and not relay.crashes
+    assert kinds(drv.tick(failed_at + 1)) == [("start", "relay")]
+
+
+def test_since_is_when_the_state_last_changed() -> None:
+    sup = make(SupervisorConfig(), ["store"])
+    drv = Driver(sup)
+    drv.tick(T0)
+    store = sup.children["store"]
+    assert (store.state, store.since) == (State.STARTING, T0)
+    sup.heartbeat("store", drv.pid("store"), T0 + 0.5)
+    sup.heartbeat("store", drv.pid("store"), T0 + 1.5)
+    assert (store.state, store.since) == (State.RUNNING, T0 + 0.5)
+    sup.exited("store", 1, T0 + 2)
+    assert (store.state, store.since) == (State.BACKOFF, T0 + 2)
 
 
 def test_exits_spread_beyond_the_flap_window_never_fail() -> None:
