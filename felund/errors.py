@@ -6,6 +6,8 @@ into these; nothing else invents error types.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FelundError(Exception):
     """Base of every felund error."""
@@ -13,6 +15,11 @@ class FelundError(Exception):
 
 class ConfigError(FelundError):
     """The configuration file or an override is invalid."""
+
+
+class UsageError(FelundError):
+    """The user asked for something that cannot be done: exit status 2 from the CLI,
+    a notice in the ui."""
 
 
 class InviteError(FelundError):
@@ -54,6 +61,10 @@ class RPCTimeout(FelundError):
     """No answer after every retry: the serving actor is down or stuck."""
 
 
+class ServiceDown(RPCTimeout):
+    """The supervisor says the serving actor is given up: no answer is waited for."""
+
+
 class NodeLocked(FelundError):
     """Another felund process holds this FELUND_HOME."""
 
@@ -92,3 +103,26 @@ class DatabaseLost(FelundError):
 
 class HomeUnusable(FelundError):
     """FELUND_HOME cannot be created or written (read-only, another owner's)."""
+
+
+class Malformed(FelundError):
+    """An answer or row not shaped as the store sends them (the ui's reading of them)."""
+
+
+class ApiError(FelundError):
+    """A request the relay refuses; becomes ``{"ok":false,"code","message"}`` with the
+    HTTP status of its code (``felund.relay.protocol.http_status``)."""
+
+    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error answer."""
+        return {"ok": False, "code": self.code, "message": self.message}
+
+
+class StoreInUse(FelundError):
+    """Another relay process has this database open (one process per SQLite file)."""

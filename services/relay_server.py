@@ -39,6 +39,7 @@ import structlog
 from aiohttp import web
 
 from felund import logs
+from felund.errors import StoreInUse
 from felund.relay.protocol import MAX_BODY_BYTES, WS_PING_S
 from felund.relay.server import aiolog
 from felund.relay.server import metrics as m
@@ -46,7 +47,7 @@ from felund.relay.server.app import make_app
 from felund.relay.server.connections import CappedSite, usable_connections
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.state import RELAY, Relay, RelayConfig
-from felund.relay.server.store import AsyncStore, StoreInUse
+from felund.relay.server.store import AsyncStore
 
 SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

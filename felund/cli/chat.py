@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from felund import home
-from felund.cli.common import UsageError, context, err, json_out, out
+from felund.cli.common import context, err, json_out, out
+from felund.errors import UsageError
 from felund.protocol import OP_CHANNELS, OP_CIRCLE_LEAVE, OP_CIRCLES, OP_CONTROL, OP_WHO
 from felund.store.client import NodeClient
 from felund.v1 import chatmodel, events, ids

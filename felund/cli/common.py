@@ -8,13 +8,8 @@ import sys
 from typing import Any
 
 from felund.actor.runtime import Context, load_context
-from felund.errors import FelundError
 from felund.protocol import CONTROL_CHANNEL
 from felund.v1.chatmodel import channel_name
-
-
-class UsageError(FelundError):
-    """The user asked for something that cannot be done (exit status 2)."""
 
 
 def out(text: str = "") -> None:

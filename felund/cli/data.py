@@ -25,8 +25,8 @@ from typing import IO, Any
 
 from felund import config as config_mod
 from felund import home
-from felund.cli.common import UsageError, context, err, out
-from felund.errors import FelundError, InvalidMessage
+from felund.cli.common import context, err, out
+from felund.errors import FelundError, InvalidMessage, UsageError
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
 from felund.store.client import NodeClient
 from felund.store.database import DB_SUFFIXES, Database, make_private

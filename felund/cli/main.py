@@ -23,7 +23,7 @@ from felund import home, netaddr
 from felund.actor.runtime import Context, load_context
 from felund.cli import chat as cli_chat
 from felund.cli import data as cli_data
-from felund.cli.common import UsageError, channel_arg, context, err, json_out, out
+from felund.cli.common import channel_arg, context, err, json_out, out
 from felund.errors import (
     ConfigError,
     DiskFull,
@@ -31,6 +31,7 @@ from felund.errors import (
     InvalidMessage,
     RPCError,
     RPCTimeout,
+    UsageError,
 )
 from felund.protocol import (
     DEFAULT_CHANNEL,

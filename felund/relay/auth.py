@@ -22,11 +22,11 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from felund.errors import ApiError
 from felund.relay.protocol import (
     EXPIRED_TIMESTAMP,
     INVALID_SIGNATURE,
     TIMESTAMP_WINDOW_S,
-    ApiError,
     invalid,
 )
 from felund.v1.crypto import verify_api_signature

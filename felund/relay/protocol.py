@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from felund.errors import FelundError, InvalidMessage
+from felund.errors import ApiError, InvalidMessage
 from felund.v1 import ids
 from felund.v1.wire import parse_message
 
@@ -109,19 +109,9 @@ _STATUS: Final = {
 ERROR_CODES: Final = frozenset(_STATUS)  # bounded: usable as a metric label
 
 
-class ApiError(FelundError):
-    """A request the relay refuses; becomes ``{"ok":false,"code","message"}``."""
-
-    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.status = _STATUS[code]
-        self.message = message
-        self.retry_after = retry_after
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body of the error answer."""
-        return {"ok": False, "code": self.code, "message": self.message}
+def http_status(code: str) -> int:
+    """The HTTP status of an error code."""
+    return _STATUS[code]
 
 
 def invalid(message: str) -> ApiError:

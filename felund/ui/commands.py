@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from felund.errors import UsageError
 from felund.protocol import DEFAULT_CHANNEL, OP_CIRCLE_JOIN, OP_WHO
 from felund.v1 import chatmodel, events
 
@@ -52,10 +53,6 @@ KEY_HELP: Final = (
     ("Home / End, Ctrl+U, Ctrl+W", "start / end of line, clear it, delete a word"),
     ("//text", "send text that starts with a slash"),
 )
-
-
-class UsageError(Exception):
-    """A command typed wrong; its text is shown as a notice."""
 
 
 def help_lines(command: str = "") -> list[str]:

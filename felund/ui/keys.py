@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from felund.errors import InvalidMessage
+from felund.errors import InvalidMessage, UsageError
 from felund.protocol import OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_POST, OP_SETTINGS
 from felund.ui import commands as cmds
 from felund.ui.pane import PENDING, Msg
@@ -207,7 +207,7 @@ def guarded(model: Model, action: Callable[[], list[Effect]]) -> list[Effect]:
     """Run an action; a usage error becomes a notice."""
     try:
         return action()
-    except cmds.UsageError as exc:
+    except UsageError as exc:
         model.notice(str(exc), error=True)
         return []
 
@@ -245,7 +245,7 @@ def _send(model: Model, text: str) -> list[Effect]:
 def _wizard(model: Model, text: str) -> list[Effect]:
     if model.wizard_step == "circle":
         if not text:
-            raise cmds.UsageError("type a name for a new circle, or paste an invite code")
+            raise UsageError("type a name for a new circle, or paste an invite code")
         if text.startswith(INVITE_PREFIX):
             model.wizard_choice = ("join", text)
         else:

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from felund.errors import Malformed, UsageError
 from felund.protocol import (
     CONTROL_CHANNEL,
     DEFAULT_CHANNEL,
@@ -84,7 +85,6 @@ from felund.ui.pane import NOTICE, PENDING, Msg, Pane
 from felund.ui.state import (
     ChannelView,
     CircleView,
-    Malformed,
     get,
     log_line,
     mark_key,
@@ -685,7 +685,7 @@ class Model:
         """Change this node's display name in every circle, as ``felund rename`` does."""
         name = cmds.check_display_name(name)
         if not self.circles:
-            raise cmds.UsageError("join or create a circle first: a name is shown to circles")
+            raise UsageError("join or create a circle first: a name is shown to circles")
         self.settings["display_name"] = name
         self.notice(f"you are now {name!r} in {len(self.circles)} circle(s)")
         return [self.control(c, events.rename_event(c, self.node_id, name)) for c in self.circles]

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from felund.errors import Malformed
 from felund.protocol import DEFAULT_CHANNEL
 from felund.ui.commands import sidebar_order
 from felund.ui.pane import STORED, Msg, Pane
@@ -41,10 +42,6 @@ def layout(rows: int, cols: int) -> Layout:
     body_height = max(0, rows - 3)
     sidebar = SIDEBAR_COLS + 1 if cols >= SIDEBAR_MIN_COLS else 0
     return Layout(header, body_top, body_height, status, rows - 1, sidebar, cols - sidebar)
-
-
-class Malformed(Exception):
-    """An answer or row not shaped as the store sends them."""
 
 
 def get(data: Any, key: str, typ: type) -> Any:

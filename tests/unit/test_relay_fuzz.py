@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from felund.errors import ApiError
 from felund.relay.auth import check_fresh, signed_request
 from felund.relay.protocol import (
     MAX_BATCH,
@@ -31,10 +32,10 @@ from felund.relay.protocol import (
     MAX_ENDPOINTS,
     MAX_SIGNAL_PAYLOAD_BYTES,
     SIGNAL_TYPES,
-    ApiError,
     circle_hint_field,
     compact_json,
     header_node_id,
+    http_status,
     int_param,
     node_id_field,
     parse_json_object,
@@ -84,7 +85,7 @@ def refused_or(parse: Callable[[], Any]) -> Any:
     try:
         return parse()
     except ApiError as exc:
-        assert 400 <= exc.status < 500, exc
+        assert 400 <= http_status(exc.code) < 500, exc
         assert exc.message and "\n" not in exc.message
         return None
 

@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from felund import __version__
+from felund.errors import ApiError
 from felund.relay.auth import (
     HEADER_NODE,
     HEADER_NONCE,
@@ -74,7 +75,6 @@ from felund.relay.protocol import (
     SIGNAL_WINDOW_S,
     SIGNATURE_REQUIRED,
     SIGNING_KEY_MISMATCH,
-    ApiError,
     circle_hint_field,
     header_node_id,
     int_param,

@@ -27,7 +27,8 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from felund.relay.protocol import UNAVAILABLE, ApiError
+from felund.errors import ApiError
+from felund.relay.protocol import UNAVAILABLE
 from felund.relay.server import metrics as m
 
 # Descriptors the relay needs besides its connections: the database and its

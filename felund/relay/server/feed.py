@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from felund.errors import ApiError
 from felund.relay.auth import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
@@ -38,7 +39,6 @@ from felund.relay.protocol import (
     WS_BACKLOG_MAX,
     WS_BACKLOG_S,
     WS_MAX_CLIENT_FRAME,
-    ApiError,
     circle_hint_field,
     ws_node_id,
 )

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from felund.errors import StoreInUse
 from felund.relay.auth import key_id
 from felund.relay.protocol import (
     MAX_NODE_KEYS,
@@ -36,7 +37,7 @@ from felund.relay.protocol import (
     SignalPost,
     compact_json,
 )
-from felund.relay.server.store import Page, Peer, Purged, RelayStats, Signal, Stored, StoreInUse
+from felund.relay.server.store import Page, Peer, Purged, RelayStats, Signal, Stored
 
 SCHEMA_VERSION = 2
 # Version 1 pinned one signing key per circle_hint (the first registered) and

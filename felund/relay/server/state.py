@@ -45,6 +45,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from felund.errors import ApiError
 from felund.relay.auth import (
     HEADER_NODE,
     MAX_KEYS_TRIED,
@@ -68,8 +69,8 @@ from felund.relay.protocol import (
     WS_BACKLOG_BYTES,
     WS_PING_S,
     WS_QUEUE_BYTES,
-    ApiError,
     header_node_id,
+    http_status,
 )
 from felund.relay.server import metrics as m
 from felund.relay.server.connections import Arrivals
@@ -144,7 +145,7 @@ def json_response(data: Mapping[str, Any], status: int = 200) -> web.Response:
 
 def error_response(exc: ApiError) -> web.Response:
     """``{"ok":false,"code","message"}``, with Retry-After when the error has one."""
-    response = json_response(exc.body(), exc.status)
+    response = json_response(exc.body(), http_status(exc.code))
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

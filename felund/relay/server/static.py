@@ -19,7 +19,8 @@ from typing import Final
 
 from aiohttp import web
 
-from felund.relay.protocol import NOT_FOUND, ApiError
+from felund.errors import ApiError
+from felund.relay.protocol import NOT_FOUND
 
 WEB_ROOT: Final = Path(__file__).resolve().parents[2] / "web"
 CSP: Final = (

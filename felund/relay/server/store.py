@@ -37,15 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from felund.errors import FelundError
 from felund.relay.protocol import MessageBatch, Registration, SignalPost
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class StoreInUse(FelundError):
-    """Another relay process has this database open (one process per SQLite file)."""
 
 
 # --- records --------------------------------------------------------------------
