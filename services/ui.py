@@ -1,8 +1,8 @@
 """The ui process: the curses screen attached to a running node (``felund ui``).
 
 - Not supervised: started by a person (``felund ui`` execs ``python -m
-  services.ui``), it finds the node through its lock (as
-  ``felund.store.client.open_node`` does); ``--start`` starts a stopped node first
+  services.ui``), it finds the node through its lock
+  (``felund.store.client.find_running``); ``--start`` starts a stopped node first
   (``felund run`` in a session of its own, output to ``node.log``).
 - Subscribes: ``chat.msg.stored`` through the Clone pattern
   (``felund.bus.catchup.CatchUp``, from the store's ``last_seq`` at attach;
@@ -59,6 +59,7 @@ from felund.protocol import (
     TOPIC_HEARTBEAT,
     TOPIC_LOG,
 )
+from felund.store.client import find_running
 from felund.ui import render as ui_render
 from felund.ui import terminal as ui_terminal
 from felund.ui.calls import Reply, Worker
@@ -152,20 +153,22 @@ def _main_bus_config(ctx: Context) -> BusConfig:
 
 
 def find_node(ctx: Context, start: bool) -> Context:
-    """The context of the running node (its runtime directory named by its lock).
+    """The context of the running node (``felund.store.client.find_running``).
 
     Raises FelundError (one line) if it is not running and ``start`` is false.
     """
     lock = NodeLock(ctx.layout)
-    if lock.try_acquire():
+    running = find_running(ctx, lock)
+    if running is None:
         lock.release()
         if not start:
             raise FelundError(NOT_RUNNING)
         start_node(ctx)
-    _, runtime = lock.holder()
-    if runtime is not None and runtime != ctx.layout.runtime_dir:
-        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, runtime_dir=runtime))
-    return ctx
+        running = find_running(ctx, lock)
+        if running is None:  # it started, then stopped at once
+            lock.release()
+            raise FelundError(f"the node stopped right after it started; see {NODE_LOG_FILE}")
+    return running
 
 
 def start_node(ctx: Context) -> None:

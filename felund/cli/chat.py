@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from felund import home
-from felund.cli.common import context, err, json_out, out
+from felund.cli.common import CIRCLE_HELP, JSON_HELP, context, err, json_out, out
 from felund.errors import UsageError
 from felund.protocol import OP_CHANNELS, OP_CIRCLE_LEAVE, OP_CIRCLES, OP_CONTROL, OP_WHO
 from felund.store.client import NodeClient
@@ -107,15 +107,19 @@ def cmd_who(args: argparse.Namespace, node: NodeClient) -> None:
 def add_commands(sub: Any, channel_arg: Any) -> None:
     """Register these commands on the main parser's subcommands."""
     p = sub.add_parser("channels", help="list a circle's channels")
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_channels)
 
     p = sub.add_parser("channel", help="create, join, leave, request or approve a channel")
-    p.add_argument("op", choices=("create", "join", "leave", "request", "approve"))
-    p.add_argument("name", type=channel_arg)
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--access", choices=chatmodel.ACCESS_MODES, default="public")
+    p.add_argument(
+        "op", choices=("create", "join", "leave", "request", "approve"), help="what to do"
+    )
+    p.add_argument("name", type=channel_arg, help="the channel")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument(
+        "--access", choices=chatmodel.ACCESS_MODES, default="public", help="who may join (create)"
+    )
     p.add_argument("--key", help="the channel's key (key channels; only its hash is sent)")
     p.add_argument(
         "--node",
@@ -124,23 +128,23 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.set_defaults(func=cmd_channel)
 
     p = sub.add_parser("rename", help="change your display name")
-    p.add_argument("name")
+    p.add_argument("name", help="your new display name")
     p.set_defaults(func=cmd_rename)
 
     circle = sub.add_parser("circle", help="name or leave a circle").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     p = circle.add_parser("name", help="give a circle a name every member sees")
-    p.add_argument("name")
-    p.add_argument("--circle-id", required=True)
+    p.add_argument("name", help="the circle's new name")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.set_defaults(func=cmd_circle)
     p = circle.add_parser("leave", help="stop syncing a circle and forget its secret")
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--delete-history", action="store_true")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--delete-history", action="store_true", help="delete its messages too")
     p.set_defaults(func=cmd_circle)
 
     p = sub.add_parser("who", help="who is in a circle or channel")
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--channel", type=channel_arg)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--channel", type=channel_arg, help="one channel only (default: the circle)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_who)

@@ -11,6 +11,9 @@ from felund.actor.runtime import Context, load_context
 from felund.protocol import CONTROL_CHANNEL
 from felund.v1.chatmodel import channel_name
 
+JSON_HELP = "print JSON instead of text"
+CIRCLE_HELP = "the circle's id (`felund circles` lists them)"
+
 
 def out(text: str = "") -> None:
     """Write a line to stdout."""

@@ -12,18 +12,20 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import select
+import signal
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from felund import __version__, home, netaddr
 from felund import config as config_mod
-from felund import home, netaddr
 from felund.actor.runtime import Context, load_context
 from felund.cli import chat as cli_chat
 from felund.cli import data as cli_data
-from felund.cli.common import channel_arg, context, err, json_out, out
+from felund.cli.common import CIRCLE_HELP, JSON_HELP, channel_arg, context, err, json_out, out
 from felund.errors import (
     ConfigError,
     DiskFull,
@@ -31,6 +33,7 @@ from felund.errors import (
     InvalidMessage,
     RPCError,
     RPCTimeout,
+    ServiceDown,
     UsageError,
 )
 from felund.protocol import (
@@ -47,8 +50,9 @@ from felund.protocol import (
     OP_POST,
     OP_SETTINGS,
     OP_STATS,
+    SVC_STORE,
 )
-from felund.store.client import NodeClient, open_node
+from felund.store.client import BusNode, NodeClient, find_running, open_node
 from felund.store.database import Database
 from felund.store.opening import open_database
 from felund.v1 import ids
@@ -272,33 +276,41 @@ def cmd_peers(args: argparse.Namespace, node: NodeClient) -> None:
         out(f"{p['circle_id']}  {p['addr']}  {p['node_id'] or '-'}  last seen {seen}")
 
 
+# What the supervisor's states are called on screen.
+_STATE_WORDS = {"backoff": "restarting", "failed": "given up"}
+STATUS_TRY_MS = 1000  # status asks a store that serves once, briefly; else it reads the file
+
+
 def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
-    """What the node is, holds and runs."""
+    """What the node is, holds and runs: the supervisor's view, never a wait on a child
+    it knows is down."""
     ctx = context()
-    sup = node.supervisor_status() if node.online else None
-    circles = [
-        {"circle_id": c["circle_id"], "name": c["name"]}
-        for c in _read(node, OP_CIRCLES, ctx).get("circles", [])
-    ]
-    stats = _read(node, OP_STATS, ctx)
+    sup = _supervisor(node)
+    services: dict[str, Any] = sup["services"] if sup else {}
+    serving = services.get(SVC_STORE, {}).get("state") == "running"
+    circles, messages = _holdings(node, ctx, ask_store=not node.online or serving or not sup)
     status: dict[str, Any] = {
         "node_id": ctx.node_id,
         "home": str(ctx.layout.home),
         "running": node.online,
+        "supervisor_pid": sup["pid"] if sup else None,
         "metrics_url": sup["metrics_url"] if sup else "",
         "gossip_addr": sup["gossip_addr"] if sup else "",
         "relay_url": (sup.get("relay_url") if sup else None) or "",
         "circles": circles,
-        "messages": stats.get("messages"),
-        "services": {
-            n: {k: s[k] for k in ("pid", "state", "restarts", "last_exit", "reason")}
-            for n, s in (sup["services"] if sup else {}).items()
-        },
+        "messages": messages,
+        "services": {n: {k: s.get(k) for k in _SERVICE_KEYS} for n, s in services.items()},
     }
     if args.json:
         json_out(status)
         return
-    out(f"node      {status['node_id']} ({'running' if node.online else 'stopped'})")
+    if not node.online:
+        state = "stopped"
+    elif sup:
+        state = f"running, supervisor pid {sup['pid']}"
+    else:
+        state = "running, but its supervisor does not answer"
+    out(f"node      {status['node_id']} ({state})")
     out(f"home      {status['home']}")
     if status["metrics_url"]:
         out(f"metrics   {status['metrics_url']}")
@@ -306,32 +318,110 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         out(f"gossip    {status['gossip_addr']}")
     if status["relay_url"]:
         out(f"relay     {status['relay_url']}")
-    out(f"messages  {status['messages'] if status['messages'] is not None else 'unknown'}")
+    out(f"messages  {messages if messages is not None else 'unknown'}")
     out(f"circles   {len(circles)}")
+    now = time.time()
     for name, s in status["services"].items():
-        extra = f" ({s['reason']})" if s["state"] != "running" and s["reason"] else ""
-        pid = s["pid"] or "-"
-        out(f"  {name:<12} {s['state']:<9} pid {pid:<8} restarts {s['restarts']}{extra}")
+        word = _STATE_WORDS.get(s["state"], s["state"])
+        line = f"  {name:<12} {word:<10} pid {s['pid'] or '-':<8} restarts {s['restarts']:<3}"
+        if s["since"]:
+            line += f" since {_clock(s['since'])}"
+        if s["next_start"]:
+            wait = max(0.0, s["next_start"] - now)
+            line += f", next try {_clock(s['next_start'])} (in {_duration(wait)})"
+        if s["state"] != "running" and s["reason"]:
+            line += f"; {s['reason']}"
+        out(line)
 
 
-def _read(node: NodeClient, op: str, ctx: Context) -> dict[str, Any]:
-    """A read for status: over the bus if the store answers, else from the file."""
+_SERVICE_KEYS = ("pid", "state", "since", "restarts", "last_exit", "reason", "next_start")
+
+
+def _supervisor(node: NodeClient) -> dict[str, Any] | None:
+    """The supervisor's status; None if the node is stopped or its supervisor is mute."""
     try:
-        answer: dict[str, Any] = node.call(op, {}, 1500, 1)
-        return answer
+        return node.supervisor_status()
     except RPCTimeout:
-        pass
-    # The store is down or given up on; WAL lets us read beside any writer.
+        return None
+
+
+def _holdings(node: NodeClient, ctx: Context, ask_store: bool) -> tuple[list[Any], int | None]:
+    """Circles and message count: from the store if it serves, else from the file."""
+    if ask_store:
+        with contextlib.suppress(RPCTimeout):
+            circles = node.call(OP_CIRCLES, {}, STATUS_TRY_MS, 0)["circles"]
+            stats = node.call(OP_STATS, {}, STATUS_TRY_MS, 0)
+            return [{k: c[k] for k in ("circle_id", "name")} for c in circles], stats["messages"]
+    # The store is down or given up; WAL lets us read beside any writer.
     try:
         db = Database(ctx.layout.database, ctx.config.store.synchronous)
     except sqlite3.Error:
-        return {}
+        return [], None
     try:
-        if op == OP_STATS:
-            return {"messages": db.message_count()}
-        return {"circles": [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()]}
+        return [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()], (
+            db.message_count()
+        )
+    except sqlite3.Error:
+        return [], None
     finally:
         db.close()
+
+
+def _clock(unix: float) -> str:
+    """A moment as local time: the time of day, with the date unless it is today."""
+    moment = time.localtime(unix)
+    today = time.localtime()[:3] == moment[:3]
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", moment)
+
+
+def _duration(seconds: float) -> str:
+    """``4m 05s``, ``12s``, ``1h 03m``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    """Stop the running node cleanly (SIGTERM to its supervisor) and wait until it is gone."""
+    ctx = context()
+    lock = home.NodeLock(ctx.layout)
+    running = find_running(ctx, lock)
+    if running is None:
+        lock.release()
+        err(f"no node is running in {ctx.layout.home}")
+        return
+    node = BusNode(running)
+    try:
+        pid = int(node.supervisor_status()["pid"])
+    except RPCTimeout:
+        holder, _ = lock.holder()
+        raise FelundError(
+            f"the node in {ctx.layout.home} does not answer"
+            + (f" (pid {holder} holds its lock)" if holder else "")
+            + "; it was not stopped"
+        ) from None
+    finally:
+        node.close()
+    try:
+        # A handle on the process itself: the signal and the wait cannot reach
+        # another process that got its pid after it.
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        err("stopped")
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        err(f"stopping the node (pid {pid})")
+        if not select.select([fd], [], [], args.timeout)[0]:
+            raise FelundError(f"the node (pid {pid}) did not stop within {args.timeout:g} s")
+    except ProcessLookupError:
+        pass  # it ended between the two calls
+    finally:
+        os.close(fd)
+    err("stopped")
 
 
 def cmd_relay_url(args: argparse.Namespace, node: NodeClient) -> None:
@@ -390,8 +480,23 @@ def _whole(value: str, low: int, high: int) -> int:
     return number
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that names every option's default (when it has one worth naming)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = action.default
+        if text and "%(default)" not in text and default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake reported in one line rather than a usage screen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         _fail(EXIT_USAGE, f"{message} (see `{self.prog} --help`)")
@@ -402,16 +507,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="felund", description="felund node: peer-to-peer group chat for small private circles"
     )
+    parser.add_argument("--version", action="version", version=f"felund {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create this node's home and config")
-    p.add_argument("--bind", help="address to accept peers on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="TCP port for peers (default 9999)")
-    p.add_argument("--name", help="your display name")
+    p.add_argument("--bind", help="address to accept peers on (default: 0.0.0.0)")
+    p.add_argument("--port", type=int, help="TCP port for peers (default: 9999)")
+    p.add_argument("--name", help="your display name (default: none; peers see your node id)")
     p.set_defaults(func=cmd_init, offline=True)
 
     p = sub.add_parser("run", help="run the node in the foreground (headless)")
     p.set_defaults(func=cmd_run, offline=True)
+
+    p = sub.add_parser("stop", help="stop the running node and wait until it is gone")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to stop")
+    p.set_defaults(func=cmd_stop, offline=True)
 
     p = sub.add_parser("ui", help="attach the chat screen to the running node (Ctrl+Q detaches)")
     p.add_argument("--start", action="store_true", help="start the node first if it is stopped")
@@ -419,49 +529,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invite", help="create a circle and print its invite code")
     p.add_argument("--circle-id", help="print the code of a circle this node is in instead")
-    p.add_argument("--name", help="a name for the new circle")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--name", help="a name for the new circle (default: none)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_invite)
 
     p = sub.add_parser("join", help="join a circle with an invite code")
-    p.add_argument("--code", required=True)
-    p.add_argument("--name", help="a name for the circle on this node")
+    p.add_argument("--code", required=True, help="the invite code (felund1.…)")
+    p.add_argument("--name", help="a name for the circle on this node (default: none)")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("circles", help="list circles")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_circles)
 
     p = sub.add_parser("send", help="post a message (or one per line of stdin)")
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--channel", type=channel_arg, default=DEFAULT_CHANNEL)
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--channel", type=channel_arg, default=DEFAULT_CHANNEL, help="the channel")
     p.add_argument("--stdin", action="store_true", help="one message per input line")
-    p.add_argument("text", nargs="?")
+    p.add_argument("text", nargs="?", help="the message (or --stdin)")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("inbox", help="show the newest messages")
-    p.add_argument("--circle-id", required=True)
-    p.add_argument("--channel", type=channel_arg)
-    p.add_argument("--limit", type=_limit, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--channel", type=channel_arg, help="one channel only (default: all)")
+    p.add_argument("--limit", type=_limit, default=50, help="how many messages, newest last")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_inbox)
 
     cli_chat.add_commands(sub, channel_arg)
     cli_data.add_commands(sub, channel_arg)
 
     p = sub.add_parser("peers", help="list known peers")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_peers)
 
     p = sub.add_parser("status", help="show the node's state")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("relay", help="this node's relay URL, or run a relay server")
     relay = p.add_subparsers(dest="relay_command", required=True, metavar="COMMAND")
     p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8080, help="TCP port (8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port")
     p.add_argument("--db", required=True, help="the relay's SQLite database file")
     p.add_argument(
         "--require-signatures",
@@ -478,11 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")
     p.add_argument("url", nargs="?", help="an http(s) URL; it replaces relay.url of the config")
     p.add_argument("--off", action="store_true", help="use no relay")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_relay_url)
 
     p = sub.add_parser("config", help="check or show the effective configuration")
-    p.add_argument("action", choices=("check", "show"))
+    p.add_argument("action", choices=("check", "show"), help="check it, or show it as TOML")
     p.set_defaults(func=cmd_config, offline=True)
     return parser
 
@@ -507,6 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     except RPCError as exc:
         unavailable = exc.code in (ERR_INTERNAL, ERR_DISK_FULL)
         _fail(EXIT_UNAVAILABLE if unavailable else EXIT_USAGE, exc.message)
+    except ServiceDown as exc:
+        _fail(EXIT_UNAVAILABLE, str(exc))
     except RPCTimeout:
         _fail(EXIT_UNAVAILABLE, "the node is running but not answering; see `felund status`")
     except FelundError as exc:

@@ -2,25 +2,29 @@
 
 Commands (and tests) open a node with ``open_node`` and call operations by
 name; both paths run the same handlers (``felund.store.ops``), so a command
-behaves the same whether the node is up or not.
+behaves the same whether the node is up or not. ``find_running`` is how any
+process finds the running node (the ui too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 from felund import netaddr
 from felund.actor.runtime import Context
 from felund.bus.sockets import Bus
+from felund.errors import RPCTimeout, ServiceDown
 from felund.home import NodeLock
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     ENDPOINT_SUPERVISOR_CTL,
     OP_SUP_STATUS,
     SVC_CLI,
+    SVC_STORE,
 )
 from felund.store.opening import note_circles, open_database
 from felund.store.ops import NodeInfo, Ops
@@ -42,12 +46,17 @@ class NodeClient(Protocol):
         ...
 
     def supervisor_status(self) -> dict[str, Any] | None:
-        """The supervisor's status, or None when the node is not running."""
+        """The supervisor's status, None when the node is not running; RPCTimeout if the
+        supervisor does not answer."""
         ...
 
 
 class BusNode:
-    """A running node, reached through its bus."""
+    """A running node, reached through its bus.
+
+    Before its first store call it asks the supervisor: a store given up fails
+    the call at once (``ServiceDown``) instead of being retried in vain.
+    """
 
     online = True
 
@@ -55,6 +64,8 @@ class BusNode:
         self.bus = Bus(ctx.layout, service, ctx.config.bus)
         self._store = self.bus.rpc_client(ENDPOINT_STORE_CTL)
         self._supervisor = self.bus.rpc_client(ENDPOINT_SUPERVISOR_CTL)
+        self._status: dict[str, Any] | None = None
+        self._store_checked = False
 
     def call(
         self,
@@ -64,12 +75,29 @@ class BusNode:
         retries: int | None = None,
     ) -> Any:
         """Run a store operation over RPC (retried, idempotent)."""
+        if not self._store_checked:
+            self._store_checked = True
+            self._fail_if_given_up()
         return self._store.call(op, body, timeout_ms, retries)
 
-    def supervisor_status(self) -> dict[str, Any] | None:
-        """Ask the supervisor."""
-        status: dict[str, Any] = self._supervisor.call(OP_SUP_STATUS, {}, 2000, 1)
-        return status
+    def _fail_if_given_up(self) -> None:
+        try:
+            store = self.supervisor_status()["services"].get(SVC_STORE, {})
+        except RPCTimeout:
+            return  # the supervisor is busy: the store may still answer
+        if store.get("state") == "failed":
+            retry = store.get("next_start")
+            when = time.strftime("%H:%M:%S", time.localtime(retry)) if retry else "later"
+            raise ServiceDown(
+                f"the node's store is given up ({store.get('reason') or 'it kept exiting'}); "
+                f"the supervisor tries it again at {when}: see `felund status`"
+            )
+
+    def supervisor_status(self) -> dict[str, Any]:
+        """The supervisor's status (asked once per command); RPCTimeout if it does not answer."""
+        if self._status is None:
+            self._status = self._supervisor.call(OP_SUP_STATUS, {}, 2000, 1)
+        return self._status
 
     def close(self) -> None:
         """Close the bus."""
@@ -119,11 +147,24 @@ class LocalNode:
         self.db.close()
 
 
+def find_running(ctx: Context, lock: NodeLock) -> Context | None:
+    """The context to reach the node running at ctx's home (its runtime directory as
+    its lock names it), or None if none runs: then ``lock`` is taken, for the caller
+    to work offline under or release."""
+    if lock.try_acquire():
+        return None
+    _, runtime = lock.holder()
+    if runtime is not None and runtime != ctx.layout.runtime_dir:
+        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, runtime_dir=runtime))
+    return ctx
+
+
 @contextlib.contextmanager
 def open_node(ctx: Context) -> Iterator[NodeClient]:
     """The node at ctx's home, running or not."""
     lock = NodeLock(ctx.layout)
-    if lock.try_acquire():
+    running = find_running(ctx, lock)
+    if running is None:
         try:
             local = LocalNode(ctx)
             try:
@@ -133,10 +174,7 @@ def open_node(ctx: Context) -> Iterator[NodeClient]:
         finally:
             lock.release()
         return
-    _, runtime = lock.holder()
-    if runtime is not None and runtime != ctx.layout.runtime_dir:
-        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, runtime_dir=runtime))
-    remote = BusNode(ctx)
+    remote = BusNode(running)
     try:
         yield remote
     finally:

@@ -212,3 +212,19 @@ def test_commands_find_a_node_with_another_runtime_dir(make_node) -> None:
         assert again.returncode != 0 and "already running" in again.stderr
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_stop_stops_the_node_cleanly_and_waits(node: Node) -> None:
+    assert node.proc is not None
+    supervisor = node.proc.pid
+    assert node.status()["supervisor_pid"] == supervisor
+    store_pid = node.service_pid("store")
+    stopped = node.cli("stop")
+    # Gone when `felund stop` returns: the supervisor has exited (status 0), after its children.
+    assert node.proc.poll() == 0
+    assert not os.path.exists(f"/proc/{store_pid}")
+    assert stopped.stderr.splitlines()[-1] == "stopped"
+    assert "node.stopped" in [e["event"] for e in node.log_events()]
+    assert node.status()["running"] is False
+    again = node.cli("stop")
+    assert again.returncode == 0 and "no node is running" in again.stderr
