@@ -363,7 +363,7 @@ class Supervisor:
 
     def _child_status(self, name: str) -> dict[str, Any]:
         c = self._child(name)
-        down = c.state in (State.BACKOFF, State.FAILED) and not self.table.shutting_down
+        start_at = self.table.next_start(c)
         return {
             "pid": c.pid,
             "state": c.state.value,
@@ -371,7 +371,7 @@ class Supervisor:
             "restarts": c.restarts,
             "last_exit": c.last_exit,
             "reason": c.reason,
-            "next_start": _wall(c.start_at) if down else None,
+            "next_start": None if start_at is None else _wall(start_at),
         }
 
     def status(self) -> dict[str, Any]:

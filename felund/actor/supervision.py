@@ -158,8 +158,8 @@ class Supervision:
         actions: list[Action] = []
         deadline = self.policy.heartbeat_interval_s * self.policy.heartbeat_misses
         for child in self.children.values():
-            down = child.state in (State.BACKOFF, State.FAILED) and not self.shutting_down
-            if down and now >= child.start_at:
+            start_at = self.next_start(child)
+            if start_at is not None and now >= start_at:
                 if child.last_exit is not None and not child.planned:
                     child.restarts += 1
                 actions.append(Action("start", child.name))
@@ -175,6 +175,11 @@ class Supervision:
                 actions.append(Action("kill", child.name, child.pid))
                 child.stop_deadline = now + self.policy.stop_timeout_s
         return actions
+
+    def next_start(self, child: Child) -> float | None:
+        """When ``due`` starts a child that is down (backing off or given up), else None."""
+        down = child.state in (State.BACKOFF, State.FAILED) and not self.shutting_down
+        return child.start_at if down else None
 
     def shutdown(self, now: float) -> list[Action]:
         """Stop everything: terminate the running children."""

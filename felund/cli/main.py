@@ -358,9 +358,8 @@ def _holdings(node: NodeClient, ctx: Context, ask_store: bool) -> tuple[list[Any
     except sqlite3.Error:
         return [], None
     try:
-        return [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()], (
-            db.message_count()
-        )
+        circles = [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()]
+        return circles, db.message_count()
     except sqlite3.Error:
         return [], None
     finally:
