@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from felund import config as config_mod
 from felund import home
-from felund.cli.common import context, err, out
+from felund.cli.common import CIRCLE_HELP, context, err, out
 from felund.errors import FelundError, InvalidMessage, UsageError
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
 from felund.store.client import NodeClient
@@ -353,12 +353,14 @@ def add_commands(sub: Any, channel_arg: Callable[[str], str]) -> None:
     p.set_defaults(func=cmd_restore, offline=True)
 
     p = sub.add_parser("export", help="write a whole circle's messages to stdout")
-    p.add_argument("--circle-id", required=True)
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("--channel", type=channel_arg, help="only this channel")
-    p.add_argument("--format", choices=("jsonl", "txt"), default="jsonl")
+    p.add_argument(
+        "--format", choices=("jsonl", "txt"), default="jsonl", help="JSON lines, or text"
+    )
     p.set_defaults(func=cmd_export, offline=True)
 
     p = sub.add_parser("import", help="add the messages of a jsonl export to a circle")
-    p.add_argument("--circle-id", required=True)
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("path", metavar="PATH", help="a file of `felund export --format jsonl`, or -")
     p.set_defaults(func=cmd_import)
