@@ -202,6 +202,15 @@ class Node:
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in Prometheus text, or None."""
+    return next(_samples(text, name, labels), None)
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples with these labels, whatever their others (0 if none)."""
+    return sum(_samples(text, name, labels))
+
+
+def _samples(text: str, name: str, labels: dict[str, str]) -> Iterator[float]:
     for line in text.splitlines():
         if line.startswith("#") or not line.startswith(name):
             continue
@@ -211,8 +220,35 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             continue
         found = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part)
         if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
-            return float(value)
-    return None
+            yield float(value)
+
+
+DB_FILES = ("felund.db", "felund.db-wal", "felund.db-shm")
+
+
+def break_store(node: Node, kept: Path) -> None:
+    """Make a running node's store exit at every start (until ``mend_store``): its
+    database files move to ``kept`` (stopped first: no write between the moves),
+    garbage takes their place, and the store is killed."""
+    pid = node.service_pid("store")
+    kept.mkdir(parents=True, exist_ok=True)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for name in DB_FILES:
+            if (node.home / name).exists():
+                shutil.move(node.home / name, kept / name)
+        (node.home / "felund.db").write_bytes(b"this is not a database" * 100)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the supervisor may have killed it
+            os.kill(pid, signal.SIGKILL)
+
+
+def mend_store(node: Node, kept: Path) -> None:
+    """Put back the database files ``break_store`` kept."""
+    (node.home / "felund.db").unlink()
+    for name in DB_FILES:
+        if (kept / name).exists():
+            shutil.move(kept / name, node.home / name)
 
 
 @contextlib.contextmanager

@@ -8,10 +8,8 @@ store, and must wait for the store rather than crash.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,17 @@ from typing import Any
 import pytest
 
 from felund.protocol import SVC_GOSSIP, SVC_RELAY_SYNC, SVC_STORE
-from felund.testing import Node, Relay, metric_value, wait_for
+from felund.testing import (
+    Node,
+    Relay,
+    break_store,
+    mend_store,
+    metric_total,
+    metric_value,
+    wait_for,
+)
 
 CHILDREN = (SVC_STORE, SVC_GOSSIP, SVC_RELAY_SYNC)
-DB_FILES = ("felund.db", "felund.db-wal", "felund.db-shm")
 
 
 def _texts(node: Node) -> set[str]:
@@ -44,11 +49,7 @@ def _restarted(node: Node, name: str, restarts: int) -> bool:
 
 
 def _retries(node: Node, service: str) -> float:
-    total = 0.0
-    for line in node.metrics().splitlines():
-        if line.startswith("felund_rpc_client_retries_total{") and f'service="{service}"' in line:
-            total += float(line.rpartition(" ")[2])
-    return total
+    return metric_total(node.metrics(), "felund_rpc_client_retries_total", service=service)
 
 
 @pytest.mark.slow
@@ -101,18 +102,8 @@ def test_kill_each_child_then_give_up_the_store(make_node, relay: Relay, tmp_pat
     # 2. The store gives up: its database is replaced by garbage (the real files are
     # kept aside) and it dies; it exits at every start until it is given up.
     before = _services(a)
-    store_pid = int(before[SVC_STORE]["pid"])
     kept = tmp_path / "kept"
-    kept.mkdir()
-    os.kill(store_pid, signal.SIGSTOP)  # no write between the moves
-    try:
-        for name in DB_FILES:
-            if (a.home / name).exists():
-                shutil.move(a.home / name, kept / name)
-        (a.home / "felund.db").write_bytes(b"this is not a database" * 100)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(store_pid, signal.SIGKILL)
+    break_store(a, kept)
     wait_for(
         lambda: _services(a)[SVC_STORE]["state"] == "failed",
         timeout=60,
@@ -130,10 +121,7 @@ def test_kill_each_child_then_give_up_the_store(make_node, relay: Relay, tmp_pat
     )
 
     # 3. The database is back: the next slow try brings the store back by itself.
-    (a.home / "felund.db").unlink()
-    for name in DB_FILES:
-        if (kept / name).exists():
-            shutil.move(kept / name, a.home / name)
+    mend_store(a, kept)
     wait_for(
         lambda: _services(a)[SVC_STORE]["state"] == "running",
         timeout=60,

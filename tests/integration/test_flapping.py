@@ -1,30 +1,32 @@
-"""A child that crashes at start: growing delays, then given up; the node keeps serving."""
+"""A child that crashes at every start: growing delays, then given up (tried again
+slowly); the node keeps serving, and says so at once."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 
-from felund.testing import Node, metric_value, wait_for
+from felund.testing import Node, break_store, metric_value, wait_for
 
 
 @pytest.mark.slow
-def test_store_on_a_corrupt_database_is_given_up(make_node) -> None:
+def test_store_on_a_corrupt_database_is_given_up(make_node, tmp_path: Path) -> None:
     node: Node = make_node(
         FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2",
         FELUND_SUPERVISOR_FLAP_MAX_RESTARTS="4",
     )
     node.cli("init")
-    (node.home / "felund.db").write_bytes(b"this is not a database" * 100)
-    node.start(wait=False)
+    node.start()
+    break_store(node, tmp_path / "kept")  # killed, then exits at every start
 
     def failed() -> bool:
         st = node.cli("status", "--json", check=False)
         return st.returncode == 0 and '"failed"' in st.stdout
 
-    wait_for(failed, timeout=30, what="the store to be given up")
+    wait_for(failed, timeout=60, what="the store to be given up")
     store = node.status()["services"]["store"]
     assert store["state"] == "failed"
     assert store["restarts"] == 4

@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from felund.protocol import SVC_GOSSIP, SVC_RELAY_SYNC, SVC_STORE
-from felund.testing import Node, Relay, metric_value, wait_for
+from felund.testing import Node, Relay, metric_total, metric_value, wait_for
 
 
 def _texts(node: Node) -> list[str]:
@@ -22,12 +22,7 @@ def _texts(node: Node) -> list[str]:
 
 
 def _retries(node: Node, service: str) -> float:
-    text = node.metrics()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("felund_rpc_client_retries_total{") and f'service="{service}"' in line:
-            total += float(line.rpartition(" ")[2])
-    return total
+    return metric_total(node.metrics(), "felund_rpc_client_retries_total", service=service)
 
 
 @pytest.mark.slow
