@@ -6,6 +6,9 @@ process and topic, so a subscriber counts every gap instead of losing
 silently, and state is always recovered from the store, never from events.
 Requests go to one actor's ROUTER; a client retries with the same id until
 answered (Lazy Pirate), so servers must treat requests idempotently.
+The subscriber's accounting and the client's retry rule are written once
+(``SubscriberBase``, ``RPCClientBase``), with a blocking face here and an
+asyncio face in ``felund.bus.aio``.
 """
 
 from __future__ import annotations
