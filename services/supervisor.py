@@ -146,6 +146,7 @@ class Supervisor:
         self._serve_metrics()  # here, like the gossip socket: a busy port is one line at start
         self.stop_requested = False
         self.ready = False
+        self.reports: dict[str, dict[str, Any]] = {}  # child -> its last heartbeat's connectivity
         self._next_watchdog = 0.0
 
     def run(self) -> int:
@@ -332,6 +333,11 @@ class Supervisor:
         name, pid = body.get("service"), body.get("pid")
         if not isinstance(name, str) or type(pid) is not int:
             return
+        # What a child says of its connections, for `felund status` (relay-sync's is capped
+        # at 1000 circles by relay-sync; gossip's likewise).
+        report = body.get("connectivity")
+        if name in MODULES and isinstance(report, dict):
+            self.reports[name] = report
         if self.table.heartbeat(name, pid, time.monotonic()):
             self._publish_state(name)
             if name == SVC_STORE and not self.ready:
@@ -383,6 +389,11 @@ class Supervisor:
             "gossip_addr": self.gossip_addr,
             "relay_url": self.relay_url,
             "services": {name: self._child_status(name) for name in self.table.children},
+            "connectivity": {
+                name: report
+                for name, report in self.reports.items()
+                if name in self.table.children and self._child(name).state is State.RUNNING
+            },
         }
 
 

@@ -50,6 +50,7 @@ from felund.protocol import (
     OP_POST,
     OP_SETTINGS,
     OP_STATS,
+    SVC_RELAY_SYNC,
     SVC_STORE,
 )
 from felund.store.client import BusNode, NodeClient, find_running, open_node
@@ -289,6 +290,12 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
     services: dict[str, Any] = sup["services"] if sup else {}
     serving = services.get(SVC_STORE, {}).get("state") == "running"
     circles, messages = _holdings(node, ctx, ask_store=not node.online or serving or not sup)
+    reports = sup.get("connectivity", {}) if sup else {}
+    for c in circles:
+        # Only what a running child reported: a stopped relay-sync says nothing, not "fine".
+        relay = reports.get(SVC_RELAY_SYNC, {}).get(c["circle_id"])
+        if isinstance(relay, dict):
+            c["relay"] = relay
     status: dict[str, Any] = {
         "node_id": ctx.node_id,
         "home": str(ctx.layout.home),
@@ -320,6 +327,9 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         out(f"relay     {status['relay_url']}")
     out(f"messages  {messages if messages is not None else 'unknown'}")
     out(f"circles   {len(circles)}")
+    for c in circles:
+        if "relay" in c:
+            out(f"  {c['name'] or c['circle_id'][:12]:<20} {_relay_line(c['relay'])}")
     now = time.time()
     for name, s in status["services"].items():
         word = _STATE_WORDS.get(s["state"], s["state"])
@@ -332,6 +342,20 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         if s["state"] != "running" and s["reason"]:
             line += f"; {s['reason']}"
         out(line)
+
+
+def _relay_line(r: dict[str, Any]) -> str:
+    """One circle's relay connectivity, as relay-sync's heartbeat reports it."""
+    if r.get("reachable"):
+        line = "relay reachable" + (", feed up" if r.get("feed") else "")
+    else:
+        since = r.get("error_since")
+        line = "relay unreachable" + (f" since {_clock(since)}" if since else "")
+        if r.get("last_error"):
+            line += f": {str(r['last_error'])[:120]}"
+    if r.get("last_message_ts"):
+        line += f"; last message {_clock(r['last_message_ts'])}"
+    return line
 
 
 _SERVICE_KEYS = ("pid", "state", "since", "restarts", "last_exit", "reason", "next_start")

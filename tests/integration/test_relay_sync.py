@@ -473,6 +473,13 @@ def test_the_heartbeat_says_per_circle_whether_the_relay_is_reachable(make_node,
         secret = decode_invite(invite["code"]).secret
         text = json.dumps(down["connectivity"])
         assert secret not in text and crypto.api_signing_key(secret) not in text
+        # `felund status` says it too (the supervisor keeps the last report), per circle.
+        wait_for(
+            lambda: node.json("status")["circles"][0].get("relay", {}).get("reachable") is False,
+            what="status to say the relay is unreachable",
+        )
+        shown = node.cli("status").stdout
+        assert "relay unreachable since " in shown and ": unreachable" in shown, shown
         node.cli("send", "--circle-id", circle, "while the relay was down")
         relay.start()
         back = events.beat(
@@ -481,6 +488,10 @@ def test_the_heartbeat_says_per_circle_whether_the_relay_is_reachable(make_node,
         )
         link = back["connectivity"][circle]
         assert link["last_error"] == "" and link["error_since"] is None
+        wait_for(
+            lambda: "relay reachable, feed up; last message " in node.cli("status").stdout,
+            what="status to say the relay is reachable again",
+        )
         assert link["last_message_ts"] >= down["connectivity"][circle]["error_since"]
     finally:
         events.close()
