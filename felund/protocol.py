@@ -43,7 +43,8 @@ OP_PEERS: Final = "store.peers"
 OP_STATS: Final = "store.stats"
 OP_CIRCLE_KEYS: Final = "store.circle.keys"  # circles with their secrets, for gossip
 OP_FETCH: Final = "store.fetch"  # wire messages by msg_id
-OP_PEERS_ADD: Final = "store.peers.add"  # addresses learned from peers
+OP_PEERS_ADD: Final = "store.peers.add"  # addresses learned from peers, or reached
+OP_PEERS_FORGET: Final = "store.peers.forget"  # learned addresses never to dial again
 OP_CONTROL: Final = "store.control"  # a control event of this node (channels, names)
 OP_CHANNELS: Final = "store.channels"
 OP_WHO: Final = "store.who"
@@ -86,6 +87,10 @@ ERR_DISK_FULL: Final = "disk_full"  # nothing of the request was stored; retry w
 # --- store limits -----------------------------------------------------------
 MAX_POST_BATCH: Final = 1000  # messages in one store.post / store.append
 MAX_SNAPSHOT_PAGE: Final = 2000
+MAX_PEERS_PAGE: Final = 500  # rows of one store.peers answer
+# Addresses learned from members, per circle: past this the store drops the
+# ones never reached first (and never the user's own: invite code, config).
+MAX_PEERS_PER_CIRCLE: Final = 256
 # chat.msg.stored events carry a message's wire form (for gossip to push on)
 # when it is this node's, or one younger than this from relay-sync: older ones
 # are a backlog, which reconciliation spreads, and events stay small while one

@@ -64,6 +64,10 @@ class Backoffs:
         """``key`` worked: forget its failures."""
         self._until.pop(key, None)
 
+    def failures(self, key: object) -> int:
+        """How many times in a row ``key`` has failed (0 once it has worked)."""
+        return self._until.get(key, (0.0, 0))[1]
+
     def ready(self, key: object, now: float) -> bool:
         """Whether ``key`` may be tried at ``now``."""
         got = self._until.get(key)

@@ -7,18 +7,21 @@
    incarnation or a heartbeat showing a higher seq, snapshot again.
 
 ``Follower`` is the sans-IO core (events in, messages out); ``CatchUp``
-drives it over the bus.
+drives it over the bus, and ``AsyncCatchUp`` over the asyncio bus: one
+reading of events (``follow_event``), one paging of snapshots.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from felund.bus.sockets import Bus, RPCClient, Subscriber
+from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
+from felund.bus.sockets import Bus, Received, RPCClient, Subscriber
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
+    MAX_SNAPSHOT_PAGE,
     OP_SNAPSHOT,
     SVC_STORE,
     TOPIC_HEARTBEAT,
@@ -88,6 +91,35 @@ class Follower:
         return out
 
 
+def follow_event(follower: Follower, got: Received) -> list[Row]:
+    """What one bus event means to ``follower``: the rows to apply now (possibly none)."""
+    frame = got.frame
+    body = frame.body if isinstance(frame.body, dict) else {}
+    if frame.header.src == SVC_STORE and frame.topic == TOPIC_MSG_STORED:
+        rows = body.get("msgs")
+        if isinstance(rows, list):
+            if got.missed:
+                follower.syncing = True
+            return follower.on_event(frame.header.inc, rows)
+    elif body.get("service") == SVC_STORE and type(body.get("last_seq")) is int:
+        follower.on_heartbeat(str(body.get("inc")), body["last_seq"])
+    return []
+
+
+def snapshot_request(follower: Follower, **options: Any) -> dict[str, Any]:
+    """The ``store.snapshot`` request for the next page (``options``: the op's others)."""
+    return {"since": follower.last, "limit": MAX_SNAPSHOT_PAGE, **options}
+
+
+def snapshot_page(follower: Follower, answer: dict[str, Any]) -> tuple[list[Row], bool]:
+    """A snapshot answer's rows to apply, and whether the snapshot is complete (then the
+    rows include what was buffered beyond it)."""
+    rows = follower.on_snapshot(answer["msgs"], answer["covers"])
+    if answer["more"]:
+        return rows, False
+    return rows + follower.finish_snapshot(), True
+
+
 class CatchUp:
     """Follows the store's messages over the bus, from ``since`` on."""
 
@@ -102,30 +134,61 @@ class CatchUp:
             self._snapshot(apply)
         got = self.sub.recv(timeout_ms)
         while got is not None:
-            frame = got.frame
-            body = frame.body if isinstance(frame.body, dict) else {}
-            if frame.header.src == SVC_STORE and frame.topic == TOPIC_MSG_STORED:
-                rows = body.get("msgs")
-                if isinstance(rows, list):
-                    if got.missed:
-                        self.follower.syncing = True
-                    ready = self.follower.on_event(frame.header.inc, rows)
-                    if ready:
-                        apply(ready)
-            elif body.get("service") == SVC_STORE and type(body.get("last_seq")) is int:
-                self.follower.on_heartbeat(str(body.get("inc")), body["last_seq"])
+            ready = follow_event(self.follower, got)
+            if ready:
+                apply(ready)
             got = self.sub.recv(0)
         if self.follower.syncing:
             self._snapshot(apply)
 
     def _snapshot(self, apply: Callable[[list[Row]], None]) -> None:
-        while True:
-            answer = self.rpc.call(OP_SNAPSHOT, {"since": self.follower.last})
-            rows = self.follower.on_snapshot(answer["msgs"], answer["covers"])
+        done = False
+        while not done:
+            answer = self.rpc.call(OP_SNAPSHOT, snapshot_request(self.follower))
+            rows, done = snapshot_page(self.follower, answer)
             if rows:
                 apply(rows)
-            if not answer["more"]:
-                break
-        rest = self.follower.finish_snapshot()
-        if rest:
-            apply(rest)
+
+
+class AsyncCatchUp:
+    """Follows the store's messages over the asyncio bus, from ``since`` on; the store
+    is waited for whenever it does not answer (``on_store_down`` says so). ``options``
+    go with every ``store.snapshot`` request (e.g. ``with_pruned``)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        rpc: AsyncRPCClient,
+        on_store_down: Callable[[], None],
+        since: int = 0,
+        **options: Any,
+    ) -> None:
+        self.sub = AsyncSubscriber(bus, TOPIC_MSG_STORED, TOPIC_HEARTBEAT)
+        self.rpc = rpc
+        self.on_store_down = on_store_down
+        self.follower = Follower(last=since)
+        self.options = options
+
+    async def snapshot(self, apply: Callable[[list[Row]], None]) -> None:
+        """Apply what the store holds beyond what was applied, until current."""
+        done = False
+        while not done:
+            answer = await until_answered(
+                lambda: self.rpc.call(
+                    OP_SNAPSHOT, snapshot_request(self.follower, **self.options)
+                ),
+                self.on_store_down,
+            )
+            rows, done = snapshot_page(self.follower, answer)
+            if rows:
+                apply(rows)
+
+    async def follow(self, apply: Callable[[list[Row]], None]) -> NoReturn:
+        """Apply every message stored, in order and once, for as long as the process runs
+        (after ``snapshot``: events meanwhile wait in the subscription)."""
+        while True:
+            ready = follow_event(self.follower, await self.sub.recv())
+            if ready:
+                apply(ready)
+            if self.follower.syncing:
+                await self.snapshot(apply)

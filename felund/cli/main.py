@@ -262,7 +262,12 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
 
 def cmd_peers(args: argparse.Namespace, node: NodeClient) -> None:
     """List known peer addresses."""
-    peers = node.call(OP_PEERS, {})["peers"]
+    peers: list[dict[str, Any]] = []
+    page = node.call(OP_PEERS, {})
+    peers.extend(page["peers"])
+    while page.get("more") and page["peers"]:  # the store answers a page at a time
+        page = node.call(OP_PEERS, {"after": [peers[-1]["circle_id"], peers[-1]["addr"]]})
+        peers.extend(page["peers"])
     if args.json:
         json_out(peers)
         return

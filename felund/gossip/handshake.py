@@ -1,21 +1,24 @@
-"""Opening an authenticated gossip connection, as server or client.
+"""The gossip handshake, either side, as sans-IO state machines.
 
 Both protocols start with v1's handshake (HELLO, CHALLENGE, HELLO_AUTH,
 WELCOME). A client offering our native protocol adds ``"native": 2`` to its
 HELLO; a native server answers with the same key in CHALLENGE and WELCOME,
 plus a proof that it holds the secret too, and both switch to sealed
 binary frames. A v1 server ignores the key and the session stays v1.
+
+Bytes in (``receive_data``), bytes out (``data_to_send``), a deadline on the
+caller's clock (``expire``). A side that fails the other raises PeerError
+once the frame telling it so (ERROR) is queued; the caller sends what is
+queued before it closes. Moving the bytes is ``felund.gossip.link``'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from felund import metrics
 from felund.errors import PeerError
 from felund.gossip import native_frames as nativeproto
 from felund.gossip import v1_frames as v1proto
@@ -23,248 +26,213 @@ from felund.v1 import crypto
 
 HANDSHAKE_TIMEOUT_S = 10.0
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
-@dataclass(slots=True)
-class Link:
-    """An authenticated connection to a member of one circle."""
+@dataclass(frozen=True, slots=True)
+class Established:
+    """What an authenticated connection to a member of one circle agreed on."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
     circle_id: str
     secret: str
     peer_node_id: str
     is_client: bool
     native: bool
     v1_key: bytes | None = None  # v1 session encryption, when agreed
-    channel: nativeproto.Channel | None = None
+    channel: nativeproto.Channel | None = None  # the native protocol's, when agreed
     peer_listen_addr: str = ""  # what an inbound client advertised
-    peer_host: str = ""  # the address we see it at
-    bytes_in: int = 0
-    bytes_out: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def count_in(self, n: int) -> None:
-        """Account for bytes received (live, so a long session shows in metrics)."""
-        self.bytes_in += n
-        metrics.GOSSIP_BYTES.labels("in").inc(n)
-
-    def count_out(self, n: int) -> None:
-        """Account for bytes sent."""
-        self.bytes_out += n
-        metrics.GOSSIP_BYTES.labels("out").inc(n)
-
-    async def read_line(self, timeout: float = v1proto.READ_TIMEOUT_S) -> dict[str, Any]:
-        """The next v1 frame."""
-        line = await _read_line(self.reader, timeout)
-        self.count_in(len(line))
-        return v1proto.decode(line, self.v1_key)
-
-    async def write_line(self, frame: dict[str, Any]) -> None:
-        """Send one v1 frame."""
-        data = v1proto.encode(frame, self.v1_key)
-        self.count_out(len(data))
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def read_frame(self, timeout: float) -> dict[str, Any]:
-        """The next native frame."""
-        assert self.channel is not None
-        try:
-            header = await asyncio.wait_for(self.reader.readexactly(4), timeout)
-            body = await asyncio.wait_for(
-                self.reader.readexactly(nativeproto.frame_length(header)), timeout
-            )
-        except TimeoutError:
-            raise PeerError("timeout", f"nothing read for {timeout:g} s") from None
-        except asyncio.IncompleteReadError:
-            raise PeerError("closed", "connection closed") from None
-        self.count_in(4 + len(body))
-        return self.channel.open(body)
-
-    def close(self) -> None:
-        """Close the connection (no waiting)."""
-        self.writer.close()
+    rest: bytes = b""  # what the peer sent after the handshake: the session's first bytes
 
 
-async def _read_line(reader: asyncio.StreamReader, timeout: float) -> bytes:
-    try:
-        line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
-    except TimeoutError:
-        raise PeerError("timeout", f"nothing read for {timeout:g} s") from None
-    except asyncio.LimitOverrunError:
-        raise PeerError("too_long", f"line over {v1proto.MAX_READ_LINE} bytes") from None
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise PeerError("closed", "connection closed mid-line") from None
-        raise PeerError("closed", "connection closed") from None
-    return line
-
-
-def _node_id(value: object) -> str:
+def node_id_of(value: object) -> str:
+    """A peer's node id as the handshake accepts it; PeerError otherwise."""
     if not isinstance(value, str) or _NODE_ID_RE.fullmatch(value) is None:
         raise PeerError("frame", "node_id must be 1-128 of A-Z a-z 0-9 _ . -")
     return value
 
 
-async def _send(writer: asyncio.StreamWriter, frame: dict[str, Any]) -> None:
-    writer.write(v1proto.encode(frame, None))
-    await writer.drain()
+class _Handshake:
+    """Lines in, lines out, within one deadline."""
+
+    def __init__(self, now: float) -> None:
+        self.deadline = now + HANDSHAKE_TIMEOUT_S
+        self.established: Established | None = None
+        self._lines = v1proto.LineBuffer()
+        self._out = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes read from the connection (``b""``: it closed); PeerError if the peer fails."""
+        if not data:
+            raise self._lines.closed()
+        self._lines.feed(data)
+        while self.established is None:
+            line = self._lines.next_line()
+            if line is None:
+                return
+            self._on_frame(v1proto.decode(line, None))
+
+    def data_to_send(self) -> bytes:
+        """The bytes queued for the peer (taken: each is returned once)."""
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def expire(self, now: float) -> None:
+        """PeerError if the deadline has passed at ``now``."""
+        if self.established is None and now >= self.deadline:
+            raise PeerError("timeout", f"handshake not done in {HANDSHAKE_TIMEOUT_S:g} s")
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        self._out += v1proto.encode(frame, None)
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
-async def accept(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    secrets: Mapping[str, str],
-    node_id: str,
-) -> Link:
-    """Run the server side of the handshake; PeerError if the client fails it."""
-    hello = v1proto.expect(
-        v1proto.decode(await _read_line(reader, HANDSHAKE_TIMEOUT_S), None), "HELLO", circle_id=str
-    )
-    peer_id = _node_id(hello.get("node_id"))
-    circle_id = hello["circle_id"]
-    secret = secrets.get(circle_id)
-    if secret is None:
-        await _send(writer, {"t": "ERROR", "err": "Unknown circle_id"})
-        raise PeerError("unknown_circle", "HELLO for a circle this node is not in")
-    client_nonce = hello.get("nonce")
-    enc_ready = (
-        isinstance(client_nonce, str)
-        and len(client_nonce) == 32
-        and all(c in "0123456789abcdef" for c in client_nonce)
-    )
-    native = enc_ready and hello.get("native") == nativeproto.VERSION
-    server_nonce = v1proto.nonce()
-    challenge: dict[str, Any] = {"t": "CHALLENGE", "nonce": server_nonce}
-    if native:
-        challenge["native"] = nativeproto.VERSION
-    await _send(writer, challenge)
-    auth = v1proto.expect(
-        v1proto.decode(await _read_line(reader, HANDSHAKE_TIMEOUT_S), None), "HELLO_AUTH", token=str
-    )
-    if not crypto.verify_handshake_token(secret, peer_id, circle_id, server_nonce, auth["token"]):
-        await _send(writer, {"t": "ERROR", "err": "Auth failed"})
-        raise PeerError("auth", "HELLO_AUTH token does not verify")
-    welcome: dict[str, Any] = {
-        "t": "WELCOME",
-        "node_id": node_id,
-        "enc_ready": enc_ready,
-        "can_anchor": False,
-    }
-    listen = hello.get("listen_addr")
-    peer = writer.get_extra_info("peername")
-    link = Link(
-        reader,
-        writer,
-        circle_id,
-        secret,
-        peer_id,
-        is_client=False,
-        native=native,
-        peer_listen_addr=listen if isinstance(listen, str) else "",
-        peer_host=str(peer[0]) if peer else "",
-    )
-    if native:
-        assert isinstance(client_nonce, str)
-        welcome["native"] = nativeproto.VERSION
-        welcome["proof"] = crypto.native_server_proof(secret, node_id, circle_id, client_nonce)
-        link.channel = nativeproto.Channel(
-            crypto.native_session_key(secret, client_nonce, server_nonce), is_client=False
+class ServerHandshake(_Handshake):
+    """The side that was connected to: HELLO in, CHALLENGE out, HELLO_AUTH in, WELCOME out."""
+
+    def __init__(self, secrets: Mapping[str, str], node_id: str, now: float) -> None:
+        super().__init__(now)
+        self._secrets = secrets
+        self._node_id = node_id
+        self._hello: dict[str, Any] | None = None
+        self._server_nonce = v1proto.nonce()
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        if self._hello is None:
+            self._on_hello(frame)
+        else:
+            self._on_auth(self._hello, frame)
+
+    def _on_hello(self, frame: dict[str, Any]) -> None:
+        hello = v1proto.expect(frame, "HELLO", circle_id=str)
+        node_id_of(hello.get("node_id"))
+        if hello["circle_id"] not in self._secrets:
+            self._send({"t": "ERROR", "err": "Unknown circle_id"})
+            raise PeerError("unknown_circle", "HELLO for a circle this node is not in")
+        self._hello = hello
+        challenge: dict[str, Any] = {"t": "CHALLENGE", "nonce": self._server_nonce}
+        if self._native(hello):
+            challenge["native"] = nativeproto.VERSION
+        self._send(challenge)
+
+    def _on_auth(self, hello: dict[str, Any], frame: dict[str, Any]) -> None:
+        auth = v1proto.expect(frame, "HELLO_AUTH", token=str)
+        peer_id, circle_id = hello["node_id"], hello["circle_id"]
+        secret = self._secrets[circle_id]
+        nonce = self._server_nonce
+        if not crypto.verify_handshake_token(secret, peer_id, circle_id, nonce, auth["token"]):
+            self._send({"t": "ERROR", "err": "Auth failed"})
+            raise PeerError("auth", "HELLO_AUTH token does not verify")
+        client_nonce = hello.get("nonce")
+        if not isinstance(client_nonce, str) or _HEX32.fullmatch(client_nonce) is None:
+            client_nonce = None
+        enc_ready = client_nonce is not None
+        welcome: dict[str, Any] = {
+            "t": "WELCOME",
+            "node_id": self._node_id,
+            "enc_ready": enc_ready,
+            "can_anchor": False,
+        }
+        channel, v1_key = None, None
+        if client_nonce is not None and hello.get("native") == nativeproto.VERSION:
+            welcome["native"] = nativeproto.VERSION
+            welcome["proof"] = crypto.native_server_proof(
+                secret, self._node_id, circle_id, client_nonce
+            )
+            key = crypto.native_session_key(secret, client_nonce, nonce)
+            channel = nativeproto.Channel(key, is_client=False)
+        elif client_nonce is not None:
+            v1_key = crypto.session_key(secret, client_nonce, nonce)
+        self._send(welcome)
+        listen = hello.get("listen_addr")
+        self.established = Established(
+            circle_id,
+            secret,
+            peer_id,
+            is_client=False,
+            native=channel is not None,
+            v1_key=v1_key,
+            channel=channel,
+            peer_listen_addr=listen if isinstance(listen, str) else "",
+            rest=self._lines.rest(),
         )
-    elif enc_ready:
-        assert isinstance(client_nonce, str)
-        link.v1_key = crypto.session_key(secret, client_nonce, server_nonce)
-    await _send(writer, welcome)
-    return link
 
-
-async def connect(
-    host: str,
-    port: int,
-    *,
-    circle_id: str,
-    secret: str,
-    node_id: str,
-    listen_addr: str,
-    offer_native: bool,
-) -> Link:
-    """Open a connection and run the client side of the handshake."""
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=v1proto.MAX_READ_LINE + 1),
-            HANDSHAKE_TIMEOUT_S,
+    @staticmethod
+    def _native(hello: dict[str, Any]) -> bool:
+        nonce = hello.get("nonce")
+        return (
+            isinstance(nonce, str)
+            and _HEX32.fullmatch(nonce) is not None
+            and hello.get("native") == nativeproto.VERSION
         )
-    except (OSError, TimeoutError) as exc:
-        raise PeerError("unreachable", f"{type(exc).__name__}") from None
-    try:
-        return await _client_handshake(
-            reader,
-            writer,
-            circle_id=circle_id,
-            secret=secret,
-            node_id=node_id,
-            listen_addr=listen_addr,
-            offer_native=offer_native,
-        )
-    except BaseException:
-        writer.close()
-        raise
 
 
-async def _client_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    *,
-    circle_id: str,
-    secret: str,
-    node_id: str,
-    listen_addr: str,
-    offer_native: bool,
-) -> Link:
-    client_nonce = v1proto.nonce()
-    hello: dict[str, Any] = {
-        "t": "HELLO",
-        "node_id": node_id,
-        "circle_id": circle_id,
-        "listen_addr": listen_addr,
-        "nonce": client_nonce,
-        "can_anchor": False,
-    }
-    if offer_native:
-        hello["native"] = nativeproto.VERSION
-    await _send(writer, hello)
-    challenge = v1proto.expect(
-        v1proto.decode(await _read_line(reader, HANDSHAKE_TIMEOUT_S), None), "CHALLENGE", nonce=str
-    )
-    server_nonce = challenge["nonce"]
-    if len(server_nonce) != 32 or any(c not in "0123456789abcdef" for c in server_nonce):
-        raise PeerError("frame", "CHALLENGE nonce must be 32 hex")
-    token = crypto.handshake_token(secret, node_id, circle_id, server_nonce)
-    await _send(writer, {"t": "HELLO_AUTH", "token": token})
-    welcome = v1proto.expect(
-        v1proto.decode(await _read_line(reader, HANDSHAKE_TIMEOUT_S), None), "WELCOME"
-    )
-    peer_id = _node_id(welcome.get("node_id"))
-    link = Link(
-        reader,
-        writer,
-        circle_id,
-        secret,
-        peer_id,
-        is_client=True,
-        native=False,
-        peer_host=str(writer.get_extra_info("peername")[0]),
-    )
-    if offer_native and welcome.get("native") == nativeproto.VERSION:
-        if not crypto.verify_native_server_proof(
-            secret, peer_id, circle_id, client_nonce, welcome.get("proof")
-        ):
-            raise PeerError("auth", "the server's proof does not verify")
-        link.native = True
-        link.channel = nativeproto.Channel(
-            crypto.native_session_key(secret, client_nonce, server_nonce), is_client=True
+class ClientHandshake(_Handshake):
+    """The side that connected: HELLO out, CHALLENGE in, HELLO_AUTH out, WELCOME in."""
+
+    def __init__(
+        self,
+        *,
+        circle_id: str,
+        secret: str,
+        node_id: str,
+        listen_addr: str,
+        offer_native: bool,
+        now: float,
+    ) -> None:
+        super().__init__(now)
+        self._circle_id, self._secret, self._node_id = circle_id, secret, node_id
+        self._offer_native = offer_native
+        self._client_nonce = v1proto.nonce()
+        self._server_nonce: str | None = None
+        hello: dict[str, Any] = {
+            "t": "HELLO",
+            "node_id": node_id,
+            "circle_id": circle_id,
+            "listen_addr": listen_addr,
+            "nonce": self._client_nonce,
+            "can_anchor": False,
+        }
+        if offer_native:
+            hello["native"] = nativeproto.VERSION
+        self._send(hello)
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        if self._server_nonce is None:
+            self._on_challenge(frame)
+        else:
+            self._on_welcome(self._server_nonce, frame)
+
+    def _on_challenge(self, frame: dict[str, Any]) -> None:
+        nonce = v1proto.expect(frame, "CHALLENGE", nonce=str)["nonce"]
+        if _HEX32.fullmatch(nonce) is None:
+            raise PeerError("frame", "CHALLENGE nonce must be 32 hex")
+        self._server_nonce = nonce
+        token = crypto.handshake_token(self._secret, self._node_id, self._circle_id, nonce)
+        self._send({"t": "HELLO_AUTH", "token": token})
+
+    def _on_welcome(self, server_nonce: str, frame: dict[str, Any]) -> None:
+        welcome = v1proto.expect(frame, "WELCOME")
+        peer_id = node_id_of(welcome.get("node_id"))
+        secret, circle_id, client_nonce = self._secret, self._circle_id, self._client_nonce
+        channel, v1_key = None, None
+        if self._offer_native and welcome.get("native") == nativeproto.VERSION:
+            if not crypto.verify_native_server_proof(
+                secret, peer_id, circle_id, client_nonce, welcome.get("proof")
+            ):
+                raise PeerError("auth", "the server's proof does not verify")
+            key = crypto.native_session_key(secret, client_nonce, server_nonce)
+            channel = nativeproto.Channel(key, is_client=True)
+        elif welcome.get("enc_ready") is True:
+            v1_key = crypto.session_key(secret, client_nonce, server_nonce)
+        self.established = Established(
+            circle_id,
+            secret,
+            peer_id,
+            is_client=True,
+            native=channel is not None,
+            v1_key=v1_key,
+            channel=channel,
+            rest=self._lines.rest(),
         )
-    elif welcome.get("enc_ready") is True:
-        link.v1_key = crypto.session_key(secret, client_nonce, server_nonce)
-    return link

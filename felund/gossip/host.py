@@ -1,18 +1,22 @@
-"""What a gossip session needs from its process: the index, the store, peers."""
+"""What a gossip session needs from its process: the index, the store, the peer table."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
-from felund.gossip.handshake import Link
+from felund.gossip.native_session import BoundedSet
 from felund.gossip.reconcile import ItemSet
 
 
 class GossipHost(Protocol):
     """The gossip process, as its sessions see it."""
 
-    index: dict[str, ItemSet]
+    @property
+    def index(self) -> Mapping[str, ItemSet]:
+        """Per circle, the messages the store holds."""
+        ...
 
     def turn(self, circle_id: str) -> asyncio.Lock:
         """Held by a session's own reconciliation round (one per circle at a time)."""
@@ -26,14 +30,21 @@ class GossipHost(Protocol):
         """As ``fetch``, packed (``wire.pack_wire``)."""
         ...
 
-    async def receive(self, link: Link, raw_msgs: list[Any]) -> int:
-        """Check and store messages from a peer; the number newly stored."""
+    async def receive(
+        self,
+        circle_id: str,
+        raw_msgs: list[Any],
+        came: BoundedSet | None = None,
+        awaited: Collection[str] = (),
+    ) -> int:
+        """Check and store messages from a peer; the number newly stored. ``came`` collects
+        the ids not to push back to that peer; ``awaited`` ones are not pushed on."""
         ...
 
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """Addresses known for a circle."""
         ...
 
-    async def learn_peers(self, circle_id: str, peers: list[dict[str, Any]]) -> None:
-        """Remember addresses a peer told us about."""
+    async def learn_peers(self, circle_id: str, teacher: str, peers: list[dict[str, Any]]) -> None:
+        """Remember addresses the member ``teacher`` told us about."""
         ...

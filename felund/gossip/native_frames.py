@@ -74,6 +74,34 @@ class Channel:
         return frame
 
 
+class FrameBuffer:
+    """Bytes in, opened frames out, for one side of a session."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._buf = bytearray()
+        self._length: int | None = None  # of the body being read, once its header came
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read from the connection."""
+        self._buf += data
+
+    def next_frame(self) -> dict[str, Any] | None:
+        """The next whole frame, or None until more bytes come; PeerError if it is bad
+        (a length over the cap is refused from its header, before its body comes)."""
+        if self._length is None:
+            if len(self._buf) < HEADER.size:
+                return None
+            self._length = frame_length(bytes(self._buf[: HEADER.size]))
+            del self._buf[: HEADER.size]
+        if len(self._buf) < self._length:
+            return None
+        body = bytes(self._buf[: self._length])
+        del self._buf[: self._length]
+        self._length = None
+        return self._channel.open(body)
+
+
 def msgs_chunks(packed: list[bytes]) -> list[list[bytes]]:
     """Split packed messages into MSGS frames of about ``MAX_MSGS_BYTES`` each."""
     chunks: list[list[bytes]] = []

@@ -1,38 +1,41 @@
-"""A native gossip session: one sealed connection, push, and reconciliation.
+"""A native gossip session as a sans-IO state machine: bytes in, events and bytes out.
 
 The client starts range reconciliation at once and again every
-``anti_entropy_s``; each side answers RECON frames and sends (MSGS) what
+anti-entropy interval; each side answers RECON frames and sends (MSGS) what
 its steps find the other lacks, so nothing is ever asked for and nothing
 travels twice. New messages are pushed as they are stored. The send queue
-is bounded in bytes: bulk answers wait for room, a live push to a peer that
-cannot keep up closes the session.
+is bounded in bytes: bulk answers wait for room (``has_room``), a live push
+to a peer that cannot keep up ends the session.
+
+The caller (``felund.gossip.sessions``) feeds what it reads to
+``receive_data``, acts on each ``next_event()`` (the store's part), writes
+``data_to_send()``, and starts a round (``start_round``) when the circle's
+turn is its own. Time is the caller's clock, passed in.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from felund import metrics
 from felund.errors import InvalidMessage, PeerError
 from felund.gossip import native_frames as nativeproto
 from felund.gossip import v1_frames as v1proto
-from felund.gossip.handshake import Link
-from felund.gossip.host import GossipHost
-from felund.gossip.reconcile import Reconciler
+from felund.gossip.events import Event, MsgsReceived, MsgsWanted, PeersReceived
+from felund.gossip.reconcile import ItemSet, Reconciler
 
 IDLE_TIMEOUT_S = 120.0
-# A round of ours holds the circle's turn until what it found missing has come
-# and the peer has been quiet this long, or for at most ROUND_STALL_S without
-# a frame: then the round goes on, but another session may start its own.
+# A round of ours is settled once its exchange is over, what it found missing
+# has come and the peer has been quiet this long, or after ROUND_STALL_S without
+# a frame of it: then the round goes on, but another session of the circle may
+# start its own.
 ROUND_QUIET_S = 0.3
 ROUND_STALL_S = 10.0
 QUEUE_BYTES = 8 * 1024 * 1024
-FETCH_CHUNK = 1000
 CAME_LIMIT = 50_000
+T = TypeVar("T")
 
 
 class BoundedSet(collections.OrderedDict[str, None]):
@@ -50,214 +53,161 @@ class BoundedSet(collections.OrderedDict[str, None]):
 
 
 class NativeSession:
-    """One live native connection to a member of one circle."""
+    """One side of a native session with a member of one circle."""
 
-    def __init__(self, link: Link, host: GossipHost, anti_entropy_s: float) -> None:
-        self.link = link
-        self.host = host
-        self.anti_entropy_s = anti_entropy_s
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.queued = 0
-        self.ready = asyncio.Event()  # the queue has something
-        self.room = asyncio.Event()  # the queue is below its cap
-        self.room.set()
-        self.recon: Reconciler | None = None
-        self.received = 0
-        self.closed = False
-        self.inflight = asyncio.Semaphore(2)
-        self.receiving: set[asyncio.Task[None]] = set()
-        self.failure: PeerError | None = None
+    def __init__(
+        self, channel: nativeproto.Channel, is_client: bool, index: ItemSet, now: float
+    ) -> None:
+        self.is_client = is_client
+        self.index = index  # the circle's, shared with the process: read only here
+        self.ended = False  # the peer said BYE
         # Ids this peer sent us or its reconciliation says it holds: not pushed to it.
-        self.came: BoundedSet = BoundedSet(CAME_LIMIT)
-        link.extra["came"] = self.came
-        # Ids the round on this session found missing, which the peer is to send:
-        # what our round waits for, and what gossip does not push on to others
-        # (their own rounds bring it them: pushing a joiner's whole history back
-        # to the peers it came from doubled the bytes of a join).
+        self.came = BoundedSet(CAME_LIMIT)
+        # Ids our round found missing, which the peer is to send: what the round
+        # waits for, and what is not pushed on to others (their own rounds bring
+        # it them: pushing a joiner's whole history back doubled a join's bytes).
         self.awaiting: set[str] = set()
-        link.extra["awaiting"] = self.awaiting
-        self.activity = asyncio.Event()  # a frame of the round came
+        self.last_received = now
+        self._round_activity = now
+        self._channel = channel
+        self._frames = nativeproto.FrameBuffer(channel)
+        self._out: collections.deque[bytes] = collections.deque()
+        self.queued = 0  # bytes in _out
+        self._recon: Reconciler | None = None
 
-    # --- sending ------------------------------------------------------------
-    def _enqueue(self, frame: dict[str, Any]) -> None:
-        self._queue(lambda channel: channel.seal(frame))
+    # --- in -------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes read from the connection (``b""``: it closed)."""
+        if not data:
+            raise PeerError("closed", "connection closed")
+        self._frames.feed(data)
+        self.last_received = now
 
-    def _enqueue_msgs(self, packed: list[bytes]) -> None:
-        self._queue(lambda channel: channel.seal_msgs(packed))
+    def next_event(self, now: float) -> Event | None:
+        """The next thing for the caller to do, or None until more bytes come;
+        PeerError if the peer broke the protocol. Frames that need nothing of the
+        caller (PING, RECON steps) are answered here."""
+        while not self.ended:
+            frame = self._frames.next_frame()
+            if frame is None:
+                return None
+            event = self._on_frame(frame, now)
+            if event is not None:
+                return event
+        return None
 
-    def _queue(self, seal: Callable[[nativeproto.Channel], bytes]) -> None:
-        assert self.link.channel is not None
-        try:
-            data = seal(self.link.channel)
-        except ValueError as exc:  # a frame of ours over the cap: a bug, end the session
-            raise PeerError("local_frame", str(exc)) from None
-        self.queue.append(data)
-        self.queued += len(data)
-        self.ready.set()
-        if self.queued >= QUEUE_BYTES:
-            self.room.clear()
+    def expire(self, now: float) -> None:
+        """PeerError if the peer has sent nothing for too long at ``now``."""
+        if now >= self.deadline:
+            raise PeerError("timeout", f"nothing read for {IDLE_TIMEOUT_S:g} s")
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        """Queue a frame, waiting for room (answers and bulk transfers)."""
-        await self.room.wait()
-        self._enqueue(frame)
+    @property
+    def deadline(self) -> float:
+        """When the session times out unless the peer sends something."""
+        return self.last_received + IDLE_TIMEOUT_S
 
-    def push(self, packed: list[bytes]) -> None:
-        """Queue new messages (``wire.pack_wire``) without waiting; a peer too slow for
-        them is dropped."""
-        if self.closed:
-            return
-        if self.queued >= QUEUE_BYTES:
-            metrics.BUS_DROPPED.labels("gossip", "slow_peer").inc()
-            self.close()
-            return
+    def stored(self, msgs: list[Any], now: float) -> None:
+        """The caller is done with a MsgsReceived (stored or refused): no longer awaited."""
+        if self.awaiting:
+            self.awaiting.difference_update(
+                m["msg_id"] for m in msgs if isinstance(m, dict) and type(m.get("msg_id")) is str
+            )
+        self._round_activity = now
+
+    # --- out ------------------------------------------------------------------
+    def data_to_send(self, limit: int = QUEUE_BYTES) -> bytes:
+        """Bytes queued for the peer, whole frames of about ``limit`` bytes at most (at
+        least one frame): taken, each is returned once."""
+        taken: list[bytes] = []
+        size = 0
+        while self._out and (not taken or size + len(self._out[0]) <= limit):
+            taken.append(self._out.popleft())
+            size += len(taken[-1])
+        self.queued -= size
+        return b"".join(taken)
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the send queue is below its cap (bulk sends wait for this)."""
+        return self.queued < QUEUE_BYTES
+
+    def send_peers(self, circle_id: str, peers: list[dict[str, Any]]) -> None:
+        """Queue a PEERS frame (each side sends one at the start)."""
+        self._queue(v1proto.peers_frame(circle_id, peers))
+
+    def send_msgs(self, packed: list[bytes]) -> None:
+        """Queue messages (``wire.pack_wire``), in MSGS frames of a bounded size."""
         for chunk in nativeproto.msgs_chunks(packed):
-            self._enqueue_msgs(chunk)
-        metrics.GOSSIP_MESSAGES.labels("out").inc(len(packed))
+            self._append(self._channel.seal_msgs, chunk)
 
-    async def _write_loop(self) -> None:
-        writer = self.link.writer
-        while True:
-            await self.ready.wait()
-            while self.queue:
-                data = self.queue.popleft()
-                self.queued -= len(data)
-                writer.write(data)
-                self.link.count_out(len(data))
-                await writer.drain()
-            self.ready.clear()
-            if self.queued < QUEUE_BYTES:
-                self.room.set()
+    def push(self, packed: list[bytes]) -> bool:
+        """Queue new messages without waiting; False if the peer is too slow for them
+        (the caller ends the session)."""
+        if not self.has_room:
+            return False
+        self.send_msgs(packed)
+        return True
 
-    def close(self) -> None:
-        """End the session."""
-        self.closed = True
-        self.link.close()
+    # --- rounds (the client's) ---------------------------------------------------
+    def start_round(self, now: float) -> None:
+        """Queue the start of a reconciliation round (the caller holds the circle's turn)."""
+        self._recon = Reconciler(self.index)
+        self.awaiting.clear()
+        self._round_activity = now
+        self._queue({"t": "RECON", "start": True, "ranges": self._recon.initiate()})
+        metrics.GOSSIP_RECONCILE_ROUNDS.inc()
 
-    # --- the session ----------------------------------------------------------
-    async def run(self) -> None:
-        """Exchange frames until the connection ends; PeerError if the peer misbehaves."""
-        writer = asyncio.create_task(self._write_loop())
-        timer = asyncio.create_task(self._anti_entropy()) if self.link.is_client else None
-        try:
-            peers = await self.host.known_peers(self.link.circle_id)
-            await self.send(v1proto.peers_frame(self.link.circle_id, peers))
-            while not self.closed:
-                frame = await self.link.read_frame(IDLE_TIMEOUT_S)
-                await self.handle(frame)
-                if writer.done():
-                    writer.result()  # the write side failed: raise its error
-            if self.receiving:
-                await asyncio.wait(self.receiving)
-        except PeerError:
-            if self.failure is not None:
-                raise self.failure from None  # the cause, not the closed socket it left
-            raise
-        finally:
-            for task in (writer, timer):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-            self.closed = True
-        if self.failure is not None:
-            raise self.failure
+    def settled_in(self, now: float) -> float:
+        """Seconds until the round counts as settled at the earliest (0: it is)."""
+        exchanging = self._recon is not None and not self._recon.over
+        wait = ROUND_STALL_S if exchanging or self.awaiting else ROUND_QUIET_S
+        return max(0.0, self._round_activity + wait - now)
 
-    async def _receive(self, msgs: list[Any]) -> None:
-        try:
-            self.received += await self.host.receive(self.link, msgs)
-        except PeerError as exc:
-            self.failure = exc
-            self.close()
-        finally:
-            self.inflight.release()
-            self.receiving.discard(asyncio.current_task())
-            if self.awaiting:  # come, stored or refused: no longer awaited
-                self.awaiting.difference_update(
-                    m["msg_id"]
-                    for m in msgs
-                    if isinstance(m, dict) and type(m.get("msg_id")) is str
-                )
-            self.activity.set()
-
-    async def _anti_entropy(self) -> None:
-        """Reconcile now and every ``anti_entropy_s``, one session of a circle at a time.
-
-        Each peer sends all that our round finds missing, so a node joining a
-        circle whose members all reconcile with it at once would take its
-        history from every one of them. Taking turns, the second round finds
-        little left. Only rounds we start wait for the turn: waiting never
-        holds up an answer to a peer, so two nodes cannot wait on each other.
-        """
-        while True:
-            async with self.host.turn(self.link.circle_id):
-                self.recon = Reconciler(self.host.index[self.link.circle_id])
-                self.awaiting.clear()
-                await self.send({"t": "RECON", "start": True, "ranges": self.recon.initiate()})
-                metrics.GOSSIP_RECONCILE_ROUNDS.inc()
-                await self._round_settled()
-            await asyncio.sleep(self.anti_entropy_s)
-
-    async def _round_settled(self) -> None:
-        """Return once the round's missing messages have come and the peer is quiet, or
-        once it has stalled."""
-        while True:
-            self.activity.clear()
-            wait = ROUND_STALL_S if self.awaiting else ROUND_QUIET_S
-            try:
-                await asyncio.wait_for(self.activity.wait(), wait)
-            except TimeoutError:
-                return
-
-    async def handle(self, frame: dict[str, Any]) -> None:
-        """Act on one frame from the peer."""
+    # --- frames ---------------------------------------------------------------
+    def _on_frame(self, frame: dict[str, Any], now: float) -> Event | None:
         t = frame["t"]
         if t == "MSGS":
-            msgs = nativeproto.field(frame, "msgs", list)
-            # Check and store this batch while the next one is read: the store
-            # and this process then work at the same time. Bounded, so TCP
-            # still pushes back on a peer that sends faster than we store.
-            await self.inflight.acquire()
-            self.receiving.add(asyncio.create_task(self._receive(msgs)))
-        elif t == "RECON":
-            await self._on_recon(frame)
-        elif t == "PEERS":
-            await self.host.learn_peers(self.link.circle_id, v1proto.peer_list(frame))
-        elif t == "PING":
-            await self.send({"t": "PONG"})
+            return MsgsReceived(nativeproto.field(frame, "msgs", list))
+        if t == "RECON":
+            return self._on_recon(frame, now)
+        if t == "PEERS":
+            return PeersReceived(v1proto.peer_list(frame))
+        if t == "PING":
+            self._queue({"t": "PONG"})
         elif t == "BYE":
-            self.closed = True
+            self.ended = True
+        return None
 
-    async def _on_recon(self, frame: dict[str, Any]) -> None:
-        ranges = frame.get("ranges")
+    def _on_recon(self, frame: dict[str, Any], now: float) -> Event | None:
         if frame.get("start") is True:
-            if self.link.is_client:
+            if self.is_client:
                 raise PeerError("frame", "only the client starts reconciliation")
-            self.recon = Reconciler(self.host.index[self.link.circle_id])
+            self._recon = Reconciler(self.index)
             self.awaiting.clear()
             metrics.GOSSIP_RECONCILE_ROUNDS.inc()
-        if self.recon is None:
+        if self._recon is None:
             raise PeerError("frame", "RECON outside a reconciliation")
         try:
-            step = self.recon.receive(ranges)
+            step = self._recon.receive(frame.get("ranges"))
         except InvalidMessage as exc:
             raise PeerError("recon", exc.detail) from None
         if step.reply is not None:
-            await self.send({"t": "RECON", "start": False, "ranges": step.reply})
-        # What we lack (step.need) is what the peer holds that we lack: its own
-        # step lists it under "have" and sends it. Asking too would double it.
-        # Nor is it pushed to this peer when another peer's copy is stored first.
+            self._queue({"t": "RECON", "start": False, "ranges": step.reply})
+        # What we lack (step.need) the peer's own step lists under "have" and
+        # sends: asking too would double it. Nor is it pushed to this peer when
+        # another peer's copy is stored first.
         self.came.add_all(step.need)
-        index = self.host.index[self.link.circle_id]
-        self.awaiting.update(m for m in step.need if m not in index)
-        self.activity.set()
-        if step.have:
-            await self._send_messages(step.have)
+        self.awaiting.update(m for m in step.need if m not in self.index)
+        self._round_activity = now
+        return MsgsWanted(step.have) if step.have else None
 
-    async def _send_messages(self, msg_ids: list[str]) -> None:
-        for i in range(0, len(msg_ids), FETCH_CHUNK):
-            packed = await self.host.fetch_packed(msg_ids[i : i + FETCH_CHUNK])
-            for chunk in nativeproto.msgs_chunks(packed):
-                await self.room.wait()
-                self._enqueue_msgs(chunk)
-            metrics.GOSSIP_MESSAGES.labels("out").inc(len(packed))
+    def _queue(self, frame: dict[str, Any]) -> None:
+        self._append(self._channel.seal, frame)
+
+    def _append(self, seal: Callable[[T], bytes], content: T) -> None:
+        try:
+            data = seal(content)
+        except ValueError as exc:  # a frame of ours over the cap: a bug, end the session
+            raise PeerError("local_frame", str(exc)) from None
+        self._out.append(data)
+        self.queued += len(data)

@@ -85,6 +85,44 @@ def id_list(frame: dict[str, Any], field: str, limit: int) -> list[str]:
     return value
 
 
+class LineBuffer:
+    """Bytes in, whole lines out (each with its newline): v1's framing.
+
+    A line longer than ``limit`` is refused as soon as that many bytes have come
+    without a newline, not buffered on.
+    """
+
+    def __init__(self, limit: int = MAX_READ_LINE) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read from the connection."""
+        self._buf += data
+
+    def next_line(self) -> bytes | None:
+        """The next whole line, or None until more bytes come; PeerError if too long."""
+        end = self._buf.find(b"\n", 0, self.limit)
+        if end < 0:
+            if len(self._buf) >= self.limit:
+                raise PeerError("too_long", f"line over {self.limit} bytes")
+            return None
+        line = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        return line
+
+    def closed(self) -> PeerError:
+        """The error for a connection that ended here (mid-line or between lines)."""
+        if self._buf:
+            return PeerError("closed", "connection closed mid-line")
+        return PeerError("closed", "connection closed")
+
+    def rest(self) -> bytes:
+        """What was read beyond the last line taken (for whoever reads on)."""
+        rest, self._buf = bytes(self._buf), bytearray()
+        return rest
+
+
 def nonce() -> str:
     """A fresh 32-hex nonce."""
     return secrets.token_hex(16)

@@ -475,16 +475,42 @@ class Database:
             (circle_id, addr, node_id, last_seen),
         )
 
-    def peers(self, circle_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Known peer addresses, of some circles or all."""
+    def peers(
+        self, circle_id: str | None = None, after: tuple[str, str] | None = None, limit: int = -1
+    ) -> list[dict[str, Any]]:
+        """Known peer addresses (of one circle, or all) in (circle_id, addr) order, from
+        after ``after``; at most ``limit`` (-1: all)."""
         rows = self._db.execute(
-            "SELECT circle_id, addr, node_id, last_seen FROM peers ORDER BY circle_id, addr"
+            "SELECT circle_id, addr, node_id, last_seen FROM peers "
+            "WHERE (?1 IS NULL OR circle_id = ?1) AND (circle_id, addr) > (?2, ?3) "
+            "ORDER BY circle_id, addr LIMIT ?4",
+            (circle_id, *(after or ("", "")), limit),
         ).fetchall()
-        return [
-            {"circle_id": c, "addr": a, "node_id": n, "last_seen": s}
-            for c, a, n, s in rows
-            if circle_ids is None or c in circle_ids
-        ]
+        return [{"circle_id": c, "addr": a, "node_id": n, "last_seen": s} for c, a, n, s in rows]
+
+    def trim_peers(self, circle_id: str, keep: int) -> int:
+        """Keep at most ``keep`` addresses of a circle, dropping learned ones (with a node
+        id) never reached first, oldest first; the user's own (no node id) stay. The
+        number dropped."""
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM peers WHERE circle_id = ?", (circle_id,)
+        ).fetchone()
+        if count <= keep:
+            return 0
+        cur = self._db.execute(
+            "DELETE FROM peers WHERE rowid IN (SELECT rowid FROM peers "
+            "WHERE circle_id = ? AND node_id != '' ORDER BY last_seen, rowid LIMIT ?)",
+            (circle_id, count - keep),
+        )
+        return cur.rowcount
+
+    def forget_peer(self, circle_id: str, addr: str) -> bool:
+        """Drop a learned address (never the user's own); whether there was one."""
+        cur = self._db.execute(
+            "DELETE FROM peers WHERE circle_id = ? AND addr = ? AND node_id != ''",
+            (circle_id, addr),
+        )
+        return cur.rowcount == 1
 
     def backup_to(self, target: Path) -> None:
         """A consistent copy of the whole database into ``target`` (SQLite's online backup).

@@ -27,6 +27,8 @@ from felund.protocol import (
     ERR_UNKNOWN_CIRCLE,
     ERR_UNKNOWN_OP,
     MAX_CURSOR_KEY,
+    MAX_PEERS_PAGE,
+    MAX_PEERS_PER_CIRCLE,
     MAX_POST_BATCH,
     MAX_SNAPSHOT_PAGE,
     OP_APPEND,
@@ -43,6 +45,7 @@ from felund.protocol import (
     OP_INVITE,
     OP_PEERS,
     OP_PEERS_ADD,
+    OP_PEERS_FORGET,
     OP_POST,
     OP_SETTINGS,
     OP_SNAPSHOT,
@@ -142,6 +145,7 @@ class Ops:
             OP_PEERS: self.peers,
             OP_STATS: self.stats,
             OP_PEERS_ADD: self.peers_add,
+            OP_PEERS_FORGET: self.peers_forget,
             OP_CIRCLE_KEYS: self.circle_keys,
             OP_FETCH: self.fetch,
             OP_CONTROL: self.control,
@@ -595,16 +599,29 @@ class Ops:
         )
 
     def peers(self, body: dict[str, Any]) -> Outcome:
-        """Known peer addresses."""
-        return Outcome({"peers": self.db.peers()})
+        """Known peer addresses, a page at a time (of one circle, or all): ``after`` is the
+        (circle_id, addr) of the last row of the page before; ``more`` says if one follows."""
+        circle_id = _get(body, "circle_id", str, None)
+        after = _get(body, "after", list, [])
+        limit = _get(body, "limit", int, MAX_PEERS_PAGE)
+        if not 1 <= limit <= MAX_PEERS_PAGE:
+            raise RPCError(ERR_BAD_REQUEST, f"limit must be 1-{MAX_PEERS_PAGE}")
+        if after and (len(after) != 2 or not all(isinstance(a, str) for a in after)):
+            raise RPCError(ERR_BAD_REQUEST, "after must be [circle_id, addr]")
+        rows = self.db.peers(circle_id, (after[0], after[1]) if after else None, limit + 1)
+        return Outcome({"peers": rows[:limit], "more": len(rows) > limit})
 
     def peers_add(self, body: dict[str, Any]) -> Outcome:
-        """Remember peer addresses learned by gossip (invalid entries are skipped)."""
+        """Remember peer addresses (invalid entries are skipped): learned from members (each
+        with the node it is said to be, at most MAX_PEERS_PER_CIRCLE per circle), or
+        ``reached``: where this node's gossip met the node (then dated, kept over others)."""
         items = _get(body, "peers", list)
+        reached = _get(body, "reached", bool, False)
         if len(items) > _MAX_PEERS_ADD:
             raise RPCError(ERR_BAD_REQUEST, f"at most {_MAX_PEERS_ADD} peers per request")
         known = {c.circle_id for c in self.db.circles()}
         added = 0
+        touched = set()
         for p in items:
             if not isinstance(p, dict) or p.get("circle_id") not in known:
                 continue
@@ -614,13 +631,31 @@ class Ops:
                 and is_tcp_peer(addr)
                 and isinstance(node_id, str)
                 and len(node_id) <= 128
+                and (node_id or reached)  # no node id: the user's own address (invite)
                 and type(seen) is int
                 and seen >= 0
             ):
                 continue
-            self.db.add_peer(p["circle_id"], addr, node_id, seen)
+            # A member's word on when it last saw an address counts for nothing here.
+            self.db.add_peer(p["circle_id"], addr, node_id, seen if reached else 0)
+            touched.add(p["circle_id"])
             added += 1
+        for circle_id in touched:
+            self.db.trim_peers(circle_id, MAX_PEERS_PER_CIRCLE)
         return Outcome({"added": added})
+
+    def peers_forget(self, body: dict[str, Any]) -> Outcome:
+        """Forget learned peer addresses (gossip's: never reached, or not to be dialled)."""
+        items = _get(body, "peers", list)
+        if len(items) > _MAX_PEERS_ADD:
+            raise RPCError(ERR_BAD_REQUEST, f"at most {_MAX_PEERS_ADD} peers per request")
+        forgotten = 0
+        for p in items:
+            if isinstance(p, dict) and isinstance(p.get("circle_id"), str):
+                addr = p.get("addr")
+                if isinstance(addr, str):
+                    forgotten += self.db.forget_peer(p["circle_id"], addr)
+        return Outcome({"forgotten": forgotten})
 
     def circle_keys(self, body: dict[str, Any]) -> Outcome:
         """Circles with their secrets: for the node's own gossip and relay processes."""

@@ -33,7 +33,9 @@ import msgpack
 import pytest
 
 from felund.errors import AuthError, InvalidMessage
-from felund.gossip.handshake import HANDSHAKE_TIMEOUT_S, Link, connect
+from felund.gossip.handshake import HANDSHAKE_TIMEOUT_S
+from felund.gossip.link import Link, connect
+from felund.gossip.native_frames import Channel, FrameBuffer
 from felund.testing import Node, free_port, metric_value, wait_for
 from felund.v1.invite import decode_invite, encode_invite
 from felund.v1.wire import open_message, parse_message
@@ -590,6 +592,11 @@ async def _native_link(target: Target) -> Link:
     return link
 
 
+def _channel(link: Link) -> Channel:
+    assert link.agreed.channel is not None
+    return link.agreed.channel
+
+
 async def _closed(link: Link, timeout: float = CLOSE_S) -> None:
     """Read (and drop) what the node sends until it closes the connection."""
     deadline = time.monotonic() + timeout
@@ -597,7 +604,7 @@ async def _closed(link: Link, timeout: float = CLOSE_S) -> None:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"the node kept the connection open for {timeout} s"
         try:
-            data = await asyncio.wait_for(link.reader.read(65536), remaining)
+            data = await link.read(remaining)
         except TimeoutError:
             continue
         except ConnectionError:
@@ -606,17 +613,25 @@ async def _closed(link: Link, timeout: float = CLOSE_S) -> None:
             return
 
 
+async def _frames(link: Link, count: int) -> list[Frame]:
+    """The next ``count`` native frames from the node."""
+    frames, got = FrameBuffer(_channel(link)), list[Frame]()
+    while len(got) < count:
+        frames.feed(await link.read(CLOSE_S))
+        while (frame := frames.next_frame()) is not None:
+            got.append(frame)
+    return got
+
+
 def _native(target: Target, send: Callable[[Link], bytes]) -> str:
     """A native session that sends ``send(link)`` first; our address once closed."""
 
     async def run() -> str:
         link = await _native_link(target)
         try:
-            link.writer.write(send(link))
-            await link.writer.drain()
+            await link.write(send(link))
             await _closed(link)
-            ip, port = link.writer.get_extra_info("sockname")[:2]
-            return f"{ip}:{port}"
+            return link.stream.local_address
         finally:
             link.close()
 
@@ -636,8 +651,7 @@ def test_native_huge_length_prefix_is_refused_unread(shared: Target, members) ->
 
 def test_native_frame_that_does_not_decrypt(shared: Target, members) -> None:
     def tampered(link: Link) -> bytes:
-        assert link.channel is not None
-        sealed = bytearray(link.channel.seal({"t": "PING"}))
+        sealed = bytearray(_channel(link).seal({"t": "PING"}))
         sealed[-1] ^= 1  # the tag no longer matches
         return bytes(sealed)
 
@@ -656,9 +670,8 @@ def test_native_malformed_messages_never_reach_the_store(shared: Target, members
     before = {k: shared.value(BAD, source="gossip", kind=k) for k in (*bad, "bad_message")}
 
     def frame(link: Link) -> bytes:
-        assert link.channel is not None
         msgs = [bad["type"], huge, good, bad["size"], bad["unknown_key"]]
-        return link.channel.seal({"t": "MSGS", "msgs": msgs})
+        return _channel(link).seal({"t": "MSGS", "msgs": msgs})
 
     addr = _native(shared, frame)
     shared.wait_value(BAD, before["size"] + 2, source="gossip", kind="size")
@@ -674,8 +687,7 @@ def test_native_frame_of_a_wrong_type(shared: Target, members) -> None:
     bad = shared.value(BAD, source="gossip", kind="frame")
 
     def hello(link: Link) -> bytes:
-        assert link.channel is not None
-        return link.channel.seal({"t": "HELLO", "circle_id": shared.circle_id})
+        return _channel(link).seal({"t": "HELLO", "circle_id": shared.circle_id})
 
     addr = _native(shared, hello)
     shared.wait_value(BAD, bad + 1, source="gossip", kind="frame")
@@ -690,14 +702,12 @@ def test_native_replayed_frame_does_not_decrypt(shared: Target, members) -> None
     async def run() -> tuple[list[str], str]:
         link = await _native_link(shared)
         try:
-            assert link.channel is not None
-            ping = link.channel.seal({"t": "PING"})
-            link.writer.write(ping)
-            seen = [(await link.read_frame(CLOSE_S))["t"] for _ in range(2)]
-            link.writer.write(ping)  # byte for byte again
+            ping = _channel(link).seal({"t": "PING"})
+            await link.write(ping)
+            seen = [frame["t"] for frame in await _frames(link, 2)]
+            await link.write(ping)  # byte for byte again
             await _closed(link)
-            ip, port = link.writer.get_extra_info("sockname")[:2]
-            return seen, f"{ip}:{port}"
+            return seen, link.stream.local_address
         finally:
             link.close()
 
