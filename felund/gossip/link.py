@@ -151,26 +151,27 @@ async def _shake(
     stream: Stream, machine: ServerHandshake | ClientHandshake, clock: Clock
 ) -> Established:
     """Move the handshake's bytes until it is done; PeerError if it fails."""
-    agreed = None
     try:
-        while agreed is None:
+        try:
+            while machine.established is None:
+                stream.write(machine.data_to_send())
+                await stream.drain()
+                try:
+                    data = await asyncio.wait_for(
+                        stream.read(READ_SIZE), max(0.0, machine.deadline - clock())
+                    )
+                except TimeoutError:
+                    machine.expire(clock())
+                    continue
+                machine.receive_data(data)
+        finally:
+            # The last frame: WELCOME, HELLO_AUTH, or an ERROR saying why (closing
+            # the stream still sends it).
             stream.write(machine.data_to_send())
-            await stream.drain()
-            try:
-                data = await asyncio.wait_for(
-                    stream.read(READ_SIZE), max(0.0, machine.deadline - clock())
-                )
-            except TimeoutError:
-                machine.expire(clock())
-                continue
-            machine.receive_data(data)
-            agreed = machine.established
-    finally:
-        # The last frame: WELCOME, HELLO_AUTH, or an ERROR saying why (closing the
-        # stream still sends it).
-        stream.write(machine.data_to_send())
-    await stream.drain()
-    return agreed
+        await stream.drain()
+    except OSError as exc:  # reset by the peer, mid-handshake
+        raise PeerError("closed", type(exc).__name__) from None
+    return machine.established
 
 
 async def accept(

@@ -38,8 +38,8 @@ async def run_v1(link: Link, host: GossipHost, clock: Clock = time.monotonic) ->
     session = V1Round(circle_id, link.agreed.v1_key, host.index[circle_id], peers, clock())
     received = 0
     while not session.done:
-        await link.write(session.data_to_send())
         event = session.next_event(clock())
+        await link.write(session.data_to_send())  # what the frames read so far asked for
         if event is None:
             try:
                 data = await link.read(session.deadline - clock())
@@ -136,6 +136,7 @@ class NativeRun:
                 continue
             session.receive_data(data, clock())
             while (event := session.next_event(clock())) is not None:
+                self._queued.set()  # answers queued on the way (RECON, PONG) go out now
                 await self._on_event(event, tg)
             self._queued.set()
             self._activity.set()
