@@ -170,7 +170,7 @@ class Dialer:
         )
         never_reached = row["node_id"] and not row["last_seen"]
         if never_reached and self.backoffs.failures(key) >= FORGET_AFTER:
-            self.backoffs.succeeded(key)
+            # Its backoff stays: told of it again, the node waits as long before trying.
             await self._forget(circle_id, [addr])
 
     async def _forget(self, circle_id: str, addrs: list[str]) -> None:
