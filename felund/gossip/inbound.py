@@ -64,9 +64,6 @@ class Inbound:
                 self.warn(f"peer.{exc.kind}", peer=stream.address, detail=exc.detail)
                 stream.close()
                 return
-            except OSError:
-                stream.close()
-                return
             await self.run_link(link, stream.address, False)
         finally:
             self.per_ip[host] -= 1
