@@ -174,9 +174,7 @@ class AsyncCatchUp:
         done = False
         while not done:
             answer = await until_answered(
-                lambda: self.rpc.call(
-                    OP_SNAPSHOT, snapshot_request(self.follower, **self.options)
-                ),
+                lambda: self.rpc.call(OP_SNAPSHOT, snapshot_request(self.follower, **self.options)),
                 self.on_store_down,
             )
             rows, done = snapshot_page(self.follower, answer)
