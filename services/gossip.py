@@ -1,7 +1,7 @@
 """The gossip actor: TCP sessions with the other members of this node's circles.
 
 - Owns: live TCP connections, and nothing durable; the listening socket is
-  the supervisor's (inherited as ``FELUND_GOSSIP_FD``), so a restart drops
+  the supervisor's (inherited as ``FELUND_INHERITED_GOSSIP_FD``), so a restart drops
   no connection attempt queued in the kernel.
 - Subscribes: ``chat.msg.stored`` and store heartbeats (its index, caught up
   by ``felund.bus.catchup.AsyncCatchUp``; fresh messages pushed to native
