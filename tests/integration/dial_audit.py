@@ -124,8 +124,8 @@ def main() -> None:
     ).stdout.strip()
     port = int(node.env["FELUND_GOSSIP_PORT"])
     now = int(time.time())
-    node.start()
     try:
+        node.start()  # inside: a node that starts too slowly is stopped all the same
         wait_for(lambda: invited.accepted, timeout=60, what="a to dial the invite's name")
         first = [{"node_id": "n" * 128, "addr": a, "last_seen": now} for a in FAKE]
         first.append({"node_id": "decoy", "addr": f"127.0.0.1:{named.port}", "last_seen": now})
