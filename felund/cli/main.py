@@ -377,14 +377,21 @@ def _supervisor(node: NodeClient) -> dict[str, Any] | None:
 def _holdings(node: NodeClient, ctx: Context, ask_store: bool) -> tuple[list[Any], int | None]:
     """Circles and message count: from the store if it serves, else from the file."""
     if ask_store:
-        with contextlib.suppress(RPCTimeout):
+        try:
             circles = node.call(OP_CIRCLES, {}, STATUS_TRY_MS, 0)["circles"]
             stats = node.call(OP_STATS, {}, STATUS_TRY_MS, 0)
             return [{k: c[k] for k in ("circle_id", "name")} for c in circles], stats["messages"]
+        except RPCTimeout:
+            pass
+        except RPCError as exc:
+            if exc.code != ERR_DISK_FULL:
+                raise
+            # A full disk fails the store's batches, reads included; the file still reads.
+            err(f"felund: {exc.message}")
     # The store is down or given up; WAL lets us read beside any writer.
     try:
         db = Database(ctx.layout.database, ctx.config.store.synchronous)
-    except sqlite3.Error:
+    except (sqlite3.Error, DiskFull):
         return [], None
     try:
         circles = [{"circle_id": c.circle_id, "name": c.name} for c in db.circles()]
