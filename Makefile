@@ -32,11 +32,11 @@ unit: venv
 
 # Real nodes and relays on 127.0.0.1.
 integration: venv
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -n 2 tests/integration
 
 # The curses ui under tmux, the browser client in Chromium, systemd and Prometheus.
 e2e: venv
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q -n 2 tests/e2e
 
 # Hypothesis, long: the relay's parsers in-process and a real relay process, with
 # FUZZ_EXAMPLES examples per test (the unit tier runs 200 each).
@@ -50,7 +50,7 @@ check: lint typecheck unit
 
 # Lint, types, then every test (real processes, real sockets, real SQLite).
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 bench: venv
 	$(BIN)/python -m bench
