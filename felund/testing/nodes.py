@@ -86,6 +86,7 @@ class Node:
 
     def start(self, wait: bool = True) -> None:
         """`felund run` in the background; returns once every child serves (has heartbeated)."""
+        self._close_client()  # a killed run's sockets: this run binds its endpoints anew
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*self.wrap, *FELUND, "run"],
