@@ -12,7 +12,7 @@ from felund.testing import Node, metric_value, wait_for
 
 
 def _texts(node: Node, circle_id: str) -> list[str]:
-    return [m["text"] for m in node.json("inbox", "--circle-id", circle_id, "--limit", "100000")]
+    return [m["text"] for m in node.inbox(circle_id)]
 
 
 def _wait_texts(node: Node, circle_id: str, want: set[str], timeout: float = 30) -> None:

@@ -96,7 +96,7 @@ class Target:
         return msgs
 
     def texts(self) -> set[str]:
-        return {m["text"] for m in self.inbox()}
+        return {m["text"] for m in self.node.inbox(self.circle_id)}
 
     def wait_log(self, event: str, **fields: Any) -> Frame:
         def find() -> Frame | None:
