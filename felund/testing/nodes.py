@@ -174,12 +174,12 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """What `felund status --json` prints; read in-process over the bus while the node
-        runs, from the command while it does not."""
-        if not self.running() or self.wrap:
-            result: dict[str, Any] = self.json("status")
-            return result
-        with self._client() as (client, ctx):
-            return status_of(client, ctx)
+        runs, from the command while it does not (or starts, stops, or runs wrapped)."""
+        if self.running() and not self.wrap:
+            with self._client() as (client, ctx), contextlib.suppress(RPCTimeout):
+                return status_of(client, ctx)
+        result: dict[str, Any] = self.json("status")
+        return result
 
     def service_pid(self, name: str) -> int:
         """The pid of one of the node's children."""
