@@ -36,7 +36,16 @@ from felund.protocol import (
 from felund.relay.client import signed_headers
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
-from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for, wire_message
+from felund.testing import (
+    FELUND,
+    REPO,
+    Node,
+    Relay,
+    metric_total,
+    metric_value,
+    wait_for,
+    wire_message,
+)
 from felund.v1 import crypto, ids
 from felund.v1.invite import decode_invite, encode_invite
 from felund.v1.wire import compose_message, open_message, parse_message, to_wire
@@ -77,11 +86,9 @@ def _texts(node: Node) -> list[str]:
 
 def _relay_failures(node: Node) -> float:
     """The node's failed requests to the relay, of every kind."""
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in node.metrics().splitlines()
-        if line.startswith("felund_relay_requests_total{") and 'outcome="ok"' not in line
-    )
+    text = node.metrics()
+    requests = "felund_relay_requests_total"
+    return metric_total(text, requests) - metric_total(text, requests, outcome="ok")
 
 
 def _wait_holding(node: Node, want: list[str], timeout: float) -> None:
