@@ -290,7 +290,46 @@ STATUS_TRY_MS = 1000  # status asks a store that serves once, briefly; else it r
 def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
     """What the node is, holds and runs: the supervisor's view, never a wait on a child
     it knows is down."""
-    ctx = context()
+    status = status_of(node, context())
+    if args.json:
+        json_out(status)
+        return
+    if not node.online:
+        state = "stopped"
+    elif status["supervisor_pid"]:
+        state = f"running, supervisor pid {status['supervisor_pid']}"
+    else:
+        state = "running, but its supervisor does not answer"
+    out(f"node      {status['node_id']} ({state})")
+    out(f"home      {status['home']}")
+    if status["metrics_url"]:
+        out(f"metrics   {status['metrics_url']}")
+    if status["gossip_addr"]:
+        out(f"gossip    {status['gossip_addr']}")
+    if status["relay_url"]:
+        out(f"relay     {status['relay_url']}")
+    messages = status["messages"]
+    out(f"messages  {messages if messages is not None else 'unknown'}")
+    out(f"circles   {len(status['circles'])}")
+    for c in status["circles"]:
+        if "relay" in c:
+            out(f"  {c['name'] or c['circle_id'][:12]:<20} {_relay_line(c['relay'])}")
+    now = time.time()
+    for name, s in status["services"].items():
+        word = _STATE_WORDS.get(s["state"], s["state"])
+        line = f"  {name:<12} {word:<10} pid {s['pid'] or '-':<8} restarts {s['restarts']:<3}"
+        if s["since"]:
+            line += f" since {_clock(s['since'])}"
+        if s["next_start"]:
+            wait = max(0.0, s["next_start"] - now)
+            line += f", next try {_clock(s['next_start'])} (in {_duration(wait)})"
+        if s["state"] != "running" and s["reason"]:
+            line += f"; {s['reason']}"
+        out(line)
+
+
+def status_of(node: NodeClient, ctx: Context) -> dict[str, Any]:
+    """What ``felund status --json`` prints (tests read it in-process, over the bus)."""
     sup = _supervisor(node)
     services: dict[str, Any] = sup["services"] if sup else {}
     serving = services.get(SVC_STORE, {}).get("state") == "running"
@@ -313,40 +352,7 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
         "messages": messages,
         "services": {n: {k: s.get(k) for k in _SERVICE_KEYS} for n, s in services.items()},
     }
-    if args.json:
-        json_out(status)
-        return
-    if not node.online:
-        state = "stopped"
-    elif sup:
-        state = f"running, supervisor pid {sup['pid']}"
-    else:
-        state = "running, but its supervisor does not answer"
-    out(f"node      {status['node_id']} ({state})")
-    out(f"home      {status['home']}")
-    if status["metrics_url"]:
-        out(f"metrics   {status['metrics_url']}")
-    if status["gossip_addr"]:
-        out(f"gossip    {status['gossip_addr']}")
-    if status["relay_url"]:
-        out(f"relay     {status['relay_url']}")
-    out(f"messages  {messages if messages is not None else 'unknown'}")
-    out(f"circles   {len(circles)}")
-    for c in circles:
-        if "relay" in c:
-            out(f"  {c['name'] or c['circle_id'][:12]:<20} {_relay_line(c['relay'])}")
-    now = time.time()
-    for name, s in status["services"].items():
-        word = _STATE_WORDS.get(s["state"], s["state"])
-        line = f"  {name:<12} {word:<10} pid {s['pid'] or '-':<8} restarts {s['restarts']:<3}"
-        if s["since"]:
-            line += f" since {_clock(s['since'])}"
-        if s["next_start"]:
-            wait = max(0.0, s["next_start"] - now)
-            line += f", next try {_clock(s['next_start'])} (in {_duration(wait)})"
-        if s["state"] != "running" and s["reason"]:
-            line += f"; {s['reason']}"
-        out(line)
+    return status
 
 
 def _relay_line(r: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from felund.actor.runtime import Context
 from felund.bus.sockets import Bus, RPCClient
 from felund.errors import RPCError, RPCTimeout
 from felund.protocol import ENDPOINT_STORE_CTL, OP_CIRCLE_CREATE, SVC_UI
-from felund.ui.model import Call
+from felund.ui.view import Call
 
 CALL_DEADLINE_S: Final = 60.0  # an idempotent call is retried this long, then "timeout"
 CALL_TRY_MS: Final = 1000  # one try of a call; short, so a restarted store is found quickly

@@ -2,33 +2,31 @@
 and pages, the settings form, Tab completion, Enter (send, command, first-run
 wizard) (sans-IO).
 
-Functions of the model rather than its methods, so ``felund.ui.model`` keeps
-to the store's side; they change the model through its public methods.
+Functions of the view rather than its methods, so ``felund.ui.view`` keeps
+to the store's side; they change the view through its public methods, and
+``felund.ui.model.Model.on_key`` calls ``handle``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from felund.errors import InvalidMessage, UsageError
 from felund.protocol import OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_POST, OP_SETTINGS
 from felund.ui import commands as cmds
+from felund.ui import slash
 from felund.ui.pane import PENDING, Msg
 from felund.ui.state import layout
+from felund.ui.view import SETTINGS_FIELDS, Effect, View
 from felund.v1.invite import INVITE_PREFIX
 from felund.v1.wire import MAX_TEXT_BYTES, MAX_TEXT_CHARS, check_text
 
-if TYPE_CHECKING:
-    from felund.ui.model import Effect, Model
-
-SETTINGS_FIELDS = (("display_name", "display name"), ("relay_url", "relay URL"))
 OVERLAY_KEYS = {"F1": "help", "F2": "invite", "F3": "settings"}
 _HELP_SCROLL_MAX = 200  # lines; the help is shorter, the renderer stops at its end
 EDIT_KEYS = frozenset({"BACKSPACE", "DELETE", "LEFT", "RIGHT", "HOME", "END", "C-u", "C-w"})
 
 
-def handle(model: Model, key: str, named: frozenset[str]) -> list[Effect]:
+def handle(model: View, key: str, named: frozenset[str]) -> list[Effect]:
     """Carry out one key (``named``: the key names; anything else is typed text)."""
     if key == "C-q":
         return model.detach()
@@ -60,7 +58,7 @@ def handle(model: Model, key: str, named: frozenset[str]) -> list[Effect]:
     return []
 
 
-def edit(model: Model, key: str) -> None:
+def edit(model: View, key: str) -> None:
     """An editing key, or typed text, applied to the input line."""
     editor = model.input
     actions: dict[str, Callable[[], None]] = {
@@ -81,7 +79,7 @@ def edit(model: Model, key: str) -> None:
 
 
 # --- moving around ------------------------------------------------------------------
-def switch_by(model: Model, step: int) -> list[Effect]:
+def switch_by(model: View, step: int) -> list[Effect]:
     """The next (1) or previous (-1) channel in the sidebar's order, around."""
     order = [(c.circle_id, v.channel_id) for c, views in model.sidebar() for v in views]
     if not order:
@@ -90,7 +88,7 @@ def switch_by(model: Model, step: int) -> list[Effect]:
     return model.switch(*order[(i + step) % len(order)])
 
 
-def switch_nth(model: Model, n: int) -> list[Effect]:
+def switch_nth(model: View, n: int) -> list[Effect]:
     """The n-th channel (from 1) of the active circle."""
     circle = model.active_circle()
     joined = circle.joined() if circle else []
@@ -99,7 +97,7 @@ def switch_nth(model: Model, n: int) -> list[Effect]:
     return model.switch(circle.circle_id, joined[n - 1].channel_id)
 
 
-def page(model: Model, up: bool) -> list[Effect]:
+def page(model: View, up: bool) -> list[Effect]:
     """PageUp/PageDown: the pane (or the help and debug windows) by a page."""
     lay = layout(model.rows, model.cols)
     step = max(1, lay.body_height - 1)
@@ -118,14 +116,14 @@ def page(model: Model, up: bool) -> list[Effect]:
     return model.read_active()
 
 
-def to_bottom(model: Model) -> list[Effect]:
+def to_bottom(model: View) -> list[Effect]:
     """Back to the newest message."""
     model.pane().to_bottom()
     return model.read_active()
 
 
 # --- the settings form --------------------------------------------------------------
-def _settings_key(model: Model, key: str, named: frozenset[str]) -> list[Effect]:
+def _settings_key(model: View, key: str, named: frozenset[str]) -> list[Effect]:
     if not model.settings_editing:
         if key in ("UP", "DOWN"):
             step = 1 if key == "DOWN" else -1
@@ -138,32 +136,26 @@ def _settings_key(model: Model, key: str, named: frozenset[str]) -> list[Effect]
             model.close()
         return []
     if key == "ESC":
-        end_edit(model)
+        model.end_edit()
         return []
     if key == "ENTER":
         value = model.input.text.strip()
         name = SETTINGS_FIELDS[model.settings_field][0]
-        end_edit(model)
+        model.end_edit()
         return guarded(model, lambda: _save_setting(model, name, value))
     if key in EDIT_KEYS or key not in named:
         edit(model, key)
     return []
 
 
-def end_edit(model: Model) -> None:
-    """Leave a settings field; the input line gets back what it held."""
-    model.settings_editing = False
-    model.input.set(model.settings_draft)
-
-
-def _save_setting(model: Model, name: str, value: str) -> list[Effect]:
+def _save_setting(model: View, name: str, value: str) -> list[Effect]:
     if name == "display_name":
         return model.rename(value)
     return [model.call(OP_SETTINGS, {"relay_url": value}, "settings", extra="relay URL saved")]
 
 
 # --- completion ----------------------------------------------------------------------
-def complete(model: Model) -> None:
+def complete(model: View) -> None:
     """Tab: complete the word before the cursor; Tab again: the next candidate."""
     editor = model.input
     if model.completion is not None:
@@ -180,7 +172,7 @@ def complete(model: Model) -> None:
     model.completion = (start, candidates, i) if len(candidates) > 1 else None
 
 
-def context(model: Model) -> cmds.Context:
+def context(model: View) -> cmds.Context:
     """What completion may offer in the active circle."""
     circle = model.active_circle()
     if circle is None:
@@ -191,19 +183,19 @@ def context(model: Model) -> cmds.Context:
 
 
 # --- Enter ---------------------------------------------------------------------------
-def _submit(model: Model) -> list[Effect]:
+def _submit(model: View) -> list[Effect]:
     line = model.input.take()
     if model.overlay in ("help", "invite", "debug"):
         model.close()
     if model.mode == "wizard" and not line.startswith("/"):
         return guarded(model, lambda: _wizard(model, line.strip()))
     if line.startswith("/") and not line.startswith("//"):
-        return guarded(model, lambda: cmds.run(model, line))
+        return guarded(model, lambda: slash.run(model, line))
     effects = to_bottom(model)
     return _send(model, line[1:] if line.startswith("//") else line) + effects
 
 
-def guarded(model: Model, action: Callable[[], list[Effect]]) -> list[Effect]:
+def guarded(model: View, action: Callable[[], list[Effect]]) -> list[Effect]:
     """Run an action; a usage error becomes a notice."""
     try:
         return action()
@@ -212,7 +204,7 @@ def guarded(model: Model, action: Callable[[], list[Effect]]) -> list[Effect]:
         return []
 
 
-def _send(model: Model, text: str) -> list[Effect]:
+def _send(model: View, text: str) -> list[Effect]:
     if not text.strip():
         return []
     channel, circle = model.active_channel(), model.active_circle()
@@ -242,7 +234,7 @@ def _send(model: Model, text: str) -> list[Effect]:
 
 
 # --- the first-run wizard ---------------------------------------------------------------
-def _wizard(model: Model, text: str) -> list[Effect]:
+def _wizard(model: View, text: str) -> list[Effect]:
     if model.wizard_step == "circle":
         if not text:
             raise UsageError("type a name for a new circle, or paste an invite code")

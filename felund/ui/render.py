@@ -20,11 +20,10 @@ import re
 
 from felund.ui.commands import help_lines
 from felund.ui.input import prompt_cols, view
-from felund.ui.keys import SETTINGS_FIELDS
-from felund.ui.model import Model
 from felund.ui.pane import clock
 from felund.ui.state import SIDEBAR_COLS, Layout, layout
 from felund.ui.text import Line, clip, fit, width, wrap
+from felund.ui.view import SETTINGS_FIELDS, View
 
 __all__ = ["Line", "cursor", "render"]
 
@@ -44,7 +43,7 @@ _WIZARD = {
 }
 
 
-def render(model: Model, rows: int, cols: int) -> list[Line]:
+def render(model: View, rows: int, cols: int) -> list[Line]:
     """The screen: ``rows`` lines of exactly ``cols`` columns each."""
     if rows <= 0 or cols <= 0:
         return [[] for _ in range(max(0, rows))]
@@ -60,7 +59,7 @@ def render(model: Model, rows: int, cols: int) -> list[Line]:
     return screen
 
 
-def cursor(model: Model, rows: int, cols: int) -> tuple[int, int]:
+def cursor(model: View, rows: int, cols: int) -> tuple[int, int]:
     """Where the terminal's cursor goes: in the input line, at the editor's cursor."""
     rows, cols = max(1, rows), max(1, cols)
     shown = prompt_cols(model.prompt, cols)
@@ -69,7 +68,7 @@ def cursor(model: Model, rows: int, cols: int) -> tuple[int, int]:
 
 
 # --- header, status, input ---------------------------------------------------------
-def _header(model: Model, cols: int) -> Line:
+def _header(model: View, cols: int) -> Line:
     circle, channel = model.active_circle(), model.active_channel()
     parts = [f" felund {model.node_id[:8]}"]
     if circle is not None:
@@ -83,7 +82,7 @@ def _header(model: Model, cols: int) -> Line:
     return [(text, "header")]
 
 
-def _status(model: Model, cols: int) -> Line:
+def _status(model: View, cols: int) -> Line:
     line: Line = [(model.status, model.status_style)]
     if model.overlay is None and not model.pane().at_bottom:
         tag = " [scrolled: End for the newest]"
@@ -93,7 +92,7 @@ def _status(model: Model, cols: int) -> Line:
     return line
 
 
-def _input(model: Model, cols: int) -> Line:
+def _input(model: View, cols: int) -> Line:
     shown = prompt_cols(model.prompt, cols)
     prompt, _ = clip(model.prompt, shown)
     text, _ = view(model.input.text, model.input.cursor, model.input.offset, cols - shown)
@@ -101,7 +100,7 @@ def _input(model: Model, cols: int) -> Line:
 
 
 # --- the body: sidebar and pane ------------------------------------------------------
-def _body(model: Model, lay: Layout) -> list[Line]:
+def _body(model: View, lay: Layout) -> list[Line]:
     height = lay.body_height
     if height <= 0:
         return []
@@ -116,7 +115,7 @@ def _body(model: Model, lay: Layout) -> list[Line]:
     ]
 
 
-def _sidebar(model: Model, height: int) -> list[Line]:
+def _sidebar(model: View, height: int) -> list[Line]:
     lines: list[Line] = []
     active_at = 0
     for circle, channels in model.sidebar():
@@ -134,7 +133,7 @@ def _sidebar(model: Model, height: int) -> list[Line]:
     return lines + [[("", "sidebar")]] * (height - len(lines))
 
 
-def _pane(model: Model, height: int, cols: int) -> list[Line]:
+def _pane(model: View, height: int, cols: int) -> list[Line]:
     if model.overlay == "help":
         return _scrolled(_wrapped(help_lines(), cols, "overlay"), height, model.overlay_scroll)
     if model.overlay == "invite":
@@ -170,7 +169,7 @@ def _scrolled(lines: list[Line], height: int, scroll: int) -> list[Line]:
     return lines[start : start + height]
 
 
-def _invite(model: Model, cols: int) -> list[Line]:
+def _invite(model: View, cols: int) -> list[Line]:
     circle = model.active_circle()
     head = _wrapped([f"Invite code of {circle.name if circle else ''}:", ""], cols, "overlay")
     if not model.invite_code:
@@ -186,7 +185,7 @@ def _invite(model: Model, cols: int) -> list[Line]:
     return head + code + _wrapped(tail, cols, "overlay")
 
 
-def _settings_text(model: Model) -> list[str]:
+def _settings_text(model: View) -> list[str]:
     lines = ["Settings: Up/Down choose, Enter edits (Enter saves, Esc cancels), Esc closes", ""]
     for i, (key, label) in enumerate(SETTINGS_FIELDS):
         mark = ">" if i == model.settings_field else " "
@@ -197,7 +196,7 @@ def _settings_text(model: Model) -> list[str]:
     return lines
 
 
-def _debug(model: Model, height: int, cols: int) -> list[Line]:
+def _debug(model: View, height: int, cols: int) -> list[Line]:
     records = list(model.debug_lines)
     end = max(0, len(records) - model.overlay_scroll) if records else 0
     shown = records[max(0, end - (height - 1)) : end]
@@ -205,6 +204,6 @@ def _debug(model: Model, height: int, cols: int) -> list[Line]:
     return [[(title, "notice")], *[[(clip(r, cols)[0], "overlay")] for r in shown]]
 
 
-def clock_now(model: Model) -> str:
+def clock_now(model: View) -> str:
     """The model clock's HH:MM."""
     return clock(int(model.clock()))

@@ -13,7 +13,6 @@ from typing import Any, Final
 
 from felund.errors import Malformed
 from felund.protocol import DEFAULT_CHANNEL
-from felund.ui.commands import sidebar_order
 from felund.ui.pane import STORED, Msg, Pane
 
 SIDEBAR_COLS: Final = 20
@@ -110,6 +109,11 @@ class CircleView:
         """Remember a person's name if it is the latest seen."""
         if name and self.names.get(node_id, (-1, ""))[0] <= ts:
             self.names[node_id] = (ts, name)
+
+
+def sidebar_order(channels: list[str]) -> list[str]:
+    """Channels as the sidebar lists them: #general first, then by name."""
+    return sorted(channels, key=lambda c: (c != DEFAULT_CHANNEL, c))
 
 
 def mark_key(circle_id: str, channel_id: str) -> str:

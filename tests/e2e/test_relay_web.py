@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from felund.relay.server.static import CSP, WEB_ROOT, resolve
+from felund.relay.server.static import CSP, WEB_ROOT
 from felund.testing import Relay
 
 WEB = WEB_ROOT
@@ -107,19 +107,6 @@ def test_no_escape_no_listing(web_relay: Relay, path: str) -> None:
     status, _, body = get(web_relay, path)
     assert status == 404, (path, body[:200])
     assert json.loads(body)["code"] == "NOT_FOUND"
-
-
-def test_resolve_refuses_what_leaves_the_root(tmp_path: Path) -> None:
-    root = tmp_path / "web"
-    (root / "sub").mkdir(parents=True)
-    (root / "index.html").write_text("hi")
-    (root / "sub" / "a.js").write_text("x")
-    (tmp_path / "secret.txt").write_text("s")
-    (root / "link.txt").symlink_to(tmp_path / "secret.txt")
-    assert resolve(root, "") == root / "index.html"
-    assert resolve(root, "sub/a.js") == root / "sub" / "a.js"
-    for bad in ("sub", "../secret.txt", "link.txt", "sub/../index.html", "a\\b", "x\x00", "/abs"):
-        assert resolve(root, bad) is None, bad
 
 
 def test_the_api_is_unaffected(web_relay: Relay) -> None:

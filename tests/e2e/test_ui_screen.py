@@ -75,8 +75,7 @@ def type_line(tmux: Tmux, text: str) -> None:
 
 
 def texts(node: Node, channel: str | None = None) -> list[str]:
-    args = ["inbox", "--circle-id", node.circle_id, "--limit", "1000"]
-    return [m["text"] for m in node.json(*args, *(["--channel", channel] if channel else []))]
+    return [m["text"] for m in node.inbox(node.circle_id, channel or "", limit=1000)]
 
 
 def input_line(screen: str) -> str:

@@ -22,6 +22,7 @@ from felund.testing import (
     Node,
     Relay,
     browser_missing,
+    metric_value,
     signed_call,
     wait_for,
     wire_message,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 T = 20_000  # ms: the bound of every wait on the page
 SYNC_T = 30.0  # s: the bound of waits on a node
+WS_OPEN = "felund_relay_server_websocket_connections"
 
 if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
     from playwright.sync_api import expect
@@ -422,8 +424,15 @@ def test_bad_invite_code_and_relay_down(open_peer, web_relay: Relay) -> None:
     b.wait_online()
     expect(pending).not_to_have_class(re.compile(r"\bpending\b"), timeout=T)
     b.sees("typed while the relay was down")
-    # The feeds reconnect (every 5 s) and replay the last 120 s: a double would show now.
-    time.sleep(5.5)
+    # Both feeds reconnect to the new relay process, each replaying the last 120 s,
+    # and a marker sent then crosses b's feed after that replay: a double shows by now.
+    wait_for(
+        lambda: (metric_value(web_relay.metrics(), WS_OPEN) or 0) >= 2,
+        timeout=SYNC_T,
+        what="both feeds to reconnect",
+    )
+    a.say("after the reconnect")
+    b.sees("after the reconnect")
     expect(b.line("typed while the relay was down")).to_have_count(1)
     expect(a.line("typed while the relay was down")).to_have_count(1)
 

@@ -98,7 +98,7 @@ class Target:
         return msgs
 
     def texts(self) -> set[str]:
-        return {m["text"] for m in self.inbox()}
+        return {m["text"] for m in self.node.inbox(self.circle_id)}
 
     def wait_log(self, event: str, **fields: Any) -> Frame:
         def find() -> Frame | None:
@@ -774,9 +774,13 @@ def _closed_by_node(socks: list[socket.socket], closed: set[socket.socket], time
     returning early once at most 8 (the per-IP cap) are left open."""
     deadline = time.monotonic() + timeout
     while len(socks) - len(closed) > 8 and time.monotonic() < deadline:
-        pending = [s for s in socks if s not in closed][:500]  # select() takes < 1024 fds
-        readable, _, _ = select.select(pending, [], [], 0.05)
-        for s in readable:
+        # poll(), not select(): a thousand sockets take descriptors past select()'s 1024.
+        pending = {s.fileno(): s for s in socks if s not in closed}
+        poller = select.poll()
+        for fd in pending:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(50):
+            s = pending[fd]
             try:
                 data = s.recv(1)
             except ConnectionError:

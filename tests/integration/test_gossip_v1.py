@@ -13,7 +13,7 @@ from tests.v1peer import V1Peer
 
 
 def _texts(node: Node, circle_id: str) -> set[str]:
-    return {m["text"] for m in node.json("inbox", "--circle-id", circle_id, "--limit", "100000")}
+    return {m["text"] for m in node.inbox(circle_id)}
 
 
 @pytest.fixture

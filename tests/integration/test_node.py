@@ -74,8 +74,16 @@ def test_state_is_private(node: Node) -> None:
 
 def test_metrics_from_every_child(node: Node) -> None:
     node.cli("send", "--circle-id", node.circle_id, "counted")
-    text = node.metrics()
-    for service in node.status()["services"]:
+    services = list(node.status()["services"])
+
+    def published_by_all() -> str | None:
+        # A child's publish count reaches /metrics at its heartbeat after the publish.
+        text = node.metrics()
+        counts = [metric_value(text, "felund_bus_published_total", service=s) for s in services]
+        return text if all(counts) else None
+
+    text = wait_for(published_by_all, what="every child's publish count in /metrics")
+    for service in services:
         assert metric_value(text, "felund_service_up", service=service) == 1.0
         # Written by the child itself, not by the supervisor on its behalf.
         assert metric_value(text, "felund_service_start_time_seconds", service=service)

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,10 +25,8 @@ import pytest
 from felund.actor.runtime import load_context
 from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
-from felund.errors import RPCError
 from felund.protocol import (
     OP_CIRCLE_CREATE,
-    OP_CURSOR,
     OP_POST,
     SVC_RELAY_SYNC,
     SVC_STORE,
@@ -39,7 +36,16 @@ from felund.protocol import (
 from felund.relay.client import signed_headers
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
-from felund.testing import FELUND, REPO, Node, Relay, metric_value, wait_for, wire_message
+from felund.testing import (
+    FELUND,
+    REPO,
+    Node,
+    Relay,
+    metric_total,
+    metric_value,
+    wait_for,
+    wire_message,
+)
 from felund.v1 import crypto, ids
 from felund.v1.invite import decode_invite, encode_invite
 from felund.v1.wire import compose_message, open_message, parse_message, to_wire
@@ -75,9 +81,14 @@ def pair(make_node, relay: Relay) -> tuple[Node, Node]:
 
 
 def _texts(node: Node) -> list[str]:
-    return [
-        m["text"] for m in node.json("inbox", "--circle-id", node.circle_id, "--limit", "100000")
-    ]
+    return [m["text"] for m in node.inbox(node.circle_id)]
+
+
+def _relay_failures(node: Node) -> float:
+    """The node's failed requests to the relay, of every kind."""
+    text = node.metrics()
+    requests = "felund_relay_requests_total"
+    return metric_total(text, requests) - metric_total(text, requests, outcome="ok")
 
 
 def _wait_holding(node: Node, want: list[str], timeout: float) -> None:
@@ -211,15 +222,29 @@ def test_kill_relay_sync_and_relay_mid_sync_loses_and_doubles_nothing(pair, rela
     posted_at_kill = posts()
     # Then the relay, while B pulls what arrived and A's new relay-sync starts over.
     _send_many(b, from_b)
+    failed = [_relay_failures(n) for n in (a, b)]
     relay.kill()
-    time.sleep(1.0)  # both nodes meet a dead relay and back off
+    for n, before in zip((a, b), failed, strict=True):
+        wait_for(
+            lambda: _relay_failures(n) > before,  # noqa: B023 - called within the iteration
+            timeout=30,
+            what=f"{n.home.name} to meet the dead relay",
+        )
     relay.start()
     want = sorted(from_a + from_b)
     for n in (a, b):
         _wait_holding(n, want, timeout=120)
-    time.sleep(2.0)  # a few more polls: anything doubled would show now
+    # Markers sent now cross after the polls that would have doubled anything.
+    markers = ["marker from a", "marker from b"]
+    a.cli("send", "--circle-id", a.circle_id, markers[0])
+    b.cli("send", "--circle-id", b.circle_id, markers[1])
     for n in (a, b):
-        assert sorted(_texts(n)) == want  # every message, exactly once
+        wait_for(
+            lambda: set(markers) <= set(_texts(n)),  # noqa: B023 - called within the iteration
+            timeout=60,
+            what=f"the markers on {n.home.name}",
+        )
+        assert sorted(_texts(n)) == sorted(want + markers)  # every message, exactly once
     # Restarted (more than once only if a starved machine also missed its heartbeats).
     wait_for(
         lambda: a.status()["services"][SVC_RELAY_SYNC]["state"] == "running",
@@ -295,7 +320,11 @@ def test_a_node_without_a_relay_takes_the_relay_of_a_browser_circle(make_node, r
     joined = node.cli("join", "--code", encode_invite(secret, relay.url))
     assert f"the relay {relay.url}" in joined.stderr
     _wait_holding(node, ["from the browser"], timeout=30)
-    assert node.status()["services"][SVC_RELAY_SYNC]["state"] == "running"
+    # It pulled before its first heartbeat, maybe: "starting" until then.
+    wait_for(
+        lambda: node.status()["services"][SVC_RELAY_SYNC]["state"] == "running",
+        what="relay-sync to heartbeat",
+    )
     node.cli("send", "--circle-id", node.circle_id, "from the node")
     wait_for(
         lambda: any(
@@ -580,28 +609,6 @@ def test_a_message_that_cannot_cross_the_bus_is_refused_and_the_rest_pulled(make
     finally:
         server.shutdown()
         server.server_close()
-
-
-def test_cursor_op_is_durable(tmp_path: Path) -> None:
-    path = tmp_path / "felund.db"
-    db = Database(path)
-    ops = Ops(db, NodeInfo("n" * 16, "n", False, ""))
-    with db.transaction():
-        assert ops.handle(OP_CURSOR, {"key": "relay.pull:x"}).reply == {"value": 0}
-        assert ops.handle(OP_CURSOR, {"key": "relay.pull:x", "value": 42}).reply == {"value": 42}
-    db.close()
-    db = Database(path)
-    ops = Ops(db, NodeInfo("n" * 16, "n", False, ""))
-    assert ops.handle(OP_CURSOR, {"key": "relay.pull:x"}).reply == {"value": 42}
-    for bad in (
-        {"key": ""},
-        {"key": "k" * 129},
-        {"key": "k", "value": -1},
-        {"key": "k", "value": "1"},
-    ):
-        with pytest.raises(RPCError, match=r"key|value"):
-            ops.handle(OP_CURSOR, bad)
-    db.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

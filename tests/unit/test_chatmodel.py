@@ -7,7 +7,6 @@ or hostile events change nothing and are counted by reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -21,7 +20,15 @@ from hypothesis import strategies as st
 
 from felund import metrics
 from felund.errors import RPCError
-from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CHANNELS, OP_CONTROL, OP_POST, OP_WHO
+from felund.protocol import (
+    CONTROL_CHANNEL,
+    ERR_FORBIDDEN,
+    OP_APPEND,
+    OP_CHANNELS,
+    OP_CONTROL,
+    OP_POST,
+    OP_WHO,
+)
 from felund.store.database import Circle, Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import VECTORS as _V1_VECTORS
@@ -958,10 +965,12 @@ def test_store_ignores_a_circle_name_event_for_another_circle(circle) -> None:
     assert b.receive([_raw_control(a, text, 100, "a" * 32)]) == ["stored"]
     assert b.call(OP_CHANNELS, {})["name"] == ""
     assert sum(b.ops.state(b.circle_id).rejected.values()) == 1
-    # Our own store does not write one either.
-    with contextlib.suppress(RPCError):
+    # Our own store refuses to write one.
+    with pytest.raises(RPCError, match="other_circle") as refused:
         a.control({"t": "CIRCLE_NAME_EVT", "circle_id": "0" * 24, "name": "mine"}, 101, "b" * 32)
+    assert refused.value.code == ERR_FORBIDDEN
     assert a.call(OP_CHANNELS, {})["name"] == ""
+    assert a.db.seq_of("b" * 32) is None
 
 
 def test_store_ignores_a_channel_event_for_another_circle(circle) -> None:

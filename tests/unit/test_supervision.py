@@ -384,3 +384,37 @@ def test_shutdown_leaves_a_failed_child_failed() -> None:
     assert sup.children["gossip"].state is State.STOPPED
     assert drv.tick(T0 + 1000) == []
     assert sup.children["store"].state is State.FAILED
+
+
+def test_supervision_of_a_child_that_comes_and_goes() -> None:
+    sup = Supervision(["store"], SupervisorConfig(), None)
+    sup.hold("relay", 1000.0)
+    assert sup.children["relay"].state is State.WAITING
+    assert [a.kind for a in sup.due(1000.0)] == ["start"]  # the store only
+    sup.started("store", 10, 1000.0)
+    assert sup.restart("relay", 1000.0) == []  # not running: starts at the next due
+    assert [(a.kind, a.name) for a in sup.due(1000.0)] == [("start", "relay")]
+    sup.started("relay", 11, 1000.0)
+    sup.heartbeat("relay", 11, 1000.5)
+    # A new URL: stopped on purpose, started again at once, counted as neither crash nor restart.
+    assert [(a.kind, a.pid) for a in sup.restart("relay", 1001.0)] == [("terminate", 11)]
+    assert sup.exited("relay", -15, 1001.2) is State.BACKOFF
+    assert [(a.kind, a.name) for a in sup.due(1001.2)] == [("start", "relay")]
+    sup.started("relay", 12, 1001.2)
+    relay = sup.children["relay"]
+    assert relay.restarts == 0 and not relay.crashes and relay.failures == 0
+    # Turned off: stopped and forgotten; a heartbeat from the old pid changes nothing.
+    assert [(a.kind, a.pid) for a in sup.drop("relay", 1002.0)] == [("terminate", 12)]
+    assert sup.due(1002.1) == []
+    assert sup.exited("relay", 0, 1002.2) is State.STOPPED
+    assert "relay" not in sup.children
+    assert not sup.heartbeat("relay", 12, 1002.3)
+    assert sup.drop("relay", 1002.4) == []
+    # Off, then on again before the old process has gone: it starts once that one exits.
+    sup.restart("relay", 1003.0)
+    sup.due(1003.0)
+    sup.started("relay", 13, 1003.0)
+    sup.drop("relay", 1003.1)
+    assert sup.restart("relay", 1003.2) == []  # a terminate is on its way
+    assert sup.exited("relay", 0, 1003.3) is State.BACKOFF
+    assert [(a.kind, a.name) for a in sup.due(1003.3)] == [("start", "relay")]

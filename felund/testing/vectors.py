@@ -1,0 +1,46 @@
+"""v1 test data: the interop vectors carried in tests/vectors, and messages as a node sends them."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from felund.testing.processes import REPO
+from felund.v1 import ids
+from felund.v1.wire import compose_message, to_wire
+
+VECTORS = REPO / "tests" / "vectors" / "felund-v1.json"  # copied from shared/, see its README
+
+
+def vector_cases() -> dict[str, list[Any]]:
+    """The cases of the v1 interop vectors (the repository's copy, tests/vectors), by group."""
+    text = VECTORS.read_text(encoding="utf-8")
+    cases: dict[str, list[Any]] = json.loads(text)["cases"]
+    return cases
+
+
+def wire_message(
+    secret: str,
+    author: str,
+    text: str,
+    *,
+    name: str = "tester",
+    channel: str = "general",
+    ts: int | None = None,
+    encrypt: bool = True,
+) -> dict[str, Any]:
+    """A message of the circle of ``secret`` as our node sends it (every v1 key), dated now."""
+    ts = int(time.time()) if ts is None else ts
+    msg = compose_message(
+        secret,
+        circle_id=ids.circle_id(secret),
+        channel_id=channel,
+        author_node_id=author,
+        display_name=name,
+        text=text,
+        created_ts=ts,
+        msg_id=ids.new_msg_id(author, ts),
+        encrypt=encrypt,
+    )
+    return to_wire(msg)

@@ -1,0 +1,158 @@
+"""What each slash command does to the ui's view (sans-IO); their text is ``felund.ui.commands``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from felund.errors import UsageError
+from felund.protocol import DEFAULT_CHANNEL, OP_CIRCLE_JOIN, OP_WHO
+from felund.ui.commands import (
+    CHANNEL_OPS,
+    COMMANDS,
+    Command,
+    channel_event,
+    channel_name,
+    create_args,
+    help_lines,
+    parse,
+)
+from felund.ui.state import CircleView
+from felund.ui.view import Effect, View
+from felund.v1 import chatmodel
+
+
+def run(model: View, line: str) -> list[Effect]:
+    """Carry out a slash command; UsageError for a mistake in it."""
+    cmd = parse(line)
+    return _HANDLERS[cmd.name](model, cmd)
+
+
+def _circle_or_fail(model: View) -> CircleView:
+    circle = model.active_circle()
+    if circle is None:
+        raise UsageError("no circle yet: create one, or /join <code>")
+    return circle
+
+
+def _help(model: View, cmd: Command) -> list[Effect]:
+    if not cmd.args:
+        return model.open("help")
+    model.notice("\n".join(help_lines(cmd.args[0])))
+    return []
+
+
+def _join(model: View, cmd: Command) -> list[Effect]:
+    if len(cmd.args) != 1:
+        raise UsageError("usage: /join <invite code>")
+    model.notice("joining\u2026")
+    return [model.call(OP_CIRCLE_JOIN, {"code": cmd.args[0]}, "join")]
+
+
+def _circles(model: View, cmd: Command) -> list[Effect]:
+    if not model.circles:
+        raise UsageError("no circles yet: create one, or /join <code>")
+    lines = ["your circles (/circle switch N):"]
+    for n, circle in enumerate(model.circles.values(), 1):
+        mark = "*" if model.active and model.active[0] == circle.circle_id else " "
+        lines.append(f"{mark} {n}. {circle.name or '(no name)'}  {circle.circle_id}")
+    model.notice("\n".join(lines))
+    return []
+
+
+def _circle(model: View, cmd: Command) -> list[Effect]:
+    if len(cmd.args) < 2 or cmd.args[0] != "switch":
+        raise UsageError("usage: /circle switch <n|name>")
+    target = cmd.rest.split(None, 1)[1]
+    circles = list(model.circles.values())
+    found = [c for c in circles if target.lower() in (c.name.lower(), c.circle_id)]
+    if target.isdigit() and 0 < int(target) <= len(circles):
+        found = [circles[int(target) - 1]]
+    if not found:
+        raise UsageError(f"no circle {target!r}: /circles lists them")
+    return model.switch(found[0].circle_id, DEFAULT_CHANNEL)
+
+
+def _channels(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    lines = [f"channels of {circle.name or circle.circle_id[:8]} (* = yours):"]
+    for view in sorted(circle.channels.values(), key=lambda v: v.channel_id):
+        if view.listed:
+            mark = "*" if view.member else " "
+            extra = f"  requests: {len(view.requests)}" if view.requests else ""
+            lines.append(
+                f"{mark} #{view.channel_id}  {view.access_mode}  "
+                f"{chatmodel.members_text(view.channel_id, view.members)}{extra}"
+            )
+    model.notice("\n".join(lines))
+    return []
+
+
+def _channel(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    op = cmd.args[0] if cmd.args else ""
+    if op not in CHANNEL_OPS or len(cmd.args) < 2:
+        raise UsageError("usage: " + COMMANDS["channel"][0])
+    if op == "create":
+        name, access, key = create_args(cmd.args)
+        event = channel_event(op, circle.circle_id, name, model.node_id, access=access, key=key)
+        circle.switch_to = name
+        return [model.control(circle.circle_id, event, f"created #{name}")]
+    name = channel_name(cmd.args[1])
+    if op == "switch":
+        return _switch(model, circle, name)
+    if op == "leave" and name == DEFAULT_CHANNEL:
+        raise UsageError("#general cannot be left")
+    if op == "approve":
+        if len(cmd.args) < 3:
+            raise UsageError("usage: /channel approve <name> <person>")
+        who = cmd.rest.split(None, 2)[2]  # a name may have spaces
+        event = channel_event(op, circle.circle_id, name, model.node_id, target=who)
+        return [model.control(circle.circle_id, event, f"approved {who} in #{name}")]
+    key = cmd.args[2] if op == "join" and len(cmd.args) > 2 else ""
+    event = channel_event(op, circle.circle_id, name, model.node_id, key=key)
+    if op == "join":
+        circle.switch_to = name
+    done = {"join": f"joined #{name}", "leave": f"left #{name}"}.get(
+        op, f"asked to join #{name}; a member must approve"
+    )
+    return [model.control(circle.circle_id, event, done)]
+
+
+def _switch(model: View, circle: CircleView, name: str) -> list[Effect]:
+    view = circle.channels.get(name)
+    if view is None or not view.listed:
+        raise UsageError(f"there is no channel #{name}: /channels lists them")
+    if not view.member:
+        raise UsageError(f"you are not in #{name}: /channel join {name}")
+    return model.switch(circle.circle_id, name)
+
+
+def _who(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    channel = channel_name(cmd.args[0]) if cmd.args else ""
+    body = {"circle_id": circle.circle_id, "channel_id": channel}
+    return [model.call(OP_WHO, body, "who", circle_id=circle.circle_id, channel_id=channel)]
+
+
+def _name(model: View, cmd: Command) -> list[Effect]:
+    if not cmd.rest:
+        model.notice(f"you are {model.display_name!r}" if model.display_name else "no name yet")
+        return []
+    return model.rename(cmd.rest)
+
+
+_HANDLERS: Final[dict[str, Callable[[View, Command], list[Effect]]]] = {
+    "help": _help,
+    "invite": lambda m, c: m.open("invite"),
+    "join": _join,
+    "circles": _circles,
+    "circle": _circle,
+    "channels": _channels,
+    "channel": _channel,
+    "who": _who,
+    "name": _name,
+    "settings": lambda m, c: m.open("settings"),
+    "debug": lambda m, c: m.open("debug"),
+    "quit": lambda m, c: m.detach(),
+}

@@ -1,0 +1,624 @@
+"""What the ui shows, and the store's side of it (sans-IO).
+
+``View`` holds the circles, channels, panes, overlays and the input line;
+it takes the store's answers and the bus's events and returns the effects
+(``Call``, ``Quit``) the app carries out. What keys and slash commands do
+to it lives above it (``felund.ui.keys``, ``felund.ui.slash``), and
+``felund.ui.model.Model`` joins the two: the contract is there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from felund.errors import Malformed, UsageError
+from felund.protocol import (
+    CONTROL_CHANNEL,
+    DEFAULT_CHANNEL,
+    OP_CHANNELS,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLES,
+    OP_CONTROL,
+    OP_CURSOR,
+    OP_INBOX,
+    OP_INVITE,
+    OP_SETTINGS,
+    SVC_GOSSIP,
+)
+from felund.ui import commands as cmds
+from felund.ui.input import LineEditor, prompt_cols
+from felund.ui.pane import NOTICE, PENDING, Msg, Pane
+from felund.ui.state import (
+    ChannelView,
+    CircleView,
+    get,
+    log_line,
+    mark_key,
+    row,
+    strings,
+)
+from felund.v1 import events, ids
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A store RPC the app must make; its answer comes back by ``token``."""
+
+    token: int
+    op: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """Detach the ui; the node goes on."""
+
+
+Effect = Call | Quit
+
+INBOX_LIMIT: Final = 5000
+DEBUG_LINES: Final = 500
+MAX_ORPHANS: Final = 10_000  # rows of circles not listed yet, kept until they are
+SETTINGS_FIELDS: Final = (("display_name", "display name"), ("relay_url", "relay URL"))
+_NOTICE_PREFIX = "~"  # notice ids sort after hex msg ids of the same second
+DETACH_CONFIRM_S: Final = 5.0  # a second Ctrl+Q this soon detaches despite pending posts
+
+
+@dataclass(frozen=True, slots=True)
+class _Req:
+    """What an RPC in flight was for."""
+
+    op: str
+    kind: str
+    circle_id: str = ""
+    channel_id: str = ""
+    extra: str = ""
+
+
+class View:
+    """What the ui shows, and the store's side of it: answers and bus events in, effects out."""
+
+    def __init__(
+        self,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+        new_msg_id: Callable[[str, int], str] = ids.new_msg_id,
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.new_msg_id = new_msg_id
+        self.rows, self.cols = 24, 80
+        self.dirty = True
+        self.mode = "loading"
+        self.wizard_step = "circle"  # circle -> name -> working
+        self.wizard_choice: tuple[str, str] = ("create", "")
+        self.circles: dict[str, CircleView] = {}
+        self.active: tuple[str, str] | None = None
+        self._want_circle = ""  # a circle to show once it is listed
+        self.peers = 0
+        self.settings = {"display_name": "", "relay_url": ""}
+        self.status = ""
+        self.status_style = "notice"
+        self.overlay: str | None = None
+        self.overlay_scroll = 0
+        self.invite_code = ""
+        self.settings_field = 0
+        self.settings_editing = False
+        self.settings_draft = ""  # the input line, kept while a setting is edited
+        self.debug_lines: deque[str] = deque(maxlen=DEBUG_LINES)
+        self.input = LineEditor()
+        self.system = Pane()  # notices while there is no channel to show them in
+        self.system.mark_known = True
+        self._calls: dict[int, _Req] = {}
+        self._token = 0
+        self._circles_inflight = False
+        self._circles_again = False
+        self._orphans: dict[str, list[tuple[str, Msg]]] = {}
+        self._orphan_count = 0
+        self.completion: tuple[int, list[str], int] | None = None  # start, candidates, index
+        self._notice_seq = 0
+        self._detach_warned: float | None = None  # when detaching last warned of pending posts
+
+    # --- what the renderer reads ----------------------------------------------
+    def active_circle(self) -> CircleView | None:
+        """The circle shown, if any."""
+        return self.circles.get(self.active[0]) if self.active else None
+
+    def active_channel(self) -> ChannelView | None:
+        """The channel shown, if any."""
+        circle = self.active_circle()
+        return circle.channels.get(self.active[1]) if circle and self.active else None
+
+    def pane(self) -> Pane:
+        """The messages the pane shows: the active channel's, else the ui's notices."""
+        channel = self.active_channel()
+        return channel.pane if channel else self.system
+
+    def sidebar(self) -> list[tuple[CircleView, list[ChannelView]]]:
+        """Circles in order, each with the channels shown under it."""
+        return [(c, c.joined()) for c in self.circles.values()]
+
+    @property
+    def display_name(self) -> str:
+        """This node's display name, as the store last said (or as renamed here)."""
+        return self.settings["display_name"]
+
+    @property
+    def prompt(self) -> str:
+        """What the input line starts with."""
+        if self.settings_editing:
+            return SETTINGS_FIELDS[self.settings_field][1] + "> "
+        if self.mode == "wizard":
+            if self.wizard_step == "circle":
+                return "circle name or invite code> "
+            if self.wizard_step == "name":
+                return "your name> "
+        return "> "
+
+    # --- RPC plumbing -----------------------------------------------------------
+    def on_reply(self, token: int, answer: Any) -> list[Effect]:
+        """The store answered a call."""
+        req = self._calls.pop(token, None)
+        if req is None:
+            return []
+        self.dirty = True
+        try:
+            return self._REPLIES[req.kind](self, req, answer)
+        except Malformed:
+            return self._fail(req, "bad_reply", f"unexpected answer to {req.op}")
+
+    def on_error(self, token: int, code: str, text: str) -> list[Effect]:
+        """A call failed: the store's error code and text, or ``"timeout"``."""
+        req = self._calls.pop(token, None)
+        if req is None:
+            return []
+        self.dirty = True
+        return self._fail(req, str(code), str(text) or str(code))
+
+    def _fail(self, req: _Req, code: str, text: str) -> list[Effect]:
+        effects: list[Effect] = []
+        circle = self.circles.get(req.circle_id)
+        if req.kind == "post":
+            self._settle(req, None, text)
+        elif req.kind == "circles":
+            effects += self._circles_done()
+        elif req.kind == "channels" and circle:
+            effects += self._channels_done(circle)
+        elif req.kind == "inbox" and circle:
+            circle.channel(req.channel_id).loading = False
+        elif req.kind == "invite":
+            self.invite_code = ""
+        elif req.kind == "wizard":
+            self.wizard_step = "circle"
+        elif req.kind == "control" and circle:
+            circle.switch_to = ""
+        if req.kind not in ("mark", "read_mark", "post"):
+            self.notice(text, error=True)
+        return effects
+
+    # --- start and store events ---------------------------------------------------
+    def start(self) -> list[Effect]:
+        """The first calls: circles and settings."""
+        self._circles_inflight = True
+        return [
+            self.call(OP_CIRCLES, {}, "circles"),
+            self.call(OP_SETTINGS, {}, "settings"),
+        ]
+
+    def on_chat_circle_changed(self, body: Any = None) -> list[Effect]:
+        """Circles were joined, created, left or renamed: list them again."""
+        if self._circles_inflight:
+            self._circles_again = True
+            return []
+        self._circles_inflight = True
+        return [self.call(OP_CIRCLES, {}, "circles")]
+
+    def _circles_done(self) -> list[Effect]:
+        self._circles_inflight = False
+        if self._circles_again:
+            self._circles_again = False
+            return self.on_chat_circle_changed()
+        return []
+
+    def on_chat_msg_stored(self, rows: Iterable[Any]) -> list[Effect]:
+        """Messages the store took: shown, counted as unread, or kept for later."""
+        self.dirty = True
+        effects: list[Effect] = []
+        active_grew = False
+        for raw in rows if isinstance(rows, list | tuple) else ():
+            parsed = row(raw)
+            if parsed is None:
+                continue
+            circle_id, channel_id, msg = parsed
+            circle = self.circles.get(circle_id)
+            if circle is None:
+                self._keep_orphan(circle_id, channel_id, msg)
+                continue
+            effects += self._add_row(circle, channel_id, msg)
+            active_grew |= self.active == (circle_id, channel_id)
+        if active_grew:
+            effects += self.read_active()
+        return effects
+
+    def _add_row(self, circle: CircleView, channel_id: str, msg: Msg) -> list[Effect]:
+        if channel_id == CONTROL_CHANNEL:
+            self._see_control(circle, msg)
+            return self._refresh(circle)
+        circle.see_name(msg.author_node_id, msg.created_ts, msg.display_name)
+        circle.channel(channel_id).pane.add(msg, self.node_id)
+        return []
+
+    def _see_control(self, circle: CircleView, msg: Msg) -> None:
+        try:
+            event = json.loads(msg.text)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(event, dict) or event.get("op") != "rename":
+            return
+        name = event.get("display_name")
+        if isinstance(name, str):
+            circle.see_name(msg.author_node_id, msg.created_ts, name)
+            if msg.author_node_id == self.node_id:
+                self.settings["display_name"] = name
+
+    def _keep_orphan(self, circle_id: str, channel_id: str, msg: Msg) -> None:
+        if self._orphan_count >= MAX_ORPHANS:
+            return  # the circle's inbox, loaded once it is listed, holds them too
+        self._orphans.setdefault(circle_id, []).append((channel_id, msg))
+        self._orphan_count += 1
+
+    def on_sys_svc_heartbeat(self, body: Any) -> list[Effect]:
+        """A service's heartbeat: gossip's carries the peer count."""
+        if not isinstance(body, dict) or body.get("service") != SVC_GOSSIP:
+            return []
+        # ``sessions`` is what a gossip without the ``peers`` count reports.
+        n = body.get("peers", body.get("sessions"))
+        if type(n) is int and n >= 0 and n != self.peers:
+            self.peers = n
+            self.dirty = True
+        return []
+
+    def on_sys_log(self, record: Any) -> list[Effect]:
+        """A log record of the node, for the /debug pane."""
+        if isinstance(record, dict):
+            self.debug_lines.append(log_line(record))
+            self.dirty |= self.overlay == "debug"
+        return []
+
+    def on_resize(self, rows: int, cols: int) -> list[Effect]:
+        """The terminal's new size."""
+        self.rows, self.cols = max(1, int(rows)), max(1, int(cols))
+        self.dirty = True
+        self._scroll_input()
+        return []
+
+    # --- answers ------------------------------------------------------------------
+    def _on_circles(self, req: _Req, answer: Any) -> list[Effect]:
+        items = get(answer, "circles", list)
+        effects: list[Effect] = []
+        listed: dict[str, CircleView] = {}
+        for item in items:
+            circle_id, name = get(item, "circle_id", str), get(item, "name", str)
+            circle = self.circles.get(circle_id)
+            if circle is None:
+                circle = CircleView(circle_id, name)
+                effects += self._refresh(circle)
+            circle.name = name
+            listed[circle_id] = circle
+        self.circles = listed
+        for circle_id in [c for c in self._orphans if c in listed]:
+            for channel_id, msg in self._orphans.pop(circle_id):
+                self._orphan_count -= 1
+                effects += self._add_row(listed[circle_id], channel_id, msg)
+        effects += self._place_active()
+        return effects + self._circles_done()
+
+    def _place_active(self) -> list[Effect]:
+        if self.circles and self.mode != "chat" and self.wizard_step != "working":
+            self.mode = "chat"
+        if self.mode == "loading" and not self.circles:
+            self.mode = "wizard"
+        if self._want_circle in self.circles:
+            circle_id, self._want_circle = self._want_circle, ""
+            return self.switch(circle_id, DEFAULT_CHANNEL)
+        if self.active_circle() is None:
+            self.active = None
+            if self.circles:
+                return self.switch(next(iter(self.circles)), DEFAULT_CHANNEL)
+        return []
+
+    def _on_settings(self, req: _Req, answer: Any) -> list[Effect]:
+        for key in self.settings:
+            if isinstance(answer, dict) and isinstance(answer.get(key), str):
+                self.settings[key] = answer[key]
+        if req.extra:
+            self.notice(req.extra)
+        return []
+
+    def _refresh(self, circle: CircleView) -> list[Effect]:
+        """Ask for a circle's channels again (one call in flight per circle)."""
+        if circle.refreshing:
+            circle.refresh_again = True
+            return []
+        circle.refreshing = True
+        return [
+            self.call(
+                OP_CHANNELS, {"circle_id": circle.circle_id}, "channels", circle_id=circle.circle_id
+            )
+        ]
+
+    def _channels_done(self, circle: CircleView) -> list[Effect]:
+        circle.refreshing = False
+        if circle.refresh_again:
+            circle.refresh_again = False
+            return self._refresh(circle)
+        return []
+
+    def _on_channels(self, req: _Req, answer: Any) -> list[Effect]:
+        circle = self.circles.get(req.circle_id)
+        if circle is None:
+            return []
+        effects = self._channels_done(circle)
+        items = get(answer, "channels", list)
+        name = answer.get("name")
+        if isinstance(name, str) and name:
+            circle.name = name
+        listed = set()
+        for item in items:
+            view = circle.channel(get(item, "channel_id", str))
+            view.access_mode = get(item, "access_mode", str)
+            view.members = strings(item, "members")
+            view.requests = strings(item, "requests")
+            view.member = get(item, "member", bool)
+            view.listed = True
+            listed.add(view.channel_id)
+        for view in circle.channels.values():
+            if view.channel_id not in listed and view.channel_id != DEFAULT_CHANNEL:
+                view.listed = view.member = False
+            if view.listed and view.member and not (view.loaded or view.loading):
+                effects += self._load(circle, view)
+        return effects + self._after_channels(circle)
+
+    def _after_channels(self, circle: CircleView) -> list[Effect]:
+        wanted = circle.channels.get(circle.switch_to)
+        if wanted and wanted.member and wanted.listed:
+            circle.switch_to = ""
+            return self.switch(circle.circle_id, wanted.channel_id)
+        active = self.active_channel()
+        if self.active and self.active[0] == circle.circle_id and not (active and active.member):
+            return self.switch(circle.circle_id, DEFAULT_CHANNEL)
+        return []
+
+    def _load(self, circle: CircleView, view: ChannelView) -> list[Effect]:
+        view.loading = True
+        ctx = {"circle_id": circle.circle_id, "channel_id": view.channel_id}
+        return [
+            self.call(OP_INBOX, {**ctx, "limit": INBOX_LIMIT}, "inbox", **ctx),
+            self.call(OP_CURSOR, {"key": mark_key(**ctx)}, "read_mark", **ctx),
+        ]
+
+    def _on_inbox(self, req: _Req, answer: Any) -> list[Effect]:
+        circle = self.circles.get(req.circle_id)
+        if circle is None:
+            return []
+        view = circle.channel(req.channel_id)
+        view.loading, view.loaded = False, True
+        for raw in get(answer, "msgs", list):
+            parsed = row(raw)
+            if parsed is not None and parsed[:2] == (req.circle_id, req.channel_id):
+                self._add_row(circle, req.channel_id, parsed[2])
+        return self.read_active() if self.active == (req.circle_id, req.channel_id) else []
+
+    def _on_read_mark(self, req: _Req, answer: Any) -> list[Effect]:
+        circle = self.circles.get(req.circle_id)
+        if circle is None:
+            return []
+        pane = circle.channel(req.channel_id).pane
+        pane.read_mark = max(pane.read_mark, get(answer, "value", int))
+        pane.mark_known = True
+        return self.read_active() if self.active == (req.circle_id, req.channel_id) else []
+
+    def read_active(self) -> list[Effect]:
+        """Move the active channel's read mark to its newest message, if shown."""
+        channel = self.active_channel()
+        if channel is None or self.active is None or not channel.pane.at_bottom:
+            return []
+        pane = channel.pane
+        newest = pane.newest_other()
+        if not pane.mark_known or newest <= pane.read_mark:
+            return []
+        pane.read_mark = newest
+        key = mark_key(*self.active)
+        return [self.call(OP_CURSOR, {"key": key, "value": newest}, "mark")]
+
+    def _on_post(self, req: _Req, answer: Any) -> list[Effect]:
+        seqs = get(answer, "seqs", list)
+        seq = seqs[0] if seqs and type(seqs[0]) is int else None
+        self._settle(req, seq, "")
+        return []
+
+    def _settle(self, req: _Req, seq: int | None, error: str) -> None:
+        circle = self.circles.get(req.circle_id)
+        if circle is not None:
+            circle.channel(req.channel_id).pane.settle(req.extra, seq, error)
+
+    def _on_control(self, req: _Req, answer: Any) -> list[Effect]:
+        circle = self.circles.get(req.circle_id)
+        if req.extra:
+            self.notice(req.extra)
+        return self._refresh(circle) if circle else []
+
+    def _on_invite(self, req: _Req, answer: Any) -> list[Effect]:
+        if self.active and self.active[0] == req.circle_id:
+            self.invite_code = get(answer, "code", str)
+        return []
+
+    def _on_joined(self, req: _Req, answer: Any) -> list[Effect]:
+        """A circle was created or joined (by a command or by the wizard)."""
+        circle_id = get(answer, "circle_id", str)
+        self._want_circle = circle_id
+        effects: list[Effect] = []
+        if req.kind == "wizard":
+            self.mode, self.wizard_step = "chat", "circle"
+            event = events.rename_event(circle_id, self.node_id, req.extra)
+            effects.append(self.control(circle_id, event))
+            self.settings["display_name"] = req.extra
+        code = answer.get("code")
+        if isinstance(code, str):
+            self.invite_code = code
+        what = "created" if req.op == OP_CIRCLE_CREATE else "joined"
+        self.notice(
+            f"{what} circle {answer.get('name') or circle_id[:8]} \u2014 F2 shows its invite"
+        )
+        return effects + self.on_chat_circle_changed()
+
+    def _on_who(self, req: _Req, answer: Any) -> list[Effect]:
+        lines = []
+        for person in get(answer, "people", list):
+            node = get(person, "node_id", str)
+            seen = person.get("last_seen")
+            when = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if type(seen) is int else "?"
+            )
+            lines.append(f"  {person.get('display_name') or '-'}  {node[:8]}  last seen {when}")
+        where = f"#{req.channel_id}" if req.channel_id else "the circle"
+        self.notice("\n".join([f"in {where}:", *lines]) if lines else f"nobody in {where} yet")
+        return []
+
+    def _ignore(self, req: _Req, answer: Any) -> list[Effect]:
+        return []
+
+    _REPLIES: Final[dict[str, Callable[[View, _Req, Any], list[Effect]]]] = {
+        "circles": _on_circles,
+        "settings": _on_settings,
+        "channels": _on_channels,
+        "inbox": _on_inbox,
+        "read_mark": _on_read_mark,
+        "mark": _ignore,
+        "post": _on_post,
+        "control": _on_control,
+        "invite": _on_invite,
+        "join": _on_joined,
+        "wizard": _on_joined,
+        "who": _on_who,
+    }
+
+    # --- for felund.ui.keys and felund.ui.slash -----------------------------------
+    def call(self, op: str, body: dict[str, Any], kind: str, **ctx: str) -> Call:
+        """A store call; ``kind`` (a key of the answer handlers) says what its answer is for."""
+        self._token += 1
+        self._calls[self._token] = _Req(op, kind, **ctx)
+        return Call(self._token, op, body)
+
+    def detach(self) -> list[Effect]:
+        """Leave the ui; with posts not yet acknowledged, only once asked twice."""
+        pending = self.pending_posts()
+        now = self.clock()
+        warned = self._detach_warned
+        if pending and (warned is None or not 0 <= now - warned <= DETACH_CONFIRM_S):
+            self._detach_warned = now
+            self.notice(
+                f"{pending} message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to"
+                " detach anyway (they are dropped from this screen; the node may still store them)",
+                error=True,
+            )
+            return []
+        return [Quit()]
+
+    def pending_posts(self) -> int:
+        """Messages sent from this screen that the store has not acknowledged yet."""
+        count = 0
+        for req in self._calls.values():
+            if req.kind != "post":
+                continue
+            circle = self.circles.get(req.circle_id)
+            channel = circle.channels.get(req.channel_id) if circle else None
+            msg = channel.pane.msgs.get(req.extra) if channel else None
+            # Its stored row may have come before the answer: then it is stored.
+            # One no longer shown (its circle left meanwhile) still awaits the store.
+            count += msg is None or msg.state == PENDING
+        return count
+
+    def notice(self, text: str, error: bool = False) -> None:
+        """Show a line in the status area; several go into the pane instead (a heading
+        alone, left in the status line, would say nothing)."""
+        self.status = "" if "\n" in text else text
+        self.status_style = "error" if error else "notice"
+        self.dirty = True
+        if "\n" in text:
+            self._notice_seq += 1
+            msg_id = f"{_NOTICE_PREFIX}{self._notice_seq:012d}"
+            note = Msg(msg_id, "", "", int(self.clock()), text, state=NOTICE)
+            self.pane().add(note, self.node_id)
+
+    def switch(self, circle_id: str, channel_id: str) -> list[Effect]:
+        """Show a channel, from its newest message; it is read."""
+        circle = self.circles.get(circle_id)
+        if circle is None:
+            return []
+        if not self.active or self.active[0] != circle_id:
+            self.invite_code = ""
+        self.active = (circle_id, channel_id)
+        circle.channel(channel_id).pane.to_bottom()
+        self.dirty = True
+        return self.read_active()
+
+    def open(self, overlay: str) -> list[Effect]:
+        """Open a window over the pane (again: close it)."""
+        if self.overlay == overlay:
+            return self.close()
+        self.close()
+        self.overlay, self.overlay_scroll = overlay, 0
+        if overlay == "settings":
+            self.settings_field = 0
+            return [self.call(OP_SETTINGS, {}, "settings")]
+        if overlay == "invite":
+            circle = self.active_circle()
+            if circle is None:
+                self.overlay = None
+                self.notice("no circle yet: create one, or /join <code>", error=True)
+                return []
+            self.invite_code = ""
+            body = {"circle_id": circle.circle_id}
+            return [self.call(OP_INVITE, body, "invite", circle_id=circle.circle_id)]
+        return []
+
+    def close(self) -> list[Effect]:
+        """Close the window over the pane; back to the input."""
+        if self.settings_editing:
+            self.end_edit()
+        self.overlay = None
+        return []
+
+    def end_edit(self) -> None:
+        """Leave a settings field; the input line gets back what it held."""
+        self.settings_editing = False
+        self.input.set(self.settings_draft)
+
+    def control(self, circle_id: str, event: dict[str, Any], done: str = "") -> Call:
+        """Write a control event of this node; ``done`` is the notice once written."""
+        ts = int(self.clock())
+        body = {
+            "circle_id": circle_id,
+            "msg_id": self.new_msg_id(self.node_id, ts),
+            "created_ts": ts,
+            "event": event,
+        }
+        return self.call(OP_CONTROL, body, "control", circle_id=circle_id, extra=done)
+
+    def rename(self, name: str) -> list[Effect]:
+        """Change this node's display name in every circle, as ``felund rename`` does."""
+        name = cmds.check_display_name(name)
+        if not self.circles:
+            raise UsageError("join or create a circle first: a name is shown to circles")
+        self.settings["display_name"] = name
+        self.notice(f"you are now {name!r} in {len(self.circles)} circle(s)")
+        return [self.control(c, events.rename_event(c, self.node_id, name)) for c in self.circles]
+
+    def _scroll_input(self) -> None:
+        self.input.scroll_to(self.cols - prompt_cols(self.prompt, self.cols))
