@@ -14,17 +14,16 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from felund.actor.runtime import Context, load_context
-from felund.bus.sockets import Subscriber
+from felund.bus.sockets import Bus, Subscriber
 from felund.cli.main import status_of
 from felund.errors import RPCTimeout
-from felund.protocol import OP_INBOX
+from felund.protocol import OP_INBOX, SVC_CLI
 from felund.store.client import BusNode
 from felund.testing.processes import FELUND, REPO, free_port, terminate
 from felund.testing.wait import wait_for
@@ -55,8 +54,8 @@ class Node:
         self.wrap: list[str] = []
         self.circle_id = ""  # set by fixtures that create a circle
         self.log_path = home.parent / f"{home.name}.log"
-        self._bus: tuple[BusNode, Context] | None = None
-        self._bus_lock = threading.Lock()  # zmq sockets serve one thread at a time
+        self._ctx: Context | None = None
+        self._buses: list[Bus] = []  # the subscribers' (``subscribe``), closed at ``stop``
 
     def cli(
         self, *args: str, stdin: bytes | None = None, check: bool = True, timeout: float = 120
@@ -86,7 +85,7 @@ class Node:
 
     def start(self, wait: bool = True) -> None:
         """`felund run` in the background; returns once every child serves (has heartbeated)."""
-        self._close_client()  # a killed run's sockets: this run binds its endpoints anew
+        self._close_buses()  # a killed run's subscribers: this run binds its endpoints anew
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*self.wrap, *FELUND, "run"],
@@ -120,22 +119,28 @@ class Node:
                 return False
         return bool(services) and all(s["state"] == "running" for s in services.values())
 
-    @contextlib.contextmanager
-    def _client(self) -> Iterator[tuple[BusNode, Context]]:
-        """The node's bus as the CLI reaches it, opened once; one caller at a time."""
+    def _context(self) -> Context:
         assert self.running(), f"{self.home.name} is not running: read it with the CLI"
         assert not self.wrap, f"{self.home.name} runs wrapped: read it with the CLI"
-        with self._bus_lock:
-            if self._bus is None:
-                ctx = load_context(self.env)
-                self._bus = (BusNode(ctx), ctx)
-            yield self._bus
+        if self._ctx is None:
+            self._ctx = load_context(self.env)
+        return self._ctx
 
-    def _close_client(self) -> None:
-        with self._bus_lock:
-            if self._bus is not None:
-                self._bus[0].close()
-                self._bus = None
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[tuple[BusNode, Context]]:
+        """The node's bus as one ``felund`` command reaches it (it asks the supervisor
+        once), in this process: a few milliseconds where the command takes ~0.4 s."""
+        ctx = self._context()
+        client = BusNode(ctx)
+        try:
+            yield client, ctx
+        finally:
+            client.close()
+
+    def _close_buses(self) -> None:
+        for bus in self._buses:
+            bus.close()
+        self._buses.clear()
 
     def call(self, op: str, body: dict[str, Any] | None = None) -> Any:
         """A store operation (``felund.protocol.OP_*``) over the running node's bus."""
@@ -143,13 +148,15 @@ class Node:
             return client.call(op, body or {})
 
     def subscribe(self, *prefixes: str) -> Subscriber:
-        """A subscriber to the node's events (closed with the node's bus, at ``stop``).
+        """A subscriber to the node's events (closed at ``stop``).
 
         Subscribing takes a moment to reach the publishers: wait for one event
         (a heartbeat) before relying on the subscription.
         """
-        with self._client() as (client, _):
-            return client.bus.subscriber(*prefixes)
+        ctx = self._context()
+        bus = Bus(ctx.layout, SVC_CLI, ctx.config.bus)
+        self._buses.append(bus)
+        return bus.subscriber(*prefixes)
 
     def inbox(self, circle_id: str, channel: str = "", limit: int = 100_000) -> list[Any]:
         """The newest messages of a circle (or of one channel), as ``felund inbox`` reads them."""
@@ -197,7 +204,7 @@ class Node:
 
     def stop(self) -> int | None:
         """SIGTERM the node and wait for it; its exit status."""
-        self._close_client()
+        self._close_buses()
         if self.proc is None:
             return None
         code = terminate(self.proc, grace=20)
