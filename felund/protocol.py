@@ -100,3 +100,14 @@ PUSH_FRESH_S: Final = 300.0
 MAX_CURSOR_KEY: Final = 128  # characters of a store.cursor key
 DEFAULT_CHANNEL: Final = "general"
 CONTROL_CHANNEL: Final = "__control"
+
+
+# Bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069): a name or a
+# message holding an override (U+202E) would show text reversed from what it is, so
+# every screen of ours (CLI, curses ui, browser) drops them; stored data keeps them.
+_BIDI_CONTROLS: Final = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def on_screen(text: str) -> str:
+    """``text`` as our screens show it: without bidirectional formatting characters."""
+    return text.translate(_BIDI_CONTROLS)

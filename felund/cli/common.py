@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from felund.actor.runtime import Context, load_context
-from felund.protocol import CONTROL_CHANNEL
+from felund.protocol import CONTROL_CHANNEL, on_screen
 from felund.v1.chatmodel import channel_name
 
 JSON_HELP = "print JSON instead of text"
@@ -16,18 +16,18 @@ CIRCLE_HELP = "the circle's id (`felund circles` lists them)"
 
 
 def out(text: str = "") -> None:
-    """Write a line to stdout."""
-    sys.stdout.write(text + "\n")
+    """Write a line to stdout (as every screen shows text: ``protocol.on_screen``)."""
+    sys.stdout.write(on_screen(text) + "\n")
 
 
 def err(text: str) -> None:
-    """Write a line to stderr."""
-    sys.stderr.write(text + "\n")
+    """Write a line to stderr (as every screen shows text: ``protocol.on_screen``)."""
+    sys.stderr.write(on_screen(text) + "\n")
 
 
 def json_out(value: Any) -> None:
-    """Print a value as indented JSON."""
-    out(json.dumps(value, ensure_ascii=False, indent=2))
+    """Print a value as indented JSON: the data as it is, for programs (no ``on_screen``)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
 _CTX: Context | None = None

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 
 from wcwidth import wcwidth
 
+from felund.protocol import on_screen
+
 Segment = tuple[str, str]
 Line = list[Segment]
 
@@ -88,9 +90,10 @@ def fit(line: Iterable[Segment], cols: int, fill_style: str = "text") -> Line:
     """``line`` clipped or padded with spaces to exactly ``cols`` columns."""
     out: Line = []
     used = 0
-    for text, style in line:
+    for raw, style in line:
         if used >= cols:
             break
+        text = on_screen(raw)  # every line of the screen passes here
         part, w = clip(text, cols - used)
         if part:
             out.append((part, style))

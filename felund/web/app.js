@@ -6,7 +6,7 @@
 import { openStore } from "./lib/store.js";
 import { normalizeRelayUrl } from "./lib/relay.js";
 import { AppState, UserError } from "./ui/state.js";
-import { byId, isNarrow, onNarrowChange } from "./ui/dom.js";
+import { byId, isNarrow, onNarrowChange, onScreen } from "./ui/dom.js";
 import { Setup, defaultRelay, relayProblem } from "./ui/setup.js";
 import { Sidebar } from "./ui/sidebar.js";
 import { MessagePane } from "./ui/messages.js";
@@ -112,7 +112,7 @@ class App {
     if (this.chat.hidden) return;
     const { state } = this;
     const view = state.view();
-    byId("hdr-circle").textContent = view ? state.circleName(view) : "no circle";
+    byId("hdr-circle").textContent = view ? onScreen(state.circleName(view)) : "no circle";
     byId("hdr-channel").textContent = view ? `#${state.current.channelId}` : "";
     const conn = state.connection();
     const connEl = byId("conn");

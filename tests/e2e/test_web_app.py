@@ -371,6 +371,11 @@ def test_html_in_messages_and_names_shows_as_text(open_peer) -> None:
     expect(a.line("renamed").locator(".name")).to_have_text(
         "<script>window.__xss=4</script>", timeout=T
     )
+    # A right-to-left override in a message shows without it ("gpj.exe", not "exe.jpg").
+    a.type("see \u202egpj.exe")
+    for peer in (a, b):
+        shown = peer.page.locator("#messages .msg .text").filter(has_text="gpj.exe")
+        expect(shown).to_have_text("see gpj.exe", timeout=T)
     for peer in (a, b):
         page = peer.page
         assert page.evaluate("typeof window.__xss") == "undefined"

@@ -38,3 +38,11 @@ def test_a_mistake_is_one_clear_line_and_exit_2(offline: Node, args: list[str], 
     assert [m["text"] for m in offline.json("inbox", "--circle-id", offline.circle_id)] == [
         "the path is live"
     ]
+
+
+def test_an_override_in_a_message_is_not_shown_but_kept(offline: Node) -> None:
+    offline.cli("send", "--circle-id", offline.circle_id, "see \u202egpj.exe")
+    shown = offline.cli("inbox", "--circle-id", offline.circle_id).stdout
+    assert "see gpj.exe" in shown and "\u202e" not in shown
+    kept = offline.json("inbox", "--circle-id", offline.circle_id)
+    assert kept[0]["text"] == "see \u202egpj.exe"  # the data is the data; screens drop it

@@ -9,14 +9,23 @@
  * @param {{class?: string, text?: string, attrs?: Record<string, string>}} [opts]
  * @param {(Node|string|null|undefined|false)[]} [children]
  */
+// Bidirectional formatting characters: an override (U+202E) in a name or message
+// would show it reversed. Every screen drops them, as felund.protocol.on_screen does.
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+
+/** Text as the page shows it: without bidirectional formatting characters. */
+export function onScreen(text) {
+  return String(text).replace(BIDI_CONTROLS, "");
+}
+
 export function el(tag, opts = {}, children = []) {
   const node = document.createElement(tag);
   if (opts.class) node.className = opts.class;
-  if (opts.text !== undefined) node.textContent = opts.text;
+  if (opts.text !== undefined) node.textContent = onScreen(opts.text);
   for (const [k, v] of Object.entries(opts.attrs || {})) node.setAttribute(k, v);
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    node.append(typeof child === "string" ? document.createTextNode(onScreen(child)) : child);
   }
   return node;
 }

@@ -2,7 +2,7 @@
 // Native <dialog>s opened with showModal(): the browser traps focus inside
 // and closes on Escape; on close the input gets focus back.
 
-import { el, byId } from "./dom.js";
+import { el, byId, onScreen } from "./dom.js";
 import { COMMANDS, KEYS } from "./commands.js";
 import { drawQr } from "./qr.js";
 
@@ -63,7 +63,7 @@ export class Overlays {
     const view = this.state.view();
     const code = view ? this.state.inviteCode(view) : "";
     byId("invite-title").textContent = view
-      ? `Invite to ${this.state.circleName(view)}`
+      ? `Invite to ${onScreen(this.state.circleName(view))}`
       : "No circle yet";
     byId("invite-code").textContent = code || "Create or join a circle first (/circle create NAME).";
     byId("invite-peer").textContent = view ? `Members meet at the relay ${view.circle.relayUrl}.` : "";
