@@ -43,7 +43,7 @@ e2e: venv
 FUZZ_EXAMPLES ?= 20000
 fuzz: venv
 	FELUND_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
-		tests/unit/test_relay_fuzz.py tests/integration/test_relay_fuzz.py
+		tests/unit/test_relay_fuzz.py tests/unit/test_frame_fuzz.py tests/integration/test_relay_fuzz.py
 
 # The quick loop: lint, types, unit tier (well under a minute).
 check: lint typecheck unit
