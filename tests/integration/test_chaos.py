@@ -19,11 +19,9 @@ import pytest
 from felund.protocol import SVC_GOSSIP, SVC_RELAY_SYNC, SVC_STORE
 from felund.testing import (
     Node,
-    Relay,
     break_store,
     mend_store,
     metric_total,
-    metric_value,
     wait_for,
 )
 
@@ -53,30 +51,12 @@ def _retries(node: Node, service: str) -> float:
 
 
 @pytest.mark.slow
-def test_kill_each_child_then_give_up_the_store(make_node, relay: Relay, tmp_path: Path) -> None:
-    a: Node = make_node(
-        "a",
-        FELUND_RELAY_URL=relay.url,
-        FELUND_RELAY_POLL_INTERVAL_S="0.5",
-        FELUND_GOSSIP_ROUND_INTERVAL_S="0.5",
+def test_kill_each_child_then_give_up_the_store(joined_pair, tmp_path: Path) -> None:
+    a, b = joined_pair(
         FELUND_BUS_RPC_TIMEOUT_MS="1000",
         FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2",
         FELUND_SUPERVISOR_FLAP_MAX_RESTARTS="2",
         FELUND_SUPERVISOR_GIVEN_UP_RETRY_S="3",
-    )
-    b: Node = make_node(
-        "b", FELUND_RELAY_POLL_INTERVAL_S="0.5", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5"
-    )
-    for n, name in ((a, "a"), (b, "b")):
-        n.cli("init", "--bind", "127.0.0.1", "--name", name)
-    code = a.cli("invite").stdout.strip()
-    a.circle_id = b.circle_id = b.cli("join", "--code", code).stdout.strip()
-    a.start()
-    b.start()
-    wait_for(
-        lambda: (metric_value(a.metrics(), "felund_gossip_peers_connected") or 0) >= 1,
-        timeout=60,
-        what="b to connect to a's gossip",
     )
     sent: set[str] = set()
 

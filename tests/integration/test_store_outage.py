@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from felund.protocol import SVC_GOSSIP, SVC_RELAY_SYNC, SVC_STORE
-from felund.testing import Node, Relay, metric_total, metric_value, wait_for
+from felund.testing import Node, metric_total, wait_for
 
 
 def _texts(node: Node) -> list[str]:
@@ -26,30 +26,10 @@ def _retries(node: Node, service: str) -> float:
 
 
 @pytest.mark.slow
-def test_store_stopped_then_killed_leaves_gossip_and_relay_sync_running(
-    make_node, relay: Relay
-) -> None:
-    a: Node = make_node(
-        "a",
-        FELUND_RELAY_URL=relay.url,
-        FELUND_RELAY_POLL_INTERVAL_S="0.5",
-        FELUND_GOSSIP_ROUND_INTERVAL_S="0.5",
-        FELUND_BUS_RPC_TIMEOUT_MS="1000",  # many retries while the store is gone
+def test_store_stopped_then_killed_leaves_gossip_and_relay_sync_running(joined_pair) -> None:
+    a, b = joined_pair(
+        FELUND_BUS_RPC_TIMEOUT_MS="1000",  # many retries while the store is gone,
         FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2",
-    )
-    b: Node = make_node(
-        "b", FELUND_RELAY_POLL_INTERVAL_S="0.5", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5"
-    )
-    for n, name in ((a, "a"), (b, "b")):
-        n.cli("init", "--bind", "127.0.0.1", "--name", name)
-    code = a.cli("invite").stdout.strip()
-    a.circle_id = b.circle_id = b.cli("join", "--code", code).stdout.strip()
-    a.start()
-    b.start()
-    wait_for(
-        lambda: (metric_value(a.metrics(), "felund_gossip_peers_connected") or 0) >= 1,
-        timeout=60,
-        what="b to connect to a's gossip",
     )
     before = a.status()["services"]
     assert before[SVC_RELAY_SYNC]["state"] == "running"
