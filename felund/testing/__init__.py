@@ -20,6 +20,7 @@ from felund.testing.nodes import (
 )
 from felund.testing.processes import FELUND, REPO, free_port
 from felund.testing.relay import PY_NODE, Relay, signed_call
+from felund.testing.store import handled
 from felund.testing.tmux import Tmux
 from felund.testing.vectors import VECTORS, vector_cases, wire_message
 from felund.testing.wait import wait_for
@@ -39,6 +40,7 @@ __all__ = [
     "browser",
     "browser_missing",
     "free_port",
+    "handled",
     "mend_store",
     "metric_total",
     "metric_value",

@@ -10,10 +10,14 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+
+from felund.store.database import Database
+from felund.store.ops import NodeInfo, Ops
 
 PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec"}
@@ -67,3 +71,14 @@ def no_process_no_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Guard]:
             "the unit tier uses no process and no socket; move it to tests/integration: "
             + "; ".join(GUARD.refused)
         )
+
+
+ME = "a" * 24  # the node of the ``ops`` fixture
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[Ops]:
+    """This node's store operations on a fresh database file (node ``ME``, clear messages)."""
+    db = Database(tmp_path / "felund.db")
+    yield Ops(db, NodeInfo(ME, "me", False, "127.0.0.1:9999"))
+    db.close()

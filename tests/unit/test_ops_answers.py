@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from felund.errors import RPCError
 from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CIRCLE_CREATE, OP_INBOX, OP_POST
-from felund.store.database import Database
-from felund.store.ops import NodeInfo, Ops
+from felund.store.ops import Ops
+from felund.testing import handled
 from felund.v1 import chatmodel, ids
 from felund.v1.wire import compose_message, to_wire
 
@@ -20,16 +18,8 @@ ME = "a" * 24
 PEER = "b" * 24
 
 
-@pytest.fixture
-def ops(tmp_path: Path) -> Iterator[Ops]:
-    db = Database(tmp_path / "felund.db")
-    yield Ops(db, NodeInfo(ME, "me", False, "127.0.0.1:9999"))
-    db.close()
-
-
 def _do(ops: Ops, op: str, body: dict[str, Any]) -> Any:
-    with ops.db.transaction():
-        return ops.handle(op, body).reply
+    return handled(ops, op, body).reply
 
 
 def _post(ops: Ops, circle: str, text: str, channel: str = "general") -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -24,6 +23,7 @@ from felund.protocol import (
 )
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
+from felund.testing import handled
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import encode_invite
 from felund.v1.wire import compose_message, to_wire
@@ -32,16 +32,7 @@ ME = "a" * 24
 PEER = "b" * 24
 
 
-@pytest.fixture
-def ops(tmp_path: Path) -> Iterator[Ops]:
-    db = Database(tmp_path / "felund.db")
-    yield Ops(db, NodeInfo(ME, "me", False, "127.0.0.1:9999"))
-    db.close()
-
-
-def _do(ops: Ops, op: str, body: dict[str, Any]) -> Any:
-    with ops.db.transaction():
-        return ops.handle(op, body)
+_do = handled
 
 
 def _from_peer(ops: Ops, circle_id: str, event: dict[str, Any], ts: int) -> None:

@@ -13,7 +13,7 @@ from felund.errors import RPCError
 from felund.protocol import OP_APPEND, OP_CIRCLE_CREATE, OP_POST, OP_SNAPSHOT
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
-from felund.testing import wire_message
+from felund.testing import handled, wire_message
 from felund.v1 import ids
 
 NODE = "n" * 24
@@ -27,8 +27,7 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
 
 
 def _call(ops: Ops, op: str, body: dict[str, Any]) -> Any:
-    with ops.db.transaction():
-        return ops.handle(op, body).reply
+    return handled(ops, op, body).reply
 
 
 def _post(ops: Ops, circle_id: str, *texts: str) -> None:
