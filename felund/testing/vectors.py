@@ -11,12 +11,19 @@ from felund.v1 import ids
 from felund.v1.wire import compose_message, to_wire
 
 VECTORS = REPO / "tests" / "vectors" / "felund-v1.json"  # copied from shared/, see its README
+TRUST_VECTORS = REPO / "tests" / "vectors" / "felund-trust-v1.json"  # ours, see its README
 
 
 def vector_cases() -> dict[str, list[Any]]:
     """The cases of the v1 interop vectors (the repository's copy, tests/vectors), by group."""
     text = VECTORS.read_text(encoding="utf-8")
     cases: dict[str, list[Any]] = json.loads(text)["cases"]
+    return cases
+
+
+def trust_cases() -> dict[str, list[Any]]:
+    """The signing, identity and owner vectors of felund.trust, by group."""
+    cases: dict[str, list[Any]] = json.loads(TRUST_VECTORS.read_text(encoding="utf-8"))
     return cases
 
 

@@ -1,0 +1,115 @@
+"""A node's Ed25519 identity key, the node id it derives and its fingerprint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from felund.v1.ids import NODE_ID_LEN
+
+PUBLIC_KEY_LEN = 32
+SIGNATURE_LEN = 64
+PUBLIC_KEY_B64_LEN = 44  # std base64 of 32 bytes, with its one "="
+SIGNATURE_B64_LEN = 88  # std base64 of 64 bytes, with its two "="
+# A derived id begins with this: a reader then knows, from the id alone, that only
+# the key it derives from may sign for it; any other id is older than keys, and
+# its key is pinned at first sight. A key is drawn until its id has the mark:
+# 256 draws on average, about 15 ms (an older id has it by chance, 1 in 256:
+# such a node cannot sign and writes unsigned, see may_sign).
+DERIVED_MARK = "fe"
+
+
+def is_derived_form(node_id: str) -> bool:
+    """Whether an id is of the derived form: only the key it derives from signs for it."""
+    return node_id.startswith(DERIVED_MARK)
+
+
+def node_id_of(public_key: bytes) -> str:
+    """The node id a key derives: the first 24 hex of SHA-256 of the raw public key."""
+    return hashlib.sha256(public_key).hexdigest()[:NODE_ID_LEN]
+
+
+def fingerprint(public_key: bytes) -> str:
+    """A key as people compare it: 32 hex of SHA-256 in groups of four."""
+    digest = hashlib.sha256(b"felund-fingerprint-v1" + public_key).hexdigest()[:32]
+    return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
+def b64(raw: bytes) -> str:
+    """Standard base64 with padding, as every key and signature travels."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unb64(text: object, length: int) -> bytes | None:
+    """The bytes of a std base64 string of exactly ``length`` bytes; None if it is not one."""
+    if not isinstance(text, str) or len(text) != 4 * -(-length // 3):
+        return None
+    try:
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == length else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _public(public_key: bytes) -> Ed25519PublicKey:
+    # Loading a key costs about a tenth of a verify: a backlog has few authors.
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
+def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is the Ed25519 signature of ``data`` by ``public_key``."""
+    try:
+        _public(public_key).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityKey:
+    """A node's private signing key (never logged, never sent) and its public half."""
+
+    private: Ed25519PrivateKey
+    public: bytes
+
+    @classmethod
+    def generate(cls) -> IdentityKey:
+        """A fresh random key whose node id has the derived mark."""
+        while True:
+            key = cls.from_seed(Ed25519PrivateKey.generate().private_bytes_raw())
+            if is_derived_form(key.node_id):
+                return key
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> IdentityKey:
+        """The key of a 32-byte seed (as identity.json keeps it); ValueError if malformed."""
+        private = Ed25519PrivateKey.from_private_bytes(seed)
+        return cls(private, private.public_key().public_bytes_raw())
+
+    @property
+    def seed(self) -> bytes:
+        """The 32 secret bytes to keep in identity.json."""
+        return self.private.private_bytes_raw()
+
+    @property
+    def node_id(self) -> str:
+        """The node id this key derives (a node made before keys keeps its older id)."""
+        return node_id_of(self.public)
+
+    def may_sign(self, node_id: str) -> bool:
+        """Whether a node of ``node_id`` can sign with this key (an older id without the mark)."""
+        return node_id == self.node_id or not is_derived_form(node_id)
+
+    def sign(self, data: bytes) -> bytes:
+        """The Ed25519 signature of ``data``."""
+        return self.private.sign(data)
+
+    def __repr__(self) -> str:
+        return f"IdentityKey(public={b64(self.public)})"
