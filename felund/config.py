@@ -45,6 +45,8 @@ class GossipConfig:
     max_connections: int = 256
     max_connections_per_ip: int = 8
     offer_native: bool = True
+    anchor: bool = True
+    anchor_announce_interval_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ OP_WHO: Final = "store.who"
 OP_CIRCLE_LEAVE: Final = "store.circle.leave"
 OP_CURSOR: Final = "store.cursor"  # a durable integer kept for a process (relay-sync's cursors)
 OP_SETTINGS: Final = "store.settings"  # the node's runtime settings (display name, relay URL)
+OP_ANCHOR_PAGE: Final = "store.anchor.page"  # a circle's messages by when they were stored
+OP_BLOCKS: Final = "store.blocks"  # the nodes this node hides (local, never sent)
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 
@@ -98,6 +100,8 @@ MAX_PEERS_PER_CIRCLE: Final = 256
 # its rows never carry the wire form (decoding it was a tenth of its CPU).
 PUSH_FRESH_S: Final = 300.0
 MAX_CURSOR_KEY: Final = 128  # characters of a store.cursor key
+MAX_ANCHOR_PAGE: Final = 200  # rows of one store.anchor.page answer (v1's ANCHOR_MSGS cap)
+MAX_BLOCKS: Final = 1000  # nodes one node may block
 DEFAULT_CHANNEL: Final = "general"
 CONTROL_CHANNEL: Final = "__control"
 

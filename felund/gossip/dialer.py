@@ -45,6 +45,7 @@ class Connect(Protocol):
         node_id: str,
         listen_addr: str,
         offer_native: bool,
+        can_anchor: bool = False,
     ) -> Awaitable[Link]: ...
 
 
@@ -143,6 +144,7 @@ class Dialer:
                 node_id=self.node_id,
                 listen_addr=self.listen_addr,
                 offer_native=offer,
+                can_anchor=self.cfg.anchor,
             )
         except PeerError as exc:
             await self._failed(key, row, offer, exc)

@@ -41,6 +41,7 @@ class Established:
     v1_key: bytes | None = None  # v1 session encryption, when agreed
     channel: nativeproto.Channel | None = None  # the native protocol's, when agreed
     peer_listen_addr: str = ""  # what an inbound client advertised
+    peer_can_anchor: bool = False  # what the server's WELCOME said (v1 addendum §4.4)
     rest: bytes = b""  # what the peer sent after the handshake: the session's first bytes
 
 
@@ -91,10 +92,13 @@ class _Handshake:
 class ServerHandshake(_Handshake):
     """The side that was connected to: HELLO in, CHALLENGE out, HELLO_AUTH in, WELCOME out."""
 
-    def __init__(self, secrets: Mapping[str, str], node_id: str, now: float) -> None:
+    def __init__(
+        self, secrets: Mapping[str, str], node_id: str, now: float, can_anchor: bool = False
+    ) -> None:
         super().__init__(now)
         self._secrets = secrets
         self._node_id = node_id
+        self._can_anchor = can_anchor
         self._hello: dict[str, Any] | None = None
         self._server_nonce = v1proto.nonce()
 
@@ -132,7 +136,7 @@ class ServerHandshake(_Handshake):
             "t": "WELCOME",
             "node_id": self._node_id,
             "enc_ready": enc_ready,
-            "can_anchor": False,
+            "can_anchor": self._can_anchor,
         }
         channel, v1_key = None, None
         if client_nonce is not None and hello.get("native") == nativeproto.VERSION:
@@ -180,6 +184,7 @@ class ClientHandshake(_Handshake):
         listen_addr: str,
         offer_native: bool,
         now: float,
+        can_anchor: bool = False,
     ) -> None:
         super().__init__(now)
         self._circle_id, self._secret, self._node_id = circle_id, secret, node_id
@@ -192,7 +197,7 @@ class ClientHandshake(_Handshake):
             "circle_id": circle_id,
             "listen_addr": listen_addr,
             "nonce": self._client_nonce,
-            "can_anchor": False,
+            "can_anchor": can_anchor,
         }
         if offer_native:
             hello["native"] = nativeproto.VERSION
@@ -235,4 +240,5 @@ class ClientHandshake(_Handshake):
             v1_key=v1_key,
             channel=channel,
             rest=self._lines.rest(),
+            peer_can_anchor=welcome.get("can_anchor") is True,
         )

@@ -41,6 +41,11 @@ class GossipHost(Protocol):
         the ids not to push back to that peer; ``awaited`` ones are not pushed on."""
         ...
 
+    async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
+        """A circle's messages stored at ``since`` (Unix seconds) or later and after
+        store_seq ``after``, oldest first (the store's ``store.anchor.page`` rows)."""
+        ...
+
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """Addresses known for a circle."""
         ...

@@ -57,7 +57,7 @@ class Inbound:
         host = _host(stream)
         try:
             try:
-                link = await accept(stream, self.secrets, self.node_id, self.clock)
+                link = await accept(stream, self.secrets, self.node_id, self.clock, self.cfg.anchor)
             except PeerError as exc:
                 metrics.BAD_INPUT.labels("gossip", exc.kind).inc()
                 metrics.GOSSIP_SESSIONS.labels("handshake", exc.kind).inc()

@@ -175,10 +175,15 @@ async def _shake(
 
 
 async def accept(
-    stream: Stream, secrets: Mapping[str, str], node_id: str, clock: Clock = time.monotonic
+    stream: Stream,
+    secrets: Mapping[str, str],
+    node_id: str,
+    clock: Clock = time.monotonic,
+    can_anchor: bool = False,
 ) -> Link:
     """Run the server side of the handshake; PeerError if the client fails it."""
-    return Link(stream, await _shake(stream, ServerHandshake(secrets, node_id, clock()), clock))
+    machine = ServerHandshake(secrets, node_id, clock(), can_anchor)
+    return Link(stream, await _shake(stream, machine, clock))
 
 
 async def connect(
@@ -191,6 +196,7 @@ async def connect(
     listen_addr: str,
     offer_native: bool,
     clock: Clock = time.monotonic,
+    can_anchor: bool = False,
 ) -> Link:
     """Open a TCP connection and run the client side of the handshake; PeerError
     ("unreachable") if it cannot be opened, or as the handshake fails."""
@@ -210,6 +216,7 @@ async def connect(
             listen_addr=listen_addr,
             offer_native=offer_native,
             clock=clock,
+            can_anchor=can_anchor,
         )
     except BaseException:
         stream.close()
@@ -225,6 +232,7 @@ async def handshake(
     listen_addr: str,
     offer_native: bool,
     clock: Clock = time.monotonic,
+    can_anchor: bool = False,
 ) -> Link:
     """Run the client side of the handshake over an open stream."""
     machine = ClientHandshake(
@@ -234,5 +242,6 @@ async def handshake(
         listen_addr=listen_addr,
         offer_native=offer_native,
         now=clock(),
+        can_anchor=can_anchor,
     )
     return Link(stream, await _shake(stream, machine, clock))

@@ -20,7 +20,7 @@ from felund import metrics, netaddr
 from felund.actor.runtime import Runtime
 from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
 from felund.bus.catchup import AsyncCatchUp
-from felund.errors import PeerError, RPCTimeout
+from felund.errors import PeerError, RPCError, RPCTimeout
 from felund.gossip import addresses
 from felund.gossip.circles import Circles
 from felund.gossip.dialer import Dialer
@@ -30,11 +30,20 @@ from felund.gossip.native_session import BoundedSet
 from felund.gossip.peertable import PeerTable
 from felund.gossip.reconcile import ItemSet
 from felund.gossip.sessions import NativeRun, run_v1
+from felund.gossip.v1_anchor import AnchorCursors
 from felund.gossip.warn import Warnings
-from felund.protocol import ENDPOINT_STORE_CTL, SVC_STORE, TOPIC_CIRCLE_CHANGED
+from felund.protocol import (
+    ENDPOINT_STORE_CTL,
+    OP_ANCHOR_PAGE,
+    OP_CONTROL,
+    SVC_STORE,
+    TOPIC_CIRCLE_CHANGED,
+)
+from felund.v1 import events, ids
 from felund.v1.wire import pack_wire
 
 TICK_S = 0.2
+MIN_ANNOUNCE_S = 1.0  # a config of 0 must not write an event per circle in a loop
 
 
 class GossipNode:
@@ -50,6 +59,8 @@ class GossipNode:
         self.peers = PeerTable(rpc)
         self.sessions: dict[tuple[str, str], NativeRun] = {}  # (circle, peer node) -> live
         self.v1_contacts: dict[str, float] = {}  # peer node id -> end of its last good v1 round
+        # Serving v1 peers as an anchor: where each one's pulls have got to.
+        self.anchor_cursors = AnchorCursors() if self.cfg.anchor else None
         appenders = [AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL) for _ in range(2)]
         self.circles = Circles(rpc, appenders, self.push, self._local_post)
         self.dialer = Dialer(
@@ -101,6 +112,13 @@ class GossipNode:
     ) -> int:
         """Check and store messages from a peer (``Circles.receive``)."""
         return await self.circles.receive(circle_id, raw_msgs, came, awaited)
+
+    async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
+        """A circle's messages by when the store took them (``store.anchor.page``)."""
+        body = {"circle_id": circle_id, "since": since, "after": after}
+        answer = await self.circles.rpc.call(OP_ANCHOR_PAGE, body)
+        rows: list[dict[str, Any]] = answer["rows"]
+        return rows
 
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """The addresses of a circle to tell its members of: those where this node met
@@ -155,7 +173,7 @@ class GossipNode:
                 return
             await self._note_address(link, addr, configured)
             if not link.native:
-                moved = await run_v1(link, self, self.clock)
+                moved = await run_v1(link, self, self.clock, self.anchor_cursors)
                 return
             if key in self.sessions:
                 outcome = "duplicate"
@@ -255,6 +273,32 @@ class GossipNode:
             await self.load_circles()
             self.dialer.wake.set()
 
+    async def announce(self) -> None:
+        """Announce this node as an anchor in each circle, once per interval, from one
+        interval after start (as v1 does; a process restarting in a loop never floods).
+
+        Written by the store like any control event of ours, so it travels by gossip
+        and relay alike. Skipped for a round when the store does not answer.
+        """
+        interval = max(self.cfg.anchor_announce_interval_s, MIN_ANNOUNCE_S)
+        while True:
+            await asyncio.sleep(interval)
+            for circle_id in list(self.circles.secrets):
+                now = int(time.time())
+                body = {
+                    "circle_id": circle_id,
+                    "msg_id": ids.new_msg_id(self.node_id, now),
+                    "created_ts": now,
+                    "event": events.anchor_announce(self.node_id),
+                }
+                try:
+                    await self.circles.rpc.call(OP_CONTROL, body)
+                except RPCTimeout:
+                    self.warn("gossip.store_unavailable")
+                    break
+                except RPCError as exc:  # a circle left meanwhile
+                    self.warn("gossip.announce_refused", circle_id=circle_id, detail=exc.message)
+
     # --- the process -------------------------------------------------------------------
     async def heartbeats(self, stop: Callable[[], object]) -> None:
         """Heartbeats; ``stop()`` once the process is asked to stop."""
@@ -309,6 +353,8 @@ class GossipNode:
                 tg.create_task(self.catchup.follow(self.circles.apply_stored))
                 tg.create_task(self.follow_circles())
                 tg.create_task(self.dialer.run(tg))
+                if self.cfg.anchor:
+                    tg.create_task(self.announce())
         except asyncio.CancelledError:
             if self.rt.running():
                 raise  # not our own stop

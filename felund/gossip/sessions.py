@@ -21,6 +21,7 @@ from felund.gossip.events import Event, MsgsReceived, MsgsWanted, PeersReceived
 from felund.gossip.host import GossipHost
 from felund.gossip.link import Link
 from felund.gossip.native_session import NativeSession
+from felund.gossip.v1_anchor import RETAIN_S, AnchorCursors, AnchorPushed, AnchorServer
 from felund.gossip.v1_round import V1Round
 
 FETCH_CHUNK = 1000
@@ -31,8 +32,14 @@ ENDS = (PeerError, OSError, RPCTimeout)
 Clock = Callable[[], float]
 
 
-async def run_v1(link: Link, host: GossipHost, clock: Clock = time.monotonic) -> int:
-    """One v1 round; the number of messages newly stored."""
+async def run_v1(
+    link: Link,
+    host: GossipHost,
+    clock: Clock = time.monotonic,
+    anchor: AnchorCursors | None = None,
+) -> int:
+    """One v1 round, and the anchor exchange after it when a peer opened it with us and
+    ``anchor`` is given (this node serves as one); the number of messages newly stored."""
     circle_id = link.circle_id
     peers = await host.known_peers(circle_id)
     session = V1Round(circle_id, link.agreed.v1_key, host.index[circle_id], peers, clock())
@@ -55,6 +62,49 @@ async def run_v1(link: Link, host: GossipHost, clock: Clock = time.monotonic) ->
         else:
             received = await host.receive(circle_id, event.msgs)
     await link.write(session.data_to_send())
+    if anchor is not None and not link.is_client:
+        server = AnchorServer(circle_id, link.agreed.v1_key, session.leftover(), clock())
+        received += await _serve_anchor(link, host, server, anchor, clock)
+    return received
+
+
+async def _serve_anchor(
+    link: Link, host: GossipHost, server: AnchorServer, cursors: AnchorCursors, clock: Clock
+) -> int:
+    """Serve a v1 peer's anchor exchange; the messages newly stored. Envelopes the store
+    refuses are refused one by one and the exchange goes on: the PeerError saying so
+    (already counted by kind) is raised once it is over."""
+    circle_id, peer = link.circle_id, link.peer_node_id
+    received, refused = 0, None
+    while not server.done:
+        event = server.next_event(clock())
+        if event is None:
+            try:
+                data = await link.read(server.deadline - clock())
+            except TimeoutError:
+                server.expire(clock())
+                continue
+            server.receive_data(data, clock())
+        elif isinstance(event, AnchorPushed):
+            try:
+                received += await host.receive(circle_id, event.envelopes)
+            except PeerError as exc:
+                if exc.kind != "bad_message":
+                    raise
+                refused = exc
+            server.ack(len(event.envelopes), clock())
+        else:
+            since = max(event.since, int(time.time()) - RETAIN_S)
+            after = cursors.after(circle_id, peer, event.since)
+            rows = await host.anchor_page(circle_id, since, after)
+            position = server.answer(rows, event.since)
+            if position is not None:
+                cursors.moved(circle_id, peer, position)
+            if server.skipped:
+                metrics.BAD_INPUT.labels("gossip", "anchor_oversize").inc(server.skipped)
+        await link.write(server.data_to_send())
+    if refused is not None:
+        raise refused
     return received
 
 

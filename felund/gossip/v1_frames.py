@@ -34,6 +34,11 @@ def encode(frame: dict[str, Any], key: bytes | None) -> bytes:
     return crypto.seal_session_frame(key, frame).encode("ascii") + b"\n"
 
 
+def json_size(obj: dict[str, Any]) -> int:
+    """The bytes of ``obj`` as a frame (or a part of one) carries it."""
+    return len(_json(obj))
+
+
 def line_size(plain_json_size: int, key: bytes | None) -> int:
     """The size of the line that carries a frame of this JSON size."""
     if key is None:

@@ -79,6 +79,10 @@ class V1Round:
         self._send({"t": "MSGS_SEND", "circle_id": self.circle_id, "messages": sending})
         return len(sending)
 
+    def leftover(self) -> v1proto.LineBuffer:
+        """What the peer sent beyond the round (the anchor exchange reads on from it)."""
+        return self._lines
+
     def data_to_send(self) -> bytes:
         """The bytes queued for the peer (taken: each is returned once)."""
         out, self._out = bytes(self._out), bytearray()

@@ -327,6 +327,36 @@ class Database:
                 out = sorted(out, key=lambda r: int(r["store_seq"]))[:limit]
         return out
 
+    def first_seq_stored_since(self, ts: int) -> int:
+        """The first store_seq stored at ``ts`` (Unix seconds) or later; last_seq + 1 if none.
+
+        A bisection by the primary key: store_seq and stored_ts grow together
+        (one writer assigns both), so no index on the time is needed.
+        """
+        lo, hi = 1, self.last_seq + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._db.execute(
+                "SELECT store_seq, stored_ts FROM messages WHERE store_seq >= ?"
+                " ORDER BY store_seq LIMIT 1",
+                (mid,),
+            ).fetchone()
+            if row is None or row[1] >= ts:
+                hi = mid
+            else:
+                lo = row[0] + 1
+        return lo
+
+    def stored_from(self, circle_id: str, first_seq: int, limit: int) -> list[dict[str, Any]]:
+        """A circle's messages from store_seq ``first_seq`` on, oldest first: each its
+        ``seq``, the whole second it was stored ``at``, and its ``wire`` form."""
+        rows = self._db.execute(
+            "SELECT store_seq, stored_ts, wire FROM messages"
+            " WHERE circle_id = ? AND store_seq >= ? ORDER BY store_seq LIMIT ?",
+            (circle_id, first_seq, limit),
+        ).fetchall()
+        return [{"seq": q, "at": int(t), "wire": msgpack.unpackb(w)} for q, t, w in rows]
+
     def circle_rows(
         self, circle_id: str, channel_id: str | None, page: int = 1000
     ) -> Iterator[dict[str, Any]]:

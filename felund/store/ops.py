@@ -26,12 +26,16 @@ from felund.protocol import (
     ERR_FORBIDDEN,
     ERR_UNKNOWN_CIRCLE,
     ERR_UNKNOWN_OP,
+    MAX_ANCHOR_PAGE,
+    MAX_BLOCKS,
     MAX_CURSOR_KEY,
     MAX_PEERS_PAGE,
     MAX_PEERS_PER_CIRCLE,
     MAX_POST_BATCH,
     MAX_SNAPSHOT_PAGE,
+    OP_ANCHOR_PAGE,
     OP_APPEND,
+    OP_BLOCKS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
@@ -53,6 +57,7 @@ from felund.protocol import (
     OP_WHO,
     PUSH_FRESH_S,
 )
+from felund.store import blocks as block_list
 from felund.store.database import Circle, Database
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
@@ -80,6 +85,7 @@ WRITE_OPS = frozenset(
         OP_PEERS_ADD,
         OP_CURSOR,
         OP_SETTINGS,
+        OP_BLOCKS,
     }
 )
 _MAX_NAME = 64
@@ -154,6 +160,8 @@ class Ops:
             OP_CIRCLE_LEAVE: self.circle_leave,
             OP_CURSOR: self.cursor,
             OP_SETTINGS: self.settings,
+            OP_ANCHOR_PAGE: self.anchor_page,
+            OP_BLOCKS: self.blocks,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -569,9 +577,11 @@ class Ops:
             raise RPCError(ERR_BAD_REQUEST, "limit must be between 1 and 100000")
         if channel is not None and channel != CONTROL_CHANNEL:
             _existing_channel(self.state(circle.circle_id), channel)
-        return Outcome(
-            {"msgs": self.db.newest(circle.circle_id, channel, limit, hidden=CONTROL_CHANNEL)}
-        )
+        msgs = self.db.newest(circle.circle_id, channel, limit, hidden=CONTROL_CHANNEL)
+        blocked = set(block_list.blocked(self.db))
+        for m in msgs:
+            m["blocked"] = m["author_node_id"] in blocked
+        return Outcome({"msgs": msgs})
 
     def circles(self, body: dict[str, Any]) -> Outcome:
         """The circles of this node (never their secrets)."""
@@ -677,6 +687,69 @@ class Ops:
         if _get(body, "packed", bool, False):
             return Outcome({"msgs": self.db.packed_wire_of(msg_ids)})
         return Outcome({"msgs": self.db.wire_of(msg_ids)})
+
+    def blocks(self, body: dict[str, Any]) -> Outcome:
+        """The nodes blocked here, each with its latest name; ``block`` or ``unblock`` one
+        first, named by node id, its start, or a current name (events.resolve_person).
+
+        Local: kept in this node's settings, never written as an event.
+        """
+        block, unblock = _get(body, "block", str, None), _get(body, "unblock", str, None)
+        if block is not None and unblock is not None:
+            raise RPCError(ERR_BAD_REQUEST, "block or unblock, not both")
+        now = set(block_list.blocked(self.db))
+        names = self._names_everywhere()
+        node = ""
+        if block is not None:
+            node = self._anyone(names, block)
+            if node == self.node.node_id:
+                raise RPCError(ERR_BAD_REQUEST, "that is this node: it cannot block itself")
+            if node not in now and len(now) >= MAX_BLOCKS:
+                raise RPCError(ERR_BAD_REQUEST, f"at most {MAX_BLOCKS} nodes can be blocked")
+            changed = node not in now
+            now.add(node)
+        elif unblock is not None:
+            node = self._anyone({**dict.fromkeys(now, ""), **names}, unblock)
+            changed = node in now
+            now.discard(node)
+        else:
+            changed = False
+        if changed:
+            block_list.set_blocked(self.db, now)
+        listed = [{"node_id": n, "display_name": names.get(n, "")} for n in sorted(now)]
+        # sys.settings.changed tells a running ui to show or hide the node's messages.
+        return Outcome({"node_id": node, "blocked": listed}, settings_changed=changed)
+
+    def _names_everywhere(self) -> dict[str, str]:
+        """Every author of every circle of this node, by current name."""
+        names: dict[str, str] = {}
+        for circle in self.db.circles():
+            state = self.state(circle.circle_id)
+            for p in self._people(circle.circle_id, state):
+                names.setdefault(p["node_id"], p["display_name"])
+        return names
+
+    @staticmethod
+    def _anyone(names: dict[str, str], who: str) -> str:
+        """The node ``who`` names among ``names`` (events.resolve_person), or a refusal."""
+        try:
+            return events.resolve_person(names.items(), who, "in your circles")
+        except ValueError as exc:
+            raise RPCError(ERR_BAD_REQUEST, str(exc)) from None
+
+    def anchor_page(self, body: dict[str, Any]) -> Outcome:
+        """A circle's messages stored at ``since`` (Unix seconds) or later and after store_seq
+        ``after``, oldest first, each with when it was stored: what this node answers a v1
+        peer's ANCHOR_PULL from (``felund.gossip.v1_anchor``)."""
+        circle = self._circle(body)
+        since, after = _get(body, "since", int), _get(body, "after", int, 0)
+        limit = _get(body, "limit", int, MAX_ANCHOR_PAGE)
+        if not (0 <= since < 2**62 and 0 <= after < 2**62 and 1 <= limit <= MAX_ANCHOR_PAGE):
+            raise RPCError(
+                ERR_BAD_REQUEST, f"since and after must be >= 0, limit 1-{MAX_ANCHOR_PAGE}"
+            )
+        first = max(after + 1, self.db.first_seq_stored_since(since))
+        return Outcome({"rows": self.db.stored_from(circle.circle_id, first, limit)})
 
     def cursor(self, body: dict[str, Any]) -> Outcome:
         """A durable cursor of a process: set it when ``value`` is given; its value (0 if unset)."""

@@ -80,14 +80,29 @@ def circle_name_event(circle_id: str, name: str) -> dict[str, Any]:
     return {"t": "CIRCLE_NAME_EVT", "circle_id": circle_id, "name": name}
 
 
+def anchor_announce(node_id: str) -> dict[str, Any]:
+    """This node's ANCHOR_ANNOUNCE (addendum §4.1): always on, so an anchor for v1 peers.
+    Reachability and mobility are not known here: v1's own anchors say false too."""
+    return {
+        "t": "ANCHOR_ANNOUNCE",
+        "node_id": node_id,
+        "capabilities": {"can_anchor": True, "is_mobile": False, "public_reachable": False},
+    }
+
+
 def dated(event: dict[str, Any], created_ts: int) -> dict[str, Any]:
-    """The event as written at ``created_ts``: a CHANNEL_EVT says its date (v1 reads it there)."""
+    """The event as written at ``created_ts``: a CHANNEL_EVT says its date (v1 reads it
+    there), an ANCHOR_ANNOUNCE too, as ``announced_at`` (§4.1: equal to the date)."""
+    if event.get("t") == "ANCHOR_ANNOUNCE":
+        return {**event, "announced_at": created_ts}
     if event.get("t") != "CHANNEL_EVT":
         return event
     return {**event, "created_ts": created_ts}
 
 
-def resolve_person(people: Iterable[tuple[str, str]], who: str) -> str:
+def resolve_person(
+    people: Iterable[tuple[str, str]], who: str, where: str = "in this circle"
+) -> str:
     """The node ``who`` names among ``(node_id, current name)``: a full node id, the start
     of exactly one, or exactly one's name; ValueError saying why not.
 
@@ -104,4 +119,4 @@ def resolve_person(people: Iterable[tuple[str, str]], who: str) -> str:
         return found.pop()
     if found:
         raise ValueError(f'"{who}" could be {len(found)} people: give more of a node id')
-    raise ValueError(f'no one in this circle is "{who}" (by node id, its start, or name)')
+    raise ValueError(f'no one {where} is "{who}" (by node id, its start, or name)')

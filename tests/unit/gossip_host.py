@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from felund.gossip.native_session import BoundedSet
 from felund.gossip.reconcile import ItemSet
+from felund.protocol import MAX_ANCHOR_PAGE
 from felund.v1 import ids
 from felund.v1.wire import pack_wire
 
@@ -40,6 +42,8 @@ class MemoryHost:
         self.received: list[str] = []  # msg_ids given to receive(), in order, repeats included
         self.learned: list[tuple[str, dict[str, Any]]] = []  # (teacher, entry)
         self.peers: list[dict[str, Any]] = []
+        self.now = int(time.time())  # the second what is stored now is stored at
+        self.stored_at: dict[str, int] = {}
         self._turns: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -50,6 +54,7 @@ class MemoryHost:
         fresh = [m for m in msgs if m["msg_id"] not in self.held]
         for m in fresh:
             self.held[m["msg_id"]] = m
+            self.stored_at[m["msg_id"]] = self.now
         self.index[CIRCLE].add_many((m["created_ts"], m["msg_id"]) for m in fresh)
         return len(fresh)
 
@@ -78,6 +83,15 @@ class MemoryHost:
             came.add_all(m["msg_id"] for m in raw_msgs)
         await asyncio.sleep(0)  # a store answers later
         return self.store(raw_msgs)
+
+    async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
+        """Held messages in the order stored (seq 1, 2, ...), from ``since`` and after ``after``."""
+        rows = [
+            {"seq": seq, "at": self.stored_at[msg_id], "wire": self.held[msg_id]}
+            for seq, msg_id in enumerate(self.held, 1)
+            if self.stored_at[msg_id] >= since and seq > after
+        ]
+        return rows[:MAX_ANCHOR_PAGE]
 
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """The addresses given to ``peers``."""
