@@ -58,6 +58,7 @@ from felund.protocol import (
     TOPIC_CIRCLE_CHANGED,
     TOPIC_HEARTBEAT,
     TOPIC_LOG,
+    TOPIC_SETTINGS_CHANGED,
 )
 from felund.store.client import find_running
 from felund.ui import render as ui_render
@@ -229,12 +230,15 @@ class App:
         self.screen = Screen(win)
         self.model = Model(node_id=ctx.node_id, clock=time.time)
         self.catchup = CatchUp(bus, since)
-        self.events: Subscriber = bus.subscriber(TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT, TOPIC_LOG)
+        self.events: Subscriber = bus.subscriber(
+            TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT, TOPIC_LOG, TOPIC_SETTINGS_CHANGED
+        )
         # Each topic to the view model's handler named after it.
         self.handlers: dict[str, Callable[[Any], list[Effect]]] = {
             TOPIC_CIRCLE_CHANGED: self.model.on_chat_circle_changed,
             TOPIC_HEARTBEAT: self.model.on_sys_svc_heartbeat,
             TOPIC_LOG: self.model.on_sys_log,
+            TOPIC_SETTINGS_CHANGED: self.model.on_sys_settings_changed,
         }
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):

@@ -28,6 +28,7 @@ from felund import home
 from felund.cli.common import CIRCLE_HELP, context, err, out
 from felund.errors import FelundError, InvalidMessage, UsageError
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
+from felund.store import blocks
 from felund.store.client import NodeClient
 from felund.store.database import DB_SUFFIXES, Database, make_private
 from felund.store.opening import open_database
@@ -226,12 +227,15 @@ def cmd_export(args: argparse.Namespace) -> None:
         if db.circle(args.circle_id) is None:
             raise UsageError(f"this node is not in circle {args.circle_id[:64]!r}")
         write = sys.stdout.write
+        hidden = set(blocks.blocked(db))  # the text is for reading: blocked nodes stay out
         for row in db.circle_rows(args.circle_id, args.channel):
             if args.format == "jsonl":
                 record = {k: row[k] for k in _EXPORT_KEYS}
                 record["wire"] = row["wire"]
                 write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-            elif row["channel_id"] != CONTROL_CHANNEL or args.channel:
+            elif (row["channel_id"] != CONTROL_CHANNEL or args.channel) and row[
+                "author_node_id"
+            ] not in hidden:
                 write(_text_line(row) + "\n")
         sys.stdout.flush()
     finally:

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from felund import __version__, home, netaddr
 from felund import config as config_mod
 from felund.actor.runtime import Context, load_context
+from felund.cli import blocks as cli_blocks
 from felund.cli import chat as cli_chat
 from felund.cli import data as cli_data
 from felund.cli.common import CIRCLE_HELP, JSON_HELP, channel_arg, context, err, json_out, out
@@ -248,6 +249,7 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
                         "created_ts",
                         "text",
                         "store_seq",
+                        "blocked",
                     )
                 }
                 for m in msgs
@@ -255,6 +257,8 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
         )
         return
     for m in msgs:
+        if m["blocked"]:
+            continue  # blocked here (felund block): a reader's screen never shows it
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_ts"]))
         who = m["display_name"] or m["author_node_id"][:8]
         out(f"{when} #{m['channel_id']} <{who}> {m['text']}")
@@ -599,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_chat.add_commands(sub, channel_arg)
     cli_data.add_commands(sub, channel_arg)
+    cli_blocks.add_commands(sub)
 
     p = sub.add_parser("peers", help="list known peers")
     p.add_argument("--json", action="store_true", help=JSON_HELP)

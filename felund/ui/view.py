@@ -20,6 +20,7 @@ from felund.errors import Malformed, UsageError
 from felund.protocol import (
     CONTROL_CHANNEL,
     DEFAULT_CHANNEL,
+    OP_BLOCKS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLES,
@@ -102,6 +103,7 @@ class View:
         self._want_circle = ""  # a circle to show once it is listed
         self.peers = 0
         self.settings = {"display_name": "", "relay_url": ""}
+        self.blocked: frozenset[str] = frozenset()  # nodes whose messages are not shown
         self.status = ""
         self.status_style = "notice"
         self.overlay: str | None = None
@@ -208,7 +210,12 @@ class View:
         return [
             self.call(OP_CIRCLES, {}, "circles"),
             self.call(OP_SETTINGS, {}, "settings"),
+            self.call(OP_BLOCKS, {}, "blocks"),
         ]
+
+    def on_sys_settings_changed(self, body: Any = None) -> list[Effect]:
+        """The node's settings changed (a rename, the relay, a block): ask for them again."""
+        return [self.call(OP_SETTINGS, {}, "settings"), self.call(OP_BLOCKS, {}, "blocks")]
 
     def on_chat_circle_changed(self, body: Any = None) -> list[Effect]:
         """Circles were joined, created, left or renamed: list them again."""
@@ -249,6 +256,8 @@ class View:
         if channel_id == CONTROL_CHANNEL:
             self._see_control(circle, msg)
             return self._refresh(circle)
+        if msg.author_node_id in self.blocked:
+            return []  # blocked here (felund block): never on screen, nor counted unread
         circle.see_name(msg.author_node_id, msg.created_ts, msg.display_name)
         circle.channel(channel_id).pane.add(msg, self.node_id)
         return []
@@ -339,6 +348,21 @@ class View:
         if req.extra:
             self.notice(req.extra)
         return []
+
+    def _on_blocks(self, req: _Req, answer: Any) -> list[Effect]:
+        blocked = frozenset(get(b, "node_id", str) for b in get(answer, "blocked", list))
+        if blocked == self.blocked:
+            return []
+        # Every channel loaded again: a block hides what is shown, an unblock shows
+        # what was left out.
+        self.blocked = blocked
+        effects: list[Effect] = []
+        for circle in self.circles.values():
+            for view in circle.channels.values():
+                view.pane, view.loaded = Pane(), False
+                if view.listed and view.member and not view.loading:
+                    effects += self._load(circle, view)
+        return effects
 
     def _refresh(self, circle: CircleView) -> list[Effect]:
         """Ask for a circle's channels again (one call in flight per circle)."""
@@ -506,6 +530,7 @@ class View:
         "join": _on_joined,
         "wizard": _on_joined,
         "who": _on_who,
+        "blocks": _on_blocks,
     }
 
     # --- for felund.ui.keys and felund.ui.slash -----------------------------------

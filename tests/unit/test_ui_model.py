@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from felund.protocol import (
     CONTROL_CHANNEL,
+    OP_BLOCKS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
@@ -52,7 +53,11 @@ def test_start_asks_for_circles_and_settings() -> None:
     model = Model(ME, clock=lambda: float(T0))
     effects = model.start()
     assert all(isinstance(c, Call) for c in effects)
-    assert [(c.op, c.body) for c in calls(effects, "")] == [(OP_CIRCLES, {}), (OP_SETTINGS, {})]
+    assert [(c.op, c.body) for c in calls(effects, "")] == [
+        (OP_CIRCLES, {}),
+        (OP_SETTINGS, {}),
+        (OP_BLOCKS, {}),
+    ]
 
 
 def test_loads_member_channels_with_their_read_marks(store: UiStore, circle: str) -> None:
@@ -244,6 +249,27 @@ def test_a_rename_row_names_the_person(store: UiStore, circle: str) -> None:
     rename = store.bob_does({"t": "CHANNEL_EVT", "op": "rename", "display_name": "Robert"}, 70)
     model.on_chat_msg_stored([rename])
     assert model.circles[circle].names[BOB][1] == "Robert"
+
+
+def test_a_blocked_nodes_messages_are_not_shown_and_come_back_when_unblocked(
+    store: UiStore, circle: str
+) -> None:
+    model = started(store)
+    general = model.circles[circle].channels
+
+    def shown(channel: str = "general") -> set[str]:
+        return {m.text for m in general[channel].pane.msgs.values()}
+
+    assert "message 5" in shown()  # the path is live: shown before the block
+    store.handle(OP_BLOCKS, {"block": BOB})
+    store.drive(model, model.on_sys_settings_changed())  # as the store's event tells it
+    assert not shown() and not shown("dev")
+    assert general["dev"].pane.unread() == 0
+    store.drive(model, model.on_chat_msg_stored([store.bob_says(30)]))  # new ones neither
+    assert not shown()
+    store.handle(OP_BLOCKS, {"unblock": BOB})
+    store.drive(model, model.on_sys_settings_changed())
+    assert {"message 5", "message 30"} <= shown()
 
 
 # --- sending ------------------------------------------------------------------------
@@ -693,7 +719,7 @@ def test_wizard_joins_by_code_and_a_bad_code_starts_over(store: UiStore) -> None
 # --- nothing crashes -------------------------------------------------------------------
 def test_malformed_answers_are_notices() -> None:
     model = Model(ME, clock=lambda: float(T0))
-    circles, settings_ = calls(model.start(), "")
+    circles, settings_, _ = calls(model.start(), "")
     model.on_reply(circles.token, {"circles": [{"circle_id": 5}]})
     assert model.status == "unexpected answer to store.circles"
     model.on_reply(settings_.token, ["nonsense"])
