@@ -310,3 +310,28 @@ def exited(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_blocked_nodes_messages_leave_the_screen_and_come_back(make_node, attach: Attach) -> None:
+    a = make_node("a", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
+    b = make_node("b", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
+    a.cli("init", "--bind", "127.0.0.1", "--name", "alice")
+    b.cli("init", "--bind", "127.0.0.1", "--name", "bob")
+    code = a.cli("invite").stdout.strip()
+    a.circle_id = b.circle_id = b.cli("join", "--code", code).stdout.strip()
+    a.start()
+    b.start()
+    tmux = attach(a)
+    b.cli("send", "--circle-id", b.circle_id, "bob before")
+    tmux.wait_for_text("bob before", timeout=20)  # the path is live
+    a.cli("block", "bob")  # from the command line, while the ui runs
+    tmux.wait_until(lambda s: "bob before" not in s, 20, "bob's message leaving the screen")
+    b.cli("send", "--circle-id", b.circle_id, "bob while blocked")
+    wait_for(lambda: "bob while blocked" in texts(a), timeout=20, what="bob's message stored")
+    type_line(tmux, "alice after")  # shown after bob's arrived: the screen is up to date
+    screen = tmux.wait_until(lambda s: "alice after" in above_input(s), 20, "alice's message")
+    assert "bob while blocked" not in screen and "bob before" not in screen
+    a.cli("unblock", "bob")
+    tmux.wait_until(
+        lambda s: "bob before" in s and "bob while blocked" in s, 20, "bob's messages back"
+    )
