@@ -41,7 +41,6 @@ class Established:
     v1_key: bytes | None = None  # v1 session encryption, when agreed
     channel: nativeproto.Channel | None = None  # the native protocol's, when agreed
     peer_listen_addr: str = ""  # what an inbound client advertised
-    peer_can_anchor: bool = False  # what the server's WELCOME said (v1 addendum §4.4)
     rest: bytes = b""  # what the peer sent after the handshake: the session's first bytes
 
 
@@ -240,5 +239,4 @@ class ClientHandshake(_Handshake):
             v1_key=v1_key,
             channel=channel,
             rest=self._lines.rest(),
-            peer_can_anchor=welcome.get("can_anchor") is True,
         )

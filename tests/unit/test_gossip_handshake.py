@@ -251,3 +251,27 @@ def test_accept_gives_up_at_the_deadline() -> None:
         return late.value.kind
 
     assert asyncio.run(run()) == "timeout"
+
+
+@pytest.mark.parametrize("anchor", [True, False])
+def test_hello_and_welcome_say_whether_this_node_anchors(anchor: bool) -> None:
+    clock = FakeClock()
+    client = ClientHandshake(
+        circle_id=CIRCLE,
+        secret=SECRET,
+        node_id=CLIENT_ID,
+        listen_addr="127.0.0.1:7777",
+        offer_native=False,
+        now=clock(),
+        can_anchor=anchor,
+    )
+    server = ServerHandshake({CIRCLE: SECRET}, SERVER_ID, clock(), can_anchor=anchor)
+    hello = client.data_to_send()
+    assert _frames(hello)[0]["can_anchor"] is anchor
+    server.receive_data(hello)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    welcome = server.data_to_send()
+    assert _frames(welcome)[0]["can_anchor"] is anchor
+    client.receive_data(welcome)
+    assert client.established is not None  # an anchor's WELCOME is a WELCOME
