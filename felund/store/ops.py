@@ -698,10 +698,10 @@ class Ops:
         if block is not None and unblock is not None:
             raise RPCError(ERR_BAD_REQUEST, "block or unblock, not both")
         now = set(block_list.blocked(self.db))
-        names = self._names_everywhere()
+        people = self._people_everywhere()
         node = ""
         if block is not None:
-            node = self._anyone(names, block)
+            node = self._anyone(people, block)
             if node == self.node.node_id:
                 raise RPCError(ERR_BAD_REQUEST, "that is this node: it cannot block itself")
             if node not in now and len(now) >= MAX_BLOCKS:
@@ -709,31 +709,31 @@ class Ops:
             changed = node not in now
             now.add(node)
         elif unblock is not None:
-            node = self._anyone({**dict.fromkeys(now, ""), **names}, unblock)
+            node = self._anyone([*people, *((n, "") for n in now)], unblock)
             changed = node in now
             now.discard(node)
         else:
             changed = False
         if changed:
             block_list.set_blocked(self.db, now)
+        names = dict(reversed(people))  # a node named in two circles: its first name
         listed = [{"node_id": n, "display_name": names.get(n, "")} for n in sorted(now)]
         # sys.settings.changed tells a running ui to show or hide the node's messages.
         return Outcome({"node_id": node, "blocked": listed}, settings_changed=changed)
 
-    def _names_everywhere(self) -> dict[str, str]:
-        """Every author of every circle of this node, by current name."""
-        names: dict[str, str] = {}
-        for circle in self.db.circles():
-            state = self.state(circle.circle_id)
-            for p in self._people(circle.circle_id, state):
-                names.setdefault(p["node_id"], p["display_name"])
-        return names
+    def _people_everywhere(self) -> list[tuple[str, str]]:
+        """(node id, current name) of every author in every circle of this node."""
+        return [
+            (p["node_id"], p["display_name"])
+            for circle in self.db.circles()
+            for p in self._people(circle.circle_id, self.state(circle.circle_id))
+        ]
 
     @staticmethod
-    def _anyone(names: dict[str, str], who: str) -> str:
-        """The node ``who`` names among ``names`` (events.resolve_person), or a refusal."""
+    def _anyone(people: list[tuple[str, str]], who: str) -> str:
+        """The node ``who`` names among ``people`` (events.resolve_person), or a refusal."""
         try:
-            return events.resolve_person(names.items(), who, "in your circles")
+            return events.resolve_person(people, who, "in your circles")
         except ValueError as exc:
             raise RPCError(ERR_BAD_REQUEST, str(exc)) from None
 
