@@ -30,7 +30,7 @@ from felund.gossip.native_session import BoundedSet
 from felund.gossip.peertable import PeerTable
 from felund.gossip.reconcile import ItemSet
 from felund.gossip.sessions import NativeRun, run_v1
-from felund.gossip.v1_anchor import AnchorCursors
+from felund.gossip.v1_anchor import PAGE_ROWS, AnchorCursors
 from felund.gossip.warn import Warnings
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
@@ -115,7 +115,7 @@ class GossipNode:
 
     async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
         """A circle's messages by when the store took them (``store.anchor.page``)."""
-        body = {"circle_id": circle_id, "since": since, "after": after}
+        body = {"circle_id": circle_id, "since": since, "after": after, "limit": PAGE_ROWS}
         answer = await self.circles.rpc.call(OP_ANCHOR_PAGE, body)
         rows: list[dict[str, Any]] = answer["rows"]
         return rows

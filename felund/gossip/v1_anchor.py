@@ -39,6 +39,9 @@ WAIT_S = 3.0  # for ANCHOR_PUSH, then for ANCHOR_PULL (v1's anchor waits as long
 MAX_ENVELOPES = 200  # per push; a 16 KB line holds far fewer real ones
 RETAIN_S = 24 * 3600  # how far back a pull reaches (v1's anchor keeps a day)
 MAX_CURSORS = 4096  # peers whose position is kept
+# Store rows read for one answer: more than a v1 line can carry (an envelope is 250
+# bytes at least), so the line is filled; not more, as each row comes whole.
+PAGE_ROWS = 80
 ENVELOPE_KEYS = ("msg_id", "circle_id", "channel_id", "author_node_id", "created_ts", "enc")
 _SERVER_TIME_DIGITS = 20  # room kept in a frame for its server_time
 

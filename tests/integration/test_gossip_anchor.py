@@ -167,11 +167,14 @@ def test_our_v1_initiator_ends_cleanly_at_an_anchor(make_node: Callable[..., Nod
     """A node of ours that speaks v1 (offers no native protocol) dials an anchor: it takes
     no part in the exchange and closes after the round; the anchor, waiting for a push,
     ends at once, and the round counts as good on both sides."""
-    b = make_node("b")
+    # Neither offers the native protocol: b, dialling a back, would open a native
+    # session, and a does not dial a node it has one with.
+    v1_only = {"FELUND_GOSSIP_OFFER_NATIVE": "false", "FELUND_GOSSIP_ROUND_INTERVAL_S": "0.5"}
+    b = make_node("b", **v1_only)
     b.cli("init", "--bind", "127.0.0.1", "--name", "b")
     b.start()
     code = b.json("invite", "--name", "c", "--json")["code"]
-    a = make_node("a", FELUND_GOSSIP_OFFER_NATIVE="false", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
+    a = make_node("a", **v1_only)
     a.cli("init", "--bind", "127.0.0.1", "--name", "a")
     circle = a.cli("join", "--code", code).stdout.strip()
     a.start()
@@ -187,6 +190,6 @@ def test_our_v1_initiator_ends_cleanly_at_an_anchor(make_node: Callable[..., Nod
             if e.get("event") == "gossip.session" and e.get("inbound") and e["protocol"] == "v1"
         ]
 
-    wait_for(lambda: len(served()) >= 3, what="three v1 rounds served by b")
+    wait_for(lambda: len(served()) >= 3, timeout=60, what="three v1 rounds served by b")
     assert all(e["outcome"] == "ok" for e in served()), served()
     assert all(e["seconds"] < 2.0 for e in served()), served()  # no wait for a push
