@@ -233,9 +233,9 @@ def cmd_export(args: argparse.Namespace) -> None:
                 record = {k: row[k] for k in _EXPORT_KEYS}
                 record["wire"] = row["wire"]
                 write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-            elif (row["channel_id"] != CONTROL_CHANNEL or args.channel) and row[
-                "author_node_id"
-            ] not in hidden:
+                continue
+            readable = row["channel_id"] != CONTROL_CHANNEL or args.channel
+            if readable and row["author_node_id"] not in hidden:
                 write(_text_line(row) + "\n")
         sys.stdout.flush()
     finally:
