@@ -46,7 +46,7 @@ class GossipConfig:
     max_connections_per_ip: int = 8
     offer_native: bool = True
     anchor: bool = True
-    anchor_announce_interval_s: float = 60.0
+    anchor_announce_interval_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
