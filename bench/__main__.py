@@ -158,7 +158,7 @@ def main() -> None:
         rows += relay_e2e.bench_relay_e2e(Path(tmp))
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
     rows += ui.main()  # its own node: `felund ui` on a pty; redraw with 10k messages
-    rows += data.main()  # its own node: backup while sending, export memory (300k messages)
+    rows += data.main()  # its own node: backup while sending, export (FELUND_BENCH_DATA_ROWS)
     print_table(rows)
 
 

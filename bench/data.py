@@ -2,7 +2,8 @@
 
 A running node (``felund.testing.running_node``) is filled with
 ``LARGE`` messages through its store (posts of 1000). Backup: a sender
-posts ``SEND_BATCH`` messages every ``SEND_EVERY_S`` the whole time;
+posts ``SEND_BATCH`` messages every ``SEND_EVERY_S`` (1000 a second, on a
+fixed schedule: a slow answer does not lower the rate) the whole time;
 ``felund backup`` runs in the middle; the rows give the backup's time and
 size, the sender's worst wait for an answer before and during it, and the
 messages acknowledged but missing afterwards (must be 0), checked in the
@@ -11,7 +12,8 @@ node's database. Export: ``felund export --format jsonl`` of a circle of
 process's peak RSS (``wait4``): flat memory means both peaks about equal.
 
 Sizes (this 2-core machine, minutes in all): LARGE = 300,000 messages of
-about 100 characters, SMALL = 30,000.
+about 100 characters (``FELUND_BENCH_DATA_ROWS`` sets another), SMALL =
+30,000.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from felund.v1 import ids
 
 Row = tuple[str, str, str]
 
-LARGE = 300_000
+LARGE = int(os.environ.get("FELUND_BENCH_DATA_ROWS", "300000"))
 SMALL = 30_000
-SEND_BATCH = 10
+SEND_BATCH = 20
 SEND_EVERY_S = 0.02
 TEXT = (
     "a message of about one hundred characters, as people write them in a chat, give or take a few"
@@ -61,7 +63,7 @@ def _fill(rpc: RPCClient, node_id: str, circle_id: str, count: int) -> None:
 
 
 class _Sender(threading.Thread):
-    """Posts a few messages at a steady pace; keeps each answer's wait and the ids acknowledged."""
+    """Posts messages on a fixed schedule; keeps each answer's wait and the ids acknowledged."""
 
     def __init__(self, node: Node) -> None:
         super().__init__(daemon=True)
@@ -73,8 +75,12 @@ class _Sender(threading.Thread):
 
     def run(self) -> None:
         bus, rpc, node_id = _client(self.node)
+        due = time.monotonic()
         try:
-            while not self.stop.wait(SEND_EVERY_S):
+            # The next post is due SEND_EVERY_S after the last one was due, not after its
+            # answer came: a stall is made up afterwards, so the offered rate stays 1000/s.
+            while not self.stop.wait(max(0.0, due - time.monotonic())):
+                due += SEND_EVERY_S
                 now = int(time.time())
                 msgs = [
                     {"msg_id": ids.new_msg_id(node_id, now), "created_ts": now, "text": TEXT}
@@ -106,6 +112,8 @@ def bench_backup(node: Node, tmp: Path) -> list[Row]:
     time.sleep(3)
     sender.stop.set()
     sender.join()
+    span = sender.waits[-1][0] - sender.waits[0][0] if sender.waits else 0.0
+    rate = len(sender.acked) / max(span, 1e-9)
     before = [w for t, w in sender.waits if t < started]
     during = [w for t, w in sender.waits if started <= t <= ended]
     db = sqlite3.connect(node.home / "felund.db")
@@ -126,10 +134,11 @@ def bench_backup(node: Node, tmp: Path) -> list[Row]:
             f"backup of a {LARGE // 1000}k-message store while sending (felund backup)",
             f"{ended - started:.1f} s",
             f"{size / 2**20:.0f} MiB, integrity {verdict}, {in_backup:,} messages in it; "
-            f"sender: {len(sender.acked):,} acknowledged, {lost} lost, {sender.failed} failed",
+            f"sender: {len(sender.acked):,} acknowledged ({rate:,.0f}/s), {lost} lost, "
+            f"{sender.failed} failed",
         ),
         (
-            "send wait during that backup (10 messages every 20 ms)",
+            f"send wait during that backup ({SEND_BATCH} messages every 20 ms)",
             f"max {max(during, default=0) * 1000:.0f} ms",
             f"median {statistics.median(during or [0]) * 1000:.1f} ms over {len(during)} posts; "
             f"before it: median {statistics.median(before or [0]) * 1000:.1f} ms, "
