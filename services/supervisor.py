@@ -242,14 +242,15 @@ class Supervisor:
 
     def _spawn(self, name: str) -> None:
         env, fds = dict(os.environ), tuple[int, ...]()
+        # The port peers reach us at, also when the config leaves it to the kernel
+        # (gossip.port 0): the store's invite codes and relay-sync's presence name it.
+        env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
         if name == SVC_GOSSIP:
             # The listening socket is ours: restarting gossip loses no
             # connection waiting in the kernel's backlog.
             env[GOSSIP_FD_ENV] = str(self.gossip_sock.fileno())
             fds = (self.gossip_sock.fileno(),)
         elif name == SVC_RELAY_SYNC:
-            # The port peers reach us at, also when the config leaves it to the kernel.
-            env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
             # The store's setting wins over the config (a restart is how it changes).
             env[RELAY_URL_ENV] = self.relay_url or ""
         child = self.table.children[name]

@@ -71,6 +71,11 @@ from felund.v1.wire import (
 )
 
 ORIGINS = ("local", "gossip", "relay", "import")
+NO_FIXED_PORT = (
+    "this node has no fixed gossip port (gossip.port is 0: the kernel picks one at each "
+    "start), so an invite code cannot name it: start the node (`felund run`) and ask again, "
+    "or set gossip.port (FELUND_GOSSIP_PORT)"
+)
 # Operations that may write. While the database cannot even be opened (a full
 # disk) the store refuses these at once and leaves reads unanswered: readers
 # wait for the store as they do across its restarts.
@@ -496,8 +501,7 @@ class Ops:
             msg_id = ids.new_msg_id(self.node.node_id, now)
             named = events.circle_name_event(circle.circle_id, name)
             out.stored = self._control(circle, named, msg_id, now).stored
-        code = encode_invite(secret, self.node.invite_peer)
-        out.reply = {"circle_id": circle.circle_id, "name": name, "code": code}
+        out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
         return out
 
     def circle_join(self, body: dict[str, Any]) -> Outcome:
@@ -604,9 +608,17 @@ class Ops:
         return Outcome(
             {
                 "circle_id": circle.circle_id,
-                "code": encode_invite(circle.secret, self.node.invite_peer),
+                "code": self._code(circle.secret),
             }
         )
+
+    def _code(self, secret: str) -> str:
+        """An invite code naming this node's gossip address."""
+        if self.node.invite_peer.endswith(":0"):
+            # gossip.port 0 and a node not running (a running one is told its port):
+            # the kernel picks a port at each start, so no code could name it.
+            raise RPCError(ERR_BAD_REQUEST, NO_FIXED_PORT)
+        return encode_invite(secret, self.node.invite_peer)
 
     def peers(self, body: dict[str, Any]) -> Outcome:
         """Known peer addresses, a page at a time (of one circle, or all): ``after`` is the

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from felund.testing import Node
+from felund.v1.invite import decode_invite
 
 
 @pytest.fixture
@@ -46,3 +47,19 @@ def test_an_override_in_a_message_is_not_shown_but_kept(offline: Node) -> None:
     assert "see gpj.exe" in shown and "\u202e" not in shown
     kept = offline.json("inbox", "--circle-id", offline.circle_id)
     assert kept[0]["text"] == "see \u202egpj.exe"  # the data is the data; screens drop it
+
+
+def test_invite_with_a_port_the_kernel_picks(make_node: Callable[..., Node]) -> None:
+    """gossip.port 0: a stopped node says it has no fixed port; a running one names the
+    port its gossip bound (the store used to raise ValueError on ":0")."""
+    node = make_node("anyport", FELUND_GOSSIP_PORT="0")
+    node.cli("init", "--bind", "127.0.0.1", "--name", "alice")
+    got = node.cli("invite", check=False)
+    assert got.returncode == 2, got
+    assert "no fixed gossip port" in got.stderr and len(got.stderr.strip().splitlines()) == 1
+    assert node.json("circles") == [], "nothing was created"
+    node.start()
+    bound = node.status()["gossip_addr"].rpartition(":")[2]
+    assert bound != "0"
+    code = node.json("invite")["code"]
+    assert decode_invite(code).peer == f"127.0.0.1:{bound}"
