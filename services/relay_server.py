@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--send-budget-bytes",
         type=_count,
         default=_DEFAULTS.send_budget_bytes,
-        help="bytes queued for all feed clients together (%(default)s)",
+        help="bytes queued for all clients together: feed frames and GET answers (%(default)s)",
     )
     p.add_argument(
         "--log-level",

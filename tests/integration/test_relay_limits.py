@@ -18,7 +18,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,68 @@ async def test_feed_clients_that_never_read_hold_bounded_memory(plain_relay: Ser
         assert slowest < 2000
         errors = await _metric(session, plain_relay, "felund_relay_server_internal_errors_total")
         assert errors == 0
+
+
+def _never_reading_get(server: Server, path: str, n: int) -> socket.socket:
+    """A GET whose client takes nothing of the answer: a small receive buffer, never read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((HOST, server.port))
+    head = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\nX-Real-IP: 10.98.0.{n + 1}"
+    sock.sendall(f"{head}\r\n\r\n".encode())
+    return sock
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"never {what} in {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+@aio
+async def test_get_answers_count_in_the_send_budget(tmp_path: Path) -> None:
+    """Pages of messages held for GET clients that never read are memory as feed frames
+    are: past the send budget the relay answers 503 (it used to build and hold every
+    one), and what a client that goes away held is released."""
+    budget = 8 * MB
+    server = Server(
+        tmp_path / "relay", "--rate-limit=0", f"--send-budget-bytes={budget}", cli=False
+    )
+    try:
+        hint, messages = _large_messages(50)
+        path = f"/v1/messages?circle_hint={hint}&cursor=0&limit=50"
+        async with aiohttp.ClientSession() as session:
+            c = Client(session, server)
+            await _post_all(c, hint, messages)
+            page = await c.call("GET", path)
+            assert page.status == 200 and len(page.body["messages"]) == 50
+            size = len(compact_json(page.body).encode())
+            assert 2 * size < budget < 3 * size, size
+            queued = "felund_relay_server_feed_queued_bytes"
+
+            async def held(n: int) -> bool:
+                # Each answer counts from before it is sent until it is all but sent.
+                return await _metric(session, server, queued) >= n * size * 0.99
+
+            with _closing([_never_reading_get(server, path, n) for n in range(2)]):
+                await _until(lambda: held(2), "two answers held")
+                refused = await c.call("GET", path)
+                assert refused.status == 503, refused.status
+                assert refused.body["code"] == "UNAVAILABLE" and refused.headers["Retry-After"]
+                assert (
+                    await _metric(session, server, "felund_relay_server_answers_refused_total") == 1
+                )
+
+            async def answered() -> bool:
+                return (await c.call("GET", path)).status == 200
+
+            await _until(answered, "a page answered once the two clients went away")
+            assert await _metric(session, server, queued) == 0
+            errors = await _metric(session, server, "felund_relay_server_internal_errors_total")
+            assert errors == 0
+    finally:
+        server.stop()
 
 
 @aio

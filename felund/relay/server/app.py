@@ -75,6 +75,7 @@ from felund.relay.protocol import (
     SIGNAL_WINDOW_S,
     SIGNATURE_REQUIRED,
     SIGNING_KEY_MISMATCH,
+    UNAVAILABLE,
     circle_hint_field,
     header_node_id,
     int_param,
@@ -96,6 +97,7 @@ from felund.relay.server.state import (
     authenticate,
     client_address,
     error_response,
+    json_body,
     json_response,
     spend_nonce,
 )
@@ -232,6 +234,34 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+async def send_counted(request: web.Request, body: bytes) -> web.StreamResponse:
+    """A GET's JSON answer, sent while its bytes count in the relay's send budget.
+
+    The budget is the feeds' (``Hub.budget``): an answer held for a client that
+    reads slowly, or not at all, is memory as a frame queued for a feed is, so
+    one limit bounds both. An answer that does not fit is refused (UNAVAILABLE,
+    503 with Retry-After); one its client takes nothing of for ``send_timeout_s``
+    is cut off, as a feed's is.
+    """
+    relay = request.app[RELAY]
+    budget = relay.hub.budget
+    if not budget.take(body):
+        m.ANSWERS_REFUSED.inc()
+        raise ApiError(UNAVAILABLE, "the relay is holding all the answers it can", retry_after(1))
+    # Prepared here, so the CORS headers go on now (the middleware's come too late).
+    response = web.Response(body=body, content_type=JSON_TYPE, charset="utf-8", headers=_CORS)
+    try:
+        async with asyncio.timeout(relay.config.send_timeout_s):
+            await response.prepare(request)
+            await response.write_eof()  # returns once the socket took all but a little
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # the bytes it holds go with it
+    finally:
+        budget.give(body)
+    return response
+
+
 async def on_health(request: web.Request) -> web.StreamResponse:
     """GET /v1/health."""
     return json_response({"ok": True, "version": __version__, "time": int(time.time())})
@@ -307,21 +337,24 @@ async def on_peers(request: web.Request) -> web.StreamResponse:
     peers = await relay.store.read(
         relay.store.store.peers, hint, key_id(key), exclude, limit, int(time.time())
     )
-    return json_response(
-        {
-            "ok": True,
-            "peers": [
-                {
-                    "node_id": p.node_id,
-                    "circle_hint": p.circle_hint,
-                    "endpoints": p.endpoints,
-                    "capabilities": p.capabilities,
-                    "observed_at": p.observed_at,
-                    "expires_at": p.expires_at,
-                }
-                for p in peers
-            ],
-        }
+    return await send_counted(
+        request,
+        json_body(
+            {
+                "ok": True,
+                "peers": [
+                    {
+                        "node_id": p.node_id,
+                        "circle_hint": p.circle_hint,
+                        "endpoints": p.endpoints,
+                        "capabilities": p.capabilities,
+                        "observed_at": p.observed_at,
+                        "expires_at": p.expires_at,
+                    }
+                    for p in peers
+                ],
+            }
+        ),
     )
 
 
@@ -377,7 +410,7 @@ async def on_get_messages(request: web.Request) -> web.StreamResponse:
         f'{{"ok":true,"messages":[{",".join(page.messages)}],'
         f'"server_time":{page.server_time},"next_cursor":{page.next_cursor}}}'
     )
-    return web.Response(body=body.encode(), content_type=JSON_TYPE, charset="utf-8")
+    return await send_counted(request, body.encode())
 
 
 async def on_post_signal(request: web.Request) -> web.StreamResponse:
@@ -428,23 +461,26 @@ async def on_get_signal(request: web.Request) -> web.StreamResponse:
         now=now,
         limit=SIGNAL_PAGE,
     )
-    return json_response(
-        {
-            "ok": True,
-            "signals": [
-                {
-                    "id": s.id,
-                    "session_id": s.session_id,
-                    "from_node": s.from_node,
-                    "to_node": s.to_node,
-                    "type": s.type,
-                    "payload": s.payload,
-                    "created_at": s.created_at,
-                }
-                for s in signals
-            ],
-            "server_time": now,
-        }
+    return await send_counted(
+        request,
+        json_body(
+            {
+                "ok": True,
+                "signals": [
+                    {
+                        "id": s.id,
+                        "session_id": s.session_id,
+                        "from_node": s.from_node,
+                        "to_node": s.to_node,
+                        "type": s.type,
+                        "payload": s.payload,
+                        "created_at": s.created_at,
+                    }
+                    for s in signals
+                ],
+                "server_time": now,
+            }
+        ),
     )
 
 

@@ -134,7 +134,13 @@ CONNECTIONS_REFUSED = Counter(
 )
 SEND_QUEUED_BYTES = Gauge(
     "felund_relay_server_feed_queued_bytes",
-    "Bytes queued for WebSocket feed clients, all connections together.",
+    "Bytes queued for clients, all connections together: WebSocket feed frames and the "
+    "answers to GETs (one budget, --send-budget-bytes).",
+    registry=REGISTRY,
+)
+ANSWERS_REFUSED = Counter(
+    "felund_relay_server_answers_refused",
+    "GET answers refused (503) because the send budget was spent.",
     registry=REGISTRY,
 )
 ERRORS = Counter(

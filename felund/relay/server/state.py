@@ -137,10 +137,16 @@ class Relay:
 RELAY = web.AppKey("relay", Relay)
 
 
+def json_body(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON, UTF-8."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(data: Mapping[str, Any], status: int = 200) -> web.Response:
     """A compact JSON answer."""
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return web.Response(body=body, status=status, content_type=JSON_TYPE, charset="utf-8")
+    return web.Response(
+        body=json_body(data), status=status, content_type=JSON_TYPE, charset="utf-8"
+    )
 
 
 def error_response(exc: ApiError) -> web.Response:
