@@ -24,6 +24,9 @@ MAX_BODY_SIZE: Final = 4 * 1024 * 1024
 TOPIC_MSG_STORED: Final = "chat.msg.stored"
 TOPIC_CIRCLE_CHANGED: Final = "chat.circle.changed"
 TOPIC_HEARTBEAT: Final = "sys.svc.heartbeat"
+# A heartbeat's ``connectivity`` (relay-sync's and gossip's): {circle_id: report}, for at
+# most this many circles (frames are bounded). Every report has ``last_message_ts``.
+MAX_REPORTED_CIRCLES: Final = 1000
 TOPIC_SVC_STATE: Final = "sys.svc.state"
 # Log records of the node's processes, for a ui's /debug pane (never secrets: logs hold none).
 TOPIC_LOG: Final = "sys.log"

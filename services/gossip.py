@@ -13,7 +13,11 @@
 - Publishes: heartbeats with ``sessions`` (open native sessions),
   ``last_seq`` (the index's) and ``peers`` (the other nodes in touch now:
   an open native session, or a v1 round that ended well within the last
-  two round intervals; also the ``felund_gossip_peers`` gauge).
+  two round intervals; also the ``felund_gossip_peers`` gauge) and
+  ``connectivity``: per circle_id, ``peers`` in touch now and
+  ``last_message_ts`` (Unix time a message last went to or came from a
+  peer), relay-sync's map of gossip's facts, shown by ``felund status``
+  and the ui.
 - Serves: the gossip port (v1 JSON lines and the native protocol), capped
   per address and in all. Dials known peers every ``gossip.round_interval_s``
   (and at once after a local post), bounded in flight, per round and per

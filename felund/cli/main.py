@@ -51,6 +51,7 @@ from felund.protocol import (
     OP_POST,
     OP_SETTINGS,
     OP_STATS,
+    SVC_GOSSIP,
     SVC_RELAY_SYNC,
     SVC_STORE,
 )
@@ -316,8 +317,10 @@ def cmd_status(args: argparse.Namespace, node: NodeClient) -> None:
     out(f"messages  {messages if messages is not None else 'unknown'}")
     out(f"circles   {len(status['circles'])}")
     for c in status["circles"]:
-        if "relay" in c:
-            out(f"  {c['name'] or c['circle_id'][:12]:<20} {_relay_line(c['relay'])}")
+        lines = [_gossip_line(c["gossip"])] if "gossip" in c else []
+        lines += [_relay_line(c["relay"])] if "relay" in c else []
+        if lines:
+            out(f"  {c['name'] or c['circle_id'][:12]:<20} {'; '.join(lines)}")
     now = time.time()
     for name, s in status["services"].items():
         word = _STATE_WORDS.get(s["state"], s["state"])
@@ -341,9 +344,10 @@ def status_of(node: NodeClient, ctx: Context) -> dict[str, Any]:
     reports = sup.get("connectivity", {}) if sup else {}
     for c in circles:
         # Only what a running child reported: a stopped relay-sync says nothing, not "fine".
-        relay = reports.get(SVC_RELAY_SYNC, {}).get(c["circle_id"])
-        if isinstance(relay, dict):
-            c["relay"] = relay
+        for key, service in (("gossip", SVC_GOSSIP), ("relay", SVC_RELAY_SYNC)):
+            report = reports.get(service, {}).get(c["circle_id"])
+            if isinstance(report, dict):
+                c[key] = report
     status: dict[str, Any] = {
         "node_id": ctx.node_id,
         "home": str(ctx.layout.home),
@@ -357,6 +361,15 @@ def status_of(node: NodeClient, ctx: Context) -> dict[str, Any]:
         "services": {n: {k: s.get(k) for k in _SERVICE_KEYS} for n, s in services.items()},
     }
     return status
+
+
+def _gossip_line(g: dict[str, Any]) -> str:
+    """One circle's gossip connectivity, as gossip's heartbeat reports it."""
+    peers = g.get("peers")
+    line = f"gossip {peers} peer{'' if peers == 1 else 's'} connected"
+    if g.get("last_message_ts"):
+        line += f", last message {_clock(g['last_message_ts'])}"
+    return line
 
 
 def _relay_line(r: dict[str, Any]) -> str:

@@ -46,6 +46,10 @@ class GossipHost(Protocol):
         store_seq ``after``, oldest first (the store's ``store.anchor.page`` rows)."""
         ...
 
+    def crossed(self, circle_id: str) -> None:
+        """Messages of the circle went to a peer or came from one, now."""
+        ...
+
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """Addresses known for a circle."""
         ...

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -34,6 +36,7 @@ from felund.gossip.v1_anchor import PAGE_ROWS, AnchorCursors
 from felund.gossip.warn import Warnings
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
+    MAX_REPORTED_CIRCLES,
     OP_ANCHOR_PAGE,
     OP_CONTROL,
     SVC_STORE,
@@ -58,7 +61,9 @@ class GossipNode:
         rpc = AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL)
         self.peers = PeerTable(rpc)
         self.sessions: dict[tuple[str, str], NativeRun] = {}  # (circle, peer node) -> live
-        self.v1_contacts: dict[str, float] = {}  # peer node id -> end of its last good v1 round
+        # (circle, peer node) -> end of its last good v1 round
+        self.v1_contacts: dict[tuple[str, str], float] = {}
+        self.exchanged: dict[str, float] = {}  # circle -> when (Unix) a message last crossed
         # Serving v1 peers as an anchor: where each one's pulls have got to.
         self.anchor_cursors = AnchorCursors() if self.cfg.anchor else None
         appenders = [AsyncRPCClient(rt.bus, ENDPOINT_STORE_CTL) for _ in range(2)]
@@ -111,7 +116,14 @@ class GossipNode:
         awaited: Collection[str] = (),
     ) -> int:
         """Check and store messages from a peer (``Circles.receive``)."""
-        return await self.circles.receive(circle_id, raw_msgs, came, awaited)
+        stored = await self.circles.receive(circle_id, raw_msgs, came, awaited)
+        if stored:
+            self.crossed(circle_id)
+        return stored
+
+    def crossed(self, circle_id: str) -> None:
+        """Messages of the circle went to a peer or came from one, now."""
+        self.exchanged[circle_id] = time.time()
 
     async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
         """A circle's messages by when the store took them (``store.anchor.page``)."""
@@ -150,6 +162,8 @@ class GossipNode:
                             packed[w["msg_id"]] = pack_wire(w)
                         out.append(packed[w["msg_id"]])
                 run.push(out)
+                if out:
+                    self.crossed(circle_id)
 
     def in_touch(self, circle_id: str, addr: str, node_id: str) -> bool:
         """Whether a native session of the circle is open with that address or node."""
@@ -211,7 +225,7 @@ class GossipNode:
             link.close()
             metrics.GOSSIP_SESSIONS.labels(proto, outcome).inc()
             if proto == "v1" and outcome == "ok":
-                self.v1_contacts[link.peer_node_id] = self.clock()
+                self.v1_contacts[key] = self.clock()
             self.rt.log.info(
                 "gossip.session",
                 peer=addr,
@@ -245,11 +259,24 @@ class GossipNode:
         peer. A v1 peer counts for two round intervals after its last round
         (rounds come one interval apart), so one slow round does not hide it.
         """
+        return len({node for _, node in self._in_touch()})
+
+    def _in_touch(self) -> set[tuple[str, str]]:
+        """(circle, peer node) of every peer in touch now (``peer_count``'s rule)."""
         recent = self.clock() - 2 * self.cfg.round_interval_s
-        for node_id, seen in list(self.v1_contacts.items()):
+        for key, seen in list(self.v1_contacts.items()):
             if seen < recent:
-                del self.v1_contacts[node_id]
-        return len({node for _, node in self.sessions} | self.v1_contacts.keys())
+                del self.v1_contacts[key]
+        return self.sessions.keys() | self.v1_contacts.keys()
+
+    def connectivity(self) -> dict[str, dict[str, Any]]:
+        """The heartbeat's per-circle report (relay-sync's map, of gossip's facts): peers in
+        touch now and when a message last crossed, for at most MAX_REPORTED_CIRCLES."""
+        peers = Counter(circle_id for circle_id, _ in self._in_touch())
+        return {
+            circle_id: {"peers": peers[circle_id], "last_message_ts": self.exchanged.get(circle_id)}
+            for circle_id in itertools.islice(self.circles.secrets, MAX_REPORTED_CIRCLES)
+        }
 
     def _local_post(self) -> None:
         self.dialer.wake.set()  # v1 peers have no push: give them a round now
@@ -265,6 +292,8 @@ class GossipNode:
         for (circle_id, _), run in list(self.sessions.items()):
             if circle_id not in self.circles.secrets:
                 run.close()
+        for circle_id in self.exchanged.keys() - self.circles.secrets.keys():
+            del self.exchanged[circle_id]
 
     async def follow_circles(self) -> None:
         """Reload the circles whenever the store says they changed."""
@@ -310,6 +339,7 @@ class GossipNode:
                     "sessions": len(self.sessions),
                     "last_seq": self.catchup.follower.last,
                     "peers": peers,
+                    "connectivity": self.connectivity(),
                 }
             )
             await asyncio.sleep(TICK_S)

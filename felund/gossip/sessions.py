@@ -59,6 +59,8 @@ async def run_v1(
         elif isinstance(event, MsgsWanted):
             held = await host.fetch(event.msg_ids)
             metrics.GOSSIP_MESSAGES.labels("out").inc(session.send_msgs(held))
+            if held:
+                host.crossed(circle_id)
         else:
             received = await host.receive(circle_id, event.msgs)
     await link.write(session.data_to_send())
@@ -227,6 +229,8 @@ class NativeRun:
                 self.session.send_msgs(chunk)
                 self._queued.set()
             metrics.GOSSIP_MESSAGES.labels("out").inc(len(packed))
+            if packed:
+                self.host.crossed(self.link.circle_id)
 
     async def _write_loop(self) -> None:
         session = self.session

@@ -26,6 +26,7 @@ from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
 from felund.errors import RelayError, RPCTimeout
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
+    MAX_REPORTED_CIRCLES,
     OP_CIRCLE_KEYS,
     SVC_STORE,
     TOPIC_CIRCLE_CHANGED,
@@ -40,7 +41,6 @@ from felund.relay.pull import pull
 from felund.relay.push import push
 
 TICK_S: Final = 0.2
-MAX_REPORTED: Final = 1000  # circles in a heartbeat's connectivity map (frames are bounded)
 
 Step = Callable[[RelayLink, CircleSync], Awaitable[None]]
 
@@ -191,6 +191,6 @@ class RelaySync:
             "pulled": self.link.pulled,
             "connectivity": {
                 circle_id: c.health.report()
-                for circle_id, c in itertools.islice(self.circles.items(), MAX_REPORTED)
+                for circle_id, c in itertools.islice(self.circles.items(), MAX_REPORTED_CIRCLES)
             },
         }

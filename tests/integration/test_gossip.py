@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -145,3 +147,27 @@ def test_partition_and_heal(make_node) -> None:
     want = {"before", "while c was away", "written on c while offline"}
     for n in (a, c):
         _wait_texts(n, circle, want)
+
+
+def test_status_shows_each_circle_s_gossip_peers_and_last_message(joined_pair) -> None:
+    """`felund status --json` (and its text) of a: one gossip peer in the circle and the
+    moment a message last crossed; once b stops, no peer."""
+    a, b = joined_pair()
+
+    def gossip(node: Node) -> dict[str, Any]:
+        circle = next(c for c in node.status()["circles"] if c["circle_id"] == node.circle_id)
+        report: dict[str, Any] = circle.get("gossip", {})
+        return report
+
+    sent = time.time()
+    b.cli("send", "--circle-id", b.circle_id, "across")
+    wait_for(
+        lambda: gossip(a).get("peers") == 1 and (gossip(a).get("last_message_ts") or 0) >= sent,
+        timeout=30,
+        what="a to report b as its gossip peer and the message that crossed",
+    )
+    text = a.cli("status").stdout
+    assert "gossip 1 peer connected, last message " in text, text
+    b.stop()
+    wait_for(lambda: gossip(a).get("peers") == 0, timeout=30, what="a to report no gossip peer")
+    assert "gossip 0 peers connected" in a.cli("status").stdout

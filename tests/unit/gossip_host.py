@@ -44,6 +44,7 @@ class MemoryHost:
         self.peers: list[dict[str, Any]] = []
         self.now = int(time.time())  # the second what is stored now is stored at
         self.stored_at: dict[str, int] = {}
+        self.crossings: collections.Counter[str] = collections.Counter()  # circle -> sends
         self._turns: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -92,6 +93,10 @@ class MemoryHost:
             if self.stored_at[msg_id] >= since and seq > after
         ]
         return rows[:MAX_ANCHOR_PAGE]
+
+    def crossed(self, circle_id: str) -> None:
+        """Count messages sent to the peer (receive's are counted by ``received``)."""
+        self.crossings[circle_id] += 1
 
     async def known_peers(self, circle_id: str) -> list[dict[str, Any]]:
         """The addresses given to ``peers``."""

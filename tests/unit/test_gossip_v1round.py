@@ -113,3 +113,4 @@ def test_run_v1_over_memory_streams() -> None:
 
     assert asyncio.run(run()) == [20, 30]
     assert a.held.keys() == b.held.keys()
+    assert a.crossings[CIRCLE] and b.crossings[CIRCLE], "each sent: a message crossed"
