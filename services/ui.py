@@ -8,7 +8,9 @@
   (``felund.bus.catchup.CatchUp``, from the store's ``last_seq`` at attach;
   history comes from the view model's ``store.inbox`` calls),
   ``chat.circle.changed``, ``sys.svc.heartbeat`` and ``sys.log``; each event
-  goes to the view model's handler of that topic.
+  goes to the view model's handler of that topic. The store's heartbeats
+  say the node answers: silent for three of them, the screen says it is
+  disconnected (and since when), then that it is back.
 - Calls: the store requests the view model asks for, on a worker thread
   (``felund.ui.calls``), so the screen never freezes while the store
   restarts.
@@ -204,18 +206,15 @@ def start_node(ctx: Context) -> None:
 
 def wait_for_store(bus: Bus, timeout_s: float) -> int:
     """The store's last_seq, once it answers; FelundError after ``timeout_s``."""
-    rpc = bus.rpc_client(ENDPOINT_STORE_CTL)
+    rpc = bus.rpc_client(ENDPOINT_STORE_CTL)  # each try after a timeout on a fresh socket
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             try:
-                stats = rpc.call(OP_STATS, {}, 1000, 0)
-                return int(stats["last_seq"])
+                return int(rpc.call(OP_STATS, {}, 1000, 0)["last_seq"])
             except RPCTimeout:
                 if time.monotonic() > deadline:
                     raise FelundError(NO_ANSWER) from None
-                rpc.close()
-                rpc = bus.rpc_client(ENDPOINT_STORE_CTL)
     finally:
         rpc.close()
 
@@ -228,7 +227,12 @@ class App:
         self.log: structlog.stdlib.BoundLogger = logs.get()
         self.win = win
         self.screen = Screen(win)
-        self.model = Model(node_id=ctx.node_id, clock=time.time)
+        beats = ctx.config.supervisor
+        self.model = Model(
+            node_id=ctx.node_id,
+            clock=time.time,
+            node_quiet_s=beats.heartbeat_interval_s * beats.heartbeat_misses,
+        )
         self.catchup = CatchUp(bus, since)
         self.events: Subscriber = bus.subscriber(
             TOPIC_CIRCLE_CHANGED, TOPIC_HEARTBEAT, TOPIC_LOG, TOPIC_SETTINGS_CHANGED
@@ -278,6 +282,7 @@ class App:
             if self.model.dirty or not ready:  # on a quiet tick too: the clock moves on
                 self.redraw()
             ready = dict(poller.poll(TICK_MS))
+            self._effects(self.model.on_tick())
             if stdin in ready:
                 self._read_keys()
             if self.keys.resized:

@@ -20,7 +20,7 @@ from felund import logs
 from felund.actor.runtime import Context
 from felund.bus.sockets import Bus, RPCClient
 from felund.errors import RPCError, RPCTimeout
-from felund.protocol import ENDPOINT_STORE_CTL, OP_CIRCLE_CREATE, SVC_UI
+from felund.protocol import ENDPOINT_STORE_CTL, OP_CIRCLE_CREATE, OP_POST, SVC_UI
 from felund.ui.view import Call
 
 CALL_DEADLINE_S: Final = 60.0  # an idempotent call is retried this long, then "timeout"
@@ -28,6 +28,9 @@ CALL_TRY_MS: Final = 1000  # one try of a call; short, so a restarted store is f
 ONCE_TIMEOUT_MS: Final = 5000  # a call that must not be repeated gets one long try
 # Retrying these could do twice what the user asked once (two new circles).
 NOT_IDEMPOTENT: Final = frozenset({OP_CIRCLE_CREATE})
+# A message typed is retried until the node answers, however long it is away (it carries
+# its msg_id: stored once): the screen shows it pending meanwhile, never lost.
+UNTIL_ANSWERED: Final = frozenset({OP_POST})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,9 +54,10 @@ class Worker:
     """Runs the view model's store calls in order on a thread with its own bus.
 
     ZeroMQ sockets are not thread-safe, so the thread owns its context and
-    client. Idempotent calls (a post carries its msg_id) are retried with a
-    fresh socket until answered or ``CALL_DEADLINE_S`` passes; each result is
-    queued and the main loop woken through ``wake_fd``.
+    client. Idempotent calls are retried (the client takes a fresh socket
+    after a timeout) until answered or ``CALL_DEADLINE_S`` passes, posts
+    until answered; each result is queued and the main loop woken through
+    ``wake_fd``.
     """
 
     def __init__(self, ctx: Context, wake_fd: int) -> None:
@@ -80,8 +84,7 @@ class Worker:
         try:
             rpc = bus.rpc_client(ENDPOINT_STORE_CTL)
             while (call := self._calls.get()) is not None and not self._stopping.is_set():
-                result, rpc = self._answer(bus, rpc, call)
-                self.results.put(result)
+                self.results.put(self._answer(rpc, call))
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._wake_fd, b"c")  # a full pipe is already a wake-up
         except Exception:  # the screen goes on; what is lost shows as pending, the log says why
@@ -89,18 +92,16 @@ class Worker:
         finally:
             bus.close()
 
-    def _answer(self, bus: Bus, rpc: RPCClient, call: Call) -> tuple[Reply | Failure, RPCClient]:
+    def _answer(self, rpc: RPCClient, call: Call) -> Reply | Failure:
         once = call.op in NOT_IDEMPOTENT
-        deadline = time.monotonic() + CALL_DEADLINE_S
+        deadline = None if call.op in UNTIL_ANSWERED else time.monotonic() + CALL_DEADLINE_S
         while True:
             try:
                 answer = rpc.call(call.op, call.body, ONCE_TIMEOUT_MS if once else CALL_TRY_MS, 0)
-                return Reply(call.token, answer), rpc
+                return Reply(call.token, answer)
             except RPCError as exc:
-                return Failure(call.token, exc.code, exc.message), rpc
+                return Failure(call.token, exc.code, exc.message)
             except RPCTimeout:
-                # A fresh socket: what the dead store left queued is dropped.
-                rpc.close()
-                rpc = bus.rpc_client(ENDPOINT_STORE_CTL)
-                if once or self._stopping.is_set() or time.monotonic() > deadline:
-                    return Failure(call.token, "timeout", "the node did not answer"), rpc
+                late = deadline is not None and time.monotonic() > deadline
+                if once or late or self._stopping.is_set():
+                    return Failure(call.token, "timeout", "the node did not answer")

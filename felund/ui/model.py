@@ -31,7 +31,12 @@ its topic (``on_`` + the topic with dots as underscores), and takes its body:
 - ``on_resize(rows, cols)``.
 
 ADDITIONS (this module's own; the contract above is unchanged):
-- ``Model(node_id, clock=time.time, new_msg_id=ids.new_msg_id)``.
+- ``Model(node_id, clock=time.time, new_msg_id=ids.new_msg_id, node_quiet_s=3.0)``.
+- ``on_tick()``: at every wake-up of the app (at least once a second): a
+  store whose heartbeat has not come for ``node_quiet_s`` makes the node
+  unreachable (``disconnected_since``); its next heartbeat says it is back.
+  Gossip's heartbeat's ``connectivity`` gives ``gossip`` (circle_id ->
+  (peers, last_message_ts or None)) for the header.
 - Every event method (``start``, ``on_*``) returns ``list[Effect]``, maybe empty.
 - ``dirty``: set by any change; the app may clear it after drawing.
 - What the renderer reads: ``mode`` (``"loading"``, ``"wizard"``, ``"chat"``),

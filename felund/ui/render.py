@@ -75,7 +75,13 @@ def _header(model: View, cols: int) -> Line:
         parts.append(circle.name or circle.circle_id[:8])
     if channel is not None:
         parts.append(f"#{channel.channel_id}")
-    parts.append(f"peers {model.peers}")
+    if model.disconnected_since is not None:
+        parts.append(f"disconnected from the node since {clock(int(model.disconnected_since))}")
+    elif circle is not None and circle.circle_id in model.gossip:
+        peers, last = model.gossip[circle.circle_id]
+        parts.append(f"peers {peers}" + (f", last message {clock(int(last))}" if last else ""))
+    else:
+        parts.append(f"peers {model.peers}")
     left = "  ".join(parts)
     gap = cols - width(left) - width(HINTS) - 1
     text = f"{left}{' ' * gap}{HINTS} " if gap >= 2 else f"{left}  {HINTS}"

@@ -30,10 +30,11 @@ from felund.protocol import (
     OP_INVITE,
     OP_SETTINGS,
     SVC_GOSSIP,
+    SVC_STORE,
 )
 from felund.ui import commands as cmds
 from felund.ui.input import LineEditor, prompt_cols
-from felund.ui.pane import NOTICE, PENDING, Msg, Pane
+from felund.ui.pane import NOTICE, PENDING, Msg, Pane, clock
 from felund.ui.state import (
     ChannelView,
     CircleView,
@@ -68,6 +69,8 @@ MAX_ORPHANS: Final = 10_000  # rows of circles not listed yet, kept until they a
 SETTINGS_FIELDS: Final = (("display_name", "display name"), ("relay_url", "relay URL"))
 _NOTICE_PREFIX = "~"  # notice ids sort after hex msg ids of the same second
 DETACH_CONFIRM_S: Final = 5.0  # a second Ctrl+Q this soon detaches despite pending posts
+# A store silent this long (three of its heartbeats, as the supervisor counts) is unreachable.
+NODE_QUIET_S: Final = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +92,15 @@ class View:
         node_id: str,
         clock: Callable[[], float] = time.time,
         new_msg_id: Callable[[str, int], str] = ids.new_msg_id,
+        node_quiet_s: float = NODE_QUIET_S,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.new_msg_id = new_msg_id
+        self.node_quiet_s = node_quiet_s
+        self.heard = clock()  # the store's last heartbeat (at attach it had just answered)
+        self.disconnected_since: float | None = None  # the node unreachable since then
+        self.gossip: dict[str, tuple[int, float | None]] = {}  # circle -> (peers, last message)
         self.rows, self.cols = 24, 80
         self.dirty = True
         self.mode = "loading"
@@ -282,14 +290,56 @@ class View:
         self._orphan_count += 1
 
     def on_sys_svc_heartbeat(self, body: Any) -> list[Effect]:
-        """A service's heartbeat: gossip's carries the peer count."""
-        if not isinstance(body, dict) or body.get("service") != SVC_GOSSIP:
+        """A service's heartbeat: the store's says the node answers; gossip's carries the
+        peer count, and per circle the peers and when a message last crossed."""
+        if not isinstance(body, dict):
+            return []
+        if body.get("service") == SVC_STORE:
+            return self._heard()
+        if body.get("service") != SVC_GOSSIP:
             return []
         # ``sessions`` is what a gossip without the ``peers`` count reports.
         n = body.get("peers", body.get("sessions"))
         if type(n) is int and n >= 0 and n != self.peers:
             self.peers = n
             self.dirty = True
+        report = body.get("connectivity")
+        if isinstance(report, dict):
+            gossip = {}
+            for circle_id in self.circles:  # only ours: the report is foreign data
+                entry = report.get(circle_id)
+                if not isinstance(entry, dict):
+                    continue
+                peers, ts = entry.get("peers"), entry.get("last_message_ts")
+                if type(peers) is int and peers >= 0:
+                    # Unix seconds: neither a NaN, an infinity nor a date past year 5000.
+                    last = float(ts) if isinstance(ts, int | float) and 0 < ts < 1e11 else None
+                    gossip[circle_id] = (peers, last)
+            if gossip != self.gossip:
+                self.gossip = gossip
+                self.dirty = True
+        return []
+
+    def _heard(self) -> list[Effect]:
+        """The store heartbeated: the node answers (again)."""
+        self.heard = self.clock()
+        if self.disconnected_since is None:
+            return []
+        self.disconnected_since = None
+        # Replaces the disconnection's error, and any timeout said meanwhile.
+        self.notice(f"reconnected to the node at {clock(int(self.heard))}")
+        return self.on_chat_circle_changed()  # what changed meanwhile
+
+    def on_tick(self) -> list[Effect]:
+        """Time passed: a store silent for ``node_quiet_s`` means the node is unreachable."""
+        if self.disconnected_since is None and self.clock() - self.heard > self.node_quiet_s:
+            self.disconnected_since = self.heard
+            self.peers, self.gossip = 0, {}
+            self.notice(
+                f"disconnected from the node since {clock(int(self.heard))} \u2014 what you send"
+                " waits here and goes out once it is back",
+                error=True,
+            )
         return []
 
     def on_sys_log(self, record: Any) -> list[Effect]:

@@ -335,3 +335,35 @@ def test_a_blocked_nodes_messages_leave_the_screen_and_come_back(make_node, atta
     tmux.wait_until(
         lambda s: "bob before" in s and "bob while blocked" in s, 20, "bob's messages back"
     )
+
+
+def test_the_screen_says_when_the_node_is_away_and_when_it_is_back(
+    make_node, attach: Attach
+) -> None:
+    """`felund stop` under an attached ui: the header says disconnected since when, a line
+    typed meanwhile waits; the node started again: reconnected, and the line is stored."""
+    node = make_node("away")
+    node.cli("init", "--bind", "127.0.0.1", "--name", "alice")
+    node.circle_id = node.json("invite")["circle_id"]
+    node.start()
+    tmux = attach(node)
+    tmux.wait_until(lambda s: "peers 0" in s.splitlines()[0], what="peers in the header")
+    node.cli("stop")
+    screen = tmux.wait_until(
+        lambda s: "disconnected from the node since" in s.splitlines()[0],
+        timeout=30,
+        what="the header saying disconnected",
+    )
+    assert "peers" not in screen.splitlines()[0]
+    assert "goes out once it is back" in status_line(screen), screen
+    type_line(tmux, "typed while away")
+    tmux.wait_until(lambda s: "typed while away" in above_input(s), what="the pending line")
+    node.start()
+    screen = tmux.wait_until(
+        lambda s: "reconnected to the node at" in status_line(s) and "peers" in s.splitlines()[0],
+        timeout=60,
+        what="reconnected, and peers in the header again",
+    )
+    assert "disconnected" not in screen, screen
+    wait_for(lambda: "typed while away" in texts(node), timeout=30, what="the line stored")
+    assert texts(node).count("typed while away") == 1

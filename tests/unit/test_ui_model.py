@@ -537,6 +537,51 @@ def test_gossip_heartbeat_sets_the_peer_count(store: UiStore, circle: str) -> No
         assert model.peers == 2, body
 
 
+def test_gossip_heartbeat_gives_the_active_circle_s_peers_and_last_message(
+    store: UiStore, circle: str
+) -> None:
+    model = started(store)
+    report = {circle: {"peers": 1, "last_message_ts": T0 + 60}, "f" * 64: {"peers": 7}}
+    model.on_sys_svc_heartbeat({"service": "gossip", "peers": 8, "connectivity": report})
+    assert model.gossip == {circle: (1, float(T0 + 60))}  # only circles of ours
+    assert "peers 1, last message 22:14" in screen_text(model).splitlines()[0]
+    for entry in [{"peers": -1}, {"peers": "1"}, None, {"last_message_ts": 5}]:
+        model.on_sys_svc_heartbeat({"service": "gossip", "connectivity": {circle: entry}})
+        assert model.gossip == {}, entry
+    for ts in [float("nan"), float("inf"), -5, "12", 10**12]:
+        body = {circle: {"peers": 2, "last_message_ts": ts}}
+        model.on_sys_svc_heartbeat({"service": "gossip", "connectivity": body})
+        assert model.gossip == {circle: (2, None)}, ts
+        assert "peers 2  " in screen_text(model).splitlines()[0]
+
+
+def test_a_silent_store_shows_as_disconnected_until_it_is_back(store: UiStore, circle: str) -> None:
+    model = started(store)
+    now = [float(T0 + 500)]
+    model.clock = lambda: now[0]
+    model.on_sys_svc_heartbeat({"service": "store"})
+    now[0] += 2.9
+    model.on_tick()
+    assert model.disconnected_since is None and "peers 0" in screen_text(model).splitlines()[0]
+    now[0] += 0.2  # three heartbeats missed
+    assert model.on_tick() == []
+    header = screen_text(model).splitlines()[0]
+    assert "disconnected from the node since 22:21" in header, header
+    assert model.status_style == "error" and "goes out once it is back" in model.status
+    (post,) = calls(enter(model, "typed while away"), OP_POST)
+    assert model.pending_posts() == 1  # waits (calls.Worker retries a post until answered)
+    now[0] += 600
+    model.on_tick()
+    assert model.disconnected_since == T0 + 500  # since the last heartbeat, not each tick
+    effects = model.on_sys_svc_heartbeat({"service": "store"})
+    assert [c.op for c in calls(effects, OP_CIRCLES)] == [OP_CIRCLES]  # what changed meanwhile
+    assert model.disconnected_since is None
+    assert (model.status, model.status_style) == ("reconnected to the node at 22:31", "notice")
+    assert "peers 0" in screen_text(model).splitlines()[0]
+    store.drive(model, [post])  # the worker's retry, answered at last
+    assert model.pending_posts() == 0
+
+
 # --- keys ----------------------------------------------------------------------------
 def test_completion_cycles_commands_then_channels_and_names(store: UiStore, circle: str) -> None:
     model = started(store)
