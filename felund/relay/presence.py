@@ -44,7 +44,7 @@ def endpoints(gossip: GossipConfig) -> list[dict[str, Any]]:
 
 
 async def register(link: RelayLink, c: CircleSync, ttl_s: int, where: list[Any]) -> None:
-    """POST /v1/register, with the signing key (pinned by the first registration)."""
+    """POST /v1/register, with the signing key (kept for this node: its realm's)."""
     await link.client.call(
         "POST",
         "/register",

@@ -243,8 +243,10 @@ export class RelayClient {
   }
 
   /**
-   * POST /v1/register: presence for ttlS seconds; the first registration of a
-   * circle pins its signing key at the relay.
+   * POST /v1/register: presence for ttlS seconds, signed with the signing key
+   * it carries; the relay keeps that key for this node, and later signed calls
+   * are verified against it (each key is a realm of its own: the relay never
+   * takes the first key of a circle as the circle's).
    * @param {{ttlS?: number}} [options]
    * @returns {Promise<object>} `{ok, server_time, expires_at, observed_host}`
    */

@@ -11,8 +11,8 @@
 //   onMessages sees each message once.
 // - send() stores the message and its outbox entry in one transaction, then
 //   posts; the outbox is retried on every tick until the relay acknowledges.
-//   Nothing is posted before a registration succeeded: the first one pins the
-//   circle's signing key at the relay, which verifies every post against it.
+//   Nothing is posted before a registration succeeded: it gives the relay this
+//   node's signing key, against which the relay verifies a signed post.
 // - nextControl() dates a control event of ours now, or a second after our
 //   own last one, so that ours keep their order (ties break by hash), but
 //   never after a peer's: a date a peer chose must not push ours past the
