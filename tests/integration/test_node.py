@@ -57,7 +57,10 @@ def test_status_json(node: Node) -> None:
     node.cli("send", "--circle-id", node.circle_id, "one")
     status = node.status()
     assert len(status["node_id"]) == 24
-    assert status["circles"] == [{"circle_id": node.circle_id, "name": ""}]
+    (circle,) = status["circles"]
+    assert (circle["circle_id"], circle["name"]) == (node.circle_id, "")
+    # Gossip's report, once its heartbeat carries the circle: nobody else in it.
+    assert circle.get("gossip", {"peers": 0})["peers"] == 0
     assert status["messages"] == 1
     assert status["metrics_url"].startswith("http://127.0.0.1:")
     store = status["services"]["store"]
