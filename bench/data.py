@@ -7,9 +7,10 @@ fixed schedule: a slow answer does not lower the rate) the whole time;
 ``felund backup`` runs in the middle; the rows give the backup's time and
 size, the sender's worst wait for an answer before and during it (and
 when in the backup it came), and the messages acknowledged but missing
-afterwards (must be 0), checked in the node's database. Export: ``felund export --format jsonl`` of a circle of
-``SMALL`` and of ``LARGE`` messages to /dev/null, with the exporting
-process's peak RSS (``wait4``): flat memory means both peaks about equal.
+afterwards (must be 0), checked in the node's database. Export: ``felund
+export --format jsonl`` of a circle of ``SMALL`` and of ``LARGE`` messages
+to /dev/null, with the exporting process's peak RSS (``wait4``): flat
+memory means both peaks about equal.
 
 Sizes (this 2-core machine, minutes in all): LARGE = 300,000 messages of
 about 100 characters (``FELUND_BENCH_DATA_ROWS`` sets another), SMALL =
