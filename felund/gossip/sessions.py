@@ -100,6 +100,8 @@ async def _serve_anchor(
             after = cursors.after(circle_id, peer, event.since)
             rows = await host.anchor_page(circle_id, since, after)
             position = server.answer(rows, event.since)
+            if rows:
+                host.crossed(circle_id)
             if position is not None:
                 cursors.moved(circle_id, peer, position)
             if server.skipped:
