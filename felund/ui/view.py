@@ -335,11 +335,9 @@ class View:
         if self.disconnected_since is None and self.clock() - self.heard > self.node_quiet_s:
             self.disconnected_since = self.heard
             self.peers, self.gossip = 0, {}
-            self.notice(
-                f"disconnected from the node since {clock(int(self.heard))} \u2014 what you send"
-                " waits here and goes out once it is back",
-                error=True,
-            )
+            # The header says since when; this line, short enough for 80 columns, what
+            # becomes of what is typed meanwhile.
+            self.notice("what you send waits here and goes out once the node is back", error=True)
         return []
 
     def on_sys_log(self, record: Any) -> list[Effect]:

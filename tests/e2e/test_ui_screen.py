@@ -355,7 +355,7 @@ def test_the_screen_says_when_the_node_is_away_and_when_it_is_back(
         what="the header saying disconnected",
     )
     assert "peers" not in screen.splitlines()[0]
-    assert "goes out once it is back" in status_line(screen), screen
+    assert "goes out once the node is back" in status_line(screen), screen
     type_line(tmux, "typed while away")
     tmux.wait_until(lambda s: "typed while away" in above_input(s), what="the pending line")
     node.start()

@@ -567,7 +567,7 @@ def test_a_silent_store_shows_as_disconnected_until_it_is_back(store: UiStore, c
     assert model.on_tick() == []
     header = screen_text(model).splitlines()[0]
     assert "disconnected from the node since 22:21" in header, header
-    assert model.status_style == "error" and "goes out once it is back" in model.status
+    assert model.status_style == "error" and "goes out once the node is back" in model.status
     (post,) = calls(enter(model, "typed while away"), OP_POST)
     assert model.pending_posts() == 1  # waits (calls.Worker retries a post until answered)
     now[0] += 600
