@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -546,13 +547,21 @@ class Database:
         """A consistent copy of the whole database into ``target`` (SQLite's online backup).
 
         One step, so it is one read transaction: writers go on (WAL) and it
-        never starts over because of them.
+        never starts over because of them. The copy is flushed to disk as it
+        grows: left to the kernel, a gigabyte of it would be written back all
+        at once, and the store's own fsync would wait behind it (a send
+        stalled 440 ms at 1M messages).
         """
         make_private(target)
         dst = sqlite3.connect(target, isolation_level=None)
+        done = threading.Event()
+        flusher = threading.Thread(target=_flush_while, args=(target, done), daemon=True)
+        flusher.start()
         try:
             self._db.backup(dst)
         finally:
+            done.set()
+            flusher.join()
             dst.close()
 
     def size_bytes(self) -> int:
@@ -566,6 +575,16 @@ class Database:
     def integrity_check(self) -> str:
         """SQLite's own verdict on the file ("ok" when sound)."""
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _flush_while(path: Path, done: threading.Event, every_s: float = 0.05) -> None:
+    """fdatasync ``path`` every ``every_s`` until ``done``: its dirty pages stay few."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while not done.wait(every_s):
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_private(path: Path) -> None:
