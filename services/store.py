@@ -74,7 +74,10 @@ class StoreActor:
             encrypt=cfg.node.encrypt_messages,
             invite_peer=netaddr.invite_peer(cfg.gossip),
             relay_url=cfg.relay.url,
+            key=rt.ctx.key,
         )
+        if node.key is None:
+            rt.log.warning("store.unsigned", reason="this node's id cannot be signed for")
         self.ops = Ops(self.db, node)
         self.messages = self.db.message_count()
         # Kept here, not read per heartbeat: only this process writes it (after commits).
