@@ -60,7 +60,7 @@ from felund.protocol import (
 from felund.store import blocks as block_list
 from felund.store.database import Circle, Database, Row
 from felund.trust import signing
-from felund.trust.identity import IdentityKey, is_derived_form
+from felund.trust.identity import IdentityKey, b64, is_derived_form
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
@@ -101,6 +101,7 @@ _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
 _REJECTED_SETTING = "control_rejected"
 _CURSOR_SETTING = "cursor"
+_ANNOUNCED_SETTING = "key_announced"  # per circle: this node's KEY_ANNOUNCE is written
 _RELAY_URL_SETTING = "relay_url"  # absent: the configured relay.url; "": no relay
 _REFUSALS = {
     "exists": "that channel exists already",
@@ -439,6 +440,24 @@ class Ops:
         out.reply = {"seqs": seqs, "stored": len(out.stored), "last_seq": self.db.last_seq}
         return out
 
+    def announce_key(self, circle: Circle) -> list[dict[str, Any]]:
+        """Write this node's KEY_ANNOUNCE in a circle, once (the rows stored, if any)."""
+        key, me = self.node.key, self.node.node_id
+        setting = f"{_ANNOUNCED_SETTING}:{circle.circle_id}"
+        if key is None or not self.node.encrypt or self.db.setting(setting):
+            return []
+        now = max(int(time.time()), self.db.newest_local(circle.circle_id, CONTROL_CHANNEL) + 1)
+        event = events.key_announce_event(me, b64(key.public))
+        text = chatmodel.event_text(event)
+        out = self._write(circle, CONTROL_CHANNEL, [(ids.new_msg_id(me, now), now, text)])
+        self.db.set_setting(setting, "1")
+        return out.stored
+
+    def announce_keys(self) -> list[dict[str, Any]]:
+        """Announce this node's key in every circle where it has not yet (a node that had
+        circles before it had a key); the rows stored."""
+        return [row for c in self.db.circles() for row in self.announce_key(c)]
+
     def append(self, body: dict[str, Any]) -> Outcome:
         """Verify and store messages received from peers; refuse the bad ones one by one.
 
@@ -543,6 +562,7 @@ class Ops:
             msg_id = ids.new_msg_id(self.node.node_id, now)
             named = events.circle_name_event(circle.circle_id, name)
             out.stored = self._control(circle, named, msg_id, now).stored
+        out.stored += self.announce_key(circle)
         out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
         return out
 
@@ -558,9 +578,11 @@ class Ops:
         except InviteError as exc:
             raise RPCError(ERR_BAD_INVITE, str(exc)) from None
         circle_id = ids.circle_id(invite.secret)
-        joined = self.db.add_circle(Circle(circle_id, invite.secret, _name(body), int(time.time())))
+        circle = Circle(circle_id, invite.secret, _name(body), int(time.time()))
+        joined = self.db.add_circle(circle)
         out = Outcome(
             {"circle_id": circle_id, "joined": joined, "peer": invite.peer, "relay_url": ""},
+            stored=self.announce_key(circle),
             circles_changed=joined,
         )
         if invite.peer and "//" not in invite.peer:
