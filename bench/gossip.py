@@ -4,7 +4,8 @@ Every node is a real `felund run` in a temporary home, started through
 ``felund.testing.Node`` and always stopped. Latency is taken from the bus
 (``chat.msg.stored`` events of the receiving nodes), so no CLI process start
 is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
-backlog from empty, each timed until the joiner's store holds everything;
+backlog from empty, each timed until the joiner's store holds everything; the
+100k backlog again with and without signatures, side by side;
 wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
 start at 0 with the node). The rows marked "(reconciliation core, in
 memory)" run ``felund.gossip.reconcile`` in memory: the code the nodes run, but
@@ -13,6 +14,7 @@ their bytes are the RECON messages' msgpack size, not bytes on the wire.
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 import tempfile
@@ -26,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from felund.actor.runtime import load_context
+from felund.actor.runtime import BENCH_UNSIGNED, load_context
 from felund.bus.sockets import Bus, RPCClient
 from felund.gossip.native_frames import MAX_FRAME
 from felund.gossip.reconcile import MAX_BOUND, MIN_BOUND, ItemSet, Reconciler, reconcile_pair
@@ -39,6 +41,8 @@ from felund.protocol import (
     TOPIC_MSG_STORED,
 )
 from felund.testing import Node, free_port, metric_value, wait_for
+from felund.trust import signing
+from felund.trust.identity import IdentityKey
 from felund.v1 import ids
 
 Row = tuple[str, str, str]
@@ -419,6 +423,68 @@ def bench_backlog(root: Path) -> list[Row]:
     return rows
 
 
+# --- 3a. the cost of signatures: the 100k backlog signed and not, side by side ------------
+def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
+    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row and seconds."""
+    with _nodes() as nodes:
+        a = _make(nodes, root, "a", **env)
+        b = _make(nodes, root, "b", **env)
+        circle = _join(b, a.cli("invite").stdout.strip())
+        lines = "".join(f"backlog line {i:06d}\n" for i in range(BACKLOG)).encode()
+        a.cli("send", "--circle-id", circle, "--stdin", stdin=lines, timeout=600)
+        a.start()
+        ca = _Client(a)
+        try:
+            want = ca.messages()
+        finally:
+            ca.close()
+        row = _sync_row(f"gossip backlog: empty B joins A holding {want:,}", b, a, want, BACKLOG)
+        seconds = float(row[1].removesuffix(" s")) if row[1].endswith(" s") else None
+        return row, seconds
+
+
+def _check_us(count: int) -> float:
+    """Microseconds per signing.check of a signed message, in this process."""
+    key = IdentityKey.generate()
+    fields: list[dict[str, Any]] = [
+        {
+            "msg_id": f"{i:032x}",
+            "circle_id": "0" * 24,
+            "channel_id": "general",
+            "author_node_id": key.node_id,
+            "created_ts": 1_700_000_000 + i,
+            "display_name": "bench",
+            "text": f"backlog line {i:06d}",
+        }
+        for i in range(count)
+    ]
+    signed = [signing.sign_fields(key, **f) for f in fields]
+    pairs = [(base64.b64decode(s["pk"]), base64.b64decode(s["sig"])) for s in signed]
+    t0 = time.perf_counter()
+    for pair, f in zip(pairs, fields, strict=True):
+        signing.check(pair, pinned=None, **f)
+    return (time.perf_counter() - t0) / count * 1e6
+
+
+def bench_signing(root: Path) -> list[Row]:
+    """The 100k backlog with every message signed and verified, and with none (the nodes
+    write unsigned: ``FELUND_BENCH_UNSIGNED``, bench only), in one run."""
+    unsigned, t_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
+    signed, t_on = _backlog_seconds(root / "signed")
+    ratio = f"{(t_on / t_off - 1) * 100:+.0f} %" if t_on and t_off else "n/a"
+    return [
+        (f"{unsigned[0]} (unsigned: bench only)", unsigned[1], unsigned[2]),
+        (f"{signed[0]} (signed, verified by B)", signed[1], signed[2]),
+        (
+            "signatures on the 100k backlog: signed against unsigned",
+            ratio,
+            f"{t_on or 0:.1f} s against {t_off or 0:.1f} s, one run; target <= +15 %; "
+            f"one signing.check (Ed25519 verify and the signed bytes) costs "
+            f"{_check_us(5000):.0f} us in process",
+        ),
+    ]
+
+
 # --- 3b. the reconciliation core, in memory -------------------------------------------
 def _largest_message(a: ItemSet, b: ItemSet) -> tuple[int, int]:
     """A whole session as reconcile_pair runs it; (messages, largest in bytes)."""
@@ -478,6 +544,8 @@ def main() -> list[Row]:
         rows += bench_latency(Path(tmp))
     with tempfile.TemporaryDirectory(prefix="felund-bench-backlog-") as tmp:
         rows += bench_backlog(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="felund-bench-signing-") as tmp:
+        rows += bench_signing(Path(tmp))
     rows += bench_reconcile_core(BACKLOG, (1, 100, 1000))
     return rows
 
