@@ -248,9 +248,13 @@ class Database:
         )
 
     # --- messages -----------------------------------------------------------
-    def insert_messages(self, rows: Sequence[Row], origin: str) -> list[int | None]:
-        """Store authenticated rows; each new store_seq or None if held."""
-        held = self.held({r.msg.msg_id for r in rows})
+    def insert_messages(
+        self, rows: Sequence[Row], origin: str, held: set[str] | None = None
+    ) -> list[int | None]:
+        """Store authenticated rows; each new store_seq or None if held (``held``: the ids
+        of ``rows`` held, if the caller asked ``held()`` already)."""
+        if held is None:
+            held = self.held({r.msg.msg_id for r in rows})
         seqs: list[int | None] = []
         values = []
         stored_ts = time.time()

@@ -501,7 +501,7 @@ class Ops:
                 results[i] = self._reject("auth")
                 continue
             accepted.append((i, row))
-        new = self.db.insert_messages([row for _, row in accepted], origin)
+        new = self.db.insert_messages([row for _, row in accepted], origin, held)
         out = Outcome(reply=None)
         for (i, row), seq in zip(accepted, new, strict=True):
             if seq is None:
