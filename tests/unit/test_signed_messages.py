@@ -7,6 +7,7 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,14 @@ def test_an_identity_from_before_keys_gets_a_key_and_keeps_its_id(tmp_path: Path
     assert ident.node_id == OLDER and ident.signs
     assert home.load_identity(lay).key.public == ident.key.public
     assert home.load_node_id(lay) == OLDER
+
+
+def test_processes_starting_at_once_all_load_the_one_key_written(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    lay.identity_file.write_text(json.dumps({"node_id": OLDER}) + "\n")
+    with ThreadPoolExecutor(8) as pool:  # as a node's children load it at their start
+        keys = list(pool.map(lambda _: home.load_identity(lay).key.public, range(8)))
+    assert set(keys) == {home.load_identity(lay).key.public}
 
 
 def test_an_older_id_with_the_mark_by_chance_writes_unsigned(tmp_path: Path) -> None:
