@@ -4,7 +4,8 @@ Every node is a real `felund run` in a temporary home, started through
 ``felund.testing.Node`` and always stopped. Latency is taken from the bus
 (``chat.msg.stored`` events of the receiving nodes), so no CLI process start
 is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
-backlog from empty, each timed until the joiner's store holds everything;
+backlog from empty, each timed until the joiner's store holds everything; the
+100k backlog again with and without signatures, side by side;
 wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
 start at 0 with the node). The rows marked "(reconciliation core, in
 memory)" run ``felund.gossip.reconcile`` in memory: the code the nodes run, but
@@ -26,20 +27,26 @@ from typing import Any
 
 import msgpack
 
-from felund.actor.runtime import load_context
+from felund.actor.runtime import BENCH_UNSIGNED, load_context
 from felund.bus.sockets import Bus, RPCClient
 from felund.gossip.native_frames import MAX_FRAME
 from felund.gossip.reconcile import MAX_BOUND, MIN_BOUND, ItemSet, Reconciler, reconcile_pair
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
     MAX_POST_BATCH,
+    OP_APPEND,
+    OP_CIRCLE_JOIN,
     OP_POST,
     OP_STATS,
     SVC_BENCH,
     TOPIC_MSG_STORED,
 )
-from felund.testing import Node, free_port, metric_value, wait_for
+from felund.store.database import Database
+from felund.store.ops import NodeInfo, Ops
+from felund.testing import Node, free_port, handled, metric_value, wait_for, wire_message
+from felund.trust.identity import IdentityKey
 from felund.v1 import ids
+from felund.v1.invite import encode_invite
 
 Row = tuple[str, str, str]
 
@@ -419,6 +426,66 @@ def bench_backlog(root: Path) -> list[Row]:
     return rows
 
 
+# --- 3a. the cost of signatures: the 100k backlog signed and not, side by side ------------
+def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
+    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row and seconds."""
+    with _nodes() as nodes:
+        a = _make(nodes, root, "a", **env)
+        b = _make(nodes, root, "b", **env)
+        circle = _join(b, a.cli("invite").stdout.strip())
+        lines = "".join(f"backlog line {i:06d}\n" for i in range(BACKLOG)).encode()
+        a.cli("send", "--circle-id", circle, "--stdin", stdin=lines, timeout=600)
+        a.start()
+        ca = _Client(a)
+        try:
+            want = ca.messages()
+        finally:
+            ca.close()
+        row = _sync_row(f"gossip backlog: empty B joins A holding {want:,}", b, a, want, BACKLOG)
+        seconds = float(row[1].removesuffix(" s")) if row[1].endswith(" s") else None
+        return row, seconds
+
+
+def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
+    """Microseconds per message of the store's append (parse, open, judge, insert) in
+    this process, batches of MAX_POST_BATCH: the store's own cost, no process around it."""
+    key, secret = IdentityKey.generate(), ids.new_secret()
+    db = Database(root / f"append-{signed}.db", "normal")
+    try:
+        ops = Ops(db, NodeInfo("9" * 24, "bench", True, ""))
+        handled(ops, OP_CIRCLE_JOIN, {"code": encode_invite(secret, "127.0.0.1:1")})
+        msgs = [
+            wire_message(secret, key.node_id, f"backlog line {i:06d}", key=key if signed else None)
+            for i in range(count)
+        ]
+        t0 = time.perf_counter()
+        for i in range(0, count, MAX_POST_BATCH):
+            handled(ops, OP_APPEND, {"origin": "gossip", "msgs": msgs[i : i + MAX_POST_BATCH]})
+        return (time.perf_counter() - t0) / count * 1e6
+    finally:
+        db.close()
+
+
+def bench_signing(root: Path) -> list[Row]:
+    """The 100k backlog with every message signed and verified, and with none (the nodes
+    write unsigned: ``FELUND_BENCH_UNSIGNED``, bench only), in one run."""
+    unsigned, t_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
+    signed, t_on = _backlog_seconds(root / "signed")
+    ratio = f"{(t_on / t_off - 1) * 100:+.0f} %" if t_on and t_off else "n/a"
+    append_off, append_on = _append_us(root, False), _append_us(root, True)
+    return [
+        (f"{unsigned[0]} (unsigned: bench only)", unsigned[1], unsigned[2]),
+        (f"{signed[0]} (signed, verified by B)", signed[1], signed[2]),
+        (
+            "signatures on the 100k backlog: signed against unsigned",
+            ratio,
+            f"{t_on or 0:.1f} s against {t_off or 0:.1f} s, one run; target <= +15 %; "
+            f"the store's append in process: {append_on:.0f} us a message signed against "
+            f"{append_off:.0f} us unsigned (the Ed25519 verify is the difference)",
+        ),
+    ]
+
+
 # --- 3b. the reconciliation core, in memory -------------------------------------------
 def _largest_message(a: ItemSet, b: ItemSet) -> tuple[int, int]:
     """A whole session as reconcile_pair runs it; (messages, largest in bytes)."""
@@ -478,6 +545,8 @@ def main() -> list[Row]:
         rows += bench_latency(Path(tmp))
     with tempfile.TemporaryDirectory(prefix="felund-bench-backlog-") as tmp:
         rows += bench_backlog(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="felund-bench-signing-") as tmp:
+        rows += bench_signing(Path(tmp))
     rows += bench_reconcile_core(BACKLOG, (1, 100, 1000))
     return rows
 

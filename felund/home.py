@@ -18,9 +18,11 @@ from pathlib import Path
 
 from felund.config import CONFIG_FILE_NAME, Config
 from felund.errors import ConfigError, HomeUnusable, NodeLocked
+from felund.trust.identity import IdentityKey, b64, unb64
 from felund.v1 import ids
 
-IDENTITY_FILE = "identity.json"
+IDENTITY_FILE = "identity.json"  # {"node_id", "ed25519_seed"}: mode 0600, never logged
+SEED_LEN = 32
 LOCK_FILE = "node.lock"
 # How many circles the database held at its last change: a database found
 # with none while this says some has lost them (truncated, replaced).
@@ -53,7 +55,7 @@ class Layout:
 
     @property
     def identity_file(self) -> Path:
-        """The node's identity (node_id)."""
+        """The node's identity (node_id and signing key)."""
         return self.home / IDENTITY_FILE
 
     @property
@@ -123,23 +125,80 @@ def _unusable(exc: OSError) -> str:
     return f"cannot use {where}: {exc.strerror or exc}"
 
 
-def load_node_id(lay: Layout) -> str:
-    """This node's id, created on first use."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """This node's id and its signing key (an id made before keys is kept as it was)."""
+
+    node_id: str
+    key: IdentityKey
+
+    @property
+    def signs(self) -> bool:
+        """Whether this node signs what it writes (an older id with the derived mark cannot)."""
+        return self.key.may_sign(self.node_id)
+
+
+def load_identity(lay: Layout) -> Identity:
+    """This node's identity, created on first use; a key is added to an older one."""
+    ident = _read_identity(lay)
+    if ident is not None:
+        return ident
+    # Every process of a node loads this at its start, at once: under a lock,
+    # one of them writes the key and the others read it (two keys written in
+    # turn would have the store sign with one the file no longer holds).
+    try:
+        fd = os.open(lay.home, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise HomeUnusable(_unusable(exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ident = _read_identity(lay)
+        if ident is None:
+            ident = _new_identity(lay)
+    finally:
+        os.close(fd)
+    return ident
+
+
+def _read_identity(lay: Layout) -> Identity | None:
+    """The identity in identity.json; None if the file or its key is missing."""
     try:
         data = json.loads(lay.identity_file.read_text())
         node_id = data["node_id"]
     except FileNotFoundError:
-        node_id = ids.new_node_id()
-        try:
-            write_private(lay.identity_file, json.dumps({"node_id": node_id}) + "\n")
-        except OSError as exc:
-            raise HomeUnusable(_unusable(exc)) from None
-        return node_id
+        return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{lay.identity_file} is unreadable: {exc}") from None
     if not isinstance(node_id, str) or not ids.is_hex(node_id, 24):
         raise ConfigError(f"{lay.identity_file} holds no valid node_id")
-    return node_id
+    if "ed25519_seed" not in data:
+        return None
+    seed = unb64(data["ed25519_seed"], SEED_LEN)
+    if seed is None:
+        raise ConfigError(f"{lay.identity_file} holds no valid ed25519_seed")
+    return Identity(node_id, IdentityKey.from_seed(seed))
+
+
+def _new_identity(lay: Layout) -> Identity:
+    """A fresh key, and the id it derives unless the file holds an older one (kept)."""
+    key = IdentityKey.generate()
+    try:
+        node_id = str(json.loads(lay.identity_file.read_text())["node_id"])
+    except FileNotFoundError:
+        node_id = key.node_id
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{lay.identity_file} is unreadable: {exc}") from None
+    text = json.dumps({"node_id": node_id, "ed25519_seed": b64(key.seed)})
+    try:
+        write_private(lay.identity_file, text + "\n")
+    except OSError as exc:
+        raise HomeUnusable(_unusable(exc)) from None
+    return Identity(node_id, key)
+
+
+def load_node_id(lay: Layout) -> str:
+    """This node's id, created on first use."""
+    return load_identity(lay).node_id
 
 
 def write_private(path: Path, text: str) -> None:

@@ -115,6 +115,11 @@ CONTROL_CHANNEL: Final = "__control"
 _BIDI_CONTROLS: Final = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
+# Before the name on a message not signed by its author's key (a v1 writer, or a hop
+# that dropped the signature): the CLI's lines, exports and the curses ui.
+UNVERIFIED_MARK: Final = "?"
+
+
 def on_screen(text: str) -> str:
     """``text`` as our screens show it: without bidirectional formatting characters."""
     return text.translate(_BIDI_CONTROLS)

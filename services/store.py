@@ -74,13 +74,27 @@ class StoreActor:
             encrypt=cfg.node.encrypt_messages,
             invite_peer=netaddr.invite_peer(cfg.gossip),
             relay_url=cfg.relay.url,
+            key=rt.ctx.key,
         )
+        if node.key is None:
+            rt.log.warning("store.unsigned", detail="this node writes unsigned: shown unverified")
         self.ops = Ops(self.db, node)
+        self._announce()
         self.messages = self.db.message_count()
         # Kept here, not read per heartbeat: only this process writes it (after commits).
         self.relay_url = self.ops.relay_url()
         self.retain_s = cfg.store.retain_days * DAY_S
         self.next_prune = 0.0
+
+    def _announce(self) -> None:
+        """Announce this node's key in the circles it held before it had one."""
+        try:
+            with self.db.transaction():
+                stored = self.ops.announce_keys()
+        except DiskFull:
+            return  # the next start announces
+        if stored:
+            self._publish(stored)
 
     def _open(self) -> Database:
         """The database; on a full disk, wait for room, refusing writes meanwhile."""
@@ -112,6 +126,15 @@ class StoreActor:
             self.rt.log.info("store.disk_ok", free_bytes=free_bytes(self.rt.ctx.layout.database))
         self.disk_full = False
         metrics.STORE_DISK_FULL.set(0)
+
+    def _publish(self, stored: list[dict[str, Any]]) -> None:
+        """``chat.msg.stored`` of rows just committed, in chunks."""
+        for i in range(0, len(stored), EVENT_CHUNK):
+            chunk = stored[i : i + EVENT_CHUNK]
+            self.rt.pub.publish(
+                TOPIC_MSG_STORED,
+                {"first": chunk[0]["store_seq"], "last": chunk[-1]["store_seq"], "msgs": chunk},
+            )
 
     def _refuse(self, req: Request, exc: DiskFull) -> None:
         metrics.RPC_REQUESTS.labels(SVC_STORE, req.frame.topic, ERR_DISK_FULL).inc()
@@ -180,16 +203,7 @@ class StoreActor:
         if stored:
             metrics.STORE_BATCH_SIZE.observe(len(stored))
             self.messages += len(stored)
-            for i in range(0, len(stored), EVENT_CHUNK):
-                chunk = stored[i : i + EVENT_CHUNK]
-                self.rt.pub.publish(
-                    TOPIC_MSG_STORED,
-                    {
-                        "first": chunk[0]["store_seq"],
-                        "last": chunk[-1]["store_seq"],
-                        "msgs": chunk,
-                    },
-                )
+            self._publish(stored)
         if circles_changed:
             note_circles(self.rt.ctx.layout, self.db)
             self.rt.pub.publish(TOPIC_CIRCLE_CHANGED, {"last_seq": self.db.last_seq})

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from felund.actor.runtime import Context, load_context
-from felund.protocol import CONTROL_CHANNEL, on_screen
+from felund.protocol import CONTROL_CHANNEL, UNVERIFIED_MARK, on_screen
 from felund.v1.chatmodel import channel_name
 
 JSON_HELP = "print JSON instead of text"
+UNVERIFIED_HELP = (
+    f"a {UNVERIFIED_MARK} before a name: the message is not signed by its author's key "
+    "(a v1 client wrote it, or it lost its signature on the way)"
+)
 CIRCLE_HELP = "the circle's id (`felund circles` lists them)"
 
 
@@ -28,6 +33,14 @@ def err(text: str) -> None:
 def json_out(value: Any) -> None:
     """Print a value as indented JSON: the data as it is, for programs (no ``on_screen``)."""
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def message_line(row: dict[str, Any]) -> str:
+    """A stored message as one line of text: date, channel, author (marked if unverified)."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_ts"]))
+    mark = "" if row.get("verified", True) else UNVERIFIED_MARK
+    who = row["display_name"] or row["author_node_id"][:8]
+    return f"{when} #{row['channel_id']} <{mark}{who}> {row['text']}"
 
 
 _CTX: Context | None = None

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from felund import config as config_mod
 from felund import home
-from felund.cli.common import CIRCLE_HELP, context, err, out
+from felund.cli.common import CIRCLE_HELP, UNVERIFIED_HELP, context, err, message_line, out
 from felund.errors import FelundError, InvalidMessage, UsageError
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
 from felund.store import blocks
@@ -46,6 +46,7 @@ _EXPORT_KEYS = (
     "display_name",
     "created_ts",
     "text",
+    "verified",
 )
 
 
@@ -236,16 +237,10 @@ def cmd_export(args: argparse.Namespace) -> None:
                 continue
             readable = row["channel_id"] != CONTROL_CHANNEL or args.channel
             if readable and row["author_node_id"] not in hidden:
-                write(_text_line(row) + "\n")
+                write(message_line(row) + "\n")
         sys.stdout.flush()
     finally:
         db.close()
-
-
-def _text_line(row: dict[str, Any]) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_ts"]))
-    who = row["display_name"] or row["author_node_id"][:8]
-    return f"{when} #{row['channel_id']} <{who}> {row['text']}"
 
 
 def cmd_import(args: argparse.Namespace, node: NodeClient) -> None:
@@ -356,7 +351,11 @@ def add_commands(sub: Any, channel_arg: Callable[[str], str]) -> None:
     p.add_argument("path", metavar="PATH", help="a file written by `felund backup`")
     p.set_defaults(func=cmd_restore, offline=True)
 
-    p = sub.add_parser("export", help="write a whole circle's messages to stdout")
+    p = sub.add_parser(
+        "export",
+        help="write a whole circle's messages to stdout",
+        description=f"Write a whole circle's messages to stdout. In text, {UNVERIFIED_HELP}.",
+    )
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("--channel", type=channel_arg, help="only this channel")
     p.add_argument(

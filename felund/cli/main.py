@@ -26,7 +26,17 @@ from felund.actor.runtime import Context, load_context
 from felund.cli import blocks as cli_blocks
 from felund.cli import chat as cli_chat
 from felund.cli import data as cli_data
-from felund.cli.common import CIRCLE_HELP, JSON_HELP, channel_arg, context, err, json_out, out
+from felund.cli.common import (
+    CIRCLE_HELP,
+    JSON_HELP,
+    UNVERIFIED_HELP,
+    channel_arg,
+    context,
+    err,
+    json_out,
+    message_line,
+    out,
+)
 from felund.errors import (
     ConfigError,
     DiskFull,
@@ -251,6 +261,7 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
                         "text",
                         "store_seq",
                         "blocked",
+                        "verified",
                     )
                 }
                 for m in msgs
@@ -260,9 +271,7 @@ def cmd_inbox(args: argparse.Namespace, node: NodeClient) -> None:
     for m in msgs:
         if m["blocked"]:
             continue  # blocked here (felund block): a reader's screen never shows it
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_ts"]))
-        who = m["display_name"] or m["author_node_id"][:8]
-        out(f"{when} #{m['channel_id']} <{who}> {m['text']}")
+        out(message_line(m))
 
 
 def cmd_peers(args: argparse.Namespace, node: NodeClient) -> None:
@@ -607,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", help="the message (or --stdin)")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("inbox", help="show the newest messages")
+    p = sub.add_parser(
+        "inbox",
+        help="show the newest messages",
+        description=f"Show the newest messages of a circle; {UNVERIFIED_HELP}.",
+    )
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("--channel", type=channel_arg, help="one channel only (default: all)")
     p.add_argument("--limit", type=_limit, default=50, help="how many messages, newest last")

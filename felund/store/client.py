@@ -121,6 +121,7 @@ class LocalNode:
                 cfg.node.encrypt_messages,
                 netaddr.invite_peer(cfg.gossip),
                 cfg.relay.url,
+                ctx.key,
             ),
         )
 

@@ -18,14 +18,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from felund.errors import DiskFull
 from felund.v1.wire import WireMessage, pack_wire, to_wire
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages.verified and .signer, the keys table
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL,           -- as the reader sees it (decrypted)
     wire BLOB NOT NULL,           -- the message as peers get it (msgpack of its JSON object)
     origin TEXT NOT NULL,
-    stored_ts REAL NOT NULL
+    stored_ts REAL NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0,  -- 1: signed by its author's key, or our own
+    signer BLOB                           -- the raw public key that verified it (NULL: unsigned)
 );
 CREATE INDEX IF NOT EXISTS messages_by_channel
     ON messages (circle_id, channel_id, store_seq);
@@ -74,15 +76,38 @@ CREATE TABLE IF NOT EXISTS pruned (
     created_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_created ON messages (created_ts);
+-- The key pinned, at first sight, for an author whose id is older than keys (per circle).
+CREATE TABLE IF NOT EXISTS keys (
+    circle_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    pk BLOB NOT NULL,
+    first_seen INTEGER NOT NULL,
+    PRIMARY KEY (circle_id, node_id)
+);
 """
+# Columns added since schema 1, for a database made before them (old rows: unverified).
+_ADDED_COLUMNS = (
+    ("messages", "verified", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "signer", "BLOB"),
+)
 _SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
 _LOW = 1 << 20  # bytes free under which an I/O error is taken for a full disk
 # The database file and SQLite's companions: each holds circle secrets or texts.
 DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _ROW_COLUMNS = (
     "store_seq, msg_id, circle_id, channel_id, author_node_id, display_name, "
-    "created_ts, text, origin"
+    "created_ts, text, origin, verified"
 )
+
+
+class Row(NamedTuple):
+    """A message to store, authenticated, as its reader sees it."""
+
+    msg: WireMessage
+    display_name: str
+    text: str
+    verified: bool  # signed by its author's key, or written here
+    signer: bytes | None  # the raw public key that signed it (None: unsigned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +156,17 @@ class Database:
         # missing: a store opening on a full disk must still be able to read.
         if version != SCHEMA_VERSION or not self._has_schema():
             self._db.executescript(_SCHEMA)
+            self._add_columns()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self.last_seq = self._meta("last_seq")
+
+    def _add_columns(self) -> None:
+        """Add the columns a database of an older schema lacks (each ALTER is atomic, and
+        a crash between them is repaired by the next start: only missing ones are added)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _has_schema(self) -> bool:
         names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
@@ -216,14 +250,16 @@ class Database:
 
     # --- messages -----------------------------------------------------------
     def insert_messages(
-        self, rows: Sequence[tuple[WireMessage, str, str]], origin: str
+        self, rows: Sequence[Row], origin: str, held: set[str] | None = None
     ) -> list[int | None]:
-        """Store verified (message, display_name, text) rows; each new store_seq or None if held."""
-        held = self._held({m.msg_id for m, _, _ in rows})
+        """Store authenticated rows; each new store_seq or None if held (``held``: the ids
+        of ``rows`` held, if the caller asked ``held()`` already)."""
+        if held is None:
+            held = self.held({r.msg.msg_id for r in rows})
         seqs: list[int | None] = []
         values = []
         stored_ts = time.time()
-        for msg, display_name, text in rows:
+        for msg, display_name, text, verified, signer in rows:
             if msg.msg_id in held:
                 seqs.append(None)
                 continue
@@ -243,17 +279,19 @@ class Database:
                     pack_wire(to_wire(msg)),
                     origin,
                     stored_ts,
+                    verified,
+                    signer,
                 )
             )
         self._db.executemany(
             "INSERT INTO messages (store_seq, msg_id, circle_id, channel_id, "
-            "author_node_id, display_name, created_ts, text, wire, origin, stored_ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "author_node_id, display_name, created_ts, text, wire, origin, stored_ts, "
+            "verified, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
         return seqs
 
-    def _held(self, msg_ids: set[str]) -> set[str]:
+    def held(self, msg_ids: set[str]) -> set[str]:
         """Those of ``msg_ids`` held, or held once and pruned (never stored again)."""
         ids = list(msg_ids)
         return {r[0] for r in self._where_msg_id_in("msg_id", ids)} | {
@@ -451,10 +489,12 @@ class Database:
             # store_seq values are never reused (last_seq lives in meta).
             self._db.execute("DELETE FROM messages WHERE circle_id = ?", (circle_id,))
 
-    def control_events(self, circle_id: str, channel_id: str) -> list[tuple[str, str, int, str]]:
-        """(msg_id, author, created_ts, text) of a circle's control messages."""
+    def control_events(
+        self, circle_id: str, channel_id: str
+    ) -> list[tuple[str, str, int, str, bytes | None]]:
+        """(msg_id, author, created_ts, text, signer) of a circle's control messages."""
         return self._db.execute(
-            "SELECT msg_id, author_node_id, created_ts, text FROM messages "
+            "SELECT msg_id, author_node_id, created_ts, text, signer FROM messages "
             "WHERE circle_id = ? AND channel_id = ?",
             (circle_id, channel_id),
         ).fetchall()
@@ -475,6 +515,20 @@ class Database:
             "WHERE circle_id = ? GROUP BY author_node_id",
             (circle_id,),
         ).fetchall()
+
+    def pinned(self, circle_id: str, node_id: str) -> bytes | None:
+        """The key pinned for an author in a circle, if any."""
+        row = self._db.execute(
+            "SELECT pk FROM keys WHERE circle_id = ? AND node_id = ?", (circle_id, node_id)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def pin(self, circle_id: str, node_id: str, pk: bytes) -> None:
+        """Pin an author's key in a circle (the first pinned stays)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO keys (circle_id, node_id, pk, first_seen) VALUES (?, ?, ?, ?)",
+            (circle_id, node_id, pk, int(time.time())),
+        )
 
     def setting(self, key: str) -> str | None:
         """A local setting (e.g. this node's display name after a rename)."""
@@ -619,7 +673,8 @@ def _row(r: tuple[Any, ...], with_wire: bool) -> dict[str, Any]:
         "created_ts": r[6],
         "text": r[7],
         "origin": r[8],
+        "verified": bool(r[9]),
     }
     if with_wire:
-        out["wire"] = msgpack.unpackb(r[9])
+        out["wire"] = msgpack.unpackb(r[10])
     return out

@@ -58,7 +58,9 @@ from felund.protocol import (
     PUSH_FRESH_S,
 )
 from felund.store import blocks as block_list
-from felund.store.database import Circle, Database
+from felund.store.database import Circle, Database, Row
+from felund.trust import signing
+from felund.trust.identity import IdentityKey, b64, is_derived_form
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
@@ -99,6 +101,7 @@ _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
 _REJECTED_SETTING = "control_rejected"
 _CURSOR_SETTING = "cursor"
+_ANNOUNCED_SETTING = "key_announced"  # per circle: this node's KEY_ANNOUNCE is written
 _RELAY_URL_SETTING = "relay_url"  # absent: the configured relay.url; "": no relay
 _REFUSALS = {
     "exists": "that channel exists already",
@@ -125,6 +128,7 @@ class NodeInfo:
     encrypt: bool
     invite_peer: str  # host:port that other members should contact
     relay_url: str = ""  # the configured relay.url: used until a runtime setting replaces it
+    key: IdentityKey | None = None  # signs what this node writes; None: it writes unsigned
 
 
 @dataclass(slots=True)
@@ -143,6 +147,7 @@ class Ops:
     def __init__(self, db: Database, node: NodeInfo) -> None:
         self.db = db
         self.node = node
+        self._signer_pk = node.key.public if node.key is not None else None
         self._states: dict[str, chatmodel.CircleState] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
@@ -377,7 +382,7 @@ class Ops:
         text = chatmodel.event_text(event)
         problem = chatmodel.writer_problem(state, event)
         if not problem:
-            mine = chatmodel.ControlEvent(msg_id, me, created_ts, text)
+            mine = chatmodel.ControlEvent(msg_id, me, created_ts, text, self._signer_pk)
             trial = chatmodel.derive([*self._control_events(cid), mine], cid, int(time.time()))
             problem = trial.refused.get(msg_id)
         if problem:
@@ -401,7 +406,9 @@ class Ops:
     def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
         """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
         name = self.display_name()
-        composed = []
+        key = self.node.key
+        signer = key.public if key is not None and self.node.encrypt else None
+        rows = []
         for i, (msg_id, created_ts, text) in enumerate(items):
             try:
                 msg = compose_message(
@@ -414,24 +421,42 @@ class Ops:
                     created_ts=created_ts,
                     msg_id=msg_id,
                     encrypt=self.node.encrypt,
+                    key=key,
                 )
             except InvalidMessage as exc:
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
-            composed.append((msg, text))
+            rows.append(Row(msg, name, text, True, signer))  # ours: verified, signed or not
         out = Outcome(reply=None)
-        new = self.db.insert_messages([(m, name, text) for m, text in composed], "local")
         seqs: list[int | None] = []
-        for (msg, text), seq in zip(composed, new, strict=True):
+        for row, seq in zip(rows, self.db.insert_messages(rows, "local"), strict=True):
             if seq is None:
                 metrics.STORE_DUPLICATES.inc()
-                seqs.append(self.db.seq_of(msg.msg_id))
+                seqs.append(self.db.seq_of(row.msg.msg_id))
                 continue
             seqs.append(seq)
-            out.stored.append(_stored_row(seq, msg, name, text, "local"))
+            out.stored.append(_stored_row(seq, row, "local"))
         if out.stored:
             metrics.STORE_APPENDS.labels("local").inc(len(out.stored))
         out.reply = {"seqs": seqs, "stored": len(out.stored), "last_seq": self.db.last_seq}
         return out
+
+    def announce_key(self, circle: Circle) -> list[dict[str, Any]]:
+        """Write this node's KEY_ANNOUNCE in a circle, once (the rows stored, if any)."""
+        key, me = self.node.key, self.node.node_id
+        setting = f"{_ANNOUNCED_SETTING}:{circle.circle_id}"
+        if key is None or not self.node.encrypt or self.db.setting(setting):
+            return []
+        now = max(int(time.time()), self.db.newest_local(circle.circle_id, CONTROL_CHANNEL) + 1)
+        event = events.key_announce_event(me, b64(key.public))
+        text = chatmodel.event_text(event)
+        out = self._write(circle, CONTROL_CHANNEL, [(ids.new_msg_id(me, now), now, text)])
+        self.db.set_setting(setting, "1")
+        return out.stored
+
+    def announce_keys(self) -> list[dict[str, Any]]:
+        """Announce this node's key in every circle where it has not yet (a node that had
+        circles before it had a key); the rows stored."""
+        return [row for c in self.db.circles() for row in self.announce_key(c)]
 
     def append(self, body: dict[str, Any]) -> Outcome:
         """Verify and store messages received from peers; refuse the bad ones one by one.
@@ -447,7 +472,7 @@ class Ops:
         if len(items) > MAX_POST_BATCH:
             raise RPCError(ERR_BAD_REQUEST, f"at most {MAX_POST_BATCH} messages per request")
         results: list[str] = []
-        accepted: list[tuple[int, WireMessage, Opened]] = []
+        parsed: list[tuple[int, WireMessage, Circle]] = []
         secrets: dict[str, Circle | None] = {}
         for raw in items:
             try:
@@ -457,28 +482,64 @@ class Ops:
                 circle = secrets[msg.circle_id]
                 if circle is None:
                     raise InvalidMessage("unknown_circle", "not a circle of this node")
-                opened = open_message(circle.secret, circle.circle_id, msg)
             except InvalidMessage as exc:
                 results.append(self._reject(exc.kind))
                 continue
-            except AuthError:
-                results.append(self._reject("auth"))
-                continue
-            accepted.append((len(results), msg, opened))
+            parsed.append((len(results), msg, circle))
             results.append("")
-        new = self.db.insert_messages([(m, o.display_name, o.text) for _, m, o in accepted], origin)
+        held = self.db.held({msg.msg_id for _, msg, _ in parsed})
+        accepted: list[tuple[int, Row]] = []
+        for i, msg, circle in parsed:
+            try:
+                opened = open_message(circle.secret, circle.circle_id, msg)
+                # A message held is not judged again: its first verdict stands.
+                row = self._verdict(msg, opened, msg.msg_id not in held)
+            except InvalidMessage as exc:
+                results[i] = self._reject(exc.kind)
+                continue
+            except AuthError:
+                results[i] = self._reject("auth")
+                continue
+            accepted.append((i, row))
+        new = self.db.insert_messages([row for _, row in accepted], origin, held)
         out = Outcome(reply=None)
-        for (i, msg, opened), seq in zip(accepted, new, strict=True):
+        for (i, row), seq in zip(accepted, new, strict=True):
             if seq is None:
                 metrics.STORE_DUPLICATES.inc()
                 results[i] = "duplicate"
                 continue
             results[i] = "stored"
-            out.stored.append(_stored_row(seq, msg, opened.display_name, opened.text, origin))
+            out.stored.append(_stored_row(seq, row, origin))
         if out.stored:
             metrics.STORE_APPENDS.labels(origin).inc(len(out.stored))
         out.reply = {"results": results, "last_seq": self.db.last_seq}
         return out
+
+    def _verdict(self, msg: WireMessage, opened: Opened, judge: bool) -> Row:
+        """The row of a peer's message as its signature has it (signing.check), pinning
+        the key of an older id at first sight; InvalidMessage to refuse it."""
+        if opened.signed is None or not judge:
+            return Row(msg, opened.display_name, opened.text, False, None)
+        author = msg.author_node_id
+        # Our own id is signed for by our own key only, whatever a peer says first.
+        pinned = self._signer_pk if author == self.node.node_id else None
+        if pinned is None and not is_derived_form(author):
+            pinned = self.db.pinned(msg.circle_id, author)
+        verdict = signing.check(
+            opened.signed,
+            pinned=pinned,
+            msg_id=msg.msg_id,
+            circle_id=msg.circle_id,
+            channel_id=msg.channel_id,
+            author_node_id=author,
+            created_ts=msg.created_ts,
+            display_name=opened.display_name,
+            text=opened.text,
+        )
+        pk = opened.signed[0]
+        if verdict is signing.Verdict.FIRST_SIGHT:
+            self.db.pin(msg.circle_id, author, pk)
+        return Row(msg, opened.display_name, opened.text, True, pk)
 
     @staticmethod
     def _reject(kind: str) -> str:
@@ -501,6 +562,7 @@ class Ops:
             msg_id = ids.new_msg_id(self.node.node_id, now)
             named = events.circle_name_event(circle.circle_id, name)
             out.stored = self._control(circle, named, msg_id, now).stored
+        out.stored += self.announce_key(circle)
         out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
         return out
 
@@ -516,9 +578,11 @@ class Ops:
         except InviteError as exc:
             raise RPCError(ERR_BAD_INVITE, str(exc)) from None
         circle_id = ids.circle_id(invite.secret)
-        joined = self.db.add_circle(Circle(circle_id, invite.secret, _name(body), int(time.time())))
+        circle = Circle(circle_id, invite.secret, _name(body), int(time.time()))
+        joined = self.db.add_circle(circle)
         out = Outcome(
             {"circle_id": circle_id, "joined": joined, "peer": invite.peer, "relay_url": ""},
+            stored=self.announce_key(circle),
             circles_changed=joined,
         )
         if invite.peer and "//" not in invite.peer:
@@ -828,21 +892,21 @@ def _name(body: dict[str, Any]) -> str:
     return name
 
 
-def _stored_row(
-    seq: int, msg: WireMessage, display_name: str, text: str, origin: str
-) -> dict[str, Any]:
+def _stored_row(seq: int, row: Row, origin: str) -> dict[str, Any]:
     """A stored message as events carry it: a snapshot row, plus the wire form to push on."""
-    row = {
+    msg = row.msg
+    out = {
         "store_seq": seq,
         "msg_id": msg.msg_id,
         "circle_id": msg.circle_id,
         "channel_id": msg.channel_id,
         "author_node_id": msg.author_node_id,
-        "display_name": display_name,
+        "display_name": row.display_name,
         "created_ts": msg.created_ts,
-        "text": text,
+        "text": row.text,
         "origin": origin,
+        "verified": row.verified,
     }
     if origin == "local" or (origin != "gossip" and msg.created_ts >= time.time() - PUSH_FRESH_S):
-        row["wire"] = to_wire(msg)
-    return row
+        out["wire"] = to_wire(msg)
+    return out

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from felund.testing.processes import REPO
+from felund.trust.identity import IdentityKey
 from felund.v1 import ids
 from felund.v1.wire import compose_message, to_wire
 
@@ -36,8 +37,10 @@ def wire_message(
     channel: str = "general",
     ts: int | None = None,
     encrypt: bool = True,
+    key: IdentityKey | None = None,
 ) -> dict[str, Any]:
-    """A message of the circle of ``secret`` as our node sends it (every v1 key), dated now."""
+    """A message of the circle of ``secret`` as our node sends it (every v1 key), dated now;
+    signed by ``key`` if given (whoever's it is: a forger's too), else as v1 writes it."""
     ts = int(time.time()) if ts is None else ts
     msg = compose_message(
         secret,
@@ -49,5 +52,6 @@ def wire_message(
         created_ts=ts,
         msg_id=ids.new_msg_id(author, ts),
         encrypt=encrypt,
+        key=key,
     )
     return to_wire(msg)

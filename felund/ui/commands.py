@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from felund.errors import UsageError
+from felund.protocol import UNVERIFIED_MARK
 from felund.v1 import chatmodel, events
 
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
@@ -62,6 +63,7 @@ def help_lines(command: str = "") -> list[str]:
     lines += [f"  {keys:<28} {what}" for keys, what in KEY_HELP]
     lines += ["", "Commands"]
     lines += [f"  {usage}\n      {what}" for usage, what in COMMANDS.values()]
+    lines += ["", "Marks", f"  {UNVERIFIED_MARK}name: not signed by its author's key (unverified)"]
     return lines
 
 

@@ -24,6 +24,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
+from felund.protocol import UNVERIFIED_MARK
 from felund.ui.text import Line, Segment, wrap
 
 PENDING = "pending"  # sent, no answer from the store yet
@@ -47,6 +48,7 @@ class Msg:
     store_seq: int = 0
     state: str = STORED
     error: str = ""
+    verified: bool = True  # False: not signed by its author's key (a v1 writer): marked
 
     @property
     def key(self) -> Key:
@@ -87,7 +89,7 @@ def format_msg(msg: Msg, cols: int) -> list[Line]:
             text_style = "failed"
         segs += [
             (clock(msg.created_ts) + " ", "time"),
-            (name, name_style(msg.author_node_id)),
+            ((UNVERIFIED_MARK if not msg.verified else "") + name, name_style(msg.author_node_id)),
             (": ", "text"),
             (msg.text, text_style),
         ]

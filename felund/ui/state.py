@@ -132,6 +132,7 @@ def row(raw: Any) -> tuple[str, str, Msg] | None:
             text=get(raw, "text", str),
             store_seq=get(raw, "store_seq", int),
             state=STORED,
+            verified=raw.get("verified") is not False,
         )
         return get(raw, "circle_id", str), get(raw, "channel_id", str), msg
     except Malformed:

@@ -165,6 +165,7 @@ class ControlEvent:
     author: str
     created_ts: int
     text: str
+    signer: bytes | None = None  # the raw public key that signed it; None: unsigned
 
 
 def event_hash(ev: ControlEvent) -> str:

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from felund.errors import AuthError
+from felund.errors import AuthError, InvalidMessage
+from felund.trust.signing import SIG_KEYS, signature_of
 from felund.v1.ids import is_hex, secret_bytes
 
 ENC_ALG = "AES-256-GCM"
@@ -32,6 +33,11 @@ TAG_LEN = 16
 KEY_LEN = 32
 SESSION_NONCE_HEX_LEN = 32
 
+# What a message's plaintext may hold: v1's two keys, or those and the author's signature.
+_PLAINTEXT_SHAPES = (
+    frozenset({"display_name", "text"}),
+    frozenset({"display_name", "text", *SIG_KEYS}),
+)
 _MSG_INFO = b"felund-msg-v1"
 _SESSION_INFO = b"felund-session-v1"
 _API_INFO = b"api-v1"
@@ -151,10 +157,12 @@ def encrypt_message(
     display_name: str,
     text: str,
     nonce: bytes | None = None,
+    signature: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Return the ``enc`` object carrying display_name and text of a message."""
+    """Return the ``enc`` object carrying display_name and text of a message (and its
+    author's ``pk`` and ``sig``, ``signing.sign_fields``, when signed)."""
     iv = _fresh_nonce(nonce)
-    plaintext = _compact_json({"display_name": display_name, "text": text})
+    plaintext = _compact_json({"display_name": display_name, "text": text, **(signature or {})})
     ad = _message_ad(msg_id, circle_id, channel_id, author_node_id, created_ts)
     sealed = _message_cipher(secret_hex).encrypt(iv, plaintext, ad)
     return {
@@ -174,8 +182,13 @@ def decrypt_message(
     author_node_id: str,
     created_ts: int,
     enc: Mapping[str, Any],
-) -> tuple[str, str]:
-    """Return (display_name, text) from an ``enc`` object; AuthError if it does not open."""
+) -> tuple[str, str, tuple[bytes, bytes] | None]:
+    """Return (display_name, text, (pk, sig) or None if unsigned) from an ``enc`` object.
+
+    AuthError if it does not open or its plaintext has another shape than v1's two
+    keys, or those and ``pk`` and ``sig``; InvalidMessage("signature") if these are
+    not a key and a signature.
+    """
     if enc.get("alg") != ENC_ALG:
         raise AuthError("unsupported message encryption")
     iv = _b64decode(enc.get("nonce"))
@@ -191,12 +204,17 @@ def decrypt_message(
         obj = json.loads(plaintext.decode("utf-8"))
     except (ValueError, RecursionError):
         raise AuthError("message plaintext is not JSON") from None
-    if not isinstance(obj, dict) or set(obj) != {"display_name", "text"}:
+    if not isinstance(obj, dict) or obj.keys() not in _PLAINTEXT_SHAPES:
         raise AuthError("message plaintext has the wrong shape")
     display_name, text = obj["display_name"], obj["text"]
     if not isinstance(display_name, str) or not isinstance(text, str):
         raise AuthError("message plaintext has the wrong shape")
-    return display_name, text
+    if len(obj) == 2:
+        return display_name, text, None
+    signed = signature_of(obj)
+    if signed is None:  # both null: a signature claimed and not given
+        raise InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair")
+    return display_name, text, signed
 
 
 # --- TCP gossip session -------------------------------------------------------

@@ -90,6 +90,11 @@ def anchor_announce(node_id: str) -> dict[str, Any]:
     }
 
 
+def key_announce_event(node_id: str, public_key_b64: str) -> dict[str, Any]:
+    """This node's key, announced once per circle (pinned by readers at first sight)."""
+    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE"}
+
+
 def dated(event: dict[str, Any], created_ts: int) -> dict[str, Any]:
     """The event as written at ``created_ts``: a CHANNEL_EVT says its date (v1 reads it
     there), an ANCHOR_ANNOUNCE too, as ``announced_at`` (§4.1: equal to the date)."""

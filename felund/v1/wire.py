@@ -18,6 +18,8 @@ import msgpack
 
 from felund.errors import AuthError, InvalidMessage
 from felund.protocol import CONTROL_CHANNEL, DEFAULT_CHANNEL
+from felund.trust.identity import PUBLIC_KEY_B64_LEN, SIGNATURE_B64_LEN, IdentityKey
+from felund.trust.signing import sign_fields
 from felund.v1.crypto import (
     ENC_ALG,
     NONCE_LEN,
@@ -36,10 +38,12 @@ MAX_KEY_ID_CHARS = 32
 # The plaintext is JSON with non-ASCII and control chars \u-escaped (6 bytes a
 # char, 12 for one outside the BMP), so a text within the limits above can
 # serialise to 4*chars + 2*bytes of JSON; the cap admits exactly that.
+# The author's key and signature (felund.trust.signing) add a fixed length.
 _MAX_PLAINTEXT = (
     (len('{"display_name":"","text":""}') + 12 * MAX_DISPLAY_NAME_CHARS)
     + 4 * MAX_TEXT_CHARS
     + 2 * MAX_TEXT_BYTES
+    + (len(',"pk":"","sig":""') + PUBLIC_KEY_B64_LEN + SIGNATURE_B64_LEN)
 )
 MAX_CIPHERTEXT_CHARS = 4 * math.ceil((_MAX_PLAINTEXT + TAG_LEN) / 3)
 _NONCE_B64_CHARS = 4 * math.ceil(NONCE_LEN / 3)
@@ -73,10 +77,11 @@ class WireMessage:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """The authenticated content of a message."""
+    """The authenticated content of a message, and the signature it carries if any."""
 
     display_name: str
     text: str
+    signed: tuple[bytes, bytes] | None = None  # (pk, sig), not yet checked: signing.check
 
 
 WIRE_KEYS = tuple(f.name for f in fields(WireMessage))  # the spec's key order
@@ -360,8 +365,11 @@ def compose_message(
     created_ts: int,
     msg_id: str,
     encrypt: bool,
+    key: IdentityKey | None = None,
 ) -> WireMessage:
-    """Build and authenticate a message of this node; InvalidMessage if a peer would refuse it."""
+    """Build and authenticate a message of this node, signed by ``key`` if given and the
+    message is encrypted (the signature travels in ``enc``); InvalidMessage if a peer
+    would refuse it."""
     ids = _check_header(msg_id, circle_id, channel_id, author_node_id, created_ts)
     check_display_name(display_name)
     check_text(text)
@@ -369,7 +377,12 @@ def compose_message(
     # passes parse_message (a property test holds this) without re-parsing,
     # which would halve the store's throughput.
     if encrypt:
-        enc = encrypt_message(secret_hex, **ids, display_name=display_name, text=text)
+        signature = (
+            None if key is None else sign_fields(key, **ids, display_name=display_name, text=text)
+        )
+        enc = encrypt_message(
+            secret_hex, **ids, display_name=display_name, text=text, signature=signature
+        )
         # The plaintext lives only in enc; a v1 peer reads it from there.
         return WireMessage(**ids, display_name="", text="", mac="", schema_version=2, enc=enc)
     mac = message_mac(secret_hex, **ids, display_name=display_name, text=text)
@@ -379,7 +392,8 @@ def compose_message(
 
 
 def open_message(secret_hex: str, circle_id: str, msg: WireMessage) -> Opened:
-    """Authenticate a parsed message of circle_id and return its content; raises AuthError."""
+    """Authenticate a parsed message of circle_id and return its content; raises AuthError
+    (or InvalidMessage("signature") for a malformed signature; see signing.check)."""
     if msg.circle_id != circle_id:
         raise AuthError("message belongs to another circle")
     ids = _Ids(
@@ -390,8 +404,8 @@ def open_message(secret_hex: str, circle_id: str, msg: WireMessage) -> Opened:
         created_ts=msg.created_ts,
     )
     if msg.enc is not None:
-        display_name, text = decrypt_message(secret_hex, **ids, enc=msg.enc)
-        return Opened(check_display_name(display_name), check_text(text))
+        display_name, text, signed = decrypt_message(secret_hex, **ids, enc=msg.enc)
+        return Opened(check_display_name(display_name), check_text(text), signed)
     expected = message_mac(secret_hex, **ids, display_name=msg.display_name, text=msg.text)
     # Bytes, not str: compare_digest refuses non-ASCII str, and mac may be anything here.
     if not hmac.compare_digest(expected.encode(), msg.mac.encode("utf-8", "replace")):

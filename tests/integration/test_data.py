@@ -95,13 +95,13 @@ def test_export_streams_a_circle_and_import_adds_it_to_another_node(
     records = [json.loads(x) for x in exported]
     texts = [r["text"] for r in records if r["channel_id"] == "general"]
     assert texts == lines
-    assert all(r["wire"]["msg_id"] == r["msg_id"] for r in records)
+    assert all(r["wire"]["msg_id"] == r["msg_id"] and r["verified"] for r in records)
     txt = a.cli("export", "--circle-id", a.circle_id, "--format", "txt").stdout.splitlines()
     assert len(txt) == 2500 and txt[0].endswith("#general <a> line 0")
     a.stop()
 
     path = tmp_path / "a.jsonl"
-    first = records[0]
+    first = next(r for r in records if r["channel_id"] == "general")  # the inbox shows these
     tampered = json.loads(json.dumps(records[1]))  # another id on its ciphertext: forged
     tampered["wire"]["msg_id"] = tampered["msg_id"] = ids.new_msg_id(ids.new_node_id(), 1)
     other = {"wire": wire_message(ids.new_secret(), ids.new_node_id(), "elsewhere")}

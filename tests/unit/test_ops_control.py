@@ -85,7 +85,7 @@ def test_a_join_from_a_clock_behind_the_creator_still_counts(ops: Ops) -> None:
     _do(ops, OP_CONTROL, _join_body(circle, "dev", now))
     assert _member(ops, circle, "dev")
     ours = [row for row in ops.db.control_events(circle, CONTROL_CHANNEL) if row[1] == ME]
-    assert [ts for _, _, ts, _ in ours] == [now]  # our clock, not the creator's
+    assert [ts for _, _, ts, *_ in ours] == [now]  # our clock, not the creator's
 
 
 def test_a_retried_control_request_is_answered_as_stored(ops: Ops) -> None:
@@ -174,7 +174,7 @@ def test_an_event_dated_far_ahead_does_not_lock_our_controls(ops: Ops) -> None:
     assert (state.name, state.names) == ("renamed", {ME: "me again"})
     assert state.rejected["future"] == 2
     ours = [
-        ts for _, author, ts, _ in ops.db.control_events(circle, CONTROL_CHANNEL) if author == ME
+        ts for _, author, ts, *_ in ops.db.control_events(circle, CONTROL_CHANNEL) if author == ME
     ]
     assert max(ours) < time.time() + 60
 
@@ -185,8 +185,8 @@ def test_our_events_keep_their_order_and_say_their_date(ops: Ops) -> None:
     for i in range(3):  # one second: dated now, now + 1, now + 2
         _ours(ops, circle, events.rename_event(circle, ME, f"me {i}"))
     rows = sorted(ops.db.control_events(circle, CONTROL_CHANNEL), key=lambda r: r[2])
-    assert [ts - now for _, _, ts, _ in rows] in ([0, 1, 2], [1, 2, 3])
-    for _, _, ts, text in rows:  # v1 reads the date in the text (addendum §2.3)
+    assert [ts - now for _, _, ts, *_ in rows] in ([0, 1, 2], [1, 2, 3])
+    for _, _, ts, text, _ in rows:  # v1 reads the date in the text (addendum §2.3)
         assert json.loads(text)["created_ts"] == ts
 
 
@@ -227,7 +227,7 @@ def test_an_approve_names_a_person_by_id_its_start_or_name(ops: Ops) -> None:
     assert next(c for c in members if c["channel_id"] == "vip")["members"] == sorted([ME, PEER])
     targets = [
         json.loads(t).get("target_node_id")
-        for _, _, _, t in ops.db.control_events(circle, CONTROL_CHANNEL)
+        for _, _, _, t, _ in ops.db.control_events(circle, CONTROL_CHANNEL)
     ]
     assert [t for t in targets if t] == [PEER] * 3
 

@@ -364,7 +364,7 @@ def test_snapshot_rows_carry_the_event_keys(store: Store, circle: str) -> None:
     (row,) = store.call(OP_SNAPSHOT, {})["msgs"]
     assert set(row) == {
         "store_seq", "msg_id", "circle_id", "channel_id", "author_node_id", "display_name",
-        "created_ts", "text", "origin",
+        "created_ts", "text", "origin", "verified",
     }  # fmt: skip
     assert (row["circle_id"], row["author_node_id"], row["display_name"]) == (
         circle,

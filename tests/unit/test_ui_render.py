@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from felund.protocol import UNVERIFIED_MARK
 from felund.ui import pane as ui_pane
 from felund.ui.input import LineEditor, view, window_offset
 from felund.ui.model import Model
@@ -169,6 +170,16 @@ def test_message_line_styles(store: UiStore, circle: str) -> None:
     assert ("bob", name_style(BOB)) in plain
     assert name_style(BOB) == name_style(BOB)
     assert name_style(BOB) in {f"name.{i}" for i in range(8)}
+
+
+def test_an_unverified_message_is_marked(store: UiStore, circle: str) -> None:
+    model = started(store)
+    model.on_chat_msg_stored([store.bob_says(300, signed=False)])
+    screen = render(model, 24, 100)
+    unsigned = next(x for x in screen if "message 300" in text_of(x))
+    assert (f"{UNVERIFIED_MARK}bob", name_style(BOB)) in unsigned
+    signed = next(x for x in screen if "message 10" in text_of(x))
+    assert ("bob", name_style(BOB)) in signed
 
 
 def test_time_is_local() -> None:

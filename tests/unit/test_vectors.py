@@ -100,7 +100,7 @@ def test_message_enc(case):
     secret, enc = case["secret_hex"], case["enc"]
     fields = dict(case["message"])
     display_name, text = fields.pop("display_name"), fields.pop("text")
-    assert crypto.decrypt_message(secret, **fields, enc=enc) == (display_name, text)
+    assert crypto.decrypt_message(secret, **fields, enc=enc) == (display_name, text, None)
     nonce = base64.b64decode(enc["nonce"])
     again = crypto.encrypt_message(
         secret, **fields, display_name=display_name, text=text, nonce=nonce

@@ -34,6 +34,7 @@ from felund.protocol import (
 )
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops, Outcome
+from felund.trust.identity import IdentityKey
 from felund.ui.model import Call, Effect, Model, Quit
 from felund.ui.render import render
 from felund.ui.state import mark_key
@@ -43,6 +44,7 @@ from felund.v1.wire import compose_message, to_wire
 
 ME = "b" * 24  # this node
 BOB = "c" * 24  # another member of its circles
+BOB_KEY = IdentityKey.from_seed(b"b" * 32)  # signs BOB's messages (an older id: pinned)
 T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 Row = dict[str, Any]
 
@@ -178,10 +180,14 @@ class UiStore:
         msg_id = ids.new_msg_id(BOB, T0)
         return self.bob_says(0, CONTROL_CHANNEL, circle_id, text=text, msg_id=msg_id, created_ts=T0)
 
-    def bob_says(self, n: int, channel: str = "general", circle_id: str = "", **fields: Any) -> Row:
+    def bob_says(
+        self, n: int, channel: str = "general", circle_id: str = "", *, signed: bool = True,
+        **fields: Any,
+    ) -> Row:  # fmt: skip
         """BOB's message n (id n in hex, written at T0 + n, text "message n") as gossip
-        delivers it, with ``fields`` changed; the row chat.msg.stored carries for it."""
-        (row,) = self._append(circle_id, [(n, channel, fields)])
+        delivers it, with ``fields`` changed, signed by BOB_KEY unless not ``signed`` (as
+        a v1 client writes); the row chat.msg.stored carries for it."""
+        (row,) = self._append(circle_id, [(n, channel, fields)], signed)
         return row
 
     def bob_says_all(self, ns: Iterable[int], channel: str = "general") -> list[Row]:
@@ -192,7 +198,9 @@ class UiStore:
             rows += self._append("", items[i : i + MAX_POST_BATCH])
         return rows
 
-    def _append(self, circle_id: str, items: list[tuple[int, str, dict[str, Any]]]) -> list[Row]:
+    def _append(
+        self, circle_id: str, items: list[tuple[int, str, dict[str, Any]]], signed: bool = True
+    ) -> list[Row]:
         circle = self.db.circle(circle_id or self.circle_id)
         assert circle is not None
         wire = []
@@ -209,6 +217,7 @@ class UiStore:
                 circle_id=circle.circle_id,
                 author_node_id=BOB,
                 encrypt=True,
+                key=BOB_KEY if signed else None,
                 **msg,
             )
             wire.append(to_wire(composed))

@@ -22,8 +22,11 @@ export const ENC_ALG = "AES-256-GCM";
 export const ENC_KEY_ID = "epoch-0";
 const NONCE_LEN = 12;
 const TAG_LEN = 16;
-// As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped.
-const MAX_PLAINTEXT = '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000;
+// As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,
+// and the author's key and signature a node of ours adds (felund.trust.signing).
+const MAX_PLAINTEXT =
+  '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 +
+  ',"pk":"","sig":""'.length + 44 + 88;
 const MAX_CIPHERTEXT_CHARS = 4 * Math.ceil((MAX_PLAINTEXT + TAG_LEN) / 3);
 const NONCE_B64_CHARS = 4 * Math.ceil(NONCE_LEN / 3);
 
@@ -391,8 +394,10 @@ async function decryptFields(secretHex, msg) {
     if (e instanceof JsonError || e instanceof TypeError) throw new InvalidMessage("auth", "enc");
     throw e;
   }
+  // v1's two keys, or those and the author's pk and sig (read, not yet checked, here).
   const keys = isObject(obj) ? Object.keys(obj) : [];
-  if (keys.length !== 2 || !has(obj, "display_name") || !has(obj, "text")) {
+  const signed = keys.length === 4 && has(obj, "pk") && has(obj, "sig");
+  if ((keys.length !== 2 && !signed) || !has(obj, "display_name") || !has(obj, "text")) {
     throw new InvalidMessage("auth", "enc");
   }
   if (typeof obj.display_name !== "string" || typeof obj.text !== "string") {
