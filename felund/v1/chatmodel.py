@@ -22,12 +22,13 @@ The fold (the spec names the events, not their order; these rules are ours):
 - **Order.** Due events apply in (created_ts, hash) order, the hash being
   SHA-256 of ``msg_id|author|created_ts|text``: a tie breaks on a value
   no author picks outright (msg_ids are chosen by their authors).
-- **Creates.** A channel is made by the one valid ``create`` of its id with
-  the smallest hash, whatever the dates: a create backdated to before the
-  channel's real one wins nothing by its date. (Until events are signed, a
-  member can still try hashes until one wins: a coin toss per try.)
+- **Creates.** A channel is made by the one valid ``create`` of its id
+  that is signed, if any is, with the smallest hash, whatever the dates: a
+  create backdated to before the channel's real one wins nothing by its
+  date. (Among unsigned ones, a v1 member can still try hashes until one
+  wins: a coin toss per try.)
 - **Waiting.** An event refused for want of another (its channel not made
-  yet, its author not approved or not a member yet) waits, and is tried
+  yet, its author not approved yet) waits, and is tried
   again, in order, as soon as an event gives what it waited for, whatever
   the dates: a join dated by a clock behind the creator's still counts.
 - ``create`` makes its author a member. ``join``: anyone joins a public
@@ -35,12 +36,31 @@ The fold (the spec names the events, not their order; these rules are ours):
   join carries none: its sender checked the key, addendum §2.3; a key
   channel made with an empty hash checks nothing, §2.2); an invite channel
   needs an ``approve`` first. ``request`` asks to join an invite channel;
-  ``approve`` by a member makes ``target_node_id`` (a well-formed node id)
-  a member. ``leave`` leaves (never ``general``). ``rename`` sets the
+  an ``approve`` allowed by the roles below makes ``target_node_id`` (a
+  well-formed node id) a member. ``leave`` leaves (never ``general``). ``rename`` sets the
   author's display name, ``CIRCLE_NAME_EVT`` the circle's name (with or
   without ``circle_id``, §3.1): the last in order wins.
 - Only one's own actions: ``actor_node_id`` and, for the ops it names the
   actor in, ``node_id`` must be the message's author.
+
+Roles (issue 15), decided from signed events only (``signer``: the key the
+store verified the event with; None: unsigned):
+
+- **Owner.** The author of a signed ``CIRCLE_OWNER`` whose salt shows, with
+  the signer's key, the circle's secret (``felund.trust.owner``). No proof:
+  no owner (a circle made by a v1 client, or before keys).
+- **Moderators.** ``ROLE_EVT`` grant/revoke counts when the owner signed it;
+  per target the last in order wins. Only the owner writes them, so the
+  roles are known before the channel fold and do not depend on its order.
+- **Uses of a role.** In a circle with an owner, ``CIRCLE_NAME_EVT`` counts
+  when the owner or a moderator signed it; an ``approve`` counts when the
+  channel's creator, the owner or a moderator signed it. Roles are the
+  final ones: a demoted moderator's approvals stop counting (its demoter
+  re-approves whom they let in, ``felund.v1.events.kept_by_owner``).
+- **Unsigned events** never grant or use a role; the others follow the rules
+  above, except from an author that has signed events here: those cannot be
+  told from a forgery and are ignored. Among creates of one channel a
+  signed one beats an unsigned one, then the smallest hash.
 """
 
 from __future__ import annotations
@@ -55,10 +75,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from felund.protocol import DEFAULT_CHANNEL
-from felund.v1.ids import is_node_id
+from felund.trust.owner import SALT_HEX_LEN, proves_owner
+from felund.v1.ids import is_hex, is_node_id
 
 ACCESS_MODES = ("public", "key", "invite")
 CHANNEL_OPS = ("create", "join", "request", "approve", "leave", "rename")
+ROLE_OPS = ("grant", "revoke")
+ROLES = ("owner", "moderator", "member")
 MAX_EVENT_TEXT = 4096
 MAX_NAME = 64
 MAX_SKEW_S = 300
@@ -127,6 +150,18 @@ class CircleState:
     refused: dict[str, str] = field(default_factory=dict)  # msg_id -> why (held: "future")
     # When the earliest held event falls due (the state must be derived again), if any.
     due_at: int | None = None
+    owner: str = ""  # "" : no owner proved (a v1 circle, or one made before keys)
+    moderators: set[str] = field(default_factory=set)
+
+    def role_of(self, node_id: str) -> str:
+        """``node_id``'s role in the circle: "owner", "moderator" or "member"."""
+        if node_id and node_id == self.owner:
+            return "owner"
+        return "moderator" if node_id in self.moderators else "member"
+
+    def moderates(self, node_id: str) -> bool:
+        """Whether ``node_id`` is the circle's owner or one of its moderators."""
+        return self.role_of(node_id) != "member"
 
     def can_post(self, channel_id: str, node_id: str) -> bool:
         """Whether ``node_id`` may post in ``channel_id``."""
@@ -141,6 +176,8 @@ class CircleState:
         """The state as plain data (for answers, and to compare states)."""
         return {
             "name": self.name,
+            "owner": self.owner,
+            "moderators": sorted(self.moderators),
             "names": dict(sorted(self.names.items())),
             "channels": {
                 cid: {
@@ -180,53 +217,137 @@ class _Parsed:
 
     ev: ControlEvent
     hash: str
-    kind: str  # "circle_name", or a CHANNEL_EVT op
+    kind: str  # "circle_name", "owner", "role", or a CHANNEL_EVT op
     body: dict[str, Any]
     cid: str = ""  # the channel, for channel ops but rename
 
 
 def derive(
-    events: Iterable[ControlEvent], circle_id: str = "", now: int | None = None
+    events: Iterable[ControlEvent],
+    circle_id: str = "",
+    now: int | None = None,
+    secret: str = "",
 ) -> CircleState:
-    """Fold a circle's control events into its state, as of ``now`` (default: the clock)."""
+    """Fold a circle's control events into its state, as of ``now`` (default: the clock);
+    ``secret`` (the circle's, of epoch 0) is what an owner's proof is checked against."""
     horizon = (int(time.time()) if now is None else now) + MAX_SKEW_S
     state = CircleState(circle_id=circle_id)
     state.channels[DEFAULT_CHANNEL] = Channel(DEFAULT_CHANNEL)
-    due: list[_Parsed] = []
+    present: list[ControlEvent] = []
     for ev in events:
         if ev.created_ts > horizon:
             _refuse(state, ev, "future")
             falls_due = ev.created_ts - MAX_SKEW_S
             state.due_at = falls_due if state.due_at is None else min(state.due_at, falls_due)
-            continue
-        parsed = _parse(ev, circle_id)
+        else:
+            present.append(ev)
+    signers = {ev.author for ev in present if ev.signer is not None}
+    due: list[_Parsed] = []
+    for ev in present:
+        parsed = (
+            "unsigned_from_signer"
+            if ev.signer is None and ev.author in signers
+            else _parse(ev, circle_id)
+        )
         if isinstance(parsed, str):
             _refuse(state, ev, parsed)
         elif parsed is not None:
             due.append(parsed)
     due.sort(key=_rank)
+    _roles(state, due, secret)
     creates: dict[str, _Parsed] = {}
     for p in due:
-        if p.kind == "create" and (p.cid not in creates or p.hash < creates[p.cid].hash):
+        if p.kind == "create" and (
+            p.cid not in creates or _create_rank(p) < _create_rank(creates[p.cid])
+        ):
             creates[p.cid] = p
-    _Fold(state, creates).run(due)
+    _Fold(state, creates).run([p for p in due if p.kind not in ("owner", "role")])
     return state
 
 
-def writer_problem(state: CircleState, event: dict[str, Any]) -> str | None:
+def _create_rank(p: _Parsed) -> tuple[bool, str]:
+    return p.ev.signer is None, p.hash  # a signed create first, then the smallest hash
+
+
+def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
+    """The owner and moderators, from the owner's proofs and role events (in order)."""
+    proofs = []
+    for p in due:
+        if p.kind != "owner":
+            continue
+        if p.ev.signer is None:
+            _refuse(state, p.ev, "unsigned")
+        elif not _proves(secret, p.ev.signer, p.body["salt"]):
+            _refuse(state, p.ev, "bad_proof")
+        else:
+            proofs.append(p)
+    # Every valid proof comes from the creator's key: one node, unless it ran two ids.
+    state.owner = proofs[0].ev.author if proofs else ""
+    granted: dict[str, str] = {}
+    for p in due:
+        if p.kind != "role":
+            continue
+        if p.ev.signer is None:
+            _refuse(state, p.ev, "unsigned")
+        elif p.ev.author != state.owner:
+            _refuse(state, p.ev, "not_allowed")
+        else:
+            granted[p.body["target_node_id"]] = p.body["op"]
+    state.moderators = {n for n, op in granted.items() if op == "grant"} - {state.owner}
+
+
+def _proves(secret: str, signer: bytes, salt: str) -> bool:
+    return is_hex(secret, 64) and proves_owner(secret, signer, salt)
+
+
+def writer_problem(state: CircleState, event: dict[str, Any], node_id: str = "") -> str | None:
     """What our writers refuse before the fold is asked: a create of a channel
-    that exists (a contest nobody should start knowingly), and a join of a
-    key channel without its key (the fold lets a v1 join without one in)."""
-    if event.get("t") != "CHANNEL_EVT":
+    that exists (a contest nobody should start knowingly), a join of a key
+    channel without its key (the fold lets a v1 join without one in), and
+    what ``node_id``'s role does not allow ("not_allowed": ``who_can`` says who can)."""
+    kind = event.get("t")
+    if kind == "ROLE_EVT":
+        return None if node_id == state.owner != "" else "not_allowed"
+    if kind == "CIRCLE_NAME_EVT":
+        return "not_allowed" if state.owner and not state.moderates(node_id) else None
+    if kind != "CHANNEL_EVT":
         return None
     channel = state.channels.get(str(event.get("channel_id")))
     if channel is None:
         return None
-    if event.get("op") == "create":
+    op = event.get("op")
+    if op == "create":
         return "exists"
-    if event.get("op") == "join" and channel.key_hash and "key_hash" not in event:
+    if op == "join" and channel.key_hash and "key_hash" not in event:
         return "needs_key"
+    if op == "approve" and node_id != channel.creator and not state.moderates(node_id):
+        return "not_allowed"
     return None
+
+
+def who_can(state: CircleState, event: dict[str, Any], names: dict[str, str] | None = None) -> str:
+    """The sentence a writer refused as "not_allowed" shows: who can do what ``event`` does.
+
+    ``names`` (node id -> name) names people; default the names the events gave.
+    """
+    known = state.names if names is None else names
+
+    def who(node_id: str) -> str:
+        return known.get(node_id) or node_id[:8]
+
+    circle_owner = f"the circle's owner ({who(state.owner)})"
+    if event.get("t") == "ROLE_EVT":
+        if not state.owner:
+            return "this circle has no owner (made by a v1 client or before keys): no moderators"
+        return f"only {circle_owner} can name moderators"
+    if event.get("t") == "CIRCLE_NAME_EVT":
+        return f"only {circle_owner} or a moderator can rename this circle"
+    cid = str(event.get("channel_id"))
+    channel = state.channels.get(cid)
+    creator = f"#{cid}'s owner ({who(channel.creator)})" if channel else f"#{cid}'s owner"
+    if not state.owner:
+        return f"only {creator} can approve into #{cid}"
+    return f"only {creator}, the circle's owner or a moderator can approve into #{cid}"
 
 
 def _refuse(state: CircleState, ev: ControlEvent, why: str) -> None:
@@ -256,8 +377,18 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
         return _Parsed(ev, event_hash(ev), "circle_name", body)
     if kind == "CHANNEL_EVT":
         return _parse_channel_event(ev, body)
-    if kind in ("ANCHOR_ANNOUNCE", "CALL_EVT"):
-        return None  # known, and not about channels or names
+    if kind == "CIRCLE_OWNER":
+        if not is_hex(body.get("salt"), SALT_HEX_LEN):
+            return "bad_proof"
+        return _Parsed(ev, event_hash(ev), "owner", body)
+    if kind == "ROLE_EVT":
+        if body.get("op") not in ROLE_OPS or body.get("role") != "moderator":
+            return "bad_role"
+        if not is_node_id(body.get("target_node_id")):
+            return "bad_target"
+        return _Parsed(ev, event_hash(ev), "role", body)
+    if kind in ("ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE"):
+        return None  # known, and not about channels, names or roles
     return "unknown_type"
 
 
@@ -302,7 +433,7 @@ def _parse_channel_event(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | st
 # What an event refused for want of another waits for: (what, channel, node).
 # The event that gives it wakes the waiters.
 _Key = tuple[str, str, str]
-_WAIT_REASONS = {"channel": "no_channel", "approved": "not_approved", "member": "not_member"}
+_WAIT_REASONS = {"channel": "no_channel", "approved": "not_approved"}
 
 
 def _rank(p: _Parsed) -> tuple[int, str]:
@@ -341,6 +472,10 @@ class _Fold:
         """Apply one event: None, why it is refused, or what it waits for."""
         state, author, body = self.state, p.ev.author, p.body
         if p.kind == "circle_name":
+            if state.owner and p.ev.signer is None:
+                return "unsigned"
+            if state.owner and not state.moderates(author):
+                return "not_allowed"
             state.name = body["name"]
             return None
         if p.kind == "rename":
@@ -354,7 +489,6 @@ class _Fold:
             digest = body.get("key_hash", "") if mode == "key" else ""
             state.channels[cid] = Channel(cid, mode, digest, author, p.ev.created_ts, {author})
             self._wake(("channel", cid, ""))
-            self._wake(("member", cid, author))
             return None
         channel = state.channels.get(cid)
         if channel is None:
@@ -365,7 +499,6 @@ class _Fold:
             if channel.access_mode == "invite" and author not in channel.approved:
                 return ("approved", cid, author)
             channel.members.add(author)
-            self._wake(("member", cid, author))
             return None
         if p.kind == "request":
             if channel.access_mode != "invite":
@@ -373,14 +506,15 @@ class _Fold:
             channel.requests.add(author)
             return None
         if p.kind == "approve":
-            if author not in channel.members:
-                return ("member", cid, author)
+            if p.ev.signer is None:
+                return "unsigned"
+            if author != channel.creator and not state.moderates(author):
+                return "not_allowed"
             target = body["target_node_id"]
             channel.approved.add(target)
             channel.members.add(target)
             channel.requests.discard(target)
             self._wake(("approved", cid, target))
-            self._wake(("member", cid, target))
             return None
         channel.members.discard(author)  # leave
         return None

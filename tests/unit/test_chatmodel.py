@@ -39,6 +39,8 @@ from felund.v1.wire import compose_message, to_wire
 
 N1, N2, N3 = "1a" * 12, "2b" * 12, "3c" * 16  # well-formed node ids; 32 hex as a browser's
 AUTHORS = (N1, N2, N3)
+# The key each signed event of an author verified with (the fold only compares them).
+PK = {N1: b"\x01" * 32, N2: b"\x02" * 32, N3: b"\x03" * 32}
 VECTORS = _V1_VECTORS.parent
 KEYS = ("k-one", "k-two")
 CHANNELS = ("general", "alpha", "beta", "gamma", "Bad!", "__control", "x" * 33)
@@ -56,14 +58,16 @@ def kh(key: str) -> str:
 class Log:
     """Builds events with increasing time and unique msg ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, signed: bool = False) -> None:
         self.events: list[ControlEvent] = []
         self.ts = 1000
+        self.signed = signed  # every event signed by its author's key (PK), or none
 
     def add(self, author: str, body: dict[str, Any] | str, ts: int | None = None) -> ControlEvent:
         self.ts = self.ts + 1 if ts is None else ts
         text = body if isinstance(body, str) else event_text(body)
-        ev = ControlEvent(f"{len(self.events):032x}", author, self.ts, text)
+        signer = PK[author] if self.signed else None
+        ev = ControlEvent(f"{len(self.events):032x}", author, self.ts, text, signer)
         self.events.append(ev)
         return ev
 
@@ -375,8 +379,8 @@ def test_the_key_hash_is_the_addendum_s() -> None:
         assert key_hash(c["circle_id"], c["channel_id"], c["key"]) == c["key_hash"]
 
 
-def test_invite_join_needs_approve_by_a_member() -> None:
-    log = Log()
+def test_invite_join_needs_approve_by_the_channels_creator() -> None:
+    log = Log(signed=True)
     log.chan(N1, "create", "club", access_mode="invite")
     log.chan(N2, "join", "club")
     assert log.state().rejected == {"not_approved": 1}
@@ -384,11 +388,11 @@ def test_invite_join_needs_approve_by_a_member() -> None:
     state = log.state()
     assert state.channels["club"].requests == {N2}
     assert not state.can_post("club", N2)
-    # A non-member cannot approve (not even themselves).
+    # Nobody but its creator (in a circle without owner) approves, not even themselves.
     log.chan(N3, "approve", "club", target_node_id=N3)
     log.chan(N2, "approve", "club", target_node_id=N2)
     state = log.state()
-    assert state.rejected["not_member"] == 2
+    assert state.rejected["not_allowed"] == 2
     assert not state.can_post("club", N3)
     log.chan(N1, "approve", "club", target_node_id=N2)
     state = log.state()
@@ -402,9 +406,10 @@ def test_invite_join_needs_approve_by_a_member() -> None:
     assert not log.state().can_post("club", N2)
     log.chan(N2, "join", "club")
     assert log.state().can_post("club", N2)
-    # An approved member can approve others.
+    # An approved member cannot approve others.
     log.chan(N2, "approve", "club", target_node_id=N3)
-    assert log.state().can_post("club", N3)
+    assert not log.state().can_post("club", N3)
+    assert log.state().rejected["not_allowed"] == 3
 
 
 def test_request_only_for_invite_channels_and_approve_needs_a_target() -> None:
@@ -621,11 +626,11 @@ def test_a_tie_in_time_breaks_by_hash_not_by_msg_id() -> None:
 
 def test_an_event_waits_across_seconds_for_what_it_needs() -> None:
     """A join dated by a clock two minutes behind its channel's creator still counts,
-    as do an approve and a join dated before the approver could approve."""
-    log = Log()
+    as do an approve and a join dated before the channel was made."""
+    log = Log(signed=True)
     log.chan(N2, "join", "lobby")  # dated 1001: before the create
     log.chan(N3, "join", "club")  # before the invite channel exists and before its approve
-    log.chan(N2, "approve", "club", target_node_id=N3)  # before N2 is a member
+    log.chan(N1, "approve", "club", target_node_id=N3)  # before the channel exists
     log.ts += 120
     log.chan(N1, "create", "lobby")
     log.chan(N1, "create", "club", access_mode="invite")
@@ -648,7 +653,7 @@ def test_a_leave_before_a_join_in_time_stays_before_it() -> None:
 
 def test_an_approve_names_a_well_formed_node_id() -> None:
     """Strings are not members: an approve naming anything but 24 or 32 lowercase hex is ignored."""
-    log = Log()
+    log = Log(signed=True)
     log.chan(N1, "create", "vip", access_mode="invite")
     for target in ("bob", "8bd55a18", "totally-bogus-node", N2.upper(), N2 + "0", N3[:30]):
         log.chan(N1, "approve", "vip", target_node_id=target)
@@ -682,7 +687,8 @@ def test_node_id_names_the_actor_of_a_join_leave_request_or_rename() -> None:
 
 
 def test_v1_event_forms_apply() -> None:
-    """What the other implementation writes (addendum §2.3, §3.1) counts here."""
+    """What the other implementation writes (addendum §2.3, §3.1) counts here, but an
+    approve: unsigned, it uses a role (the channel's owner's) that it cannot show."""
     log = Log()
     cli = {"t": "CHANNEL_EVT", "circle_id": "", "created_ts": 5}
     log.add(
@@ -716,9 +722,9 @@ def test_v1_event_forms_apply() -> None:
             for e in log.events
         ]
     )
-    assert state.channels["ops"].members == {N1, N2, N3}
+    assert state.channels["ops"].members == {N1, N2}
     assert (state.names, state.name) == ({N3: "tui"}, "from a browser")
-    assert state.rejected == {}
+    assert state.rejected == {"unsigned": 1}
 
 
 def test_the_writer_refuses_a_contest_and_a_keyless_join() -> None:
