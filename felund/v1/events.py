@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from felund.v1.chatmodel import ACCESS_MODES, CHANNEL_OPS, channel_name, key_hash
+from felund.v1.chatmodel import ACCESS_MODES, CHANNEL_OPS, CircleState, channel_name, key_hash
 from felund.v1.ids import is_node_id
 
 NEEDS_KEY = "a key channel needs a key"
+# What the owner makes someone (ROLE_EVT grants or revokes the one role there is).
+GIVEN_ROLES = ("moderator", "member")
 
 
 def channel_event(
@@ -80,6 +82,42 @@ def circle_name_event(circle_id: str, name: str) -> dict[str, Any]:
     return {"t": "CIRCLE_NAME_EVT", "circle_id": circle_id, "name": name}
 
 
+def owner_event(salt: str) -> dict[str, Any]:
+    """The owner's proof its creator writes right after making a circle (felund.trust.owner)."""
+    return {"salt": salt, "t": "CIRCLE_OWNER"}
+
+
+def role_event(target: str, role: str) -> dict[str, Any]:
+    """The owner makes ``target`` a "moderator", or a plain "member" again; ValueError if bad."""
+    if role not in GIVEN_ROLES:
+        raise ValueError(f"a role is {' or '.join(GIVEN_ROLES)}")
+    op = "grant" if role == "moderator" else "revoke"
+    return {"op": op, "role": "moderator", "t": "ROLE_EVT", "target_node_id": target}
+
+
+def kept_by_owner(
+    before: CircleState, after: CircleState, circle_id: str, owner: str
+) -> list[dict[str, Any]]:
+    """What the owner writes with a demotion so that nobody loses by surprise what
+    ``after`` (the state with it) takes away from ``before``: an approve of
+    each member who stood in a channel only through the demoted one's
+    approvals, and the circle's name if only that one had set it."""
+    kept = [
+        channel_event("approve", circle_id, cid, owner, target=target)
+        for cid, channel in sorted(before.channels.items())
+        if cid in after.channels  # a demotion makes and unmakes no channel
+        for target in sorted(channel.members - after.channels[cid].members)
+    ]
+    if before.name and after.name != before.name:
+        kept.append(circle_name_event(circle_id, before.name))
+    return kept
+
+
+def key_announce_event(node_id: str, public_key_b64: str) -> dict[str, Any]:
+    """This node's key, announced once per circle (pinned by readers at first sight)."""
+    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE"}
+
+
 def anchor_announce(node_id: str) -> dict[str, Any]:
     """This node's ANCHOR_ANNOUNCE (addendum §4.1): always on, so an anchor for v1 peers.
     Reachability and mobility are not known here: v1's own anchors say false too."""
@@ -88,11 +126,6 @@ def anchor_announce(node_id: str) -> dict[str, Any]:
         "node_id": node_id,
         "capabilities": {"can_anchor": True, "is_mobile": False, "public_reachable": False},
     }
-
-
-def key_announce_event(node_id: str, public_key_b64: str) -> dict[str, Any]:
-    """This node's key, announced once per circle (pinned by readers at first sight)."""
-    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE"}
 
 
 def dated(event: dict[str, Any], created_ts: int) -> dict[str, Any]:
