@@ -91,6 +91,33 @@ def cmd_circle(args: argparse.Namespace, node: NodeClient) -> None:
     )
 
 
+def cmd_members(args: argparse.Namespace, node: NodeClient) -> None:
+    """Everyone of a circle: name, role, key fingerprint, last seen."""
+    people = node.call(OP_WHO, {"circle_id": args.circle_id})["people"]
+    if args.json:
+        json_out(people)
+        return
+    for p in people:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["last_seen"]))
+        name = ("" if p["verified"] else "?") + (p["display_name"] or "-")
+        out(
+            f"{name:<24} {p['role']:<9} {p['node_id']}  "
+            f"{p['fingerprint'] or 'no key seen':<39}  last seen {seen}"
+        )
+    if not all(p["verified"] for p in people):
+        err("? = no key seen: what they write shows unverified")
+
+
+def cmd_role(args: argparse.Namespace, node: NodeClient) -> None:
+    """The circle's owner makes someone a moderator, or a plain member again."""
+    try:
+        event = events.role_event(args.node, args.role)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _control(node, args.circle_id, event)
+    err(f"{args.node} is now a {args.role} of this circle")
+
+
 def cmd_who(args: argparse.Namespace, node: NodeClient) -> None:
     """Who is in a circle or channel, and when each was last seen."""
     people = node.call(OP_WHO, {"circle_id": args.circle_id, "channel_id": args.channel or ""})[
@@ -142,6 +169,17 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("--delete-history", action="store_true", help="delete its messages too")
     p.set_defaults(func=cmd_circle)
+
+    p = sub.add_parser("members", help="a circle's people: role, key fingerprint, last seen")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.set_defaults(func=cmd_members)
+
+    p = sub.add_parser("role", help="make someone a moderator, or a member again (owner only)")
+    p.add_argument("role", choices=("moderator", "member"), help="the role to give")
+    p.add_argument("node", help="whom: a node id, its start, or a name (`felund members`)")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.set_defaults(func=cmd_role)
 
     p = sub.add_parser("who", help="who is in a circle or channel")
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)

@@ -28,7 +28,14 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
         "switch <name> | leave <name> | request <name> | approve <name> <person>",
         "create, join, switch to, leave a channel; ask to join or approve (invite channels)",
     ),
-    "who": ("/who [channel]", "who is in the circle, or in one of its channels"),
+    "who": (
+        "/who [channel]",
+        "who is in the circle, or in one of its channels, with roles (? = no key seen)",
+    ),
+    "role": (
+        "/role moderator|member <person>",
+        "make someone a moderator, or a member again (the circle's owner only)",
+    ),
     "name": ("/name [new name]", "show your display name, or change it in every circle"),
     "settings": ("/settings", "your display name and the relay URL (F3)"),
     "debug": ("/debug", "show the node's log records as they come (Esc closes)"),
@@ -157,6 +164,8 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
             return _matching(word, list(chatmodel.ACCESS_MODES))
     if cmd == "/who" and n == 1:
         return _channel_words(word, ctx)
+    if cmd == "/role" and n == 1:
+        return _matching(word, ["moderator", "member"])
     if cmd == "/circle":
         if n == 1:
             return _matching(word, ["switch"])

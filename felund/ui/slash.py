@@ -19,7 +19,7 @@ from felund.ui.commands import (
 )
 from felund.ui.state import CircleView
 from felund.ui.view import Effect, View
-from felund.v1 import chatmodel
+from felund.v1 import chatmodel, events
 
 
 def run(model: View, line: str) -> list[Effect]:
@@ -135,6 +135,15 @@ def _who(model: View, cmd: Command) -> list[Effect]:
     return [model.call(OP_WHO, body, "who", circle_id=circle.circle_id, channel_id=channel)]
 
 
+def _role(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    if len(cmd.args) < 2 or cmd.args[0] not in ("moderator", "member"):
+        raise UsageError("usage: " + COMMANDS["role"][0])
+    who = cmd.rest.split(None, 1)[1]  # a name may have spaces
+    event = events.role_event(who, cmd.args[0])
+    return [model.control(circle.circle_id, event, f"{who} is now a {cmd.args[0]}")]
+
+
 def _name(model: View, cmd: Command) -> list[Effect]:
     if not cmd.rest:
         model.notice(f"you are {model.display_name!r}" if model.display_name else "no name yet")
@@ -151,6 +160,7 @@ _HANDLERS: Final[dict[str, Callable[[View, Command], list[Effect]]]] = {
     "channels": _channels,
     "channel": _channel,
     "who": _who,
+    "role": _role,
     "name": _name,
     "settings": lambda m, c: m.open("settings"),
     "debug": lambda m, c: m.open("debug"),

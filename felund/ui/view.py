@@ -551,13 +551,21 @@ class View:
 
     def _on_who(self, req: _Req, answer: Any) -> list[Effect]:
         lines = []
+        unverified = False
         for person in get(answer, "people", list):
             node = get(person, "node_id", str)
             seen = person.get("last_seen")
             when = (
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if type(seen) is int else "?"
             )
-            lines.append(f"  {person.get('display_name') or '-'}  {node[:8]}  last seen {when}")
+            role = person.get("role")
+            role = f"  {role}" if role in ("owner", "moderator") else ""
+            mark = "" if person.get("verified", True) else "?"
+            unverified = unverified or bool(mark)
+            name = person.get("display_name") or "-"
+            lines.append(f"  {mark}{name}  {node[:8]}{role}  last seen {when}")
+        if unverified:
+            lines.append("  (? = no key seen: what they write is unverified)")
         where = f"#{req.channel_id}" if req.channel_id else "the circle"
         self.notice("\n".join([f"in {where}:", *lines]) if lines else f"nobody in {where} yet")
         return []
