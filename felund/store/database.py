@@ -516,6 +516,15 @@ class Database:
             (circle_id,),
         ).fetchall()
 
+    def signers(self, circle_id: str) -> dict[str, bytes]:
+        """The key each author's messages in a circle verified with (pinned or derived)."""
+        rows = self._db.execute(
+            "SELECT author_node_id, signer FROM messages "
+            "WHERE circle_id = ? AND signer IS NOT NULL GROUP BY author_node_id",
+            (circle_id,),
+        )
+        return {author: bytes(pk) for author, pk in rows}
+
     def pinned(self, circle_id: str, node_id: str) -> bytes | None:
         """The key pinned for an author in a circle, if any."""
         row = self._db.execute(

@@ -60,7 +60,8 @@ from felund.protocol import (
 from felund.store import blocks as block_list
 from felund.store.database import Circle, Database, Row
 from felund.trust import signing
-from felund.trust.identity import IdentityKey, b64, is_derived_form
+from felund.trust.identity import IdentityKey, b64, fingerprint, is_derived_form
+from felund.trust.owner import new_owned_secret
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
@@ -109,13 +110,13 @@ _REFUSALS = {
     "wrong_key": "wrong key for that channel",
     "not_approved": "that channel is by invitation: ask with `channel request`, then wait",
     "not_invite": "that channel is not by invitation; join it",
-    "not_member": "only a member of the channel can approve",
     "general": "#general cannot be left",
     "bad_channel": chatmodel.CHANNEL_RULE,
     "bad_name": f"names are 1 to {chatmodel.MAX_NAME} printable characters",
     "needs_key": "that channel has a key: join it with the key",
     "bad_target": "that node id is not well-formed (24 or 32 lowercase hex): no one to approve",
     "future": "dated too far ahead of this node's clock: try again in a few seconds",
+    "unsigned": "this node writes unsigned (its id cannot be signed for): it has no role to use",
 }
 
 
@@ -194,7 +195,9 @@ class Ops:
         now = int(time.time())
         state = self._states.get(circle_id)
         if state is None or (state.due_at is not None and now >= state.due_at):
-            state = chatmodel.derive(self._control_events(circle_id), circle_id, now)
+            circle = self.db.circle(circle_id)  # its secret proves the owner; a circle left: none
+            secret = circle.secret if circle else ""
+            state = chatmodel.derive(self._control_events(circle_id), circle_id, now, secret)
             self._states[circle_id] = state
             self._count_rejections(circle_id, state.rejected)
         return state
@@ -292,12 +295,17 @@ class Ops:
         return Outcome({"people": sorted(people, key=lambda p: -p["last_seen"])})
 
     def _people(self, circle_id: str, state: chatmodel.CircleState) -> list[dict[str, Any]]:
-        """Everyone who wrote in a circle (control events too), by current name."""
+        """Everyone who wrote in a circle (control events too), by current name, with
+        their role and key (the one their messages verified with; verified: one was)."""
+        keys = self.db.signers(circle_id)
         return [
             {
                 "node_id": node_id,
                 "display_name": state.names.get(node_id, name),
                 "last_seen": last_seen,
+                "role": state.role_of(node_id),
+                "fingerprint": fingerprint(keys[node_id]) if node_id in keys else "",
+                "verified": node_id in keys,
             }
             for node_id, name, last_seen in self.db.authors(circle_id)
         ]
@@ -369,10 +377,10 @@ class Ops:
         """Date, check and write one control event of this node."""
         cid, me = circle.circle_id, self.node.node_id
         state = self.state(cid)
-        if event.get("t") == "CHANNEL_EVT" and event.get("op") == "approve":
+        if event.get("op") == "approve" or event.get("t") == "ROLE_EVT":
             target = event.get("target_node_id")
             if not isinstance(target, str):
-                raise RPCError(ERR_BAD_REQUEST, "approve needs target_node_id: whom to let in")
+                raise RPCError(ERR_BAD_REQUEST, "target_node_id is required: whom it is about")
             event = {**event, "target_node_id": self._person(cid, state, target)}
         # After our own last event of the circle, so that ours keep their order
         # (ties break by hash), but never after a peer's: a date it chose must
@@ -380,20 +388,44 @@ class Ops:
         created_ts = max(created_ts, self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
         event = events.dated(event, created_ts)
         text = chatmodel.event_text(event)
-        problem = chatmodel.writer_problem(state, event)
+        problem = chatmodel.writer_problem(state, event, me)
         if not problem:
-            mine = chatmodel.ControlEvent(msg_id, me, created_ts, text, self._signer_pk)
-            trial = chatmodel.derive([*self._control_events(cid), mine], cid, int(time.time()))
+            mine = chatmodel.ControlEvent(msg_id, me, created_ts, text, self._writes_as())
+            trial = chatmodel.derive(
+                [*self._control_events(cid), mine], cid, int(time.time()), circle.secret
+            )
             problem = trial.refused.get(msg_id)
         if problem:
-            raise RPCError(ERR_FORBIDDEN, _REFUSALS.get(problem, f"refused: {problem}"))
+            raise RPCError(ERR_FORBIDDEN, self._refusal(cid, state, event, problem))
         out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        self._forget(cid)  # what follows in this request sees it
         if event.get("op") == "rename":
             out.settings_changed = event["display_name"] != self.display_name()
             self.db.set_setting(_NAME_SETTING, event["display_name"])
         if event.get("t") == "CIRCLE_NAME_EVT":
             out.circles_changed = True
+        if event.get("t") == "ROLE_EVT" and event["op"] == "revoke":
+            for kept in events.kept_by_owner(state, trial, cid, me):
+                more = self._control(circle, kept, ids.new_msg_id(me, created_ts), created_ts)
+                out.stored += more.stored
+                out.circles_changed |= more.circles_changed
         return out
+
+    def _refusal(
+        self, circle_id: str, state: chatmodel.CircleState, event: dict[str, Any], problem: str
+    ) -> str:
+        """Why our writer refuses an event, in words; for a role, who can do it."""
+        if problem == "not_allowed":
+            people = self._people(circle_id, state)
+            return chatmodel.who_can(
+                state, event, {p["node_id"]: p["display_name"] for p in people}
+            )
+        return _REFUSALS.get(problem, f"refused: {problem}")
+
+    def _writes_as(self) -> bytes | None:
+        """The key what this node writes is signed with (None: it writes unsigned)."""
+        key = self.node.key
+        return key.public if key is not None and self.node.encrypt else None
 
     def _person(self, circle_id: str, state: chatmodel.CircleState, who: str) -> str:
         """The node ``who`` names in a circle (events.resolve_person), or a refusal."""
@@ -406,8 +438,7 @@ class Ops:
     def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
         """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
         name = self.display_name()
-        key = self.node.key
-        signer = key.public if key is not None and self.node.encrypt else None
+        key, signer = self.node.key, self._writes_as()
         rows = []
         for i, (msg_id, created_ts, text) in enumerate(items):
             try:
@@ -549,19 +580,24 @@ class Ops:
     def circle_create(self, body: dict[str, Any]) -> Outcome:
         """Create a circle with a fresh secret; answer its id and invite code.
 
-        A name is written as the circle's first control event, so that it
-        travels with the circle to whoever joins.
+        A node that signs makes the secret commit to its key and writes, first,
+        the signed proof that makes it the circle's owner (felund.trust.owner).
+        A name is written as a control event too, so that it travels with the
+        circle to whoever joins.
         """
         name = _name(body)
-        secret = ids.new_secret()
+        pk = self._writes_as()
+        secret, salt = new_owned_secret(pk) if pk is not None else (ids.new_secret(), "")
         now = int(time.time())
         circle = Circle(ids.circle_id(secret), secret, name, now)
         self.db.add_circle(circle)
         out = Outcome(reply=None, circles_changed=True)
+        firsts = [events.owner_event(salt)] if salt else []
         if name:
+            firsts.append(events.circle_name_event(circle.circle_id, name))
+        for event in firsts:
             msg_id = ids.new_msg_id(self.node.node_id, now)
-            named = events.circle_name_event(circle.circle_id, name)
-            out.stored = self._control(circle, named, msg_id, now).stored
+            out.stored += self._control(circle, event, msg_id, now).stored
         out.stored += self.announce_key(circle)
         out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
         return out

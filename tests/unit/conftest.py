@@ -18,6 +18,7 @@ import zmq
 
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
+from felund.trust.identity import IdentityKey
 
 PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec"}
@@ -81,4 +82,13 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
     """This node's store operations on a fresh database file (node ``ME``, clear messages)."""
     db = Database(tmp_path / "felund.db")
     yield Ops(db, NodeInfo(ME, "me", False, "127.0.0.1:9999"))
+    db.close()
+
+
+@pytest.fixture
+def signing_ops(tmp_path: Path) -> Iterator[Ops]:
+    """As ``ops``, but signing (encrypted messages, ME's key): the owner of circles it makes."""
+    db = Database(tmp_path / "felund.db")
+    key = IdentityKey.from_seed(bytes(32))  # ME is older than keys: any key signs for it
+    yield Ops(db, NodeInfo(ME, "me", True, "127.0.0.1:9999", key=key))
     db.close()

@@ -7,16 +7,39 @@ event): here keys are stand-in bytes, and an owner's proof is made with them.
 
 from __future__ import annotations
 
+import json
 import random
+import re
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from felund.errors import RPCError
+from felund.protocol import (
+    CONTROL_CHANNEL,
+    ERR_FORBIDDEN,
+    OP_APPEND,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_CONTROL,
+    OP_SNAPSHOT,
+    OP_WHO,
+)
+from felund.store.database import Database
+from felund.store.ops import NodeInfo, Ops, Outcome
+from felund.testing import handled
+from felund.trust.identity import IdentityKey, fingerprint
 from felund.trust.owner import new_owned_secret, owned_secret
-from felund.v1 import chatmodel, events
+from felund.v1 import chatmodel, events, ids
 from felund.v1.chatmodel import ControlEvent, derive, event_text
 from felund.v1.ids import new_secret
+from felund.v1.wire import compose_message, to_wire
+
+from .conftest import ME
 
 OWNER, MOD, PLAIN, NEW = "0a" * 12, "0b" * 12, "0c" * 12, "0d" * 12
 PEOPLE = (OWNER, MOD, PLAIN, NEW)
@@ -337,3 +360,120 @@ def test_every_order_of_signed_unsigned_roles_approvals_creates_derives_one_stat
     assert first.owner not in first.moderators
     if not first.owner:
         assert not first.moderators
+
+
+# --- the store: who writes what, and what it refuses ----------------------------------------
+
+B_KEY, C_KEY = IdentityKey.from_seed(b"\x0b" * 32), IdentityKey.from_seed(b"\x0c" * 32)
+B, C = B_KEY.node_id, C_KEY.node_id
+
+
+def _peer(ops: Ops, circle_id: str, key: IdentityKey, event: dict[str, Any]) -> None:
+    """A member's signed control event, as gossip brings it."""
+    secret = ops.db.circle(circle_id).secret  # type: ignore[union-attr]
+    now = int(time.time())
+    msg = compose_message(
+        secret,
+        circle_id=circle_id,
+        channel_id=CONTROL_CHANNEL,
+        author_node_id=key.node_id,
+        display_name="",
+        text=event_text(event),
+        created_ts=now,
+        msg_id=ids.new_msg_id(key.node_id, now),
+        encrypt=True,
+        key=key,
+    )
+    answer = handled(ops, OP_APPEND, {"origin": "gossip", "msgs": [to_wire(msg)]}).reply
+    assert answer["results"] == ["stored"]
+
+
+def _ours(ops: Ops, circle_id: str, event: dict[str, Any]) -> Outcome:
+    now = int(time.time())
+    body = {"circle_id": circle_id, "msg_id": ids.new_msg_id(ME, now), "created_ts": now}
+    return handled(ops, OP_CONTROL, {**body, "event": event})
+
+
+def test_the_store_makes_its_creator_owner_and_names_moderators(signing_ops: Ops) -> None:
+    ops = signing_ops
+    made = handled(ops, OP_CIRCLE_CREATE, {"name": "club"}).reply
+    cid = made["circle_id"]
+    assert (ops.state(cid).owner, ops.state(cid).name) == (ME, "club")
+    _peer(ops, cid, B_KEY, events.rename_event(cid, B, "bob"))
+    _peer(ops, cid, C_KEY, events.rename_event(cid, C, "cy"))
+    before = len(ops.db.control_events(cid, CONTROL_CHANNEL))
+    with pytest.raises(RPCError, match="no one in this circle"):
+        _ours(ops, cid, events.role_event("carol", "moderator"))
+    assert len(ops.db.control_events(cid, CONTROL_CHANNEL)) == before
+    _ours(ops, cid, events.role_event("bob", "moderator"))
+    people = handled(ops, OP_WHO, {"circle_id": cid}).reply["people"]
+    assert {p["node_id"]: (p["role"], p["verified"]) for p in people} == {
+        ME: ("owner", True),
+        B: ("moderator", True),
+        C: ("member", True),
+    }
+    assert {p["node_id"]: p["fingerprint"] for p in people}[B] == fingerprint(B_KEY.public)
+
+
+def test_a_demotion_re_approves_whom_only_the_demoted_let_in(signing_ops: Ops) -> None:
+    ops = signing_ops
+    cid = handled(ops, OP_CIRCLE_CREATE, {}).reply["circle_id"]
+    _ours(ops, cid, events.channel_event("create", cid, "vip", ME, access="invite"))
+    _peer(ops, cid, B_KEY, events.rename_event(cid, B, "bob"))
+    _ours(ops, cid, events.role_event(B, "moderator"))
+    _peer(ops, cid, B_KEY, events.channel_event("approve", cid, "vip", B, target=C))
+    assert ops.state(cid).channels["vip"].members == {ME, C}
+    out = _ours(ops, cid, events.role_event("bob", "member"))
+    written = [json.loads(row["text"]) for row in out.stored]
+    assert [(e["t"], e["op"], e["target_node_id"]) for e in written] == [
+        ("ROLE_EVT", "revoke", B),
+        ("CHANNEL_EVT", "approve", C),
+    ]
+    state = ops.state(cid)
+    assert (state.moderators, state.channels["vip"].members) == (set(), {ME, C})
+    _peer(ops, cid, B_KEY, events.channel_event("approve", cid, "vip", B, target=NEW))
+    assert NEW not in ops.state(cid).channels["vip"].members
+
+
+def test_a_member_s_store_refuses_what_its_role_does_not_allow(
+    signing_ops: Ops, tmp_path: Path
+) -> None:
+    made = handled(signing_ops, OP_CIRCLE_CREATE, {"name": "club"})
+    cid = made.reply["circle_id"]
+    handled(
+        signing_ops,
+        OP_CONTROL,
+        {
+            "circle_id": cid,
+            "msg_id": ids.new_msg_id(ME, int(time.time())),
+            "created_ts": int(time.time()),
+            "event": events.channel_event("create", cid, "vip", ME, access="invite"),
+        },
+    )
+    db = Database(tmp_path / "b.db")
+    b = Ops(db, NodeInfo(B, "bob", True, "127.0.0.1:9998", key=B_KEY))
+    try:
+        handled(b, OP_CIRCLE_JOIN, {"code": made.reply["code"]})
+        wires = [
+            r["wire"] for r in handled(signing_ops, OP_SNAPSHOT, {"with_wire": True}).reply["msgs"]
+        ]
+        handled(b, OP_APPEND, {"origin": "gossip", "msgs": wires})
+        assert b.state(cid).owner == ME
+        for event, says in [
+            (events.role_event(ME, "member"), "only the circle's owner (me) can name moderators"),
+            (events.circle_name_event(cid, "mine"), "only the circle's owner (me) or a moderator"),
+            (
+                events.channel_event("approve", cid, "vip", B, target=ME),
+                "only #vip's owner (me), the circle's owner or a moderator can approve into #vip",
+            ),
+        ]:
+            with pytest.raises(RPCError, match=re.escape(says)) as refused:
+                now = int(time.time())
+                body = {"circle_id": cid, "msg_id": ids.new_msg_id(B, now), "created_ts": now}
+                handled(b, OP_CONTROL, {**body, "event": event})
+            assert refused.value.code == ERR_FORBIDDEN
+        assert db.control_events(cid, CONTROL_CHANNEL) == signing_ops.db.control_events(
+            cid, CONTROL_CHANNEL
+        )
+    finally:
+        db.close()

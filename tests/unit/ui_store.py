@@ -68,7 +68,9 @@ class UiStore:
 
     def __init__(self, path: Path) -> None:
         self.db = Database(path)
-        self.ops = Ops(self.db, NodeInfo(ME, "alice", True, "127.0.0.1:9999"))
+        # Signing (its id, older than keys, takes any key): the owner of the circles it makes.
+        node = NodeInfo(ME, "alice", True, "127.0.0.1:9999", key=IdentityKey.from_seed(bytes(32)))
+        self.ops = Ops(self.db, node)
         self.calls: list[Call] = []  # every call of the model answered, in order
         self.circle_id = ""  # the circle that friends() made
 
