@@ -396,6 +396,27 @@ def test_approve_finds_a_member_who_never_posted(store: UiStore) -> None:
     assert model.status_style == "error"
 
 
+def test_who_shows_roles_and_a_refusal_says_who_can(store: UiStore, circle: str) -> None:
+    """Issue 15: this node made "friends" (it owns it); BOB writes unsigned (a v1 peer)."""
+    model = started(store)
+    store.drive(model, enter(model, "/role moderator bob"))
+    assert model.status == "bob is now a moderator", model.status
+    store.drive(model, enter(model, "/who"))
+    text = screen_text(model)
+    assert f"alice  {ME[:8]}  owner  last seen" in text, text
+    assert f"?bob  {BOB[:8]}  moderator  last seen" in text, text
+    assert "(? = no key seen: what they write is unverified)" in text
+    work = store.join_work()  # BOB's circle: no owner, so no one names moderators
+    store.bob_does({"t": "CHANNEL_EVT", "op": "create", "channel_id": "den"}, circle_id=work)
+    store.drive(model, model.on_chat_circle_changed())
+    store.drive(model, enter(model, "/circle switch work"))
+    store.drive(model, enter(model, "/role moderator bob"))
+    assert model.status.startswith("this circle has no owner"), model.status
+    store.drive(model, enter(model, "/channel approve den bob"))
+    assert model.status == "only #den's owner (bob) can approve into #den", model.status
+    assert model.status_style == "error"
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [
@@ -444,7 +465,7 @@ def test_who_lists_people_into_the_pane(store: UiStore, circle: str) -> None:
     assert call.body == {"circle_id": circle, "channel_id": "dev"}
     store.drive(model, effects)
     assert "in #dev:" in screen_text(model)
-    assert f"bob  {BOB[:8]}  last seen 2023-11-14 22:13" in screen_text(model)
+    assert f"?bob  {BOB[:8]}  last seen 2023-11-14 22:13" in screen_text(model)  # unsigned
     assert model.status == ""  # not its heading alone, left below the pane
 
 
