@@ -232,7 +232,11 @@ def test_our_messages_are_signed_verified_and_announce_our_key(store: Ops) -> No
     (wire,) = store.db.wire_of(["m" * 32])
     assert open_message(SECRET, CIRCLE, parse_message(wire)).signed is not None
     circle = next(c for c in store.db.circles() if c.circle_id != CIRCLE)
-    (event,) = store.db.control_events(circle.circle_id, CONTROL_CHANNEL)
+    (event,) = [  # after the owner's proof (CIRCLE_OWNER, felund.trust.owner)
+        e
+        for e in store.db.control_events(circle.circle_id, CONTROL_CHANNEL)
+        if json.loads(e[3])["t"] == "KEY_ANNOUNCE"
+    ]
     pk = IdentityKey.from_seed(b"m" * 32).public
     assert json.loads(event[3]) == {
         "node_id": "9" * 24,
@@ -310,7 +314,7 @@ def test_a_database_of_schema_1_gains_the_columns_and_its_rows_are_unverified(
     for _ in range(2):  # twice: the migration is idempotent
         db = Database(path)
         rows = list(db.circle_rows(db.circles()[0].circle_id, None))
-        assert [r["verified"] for r in rows] == [False]
+        assert [r["verified"] for r in rows] == [False, False]  # the owner's proof, the key
         assert db.pinned(CIRCLE, OLDER) is None
         db.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -397,19 +397,26 @@ def test_approve_finds_a_member_who_never_posted(store: UiStore) -> None:
 
 
 def test_who_shows_roles_and_a_refusal_says_who_can(store: UiStore, circle: str) -> None:
-    """Issue 15: this node made "friends" (it owns it); BOB writes unsigned (a v1 peer)."""
+    """Issue 15: this node made "friends" (it owns it); "work" is BOB's, written unsigned
+    (as a v1 client writes): it has no owner, and BOB shows without a key."""
     model = started(store)
     store.drive(model, enter(model, "/role moderator bob"))
     assert model.status == "bob is now a moderator", model.status
     store.drive(model, enter(model, "/who"))
     text = screen_text(model)
     assert f"alice  {ME[:8]}  owner  last seen" in text, text
-    assert f"?bob  {BOB[:8]}  moderator  last seen" in text, text
-    assert "(? = no key seen: what they write is unverified)" in text
-    work = store.join_work()  # BOB's circle: no owner, so no one names moderators
-    store.bob_does({"t": "CHANNEL_EVT", "op": "create", "channel_id": "den"}, circle_id=work)
+    assert f"bob  {BOB[:8]}  moderator  last seen" in text, text
+    assert "no key seen" not in text
+    work = store.join_work()
+    create = {"t": "CHANNEL_EVT", "op": "create", "channel_id": "den", "actor_node_id": BOB}
+    text = chatmodel.event_text(create)
+    store.bob_says(1, CONTROL_CHANNEL, work, signed=False, text=text, msg_id="d" * 32)
     store.drive(model, model.on_chat_circle_changed())
     store.drive(model, enter(model, "/circle switch work"))
+    store.drive(model, enter(model, "/who"))
+    text = screen_text(model)
+    assert f"?bob  {BOB[:8]}  last seen" in text, text
+    assert "(? = no key seen: what they write is unverified)" in text, text
     store.drive(model, enter(model, "/role moderator bob"))
     assert model.status.startswith("this circle has no owner"), model.status
     store.drive(model, enter(model, "/channel approve den bob"))
@@ -465,7 +472,7 @@ def test_who_lists_people_into_the_pane(store: UiStore, circle: str) -> None:
     assert call.body == {"circle_id": circle, "channel_id": "dev"}
     store.drive(model, effects)
     assert "in #dev:" in screen_text(model)
-    assert f"?bob  {BOB[:8]}  last seen 2023-11-14 22:13" in screen_text(model)  # unsigned
+    assert f"bob  {BOB[:8]}  last seen 2023-11-14 22:13" in screen_text(model)
     assert model.status == ""  # not its heading alone, left below the pane
 
 
