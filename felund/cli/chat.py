@@ -176,7 +176,7 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.set_defaults(func=cmd_members)
 
     p = sub.add_parser("role", help="make someone a moderator, or a member again (owner only)")
-    p.add_argument("role", choices=("moderator", "member"), help="the role to give")
+    p.add_argument("role", choices=events.GIVEN_ROLES, help="the role to give")
     p.add_argument("node", help="whom: a node id, its start, or a name (`felund members`)")
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.set_defaults(func=cmd_role)

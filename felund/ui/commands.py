@@ -165,7 +165,7 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
     if cmd == "/who" and n == 1:
         return _channel_words(word, ctx)
     if cmd == "/role" and n == 1:
-        return _matching(word, ["moderator", "member"])
+        return _matching(word, list(events.GIVEN_ROLES))
     if cmd == "/circle":
         if n == 1:
             return _matching(word, ["switch"])

@@ -137,7 +137,7 @@ def _who(model: View, cmd: Command) -> list[Effect]:
 
 def _role(model: View, cmd: Command) -> list[Effect]:
     circle = _circle_or_fail(model)
-    if len(cmd.args) < 2 or cmd.args[0] not in ("moderator", "member"):
+    if len(cmd.args) < 2 or cmd.args[0] not in events.GIVEN_ROLES:
         raise UsageError("usage: " + COMMANDS["role"][0])
     who = cmd.rest.split(None, 1)[1]  # a name may have spaces
     event = events.role_event(who, cmd.args[0])

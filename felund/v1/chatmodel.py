@@ -37,8 +37,8 @@ The fold (the spec names the events, not their order; these rules are ours):
   channel made with an empty hash checks nothing, §2.2); an invite channel
   needs an ``approve`` first. ``request`` asks to join an invite channel;
   an ``approve`` allowed by the roles below makes ``target_node_id`` (a
-  well-formed node id) a member. ``leave`` leaves (never ``general``). ``rename`` sets the
-  author's display name, ``CIRCLE_NAME_EVT`` the circle's name (with or
+  well-formed node id) a member. ``leave`` leaves (never ``general``).
+  ``rename`` sets the author's display name, ``CIRCLE_NAME_EVT`` the circle's name (with or
   without ``circle_id``, §3.1): the last in order wins.
 - Only one's own actions: ``actor_node_id`` and, for the ops it names the
   actor in, ``node_id`` must be the message's author.
@@ -76,12 +76,11 @@ from typing import Any, TypeGuard
 
 from felund.protocol import DEFAULT_CHANNEL
 from felund.trust.owner import SALT_HEX_LEN, proves_owner
-from felund.v1.ids import is_hex, is_node_id
+from felund.v1.ids import SECRET_HEX_LEN, is_hex, is_node_id
 
 ACCESS_MODES = ("public", "key", "invite")
 CHANNEL_OPS = ("create", "join", "request", "approve", "leave", "rename")
 ROLE_OPS = ("grant", "revoke")
-ROLES = ("owner", "moderator", "member")
 MAX_EVENT_TEXT = 4096
 MAX_NAME = 64
 MAX_SKEW_S = 300
@@ -297,7 +296,7 @@ def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
 
 
 def _proves(secret: str, signer: bytes, salt: str) -> bool:
-    return is_hex(secret, 64) and proves_owner(secret, signer, salt)
+    return is_hex(secret, SECRET_HEX_LEN) and proves_owner(secret, signer, salt)
 
 
 def writer_problem(state: CircleState, event: dict[str, Any], node_id: str = "") -> str | None:
