@@ -61,7 +61,8 @@ def test_status_json(node: Node) -> None:
     assert (circle["circle_id"], circle["name"]) == (node.circle_id, "")
     # Gossip's report, once its heartbeat carries the circle: nobody else in it.
     assert circle.get("gossip", {"peers": 0})["peers"] == 0
-    assert status["messages"] == 2  # and the node's key, announced in the circle it made
+    # "one", and in the circle it made its owner's proof and its key announced
+    assert status["messages"] == 3
     assert status["metrics_url"].startswith("http://127.0.0.1:")
     store = status["services"]["store"]
     assert store["state"] == "running" and store["restarts"] == 0
@@ -91,8 +92,8 @@ def test_metrics_from_every_child(node: Node) -> None:
         # Written by the child itself, not by the supervisor on its behalf.
         assert metric_value(text, "felund_service_start_time_seconds", service=service)
         assert metric_value(text, "felund_bus_published_total", service=service)
-    # The message, and the node's key announced in the circle it made (while running).
-    assert metric_value(text, "felund_store_appends_total", origin="local") == 2.0
+    # The message, and in the circle it made (while running) the owner's proof and its key.
+    assert metric_value(text, "felund_store_appends_total", origin="local") == 3.0
     assert metric_value(text, "felund_bus_published_total", service="supervisor")
 
 
