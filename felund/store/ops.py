@@ -116,6 +116,7 @@ _REFUSALS = {
     "needs_key": "that channel has a key: join it with the key",
     "bad_target": "that node id is not well-formed (24 or 32 lowercase hex): no one to approve",
     "future": "dated too far ahead of this node's clock: try again in a few seconds",
+    "owner_role": "the circle's owner stays its owner: it is made neither moderator nor member",
     "unsigned": "this node writes unsigned (its id cannot be signed for): it has no role to use",
 }
 

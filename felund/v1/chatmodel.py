@@ -302,11 +302,14 @@ def _proves(secret: str, signer: bytes, salt: str) -> bool:
 def writer_problem(state: CircleState, event: dict[str, Any], node_id: str = "") -> str | None:
     """What our writers refuse before the fold is asked: a create of a channel
     that exists (a contest nobody should start knowingly), a join of a key
-    channel without its key (the fold lets a v1 join without one in), and
-    what ``node_id``'s role does not allow ("not_allowed": ``who_can`` says who can)."""
+    channel without its key (the fold lets a v1 join without one in), a role
+    for the owner, and what ``node_id``'s role does not allow ("not_allowed":
+    ``who_can`` says who can)."""
     kind = event.get("t")
     if kind == "ROLE_EVT":
-        return None if node_id == state.owner != "" else "not_allowed"
+        if node_id != state.owner or not node_id:
+            return "not_allowed"
+        return "owner_role" if event.get("target_node_id") == node_id else None
     if kind == "CIRCLE_NAME_EVT":
         return "not_allowed" if state.owner and not state.moderates(node_id) else None
     if kind != "CHANNEL_EVT":

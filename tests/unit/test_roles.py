@@ -268,6 +268,9 @@ def test_writers_refuse_by_role_with_a_sentence_that_says_who_can() -> None:
     assert chatmodel.writer_problem(state, rename, MOD) is None
     assert chatmodel.writer_problem(state, grant, MOD) == "not_allowed"
     assert chatmodel.writer_problem(state, grant, OWNER) is None
+    assert chatmodel.writer_problem(state, events.role_event(OWNER, "member"), OWNER) == (
+        "owner_role"
+    )
     assert chatmodel.who_can(state, approve) == (
         "only #vip's owner (ana), the circle's owner or a moderator can approve into #vip"
     )
