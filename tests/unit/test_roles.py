@@ -168,8 +168,9 @@ def test_no_moderators_without_an_owner() -> None:
 
 def test_a_plain_members_signed_approve_changes_nothing() -> None:
     c = owned()
-    c.chan(PLAIN, "join", "general")
+    c.chan(OWNER, "approve", "vip", target=PLAIN)  # a member of #vip, and no more
     before = c.state().summary()
+    assert before["channels"]["vip"]["members"] == sorted([OWNER, PLAIN])
     c.chan(PLAIN, "approve", "vip", target=NEW)
     state = c.state()
     assert state.summary() == before
@@ -334,16 +335,20 @@ def _event(i: int, author: str, body: Any, signed: bool, ts: int) -> ControlEven
     return ControlEvent(f"{i:032x}", author, ts, event_text(body), PK[author] if signed else None)
 
 
-# Most circles are owned and have a moderator, so that roles are used as often as refused.
+# Most circles are owned, name and unname a moderator and have contested creates, so
+# that roles are used as often as refused and their order matters if anything does.
 _prelude = st.lists(
     st.sampled_from(
         (
             (OWNER, events.owner_event(SALT), True, 0),
             (OWNER, events.role_event(MOD, "moderator"), True, 1),
+            (OWNER, events.role_event(MOD, "member"), True, 2),
+            (OWNER, events.role_event(MOD, "moderator"), True, 3),
             (OWNER, ("create", "vip", NEW, "invite"), True, 0),
+            (NEW, ("create", "vip", NEW, "public"), False, 0),
         )
     ),
-    max_size=3,
+    max_size=6,
 )
 
 
