@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from felund.protocol import DEFAULT_CHANNEL
+from felund.trust.identity import is_derived_form
 from felund.trust.owner import SALT_HEX_LEN, proves_owner
 from felund.v1.ids import SECRET_HEX_LEN, is_hex, is_node_id
 
@@ -240,7 +241,11 @@ def derive(
             state.due_at = falls_due if state.due_at is None else min(state.due_at, falls_due)
         else:
             present.append(ev)
-    signers = {ev.author for ev in present if ev.signer is not None}
+    # Only a derived-form id is known to sign everything it writes: an older
+    # id's events from before its key still count (pinned at first sight, it
+    # can be forged until then, as in v1), and a v1 peer whose random id has
+    # the mark never signs, so it is never in this set.
+    signers = {ev.author for ev in present if ev.signer is not None and is_derived_form(ev.author)}
     due: list[_Parsed] = []
     for ev in present:
         parsed = (

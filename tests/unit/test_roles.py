@@ -41,8 +41,10 @@ from felund.v1.wire import compose_message, to_wire
 
 from .conftest import ME
 
-OWNER, MOD, PLAIN, NEW = "0a" * 12, "0b" * 12, "0c" * 12, "0d" * 12
-PEOPLE = (OWNER, MOD, PLAIN, NEW)
+# Ids of the derived form (they sign everything they write), as nodes made with keys have.
+OWNER, MOD, PLAIN, NEW = ("fe" + h * 11 for h in ("0a", "0b", "0c", "0d"))
+OLDER = "0e" * 12  # an id from before keys
+PEOPLE = (OWNER, MOD, PLAIN, NEW, OLDER)
 PK = {n: bytes([i + 1]) * 32 for i, n in enumerate(PEOPLE)}
 SALT = "5a" * 32
 SECRET = owned_secret(PK[OWNER], SALT)
@@ -239,6 +241,17 @@ def test_an_unsigned_event_of_an_author_who_signs_is_ignored() -> None:
     assert "forged" not in state.channels
     assert state.channels["v1s"].members == {NEW}
     assert state.rejected == {"unsigned_from_signer": 1}
+
+
+def test_an_older_id_keeps_what_it_wrote_before_its_key() -> None:
+    # Only a derived-form id is known to sign all it writes; an older id's
+    # unsigned events from before its key still count once it signs.
+    c = owned()
+    c.chan(OLDER, "create", "oldroom", signed=False)
+    c.chan(OLDER, "join", "general")
+    state = c.state()
+    assert state.channels["oldroom"].creator == OLDER
+    assert "unsigned_from_signer" not in state.rejected
 
 
 def test_a_signed_create_beats_an_unsigned_one_whatever_the_hashes() -> None:
