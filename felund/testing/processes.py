@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 # connection's own port takes one, and a range per test worker (pytest-xdist sets
 # PYTEST_XDIST_WORKER=gwN), so two workers never pick the same one between a check and
 # the node's bind.
-_PORT_BASE = 20000
+# Another base lets a second test run share the machine (two worktrees at once):
+# FELUND_TEST_PORT_BASE=26000 with up to 4 workers stays below the ephemeral range.
+_PORT_BASE = int(os.environ.get("FELUND_TEST_PORT_BASE", "20000"))
 _PORTS_PER_WORKER = 1500
 _next_port = itertools.count()
 

@@ -102,12 +102,14 @@ def test_a_node_joining_two_peers_takes_the_history_once(make_node) -> None:
     before = sent()
     _join(c, a.cli("invite", "--circle-id", circle).stdout.strip())
     c.start()
-    wait_for(lambda: c.status()["messages"] == held, timeout=60, what="c to hold everything")
+    # Everything A held, and C's own key announcement.
+    wait_for(lambda: c.status()["messages"] == held + 1, timeout=60, what="c to hold everything")
     # C met B through A (its peer list) at once: either peer could have sent it all.
     assert metric_value(c.metrics(), "felund_gossip_peers_connected") == 2
-    assert sent() - before < held * 1.1
-    # Nor does C push what its reconciliation brought back to the peers it came from.
-    assert not metric_value(c.metrics(), "felund_gossip_messages_total", direction="out")
+    assert sent() - before < held * 1.1  # (C's announcement, sent on to A and B, is 2 of them)
+    # Nor does C push what its reconciliation brought back to the peers it came from:
+    # what it sends is its own key announcement, to each of its two peers at most.
+    assert (metric_value(c.metrics(), "felund_gossip_messages_total", direction="out") or 0) <= 2
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from typing import Any
 
 from felund.bus.sockets import Subscriber
 from felund.protocol import (
+    CONTROL_CHANNEL,
     SVC_GOSSIP,
     SVC_RELAY_SYNC,
     SVC_STORE,
@@ -56,9 +57,11 @@ def _relay_sync_gone(node: Node) -> bool:
 
 
 def _relay_messages(relay: Relay, circle_id: str) -> int:
+    """Chat messages of the circle at the relay (a new circle's control events aside)."""
     url = f"{relay.url}/v1/messages?circle_hint={ids.circle_hint(circle_id)}&since=0&limit=500"
     with urllib.request.urlopen(url, timeout=5) as resp:  # loopback
-        return len(json.loads(resp.read())["messages"])
+        messages = json.loads(resp.read())["messages"]
+    return sum(m["channel_id"] != CONTROL_CHANNEL for m in messages)
 
 
 def _store_says(sub: Subscriber, topic: str) -> dict[str, Any]:
