@@ -375,6 +375,7 @@ def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_pyt
         resealed({"pk": plain["pk"], "sig": plain["sig"][:-4]}),  # 61 bytes
         resealed({"pk": plain["pk"][:-1] + "=", "sig": 5}),
         resealed({"pk": plain["pk"], "sig": None}),
+        resealed({"pk": None, "sig": None}),
         resealed({"pk": plain["pk"]}),  # three keys: not a plaintext of ours
         resealed({"pk": plain["pk"], "sig": plain["sig"], "x": 1}),
         resealed({"pk": "-" + plain["pk"][1:], "sig": plain["sig"]}),
@@ -399,12 +400,286 @@ def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_pyt
         {"bad": bad, "secret": SECRET, "circle": CIRCLE, "seed": ANA.seed.hex()},
     )
     # A "-" keeps the length: a base64 error, a malformed signature.
-    assert got["out"][:3] == ["signature"] * 3
-    assert got["out"][3:5] == ["auth", "auth"]
-    assert got["out"][5] == "signature"
+    assert got["out"][:4] == ["signature"] * 4
+    assert got["out"][4:6] == ["auth", "auth"]
+    assert got["out"][6] == "signature"
     assert py_verdict(got["mine"]) == "verified" == got["verdict"]
     mine = open_signed(SECRET, got["mine"])
     assert list(mine) == ["display_name", "text", "pk", "sig"]
     assert mine["pk"] == b64(ANA.public)
     # Exactly the v1 keys travel; a plain (MAC) message cannot carry a signature.
     assert set(got["mine"]) == set(got["plain"]) and got["plain"]["enc"] is None
+
+
+# --- the fold's roles (SPEC-15 §3) ------------------------------------------------------------
+
+DAN = marked("dan")
+V1 = "0e0e0e0e0e0e0e0e0e0e0e0e"  # a v1 client: it never signs
+OTTO = "0f" * 12
+SALT = "5a" * 32
+OWNED = owner.owned_secret(ANA.public, SALT)  # ANA made this circle
+OWNED_ID = ids.circle_id(OWNED)
+
+
+def ev(n: int, author: str, signer: IdentityKey | None, ts: int, body: dict[str, Any]) -> dict[str, Any]:
+    """A control event as the page's store holds it (signer: the base64 key, or None)."""
+    return {
+        "msgId": f"{n:032x}",
+        "authorNodeId": author,
+        "createdTs": NOW + ts,
+        "text": event_text(body),
+        "signer": None if signer is None else b64(signer.public),
+    }
+
+
+def _role_events() -> list[dict[str, Any]]:
+    ana, bob, cal, dan = ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id
+    chan = {"t": "CHANNEL_EVT"}
+    return [
+        ev(1, ana, ANA, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),
+        ev(2, bob, BOB, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),  # not bob's circle
+        ev(3, V1, None, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),  # unsigned: no role
+        ev(4, ana, ANA, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": bob}),
+        ev(5, bob, BOB, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": dan}),
+        ev(6, V1, None, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": V1}),
+        ev(7, ana, ANA, 1, {"op": "grant", "role": "admin", "t": "ROLE_EVT", "target_node_id": dan}),
+        ev(8, cal, CAL, 2, chan | {"op": "create", "channel_id": "vip", "access_mode": "invite"}),
+        ev(9, dan, DAN, 3, chan | {"op": "request", "channel_id": "vip"}),
+        ev(10, V1, None, 3, chan | {"op": "request", "channel_id": "vip"}),
+        ev(11, cal, CAL, 3, chan | {"op": "join", "channel_id": "vip"}),
+        ev(12, cal, CAL, 3, chan | {"op": "approve", "channel_id": "vip", "target_node_id": V1}),
+        # Only vip's creator, the owner or a moderator approves: not dan, nor dan once a member.
+        ev(13, dan, DAN, 4, chan | {"op": "approve", "channel_id": "vip", "target_node_id": dan}),
+        ev(26, dan, DAN, 5, chan | {"op": "approve", "channel_id": "vip", "target_node_id": OTTO}),
+        ev(14, bob, BOB, 4, chan | {"op": "approve", "channel_id": "vip", "target_node_id": dan}),
+        ev(15, V1, None, 4, chan | {"op": "approve", "channel_id": "vip", "target_node_id": V1}),
+        ev(16, dan, DAN, 5, {"t": "CIRCLE_NAME_EVT", "name": "dan's"}),
+        ev(17, bob, BOB, 5, {"t": "CIRCLE_NAME_EVT", "name": "bob's"}),
+        ev(18, V1, None, 6, {"t": "CIRCLE_NAME_EVT", "name": "v1's"}),
+        # A forgery in ana's name without her key: she signs, so it is ignored.
+        ev(19, ana, None, 6, chan | {"op": "rename", "display_name": "not ana"}),
+        ev(20, ana, ANA, 6, chan | {"op": "rename", "display_name": "Ana"}),
+        ev(21, V1, None, 6, chan | {"op": "rename", "display_name": "Vee"}),
+        # Two creates of one channel: the signed one wins whatever the hashes.
+        ev(22, V1, None, 7, chan | {"op": "create", "channel_id": "ops", "access_mode": "invite"}),
+        ev(23, dan, DAN, 7, chan | {"op": "create", "channel_id": "ops", "access_mode": "invite"}),
+        ev(24, dan, DAN, 8, chan | {"op": "approve", "channel_id": "ops", "target_node_id": V1}),
+        ev(25, ana, ANA, 8, {"t": "KEY_ANNOUNCE", "node_id": ana, "pk": b64(ANA.public)}),
+    ]
+
+
+def _demoted() -> list[dict[str, Any]]:
+    """The owner demotes bob (later): his approvals and rename count for nothing then."""
+    revoke = {"op": "revoke", "role": "moderator", "t": "ROLE_EVT", "target_node_id": BOB.node_id}
+    return [*_role_events(), ev(30, ANA.node_id, ANA, 9, revoke)]
+
+
+def _unowned() -> list[dict[str, Any]]:
+    """The same events in a circle of a v1 client's secret: no owner, v1 rules but for approvals."""
+    return _role_events()
+
+
+DERIVE = """
+const sorted = (m) => Object.fromEntries([...m.entries()].sort((x, y) => (x[0] < y[0] ? -1 : 1)));
+const view = (s) => ({summary: s.summary(), rejected: sorted(s.rejected), refused: sorted(s.refused),
+                      roles: arg.who.map((n) => s.roleOf(n))});
+const out = [];
+for (const [events, secret] of arg.cases) {
+  const state = view(L.chatmodel.derive(events, arg.circle, arg.now, secret));
+  // Any order of arrival derives the same state.
+  let same = true;
+  for (let i = 0; i < 12; i++) {
+    const shuffled = [...events];
+    for (let j = shuffled.length - 1; j > 0; j--) {
+      const k = Math.floor(Math.random() * (j + 1));
+      [shuffled[j], shuffled[k]] = [shuffled[k], shuffled[j]];
+    }
+    const again = view(L.chatmodel.derive(shuffled, arg.circle, arg.now, secret));
+    same = same && JSON.stringify(again) === JSON.stringify(state);
+  }
+  out.push({...state, same});
+}
+return out;
+"""
+
+
+def _derive_in_page(page: Any, cases: list[tuple[list[dict[str, Any]], str]]) -> list[dict[str, Any]]:
+    who = [ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id, V1]
+    got: list[dict[str, Any]] = js(
+        page, DERIVE, {"cases": cases, "circle": "", "now": NOW + 60, "who": who}
+    )
+    for result in got:
+        assert result.pop("same"), "an order of arrival changed the state"
+    return got
+
+
+def test_roles_owner_moderators_and_who_may_approve_or_rename(page) -> None:
+    owned, demoted, unowned = _derive_in_page(
+        page, [(_role_events(), OWNED), (_demoted(), OWNED), (_unowned(), "7e" * 32)]
+    )
+    ana, bob, cal, dan = ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id
+    s = owned["summary"]
+    assert s["owner"] == ana and s["moderators"] == [bob]
+    assert owned["roles"] == ["owner", "moderator", "member", "member", "member"]
+    refused = owned["refused"]
+    assert {refused[f"{n:032x}"] for n in (2,)} == {"bad_proof"}
+    for n, why in (
+        (3, "unsigned"),
+        (5, "not_allowed"),
+        (6, "unsigned"),
+        (7, "bad_role"),
+        (13, "not_allowed"),
+        (26, "not_allowed"),
+        (15, "unsigned"),
+        (16, "not_allowed"),
+        (18, "unsigned"),
+        (19, "unsigned_from_signer"),
+    ):
+        assert refused[f"{n:032x}"] == why, n
+    # vip: cal made it and let V1 in; bob (a moderator) let dan in; no one else's counted.
+    vip = s["channels"]["vip"]
+    assert vip["creator"] == cal and sorted(vip["members"]) == sorted([cal, dan, V1])
+    assert vip["requests"] == []
+    assert s["name"] == "bob's"
+    assert s["names"] == {ana: "Ana", V1: "Vee"}
+    # The signed create of ops beat the unsigned one; its creator approves.
+    ops = s["channels"]["ops"]
+    assert ops["creator"] == dan and sorted(ops["members"]) == sorted([dan, V1])
+    assert refused[f"{22:032x}"] == "exists"
+
+    # Demoted, bob's approval and rename count for nothing: the role state is the final one.
+    d = demoted["summary"]
+    assert d["moderators"] == [] and demoted["roles"][1] == "member"
+    assert sorted(d["channels"]["vip"]["members"]) == sorted([cal, V1])
+    assert d["name"] == ""
+    assert demoted["refused"][f"{14:032x}"] == "not_allowed"
+
+    # No owner's proof (a v1 circle): names as before, approvals still need a signed creator.
+    u = unowned["summary"]
+    assert u["owner"] == "" and u["moderators"] == []
+    assert unowned["refused"][f"{1:032x}"] == "bad_proof"
+    assert unowned["refused"][f"{4:032x}"] == "not_allowed"
+    assert u["name"] == "v1's"
+    assert sorted(u["channels"]["vip"]["members"]) == sorted([cal, V1])
+    assert u["channels"]["vip"]["requests"] == [dan]
+
+
+def test_the_writers_refuse_what_the_role_does_not_allow_saying_who_can(page) -> None:
+    got = js(
+        page,
+        """
+        const C = L.chatmodel;
+        const s = C.derive(arg.events, "", arg.now, arg.secret);
+        const names = new Map([[arg.ana, "ana"], [arg.cal, "cal"]]);
+        const trial = (event, author) => {
+          const why = C.writerProblem(s, event, author);
+          return why === "not_allowed" ? C.whoCan(s, event, names) : why;
+        };
+        const approve = (who) => C.channelEvent("approve", "", "vip", who, {target: arg.v1});
+        const role = {op: "grant", role: "moderator", t: "ROLE_EVT", target_node_id: arg.dan};
+        return [
+          trial(approve(arg.dan), arg.dan),
+          trial(approve(arg.cal), arg.cal),
+          trial(approve(arg.bob), arg.bob),
+          trial(approve(arg.ana), arg.ana),
+          trial(C.circleNameEvent("", "x"), arg.dan),
+          trial(C.circleNameEvent("", "x"), arg.bob),
+          trial(role, arg.bob),
+          trial(role, arg.ana),
+        ];
+        """,
+        {
+            "events": _role_events(),
+            "now": NOW + 60,
+            "secret": OWNED,
+            **{k: key.node_id for k, key in (("ana", ANA), ("bob", BOB), ("cal", CAL), ("dan", DAN))},
+            "v1": V1,
+        },
+    )
+    assert got == [
+        "only #vip's owner (cal), the circle's owner or a moderator can approve into #vip",
+        None,
+        None,
+        None,
+        "only the circle's owner (ana) or a moderator can rename this circle",
+        None,
+        "only the circle's owner (ana) can name moderators",
+        None,
+    ]
+
+
+def _random_signed_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]]:
+    """Mixes of signed and unsigned events, owner proofs good and bad, role events."""
+    rng = random.Random(15)
+    keys: list[tuple[str, IdentityKey | None]] = [
+        (k.node_id, k) for k in (ANA, BOB, CAL, DAN)
+    ] + [(V1, None), (OTTO, None)]
+    people = [n for n, _ in keys]
+    out = []
+    for _ in range(count):
+        events = []
+        for i in range(rng.randint(5, 50)):
+            author, key = rng.choice(keys)
+            signer = key if rng.random() > 0.15 else None  # now and then a forgery in its name
+            kind = rng.random()
+            body: dict[str, Any]
+            if kind < 0.1:
+                body = {"salt": rng.choice([SALT, "00" * 32, "x"]), "t": "CIRCLE_OWNER"}
+            elif kind < 0.25:
+                body = {
+                    "op": rng.choice(["grant", "revoke", "grant"]),
+                    "role": "moderator",
+                    "t": "ROLE_EVT",
+                    "target_node_id": rng.choice(people),
+                }
+            elif kind < 0.35:
+                body = {"t": "CIRCLE_NAME_EVT", "name": rng.choice(["One", "Two", "Three"])}
+            else:
+                op = rng.choice(["create", "join", "request", "approve", "approve", "rename"])
+                body = {"t": "CHANNEL_EVT", "op": op}
+                if op != "rename":
+                    body["channel_id"] = rng.choice(["vip", "ops"])
+                if op == "create":
+                    body["access_mode"] = rng.choice(["public", "invite", "invite"])
+                if op == "approve":
+                    body["target_node_id"] = rng.choice(people)
+                if op == "rename":
+                    body["display_name"] = rng.choice(["A", "B"])
+            events.append(ev(1000 + i, author, signer, rng.randint(0, 4), body))
+        rng.shuffle(events)
+        out.append((events, rng.choice([OWNED, "7e" * 32])))
+    return out
+
+
+def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None:
+    got = _derive_in_page(page, _random_signed_sequences(30))
+    reasons = set().union(*(r["rejected"] for r in got))
+    assert {"unsigned", "not_allowed", "bad_proof", "unsigned_from_signer", "exists"} <= reasons
+    assert any(r["summary"]["moderators"] for r in got)
+
+
+def test_the_page_folds_as_the_python_node(page) -> None:
+    if "signer" not in chatmodel.ControlEvent.__dataclass_fields__:
+        pytest.skip("the Python fold has no roles yet (SPEC-15 §3, branch roles)")
+    cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_unowned(), "7e" * 32)]
+    cases += _random_signed_sequences(30)
+    got = _derive_in_page(page, cases)
+    for (events, secret), result in zip(cases, got, strict=True):
+        state = chatmodel.derive(
+            [
+                chatmodel.ControlEvent(  # type: ignore[call-arg]
+                    e["msgId"],
+                    e["authorNodeId"],
+                    e["createdTs"],
+                    e["text"],
+                    signer=None if e["signer"] is None else base64.b64decode(e["signer"]),
+                )
+                for e in events
+            ],
+            "",
+            NOW + 60,
+            secret=secret,  # type: ignore[call-arg]
+        )
+        assert result["summary"] == state.summary()
+        assert result["rejected"] == dict(sorted(state.rejected.items()))
+        assert result["refused"] == dict(sorted(state.refused.items()))

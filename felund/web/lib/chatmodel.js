@@ -24,11 +24,11 @@
 //   a forgery); among creates of one channel a signed one beats an unsigned one.
 
 import { b64decode, cmpCodePoints, cpLength } from "./bytes.js";
-import { isNodeId } from "./ids.js";
+import { isHex, isNodeId } from "./ids.js";
 import { isPrintable, pyStrip } from "./invite.js";
 import { dumps, isObject, loads } from "./pyjson.js";
 import { sha256HexOf } from "./sha256.js";
-import { provesOwner } from "./trust.js";
+import { SALT_HEX_LEN, provesOwner } from "./trust.js";
 import { DEFAULT_CHANNEL } from "./wire.js";
 
 export const ACCESS_MODES = Object.freeze(["public", "key", "invite"]);
@@ -167,8 +167,8 @@ export class CircleState {
     return this.moderators.has(nodeId) ? "moderator" : "member";
   }
 
-  /** Whether nodeId may use the circle's roles: its owner or a moderator. */
-  isStaff(nodeId) {
+  /** Whether nodeId is the circle's owner or one of its moderators. */
+  moderates(nodeId) {
     return this.roleOf(nodeId) !== "member";
   }
 
@@ -230,21 +230,20 @@ const signed = (ev) => typeof ev.signer === "string" && ev.signer !== "";
 export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000), secret = "") {
   const horizon = now + MAX_SKEW_S;
   const state = new CircleState(circleId);
-  const all = [...events];
-  const signers = new Set(all.filter(signed).map((ev) => ev.authorNodeId));
-  const due = [];
-  for (const ev of all) {
+  const present = [];
+  for (const ev of events) {
     if (ev.createdTs > horizon) {
       refuse(state, ev, "future");
       const fallsDue = ev.createdTs - MAX_SKEW_S;
       state.dueAt = state.dueAt === null ? fallsDue : Math.min(state.dueAt, fallsDue);
-      continue;
+    } else {
+      present.push(ev);
     }
-    if (!signed(ev) && signers.has(ev.authorNodeId)) {
-      refuse(state, ev, "unsigned_from_signer");
-      continue;
-    }
-    const parsed = parse(ev, circleId);
+  }
+  const signers = new Set(present.filter(signed).map((ev) => ev.authorNodeId));
+  const due = [];
+  for (const ev of present) {
+    const parsed = !signed(ev) && signers.has(ev.authorNodeId) ? "unsigned_from_signer" : parse(ev, circleId);
     if (typeof parsed === "string") refuse(state, ev, parsed);
     else if (parsed !== null) due.push(parsed);
   }
@@ -274,21 +273,21 @@ function foldRoles(state, due, secret) {
     else if (p.kind === "role") roleEvents.push(p);
     else rest.push(p);
   }
-  const owners = new Set();
+  const owners = [];
   for (const p of proofs) {
     if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
-    else if (!secret || !provesOwner(secret, b64decode(p.ev.signer), p.body.salt)) refuse(state, p.ev, "not_owner");
-    else owners.add(p.ev.authorNodeId);
+    else if (!provesOwner(secret, b64decode(p.ev.signer), p.body.salt)) refuse(state, p.ev, "bad_proof");
+    else owners.push(p.ev.authorNodeId);
   }
-  // One key commits to the secret: every valid proof names one node (the smallest, were there two).
-  state.owner = [...owners].sort(cmpCodePoints)[0] ?? "";
+  // Every valid proof comes from the creator's key: one node, unless it ran two ids (then the first).
+  state.owner = owners[0] ?? "";
   const last = new Map(); // target -> op
   for (const p of roleEvents) {
     if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
-    else if (!state.owner || p.ev.authorNodeId !== state.owner) refuse(state, p.ev, "not_allowed");
+    else if (p.ev.authorNodeId !== state.owner) refuse(state, p.ev, "not_allowed");
     else last.set(p.body.target_node_id, p.body.op);
   }
-  for (const [target, op] of last) if (op === "grant") state.moderators.add(target);
+  for (const [target, op] of last) if (op === "grant" && target !== state.owner) state.moderators.add(target);
   return rest;
 }
 
@@ -304,33 +303,37 @@ function foldRoles(state, due, secret) {
  */
 export function writerProblem(state, event, author = "") {
   if (event.t === "ROLE_EVT") return author === state.owner && author ? null : "not_allowed";
-  if (event.t === "CIRCLE_NAME_EVT") return !state.owner || state.isStaff(author) ? null : "not_allowed";
+  if (event.t === "CIRCLE_NAME_EVT") return !state.owner || state.moderates(author) ? null : "not_allowed";
   if (event.t !== "CHANNEL_EVT") return null;
   const channel = state.channels.get(String(event.channel_id));
   if (channel === undefined) return null;
   if (event.op === "create") return "exists";
   if (event.op === "join" && channel.keyHash && !has(event, "key_hash")) return "needs_key";
-  if (event.op === "approve" && author !== channel.creator && !state.isStaff(author)) return "not_allowed";
+  if (event.op === "approve" && author !== channel.creator && !state.moderates(author)) return "not_allowed";
   return null;
 }
 
 /**
- * Who may write an event a role is needed for, as a sentence (for a "not_allowed" refusal).
+ * The sentence a writer refused as "not_allowed" shows: who can do what event does
+ * (felund/v1/chatmodel.py who_can, word for word).
  * @param {CircleState} state
  * @param {object} event
- * @param {function(string): string} [nameOf] a node's name as people know it
+ * @param {Map<string, string>} [names] node id -> name; default the names the events gave
  * @returns {string}
  */
-export function whoCan(state, event, nameOf = (id) => state.names.get(id) || id.slice(0, 8)) {
-  if (event.t === "ROLE_EVT") return "only the circle's owner can name moderators";
-  if (event.t === "CIRCLE_NAME_EVT") {
-    return `only the circle's owner (${nameOf(state.owner)}) or a moderator can rename this circle`;
+export function whoCan(state, event, names = state.names) {
+  const who = (nodeId) => names.get(nodeId) || nodeId.slice(0, 8);
+  const circleOwner = `the circle's owner (${who(state.owner)})`;
+  if (event.t === "ROLE_EVT") {
+    if (!state.owner) return "this circle has no owner (made by a v1 client or before keys): no moderators";
+    return `only ${circleOwner} can name moderators`;
   }
+  if (event.t === "CIRCLE_NAME_EVT") return `only ${circleOwner} or a moderator can rename this circle`;
   const cid = String(event.channel_id);
   const channel = state.channels.get(cid);
-  const creator = channel && channel.creator ? ` (${nameOf(channel.creator)})` : "";
-  const staff = state.owner ? ", the circle's owner or a moderator" : "";
-  return `only #${cid}'s owner${creator}${staff} can approve into #${cid}`;
+  const creator = channel ? `#${cid}'s owner (${who(channel.creator)})` : `#${cid}'s owner`;
+  if (!state.owner) return `only ${creator} can approve into #${cid}`;
+  return `only ${creator}, the circle's owner or a moderator can approve into #${cid}`;
 }
 
 const has = (obj, key) => Object.hasOwn(obj, key);
@@ -355,7 +358,10 @@ function parse(ev, circleId) {
     return { ev, hash: eventHash(ev), kind: "circle_name", body, cid: "" };
   }
   if (kind === "CHANNEL_EVT") return parseChannelEvent(ev, body);
-  if (kind === "CIRCLE_OWNER") return { ev, hash: eventHash(ev), kind: "owner", body, cid: "" };
+  if (kind === "CIRCLE_OWNER") {
+    if (!isHex(get(body, "salt", undefined), SALT_HEX_LEN)) return "bad_proof";
+    return { ev, hash: eventHash(ev), kind: "owner", body, cid: "" };
+  }
   if (kind === "ROLE_EVT") {
     if (!ROLE_OPS.includes(get(body, "op", undefined)) || get(body, "role", undefined) !== "moderator") return "bad_role";
     if (!isNodeId(get(body, "target_node_id", undefined))) return "bad_target";
@@ -450,7 +456,7 @@ class Fold {
     const { body, cid } = p;
     if (p.kind === "circle_name") {
       if (state.owner && !signed(p.ev)) return "unsigned";
-      if (state.owner && !state.isStaff(author)) return "not_allowed";
+      if (state.owner && !state.moderates(author)) return "not_allowed";
       state.name = body.name;
       return null;
     }
@@ -482,7 +488,7 @@ class Fold {
     if (p.kind === "approve") {
       // A role, not membership: the channel's creator, the circle's owner or a moderator.
       if (!signed(p.ev)) return "unsigned";
-      if (author !== channel.creator && !state.isStaff(author)) return "not_allowed";
+      if (author !== channel.creator && !state.moderates(author)) return "not_allowed";
       const target = body.target_node_id;
       channel.approved.add(target);
       channel.members.add(target);

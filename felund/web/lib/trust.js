@@ -224,9 +224,10 @@ export async function verify(pk, sig, data) {
  * @throws {InvalidMessage} kind "signature" if malformed
  */
 export function signatureOf(plain) {
-  const pkText = Object.hasOwn(plain, "pk") ? plain.pk : undefined;
-  const sigText = Object.hasOwn(plain, "sig") ? plain.sig : undefined;
-  if (pkText === undefined && sigText === undefined) return null;
+  // Absent or null alike, as Python's dict.get reads them.
+  const pkText = Object.hasOwn(plain, "pk") ? plain.pk : null;
+  const sigText = Object.hasOwn(plain, "sig") ? plain.sig : null;
+  if (pkText === null && sigText === null) return null;
   const pk = unb64(pkText, PUBLIC_KEY_LEN);
   const sig = unb64(sigText, SIGNATURE_LEN);
   if (pk === null || sig === null) throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");

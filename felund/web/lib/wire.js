@@ -408,7 +408,11 @@ async function decryptFields(secretHex, msg) {
   if (typeof obj.display_name !== "string" || typeof obj.text !== "string") {
     throw new InvalidMessage("auth", "enc");
   }
-  return [obj.display_name, obj.text, signatureOf(obj)];
+  if (!withSignature) return [obj.display_name, obj.text, null];
+  const signed = signatureOf(obj);
+  // Both null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
+  if (signed === null) throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  return [obj.display_name, obj.text, signed];
 }
 
 function constantTimeEqual(a, b) {

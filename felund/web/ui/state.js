@@ -348,7 +348,7 @@ export class AppState extends EventTarget {
     };
     const problem =
       writerProblem(view.model, event, me) || view.derive([...view.control, mine]).refused.get(mine.msgId);
-    if (problem === "not_allowed") throw new UserError(whoCan(view.model, event, (id) => this.nameOf(view, id)));
+    if (problem === "not_allowed") throw new UserError(whoCan(view.model, event, this.names(view)));
     if (problem) throw new UserError(REFUSALS[problem] || `refused: ${problem}`);
     await this.withPending(view, () => view.sync.sendControl(event, slot));
   }
@@ -578,10 +578,9 @@ export class AppState extends EventTarget {
     await this.control(view, this.channelEvent(view, "approve", channelId, { target }));
   }
 
-  /** A node's name as /who shows it (its latest, else the start of its id). */
-  nameOf(view, nodeId) {
-    const p = this.people(view).find((x) => x.nodeId === nodeId);
-    return (p && p.displayName) || view.model.names.get(nodeId) || nodeId.slice(0, 8);
+  /** The people's names as /who shows them: Map node id -> latest name. */
+  names(view) {
+    return new Map(this.people(view).map((p) => [p.nodeId, p.displayName]));
   }
 
   /** A CHANNEL_EVT of ours, from the builder the node's `felund channel` uses too. */
