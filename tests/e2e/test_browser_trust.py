@@ -32,7 +32,7 @@ from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import encode_invite
-from felund.v1.wire import parse_message
+from felund.v1.wire import WIRE_KEYS, parse_message
 
 pytestmark = pytest.mark.slow
 
@@ -683,3 +683,147 @@ def test_the_page_folds_as_the_python_node(page) -> None:
         assert result["summary"] == state.summary()
         assert result["rejected"] == dict(sorted(state.rejected.items()))
         assert result["refused"] == dict(sorted(state.refused.items()))
+
+
+# --- a page syncing a circle through a real relay ---------------------------------------------
+
+SYNC = """
+async (o) => {
+  const {openStore} = await import('/lib/store.js');
+  const {CircleSync} = await import('/lib/sync.js');
+  const trust = await import('/lib/trust.js');
+  const ids = await import('/lib/ids.js');
+  const store = await openStore(o.db);
+  let identity = await store.getIdentity();
+  if (!identity) {
+    const key = await trust.generateKey();
+    identity = {nodeId: o.nodeId || trust.nodeIdOf(key.publicKey), displayName: o.name, key};
+    await store.putIdentity(identity);
+  }
+  const circleId = await ids.circleId(o.secret);
+  await store.putCircle({circleId, secret: o.secret, name: 'c', relayUrl: o.relay});
+  window.got = [];
+  window.sync = new CircleSync(store, {
+    circle: {circleId, secret: o.secret, relayUrl: o.relay}, identity,
+    onMessages: (msgs) => window.got.push(...msgs.map((m) => ({text: m.text, verified: m.verified,
+                                                               signer: m.signer}))),
+    pollMs: 300, feedPollMs: 300, useFeed: false,
+  });
+  await window.sync.start();
+  window.store = store;
+  return {nodeId: identity.nodeId, extractable: identity.key.privateKey.extractable};
+}
+"""
+
+
+def _post(relay: Relay, secret: str, wires: list[dict[str, Any]]) -> None:
+    body = {"circle_hint": ids.circle_hint(ids.circle_id(secret)), "messages": wires}
+    assert signed_call(relay, secret, "POST", "/messages", body)["stored"] == len(wires)
+
+
+def _pull(relay: Relay, secret: str) -> list[dict[str, Any]]:
+    hint = ids.circle_hint(ids.circle_id(secret))
+    got: list[dict[str, Any]] = signed_call(
+        relay, secret, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500"
+    )["messages"]
+    return got
+
+
+def _sync_page(new_page: Any, relay: Relay, secret: str, db: str, **extra: Any) -> tuple[Any, str]:
+    pg = new_page(f"{relay.url}/v1/health")
+    info = pg.evaluate(SYNC, {"db": db, "secret": secret, "relay": relay.url, "name": db} | extra)
+    assert info["extractable"] is False
+    return pg, info["nodeId"]
+
+
+def _wait_got(pg: Any, n: int) -> list[dict[str, Any]]:
+    pg.wait_for_function(f"window.got.length >= {n}", timeout=T)
+    got: list[dict[str, Any]] = pg.evaluate("window.got")
+    return got
+
+
+def test_the_page_verifies_refuses_and_pins_what_it_receives(new_page, web_relay: Relay) -> None:
+    secret = "4d" * 32
+    pg, me = _sync_page(new_page, web_relay, secret, "trust-sync")
+    assert me.startswith(identity.DERIVED_MARK)  # a new browser identity: a derived id
+    forged = [
+        signed_wire(BOB, ANA.node_id, "bob as ana", secret=secret),  # another key, derived id
+        signed_wire(ANA, ANA.node_id, "ana", secret=secret, sign_as={"text": "other"}),
+        signed_wire(ANA, OLD_ID, "ana's key for the old id", secret=secret),  # pinned: BOB
+        signed_wire(ANA, me, "as the page", secret=secret),  # the page's own id
+    ]
+    # The refusals first: a test that something did not show waits on what did.
+    _post(web_relay, secret, [signed_wire(BOB, OLD_ID, "old id, first sight", secret=secret)])
+    assert _wait_got(pg, 1)[0]["verified"] is True
+    _post(web_relay, secret, forged)
+    _post(
+        web_relay,
+        secret,
+        [
+            signed_wire(ANA, ANA.node_id, "signed by ana", secret=secret),
+            signed_wire(None, V1, "from a v1 client", secret=secret),
+            wire_message(secret, V1, "a v1 MAC message", encrypt=False),
+            signed_wire(BOB, OLD_ID, "old id, pinned key", secret=secret),
+        ],
+    )
+    got = _wait_got(pg, 5)
+    assert [(m["text"], m["verified"]) for m in got] == [
+        ("old id, first sight", True),
+        ("signed by ana", True),
+        ("from a v1 client", False),
+        ("a v1 MAC message", False),
+        ("old id, pinned key", True),
+    ]
+    assert got[1]["signer"] == b64(ANA.public) and got[2]["signer"] is None
+    counts = pg.evaluate("Object.fromEntries(window.sync.rejected)")
+    assert counts == {"key_mismatch": 3, "signature": 1}
+
+    # The pin is kept: a reload (a new sync on the same store) still refuses another key.
+    pg.evaluate("window.sync.stop()")
+    stored = pg.evaluate(
+        "async (cid) => (await window.store.messages(cid)).map((m) => [m.text, m.verified])",
+        ids.circle_id(secret),
+    )
+    assert ["from a v1 client", False] in stored and ["signed by ana", True] in stored
+    assert not any("bob as ana" == text for text, _ in stored)
+    pg.evaluate(SYNC, {"db": "trust-sync", "secret": secret, "relay": web_relay.url, "name": "x"})
+    _post(
+        web_relay,
+        secret,
+        [
+            signed_wire(CAL, OLD_ID, "a third key for the old id", secret=secret),
+            signed_wire(ANA, ANA.node_id, "after the reload", secret=secret),
+        ],
+    )
+    got = _wait_got(pg, 1)
+    assert [m["text"] for m in got] == ["after the reload"]
+    assert pg.evaluate("Object.fromEntries(window.sync.rejected)") == {"key_mismatch": 1}
+
+
+def test_what_the_page_writes_is_signed_and_verifies_in_python(new_page, web_relay: Relay) -> None:
+    secret = "4e" * 32
+    pg, me = _sync_page(new_page, web_relay, secret, "trust-send")
+    sent = pg.evaluate(
+        "async () => { const m = await window.sync.send('general', 'hi from the page');"
+        " return {verified: m.verified, signer: m.signer}; }"
+    )
+    wires = wait_for(lambda: _pull(web_relay, secret), timeout=20, what="the page's message")
+    (wire,) = wires
+    plain = open_signed(secret, wire)
+    assert sent == {"verified": True, "signer": plain["pk"]}
+    assert identity.node_id_of(base64.b64decode(plain["pk"])) == me
+    assert py_verdict(wire, secret=secret) == "verified"
+    # A v1 reader takes display_name and text; the wire keeps exactly the v1 keys.
+    assert set(wire) == set(WIRE_KEYS)
+
+
+def test_an_older_browser_id_keeps_its_id_and_signs_to_be_pinned(new_page, web_relay: Relay) -> None:
+    secret = "4f" * 32
+    pg, me = _sync_page(new_page, web_relay, secret, "trust-old", nodeId="a1" * 12)
+    assert me == "a1" * 12
+    pg.evaluate("window.sync.send('general', 'an older id, signed')")
+    (wire,) = wait_for(lambda: _pull(web_relay, secret), timeout=20, what="the page's message")
+    assert wire["author_node_id"] == me
+    assert py_verdict(wire, secret=secret) == "first_sight"  # a reader pins its key
+    pk = base64.b64decode(open_signed(secret, wire)["pk"])
+    assert py_verdict(wire, pinned=pk, secret=secret) == "verified"

@@ -383,7 +383,9 @@ export class CircleSync {
       if (id !== null && (this._known.has(id) || batch.has(id))) continue;
       try {
         const m = await openMessage(secret, circleId, raw);
-        const pinned = this._pins.get(m.authorNodeId) ?? null;
+        // Our own id is signed for by our own key only, whatever a peer says first.
+        const own = m.authorNodeId === this.identity.nodeId ? this.identity.key?.publicKey : undefined;
+        const pinned = own ?? this._pins.get(m.authorNodeId) ?? null;
         const verdict = await check(m.signed, pinned, m);
         if (verdict === Verdict.FIRST_SIGHT) {
           this._pins.set(m.authorNodeId, m.signed.pk);
