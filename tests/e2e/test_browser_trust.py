@@ -25,14 +25,17 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from felund.errors import InvalidMessage
-from felund.testing import Relay, signed_call, wait_for, wire_message
+from felund.testing import Relay, browser_missing, signed_call, wait_for, wire_message
 from felund.testing.vectors import trust_cases
 from felund.trust import identity, owner, signing
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
-from felund.v1.invite import encode_invite
+from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, parse_message
+
+if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
+    from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +175,8 @@ def test_identity_vectors_from_seeds(page) -> None:
         for (const c of arg) {
           const key = await L.trust.keyFromSeed(L.bytes.hexToBytes(c.seed_hex));
           out.push({pk: L.bytes.b64encode(key.publicKey), nodeId: L.trust.nodeIdOf(key.publicKey),
-                    fp: L.trust.fingerprint(key.publicKey), extractable: key.privateKey.extractable});
+                    fp: L.trust.fingerprint(key.publicKey),
+                    extractable: key.privateKey.extractable});
         }
         return out;
         """,
@@ -206,7 +210,8 @@ def test_signing_vectors(page) -> None:
             hex: L.bytes.bytesToHex(data),
             signed: await L.trust.signFields(key, fields),
             verifies: await L.trust.verify(pk, sig, data),
-            otherText: await L.trust.verify(pk, sig, L.trust.signingBytes({...fields, text: f.text + "."})),
+            otherText: await L.trust.verify(
+              pk, sig, L.trust.signingBytes({...fields, text: f.text + "."})),
             verdict: await L.trust.check({pk, sig}, null, fields),
           });
         }
@@ -239,7 +244,8 @@ def test_owner_vectors_and_proof(page) -> None:
                     otherKey: L.trust.provesOwner(secret, other, c.salt_hex),
                     otherSalt: L.trust.provesOwner(secret, pk, "00".repeat(32)),
                     badSalt: [L.trust.provesOwner(secret, pk, c.salt_hex.toUpperCase()),
-                              L.trust.provesOwner(secret, pk, 5), L.trust.provesOwner(secret, pk, "ab")]});
+                              L.trust.provesOwner(secret, pk, 5),
+                              L.trust.provesOwner(secret, pk, "ab")]});
         }
         const fresh = L.trust.newOwnedSecret(L.bytes.b64decode(arg[0].public_key_b64));
         return {out, fresh};
@@ -275,9 +281,11 @@ def test_a_generated_key_is_derived_non_extractable_and_verifies_in_python(page)
         try { await crypto.subtle.exportKey("pkcs8", key.privateKey); exported = "yes"; } catch {}
         const nodeId = L.trust.nodeIdOf(key.publicKey);
         const fields = {msgId: "ab".repeat(16), circleId: arg, channelId: "general",
-                        authorNodeId: nodeId, createdTs: 1780000000, displayName: "zoë", text: "hi 🐘"};
+                        authorNodeId: nodeId, createdTs: 1780000000, displayName: "zoë",
+                        text: "hi 🐘"};
         return {nodeId, exported, extractable: key.privateKey.extractable,
-                maySign: [L.trust.maySign(key, nodeId), L.trust.maySign(key, "0123456789abcdef01234567"),
+                maySign: [L.trust.maySign(key, nodeId),
+                          L.trust.maySign(key, "0123456789abcdef01234567"),
                           L.trust.maySign(key, "fe0000000000000000000000")],
                 signed: await L.trust.signFields(key, fields)};
         """,
@@ -329,7 +337,8 @@ def test_the_page_decides_as_felund_trust(page) -> None:
         for (const [what, wire, pinned] of arg.cases) {
           const m = await L.wire.openMessage(arg.secret, arg.circle, wire);
           try {
-            out.push(await L.trust.check(m.signed, pinned === null ? null : L.bytes.b64decode(pinned), m));
+            const pin = pinned === null ? null : L.bytes.b64decode(pinned);
+            out.push(await L.trust.check(m.signed, pin, m));
           } catch (e) {
             if (!(e instanceof L.wire.InvalidMessage)) throw e;
             out.push(e.kind);
@@ -340,8 +349,7 @@ def test_the_page_decides_as_felund_trust(page) -> None:
         {"cases": cases, "secret": SECRET, "circle": CIRCLE},
     )
     expected = [
-        py_verdict(wire, None if pin is None else base64.b64decode(pin))
-        for _, wire, pin in cases
+        py_verdict(wire, None if pin is None else base64.b64decode(pin)) for _, wire, pin in cases
     ]
     assert got == expected
     assert expected == [
@@ -390,9 +398,11 @@ def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_pyt
         }
         const key = await L.trust.keyFromSeed(L.bytes.hexToBytes(arg.seed));
         const nodeId = L.trust.nodeIdOf(key.publicKey);
-        const mine = await L.wire.composeMessage(arg.secret, {circleId: arg.circle, authorNodeId: nodeId,
+        const mine = await L.wire.composeMessage(arg.secret, {circleId: arg.circle,
+          authorNodeId: nodeId,
           displayName: "Ana", text: "signed by the page", key});
-        const plain = await L.wire.composeMessage(arg.secret, {circleId: arg.circle, authorNodeId: nodeId,
+        const plain = await L.wire.composeMessage(arg.secret, {circleId: arg.circle,
+          authorNodeId: nodeId,
           displayName: "Ana", text: "mac only", key, encrypt: false});
         const opened = await L.wire.openMessage(arg.secret, arg.circle, mine);
         return {out, mine, plain, verdict: await L.trust.check(opened.signed, null, opened)};
@@ -421,7 +431,9 @@ OWNED = owner.owned_secret(ANA.public, SALT)  # ANA made this circle
 OWNED_ID = ids.circle_id(OWNED)
 
 
-def ev(n: int, author: str, signer: IdentityKey | None, ts: int, body: dict[str, Any]) -> dict[str, Any]:
+def ev(
+    n: int, author: str, signer: IdentityKey | None, ts: int, body: dict[str, Any]
+) -> dict[str, Any]:
     """A control event as the page's store holds it (signer: the base64 key, or None)."""
     return {
         "msgId": f"{n:032x}",
@@ -439,10 +451,30 @@ def _role_events() -> list[dict[str, Any]]:
         ev(1, ana, ANA, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),
         ev(2, bob, BOB, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),  # not bob's circle
         ev(3, V1, None, 0, {"salt": SALT, "t": "CIRCLE_OWNER"}),  # unsigned: no role
-        ev(4, ana, ANA, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": bob}),
-        ev(5, bob, BOB, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": dan}),
-        ev(6, V1, None, 1, {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": V1}),
-        ev(7, ana, ANA, 1, {"op": "grant", "role": "admin", "t": "ROLE_EVT", "target_node_id": dan}),
+        ev(
+            4,
+            ana,
+            ANA,
+            1,
+            {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": bob},
+        ),
+        ev(
+            5,
+            bob,
+            BOB,
+            1,
+            {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": dan},
+        ),
+        ev(
+            6,
+            V1,
+            None,
+            1,
+            {"op": "grant", "role": "moderator", "t": "ROLE_EVT", "target_node_id": V1},
+        ),
+        ev(
+            7, ana, ANA, 1, {"op": "grant", "role": "admin", "t": "ROLE_EVT", "target_node_id": dan}
+        ),
         ev(8, cal, CAL, 2, chan | {"op": "create", "channel_id": "vip", "access_mode": "invite"}),
         ev(9, dan, DAN, 3, chan | {"op": "request", "channel_id": "vip"}),
         ev(10, V1, None, 3, chan | {"op": "request", "channel_id": "vip"}),
@@ -481,7 +513,8 @@ def _unowned() -> list[dict[str, Any]]:
 
 DERIVE = """
 const sorted = (m) => Object.fromEntries([...m.entries()].sort((x, y) => (x[0] < y[0] ? -1 : 1)));
-const view = (s) => ({summary: s.summary(), rejected: sorted(s.rejected), refused: sorted(s.refused),
+const view = (s) => ({summary: s.summary(), rejected: sorted(s.rejected),
+                      refused: sorted(s.refused),
                       roles: arg.who.map((n) => s.roleOf(n))});
 const out = [];
 for (const [events, secret] of arg.cases) {
@@ -503,7 +536,9 @@ return out;
 """
 
 
-def _derive_in_page(page: Any, cases: list[tuple[list[dict[str, Any]], str]]) -> list[dict[str, Any]]:
+def _derive_in_page(
+    page: Any, cases: list[tuple[list[dict[str, Any]], str]]
+) -> list[dict[str, Any]]:
     who = [ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id, V1]
     got: list[dict[str, Any]] = js(
         page, DERIVE, {"cases": cases, "circle": "", "now": NOW + 60, "who": who}
@@ -592,7 +627,10 @@ def test_the_writers_refuse_what_the_role_does_not_allow_saying_who_can(page) ->
             "events": _role_events(),
             "now": NOW + 60,
             "secret": OWNED,
-            **{k: key.node_id for k, key in (("ana", ANA), ("bob", BOB), ("cal", CAL), ("dan", DAN))},
+            **{
+                k: key.node_id
+                for k, key in (("ana", ANA), ("bob", BOB), ("cal", CAL), ("dan", DAN))
+            },
             "v1": V1,
         },
     )
@@ -611,9 +649,10 @@ def test_the_writers_refuse_what_the_role_does_not_allow_saying_who_can(page) ->
 def _random_signed_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]]:
     """Mixes of signed and unsigned events, owner proofs good and bad, role events."""
     rng = random.Random(15)
-    keys: list[tuple[str, IdentityKey | None]] = [
-        (k.node_id, k) for k in (ANA, BOB, CAL, DAN)
-    ] + [(V1, None), (OTTO, None)]
+    keys: list[tuple[str, IdentityKey | None]] = [(k.node_id, k) for k in (ANA, BOB, CAL, DAN)] + [
+        (V1, None),
+        (OTTO, None),
+    ]
     people = [n for n, _ in keys]
     out = []
     for _ in range(count):
@@ -661,13 +700,16 @@ def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None
 def test_the_page_folds_as_the_python_node(page) -> None:
     if "signer" not in chatmodel.ControlEvent.__dataclass_fields__:
         pytest.skip("the Python fold has no roles yet (SPEC-15 §3, branch roles)")
+    # Through Any: this module type-checks before and after the Python fold has roles.
+    derive: Any = chatmodel.derive
+    event: Any = chatmodel.ControlEvent
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_unowned(), "7e" * 32)]
     cases += _random_signed_sequences(30)
     got = _derive_in_page(page, cases)
     for (events, secret), result in zip(cases, got, strict=True):
-        state = chatmodel.derive(
+        state = derive(
             [
-                chatmodel.ControlEvent(  # type: ignore[call-arg]
+                event(
                     e["msgId"],
                     e["authorNodeId"],
                     e["createdTs"],
@@ -678,7 +720,7 @@ def test_the_page_folds_as_the_python_node(page) -> None:
             ],
             "",
             NOW + 60,
-            secret=secret,  # type: ignore[call-arg]
+            secret=secret,
         )
         assert result["summary"] == state.summary()
         assert result["rejected"] == dict(sorted(state.rejected.items()))
@@ -785,7 +827,7 @@ def test_the_page_verifies_refuses_and_pins_what_it_receives(new_page, web_relay
         ids.circle_id(secret),
     )
     assert ["from a v1 client", False] in stored and ["signed by ana", True] in stored
-    assert not any("bob as ana" == text for text, _ in stored)
+    assert not any(text == "bob as ana" for text, _ in stored)
     pg.evaluate(SYNC, {"db": "trust-sync", "secret": secret, "relay": web_relay.url, "name": "x"})
     _post(
         web_relay,
@@ -817,7 +859,9 @@ def test_what_the_page_writes_is_signed_and_verifies_in_python(new_page, web_rel
     assert set(wire) == set(WIRE_KEYS)
 
 
-def test_an_older_browser_id_keeps_its_id_and_signs_to_be_pinned(new_page, web_relay: Relay) -> None:
+def test_an_older_browser_id_keeps_its_id_and_signs_to_be_pinned(
+    new_page, web_relay: Relay
+) -> None:
     secret = "4f" * 32
     pg, me = _sync_page(new_page, web_relay, secret, "trust-old", nodeId="a1" * 12)
     assert me == "a1" * 12
@@ -827,3 +871,140 @@ def test_an_older_browser_id_keeps_its_id_and_signs_to_be_pinned(new_page, web_r
     assert py_verdict(wire, secret=secret) == "first_sight"  # a reader pins its key
     pk = base64.b64decode(open_signed(secret, wire)["pk"])
     assert py_verdict(wire, pinned=pk, secret=secret) == "verified"
+
+
+# --- the app: owned circles, roles in /who, the unverified mark, refusals saying who can ------
+
+
+def _control(relay: Relay, secret: str) -> list[dict[str, Any]]:
+    """The circle's control events at the relay, opened, with the key that signed each."""
+    out = []
+    for wire in _pull(relay, secret):
+        if wire["channel_id"] != "__control":
+            continue
+        plain = open_signed(secret, wire)
+        assert py_verdict(wire, secret=secret) in ("verified", "first_sight")  # ours all sign
+        out.append(
+            {
+                "msgId": wire["msg_id"],
+                "authorNodeId": wire["author_node_id"],
+                "createdTs": wire["created_ts"],
+                "text": plain["text"],
+                "signer": plain["pk"],
+                "body": json.loads(plain["text"]),
+            }
+        )
+    return out
+
+
+def test_an_owned_circle_roles_in_who_the_mark_and_refusals(open_peer, web_relay: Relay) -> None:
+    ann, bob = open_peer(), open_peer()
+    ann.create("Ann", "club")
+    code = ann.invite_code()
+    secret = decode_invite(code).secret
+    bob.join("Bob", code)
+    ann.say("hello, I made this")
+    bob.sees("hello, I made this")
+    ann_id = ann.line("hello, I made this").locator(".name").get_attribute("title") or ""
+    bob.say("hi Ann")
+    bob_id = bob.line("hi Ann").locator(".name").get_attribute("title") or ""
+    assert ann_id.startswith("fe") and bob_id.startswith("fe")
+
+    # The circle's secret commits to Ann's key: her signed CIRCLE_OWNER proves it to anyone.
+    events = wait_for(
+        lambda: (
+            (e := _control(web_relay, secret))
+            and sum(x["body"]["t"] == "KEY_ANNOUNCE" for x in e) == 2
+            and e
+        ),
+        timeout=20,
+        what="both keys announced",
+    )
+    (proof,) = [e for e in events if e["body"]["t"] == "CIRCLE_OWNER"]
+    assert proof["authorNodeId"] == ann_id
+    assert owner.proves_owner(secret, base64.b64decode(proof["signer"]), proof["body"]["salt"])
+    announced = {e["authorNodeId"]: e["body"] for e in events if e["body"]["t"] == "KEY_ANNOUNCE"}
+    assert announced[bob_id] == {
+        "node_id": bob_id,
+        "pk": announced[bob_id]["pk"],
+        "t": "KEY_ANNOUNCE",
+    }
+
+    # An invite channel made by Cal (signed, from Python), a v1 client's message (unsigned).
+    cid = ids.circle_id(secret)
+    chan = {"t": "CHANNEL_EVT", "circle_id": cid}
+    _post(
+        web_relay,
+        secret,
+        [
+            signed_wire(
+                CAL,
+                CAL.node_id,
+                event_text(chan | {"op": "rename", "display_name": "Cal", "node_id": CAL.node_id}),
+                secret=secret,
+                channel="__control",
+                name="Cal",
+            ),
+            signed_wire(
+                CAL,
+                CAL.node_id,
+                event_text(
+                    chan
+                    | {
+                        "op": "create",
+                        "channel_id": "vip",
+                        "access_mode": "invite",
+                        "actor_node_id": CAL.node_id,
+                    }
+                ),
+                secret=secret,
+                channel="__control",
+                name="Cal",
+            ),
+            signed_wire(None, V1, "a v1 client here", secret=secret, name="Vee"),
+        ],
+    )
+    bob.sees("a v1 client here")
+    expect(bob.line("a v1 client here").locator(".unverified-mark")).to_have_text("?")
+    expect(bob.line("hello, I made this").locator(".unverified-mark")).to_have_count(0)
+    expect(bob.line("hi Ann").locator(".unverified-mark")).to_have_count(0)  # our own: verified
+
+    notices = bob.page.locator("#messages .notice-text")
+    errors = bob.page.locator("#messages .notice-error .notice-text")
+    bob.type("/who")
+    expect(notices.filter(has_text=f"Ann  {ann_id[:8]}  owner  last seen ")).to_have_count(
+        1, timeout=T
+    )
+    expect(notices.filter(has_text=f"Bob  {bob_id[:8]}  member  last seen ")).to_have_count(1)
+    expect(
+        notices.filter(has_text=re.compile(rf"^\?Vee  {V1[:8]}  member  last seen "))
+    ).to_have_count(1)
+    expect(notices.filter(has_text="? = unverified: not signed by its author's key")).to_have_count(
+        1
+    )
+
+    # Bob's role allows neither: refused before anything is written, saying who can.
+    before = len(_pull(web_relay, secret))
+    bob.type("/circle name hijacked")
+    expect(errors.last).to_have_text(
+        "only the circle's owner (Ann) or a moderator can rename this circle", timeout=T
+    )
+    bob.type("/channel approve vip Bob")
+    expect(errors.last).to_have_text(
+        "only #vip's owner (Cal), the circle's owner or a moderator can approve into #vip",
+        timeout=T,
+    )
+    # Ann (the owner) may do both.
+    ann.type("/circle name our club")
+    expect(ann.page.locator("#hdr-circle")).to_have_text("our club", timeout=T)
+    ann.type("/channel approve vip Bob")
+    expect(ann.page.locator("#messages .notice-text").last).to_contain_text(
+        "approved Bob in #vip", timeout=T
+    )
+    expect(bob.page.locator("#hdr-circle")).to_have_text("our club", timeout=T)
+    expect(bob.channel_button("vip")).to_have_count(1, timeout=T)  # Bob is in
+    mine = [e for e in _control(web_relay, secret) if e["authorNodeId"] == bob_id]
+    assert len(_pull(web_relay, secret)) == before + 2  # Ann's two; nothing of Bob's
+    assert {e["body"]["t"] for e in mine} == {"KEY_ANNOUNCE"}
+    ann.no_errors()
+    bob.no_errors()
