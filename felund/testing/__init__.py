@@ -22,7 +22,13 @@ from felund.testing.processes import FELUND, REPO, free_port
 from felund.testing.relay import PY_NODE, Relay, signed_call
 from felund.testing.store import handled
 from felund.testing.tmux import Tmux
-from felund.testing.vectors import VECTORS, vector_cases, wire_message
+from felund.testing.vectors import (
+    VECTORS,
+    plaintext_of,
+    signed_wire_message,
+    vector_cases,
+    wire_message,
+)
 from felund.testing.wait import wait_for
 
 __all__ = [
@@ -44,8 +50,10 @@ __all__ = [
     "mend_store",
     "metric_total",
     "metric_value",
+    "plaintext_of",
     "running_node",
     "signed_call",
+    "signed_wire_message",
     "vector_cases",
     "wait_for",
     "wire_message",

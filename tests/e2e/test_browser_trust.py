@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import itertools
 import json
 import random
@@ -25,14 +26,25 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from felund.errors import InvalidMessage
-from felund.testing import Relay, browser_missing, signed_call, wait_for, wire_message
+from felund.testing import (
+    Relay,
+    browser_missing,
+    plaintext_of,
+    signed_call,
+    signed_wire_message,
+    wait_for,
+    wire_message,
+)
 from felund.testing.vectors import trust_cases
 from felund.trust import identity, owner, signing
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
-from felund.v1.wire import WIRE_KEYS, parse_message
+from felund.v1.wire import WIRE_KEYS, compose_message, parse_message
+from tests.e2e.test_web_app import _inbox as node_inbox
+from tests.e2e.test_web_app import _node as node_on_relay
+from tests.e2e.test_web_app import _node_sees as node_sees
 
 if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
     from playwright.sync_api import expect
@@ -87,66 +99,16 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def signed_wire(
-    key: IdentityKey | None,
-    author: str,
-    text: str,
-    *,
-    secret: str = SECRET,
-    name: str = "py",
-    channel: str = "general",
-    ts: int | None = None,
-    sign_as: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A message as our node writes it: encrypted, its author's signature inside enc.
-
-    ``sign_as`` overrides fields of what is signed (a forgery's mismatch);
-    ``key=None`` writes the v1 plaintext (unsigned).
-    """
-    wire = wire_message(secret, author, text, name=name, channel=channel, ts=ts)
-    fields = {
-        "msg_id": wire["msg_id"],
-        "circle_id": wire["circle_id"],
-        "channel_id": wire["channel_id"],
-        "author_node_id": author,
-        "created_ts": wire["created_ts"],
-        "display_name": name,
-        "text": text,
-    }
-    plain: dict[str, str] = {"display_name": name, "text": text}
-    if key is not None:
-        plain |= signing.sign_fields(key, **(fields | (sign_as or {})))
-    ad = "|".join(str(fields[k]) for k in ("msg_id", "circle_id", "channel_id"))
-    ad += f"|{author}|{wire['created_ts']}"
-    nonce = random.randbytes(12)
-    sealed = AESGCM(crypto.message_key(secret)).encrypt(
-        nonce, json.dumps(plain, separators=(",", ":")).encode(), ad.encode()
-    )
-    wire["enc"] = {
-        "alg": "AES-256-GCM",
-        "key_id": "epoch-0",
-        "nonce": b64(nonce),
-        "ciphertext": b64(sealed),
-    }
-    return wire
-
-
-def open_signed(secret: str, wire: dict[str, Any]) -> dict[str, Any]:
-    """The plaintext of a message's enc, as Python decrypts it (with pk and sig when signed)."""
-    m = parse_message(wire)
-    assert m.enc is not None
-    ad = f"{m.msg_id}|{m.circle_id}|{m.channel_id}|{m.author_node_id}|{m.created_ts}".encode()
-    plain = AESGCM(crypto.message_key(secret)).decrypt(
-        base64.b64decode(m.enc["nonce"]), base64.b64decode(m.enc["ciphertext"]), ad
-    )
-    result: dict[str, Any] = json.loads(plain)
-    return result
+def signed_wire(key: IdentityKey | None, author: str, text: str, **kw: Any) -> dict[str, Any]:
+    """A message of the test circle (or ``secret=``) as our node writes it, signed by ``key``."""
+    kw.setdefault("name", "py")
+    return signed_wire_message(kw.pop("secret", SECRET), key, author, text, **kw)
 
 
 def py_verdict(wire: dict[str, Any], pinned: bytes | None = None, secret: str = SECRET) -> str:
     """felund.trust's verdict on a message: a Verdict's value, or the refusal's kind."""
     m = parse_message(wire)
-    plain = open_signed(secret, wire)
+    plain = plaintext_of(secret, wire)
     try:
         return signing.check(
             signing.signature_of(plain),
@@ -367,7 +329,7 @@ def test_the_page_decides_as_felund_trust(page) -> None:
 
 def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_python(page) -> None:
     wire = signed_wire(ANA, ANA.node_id, "hi")
-    plain = open_signed(SECRET, wire)
+    plain = plaintext_of(SECRET, wire)
 
     def resealed(extra: dict[str, Any]) -> dict[str, Any]:
         body = {"display_name": plain["display_name"], "text": plain["text"], **extra}
@@ -414,7 +376,7 @@ def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_pyt
     assert got["out"][4:6] == ["auth", "auth"]
     assert got["out"][6] == "signature"
     assert py_verdict(got["mine"]) == "verified" == got["verdict"]
-    mine = open_signed(SECRET, got["mine"])
+    mine = plaintext_of(SECRET, got["mine"])
     assert list(mine) == ["display_name", "text", "pk", "sig"]
     assert mine["pk"] == b64(ANA.public)
     # Exactly the v1 keys travel; a plain (MAC) message cannot carry a signature.
@@ -851,7 +813,7 @@ def test_what_the_page_writes_is_signed_and_verifies_in_python(new_page, web_rel
     )
     wires = wait_for(lambda: _pull(web_relay, secret), timeout=20, what="the page's message")
     (wire,) = wires
-    plain = open_signed(secret, wire)
+    plain = plaintext_of(secret, wire)
     assert sent == {"verified": True, "signer": plain["pk"]}
     assert identity.node_id_of(base64.b64decode(plain["pk"])) == me
     assert py_verdict(wire, secret=secret) == "verified"
@@ -869,7 +831,7 @@ def test_an_older_browser_id_keeps_its_id_and_signs_to_be_pinned(
     (wire,) = wait_for(lambda: _pull(web_relay, secret), timeout=20, what="the page's message")
     assert wire["author_node_id"] == me
     assert py_verdict(wire, secret=secret) == "first_sight"  # a reader pins its key
-    pk = base64.b64decode(open_signed(secret, wire)["pk"])
+    pk = base64.b64decode(plaintext_of(secret, wire)["pk"])
     assert py_verdict(wire, pinned=pk, secret=secret) == "verified"
 
 
@@ -882,7 +844,7 @@ def _control(relay: Relay, secret: str) -> list[dict[str, Any]]:
     for wire in _pull(relay, secret):
         if wire["channel_id"] != "__control":
             continue
-        plain = open_signed(secret, wire)
+        plain = plaintext_of(secret, wire)
         assert py_verdict(wire, secret=secret) in ("verified", "first_sight")  # ours all sign
         out.append(
             {
@@ -1008,3 +970,62 @@ def test_an_owned_circle_roles_in_who_the_mark_and_refusals(open_peer, web_relay
     assert {e["body"]["t"] for e in mine} == {"KEY_ANNOUNCE"}
     ann.no_errors()
     bob.no_errors()
+
+
+# --- a browser and a real node ----------------------------------------------------------------
+
+# The node signs what it writes once branch sign (SPEC-15 §2) is in: until then it also
+# refuses a plaintext that carries a signature, so it cannot read the browser's messages.
+NODE_SIGNS = "key" in inspect.signature(compose_message).parameters
+
+
+def test_a_browser_with_a_real_node_verified_unverified_and_forged(
+    open_peer, make_node, web_relay: Relay
+) -> None:
+    if not NODE_SIGNS:
+        pytest.skip("the node signs, and reads signed messages, once branch sign is merged")
+    node = node_on_relay(make_node, "nodey", web_relay)
+    invite = node.json("invite")
+    node.circle_id = invite["circle_id"]
+    secret = decode_invite(invite["code"]).secret
+    node.start()
+    node_id = node.status()["node_id"]
+    assert node_id.startswith(identity.DERIVED_MARK)
+    node.cli("send", "--circle-id", node.circle_id, "from the node")
+
+    web = open_peer()
+    said: list[str] = []
+    web.page.on("console", lambda m: said.append(m.text))
+    web.join("Wendy", invite["code"])
+    web.sees("from the node")
+    expect(web.line("from the node").locator(".unverified-mark")).to_have_count(0)
+
+    # Through the relay: a forgery in the node's name (Bob's key) and a v1 client's message.
+    _post(
+        web_relay,
+        secret,
+        [
+            signed_wire(BOB, node_id, "forged as the node", secret=secret, name="nodey"),
+            signed_wire(None, V1, "an unsigned v1 message", secret=secret, name="Vee"),
+        ],
+    )
+    web.sees("an unsigned v1 message")  # posted after the forgery: that one was judged
+    expect(web.line("an unsigned v1 message").locator(".unverified-mark")).to_have_text("?")
+    expect(web.line("forged as the node")).to_have_count(0)
+    assert any("does not verify (key_mismatch" in line for line in said), said
+
+    # What the browser writes verifies on the node.
+    web.say("from the browser")
+    node_sees(node, "from the browser", "Wendy")
+    inbox = {m["text"]: m for m in node_inbox(node)}
+    assert inbox["from the browser"]["verified"] is True
+    assert inbox["from the node"]["verified"] is True
+    wait_for(
+        lambda: "an unsigned v1 message" in {m["text"] for m in node_inbox(node)},
+        timeout=30,
+        what="the v1 message on the node",
+    )
+    inbox = {m["text"]: m for m in node_inbox(node)}
+    assert inbox["an unsigned v1 message"]["verified"] is False
+    assert "forged as the node" not in inbox
+    web.no_errors()
