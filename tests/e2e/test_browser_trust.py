@@ -26,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from felund.errors import InvalidMessage
+from felund.protocol import OP_INBOX
 from felund.testing import (
     Relay,
     browser_missing,
@@ -42,7 +43,6 @@ from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, compose_message, parse_message
-from tests.e2e.test_web_app import _inbox as node_inbox
 from tests.e2e.test_web_app import _node as node_on_relay
 from tests.e2e.test_web_app import _node_sees as node_sees
 
@@ -1017,15 +1017,22 @@ def test_a_browser_with_a_real_node_verified_unverified_and_forged(
     # What the browser writes verifies on the node.
     web.say("from the browser")
     node_sees(node, "from the browser", "Wendy")
-    inbox = {m["text"]: m for m in node_inbox(node)}
+
+    def node_inbox() -> list[dict[str, Any]]:
+        # The store's answer: the verdict it keeps with each message (verified).
+        body = {"circle_id": node.circle_id, "channel_id": "", "limit": 1000}
+        msgs: list[dict[str, Any]] = node.call(OP_INBOX, body)["msgs"]
+        return msgs
+
+    inbox = {m["text"]: m for m in node_inbox()}
     assert inbox["from the browser"]["verified"] is True
     assert inbox["from the node"]["verified"] is True
     wait_for(
-        lambda: "an unsigned v1 message" in {m["text"] for m in node_inbox(node)},
+        lambda: "an unsigned v1 message" in {m["text"] for m in node_inbox()},
         timeout=30,
         what="the v1 message on the node",
     )
-    inbox = {m["text"]: m for m in node_inbox(node)}
+    inbox = {m["text"]: m for m in node_inbox()}
     assert inbox["an unsigned v1 message"]["verified"] is False
     assert "forged as the node" not in inbox
     web.no_errors()
