@@ -9,6 +9,7 @@ code carries the secret).
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from felund.testing import (
     Relay,
     browser_missing,
     metric_value,
+    plaintext_of,
     signed_call,
     signed_wire_message,
     wait_for,
@@ -442,12 +444,17 @@ def _control_events(relay: Relay, secret: str) -> list[chatmodel.ControlEvent]:
     circle = ids.circle_id(secret)
     hint = ids.circle_hint(circle)
     answer = signed_call(relay, secret, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500")
+    # As the store gives them to the fold: with the key each is signed by (SPEC-15 §3);
+    # through Any, as ControlEvent has signer only since the fold has roles.
+    event: Any = chatmodel.ControlEvent
     events = []
     for raw in answer["messages"]:
         m = parse_message(raw)
         if m.channel_id == "__control":
             text = open_message(secret, circle, m).text
-            events.append(chatmodel.ControlEvent(m.msg_id, m.author_node_id, m.created_ts, text))
+            pk = plaintext_of(secret, raw).get("pk")
+            signer = None if pk is None else base64.b64decode(pk)
+            events.append(event(m.msg_id, m.author_node_id, m.created_ts, text, signer))
     return events
 
 
