@@ -1036,3 +1036,70 @@ def test_a_browser_with_a_real_node_verified_unverified_and_forged(
     assert inbox["an unsigned v1 message"]["verified"] is False
     assert "forged as the node" not in inbox
     web.no_errors()
+
+
+# The app's database as the version before keys made it (store.js VERSION 1), with an identity.
+V1_DATABASE = """
+async ({nodeId, name}) => {
+  await new Promise((resolve, reject) => {
+    const request = indexedDB.open("felund-old", 1);
+    request.onupgradeneeded = () => {
+      const db = request.result;
+      db.createObjectStore("kv");
+      db.createObjectStore("circles", {keyPath: "circleId"});
+      const messages = db.createObjectStore("messages", {keyPath: ["circleId", "msgId"]});
+      messages.createIndex("byTime", ["circleId", "createdTs", "msgId"]);
+      db.createObjectStore("outbox", {keyPath: "msgId"}).createIndex("byCircle", "circleId");
+      db.createObjectStore("cursors", {keyPath: "circleId"});
+    };
+    request.onsuccess = () => {
+      const tx = request.result.transaction(["kv"], "readwrite");
+      tx.objectStore("kv").put({nodeId, displayName: name}, "identity");
+      tx.oncomplete = () => { request.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+    request.onerror = () => reject(request.error);
+  });
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old_id", "signs"),
+    [("a1" * 12, True), (identity.DERIVED_MARK + "00" * 11, False)],
+    ids=["older-id-signs", "marked-older-id-cannot"],
+)
+def test_an_older_browser_identity_keeps_its_id(
+    open_peer, web_relay: Relay, old_id: str, signs: bool
+) -> None:
+    """An identity made before keys: upgraded in place, same node id, a key from now on.
+    An older id that happens to carry the derived mark cannot sign for it: unsigned."""
+    peer = open_peer()
+    peer.page.goto(f"{web_relay.url}/v1/health")
+    peer.page.evaluate(V1_DATABASE, {"nodeId": old_id, "name": "Olga"})
+    peer.page.goto(f"{web_relay.url}/?db=felund-old")
+    peer.create("Olga", "old friends")
+    peer.say("still me")
+    assert peer.line("still me").locator(".name").get_attribute("title") == old_id
+    expect(peer.line("still me").locator(".unverified-mark")).to_have_count(0 if signs else 1)
+    secret = decode_invite(peer.invite_code()).secret
+
+    def posted() -> list[dict[str, Any]]:
+        wires = _pull(web_relay, secret)
+        return wires if any(plaintext_of(secret, w)["text"] == "still me" for w in wires) else []
+
+    wires = wait_for(posted, timeout=20, what="the page's message at the relay")
+    assert {w["author_node_id"] for w in wires} == {old_id}
+    verdicts = {plaintext_of(secret, w)["text"]: py_verdict(w, secret=secret) for w in wires}
+    # A reader pins an older id's key at first sight.
+    assert verdicts["still me"] == ("first_sight" if signs else "unsigned")
+    texts = [json.loads(t) for t in verdicts if t.startswith("{")]
+    kinds = {t["t"] for t in texts}
+    if signs:
+        (proof,) = [t for t in texts if t["t"] == "CIRCLE_OWNER"]
+        pk = base64.b64decode(next(plaintext_of(secret, w)["pk"] for w in wires))
+        assert owner.proves_owner(secret, pk, proof["salt"])
+        assert kinds == {"CIRCLE_OWNER", "KEY_ANNOUNCE", "CIRCLE_NAME_EVT"}
+    else:
+        assert kinds == {"CIRCLE_NAME_EVT"}  # no key to announce, no owner's proof
+    peer.no_errors()
