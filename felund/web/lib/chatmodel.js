@@ -257,6 +257,15 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
   return state;
 }
 
+/** The raw key of a signer as the store gives it (base64); an empty one if it is not base64. */
+function keyOf(signer) {
+  try {
+    return b64decode(signer);
+  } catch {
+    return new Uint8Array(0);
+  }
+}
+
 /** Among creates of one channel: a signed one beats an unsigned one, then the smallest hash. */
 function beats(p, q) {
   if (signed(p.ev) !== signed(q.ev)) return signed(p.ev);
@@ -276,7 +285,7 @@ function foldRoles(state, due, secret) {
   const owners = [];
   for (const p of proofs) {
     if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
-    else if (!provesOwner(secret, b64decode(p.ev.signer), p.body.salt)) refuse(state, p.ev, "bad_proof");
+    else if (!provesOwner(secret, keyOf(p.ev.signer), p.body.salt)) refuse(state, p.ev, "bad_proof");
     else owners.push(p.ev.authorNodeId);
   }
   // Every valid proof comes from the creator's key: one node, unless it ran two ids (then the first).
@@ -363,7 +372,8 @@ function parse(ev, circleId) {
     return { ev, hash: eventHash(ev), kind: "owner", body, cid: "" };
   }
   if (kind === "ROLE_EVT") {
-    if (!ROLE_OPS.includes(get(body, "op", undefined)) || get(body, "role", undefined) !== "moderator") return "bad_role";
+    const op = get(body, "op", undefined);
+    if (!ROLE_OPS.includes(op) || get(body, "role", undefined) !== "moderator") return "bad_role";
     if (!isNodeId(get(body, "target_node_id", undefined))) return "bad_target";
     return { ev, hash: eventHash(ev), kind: "role", body, cid: "" };
   }

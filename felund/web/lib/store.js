@@ -109,7 +109,8 @@ export class Store {
    * @param {{nodeId: string, displayName: string, key?: import("./trust.js").IdentityKey}} identity
    */
   async putIdentity({ nodeId, displayName, key }) {
-    const value = key ? { nodeId, displayName, key: { privateKey: key.privateKey, publicKey: key.publicKey } } : { nodeId, displayName };
+    const value = { nodeId, displayName };
+    if (key) value.key = { privateKey: key.privateKey, publicKey: key.publicKey };
     return this._put(KV, value, "identity");
   }
 

@@ -389,7 +389,8 @@ export class CircleSync {
         const verdict = await check(m.signed, pinned, m);
         if (verdict === Verdict.FIRST_SIGHT) {
           this._pins.set(m.authorNodeId, m.signed.pk);
-          pins.push({ nodeId: m.authorNodeId, pk: b64encode(m.signed.pk), firstSeen: Math.floor(Date.now() / 1000) });
+          const firstSeen = Math.floor(Date.now() / 1000);
+          pins.push({ nodeId: m.authorNodeId, pk: b64encode(m.signed.pk), firstSeen });
         }
         m.verified = verdict !== Verdict.UNSIGNED;
         m.signer = m.verified ? b64encode(m.signed.pk) : null;

@@ -155,7 +155,8 @@ export function maySign(key, nodeId) {
  * @returns {Uint8Array}
  */
 export function signingBytes(f) {
-  const fields = [SIG_CONTEXT, f.msgId, f.circleId, f.channelId, f.authorNodeId, String(f.createdTs), f.displayName, f.text];
+  const fields = [SIG_CONTEXT, f.msgId, f.circleId, f.channelId, f.authorNodeId];
+  fields.push(String(f.createdTs), f.displayName, f.text);
   const parts = [];
   for (const field of fields) {
     const raw = utf8(field);
@@ -230,7 +231,9 @@ export function signatureOf(plain) {
   if (pkText === null && sigText === null) return null;
   const pk = unb64(pkText, PUBLIC_KEY_LEN);
   const sig = unb64(sigText, SIGNATURE_LEN);
-  if (pk === null || sig === null) throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  if (pk === null || sig === null) {
+    throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  }
   return { pk, sig };
 }
 

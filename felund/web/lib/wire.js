@@ -27,7 +27,8 @@ const TAG_LEN = 16;
 // As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,
 // with an author's signature (a 44- and an 88-char base64 pair).
 const SIGNATURE_CHARS = ',"pk":"","sig":""'.length + 44 + 88;
-const MAX_PLAINTEXT = '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 + SIGNATURE_CHARS;
+const MAX_PLAINTEXT =
+  '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 + SIGNATURE_CHARS;
 const MAX_CIPHERTEXT_CHARS = 4 * Math.ceil((MAX_PLAINTEXT + TAG_LEN) / 3);
 const NONCE_B64_CHARS = 4 * Math.ceil(NONCE_LEN / 3);
 
@@ -272,7 +273,8 @@ export function messageMac(secretHex, fields) {
 export async function encryptFields(secretHex, ids, displayName, text, nonce, signed = null) {
   const iv = nonce ?? randomBytes(NONCE_LEN);
   // ensure_ascii JSON, as the reference writes the plaintext; v1 readers take only the first two keys.
-  const plain = signed ? { display_name: displayName, text, pk: signed.pk, sig: signed.sig } : { display_name: displayName, text };
+  const plain = { display_name: displayName, text };
+  if (signed) Object.assign(plain, { pk: signed.pk, sig: signed.sig });
   const plaintext = utf8(dumps(plain, { ensureAscii: true }));
   const key = await messageKey(secretHex);
   const sealed = await aesGcmEncrypt(key, iv, plaintext, utf8(adText(ids)));
@@ -411,7 +413,9 @@ async function decryptFields(secretHex, msg) {
   if (!withSignature) return [obj.display_name, obj.text, null];
   const signed = signatureOf(obj);
   // Both null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
-  if (signed === null) throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  if (signed === null) {
+    throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  }
   return [obj.display_name, obj.text, signed];
 }
 

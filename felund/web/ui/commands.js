@@ -179,7 +179,8 @@ export async function runLine(line, app) {
       else state.notice(`in ${where}:`);
       for (const p of people) {
         const mark = p.verified ? "" : "?";
-        state.notice(`${mark}${p.displayName}  ${p.nodeId.slice(0, 8)}  ${p.role}  last seen ${fullTime(p.lastSeen)}`);
+        const seen = fullTime(p.lastSeen);
+        state.notice(`${mark}${p.displayName}  ${p.nodeId.slice(0, 8)}  ${p.role}  last seen ${seen}`);
       }
       if (people.some((p) => !p.verified)) state.notice(UNVERIFIED_MEANING);
       return;

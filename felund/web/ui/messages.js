@@ -96,7 +96,9 @@ export class MessagePane {
     if (!m.verified) classes.push("unverified");
     return el("div", { class: classes.join(" "), attrs: { "data-msg-id": m.msgId } }, [
       el("time", { class: "ts", text: hhmm(m.createdTs), attrs: { title: fullTime(m.createdTs) } }),
-      m.verified ? null : el("span", { class: "unverified-mark", text: "?", attrs: { title: UNVERIFIED_MEANING } }),
+      m.verified
+        ? null
+        : el("span", { class: "unverified-mark", text: "?", attrs: { title: UNVERIFIED_MEANING } }),
       el("span", {
         class: `name ${colourClass(m.authorNodeId)}`,
         text: name,

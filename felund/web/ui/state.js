@@ -44,7 +44,6 @@ const REFUSALS = {
   wrong_key: "wrong key for that channel",
   not_approved: "that channel is by invitation: ask with /channel request NAME, then wait",
   not_invite: "that channel is not by invitation; join it",
-  not_member: "only a member of the channel can approve",
   general: "#general cannot be left",
   bad_channel: CHANNEL_RULE,
   bad_name: "names are 1 to 64 printable characters",
@@ -56,12 +55,14 @@ const REFUSALS = {
 
 /** What /who and the message pane say an unverified mark means. */
 export const UNVERIFIED_MEANING =
-  "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the signature); it may not be from who it says";
+  "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the " +
+  "signature); it may not be from who it says";
 
 const keyAnnounce = (nodeId, key) => ({ node_id: nodeId, pk: b64encode(key.publicKey), t: "KEY_ANNOUNCE" });
 const circleOwner = (salt) => ({ salt, t: "CIRCLE_OWNER" });
 // Whether our own control events of a circle hold one of type t (written once per circle).
-const wrote = (view, me, t) => view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
+const wrote = (view, me, t) =>
+  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
 
 /** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
 function built(build) {
@@ -424,10 +425,13 @@ export class AppState extends EventTarget {
    */
   async createCircle(name) {
     if (!this.relayUrl) throw new UserError("set a relay URL first (F3 settings)");
-    const owned = this.signs ? newOwnedSecret(this.identity.key.publicKey) : { secret: newSecret(), salt: "" };
+    const owned = this.signs
+      ? newOwnedSecret(this.identity.key.publicKey)
+      : { secret: newSecret(), salt: "" };
     const circleId = await circleIdOf(owned.secret);
     const named = name ? [circleNameEvent(circleId, name)] : [];
-    const circle = { circleId, secret: owned.secret, name, relayUrl: this.relayUrl, joinedTs: Math.floor(Date.now() / 1000) };
+    const joinedTs = Math.floor(Date.now() / 1000);
+    const circle = { circleId, secret: owned.secret, name, relayUrl: this.relayUrl, joinedTs };
     // The salt is kept until the proof is written (it is public once written).
     if (owned.salt) circle.ownerSalt = owned.salt;
     return this.addCircle(circle, named);
@@ -517,7 +521,8 @@ export class AppState extends EventTarget {
       const p = seen.get(m.authorNodeId);
       const verified = Boolean(m.verified) || Boolean(p && p.verified);
       if (!p || m.createdTs >= p.lastSeen) {
-        seen.set(m.authorNodeId, { nodeId: m.authorNodeId, displayName: m.displayName, lastSeen: m.createdTs, verified });
+        const { authorNodeId: nodeId, displayName, createdTs: lastSeen } = m;
+        seen.set(nodeId, { nodeId, displayName, lastSeen, verified });
       } else {
         p.verified = verified;
       }
