@@ -1103,3 +1103,87 @@ def test_an_older_browser_identity_keeps_its_id(
     else:
         assert kinds == {"CIRCLE_NAME_EVT"}  # no key to announce, no owner's proof
     peer.no_errors()
+
+
+# The node has roles (`felund role`, the owner's CIRCLE_OWNER) once branch roles is in.
+NODE_HAS_ROLES = hasattr(chatmodel, "who_can")
+
+
+def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
+    open_peer, make_node, web_relay: Relay
+) -> None:
+    """The node owns its circle and makes the browser a moderator: its approval counts on
+    the node; a plain member's does not, anywhere; demoted, the browser is refused with the
+    sentence that says who can, and whom it let in stays (the owner approves them again)."""
+    if not (NODE_SIGNS and NODE_HAS_ROLES):
+        pytest.skip("the node has keys and roles once branches sign and roles are merged")
+    node = node_on_relay(make_node, "nodey", web_relay)
+    invite = node.json("invite")
+    circle = node.circle_id = invite["circle_id"]
+    secret = decode_invite(invite["code"]).secret
+    node.start()
+    node.cli("channel", "create", "vip", "--access", "invite", "--circle-id", circle)
+
+    web = open_peer()
+    web.join("Wendy", invite["code"])
+    web.say("hello from Wendy")
+    node_sees(node, "hello from Wendy", "Wendy")
+    notices = web.page.locator("#messages .notice-text")
+    errors = web.page.locator("#messages .notice-error .notice-text")
+
+    # Cal asks; Dan (a plain member) approves Otto by hand, signed: nothing, on any side.
+    chan = {"t": "CHANNEL_EVT", "circle_id": circle}
+
+    def control(key: IdentityKey, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        text = event_text(chan | body | {"actor_node_id": key.node_id})
+        return signed_wire(key, key.node_id, text, secret=secret, channel="__control", name=name)
+
+    _post(
+        web_relay,
+        secret,
+        [
+            control(DAN, "Dan", {"op": "approve", "channel_id": "vip", "target_node_id": OTTO}),
+            control(CAL, "Cal", {"op": "request", "channel_id": "vip"}),
+        ],
+    )
+    web.type("/channels")
+    expect(notices.filter(has_text="#vip  invite, 1 member, asked to join: 1")).to_have_count(
+        1, timeout=T
+    )
+    web.type("/channel approve vip Cal")
+    expect(errors.last).to_have_text(
+        "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
+        timeout=T,
+    )
+
+    # The owner's node names the browser a moderator: its approval now counts everywhere.
+    node.cli("role", "moderator", "Wendy", "--circle-id", circle)
+    web.type("/who")
+    expect(
+        notices.filter(has_text=re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
+    ).to_have_count(1, timeout=T)
+    web.type("/channel approve vip Cal")
+    expect(notices.last).to_contain_text("approved Cal in #vip", timeout=T)
+
+    def vip_on_node() -> set[str]:
+        listed = {c["channel_id"]: c for c in node.json("channels", "--circle-id", circle)}
+        return set(listed["vip"]["members"])
+
+    wait_for(lambda: CAL.node_id in vip_on_node(), timeout=30, what="Cal in #vip on the node")
+    assert OTTO not in vip_on_node()
+
+    # Demoted: refused again, and Cal stays in (the owner's node approved Cal itself).
+    node.cli("role", "member", "Wendy", "--circle-id", circle)
+    web.type("/who")
+    expect(notices.filter(has_text=re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))).to_have_count(
+        1, timeout=T
+    )
+    web.type("/channel approve vip Dan")
+    expect(errors.last).to_have_text(
+        "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
+        timeout=T,
+    )
+    web.type("/channels")
+    expect(notices.filter(has_text="#vip  invite, 2 members")).to_have_count(1, timeout=T)
+    assert CAL.node_id in vip_on_node()
+    web.no_errors()
