@@ -1131,6 +1131,14 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     notices = web.page.locator("#messages .notice-text")
     errors = web.page.locator("#messages .notice-error .notice-text")
 
+    def shows(command: str, line: str | re.Pattern[str]) -> None:
+        # What a command lists is a snapshot: asked again until the events have come.
+        def seen() -> bool:
+            web.type(command)
+            return notices.filter(has_text=line).count() > 0
+
+        wait_for(seen, timeout=30, interval=0.5, what=f"{command} listing {line!r}")
+
     # Cal asks; Dan (a plain member) approves Otto by hand, signed: nothing, on any side.
     chan = {"t": "CHANNEL_EVT", "circle_id": circle}
 
@@ -1146,10 +1154,7 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
             control(CAL, "Cal", {"op": "request", "channel_id": "vip"}),
         ],
     )
-    web.type("/channels")
-    expect(notices.filter(has_text="#vip  invite, 1 member, asked to join: 1")).to_have_count(
-        1, timeout=T
-    )
+    shows("/channels", "#vip  invite, 1 member, asked to join: 1")
     web.type("/channel approve vip Cal")
     expect(errors.last).to_have_text(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
@@ -1158,10 +1163,7 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
 
     # The owner's node names the browser a moderator: its approval now counts everywhere.
     node.cli("role", "moderator", "Wendy", "--circle-id", circle)
-    web.type("/who")
-    expect(
-        notices.filter(has_text=re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
-    ).to_have_count(1, timeout=T)
+    shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
     web.type("/channel approve vip Cal")
     expect(notices.last).to_contain_text("approved Cal in #vip", timeout=T)
 
@@ -1174,16 +1176,12 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
 
     # Demoted: refused again, and Cal stays in (the owner's node approved Cal itself).
     node.cli("role", "member", "Wendy", "--circle-id", circle)
-    web.type("/who")
-    expect(notices.filter(has_text=re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))).to_have_count(
-        1, timeout=T
-    )
+    shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))
     web.type("/channel approve vip Dan")
     expect(errors.last).to_have_text(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
         timeout=T,
     )
-    web.type("/channels")
-    expect(notices.filter(has_text="#vip  invite, 2 members")).to_have_count(1, timeout=T)
+    shows("/channels", "#vip  invite, 2 members")
     assert CAL.node_id in vip_on_node()
     web.no_errors()
