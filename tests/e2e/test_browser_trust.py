@@ -1139,7 +1139,9 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
 
         wait_for(seen, timeout=30, interval=0.5, what=f"{command} listing {line!r}")
 
-    # Cal asks; Dan (a plain member) approves Otto by hand, signed: nothing, on any side.
+    wendy = web.line("hello from Wendy").locator(".name").get_attribute("title") or ""
+
+    # Cal asks; Dan (a plain member) approves Wendy by hand, signed: nothing, on any side.
     chan = {"t": "CHANNEL_EVT", "circle_id": circle}
 
     def control(key: IdentityKey, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -1150,31 +1152,36 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
         web_relay,
         secret,
         [
-            control(DAN, "Dan", {"op": "approve", "channel_id": "vip", "target_node_id": OTTO}),
+            control(DAN, "Dan", {"op": "approve", "channel_id": "vip", "target_node_id": wendy}),
             control(CAL, "Cal", {"op": "request", "channel_id": "vip"}),
+            signed_wire(CAL, CAL.node_id, "Cal was here", secret=secret, name="Cal"),
         ],
     )
-    shows("/channels", "#vip  invite, 1 member, asked to join: 1")
+    web.sees("Cal was here")  # after the two events: the page has folded them
+    expect(web.channel_button("vip")).to_have_count(0)  # Dan's approval let nobody in
     web.type("/channel approve vip Cal")
     expect(errors.last).to_have_text(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
         timeout=T,
     )
 
-    # The owner's node names the browser a moderator: its approval now counts everywhere.
+    # The owner's node names the browser a moderator: its approvals now count everywhere.
     node.cli("role", "moderator", "Wendy", "--circle-id", circle)
     shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
+    web.type("/channel approve vip Wendy")
+    expect(web.channel_button("vip")).to_have_count(1, timeout=T)
     web.type("/channel approve vip Cal")
     expect(notices.last).to_contain_text("approved Cal in #vip", timeout=T)
+    shows("/channels", "#vip  invite, 3 members")
 
     def vip_on_node() -> set[str]:
         listed = {c["channel_id"]: c for c in node.json("channels", "--circle-id", circle)}
         return set(listed["vip"]["members"])
 
     wait_for(lambda: CAL.node_id in vip_on_node(), timeout=30, what="Cal in #vip on the node")
-    assert OTTO not in vip_on_node()
+    assert DAN.node_id not in vip_on_node()
 
-    # Demoted: refused again, and Cal stays in (the owner's node approved Cal itself).
+    # Demoted: refused again, and whom the browser let in stays (the owner approves again).
     node.cli("role", "member", "Wendy", "--circle-id", circle)
     shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))
     web.type("/channel approve vip Dan")
@@ -1182,6 +1189,6 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
         timeout=T,
     )
-    shows("/channels", "#vip  invite, 2 members")
-    assert CAL.node_id in vip_on_node()
+    shows("/channels", "#vip  invite, 3 members")
+    assert {CAL.node_id, wendy} <= vip_on_node()
     web.no_errors()
