@@ -390,7 +390,6 @@ V1 = "0e0e0e0e0e0e0e0e0e0e0e0e"  # a v1 client: it never signs
 OTTO = "0f" * 12
 SALT = "5a" * 32
 OWNED = owner.owned_secret(ANA.public, SALT)  # ANA made this circle
-OWNED_ID = ids.circle_id(OWNED)
 
 
 def ev(
@@ -468,9 +467,7 @@ def _demoted() -> list[dict[str, Any]]:
     return [*_role_events(), ev(30, ANA.node_id, ANA, 9, revoke)]
 
 
-def _unowned() -> list[dict[str, Any]]:
-    """The same events in a circle of a v1 client's secret: no owner, v1 rules but for approvals."""
-    return _role_events()
+UNOWNED = "7e" * 32  # a v1 client's secret: the same events, and no owner
 
 
 DERIVE = """
@@ -512,7 +509,7 @@ def _derive_in_page(
 
 def test_roles_owner_moderators_and_who_may_approve_or_rename(page) -> None:
     owned, demoted, unowned = _derive_in_page(
-        page, [(_role_events(), OWNED), (_demoted(), OWNED), (_unowned(), "7e" * 32)]
+        page, [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
     )
     ana, bob, cal, dan = ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id
     s = owned["summary"]
@@ -648,7 +645,7 @@ def _random_signed_sequences(count: int) -> list[tuple[list[dict[str, Any]], str
                     body["display_name"] = rng.choice(["A", "B"])
             events.append(ev(1000 + i, author, signer, rng.randint(0, 4), body))
         rng.shuffle(events)
-        out.append((events, rng.choice([OWNED, "7e" * 32])))
+        out.append((events, rng.choice([OWNED, UNOWNED])))
     return out
 
 
@@ -665,7 +662,7 @@ def test_the_page_folds_as_the_python_node(page) -> None:
     # Through Any: this module type-checks before and after the Python fold has roles.
     derive: Any = chatmodel.derive
     event: Any = chatmodel.ControlEvent
-    cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_unowned(), "7e" * 32)]
+    cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
     cases += _random_signed_sequences(30)
     got = _derive_in_page(page, cases)
     for (events, secret), result in zip(cases, got, strict=True):
