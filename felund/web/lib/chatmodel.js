@@ -5,7 +5,7 @@
 // the same state and write the same events. The rules are stated there; in short:
 // - an event dated more than MAX_SKEW_S after now is held (changes nothing);
 // - due events apply in (createdTs, eventHash) order;
-// - a channel is made by its valid create with the smallest hash, whatever the dates;
+// - a channel is made by its valid create (a signed one first) with the smallest hash, whatever the dates;
 // - an event refused for want of another (no channel, not approved) waits,
 //   and applies as soon as an event gives what it needs.
 // Roles (SPEC-15 §3): each event carries `signer`, the base64 key its author
