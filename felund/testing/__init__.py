@@ -20,15 +20,10 @@ from felund.testing.nodes import (
 )
 from felund.testing.processes import FELUND, REPO, free_port
 from felund.testing.relay import PY_NODE, Relay, signed_call
+from felund.testing.signed import plaintext_of, signed_wire_message
 from felund.testing.store import handled
 from felund.testing.tmux import Tmux
-from felund.testing.vectors import (
-    VECTORS,
-    plaintext_of,
-    signed_wire_message,
-    vector_cases,
-    wire_message,
-)
+from felund.testing.vectors import VECTORS, vector_cases, wire_message
 from felund.testing.wait import wait_for
 
 __all__ = [

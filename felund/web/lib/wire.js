@@ -25,10 +25,10 @@ export const ENC_KEY_ID = "epoch-0";
 const NONCE_LEN = 12;
 const TAG_LEN = 16;
 // As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,
-// with an author's signature (a 44- and an 88-char base64 pair).
-const SIGNATURE_CHARS = ',"pk":"","sig":""'.length + 44 + 88;
+// and the author's key and signature a node of ours adds (felund.trust.signing).
 const MAX_PLAINTEXT =
-  '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 + SIGNATURE_CHARS;
+  '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 +
+  ',"pk":"","sig":""'.length + 44 + 88;
 const MAX_CIPHERTEXT_CHARS = 4 * Math.ceil((MAX_PLAINTEXT + TAG_LEN) / 3);
 const NONCE_B64_CHARS = 4 * Math.ceil(NONCE_LEN / 3);
 
@@ -401,22 +401,22 @@ async function decryptFields(secretHex, msg) {
     if (e instanceof JsonError || e instanceof TypeError) throw new InvalidMessage("auth", "enc");
     throw e;
   }
-  // Exactly {display_name, text} (a v1 writer's), or with the author's {pk, sig} too.
+  // v1's two keys, or those and the author's pk and sig (read, not yet checked, here).
   const keys = isObject(obj) ? Object.keys(obj) : [];
-  const withSignature = keys.length === 4 && has(obj, "pk") && has(obj, "sig");
-  if ((keys.length !== 2 && !withSignature) || !has(obj, "display_name") || !has(obj, "text")) {
+  const signed = keys.length === 4 && has(obj, "pk") && has(obj, "sig");
+  if ((keys.length !== 2 && !signed) || !has(obj, "display_name") || !has(obj, "text")) {
     throw new InvalidMessage("auth", "enc");
   }
   if (typeof obj.display_name !== "string" || typeof obj.text !== "string") {
     throw new InvalidMessage("auth", "enc");
   }
-  if (!withSignature) return [obj.display_name, obj.text, null];
-  const signed = signatureOf(obj);
+  if (!signed) return [obj.display_name, obj.text, null];
+  const pair = signatureOf(obj); // trust.check decides on it
   // Both null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
-  if (signed === null) {
+  if (pair === null) {
     throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
   }
-  return [obj.display_name, obj.text, signed];
+  return [obj.display_name, obj.text, pair];
 }
 
 function constantTimeEqual(a, b) {
