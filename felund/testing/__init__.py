@@ -2,8 +2,9 @@
 
 ``nodes`` (real nodes: the CLI to drive them, their bus to read and wait),
 ``relay`` (a real relay server), ``tmux`` (the curses ui on a screen),
-``browser`` (chromium), ``vectors`` (v1 data), ``wait`` (the one wait),
-``processes`` (what the process harnesses share).
+``browser`` (chromium), ``vectors`` (v1 data), ``signed`` (signed messages sealed by
+hand, a forger's too), ``wait`` (the one wait), ``processes`` (what the process
+harnesses share).
 """
 
 from __future__ import annotations
