@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from felund.testing.processes import REPO
+from felund.trust.identity import IdentityKey
 from felund.v1 import ids
 from felund.v1.wire import compose_message, to_wire
 
