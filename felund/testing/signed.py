@@ -34,9 +34,9 @@ def signed_wire_message(
 ) -> dict[str, Any]:
     """A message as our node writes it (encrypted, its author's signature inside enc).
 
-    Sealed here rather than by compose_message, so that a test can sign other
-    fields than it sends (``sign_as``: a forgery) or sign for another author
-    than the key's; ``key=None`` seals the v1 plaintext (unsigned).
+    Sealed here rather than by compose_message (``wire_message(key=...)``), so
+    that a test can also sign other fields than it sends (``sign_as``: a
+    forgery's mismatch); ``key=None`` seals the v1 plaintext (unsigned).
     """
     wire = wire_message(secret, author, text, name=name, channel=channel, ts=ts)
     plain: dict[str, str] = {"display_name": name, "text": text}
