@@ -467,6 +467,8 @@ def _demoted() -> list[dict[str, Any]]:
     return [*_role_events(), ev(30, ANA.node_id, ANA, 9, revoke)]
 
 
+# The node has roles (the fold's, `felund role`, the owner's CIRCLE_OWNER) once branch roles is in.
+NODE_HAS_ROLES = hasattr(chatmodel, "who_can")
 UNOWNED = "7e" * 32  # a v1 client's secret: the same events, and no owner
 
 
@@ -657,7 +659,7 @@ def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None
 
 
 def test_the_page_folds_as_the_python_node(page) -> None:
-    if "signer" not in chatmodel.ControlEvent.__dataclass_fields__:
+    if not NODE_HAS_ROLES:
         pytest.skip("the Python fold has no roles yet (SPEC-15 §3, branch roles)")
     # Through Any: this module type-checks before and after the Python fold has roles.
     derive: Any = chatmodel.derive
@@ -1100,10 +1102,6 @@ def test_an_older_browser_identity_keeps_its_id(
     else:
         assert kinds == {"CIRCLE_NAME_EVT"}  # no key to announce, no owner's proof
     peer.no_errors()
-
-
-# The node has roles (`felund role`, the owner's CIRCLE_OWNER) once branch roles is in.
-NODE_HAS_ROLES = hasattr(chatmodel, "who_can")
 
 
 def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
