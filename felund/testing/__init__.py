@@ -2,8 +2,8 @@
 
 ``nodes`` (real nodes: the CLI to drive them, their bus to read and wait),
 ``relay`` (a real relay server), ``tmux`` (the curses ui on a screen),
-``browser`` (chromium), ``vectors`` (v1 data), ``signed`` (signed messages sealed by
-hand, a forger's too), ``wait`` (the one wait), ``processes`` (what the process
+``browser`` (chromium), ``vectors`` (v1 data), ``signed`` (a forger's signed messages,
+what enc holds), ``wait`` (the one wait), ``processes`` (what the process
 harnesses share).
 """
 

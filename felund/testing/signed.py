@@ -1,10 +1,10 @@
-"""Signed messages as our nodes write them, sealed by hand: a test's own, or a forger's."""
+"""Signed messages for tests: a forger's (signed over other fields than it sends), and
+what a message's ``enc`` holds, read as sealed."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -15,10 +15,7 @@ from felund.trust.signing import sign_fields
 from felund.v1 import crypto
 from felund.v1.wire import parse_message
 
-
-def _ad(wire: dict[str, Any]) -> bytes:
-    keys = ("msg_id", "circle_id", "channel_id", "author_node_id", "created_ts")
-    return "|".join(str(wire[k]) for k in keys).encode()
+_IDS = ("msg_id", "circle_id", "channel_id", "author_node_id", "created_ts")
 
 
 def signed_wire_message(
@@ -32,27 +29,19 @@ def signed_wire_message(
     ts: int | None = None,
     sign_as: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A message as our node writes it (encrypted, its author's signature inside enc).
+    """A message as our node writes it, signed by ``key`` (None: unsigned, as v1 writes it).
 
-    Sealed here rather than by compose_message (``wire_message(key=...)``), so
-    that a test can also sign other fields than it sends (``sign_as``: a
-    forgery's mismatch); ``key=None`` seals the v1 plaintext (unsigned).
+    ``sign_as`` overrides fields of what is signed, not of what is sent: a
+    forgery whose signature does not cover the message it comes with.
     """
-    wire = wire_message(secret, author, text, name=name, channel=channel, ts=ts)
-    plain: dict[str, str] = {"display_name": name, "text": text}
-    if key is not None:
-        ids_ = {k: wire[k] for k in ("msg_id", "circle_id", "channel_id", "created_ts")}
-        fields = {**ids_, "author_node_id": author, "display_name": name, "text": text}
-        plain |= sign_fields(key, **(fields | (sign_as or {})))
-    nonce = os.urandom(12)
-    body = json.dumps(plain, separators=(",", ":")).encode()
-    sealed = AESGCM(crypto.message_key(secret)).encrypt(nonce, body, _ad(wire))
-    wire["enc"] = {
-        "alg": crypto.ENC_ALG,
-        "key_id": crypto.ENC_KEY_ID,
-        "nonce": base64.b64encode(nonce).decode("ascii"),
-        "ciphertext": base64.b64encode(sealed).decode("ascii"),
-    }
+    wire = wire_message(secret, author, text, name=name, channel=channel, ts=ts, key=key)
+    if key is None or not sign_as:
+        return wire
+    ids = {k: wire[k] for k in _IDS}
+    signature = sign_fields(key, **(ids | {"display_name": name, "text": text} | sign_as))
+    wire["enc"] = crypto.encrypt_message(
+        secret, **ids, display_name=name, text=text, signature=signature
+    )
     return wire
 
 
@@ -61,9 +50,8 @@ def plaintext_of(secret: str, wire: dict[str, Any]) -> dict[str, Any]:
     enc = parse_message(wire).enc
     if enc is None:
         raise ValueError("a message without enc has no plaintext")
+    ad = "|".join(str(wire[k]) for k in _IDS).encode()
     cipher = AESGCM(crypto.message_key(secret))
-    body = cipher.decrypt(
-        base64.b64decode(enc["nonce"]), base64.b64decode(enc["ciphertext"]), _ad(wire)
-    )
+    body = cipher.decrypt(base64.b64decode(enc["nonce"]), base64.b64decode(enc["ciphertext"]), ad)
     plain: dict[str, Any] = json.loads(body)
     return plain

@@ -138,6 +138,16 @@ class Peer:
     def sees(self, text: str) -> None:
         expect(self.line(text)).to_have_count(1, timeout=T)
 
+    def lists(self, command: str, line: str | re.Pattern[str], timeout: float = 30) -> None:
+        """Wait until ``command`` (/who, /channels) lists ``line``: what a command lists is
+        a snapshot, so it is asked again until the events it shows have come."""
+
+        def listed() -> bool:
+            self.type(command)
+            return self.page.locator("#messages .notice-text").filter(has_text=line).count() > 0
+
+        testing.wait_for(listed, timeout=timeout, interval=0.5, what=f"{command} listing {line!r}")
+
     def invite_code(self) -> str:
         p = self.page
         p.keyboard.press("F2")

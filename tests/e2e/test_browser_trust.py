@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import itertools
 import json
 import random
@@ -42,7 +41,7 @@ from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
-from felund.v1.wire import WIRE_KEYS, compose_message, parse_message
+from felund.v1.wire import WIRE_KEYS, parse_message
 from tests.e2e.test_web_app import _node as node_on_relay
 from tests.e2e.test_web_app import _node_sees as node_sees
 
@@ -467,8 +466,6 @@ def _demoted() -> list[dict[str, Any]]:
     return [*_role_events(), ev(30, ANA.node_id, ANA, 9, revoke)]
 
 
-# The node has roles (the fold's, `felund role`, the owner's CIRCLE_OWNER) once branch roles is in.
-NODE_HAS_ROLES = hasattr(chatmodel, "who_can")
 UNOWNED = "7e" * 32  # a v1 client's secret: the same events, and no owner
 
 
@@ -659,18 +656,13 @@ def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None
 
 
 def test_the_page_folds_as_the_python_node(page) -> None:
-    if not NODE_HAS_ROLES:
-        pytest.skip("the Python fold has no roles yet (SPEC-15 §3, branch roles)")
-    # Through Any: this module type-checks before and after the Python fold has roles.
-    derive: Any = chatmodel.derive
-    event: Any = chatmodel.ControlEvent
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
     cases += _random_signed_sequences(30)
     got = _derive_in_page(page, cases)
     for (events, secret), result in zip(cases, got, strict=True):
-        state = derive(
+        state = chatmodel.derive(
             [
-                event(
+                chatmodel.ControlEvent(
                     e["msgId"],
                     e["authorNodeId"],
                     e["createdTs"],
@@ -973,16 +965,10 @@ def test_an_owned_circle_roles_in_who_the_mark_and_refusals(open_peer, web_relay
 
 # --- a browser and a real node ----------------------------------------------------------------
 
-# The node signs what it writes once branch sign (SPEC-15 §2) is in: until then it also
-# refuses a plaintext that carries a signature, so it cannot read the browser's messages.
-NODE_SIGNS = "key" in inspect.signature(compose_message).parameters
-
 
 def test_a_browser_with_a_real_node_verified_unverified_and_forged(
     open_peer, make_node, web_relay: Relay
 ) -> None:
-    if not NODE_SIGNS:
-        pytest.skip("the node signs, and reads signed messages, once branch sign is merged")
     node = node_on_relay(make_node, "nodey", web_relay)
     invite = node.json("invite")
     node.circle_id = invite["circle_id"]
@@ -1110,8 +1096,6 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     """The node owns its circle and makes the browser a moderator: its approval counts on
     the node; a plain member's does not, anywhere; demoted, the browser is refused with the
     sentence that says who can, and whom it let in stays (the owner approves them again)."""
-    if not (NODE_SIGNS and NODE_HAS_ROLES):
-        pytest.skip("the node has keys and roles once branches sign and roles are merged")
     node = node_on_relay(make_node, "nodey", web_relay)
     invite = node.json("invite")
     circle = node.circle_id = invite["circle_id"]
@@ -1125,14 +1109,6 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     node_sees(node, "hello from Wendy", "Wendy")
     notices = web.page.locator("#messages .notice-text")
     errors = web.page.locator("#messages .notice-error .notice-text")
-
-    def shows(command: str, line: str | re.Pattern[str]) -> None:
-        # What a command lists is a snapshot: asked again until the events have come.
-        def seen() -> bool:
-            web.type(command)
-            return notices.filter(has_text=line).count() > 0
-
-        wait_for(seen, timeout=30, interval=0.5, what=f"{command} listing {line!r}")
 
     wendy = web.line("hello from Wendy").locator(".name").get_attribute("title") or ""
 
@@ -1162,12 +1138,12 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
 
     # The owner's node names the browser a moderator: its approvals now count everywhere.
     node.cli("role", "moderator", "Wendy", "--circle-id", circle)
-    shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
+    web.lists("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  moderator  "))
     web.type("/channel approve vip Wendy")
     expect(web.channel_button("vip")).to_have_count(1, timeout=T)
     web.type("/channel approve vip Cal")
     expect(notices.last).to_contain_text("approved Cal in #vip", timeout=T)
-    shows("/channels", "#vip  invite, 3 members")
+    web.lists("/channels", "#vip  invite, 3 members")
 
     def vip_on_node() -> set[str]:
         listed = {c["channel_id"]: c for c in node.json("channels", "--circle-id", circle)}
@@ -1178,12 +1154,12 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
 
     # Demoted: refused again, and whom the browser let in stays (the owner approves again).
     node.cli("role", "member", "Wendy", "--circle-id", circle)
-    shows("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))
+    web.lists("/who", re.compile(r"^Wendy  fe[0-9a-f]{6}  member  "))
     web.type("/channel approve vip Dan")
     expect(errors.last).to_have_text(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
         timeout=T,
     )
-    shows("/channels", "#vip  invite, 3 members")
+    web.lists("/channels", "#vip  invite, 3 members")
     assert {CAL.node_id, wendy} <= vip_on_node()
     web.no_errors()

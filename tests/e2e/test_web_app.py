@@ -9,7 +9,6 @@ code carries the secret).
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from felund.testing import (
     Relay,
     browser_missing,
     metric_value,
-    plaintext_of,
     signed_call,
     signed_wire_message,
     wait_for,
@@ -444,17 +442,17 @@ def _control_events(relay: Relay, secret: str) -> list[chatmodel.ControlEvent]:
     circle = ids.circle_id(secret)
     hint = ids.circle_hint(circle)
     answer = signed_call(relay, secret, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500")
-    # As the store gives them to the fold: with the key each is signed by (SPEC-15 §3);
-    # through Any, as ControlEvent has signer only since the fold has roles.
-    event: Any = chatmodel.ControlEvent
+    # As the store gives them to the fold: with the key each is signed by (SPEC-15 §3).
     events = []
     for raw in answer["messages"]:
         m = parse_message(raw)
         if m.channel_id == "__control":
-            text = open_message(secret, circle, m).text
-            pk = plaintext_of(secret, raw).get("pk")
-            signer = None if pk is None else base64.b64decode(pk)
-            events.append(event(m.msg_id, m.author_node_id, m.created_ts, text, signer))
+            opened = open_message(secret, circle, m)
+            signer = None if opened.signed is None else opened.signed[0]
+            ev = chatmodel.ControlEvent(
+                m.msg_id, m.author_node_id, m.created_ts, opened.text, signer
+            )
+            events.append(ev)
     return events
 
 
@@ -566,10 +564,7 @@ def test_channel_join_public_and_key_channels(open_peer, web_relay: Relay) -> No
     expect(web.channel_button("club")).to_have_count(1, timeout=SYNC_T)
     other = "0e" * 12
     control(other, ahead + 11, op="request", channel_id="club")
-    web.type("/channels")
-    expect(notices.filter(has_text="#club  invite, 2 members, asked to join: 1")).to_have_count(
-        1, timeout=SYNC_T
-    )
+    web.lists("/channels", "#club  invite, 2 members, asked to join: 1")
     web.type("/channel approve club nobody")
     expect(errors.last).to_contain_text('no one in this circle is "nobody"', timeout=T)
     control(other, ahead + 12, op="rename", display_name="Otto")  # a name to approve by
