@@ -2,8 +2,9 @@
 
 ``nodes`` (real nodes: the CLI to drive them, their bus to read and wait),
 ``relay`` (a real relay server), ``tmux`` (the curses ui on a screen),
-``browser`` (chromium), ``vectors`` (v1 data), ``wait`` (the one wait),
-``processes`` (what the process harnesses share).
+``browser`` (chromium), ``vectors`` (v1 data), ``signed`` (a forger's signed messages,
+what enc holds), ``wait`` (the one wait), ``processes`` (what the process
+harnesses share).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from felund.testing.nodes import (
 )
 from felund.testing.processes import FELUND, REPO, free_port
 from felund.testing.relay import PY_NODE, Relay, signed_call
+from felund.testing.signed import plaintext_of, signed_wire_message
 from felund.testing.store import handled
 from felund.testing.tmux import Tmux
 from felund.testing.vectors import VECTORS, vector_cases, wire_message
@@ -44,8 +46,10 @@ __all__ = [
     "mend_store",
     "metric_total",
     "metric_value",
+    "plaintext_of",
     "running_node",
     "signed_call",
+    "signed_wire_message",
     "vector_cases",
     "wait_for",
     "wire_message",

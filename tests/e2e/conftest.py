@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,12 @@ from felund import testing
 from felund.testing import Relay
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
+
+if testing.browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
+    from playwright.sync_api import expect
+
+T = 20_000  # ms: the bound of every wait on an app page
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +73,113 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
         context.close()
     for line in said:
         print(line)
+
+
+class Peer:
+    """One browser peer: its own context (own IndexedDB) and page, with its console errors."""
+
+    def __init__(self, context: BrowserContext, page: Page) -> None:
+        self.context = context
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        # A CSP violation is a console error: it would mean a blocked script or style.
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.errors.append(msg.text)
+
+    # -- setup -------------------------------------------------------------
+
+    def create(self, name: str, circle: str) -> None:
+        self._set_up(name, "circle", circle, "create")
+        expect(self.page.locator("#hdr-circle")).to_have_text(circle, timeout=T)
+
+    def join(self, name: str, code: str) -> None:
+        self._set_up(name, "code", code, "join")
+
+    def _set_up(self, name: str, field: str, value: str, button: str) -> None:
+        p = self.page
+        expect(p.locator("#setup")).to_be_visible(timeout=T)
+        p.fill("#setup-name", name)
+        p.fill(f"#setup-{field}", value)
+        p.click(f"#setup-{button}")
+        self.wait_chat()
+
+    def wait_chat(self) -> None:
+        expect(self.page.locator("#chat")).to_be_visible(timeout=T)
+        self.wait_online()
+
+    def wait_online(self) -> None:
+        expect(self.page.locator("#conn")).to_have_attribute("data-state", "online", timeout=T)
+        expect(self.page.locator("#conn")).to_have_text("online", timeout=T)
+
+    # -- chatting ----------------------------------------------------------
+
+    def type(self, line: str) -> None:
+        self.page.fill("#input", line)
+        self.page.press("#input", "Enter")
+        expect(self.page.locator("#input")).to_have_value("", timeout=T)
+
+    def say(self, text: str) -> None:
+        """Send a message and wait until the relay acknowledged it."""
+        self.type(text)
+        line = self.line(text)
+        expect(line).to_have_count(1, timeout=T)
+        expect(line).not_to_have_class(re.compile(r"\bpending\b"), timeout=T)
+
+    def line(self, text: str) -> Any:
+        """The message lines of the current channel whose text is exactly ``text``."""
+        return self.page.locator("#messages .msg").filter(
+            has=self.page.locator(".text", has_text=re.compile("^" + re.escape(text) + "$"))
+        )
+
+    def sees(self, text: str) -> None:
+        expect(self.line(text)).to_have_count(1, timeout=T)
+
+    def lists(self, command: str, line: str | re.Pattern[str], timeout: float = 30) -> None:
+        """Wait until ``command`` (/who, /channels) lists ``line``: what a command lists is
+        a snapshot, so it is asked again until the events it shows have come."""
+
+        def listed() -> bool:
+            self.type(command)
+            return self.page.locator("#messages .notice-text").filter(has_text=line).count() > 0
+
+        testing.wait_for(listed, timeout=timeout, interval=0.5, what=f"{command} listing {line!r}")
+
+    def invite_code(self) -> str:
+        p = self.page
+        p.keyboard.press("F2")
+        expect(p.locator("#dlg-invite")).to_be_visible(timeout=T)
+        code = p.locator("#invite-code").text_content() or ""
+        assert code.startswith("felund1."), code
+        p.keyboard.press("Escape")
+        expect(p.locator("#dlg-invite")).to_be_hidden(timeout=T)
+        return code
+
+    def channel_button(self, channel: str) -> Any:
+        return self.page.locator(f'#sidebar .circle.current .channel-btn[data-key$="/{channel}"]')
+
+    def unread(self, channel: str) -> Any:
+        return self.channel_button(channel).locator(".unread")
+
+    def no_errors(self) -> None:
+        assert self.errors == []
+
+
+@pytest.fixture
+def open_peer(browser: Browser, web_relay: Relay) -> Iterator[Callable[..., Peer]]:
+    """Open browser peers on the relay's page; every context is closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def open_(**options: Any) -> Peer:
+        context = browser.new_context(**options)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(web_relay.url + "/")
+        return Peer(context, page)
+
+    yield open_
+    for c in contexts:
+        c.close()

@@ -1057,7 +1057,7 @@ def test_chatmodel_derives_the_python_state(page) -> None:
     # The sequences reach the refusals they mean to test.
     assert {"no_channel", "not_approved", "wrong_key", "actor_mismatch", "not_json"} <= rejected
     assert {"too_long", "bad_name", "other_circle", "exists", "bad_target"} <= rejected
-    assert {"future", "bad_key_hash", "not_member"} <= rejected
+    assert {"future", "bad_key_hash", "unsigned"} <= rejected  # approvals need a signature
 
 
 def test_can_post_follows_membership(page) -> None:
@@ -1077,7 +1077,8 @@ def test_can_post_follows_membership(page) -> None:
         NOW,
     )
     assert got == [[state.can_post("inv", n), True, False] for n in NODES]
-    assert got[0][0] and got[1][0] and not got[3][0]
+    # The creator posts; the unsigned approval of node 1 lets nobody in (SPEC-15 §3).
+    assert got[0][0] and not got[1][0] and not got[3][0]
 
 
 def test_sync_sha256_is_sha256(page) -> None:

@@ -5,15 +5,30 @@
 // the same state and write the same events. The rules are stated there; in short:
 // - an event dated more than MAX_SKEW_S after now is held (changes nothing);
 // - due events apply in (createdTs, eventHash) order;
-// - a channel is made by its valid create with the smallest hash, whatever the dates;
-// - an event refused for want of another (no channel, not approved, not a
-//   member yet) waits, and applies as soon as an event gives what it needs.
+// - a channel is made by its valid create (a signed one first) with the smallest hash, whatever the dates;
+// - an event refused for want of another (no channel, not approved) waits,
+//   and applies as soon as an event gives what it needs.
+// Roles (SPEC-15 §3): each event carries `signer`, the base64 key its author
+// signed it with (null: unsigned, a v1 writer's), and the fold is given the
+// circle's secret for the owner's proof:
+// - owner: the author of a signed CIRCLE_OWNER whose salt and key the circle
+//   secret commits to (trust.provesOwner); none without one (a v1 circle);
+// - moderators: ROLE_EVT grant/revoke signed by the owner, per target the last
+//   in (createdTs, hash) order; owner and moderators are known before the
+//   channel fold, which uses them (only the owner writes role events);
+// - in a circle with an owner, CIRCLE_NAME_EVT counts only when signed by the
+//   owner or a moderator; an approve counts only when signed by the channel's
+//   creator, the owner or a moderator;
+// - unsigned events never grant or use a role, and an unsigned event whose
+//   author has a signed one in this circle is ignored (it cannot be told from
+//   a forgery); among creates of one channel a signed one beats an unsigned one.
 
-import { cmpCodePoints, cpLength } from "./bytes.js";
-import { isNodeId } from "./ids.js";
+import { b64decode, cmpCodePoints, cpLength } from "./bytes.js";
+import { isHex, isNodeId } from "./ids.js";
 import { isPrintable, pyStrip } from "./invite.js";
 import { dumps, isObject, loads } from "./pyjson.js";
 import { sha256HexOf } from "./sha256.js";
+import { SALT_HEX_LEN, provesOwner } from "./trust.js";
 import { DEFAULT_CHANNEL } from "./wire.js";
 
 export const ACCESS_MODES = Object.freeze(["public", "key", "invite"]);
@@ -27,7 +42,11 @@ const CHANNEL_RE = /^[a-z0-9_-]{1,32}$/;
 const HEX64_RE = /^[0-9a-f]{64}$/;
 // Ops whose node_id, when present, names the actor (v1 writes it so, addendum §2.3).
 const NODE_ID_IS_ACTOR = new Set(["join", "request", "leave", "rename"]);
-const WAIT_REASONS = { channel: "no_channel", approved: "not_approved", member: "not_member" };
+const WAIT_REASONS = { channel: "no_channel", approved: "not_approved" };
+export const ROLE_OPS = Object.freeze(["grant", "revoke"]);
+export const ROLES = Object.freeze(["owner", "moderator", "member"]);
+// Known, and about nothing the fold derives.
+const NO_EFFECT = new Set(["ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE"]);
 
 /**
  * Whether name is a channel a user may make, join or post in.
@@ -77,6 +96,7 @@ export function eventText(event) {
  * @property {string} authorNodeId
  * @property {number} createdTs
  * @property {string} text
+ * @property {string|null} [signer] the base64 key that signed it (null or absent: unsigned)
  */
 
 /**
@@ -131,6 +151,25 @@ export class CircleState {
     this.refused = new Map();
     /** @type {number|null} when the earliest held event falls due (derive again then) */
     this.dueAt = null;
+    /** @type {string} the owner's node id ("" in a circle without an owner's proof) */
+    this.owner = "";
+    /** @type {Set<string>} */
+    this.moderators = new Set();
+  }
+
+  /**
+   * A node's role in the circle.
+   * @param {string} nodeId
+   * @returns {"owner"|"moderator"|"member"}
+   */
+  roleOf(nodeId) {
+    if (nodeId && nodeId === this.owner) return "owner";
+    return this.moderators.has(nodeId) ? "moderator" : "member";
+  }
+
+  /** Whether nodeId is the circle's owner or one of its moderators. */
+  moderates(nodeId) {
+    return this.roleOf(nodeId) !== "member";
   }
 
   /**
@@ -167,7 +206,7 @@ export class CircleState {
         requests: sorted(c.requests),
       };
     }
-    return { name: this.name, names, channels };
+    return { name: this.name, names, channels, owner: this.owner, moderators: sorted(this.moderators) };
   }
 }
 
@@ -178,51 +217,132 @@ function refuse(state, ev, why) {
 
 const byRank = (a, b) => a.ev.createdTs - b.ev.createdTs || (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0);
 
+const signed = (ev) => typeof ev.signer === "string" && ev.signer !== "";
+
 /**
  * Fold a circle's control events into its state, as of `now`, deterministically.
  * @param {Iterable<ControlEvent>} events of the __control channel, in any order
  * @param {string} [circleId] when given, events naming another circle are refused
  * @param {number} [now] Unix seconds (default: the clock): what is dated beyond now + MAX_SKEW_S is held
+ * @param {string} [secret] the circle's secret (64 hex), for the owner's proof ("": no owner)
  * @returns {CircleState}
  */
-export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000)) {
+export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000), secret = "") {
   const horizon = now + MAX_SKEW_S;
   const state = new CircleState(circleId);
-  const due = [];
+  const present = [];
   for (const ev of events) {
     if (ev.createdTs > horizon) {
       refuse(state, ev, "future");
       const fallsDue = ev.createdTs - MAX_SKEW_S;
       state.dueAt = state.dueAt === null ? fallsDue : Math.min(state.dueAt, fallsDue);
-      continue;
+    } else {
+      present.push(ev);
     }
-    const parsed = parse(ev, circleId);
+  }
+  const signers = new Set(present.filter(signed).map((ev) => ev.authorNodeId));
+  const due = [];
+  for (const ev of present) {
+    const parsed = !signed(ev) && signers.has(ev.authorNodeId) ? "unsigned_from_signer" : parse(ev, circleId);
     if (typeof parsed === "string") refuse(state, ev, parsed);
     else if (parsed !== null) due.push(parsed);
   }
   due.sort(byRank);
+  const channelEvents = foldRoles(state, due, secret);
   const creates = new Map();
-  for (const p of due) {
-    if (p.kind === "create" && (!creates.has(p.cid) || p.hash < creates.get(p.cid).hash)) creates.set(p.cid, p);
+  for (const p of channelEvents) {
+    if (p.kind === "create" && (!creates.has(p.cid) || beats(p, creates.get(p.cid)))) creates.set(p.cid, p);
   }
-  new Fold(state, creates).run(due);
+  new Fold(state, creates).run(channelEvents);
   return state;
 }
 
+/** The raw key of a signer as the store gives it (base64); an empty one if it is not base64. */
+function keyOf(signer) {
+  try {
+    return b64decode(signer);
+  } catch {
+    return new Uint8Array(0);
+  }
+}
+
+/** Among creates of one channel: a signed one beats an unsigned one, then the smallest hash. */
+function beats(p, q) {
+  if (signed(p.ev) !== signed(q.ev)) return signed(p.ev);
+  return p.hash < q.hash;
+}
+
+/** Set the owner and moderators from the due events (in rank order); the others, for the channel fold. */
+function foldRoles(state, due, secret) {
+  const rest = [];
+  const proofs = [];
+  const roleEvents = [];
+  for (const p of due) {
+    if (p.kind === "owner") proofs.push(p);
+    else if (p.kind === "role") roleEvents.push(p);
+    else rest.push(p);
+  }
+  const owners = [];
+  for (const p of proofs) {
+    if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
+    else if (!provesOwner(secret, keyOf(p.ev.signer), p.body.salt)) refuse(state, p.ev, "bad_proof");
+    else owners.push(p.ev.authorNodeId);
+  }
+  // Every valid proof comes from the creator's key: one node, unless it ran two ids (then the first).
+  state.owner = owners[0] ?? "";
+  const last = new Map(); // target -> op
+  for (const p of roleEvents) {
+    if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
+    else if (p.ev.authorNodeId !== state.owner) refuse(state, p.ev, "not_allowed");
+    else last.set(p.body.target_node_id, p.body.op);
+  }
+  for (const [target, op] of last) if (op === "grant" && target !== state.owner) state.moderators.add(target);
+  return rest;
+}
+
 /**
- * What our writers refuse before the fold is asked: a create of a channel that
- * exists, and a join of a key channel without its key (felund/v1/chatmodel.py writer_problem).
+ * What our writers refuse before the fold is asked (felund/v1/chatmodel.py
+ * writer_problem): a create of a channel that exists, a join of a key channel
+ * without its key, and what the author's role does not allow ("not_allowed":
+ * whoCan says who can).
  * @param {CircleState} state
  * @param {object} event
+ * @param {string} [author] the writer's node id
  * @returns {string|null}
  */
-export function writerProblem(state, event) {
+export function writerProblem(state, event, author = "") {
+  if (event.t === "ROLE_EVT") return author === state.owner && author ? null : "not_allowed";
+  if (event.t === "CIRCLE_NAME_EVT") return !state.owner || state.moderates(author) ? null : "not_allowed";
   if (event.t !== "CHANNEL_EVT") return null;
   const channel = state.channels.get(String(event.channel_id));
   if (channel === undefined) return null;
   if (event.op === "create") return "exists";
   if (event.op === "join" && channel.keyHash && !has(event, "key_hash")) return "needs_key";
+  if (event.op === "approve" && author !== channel.creator && !state.moderates(author)) return "not_allowed";
   return null;
+}
+
+/**
+ * The sentence a writer refused as "not_allowed" shows: who can do what event does
+ * (felund/v1/chatmodel.py who_can, word for word).
+ * @param {CircleState} state
+ * @param {object} event
+ * @param {Map<string, string>} [names] node id -> name; default the names the events gave
+ * @returns {string}
+ */
+export function whoCan(state, event, names = state.names) {
+  const who = (nodeId) => names.get(nodeId) || nodeId.slice(0, 8);
+  const circleOwner = `the circle's owner (${who(state.owner)})`;
+  if (event.t === "ROLE_EVT") {
+    if (!state.owner) return "this circle has no owner (made by a v1 client or before keys): no moderators";
+    return `only ${circleOwner} can name moderators`;
+  }
+  if (event.t === "CIRCLE_NAME_EVT") return `only ${circleOwner} or a moderator can rename this circle`;
+  const cid = String(event.channel_id);
+  const channel = state.channels.get(cid);
+  const creator = channel ? `#${cid}'s owner (${who(channel.creator)})` : `#${cid}'s owner`;
+  if (!state.owner) return `only ${creator} can approve into #${cid}`;
+  return `only ${creator}, the circle's owner or a moderator can approve into #${cid}`;
 }
 
 const has = (obj, key) => Object.hasOwn(obj, key);
@@ -247,7 +367,17 @@ function parse(ev, circleId) {
     return { ev, hash: eventHash(ev), kind: "circle_name", body, cid: "" };
   }
   if (kind === "CHANNEL_EVT") return parseChannelEvent(ev, body);
-  if (kind === "ANCHOR_ANNOUNCE" || kind === "CALL_EVT") return null;
+  if (kind === "CIRCLE_OWNER") {
+    if (!isHex(get(body, "salt", undefined), SALT_HEX_LEN)) return "bad_proof";
+    return { ev, hash: eventHash(ev), kind: "owner", body, cid: "" };
+  }
+  if (kind === "ROLE_EVT") {
+    const op = get(body, "op", undefined);
+    if (!ROLE_OPS.includes(op) || get(body, "role", undefined) !== "moderator") return "bad_role";
+    if (!isNodeId(get(body, "target_node_id", undefined))) return "bad_target";
+    return { ev, hash: eventHash(ev), kind: "role", body, cid: "" };
+  }
+  if (NO_EFFECT.has(kind)) return null;
   return "unknown_type";
 }
 
@@ -335,6 +465,8 @@ class Fold {
     const author = p.ev.authorNodeId;
     const { body, cid } = p;
     if (p.kind === "circle_name") {
+      if (state.owner && !signed(p.ev)) return "unsigned";
+      if (state.owner && !state.moderates(author)) return "not_allowed";
       state.name = body.name;
       return null;
     }
@@ -348,7 +480,6 @@ class Fold {
       const digest = mode === "key" ? get(body, "key_hash", "") : "";
       state.channels.set(cid, newChannel(cid, mode, digest, author, p.ev.createdTs, [author]));
       this.wake("channel", cid, "");
-      this.wake("member", cid, author);
       return null;
     }
     const channel = state.channels.get(cid);
@@ -357,7 +488,6 @@ class Fold {
       if (channel.keyHash && get(body, "key_hash", channel.keyHash) !== channel.keyHash) return "wrong_key";
       if (channel.accessMode === "invite" && !channel.approved.has(author)) return ["approved", cid, author];
       channel.members.add(author);
-      this.wake("member", cid, author);
       return null;
     }
     if (p.kind === "request") {
@@ -366,13 +496,14 @@ class Fold {
       return null;
     }
     if (p.kind === "approve") {
-      if (!channel.members.has(author)) return ["member", cid, author];
+      // A role, not membership: the channel's creator, the circle's owner or a moderator.
+      if (!signed(p.ev)) return "unsigned";
+      if (author !== channel.creator && !state.moderates(author)) return "not_allowed";
       const target = body.target_node_id;
       channel.approved.add(target);
       channel.members.add(target);
       channel.requests.delete(target);
       this.wake("approved", cid, target);
-      this.wake("member", cid, target);
       return null;
     }
     channel.members.delete(author); // leave

@@ -1,19 +1,22 @@
 // The browser peer's state in IndexedDB, so that a reload keeps everything:
-// identity, circles (with their secrets), messages (opened, with their wire
-// form so they can be served on), the outbox of sent-but-unacknowledged
-// messages, relay cursors and settings. One database per name (tests use
+// identity (with its non-extractable signing key), circles (with their
+// secrets), messages (opened, with their wire form so they can be served on,
+// and whether their author's signature verified), the keys pinned for older
+// node ids, the outbox of sent-but-unacknowledged messages, relay cursors and
+// settings. One database per name (tests use
 // their own names, or their own browser contexts).
 //
 // Each message stored gets the next arrival number (seq), like a node's
 // store_seq, and messages read back in (createdTs, seq) order: the order of
 // every felund screen (created_ts, then arrival, msg_id only breaking ties).
 
-const VERSION = 1;
+const VERSION = 2; // 2: the pinned keys (messages stored by 1 read as unverified)
 const KV = "kv"; // identity and settings
 const CIRCLES = "circles"; // keyPath circleId
 const MESSAGES = "messages"; // keyPath [circleId, msgId]; index byTime
 const OUTBOX = "outbox"; // keyPath msgId; index byCircle
 const CURSORS = "cursors"; // keyPath circleId
+const KEYS = "keys"; // keyPath [circleId, nodeId]: the key pinned for an older id, at first sight
 const SEQ = "seq"; // kv key: the last arrival number given
 
 function req(request) {
@@ -40,6 +43,8 @@ function done(tx) {
  * @property {string} displayName
  * @property {number} createdTs
  * @property {string} text
+ * @property {boolean} verified its author's signature verified (false: unsigned)
+ * @property {string|null} signer the base64 public key that verified it
  * @property {object} wire
  */
 
@@ -53,6 +58,8 @@ function record(circleId, m, seq) {
     displayName: m.displayName,
     createdTs: m.createdTs,
     text: m.text,
+    verified: Boolean(m.verified),
+    signer: m.signer ?? null,
     wire: m.wire,
     seq,
   };
@@ -89,14 +96,22 @@ export class Store {
     return done(tx);
   }
 
-  /** @returns {Promise<{nodeId: string, displayName: string}|null>} */
+  /**
+   * @returns {Promise<{nodeId: string, displayName: string,
+   *   key?: import("./trust.js").IdentityKey}|null>} key: absent in an identity made before keys
+   */
   async getIdentity() {
     return (await this._get(KV, "identity")) ?? null;
   }
 
-  /** @param {{nodeId: string, displayName: string}} identity */
-  async putIdentity({ nodeId, displayName }) {
-    return this._put(KV, { nodeId, displayName }, "identity");
+  /**
+   * The CryptoKey is stored as it is: IndexedDB keeps a non-extractable key non-extractable.
+   * @param {{nodeId: string, displayName: string, key?: import("./trust.js").IdentityKey}} identity
+   */
+  async putIdentity({ nodeId, displayName, key }) {
+    const value = { nodeId, displayName };
+    if (key) value.key = { privateKey: key.privateKey, publicKey: key.publicKey };
+    return this._put(KV, value, "identity");
   }
 
   /** @returns {Promise<Array<{circleId: string, secret: string, name: string, relayUrl: string, joinedTs: number}>>} */
@@ -129,9 +144,10 @@ export class Store {
    * @param {string} circleId
    */
   async deleteCircle(circleId) {
-    const tx = this._tx([CIRCLES, MESSAGES, OUTBOX, CURSORS], "readwrite");
+    const tx = this._tx([CIRCLES, MESSAGES, OUTBOX, CURSORS, KEYS], "readwrite");
     tx.objectStore(CIRCLES).delete(circleId);
     tx.objectStore(CURSORS).delete(circleId);
+    tx.objectStore(KEYS).delete(IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]));
     tx.objectStore(MESSAGES).delete(IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]));
     const outbox = tx.objectStore(OUTBOX).index("byCircle");
     outbox.openKeyCursor(IDBKeyRange.only(circleId)).onsuccess = (e) => {
@@ -145,13 +161,25 @@ export class Store {
   }
 
   /**
-   * Store opened messages of a circle, each msgId once.
+   * Store opened messages of a circle, each msgId once, and the keys they pinned, in one transaction.
    * @param {string} circleId
    * @param {Array<StoredMessage|import("./wire.js").OpenedMessage>} openedMsgs
+   * @param {Array<{nodeId: string, pk: string, firstSeen: number}>} [pins] keys first seen for older ids
    * @returns {Promise<StoredMessage[]>} the ones not stored before, in the order given (arrival)
    */
-  async putMessages(circleId, openedMsgs) {
-    return this._putNew(circleId, openedMsgs, null);
+  async putMessages(circleId, openedMsgs, pins = []) {
+    return this._putNew(circleId, openedMsgs, null, pins);
+  }
+
+  /**
+   * The keys pinned in a circle: Map nodeId -> base64 public key.
+   * @param {string} circleId
+   * @returns {Promise<Map<string, string>>}
+   */
+  async pins(circleId) {
+    const range = IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]);
+    const rows = await req(this._tx([KEYS]).objectStore(KEYS).getAll(range));
+    return new Map(rows.map((r) => [r.nodeId, r.pk]));
   }
 
   /**
@@ -165,11 +193,18 @@ export class Store {
     await this._putNew(circleId, [opened], opened.wire);
   }
 
-  _putNew(circleId, openedMsgs, outboxWire) {
+  _putNew(circleId, openedMsgs, outboxWire, pins = []) {
     // Callbacks, not await, inside the transaction: it must not commit between get and put.
     // Requests of one transaction complete in the order made: the counter is read first.
-    const stores = outboxWire ? [KV, MESSAGES, OUTBOX] : [KV, MESSAGES];
+    const stores = [KV, MESSAGES, ...(outboxWire ? [OUTBOX] : []), ...(pins.length ? [KEYS] : [])];
     const tx = this._tx(stores, "readwrite");
+    for (const { nodeId, pk, firstSeen } of pins) {
+      // add, not put: a pin is never replaced (the first key seen for an id stays).
+      tx.objectStore(KEYS).add({ circleId, nodeId, pk, firstSeen }).onerror = (e) => {
+        e.preventDefault();
+        e.stopPropagation();
+      };
+    }
     const kv = tx.objectStore(KV);
     const messages = tx.objectStore(MESSAGES);
     const fresh = [];
@@ -290,15 +325,18 @@ export class Store {
 export function openStore(name = "felund") {
   return new Promise((resolve, reject) => {
     const request = indexedDB.open(name, VERSION);
-    request.onupgradeneeded = () => {
+    request.onupgradeneeded = (e) => {
       const db = request.result;
-      db.createObjectStore(KV);
-      db.createObjectStore(CIRCLES, { keyPath: "circleId" });
-      const messages = db.createObjectStore(MESSAGES, { keyPath: ["circleId", "msgId"] });
-      messages.createIndex("byTime", ["circleId", "createdTs", "msgId"]);
-      const outbox = db.createObjectStore(OUTBOX, { keyPath: "msgId" });
-      outbox.createIndex("byCircle", "circleId");
-      db.createObjectStore(CURSORS, { keyPath: "circleId" });
+      if (e.oldVersion < 1) {
+        db.createObjectStore(KV);
+        db.createObjectStore(CIRCLES, { keyPath: "circleId" });
+        const messages = db.createObjectStore(MESSAGES, { keyPath: ["circleId", "msgId"] });
+        messages.createIndex("byTime", ["circleId", "createdTs", "msgId"]);
+        const outbox = db.createObjectStore(OUTBOX, { keyPath: "msgId" });
+        outbox.createIndex("byCircle", "circleId");
+        db.createObjectStore(CURSORS, { keyPath: "circleId" });
+      }
+      if (e.oldVersion < 2) db.createObjectStore(KEYS, { keyPath: ["circleId", "nodeId"] });
     };
     request.onsuccess = () => {
       const db = request.result;

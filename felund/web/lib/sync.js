@@ -6,9 +6,14 @@
 //   while the feed is down, every feedPollMs (30 s) while it is up as a safety
 //   net, and at once whenever the feed (re)connects. The cursor is persisted
 //   after each page, so a reload resumes where it stopped and skips nothing.
-// - Every message is verified (wire.openMessage) before it is stored; bad ones
-//   are dropped with a console warning. Duplicates (by msgId) are dropped, so
-//   onMessages sees each message once.
+// - Every message is opened (wire.openMessage) and its author's signature
+//   checked (trust.check) before it is stored: a bad one is dropped, counted
+//   by kind (rejected) with a console warning; an unsigned one is stored
+//   unverified; the first key seen for an older node id is pinned for this
+//   circle. Duplicates (by msgId) are dropped before any of it, so onMessages
+//   sees each message once and nothing is verified twice.
+// - Our own messages are signed by the identity's key when it may sign for
+//   our node id (trust.maySign), and stored verified.
 // - send() stores the message and its outbox entry in one transaction, then
 //   posts; the outbox is retried on every tick until the relay acknowledges.
 //   Nothing is posted before a registration succeeded: it gives the relay this
@@ -23,6 +28,8 @@ import { CONTROL_CHANNEL, InvalidMessage, checkChannelId, checkText, composeMess
 import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
 import { newMsgId } from "./ids.js";
 import { isObject } from "./pyjson.js";
+import { b64decode, b64encode } from "./bytes.js";
+import { Verdict, check, maySign } from "./trust.js";
 import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } from "./relay.js";
 
 /** The states a CircleSync can be in. */
@@ -34,7 +41,8 @@ export class CircleSync {
   /**
    * @param {import("./store.js").Store} store
    * @param {{circle: {circleId: string, secret: string, relayUrl?: string},
-   *   identity: {nodeId: string, displayName: string}, relayUrl?: string,
+   *   identity: {nodeId: string, displayName: string, key?: import("./trust.js").IdentityKey},
+   *   relayUrl?: string,
    *   onMessages?: function(import("./store.js").StoredMessage[]): void,
    *   onState?: function(string, Error|null): void,
    *   onOutbox?: function(string[]): void,
@@ -68,6 +76,10 @@ export class CircleSync {
     this.lastError = null;
     /** @type {Set<string>} msgIds sent but not yet acknowledged by the relay */
     this.pending = new Set();
+    /** @type {Map<string, number>} messages dropped, by InvalidMessage kind (signature, key_mismatch, ...) */
+    this.rejected = new Map();
+    /** @type {Map<string, Uint8Array>} keys pinned in this circle for older node ids */
+    this._pins = new Map();
     this.client = new RelayClient({
       baseUrl: this.relayUrl,
       secretHex: circle.secret,
@@ -105,6 +117,7 @@ export class CircleSync {
       this._noteOwnControl(m);
     }
     this._controlLoaded = true;
+    for (const [nodeId, pk] of await this.store.pins(circleId)) this._pins.set(nodeId, b64decode(pk));
     for (const w of await this.store.outbox(circleId)) {
       this.pending.add(w.msg_id);
       this._known.add(w.msg_id);
@@ -152,15 +165,19 @@ export class CircleSync {
     checkChannelId(channelId);
     checkText(text);
     const { circleId, secret } = this.circle;
+    const { nodeId, key } = this.identity;
+    // An older id that happens to carry the derived mark cannot sign: it writes unsigned.
+    const signer = key && maySign(key, nodeId) ? key : null;
     const wire = await composeMessage(secret, {
       circleId,
       channelId,
-      authorNodeId: this.identity.nodeId,
+      authorNodeId: nodeId,
       displayName: this.identity.displayName,
       text,
       createdTs, // undefined: now
       msgId, // undefined: a fresh one
       encrypt: true,
+      key: signer,
     });
     const opened = {
       circleId,
@@ -170,6 +187,8 @@ export class CircleSync {
       displayName: this.identity.displayName,
       createdTs: wire.created_ts,
       text,
+      verified: signer !== null,
+      signer: signer ? b64encode(signer.publicKey) : null,
       wire,
     };
     await this.store.addOutgoing(circleId, opened);
@@ -357,16 +376,29 @@ export class CircleSync {
   async _ingestNow(raws) {
     const { circleId, secret } = this.circle;
     const opened = [];
+    const pins = [];
     const batch = new Set();
     for (const raw of raws) {
       const id = isObject(raw) && typeof raw.msg_id === "string" ? raw.msg_id : null;
       if (id !== null && (this._known.has(id) || batch.has(id))) continue;
       try {
         const m = await openMessage(secret, circleId, raw);
+        // Our own id is signed for by our own key only, whatever a peer says first.
+        const own = m.authorNodeId === this.identity.nodeId ? this.identity.key?.publicKey : undefined;
+        const pinned = own ?? this._pins.get(m.authorNodeId) ?? null;
+        const verdict = await check(m.signed, pinned, m);
+        if (verdict === Verdict.FIRST_SIGHT) {
+          this._pins.set(m.authorNodeId, m.signed.pk);
+          const firstSeen = Math.floor(Date.now() / 1000);
+          pins.push({ nodeId: m.authorNodeId, pk: b64encode(m.signed.pk), firstSeen });
+        }
+        m.verified = verdict !== Verdict.UNSIGNED;
+        m.signer = m.verified ? b64encode(m.signed.pk) : null;
         opened.push(m);
         batch.add(m.msgId);
       } catch (e) {
         if (!(e instanceof InvalidMessage)) throw e;
+        this.rejected.set(e.kind, (this.rejected.get(e.kind) ?? 0) + 1);
         const key = id ?? "?";
         if (!this._warned.has(key)) {
           this._warned.add(key);
@@ -376,7 +408,7 @@ export class CircleSync {
       }
     }
     if (!opened.length) return;
-    const fresh = await this.store.putMessages(circleId, opened);
+    const fresh = await this.store.putMessages(circleId, opened, pins);
     for (const m of opened) this._known.add(m.msgId);
     if (fresh.length && !this._stopped) {
       try {

@@ -9,7 +9,9 @@ import { b64decode, b64encode, cpLength, isWellFormed, randomBytes, utf8, utf8De
 import { DecryptError, aesGcmDecrypt, aesGcmEncrypt, hmacHex, messageKey, secretBytes } from "./crypto.js";
 import { CIRCLE_ID_LEN, isHex, newMsgId } from "./ids.js";
 import { isPrintable } from "./invite.js";
+import { InvalidMessage } from "./errors.js";
 import { JsonError, dumps, isInt, isObject, loads } from "./pyjson.js";
+import { signFields, signatureOf } from "./trust.js";
 
 export const DEFAULT_CHANNEL = "general";
 export const CONTROL_CHANNEL = "__control";
@@ -53,23 +55,7 @@ const B64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 const SAFE_KEY_RE = /^[A-Za-z0-9_]{1,32}$/;
 const BAD_NAME_CHAR_RE = /[\p{Cc}\p{Cs}]/u;
 
-/**
- * A message a peer would refuse. `kind` is felund/wire.py's (type, size, format,
- * not_object, unknown_key, missing_field, enc) or, when opening: `other_circle`
- * (another circle's message), `auth` (bad MAC, or it does not decrypt).
- */
-export class InvalidMessage extends Error {
-  /**
-   * @param {string} kind
-   * @param {string} detail the field concerned
-   */
-  constructor(kind, detail) {
-    super(`${kind}: ${detail}`);
-    this.name = "InvalidMessage";
-    this.kind = kind;
-    this.detail = detail;
-  }
-}
+export { InvalidMessage };
 
 const has = (obj, key) => Object.hasOwn(obj, key);
 const get = (obj, key, dflt) => (has(obj, key) ? obj[key] : dflt);
@@ -241,6 +227,8 @@ export function parseMessage(obj) {
  * @property {string} displayName
  * @property {number} createdTs
  * @property {string} text
+ * @property {{pk: Uint8Array, sig: Uint8Array}|null} signed the author's signature from
+ *   the enc plaintext (null: unsigned), not yet checked: trust.check decides on it
  * @property {WireMessage} wire the message as it travels (keeps its mac or enc)
  */
 
@@ -279,12 +267,15 @@ export function messageMac(secretHex, fields) {
  * @param {string} displayName
  * @param {string} text
  * @param {Uint8Array} [nonce] 12 bytes; random when absent (tests pass the vectors')
+ * @param {{pk: string, sig: string}|null} [signed] the author's signature (trust.signFields)
  * @returns {Promise<{alg: string, key_id: string, nonce: string, ciphertext: string}>}
  */
-export async function encryptFields(secretHex, ids, displayName, text, nonce) {
+export async function encryptFields(secretHex, ids, displayName, text, nonce, signed = null) {
   const iv = nonce ?? randomBytes(NONCE_LEN);
-  // ensure_ascii JSON, as the reference writes the plaintext.
-  const plaintext = utf8(dumps({ display_name: displayName, text }, { ensureAscii: true }));
+  // ensure_ascii JSON, as the reference writes the plaintext; v1 readers take only the first two keys.
+  const plain = { display_name: displayName, text };
+  if (signed) Object.assign(plain, { pk: signed.pk, sig: signed.sig });
+  const plaintext = utf8(dumps(plain, { ensureAscii: true }));
   const key = await messageKey(secretHex);
   const sealed = await aesGcmEncrypt(key, iv, plaintext, utf8(adText(ids)));
   return { alg: ENC_ALG, key_id: ENC_KEY_ID, nonce: b64encode(iv), ciphertext: b64encode(sealed) };
@@ -292,10 +283,12 @@ export async function encryptFields(secretHex, ids, displayName, text, nonce) {
 
 /**
  * Compose and authenticate a message of this node (felund.wire.compose_message).
- * createdTs defaults to now and msgId to a fresh id.
+ * createdTs defaults to now and msgId to a fresh id. With `key`, an encrypted
+ * message is signed by it (a plain one cannot carry a signature).
  * @param {string} secretHex
  * @param {{circleId: string, channelId?: string, authorNodeId: string, displayName?: string,
- *   text: string, createdTs?: number, msgId?: string, encrypt?: boolean}} fields
+ *   text: string, createdTs?: number, msgId?: string, encrypt?: boolean,
+ *   key?: import("./trust.js").IdentityKey|null}} fields
  * @returns {Promise<WireMessage>} exactly the v1 keys; encrypt (default) gives schema 2
  * @throws {InvalidMessage} if a peer would refuse it
  */
@@ -307,6 +300,7 @@ export async function composeMessage(secretHex, fields) {
     displayName = "",
     text,
     encrypt = true,
+    key = null,
   } = fields;
   const createdTs = fields.createdTs ?? Math.floor(Date.now() / 1000);
   const msgId = fields.msgId ?? (await newMsgId(authorNodeId, createdTs));
@@ -314,7 +308,18 @@ export async function composeMessage(secretHex, fields) {
   checkDisplayName(displayName);
   checkText(text);
   if (encrypt) {
-    const enc = await encryptFields(secretHex, ids, displayName, text);
+    const signed = key
+      ? await signFields(key, {
+          msgId: ids.msg_id,
+          circleId: ids.circle_id,
+          channelId: ids.channel_id,
+          authorNodeId: ids.author_node_id,
+          createdTs: ids.created_ts,
+          displayName,
+          text,
+        })
+      : null;
+    const enc = await encryptFields(secretHex, ids, displayName, text, undefined, signed);
     // The plaintext lives only in enc; a v1 peer reads it from there.
     return wireObject(ids, "", "", "", 2, enc);
   }
@@ -353,8 +358,9 @@ export async function openMessage(secretHex, circleId, wire) {
   if (msg.circle_id !== circleId) throw new InvalidMessage("other_circle", "circle_id");
   let displayName = msg.display_name;
   let text = msg.text;
+  let signed = null;
   if (msg.enc !== null) {
-    [displayName, text] = await decryptFields(secretHex, msg);
+    [displayName, text, signed] = await decryptFields(secretHex, msg);
     checkDisplayName(displayName);
     checkText(text);
   } else {
@@ -369,6 +375,7 @@ export async function openMessage(secretHex, circleId, wire) {
     displayName,
     createdTs: msg.created_ts,
     text,
+    signed,
     wire: msg,
   };
 }
@@ -403,7 +410,13 @@ async function decryptFields(secretHex, msg) {
   if (typeof obj.display_name !== "string" || typeof obj.text !== "string") {
     throw new InvalidMessage("auth", "enc");
   }
-  return [obj.display_name, obj.text];
+  if (!signed) return [obj.display_name, obj.text, null];
+  const pair = signatureOf(obj); // trust.check decides on it
+  // Both null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
+  if (pair === null) {
+    throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
+  }
+  return [obj.display_name, obj.text, pair];
 }
 
 function constantTimeEqual(a, b) {

@@ -2,7 +2,7 @@
 // nothing or throws UserError / InviteError, whose message the app shows as
 // a notice: a command never fails silently.
 
-import { UserError } from "./state.js";
+import { UNVERIFIED_MEANING, UserError } from "./state.js";
 import { InviteError } from "../lib/invite.js";
 import { checkText, DEFAULT_CHANNEL, MAX_TEXT } from "../lib/wire.js";
 import { channelName } from "../lib/chatmodel.js";
@@ -23,7 +23,7 @@ export const COMMANDS = [
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
   ["/channel request NAME", "ask to join an invite-only channel"],
   ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
-  ["/who [CHANNEL]", "who is in this circle, or in one of its channels"],
+  ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified)"],
   ["/name NEW-NAME", "your display name, in every circle"],
   ["/settings", "display name and relay URL (F3)"],
 ];
@@ -178,8 +178,11 @@ export async function runLine(line, app) {
       if (!people.length) state.notice(`nobody in ${where} yet`);
       else state.notice(`in ${where}:`);
       for (const p of people) {
-        state.notice(`${p.displayName}  ${p.nodeId.slice(0, 8)}  last seen ${fullTime(p.lastSeen)}`);
+        const mark = p.verified ? "" : "?";
+        const seen = fullTime(p.lastSeen);
+        state.notice(`${mark}${p.displayName}  ${p.nodeId.slice(0, 8)}  ${p.role}  last seen ${seen}`);
       }
+      if (people.some((p) => !p.verified)) state.notice(UNVERIFIED_MEANING);
       return;
     }
     case "/name":

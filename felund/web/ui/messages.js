@@ -1,9 +1,11 @@
 // The message pane: `HH:MM name: text` lines of the current channel, names
-// coloured per person, pending sends marked, local notices after them.
+// coloured per person, unverified authors marked `?` (not signed by their key),
+// pending sends marked, local notices after them.
 // Redrawn only when the view or its version changes; stays at the bottom
 // if the reader was at the bottom (and never yanks them down otherwise).
 
 import { el, hhmm, fullTime } from "./dom.js";
+import { UNVERIFIED_MEANING } from "./state.js";
 
 // A long history is cut to its tail: the DOM stays small on a phone.
 const MAX_LINES = 500;
@@ -91,8 +93,12 @@ export class MessagePane {
     const classes = ["msg"];
     if (mine) classes.push("mine");
     if (pending) classes.push("pending");
+    if (!m.verified) classes.push("unverified");
     return el("div", { class: classes.join(" "), attrs: { "data-msg-id": m.msgId } }, [
       el("time", { class: "ts", text: hhmm(m.createdTs), attrs: { title: fullTime(m.createdTs) } }),
+      m.verified
+        ? null
+        : el("span", { class: "unverified-mark", text: "?", attrs: { title: UNVERIFIED_MEANING } }),
       el("span", {
         class: `name ${colourClass(m.authorNodeId)}`,
         text: name,

@@ -4,6 +4,7 @@
 
 import { el, byId, onScreen } from "./dom.js";
 import { COMMANDS, KEYS } from "./commands.js";
+import { UNVERIFIED_MEANING } from "./state.js";
 import { drawQr } from "./qr.js";
 
 export class Overlays {
@@ -52,6 +53,7 @@ export class Overlays {
       );
     byId("help-commands").replaceChildren(...rows(COMMANDS));
     byId("help-keys").replaceChildren(...rows(KEYS));
+    byId("help-marks").textContent = UNVERIFIED_MEANING;
   }
 
   showHelp() {

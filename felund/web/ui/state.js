@@ -13,10 +13,13 @@ import {
   eventText,
   renameEvent,
   resolvePerson,
+  whoCan,
   writerProblem,
 } from "../lib/chatmodel.js";
 import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
-import { newSecret, circleId as circleIdOf, newNodeId } from "../lib/ids.js";
+import { newSecret, circleId as circleIdOf } from "../lib/ids.js";
+import { b64encode } from "../lib/bytes.js";
+import { generateKey, maySign, newOwnedSecret, nodeIdOf } from "../lib/trust.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
 import { normalizeRelayUrl } from "../lib/relay.js";
 
@@ -41,14 +44,25 @@ const REFUSALS = {
   wrong_key: "wrong key for that channel",
   not_approved: "that channel is by invitation: ask with /channel request NAME, then wait",
   not_invite: "that channel is not by invitation; join it",
-  not_member: "only a member of the channel can approve",
   general: "#general cannot be left",
   bad_channel: CHANNEL_RULE,
   bad_name: "names are 1 to 64 printable characters",
   needs_key: "that channel has a key: join it with the key",
   bad_target: "that node id is not well-formed (24 or 32 lowercase hex): no one to approve",
   future: "dated too far ahead of this node's clock: try again in a few seconds",
+  unsigned: "this browser cannot sign for its node id, and what needs a role must be signed",
 };
+
+/** What /who and the message pane say an unverified mark means. */
+export const UNVERIFIED_MEANING =
+  "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the " +
+  "signature); it may not be from who it says";
+
+const keyAnnounce = (nodeId, key) => ({ node_id: nodeId, pk: b64encode(key.publicKey), t: "KEY_ANNOUNCE" });
+const circleOwner = (salt) => ({ salt, t: "CIRCLE_OWNER" });
+// Whether our own control events of a circle hold one of type t (written once per circle).
+const wrote = (view, me, t) =>
+  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
 
 /** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
 function built(build) {
@@ -97,6 +111,7 @@ class CircleView {
     this.marks = {}; // channelId -> {ts, ids: Set}: what was read (see READ_WINDOW_S)
     this.state = "connecting";
     this.peers = null; // other members registered at the relay (null: not asked yet)
+    this.announced = null; // the promise of writing our key (and owner's proof) here, once
     this.version = 0; // bumped on every change the message pane must show
   }
 
@@ -107,8 +122,13 @@ class CircleView {
   /** What the circle's control events say now (derived again once a held event falls due). */
   get model() {
     const now = Math.floor(Date.now() / 1000);
-    if (this._model.dueAt !== null && now >= this._model.dueAt) this._model = derive(this.control, this.id, now);
+    if (this._model.dueAt !== null && now >= this._model.dueAt) this._model = this.derive(this.control, now);
     return this._model;
+  }
+
+  /** The circle's state from these control events (its secret decides its owner). */
+  derive(control, now = Math.floor(Date.now() / 1000)) {
+    return derive(control, this.id, now, this.circle.secret);
   }
 
   set model(state) {
@@ -120,7 +140,7 @@ export class AppState extends EventTarget {
   constructor(store) {
     super();
     this.store = store;
-    this.identity = null; // {nodeId, displayName}: one object, shared with every CircleSync
+    this.identity = null; // {nodeId, displayName, key}: one object, shared with every CircleSync
     this.relayUrl = ""; // the relay of circles created or joined by host:port code here
     this.circles = new Map(); // circleId -> CircleView, in join order
     this.current = { circleId: "", channelId: DEFAULT_CHANNEL };
@@ -132,6 +152,11 @@ export class AppState extends EventTarget {
 
   async load() {
     this.identity = (await this.store.getIdentity()) || null;
+    if (this.identity && !this.identity.key) {
+      // An identity made before keys keeps its node id (an older id) and signs from now on.
+      this.identity.key = await generateKey();
+      await this.store.putIdentity(this.identity);
+    }
     this.relayUrl = (await this.store.getSetting(SETTING_RELAY)) || "";
     const circles = await this.store.circles();
     circles.sort((a, b) => (a.joinedTs || 0) - (b.joinedTs || 0));
@@ -161,7 +186,9 @@ export class AppState extends EventTarget {
 
   async setIdentityName(displayName) {
     if (!this.identity) {
-      this.identity = { nodeId: await newNodeId(), displayName };
+      // A new identity's node id derives from its key: only that key signs for it.
+      const key = await generateKey();
+      this.identity = { nodeId: nodeIdOf(key.publicKey), displayName, key };
     } else {
       this.identity.displayName = displayName; // in place: the syncs hold this object
     }
@@ -187,8 +214,16 @@ export class AppState extends EventTarget {
 
   // ---- syncing -------------------------------------------------------
 
+  /** Whether our identity signs what it writes (an older id with the derived mark cannot). */
+  get signs() {
+    return Boolean(this.identity?.key && maySign(this.identity.key, this.identity.nodeId));
+  }
+
   startAll() {
-    for (const view of this.circles.values()) this.startSync(view);
+    for (const view of this.circles.values()) {
+      this.startSync(view);
+      this.announce(view).catch((e) => console.warn("felund: could not announce our key", e));
+    }
     window.addEventListener("online", () => this.changed());
     window.addEventListener("offline", () => this.changed());
     // Leave the relay's presence list when the page goes, as the v1 browser client does.
@@ -267,7 +302,7 @@ export class AppState extends EventTarget {
       }
     }
     if (!ordered) view.messages.sort(view.byTime);
-    if (control) view.model = derive(view.control, view.id);
+    if (control) view.model = view.derive(view.control);
     if (fresh) view.version += 1;
     return fresh;
   }
@@ -304,16 +339,39 @@ export class AppState extends EventTarget {
    */
   async control(view, event) {
     const slot = await view.sync.nextControl();
+    const me = this.identity.nodeId;
     const mine = {
       msgId: slot.msgId,
-      authorNodeId: this.identity.nodeId,
+      authorNodeId: me,
       createdTs: slot.createdTs,
       text: eventText(dated(event, slot.createdTs)),
+      signer: this.signs ? b64encode(this.identity.key.publicKey) : null,
     };
     const problem =
-      writerProblem(view.model, event) || derive([...view.control, mine], view.id).refused.get(mine.msgId);
+      writerProblem(view.model, event, me) || view.derive([...view.control, mine]).refused.get(mine.msgId);
+    if (problem === "not_allowed") throw new UserError(whoCan(view.model, event, this.names(view)));
     if (problem) throw new UserError(REFUSALS[problem] || `refused: ${problem}`);
     await this.withPending(view, () => view.sync.sendControl(event, slot));
+  }
+
+  /**
+   * Our key into a circle (KEY_ANNOUNCE), and the owner's proof of a circle
+   * made here (CIRCLE_OWNER), each once: what the store holds says whether it
+   * is written, so a reload between creating and writing still writes it.
+   * Once per view: setup and startAll may both ask.
+   */
+  announce(view) {
+    view.announced ??= this._announce(view);
+    return view.announced;
+  }
+
+  async _announce(view) {
+    if (!this.signs) return;
+    const me = this.identity.nodeId;
+    if (view.circle.ownerSalt && !wrote(view, me, "CIRCLE_OWNER")) {
+      await this.control(view, circleOwner(view.circle.ownerSalt));
+    }
+    if (!wrote(view, me, "KEY_ANNOUNCE")) await this.control(view, keyAnnounce(me, this.identity.key));
   }
 
   async withPending(view, post) {
@@ -354,21 +412,29 @@ export class AppState extends EventTarget {
     // The sync posts only once registered, so events of a brand-new circle
     // may be written right away: the relay has its signing key by then.
     this.startSync(view);
+    await this.announce(view);
     for (const event of firstEvents) await this.control(view, event);
     await this.setCurrent(view.id, DEFAULT_CHANNEL);
     return view;
   }
 
-  /** A new circle; its invite code names this circle's relay as the peer. */
+  /**
+   * A new circle; its invite code names this circle's relay as the peer. Its
+   * secret commits to our key (trust.newOwnedSecret), so every member can
+   * check that we own it once our signed CIRCLE_OWNER shows the salt.
+   */
   async createCircle(name) {
     if (!this.relayUrl) throw new UserError("set a relay URL first (F3 settings)");
-    const secret = newSecret();
-    const circleId = await circleIdOf(secret);
+    const owned = this.signs
+      ? newOwnedSecret(this.identity.key.publicKey)
+      : { secret: newSecret(), salt: "" };
+    const circleId = await circleIdOf(owned.secret);
     const named = name ? [circleNameEvent(circleId, name)] : [];
-    return this.addCircle(
-      { circleId, secret, name, relayUrl: this.relayUrl, joinedTs: Math.floor(Date.now() / 1000) },
-      named,
-    );
+    const joinedTs = Math.floor(Date.now() / 1000);
+    const circle = { circleId, secret: owned.secret, name, relayUrl: this.relayUrl, joinedTs };
+    // The salt is kept until the proof is written (it is public once written).
+    if (owned.salt) circle.ownerSalt = owned.salt;
+    return this.addCircle(circle, named);
   }
 
   /**
@@ -447,17 +513,25 @@ export class AppState extends EventTarget {
   /**
    * The people of a circle (or of one channel): whoever wrote in it, by their
    * latest name, most recently seen first; as the node's store.who answers.
+   * Each with its role, and whether any of its messages verified (signed by its key).
    */
   people(view, channelId = "") {
-    const seen = new Map(); // nodeId -> {nodeId, displayName, lastSeen}
+    const seen = new Map(); // nodeId -> {nodeId, displayName, lastSeen, verified, role}
     for (const m of view.messages.concat(view.control)) {
       const p = seen.get(m.authorNodeId);
+      const verified = Boolean(m.verified) || Boolean(p && p.verified);
       if (!p || m.createdTs >= p.lastSeen) {
-        seen.set(m.authorNodeId, { nodeId: m.authorNodeId, displayName: m.displayName, lastSeen: m.createdTs });
+        const { authorNodeId: nodeId, displayName, createdTs: lastSeen } = m;
+        seen.set(nodeId, { nodeId, displayName, lastSeen, verified });
+      } else {
+        p.verified = verified;
       }
     }
     let people = [...seen.values()];
-    for (const p of people) p.displayName = view.model.names.get(p.nodeId) || p.displayName;
+    for (const p of people) {
+      p.displayName = view.model.names.get(p.nodeId) || p.displayName;
+      p.role = view.model.roleOf(p.nodeId);
+    }
     if (channelId && channelId !== DEFAULT_CHANNEL) {
       const channel = view.model.channels.get(channelId);
       if (!channel) throw new UserError(`there is no channel #${channelId}`);
@@ -507,6 +581,11 @@ export class AppState extends EventTarget {
     const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
     const target = built(() => resolvePerson(people, who));
     await this.control(view, this.channelEvent(view, "approve", channelId, { target }));
+  }
+
+  /** The people's names as /who shows them: Map node id -> latest name. */
+  names(view) {
+    return new Map(this.people(view).map((p) => [p.nodeId, p.displayName]));
   }
 
   /** A CHANNEL_EVT of ours, from the builder the node's `felund channel` uses too. */
