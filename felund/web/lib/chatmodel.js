@@ -28,7 +28,7 @@ import { isHex, isNodeId } from "./ids.js";
 import { isPrintable, pyStrip } from "./invite.js";
 import { dumps, isObject, loads } from "./pyjson.js";
 import { sha256HexOf } from "./sha256.js";
-import { SALT_HEX_LEN, provesOwner } from "./trust.js";
+import { SALT_HEX_LEN, isDerivedForm, provesOwner } from "./trust.js";
 import { DEFAULT_CHANNEL } from "./wire.js";
 
 export const ACCESS_MODES = Object.freeze(["public", "key", "invite"]);
@@ -240,7 +240,10 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
       present.push(ev);
     }
   }
-  const signers = new Set(present.filter(signed).map((ev) => ev.authorNodeId));
+  // Only a derived-form id is known to sign all it writes (felund/v1/chatmodel.py).
+  const signers = new Set(
+    present.filter((ev) => signed(ev) && isDerivedForm(ev.authorNodeId)).map((ev) => ev.authorNodeId),
+  );
   const due = [];
   for (const ev of present) {
     const parsed = !signed(ev) && signers.has(ev.authorNodeId) ? "unsigned_from_signer" : parse(ev, circleId);
