@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import zmq
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from felund import logs, metrics
+from felund import logs, metric_files, metrics
 from felund.actor import sdnotify
 from felund.actor.runtime import Context, load_context
 from felund.actor.supervision import Action, Child, State, Supervision
@@ -207,7 +207,7 @@ class Supervisor:
         if not cfg.enabled:
             return
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        metric_files.TolerantCollector(registry)
         try:
             server, _ = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
         except OSError as exc:
