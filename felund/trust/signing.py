@@ -10,14 +10,23 @@ reads as unsigned, never as forged.
 The signed bytes are the message's fields, each as a 4-byte big-endian length
 and its UTF-8, after the context ``felund-sig-v1``: no escaping, no JSON, so
 Python and the browser cannot disagree on them.
+
+Messages written together are signed in batches (``felund.trust.batch``): each
+then also carries ``"leaf"`` (its index in the batch) and ``"path"`` (std base64
+of the sibling hashes up to the root), and ``"sig"`` is the signature on the
+batch's root. A message alone keeps the single form.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from felund.errors import InvalidMessage
+from felund.trust import batch
 from felund.trust.identity import (
     PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
@@ -31,6 +40,12 @@ from felund.trust.identity import (
 
 SIG_CONTEXT = b"felund-sig-v1"
 SIG_KEYS = ("pk", "sig")
+BATCH_KEYS = ("leaf", "path")  # besides SIG_KEYS, in a message signed in a batch
+MALFORMED_SIGNATURE = "pk and sig must be a 32- and a 64-byte base64 pair"
+_MALFORMED_PATH = (
+    f"leaf and path must be an index below {batch.BATCH_LEAVES} and 1 to {batch.MAX_PATH} "
+    "base64 hashes that fit it"
+)
 
 
 class Verdict(enum.Enum):
@@ -39,6 +54,15 @@ class Verdict(enum.Enum):
     UNSIGNED = "unsigned"  # no signature: a v1 writer, or a hop that dropped it
     VERIFIED = "verified"  # signed by the key its author id derives from, or pinned
     FIRST_SIGHT = "first_sight"  # signed by a key now to be pinned for an older id
+
+
+class Signature(NamedTuple):
+    """A signature as a plaintext carries it; ``leaf`` is None in the single form."""
+
+    pk: bytes
+    sig: bytes
+    leaf: int | None = None  # the batch form: this message's index in its batch
+    path: bytes = b""  # and the sibling hashes from its leaf to the root
 
 
 def _part(value: str | bytes) -> bytes:
@@ -67,19 +91,65 @@ def sign_fields(key: IdentityKey, **fields: str | int) -> dict[str, str]:
     return {"pk": b64(key.public), "sig": b64(key.sign(data))}
 
 
-def signature_of(plain: Mapping[str, object]) -> tuple[bytes, bytes] | None:
-    """The (key, signature) a plaintext carries: None if unsigned; InvalidMessage if malformed."""
+def sign_many(
+    key: IdentityKey, messages: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, str | int]]:
+    """The entries to add to each message's plaintext, signed in batches of at most
+    BATCH_LEAVES of nearly equal size (a message alone: sign_fields)."""
+    if len(messages) == 1:
+        return [sign_fields(key, **messages[0])]
+    out: list[Mapping[str, str | int]] = []
+    parts = math.ceil(len(messages) / batch.BATCH_LEAVES)
+    for p in range(parts):
+        chunk = messages[len(messages) * p // parts : len(messages) * (p + 1) // parts]
+        root, paths = batch.tree([signing_bytes(**m) for m in chunk])
+        pk, sig = b64(key.public), b64(key.sign(batch.batch_bytes(root)))
+        out += [
+            {"pk": pk, "sig": sig, "leaf": i, "path": b64(path)} for i, path in enumerate(paths)
+        ]
+    return out
+
+
+def _path_of(text: object) -> bytes | None:
+    if isinstance(text, str):
+        for hashes in range(1, batch.MAX_PATH + 1):
+            raw = unb64(text, hashes * batch.HASH_LEN)
+            if raw is not None:
+                return raw
+    return None
+
+
+def signature_of(plain: Mapping[str, object]) -> Signature | None:
+    """The signature a plaintext carries: None if unsigned; InvalidMessage if malformed."""
     pk_text, sig_text = plain.get("pk"), plain.get("sig")
-    if pk_text is None and sig_text is None:
+    leaf, path_text = plain.get("leaf"), plain.get("path")
+    if pk_text is None and sig_text is None and leaf is None and path_text is None:
         return None
     pk, sig = unb64(pk_text, PUBLIC_KEY_LEN), unb64(sig_text, SIGNATURE_LEN)
     if pk is None or sig is None:
-        raise InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair")
-    return pk, sig
+        raise InvalidMessage("signature", MALFORMED_SIGNATURE)
+    if "leaf" not in plain and "path" not in plain:
+        return Signature(pk, sig)
+    path = _path_of(path_text)
+    # type(): a bool is an int and must not pass.
+    if (
+        path is None
+        or type(leaf) is not int
+        or not batch.path_fits(leaf, len(path) // batch.HASH_LEN)
+    ):
+        raise InvalidMessage("signature", _MALFORMED_PATH)
+    return Signature(pk, sig, leaf, path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _root_signed(pk: bytes, sig: bytes, root: bytes) -> bool:
+    # A batch's other messages reach the same root: one verify serves them all.
+    # Bounded; a miss costs one verify, as without the cache.
+    return verify(pk, sig, batch.batch_bytes(root))
 
 
 def check(
-    signed: tuple[bytes, bytes] | None,
+    signed: Signature | None,
     *,
     pinned: bytes | None,
     msg_id: str,
@@ -95,11 +165,12 @@ def check(
     An id of the derived form is signed for only by the key it derives from.
     An older id (made before keys) is signed for by the key this reader has
     pinned for it in this circle, ``pinned``, or, at first sight (None), by the
-    key it carries, which the caller then pins.
+    key it carries, which the caller then pins. A message of a batch is signed
+    if its leaf and path reach a root that its key signed.
     """
     if signed is None:
         return Verdict.UNSIGNED
-    pk, sig = signed
+    pk, sig, leaf, path = signed
     derived = node_id_of(pk) == author_node_id
     if not derived and (is_derived_form(author_node_id) or pinned not in (None, pk)):
         raise InvalidMessage("key_mismatch", "signed by another key than its author's")
@@ -112,6 +183,10 @@ def check(
         display_name=display_name,
         text=text,
     )
-    if not verify(pk, sig, data):
+    if leaf is None:
+        ok = verify(pk, sig, data)
+    else:
+        ok = _root_signed(pk, sig, batch.root_of(batch.leaf_hash(leaf, data), leaf, path))
+    if not ok:
         raise InvalidMessage("signature", "signature does not verify")
     return Verdict.VERIFIED if derived or pinned is not None else Verdict.FIRST_SIGHT
