@@ -90,12 +90,13 @@ def root_of(leaf: bytes, index: int, path: bytes) -> bytes:
     """The root a leaf at ``index`` reaches by ``path`` (of a shape ``path_fits`` admits)."""
     rights = len(path) // HASH_LEN - index.bit_count()  # levels with a right sibling
     node, used, level = leaf, 0, 0
+    sha256 = hashlib.sha256
     while used < len(path):
         if index >> level & 1:
-            node = _node(path[used : used + HASH_LEN], node)
+            node = sha256(NODE_CONTEXT + path[used : used + HASH_LEN] + node).digest()
             used += HASH_LEN
         elif rights:
-            node = _node(node, path[used : used + HASH_LEN])
+            node = sha256(NODE_CONTEXT + node + path[used : used + HASH_LEN]).digest()
             used += HASH_LEN
             rights -= 1
         level += 1

@@ -110,13 +110,13 @@ def sign_many(
     return out
 
 
+# A path's std base64 length, for each count of hashes a path may hold.
+_PATH_HASHES = {len(b64(bytes(n * batch.HASH_LEN))): n for n in range(1, batch.MAX_PATH + 1)}
+
+
 def _path_of(text: object) -> bytes | None:
-    if isinstance(text, str):
-        for hashes in range(1, batch.MAX_PATH + 1):
-            raw = unb64(text, hashes * batch.HASH_LEN)
-            if raw is not None:
-                return raw
-    return None
+    hashes = _PATH_HASHES.get(len(text)) if isinstance(text, str) else None
+    return None if hashes is None else unb64(text, hashes * batch.HASH_LEN)
 
 
 def signature_of(plain: Mapping[str, object]) -> Signature | None:
