@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -65,9 +66,7 @@ class Signature(NamedTuple):
     path: bytes = b""  # and the sibling hashes from its leaf to the root
 
 
-def _part(value: str | bytes) -> bytes:
-    raw = value if isinstance(value, bytes) else value.encode("utf-8")
-    return len(raw).to_bytes(4, "big") + raw
+_U32 = struct.Struct(">I").pack  # every length: 4 bytes, big-endian
 
 
 def signing_bytes(
@@ -81,8 +80,13 @@ def signing_bytes(
     text: str,
 ) -> bytes:
     """The bytes an author signs: the context and seven fields, each length-prefixed."""
+    # Once per message received: one list and one join, not a call per field.
+    out = [_U32(len(SIG_CONTEXT)), SIG_CONTEXT]
     fields = (msg_id, circle_id, channel_id, author_node_id, str(created_ts), display_name, text)
-    return _part(SIG_CONTEXT) + b"".join(_part(f) for f in fields)
+    for field in fields:
+        raw = field.encode("utf-8")
+        out += (_U32(len(raw)), raw)
+    return b"".join(out)
 
 
 def sign_fields(key: IdentityKey, **fields: str | int) -> dict[str, str]:
@@ -119,15 +123,24 @@ def _path_of(text: object) -> bytes | None:
     return None if hashes is None else unb64(text, hashes * batch.HASH_LEN)
 
 
+@functools.lru_cache(maxsize=4096)
+def _pair(pk_text: str, sig_text: str) -> tuple[bytes, bytes] | None:
+    # The messages of a batch carry the same two strings: decoded once.
+    pk, sig = unb64(pk_text, PUBLIC_KEY_LEN), unb64(sig_text, SIGNATURE_LEN)
+    return None if pk is None or sig is None else (pk, sig)
+
+
 def signature_of(plain: Mapping[str, object]) -> Signature | None:
     """The signature a plaintext carries: None if unsigned; InvalidMessage if malformed."""
     pk_text, sig_text = plain.get("pk"), plain.get("sig")
     leaf, path_text = plain.get("leaf"), plain.get("path")
     if pk_text is None and sig_text is None and leaf is None and path_text is None:
         return None
-    pk, sig = unb64(pk_text, PUBLIC_KEY_LEN), unb64(sig_text, SIGNATURE_LEN)
-    if pk is None or sig is None:
+    strings = isinstance(pk_text, str) and isinstance(sig_text, str)
+    pair = _pair(pk_text, sig_text) if strings else None
+    if pair is None:
         raise InvalidMessage("signature", MALFORMED_SIGNATURE)
+    pk, sig = pair
     if "leaf" not in plain and "path" not in plain:
         return Signature(pk, sig)
     path = _path_of(path_text)
