@@ -89,15 +89,17 @@ def path_fits(index: int, hashes: int) -> bool:
 def root_of(leaf: bytes, index: int, path: bytes) -> bytes:
     """The root a leaf at ``index`` reaches by ``path`` (of a shape ``path_fits`` admits)."""
     rights = len(path) // HASH_LEN - index.bit_count()  # levels with a right sibling
-    node, used, level = leaf, 0, 0
+    node, used = leaf, 0
     sha256 = hashlib.sha256
-    while used < len(path):
+    # Bounded whatever the shape: one that path_fits admits is used up below level 6.
+    for level in range(MAX_PATH):
+        if used == len(path):
+            break
         if index >> level & 1:
             node = sha256(NODE_CONTEXT + path[used : used + HASH_LEN] + node).digest()
             used += HASH_LEN
-        elif rights:
+        elif rights > 0:
             node = sha256(NODE_CONTEXT + node + path[used : used + HASH_LEN]).digest()
             used += HASH_LEN
             rights -= 1
-        level += 1
     return node
