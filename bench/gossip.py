@@ -15,6 +15,7 @@ their bytes are the RECON messages' msgpack size, not bytes on the wire.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -436,8 +437,29 @@ def bench_backlog(root: Path) -> list[Row]:
 
 
 # --- 3a. the cost of signatures: the 100k backlog signed and not, side by side ------------
-def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
-    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row and seconds."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants."""
+    stats: dict[int, tuple[int, float]] = {}  # pid: (parent, cpu seconds)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The name, in parentheses, may hold spaces: the fields after it are split.
+        fields = text.rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        stats[int(stat.parent.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+    tree, grown = {pid}, True
+    while grown:  # to a fixpoint: a child's pid is not always above its parent's
+        before = len(tree)
+        tree |= {p for p, (parent, _) in stats.items() if parent in tree}
+        grown = len(tree) > before
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
+def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None, float]:
+    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row, its
+    seconds and the CPU seconds B's processes used (less swayed by a loaded machine)."""
     with _nodes() as nodes:
         a = _make(nodes, root, "a", **env)
         b = _make(nodes, root, "b", **env)
@@ -451,8 +473,10 @@ def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
         finally:
             ca.close()
         row = _sync_row(f"gossip backlog: empty B joins A holding {want:,}", b, a, want, BACKLOG)
+        assert b.proc is not None
+        cpu = _cpu_seconds(b.proc.pid)
         seconds = float(row[1].removesuffix(" s")) if row[1].endswith(" s") else None
-        return row, seconds
+        return row, seconds, cpu
 
 
 def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
@@ -480,8 +504,8 @@ def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
 def bench_signing(root: Path) -> list[Row]:
     """The 100k backlog with every message signed and verified, and with none (the nodes
     write unsigned: ``FELUND_BENCH_UNSIGNED``, bench only), in one run."""
-    unsigned, t_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
-    signed, t_on = _backlog_seconds(root / "signed")
+    unsigned, t_off, cpu_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
+    signed, t_on, cpu_on = _backlog_seconds(root / "signed")
     ratio = f"{(t_on / t_off - 1) * 100:+.0f} %" if t_on and t_off else "n/a"
     append_off, append_on = _append_us(root, False), _append_us(root, True)
     return [
@@ -491,6 +515,8 @@ def bench_signing(root: Path) -> list[Row]:
             "signatures on the 100k backlog: signed against unsigned",
             ratio,
             f"{t_on or 0:.1f} s against {t_off or 0:.1f} s, one run; target <= +15 %; "
+            f"CPU of B's processes {cpu_on:.1f} s against {cpu_off:.1f} s "
+            f"({(cpu_on / cpu_off - 1) * 100:+.0f} %); "
             f"the store's append in process: {append_on:.0f} us a message signed against "
             f"{append_off:.0f} us unsigned (signed in batches of {BATCH_LEAVES}: a verify per "
             "batch, a path of hashes per message)",
