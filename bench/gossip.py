@@ -437,27 +437,35 @@ def bench_backlog(root: Path) -> list[Row]:
 
 
 # --- 3a. the cost of signatures: the 100k backlog signed and not, side by side ------------
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and all its descendants."""
-    stats: dict[int, tuple[int, float]] = {}  # pid: (parent, cpu seconds)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by a process and each of its descendants,
+    by the module each runs (``python -m services.store``: "store")."""
+    stats: dict[int, tuple[int, float, str]] = {}  # pid: (parent, cpu seconds, name)
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            text = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
         # The name, in parentheses, may hold spaces: the fields after it are split.
         fields = text.rpartition(")")[2].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        stats[int(stat.parent.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+        module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv[:-1] else proc.name
+        name = module.rpartition(".")[2]
+        stats[int(proc.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"), name)
     tree, grown = {pid}, True
     while grown:  # to a fixpoint: a child's pid is not always above its parent's
         before = len(tree)
-        tree |= {p for p, (parent, _) in stats.items() if parent in tree}
+        tree |= {p for p, (parent, _, _) in stats.items() if parent in tree}
         grown = len(tree) > before
-    return sum(stats[p][1] for p in tree if p in stats)
+    out: dict[str, float] = {}
+    for p in tree & stats.keys():
+        _, cpu, name = stats[p]
+        out[name] = out.get(name, 0.0) + cpu
+    return out
 
 
-def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None, float]:
+def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None, dict[str, float]]:
     """An empty B joining A, which holds BACKLOG messages, under ``env``; the row, its
     seconds and the CPU seconds B's processes used (less swayed by a loaded machine)."""
     with _nodes() as nodes:
@@ -501,6 +509,12 @@ def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
         db.close()
 
 
+def _cpu_by_process(on: dict[str, float], off: dict[str, float]) -> str:
+    """The busiest processes' CPU seconds, signed against unsigned."""
+    busiest = sorted(on.keys() | off.keys(), key=lambda n: -on.get(n, 0.0))[:3]
+    return ", ".join(f"{n} {on.get(n, 0.0):.1f} against {off.get(n, 0.0):.1f}" for n in busiest)
+
+
 def bench_signing(root: Path) -> list[Row]:
     """The 100k backlog with every message signed and verified, and with none (the nodes
     write unsigned: ``FELUND_BENCH_UNSIGNED``, bench only), in one run."""
@@ -515,8 +529,8 @@ def bench_signing(root: Path) -> list[Row]:
             "signatures on the 100k backlog: signed against unsigned",
             ratio,
             f"{t_on or 0:.1f} s against {t_off or 0:.1f} s, one run; target <= +15 %; "
-            f"CPU of B's processes {cpu_on:.1f} s against {cpu_off:.1f} s "
-            f"({(cpu_on / cpu_off - 1) * 100:+.0f} %); "
+            f"CPU of B's processes {sum(cpu_on.values()):.1f} s against "
+            f"{sum(cpu_off.values()):.1f} s ({_cpu_by_process(cpu_on, cpu_off)}); "
             f"the store's append in process: {append_on:.0f} us a message signed against "
             f"{append_off:.0f} us unsigned (signed in batches of {BATCH_LEAVES}: a verify per "
             "batch, a path of hashes per message)",
