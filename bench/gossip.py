@@ -5,7 +5,8 @@ Every node is a real `felund run` in a temporary home, started through
 (``chat.msg.stored`` events of the receiving nodes), so no CLI process start
 is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
 backlog from empty, each timed until the joiner's store holds everything; the
-100k backlog again with and without signatures, side by side;
+100k backlog again with and without signatures, side by side (wall time, and
+the CPU seconds of B's processes, which a loaded machine sways less);
 wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
 start at 0 with the node). The rows marked "(reconciliation core, in
 memory)" run ``felund.gossip.reconcile`` in memory: the code the nodes run, but
