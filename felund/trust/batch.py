@@ -1,7 +1,7 @@
 """Batch signatures: one Ed25519 signature over a Merkle tree of up to 64 messages.
 
-An Ed25519 verify costs 50 to 350 us here, ten times the store's other work
-on a message, so a node that writes many messages at once (``send --stdin``,
+An Ed25519 verify costs 50 to 350 us here, two to ten times all the store's
+other work on a message, so a node that writes many messages at once (``send --stdin``,
 a post of many) signs them in batches: each message then carries the one
 signature on its batch's root and the path from its own leaf to that root. A
 reader recomputes the root from the message and its path (a few SHA-256) and
