@@ -29,7 +29,9 @@ from typing import Any, NamedTuple
 from felund.errors import InvalidMessage
 from felund.trust import batch
 from felund.trust.identity import (
+    PUBLIC_KEY_B64_LEN,
     PUBLIC_KEY_LEN,
+    SIGNATURE_B64_LEN,
     SIGNATURE_LEN,
     IdentityKey,
     b64,
@@ -136,8 +138,13 @@ def signature_of(plain: Mapping[str, object]) -> Signature | None:
     leaf, path_text = plain.get("leaf"), plain.get("path")
     if pk_text is None and sig_text is None and leaf is None and path_text is None:
         return None
-    strings = isinstance(pk_text, str) and isinstance(sig_text, str)
-    pair = _pair(pk_text, sig_text) if strings else None
+    # Only strings of the exact lengths reach the cache: it holds small keys alone.
+    sized = (
+        isinstance(pk_text, str)
+        and isinstance(sig_text, str)
+        and (len(pk_text), len(sig_text)) == (PUBLIC_KEY_B64_LEN, SIGNATURE_B64_LEN)
+    )
+    pair = _pair(pk_text, sig_text) if sized else None
     if pair is None:
         raise InvalidMessage("signature", MALFORMED_SIGNATURE)
     pk, sig = pair

@@ -285,3 +285,14 @@ def test_a_batch_message_changed_by_a_member_is_refused_by_the_store(reader: Ops
     assert handled(reader, OP_APPEND, {"origin": "gossip", "msgs": [to_wire(forged)]}).reply[
         "results"
     ] == ["rejected:signature"]
+
+
+def test_only_well_sized_keys_and_signatures_reach_the_decoding_cache() -> None:
+    # A member can put a 60 kB "pk" in a plaintext: 4096 of those must not stay in memory.
+    before = signing._pair.cache_info().currsize
+    for i in range(3):
+        with pytest.raises(InvalidMessage):
+            signing.signature_of({"pk": "A" * 60_000 + str(i), "sig": b64(bytes(64))})
+    assert signing._pair.cache_info().currsize == before
+    signing.signature_of({"pk": b64(bytes(32)), "sig": b64(bytes(range(64)))})
+    assert signing._pair.cache_info().currsize == before + 1
