@@ -5,7 +5,8 @@ Every node is a real `felund run` in a temporary home, started through
 (``chat.msg.stored`` events of the receiving nodes), so no CLI process start
 is measured. Backlogs: a 50k backlog from empty, a 50k catch-up, and a 100k
 backlog from empty, each timed until the joiner's store holds everything; the
-100k backlog again with and without signatures, side by side;
+100k backlog again with and without signatures, side by side (wall time, and
+the CPU seconds of B's processes, which a loaded machine sways less);
 wire bytes are the joiner's ``felund_gossip_bytes_total`` (its counters
 start at 0 with the node). The rows marked "(reconciliation core, in
 memory)" run ``felund.gossip.reconcile`` in memory: the code the nodes run, but
@@ -15,6 +16,7 @@ their bytes are the RECON messages' msgpack size, not bytes on the wire.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -43,7 +45,16 @@ from felund.protocol import (
 )
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
-from felund.testing import Node, free_port, handled, metric_value, wait_for, wire_message
+from felund.testing import (
+    Node,
+    free_port,
+    handled,
+    metric_value,
+    wait_for,
+    wire_message,
+    wire_messages,
+)
+from felund.trust.batch import BATCH_LEAVES
 from felund.trust.identity import IdentityKey
 from felund.v1 import ids
 from felund.v1.invite import encode_invite
@@ -427,8 +438,37 @@ def bench_backlog(root: Path) -> list[Row]:
 
 
 # --- 3a. the cost of signatures: the 100k backlog signed and not, side by side ------------
-def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
-    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row and seconds."""
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by a process and each of its descendants,
+    by the module each runs (``python -m services.store``: "store")."""
+    stats: dict[int, tuple[int, float, str]] = {}  # pid: (parent, cpu seconds, name)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        # The name, in parentheses, may hold spaces: the fields after it are split.
+        fields = text.rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv[:-1] else proc.name
+        name = module.rpartition(".")[2]
+        stats[int(proc.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"), name)
+    tree, grown = {pid}, True
+    while grown:  # to a fixpoint: a child's pid is not always above its parent's
+        before = len(tree)
+        tree |= {p for p, (parent, _, _) in stats.items() if parent in tree}
+        grown = len(tree) > before
+    out: dict[str, float] = {}
+    for p in tree & stats.keys():
+        _, cpu, name = stats[p]
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None, dict[str, float]]:
+    """An empty B joining A, which holds BACKLOG messages, under ``env``; the row, its
+    seconds and the CPU seconds B's processes used (less swayed by a loaded machine)."""
     with _nodes() as nodes:
         a = _make(nodes, root, "a", **env)
         b = _make(nodes, root, "b", **env)
@@ -442,8 +482,10 @@ def _backlog_seconds(root: Path, **env: str) -> tuple[Row, float | None]:
         finally:
             ca.close()
         row = _sync_row(f"gossip backlog: empty B joins A holding {want:,}", b, a, want, BACKLOG)
+        assert b.proc is not None
+        cpu = _cpu_seconds(b.proc.pid)
         seconds = float(row[1].removesuffix(" s")) if row[1].endswith(" s") else None
-        return row, seconds
+        return row, seconds, cpu
 
 
 def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
@@ -454,10 +496,12 @@ def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
     try:
         ops = Ops(db, NodeInfo("9" * 24, "bench", True, ""))
         handled(ops, OP_CIRCLE_JOIN, {"code": encode_invite(secret, "127.0.0.1:1")})
-        msgs = [
-            wire_message(secret, key.node_id, f"backlog line {i:06d}", key=key if signed else None)
-            for i in range(count)
-        ]
+        texts = [f"backlog line {i:06d}" for i in range(count)]
+        msgs = (
+            wire_messages(secret, key.node_id, texts, key=key)  # as a node writes a post of many
+            if signed
+            else [wire_message(secret, key.node_id, text) for text in texts]
+        )
         t0 = time.perf_counter()
         for i in range(0, count, MAX_POST_BATCH):
             handled(ops, OP_APPEND, {"origin": "gossip", "msgs": msgs[i : i + MAX_POST_BATCH]})
@@ -466,11 +510,17 @@ def _append_us(root: Path, signed: bool, count: int = 10_000) -> float:
         db.close()
 
 
+def _cpu_by_process(on: dict[str, float], off: dict[str, float]) -> str:
+    """The busiest processes' CPU seconds, signed against unsigned."""
+    busiest = sorted(on.keys() | off.keys(), key=lambda n: -on.get(n, 0.0))[:3]
+    return ", ".join(f"{n} {on.get(n, 0.0):.1f} against {off.get(n, 0.0):.1f}" for n in busiest)
+
+
 def bench_signing(root: Path) -> list[Row]:
     """The 100k backlog with every message signed and verified, and with none (the nodes
     write unsigned: ``FELUND_BENCH_UNSIGNED``, bench only), in one run."""
-    unsigned, t_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
-    signed, t_on = _backlog_seconds(root / "signed")
+    unsigned, t_off, cpu_off = _backlog_seconds(root / "unsigned", **{BENCH_UNSIGNED: "1"})
+    signed, t_on, cpu_on = _backlog_seconds(root / "signed")
     ratio = f"{(t_on / t_off - 1) * 100:+.0f} %" if t_on and t_off else "n/a"
     append_off, append_on = _append_us(root, False), _append_us(root, True)
     return [
@@ -480,8 +530,11 @@ def bench_signing(root: Path) -> list[Row]:
             "signatures on the 100k backlog: signed against unsigned",
             ratio,
             f"{t_on or 0:.1f} s against {t_off or 0:.1f} s, one run; target <= +15 %; "
+            f"CPU of B's processes {sum(cpu_on.values()):.1f} s against "
+            f"{sum(cpu_off.values()):.1f} s ({_cpu_by_process(cpu_on, cpu_off)}); "
             f"the store's append in process: {append_on:.0f} us a message signed against "
-            f"{append_off:.0f} us unsigned (the Ed25519 verify is the difference)",
+            f"{append_off:.0f} us unsigned (signed in batches of {BATCH_LEAVES}: a verify per "
+            "batch, a path of hashes per message)",
         ),
     ]
 

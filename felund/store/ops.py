@@ -65,9 +65,11 @@ from felund.trust.owner import new_owned_secret
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
+    Draft,
     Opened,
     WireMessage,
-    compose_message,
+    check_draft,
+    compose_messages,
     open_message,
     parse_message,
     to_wire,
@@ -440,24 +442,27 @@ class Ops:
         """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
         name = self.display_name()
         key, signer = self.node.key, self._writes_as()
-        rows = []
-        for i, (msg_id, created_ts, text) in enumerate(items):
+        drafts = [
+            Draft(
+                msg_id=msg_id,
+                circle_id=circle.circle_id,
+                channel_id=channel_id,
+                author_node_id=self.node.node_id,
+                created_ts=created_ts,
+                display_name=name,
+                text=text,
+            )
+            for msg_id, created_ts, text in items
+        ]
+        for i, draft in enumerate(drafts):
             try:
-                msg = compose_message(
-                    circle.secret,
-                    circle_id=circle.circle_id,
-                    channel_id=channel_id,
-                    author_node_id=self.node.node_id,
-                    display_name=name,
-                    text=text,
-                    created_ts=created_ts,
-                    msg_id=msg_id,
-                    encrypt=self.node.encrypt,
-                    key=key,
-                )
+                check_draft(draft)  # to say which one; compose_messages checks them again
             except InvalidMessage as exc:
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
-            rows.append(Row(msg, name, text, True, signer))  # ours: verified, signed or not
+        # Signed together: one signature for each batch of up to BATCH_LEAVES.
+        msgs = compose_messages(circle.secret, drafts, encrypt=self.node.encrypt, key=key)
+        # Ours: verified, signed or not.
+        rows = [Row(m, name, d["text"], True, signer) for m, d in zip(msgs, drafts, strict=True)]
         out = Outcome(reply=None)
         seqs: list[int | None] = []
         for row, seq in zip(rows, self.db.insert_messages(rows, "local"), strict=True):
@@ -568,7 +573,7 @@ class Ops:
             display_name=opened.display_name,
             text=opened.text,
         )
-        pk = opened.signed[0]
+        pk = opened.signed.pk
         if verdict is signing.Verdict.FIRST_SIGHT:
             self.db.pin(msg.circle_id, author, pk)
         return Row(msg, opened.display_name, opened.text, True, pk)

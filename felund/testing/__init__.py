@@ -24,7 +24,7 @@ from felund.testing.relay import PY_NODE, Relay, signed_call
 from felund.testing.signed import plaintext_of, signed_wire_message
 from felund.testing.store import handled
 from felund.testing.tmux import Tmux
-from felund.testing.vectors import VECTORS, vector_cases, wire_message
+from felund.testing.vectors import VECTORS, vector_cases, wire_message, wire_messages
 from felund.testing.wait import wait_for
 
 __all__ = [
@@ -53,4 +53,5 @@ __all__ = [
     "vector_cases",
     "wait_for",
     "wire_message",
+    "wire_messages",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from felund.testing.processes import REPO
 from felund.trust.identity import IdentityKey
 from felund.v1 import ids
-from felund.v1.wire import compose_message, to_wire
+from felund.v1.wire import Draft, compose_message, compose_messages, to_wire
 
 VECTORS = REPO / "tests" / "vectors" / "felund-v1.json"  # copied from shared/, see its README
 TRUST_VECTORS = REPO / "tests" / "vectors" / "felund-trust-v1.json"  # ours, see its README
@@ -55,3 +55,24 @@ def wire_message(
         key=key,
     )
     return to_wire(msg)
+
+
+def wire_messages(
+    secret: str, author: str, texts: list[str], *, key: IdentityKey, name: str = "tester"
+) -> list[dict[str, Any]]:
+    """Messages of the circle of ``secret`` written together, as our node writes a post
+    of many: signed by ``key`` in batches (signing.sign_many), dated now."""
+    ts = int(time.time())
+    drafts = [
+        Draft(
+            msg_id=ids.new_msg_id(author, ts),
+            circle_id=ids.circle_id(secret),
+            channel_id="general",
+            author_node_id=author,
+            created_ts=ts,
+            display_name=name,
+            text=text,
+        )
+        for text in texts
+    ]
+    return [to_wire(m) for m in compose_messages(secret, drafts, encrypt=True, key=key)]

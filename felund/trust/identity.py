@@ -30,6 +30,7 @@ def is_derived_form(node_id: str) -> bool:
     return node_id.startswith(DERIVED_MARK)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every signed message received: few authors
 def node_id_of(public_key: bytes) -> str:
     """The node id a key derives: the first 24 hex of SHA-256 of the raw public key."""
     return hashlib.sha256(public_key).hexdigest()[:NODE_ID_LEN]

@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from felund.errors import AuthError, InvalidMessage
-from felund.trust.signing import SIG_KEYS, signature_of
+from felund.trust.signing import (
+    BATCH_KEYS,
+    MALFORMED_SIGNATURE,
+    SIG_KEYS,
+    Signature,
+    signature_of,
+)
 from felund.v1.ids import is_hex, secret_bytes
 
 ENC_ALG = "AES-256-GCM"
@@ -33,10 +39,12 @@ TAG_LEN = 16
 KEY_LEN = 32
 SESSION_NONCE_HEX_LEN = 32
 
-# What a message's plaintext may hold: v1's two keys, or those and the author's signature.
+# What a message's plaintext may hold: v1's two keys, or those and the author's
+# signature, alone or of a batch.
 _PLAINTEXT_SHAPES = (
     frozenset({"display_name", "text"}),
     frozenset({"display_name", "text", *SIG_KEYS}),
+    frozenset({"display_name", "text", *SIG_KEYS, *BATCH_KEYS}),
 )
 _MSG_INFO = b"felund-msg-v1"
 _SESSION_INFO = b"felund-session-v1"
@@ -157,10 +165,10 @@ def encrypt_message(
     display_name: str,
     text: str,
     nonce: bytes | None = None,
-    signature: Mapping[str, str] | None = None,
+    signature: Mapping[str, str | int] | None = None,
 ) -> dict[str, str]:
     """Return the ``enc`` object carrying display_name and text of a message (and its
-    author's ``pk`` and ``sig``, ``signing.sign_fields``, when signed)."""
+    author's signature, ``signing.sign_many``, when signed)."""
     iv = _fresh_nonce(nonce)
     plaintext = _compact_json({"display_name": display_name, "text": text, **(signature or {})})
     ad = _message_ad(msg_id, circle_id, channel_id, author_node_id, created_ts)
@@ -182,12 +190,12 @@ def decrypt_message(
     author_node_id: str,
     created_ts: int,
     enc: Mapping[str, Any],
-) -> tuple[str, str, tuple[bytes, bytes] | None]:
-    """Return (display_name, text, (pk, sig) or None if unsigned) from an ``enc`` object.
+) -> tuple[str, str, Signature | None]:
+    """Return (display_name, text, the signature or None if unsigned) from an ``enc`` object.
 
     AuthError if it does not open or its plaintext has another shape than v1's two
-    keys, or those and ``pk`` and ``sig``; InvalidMessage("signature") if these are
-    not a key and a signature.
+    keys, or those and ``pk`` and ``sig``, or those and ``leaf`` and ``path``;
+    InvalidMessage("signature") if these are not a key, a signature and a path.
     """
     if enc.get("alg") != ENC_ALG:
         raise AuthError("unsupported message encryption")
@@ -212,8 +220,8 @@ def decrypt_message(
     if len(obj) == 2:
         return display_name, text, None
     signed = signature_of(obj)
-    if signed is None:  # both null: a signature claimed and not given
-        raise InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair")
+    if signed is None:  # all null: a signature claimed and not given
+        raise InvalidMessage("signature", MALFORMED_SIGNATURE)
     return display_name, text, signed
 
 

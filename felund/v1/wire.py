@@ -11,6 +11,7 @@ import hmac
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
@@ -18,8 +19,9 @@ import msgpack
 
 from felund.errors import AuthError, InvalidMessage
 from felund.protocol import CONTROL_CHANNEL, DEFAULT_CHANNEL
+from felund.trust.batch import BATCH_LEAVES, MAX_PATH_B64_LEN
 from felund.trust.identity import PUBLIC_KEY_B64_LEN, SIGNATURE_B64_LEN, IdentityKey
-from felund.trust.signing import sign_fields
+from felund.trust.signing import Signature, sign_many
 from felund.v1.crypto import (
     ENC_ALG,
     NONCE_LEN,
@@ -38,12 +40,14 @@ MAX_KEY_ID_CHARS = 32
 # The plaintext is JSON with non-ASCII and control chars \u-escaped (6 bytes a
 # char, 12 for one outside the BMP), so a text within the limits above can
 # serialise to 4*chars + 2*bytes of JSON; the cap admits exactly that.
-# The author's key and signature (felund.trust.signing) add a fixed length.
+# The author's key and signature (felund.trust.signing) add a fixed length, and
+# a batch's leaf index and path at most that of the longest path.
 _MAX_PLAINTEXT = (
     (len('{"display_name":"","text":""}') + 12 * MAX_DISPLAY_NAME_CHARS)
     + 4 * MAX_TEXT_CHARS
     + 2 * MAX_TEXT_BYTES
     + (len(',"pk":"","sig":""') + PUBLIC_KEY_B64_LEN + SIGNATURE_B64_LEN)
+    + (len(',"leaf":,"path":""') + len(str(BATCH_LEAVES - 1)) + MAX_PATH_B64_LEN)
 )
 MAX_CIPHERTEXT_CHARS = 4 * math.ceil((_MAX_PLAINTEXT + TAG_LEN) / 3)
 _NONCE_B64_CHARS = 4 * math.ceil(NONCE_LEN / 3)
@@ -81,7 +85,7 @@ class Opened:
 
     display_name: str
     text: str
-    signed: tuple[bytes, bytes] | None = None  # (pk, sig), not yet checked: signing.check
+    signed: Signature | None = None  # not yet checked: signing.check
 
 
 WIRE_KEYS = tuple(f.name for f in fields(WireMessage))  # the spec's key order
@@ -96,6 +100,13 @@ class _Ids(TypedDict):
     channel_id: str
     author_node_id: str
     created_ts: int
+
+
+class Draft(_Ids):
+    """A message of this node to compose: every field a signature covers."""
+
+    display_name: str
+    text: str
 
 
 def _str(value: object, field: str, max_len: int) -> str:
@@ -354,6 +365,64 @@ def pack_wire(wire: dict[str, Any]) -> bytes:
     return msgpack.packb(wire)
 
 
+def check_draft(draft: Draft) -> _Ids:
+    """The ids of a message to compose, checked; InvalidMessage if a peer would refuse it."""
+    ids = _check_header(
+        draft["msg_id"],
+        draft["circle_id"],
+        draft["channel_id"],
+        draft["author_node_id"],
+        draft["created_ts"],
+    )
+    check_display_name(draft["display_name"])
+    check_text(draft["text"])
+    return ids
+
+
+def compose_messages(
+    secret_hex: str, drafts: Sequence[Draft], *, encrypt: bool, key: IdentityKey | None = None
+) -> list[WireMessage]:
+    """Build and authenticate messages of this node, signed by ``key`` if given and they
+    are encrypted (the signature travels in ``enc``): together, in batches of at most
+    BATCH_LEAVES under one signature (signing.sign_many); InvalidMessage if a peer
+    would refuse one."""
+    # Every input is checked here and the rest is made below, so the result
+    # passes parse_message (a property test holds this) without re-parsing,
+    # which would halve the store's throughput.
+    checked = [check_draft(d) for d in drafts]
+    if not encrypt:
+        return [
+            WireMessage(
+                **ids,
+                display_name=d["display_name"],
+                text=d["text"],
+                mac=message_mac(secret_hex, **ids, display_name=d["display_name"], text=d["text"]),
+                schema_version=1,
+                enc=None,
+            )
+            for ids, d in zip(checked, drafts, strict=True)
+        ]
+    signatures = [None] * len(drafts) if key is None else sign_many(key, drafts)
+    return [
+        # The plaintext lives only in enc; a v1 peer reads it from there.
+        WireMessage(
+            **ids,
+            display_name="",
+            text="",
+            mac="",
+            schema_version=2,
+            enc=encrypt_message(
+                secret_hex,
+                **ids,
+                display_name=d["display_name"],
+                text=d["text"],
+                signature=signature,
+            ),
+        )
+        for ids, d, signature in zip(checked, drafts, signatures, strict=True)
+    ]
+
+
 def compose_message(
     secret_hex: str,
     *,
@@ -367,28 +436,17 @@ def compose_message(
     encrypt: bool,
     key: IdentityKey | None = None,
 ) -> WireMessage:
-    """Build and authenticate a message of this node, signed by ``key`` if given and the
-    message is encrypted (the signature travels in ``enc``); InvalidMessage if a peer
-    would refuse it."""
-    ids = _check_header(msg_id, circle_id, channel_id, author_node_id, created_ts)
-    check_display_name(display_name)
-    check_text(text)
-    # Every input is checked above and the rest is made here, so the result
-    # passes parse_message (a property test holds this) without re-parsing,
-    # which would halve the store's throughput.
-    if encrypt:
-        signature = (
-            None if key is None else sign_fields(key, **ids, display_name=display_name, text=text)
-        )
-        enc = encrypt_message(
-            secret_hex, **ids, display_name=display_name, text=text, signature=signature
-        )
-        # The plaintext lives only in enc; a v1 peer reads it from there.
-        return WireMessage(**ids, display_name="", text="", mac="", schema_version=2, enc=enc)
-    mac = message_mac(secret_hex, **ids, display_name=display_name, text=text)
-    return WireMessage(
-        **ids, display_name=display_name, text=text, mac=mac, schema_version=1, enc=None
+    """One message of this node: compose_messages of one (signed alone)."""
+    draft = Draft(
+        msg_id=msg_id,
+        circle_id=circle_id,
+        channel_id=channel_id,
+        author_node_id=author_node_id,
+        created_ts=created_ts,
+        display_name=display_name,
+        text=text,
     )
+    return compose_messages(secret_hex, [draft], encrypt=encrypt, key=key)[0]
 
 
 def open_message(secret_hex: str, circle_id: str, msg: WireMessage) -> Opened:

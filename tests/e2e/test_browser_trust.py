@@ -3,8 +3,8 @@
 A real relay serves the modules and a real headless Chromium computes with
 WebCrypto Ed25519. Python holds it to felund.trust: the vectors of
 tests/vectors/felund-trust-v1.json (ids, fingerprints, signed bytes,
-signatures, owner secrets), the same verdict on signed, unsigned and forged
-messages, and the role rules of the fold (SPEC-15 §3). Messages from Python
+signatures, batch roots and paths, owner secrets), the same verdict on signed,
+unsigned and forged messages, and the role rules of the fold (SPEC-15 §3). Messages from Python
 are composed here with their signature inside enc, as our nodes write them,
 and posted through the relay; what the page signs is opened and checked by
 felund.trust.
@@ -41,7 +41,7 @@ from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
-from felund.v1.wire import WIRE_KEYS, parse_message
+from felund.v1.wire import WIRE_KEYS, Draft, compose_messages, parse_message, to_wire
 from tests.e2e.test_web_app import _node as node_on_relay
 from tests.e2e.test_web_app import _node_sees as node_sees
 
@@ -380,6 +380,104 @@ def test_malformed_signatures_are_refused_and_a_signed_page_message_opens_in_pyt
     assert mine["pk"] == b64(ANA.public)
     # Exactly the v1 keys travel; a plain (MAC) message cannot carry a signature.
     assert set(got["mine"]) == set(got["plain"]) and got["plain"]["enc"] is None
+
+
+def test_batch_vectors_and_a_node_s_batch_in_the_page(page) -> None:
+    """The batch form (felund/trust/batch.py) in Chromium: the vectors' signed bytes,
+    leaves and root; a node's batch of 5 opens and verifies message by message; a changed
+    text, path or index is refused though its batch's root is verified and cached; a path
+    of 7 hashes is malformed; a leaf without a path is not a plaintext of ours."""
+    (case,) = CASES["batch"]
+    drafts = [
+        Draft(
+            msg_id=f"{i:032x}",
+            circle_id=CIRCLE,
+            channel_id="general",
+            author_node_id=ANA.node_id,
+            created_ts=NOW + i,
+            display_name="ana",
+            text=f"batch line {i}",
+        )
+        for i in range(5)
+    ]
+    wires = [to_wire(m) for m in compose_messages(SECRET, drafts, encrypt=True, key=ANA)]
+    plain = plaintext_of(SECRET, wires[2])
+    path = base64.b64decode(plain["path"])
+
+    def resealed(body: dict[str, Any]) -> dict[str, Any]:
+        m = parse_message(wires[2])
+        ad = f"{m.msg_id}|{m.circle_id}|{m.channel_id}|{m.author_node_id}|{m.created_ts}"
+        nonce = random.randbytes(12)
+        sealed = AESGCM(crypto.message_key(SECRET)).encrypt(
+            nonce, json.dumps(body).encode(), ad.encode()
+        )
+        enc = wires[2]["enc"] | {"nonce": b64(nonce), "ciphertext": b64(sealed)}
+        return wires[2] | {"enc": enc}
+
+    bad = {
+        "text": resealed(plain | {"text": "changed"}),
+        "path": resealed(plain | {"path": b64(bytes([path[0] ^ 1]) + path[1:])}),
+        "leaf": resealed(plain | {"leaf": 0}),  # leaf 2's path of 3 fits index 0 too
+        "seven": resealed(plain | {"path": b64(bytes(7 * 32))}),
+        "no_path": resealed({k: v for k, v in plain.items() if k != "path"}),
+    }
+    got = js(
+        page,
+        """
+        const verdict = async (wire) => {
+          try {
+            const m = await L.wire.openMessage(arg.secret, arg.circle, wire);
+            return await L.trust.check(m.signed, null, m);
+          } catch (e) {
+            if (!(e instanceof L.wire.InvalidMessage)) throw e;
+            return e.kind;
+          }
+        };
+        const c = arg.case;
+        const vectors = [];
+        for (const m of c.messages) {
+          const f = m.fields;
+          const fields = {msgId: f.msg_id, circleId: f.circle_id, channelId: f.channel_id,
+                          authorNodeId: f.author_node_id, createdTs: f.created_ts,
+                          displayName: f.display_name, text: f.text};
+          const data = L.trust.signingBytes(fields);
+          const leaf = L.trust.leafHash(m.leaf, data);
+          const signed = L.trust.signatureOf({pk: c.pk, sig: c.sig, leaf: m.leaf, path: m.path});
+          vectors.push({
+            hex: L.bytes.bytesToHex(data),
+            leaf: L.bytes.bytesToHex(leaf),
+            root: L.bytes.bytesToHex(L.trust.rootOf(leaf, m.leaf, signed.path)),
+            verdict: await L.trust.check(signed, null, fields),
+          });
+        }
+        const root = L.bytes.hexToBytes(c.root_hex);
+        const node = [];
+        for (const wire of arg.wires) node.push(await verdict(wire));
+        const refused = {};
+        for (const [what, wire] of Object.entries(arg.bad)) refused[what] = await verdict(wire);
+        return {vectors, batchBytes: L.bytes.bytesToHex(L.trust.batchBytes(root)), node, refused};
+        """,
+        {"case": case, "wires": wires, "bad": bad, "secret": SECRET, "circle": CIRCLE},
+    )
+    assert got["vectors"] == [
+        {
+            "hex": m["signing_bytes_hex"],
+            "leaf": m["leaf_hash_hex"],
+            "root": case["root_hex"],
+            "verdict": "verified",
+        }
+        for m in case["messages"]
+    ]
+    assert got["batchBytes"] == case["batch_bytes_hex"]
+    assert got["node"] == ["verified"] * 5 == [py_verdict(w) for w in wires]
+    assert got["refused"] == {
+        "text": "signature",
+        "path": "signature",
+        "leaf": "signature",
+        "seven": "signature",
+        "no_path": "auth",
+    }
+    assert [py_verdict(bad[k]) for k in ("text", "path", "leaf", "seven")] == ["signature"] * 4
 
 
 # --- the fold's roles (SPEC-15 §3) ------------------------------------------------------------

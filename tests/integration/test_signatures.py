@@ -1,6 +1,7 @@
 """Who said it, between real nodes: a member cannot write as another, through gossip or
 the relay; a v1 writer's messages are kept and shown unverified; a node whose id came
-before keys signs with the key added to its identity, pinned where it is first seen."""
+before keys signs with the key added to its identity, pinned where it is first seen; lines
+sent together are signed in a batch and verified one by one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from felund.testing import Node, Relay, metric_value, signed_call, wait_for, wir
 from felund.trust.identity import IdentityKey, is_derived_form
 from felund.v1 import ids
 from felund.v1.invite import decode_invite
+from felund.v1.wire import open_message, parse_message
 from tests.integration.native_member import send_frames
 
 OLDER = "0123456789abcdef01234567"  # B's id, made before keys
@@ -145,3 +147,32 @@ def test_a_member_cannot_write_as_another_through_the_relay(
             e.get("event") == "relay.pull_rejected" and e.get("reasons") == ["key_mismatch"]
             for e in node.log_events()
         )
+
+
+def test_lines_sent_together_are_signed_in_a_batch_each_verified(
+    make_node: Callable[..., Node],
+) -> None:
+    a, b, c, secret = _circle(make_node)
+    b.start()
+    a.cli("send", "--circle-id", a.circle_id, "--stdin", stdin=b"one\ntwo\nthree\n")
+    # B's older id: its key is pinned at first sight from a message of a batch.
+    b.cli("send", "--circle-id", b.circle_id, "--stdin", stdin=b"b one\nb two\n")
+    want = dict.fromkeys(("one", "two", "three", "b one", "b two"), True)
+    for node in (a, b, c):
+        wait_for(partial(_shows, node, want), timeout=60, what="both batches, verified")
+    assert c.stop() == 0
+    exported = [
+        json.loads(line) for line in c.cli("export", "--circle-id", c.circle_id).stdout.splitlines()
+    ]
+    leaves = {
+        r["text"]: open_message(secret, c.circle_id, parse_message(r["wire"])).signed
+        for r in exported
+        if r["channel_id"] == "general"
+    }
+    assert {t: s.leaf for t, s in leaves.items() if s is not None} == {
+        "one": 0,
+        "two": 1,
+        "three": 2,
+        "b one": 0,
+        "b two": 1,
+    }

@@ -29,7 +29,7 @@ FIELDS: dict[str, Any] = {
 }
 
 
-def _signed(key: identity.IdentityKey, **fields: Any) -> tuple[bytes, bytes] | None:
+def _signed(key: identity.IdentityKey, **fields: Any) -> signing.Signature | None:
     return signing.signature_of(signing.sign_fields(key, **{**FIELDS, **fields}))
 
 

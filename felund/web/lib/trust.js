@@ -1,6 +1,6 @@
 // Who said it, in the browser: the identity key, the signed bytes of a
 // message, a reader's verdict and the circle owner's proof. A port of
-// felund/trust/ (identity.py, signing.py, owner.py), held to the same bytes by
+// felund/trust/ (identity.py, signing.py, batch.py, owner.py), held to the same bytes by
 // tests/vectors/felund-trust-v1.json.
 //
 // The private key is a WebCrypto Ed25519 key made non-extractable: the page
@@ -218,23 +218,150 @@ export async function verify(pk, sig, data) {
   }
 }
 
+// --- batch signatures (felund/trust/batch.py: the tree is defined there) ---------------
+/** Messages under one batch signature at most. */
+export const BATCH_LEAVES = 64;
+/** Hashes in a path at most: log2(BATCH_LEAVES). */
+export const MAX_PATH = 6;
+const HASH_LEN = 32;
+const LEAF_CONTEXT = utf8("felund-leaf-v1");
+const NODE_CONTEXT = utf8("felund-node-v1");
+const BATCH_CONTEXT = utf8("felund-batch-v1");
+
+function u32(n) {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, n);
+  return out;
+}
+
+function bitCount(n) {
+  let count = 0;
+  for (let rest = n; rest > 0; rest >>= 1) count += rest & 1;
+  return count;
+}
+
 /**
- * The (key, signature) a plaintext carries: null if unsigned (signing.signature_of).
- * @param {object} plain the decrypted {display_name, text[, pk, sig]}
- * @returns {{pk: Uint8Array, sig: Uint8Array}|null}
+ * The leaf of the message of signing bytes `data` at `index` in its batch (batch.leaf_hash).
+ * @param {number} index
+ * @param {Uint8Array} data
+ * @returns {Uint8Array}
+ */
+export function leafHash(index, data) {
+  return sha256(concat(LEAF_CONTEXT, u32(index), data));
+}
+
+/**
+ * The bytes signed for a batch: its context, length-prefixed, and its root (batch.batch_bytes).
+ * @param {Uint8Array} root
+ * @returns {Uint8Array}
+ */
+export function batchBytes(root) {
+  return concat(u32(BATCH_CONTEXT.length), BATCH_CONTEXT, root);
+}
+
+/**
+ * Whether a leaf index and a path of so many hashes can belong to a batch (batch.path_fits).
+ * @param {number} index
+ * @param {number} hashes
+ * @returns {boolean}
+ */
+export function pathFits(index, hashes) {
+  return (
+    Number.isInteger(index) && index >= 0 && index < BATCH_LEAVES &&
+    hashes > 0 && bitCount(index) <= hashes && hashes <= MAX_PATH
+  );
+}
+
+/**
+ * The root a leaf at `index` reaches by `path` (batch.root_of): at level k, bit k of
+ * the index set means a left sibling; the lowest (hashes - popcount) zero bits a right
+ * one; the other zero bits a promotion.
+ * @param {Uint8Array} leaf
+ * @param {number} index
+ * @param {Uint8Array} path of a shape pathFits admits
+ * @returns {Uint8Array}
+ */
+export function rootOf(leaf, index, path) {
+  let rights = path.length / HASH_LEN - bitCount(index);
+  let node = leaf;
+  // Bounded whatever the shape: one that pathFits admits is used up below level 6.
+  for (let used = 0, level = 0; used < path.length && level < MAX_PATH; level++) {
+    const sibling = path.subarray(used, used + HASH_LEN);
+    if ((index >> level) & 1) {
+      node = sha256(concat(NODE_CONTEXT, sibling, node));
+      used += HASH_LEN;
+    } else if (rights > 0) {
+      node = sha256(concat(NODE_CONTEXT, node, sibling));
+      used += HASH_LEN;
+      rights--;
+    }
+  }
+  return node;
+}
+
+// Verified batch roots, as felund/trust/signing.py keeps them: a batch's other
+// messages reach the same root, so one verify serves them all. Bounded, oldest out.
+const verifiedRoots = new Map();
+const MAX_VERIFIED_ROOTS = 4096;
+
+async function rootSigned(pk, sig, root) {
+  const id = `${b64encode(pk)} ${b64encode(sig)} ${bytesToHex(root)}`;
+  if (verifiedRoots.has(id)) {
+    verifiedRoots.delete(id); // refreshed: the newest stays longest
+    verifiedRoots.set(id, true);
+    return true;
+  }
+  const ok = await verify(pk, sig, batchBytes(root));
+  if (ok) {
+    if (verifiedRoots.size >= MAX_VERIFIED_ROOTS) verifiedRoots.delete(verifiedRoots.keys().next().value);
+    verifiedRoots.set(id, true);
+  }
+  return ok;
+}
+
+// A path's std base64 length for each count of hashes it may hold.
+const PATH_HASHES = new Map(
+  Array.from({ length: MAX_PATH }, (_, i) => [4 * Math.ceil(((i + 1) * HASH_LEN) / 3), i + 1]),
+);
+
+function pathOf(text) {
+  const hashes = typeof text === "string" ? PATH_HASHES.get(text.length) : undefined;
+  return hashes === undefined ? null : unb64(text, hashes * HASH_LEN);
+}
+
+/**
+ * The signature a plaintext carries: null if unsigned (signing.signature_of). In the
+ * batch form it has the leaf index and the path; in the single form these are null.
+ * @param {object} plain the decrypted {display_name, text[, pk, sig[, leaf, path]]}
+ * @returns {{pk: Uint8Array, sig: Uint8Array, leaf: number|null, path: Uint8Array|null}|null}
  * @throws {InvalidMessage} kind "signature" if malformed
  */
 export function signatureOf(plain) {
   // Absent or null alike, as Python's dict.get reads them.
-  const pkText = Object.hasOwn(plain, "pk") ? plain.pk : null;
-  const sigText = Object.hasOwn(plain, "sig") ? plain.sig : null;
-  if (pkText === null && sigText === null) return null;
+  const field = (key) => (Object.hasOwn(plain, key) ? plain[key] : null);
+  const pkText = field("pk");
+  const sigText = field("sig");
+  if (pkText === null && sigText === null && field("leaf") === null && field("path") === null) {
+    return null;
+  }
   const pk = unb64(pkText, PUBLIC_KEY_LEN);
   const sig = unb64(sigText, SIGNATURE_LEN);
   if (pk === null || sig === null) {
     throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
   }
-  return { pk, sig };
+  if (!Object.hasOwn(plain, "leaf") && !Object.hasOwn(plain, "path")) {
+    return { pk, sig, leaf: null, path: null };
+  }
+  const leaf = plain.leaf;
+  const path = pathOf(plain.path);
+  // typeof: pyjson reads a float as a PyFloat and true as a boolean; neither is an index.
+  if (path === null || typeof leaf !== "number" || !pathFits(leaf, path.length / HASH_LEN)) {
+    throw new InvalidMessage(
+      "signature",
+      `leaf and path must be an index below ${BATCH_LEAVES} and 1 to ${MAX_PATH} base64 hashes that fit it`,
+    );
+  }
+  return { pk, sig, leaf, path };
 }
 
 const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -243,8 +370,9 @@ const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i
  * Decide on a message's signature (signing.check). An id of the derived form is
  * signed for only by the key it derives from; an older id by the key pinned for
  * it in this circle (`pinned`) or, at first sight (null), by the key it carries,
- * which the caller then pins.
- * @param {{pk: Uint8Array, sig: Uint8Array}|null} signed
+ * which the caller then pins. A message of a batch is signed if its leaf and path
+ * reach a root that its key signed (verified once, then cached).
+ * @param {{pk: Uint8Array, sig: Uint8Array, leaf?: number|null, path?: Uint8Array|null}|null} signed
  * @param {Uint8Array|null} pinned
  * @param {SignedFields} fields
  * @returns {Promise<string>} a Verdict
@@ -252,12 +380,17 @@ const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i
  */
 export async function check(signed, pinned, fields) {
   if (signed === null) return Verdict.UNSIGNED;
-  const { pk, sig } = signed;
+  const { pk, sig, leaf = null, path = null } = signed;
   const derived = nodeIdOf(pk) === fields.authorNodeId;
   if (!derived && (isDerivedForm(fields.authorNodeId) || (pinned !== null && !sameBytes(pinned, pk)))) {
     throw new InvalidMessage("key_mismatch", "signed by another key than its author's");
   }
-  if (!(await verify(pk, sig, signingBytes(fields)))) {
+  const data = signingBytes(fields);
+  const ok =
+    leaf === null
+      ? await verify(pk, sig, data)
+      : await rootSigned(pk, sig, rootOf(leafHash(leaf, data), leaf, path));
+  if (!ok) {
     throw new InvalidMessage("signature", "signature does not verify");
   }
   return derived || pinned !== null ? Verdict.VERIFIED : Verdict.FIRST_SIGHT;

@@ -28,7 +28,9 @@ const TAG_LEN = 16;
 // and the author's key and signature a node of ours adds (felund.trust.signing).
 const MAX_PLAINTEXT =
   '{"display_name":"","text":""}'.length + 12 * 64 + 4 * 8000 + 2 * 16000 +
-  ',"pk":"","sig":""'.length + 44 + 88;
+  ',"pk":"","sig":""'.length + 44 + 88 +
+  // and a batch's leaf index and longest path (felund.trust.batch: 63, six hashes).
+  ',"leaf":,"path":""'.length + 2 + 256;
 const MAX_CIPHERTEXT_CHARS = 4 * Math.ceil((MAX_PLAINTEXT + TAG_LEN) / 3);
 const NONCE_B64_CHARS = 4 * Math.ceil(NONCE_LEN / 3);
 
@@ -227,8 +229,9 @@ export function parseMessage(obj) {
  * @property {string} displayName
  * @property {number} createdTs
  * @property {string} text
- * @property {{pk: Uint8Array, sig: Uint8Array}|null} signed the author's signature from
- *   the enc plaintext (null: unsigned), not yet checked: trust.check decides on it
+ * @property {{pk: Uint8Array, sig: Uint8Array, leaf: number|null, path: Uint8Array|null}|null}
+ *   signed the author's signature from the enc plaintext (null: unsigned; leaf and path
+ *   in the batch form), not yet checked: trust.check decides on it
  * @property {WireMessage} wire the message as it travels (keeps its mac or enc)
  */
 
@@ -401,9 +404,12 @@ async function decryptFields(secretHex, msg) {
     if (e instanceof JsonError || e instanceof TypeError) throw new InvalidMessage("auth", "enc");
     throw e;
   }
-  // v1's two keys, or those and the author's pk and sig (read, not yet checked, here).
+  // v1's two keys, or those and the author's pk and sig, alone or with a batch's leaf and
+  // path (read, not yet checked, here).
   const keys = isObject(obj) ? Object.keys(obj) : [];
-  const signed = keys.length === 4 && has(obj, "pk") && has(obj, "sig");
+  const withSig = has(obj, "pk") && has(obj, "sig");
+  const batched = keys.length === 6 && withSig && has(obj, "leaf") && has(obj, "path");
+  const signed = (keys.length === 4 && withSig) || batched;
   if ((keys.length !== 2 && !signed) || !has(obj, "display_name") || !has(obj, "text")) {
     throw new InvalidMessage("auth", "enc");
   }
@@ -412,7 +418,7 @@ async function decryptFields(secretHex, msg) {
   }
   if (!signed) return [obj.display_name, obj.text, null];
   const pair = signatureOf(obj); // trust.check decides on it
-  // Both null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
+  // All null: a signature claimed and not given (felund/v1/crypto.py decrypt_message).
   if (pair === null) {
     throw new InvalidMessage("signature", "pk and sig must be a 32- and a 64-byte base64 pair");
   }
