@@ -38,7 +38,7 @@ from felund.testing import (
 from felund.testing.vectors import trust_cases
 from felund.trust import identity, owner, signing
 from felund.trust.identity import IdentityKey
-from felund.v1 import chatmodel, crypto, ids
+from felund.v1 import chatmodel, crypto, events, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, Draft, compose_messages, parse_message, to_wire
@@ -753,29 +753,67 @@ def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None
     assert any(r["summary"]["moderators"] for r in got)
 
 
+def _py_derive(evs: list[dict[str, Any]], secret: str) -> chatmodel.CircleState:
+    """What the Python fold makes of events as the page's store holds them."""
+    return chatmodel.derive(
+        [
+            chatmodel.ControlEvent(
+                e["msgId"],
+                e["authorNodeId"],
+                e["createdTs"],
+                e["text"],
+                signer=None if e["signer"] is None else base64.b64decode(e["signer"]),
+            )
+            for e in evs
+        ],
+        "",
+        NOW + 60,
+        secret=secret,
+    )
+
+
 def test_the_page_folds_as_the_python_node(page) -> None:
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
     cases += _random_signed_sequences(30)
     got = _derive_in_page(page, cases)
-    for (events, secret), result in zip(cases, got, strict=True):
-        state = chatmodel.derive(
-            [
-                chatmodel.ControlEvent(
-                    e["msgId"],
-                    e["authorNodeId"],
-                    e["createdTs"],
-                    e["text"],
-                    signer=None if e["signer"] is None else base64.b64decode(e["signer"]),
-                )
-                for e in events
-            ],
-            "",
-            NOW + 60,
-            secret=secret,
-        )
+    for (evs, secret), result in zip(cases, got, strict=True):
+        state = _py_derive(evs, secret)
         assert result["summary"] == state.summary()
         assert result["rejected"] == dict(sorted(state.rejected.items()))
         assert result["refused"] == dict(sorted(state.refused.items()))
+
+
+def test_the_page_keeps_what_a_demotion_takes_as_the_python_node(page) -> None:
+    """keptByOwner (lib/chatmodel.js) writes what felund.v1.events.kept_by_owner writes: for
+    bob demoted in the role events, and each moderator of random mixes demoted in turn."""
+    pairs = [(_role_events(), _demoted())]
+    for evs, secret in _random_signed_sequences(30):
+        if secret != OWNED:
+            continue
+        for target in _py_derive(evs, secret).moderators:
+            revoke = events.role_event(target, "member")
+            pairs.append((evs, [*evs, ev(2000, ANA.node_id, ANA, 9, revoke)]))
+    got = js(
+        page,
+        """
+        const C = L.chatmodel;
+        return arg.pairs.map(([before, after]) => C.keptByOwner(
+          C.derive(before, "", arg.now, arg.secret), C.derive(after, "", arg.now, arg.secret),
+          "", arg.owner));
+        """,
+        {"pairs": pairs, "now": NOW + 60, "secret": OWNED, "owner": ANA.node_id},
+    )
+    want = [
+        events.kept_by_owner(_py_derive(b, OWNED), _py_derive(a, OWNED), "", ANA.node_id)
+        for b, a in pairs
+    ]
+    assert got == want
+    # Bob let dan into vip and named the circle: both are kept by the owner.
+    assert want[0] == [
+        events.channel_event("approve", "", "vip", ANA.node_id, target=DAN.node_id),
+        events.circle_name_event("", "bob's"),
+    ]
+    assert len(pairs) > 3 and any(w for w in want[1:])
 
 
 # --- a page syncing a circle through a real relay ---------------------------------------------

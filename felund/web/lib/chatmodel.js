@@ -556,6 +556,47 @@ export function circleNameEvent(circleId, name) {
   return { t: "CIRCLE_NAME_EVT", circle_id: circleId, name };
 }
 
+// What the owner makes someone (ROLE_EVT grants or revokes the one role there is).
+export const GIVEN_ROLES = Object.freeze(["moderator", "member"]);
+
+/**
+ * The owner makes target a "moderator", or a plain "member" again (felund/v1/events.py role_event).
+ * @param {string} target
+ * @param {string} role
+ * @returns {object}
+ * @throws {Error} with the same text as Python's ValueError
+ */
+export function roleEvent(target, role) {
+  if (!GIVEN_ROLES.includes(role)) throw new Error(`a role is ${GIVEN_ROLES.join(" or ")}`);
+  const op = role === "moderator" ? "grant" : "revoke";
+  return { op, role: "moderator", t: "ROLE_EVT", target_node_id: target };
+}
+
+/**
+ * What the owner writes with a demotion so that nobody loses by surprise what
+ * `after` (the state with it) takes away from `before`: an approve of each
+ * member who stood in a channel only through the demoted one's approvals, and
+ * the circle's name if only that one had set it (felund/v1/events.py kept_by_owner).
+ * @param {CircleState} before
+ * @param {CircleState} after
+ * @param {string} circleId
+ * @param {string} owner
+ * @returns {object[]}
+ */
+export function keptByOwner(before, after, circleId, owner) {
+  const kept = [];
+  for (const cid of [...before.channels.keys()].sort(cmpCodePoints)) {
+    const now = after.channels.get(cid);
+    if (now === undefined) continue; // a demotion makes and unmakes no channel
+    const lost = [...before.channels.get(cid).members].filter((m) => !now.members.has(m));
+    for (const target of lost.sort(cmpCodePoints)) {
+      kept.push(channelEvent("approve", circleId, cid, owner, { target }));
+    }
+  }
+  if (before.name && after.name !== before.name) kept.push(circleNameEvent(circleId, before.name));
+  return kept;
+}
+
 /** The event as written at createdTs: a CHANNEL_EVT says its date (v1 reads it there). */
 export function dated(event, createdTs) {
   return event.t === "CHANNEL_EVT" ? { ...event, created_ts: createdTs } : event;

@@ -5,7 +5,7 @@
 import { UNVERIFIED_MEANING, UserError } from "./state.js";
 import { InviteError } from "../lib/invite.js";
 import { checkText, DEFAULT_CHANNEL, MAX_TEXT } from "../lib/wire.js";
-import { channelName } from "../lib/chatmodel.js";
+import { GIVEN_ROLES, channelName } from "../lib/chatmodel.js";
 import { fullTime } from "./dom.js";
 
 // [usage, what it does]; the help overlay and Tab completion read this list.
@@ -24,6 +24,7 @@ export const COMMANDS = [
   ["/channel request NAME", "ask to join an invite-only channel"],
   ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
   ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified)"],
+  ["/role moderator|member PERSON", "the circle's owner makes someone a moderator, or a member again"],
   ["/name NEW-NAME", "your display name, in every circle"],
   ["/settings", "display name and relay URL (F3)"],
 ];
@@ -48,6 +49,7 @@ export const COMMAND_WORDS = [...new Set(COMMANDS.map(([u]) => u.split(" ")[0]))
 export const SUBCOMMANDS = {
   "/circle": ["create", "name", "leave"],
   "/channel": ["create", "join", "switch", "request", "approve"],
+  "/role": GIVEN_ROLES,
 };
 
 /** A display or circle name the nodes accept too (felund/chatmodel.py _good_name); throws UserError. */
@@ -183,6 +185,13 @@ export async function runLine(line, app) {
         state.notice(`${mark}${p.displayName}  ${p.nodeId.slice(0, 8)}  ${p.role}  last seen ${seen}`);
       }
       if (people.some((p) => !p.verified)) state.notice(UNVERIFIED_MEANING);
+      return;
+    }
+    case "/role": {
+      const who = line.trim().replace(/^\S+\s+\S+\s*/, ""); // a name may hold spaces
+      if (!GIVEN_ROLES.includes(rest[0]) || !who) throw new UserError("usage: /role moderator|member PERSON");
+      await state.setRole(who, rest[0]);
+      state.notice(`${who} is now a ${rest[0]}`);
       return;
     }
     case "/name":

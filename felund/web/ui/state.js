@@ -11,8 +11,10 @@ import {
   dated,
   derive,
   eventText,
+  keptByOwner,
   renameEvent,
   resolvePerson,
+  roleEvent,
   whoCan,
   writerProblem,
 } from "../lib/chatmodel.js";
@@ -581,6 +583,25 @@ export class AppState extends EventTarget {
     const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
     const target = built(() => resolvePerson(people, who));
     await this.control(view, this.channelEvent(view, "approve", channelId, { target }));
+  }
+
+  /**
+   * The owner makes someone a "moderator" or a "member" again, as `felund role`.
+   * A demotion also approves again whom only the demoted one let into a
+   * channel, and restores the circle's name if only they set it
+   * (keptByOwner, as the node's store does), so nobody loses access by surprise.
+   */
+  async setRole(who, role) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
+    const target = built(() => resolvePerson(people, who));
+    const before = view.model;
+    await this.control(view, built(() => roleEvent(target, role)));
+    if (role !== "member") return;
+    for (const kept of keptByOwner(before, view.model, view.id, this.identity.nodeId)) {
+      await this.control(view, kept);
+    }
   }
 
   /** The people's names as /who shows them: Map node id -> latest name. */
