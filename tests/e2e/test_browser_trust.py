@@ -1226,6 +1226,15 @@ def test_an_older_browser_identity_keeps_its_id(
     peer.no_errors()
 
 
+def _channel_event(
+    secret: str, key: IdentityKey, name: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """A CHANNEL_EVT of ``key``'s node in the circle of ``secret``, signed, as a node writes it."""
+    chan = {"t": "CHANNEL_EVT", "circle_id": ids.circle_id(secret), "actor_node_id": key.node_id}
+    text = event_text(chan | body)
+    return signed_wire(key, key.node_id, text, secret=secret, channel="__control", name=name)
+
+
 def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     open_peer, make_node, web_relay: Relay
 ) -> None:
@@ -1249,18 +1258,14 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     wendy = web.line("hello from Wendy").locator(".name").get_attribute("title") or ""
 
     # Cal asks; Dan (a plain member) approves Wendy by hand, signed: nothing, on any side.
-    chan = {"t": "CHANNEL_EVT", "circle_id": circle}
-
-    def control(key: IdentityKey, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        text = event_text(chan | body | {"actor_node_id": key.node_id})
-        return signed_wire(key, key.node_id, text, secret=secret, channel="__control", name=name)
-
     _post(
         web_relay,
         secret,
         [
-            control(DAN, "Dan", {"op": "approve", "channel_id": "vip", "target_node_id": wendy}),
-            control(CAL, "Cal", {"op": "request", "channel_id": "vip"}),
+            _channel_event(
+                secret, DAN, "Dan", {"op": "approve", "channel_id": "vip", "target_node_id": wendy}
+            ),
+            _channel_event(secret, CAL, "Cal", {"op": "request", "channel_id": "vip"}),
             signed_wire(CAL, CAL.node_id, "Cal was here", secret=secret, name="Cal"),
         ],
     )
@@ -1299,3 +1304,121 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     web.lists("/channels", "#vip  invite, 3 members")
     assert {CAL.node_id, wendy} <= vip_on_node()
     web.no_errors()
+
+
+def test_the_owner_in_the_browser_names_and_demotes_a_node_moderator(
+    open_peer, make_node, web_relay: Relay
+) -> None:
+    """The page owns its circle and makes a real node a moderator, then a member again (/role):
+    the node's members list follows; whom the node let into a channel stays, on the node and
+    in the page, and so does the circle name it set (the page, as owner, writes them again).
+    /role from a member's page is refused with the sentence saying who can, and a person
+    named by nobody's name is an error: neither writes anything."""
+    web = open_peer()
+    web.create("Ann", "club")
+    code = web.invite_code()
+    secret = decode_invite(code).secret
+    circle = ids.circle_id(secret)
+    web.say("Ann here")
+    ann = web.line("Ann here").locator(".name").get_attribute("title") or ""
+    node = node_on_relay(make_node, "nodey", web_relay)
+    node.circle_id = node.cli("join", "--code", code).stdout.strip()
+    assert node.circle_id == circle
+    node.start()
+    node_id = node.status()["node_id"]
+    node.cli("send", "--circle-id", circle, "nodey here")
+    web.sees("nodey here")
+    # Cal made an invite channel #vip; Dan asks to join it (signed, from Python).
+    _post(
+        web_relay,
+        secret,
+        [
+            _channel_event(
+                secret, CAL, "Cal", {"op": "create", "channel_id": "vip", "access_mode": "invite"}
+            ),
+            _channel_event(secret, DAN, "Dan", {"op": "request", "channel_id": "vip"}),
+            signed_wire(DAN, DAN.node_id, "Dan asks for #vip", secret=secret, name="Dan"),
+        ],
+    )
+    web.sees("Dan asks for #vip")
+    notices = web.page.locator("#messages .notice-text")
+    errors = web.page.locator("#messages .notice-error .notice-text")
+
+    def roles_on_node() -> dict[str, str]:
+        return {p["node_id"]: p["role"] for p in node.json("members", "--circle-id", circle)}
+
+    def vip_on_node() -> set[str]:
+        listed = {c["channel_id"]: c for c in node.json("channels", "--circle-id", circle)}
+        return set(listed["vip"]["members"]) if "vip" in listed else set()
+
+    def written_by_the_page(*kinds: str) -> list[dict[str, Any]]:
+        return [
+            e["body"]
+            for e in _control(web_relay, secret)
+            if e["authorNodeId"] == ann and e["body"]["t"] in kinds
+        ]
+
+    web.page.keyboard.press("F1")
+    expect(web.page.locator("#dlg-help")).to_contain_text("/role moderator|member PERSON")
+    web.page.keyboard.press("Escape")
+
+    web.type("/role moderator nodey")
+    expect(notices.last).to_have_text("nodey is now a moderator", timeout=T)
+    wait_for(
+        lambda: roles_on_node().get(node_id) == "moderator", timeout=30, what="nodey a moderator"
+    )
+    granted = [events.role_event(node_id, "moderator")]
+    assert written_by_the_page("ROLE_EVT") == granted
+
+    # A name that is nobody's: an error, nothing written.
+    web.type("/role member nobody-here")
+    expect(errors.last).to_have_text(
+        'no one in this circle is "nobody-here" (by node id, its start, or name)', timeout=T
+    )
+
+    # A member's page: refused before anything is written, saying who can.
+    bob = open_peer()
+    bob.join("Bob", code)
+    bob.sees("nodey here")
+    bob.type("/role member nodey")
+    expect(bob.page.locator("#messages .notice-error .notice-text").last).to_have_text(
+        "only the circle's owner (Ann) can name moderators", timeout=T
+    )
+    web.say("after the refusals")  # what the page wrote before is at the relay by now
+    bob.say("Bob tried")
+    web.sees("Bob tried")
+    # Neither the refused nor the unresolved /role wrote anything, on either page.
+    roles = [(e["authorNodeId"], e["body"]) for e in _control(web_relay, secret)]
+    assert [(a, b) for a, b in roles if b["t"] == "ROLE_EVT"] == [(ann, granted[0])]
+
+    # The node, a moderator, lets Dan into #vip and names the circle.
+    node.cli("channel", "approve", "vip", "--node", DAN.node_id, "--circle-id", circle)
+    node.cli("circle", "name", "nodey's club", "--circle-id", circle)
+    expect(web.page.locator("#hdr-circle")).to_have_text("nodey's club", timeout=T)
+    dan = re.compile(rf"^Dan  {DAN.node_id[:8]}  member  ")
+    web.lists("/who vip", dan)
+    assert DAN.node_id in vip_on_node()
+    listed = notices.filter(has_text=dan).count()
+
+    # Demoted: Dan stays in #vip and the name stays: the page approves and names again.
+    web.type("/role member nodey")
+    expect(notices.last).to_have_text("nodey is now a member", timeout=T)
+    web.type("/who vip")
+    expect(notices.filter(has_text=dan)).to_have_count(listed + 1, timeout=T)
+    expect(web.page.locator("#hdr-circle")).to_have_text("nodey's club")
+    assert written_by_the_page("ROLE_EVT") == [*granted, events.role_event(node_id, "member")]
+    approves = [e for e in written_by_the_page("CHANNEL_EVT") if e["op"] == "approve"]
+    assert [(e["channel_id"], e["target_node_id"]) for e in approves] == [("vip", DAN.node_id)]
+    assert written_by_the_page("CIRCLE_NAME_EVT")[-1]["name"] == "nodey's club"
+    wait_for(
+        lambda: (
+            roles_on_node().get(node_id) == "member"
+            and DAN.node_id in vip_on_node()
+            and [c["name"] for c in node.json("circles") if c["circle_id"] == circle]
+            == ["nodey's club"]
+        ),
+        timeout=30,
+        what="nodey a member on the node, Dan still in #vip, the name kept",
+    )
+    web.no_errors()
+    bob.no_errors()
