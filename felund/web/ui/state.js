@@ -575,13 +575,12 @@ export class AppState extends EventTarget {
     await this.control(view, this.channelEvent(view, "request", channelId));
   }
 
-  /** Let someone into an invite channel: by node id, its start, or name, as the node resolves them. */
+  /** Let someone into an invite channel. */
   async approve(channelId, who) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (!view.model.channels.has(channelId)) throw new UserError(`there is no channel #${channelId}`);
-    const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
-    const target = built(() => resolvePerson(people, who));
+    const target = this.person(view, who);
     await this.control(view, this.channelEvent(view, "approve", channelId, { target }));
   }
 
@@ -594,14 +593,19 @@ export class AppState extends EventTarget {
   async setRole(who, role) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
-    const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
-    const target = built(() => resolvePerson(people, who));
+    const target = this.person(view, who);
     const before = view.model;
     await this.control(view, built(() => roleEvent(target, role)));
     if (role !== "member") return;
     for (const kept of keptByOwner(before, view.model, view.id, this.identity.nodeId)) {
       await this.control(view, kept);
     }
+  }
+
+  /** The node `who` names in a circle: by node id, its start, or name, as the node resolves them. */
+  person(view, who) {
+    const people = this.people(view).map((p) => [p.nodeId, p.displayName]);
+    return built(() => resolvePerson(people, who));
   }
 
   /** The people's names as /who shows them: Map node id -> latest name. */
