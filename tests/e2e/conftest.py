@@ -47,6 +47,29 @@ def browser() -> Iterator[Browser]:
         yield chromium
 
 
+@pytest.fixture(scope="module")
+def lib_page(browser: Browser, web_relay: Relay) -> Iterator[Page]:
+    """A page of the relay's origin that is not the app: for the web lib's modules alone."""
+    context = browser.new_context()
+    context.set_default_timeout(T)
+    errors: list[str] = []
+    pg = context.new_page()
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(f"{web_relay.url}/v1/health")
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def in_page(page: Page, modules: tuple[str, ...], body: str, arg: Any = None) -> Any:
+    """Run ``body`` (an async function body with ``modules`` of felund/web/lib in ``L``,
+    and ``arg``) in ``page``."""
+    prelude = "const L = {};\n" + "".join(
+        f"L.{name} = await import('/lib/{name}.js');\n" for name in modules
+    )
+    return page.evaluate(f"async (arg) => {{\n{prelude}{body}\n}}", arg)
+
+
 @pytest.fixture
 def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Open a URL in a fresh browser context (its own IndexedDB): ``new_page(url)``.

@@ -18,7 +18,6 @@ import itertools
 import json
 import random
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,6 +41,7 @@ from felund.v1 import chatmodel, crypto, events, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, Draft, compose_messages, parse_message, to_wire
+from tests.e2e.conftest import in_page
 from tests.e2e.test_web_app import _node as node_on_relay
 from tests.e2e.test_web_app import _node_sees as node_sees
 
@@ -52,9 +52,6 @@ pytestmark = pytest.mark.slow
 
 CASES = trust_cases()
 MODULES = ("bytes", "ids", "wire", "trust", "chatmodel")
-PRELUDE = "const L = {};\n" + "".join(
-    f"L.{name} = await import('/lib/{name}.js');\n" for name in MODULES
-)
 SECRET = "3c" * 32
 CIRCLE = ids.circle_id(SECRET)
 NOW = 1_780_000_000
@@ -76,22 +73,14 @@ OLD_ID = "0123456789abcdef01234567"  # no mark: an older id, pinned at first sig
 
 
 @pytest.fixture(scope="module")
-def page(browser, web_relay: Relay) -> Iterator[Any]:
-    """A page of the relay's origin that is not the app: the modules alone."""
-    context = browser.new_context()
-    context.set_default_timeout(T)
-    errors: list[str] = []
-    pg = context.new_page()
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"{web_relay.url}/v1/health")
-    yield pg
-    context.close()
-    assert not errors, errors
+def page(lib_page: Any) -> Any:
+    """The modules' page of the tier (conftest), under the name these tests use."""
+    return lib_page
 
 
 def js(page: Any, body: str, arg: Any = None) -> Any:
     """Run ``body`` (an async function body with the modules in ``L`` and ``arg``) in the page."""
-    return page.evaluate(f"async (arg) => {{\n{PRELUDE}{body}\n}}", arg)
+    return in_page(page, MODULES, body, arg)
 
 
 def b64(raw: bytes) -> str:

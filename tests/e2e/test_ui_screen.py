@@ -122,7 +122,8 @@ def test_typed_message_is_shown_and_stored_once(shared: Node, attach: Attach) ->
     assert "typed in the ui" not in input_line(tmux.capture())
 
 
-def test_message_from_another_node_arrives_while_typing(make_node, attach: Attach) -> None:
+def alice_and_bob(make_node) -> tuple[Node, Node]:
+    """Nodes alice (a) and bob (b), running, in a circle alice made."""
     a = make_node("a", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
     b = make_node("b", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
     a.cli("init", "--bind", "127.0.0.1", "--name", "alice")
@@ -131,6 +132,11 @@ def test_message_from_another_node_arrives_while_typing(make_node, attach: Attac
     a.circle_id = b.circle_id = b.cli("join", "--code", code).stdout.strip()
     a.start()
     b.start()
+    return a, b
+
+
+def test_message_from_another_node_arrives_while_typing(make_node, attach: Attach) -> None:
+    a, b = alice_and_bob(make_node)
     tmux = attach(a)
     tmux.send_keys("half a li", literal=True)
     tmux.wait_until(lambda s: "half a li" in input_line(s), what="the half line")
@@ -313,14 +319,7 @@ def exited(pid: int) -> bool:
 
 
 def test_a_blocked_nodes_messages_leave_the_screen_and_come_back(make_node, attach: Attach) -> None:
-    a = make_node("a", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
-    b = make_node("b", FELUND_GOSSIP_ROUND_INTERVAL_S="0.5")
-    a.cli("init", "--bind", "127.0.0.1", "--name", "alice")
-    b.cli("init", "--bind", "127.0.0.1", "--name", "bob")
-    code = a.cli("invite").stdout.strip()
-    a.circle_id = b.circle_id = b.cli("join", "--code", code).stdout.strip()
-    a.start()
-    b.start()
+    a, b = alice_and_bob(make_node)
     tmux = attach(a)
     b.cli("send", "--circle-id", b.circle_id, "bob before")
     tmux.wait_for_text("bob before", timeout=20)  # the path is live

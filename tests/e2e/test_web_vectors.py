@@ -15,7 +15,6 @@ import hashlib
 import json
 import random
 import string
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,35 +26,25 @@ from felund.v1 import chatmodel, crypto, events
 from felund.v1.chatmodel import ControlEvent, derive, event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import WIRE_KEYS, compose_message, open_message, parse_message, to_wire
+from tests.e2e.conftest import in_page
 from tests.unit.test_vectors import CASES
 
 pytestmark = pytest.mark.slow
 
 MODULES = ("bytes", "pyjson", "crypto", "sha256", "ids", "invite", "wire", "chatmodel")
-PRELUDE = "const L = {};\n" + "".join(
-    f"L.{name} = await import('/lib/{name}.js');\n" for name in MODULES
-)
 SECRET = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 CIRCLE = "630dcd2966c4336691125448"
 
 
 @pytest.fixture(scope="module")
-def page(browser, web_relay: Relay) -> Iterator[Any]:
-    """A page of the relay's origin that is not the app: the modules alone."""
-    context = browser.new_context()
-    context.set_default_timeout(20_000)
-    errors: list[str] = []
-    pg = context.new_page()
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"{web_relay.url}/v1/health")
-    yield pg
-    context.close()
-    assert not errors, errors
+def page(lib_page: Any) -> Any:
+    """The modules' page of the tier (conftest), under the name these tests use."""
+    return lib_page
 
 
 def js(page: Any, body: str, arg: Any = None) -> Any:
     """Run ``body`` (an async function body with the modules in ``L`` and ``arg``) in the page."""
-    return page.evaluate(f"async (arg) => {{\n{PRELUDE}{body}\n}}", arg)
+    return in_page(page, MODULES, body, arg)
 
 
 def test_every_vector_group_is_checked_in_the_browser() -> None:
