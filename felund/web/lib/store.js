@@ -3,27 +3,38 @@
 // secrets), messages (opened, with their wire form so they can be served on,
 // and whether their author's signature verified), the keys pinned for older
 // node ids, the outbox of sent-but-unacknowledged messages, relay cursors and
-// settings. One database per name (tests use
-// their own names, or their own browser contexts).
+// settings, the epoch secrets held (issue 16: the root secret stays in
+// circles; each later epoch's in epochs) and the messages sealed under an epoch
+// not held yet (their wire form only: shown nowhere until the secret arrives).
+// One database per name (tests use their own names, or their own browser contexts).
 //
 // Each message stored gets the next arrival number (seq), like a node's
 // store_seq, and messages read back in (createdTs, seq) order: the order of
 // every felund screen (created_ts, then arrival, msg_id only breaking ties).
 
-const VERSION = 2; // 2: the pinned keys (messages stored by 1 read as unverified)
+const VERSION = 3; // 2: the pinned keys (messages stored by 1 read as unverified); 3: epochs, sealed
 const KV = "kv"; // identity and settings
 const CIRCLES = "circles"; // keyPath circleId
 const MESSAGES = "messages"; // keyPath [circleId, msgId]; index byTime
 const OUTBOX = "outbox"; // keyPath msgId; index byCircle
 const CURSORS = "cursors"; // keyPath circleId
 const KEYS = "keys"; // keyPath [circleId, nodeId]: the key pinned for an older id, at first sight
+const EPOCHS = "epochs"; // keyPath [circleId, epochId]: {n, secret} of an epoch > 0 held here
+const SEALED = "sealed"; // keyPath [circleId, msgId]; index byKey [circleId, keyId]
 const SEQ = "seq"; // kv key: the last arrival number given
+/** The sealed rows a circle keeps at most (SPEC-16 §3); beyond, rejected "sealed_full". */
+export const MAX_SEALED = 50_000;
 
 function req(request) {
   return new Promise((resolve, reject) => {
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
+}
+
+/** Every key [circleId, anything] of a store keyed by [circleId, id]. */
+function ofCircle(circleId) {
+  return IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]);
 }
 
 function done(tx) {
@@ -144,11 +155,10 @@ export class Store {
    * @param {string} circleId
    */
   async deleteCircle(circleId) {
-    const tx = this._tx([CIRCLES, MESSAGES, OUTBOX, CURSORS, KEYS], "readwrite");
+    const tx = this._tx([CIRCLES, MESSAGES, OUTBOX, CURSORS, KEYS, EPOCHS, SEALED], "readwrite");
     tx.objectStore(CIRCLES).delete(circleId);
     tx.objectStore(CURSORS).delete(circleId);
-    tx.objectStore(KEYS).delete(IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]));
-    tx.objectStore(MESSAGES).delete(IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]));
+    for (const name of [KEYS, MESSAGES, EPOCHS, SEALED]) tx.objectStore(name).delete(ofCircle(circleId));
     const outbox = tx.objectStore(OUTBOX).index("byCircle");
     outbox.openKeyCursor(IDBKeyRange.only(circleId)).onsuccess = (e) => {
       const cursor = e.target.result;
@@ -177,8 +187,7 @@ export class Store {
    * @returns {Promise<Map<string, string>>}
    */
   async pins(circleId) {
-    const range = IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]);
-    const rows = await req(this._tx([KEYS]).objectStore(KEYS).getAll(range));
+    const rows = await req(this._tx([KEYS]).objectStore(KEYS).getAll(ofCircle(circleId)));
     return new Map(rows.map((r) => [r.nodeId, r.pk]));
   }
 
@@ -278,6 +287,89 @@ export class Store {
   }
 
   /**
+   * The epoch secrets held for a circle beyond its root (circles.secret), newest (highest n) first.
+   * @param {string} circleId
+   * @returns {Promise<Array<{circleId: string, epochId: string, n: number, secret: string}>>}
+   */
+  async epochs(circleId) {
+    const rows = await req(this._tx([EPOCHS]).objectStore(EPOCHS).getAll(ofCircle(circleId)));
+    return rows.sort((a, b) => b.n - a.n || (a.epochId < b.epochId ? -1 : 1));
+  }
+
+  /**
+   * Keep an epoch's secret (kept forever: it reads what was written under it).
+   * @param {string} circleId
+   * @param {{epochId: string, n: number, secret: string}} epoch
+   */
+  async putEpoch(circleId, { epochId, n, secret }) {
+    return this._put(EPOCHS, { circleId, epochId, n, secret });
+  }
+
+  /**
+   * Keep messages sealed under an epoch not held yet, as they travel, each msgId once,
+   * at most MAX_SEALED per circle.
+   * @param {string} circleId
+   * @param {Array<{msgId: string, keyId: string, wire: object}>} rows
+   * @returns {Promise<{stored: string[], full: string[]}>} msgIds kept, and refused for want of room
+   */
+  async putSealed(circleId, rows) {
+    const tx = this._tx([SEALED], "readwrite");
+    const sealed = tx.objectStore(SEALED);
+    const stored = [];
+    const full = [];
+    sealed.count(ofCircle(circleId)).onsuccess = (e) => {
+      let count = e.target.result;
+      for (const { msgId, keyId, wire } of rows) {
+        sealed.getKey([circleId, msgId]).onsuccess = (got) => {
+          if (got.target.result !== undefined) return;
+          if (count >= MAX_SEALED) {
+            full.push(msgId);
+            return;
+          }
+          count += 1;
+          sealed.put({ circleId, msgId, keyId, wire });
+          stored.push(msgId);
+        };
+      }
+    };
+    await done(tx);
+    return { stored, full };
+  }
+
+  /**
+   * The sealed rows of a circle (all, or those under one key id).
+   * @param {string} circleId
+   * @param {string} [keyId]
+   * @returns {Promise<Array<{circleId: string, msgId: string, keyId: string, wire: object}>>}
+   */
+  async sealed(circleId, keyId) {
+    const store = this._tx([SEALED]).objectStore(SEALED);
+    if (keyId === undefined) return req(store.getAll(ofCircle(circleId)));
+    return req(store.index("byKey").getAll([circleId, keyId]));
+  }
+
+  /**
+   * One sealed row, or null.
+   * @param {string} circleId
+   * @param {string} msgId
+   * @returns {Promise<{circleId: string, msgId: string, keyId: string, wire: object}|null>}
+   */
+  async sealedOne(circleId, msgId) {
+    return (await this._get(SEALED, [circleId, msgId])) ?? null;
+  }
+
+  /**
+   * Forget sealed rows (opened, or refused once opened).
+   * @param {string} circleId
+   * @param {string[]} msgIds
+   */
+  async deleteSealed(circleId, msgIds) {
+    const tx = this._tx([SEALED], "readwrite");
+    for (const id of msgIds) tx.objectStore(SEALED).delete([circleId, id]);
+    return done(tx);
+  }
+
+  /**
    * @param {string} circleId
    * @returns {Promise<any>} what putCursor stored, or null
    */
@@ -337,6 +429,11 @@ export function openStore(name = "felund") {
         db.createObjectStore(CURSORS, { keyPath: "circleId" });
       }
       if (e.oldVersion < 2) db.createObjectStore(KEYS, { keyPath: ["circleId", "nodeId"] });
+      if (e.oldVersion < 3) {
+        db.createObjectStore(EPOCHS, { keyPath: ["circleId", "epochId"] });
+        const sealed = db.createObjectStore(SEALED, { keyPath: ["circleId", "msgId"] });
+        sealed.createIndex("byKey", ["circleId", "keyId"]);
+      }
     };
     request.onsuccess = () => {
       const db = request.result;

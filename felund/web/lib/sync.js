@@ -23,11 +23,30 @@
 //   never after a peer's: a date a peer chose must not push ours past the
 //   horizon the chat model holds events beyond (at most now + MAX_SKEW_S).
 //   The node's store follows the same rule.
+// - Epochs (SPEC-16 §3): every message is written under the newest epoch held
+//   (keys, lib/epochs.js) and the relay is signed with that epoch's api key. A
+//   message is opened by its key id; one under a plausible epoch not held yet
+//   is kept sealed (its wire form only, in the store's sealed rows, shown
+//   nowhere and never passed to onMessages) and opened by hold() once the
+//   secret comes; follow(fold) takes the fold's chain and removals, unwraps our
+//   wraps and walks the EPOCH_LINKs back to older epochs.
 
-import { CONTROL_CHANNEL, InvalidMessage, checkChannelId, checkText, composeMessage, openMessage } from "./wire.js";
+import {
+  CONTROL_CHANNEL,
+  InvalidMessage,
+  checkChannelId,
+  checkText,
+  composeMessage,
+  epochKeyId,
+  keyIdOf,
+  openMessage,
+  parseKeyId,
+  parseMessage,
+} from "./wire.js";
+import { EpochKeys } from "./epochs.js";
 import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
 import { newMsgId } from "./ids.js";
-import { isObject } from "./pyjson.js";
+import { isObject, loads } from "./pyjson.js";
 import { b64decode, b64encode } from "./bytes.js";
 import { Verdict, check, maySign } from "./trust.js";
 import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } from "./relay.js";
@@ -80,13 +99,11 @@ export class CircleSync {
     this.rejected = new Map();
     /** @type {Map<string, Uint8Array>} keys pinned in this circle for older node ids */
     this._pins = new Map();
-    this.client = new RelayClient({
-      baseUrl: this.relayUrl,
-      secretHex: circle.secret,
-      circleId: circle.circleId,
-      nodeId: identity.nodeId,
-    });
-    this._known = new Set(); // msgIds stored (or sent) here
+    /** The epoch secrets held (the root's is circle.secret; start() reads the others). */
+    this.keys = new EpochKeys(circle.secret);
+    this.client = this._clientFor(circle.secret);
+    this._known = new Set(); // msgIds stored (or sent, or kept sealed) here
+    this._links = new Map(); // EPOCH_LINK candidates: epoch id -> Set of prev secrets
     this._warned = new Set();
     this._position = null; // {relay, cursor, since}
     this._registeredAt = 0;
@@ -112,9 +129,13 @@ export class CircleSync {
     if (this._started) return;
     this._started = true;
     const { circleId } = this.circle;
+    for (const e of await this.store.epochs(circleId)) this.keys.add(e);
+    for (const row of await this.store.sealed(circleId)) this._known.add(row.msgId);
+    this._useNewest();
     for (const m of await this.store.messages(circleId)) {
       this._known.add(m.msgId);
       this._noteOwnControl(m);
+      this._noteLink(m);
     }
     this._controlLoaded = true;
     for (const [nodeId, pk] of await this.store.pins(circleId)) this._pins.set(nodeId, b64decode(pk));
@@ -161,14 +182,14 @@ export class CircleSync {
     return this._send(channelId, text, undefined, undefined);
   }
 
-  async _send(channelId, text, createdTs, msgId) {
+  async _send(channelId, text, createdTs, msgId, epoch = this.keys.newest()) {
     checkChannelId(channelId);
     checkText(text);
-    const { circleId, secret } = this.circle;
+    const { circleId } = this.circle;
     const { nodeId, key } = this.identity;
     // An older id that happens to carry the derived mark cannot sign: it writes unsigned.
     const signer = key && maySign(key, nodeId) ? key : null;
-    const wire = await composeMessage(secret, {
+    const wire = await composeMessage(epoch.secret, {
       circleId,
       channelId,
       authorNodeId: nodeId,
@@ -178,6 +199,7 @@ export class CircleSync {
       msgId, // undefined: a fresh one
       encrypt: true,
       key: signer,
+      keyId: epochKeyId(epoch.n, epoch.epochId),
     });
     const opened = {
       circleId,
@@ -194,6 +216,7 @@ export class CircleSync {
     await this.store.addOutgoing(circleId, opened);
     this._known.add(opened.msgId);
     this._noteOwnControl(opened);
+    this._noteLink(opened);
     this.pending.add(opened.msgId);
     this._emitOutbox();
     // Before start() has read the store, its first pass posts the outbox.
@@ -226,10 +249,12 @@ export class CircleSync {
    * Send a control event (chatmodel) on the __control channel, as nextControl() said.
    * @param {object} event e.g. {t: "CHANNEL_EVT", op: "create", ...}
    * @param {{createdTs: number, msgId: string}} slot
+   * @param {import("./epochs.js").HeldEpoch} [epoch] sealed under it (default: the newest;
+   *   an EPOCH_EVT goes under its parent, an EPOCH_LINK under its own epoch)
    * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
    */
-  sendControl(event, { createdTs, msgId }) {
-    return this._send(CONTROL_CHANNEL, eventText(dated(event, createdTs)), createdTs, msgId);
+  sendControl(event, { createdTs, msgId }, epoch = undefined) {
+    return this._send(CONTROL_CHANNEL, eventText(dated(event, createdTs)), createdTs, msgId, epoch);
   }
 
   _noteOwnControl(m) {
@@ -374,42 +399,80 @@ export class CircleSync {
   }
 
   async _ingestNow(raws) {
-    const { circleId, secret } = this.circle;
+    const { circleId } = this.circle;
     const opened = [];
     const pins = [];
+    const sealed = [];
     const batch = new Set();
     for (const raw of raws) {
       const id = isObject(raw) && typeof raw.msg_id === "string" ? raw.msg_id : null;
       if (id !== null && (this._known.has(id) || batch.has(id))) continue;
       try {
-        const m = await openMessage(secret, circleId, raw);
-        // Our own id is signed for by our own key only, whatever a peer says first.
-        const own = m.authorNodeId === this.identity.nodeId ? this.identity.key?.publicKey : undefined;
-        const pinned = own ?? this._pins.get(m.authorNodeId) ?? null;
-        const verdict = await check(m.signed, pinned, m);
-        if (verdict === Verdict.FIRST_SIGHT) {
-          this._pins.set(m.authorNodeId, m.signed.pk);
-          const firstSeen = Math.floor(Date.now() / 1000);
-          pins.push({ nodeId: m.authorNodeId, pk: b64encode(m.signed.pk), firstSeen });
+        const msg = parseMessage(raw);
+        const keyId = keyIdOf(msg);
+        const secret = this.keys.secretFor(keyId);
+        if (secret === null) {
+          if (msg.circle_id !== circleId) throw new InvalidMessage("other_circle", "circle_id");
+          if (!this.keys.plausible(keyId)) throw new InvalidMessage("unknown_key", "enc.key_id");
+          sealed.push({ msgId: msg.msg_id, keyId, wire: msg });
+        } else {
+          opened.push(await this._judge(secret, keyId, msg, pins));
         }
-        m.verified = verdict !== Verdict.UNSIGNED;
-        m.signer = m.verified ? b64encode(m.signed.pk) : null;
-        opened.push(m);
-        batch.add(m.msgId);
+        batch.add(msg.msg_id);
       } catch (e) {
         if (!(e instanceof InvalidMessage)) throw e;
-        this.rejected.set(e.kind, (this.rejected.get(e.kind) ?? 0) + 1);
-        const key = id ?? "?";
-        if (!this._warned.has(key)) {
-          this._warned.add(key);
-          // The kind and field only: never the content.
-          console.warn(`felund: dropped a message that does not verify (${e.kind}: ${e.detail})`, key);
-        }
+        this._refused(e, id);
       }
     }
+    if (sealed.length) {
+      const { stored, full } = await this.store.putSealed(circleId, sealed);
+      for (const msgId of stored) this._known.add(msgId);
+      for (const msgId of full) this._refused(new InvalidMessage("sealed_full", "sealed"), msgId);
+    }
+    await this._keep(opened, pins);
+  }
+
+  /**
+   * Open a message with the secret its key id names, check its signature and the
+   * epoch refusals; the opened message, marked verified or not.
+   * @throws {InvalidMessage}
+   */
+  async _judge(secret, keyId, raw, pins) {
+    const m = await openMessage(secret, this.circle.circleId, raw);
+    // Our own id is signed for by our own key only, whatever a peer says first.
+    const own = m.authorNodeId === this.identity.nodeId ? this.identity.key?.publicKey : undefined;
+    const pinned = own ?? this._pins.get(m.authorNodeId) ?? null;
+    const verdict = await check(m.signed, pinned, m);
+    m.verified = verdict !== Verdict.UNSIGNED;
+    const refusal = this.keys.refusal(m.authorNodeId, keyId, m.verified);
+    if (refusal) throw new InvalidMessage(refusal, "epoch");
+    if (verdict === Verdict.FIRST_SIGHT) {
+      this._pins.set(m.authorNodeId, m.signed.pk);
+      const firstSeen = Math.floor(Date.now() / 1000);
+      pins.push({ nodeId: m.authorNodeId, pk: b64encode(m.signed.pk), firstSeen });
+    }
+    m.signer = m.verified ? b64encode(m.signed.pk) : null;
+    return m;
+  }
+
+  _refused(e, msgId) {
+    this.rejected.set(e.kind, (this.rejected.get(e.kind) ?? 0) + 1);
+    const key = msgId ?? "?";
+    if (!this._warned.has(key)) {
+      this._warned.add(key);
+      // The kind and field only: never the content.
+      console.warn(`felund: dropped a message that does not verify (${e.kind}: ${e.detail})`, key);
+    }
+  }
+
+  /** Store opened messages and their pins; report the new ones. */
+  async _keep(opened, pins) {
     if (!opened.length) return;
-    const fresh = await this.store.putMessages(circleId, opened, pins);
-    for (const m of opened) this._known.add(m.msgId);
+    const fresh = await this.store.putMessages(this.circle.circleId, opened, pins);
+    for (const m of opened) {
+      this._known.add(m.msgId);
+      this._noteLink(m);
+    }
     if (fresh.length && !this._stopped) {
       try {
         this.onMessages(fresh);
@@ -417,6 +480,141 @@ export class CircleSync {
         console.warn("felund: onMessages handler failed", err);
       }
     }
+  }
+
+  // ---- epochs ----------------------------------------------------------
+
+  /**
+   * Hold more epoch secrets: kept in the store, the newest written under and
+   * signed with, and what was sealed under them opened (then judged as any message).
+   * @param {Array<import("./epochs.js").HeldEpoch>} epochs
+   * @returns {Promise<number>} how many were new here
+   */
+  hold(epochs) {
+    const run = this._ingestChain.then(() => this._holdNow(epochs));
+    this._ingestChain = run.catch(() => {});
+    return run;
+  }
+
+  async _holdNow(epochs) {
+    const { circleId } = this.circle;
+    let added = 0;
+    const todo = [...epochs];
+    while (todo.length) {
+      const epoch = todo.shift();
+      if (!this.keys.add(epoch)) continue;
+      added += 1;
+      if (epoch.n === 0) {
+        // The root, reached by the EPOCH_LINK walk of a member who joined by a later code.
+        this.circle.secret = epoch.secret;
+        await this.store.putCircle({ ...this.circle });
+      } else {
+        await this.store.putEpoch(circleId, epoch);
+      }
+      await this._reopen(epochKeyId(epoch.n, epoch.epochId));
+      todo.push(...(await this._walkLinks()));
+    }
+    if (added) this._useNewest();
+    return added;
+  }
+
+  async _reopen(keyId) {
+    const { circleId } = this.circle;
+    const secret = this.keys.secretFor(keyId);
+    const rows = await this.store.sealed(circleId, keyId);
+    const opened = [];
+    const pins = [];
+    for (const row of rows) {
+      try {
+        opened.push(await this._judge(secret, keyId, row.wire, pins));
+      } catch (e) {
+        if (!(e instanceof InvalidMessage)) throw e;
+        this._refused(e, row.msgId);
+      }
+    }
+    await this._keep(opened, pins);
+    await this.store.deleteSealed(circleId, rows.map((r) => r.msgId));
+  }
+
+  /**
+   * Take a fold's verdict (lib/chatmodel.js derive): its winning chain and removals,
+   * and the secrets wrapped to us in its epochs.
+   * @param {{chain: string[], removed: Iterable<string>}} fold
+   * @param {Array<import("./epochs.js").HeldEpoch>} [unwrapped] epochs whose secret our wrap gave
+   * @returns {Promise<number>} how many epochs were new here
+   */
+  async follow(fold, unwrapped = []) {
+    this.keys.follow(fold);
+    const added = await this.hold(unwrapped);
+    if (!added) this._useNewest(); // the chain alone may name another newest
+    return added;
+  }
+
+  /** Keep an EPOCH_LINK's candidate secret of the epoch before its own. */
+  _noteLink(m) {
+    if (m.channelId !== CONTROL_CHANNEL || !m.text.includes('"EPOCH_LINK"')) return;
+    let body;
+    try {
+      body = loads(m.text);
+    } catch {
+      return;
+    }
+    if (!isObject(body) || body.t !== "EPOCH_LINK") return;
+    if (typeof body.epoch_id !== "string" || typeof body.prev !== "string" || !/^[0-9a-f]{64}$/.test(body.prev)) return;
+    const prevs = this._links.get(body.epoch_id) ?? new Set();
+    if (prevs.size < 8) prevs.add(body.prev); // a bogus link costs one AES-GCM try, and is bounded
+    this._links.set(body.epoch_id, prevs);
+  }
+
+  /**
+   * The epochs before those held that an EPOCH_LINK opens: a candidate is taken
+   * only if it opens the EPOCH_EVT whose id the link names (sealed under the
+   * epoch before it), so a bogus link costs nothing.
+   * @returns {Promise<Array<import("./epochs.js").HeldEpoch>>}
+   */
+  async _walkLinks() {
+    const found = [];
+    for (const [epochId, prevs] of this._links) {
+      if (!this.keys.held.has(epochId)) continue;
+      const row = await this.store.sealedOne(this.circle.circleId, epochId);
+      const parent = row ? parseKeyId(row.keyId) : null;
+      if (parent === null || this.keys.secretFor(row.keyId) !== null) continue;
+      for (const prev of prevs) {
+        try {
+          await openMessage(prev, this.circle.circleId, row.wire);
+        } catch (e) {
+          if (e instanceof InvalidMessage) continue;
+          throw e;
+        }
+        found.push({ ...parent, secret: prev });
+        break;
+      }
+    }
+    return found;
+  }
+
+  /** A relay client signing with the api key of an epoch's secret. */
+  _clientFor(secret) {
+    return new RelayClient({
+      baseUrl: this.relayUrl,
+      secretHex: secret,
+      circleId: this.circle.circleId,
+      nodeId: this.identity.nodeId,
+    });
+  }
+
+  /** Sign with the newest epoch's api key: a new realm at the relay, so register again. */
+  _useNewest() {
+    const newest = this.keys.newest();
+    if (!newest || newest.secret === this.client.secretHex) return;
+    this.client = this._clientFor(newest.secret);
+    this._registeredAt = 0;
+    if (this._feed) {
+      this._feed.close();
+      this._feedOpen = false;
+      this._openFeed();
+    }
+    if (this._loaded && !this._stopped) this.syncNow();
   }
 
   _flush() {

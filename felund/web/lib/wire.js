@@ -19,9 +19,13 @@ export const MAX_DISPLAY_NAME = 64; // code points
 export const MAX_TEXT = 8000; // code points
 export const MAX_TEXT_BYTES = 16000; // UTF-8 bytes
 export const MAX_CREATED_TS = 2 ** 41; // exclusive
-export const MAX_KEY_ID_CHARS = 32;
+// "e<n>.<epoch id>" (issue 16): n up to 2^31 (10 digits) and a 32-hex message id make 44.
+export const MAX_KEY_ID_CHARS = 48;
 export const ENC_ALG = "AES-256-GCM";
+/** The root secret's key id (v1's, byte for byte). */
 export const ENC_KEY_ID = "epoch-0";
+const EPOCH_KEY_ID_RE = /^e([1-9][0-9]{0,9})\.([0-9a-f]{32})$/;
+const MAX_EPOCH = 2 ** 31;
 const NONCE_LEN = 12;
 const TAG_LEN = 16;
 // As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,
@@ -58,6 +62,37 @@ const SAFE_KEY_RE = /^[A-Za-z0-9_]{1,32}$/;
 const BAD_NAME_CHAR_RE = /[\p{Cc}\p{Cs}]/u;
 
 export { InvalidMessage };
+
+/**
+ * The enc.key_id of epoch n: "epoch-0" for the root, `e<n>.<epoch id>` after a re-key.
+ * @param {number} n
+ * @param {string} epochId the msg_id of the epoch's EPOCH_EVT ("" for the root)
+ * @returns {string}
+ */
+export function epochKeyId(n, epochId) {
+  return n === 0 ? ENC_KEY_ID : `e${n}.${epochId}`;
+}
+
+/**
+ * The epoch a key id names, or null for one that names none (not a plausible epoch).
+ * @param {string} keyId
+ * @returns {{n: number, epochId: string}|null}
+ */
+export function parseKeyId(keyId) {
+  if (keyId === ENC_KEY_ID) return { n: 0, epochId: "" };
+  const m = typeof keyId === "string" ? EPOCH_KEY_ID_RE.exec(keyId) : null;
+  if (m === null || Number(m[1]) > MAX_EPOCH) return null;
+  return { n: Number(m[1]), epochId: m[2] };
+}
+
+/**
+ * The key id a parsed message is sealed under (a MAC message: the root's).
+ * @param {WireMessage} msg
+ * @returns {string}
+ */
+export function keyIdOf(msg) {
+  return msg.enc === null ? ENC_KEY_ID : msg.enc.key_id;
+}
 
 const has = (obj, key) => Object.hasOwn(obj, key);
 const get = (obj, key, dflt) => (has(obj, key) ? obj[key] : dflt);
@@ -271,9 +306,10 @@ export function messageMac(secretHex, fields) {
  * @param {string} text
  * @param {Uint8Array} [nonce] 12 bytes; random when absent (tests pass the vectors')
  * @param {{pk: string, sig: string}|null} [signed] the author's signature (trust.signFields)
+ * @param {string} [keyId] the key id of the epoch whose secret secretHex is (epochKeyId)
  * @returns {Promise<{alg: string, key_id: string, nonce: string, ciphertext: string}>}
  */
-export async function encryptFields(secretHex, ids, displayName, text, nonce, signed = null) {
+export async function encryptFields(secretHex, ids, displayName, text, nonce, signed = null, keyId = ENC_KEY_ID) {
   const iv = nonce ?? randomBytes(NONCE_LEN);
   // ensure_ascii JSON, as the reference writes the plaintext; v1 readers take only the first two keys.
   const plain = { display_name: displayName, text };
@@ -281,17 +317,18 @@ export async function encryptFields(secretHex, ids, displayName, text, nonce, si
   const plaintext = utf8(dumps(plain, { ensureAscii: true }));
   const key = await messageKey(secretHex);
   const sealed = await aesGcmEncrypt(key, iv, plaintext, utf8(adText(ids)));
-  return { alg: ENC_ALG, key_id: ENC_KEY_ID, nonce: b64encode(iv), ciphertext: b64encode(sealed) };
+  return { alg: ENC_ALG, key_id: keyId, nonce: b64encode(iv), ciphertext: b64encode(sealed) };
 }
 
 /**
  * Compose and authenticate a message of this node (felund.wire.compose_message).
  * createdTs defaults to now and msgId to a fresh id. With `key`, an encrypted
- * message is signed by it (a plain one cannot carry a signature).
+ * message is signed by it (a plain one cannot carry a signature). keyId names the
+ * epoch secretHex belongs to (default: the root's "epoch-0").
  * @param {string} secretHex
  * @param {{circleId: string, channelId?: string, authorNodeId: string, displayName?: string,
  *   text: string, createdTs?: number, msgId?: string, encrypt?: boolean,
- *   key?: import("./trust.js").IdentityKey|null}} fields
+ *   key?: import("./trust.js").IdentityKey|null, keyId?: string}} fields
  * @returns {Promise<WireMessage>} exactly the v1 keys; encrypt (default) gives schema 2
  * @throws {InvalidMessage} if a peer would refuse it
  */
@@ -304,6 +341,7 @@ export async function composeMessage(secretHex, fields) {
     text,
     encrypt = true,
     key = null,
+    keyId = ENC_KEY_ID,
   } = fields;
   const createdTs = fields.createdTs ?? Math.floor(Date.now() / 1000);
   const msgId = fields.msgId ?? (await newMsgId(authorNodeId, createdTs));
@@ -322,7 +360,7 @@ export async function composeMessage(secretHex, fields) {
           text,
         })
       : null;
-    const enc = await encryptFields(secretHex, ids, displayName, text, undefined, signed);
+    const enc = await encryptFields(secretHex, ids, displayName, text, undefined, signed, keyId);
     // The plaintext lives only in enc; a v1 peer reads it from there.
     return wireObject(ids, "", "", "", 2, enc);
   }

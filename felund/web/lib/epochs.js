@@ -1,0 +1,131 @@
+// The epoch secrets a browser holds for one circle, and what they decide
+// (SPEC-16 §3), sans IO: CircleSync keeps them in the store and feeds this.
+//
+// - The root secret (epoch 0, "epoch-0", circles.secret) and each later epoch's,
+//   by epoch id; all are kept, to read what was written under them.
+// - The newest: the newest epoch of the fold's winning chain held here (before
+//   a fold has been seen: the highest n held). Everything is written under it
+//   and the relay is signed with its api key.
+// - A key id names a held secret (open it), a plausible epoch not held yet
+//   (`e<n>.<32 hex>`, n at most newest + 16: keep it sealed until the secret
+//   comes), or neither (refused "unknown_key").
+// - Once opened: an author the newest epoch removed is refused ("removed"); an
+//   unsigned message under another epoch than the newest winner is refused
+//   ("stale_epoch": v1 peers cannot follow, and a removed member cannot forge
+//   an unsigned old-epoch message).
+
+import { ENC_KEY_ID, epochKeyId, parseKeyId } from "./wire.js";
+
+/** How far beyond the newest held epoch a key id may name one and still be kept sealed. */
+export const PLAUSIBLE_AHEAD = 16;
+
+/**
+ * @typedef {object} HeldEpoch
+ * @property {number} n
+ * @property {string} epochId "" for the root
+ * @property {string} secret 64 hex
+ */
+
+/** One circle's epoch secrets and the fold's verdict on removals. */
+export class EpochKeys {
+  /**
+   * @param {string} rootSecret "" when unknown (joined by an epoch invite code, until the links reach it)
+   * @param {Array<HeldEpoch>} [epochs] the later epochs held
+   */
+  constructor(rootSecret, epochs = []) {
+    /** @type {Map<string, HeldEpoch>} epoch id -> held epoch ("" = the root) */
+    this.held = new Map();
+    if (rootSecret) this.held.set("", { n: 0, epochId: "", secret: rootSecret });
+    for (const e of epochs) this.held.set(e.epochId, { n: e.n, epochId: e.epochId, secret: e.secret });
+    /** @type {string[]|null} the fold's winning chain (epoch ids of 1..n), null before a fold */
+    this.chain = null;
+    /** @type {Set<string>} node ids the newest winner removed */
+    this.removed = new Set();
+  }
+
+  /** Hold one more epoch; whether it is new here. @param {HeldEpoch} epoch */
+  add({ n, epochId, secret }) {
+    if (this.held.has(epochId)) return false;
+    this.held.set(epochId, { n, epochId, secret });
+    return true;
+  }
+
+  /** @returns {string} the root secret, "" if not held */
+  get root() {
+    return this.held.get("")?.secret ?? "";
+  }
+
+  /**
+   * The newest winner held (null: none at all, which a circle never is for long).
+   * @returns {HeldEpoch|null}
+   */
+  newest() {
+    if (this.chain !== null) {
+      for (let i = this.chain.length - 1; i >= 0; i--) {
+        const e = this.held.get(this.chain[i]);
+        if (e) return e;
+      }
+      if (this.held.has("")) return this.held.get("");
+    }
+    let best = null;
+    for (const e of this.held.values()) {
+      if (!best || e.n > best.n || (e.n === best.n && e.epochId < best.epochId)) best = e;
+    }
+    return best;
+  }
+
+  /** @returns {string} the key id everything is written under now */
+  newestKeyId() {
+    const e = this.newest();
+    return e ? epochKeyId(e.n, e.epochId) : ENC_KEY_ID;
+  }
+
+  /**
+   * The secret a key id names, or null when it is not held.
+   * @param {string} keyId
+   * @returns {string|null}
+   */
+  secretFor(keyId) {
+    const at = parseKeyId(keyId);
+    const e = at ? this.held.get(at.epochId) : undefined;
+    return e && e.n === at.n ? e.secret : null;
+  }
+
+  /**
+   * Whether a key id not held names an epoch that may yet come (kept sealed till then).
+   * @param {string} keyId
+   */
+  plausible(keyId) {
+    // The root too: a member who joined by a later epoch's code learns it last (EPOCH_LINK).
+    const at = parseKeyId(keyId);
+    return at !== null && at.n <= (this.newest()?.n ?? 0) + PLAUSIBLE_AHEAD;
+  }
+
+  /**
+   * Take what a fold says: the winning chain and whom its newest removed.
+   * @param {{chain: string[], removed: Iterable<string>}} fold
+   */
+  follow({ chain, removed }) {
+    this.chain = [...chain];
+    this.removed = new Set(removed);
+  }
+
+  /**
+   * Why an opened message is refused, or null (SPEC-16 §3 "Refusals").
+   * @param {string} author
+   * @param {string} keyId what it was sealed under
+   * @param {boolean} signed whether its author's signature verified
+   * @returns {"removed"|"stale_epoch"|null}
+   */
+  refusal(author, keyId, signed) {
+    if (this.removed.has(author)) return "removed";
+    if (!signed && keyId !== this.winnerKeyId()) return "stale_epoch";
+    return null;
+  }
+
+  /** The newest winner's key id, as the fold says (what this node holds before any fold). */
+  winnerKeyId() {
+    if (this.chain === null) return this.newestKeyId();
+    return epochKeyId(this.chain.length, this.chain[this.chain.length - 1] ?? "");
+  }
+}

@@ -1,0 +1,203 @@
+"""The browser follows re-keys (issue 16, SPEC-16 §3 in felund/web): epochs in Chromium.
+
+A real relay serves the modules and a real headless Chromium runs them. What
+Python writes under an epoch secret is composed here as our nodes write it
+(the message key of that secret, enc.key_id ``e<n>.<epoch id>``); what the page
+writes is opened by Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import time
+from typing import Any
+
+import pytest
+
+from felund.testing import Relay, plaintext_of, signed_call, wait_for
+from felund.trust import identity
+from felund.trust.identity import IdentityKey
+from felund.v1 import ids
+from felund.v1.wire import compose_message, to_wire
+from tests.e2e.conftest import in_page
+
+pytestmark = pytest.mark.slow
+
+T = 20_000  # ms: the bound of every wait on a page
+
+
+def marked(tag: str) -> IdentityKey:
+    """A key of the tests whose node id has the derived mark, as a new node's has."""
+    for i in itertools.count():
+        key = IdentityKey.from_seed(hashlib.sha256(f"{tag}{i}".encode()).digest())
+        if identity.is_derived_form(key.node_id):
+            return key
+    raise AssertionError("unreachable")
+
+
+ANA = marked("epoch-ana")
+
+
+def sealed_wire(
+    root: str,
+    secret: str,
+    key_id: str,
+    key: IdentityKey | None,
+    text: str,
+    *,
+    channel: str = "general",
+) -> dict[str, Any]:
+    """A message of the circle of ``root`` sealed under ``secret`` (an epoch's) as ``key_id``."""
+    author = key.node_id if key else "0123456789abcdef01234567"
+    ts = int(time.time())
+    wire = to_wire(
+        compose_message(
+            secret,
+            circle_id=ids.circle_id(root),
+            channel_id=channel,
+            author_node_id=author,
+            display_name="ana",
+            text=text,
+            created_ts=ts,
+            msg_id=ids.new_msg_id(author + text, ts),
+            encrypt=True,
+            key=key,
+        )
+    )
+    wire["enc"]["key_id"] = key_id
+    return wire
+
+
+def _post(relay: Relay, root: str, wires: list[dict[str, Any]]) -> None:
+    body = {"circle_hint": ids.circle_hint(ids.circle_id(root)), "messages": wires}
+    assert signed_call(relay, root, "POST", "/messages", body)["stored"] == len(wires)
+
+
+def test_sealing_and_opening_by_key_id(lib_page) -> None:
+    """The root keeps "epoch-0" (v1's bytes); an epoch's key id is e<n>.<id>; a message
+    opens with the secret its key id names, and Python opens what the page sealed."""
+    root, epoch = "5a" * 32, "5b" * 32
+    epoch_id = "0123456789abcdef" * 2
+    out = in_page(
+        lib_page,
+        ("wire", "epochs"),
+        """
+        const {wire, epochs} = L;
+        const f = {circleId: arg.circle, authorNodeId: 'ab'.repeat(12), text: 'under e1',
+                   createdTs: 1780000000, msgId: 'cd'.repeat(16)};
+        const root = await wire.composeMessage(arg.root, {...f, text: 'under the root'});
+        const e1 = await wire.composeMessage(arg.epoch, {...f, keyId: wire.epochKeyId(1, arg.eid)});
+        const opened = await wire.openMessage(arg.epoch, arg.circle, e1);
+        let wrong = '';
+        try { await wire.openMessage(arg.root, arg.circle, e1); } catch (e) { wrong = e.kind; }
+        const keys = new epochs.EpochKeys(arg.root, [{n: 1, epochId: arg.eid, secret: arg.epoch}]);
+        return {
+          rootKeyId: root.enc.key_id, e1KeyId: e1.enc.key_id, text: opened.text, wrong, e1,
+          parsed: [wire.parseKeyId('epoch-0'), wire.parseKeyId(e1.enc.key_id),
+                   wire.parseKeyId('e0.' + arg.eid), wire.parseKeyId('e1.' + arg.eid.toUpperCase()),
+                   wire.parseKeyId('e2147483649.' + arg.eid)],
+          secretFor: [keys.secretFor('epoch-0') === arg.root, keys.secretFor(e1.enc.key_id) === arg.epoch,
+                      keys.secretFor('e2.' + arg.eid)],
+          plausible: [keys.plausible('e17.' + 'ef'.repeat(16)), keys.plausible('e18.' + 'ef'.repeat(16)),
+                      keys.plausible('k1')],
+          newest: keys.newestKeyId(),
+        };
+        """,
+        {"root": root, "epoch": epoch, "eid": epoch_id, "circle": ids.circle_id(root)},
+    )
+    assert out["rootKeyId"] == "epoch-0"
+    assert out["e1KeyId"] == f"e1.{epoch_id}"
+    assert out["text"] == "under e1" and out["wrong"] == "auth"
+    assert out["parsed"] == [{"n": 0, "epochId": ""}, {"n": 1, "epochId": epoch_id}, None, None, None]
+    assert out["secretFor"] == [True, True, None]
+    assert out["plausible"] == [True, False, False]
+    assert out["newest"] == f"e1.{epoch_id}"
+    # Python opens it with the epoch's secret: the key id picks the secret, the rest is v1's.
+    assert plaintext_of(epoch, out["e1"])["text"] == "under e1"
+
+
+SYNC = """
+async (o) => {
+  const {openStore} = await import('/lib/store.js');
+  const {CircleSync} = await import('/lib/sync.js');
+  const trust = await import('/lib/trust.js');
+  const ids = await import('/lib/ids.js');
+  const store = await openStore(o.db);
+  const key = await trust.generateKey();
+  const identity = {nodeId: trust.nodeIdOf(key.publicKey), displayName: o.db, key};
+  await store.putIdentity(identity);
+  const circleId = await ids.circleId(o.secret);
+  const circle = {circleId, secret: o.secret, name: 'c', relayUrl: o.relay};
+  await store.putCircle(circle);
+  window.got = [];
+  window.store = store;
+  window.circleId = circleId;
+  window.sync = new CircleSync(store, {
+    circle, identity,
+    onMessages: (msgs) => window.got.push(...msgs.map((m) => m.text)),
+    pollMs: 300, feedPollMs: 300, useFeed: false,
+  });
+  await window.sync.start();
+}
+"""
+
+
+def test_a_sealed_message_waits_for_its_epoch_then_opens(new_page, web_relay: Relay) -> None:
+    """A message under an epoch the page does not hold is kept sealed (shown nowhere, no
+    onMessages), an implausible key id is refused; once the epoch's secret is held, what
+    was sealed opens, the page writes under it, and an unsigned message under the root
+    (an old epoch now) is refused as stale."""
+    root, epoch = secrets.token_hex(32), secrets.token_hex(32)
+    epoch_id = secrets.token_hex(16)
+    key_id = f"e1.{epoch_id}"
+    pg = new_page(f"{web_relay.url}/v1/health")
+    pg.evaluate(SYNC, {"db": "epoch-sync", "secret": root, "relay": web_relay.url})
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, epoch, key_id, ANA, "sealed until e1"),
+            sealed_wire(root, epoch, f"e99.{epoch_id}", ANA, "too far ahead"),
+            sealed_wire(root, root, "epoch-0", ANA, "under the root"),
+        ],
+    )
+    pg.wait_for_function("window.got.length >= 1", timeout=T)
+    assert pg.evaluate("window.got") == ["under the root"]
+    kept = pg.evaluate(
+        "async () => ({sealed: (await window.store.sealed(window.circleId)).map((r) => r.keyId),"
+        " texts: (await window.store.messages(window.circleId)).map((m) => m.text),"
+        " rejected: Object.fromEntries(window.sync.rejected)})"
+    )
+    assert kept == {"sealed": [key_id], "texts": ["under the root"], "rejected": {"unknown_key": 1}}
+
+    pg.evaluate(
+        "async (e) => window.sync.hold([{n: 1, epochId: e.id, secret: e.secret}])",
+        {"id": epoch_id, "secret": epoch},
+    )
+    assert pg.evaluate("window.got") == ["under the root", "sealed until e1"]
+    assert pg.evaluate("async () => (await window.store.sealed(window.circleId)).length") == 0
+    assert pg.evaluate("async () => (await window.store.epochs(window.circleId)).length") == 1
+
+    # The page now writes under e1 (Python opens it with the epoch's secret) ...
+    sent = pg.evaluate("async () => (await window.sync.send('general', 'page under e1')).wire")
+    assert sent["enc"]["key_id"] == key_id
+    assert plaintext_of(epoch, sent)["text"] == "page under e1"
+    # ... and an unsigned message under the root is stale; a signed one still reads.
+    pg.evaluate("(id) => window.sync.keys.follow({chain: [id], removed: []})", epoch_id)
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, root, "epoch-0", None, "unsigned, old epoch"),
+            sealed_wire(root, root, "epoch-0", ANA, "signed, old epoch"),
+        ],
+    )
+    pg.wait_for_function("window.got.length >= 3", timeout=T)
+    assert pg.evaluate("window.got")[2:] == ["signed, old epoch"]
+    wait_for(
+        lambda: pg.evaluate("Object.fromEntries(window.sync.rejected)").get("stale_epoch") == 1,
+        timeout=10,
+        what="the unsigned old-epoch message refused",
+    )
