@@ -98,10 +98,10 @@ def test_sealing_and_opening_by_key_id(lib_page) -> None:
           parsed: [wire.parseKeyId('epoch-0'), wire.parseKeyId(e1.enc.key_id),
                    wire.parseKeyId('e0.' + arg.eid), wire.parseKeyId('e1.' + arg.eid.toUpperCase()),
                    wire.parseKeyId('e2147483649.' + arg.eid)],
-          secretFor: [keys.secretFor('epoch-0') === arg.root, keys.secretFor(e1.enc.key_id) === arg.epoch,
-                      keys.secretFor('e2.' + arg.eid)],
-          plausible: [keys.plausible('e17.' + 'ef'.repeat(16)), keys.plausible('e18.' + 'ef'.repeat(16)),
-                      keys.plausible('k1')],
+          secretFor: [keys.secretFor('epoch-0') === arg.root,
+                      keys.secretFor(e1.enc.key_id) === arg.epoch, keys.secretFor('e2.' + arg.eid)],
+          plausible: [keys.plausible('e17.' + 'ef'.repeat(16)),
+                      keys.plausible('e18.' + 'ef'.repeat(16)), keys.plausible('k1')],
           newest: keys.newestKeyId(),
         };
         """,
@@ -110,7 +110,13 @@ def test_sealing_and_opening_by_key_id(lib_page) -> None:
     assert out["rootKeyId"] == "epoch-0"
     assert out["e1KeyId"] == f"e1.{epoch_id}"
     assert out["text"] == "under e1" and out["wrong"] == "auth"
-    assert out["parsed"] == [{"n": 0, "epochId": ""}, {"n": 1, "epochId": epoch_id}, None, None, None]
+    assert out["parsed"] == [
+        {"n": 0, "epochId": ""},
+        {"n": 1, "epochId": epoch_id},
+        None,
+        None,
+        None,
+    ]
     assert out["secretFor"] == [True, True, None]
     assert out["plausible"] == [True, False, False]
     assert out["newest"] == f"e1.{epoch_id}"
