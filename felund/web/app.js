@@ -158,6 +158,10 @@ class App {
     this.overlays.showSettings();
   }
 
+  confirm(title, text, yes) {
+    return this.overlays.confirm(title, text, yes);
+  }
+
   async saveSettings({ name, relayUrl }) {
     const { state } = this;
     checkName(name, "display name"); // its UserError's message is shown in the dialog

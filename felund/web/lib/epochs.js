@@ -123,6 +123,23 @@ export class EpochKeys {
     return null;
   }
 
+  /**
+   * The held epoch before a held one (its parent in the fold's chain), or null.
+   * @param {HeldEpoch} epoch
+   * @returns {HeldEpoch|null}
+   */
+  parentOf(epoch) {
+    if (epoch.n === 0) return null;
+    const at = this.chain?.indexOf(epoch.epochId) ?? -1;
+    if (at < 0) return null;
+    return this.held.get(at === 0 ? "" : this.chain[at - 1]) ?? null;
+  }
+
+  /** Whether the newest winner of the fold is held here (a new epoch can be written on it). */
+  holdsWinner() {
+    return this.newestKeyId() === this.winnerKeyId();
+  }
+
   /** The newest winner's key id, as the fold says (what this node holds before any fold). */
   winnerKeyId() {
     if (this.chain === null) return this.newestKeyId();

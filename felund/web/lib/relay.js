@@ -7,14 +7,37 @@
 // part after /v1, without the query. Answers are read with pyjson so that a
 // message keeps Python's int/float distinction until wire.js checks it.
 
-import { randomHex } from "./bytes.js";
-import { apiSignature, apiSigningKey } from "./crypto.js";
+import { hexToBytes, randomHex } from "./bytes.js";
+import { apiSignature, apiSigningKey, hmacHex, sha256Hex } from "./crypto.js";
 import { circleHint as hintOf, circleId as circleIdOf } from "./ids.js";
 import { isObject, loads } from "./pyjson.js";
 
 export const MAX_BATCH = 50; // messages per POST /v1/messages
 export const DEFAULT_PAGE = 200;
 const TIMEOUT_MS = 15000;
+
+/**
+ * The relay's name for a signing key (a realm): 32 hex of its SHA-256 (felund.relay.auth.key_id).
+ * @param {string} signingKeyHex
+ * @returns {Promise<string>}
+ */
+export async function realmKeyId(signingKeyHex) {
+  return (await sha256Hex(hexToBytes(signingKeyHex))).slice(0, 32);
+}
+
+/**
+ * What a registration under a new epoch's key carries so that the relay lets
+ * the new realm share the old one's room (SPEC-16 §4): the old realm's key id
+ * and HMAC(old signing key, "felund-succession-v1|" + new key id).
+ * @param {string} oldSecretHex the epoch before's secret
+ * @param {string} newSigningKeyHex
+ * @returns {Promise<{key_id: string, proof: string}>}
+ */
+export async function succession(oldSecretHex, newSigningKeyHex) {
+  const oldKey = await apiSigningKey(oldSecretHex);
+  const proof = await hmacHex(hexToBytes(oldKey), `felund-succession-v1|${await realmKeyId(newSigningKeyHex)}`);
+  return { key_id: await realmKeyId(oldKey), proof };
+}
 
 /** The relay answered with an error (HTTP status >= 400, or an answer that is not ok). */
 export class RelayError extends Error {
@@ -138,11 +161,14 @@ export async function probeRelay(baseUrl, { timeoutMs = PROBE_TIMEOUT_MS } = {})
 export class RelayClient {
   /**
    * @param {{baseUrl: string, secretHex: string, circleId?: string, circleHint?: string,
-   *   nodeId: string, timeoutMs?: number}} options circleId and circleHint are derived when absent
+   *   nodeId: string, timeoutMs?: number, succeeds?: string}} options circleId and circleHint
+   *   are derived when absent; succeeds: the secret of the epoch before secretHex's, whose
+   *   realm this one's registrations succeed
    */
-  constructor({ baseUrl, secretHex, circleId, circleHint, nodeId, timeoutMs = TIMEOUT_MS }) {
+  constructor({ baseUrl, secretHex, circleId, circleHint, nodeId, timeoutMs = TIMEOUT_MS, succeeds = "" }) {
     this.base = normalizeRelayUrl(baseUrl);
     this.secretHex = secretHex;
+    this.succeeds = succeeds;
     this.nodeId = nodeId;
     this.timeoutMs = timeoutMs;
     this._circleId = circleId ?? null;
@@ -251,16 +277,17 @@ export class RelayClient {
    * @returns {Promise<object>} `{ok, server_time, expires_at, observed_host}`
    */
   async register({ ttlS = 120 } = {}) {
-    return this._call("POST", "/register", {
-      body: {
-        node_id: this.nodeId,
-        circle_hint: await this.circleHint(),
-        endpoints: [],
-        capabilities: { relay: false, transport: ["ws"] },
-        ttl_s: ttlS,
-        signing_key: await this._signingKey(),
-      },
-    });
+    const body = {
+      node_id: this.nodeId,
+      circle_hint: await this.circleHint(),
+      endpoints: [],
+      capabilities: { relay: false, transport: ["ws"] },
+      ttl_s: ttlS,
+      signing_key: await this._signingKey(),
+    };
+    // A relay without epochs ignores the key (unknown keys are ignored).
+    if (this.succeeds) body.succeeds = await succession(this.succeeds, body.signing_key);
+    return this._call("POST", "/register", { body });
   }
 
   /**

@@ -539,15 +539,20 @@ export class CircleSync {
   /**
    * Take a fold's verdict (lib/chatmodel.js derive): its winning chain and removals,
    * and the secrets wrapped to us in its epochs.
-   * @param {{chain: string[], removed: Iterable<string>}} fold
-   * @param {Array<import("./epochs.js").HeldEpoch>} [unwrapped] epochs whose secret our wrap gave
+   * @param {import("./chatmodel.js").CircleState} state
    * @returns {Promise<number>} how many epochs were new here
    */
-  async follow(fold, unwrapped = []) {
-    this.keys.follow(fold);
-    const added = await this.hold(unwrapped);
+  async follow(state) {
+    const chain = (state.epochs ?? []).map((e) => e.epochId);
+    this.keys.follow({ chain, removed: state.removed ?? [] });
+    const added = await this.hold(await this._unwrapped(state));
     if (!added) this._useNewest(); // the chain alone may name another newest
     return added;
+  }
+
+  /** The epochs of a fold not held here whose wrap to us opens (each tried once). */
+  async _unwrapped(state) {
+    return [];
   }
 
   /** Keep an EPOCH_LINK's candidate secret of the epoch before its own. */
@@ -593,13 +598,14 @@ export class CircleSync {
     return found;
   }
 
-  /** A relay client signing with the api key of an epoch's secret. */
-  _clientFor(secret) {
+  /** A relay client signing with the api key of an epoch's secret (succeeding the one before's). */
+  _clientFor(secret, succeeds = "") {
     return new RelayClient({
       baseUrl: this.relayUrl,
       secretHex: secret,
       circleId: this.circle.circleId,
       nodeId: this.identity.nodeId,
+      succeeds,
     });
   }
 
@@ -607,7 +613,7 @@ export class CircleSync {
   _useNewest() {
     const newest = this.keys.newest();
     if (!newest || newest.secret === this.client.secretHex) return;
-    this.client = this._clientFor(newest.secret);
+    this.client = this._clientFor(newest.secret, this.keys.parentOf(newest)?.secret ?? "");
     this._registeredAt = 0;
     if (this._feed) {
       this._feed.close();

@@ -19,8 +19,8 @@ export const MAX_DISPLAY_NAME = 64; // code points
 export const MAX_TEXT = 8000; // code points
 export const MAX_TEXT_BYTES = 16000; // UTF-8 bytes
 export const MAX_CREATED_TS = 2 ** 41; // exclusive
-// "e<n>.<epoch id>" (issue 16): n up to 2^31 (10 digits) and a 32-hex message id make 44.
-export const MAX_KEY_ID_CHARS = 48;
+// "e<n>.<epoch id>" (issue 16): "e", n up to 2^31 (10 digits), "." and a 32-hex message id.
+export const MAX_KEY_ID_CHARS = 44;
 export const ENC_ALG = "AES-256-GCM";
 /** The root secret's key id (v1's, byte for byte). */
 export const ENC_KEY_ID = "epoch-0";

@@ -25,6 +25,7 @@ export const COMMANDS = [
   ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
   ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified)"],
   ["/role moderator|member PERSON", "the circle's owner makes someone a moderator, or a member again"],
+  ["/kick PERSON", "remove someone from this circle (owner or moderator): the circle gets a new key they do not have"],
   ["/name NEW-NAME", "your display name, in every circle"],
   ["/settings", "display name and relay URL (F3)"],
 ];
@@ -194,6 +195,8 @@ export async function runLine(line, app) {
       state.notice(`${who} is now a ${rest[0]}`);
       return;
     }
+    case "/kick":
+      return kick(argText, app);
     case "/name":
       checkName(argText, "display name");
       await state.rename(argText);
@@ -202,6 +205,29 @@ export async function runLine(line, app) {
     default:
       throw new UserError(`unknown command ${cmd} (F1 or /help lists them; //text sends "/text")`);
   }
+}
+
+/** /kick PERSON: says what it will do and who cannot follow, asks, then removes. */
+async function kick(who, app) {
+  const { state } = app;
+  if (!who) throw new UserError("usage: /kick PERSON");
+  const plan = state.kickPlan(who);
+  const circle = state.circleName(plan.view);
+  const k = plan.cannot.length;
+  const cannot = k
+    ? ` ${k} member${k === 1 ? " uses" : "s use"} a client that cannot follow (${plan.cannot.join(", ")}): ` +
+      `${k === 1 ? "it needs" : "they need"} a new invite code.`
+    : "";
+  const text =
+    `${plan.name} will be removed from ${circle}: the circle moves to a new key that ${plan.name} ` +
+    `does not get, so ${plan.name} reads nothing written from now on and what ${plan.name} writes ` +
+    `is refused. Old messages stay readable.${cannot}`;
+  if (!(await app.confirm(`Remove ${plan.name}?`, text, `Remove ${plan.name}`))) {
+    state.notice(`nothing done: ${plan.name} stays`);
+    return;
+  }
+  const n = await state.kick(plan);
+  state.notice(`${plan.name} is removed from ${circle} (new key, epoch ${n})${cannot}`);
 }
 
 async function circleCommand(sub, arg, app) {

@@ -1,4 +1,5 @@
-// The overlays: F1 help, F2 invite code (with a QR code), F3 settings.
+// The overlays: F1 help, F2 invite code (with a QR code), F3 settings, and the
+// question a command asks before it does what cannot be undone (/kick).
 // Native <dialog>s opened with showModal(): the browser traps focus inside
 // and closes on Escape; on close the input gets focus back.
 
@@ -15,7 +16,9 @@ export class Overlays {
     this.help = byId("dlg-help");
     this.invite = byId("dlg-invite");
     this.settings = byId("dlg-settings");
-    for (const dlg of [this.help, this.invite, this.settings]) {
+    this.confirmDlg = byId("dlg-confirm");
+    this.dialogs = [this.help, this.invite, this.settings, this.confirmDlg];
+    for (const dlg of this.dialogs) {
       dlg.addEventListener("close", () => this.focusInput());
       for (const b of dlg.querySelectorAll("[data-close]")) {
         b.addEventListener("click", () => dlg.close());
@@ -30,7 +33,7 @@ export class Overlays {
   }
 
   openDialog() {
-    return [this.help, this.invite, this.settings].find((d) => d.open) || null;
+    return this.dialogs.find((d) => d.open) || null;
   }
 
   closeAll() {
@@ -96,6 +99,39 @@ export class Overlays {
       sel.addRange(range);
       status.textContent = "Selected: copy it with Ctrl+C (or long-press on a phone).";
     }
+  }
+
+  /**
+   * Ask before doing what cannot be undone: resolves true for the yes button,
+   * false for Cancel or Escape. Cancel has the focus: Enter alone does nothing.
+   * @param {string} title
+   * @param {string} text
+   * @param {string} yes the yes button's words (what it does)
+   * @returns {Promise<boolean>}
+   */
+  confirm(title, text, yes) {
+    byId("confirm-title").textContent = title;
+    byId("confirm-text").textContent = text;
+    const button = byId("confirm-yes");
+    button.textContent = yes;
+    return new Promise((resolve) => {
+      let answer = false;
+      const onYes = () => {
+        answer = true;
+        this.confirmDlg.close();
+      };
+      button.addEventListener("click", onYes, { once: true });
+      this.confirmDlg.addEventListener(
+        "close",
+        () => {
+          button.removeEventListener("click", onYes);
+          resolve(answer);
+        },
+        { once: true },
+      );
+      this.show(this.confirmDlg);
+      byId("confirm-no").focus();
+    });
   }
 
   showSettings() {

@@ -55,6 +55,9 @@ const REFUSALS = {
   unsigned: "this browser cannot sign for its node id, and what needs a role must be signed",
 };
 
+/** What a member removed from a circle is told when it tries to write there (the node's words). */
+export const YOU_WERE_REMOVED = "you were removed from this circle";
+
 /** What /who and the message pane say an unverified mark means. */
 export const UNVERIFIED_MEANING =
   "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the " +
@@ -65,6 +68,9 @@ const circleOwner = (salt) => ({ salt, t: "CIRCLE_OWNER" });
 // Whether our own control events of a circle hold one of type t (written once per circle).
 const wrote = (view, me, t) =>
   view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
+// Whether an epoch's EPOCH_LINK is among a circle's control events (event text is key-sorted).
+const linked = (view, epochId) =>
+  view.control.some((m) => m.text.includes('"t":"EPOCH_LINK"') && m.text.includes(`"epoch_id":"${epochId}"`));
 
 /** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
 function built(build) {
@@ -252,6 +258,7 @@ export class AppState extends EventTarget {
       onPeers: (n) => this.peersChanged(circleId, n),
     });
     view.sync.start();
+    this.followEpochs(view, { repair: true }); // what loadHistory folded before the sync existed
   }
 
   restartSync(view) {
@@ -304,9 +311,43 @@ export class AppState extends EventTarget {
       }
     }
     if (!ordered) view.messages.sort(view.byTime);
-    if (control) view.model = view.derive(view.control);
+    if (control) {
+      view.model = view.derive(view.control);
+      this.followEpochs(view);
+    }
     if (fresh) view.version += 1;
     return fresh;
+  }
+
+  /**
+   * A fold to the circle's sync: it takes the winning chain and removals, unwraps
+   * the secrets wrapped to us and opens what waited sealed for them (whose
+   * messages come back through ingest, and are folded in turn).
+   */
+  followEpochs(view, { repair = false } = {}) {
+    if (!view.sync) return;
+    view.sync
+      .follow(view.model)
+      .then(() => repair && this.linkOurEpochs(view))
+      .catch((e) => console.warn("felund: could not follow the circle's epochs", e));
+  }
+
+  /**
+   * Crash-only: an epoch we made whose EPOCH_LINK was never written (the page
+   * closed between the two) gets it now, so newcomers can read back through it.
+   */
+  async linkOurEpochs(view) {
+    const me = this.identity.nodeId;
+    for (const e of view.model.epochs ?? []) {
+      if (e.author !== me || linked(view, e.epochId)) continue;
+      const held = view.sync.keys.held;
+      if (held.has(e.epochId) && held.has(e.parent)) await this.linkEpoch(view, held.get(e.epochId), held.get(e.parent));
+    }
+  }
+
+  /** The EPOCH_LINK of an epoch: its parent's secret, sealed under the epoch itself. */
+  async linkEpoch(view, epoch, parent) {
+    await this.control(view, built(() => epochLinkEvent(epoch.epochId, parent.secret)), { epoch });
   }
 
   ingest(circleId, msgs) {
@@ -325,6 +366,7 @@ export class AppState extends EventTarget {
   async send(text) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
+    this.mayWrite(view);
     const channelId = this.current.channelId;
     if (!view.model.canPost(channelId, this.identity.nodeId)) {
       throw new UserError(`you are not a member of #${channelId}`);
@@ -339,8 +381,9 @@ export class AppState extends EventTarget {
    * never sent.
    * @throws {UserError} with the chat model's reason
    */
-  async control(view, event) {
-    const slot = await view.sync.nextControl();
+  async control(view, event, { slot, epoch } = {}) {
+    this.mayWrite(view);
+    slot ??= await view.sync.nextControl();
     const me = this.identity.nodeId;
     const mine = {
       msgId: slot.msgId,
@@ -353,7 +396,12 @@ export class AppState extends EventTarget {
       writerProblem(view.model, event, me) || view.derive([...view.control, mine]).refused.get(mine.msgId);
     if (problem === "not_allowed") throw new UserError(whoCan(view.model, event, this.names(view)));
     if (problem) throw new UserError(REFUSALS[problem] || `refused: ${problem}`);
-    await this.withPending(view, () => view.sync.sendControl(event, slot));
+    await this.withPending(view, () => view.sync.sendControl(event, slot, epoch));
+  }
+
+  /** A member the circle removed writes nothing there (the node refuses as much). */
+  mayWrite(view) {
+    if (view.model.removed?.has(this.identity.nodeId)) throw new UserError(YOU_WERE_REMOVED);
   }
 
   /**
@@ -600,6 +648,57 @@ export class AppState extends EventTarget {
     for (const kept of keptByOwner(before, view.model, view.id, this.identity.nodeId)) {
       await this.control(view, kept);
     }
+  }
+
+  /**
+   * What /kick PERSON would do, checked before the question is asked: whom the
+   * new epoch removes (with what a losing branch left uncovered) and who cannot
+   * follow the new key (no X25519 key announced: they need a new invite code).
+   * @throws {UserError} the node's sentence saying who can, or why not
+   */
+  kickPlan(who) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    this.mayWrite(view);
+    const state = view.model;
+    const target = this.person(view, who);
+    const names = this.names(view);
+    const event = { t: "EPOCH_EVT", removed: nextRemoved(state, target) };
+    const problem = writerProblem(state, event, this.identity.nodeId);
+    if (problem === "not_allowed") throw new UserError(whoCan(state, event, names));
+    if (problem) throw new UserError(REMOVAL_REFUSALS[problem] || `refused: ${problem}`);
+    if (!view.sync.keys.holdsWinner()) {
+      throw new UserError("this browser does not hold the circle's newest key yet: try again once it has caught up");
+    }
+    const nameOf = (id) => names.get(id) || id.slice(0, 8);
+    const cannot = cannotFollow(state, names.keys()).filter((id) => id !== target);
+    return { view, target, removed: event.removed, name: nameOf(target), cannot: cannot.map(nameOf) };
+  }
+
+  /**
+   * Remove a member, as kickPlan said (after the user's yes): a new epoch whose
+   * fresh secret is wrapped to every member with a key but the removed (us
+   * included), sealed under the epoch before it, then its EPOCH_LINK.
+   * @returns {Promise<number>} the new epoch's n
+   */
+  async kick(plan) {
+    const { view } = plan;
+    const state = view.model;
+    const parent = view.sync.keys.newest();
+    const n = parent.n + 1;
+    const secret = newSecret();
+    const slot = await view.sync.nextControl();
+    const wraps = {};
+    for (const [nodeId, xpk] of state.xkeys) {
+      if (plan.removed.includes(nodeId)) continue;
+      wraps[nodeId] = await wrap(hexToBytes(secret), xpk, wrapContext(view.id, slot.msgId, nodeId));
+    }
+    const event = built(() => epochEvent(n, parent.epochId, plan.removed, wraps));
+    await this.control(view, event, { slot, epoch: parent });
+    const epoch = { n, epochId: slot.msgId, secret };
+    await view.sync.hold([epoch]);
+    await this.linkEpoch(view, epoch, parent);
+    return n;
   }
 
   /** The node `who` names in a circle: by node id, its start, or name, as the node resolves them. */
