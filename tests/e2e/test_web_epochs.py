@@ -16,12 +16,16 @@ from typing import Any
 
 import pytest
 
-from felund.testing import Relay, plaintext_of, signed_call, wait_for
+from felund.testing import Relay, browser_missing, plaintext_of, signed_call, wait_for
 from felund.trust import identity
 from felund.trust.identity import IdentityKey
 from felund.v1 import ids
+from felund.v1.invite import decode_invite
 from felund.v1.wire import compose_message, to_wire
 from tests.e2e.conftest import in_page
+
+if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
+    from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
 
@@ -207,3 +211,32 @@ def test_a_sealed_message_waits_for_its_epoch_then_opens(new_page, web_relay: Re
         timeout=10,
         what="the unsigned old-epoch message refused",
     )
+
+
+def test_the_page_shows_nothing_of_a_sealed_message(open_peer, web_relay: Relay) -> None:
+    """A message the page cannot open yet (a later epoch's) is no line, no channel, no
+    unread badge and no count in the title; a readable one beside it is all of those."""
+    web = open_peer()
+    web.create("Ann", "sealed")
+    root = decode_invite(web.invite_code()).secret
+    key_id = f"e1.{secrets.token_hex(16)}"
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, secrets.token_hex(32), key_id, ANA, "not yet", channel="later"),
+            sealed_wire(root, root, "epoch-0", ANA, "readable", channel="now"),
+        ],
+    )
+    expect(web.unread("now")).to_have_text("1", timeout=T)
+    expect(web.page).to_have_title("(1) felund")
+    expect(web.channel_button("later")).to_have_count(0)
+    expect(web.page.locator("#messages .msg .text", has_text="not yet")).to_have_count(0)
+    # Kept, as it travels, for when its epoch comes.
+    kept = web.page.evaluate(
+        "async (cid) => { const s = await (await import('/lib/store.js')).openStore('felund');"
+        " const rows = await s.sealed(cid); s.close(); return rows.map((r) => r.keyId); }",
+        ids.circle_id(root),
+    )
+    assert kept == [key_id]
+    web.no_errors()
