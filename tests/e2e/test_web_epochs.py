@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from felund.testing import Relay, browser_missing, plaintext_of, signed_call, wait_for
+from felund.testing import PY_NODE, Relay, browser_missing, plaintext_of, signed_call, wait_for
 from felund.trust import identity
 from felund.trust.identity import IdentityKey
-from felund.v1 import ids
+from felund.v1 import crypto, ids
 from felund.v1.invite import decode_invite
 from felund.v1.wire import compose_message, to_wire
 from tests.e2e.conftest import in_page
@@ -75,7 +75,18 @@ def sealed_wire(
 
 
 def _post(relay: Relay, root: str, wires: list[dict[str, Any]]) -> None:
-    body = {"circle_hint": ids.circle_hint(ids.circle_id(root)), "messages": wires}
+    """Post as a member of the root's realm (registered first: the relay verifies against it)."""
+    hint = ids.circle_hint(ids.circle_id(root))
+    presence = {
+        "node_id": PY_NODE,
+        "circle_hint": hint,
+        "endpoints": [],
+        "capabilities": {"relay": False, "transport": ["ws"]},
+        "ttl_s": 60,
+        "signing_key": crypto.api_signing_key(root),
+    }
+    signed_call(relay, root, "POST", "/register", presence)
+    body = {"circle_hint": hint, "messages": wires}
     assert signed_call(relay, root, "POST", "/messages", body)["stored"] == len(wires)
 
 
@@ -138,9 +149,11 @@ async (o) => {
   const key = await trust.generateKey();
   const identity = {nodeId: trust.nodeIdOf(key.publicKey), displayName: o.db, key};
   await store.putIdentity(identity);
-  const circleId = await ids.circleId(o.secret);
+  // A member by a later epoch's code holds that epoch and no root (o.secret "").
+  const circleId = o.circleId ?? await ids.circleId(o.secret);
   const circle = {circleId, secret: o.secret, name: 'c', relayUrl: o.relay};
   await store.putCircle(circle);
+  if (o.epoch) await store.putEpoch(circleId, o.epoch);
   window.got = [];
   window.store = store;
   window.circleId = circleId;
@@ -240,3 +253,71 @@ def test_the_page_shows_nothing_of_a_sealed_message(open_peer, web_relay: Relay)
     )
     assert kept == [key_id]
     web.no_errors()
+
+
+def test_a_member_by_an_epoch_code_walks_the_links_back_to_the_root(
+    new_page, web_relay: Relay
+) -> None:
+    """A page that holds only epoch 2 (its invite code's) keeps what was written before
+    sealed, then walks the EPOCH_LINKs back: each candidate is taken only if it opens
+    the EPOCH_EVT it names (a bogus one is not), and it reads the whole history."""
+    root, e1, e2 = (secrets.token_hex(32) for _ in range(3))
+    id1, id2 = secrets.token_hex(16), secrets.token_hex(16)
+    k1, k2 = f"e1.{id1}", f"e2.{id2}"
+    circle = ids.circle_id(root)
+
+    def control(secret: str, key_id: str, body: str, msg_id: str = "") -> dict[str, Any]:
+        wire = sealed_wire(root, secret, key_id, ANA, body, channel="__control")
+        if msg_id:  # an EPOCH_EVT's msg_id is its epoch's id (composed again under that id)
+            wire = to_wire(
+                compose_message(
+                    secret,
+                    circle_id=circle,
+                    channel_id="__control",
+                    author_node_id=ANA.node_id,
+                    display_name="ana",
+                    text=body,
+                    created_ts=int(time.time()),
+                    msg_id=msg_id,
+                    encrypt=True,
+                    key=ANA,
+                )
+            )
+            wire["enc"]["key_id"] = key_id
+        return wire
+
+    def link(epoch_id: str, prev: str) -> str:
+        return f'{{"epoch_id":"{epoch_id}","prev":"{prev}","t":"EPOCH_LINK"}}'
+
+    history = [
+        sealed_wire(root, root, "epoch-0", ANA, "said under the root"),
+        control(root, "epoch-0", '{"t":"EPOCH_EVT"}', id1),
+        control(e1, k1, link(id1, root)),
+        sealed_wire(root, e1, k1, ANA, "said under e1"),
+        control(e1, k1, '{"t":"EPOCH_EVT"}', id2),
+        control(e2, k2, link(id2, secrets.token_hex(32))),  # bogus: opens nothing
+        sealed_wire(root, e2, k2, ANA, "said under e2"),
+    ]
+    _post(web_relay, root, history[:6] + history[6:])
+    pg = new_page(f"{web_relay.url}/v1/health")
+    epoch = {"n": 2, "epochId": id2, "secret": e2}
+    opts = {"db": "epoch-walk", "secret": "", "circleId": circle, "relay": web_relay.url}
+    pg.evaluate(SYNC, opts | {"epoch": epoch})
+    pg.wait_for_function("window.got.includes('said under e2')", timeout=T)
+    stuck = pg.evaluate(
+        "async () => (await window.store.sealed(window.circleId)).map((r) => r.keyId).sort()"
+    )
+    assert stuck == sorted(["epoch-0", "epoch-0", k1, k1, k1])  # the bogus link walks nowhere
+    assert "said under e1" not in pg.evaluate("window.got")
+
+    # The true link of e2 comes: e1 opens, and through e1's link the root.
+    _post(web_relay, root, [control(e2, k2, link(id2, e1))])
+    pg.wait_for_function("window.got.includes('said under the root')", timeout=T)
+    got = pg.evaluate("window.got")
+    assert {"said under e1", "said under the root", "said under e2"} <= set(got)
+    assert pg.evaluate("async () => (await window.store.sealed(window.circleId)).length") == 0
+    stored = pg.evaluate(
+        "async () => ({root: (await window.store.getCircle(window.circleId)).secret,"
+        " epochs: (await window.store.epochs(window.circleId)).map((e) => e.n)})"
+    )
+    assert stored == {"root": root, "epochs": [2, 1]}

@@ -430,6 +430,11 @@ export class CircleSync {
       for (const msgId of full) this._refused(new InvalidMessage("sealed_full", "sealed"), msgId);
     }
     await this._keep(opened, pins);
+    // A link, or the EPOCH_EVT it opens, may be what just came.
+    if (this._links.size && (opened.length || sealed.length)) {
+      const found = await this._walkLinks();
+      if (found.length) await this._holdNow(found);
+    }
   }
 
   /**
@@ -582,8 +587,12 @@ export class CircleSync {
     for (const [epochId, prevs] of this._links) {
       if (!this.keys.held.has(epochId)) continue;
       const row = await this.store.sealedOne(this.circle.circleId, epochId);
-      const parent = row ? parseKeyId(row.keyId) : null;
-      if (parent === null || this.keys.secretFor(row.keyId) !== null) continue;
+      if (!row) continue; // not come yet, or opened: its epoch is held then
+      const parent = parseKeyId(row.keyId);
+      if (parent === null || this.keys.secretFor(row.keyId) !== null) {
+        this._links.delete(epochId);
+        continue;
+      }
       for (const prev of prevs) {
         try {
           await openMessage(prev, this.circle.circleId, row.wire);
@@ -592,6 +601,7 @@ export class CircleSync {
           throw e;
         }
         found.push({ ...parent, secret: prev });
+        this._links.delete(epochId);
         break;
       }
     }

@@ -496,16 +496,23 @@ export class AppState extends EventTarget {
    */
   async joinCircle(code) {
     const invite = decodeInvite(code.trim());
-    const circleId = await circleIdOf(invite.secret);
+    // A code of epoch n > 0 names its circle; its secret is that epoch's, and the root
+    // (circles.secret, "" until then) comes back through the EPOCH_LINKs.
+    const epoch = invite.epoch ? { n: invite.epoch, epochId: invite.epochId, secret: invite.secret } : null;
+    const circleId = epoch ? invite.circleId : await circleIdOf(invite.secret);
     if (this.circles.has(circleId)) {
+      const view = this.circles.get(circleId);
+      // A member a re-key left behind (a client that could not follow) is back in with it.
+      if (epoch) await view.sync.hold([epoch]);
       await this.setCurrent(circleId, DEFAULT_CHANNEL);
-      return { view: this.circles.get(circleId), joined: false };
+      return { view, joined: false };
     }
     const relayUrl = isUrlPeer(invite.peer) ? normalizeRelayUrl(invite.peer) : this.relayUrl;
     if (!relayUrl) throw new UserError("set a relay URL first (F3 settings)");
+    if (epoch) await this.store.putEpoch(circleId, epoch); // before the sync starts: it reads them
     const view = await this.addCircle({
       circleId,
-      secret: invite.secret,
+      secret: epoch ? "" : invite.secret,
       name: "",
       relayUrl,
       joinedTs: Math.floor(Date.now() / 1000),
@@ -515,8 +522,12 @@ export class AppState extends EventTarget {
     return { view, joined: true };
   }
 
+  /** The code of the newest epoch held (after a re-key the root's code admits nobody). */
   inviteCode(view) {
-    return encodeInvite(view.circle.secret, view.circle.relayUrl);
+    const newest = view.sync?.keys.newest();
+    if (!newest || newest.n === 0) return encodeInvite(view.circle.secret, view.circle.relayUrl);
+    const { n: epoch, epochId, secret } = newest;
+    return encodeInvite(secret, view.circle.relayUrl, { circleId: view.id, epoch, epochId });
   }
 
   async renameCircle(name) {
