@@ -16,13 +16,23 @@ from typing import Any
 
 import pytest
 
-from felund.testing import PY_NODE, Relay, browser_missing, plaintext_of, signed_call, wait_for
+from felund.testing import (
+    PY_NODE,
+    Node,
+    Relay,
+    browser_missing,
+    plaintext_of,
+    signed_call,
+    wait_for,
+)
 from felund.trust import identity
 from felund.trust.identity import IdentityKey
 from felund.v1 import crypto, ids
 from felund.v1.invite import decode_invite
 from felund.v1.wire import compose_message, to_wire
 from tests.e2e.conftest import in_page
+from tests.e2e.test_web_app import _node as node_on_relay
+from tests.e2e.test_web_app import _node_sees as node_sees
 
 if browser_missing() is None:  # else the browser fixture skips (fails under CI=true)
     from playwright.sync_api import expect
@@ -72,6 +82,14 @@ def sealed_wire(
     )
     wire["enc"]["key_id"] = key_id
     return wire
+
+
+def _pull(relay: Relay, root: str) -> list[dict[str, Any]]:
+    hint = ids.circle_hint(ids.circle_id(root))
+    got: list[dict[str, Any]] = signed_call(
+        relay, root, "GET", f"/messages?circle_hint={hint}&cursor=0&limit=500"
+    )["messages"]
+    return got
 
 
 def _post(relay: Relay, root: str, wires: list[dict[str, Any]]) -> None:
@@ -321,3 +339,89 @@ def test_a_member_by_an_epoch_code_walks_the_links_back_to_the_root(
         " epochs: (await window.store.epochs(window.circleId)).map((e) => e.n)})"
     )
     assert stored == {"root": root, "epochs": [2, 1]}
+
+
+def _db_bytes(node: Node) -> bytes:
+    """Everything the node's database holds on disk (the WAL too)."""
+    return b"".join(p.read_bytes() for p in node.home.glob("felund.db*") if p.is_file())
+
+
+def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: Relay) -> None:
+    """The page owns its circle and /kicks a real node: a member page's /kick is refused
+    with the sentence saying who can; the owner's asks first (who is removed, who cannot
+    follow), Escape does nothing; once confirmed, what the page writes next is under the
+    new epoch: the other page reads it (after a reload too), the node does not and its
+    database holds no plaintext of it, and what the node writes shows nowhere."""
+    web = open_peer()
+    web.create("Ann", "club")
+    code = web.invite_code()
+    root = decode_invite(code).secret
+    circle = ids.circle_id(root)
+    node = node_on_relay(make_node, "nodey", web_relay)
+    node.circle_id = node.cli("join", "--code", code).stdout.strip()
+    assert node.circle_id == circle
+    node.start()
+    node.cli("send", "--circle-id", circle, "nodey here")
+    web.sees("nodey here")
+    bob = open_peer()
+    bob.join("Bob", code)
+    bob.say("Bob here")
+    web.sees("Bob here")
+    # A member with a signing key and no X25519 key (a client from before epochs).
+    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "ana, no xpk")])
+    web.sees("ana, no xpk")
+    notices = web.page.locator("#messages .notice-text")
+
+    bob.type("/kick nodey")
+    expect(bob.page.locator("#messages .notice-error .notice-text").last).to_contain_text(
+        "or a moderator can remove a member", timeout=T
+    )
+    web.page.keyboard.press("F1")
+    expect(web.page.locator("#dlg-help")).to_contain_text("/kick PERSON")
+    web.page.keyboard.press("Escape")
+
+    dialog = web.page.locator("#dlg-confirm")
+    web.page.fill("#input", "/kick nodey")
+    web.page.press("#input", "Enter")
+    expect(dialog).to_be_visible(timeout=T)
+    expect(web.page.locator("#confirm-text")).to_contain_text("nodey will be removed from club")
+    expect(web.page.locator("#confirm-text")).to_contain_text(
+        "1 member uses a client that cannot follow (ana): it needs a new invite code."
+    )
+    web.page.keyboard.press("Escape")
+    expect(notices.last).to_have_text("nothing done: nodey stays", timeout=T)
+
+    web.page.fill("#input", "/kick nodey")
+    web.page.press("#input", "Enter")
+    expect(dialog).to_be_visible(timeout=T)
+    web.page.click("#confirm-yes")
+    expect(notices.last).to_contain_text("nodey is removed from club (new key, epoch 1)", timeout=T)
+
+    web.say("after the kick")
+    bob.sees("after the kick")
+    bob.say("Bob under the new key")
+    web.sees("Bob under the new key")
+    web.page.reload()
+    web.wait_chat()
+    web.say("after a reload")
+    bob.sees("after a reload")
+    sealed = [w for w in _pull(web_relay, root) if w["channel_id"] == "general"]
+    assert [w["enc"]["key_id"][:3] for w in sealed[-3:]] == ["e1."] * 3
+    # F2 gives the new epoch's code.
+    assert decode_invite(web.invite_code()).epoch == 1
+
+    # The node read up to a later marker, and none of what came under the new key.
+    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "marker")])
+    node_sees(node, "marker", "ana")
+    texts = {m["text"] for m in node.json("inbox", "--circle-id", circle, "--limit", "1000")}
+    assert "nodey here" in texts and "after the kick" not in texts
+    on_disk = _db_bytes(node)
+    for text in ("after the kick", "Bob under the new key", "after a reload"):
+        assert text.encode() not in on_disk
+    # What the node writes now shows on no page.
+    node.cli("send", "--circle-id", circle, "nodey, removed")
+    bob.say("Bob last")
+    web.sees("Bob last")
+    expect(web.line("nodey, removed")).to_have_count(0)
+    web.no_errors()
+    bob.no_errors()
