@@ -54,6 +54,11 @@ import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } f
 /** The states a CircleSync can be in. */
 export const STATES = Object.freeze(["connecting", "online", "offline", "relay-down", "forbidden"]);
 const MAX_PAGES_PER_PULL = 100;
+// EPOCH_LINK candidates kept: epochs named, and candidates for one (a bogus link costs one
+// AES-GCM try; a circle has at most as many epochs as control events).
+const MAX_LINKED_EPOCHS = 1024;
+const MAX_LINK_CANDIDATES = 8;
+const SECRET_RE = /^[0-9a-f]{64}$/;
 
 /** Keeps one circle in sync with its relay. */
 export class CircleSync {
@@ -570,10 +575,12 @@ export class CircleSync {
       return;
     }
     if (!isObject(body) || body.t !== "EPOCH_LINK") return;
-    if (typeof body.epoch_id !== "string" || typeof body.prev !== "string" || !/^[0-9a-f]{64}$/.test(body.prev)) return;
-    const prevs = this._links.get(body.epoch_id) ?? new Set();
-    if (prevs.size < 8) prevs.add(body.prev); // a bogus link costs one AES-GCM try, and is bounded
-    this._links.set(body.epoch_id, prevs);
+    const { epoch_id: epochId, prev } = body;
+    if (typeof epochId !== "string" || typeof prev !== "string" || !SECRET_RE.test(prev)) return;
+    const prevs = this._links.get(epochId) ?? new Set();
+    if (!prevs.size && this._links.size >= MAX_LINKED_EPOCHS) return;
+    if (prevs.size < MAX_LINK_CANDIDATES) prevs.add(prev);
+    this._links.set(epochId, prevs);
   }
 
   /**
