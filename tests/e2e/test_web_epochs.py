@@ -51,7 +51,7 @@ def marked(tag: str) -> IdentityKey:
     raise AssertionError("unreachable")
 
 
-ANA = marked("epoch-ana")
+ANA, CAL = marked("epoch-ana"), marked("epoch-cal")
 
 
 def sealed_wire(
@@ -242,6 +242,22 @@ def test_a_sealed_message_waits_for_its_epoch_then_opens(new_page, web_relay: Re
         timeout=10,
         what="the unsigned old-epoch message refused",
     )
+    # Once the fold says ana was removed, ana's messages are refused, under any epoch.
+    pg.evaluate(
+        "(a) => window.sync.keys.follow({chain: [a.id], removed: [a.ana]})",
+        {"id": epoch_id, "ana": ANA.node_id},
+    )
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, epoch, key_id, ANA, "ana, removed"),
+            sealed_wire(root, epoch, key_id, CAL, "cal, still a member"),
+        ],
+    )
+    pg.wait_for_function("window.got.length >= 4", timeout=T)
+    assert pg.evaluate("window.got")[3:] == ["cal, still a member"]
+    assert pg.evaluate("Object.fromEntries(window.sync.rejected)")["removed"] == 1
 
 
 def test_the_page_shows_nothing_of_a_sealed_message(open_peer, web_relay: Relay) -> None:
