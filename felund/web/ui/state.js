@@ -6,12 +6,17 @@
 import { CircleSync } from "../lib/sync.js";
 import {
   CHANNEL_RULE,
+  REMOVAL_REFUSALS,
+  cannotFollow,
   channelEvent,
   circleNameEvent,
   dated,
   derive,
+  epochEvent,
+  epochLinkEvent,
   eventText,
   keptByOwner,
+  nextRemoved,
   renameEvent,
   resolvePerson,
   roleEvent,
