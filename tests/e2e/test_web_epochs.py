@@ -115,22 +115,22 @@ def test_sealing_and_opening_by_key_id(lib_page) -> None:
     epoch_id = "0123456789abcdef" * 2
     out = in_page(
         lib_page,
-        ("wire", "epochs"),
+        ("wire", "wrap", "epochs"),
         """
-        const {wire, epochs} = L;
+        const {wire, wrap, epochs} = L;
         const f = {circleId: arg.circle, authorNodeId: 'ab'.repeat(12), text: 'under e1',
                    createdTs: 1780000000, msgId: 'cd'.repeat(16)};
         const root = await wire.composeMessage(arg.root, {...f, text: 'under the root'});
-        const e1 = await wire.composeMessage(arg.epoch, {...f, keyId: wire.epochKeyId(1, arg.eid)});
+        const e1 = await wire.composeMessage(arg.epoch, {...f, keyId: wrap.epochKeyId(1, arg.eid)});
         const opened = await wire.openMessage(arg.epoch, arg.circle, e1);
         let wrong = '';
         try { await wire.openMessage(arg.root, arg.circle, e1); } catch (e) { wrong = e.kind; }
         const keys = new epochs.EpochKeys(arg.root, [{n: 1, epochId: arg.eid, secret: arg.epoch}]);
         return {
           rootKeyId: root.enc.key_id, e1KeyId: e1.enc.key_id, text: opened.text, wrong, e1,
-          parsed: [wire.parseKeyId('epoch-0'), wire.parseKeyId(e1.enc.key_id),
-                   wire.parseKeyId('e0.' + arg.eid), wire.parseKeyId('e1.' + arg.eid.toUpperCase()),
-                   wire.parseKeyId('e2147483649.' + arg.eid)],
+          parsed: [wrap.parseKeyId('epoch-0'), wrap.parseKeyId(e1.enc.key_id),
+                   wrap.parseKeyId('e0.' + arg.eid), wrap.parseKeyId('e1.' + arg.eid.toUpperCase()),
+                   wrap.parseKeyId('e2147483649.' + arg.eid)],
           secretFor: [keys.secretFor('epoch-0') === arg.root,
                       keys.secretFor(e1.enc.key_id) === arg.epoch, keys.secretFor('e2.' + arg.eid)],
           plausible: [keys.plausible('e17.' + 'ef'.repeat(16)),

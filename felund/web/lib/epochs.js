@@ -14,7 +14,7 @@
 //   ("stale_epoch": v1 peers cannot follow, and a removed member cannot forge
 //   an unsigned old-epoch message).
 
-import { ENC_KEY_ID, epochKeyId, parseKeyId } from "./wire.js";
+import { ROOT_KEY_ID, epochKeyId, parseKeyId } from "./wrap.js";
 
 /** How far beyond the newest held epoch a key id may name one and still be kept sealed. */
 export const PLAUSIBLE_AHEAD = 16;
@@ -77,7 +77,7 @@ export class EpochKeys {
   /** @returns {string} the key id everything is written under now */
   newestKeyId() {
     const e = this.newest();
-    return e ? epochKeyId(e.n, e.epochId) : ENC_KEY_ID;
+    return e ? epochKeyId(e.n, e.epochId) : ROOT_KEY_ID;
   }
 
   /**

@@ -37,17 +37,16 @@ import {
   checkChannelId,
   checkText,
   composeMessage,
-  epochKeyId,
   keyIdOf,
   openMessage,
-  parseKeyId,
   parseMessage,
 } from "./wire.js";
+import { epochKeyId, parseKeyId, unwrap, wrapContext } from "./wrap.js";
 import { EpochKeys } from "./epochs.js";
 import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
 import { newMsgId } from "./ids.js";
 import { isObject, loads } from "./pyjson.js";
-import { b64decode, b64encode } from "./bytes.js";
+import { b64decode, b64encode, bytesToHex } from "./bytes.js";
 import { Verdict, check, maySign } from "./trust.js";
 import { DEFAULT_PAGE, RelayClient, RelayDown, RelayError, normalizeRelayUrl } from "./relay.js";
 
@@ -109,6 +108,7 @@ export class CircleSync {
     this.client = this._clientFor(circle.secret);
     this._known = new Set(); // msgIds stored (or sent, or kept sealed) here
     this._links = new Map(); // EPOCH_LINK candidates: epoch id -> Set of prev secrets
+    this._tried = new Set(); // wraps to us tried (a fold's epochs are bounded, so is this)
     this._warned = new Set();
     this._position = null; // {relay, cursor, since}
     this._registeredAt = 0;
@@ -560,9 +560,19 @@ export class CircleSync {
     return added;
   }
 
-  /** The epochs of a fold not held here whose wrap to us opens (each tried once). */
+  /** The epochs of a fold not held here whose wrap to us opens (each wrap tried once). */
   async _unwrapped(state) {
-    return [];
+    const { nodeId: me, xKey } = this.identity;
+    const found = [];
+    if (!xKey || !state.epochEvents) return found;
+    for (const e of state.epochEvents.values()) {
+      const wrapped = e.wraps.get(me);
+      if (wrapped === undefined || this.keys.held.has(e.epochId) || this._tried.has(wrapped)) continue;
+      this._tried.add(wrapped); // a wrap that does not open now never will: our key is fixed
+      const secret = await unwrap(xKey, wrapped, wrapContext(this.circle.circleId, e.epochId, me));
+      if (secret !== null) found.push({ n: e.n, epochId: e.epochId, secret: bytesToHex(secret) });
+    }
+    return found;
   }
 
   /** Keep an EPOCH_LINK's candidate secret of the epoch before its own. */

@@ -12,6 +12,7 @@ import { isPrintable } from "./invite.js";
 import { InvalidMessage } from "./errors.js";
 import { JsonError, dumps, isInt, isObject, loads } from "./pyjson.js";
 import { signFields, signatureOf } from "./trust.js";
+import { MAX_KEY_ID_LEN, ROOT_KEY_ID } from "./wrap.js";
 
 export const DEFAULT_CHANNEL = "general";
 export const CONTROL_CHANNEL = "__control";
@@ -19,13 +20,9 @@ export const MAX_DISPLAY_NAME = 64; // code points
 export const MAX_TEXT = 8000; // code points
 export const MAX_TEXT_BYTES = 16000; // UTF-8 bytes
 export const MAX_CREATED_TS = 2 ** 41; // exclusive
-// "e<n>.<epoch id>" (issue 16): "e", n up to 2^31 (10 digits), "." and a 32-hex message id.
-export const MAX_KEY_ID_CHARS = 44;
+export const MAX_KEY_ID_CHARS = MAX_KEY_ID_LEN; // "e<n>.<epoch id>" of the largest epoch
 export const ENC_ALG = "AES-256-GCM";
-/** The root secret's key id (v1's, byte for byte). */
-export const ENC_KEY_ID = "epoch-0";
-const EPOCH_KEY_ID_RE = /^e([1-9][0-9]{0,9})\.([0-9a-f]{32})$/;
-const MAX_EPOCH = 2 ** 31;
+export const ENC_KEY_ID = ROOT_KEY_ID;
 const NONCE_LEN = 12;
 const TAG_LEN = 16;
 // As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,
@@ -62,28 +59,6 @@ const SAFE_KEY_RE = /^[A-Za-z0-9_]{1,32}$/;
 const BAD_NAME_CHAR_RE = /[\p{Cc}\p{Cs}]/u;
 
 export { InvalidMessage };
-
-/**
- * The enc.key_id of epoch n: "epoch-0" for the root, `e<n>.<epoch id>` after a re-key.
- * @param {number} n
- * @param {string} epochId the msg_id of the epoch's EPOCH_EVT ("" for the root)
- * @returns {string}
- */
-export function epochKeyId(n, epochId) {
-  return n === 0 ? ENC_KEY_ID : `e${n}.${epochId}`;
-}
-
-/**
- * The epoch a key id names, or null for one that names none (not a plausible epoch).
- * @param {string} keyId
- * @returns {{n: number, epochId: string}|null}
- */
-export function parseKeyId(keyId) {
-  if (keyId === ENC_KEY_ID) return { n: 0, epochId: "" };
-  const m = typeof keyId === "string" ? EPOCH_KEY_ID_RE.exec(keyId) : null;
-  if (m === null || Number(m[1]) > MAX_EPOCH) return null;
-  return { n: Number(m[1]), epochId: m[2] };
-}
 
 /**
  * The key id a parsed message is sealed under (a MAC message: the root's).
@@ -306,7 +281,7 @@ export function messageMac(secretHex, fields) {
  * @param {string} text
  * @param {Uint8Array} [nonce] 12 bytes; random when absent (tests pass the vectors')
  * @param {{pk: string, sig: string}|null} [signed] the author's signature (trust.signFields)
- * @param {string} [keyId] the key id of the epoch whose secret secretHex is (epochKeyId)
+ * @param {string} [keyId] the key id of the epoch whose secret secretHex is (wrap.js epochKeyId)
  * @returns {Promise<{alg: string, key_id: string, nonce: string, ciphertext: string}>}
  */
 export async function encryptFields(secretHex, ids, displayName, text, nonce, signed = null, keyId = ENC_KEY_ID) {

@@ -25,8 +25,9 @@ import {
 } from "../lib/chatmodel.js";
 import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
 import { newSecret, circleId as circleIdOf } from "../lib/ids.js";
-import { b64encode } from "../lib/bytes.js";
+import { b64encode, hexToBytes } from "../lib/bytes.js";
 import { generateKey, maySign, newOwnedSecret, nodeIdOf } from "../lib/trust.js";
+import { generateXKey, wrap, wrapContext } from "../lib/wrap.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
 import { normalizeRelayUrl } from "../lib/relay.js";
 
@@ -68,11 +69,16 @@ export const UNVERIFIED_MEANING =
   "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the " +
   "signature); it may not be from who it says";
 
-const keyAnnounce = (nodeId, key) => ({ node_id: nodeId, pk: b64encode(key.publicKey), t: "KEY_ANNOUNCE" });
+const keyAnnounce = (nodeId, { key, xKey }) => ({
+  node_id: nodeId,
+  pk: b64encode(key.publicKey),
+  t: "KEY_ANNOUNCE",
+  xpk: b64encode(xKey.publicKey),
+});
 const circleOwner = (salt) => ({ salt, t: "CIRCLE_OWNER" });
 // Whether our own control events of a circle hold one of type t (written once per circle).
-const wrote = (view, me, t) =>
-  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
+const wrote = (view, me, t, also = "") =>
+  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`) && m.text.includes(also));
 // Whether an epoch's EPOCH_LINK is among a circle's control events (event text is key-sorted).
 const linked = (view, epochId) =>
   view.control.some((m) => m.text.includes('"t":"EPOCH_LINK"') && m.text.includes(`"epoch_id":"${epochId}"`));
@@ -165,9 +171,11 @@ export class AppState extends EventTarget {
 
   async load() {
     this.identity = (await this.store.getIdentity()) || null;
-    if (this.identity && !this.identity.key) {
-      // An identity made before keys keeps its node id (an older id) and signs from now on.
-      this.identity.key = await generateKey();
+    if (this.identity && !(this.identity.key && this.identity.xKey)) {
+      // An identity made before keys keeps its node id (an older id) and signs from now on;
+      // one made before epochs gets its X25519 key, and announces again with it.
+      this.identity.key ??= await generateKey();
+      this.identity.xKey ??= await generateXKey();
       await this.store.putIdentity(this.identity);
     }
     this.relayUrl = (await this.store.getSetting(SETTING_RELAY)) || "";
@@ -201,7 +209,7 @@ export class AppState extends EventTarget {
     if (!this.identity) {
       // A new identity's node id derives from its key: only that key signs for it.
       const key = await generateKey();
-      this.identity = { nodeId: nodeIdOf(key.publicKey), displayName, key };
+      this.identity = { nodeId: nodeIdOf(key.publicKey), displayName, key, xKey: await generateXKey() };
     } else {
       this.identity.displayName = displayName; // in place: the syncs hold this object
     }
@@ -410,7 +418,7 @@ export class AppState extends EventTarget {
   }
 
   /**
-   * Our key into a circle (KEY_ANNOUNCE), and the owner's proof of a circle
+   * Our keys into a circle (KEY_ANNOUNCE), and the owner's proof of a circle
    * made here (CIRCLE_OWNER), each once: what the store holds says whether it
    * is written, so a reload between creating and writing still writes it.
    * Once per view: setup and startAll may both ask.
@@ -426,7 +434,9 @@ export class AppState extends EventTarget {
     if (view.circle.ownerSalt && !wrote(view, me, "CIRCLE_OWNER")) {
       await this.control(view, circleOwner(view.circle.ownerSalt));
     }
-    if (!wrote(view, me, "KEY_ANNOUNCE")) await this.control(view, keyAnnounce(me, this.identity.key));
+    // Again if ours lacked the X25519 key (written before epochs): members wrap to it.
+    const xpk = `"xpk":"${b64encode(this.identity.xKey.publicKey)}"`;
+    if (!wrote(view, me, "KEY_ANNOUNCE", xpk)) await this.control(view, keyAnnounce(me, this.identity));
   }
 
   async withPending(view, post) {
