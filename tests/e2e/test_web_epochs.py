@@ -423,8 +423,17 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     bob.sees("after a reload")
     sealed = [w for w in _pull(web_relay, root) if w["channel_id"] == "general"]
     assert [w["enc"]["key_id"][:3] for w in sealed[-3:]] == ["e1."] * 3
-    # F2 gives the new epoch's code.
-    assert decode_invite(web.invite_code()).epoch == 1
+    # F2 gives the new epoch's code: a newcomer by it reads on, and back to the root
+    # through the EPOCH_LINK.
+    new_code = web.invite_code()
+    assert decode_invite(new_code).epoch == 1
+    cal = open_peer()
+    cal.join("Cal", new_code)
+    expect(cal.page.locator("#hdr-circle")).to_have_text("club", timeout=T)
+    cal.sees("after a reload")
+    cal.sees("nodey here")
+    cal.say("Cal by the new code")
+    web.sees("Cal by the new code")
 
     # The node read up to a later marker, and none of what came under the new key.
     _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "marker")])
@@ -441,3 +450,4 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     expect(web.line("nodey, removed")).to_have_count(0)
     web.no_errors()
     bob.no_errors()
+    cal.no_errors()
