@@ -9,9 +9,9 @@
 // drawn by WebCrypto and non-extractable (Python derives its key from the
 // identity seed; a page has no seed to read).
 
-import { b64decode, b64encode, isWellFormed, randomBytes, utf8 } from "./bytes.js";
+import { b64encode, concat, hexToBytes, isWellFormed, randomBytes, utf8 } from "./bytes.js";
 import { DecryptError, aesGcmDecrypt, aesGcmEncrypt, hkdf } from "./crypto.js";
-import { unb64 } from "./trust.js";
+import { importPrivate, unb64 } from "./trust.js";
 
 const subtle = globalThis.crypto.subtle;
 const X25519 = { name: "X25519" };
@@ -29,9 +29,7 @@ export const ROOT_KEY_ID = "epoch-0";
 export const MAX_KEY_ID_LEN = 1 + String(MAX_EPOCH).length + 1 + 32;
 const KEY_ID_RE = /^e([1-9][0-9]{0,9})\.([0-9a-f]{32})$/;
 // The PKCS#8 wrapping of a raw X25519 private key (RFC 8410): for the vectors' keys only.
-const PKCS8_PREFIX = new Uint8Array([
-  0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
-]);
+const PKCS8_PREFIX = hexToBytes("302e020100300506032b656e04220420");
 
 /**
  * @typedef {object} XKey an X25519 key of ours
@@ -56,12 +54,7 @@ export async function generateXKey() {
  */
 export async function xKeyFromPrivate(raw) {
   if (raw.length !== 32) throw new TypeError("an X25519 private key is 32 bytes");
-  const pkcs8 = new Uint8Array([...PKCS8_PREFIX, ...raw]);
-  // Extractable only for the moment it takes to read the public half (jwk x).
-  const open = await subtle.importKey("pkcs8", pkcs8, X25519, true, ["deriveBits"]);
-  const x = (await subtle.exportKey("jwk", open)).x.replace(/-/g, "+").replace(/_/g, "/");
-  const privateKey = await subtle.importKey("pkcs8", pkcs8, X25519, false, ["deriveBits"]);
-  return { privateKey, publicKey: b64decode(x + "=") };
+  return importPrivate(X25519, PKCS8_PREFIX, raw, ["deriveBits"]);
 }
 
 /**
@@ -103,16 +96,6 @@ async function usable(xpk) {
 export async function xpkOf(text) {
   const raw = unb64(text, XPK_LEN);
   return raw !== null && (await usable(raw)) ? raw : null;
-}
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function aesKeyOf(shared, ephPub, recipientXpk, context) {
