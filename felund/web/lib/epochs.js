@@ -50,11 +50,6 @@ export class EpochKeys {
     return true;
   }
 
-  /** @returns {string} the root secret, "" if not held */
-  get root() {
-    return this.held.get("")?.secret ?? "";
-  }
-
   /**
    * The newest winner held (null: none at all, which a circle never is for long).
    * @returns {HeldEpoch|null}

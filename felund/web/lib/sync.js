@@ -553,8 +553,7 @@ export class CircleSync {
    * @returns {Promise<number>} how many epochs were new here
    */
   async follow(state) {
-    const chain = (state.epochs ?? []).map((e) => e.epochId);
-    this.keys.follow({ chain, removed: state.removed ?? [] });
+    this.keys.follow({ chain: state.epochs.map((e) => e.epochId), removed: state.removed });
     const added = await this.hold(await this._unwrapped(state));
     if (!added) this._useNewest(); // the chain alone may name another newest
     return added;
@@ -564,7 +563,7 @@ export class CircleSync {
   async _unwrapped(state) {
     const { nodeId: me, xKey } = this.identity;
     const found = [];
-    if (!xKey || !state.epochEvents) return found;
+    if (!xKey) return found;
     for (const e of state.epochEvents.values()) {
       const wrapped = e.wraps.get(me);
       if (wrapped === undefined || this.keys.held.has(e.epochId) || this._tried.has(wrapped)) continue;

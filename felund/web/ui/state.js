@@ -351,7 +351,7 @@ export class AppState extends EventTarget {
    */
   async linkOurEpochs(view) {
     const me = this.identity.nodeId;
-    for (const e of view.model.epochs ?? []) {
+    for (const e of view.model.epochs) {
       if (e.author !== me || linked(view, e.epochId)) continue;
       const held = view.sync.keys.held;
       if (held.has(e.epochId) && held.has(e.parent)) await this.linkEpoch(view, held.get(e.epochId), held.get(e.parent));
@@ -414,7 +414,7 @@ export class AppState extends EventTarget {
 
   /** A member the circle removed writes nothing there (the node refuses as much). */
   mayWrite(view) {
-    if (view.model.removed?.has(this.identity.nodeId)) throw new UserError(YOU_WERE_REMOVED);
+    if (view.model.removed.has(this.identity.nodeId)) throw new UserError(YOU_WERE_REMOVED);
   }
 
   /**
@@ -717,7 +717,13 @@ export class AppState extends EventTarget {
     const wraps = {};
     for (const [nodeId, xpk] of state.xkeys) {
       if (plan.removed.includes(nodeId)) continue;
-      wraps[nodeId] = await wrap(hexToBytes(secret), xpk, wrapContext(view.id, slot.msgId, nodeId));
+      try {
+        wraps[nodeId] = await wrap(hexToBytes(secret), xpk, wrapContext(view.id, slot.msgId, nodeId));
+      } catch (e) {
+        // A key no secret can be wrapped to (a low-order point): that member cannot follow,
+        // and must not stop the removal.
+        if (!(e instanceof TypeError)) throw e;
+      }
     }
     const event = built(() => epochEvent(n, parent.epochId, plan.removed, wraps));
     await this.control(view, event, { slot, epoch: parent });
