@@ -8,6 +8,7 @@ writes is opened by Python.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import secrets
@@ -27,7 +28,8 @@ from felund.testing import (
 )
 from felund.trust import identity
 from felund.trust.identity import IdentityKey
-from felund.v1 import crypto, ids
+from felund.v1 import crypto, events, ids
+from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
 from felund.v1.wire import compose_message, to_wire
 from tests.e2e.conftest import in_page
@@ -82,6 +84,10 @@ def sealed_wire(
     )
     wire["enc"]["key_id"] = key_id
     return wire
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _pull(relay: Relay, root: str) -> list[dict[str, Any]]:
@@ -383,8 +389,18 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     bob.join("Bob", code)
     bob.say("Bob here")
     web.sees("Bob here")
-    # A member with a signing key and no X25519 key (a client from before epochs).
-    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "ana, no xpk")])
+    # A member with a signing key and no X25519 key (a client from before epochs), and
+    # one whose X25519 key is a low-order point (no secret can be wrapped to it).
+    low_order = event_text(events.key_announce_event(CAL.node_id, b64(CAL.public), b64(bytes(32))))
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, root, "epoch-0", CAL, low_order, channel="__control"),
+            sealed_wire(root, root, "epoch-0", CAL, "cal, a key no wrap opens"),
+            sealed_wire(root, root, "epoch-0", ANA, "ana, no xpk"),
+        ],
+    )
     web.sees("ana, no xpk")
     notices = web.page.locator("#messages .notice-text")
 
