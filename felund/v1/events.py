@@ -113,9 +113,10 @@ def kept_by_owner(
     return kept
 
 
-def key_announce_event(node_id: str, public_key_b64: str) -> dict[str, Any]:
-    """This node's key, announced once per circle (pinned by readers at first sight)."""
-    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE"}
+def key_announce_event(node_id: str, public_key_b64: str, xpk_b64: str) -> dict[str, Any]:
+    """This node's keys, announced once per circle: its signing key (pinned by readers at
+    first sight) and its X25519 key ``xpk``, to which epoch secrets are wrapped."""
+    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE", "xpk": xpk_b64}
 
 
 def anchor_announce(node_id: str) -> dict[str, Any]:
