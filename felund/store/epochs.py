@@ -13,37 +13,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from felund.trust.wrap import ROOT_KEY_ID, SECRET_LEN, epoch_key_id, parse_key_id
 from felund.v1 import ids
-from felund.v1.crypto import ENC_KEY_ID
 
-ROOT_KEY_ID = ENC_KEY_ID  # v1's: the root secret
 MAX_AHEAD = 16  # a key_id naming an epoch this far beyond the newest held is kept sealed
 MAX_SEALED = 50_000  # sealed rows kept per circle
 MAX_ANSWERED = 64  # epochs in the circles answer
-SECRET_LEN = 32
 NOT_CAUGHT_UP = (
     "this node does not hold the circle's newest key yet: wait until it has caught up "
     "with the other members, then try again"
 )
-
-
-def key_id(n: int, epoch_id: str) -> str:
-    """The enc.key_id of a message sealed under epoch ``n`` (v1's for the root)."""
-    return ROOT_KEY_ID if n == 0 else f"e{n}.{epoch_id}"
-
-
-def parse_key_id(value: str) -> tuple[int, str] | None:
-    """(n, epoch_id) of a key_id of ours or v1's; None for anything else."""
-    if value == ROOT_KEY_ID:
-        return 0, ""
-    head, dot, epoch_id = value.partition(".")
-    digits = head[1:]
-    if not (head[:1] == "e" and dot and digits.isascii() and digits.isdigit()):
-        return None
-    if digits[0] == "0" or len(digits) > 10 or not ids.is_hex(epoch_id, 32):
-        return None
-    n = int(digits)
-    return (n, epoch_id) if 1 <= n <= 2**31 else None
 
 
 def link_of(text: str) -> tuple[str, str] | None:
@@ -73,7 +52,7 @@ class Held:
     @property
     def key_id(self) -> str:
         """The key_id messages sealed under it carry."""
-        return key_id(self.n, self.epoch_id)
+        return epoch_key_id(self.n, self.epoch_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,15 @@ from felund.store.database import Circle, Database, Row
 from felund.trust import signing
 from felund.trust.identity import IdentityKey, b64, fingerprint, is_derived_form
 from felund.trust.owner import new_owned_secret
+from felund.trust.wrap import (
+    ROOT_KEY_ID,
+    SECRET_LEN,
+    epoch_key_id,
+    parse_key_id,
+    unwrap,
+    wrap,
+    wrap_context,
+)
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
@@ -244,10 +253,10 @@ class Ops:
         held = self.keys(circle_id, state).held
         gained = []
         for e in state.epoch_events.values():
-            if epochs.key_id(e.n, e.epoch_id) in held or me not in e.wraps:
+            if epoch_key_id(e.n, e.epoch_id) in held or me not in e.wraps:
                 continue
-            secret = unwrap(key.x_private, e.wraps[me], f"{circle_id}|{e.epoch_id}|{me}")
-            if secret is None or len(secret) != epochs.SECRET_LEN:
+            secret = unwrap(key.x_private, e.wraps[me], wrap_context(circle_id, e.epoch_id, me))
+            if secret is None or len(secret) != SECRET_LEN:
                 continue
             # A wrap of a valid (signed) epoch beats a link's candidate kept before it.
             self.db.add_epoch_key(circle_id, e.epoch_id, e.n, secret.hex(), replace=True)
@@ -268,7 +277,7 @@ class Ops:
             if sealed is None or sealed[1] in held or sealed[2] != CONTROL_CHANNEL:
                 continue
             wire, key, _ = sealed
-            parsed = epochs.parse_key_id(key)
+            parsed = parse_key_id(key)
             if parsed is None or (parsed[0] == 0 and ids.circle_id(prev) != circle_id):
                 continue
             try:
@@ -321,8 +330,8 @@ class Ops:
         linked = self._links_of(cid, me)
         for e in state.epoch_events.values():
             mine, parent = (
-                keys.held.get(epochs.key_id(e.n, e.epoch_id)),
-                keys.held.get(epochs.key_id(e.n - 1, e.parent)),
+                keys.held.get(epoch_key_id(e.n, e.epoch_id)),
+                keys.held.get(epoch_key_id(e.n - 1, e.parent)),
             )
             if e.author == me and e.epoch_id not in linked and mine and parent:
                 out.stored += self._link(circle, mine, parent).stored
@@ -358,9 +367,9 @@ class Ops:
         removed = sorted(state.removed | state.uncovered | removing)
         now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
         epoch_id = ids.new_msg_id(me, now)
-        secret = os.urandom(epochs.SECRET_LEN)
+        secret = os.urandom(SECRET_LEN)
         wraps = {
-            node_id: wrap(secret, xpk, f"{cid}|{epoch_id}|{node_id}")
+            node_id: wrap(secret, xpk, wrap_context(cid, epoch_id, node_id))
             for node_id, xpk in sorted(state.xkeys.items())
             if node_id not in removed
         }
@@ -823,7 +832,7 @@ class Ops:
         yet), or kept sealed for an epoch not held yet (``room``: sealed rows each circle
         may still take); InvalidMessage or AuthError to refuse it."""
         cid = msg.circle_id
-        key = msg.enc["key_id"] if msg.enc is not None else epochs.ROOT_KEY_ID
+        key = msg.enc["key_id"] if msg.enc is not None else ROOT_KEY_ID
         secret = keys.secret_for(key)
         if secret is None:
             if not keys.plausible(key):

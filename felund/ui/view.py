@@ -636,10 +636,10 @@ class View:
         """/kick: first ask the store what the removal would do (said, not done); the same
         /kick again within KICK_CONFIRM_S of that answer does it."""
         planned, self._kick_planned = self._kick_planned, None
-        body = {"circle_id": circle_id, "node": who}
-        if planned and planned[:2] == (circle_id, who):
-            if 0 <= self.clock() - planned[2] <= KICK_CONFIRM_S:
-                return [self.call(OP_MEMBER_REMOVE, body, "kick", circle_id=circle_id)]
+        body: dict[str, Any] = {"circle_id": circle_id, "node": who}
+        again = planned is not None and planned[:2] == (circle_id, who)
+        if again and planned is not None and 0 <= self.clock() - planned[2] <= KICK_CONFIRM_S:
+            return [self.call(OP_MEMBER_REMOVE, body, "kick", circle_id=circle_id)]
         body["dry_run"] = True
         return [self.call(OP_MEMBER_REMOVE, body, "kick_plan", circle_id=circle_id, extra=who)]
 
