@@ -9,6 +9,7 @@ A member whose node was stopped through two re-keys catches up when it starts ag
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -28,6 +29,10 @@ from tests.integration.test_channels import _join, _refused, _started, _wait
 
 def _texts(node: Node, circle: str) -> set[str]:
     return {m["text"] for m in node.inbox(circle)}
+
+
+def _has(node: Node, circle: str, texts: set[str]) -> bool:
+    return texts <= _texts(node, circle)
 
 
 def _epochs(node: Node, circle: str) -> list[int]:
@@ -96,7 +101,7 @@ def _circle(make_node: Callable[..., Node], names: str) -> tuple[list[Node], str
     everyone = [n.status()["node_id"] for n in nodes]
     for n in nodes:
         # Every member's X25519 key is known everywhere: a re-key wraps to each.
-        _wait(lambda n=n: _all_follow(n, circle, everyone), f"every key on {n.home.name}")
+        _wait(functools.partial(_all_follow, n, circle, everyone), f"keys on {n.home.name}")
     return nodes, circle, code
 
 
@@ -107,7 +112,7 @@ def test_a_removed_member_reads_and_writes_nothing_new(make_node) -> None:
     for n in (a, b, c):
         n.cli("send", "--circle-id", circle, f"before the removal, from {n.home.name}")
     for n in (a, b, c):
-        _wait(lambda n=n: old <= _texts(n, circle), f"the old messages on {n.home.name}")
+        _wait(functools.partial(_has, n, circle, old), f"the old messages on {n.home.name}")
 
     # A plain member may not remove; without a terminal nor --yes nobody is removed.
     _refused(
