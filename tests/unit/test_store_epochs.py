@@ -258,6 +258,12 @@ def test_an_uncovered_removal_is_covered_by_the_next_epoch(tmp_path: Path) -> No
         assert state.removed == {c.node.node_id, d.node.node_id}, n.node.display_name
         assert not state.uncovered
     assert a.keys(circle).newest == b.keys(circle).newest
+    # The answer lists the newest, then the chain back (the one before it second: what
+    # relay succession proves with), then the losing epoch 1, the root last.
+    (item,) = _call(a, OP_CIRCLE_KEYS)["circles"]
+    chain = [e.epoch_id for e in a.state(circle).epochs]
+    assert [(e["n"], e["id"]) for e in item["epochs"]][:2] == [(2, chain[1]), (1, chain[0])]
+    assert [e["n"] for e in item["epochs"]] == [2, 1, 1, 0]
 
 
 def test_a_database_of_schema_2_gains_sealed_rows_and_epoch_keys(tmp_path: Path) -> None:
