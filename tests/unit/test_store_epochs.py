@@ -193,6 +193,7 @@ def test_a_member_offline_through_two_rekeys_opens_everything_whatever_the_order
     results = _call(b, OP_APPEND, origin="gossip", msgs=chat)["results"]
     assert results.count("stored") == 3  # sealed ones are stored too
     assert _texts(b, circle) == ["epoch 0"]
+    assert [r["text"] for r in b.db.circle_rows(circle, "general")] == ["epoch 0"]  # export
     assert _call(b, OP_STATS)["messages"] < len(_wires(b))  # sealed rows are not counted
     _call(b, OP_APPEND, origin="gossip", msgs=list(reversed(control)))
     assert _epochs(b, circle) == [2, 1, 0]
