@@ -70,9 +70,11 @@ Epochs (issue 16), decided from signed events only:
   a moderator, its author is not in its parent's ``removed``, and its parent
   is a sound ``EPOCH_EVT`` of the epoch before ("" for epoch 1). A sound one
   counts when its author is the owner or a moderator now (the final roles,
-  as for approvals) or a counting one is built on it: demoting a moderator
-  undoes none of its removals that others built on (no date has to say what
-  came first), and one it wrote that nobody built on counts for nothing.
+  as for approvals) whom no epoch of the owner's removes, or a counting one
+  is built on it: demoting or removing a moderator undoes none of its
+  removals that others built on (no date has to say what came first), and
+  one it wrote that nobody built on counts for nothing (so a removed
+  moderator cannot fork the chain from an epoch before its removal).
   Its msg_id is the epoch's id.
 - **The winning chain.** Epoch n's winner is, among the valid ones of epoch n
   whose parent is epoch n-1's winner, the one with the smallest msg_id: no
@@ -403,17 +405,19 @@ def _epochs(state: CircleState, due: list[_Parsed], ever_moderators: set[str]) -
             )
     # One counts when the owner or a moderator (the final roles) wrote it or built on it:
     # demoting a moderator undoes none of its removals that were built on, and no date
-    # has to say which came first.
+    # has to say which came first. A moderator the owner removed (on any branch: only
+    # the owner removes one) has no say left, as if demoted, or it could fork.
     valid = state.epoch_events
+    by_owner = frozenset().union(*(e.removed for e in sound.values() if e.author == state.owner))
     for e in sound.values():
-        if state.moderates(e.author):
+        if state.moderates(e.author) and e.author not in by_owner:
             step: Epoch | None = e
             while step is not None and step.epoch_id not in valid:
                 valid[step.epoch_id] = step
                 step = sound.get(step.parent)
     for epoch_id, ev in written.items():
         if epoch_id not in valid:
-            _refuse(state, ev, "not_allowed")  # a demoted moderator's, built on by nobody
+            _refuse(state, ev, "not_allowed")  # a former moderator's, built on by nobody
     first_child: dict[str, Epoch] = {}
     for e in valid.values():
         if e.parent not in first_child or e.epoch_id < first_child[e.parent].epoch_id:

@@ -873,7 +873,14 @@ def test_the_page_folds_as_the_python_node(page) -> None:
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
     revoke_bob = events.role_event(BOB.node_id, "member")
     demoted_bob = [*_epoch_events(), ev(60, ANA.node_id, ANA, 16, revoke_bob)]
+    # The owner removes bob (still a moderator); bob forks epoch 1 with a smaller id.
+    removed_bob = [
+        *_epoch_events(),
+        epoch(61, ANA, 16, 4, 49, removed=sorted([BOB.node_id, CAL.node_id, DAN.node_id, OTTO])),
+        epoch(39, BOB, 16, 1, 0, removed=[]),
+    ]
     cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED), (demoted_bob, OWNED)]
+    cases += [(removed_bob, OWNED)]
     cases += _random_signed_sequences(30) + _random_epoch_sequences(60)
     got = _derive_in_page(page, cases)
     for (evs, secret), result in zip(cases, got, strict=True):

@@ -176,6 +176,17 @@ def test_a_demotion_keeps_the_removals_built_on_and_drops_the_rest() -> None:
     assert c.state().refused[late] == "removes_moderator"
 
 
+def test_a_removed_moderator_cannot_fork_from_before_its_removal() -> None:
+    c = Circle()
+    e1 = c.epoch(OWNER, 1, "", [C], msg_id=low(5))
+    e2 = c.epoch(OWNER, 2, e1, [C, MOD], msg_id=low(6))
+    # Still a moderator (never demoted): a sibling of e1 with a smaller id, wrapped to itself.
+    fork = c.epoch(MOD, 1, "", [], msg_id=low(1))
+    s = c.state()
+    assert s.refused[fork] == "not_allowed"
+    assert [e.epoch_id for e in s.epochs] == [e1, e2] and s.removed == {C, MOD}
+
+
 def test_one_never_made_moderator_counts_even_when_built_on() -> None:
     c = Circle()
     e1 = c.epoch(PLAIN, 1, "", [C])

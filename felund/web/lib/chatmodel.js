@@ -28,8 +28,8 @@
 //   owner, only the owner's new removals hold a moderator, its author is not in
 //   its parent's removed, and its parent is a sound EPOCH_EVT of the epoch before
 //   ("" for epoch 1); a sound one counts when its author is the owner or a
-//   moderator now, or a counting one is built on it (a demotion undoes nothing
-//   built on);
+//   moderator now whom no epoch of the owner's removes, or a counting one is
+//   built on it (a demotion or removal undoes nothing built on);
 // - epoch n's winner: among the valid ones whose parent is epoch n-1's winner,
 //   the smallest msgId; removed is the newest winner's, and a losing branch's
 //   removals are uncovered until a later epoch covers them;
@@ -415,16 +415,19 @@ function foldEpochs(state, due, everModerators) {
     });
   }
   // One counts when the owner or a moderator (the final roles) wrote it or built on it:
-  // demoting a moderator undoes none of its removals that were built on.
+  // demoting a moderator undoes none of its removals that were built on. A moderator the
+  // owner removed (on any branch) has no say left, as if demoted, or it could fork.
   const valid = state.epochEvents;
+  const byOwner = new Set();
+  for (const e of sound.values()) if (e.author === state.owner) for (const r of e.removed) byOwner.add(r);
   for (const e of sound.values()) {
-    if (!state.moderates(e.author)) continue;
+    if (!state.moderates(e.author) || byOwner.has(e.author)) continue;
     for (let step = e; step !== undefined && !valid.has(step.epochId); step = sound.get(step.parent)) {
       valid.set(step.epochId, step);
     }
   }
   for (const [epochId, ev] of written) {
-    if (!valid.has(epochId)) refuse(state, ev, "not_allowed"); // a demoted moderator's, built on by nobody
+    if (!valid.has(epochId)) refuse(state, ev, "not_allowed"); // a former moderator's, built on by nobody
   }
   const firstChild = new Map();
   for (const e of valid.values()) {
