@@ -286,3 +286,21 @@ def test_a_database_of_schema_2_gains_sealed_rows_and_epoch_keys(tmp_path: Path)
         assert _epochs(a, circle) == [0]
         a.db.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_remover_whose_link_is_missing_writes_it_at_its_next_start(tmp_path: Path) -> None:
+    """The EPOCH_EVT and its EPOCH_LINK are written in one transaction; were the link lost
+    (a remover stopped between the two, as another writer could be), the start writes it."""
+    a, _, _, circle, _ = _circle_of_three(tmp_path)
+    _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
+
+    def links(ops: Ops) -> int:
+        return sum('"EPOCH_LINK"' in e.text for e in ops._control_events(circle))
+
+    assert links(a) == 1
+    with a.db.transaction():
+        a.db._db.execute("DELETE FROM messages WHERE text LIKE '%EPOCH_LINK%'")
+    restarted = Ops(a.db, a.node)
+    with restarted.db.transaction():
+        out = restarted.follow_all()
+    assert links(restarted) == 1 and [r["channel_id"] for r in out.stored] == [CONTROL_CHANNEL]
