@@ -304,3 +304,40 @@ def test_a_remover_whose_link_is_missing_writes_it_at_its_next_start(tmp_path: P
     with restarted.db.transaction():
         out = restarted.follow_all()
     assert links(restarted) == 1 and [r["channel_id"] for r in out.stored] == [CONTROL_CHANNEL]
+
+
+def test_an_unsigned_message_under_an_older_epoch_is_refused(tmp_path: Path) -> None:
+    """v1 peers write unsigned: once the circle has a newer epoch, an unsigned message under
+    an older one is refused (a removed member could forge it with its old secret); under
+    the newest it is stored, unverified."""
+    a, b, _, circle, _ = _circle_of_three(tmp_path)
+    root = a.keys(circle).root or ""
+    _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
+    _sync(a, b)
+    newest = b.keys(circle).newest
+    assert newest is not None and newest.n == 1
+    v1_peer, now = "0e" * 12, int(time.time())  # an id of the other implementation's form
+
+    def unsigned(secret: str, key_id: str, text: str) -> dict[str, Any]:
+        msg = to_wire(
+            compose_message(
+                secret,
+                circle_id=circle,
+                channel_id="general",
+                author_node_id=v1_peer,
+                display_name="v1",
+                text=text,
+                created_ts=now,
+                msg_id=ids.new_msg_id(v1_peer, len(text)),
+                encrypt=True,
+            )
+        )
+        msg["enc"]["key_id"] = key_id
+        return msg
+
+    old = unsigned(root, "epoch-0", "under the root")
+    new = unsigned(newest.secret, newest.key_id, "under epoch 1")
+    assert _call(b, OP_APPEND, origin="gossip", msgs=[old, new])["results"] == [
+        "rejected:stale_epoch",
+        "stored",
+    ]
