@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from felund.protocol import OP_WHO
 from felund.testing import (
     PY_NODE,
     Node,
@@ -467,3 +468,60 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     web.no_errors()
     bob.no_errors()
     cal.no_errors()
+
+
+def _people(node: Node, circle: str) -> dict[str, dict[str, Any]]:
+    return {p["node_id"]: p for p in node.call(OP_WHO, {"circle_id": circle})["people"]}
+
+
+def test_a_node_removes_a_third_member_and_the_page_reads_and_writes_on(
+    open_peer, make_node, web_relay: Relay
+) -> None:
+    """A real node owns the circle; the page and another node are members. The owner
+    removes that node (`felund member remove`): the page unwraps the new epoch and reads
+    the owner's next message, what it writes next is under the new epoch and the owner
+    reads it; the removed node reads neither (its database holds no plaintext of them)."""
+    anna = node_on_relay(make_node, "anna", web_relay)
+    code = anna.cli("invite").stdout.strip()
+    circle = anna.circle_id = ids.circle_id(decode_invite(code).secret)
+    cees = node_on_relay(make_node, "cees", web_relay)
+    assert cees.cli("join", "--code", code).stdout.strip() == circle
+    anna.start()
+    cees.start()
+    web = open_peer()
+    web.join("Pia", code)
+    anna.cli("send", "--circle-id", circle, "anna here")
+    cees.cli("send", "--circle-id", circle, "cees here")
+    web.sees("anna here")
+    web.sees("cees here")
+    web.say("Pia here")
+    node_sees(anna, "Pia here", "Pia")
+    everyone = [n.status()["node_id"] for n in (anna, cees)]
+    pia = web.line("Pia here").locator(".name").get_attribute("title") or ""
+    # The owner knows every member's X25519 key (the page's too): the re-key wraps to each.
+    wait_for(
+        lambda: all(_people(anna, circle).get(i, {}).get("can_follow") for i in [*everyone, pia]),
+        timeout=30,
+        what="every member's X25519 key on anna",
+    )
+
+    anna.cli("member", "remove", "cees", "--circle-id", circle, "--yes")
+    anna.cli("send", "--circle-id", circle, "anna under the new key")
+    web.sees("anna under the new key")
+    web.say("Pia under the new key")
+    node_sees(anna, "Pia under the new key", "Pia")
+    mine = [w for w in _pull(web_relay, decode_invite(code).secret) if w["author_node_id"] == pia]
+    assert mine[-1]["enc"]["key_id"].startswith("e1.")
+
+    cees_id = everyone[1]
+    wait_for(
+        lambda: _people(cees, circle)[cees_id]["removed"],
+        timeout=30,
+        what="cees to read its removal",
+    )
+    texts = {m["text"] for m in cees.inbox(circle)}
+    assert "Pia here" in texts
+    on_disk = _db_bytes(cees)
+    for text in ("anna under the new key", "Pia under the new key"):
+        assert text not in texts and text.encode() not in on_disk
+    web.no_errors()
