@@ -14,6 +14,7 @@ import { isObject, loads } from "./pyjson.js";
 
 export const MAX_BATCH = 50; // messages per POST /v1/messages
 export const DEFAULT_PAGE = 200;
+const MIN_TTL_S = 30; // the relay's shortest registration
 const TIMEOUT_MS = 15000;
 
 /**
@@ -286,8 +287,27 @@ export class RelayClient {
       signing_key: await this._signingKey(),
     };
     // A relay without epochs ignores the key (unknown keys are ignored).
-    if (this.succeeds) body.succeeds = await succession(this.succeeds, body.signing_key);
-    return this._call("POST", "/register", { body });
+    if (!this.succeeds) return this._call("POST", "/register", { body });
+    body.succeeds = await succession(this.succeeds, body.signing_key);
+    try {
+      return await this._call("POST", "/register", { body });
+    } catch (e) {
+      if (!(e instanceof RelayError) || e.code !== "UNKNOWN_PREDECESSOR") throw e;
+      // The relay never saw the old realm (re-keyed before we used it, or forgotten): register
+      // there first, so it can check the proof (as felund.relay.presence does).
+      await new RelayClient({ ...this._options(), secretHex: this.succeeds }).register({ ttlS: MIN_TTL_S });
+      return this._call("POST", "/register", { body });
+    }
+  }
+
+  _options() {
+    return {
+      baseUrl: this.base,
+      circleId: this._circleId ?? undefined,
+      circleHint: this._hint ?? undefined,
+      nodeId: this.nodeId,
+      timeoutMs: this.timeoutMs,
+    };
   }
 
   /**
