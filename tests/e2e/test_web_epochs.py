@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 import secrets
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from felund.testing import (
     wait_for,
 )
 from felund.trust import identity
-from felund.trust.identity import IdentityKey
+from felund.trust.identity import IdentityKey, unb64
 from felund.v1 import crypto, events, ids
 from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
@@ -364,6 +365,13 @@ def test_a_member_by_an_epoch_code_walks_the_links_back_to_the_root(
     assert stored == {"root": root, "epochs": [2, 1]}
 
 
+def _key(node: Node) -> IdentityKey:
+    """A node's own signing key (what it would sign with if it did not know it was removed)."""
+    seed = unb64(json.loads((node.home / "identity.json").read_text())["ed25519_seed"], 32)
+    assert seed is not None
+    return IdentityKey.from_seed(seed)
+
+
 def _db_bytes(node: Node) -> bytes:
     """Everything the node's database holds on disk (the WAL too)."""
     return b"".join(p.read_bytes() for p in node.home.glob("felund.db*") if p.is_file())
@@ -460,8 +468,11 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     on_disk = _db_bytes(node)
     for text in ("after the kick", "Bob under the new key", "after a reload"):
         assert text.encode() not in on_disk
-    # What the node writes now shows on no page.
-    node.cli("send", "--circle-id", circle, "nodey, removed")
+    # The node knows itself removed and writes nothing; what it would have written (signed
+    # by its key, under the root it holds) shows on no page.
+    refused = node.cli("send", "--circle-id", circle, "nodey, removed", check=False)
+    assert "you were removed from this circle" in refused.stderr
+    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", _key(node), "nodey, removed")])
     bob.say("Bob last")
     web.sees("Bob last")
     expect(web.line("nodey, removed")).to_have_count(0)

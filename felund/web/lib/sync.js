@@ -44,7 +44,7 @@ import {
 import { epochKeyId, parseKeyId, unwrap, wrapContext } from "./wrap.js";
 import { EpochKeys } from "./epochs.js";
 import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
-import { newMsgId } from "./ids.js";
+import { circleId as circleIdOf, newMsgId } from "./ids.js";
 import { isObject, loads } from "./pyjson.js";
 import { b64decode, b64encode, bytesToHex } from "./bytes.js";
 import { Verdict, check, maySign } from "./trust.js";
@@ -610,6 +610,8 @@ export class CircleSync {
         continue;
       }
       for (const prev of prevs) {
+        // The root also names the circle: a root that derives another id is none of ours.
+        if (parent.n === 0 && (await circleIdOf(prev)) !== this.circle.circleId) continue;
         try {
           await openMessage(prev, this.circle.circleId, row.wire);
         } catch (e) {

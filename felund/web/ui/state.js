@@ -271,7 +271,7 @@ export class AppState extends EventTarget {
       onPeers: (n) => this.peersChanged(circleId, n),
     });
     view.sync.start();
-    this.followEpochs(view, { repair: true }); // what loadHistory folded before the sync existed
+    this.followEpochs(view); // what loadHistory folded before the sync existed
   }
 
   restartSync(view) {
@@ -337,24 +337,36 @@ export class AppState extends EventTarget {
    * the secrets wrapped to us and opens what waited sealed for them (whose
    * messages come back through ingest, and are folded in turn).
    */
-  followEpochs(view, { repair = false } = {}) {
+  followEpochs(view) {
     if (!view.sync) return;
     view.sync
       .follow(view.model)
-      .then(() => repair && this.linkOurEpochs(view))
+      .then(() => this.rekeyDue(view))
       .catch((e) => console.warn("felund: could not follow the circle's epochs", e));
   }
 
   /**
-   * Crash-only: an epoch we made whose EPOCH_LINK was never written (the page
-   * closed between the two) gets it now, so newcomers can read back through it.
+   * What re-key is ours to write (as the node's store does): the EPOCH_LINK of an
+   * epoch of ours that lacks it (the page closed between the two: crash-only), and,
+   * as owner or moderator holding the newest secret, the next epoch for removals a
+   * losing branch made that the winner does not cover. One at a time per circle.
    */
-  async linkOurEpochs(view) {
+  async rekeyDue(view) {
     const me = this.identity.nodeId;
-    for (const e of view.model.epochs) {
-      if (e.author !== me || linked(view, e.epochId)) continue;
+    const state = view.model;
+    if (view.rekeying || state.removed.has(me) || !this.signs) return;
+    view.rekeying = true;
+    try {
       const held = view.sync.keys.held;
-      if (held.has(e.epochId) && held.has(e.parent)) await this.linkEpoch(view, held.get(e.epochId), held.get(e.parent));
+      for (const e of state.epochEvents.values()) {
+        if (e.author !== me || linked(view, e.epochId)) continue;
+        if (held.has(e.epochId) && held.has(e.parent)) await this.linkEpoch(view, held.get(e.epochId), held.get(e.parent));
+      }
+      if (state.uncovered.size && state.moderates(me) && view.sync.keys.holdsWinner()) {
+        await this.rekey(view, nextRemoved(state));
+      }
+    } finally {
+      view.rekeying = false;
     }
   }
 
@@ -702,13 +714,27 @@ export class AppState extends EventTarget {
   }
 
   /**
-   * Remove a member, as kickPlan said (after the user's yes): a new epoch whose
-   * fresh secret is wrapped to every member with a key but the removed (us
-   * included), sealed under the epoch before it, then its EPOCH_LINK.
+   * Remove a member, as kickPlan said (after the user's yes): a new epoch (rekey).
    * @returns {Promise<number>} the new epoch's n
    */
   async kick(plan) {
     const { view } = plan;
+    if (view.rekeying) throw new UserError("this circle is being given a new key: try again in a moment");
+    view.rekeying = true;
+    try {
+      return await this.rekey(view, plan.removed);
+    } finally {
+      view.rekeying = false;
+    }
+  }
+
+  /**
+   * Start the next epoch removing `removed` (cumulative, nextRemoved): its fresh secret
+   * wrapped to every member with a key but the removed (us included), the EPOCH_EVT
+   * sealed under the epoch before it, then its EPOCH_LINK under the new one.
+   * @returns {Promise<number>} the new epoch's n
+   */
+  async rekey(view, removed) {
     const state = view.model;
     const parent = view.sync.keys.newest();
     const n = parent.n + 1;
@@ -716,7 +742,7 @@ export class AppState extends EventTarget {
     const slot = await view.sync.nextControl();
     const wraps = {};
     for (const [nodeId, xpk] of state.xkeys) {
-      if (plan.removed.includes(nodeId)) continue;
+      if (removed.includes(nodeId)) continue;
       try {
         wraps[nodeId] = await wrap(hexToBytes(secret), xpk, wrapContext(view.id, slot.msgId, nodeId));
       } catch (e) {
@@ -725,7 +751,7 @@ export class AppState extends EventTarget {
         if (!(e instanceof TypeError)) throw e;
       }
     }
-    const event = built(() => epochEvent(n, parent.epochId, plan.removed, wraps));
+    const event = built(() => epochEvent(n, parent.epochId, removed, wraps));
     await this.control(view, event, { slot, epoch: parent });
     const epoch = { n, epochId: slot.msgId, secret };
     await view.sync.hold([epoch]);
