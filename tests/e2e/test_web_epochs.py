@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from felund.protocol import OP_WHO
 from felund.testing import (
@@ -28,7 +29,7 @@ from felund.testing import (
     signed_call,
     wait_for,
 )
-from felund.trust import identity
+from felund.trust import identity, wrap
 from felund.trust.identity import IdentityKey, unb64
 from felund.v1 import crypto, events, ids
 from felund.v1.chatmodel import event_text
@@ -66,8 +67,10 @@ def sealed_wire(
     text: str,
     *,
     channel: str = "general",
+    msg_id: str = "",
 ) -> dict[str, Any]:
-    """A message of the circle of ``root`` sealed under ``secret`` (an epoch's) as ``key_id``."""
+    """A message of the circle of ``root`` sealed under ``secret`` (an epoch's) as ``key_id``
+    (``msg_id`` given: an EPOCH_EVT's, which is its epoch's id)."""
     author = key.node_id if key else "0123456789abcdef01234567"
     ts = int(time.time())
     wire = to_wire(
@@ -79,7 +82,7 @@ def sealed_wire(
             display_name="ana",
             text=text,
             created_ts=ts,
-            msg_id=ids.new_msg_id(author + text, ts),
+            msg_id=msg_id or ids.new_msg_id(author + text, ts),
             encrypt=True,
             key=key,
         )
@@ -309,24 +312,7 @@ def test_a_member_by_an_epoch_code_walks_the_links_back_to_the_root(
     circle = ids.circle_id(root)
 
     def control(secret: str, key_id: str, body: str, msg_id: str = "") -> dict[str, Any]:
-        wire = sealed_wire(root, secret, key_id, ANA, body, channel="__control")
-        if msg_id:  # an EPOCH_EVT's msg_id is its epoch's id (composed again under that id)
-            wire = to_wire(
-                compose_message(
-                    secret,
-                    circle_id=circle,
-                    channel_id="__control",
-                    author_node_id=ANA.node_id,
-                    display_name="ana",
-                    text=body,
-                    created_ts=int(time.time()),
-                    msg_id=msg_id,
-                    encrypt=True,
-                    key=ANA,
-                )
-            )
-            wire["enc"]["key_id"] = key_id
-        return wire
+        return sealed_wire(root, secret, key_id, ANA, body, channel="__control", msg_id=msg_id)
 
     def link(epoch_id: str, prev: str) -> str:
         return f'{{"epoch_id":"{epoch_id}","prev":"{prev}","t":"EPOCH_LINK"}}'
@@ -535,4 +521,75 @@ def test_a_node_removes_a_third_member_and_the_page_reads_and_writes_on(
     on_disk = _db_bytes(cees)
     for text in ("anna under the new key", "Pia under the new key"):
         assert text not in texts and text.encode() not in on_disk
+    web.no_errors()
+
+
+def _control_of(relay: Relay, root: str, secret: str, author: str) -> list[dict[str, Any]]:
+    """The control events ``author`` wrote that ``secret`` opens, as objects."""
+    out = []
+    for w in _pull(relay, root):
+        if w["channel_id"] != "__control" or w["author_node_id"] != author:
+            continue
+        try:
+            out.append(json.loads(plaintext_of(secret, w)["text"]))
+        except InvalidTag:
+            continue
+    return out
+
+
+def test_the_owner_page_covers_a_losing_branch_s_removal(open_peer, web_relay: Relay) -> None:
+    """A moderator (Python, signed) writes two epoch 1s at once removing two people: the
+    fold keeps one, and the other's removal is uncovered. The page, the owner, holding
+    the winner (wrapped to it), writes epoch 2 removing both, then its EPOCH_LINK, and
+    writes under epoch 2 from then on."""
+    web = open_peer()
+    web.create("Ann", "fork")
+    root = decode_invite(web.invite_code()).secret
+    circle = ids.circle_id(root)
+    announce = event_text(
+        events.key_announce_event(ANA.node_id, b64(ANA.public), b64(ANA.x_public))
+    )
+    _post(
+        web_relay,
+        root,
+        [
+            sealed_wire(root, root, "epoch-0", ANA, announce, channel="__control"),
+            sealed_wire(root, root, "epoch-0", ANA, "ana here"),
+        ],
+    )
+    web.sees("ana here")
+    web.type("/role moderator ana")
+    expect(web.page.locator("#messages .notice-text").last).to_have_text(
+        "ana is now a moderator", timeout=T
+    )
+    web.say("Ann here")
+    ann = web.line("Ann here").locator(".name").get_attribute("title") or ""
+    (mine,) = [e for e in _control_of(web_relay, root, root, ann) if e["t"] == "KEY_ANNOUNCE"]
+    ann_xpk = base64.b64decode(mine["xpk"])
+
+    gone = sorted(secrets.token_hex(12) for _ in range(2))
+    forks = []
+    for removed in gone:
+        epoch_id, secret = secrets.token_hex(16), secrets.token_bytes(32)
+        wraps = {ann: wrap.wrap(secret, ann_xpk, wrap.wrap_context(circle, epoch_id, ann))}
+        body = event_text(events.epoch_event(1, "", [removed], wraps))
+        forks.append((epoch_id, secret.hex(), removed))
+        _post(
+            web_relay,
+            root,
+            [sealed_wire(root, root, "epoch-0", ANA, body, channel="__control", msg_id=epoch_id)],
+        )
+    winner_id, winner_secret, _ = min(forks)
+
+    def epoch_2() -> list[dict[str, Any]]:
+        got = _control_of(web_relay, root, winner_secret, ann)
+        return [e for e in got if e["t"] == "EPOCH_EVT"]
+
+    (written,) = wait_for(epoch_2, timeout=30, what="the page's epoch 2")
+    assert written["epoch"] == 2 and written["parent"] == winner_id
+    assert written["removed"] == gone
+    assert sorted(written["wraps"]) == sorted([ann, ANA.node_id])
+    web.say("under epoch 2")
+    said = [w for w in _pull(web_relay, root) if w["author_node_id"] == ann]
+    assert said[-1]["enc"]["key_id"].startswith("e2.")
     web.no_errors()
