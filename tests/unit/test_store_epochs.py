@@ -349,7 +349,7 @@ def test_a_member_announcing_a_key_nothing_can_be_wrapped_to_stops_no_removal(
 ) -> None:
     """A low-order X25519 point parses as 32 bytes (the fold keeps it, as the page's does)
     but no secret can be wrapped to it: its announcer gets no wrap, the removal goes on."""
-    a, b, c, circle, _ = _circle_of_three(tmp_path)
+    a, b, _, circle, _ = _circle_of_three(tmp_path)
     key = b.node.key
     assert key is not None
     low = base64.b64encode(bytes(32)).decode()
@@ -359,7 +359,7 @@ def test_a_member_announcing_a_key_nothing_can_be_wrapped_to_stops_no_removal(
         b._write(
             b.db.circle(circle),
             CONTROL_CHANNEL,
-            [  # noqa: SLF001 (a hostile node's write)
+            [  # a hostile node's write
                 (ids.new_msg_id(b.node.node_id, now), now, chatmodel.event_text(event))
             ],
         )
