@@ -354,15 +354,11 @@ def test_a_member_announcing_a_key_nothing_can_be_wrapped_to_stops_no_removal(
     assert key is not None
     low = base64.b64encode(bytes(32)).decode()
     event = events.key_announce_event(b.node.node_id, base64.b64encode(key.public).decode(), low)
-    now = int(time.time()) + 1
-    with b.db.transaction():
-        b._write(
-            b.db.circle(circle),
-            CONTROL_CHANNEL,
-            [  # a hostile node's write
-                (ids.new_msg_id(b.node.node_id, now), now, chatmodel.event_text(event))
-            ],
-        )
+    now, text = int(time.time()) + 1, chatmodel.event_text(event)
+    held = b.db.circle(circle)
+    assert held is not None
+    with b.db.transaction():  # what a hostile node writes, past its own checks
+        b._write(held, CONTROL_CHANNEL, [(ids.new_msg_id(b.node.node_id, now), now, text)])
     _mesh(a, b)
     assert a.state(circle).xkeys[b.node.node_id] == bytes(32)
     done = _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
