@@ -12,6 +12,7 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -423,6 +424,8 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     expect(dialog).to_be_visible(timeout=T)
     web.page.click("#confirm-yes")
     expect(notices.last).to_contain_text("nodey is removed from club (new key, epoch 1)", timeout=T)
+    web.lists("/who", re.compile(r"^nodey  [0-9a-f]{8}  removed  last seen"))
+    bob.lists("/who", re.compile(r"^nodey  [0-9a-f]{8}  removed  last seen"))
 
     web.say("after the kick")
     bob.sees("after the kick")

@@ -23,7 +23,7 @@ export const COMMANDS = [
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
   ["/channel request NAME", "ask to join an invite-only channel"],
   ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
-  ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified)"],
+  ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified; removed ones say so)"],
   ["/role moderator|member PERSON", "the circle's owner makes someone a moderator, or a member again"],
   ["/kick PERSON", "remove someone from this circle (owner or moderator): the circle gets a new key they do not have"],
   ["/name NEW-NAME", "your display name, in every circle"],

@@ -618,7 +618,7 @@ export class AppState extends EventTarget {
     let people = [...seen.values()];
     for (const p of people) {
       p.displayName = view.model.names.get(p.nodeId) || p.displayName;
-      p.role = view.model.roleOf(p.nodeId);
+      p.role = view.model.removed.has(p.nodeId) ? "removed" : view.model.roleOf(p.nodeId);
     }
     if (channelId && channelId !== DEFAULT_CHANNEL) {
       const channel = view.model.channels.get(channelId);
