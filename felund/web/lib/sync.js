@@ -603,7 +603,11 @@ export class CircleSync {
     for (const [epochId, prevs] of this._links) {
       if (!this.keys.held.has(epochId)) continue;
       const row = await this.store.sealedOne(this.circle.circleId, epochId);
-      if (!row) continue; // not come yet, or opened: its epoch is held then
+      if (!row) {
+        // Known and not sealed: the EPOCH_EVT was opened, so the epoch before is held.
+        if (this._known.has(epochId)) this._links.delete(epochId);
+        continue; // else not come yet
+      }
       const parent = parseKeyId(row.keyId);
       if (parent === null || this.keys.secretFor(row.keyId) !== null) {
         this._links.delete(epochId);
