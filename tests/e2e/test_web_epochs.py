@@ -104,8 +104,11 @@ def _pull(relay: Relay, root: str) -> list[dict[str, Any]]:
     return got
 
 
-def _post(relay: Relay, root: str, wires: list[dict[str, Any]]) -> None:
-    """Post as a member of the root's realm (registered first: the relay verifies against it)."""
+def _post(relay: Relay, root: str, wires: list[dict[str, Any]], signer: str = "") -> None:
+    """Post as a member of the realm of ``signer`` (an epoch's secret; default the root's),
+    registered first: the relay verifies against it. After a re-key the relay takes posts
+    from the newest epoch's realm only."""
+    signer = signer or root
     hint = ids.circle_hint(ids.circle_id(root))
     presence = {
         "node_id": PY_NODE,
@@ -113,11 +116,21 @@ def _post(relay: Relay, root: str, wires: list[dict[str, Any]]) -> None:
         "endpoints": [],
         "capabilities": {"relay": False, "transport": ["ws"]},
         "ttl_s": 60,
-        "signing_key": crypto.api_signing_key(root),
+        "signing_key": crypto.api_signing_key(signer),
     }
-    signed_call(relay, root, "POST", "/register", presence)
+    signed_call(relay, signer, "POST", "/register", presence)
     body = {"circle_hint": hint, "messages": wires}
-    assert signed_call(relay, root, "POST", "/messages", body)["stored"] == len(wires)
+    assert signed_call(relay, signer, "POST", "/messages", body)["stored"] == len(wires)
+
+
+def _newest_secret(page: Any, circle: str) -> str:
+    """The newest epoch secret a page's store holds for a circle."""
+    secret: str = page.evaluate(
+        "async (cid) => { const s = await (await import('/lib/store.js')).openStore('felund');"
+        " const e = await s.epochs(cid); s.close(); return e[0].secret; }",
+        circle,
+    )
+    return secret
 
 
 def test_sealing_and_opening_by_key_id(lib_page) -> None:
@@ -449,8 +462,11 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     cal.say("Cal by the new code")
     web.sees("Cal by the new code")
 
-    # The node read up to a later marker, and none of what came under the new key.
-    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "marker")])
+    # The node read up to a later marker (under the root it holds, posted in the new
+    # epoch's realm: the relay takes posts from there only), and none of what came under
+    # the new key.
+    e1 = _newest_secret(web.page, circle)
+    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", ANA, "marker")], e1)
     node_sees(node, "marker", "ana")
     texts = {m["text"] for m in node.json("inbox", "--circle-id", circle, "--limit", "1000")}
     assert "nodey here" in texts and "after the kick" not in texts
@@ -461,7 +477,8 @@ def test_the_owner_in_the_browser_kicks_a_node(open_peer, make_node, web_relay: 
     # by its key, under the root it holds) shows on no page.
     refused = node.cli("send", "--circle-id", circle, "nodey, removed", check=False)
     assert "you were removed from this circle" in refused.stderr
-    _post(web_relay, root, [sealed_wire(root, root, "epoch-0", _key(node), "nodey, removed")])
+    forged = sealed_wire(root, root, "epoch-0", _key(node), "nodey, removed")
+    _post(web_relay, root, [forged], e1)
     bob.say("Bob last")
     web.sees("Bob last")
     expect(web.line("nodey, removed")).to_have_count(0)
@@ -571,17 +588,16 @@ def test_the_owner_page_covers_a_losing_branch_s_removal(open_peer, web_relay: R
     ann_xpk = base64.b64decode(mine["xpk"])
 
     gone = sorted(secrets.token_hex(12) for _ in range(2))
-    forks = []
+    forks, wires = [], []
     for removed in gone:
         epoch_id, secret = secrets.token_hex(16), secrets.token_bytes(32)
         wraps = {ann: wrap.wrap(secret, ann_xpk, wrap.wrap_context(circle, epoch_id, ann))}
         body = event_text(events.epoch_event(1, "", [removed], wraps))
         forks.append((epoch_id, secret.hex(), removed))
-        _post(
-            web_relay,
-            root,
-            [sealed_wire(root, root, "epoch-0", ANA, body, channel="__control", msg_id=epoch_id)],
+        wires.append(
+            sealed_wire(root, root, "epoch-0", ANA, body, channel="__control", msg_id=epoch_id)
         )
+    _post(web_relay, root, wires)  # at once: then the root's realm ends
     winner_id, winner_secret, _ = min(forks)
 
     def epoch_2() -> list[dict[str, Any]]:
