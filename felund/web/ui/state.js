@@ -530,7 +530,7 @@ export class AppState extends EventTarget {
     if (this.circles.has(circleId)) {
       const view = this.circles.get(circleId);
       // A member a re-key left behind (a client that could not follow) is back in with it.
-      if (epoch) await view.sync.hold([epoch]);
+      if (epoch) await (view.sync ? view.sync.hold([epoch]) : this.store.putEpoch(circleId, epoch));
       await this.setCurrent(circleId, DEFAULT_CHANNEL);
       return { view, joined: false };
     }
