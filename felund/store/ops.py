@@ -105,6 +105,8 @@ _NAME_SETTING = "display_name"
 _REJECTED_SETTING = "control_rejected"
 _CURSOR_SETTING = "cursor"
 _ANNOUNCED_SETTING = "key_announced"  # per circle: this node's KEY_ANNOUNCE is written
+# "1": written without xpk (before epochs), so written once more; "2": with xpk.
+_ANNOUNCED_WITH_XPK = "2"
 _RELAY_URL_SETTING = "relay_url"  # absent: the configured relay.url; "": no relay
 _REFUSALS = {
     "exists": "that channel exists already",
@@ -478,16 +480,17 @@ class Ops:
         return out
 
     def announce_key(self, circle: Circle) -> list[dict[str, Any]]:
-        """Write this node's KEY_ANNOUNCE in a circle, once (the rows stored, if any)."""
+        """Write this node's KEY_ANNOUNCE in a circle, once, and once more if the one
+        written lacked the X25519 key (the rows stored, if any)."""
         key, me = self.node.key, self.node.node_id
         setting = f"{_ANNOUNCED_SETTING}:{circle.circle_id}"
-        if key is None or not self.node.encrypt or self.db.setting(setting):
+        if key is None or not self.node.encrypt or self.db.setting(setting) == _ANNOUNCED_WITH_XPK:
             return []
         now = max(int(time.time()), self.db.newest_local(circle.circle_id, CONTROL_CHANNEL) + 1)
-        event = events.key_announce_event(me, b64(key.public))
+        event = events.key_announce_event(me, b64(key.public), b64(key.x_public))
         text = chatmodel.event_text(event)
         out = self._write(circle, CONTROL_CHANNEL, [(ids.new_msg_id(me, now), now, text)])
-        self.db.set_setting(setting, "1")
+        self.db.set_setting(setting, _ANNOUNCED_WITH_XPK)
         return out.stored
 
     def announce_keys(self) -> list[dict[str, Any]]:

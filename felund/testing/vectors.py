@@ -13,6 +13,7 @@ from felund.v1.wire import Draft, compose_message, compose_messages, to_wire
 
 VECTORS = REPO / "tests" / "vectors" / "felund-v1.json"  # copied from shared/, see its README
 TRUST_VECTORS = REPO / "tests" / "vectors" / "felund-trust-v1.json"  # ours, see its README
+EPOCH_VECTORS = REPO / "tests" / "vectors" / "felund-epoch-v1.json"  # ours, see its README
 
 
 def vector_cases() -> dict[str, list[Any]]:
@@ -25,6 +26,12 @@ def vector_cases() -> dict[str, list[Any]]:
 def trust_cases() -> dict[str, list[Any]]:
     """The signing, identity and owner vectors of felund.trust, by group."""
     cases: dict[str, list[Any]] = json.loads(TRUST_VECTORS.read_text(encoding="utf-8"))
+    return cases
+
+
+def epoch_cases() -> dict[str, Any]:
+    """The X25519, wrap and epoch key id vectors of felund.trust.wrap, by group."""
+    cases: dict[str, Any] = json.loads(EPOCH_VECTORS.read_text(encoding="utf-8"))
     return cases
 
 

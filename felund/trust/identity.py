@@ -9,7 +9,10 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from felund.v1.ids import NODE_ID_LEN
 
@@ -23,6 +26,7 @@ SIGNATURE_B64_LEN = 88  # std base64 of 64 bytes, with its two "="
 # 256 draws on average, about 15 ms (an older id has it by chance, 1 in 256:
 # such a node cannot sign and writes unsigned, see may_sign).
 DERIVED_MARK = "fe"
+X25519_INFO = b"felund-x25519-v1"
 
 
 def is_derived_form(node_id: str) -> bool:
@@ -56,6 +60,17 @@ def unb64(text: object, length: int) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return raw if len(raw) == length else None
+
+
+def x25519_private_of(seed: bytes) -> bytes:
+    """The X25519 private key (raw 32 bytes) an Ed25519 seed derives: HKDF-SHA256 under its
+    own info, so the two keys share nothing usable and identity.json keeps one seed."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=X25519_INFO).derive(seed)
+
+
+def x25519_public_of(x_private: bytes) -> bytes:
+    """The raw 32-byte X25519 public key of a raw private key."""
+    return X25519PrivateKey.from_private_bytes(x_private).public_key().public_bytes_raw()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -103,6 +118,16 @@ class IdentityKey:
     def node_id(self) -> str:
         """The node id this key derives (a node made before keys keeps its older id)."""
         return node_id_of(self.public)
+
+    @property
+    def x_private(self) -> bytes:
+        """This node's X25519 private key (raw 32 bytes), derived from the seed: never sent."""
+        return x25519_private_of(self.seed)
+
+    @property
+    def x_public(self) -> bytes:
+        """This node's X25519 public key (raw 32 bytes), announced as ``xpk`` (KEY_ANNOUNCE)."""
+        return x25519_public_of(self.x_private)
 
     def may_sign(self, node_id: str) -> bool:
         """Whether a node of ``node_id`` can sign with this key (an older id without the mark)."""

@@ -61,6 +61,23 @@ store verified the event with; None: unsigned):
   above, except from an author that has signed events here: those cannot be
   told from a forgery and are ignored. Among creates of one channel a
   signed one beats an unsigned one, then the smallest hash.
+
+Epochs (issue 16), decided from signed events only:
+
+- **Valid.** An ``EPOCH_EVT`` counts when it is signed by the owner or a
+  moderator (the final roles, as for approvals), its ``removed`` (cumulative,
+  sorted) holds all of its parent's and never the owner, a moderator's new
+  removals hold no moderator, its author is not in its parent's ``removed``,
+  and its parent is a valid ``EPOCH_EVT`` of the epoch before ("" for
+  epoch 1). Its msg_id is the epoch's id.
+- **The winning chain.** Epoch n's winner is, among the valid ones of epoch n
+  whose parent is epoch n-1's winner, the one with the smallest msg_id: no
+  date steers it. ``removed`` is the newest winner's; a losing branch's
+  removals are ``uncovered`` until a later epoch covers them.
+- **Keys to wrap to.** ``xkeys``: the X25519 key (``xpk``) of each author of a
+  signed ``KEY_ANNOUNCE`` whose ``pk`` is the key that signed it (the last in
+  order). ``EPOCH_LINK`` is the store's (it opens an older epoch): known,
+  and it derives nothing.
 """
 
 from __future__ import annotations
@@ -75,9 +92,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from felund.protocol import DEFAULT_CHANNEL
-from felund.trust.identity import is_derived_form
+from felund.trust.identity import b64, is_derived_form, unb64
 from felund.trust.owner import SALT_HEX_LEN, proves_owner
-from felund.v1.ids import SECRET_HEX_LEN, is_hex, is_node_id
+from felund.v1.ids import MSG_ID_LEN, SECRET_HEX_LEN, is_hex, is_node_id
+from felund.v1.wire import MAX_TEXT_CHARS
 
 ACCESS_MODES = ("public", "key", "invite")
 CHANNEL_OPS = ("create", "join", "request", "approve", "leave", "rename")
@@ -85,6 +103,21 @@ ROLE_OPS = ("grant", "revoke")
 MAX_EVENT_TEXT = 4096
 MAX_NAME = 64
 MAX_SKEW_S = 300
+# An EPOCH_EVT carries a wrap per member: it may be as long as any message (about
+# 48 wraps); every other control event stays within MAX_EVENT_TEXT.
+MAX_EPOCH_TEXT = MAX_TEXT_CHARS
+MAX_EPOCH = 2**31
+MAX_REMOVED = 256
+MAX_WRAPS = 256
+MAX_WRAP_CHARS = 128
+X_KEY_LEN = 32  # raw X25519 public key, and Ed25519's
+# What our writers say when they refuse a removal (who_can says who may remove).
+REMOVAL_REFUSALS = {
+    "removes_owner": "the owner cannot be removed",
+    "removes_self": "you cannot remove yourself: leave the circle instead",
+    "already_removed": "already removed from this circle",
+    "removes_moderator": "only the circle's owner removes a moderator",
+}
 CHANNEL_RULE = "channel names are 1 to 32 of a-z, 0-9, - and _, not starting with __"
 _CHANNEL_RE = re.compile(r"[a-z0-9_-]{1,32}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
@@ -138,6 +171,29 @@ class Channel:
     requests: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """A valid EPOCH_EVT: epoch ``n`` of a circle, made by ``author``."""
+
+    n: int
+    epoch_id: str  # the EPOCH_EVT's msg_id
+    parent: str  # epoch n-1's id ("" for the root)
+    author: str
+    removed: frozenset[str]  # cumulative
+    wraps: dict[str, str]  # node id -> this epoch's secret wrapped to it
+
+    def summary(self) -> dict[str, Any]:
+        """The epoch as plain data."""
+        return {
+            "n": self.n,
+            "epoch_id": self.epoch_id,
+            "parent": self.parent,
+            "author": self.author,
+            "removed": sorted(self.removed),
+            "wraps": dict(sorted(self.wraps.items())),
+        }
+
+
 @dataclass(slots=True)
 class CircleState:
     """What a circle's control events say."""
@@ -152,6 +208,11 @@ class CircleState:
     due_at: int | None = None
     owner: str = ""  # "" : no owner proved (a v1 circle, or one made before keys)
     moderators: set[str] = field(default_factory=set)
+    epochs: list[Epoch] = field(default_factory=list)  # the winning chain, epoch 1 first
+    removed: frozenset[str] = frozenset()  # the newest winner's
+    uncovered: frozenset[str] = frozenset()  # removals of losing branches no winner holds
+    xkeys: dict[str, bytes] = field(default_factory=dict)  # node id -> X25519 public key
+    epoch_events: dict[str, Epoch] = field(default_factory=dict)  # every valid one, any branch
 
     def role_of(self, node_id: str) -> str:
         """``node_id``'s role in the circle: "owner", "moderator" or "member"."""
@@ -191,6 +252,11 @@ class CircleState:
                 }
                 for cid, c in sorted(self.channels.items())
             },
+            "epochs": [e.summary() for e in self.epochs],
+            "removed": sorted(self.removed),
+            "uncovered": sorted(self.uncovered),
+            "xkeys": {n: b64(k) for n, k in sorted(self.xkeys.items())},
+            "epoch_events": sorted(self.epoch_events),
         }
 
 
@@ -259,14 +325,20 @@ def derive(
             due.append(parsed)
     due.sort(key=_rank)
     _roles(state, due, secret)
+    _epochs(state, due)
+    _xkeys(state, due)
     creates: dict[str, _Parsed] = {}
     for p in due:
         if p.kind == "create" and (
             p.cid not in creates or _create_rank(p) < _create_rank(creates[p.cid])
         ):
             creates[p.cid] = p
-    _Fold(state, creates).run([p for p in due if p.kind not in ("owner", "role")])
+    _Fold(state, creates).run([p for p in due if p.kind not in _NOT_CHANNEL_KINDS])
     return state
+
+
+# Folded before the channels, each by its own function.
+_NOT_CHANNEL_KINDS = frozenset({"owner", "role", "epoch", "xkey"})
 
 
 def _create_rank(p: _Parsed) -> tuple[bool, str]:
@@ -300,6 +372,94 @@ def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
     state.moderators = {n for n, op in granted.items() if op == "grant"} - {state.owner}
 
 
+def _epochs(state: CircleState, due: list[_Parsed]) -> None:
+    """The valid EPOCH_EVTs, their winning chain, and the removals it leaves uncovered."""
+    valid = state.epoch_events
+    # Lower epochs first: a parent is judged before its children.
+    for p in sorted((p for p in due if p.kind == "epoch"), key=_epoch_rank):
+        why = _epoch_problem(state, p, valid)
+        if why:
+            _refuse(state, p.ev, why)
+        else:
+            body = p.body
+            valid[p.ev.msg_id] = Epoch(
+                body["epoch"],
+                p.ev.msg_id,
+                body["parent"],
+                p.ev.author,
+                frozenset(body["removed"]),
+                dict(body["wraps"]),
+            )
+    first_child: dict[str, Epoch] = {}
+    for e in valid.values():
+        if e.parent not in first_child or e.epoch_id < first_child[e.parent].epoch_id:
+            first_child[e.parent] = e
+    head = first_child.get("")
+    while head is not None:  # ids are unique and each step is one epoch up: it ends
+        state.epochs.append(head)
+        head = first_child.get(head.epoch_id)
+    state.removed = state.epochs[-1].removed if state.epochs else frozenset()
+    intents = frozenset().union(*(e.removed for e in valid.values()))
+    state.uncovered = intents - state.removed
+
+
+def _epoch_rank(p: _Parsed) -> tuple[int, str, str]:
+    return p.body["epoch"], p.ev.msg_id, p.hash
+
+
+def _epoch_problem(state: CircleState, p: _Parsed, valid: dict[str, Epoch]) -> str | None:
+    """Why an EPOCH_EVT does not count, given the valid ones of lower epochs; None: it does."""
+    author, n = p.ev.author, p.body["epoch"]
+    if p.ev.signer is None:
+        return "unsigned"
+    if not state.moderates(author):
+        return "not_allowed"
+    removed = frozenset(p.body["removed"])
+    if state.owner in removed:
+        return "removes_owner"
+    before: frozenset[str] = frozenset()
+    if n > 1:
+        parent = valid.get(p.body["parent"])
+        if parent is None:
+            return "no_parent"
+        if parent.n != n - 1:
+            return "parent_mismatch"
+        before = parent.removed
+    if author in before:
+        return "removed_author"
+    if not before <= removed:
+        return "removed_shrinks"
+    if state.role_of(author) == "moderator" and (removed - before) & state.moderators:
+        return "removes_moderator"
+    return None
+
+
+def _xkeys(state: CircleState, due: list[_Parsed]) -> None:
+    """Each author's X25519 key, from its signed KEY_ANNOUNCEs (the last in order)."""
+    for p in due:
+        if p.kind != "xkey":
+            continue
+        xpk = unb64(p.body["xpk"], X_KEY_LEN)
+        if p.ev.signer is None:
+            _refuse(state, p.ev, "unsigned")
+        elif unb64(p.body["pk"], X_KEY_LEN) != p.ev.signer:
+            _refuse(state, p.ev, "not_signer")
+        elif xpk is not None:  # it parsed: always
+            state.xkeys[p.ev.author] = xpk
+
+
+def cannot_follow(state: CircleState, people: Iterable[str]) -> list[str]:
+    """Who of ``people`` (the members seen in the circle) cannot follow a re-key: not
+    removed, and no X25519 key announced (v1 clients, nodes or browsers from before)."""
+    return sorted({n for n in people if n not in state.removed and n not in state.xkeys})
+
+
+def next_removed(state: CircleState, node_id: str = "") -> list[str]:
+    """The cumulative ``removed`` of the next epoch: the newest winner's, the uncovered
+    removals, and ``node_id`` if given."""
+    return sorted(state.removed | state.uncovered | ({node_id} if node_id else set()))
+
+
 def _proves(secret: str, signer: bytes, salt: str) -> bool:
     return is_hex(secret, SECRET_HEX_LEN) and proves_owner(secret, signer, salt)
 
@@ -308,9 +468,11 @@ def writer_problem(state: CircleState, event: dict[str, Any], node_id: str = "")
     """What our writers refuse before the fold is asked: a create of a channel
     that exists (a contest nobody should start knowingly), a join of a key
     channel without its key (the fold lets a v1 join without one in), a role
-    for the owner, and what ``node_id``'s role does not allow ("not_allowed":
-    ``who_can`` says who can)."""
+    for the owner, a removal ``REMOVAL_REFUSALS`` names, and what ``node_id``'s
+    role does not allow ("not_allowed": ``who_can`` says who can)."""
     kind = event.get("t")
+    if kind == "EPOCH_EVT":
+        return _removal_problem(state, event, node_id)
     if kind == "ROLE_EVT":
         if node_id != state.owner or not node_id:
             return "not_allowed"
@@ -332,6 +494,23 @@ def writer_problem(state: CircleState, event: dict[str, Any], node_id: str = "")
     return None
 
 
+def _removal_problem(state: CircleState, event: dict[str, Any], node_id: str) -> str | None:
+    """Why ``node_id`` may not write this EPOCH_EVT: whom it newly removes, and its role."""
+    if not node_id or not state.moderates(node_id):
+        return "not_allowed"
+    removed = event.get("removed")
+    new = set(removed if isinstance(removed, list) else ()) - state.removed
+    if state.owner in new:
+        return "removes_owner"
+    if node_id in new:
+        return "removes_self"
+    if not new:
+        return "already_removed"
+    if state.role_of(node_id) == "moderator" and new & state.moderators:
+        return "removes_moderator"
+    return None
+
+
 def who_can(state: CircleState, event: dict[str, Any], names: dict[str, str] | None = None) -> str:
     """The sentence a writer refused as "not_allowed" shows: who can do what ``event`` does.
 
@@ -349,6 +528,13 @@ def who_can(state: CircleState, event: dict[str, Any], names: dict[str, str] | N
         return f"only {circle_owner} can name moderators"
     if event.get("t") == "CIRCLE_NAME_EVT":
         return f"only {circle_owner} or a moderator can rename this circle"
+    if event.get("t") == "EPOCH_EVT":
+        if not state.owner:
+            return (
+                "this circle has no owner (made by a v1 client or before keys): "
+                "no one can remove a member"
+            )
+        return f"only {circle_owner} or a moderator can remove a member"
     cid = str(event.get("channel_id"))
     channel = state.channels.get(cid)
     creator = f"#{cid}'s owner ({who(channel.creator)})" if channel else f"#{cid}'s owner"
@@ -362,13 +548,22 @@ def _refuse(state: CircleState, ev: ControlEvent, why: str) -> None:
     state.refused[ev.msg_id] = why
 
 
+_NOT_JSON = object()
+
+
 def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
     """An event's parts, or why it is refused whatever else holds (None: no effect)."""
-    if len(ev.text) > MAX_EVENT_TEXT:
+    if len(ev.text) > MAX_EPOCH_TEXT:
         return "too_long"
     try:
         body = json.loads(ev.text)
     except (ValueError, RecursionError):
+        body = _NOT_JSON
+    if len(ev.text) > MAX_EVENT_TEXT and not (
+        isinstance(body, dict) and body.get("t") == "EPOCH_EVT"
+    ):
+        return "too_long"
+    if body is _NOT_JSON:
         return "not_json"
     if not isinstance(body, dict):
         return "not_object"
@@ -394,9 +589,44 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
         if not is_node_id(body.get("target_node_id")):
             return "bad_target"
         return _Parsed(ev, event_hash(ev), "role", body)
-    if kind in ("ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE"):
-        return None  # known, and not about channels, names or roles
+    if kind == "EPOCH_EVT":
+        return _parse_epoch(ev, body)
+    if kind == "KEY_ANNOUNCE" and "xpk" in body:
+        if unb64(body["xpk"], X_KEY_LEN) is None or unb64(body.get("pk"), X_KEY_LEN) is None:
+            return "bad_key"
+        return _Parsed(ev, event_hash(ev), "xkey", body)
+    if kind in ("ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE", "EPOCH_LINK"):
+        return None  # known, and about nothing derived here (EPOCH_LINK is the store's)
     return "unknown_type"
+
+
+def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
+    n = body.get("epoch")
+    # Its msg_id names the epoch (in key ids and invite codes): 32 hex, as ours are.
+    if type(n) is not int or not 1 <= n <= MAX_EPOCH or not is_hex(ev.msg_id, MSG_ID_LEN):
+        return "bad_epoch"
+    parent = body.get("parent")
+    if not (parent == "" if n == 1 else is_hex(parent, MSG_ID_LEN)):
+        return "bad_parent"
+    removed = body.get("removed")
+    if not (
+        isinstance(removed, list)
+        and len(removed) <= MAX_REMOVED
+        and all(is_node_id(r) for r in removed)
+        and removed == sorted(set(removed))
+    ):
+        return "bad_removed"
+    wraps = body.get("wraps")
+    if not (
+        isinstance(wraps, dict)
+        and len(wraps) <= MAX_WRAPS
+        and all(
+            is_node_id(k) and isinstance(v, str) and 0 < len(v) <= MAX_WRAP_CHARS
+            for k, v in wraps.items()
+        )
+    ):
+        return "bad_wraps"
+    return _Parsed(ev, event_hash(ev), "epoch", body)
 
 
 def _good_key_hash(digest: str) -> bool:

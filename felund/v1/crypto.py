@@ -64,7 +64,8 @@ def _hex_equal(expected: str, given: object) -> bool:
     return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii"))
 
 
-def _hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
+def hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
+    """HKDF-SHA256 of 32 bytes: every key felund derives (messages, sessions, wraps)."""
     return HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=salt, info=info).derive(ikm)
 
 
@@ -84,7 +85,8 @@ def _compact_json(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
-def _fresh_nonce(nonce: bytes | None) -> bytes:
+def fresh_nonce(nonce: bytes | None) -> bytes:
+    """A random AES-GCM nonce, or the given one (vectors) once its length is checked."""
     if nonce is None:
         return os.urandom(NONCE_LEN)
     if len(nonce) != NONCE_LEN:
@@ -139,7 +141,7 @@ def verify_message_mac(
 
 def message_key(secret_hex: str) -> bytes:
     """Return the AES-256-GCM key of schema_version 2 messages."""
-    return _hkdf(secret_bytes(secret_hex), None, _MSG_INFO)
+    return hkdf(secret_bytes(secret_hex), None, _MSG_INFO)
 
 
 @functools.lru_cache(maxsize=256)
@@ -169,7 +171,7 @@ def encrypt_message(
 ) -> dict[str, str]:
     """Return the ``enc`` object carrying display_name and text of a message (and its
     author's signature, ``signing.sign_many``, when signed)."""
-    iv = _fresh_nonce(nonce)
+    iv = fresh_nonce(nonce)
     plaintext = _compact_json({"display_name": display_name, "text": text, **(signature or {})})
     ad = _message_ad(msg_id, circle_id, channel_id, author_node_id, created_ts)
     sealed = _message_cipher(secret_hex).encrypt(iv, plaintext, ad)
@@ -247,7 +249,7 @@ def session_key(secret_hex: str, client_nonce_hex: str, server_nonce_hex: str) -
     ):
         raise ValueError("session nonces must be 32 lowercase hex characters")
     salt = bytes.fromhex(client_nonce_hex) + bytes.fromhex(server_nonce_hex)
-    return _hkdf(secret_bytes(secret_hex), salt, _SESSION_INFO)
+    return hkdf(secret_bytes(secret_hex), salt, _SESSION_INFO)
 
 
 _NATIVE_INFO = b"felund-native-v2"
@@ -256,7 +258,7 @@ _NATIVE_INFO = b"felund-native-v2"
 def native_session_key(secret_hex: str, client_nonce_hex: str, server_nonce_hex: str) -> bytes:
     """The native protocol's session key: as v1's, under its own HKDF info."""
     salt = bytes.fromhex(client_nonce_hex) + bytes.fromhex(server_nonce_hex)
-    return _hkdf(secret_bytes(secret_hex), salt, _NATIVE_INFO)
+    return hkdf(secret_bytes(secret_hex), salt, _NATIVE_INFO)
 
 
 def native_server_proof(secret_hex: str, node_id: str, circle_id: str, client_nonce: str) -> str:
@@ -275,7 +277,7 @@ def seal_session_frame(key: bytes, frame: Mapping[str, Any], nonce: bytes | None
     """Return one encrypted session line (without the newline) carrying frame."""
     if len(key) != KEY_LEN:
         raise ValueError("session key must be 32 bytes")
-    iv = _fresh_nonce(nonce)
+    iv = fresh_nonce(nonce)
     sealed = AESGCM(key).encrypt(iv, _compact_json(frame), None)
     return base64.b64encode(iv + sealed).decode("ascii")
 

@@ -113,9 +113,33 @@ def kept_by_owner(
     return kept
 
 
-def key_announce_event(node_id: str, public_key_b64: str) -> dict[str, Any]:
-    """This node's key, announced once per circle (pinned by readers at first sight)."""
-    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE"}
+def key_announce_event(node_id: str, public_key_b64: str, xpk_b64: str) -> dict[str, Any]:
+    """This node's keys, announced once per circle: its signing key (pinned by readers at
+    first sight) and its X25519 key ``xpk``, to which epoch secrets are wrapped."""
+    return {"node_id": node_id, "pk": public_key_b64, "t": "KEY_ANNOUNCE", "xpk": xpk_b64}
+
+
+def epoch_event(
+    n: int, parent: str, removed: Iterable[str], wraps: dict[str, str]
+) -> dict[str, Any]:
+    """Epoch ``n`` after ``parent`` (epoch n-1's id, "" for n = 1): ``removed`` is
+    cumulative (chatmodel.next_removed), ``wraps`` its secret wrapped to each member
+    who stays (node id -> felund.trust.wrap). Sealed under the parent's secret."""
+    if n < 1 or (n == 1) != (parent == ""):
+        raise ValueError("epoch 1 has the root as parent, every later one an epoch id")
+    return {
+        "epoch": n,
+        "parent": parent,
+        "removed": sorted(set(removed)),
+        "t": "EPOCH_EVT",
+        "wraps": dict(sorted(wraps.items())),
+    }
+
+
+def epoch_link_event(epoch_id: str, prev_secret_hex: str) -> dict[str, Any]:
+    """The secret of the epoch before ``epoch_id``, sealed under epoch ``epoch_id``: who
+    holds the new epoch walks back and reads the history."""
+    return {"epoch_id": epoch_id, "prev": prev_secret_hex, "t": "EPOCH_LINK"}
 
 
 def anchor_announce(node_id: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 
 from felund.errors import InviteError
-from felund.v1.ids import SECRET_HEX_LEN
+from felund.trust.wrap import MAX_EPOCH
+from felund.v1.ids import CIRCLE_ID_LEN, MSG_ID_LEN, SECRET_HEX_LEN, is_hex
 
 INVITE_PREFIX = "felund1."
 INVITE_VERSION = 1
@@ -22,14 +23,20 @@ _ANY_HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}(%[A-Za-z0-9_.-]{1,32})?\]")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _URL_PREFIXES = ("http://", "https://", "//")
+# A code of epoch n > 0 names its circle and epoch: its secret derives neither.
+_EPOCH_KEYS = ("circle_id", "epoch", "epoch_id")
 
 
 @dataclass(frozen=True, slots=True)
 class Invite:
-    """A decoded invite: the circle secret and an address to reach the circle."""
+    """A decoded invite: the circle secret and an address to reach the circle; for a code
+    of an epoch after a removal, the circle, the epoch and its id (else "", 0, "")."""
 
     secret: str
     peer: str
+    circle_id: str = ""
+    epoch: int = 0
+    epoch_id: str = ""
 
 
 def is_tcp_peer(peer: str) -> bool:
@@ -62,16 +69,41 @@ def _peer_problem(peer: str) -> str | None:
     return "invite peer must be host:port (port 1-65535) or an http(s):// relay URL"
 
 
-def encode_invite(secret_hex: str, peer: str) -> str:
-    """Return the invite code for a secret and peer; ValueError if either is invalid."""
+def _epoch_problem(data: dict[str, object]) -> str | None:
+    """What is wrong with the epoch part of an invite (all of _EPOCH_KEYS, or none)."""
+    present = [k for k in _EPOCH_KEYS if k in data]
+    if not present:
+        return None
+    if len(present) != len(_EPOCH_KEYS):
+        return "invite names an epoch but lacks its circle_id, epoch or epoch_id"
+    epoch = data["epoch"]
+    # bool is an int subclass: True must not pass for epoch 1.
+    if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:
+        return f"invite epoch must be a whole number from 1 to {MAX_EPOCH}"
+    if not is_hex(data["circle_id"], CIRCLE_ID_LEN):
+        return f"invite circle_id must be {CIRCLE_ID_LEN} lowercase hex characters"
+    if not is_hex(data["epoch_id"], MSG_ID_LEN):
+        return f"invite epoch_id must be {MSG_ID_LEN} lowercase hex characters"
+    return None
+
+
+def encode_invite(
+    secret_hex: str, peer: str, *, circle_id: str = "", epoch: int = 0, epoch_id: str = ""
+) -> str:
+    """Return the invite code for a secret and peer, and for epoch n > 0 its circle and
+    epoch id (the v1 form without); ValueError if any is invalid."""
     if len(secret_hex) != SECRET_HEX_LEN or _ANY_HEX_RE.fullmatch(secret_hex) is None:
         raise ValueError("circle secret must be 64 hex characters")
     problem = _peer_problem(peer)
     if problem is not None:
         raise ValueError(problem)
-    payload = json.dumps(
-        {"v": INVITE_VERSION, "secret": secret_hex.lower(), "peer": peer}, separators=(",", ":")
-    )
+    data: dict[str, object] = {"v": INVITE_VERSION, "secret": secret_hex.lower(), "peer": peer}
+    if (circle_id, epoch, epoch_id) != ("", 0, ""):
+        data |= {"circle_id": circle_id, "epoch": epoch, "epoch_id": epoch_id}
+        problem = _epoch_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
+    payload = json.dumps(data, separators=(",", ":"))
     body = base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
     return INVITE_PREFIX + body
 
@@ -118,4 +150,9 @@ def decode_invite(code: str) -> Invite:
     # shorter secret would make a circle guessable, so it is never accepted.
     if len(secret) != SECRET_HEX_LEN:
         raise InviteError("invite secret must be 64 hex characters")
-    return Invite(secret=secret.lower(), peer=peer)
+    problem = _epoch_problem(data)
+    if problem is not None:
+        raise InviteError(problem)
+    if "epoch" not in data:
+        return Invite(secret=secret.lower(), peer=peer)
+    return Invite(secret.lower(), peer, data["circle_id"], data["epoch"], data["epoch_id"])

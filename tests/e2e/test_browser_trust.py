@@ -742,6 +742,112 @@ def test_any_order_of_signed_and_unsigned_events_derives_one_state(page) -> None
     assert any(r["summary"]["moderators"] for r in got)
 
 
+# --- epochs (issue 16): the same chain, removals and X25519 keys in the page --------------------
+
+WRAP = "w" * 124  # as long as a wrap; the fold does not open it
+
+
+def xpk_of(key: IdentityKey) -> str:
+    """A stand-in for the X25519 key a node announces (the fold only checks its length)."""
+    return b64(hashlib.sha256(key.public).digest())
+
+
+def announce(n: int, key: IdentityKey, ts: int, pk: bytes | None = None) -> dict[str, Any]:
+    body = {
+        "t": "KEY_ANNOUNCE",
+        "node_id": key.node_id,
+        "pk": b64(pk or key.public),
+        "xpk": xpk_of(key),
+    }
+    return ev(n, key.node_id, key, ts, body)
+
+
+def epoch(n: int, key: IdentityKey, ts: int, e: int, parent: int, *, removed: list[str]) -> Any:
+    """Epoch ``e`` after event ``parent`` (0: the root), signed by ``key``."""
+    wraps = dict.fromkeys([ANA.node_id, BOB.node_id, DAN.node_id], WRAP)
+    body = events.epoch_event(e, f"{parent:032x}" if parent else "", removed, wraps)
+    return ev(n, key.node_id, key, ts, body)
+
+
+def _epoch_events() -> list[dict[str, Any]]:
+    """The role events (ana owns, bob moderates), then a contest at epoch 1 (ana's id is the
+    smaller), a chain on its winner, refusals of each kind, and announces of X25519 keys."""
+    ana, cal, dan = ANA.node_id, CAL.node_id, DAN.node_id
+    long_wraps = {f"{i:024x}": "w" * 120 for i in range(40)}  # beyond MAX_EVENT_TEXT
+    return [
+        *_role_events(),
+        epoch(41, BOB, 10, 1, 0, removed=[cal]),
+        epoch(40, ANA, 11, 1, 0, removed=[dan]),
+        epoch(42, ANA, 12, 2, 40, removed=[cal, dan]),
+        epoch(43, CAL, 12, 1, 0, removed=[dan]),  # not allowed
+        epoch(44, BOB, 13, 3, 42, removed=[ana, cal, dan]),  # the owner
+        ev(45, V1, None, 13, events.epoch_event(1, "", [dan], {})),  # unsigned
+        epoch(46, ANA, 13, 3, 40, removed=[cal, dan]),  # its parent is epoch 1
+        epoch(47, ANA, 13, 3, 42, removed=[dan]),  # cal back in
+        ev(48, ana, ANA, 13, {**events.epoch_event(1, "", [], {}), "epoch": True}),
+        ev(49, ana, ANA, 14, events.epoch_event(3, f"{42:032x}", [cal, dan, OTTO], long_wraps)),
+        announce(50, ANA, 14),
+        announce(51, BOB, 14, pk=CAL.public),  # not the key that signed it
+        ev(
+            52,
+            V1,
+            None,
+            14,
+            {"t": "KEY_ANNOUNCE", "node_id": V1, "pk": b64(ANA.public), "xpk": xpk_of(ANA)},
+        ),
+        ev(
+            53,
+            dan,
+            DAN,
+            14,
+            {"t": "KEY_ANNOUNCE", "node_id": dan, "pk": b64(DAN.public), "xpk": "AAAA"},
+        ),
+        announce(54, DAN, 15),
+        ev(55, ana, ANA, 15, events.epoch_link_event(f"{42:032x}", "ab" * 32)),
+    ]
+
+
+def _random_epoch_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]]:
+    """Role events (mostly) and random trees of epochs (signed or not, by anyone, valid or
+    not), with announces of X25519 keys: every rule of the epoch fold is met in some case."""
+    rng = random.Random(16)
+    keys: list[tuple[str, IdentityKey | None]] = [(k.node_id, k) for k in (ANA, BOB, CAL, DAN)]
+    keys += [(V1, None)]
+    targets = [ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id, V1, OTTO]
+    out = []
+    for _ in range(count):
+        evs = list(_role_events()) if rng.random() < 0.8 else []
+        made: list[tuple[int, int, list[str]]] = [(0, 0, [])]  # event number, epoch, removed
+        for n in rng.sample(range(3000, 13_000), rng.randint(3, 25)):  # unique msg_ids
+            author, key = rng.choice(keys[:2] * 4 + keys)  # mostly the owner and bob
+            signer = key if rng.random() > 0.1 else None
+            ts = rng.randint(10, 14)
+            if rng.random() < 0.25:
+                kind = rng.choice(["own", "own", "other", "bad", "none"])
+                pk = (key or ANA).public if kind != "other" else CAL.public
+                body: dict[str, Any] = {"t": "KEY_ANNOUNCE", "node_id": author, "pk": b64(pk)}
+                if kind != "none":
+                    body["xpk"] = xpk_of(rng.choice([ANA, BOB])) if kind != "bad" else "x" * 44
+                evs.append(ev(n, author, signer, ts, body))
+                continue
+            parent, parent_epoch, before = rng.choice(made)
+            e = parent_epoch + (1 if rng.random() < 0.85 else 2)
+            removed = set(rng.sample(targets, rng.randint(0, 2)))
+            if rng.random() < 0.85:
+                removed |= set(before)
+            parent_id = f"{parent:032x}" if parent else ("" if e == 1 else f"{n + 20_000:032x}")
+            body = events.epoch_event(e, parent_id, sorted(removed), {author: WRAP})
+            if rng.random() < 0.05:
+                body[rng.choice(["epoch", "removed", "wraps", "parent"])] = rng.choice(
+                    [0, "x", [OTTO, OTTO], {"x": 1}, 2**31 + 1]
+                )
+            evs.append(ev(n, author, signer, ts, body))
+            made.append((n, e, sorted(removed)))
+        rng.shuffle(evs)
+        out.append((evs, rng.choice([OWNED, OWNED, OWNED, UNOWNED])))
+    return out
+
+
 def _py_derive(evs: list[dict[str, Any]], secret: str) -> chatmodel.CircleState:
     """What the Python fold makes of events as the page's store holds them."""
     return chatmodel.derive(
@@ -763,13 +869,93 @@ def _py_derive(evs: list[dict[str, Any]], secret: str) -> chatmodel.CircleState:
 
 def test_the_page_folds_as_the_python_node(page) -> None:
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
-    cases += _random_signed_sequences(30)
+    cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED)]
+    cases += _random_signed_sequences(30) + _random_epoch_sequences(60)
     got = _derive_in_page(page, cases)
     for (evs, secret), result in zip(cases, got, strict=True):
         state = _py_derive(evs, secret)
         assert result["summary"] == state.summary()
         assert result["rejected"] == dict(sorted(state.rejected.items()))
         assert result["refused"] == dict(sorted(state.refused.items()))
+
+
+def test_the_page_judges_epochs_and_removals_as_the_python_node(page) -> None:
+    """The epoch chain, its refusals, the X25519 keys, and what a writer refuses for a removal,
+    in the page as in felund.v1.chatmodel (the parity of the whole summary is tested above)."""
+    ana, bob, cal, dan = ANA.node_id, BOB.node_id, CAL.node_id, DAN.node_id
+    (got,) = _derive_in_page(page, [(_epoch_events(), OWNED)])
+    s = got["summary"]
+    assert [e["epoch_id"] for e in s["epochs"]] == [f"{n:032x}" for n in (40, 42, 49)]
+    assert s["removed"] == sorted([cal, dan, OTTO]) and s["uncovered"] == []
+    assert s["epoch_events"] == [f"{n:032x}" for n in (40, 41, 42, 49)]
+    assert s["xkeys"] == {ana: xpk_of(ANA), dan: xpk_of(DAN)}
+    refused = got["refused"]
+    for n, why in (
+        (43, "not_allowed"),
+        (44, "removes_owner"),
+        (45, "unsigned"),
+        (46, "parent_mismatch"),
+        (47, "removed_shrinks"),
+        (48, "bad_epoch"),
+        (51, "not_signer"),
+        (52, "unsigned"),
+        (53, "bad_key"),
+    ):
+        assert refused[f"{n:032x}"] == why, n
+    assert f"{55:032x}" not in refused  # EPOCH_LINK: known, derives nothing
+    assert {f"{n:032x}" for n in (40, 41, 42, 49, 50, 54)}.isdisjoint(refused)
+
+    # Without the last epoch, bob's removal of cal (epoch 1 lost) is uncovered.
+    before = [e for e in _epoch_events() if e["msgId"] not in (f"{42:032x}", f"{49:032x}")]
+    trials = [(who, writer) for who in (ana, bob, cal, dan, OTTO) for writer in (ana, bob, cal)]
+    got = js(
+        page,
+        """
+        const C = L.chatmodel;
+        const s = C.derive(arg.events, "", arg.now, arg.secret);
+        const names = new Map([[arg.ana, "ana"]]);
+        return {
+          next: C.nextRemoved(s), cannot: C.cannotFollow(s, arg.people),
+          trials: arg.trials.map(([who, writer]) => {
+            const event = C.epochEvent(2, s.epochs[0].epochId, C.nextRemoved(s, who), {});
+            const why = C.writerProblem(s, event, writer);
+            return why === "not_allowed" ? C.whoCan(s, event, names) : why;
+          }),
+        };
+        """,
+        {
+            "events": before,
+            "now": NOW + 60,
+            "secret": OWNED,
+            "ana": ana,
+            "people": [ana, bob, cal, dan, V1, V1],
+            "trials": trials,
+        },
+    )
+    state = _py_derive(before, OWNED)
+    assert state.uncovered == {cal} and got["next"] == chatmodel.next_removed(state)
+    assert (
+        got["cannot"]
+        == chatmodel.cannot_follow(state, [ana, bob, cal, dan, V1])
+        == sorted([bob, cal, V1])
+    )
+    want: list[str | None] = []
+    for who, writer in trials:
+        event = events.epoch_event(
+            2, state.epochs[0].epoch_id, chatmodel.next_removed(state, who), {}
+        )
+        problem = chatmodel.writer_problem(state, event, writer)
+        want.append(
+            chatmodel.who_can(state, event, {ana: "ana"}) if problem == "not_allowed" else problem
+        )
+    assert got["trials"] == want
+    # Nothing is "already removed" here: each event also covers cal's uncovered removal.
+    assert set(want) == {
+        None,
+        "only the circle's owner (ana) or a moderator can remove a member",
+        "removes_owner",
+        "removes_self",
+    }
 
 
 def test_the_page_keeps_what_a_demotion_takes_as_the_python_node(page) -> None:

@@ -24,7 +24,7 @@ from felund.testing.store import handled
 from felund.testing.vectors import wire_message
 from felund.trust import signing
 from felund.trust.identity import IdentityKey, is_derived_form, unb64
-from felund.v1 import crypto, ids
+from felund.v1 import chatmodel, crypto, ids
 from felund.v1.wire import (
     MAX_DISPLAY_NAME_CHARS,
     MAX_TEXT_CHARS,
@@ -237,16 +237,37 @@ def test_our_messages_are_signed_verified_and_announce_our_key(store: Ops) -> No
         for e in store.db.control_events(circle.circle_id, CONTROL_CHANNEL)
         if json.loads(e[3])["t"] == "KEY_ANNOUNCE"
     ]
-    pk = IdentityKey.from_seed(b"m" * 32).public
+    key = IdentityKey.from_seed(b"m" * 32)
     assert json.loads(event[3]) == {
         "node_id": "9" * 24,
-        "pk": base64.b64encode(pk).decode(),
+        "pk": base64.b64encode(key.public).decode(),
         "t": "KEY_ANNOUNCE",
+        "xpk": base64.b64encode(key.x_public).decode(),
     }
-    assert event[4] == pk
+    assert event[4] == key.public
     with store.db.transaction():
         assert [r["circle_id"] for r in store.announce_keys()] == [CIRCLE]  # held, unannounced
         assert store.announce_keys() == []  # once per circle
+
+
+def test_an_announce_without_xpk_is_made_once_more(store: Ops) -> None:
+    def announces() -> list[dict[str, Any]]:
+        return [
+            json.loads(e[3])
+            for e in store.db.control_events(CIRCLE, CONTROL_CHANNEL)
+            if json.loads(e[3])["t"] == "KEY_ANNOUNCE"
+        ]
+
+    with store.db.transaction():
+        store.db.set_setting(f"key_announced:{CIRCLE}", "1")  # as a node before epochs left it
+        # Once more in CIRCLE, and not in the circle it made (announced with xpk), then no more.
+        assert [r["circle_id"] for r in store.announce_keys()] == [CIRCLE]
+        assert store.announce_keys() == []
+    assert [set(a) for a in announces()] == [{"node_id", "pk", "t", "xpk"}]
+    assert store.db.setting(f"key_announced:{CIRCLE}") == "2"
+    rows = store.db.control_events(CIRCLE, CONTROL_CHANNEL)
+    state = chatmodel.derive([chatmodel.ControlEvent(*row) for row in rows], CIRCLE)
+    assert (state.refused, state.rejected) == ({}, {})  # the fold takes it as before
 
 
 # --- identity.json -------------------------------------------------------------------

@@ -202,7 +202,7 @@ ENC_REJECTIONS = [
     ("enc", "enc keys", lambda w: w["enc"].pop("key_id")),
     ("enc", "enc.alg", _enc("alg", "AES-128-GCM")),
     ("enc", "enc.key_id", _enc("key_id", "")),
-    ("enc", "enc.key_id", _enc("key_id", "k" * 33)),
+    ("enc", "enc.key_id", _enc("key_id", "k" * 45)),
     ("enc", "enc.key_id", _enc("key_id", 0)),
     ("enc", "enc.nonce", _enc("nonce", base64.b64encode(b"12345678").decode())),
     ("enc", "enc.nonce", _enc("nonce", "!!!!!!!!!!!!!!!!")),
@@ -219,6 +219,13 @@ def test_plain_rejections(kind, detail, mutate):
     wire = plain_wire()
     mutate(wire)
     expect(kind, wire, detail)
+
+
+def test_the_key_id_of_the_largest_epoch_travels():
+    wire = enc_wire()
+    wire["enc"]["key_id"] = "e2147483648." + "ab" * 16  # felund.trust.wrap.epoch_key_id
+    enc = parse_message(wire).enc
+    assert enc is not None and enc["key_id"] == wire["enc"]["key_id"]
 
 
 @pytest.mark.parametrize(("kind", "detail", "mutate"), ENC_REJECTIONS)

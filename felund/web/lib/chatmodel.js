@@ -22,20 +22,44 @@
 // - unsigned events never grant or use a role, and an unsigned event whose
 //   author has a signed one in this circle is ignored (it cannot be told from
 //   a forgery); among creates of one channel a signed one beats an unsigned one.
+// Epochs (issue 16), from signed events only:
+// - an EPOCH_EVT counts when signed by the owner or a moderator, its removed
+//   (cumulative, sorted) holds its parent's and never the owner, a moderator's
+//   new removals hold no moderator, its author is not in its parent's removed,
+//   and its parent is a valid EPOCH_EVT of the epoch before ("" for epoch 1);
+// - epoch n's winner: among the valid ones whose parent is epoch n-1's winner,
+//   the smallest msgId; removed is the newest winner's, and a losing branch's
+//   removals are uncovered until a later epoch covers them;
+// - xkeys: the xpk of each author of a signed KEY_ANNOUNCE whose pk is its
+//   signer (the last in order); EPOCH_LINK is the store's and derives nothing.
 
-import { b64decode, cmpCodePoints, cpLength } from "./bytes.js";
-import { isHex, isNodeId } from "./ids.js";
+import { b64decode, b64encode, cmpCodePoints, cpLength } from "./bytes.js";
+import { MSG_ID_LEN, isHex, isNodeId } from "./ids.js";
 import { isPrintable, pyStrip } from "./invite.js";
-import { dumps, isObject, loads } from "./pyjson.js";
+import { dumps, isInt, isObject, loads } from "./pyjson.js";
 import { sha256HexOf } from "./sha256.js";
-import { SALT_HEX_LEN, isDerivedForm, provesOwner } from "./trust.js";
-import { DEFAULT_CHANNEL } from "./wire.js";
+import { SALT_HEX_LEN, isDerivedForm, provesOwner, unb64 } from "./trust.js";
+import { DEFAULT_CHANNEL, MAX_TEXT } from "./wire.js";
 
 export const ACCESS_MODES = Object.freeze(["public", "key", "invite"]);
 export const CHANNEL_OPS = Object.freeze(["create", "join", "request", "approve", "leave", "rename"]);
 export const MAX_EVENT_TEXT = 4096;
 export const MAX_NAME = 64;
 export const MAX_SKEW_S = 300;
+// An EPOCH_EVT carries a wrap per member: it may be as long as any message.
+export const MAX_EPOCH_TEXT = MAX_TEXT;
+export const MAX_EPOCH = 2 ** 31;
+export const MAX_REMOVED = 256;
+export const MAX_WRAPS = 256;
+export const MAX_WRAP_CHARS = 128;
+export const X_KEY_LEN = 32;
+// What our writers say when they refuse a removal (whoCan says who may remove).
+export const REMOVAL_REFUSALS = Object.freeze({
+  removes_owner: "the owner cannot be removed",
+  removes_self: "you cannot remove yourself: leave the circle instead",
+  already_removed: "already removed from this circle",
+  removes_moderator: "only the circle's owner removes a moderator",
+});
 export const CHANNEL_RULE = "channel names are 1 to 32 of a-z, 0-9, - and _, not starting with __";
 export const NEEDS_KEY = "a key channel needs a key";
 const CHANNEL_RE = /^[a-z0-9_-]{1,32}$/;
@@ -46,7 +70,9 @@ const WAIT_REASONS = { channel: "no_channel", approved: "not_approved" };
 export const ROLE_OPS = Object.freeze(["grant", "revoke"]);
 export const ROLES = Object.freeze(["owner", "moderator", "member"]);
 // Known, and about nothing the fold derives.
-const NO_EFFECT = new Set(["ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE"]);
+const NO_EFFECT = new Set(["ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE", "EPOCH_LINK"]);
+// Folded before the channels, each by its own function.
+const NOT_CHANNEL_KINDS = new Set(["epoch", "xkey"]);
 
 /**
  * Whether name is a channel a user may make, join or post in.
@@ -155,6 +181,16 @@ export class CircleState {
     this.owner = "";
     /** @type {Set<string>} */
     this.moderators = new Set();
+    /** @type {Epoch[]} the winning chain, epoch 1 first */
+    this.epochs = [];
+    /** @type {Set<string>} the newest winner's removed */
+    this.removed = new Set();
+    /** @type {Set<string>} removals of losing branches no winner holds */
+    this.uncovered = new Set();
+    /** @type {Map<string, Uint8Array>} node id -> X25519 public key */
+    this.xkeys = new Map();
+    /** @type {Map<string, Epoch>} every valid EPOCH_EVT, any branch, by its id */
+    this.epochEvents = new Map();
   }
 
   /**
@@ -206,8 +242,43 @@ export class CircleState {
         requests: sorted(c.requests),
       };
     }
-    return { name: this.name, names, channels, owner: this.owner, moderators: sorted(this.moderators) };
+    const xkeys = {};
+    for (const id of sorted(this.xkeys.keys())) xkeys[id] = b64encode(this.xkeys.get(id));
+    return {
+      name: this.name,
+      names,
+      channels,
+      owner: this.owner,
+      moderators: sorted(this.moderators),
+      epochs: this.epochs.map(epochSummary),
+      removed: sorted(this.removed),
+      uncovered: sorted(this.uncovered),
+      xkeys,
+      epoch_events: sorted(this.epochEvents.keys()),
+    };
   }
+}
+
+/**
+ * @typedef {object} Epoch a valid EPOCH_EVT (felund/v1/chatmodel.py Epoch)
+ * @property {number} n
+ * @property {string} epochId the EPOCH_EVT's msgId
+ * @property {string} parent epoch n-1's id ("" for the root)
+ * @property {string} author
+ * @property {Set<string>} removed cumulative
+ * @property {Map<string, string>} wraps node id -> this epoch's secret wrapped to it
+ */
+
+/**
+ * An epoch as plain data (felund/v1/chatmodel.py Epoch.summary).
+ * @param {Epoch} e
+ * @returns {object}
+ */
+export function epochSummary(e) {
+  const wraps = {};
+  for (const id of [...e.wraps.keys()].sort(cmpCodePoints)) wraps[id] = e.wraps.get(id);
+  const removed = [...e.removed].sort(cmpCodePoints);
+  return { n: e.n, epoch_id: e.epochId, parent: e.parent, author: e.author, removed, wraps };
 }
 
 function refuse(state, ev, why) {
@@ -251,7 +322,10 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
     else if (parsed !== null) due.push(parsed);
   }
   due.sort(byRank);
-  const channelEvents = foldRoles(state, due, secret);
+  const rest = foldRoles(state, due, secret);
+  foldEpochs(state, rest);
+  foldXkeys(state, rest);
+  const channelEvents = rest.filter((p) => !NOT_CHANNEL_KINDS.has(p.kind));
   const creates = new Map();
   for (const p of channelEvents) {
     if (p.kind === "create" && (!creates.has(p.cid) || beats(p, creates.get(p.cid)))) creates.set(p.cid, p);
@@ -303,6 +377,106 @@ function foldRoles(state, due, secret) {
   return rest;
 }
 
+const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The valid EPOCH_EVTs, their winning chain, and the removals it leaves uncovered. */
+function foldEpochs(state, due) {
+  const valid = state.epochEvents;
+  // Lower epochs first: a parent is judged before its children.
+  const candidates = due.filter((p) => p.kind === "epoch");
+  candidates.sort(
+    (a, b) => a.body.epoch - b.body.epoch || cmpStr(a.ev.msgId, b.ev.msgId) || cmpStr(a.hash, b.hash),
+  );
+  for (const p of candidates) {
+    const why = epochProblem(state, p, valid);
+    if (why) {
+      refuse(state, p.ev, why);
+      continue;
+    }
+    valid.set(p.ev.msgId, {
+      n: p.body.epoch,
+      epochId: p.ev.msgId,
+      parent: p.body.parent,
+      author: p.ev.authorNodeId,
+      removed: new Set(p.body.removed),
+      wraps: new Map(Object.entries(p.body.wraps)),
+    });
+  }
+  const firstChild = new Map();
+  for (const e of valid.values()) {
+    const known = firstChild.get(e.parent);
+    if (known === undefined || e.epochId < known.epochId) firstChild.set(e.parent, e);
+  }
+  // Ids are unique and each step is one epoch up: it ends.
+  for (let head = firstChild.get(""); head !== undefined; head = firstChild.get(head.epochId)) {
+    state.epochs.push(head);
+  }
+  state.removed = state.epochs.length ? state.epochs[state.epochs.length - 1].removed : new Set();
+  for (const e of valid.values()) {
+    for (const r of e.removed) if (!state.removed.has(r)) state.uncovered.add(r);
+  }
+}
+
+/** Why an EPOCH_EVT does not count, given the valid ones of lower epochs; null: it does. */
+function epochProblem(state, p, valid) {
+  const author = p.ev.authorNodeId;
+  const n = p.body.epoch;
+  if (!signed(p.ev)) return "unsigned";
+  if (!state.moderates(author)) return "not_allowed";
+  const removed = new Set(p.body.removed);
+  if (removed.has(state.owner)) return "removes_owner";
+  let before = new Set();
+  if (n > 1) {
+    const parent = valid.get(p.body.parent);
+    if (parent === undefined) return "no_parent";
+    if (parent.n !== n - 1) return "parent_mismatch";
+    before = parent.removed;
+  }
+  if (before.has(author)) return "removed_author";
+  for (const r of before) if (!removed.has(r)) return "removed_shrinks";
+  if (state.roleOf(author) === "moderator") {
+    for (const r of removed) if (!before.has(r) && state.moderators.has(r)) return "removes_moderator";
+  }
+  return null;
+}
+
+/** Each author's X25519 key, from its signed KEY_ANNOUNCEs (the last in order). */
+function foldXkeys(state, due) {
+  for (const p of due) {
+    if (p.kind !== "xkey") continue;
+    const ownKey = b64encode(unb64(p.body.pk, X_KEY_LEN)) === b64encode(keyOf(p.ev.signer));
+    if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
+    else if (!ownKey) refuse(state, p.ev, "not_signer");
+    else state.xkeys.set(p.ev.authorNodeId, unb64(p.body.xpk, X_KEY_LEN));
+  }
+}
+
+/**
+ * Who of people (the members seen in the circle) cannot follow a re-key: not
+ * removed, and no X25519 key announced (felund/v1/chatmodel.py cannot_follow).
+ * @param {CircleState} state
+ * @param {Iterable<string>} people
+ * @returns {string[]}
+ */
+export function cannotFollow(state, people) {
+  const out = new Set();
+  for (const n of people) if (!state.removed.has(n) && !state.xkeys.has(n)) out.add(n);
+  return [...out].sort(cmpCodePoints);
+}
+
+/**
+ * The cumulative removed of the next epoch: the newest winner's, the uncovered
+ * removals, and nodeId if given (felund/v1/chatmodel.py next_removed).
+ * @param {CircleState} state
+ * @param {string} [nodeId]
+ * @returns {string[]}
+ */
+export function nextRemoved(state, nodeId = "") {
+  const out = new Set([...state.removed, ...state.uncovered]);
+  if (nodeId) out.add(nodeId);
+  return [...out].sort(cmpCodePoints);
+}
+
 /**
  * What our writers refuse before the fold is asked (felund/v1/chatmodel.py
  * writer_problem): a create of a channel that exists, a join of a key channel
@@ -314,6 +488,7 @@ function foldRoles(state, due, secret) {
  * @returns {string|null}
  */
 export function writerProblem(state, event, author = "") {
+  if (event.t === "EPOCH_EVT") return removalProblem(state, event, author);
   if (event.t === "ROLE_EVT") return author === state.owner && author ? null : "not_allowed";
   if (event.t === "CIRCLE_NAME_EVT") return !state.owner || state.moderates(author) ? null : "not_allowed";
   if (event.t !== "CHANNEL_EVT") return null;
@@ -322,6 +497,20 @@ export function writerProblem(state, event, author = "") {
   if (event.op === "create") return "exists";
   if (event.op === "join" && channel.keyHash && !has(event, "key_hash")) return "needs_key";
   if (event.op === "approve" && author !== channel.creator && !state.moderates(author)) return "not_allowed";
+  return null;
+}
+
+/** Why author may not write this EPOCH_EVT: whom it newly removes, and its role. */
+function removalProblem(state, event, author) {
+  if (!author || !state.moderates(author)) return "not_allowed";
+  const fresh = new Set(Array.isArray(event.removed) ? event.removed : []);
+  for (const r of state.removed) fresh.delete(r);
+  if (fresh.has(state.owner)) return "removes_owner";
+  if (fresh.has(author)) return "removes_self";
+  if (!fresh.size) return "already_removed";
+  if (state.roleOf(author) === "moderator" && [...fresh].some((r) => state.moderators.has(r))) {
+    return "removes_moderator";
+  }
   return null;
 }
 
@@ -341,6 +530,12 @@ export function whoCan(state, event, names = state.names) {
     return `only ${circleOwner} can name moderators`;
   }
   if (event.t === "CIRCLE_NAME_EVT") return `only ${circleOwner} or a moderator can rename this circle`;
+  if (event.t === "EPOCH_EVT") {
+    if (!state.owner) {
+      return "this circle has no owner (made by a v1 client or before keys): no one can remove a member";
+    }
+    return `only ${circleOwner} or a moderator can remove a member`;
+  }
   const cid = String(event.channel_id);
   const channel = state.channels.get(cid);
   const creator = channel ? `#${cid}'s owner (${who(channel.creator)})` : `#${cid}'s owner`;
@@ -353,13 +548,17 @@ const get = (obj, key, dflt) => (has(obj, key) ? obj[key] : dflt);
 
 /** An event's parts, or why it is refused whatever else holds (null: no effect). */
 function parse(ev, circleId) {
-  if (typeof ev.text !== "string" || cpLength(ev.text) > MAX_EVENT_TEXT) return "too_long";
-  let body;
+  if (typeof ev.text !== "string") return "too_long";
+  const length = cpLength(ev.text);
+  if (length > MAX_EPOCH_TEXT) return "too_long";
+  let body = NOT_JSON;
   try {
     body = loads(ev.text);
   } catch {
-    return "not_json";
+    // refused below, after the length
   }
+  if (length > MAX_EVENT_TEXT && !(isObject(body) && get(body, "t", undefined) === "EPOCH_EVT")) return "too_long";
+  if (body === NOT_JSON) return "not_json";
   if (!isObject(body)) return "not_object";
   if (circleId && get(body, "circle_id", circleId) !== circleId) return "other_circle";
   const actor = get(body, "actor_node_id", get(body, "node_id", ev.authorNodeId));
@@ -380,8 +579,42 @@ function parse(ev, circleId) {
     if (!isNodeId(get(body, "target_node_id", undefined))) return "bad_target";
     return { ev, hash: eventHash(ev), kind: "role", body, cid: "" };
   }
+  if (kind === "EPOCH_EVT") return parseEpoch(ev, body);
+  if (kind === "KEY_ANNOUNCE" && has(body, "xpk")) {
+    if (unb64(body.xpk, X_KEY_LEN) === null || unb64(get(body, "pk", undefined), X_KEY_LEN) === null) return "bad_key";
+    return { ev, hash: eventHash(ev), kind: "xkey", body, cid: "" };
+  }
   if (NO_EFFECT.has(kind)) return null;
   return "unknown_type";
+}
+
+const NOT_JSON = Symbol("not json");
+
+function parseEpoch(ev, body) {
+  const n = get(body, "epoch", undefined);
+  // Its msgId names the epoch (in key ids and invite codes): 32 hex, as ours are.
+  if (!isInt(n) || n < 1 || n > MAX_EPOCH || !isHex(ev.msgId, MSG_ID_LEN)) return "bad_epoch";
+  const parent = get(body, "parent", undefined);
+  if (!(n === 1 ? parent === "" : isHex(parent, MSG_ID_LEN))) return "bad_parent";
+  const removed = get(body, "removed", undefined);
+  if (
+    !Array.isArray(removed) ||
+    removed.length > MAX_REMOVED ||
+    !removed.every((r, i) => isNodeId(r) && (i === 0 || removed[i - 1] < r))
+  ) {
+    return "bad_removed";
+  }
+  const wraps = get(body, "wraps", undefined);
+  if (
+    !isObject(wraps) ||
+    Object.keys(wraps).length > MAX_WRAPS ||
+    !Object.entries(wraps).every(
+      ([k, v]) => isNodeId(k) && typeof v === "string" && v.length > 0 && cpLength(v) <= MAX_WRAP_CHARS,
+    )
+  ) {
+    return "bad_wraps";
+  }
+  return { ev, hash: eventHash(ev), kind: "epoch", body, cid: "" };
 }
 
 function goodName(name) {
@@ -595,6 +828,36 @@ export function keptByOwner(before, after, circleId, owner) {
   }
   if (before.name && after.name !== before.name) kept.push(circleNameEvent(circleId, before.name));
   return kept;
+}
+
+/**
+ * Epoch n after parent (epoch n-1's id, "" for n = 1), as felund/v1/events.py epoch_event builds it.
+ * @param {number} n
+ * @param {string} parent
+ * @param {Iterable<string>} removed cumulative (nextRemoved)
+ * @param {Object<string, string>} wraps node id -> the epoch's secret wrapped to it
+ * @returns {object}
+ * @throws {Error} with the same text as Python's ValueError
+ */
+export function epochEvent(n, parent, removed, wraps) {
+  if (n < 1 || (n === 1) !== (parent === "")) {
+    throw new Error("epoch 1 has the root as parent, every later one an epoch id");
+  }
+  const sortedWraps = {};
+  for (const id of Object.keys(wraps).sort(cmpCodePoints)) sortedWraps[id] = wraps[id];
+  const ids = [...new Set(removed)].sort(cmpCodePoints);
+  return { epoch: n, parent, removed: ids, t: "EPOCH_EVT", wraps: sortedWraps };
+}
+
+/**
+ * The secret (hex) of the epoch before epochId, to be sealed under epoch epochId
+ * (felund/v1/events.py epoch_link_event).
+ * @param {string} epochId
+ * @param {string} prevSecretHex
+ * @returns {object}
+ */
+export function epochLinkEvent(epochId, prevSecretHex) {
+  return { epoch_id: epochId, prev: prevSecretHex, t: "EPOCH_LINK" };
 }
 
 /** The event as written at createdTs: a CHANNEL_EVT says its date (v1 reads it there). */
