@@ -35,7 +35,7 @@ from felund.testing import (
     wire_message,
 )
 from felund.testing.vectors import trust_cases
-from felund.trust import identity, owner, signing
+from felund.trust import identity, owner, signing, wrap
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, events, ids
 from felund.v1.chatmodel import event_text
@@ -1192,7 +1192,9 @@ def test_an_owned_circle_roles_in_who_the_mark_and_refusals(open_peer, web_relay
         "node_id": bob_id,
         "pk": announced[bob_id]["pk"],
         "t": "KEY_ANNOUNCE",
+        "xpk": announced[bob_id]["xpk"],
     }
+    assert wrap.xpk_of(announced[bob_id]["xpk"]) is not None  # the page's X25519 key
 
     # An invite channel made by Cal (signed, from Python), a v1 client's message (unsigned).
     cid = ids.circle_id(secret)
