@@ -48,6 +48,7 @@ MAX_ENDPOINTS: Final = 16
 MAX_HOST_CHARS: Final = 255
 MAX_CAPABILITIES_BYTES: Final = 1024
 MAX_NODE_KEYS: Final = 4  # signing keys one node_id may register for one circle_hint
+MAX_REALMS: Final = 1024  # realms in successions per circle_hint: re-keys a circle may make
 DEFAULT_PEERS: Final = 50
 MAX_PEERS: Final = 200
 SIGNAL_TYPES: Final = frozenset(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from felund.errors import ApiError
 from felund.relay.auth import key_id, succeeds_field, succession_proof, verify_succession
 from felund.relay.circle import CircleSync
 from felund.relay.protocol import MAX_NODE_KEYS, Registration, parse_registration
+from felund.relay.server import sqlite
 from felund.relay.server.sqlite import SCHEMA_VERSION, SqliteRelayStore
 from felund.relay.server.store import Realm
 from felund.v1 import crypto, ids
@@ -66,21 +68,21 @@ def test_realms_of_a_lineage_share_its_first_room_and_end_as_they_are_succeeded(
     try:
         assert store.realm(hint, k0) == Realm(k0, ended=False, rekeyed=False)
         assert store.realm(hint, None) == Realm("", ended=False, rekeyed=False)
-        assert store.succeed(hint, k0, k1, 100)
-        assert store.succeed(hint, k1, k2, 200)
+        assert store.succeed(hint, k0, k1, 100) == "ok"
+        assert store.succeed(hint, k1, k2, 200) == "ok"
         assert store.realm(hint, k0) == Realm(k0, ended=True, rekeyed=True)
         assert store.realm(hint, k1) == Realm(k0, ended=True, rekeyed=True)
         assert store.realm(hint, k2) == Realm(k0, ended=False, rekeyed=True)
         assert store.realm(hint, None).rekeyed
-        assert store.succeed(hint, k1, k2, 300)  # again (every registration says so): a no-op
+        assert store.succeed(hint, k1, k2, 300) == "ok"  # again (each registration says so)
         # Two successors of one realm (two moderators at once): both share its room.
         k2b = key_id(_keys(1)[0])
-        assert store.succeed(hint, k1, k2b, 300)
+        assert store.succeed(hint, k1, k2b, 300) == "ok"
         assert store.realm(hint, k2b) == Realm(k0, ended=False, rekeyed=True)
         # A realm of another lineage cannot join this room.
         other0, other1 = (key_id(k) for k in _keys(2))
-        assert store.succeed(hint, other0, other1, 300)
-        assert not store.succeed(hint, k2, other1, 400)
+        assert store.succeed(hint, other0, other1, 300) == "ok"
+        assert store.succeed(hint, k2, other1, 400) == "other_room"
         assert store.realm(hint, other1).room == other0
         assert store.realm(new_circle().hint, k2) == Realm(k2, ended=False, rekeyed=False)
     finally:
@@ -138,7 +140,7 @@ def test_a_version_2_database_gains_realms_and_keeps_everything(tmp_path: Path) 
     try:
         assert store.page_since(circle.hint, 0, 10).messages == ["{}"]
         assert store.signing_keys(circle.hint, "node-0001", 8) == [circle.key]  # kept
-        assert store.succeed(circle.hint, key_id(circle.key), E1, 200)
+        assert store.succeed(circle.hint, key_id(circle.key), E1, 200) == "ok"
         assert store.realm(circle.hint, key_id(circle.key)).ended
     finally:
         store.close()
@@ -181,3 +183,19 @@ def test_relay_sync_signs_with_the_newest_epoch_and_proves_it_succeeds_the_one_b
     # A store from before epochs answers only "secret": the root.
     old_store = circle_keys({"circles": [{"circle_id": circle_id, "name": "", "secret": root}]})
     assert old_store[circle_id] == CircleKeys(circle_id, ((ROOT, root),))
+
+
+def test_a_circle_hint_takes_a_bounded_number_of_successions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ended keys count for no node's bound: the realms of a circle_hint are bounded."""
+    monkeypatch.setattr(sqlite, "MAX_REALMS", 4)
+    store = SqliteRelayStore(tmp_path / "relay.db")
+    hint = new_circle().hint
+    realms = [key_id(k) for k in _keys(6)]
+    try:
+        outcomes = [store.succeed(hint, old, new, 100) for old, new in itertools.pairwise(realms)]
+        assert outcomes == ["ok", "ok", "ok", "full", "full"]
+        assert store.succeed(hint, realms[2], realms[3], 200) == "ok"  # one it holds: again
+    finally:
+        store.close()

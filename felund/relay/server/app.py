@@ -67,6 +67,7 @@ from felund.relay.protocol import (
     MAX_NODE_KEYS,
     MAX_PAGE,
     MAX_PEERS,
+    MAX_REALMS,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
@@ -336,8 +337,11 @@ async def _succeed(relay: Relay, circle_hint: str, key: str, old: str, proof: st
         )
     if not verify_succession(old_key, key, proof):
         raise ApiError(BAD_SUCCESSION, "the succession proof does not verify under the old key")
-    if not await relay.store.write(store.succeed, circle_hint, old, key_id(key), int(time.time())):
+    done = await relay.store.write(store.succeed, circle_hint, old, key_id(key), int(time.time()))
+    if done == "other_room":
         raise ApiError(BAD_SUCCESSION, "this signing key already succeeds a key of another room")
+    if done == "full":
+        raise ApiError(BAD_SUCCESSION, f"this circle_hint was re-keyed {MAX_REALMS} times here")
 
 
 async def on_unregister(request: web.Request) -> web.StreamResponse:

@@ -31,6 +31,7 @@ from felund.errors import StoreInUse
 from felund.relay.auth import key_id
 from felund.relay.protocol import (
     MAX_NODE_KEYS,
+    MAX_REALMS,
     SECOND_CAP,
     MessageBatch,
     Registration,
@@ -302,9 +303,9 @@ class SqliteRelayStore:
         return str(row[0]) if row else None
 
     # --- successions (re-keyed circles) ---------------------------------------------------
-    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> bool:
+    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> str:
         """Record that realm ``new`` succeeds realm ``old`` (key ids): ``new`` shares
-        ``old``'s room, ``old`` has ended. False if ``new`` belongs to another room."""
+        ``old``'s room, ``old`` has ended. "ok", "other_room" or "full"."""
         with _transaction(self._conn, "IMMEDIATE") as c:
             row = c.execute(
                 "SELECT room FROM realms WHERE circle_hint = ? AND realm = ?", (circle_hint, old)
@@ -314,7 +315,13 @@ class SqliteRelayStore:
                 "SELECT room FROM realms WHERE circle_hint = ? AND realm = ?", (circle_hint, new)
             ).fetchone()
             if row is not None and row[0] != room:
-                return False
+                return "other_room"
+            if row is None:
+                (count,) = c.execute(
+                    "SELECT count(*) FROM realms WHERE circle_hint = ?", (circle_hint,)
+                ).fetchone()
+                if count >= MAX_REALMS:  # ended realms' keys count for no node's bound
+                    return "full"
             c.execute(
                 "INSERT OR IGNORE INTO realms VALUES (?, ?, ?, NULL)", (circle_hint, new, room)
             )
@@ -323,7 +330,7 @@ class SqliteRelayStore:
                 " DO UPDATE SET ended_at = COALESCE(ended_at, excluded.ended_at)",
                 (circle_hint, old, room, now),
             )
-        return True
+        return "ok"
 
     def realm(self, circle_hint: str, realm: str | None) -> Realm:
         """Where a realm (a key id; None: unsigned) of a circle_hint stands."""

@@ -151,9 +151,10 @@ class RelayStore(Protocol):
     def key_by_id(self, circle_hint: str, realm: str) -> str | None:
         """A signing key registered for the circle_hint whose ``key_id`` is ``realm``."""
 
-    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> bool:
+    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> str:
         """Record that realm ``new`` succeeds realm ``old`` (key ids): it shares ``old``'s
-        room and ``old`` has ended; False if ``new`` already shares another room."""
+        room and ``old`` has ended. "ok"; "other_room" if ``new`` already shares another
+        room; "full" if the circle_hint has ``MAX_REALMS`` realms in successions."""
 
     def realm(self, circle_hint: str, realm: str | None) -> Realm:
         """Where a realm (a key id; None for an unsigned request) stands."""
