@@ -16,7 +16,10 @@
   ``require_signatures``. A registration is signed with the signing key it
   carries; each key of a circle_hint is a realm of its own (peers always,
   messages, signals and the feed under ``require_signatures``), so an
-  outsider's key never locks the members out nor lets it in.
+  outsider's key never locks the members out nor lets it in. A registration
+  may carry ``succeeds`` (a circle re-keyed): its realm then shares the old
+  realm's room, whose key reads on but no longer posts ("Successions" in
+  ``felund.relay.server.state``).
 - Limits: body size (413), 50 messages a batch, field lengths, requests per
   client address (token bucket, 429 with Retry-After), 20 signalling posts
   per node per 10 s, WebSocket connections per client and in total.
