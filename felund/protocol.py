@@ -56,6 +56,7 @@ OP_CURSOR: Final = "store.cursor"  # a durable integer kept for a process (relay
 OP_SETTINGS: Final = "store.settings"  # the node's runtime settings (display name, relay URL)
 OP_ANCHOR_PAGE: Final = "store.anchor.page"  # a circle's messages by when they were stored
 OP_BLOCKS: Final = "store.blocks"  # the nodes this node hides (local, never sent)
+OP_MEMBER_REMOVE: Final = "store.member.remove"  # remove a member: a new epoch without it
 # supervisor.ctl
 OP_SUP_STATUS: Final = "supervisor.status"
 

@@ -87,14 +87,20 @@ class StoreActor:
         self.next_prune = 0.0
 
     def _announce(self) -> None:
-        """Announce this node's key in the circles it held before it had one."""
+        """Announce this node's key in the circles it held before it had one; then follow
+        the epochs as the events held say (a re-key of ours cut short is finished)."""
         try:
             with self.db.transaction():
                 stored = self.ops.announce_keys()
+                out = self.ops.follow_all()
         except DiskFull:
+            self.ops.forget_derived()
             return  # the next start announces
+        stored += out.stored
         if stored:
             self._publish(stored)
+        if out.circles_changed:
+            self.rt.pub.publish(TOPIC_CIRCLE_CHANGED, {"last_seq": self.db.last_seq})
 
     def _open(self) -> Database:
         """The database; on a full disk, wait for room, refusing writes meanwhile."""
@@ -202,7 +208,7 @@ class StoreActor:
             settings_changed |= answer.settings_changed
         if stored:
             metrics.STORE_BATCH_SIZE.observe(len(stored))
-            self.messages += len(stored)
+            self.messages += sum(not r.get("sealed") for r in stored)
             self._publish(stored)
         if circles_changed:
             note_circles(self.rt.ctx.layout, self.db)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
 from felund import home
 from felund.cli.common import CIRCLE_HELP, JSON_HELP, context, err, json_out, out
 from felund.errors import UsageError
-from felund.protocol import OP_CHANNELS, OP_CIRCLE_LEAVE, OP_CIRCLES, OP_CONTROL, OP_WHO
+from felund.protocol import (
+    OP_CHANNELS,
+    OP_CIRCLE_LEAVE,
+    OP_CIRCLES,
+    OP_CONTROL,
+    OP_MEMBER_REMOVE,
+    OP_WHO,
+)
 from felund.store.client import NodeClient
 from felund.v1 import chatmodel, events, ids
 
@@ -99,13 +107,38 @@ def cmd_members(args: argparse.Namespace, node: NodeClient) -> None:
         return
     for p in people:
         seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["last_seen"]))
-        name = ("" if p["verified"] else "?") + (p["display_name"] or "-")
+        name = ("" if p["verified"] else "?") + ("" if p["can_follow"] else "!")
+        name += p["display_name"] or "-"
+        role = "removed" if p["removed"] else p["role"]
         out(
-            f"{name:<24} {p['role']:<9} {p['node_id']}  "
+            f"{name:<24} {role:<9} {p['node_id']}  "
             f"{p['fingerprint'] or 'no key seen':<39}  last seen {seen}"
         )
     if not all(p["verified"] for p in people):
         err("? = no key seen: what they write shows unverified")
+    if not all(p["can_follow"] for p in people):
+        err("! = cannot follow a re-key (no X25519 key seen): needs a new invite code after one")
+
+
+def cmd_member(args: argparse.Namespace, node: NodeClient) -> None:
+    """Remove a member: says whom and who cannot follow, asks (unless --yes), re-keys."""
+    body = {"circle_id": args.circle_id, "node": args.node}
+    plan = node.call(OP_MEMBER_REMOVE, {**body, "dry_run": True})
+    for line in events.removal_words(plan):
+        err(line)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not removed: give --yes to remove without being asked")
+        sys.stderr.write("remove? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            err("not removed")
+            return
+    done = node.call(OP_MEMBER_REMOVE, body)
+    err(
+        f"removed {events.person_words(done)}: the circle is at epoch {done['epoch']}; "
+        f"`felund invite --circle-id {args.circle_id}` prints its new invite code"
+    )
 
 
 def cmd_role(args: argparse.Namespace, node: NodeClient) -> None:
@@ -174,6 +207,17 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_members)
+
+    member = sub.add_parser("member", help="remove a member from a circle").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = member.add_parser(
+        "remove", help="remove a member: a new key for everyone else (owner or moderator)"
+    )
+    p.add_argument("node", help="whom: a node id, its start, or a name (`felund members`)")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+    p.set_defaults(func=cmd_member)
 
     p = sub.add_parser("role", help="make someone a moderator, or a member again (owner only)")
     p.add_argument("role", choices=events.GIVEN_ROLES, help="the role to give")

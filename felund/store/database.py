@@ -25,7 +25,8 @@ import msgpack
 from felund.errors import DiskFull
 from felund.v1.wire import WireMessage, pack_wire, to_wire
 
-SCHEMA_VERSION = 2  # 2: messages.verified and .signer, the keys table
+# 2: messages.verified and .signer, the keys table; 3: messages.sealed_key, epoch_keys
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS messages (
     origin TEXT NOT NULL,
     stored_ts REAL NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0,  -- 1: signed by its author's key, or our own
-    signer BLOB                           -- the raw public key that verified it (NULL: unsigned)
+    signer BLOB,                          -- the raw public key that verified it (NULL: unsigned)
+    sealed_key TEXT                       -- NULL: opened; else the enc.key_id it awaits (no text)
 );
 CREATE INDEX IF NOT EXISTS messages_by_channel
     ON messages (circle_id, channel_id, store_seq);
@@ -84,30 +86,47 @@ CREATE TABLE IF NOT EXISTS keys (
     first_seen INTEGER NOT NULL,
     PRIMARY KEY (circle_id, node_id)
 );
+-- The secrets of a circle's epochs n > 0 this node holds (the root's, epoch 0, is circles.secret).
+CREATE TABLE IF NOT EXISTS epoch_keys (
+    circle_id TEXT NOT NULL,
+    epoch_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    secret TEXT NOT NULL,
+    PRIMARY KEY (circle_id, epoch_id)
+);
 """
 # Columns added since schema 1, for a database made before them (old rows: unverified).
 _ADDED_COLUMNS = (
     ("messages", "verified", "INTEGER NOT NULL DEFAULT 0"),
     ("messages", "signer", "BLOB"),
+    ("messages", "sealed_key", "TEXT"),
 )
-_SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
+# Indexes on added columns: made once the columns are there.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_sealed
+    ON messages (circle_id, sealed_key) WHERE sealed_key IS NOT NULL;
+"""
+_SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA + _INDEXES))
 _LOW = 1 << 20  # bytes free under which an I/O error is taken for a full disk
 # The database file and SQLite's companions: each holds circle secrets or texts.
 DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _ROW_COLUMNS = (
     "store_seq, msg_id, circle_id, channel_id, author_node_id, display_name, "
-    "created_ts, text, origin, verified"
+    "created_ts, text, origin, verified, sealed_key IS NOT NULL"
 )
 
 
 class Row(NamedTuple):
-    """A message to store, authenticated, as its reader sees it."""
+    """A message to store, authenticated, as its reader sees it; or kept sealed."""
 
     msg: WireMessage
     display_name: str
     text: str
     verified: bool  # signed by its author's key, or written here
     signer: bytes | None  # the raw public key that signed it (None: unsigned)
+    # The enc.key_id of an epoch not held yet: the row has no plaintext and is shown
+    # nowhere until the secret arrives (then opened and judged). None: opened.
+    sealed_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +176,7 @@ class Database:
         if version != SCHEMA_VERSION or not self._has_schema():
             self._db.executescript(_SCHEMA)
             self._add_columns()
+            self._db.executescript(_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self.last_seq = self._meta("last_seq")
 
@@ -259,7 +279,7 @@ class Database:
         seqs: list[int | None] = []
         values = []
         stored_ts = time.time()
-        for msg, display_name, text, verified, signer in rows:
+        for msg, display_name, text, verified, signer, sealed_key in rows:
             if msg.msg_id in held:
                 seqs.append(None)
                 continue
@@ -281,12 +301,13 @@ class Database:
                     stored_ts,
                     verified,
                     signer,
+                    sealed_key,
                 )
             )
         self._db.executemany(
             "INSERT INTO messages (store_seq, msg_id, circle_id, channel_id, "
             "author_node_id, display_name, created_ts, text, wire, origin, stored_ts, "
-            "verified, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "verified, signer, sealed_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
         return seqs
@@ -399,7 +420,7 @@ class Database:
     def circle_rows(
         self, circle_id: str, channel_id: str | None, page: int = 1000
     ) -> Iterator[dict[str, Any]]:
-        """Every message of a circle (or one channel), wire form included, in store order.
+        """Every opened message of a circle (or one channel), wire form included, in store order.
 
         Read page by page along the circle's (or channel's) index, a read
         transaction each, so memory stays flat whatever the size and the
@@ -410,7 +431,8 @@ class Database:
         while True:
             rows = self._db.execute(
                 f"SELECT {_ROW_COLUMNS}, wire FROM messages "  # noqa: S608 - fixed text
-                f"WHERE circle_id = ? {where} AND store_seq > ? ORDER BY store_seq LIMIT ?",
+                f"WHERE circle_id = ? {where} AND store_seq > ? AND sealed_key IS NULL "
+                "ORDER BY store_seq LIMIT ?",
                 (circle_id, *args, last, page),
             ).fetchall()
             for r in rows:
@@ -454,14 +476,15 @@ class Database:
         where, args = ("channel_id = ?", channel_id) if channel_id else ("channel_id != ?", hidden)
         rows = self._db.execute(
             f"SELECT {_ROW_COLUMNS} FROM messages WHERE circle_id = ? AND {where} "  # noqa: S608
-            "ORDER BY store_seq DESC LIMIT ?",
+            "AND sealed_key IS NULL ORDER BY store_seq DESC LIMIT ?",
             (circle_id, args, limit),
         ).fetchall()
         return [_row(r, False) for r in reversed(rows)]
 
     def message_count(self) -> int:
-        """How many messages are held."""
-        return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        """How many messages are held opened (sealed ones are not counted)."""
+        query = "SELECT count(*) FROM messages WHERE sealed_key IS NULL"
+        return int(self._db.execute(query).fetchone()[0])
 
     # --- circles and peers --------------------------------------------------
     def add_circle(self, circle: Circle) -> bool:
@@ -484,10 +507,88 @@ class Database:
     def remove_circle(self, circle_id: str, delete_history: bool) -> None:
         """Forget a circle's secret and peers, and its messages if asked."""
         self._db.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+        self._db.execute("DELETE FROM epoch_keys WHERE circle_id = ?", (circle_id,))
         self._db.execute("DELETE FROM peers WHERE circle_id = ?", (circle_id,))
         if delete_history:
             # store_seq values are never reused (last_seq lives in meta).
             self._db.execute("DELETE FROM messages WHERE circle_id = ?", (circle_id,))
+
+    # --- epochs and sealed rows ---------------------------------------------
+    def epoch_keys(self, circle_id: str) -> list[tuple[str, int, str]]:
+        """(epoch_id, n, secret) of every epoch n > 0 of a circle held, newest n first."""
+        return self._db.execute(
+            "SELECT epoch_id, n, secret FROM epoch_keys WHERE circle_id = ? "
+            "ORDER BY n DESC, epoch_id",
+            (circle_id,),
+        ).fetchall()
+
+    def add_epoch_key(
+        self, circle_id: str, epoch_id: str, n: int, secret: str, replace: bool = False
+    ) -> None:
+        """Keep an epoch's secret (the first kept stays, unless ``replace``)."""
+        verb = "REPLACE" if replace else "IGNORE"
+        self._db.execute(
+            f"INSERT OR {verb} INTO epoch_keys (circle_id, epoch_id, n, secret) "  # noqa: S608
+            "VALUES (?, ?, ?, ?)",
+            (circle_id, epoch_id, n, secret),
+        )
+
+    def set_root_secret(self, circle_id: str, secret: str) -> None:
+        """Put the root secret (epoch 0) where a node that joined by an epoch's code kept that."""
+        self._db.execute("UPDATE circles SET secret = ? WHERE circle_id = ?", (secret, circle_id))
+
+    def sealed_count(self, circle_id: str) -> int:
+        """How many rows of a circle wait, sealed, for an epoch's secret."""
+        row = self._db.execute(
+            "SELECT count(*) FROM messages WHERE circle_id = ? AND sealed_key IS NOT NULL",
+            (circle_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def sealed_wires(
+        self, circle_id: str, key_id: str, limit: int
+    ) -> list[tuple[dict[str, Any], str]]:
+        """(wire form, origin) of up to ``limit`` rows sealed under ``key_id``, in store order."""
+        rows = self._db.execute(
+            "SELECT wire, origin FROM messages WHERE circle_id = ? AND sealed_key = ? "
+            "ORDER BY store_seq LIMIT ?",
+            (circle_id, key_id, limit),
+        ).fetchall()
+        return [(msgpack.unpackb(w), o) for w, o in rows]
+
+    def sealed_row(self, msg_id: str) -> tuple[dict[str, Any], str, str] | None:
+        """(wire form, the key_id it awaits, channel) of a message held sealed, if it is."""
+        row = self._db.execute(
+            "SELECT wire, sealed_key, channel_id FROM messages "
+            "WHERE msg_id = ? AND sealed_key IS NOT NULL",
+            (msg_id,),
+        ).fetchone()
+        return (msgpack.unpackb(row[0]), row[1], row[2]) if row else None
+
+    def open_sealed(self, row: Row) -> int:
+        """A sealed row, opened: its plaintext kept and a new store_seq (readers that followed
+        past it see it now, as a message just stored); that store_seq."""
+        self.last_seq += 1
+        self._db.execute(
+            "UPDATE messages SET store_seq = ?, display_name = ?, text = ?, verified = ?, "
+            "signer = ?, sealed_key = NULL, stored_ts = ? WHERE msg_id = ?",
+            (
+                self.last_seq,
+                row.display_name,
+                row.text,
+                row.verified,
+                row.signer,
+                time.time(),
+                row.msg.msg_id,
+            ),
+        )
+        return self.last_seq
+
+    def drop_sealed(self, msg_id: str) -> None:
+        """Forget a sealed row that did not open, or was refused once opened."""
+        self._db.execute(
+            "DELETE FROM messages WHERE msg_id = ? AND sealed_key IS NOT NULL", (msg_id,)
+        )
 
     def control_events(
         self, circle_id: str, channel_id: str
@@ -495,7 +596,7 @@ class Database:
         """(msg_id, author, created_ts, text, signer) of a circle's control messages."""
         return self._db.execute(
             "SELECT msg_id, author_node_id, created_ts, text, signer FROM messages "
-            "WHERE circle_id = ? AND channel_id = ?",
+            "WHERE circle_id = ? AND channel_id = ? AND sealed_key IS NULL",
             (circle_id, channel_id),
         ).fetchall()
 
@@ -512,7 +613,7 @@ class Database:
         """(author, latest display name, last message time) of everyone who wrote."""
         return self._db.execute(
             "SELECT author_node_id, display_name, max(created_ts) FROM messages "
-            "WHERE circle_id = ? GROUP BY author_node_id",
+            "WHERE circle_id = ? AND sealed_key IS NULL GROUP BY author_node_id",
             (circle_id,),
         ).fetchall()
 
@@ -684,6 +785,8 @@ def _row(r: tuple[Any, ...], with_wire: bool) -> dict[str, Any]:
         "origin": r[8],
         "verified": bool(r[9]),
     }
+    if r[10]:
+        out["sealed"] = True  # held for its epoch's secret: relayed, never shown
     if with_wire:
-        out["wire"] = msgpack.unpackb(r[10])
+        out["wire"] = msgpack.unpackb(r[11])
     return out

@@ -9,7 +9,9 @@ writing anything: a refused request leaves no trace.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from felund.protocol import (
     OP_FETCH,
     OP_INBOX,
     OP_INVITE,
+    OP_MEMBER_REMOVE,
     OP_PEERS,
     OP_PEERS_ADD,
     OP_PEERS_FORGET,
@@ -58,10 +61,20 @@ from felund.protocol import (
     PUSH_FRESH_S,
 )
 from felund.store import blocks as block_list
+from felund.store import epochs
 from felund.store.database import Circle, Database, Row
 from felund.trust import signing
 from felund.trust.identity import IdentityKey, b64, fingerprint, is_derived_form
 from felund.trust.owner import new_owned_secret
+from felund.trust.wrap import (
+    ROOT_KEY_ID,
+    SECRET_LEN,
+    epoch_key_id,
+    parse_key_id,
+    unwrap,
+    wrap,
+    wrap_context,
+)
 from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
@@ -76,6 +89,11 @@ from felund.v1.wire import (
 )
 
 ORIGINS = ("local", "gossip", "relay", "import")
+MAX_EPOCH_ROUNDS = 256  # secrets gained by one follow (each round gains one or stops)
+CANNOT_FOLLOW = (
+    "this circle has a new key since a member was removed, and this node writes "
+    "unencrypted (node.encrypt_messages is off): turn encryption on to write in it"
+)
 NO_FIXED_PORT = (
     "this node has no fixed gossip port (gossip.port is 0: the kernel picks one at each "
     "start), so an invite code cannot name it: start the node (`felund run`) and ask again, "
@@ -96,6 +114,7 @@ WRITE_OPS = frozenset(
         OP_CURSOR,
         OP_SETTINGS,
         OP_BLOCKS,
+        OP_MEMBER_REMOVE,
     }
 )
 _MAX_NAME = 64
@@ -155,6 +174,8 @@ class Ops:
         self.node = node
         self._signer_pk = node.key.public if node.key is not None else None
         self._states: dict[str, chatmodel.CircleState] = {}
+        # (circle, epoch id) whose wrap to this node was opened: not again while it is held.
+        self._unwrapped: set[tuple[str, str]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
             OP_APPEND: self.append,
@@ -178,6 +199,7 @@ class Ops:
             OP_SETTINGS: self.settings,
             OP_ANCHOR_PAGE: self.anchor_page,
             OP_BLOCKS: self.blocks,
+            OP_MEMBER_REMOVE: self.member_remove,
         }
 
     def handle(self, op: str, body: Any) -> Outcome:
@@ -188,9 +210,195 @@ class Ops:
         if not isinstance(body, dict):
             raise RPCError(ERR_BAD_REQUEST, "request body must be a map")
         out = handler(body)
-        for row in out.stored:
-            if row["channel_id"] == CONTROL_CHANNEL:
-                self._forget(row["circle_id"])
+        touched = sorted({r["circle_id"] for r in out.stored if r["channel_id"] == CONTROL_CHANNEL})
+        for circle_id in touched:
+            self._forget(circle_id)
+        for circle_id in touched:
+            self._follow(circle_id, out)
+        return out
+
+    # --- epochs -------------------------------------------------------------
+    def follow_all(self) -> Outcome:
+        """At the store's start: in every circle, take what secrets the events give, open
+        what waited for them, and finish or start a re-key that is ours to write (a
+        remover killed between its EPOCH_EVT and its EPOCH_LINK finishes here)."""
+        out = Outcome(reply=None)
+        for circle in self.db.circles():
+            self._follow(circle.circle_id, out)
+        return out
+
+    def _follow(self, circle_id: str, out: Outcome) -> None:
+        """After a circle's control events changed: keep the epoch secrets they give this
+        node (its wraps, EPOCH_LINKs), open the rows sealed under them, then write what
+        re-key is due here; ``out`` gains the rows, and circles_changed if the newest moved."""
+        circle = self.db.circle(circle_id)
+        if circle is None:
+            return
+        before = self.keys(circle_id).newest
+        # Each round holds one more epoch or stops: bounded by the epochs there are.
+        for _ in range(MAX_EPOCH_ROUNDS):
+            gained = self._unwrap(circle_id) + self._walk_links(circle_id)
+            if not gained:
+                break
+            for held in gained:
+                out.stored += self._reopen(circle_id, held)
+            self._forget(circle_id)
+        # Refused by this node's own writer (a moderator and an uncovered moderator): the
+        # owner covers it; the request that brought the events must not fail for it.
+        with contextlib.suppress(RPCError):
+            self._rekey_due(circle, out)
+        if self.keys(circle_id).newest != before:
+            out.circles_changed = True  # gossip and relay-sync move to the newest
+
+    def _unwrap(self, circle_id: str) -> list[epochs.Held]:
+        """The secrets of valid epochs wrapped to this node and not held yet, now kept."""
+        key, me = self.node.key, self.node.node_id
+        if key is None:
+            return []
+        state = self.state(circle_id)
+        held = self.keys(circle_id, state).held
+        gained = []
+        for e in state.epoch_events.values():
+            have = held.get(epoch_key_id(e.n, e.epoch_id))
+            if me not in e.wraps or (have and (circle_id, e.epoch_id) in self._unwrapped):
+                continue
+            secret = unwrap(key.x_private, e.wraps[me], wrap_context(circle_id, e.epoch_id, me))
+            if secret is None or len(secret) != SECRET_LEN:
+                continue
+            self._unwrapped.add((circle_id, e.epoch_id))
+            if have is None or have.secret != secret.hex():
+                # A wrap in a valid (signed) epoch beats a link's candidate kept before it.
+                self.db.add_epoch_key(circle_id, e.epoch_id, e.n, secret.hex(), replace=True)
+                gained.append(epochs.Held(e.n, e.epoch_id, secret.hex()))
+        return gained
+
+    def _walk_links(self, circle_id: str) -> list[epochs.Held]:
+        """Older epochs' secrets from the EPOCH_LINKs read: each candidate kept only if it
+        opens the EPOCH_EVT it names (so a bogus one costs nothing)."""
+        held = self.keys(circle_id).held
+        gained: list[epochs.Held] = []
+        for ev in self._control_events(circle_id):
+            link = epochs.link_of(ev.text)
+            if link is None:
+                continue
+            epoch_id, prev = link
+            sealed = self.db.sealed_row(epoch_id)
+            if sealed is None or sealed[1] in held or sealed[2] != CONTROL_CHANNEL:
+                continue
+            wire, key, _ = sealed
+            parsed = parse_key_id(key)
+            if parsed is None or (parsed[0] == 0 and ids.circle_id(prev) != circle_id):
+                continue
+            try:
+                open_message(prev, circle_id, parse_message(wire))
+            except (InvalidMessage, AuthError):
+                continue
+            n, parent_id = parsed
+            if n == 0:
+                self.db.set_root_secret(circle_id, prev)
+            else:
+                self.db.add_epoch_key(circle_id, parent_id, n, prev)
+            found = epochs.Held(n, parent_id, prev)
+            held = {**held, found.key_id: found}
+            gained.append(found)
+        return gained
+
+    def _reopen(self, circle_id: str, held: epochs.Held) -> list[dict[str, Any]]:
+        """Open the rows sealed under an epoch just held: each judged as if it came now,
+        stored with a new store_seq (readers see it then), or dropped and counted."""
+        stored: list[dict[str, Any]] = []
+        keys = self.keys(circle_id)
+        while True:
+            page = self.db.sealed_wires(circle_id, held.key_id, MAX_POST_BATCH)
+            if not page:
+                return stored
+            for wire, origin in page:
+                try:
+                    row = self._open(keys, parse_message(wire), True, {})
+                    if row.sealed_key is not None:
+                        raise AuthError("still sealed")  # cannot be: its key is held
+                except InvalidMessage as exc:
+                    self._reject(exc.kind)
+                    self.db.drop_sealed(wire["msg_id"])
+                    continue
+                except AuthError:
+                    self._reject("auth")
+                    self.db.drop_sealed(wire["msg_id"])
+                    continue
+                stored.append(_stored_row(self.db.open_sealed(row), row, origin))
+
+    def _rekey_due(self, circle: Circle, out: Outcome) -> None:
+        """Write what re-key is this node's to write: the EPOCH_LINK of an epoch of ours
+        that lacks it, and, as owner or moderator holding the newest secret, the next
+        epoch for removals a losing branch made and the winner does not cover."""
+        cid, me = circle.circle_id, self.node.node_id
+        state = self.state(cid)
+        if me in state.removed or self.node.key is None:
+            return
+        keys = self.keys(cid, state)
+        linked = self._links_of(cid, me)
+        for e in state.epoch_events.values():
+            if e.author != me or e.epoch_id in linked:
+                continue
+            mine = keys.held.get(epoch_key_id(e.n, e.epoch_id))
+            parent = keys.held.get(epoch_key_id(e.n - 1, e.parent))
+            if mine and parent:
+                out.stored += self._link(circle, mine, parent).stored
+        tip = state.epochs[-1].epoch_id if state.epochs else ""
+        if (
+            state.uncovered
+            and state.moderates(me)
+            and keys.newest is not None
+            and keys.newest.epoch_id == tip
+        ):
+            out.stored += self._issue(circle).stored
+
+    def _links_of(self, circle_id: str, author: str) -> set[str]:
+        """The epoch ids ``author``'s EPOCH_LINKs in a circle name."""
+        return {
+            link[0]
+            for ev in self._control_events(circle_id)
+            if ev.author == author and (link := epochs.link_of(ev.text)) is not None
+        }
+
+    def _issue(self, circle: Circle, removing: str = "") -> Outcome:
+        """Start the next epoch: removed = the chain's, the uncovered and ``removing``; its
+        secret wrapped to every other member with an X25519 key (and to this node); the
+        EPOCH_EVT sealed under the newest epoch, then its EPOCH_LINK under the new one."""
+        cid, me = circle.circle_id, self.node.node_id
+        state = self.state(cid)
+        keys = self.keys(cid, state)
+        parent = keys.newest
+        tip = state.epochs[-1].epoch_id if state.epochs else ""
+        if parent is None or parent.epoch_id != tip:
+            raise RPCError(ERR_FORBIDDEN, epochs.NOT_CAUGHT_UP)
+        removed = chatmodel.next_removed(state, removing)
+        now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        epoch_id = ids.new_msg_id(me, now)
+        secret = os.urandom(SECRET_LEN)
+        wraps: dict[str, str] = {}
+        for node_id, xpk in sorted(state.xkeys.items()):
+            if node_id in removed:
+                continue
+            try:
+                wraps[node_id] = wrap(secret, xpk, wrap_context(cid, epoch_id, node_id))
+            except ValueError:  # a low-order key: its announcer shut itself out, not us
+                continue
+        event = events.epoch_event(parent.n + 1, parent.epoch_id, removed, wraps)
+        out = self._control(circle, event, epoch_id, now)  # sealed under the parent
+        new = epochs.Held(parent.n + 1, epoch_id, secret.hex())
+        self.db.add_epoch_key(cid, epoch_id, new.n, new.secret)
+        out.stored += self._link(circle, new, parent).stored
+        out.circles_changed = True
+        return out
+
+    def _link(self, circle: Circle, new: epochs.Held, parent: epochs.Held) -> Outcome:
+        """The EPOCH_LINK of ``new``: ``parent``'s secret, sealed under ``new``."""
+        cid, me = circle.circle_id, self.node.node_id
+        now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        text = chatmodel.event_text(events.epoch_link_event(new.epoch_id, parent.secret))
+        out = self._write(circle, CONTROL_CHANNEL, [(ids.new_msg_id(me, now), now, text)], new)
+        self._forget(cid)
         return out
 
     # --- circles, channels, people ------------------------------------------
@@ -200,12 +408,25 @@ class Ops:
         now = int(time.time())
         state = self._states.get(circle_id)
         if state is None or (state.due_at is not None and now >= state.due_at):
-            circle = self.db.circle(circle_id)  # its secret proves the owner; a circle left: none
-            secret = circle.secret if circle else ""
+            # The root secret proves the owner; a circle left, or joined by an epoch's code: none.
+            circle = self.db.circle(circle_id)
+            secret = epochs.root_of(circle_id, circle.secret) if circle else ""
             state = chatmodel.derive(self._control_events(circle_id), circle_id, now, secret)
             self._states[circle_id] = state
             self._count_rejections(circle_id, state.rejected)
         return state
+
+    def keys(self, circle_id: str, state: chatmodel.CircleState | None = None) -> epochs.Keys:
+        """The epoch secrets held for a circle, the newest winner (by ``state``'s chain,
+        derived when not given) among them."""
+        circle = self.db.circle(circle_id)
+        rows = self.db.epoch_keys(circle_id)
+        chain: list[str] = []
+        if rows:  # only then can the chain name one held
+            if state is None:
+                state = self.state(circle_id)
+            chain = [e.epoch_id for e in state.epochs]
+        return epochs.keys_of(circle_id, circle.secret if circle else "", rows, chain)
 
     def _control_events(self, circle_id: str) -> list[chatmodel.ControlEvent]:
         rows = self.db.control_events(circle_id, CONTROL_CHANNEL)
@@ -228,6 +449,7 @@ class Ops:
     def forget_derived(self) -> None:
         """Drop every derived state: a rolled-back transaction may have fed it."""
         self._states.clear()
+        self._unwrapped.clear()
 
     def display_name(self) -> str:
         """This node's display name: the latest rename, else the configured one."""
@@ -301,8 +523,11 @@ class Ops:
 
     def _people(self, circle_id: str, state: chatmodel.CircleState) -> list[dict[str, Any]]:
         """Everyone who wrote in a circle (control events too), by current name, with
-        their role and key (the one their messages verified with; verified: one was)."""
+        their role and key (the one their messages verified with; verified: one was),
+        whether they were removed, and whether they can follow a re-key."""
         keys = self.db.signers(circle_id)
+        authors = self.db.authors(circle_id)
+        stuck = set(chatmodel.cannot_follow(state, [a[0] for a in authors]))
         return [
             {
                 "node_id": node_id,
@@ -311,9 +536,45 @@ class Ops:
                 "role": state.role_of(node_id),
                 "fingerprint": fingerprint(keys[node_id]) if node_id in keys else "",
                 "verified": node_id in keys,
+                "removed": node_id in state.removed,
+                "can_follow": node_id not in stuck,  # else it needs a new code after a re-key
             }
-            for node_id, name, last_seen in self.db.authors(circle_id)
+            for node_id, name, last_seen in authors
         ]
+
+    def member_remove(self, body: dict[str, Any]) -> Outcome:
+        """Remove a member (``node``: a node id, its start or a name): the next epoch, whose
+        secret every other member gets and it does not. With ``dry_run``, only what it
+        would do: whom, and the members who cannot follow (they need a new invite code)."""
+        circle = self._circle(body)
+        cid, me = circle.circle_id, self.node.node_id
+        state = self.state(cid)
+        target = self._person(cid, state, _get(body, "node", str))
+        parent = state.epochs[-1] if state.epochs else None
+        n = (parent.n if parent else 0) + 1
+        removed = chatmodel.next_removed(state, target)
+        trial = events.epoch_event(n, parent.epoch_id if parent else "", removed, {})
+        problem = chatmodel.writer_problem(state, trial, me)
+        if problem:
+            raise RPCError(ERR_FORBIDDEN, self._refusal(cid, state, trial, problem))
+        people = self._people(cid, state)
+        reply = {
+            "node_id": target,
+            "display_name": next((p["display_name"] for p in people if p["node_id"] == target), ""),
+            "epoch": n,
+            "cannot_follow": [
+                {"node_id": p["node_id"], "display_name": p["display_name"]}
+                for p in people
+                if not p["can_follow"] and p["node_id"] != target
+            ],
+            "removed": False,
+        }
+        if _get(body, "dry_run", bool, False):
+            return Outcome(reply)
+        out = self._issue(circle, target)
+        reply["removed"] = True
+        out.reply = reply
+        return out
 
     def circle_leave(self, body: dict[str, Any]) -> Outcome:
         """Stop being in a circle: forget its secret and peers (and history if asked)."""
@@ -425,7 +686,9 @@ class Ops:
             return chatmodel.who_can(
                 state, event, {p["node_id"]: p["display_name"] for p in people}
             )
-        return _REFUSALS.get(problem, f"refused: {problem}")
+        return _REFUSALS.get(problem) or chatmodel.REMOVAL_REFUSALS.get(
+            problem, f"refused: {problem}"
+        )
 
     def _writes_as(self) -> bytes | None:
         """The key what this node writes is signed with (None: it writes unsigned)."""
@@ -440,8 +703,23 @@ class Ops:
         except ValueError as exc:
             raise RPCError(ERR_BAD_REQUEST, str(exc)) from None
 
-    def _write(self, circle: Circle, channel_id: str, items: list[tuple[str, int, str]]) -> Outcome:
-        """Compose, authenticate and store (msg_id, created_ts, text) of this node."""
+    def _write(
+        self,
+        circle: Circle,
+        channel_id: str,
+        items: list[tuple[str, int, str]],
+        under: epochs.Held | None = None,
+    ) -> Outcome:
+        """Compose, authenticate and store (msg_id, created_ts, text) of this node, sealed
+        under the newest epoch held (or ``under``: an EPOCH_LINK under the epoch it links)."""
+        cid = circle.circle_id
+        if self.node.node_id in self.state(cid).removed:
+            raise RPCError(ERR_FORBIDDEN, "you were removed from this circle")
+        seal = under or self.keys(cid).newest
+        if seal is None or (not self.node.encrypt and seal.n):
+            # Unencrypted messages carry no key_id: v1's, under the root, which nobody reads
+            # once the circle has a newer epoch.
+            raise RPCError(ERR_FORBIDDEN, CANNOT_FOLLOW)
         name = self.display_name()
         key, signer = self.node.key, self._writes_as()
         drafts = [
@@ -462,7 +740,9 @@ class Ops:
             except InvalidMessage as exc:
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
         # Signed together: one signature for each batch of up to BATCH_LEAVES.
-        msgs = compose_messages(circle.secret, drafts, encrypt=self.node.encrypt, key=key)
+        msgs = compose_messages(
+            seal.secret, drafts, encrypt=self.node.encrypt, key=key, key_id=seal.key_id
+        )
         # Ours: verified, signed or not.
         rows = [Row(m, name, d["text"], True, signer) for m, d in zip(msgs, drafts, strict=True)]
         out = Outcome(reply=None)
@@ -486,6 +766,8 @@ class Ops:
         setting = f"{_ANNOUNCED_SETTING}:{circle.circle_id}"
         if key is None or not self.node.encrypt or self.db.setting(setting) == _ANNOUNCED_WITH_XPK:
             return []
+        if me in self.state(circle.circle_id).removed:
+            return []  # it writes nothing there any more
         now = max(int(time.time()), self.db.newest_local(circle.circle_id, CONTROL_CHANNEL) + 1)
         event = events.key_announce_event(me, b64(key.public), b64(key.x_public))
         text = chatmodel.event_text(event)
@@ -529,11 +811,14 @@ class Ops:
             results.append("")
         held = self.db.held({msg.msg_id for _, msg, _ in parsed})
         accepted: list[tuple[int, Row]] = []
+        keys: dict[str, epochs.Keys] = {}
+        room: dict[str, int] = {}
         for i, msg, circle in parsed:
+            if circle.circle_id not in keys:
+                keys[circle.circle_id] = self.keys(circle.circle_id)
             try:
-                opened = open_message(circle.secret, circle.circle_id, msg)
                 # A message held is not judged again: its first verdict stands.
-                row = self._verdict(msg, opened, msg.msg_id not in held)
+                row = self._open(keys[circle.circle_id], msg, msg.msg_id not in held, room)
             except InvalidMessage as exc:
                 results[i] = self._reject(exc.kind)
                 continue
@@ -554,6 +839,36 @@ class Ops:
             metrics.STORE_APPENDS.labels(origin).inc(len(out.stored))
         out.reply = {"results": results, "last_seq": self.db.last_seq}
         return out
+
+    def _open(self, keys: epochs.Keys, msg: WireMessage, judge: bool, room: dict[str, int]) -> Row:
+        """The row of a peer's message: opened by its key_id and judged (``judge``: not held
+        yet), or kept sealed for an epoch not held yet (``room``: sealed rows each circle
+        may still take); InvalidMessage or AuthError to refuse it."""
+        cid = msg.circle_id
+        key = msg.enc["key_id"] if msg.enc is not None else ROOT_KEY_ID
+        secret = keys.secret_for(key)
+        if secret is None:
+            if not keys.plausible(key):
+                raise InvalidMessage("unknown_key", "no epoch of this circle has that key")
+            if judge:
+                if cid not in room:
+                    room[cid] = epochs.MAX_SEALED - self.db.sealed_count(cid)
+                if room[cid] <= 0:
+                    raise InvalidMessage("sealed_full", "too many messages wait for a key")
+                room[cid] -= 1
+            return Row(msg, "", "", False, None, key)
+        row = self._verdict(msg, open_message(secret, cid, msg), judge)
+        if judge:
+            self._judge(keys, msg, row, key)
+        return row
+
+    def _judge(self, keys: epochs.Keys, msg: WireMessage, row: Row, key: str) -> None:
+        """Refuse what a removed member wrote, and what is unsigned under an older epoch
+        (a removed member could forge that with its old secret)."""
+        if msg.author_node_id in self.state(msg.circle_id).removed:
+            raise InvalidMessage("removed", "its author was removed from the circle")
+        if not row.verified and keys.newest is not None and key != keys.newest.key_id:
+            raise InvalidMessage("stale_epoch", "unsigned, under an epoch that is not the newest")
 
     def _verdict(self, msg: WireMessage, opened: Opened, judge: bool) -> Row:
         """The row of a peer's message as its signature has it (signing.check), pinning
@@ -608,7 +923,11 @@ class Ops:
             msg_id = ids.new_msg_id(self.node.node_id, now)
             out.stored += self._control(circle, event, msg_id, now).stored
         out.stored += self.announce_key(circle)
-        out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
+        out.reply = {
+            "circle_id": circle.circle_id,
+            "name": name,
+            "code": self._code(epochs.Held(0, "", secret), circle.circle_id),
+        }
         return out
 
     def circle_join(self, body: dict[str, Any]) -> Outcome:
@@ -622,14 +941,25 @@ class Ops:
             invite = decode_invite(code)
         except InviteError as exc:
             raise RPCError(ERR_BAD_INVITE, str(exc)) from None
-        circle_id = ids.circle_id(invite.secret)
+        # An epoch's code names its circle: its secret is not the root's, from which the
+        # id derives. It is kept as circles.secret (and as that epoch's) until the
+        # EPOCH_LINK walk reaches the root (``epochs.root_of`` tells the two apart).
+        circle_id = invite.circle_id or ids.circle_id(invite.secret)
         circle = Circle(circle_id, invite.secret, _name(body), int(time.time()))
         joined = self.db.add_circle(circle)
         out = Outcome(
             {"circle_id": circle_id, "joined": joined, "peer": invite.peer, "relay_url": ""},
-            stored=self.announce_key(circle),
             circles_changed=joined,
         )
+        if invite.epoch:
+            given = epochs.Held(invite.epoch, invite.epoch_id, invite.secret)
+            before = self.keys(circle_id).newest
+            self.db.add_epoch_key(circle_id, given.epoch_id, given.n, given.secret)
+            out.stored += self._reopen(circle_id, given)  # what waited for it (a member's node)
+            self._forget(circle_id)
+            self._follow(circle_id, out)
+            out.circles_changed |= self.keys(circle_id).newest != before
+        out.stored += self.announce_key(self.db.circle(circle_id) or circle)
         if invite.peer and "//" not in invite.peer:
             self.db.add_peer(circle_id, invite.peer)  # gossip wants host:port
         elif invite.peer:
@@ -712,22 +1042,35 @@ class Ops:
         )
 
     def invite(self, body: dict[str, Any]) -> Outcome:
-        """The invite code of a circle, naming this node as the peer to contact."""
+        """The invite code of a circle, naming this node as the peer to contact: of its
+        newest epoch held (after a removal, one that names the circle and the epoch)."""
         circle = self._circle(body)
+        newest = self.keys(circle.circle_id).newest
+        assert newest is not None  # a circle held has a secret
         return Outcome(
             {
                 "circle_id": circle.circle_id,
-                "code": self._code(circle.secret),
+                "code": self._code(newest, circle.circle_id),
+                "epoch": newest.n,
             }
         )
 
-    def _code(self, secret: str) -> str:
-        """An invite code naming this node's gossip address."""
+    def _code(self, epoch: epochs.Held, circle_id: str) -> str:
+        """An invite code of an epoch naming this node's gossip address (past the root, it
+        names the circle and the epoch too)."""
         if self.node.invite_peer.endswith(":0"):
             # gossip.port 0 and a node not running (a running one is told its port):
             # the kernel picks a port at each start, so no code could name it.
             raise RPCError(ERR_BAD_REQUEST, NO_FIXED_PORT)
-        return encode_invite(secret, self.node.invite_peer)
+        if epoch.n == 0:
+            return encode_invite(epoch.secret, self.node.invite_peer)
+        return encode_invite(
+            epoch.secret,
+            self.node.invite_peer,
+            circle_id=circle_id,
+            epoch=epoch.n,
+            epoch_id=epoch.epoch_id,
+        )
 
     def peers(self, body: dict[str, Any]) -> Outcome:
         """Known peer addresses, a page at a time (of one circle, or all): ``after`` is the
@@ -789,15 +1132,24 @@ class Ops:
         return Outcome({"forgotten": forgotten})
 
     def circle_keys(self, body: dict[str, Any]) -> Outcome:
-        """Circles with their secrets: for the node's own gossip and relay processes."""
-        return Outcome(
-            {
-                "circles": [
-                    {"circle_id": c.circle_id, "secret": c.secret, "name": c.name}
-                    for c in self.db.circles()
-                ]
-            }
-        )
+        """Circles with their secrets, for the node's own gossip and relay processes: the
+        newest epoch's (what transports use), and every epoch's held, newest first."""
+        circles = []
+        for c in self.db.circles():
+            keys = self.keys(c.circle_id)
+            if keys.newest is None:
+                continue
+            circles.append(
+                {
+                    "circle_id": c.circle_id,
+                    "secret": keys.newest.secret,
+                    "name": c.name,
+                    "epochs": [
+                        {"id": h.epoch_id, "n": h.n, "secret": h.secret} for h in keys.answered()
+                    ],
+                }
+            )
+        return Outcome({"circles": circles})
 
     def fetch(self, body: dict[str, Any]) -> Outcome:
         """The wire form of messages by msg_id (those held; unknown ids are skipped),
@@ -952,6 +1304,8 @@ def _stored_row(seq: int, row: Row, origin: str) -> dict[str, Any]:
         "origin": origin,
         "verified": row.verified,
     }
+    if row.sealed_key is not None:
+        out["sealed"] = True  # relayed and reconciled, shown nowhere
     if origin == "local" or (origin != "gossip" and msg.created_ts >= time.time() - PUSH_FRESH_S):
         out["wire"] = to_wire(msg)
     return out

@@ -36,6 +36,11 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
         "/role moderator|member <person>",
         "make someone a moderator, or a member again (the circle's owner only)",
     ),
+    "kick": (
+        "/kick <person>",
+        "remove someone from the circle: a new key for everyone else (owner or moderator); "
+        "says what it will do, and the same /kick again within 10 s does it",
+    ),
     "name": ("/name [new name]", "show your display name, or change it in every circle"),
     "settings": ("/settings", "your display name and the relay URL (F3)"),
     "debug": ("/debug", "show the node's log records as they come (Esc closes)"),

@@ -144,6 +144,13 @@ def _role(model: View, cmd: Command) -> list[Effect]:
     return [model.control(circle.circle_id, event, f"{who} is now a {cmd.args[0]}")]
 
 
+def _kick(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    if not cmd.rest:
+        raise UsageError("usage: " + COMMANDS["kick"][0])
+    return model.kick(circle.circle_id, cmd.rest)  # a name may have spaces
+
+
 def _name(model: View, cmd: Command) -> list[Effect]:
     if not cmd.rest:
         model.notice(f"you are {model.display_name!r}" if model.display_name else "no name yet")
@@ -161,6 +168,7 @@ _HANDLERS: Final[dict[str, Callable[[View, Command], list[Effect]]]] = {
     "channel": _channel,
     "who": _who,
     "role": _role,
+    "kick": _kick,
     "name": _name,
     "settings": lambda m, c: m.open("settings"),
     "debug": lambda m, c: m.open("debug"),

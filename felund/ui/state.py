@@ -122,7 +122,10 @@ def mark_key(circle_id: str, channel_id: str) -> str:
 
 
 def row(raw: Any) -> tuple[str, str, Msg] | None:
-    """A stored row as (circle_id, channel_id, Msg); None if it is not shaped as one."""
+    """A stored row as (circle_id, channel_id, Msg); None if it is not shaped as one, or
+    sealed (kept for an epoch's secret not held yet: shown once it opens)."""
+    if isinstance(raw, dict) and raw.get("sealed"):
+        return None
     try:
         msg = Msg(
             msg_id=get(raw, "msg_id", str),

@@ -28,6 +28,7 @@ from felund.protocol import (
     OP_CURSOR,
     OP_INBOX,
     OP_INVITE,
+    OP_MEMBER_REMOVE,
     OP_SETTINGS,
     SVC_GOSSIP,
     SVC_STORE,
@@ -69,6 +70,7 @@ MAX_ORPHANS: Final = 10_000  # rows of circles not listed yet, kept until they a
 SETTINGS_FIELDS: Final = (("display_name", "display name"), ("relay_url", "relay URL"))
 _NOTICE_PREFIX = "~"  # notice ids sort after hex msg ids of the same second
 DETACH_CONFIRM_S: Final = 5.0  # a second Ctrl+Q this soon detaches despite pending posts
+KICK_CONFIRM_S: Final = 10.0  # the same /kick again this soon after its plan removes
 # A store silent this long (three of its heartbeats, as the supervisor counts) is unreachable.
 NODE_QUIET_S: Final = 3.0
 
@@ -133,6 +135,7 @@ class View:
         self.completion: tuple[int, list[str], int] | None = None  # start, candidates, index
         self._notice_seq = 0
         self._detach_warned: float | None = None  # when detaching last warned of pending posts
+        self._kick_planned: tuple[str, str, float] | None = None  # circle, whom as typed, when
 
     # --- what the renderer reads ----------------------------------------------
     def active_circle(self) -> CircleView | None:
@@ -558,8 +561,8 @@ class View:
             when = (
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if type(seen) is int else "?"
             )
-            role = person.get("role")
-            role = f"  {role}" if role in ("owner", "moderator") else ""
+            role = "removed" if person.get("removed") else person.get("role")
+            role = f"  {role}" if role in ("owner", "moderator", "removed") else ""
             mark = "" if person.get("verified", True) else "?"
             unverified = unverified or bool(mark)
             name = person.get("display_name") or "-"
@@ -568,6 +571,22 @@ class View:
             lines.append("  (? = no key seen: what they write is unverified)")
         where = f"#{req.channel_id}" if req.channel_id else "the circle"
         self.notice("\n".join([f"in {where}:", *lines]) if lines else f"nobody in {where} yet")
+        return []
+
+    def _on_kick_plan(self, req: _Req, answer: Any) -> list[Effect]:
+        """What /kick will do: said, and armed for the same /kick within KICK_CONFIRM_S."""
+        get(answer, "node_id", str)
+        self._kick_planned = (req.circle_id, req.extra, self.clock())
+        lines = events.removal_words(answer)
+        again = f"/kick {req.extra} again within {KICK_CONFIRM_S:.0f} s to remove"
+        self.notice("\n".join([*lines, again]), error=True)
+        return []
+
+    def _on_kick(self, req: _Req, answer: Any) -> list[Effect]:
+        self.notice(
+            f"removed {events.person_words(answer)}: the circle is at epoch "
+            f"{get(answer, 'epoch', int)} \u2014 F2 shows its new invite code"
+        )
         return []
 
     def _ignore(self, req: _Req, answer: Any) -> list[Effect]:
@@ -587,6 +606,8 @@ class View:
         "wizard": _on_joined,
         "who": _on_who,
         "blocks": _on_blocks,
+        "kick_plan": _on_kick_plan,
+        "kick": _on_kick,
     }
 
     # --- for felund.ui.keys and felund.ui.slash -----------------------------------
@@ -610,6 +631,17 @@ class View:
             )
             return []
         return [Quit()]
+
+    def kick(self, circle_id: str, who: str) -> list[Effect]:
+        """/kick: first ask the store what the removal would do (said, not done); the same
+        /kick again within KICK_CONFIRM_S of that answer does it."""
+        planned, self._kick_planned = self._kick_planned, None
+        body: dict[str, Any] = {"circle_id": circle_id, "node": who}
+        again = planned is not None and planned[:2] == (circle_id, who)
+        if again and planned is not None and 0 <= self.clock() - planned[2] <= KICK_CONFIRM_S:
+            return [self.call(OP_MEMBER_REMOVE, body, "kick", circle_id=circle_id)]
+        body["dry_run"] = True
+        return [self.call(OP_MEMBER_REMOVE, body, "kick_plan", circle_id=circle_id, extra=who)]
 
     def pending_posts(self) -> int:
         """Messages sent from this screen that the store has not acknowledged yet."""

@@ -168,16 +168,18 @@ def encrypt_message(
     text: str,
     nonce: bytes | None = None,
     signature: Mapping[str, str | int] | None = None,
+    key_id: str = ENC_KEY_ID,
 ) -> dict[str, str]:
     """Return the ``enc`` object carrying display_name and text of a message (and its
-    author's signature, ``signing.sign_many``, when signed)."""
+    author's signature, ``signing.sign_many``, when signed), sealed under ``secret_hex``:
+    the epoch ``key_id`` names (v1's "epoch-0": the circle's root secret)."""
     iv = fresh_nonce(nonce)
     plaintext = _compact_json({"display_name": display_name, "text": text, **(signature or {})})
     ad = _message_ad(msg_id, circle_id, channel_id, author_node_id, created_ts)
     sealed = _message_cipher(secret_hex).encrypt(iv, plaintext, ad)
     return {
         "alg": ENC_ALG,
-        "key_id": ENC_KEY_ID,
+        "key_id": key_id,
         "nonce": base64.b64encode(iv).decode("ascii"),
         "ciphertext": base64.b64encode(sealed).decode("ascii"),
     }

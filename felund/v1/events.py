@@ -162,6 +162,29 @@ def dated(event: dict[str, Any], created_ts: int) -> dict[str, Any]:
     return {**event, "created_ts": created_ts}
 
 
+def person_words(p: dict[str, Any]) -> str:
+    """A person of an answer as users read it: name (start of its node id)."""
+    return f"{p['display_name'] or '-'} ({p['node_id'][:12]})"
+
+
+def removal_words(plan: dict[str, Any]) -> list[str]:
+    """What a removal (``store.member.remove``'s answer) will do, in words: the CLI and
+    the ui say it before asking."""
+    lines = [
+        f"this removes {person_words(plan)}: every other member moves to a new key "
+        f"(epoch {plan['epoch']}); {plan['display_name'] or 'they'} will read and write "
+        "nothing new, and their invite codes admit nobody"
+    ]
+    stuck = plan["cannot_follow"]
+    if stuck:
+        verb = "uses" if len(stuck) == 1 else "use"
+        lines.append(
+            f"{len(stuck)} member(s) {verb} a client that cannot follow "
+            f"({', '.join(person_words(p) for p in stuck)}): they need a new invite code"
+        )
+    return lines
+
+
 def resolve_person(
     people: Iterable[tuple[str, str]], who: str, where: str = "in this circle"
 ) -> str:

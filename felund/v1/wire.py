@@ -25,6 +25,7 @@ from felund.trust.signing import Signature, sign_many
 from felund.trust.wrap import MAX_KEY_ID_LEN
 from felund.v1.crypto import (
     ENC_ALG,
+    ENC_KEY_ID,
     NONCE_LEN,
     TAG_LEN,
     decrypt_message,
@@ -381,12 +382,17 @@ def check_draft(draft: Draft) -> _Ids:
 
 
 def compose_messages(
-    secret_hex: str, drafts: Sequence[Draft], *, encrypt: bool, key: IdentityKey | None = None
+    secret_hex: str,
+    drafts: Sequence[Draft],
+    *,
+    encrypt: bool,
+    key: IdentityKey | None = None,
+    key_id: str = ENC_KEY_ID,
 ) -> list[WireMessage]:
     """Build and authenticate messages of this node, signed by ``key`` if given and they
-    are encrypted (the signature travels in ``enc``): together, in batches of at most
-    BATCH_LEAVES under one signature (signing.sign_many); InvalidMessage if a peer
-    would refuse one."""
+    are encrypted (the signature travels in ``enc``, sealed under the epoch ``key_id``
+    names): together, in batches of at most BATCH_LEAVES under one signature
+    (signing.sign_many); InvalidMessage if a peer would refuse one."""
     # Every input is checked here and the rest is made below, so the result
     # passes parse_message (a property test holds this) without re-parsing,
     # which would halve the store's throughput.
@@ -418,6 +424,7 @@ def compose_messages(
                 display_name=d["display_name"],
                 text=d["text"],
                 signature=signature,
+                key_id=key_id,
             ),
         )
         for ids, d, signature in zip(checked, drafts, signatures, strict=True)

@@ -843,6 +843,8 @@ def _random_epoch_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]
                 )
             evs.append(ev(n, author, signer, ts, body))
             made.append((n, e, sorted(removed)))
+        if rng.random() < 0.3:  # bob demoted: what was built on his epochs stays
+            evs.append(ev(2999, ANA.node_id, ANA, 15, events.role_event(BOB.node_id, "member")))
         rng.shuffle(evs)
         out.append((evs, rng.choice([OWNED, OWNED, OWNED, UNOWNED])))
     return out
@@ -869,7 +871,16 @@ def _py_derive(evs: list[dict[str, Any]], secret: str) -> chatmodel.CircleState:
 
 def test_the_page_folds_as_the_python_node(page) -> None:
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
-    cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED)]
+    revoke_bob = events.role_event(BOB.node_id, "member")
+    demoted_bob = [*_epoch_events(), ev(60, ANA.node_id, ANA, 16, revoke_bob)]
+    # The owner removes bob (still a moderator); bob forks epoch 1 with a smaller id.
+    removed_bob = [
+        *_epoch_events(),
+        epoch(61, ANA, 16, 4, 49, removed=sorted([BOB.node_id, CAL.node_id, DAN.node_id, OTTO])),
+        epoch(39, BOB, 16, 1, 0, removed=[]),
+    ]
+    cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED), (demoted_bob, OWNED)]
+    cases += [(removed_bob, OWNED)]
     cases += _random_signed_sequences(30) + _random_epoch_sequences(60)
     got = _derive_in_page(page, cases)
     for (evs, secret), result in zip(cases, got, strict=True):

@@ -18,7 +18,7 @@ from felund import home
 from felund.config import Config
 from felund.errors import AuthError, ConfigError, InvalidMessage
 from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CIRCLE_CREATE, OP_INBOX, OP_POST
-from felund.store.database import Circle, Database
+from felund.store.database import SCHEMA_VERSION, Circle, Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing.store import handled
 from felund.testing.vectors import wire_message
@@ -338,4 +338,4 @@ def test_a_database_of_schema_1_gains_the_columns_and_its_rows_are_unverified(
         assert [r["verified"] for r in rows] == [False, False]  # the owner's proof, the key
         assert db.pinned(CIRCLE, OLDER) is None
         db.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

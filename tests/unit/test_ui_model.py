@@ -20,6 +20,7 @@ from felund.protocol import (
     OP_CURSOR,
     OP_INBOX,
     OP_INVITE,
+    OP_MEMBER_REMOVE,
     OP_POST,
     OP_SETTINGS,
     OP_WHO,
@@ -421,6 +422,51 @@ def test_who_shows_roles_and_a_refusal_says_who_can(store: UiStore, circle: str)
     assert model.status.startswith("this circle has no owner"), model.status
     store.drive(model, enter(model, "/channel approve den bob"))
     assert model.status == "only #den's owner (bob) can approve into #den", model.status
+    assert model.status_style == "error"
+
+
+def test_a_sealed_row_is_shown_nowhere_until_it_opens(store: UiStore, circle: str) -> None:
+    """Issue 16: a row kept sealed (its epoch's secret not held yet) has no text: the
+    stored event carries it for gossip, and the screen skips it; once opened, the store
+    stores it again (a new store_seq) and it shows."""
+    model = started(store)
+    seq = store.db.last_seq
+    sealed = made_up_row(circle, seq + 1, text="", display_name="", sealed=True)
+    model.on_chat_msg_stored([sealed])
+    assert sealed["msg_id"] not in model.circles[circle].channel("general").pane.msgs
+    opened = made_up_row(circle, seq + 2, msg_id=sealed["msg_id"], text="opened at last")
+    model.on_chat_msg_stored([opened])
+    assert "opened at last" in screen_text(model)
+
+
+def test_kick_says_what_it_will_do_and_only_the_same_kick_soon_after_does_it(
+    store: UiStore, circle: str
+) -> None:
+    """Issue 16: /kick asks the store what the removal would do and says it; the same
+    /kick again within 10 s of that removes (the ui's way of asking, as Ctrl+Q's)."""
+    now = [float(T0 + 500)]
+    model = Model(ME, clock=lambda: now[0])
+    model.on_resize(24, 100)
+    store.drive(model, model.start())
+
+    def epoch() -> int:
+        newest = store.ops.keys(circle).newest
+        return newest.n if newest else -1
+
+    store.drive(model, enter(model, "/kick bob"))
+    text = screen_text(model)
+    assert "this removes bob" in text and "/kick bob again within 10 s to remove" in text, text
+    assert epoch() == 0
+    now[0] += 11  # too late: said again, nothing done
+    store.drive(model, enter(model, "/kick bob"))
+    assert epoch() == 0
+    assert [c.body.get("dry_run") for c in store.ops_called(OP_MEMBER_REMOVE)] == [True, True]
+    now[0] += 9
+    store.drive(model, enter(model, "/kick bob"))
+    assert epoch() == 1
+    assert model.status.startswith("removed bob"), model.status
+    store.drive(model, enter(model, "/kick alice"))
+    assert model.status == "the owner cannot be removed", model.status
     assert model.status_style == "error"
 
 
