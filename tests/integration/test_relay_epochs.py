@@ -4,20 +4,23 @@ The new epoch's key registers with ``succeeds`` (the old key's id and an HMAC
 under the old key); from then on the two realms share one room, the old key
 reads but no longer posts, and an unsigned post is refused, with
 ``--require-signatures`` or without. A proof that does not verify, or names a
-key the relay never saw, is refused with its own code.
+key the relay never saw, is refused with its own code. Last, real nodes that
+only the relay connects: relay-sync follows a re-key into the new realm.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from felund.protocol import OP_CIRCLE_KEYS, OP_WHO
 from felund.relay.auth import key_id, succeeds_field
 from felund.relay.client import signed_headers
 from felund.relay.protocol import (
@@ -28,8 +31,9 @@ from felund.relay.protocol import (
     SIGNATURE_REQUIRED,
     UNKNOWN_PREDECESSOR,
 )
-from felund.testing import Relay, wire_message
+from felund.testing import Node, Relay, wait_for, wire_message
 from felund.v1 import crypto, ids
+from felund.v1.invite import decode_invite
 
 NODE, OTHER = "epochnode0001", "epochnode0002"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -200,3 +204,86 @@ def test_a_chain_of_re_keys_shares_one_room_and_a_node_is_never_out_of_keys(
     assert len(circle.read(relay, circle.keys[-1])) == posted
     for ended in circle.keys[:-1]:
         assert circle.post(relay, ended, "late")[0] == 403
+
+
+# --- relay-sync following a re-key, between real nodes --------------------------------------
+
+
+@pytest.fixture
+def strict_relay(tmp_path: Path) -> Iterator[Relay]:
+    """A relay with --require-signatures: each realm is a room unless a succession joins it."""
+    server = Relay(tmp_path / "strict-relay", "--require-signatures")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _relayed_node(make_node: Callable[..., Node], name: str, relay: Relay) -> Node:
+    """A node whose gossip reaches nobody (it advertises 127.0.0.2): only the relay carries."""
+    node = make_node(
+        name,
+        FELUND_RELAY_URL=relay.url,
+        FELUND_RELAY_POLL_INTERVAL_S="0.5",
+        FELUND_RELAY_REGISTER_INTERVAL_S="2",
+        FELUND_GOSSIP_ADVERTISE_HOST="127.0.0.2",
+        FELUND_SUPERVISOR_BACKOFF_INITIAL_S="0.2",
+    )
+    node.cli("init", "--bind", "127.0.0.1", "--name", name)
+    return node
+
+
+def _newest(node: Node, circle: str) -> int:
+    for c in node.call(OP_CIRCLE_KEYS)["circles"]:
+        if c["circle_id"] == circle:
+            return int(c["epochs"][0]["n"])
+    return -1
+
+
+def _texts(node: Node, circle: str) -> set[str]:
+    return {m["text"] for m in node.inbox(circle)}
+
+
+def _has(node: Node, circle: str, text: str) -> bool:
+    return text in _texts(node, circle)
+
+
+def test_relay_sync_moves_to_the_new_epochs_realm_and_the_old_key_is_refused(
+    make_node: Callable[..., Node], strict_relay: Relay
+) -> None:
+    """A removes C in a circle the relay alone carries: A and B go on under the new epoch's
+    key (its realm succeeds the old one, so they share the room: B, still on the old key,
+    reads the re-key there); C's old key still reads and no longer posts."""
+    a, b, c = (_relayed_node(make_node, n, strict_relay) for n in "abc")
+    code = a.cli("invite").stdout.strip()
+    circle = b.cli("join", "--code", code).stdout.strip()
+    c.cli("join", "--code", code)
+    for n in (a, b, c):
+        n.start()
+    a.cli("send", "--circle-id", circle, "before")
+    for n in (b, c):
+        wait_for(functools.partial(_has, n, circle, "before"), timeout=60, what="the first one")
+    root = decode_invite(code).secret
+    old_key = crypto.api_signing_key(root)
+    hint = ids.circle_hint(circle)
+
+    def everyone_follows() -> bool:
+        people = b.call(OP_WHO, {"circle_id": circle})["people"]
+        return len(people) == 3 and all(p["can_follow"] for p in people)
+
+    wait_for(everyone_follows, timeout=60, what="everyone's keys on b")
+    a.cli("member", "remove", "c", "--circle-id", circle, "--yes")
+    wait_for(lambda: _newest(b, circle) == 1, timeout=60, what="b on epoch 1 through the relay")
+    a.cli("send", "--circle-id", circle, "after")
+    wait_for(lambda: "after" in _texts(b, circle), timeout=60, what="a's new message on b")
+    assert "after" not in _texts(c, circle)
+    assert any(e.get("event") == "relay.rekeyed" for e in a.log_events())
+
+    # The relay: the old key reads the room (the new epoch's messages among them), and
+    # may no longer post.
+    status, answer = call(strict_relay, old_key, "GET", f"/messages?circle_hint={hint}&since=0")
+    assert status == 200 and len(answer["messages"]) >= 4  # before, 2 events, after, ...
+    msg = wire_message(root, "removed0node", "still here")
+    status, refused = call(
+        strict_relay, old_key, "POST", "/messages", {"circle_hint": hint, "messages": [msg]}
+    )
+    assert (status, refused["code"]) == (403, EPOCH_ENDED)
