@@ -90,7 +90,7 @@ class Circle:
         return self.add(author, body, signed, msg_id).msg_id
 
     def announce(self, author: str, pk: bytes | None = None, signed: bool = True) -> str:
-        body = {**events.key_announce_event(author, b64(pk or PK[author])), "xpk": b64(XPK[author])}
+        body = events.key_announce_event(author, b64(pk or PK[author]), b64(XPK[author]))
         return self.add(author, body, signed).msg_id
 
     def state(self) -> chatmodel.CircleState:
@@ -312,8 +312,8 @@ def test_xkeys_come_from_signed_announces_of_the_signer_s_own_key() -> None:
     c.announce(OWNER)
     forged = c.announce(MOD, pk=PK[PLAIN])  # pk not the key that signed it
     unsigned = c.announce(OLDER, signed=False)
-    plain_v1 = c.add(PLAIN, events.key_announce_event(PLAIN, b64(PK[PLAIN])))  # no xpk
-    bad = c.add(C, {**events.key_announce_event(C, b64(PK[C])), "xpk": "short"})
+    plain_v1 = c.add(PLAIN, {"node_id": PLAIN, "pk": b64(PK[PLAIN]), "t": "KEY_ANNOUNCE"})  # no xpk
+    bad = c.add(C, events.key_announce_event(C, b64(PK[C]), "short"))
     s = c.state()
     assert s.xkeys == {OWNER: XPK[OWNER]}
     assert s.refused[forged] == "not_signer" and s.refused[unsigned] == "unsigned"
@@ -441,7 +441,7 @@ def _announces(specs: list[tuple[Any, ...]]) -> list[ControlEvent]:
     for i, (author, kind, signed, ts) in enumerate(specs):
         pk = PK[author] if kind != "other" else PK[OWNER if author != OWNER else MOD]
         xpk = b64(XPK[author] if i % 2 else bytes([i]) * 32) if kind != "bad" else "x"
-        body = {**events.key_announce_event(author, b64(pk)), "xpk": xpk}
+        body = events.key_announce_event(author, b64(pk), xpk)
         out.append(
             ControlEvent(
                 mid(f"ka{i}"), author, 2000 + ts, event_text(body), PK[author] if signed else None

@@ -14,7 +14,7 @@ from felund.v1.invite import Invite, decode_invite, encode_invite
 SECRET = "5e" * 32
 CIRCLE = "0123456789abcdef01234567"
 EPOCH_ID = "ab" * 16
-EPOCH = {"circle_id": CIRCLE, "epoch": 3, "epoch_id": EPOCH_ID}
+EPOCH: dict[str, Any] = {"circle_id": CIRCLE, "epoch": 3, "epoch_id": EPOCH_ID}
 
 
 def _code(payload: object) -> str:
