@@ -156,6 +156,11 @@ def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
     peer = decode_invite(answer["code"]).peer
     if is_tcp_peer(peer):
         err(netaddr.reach_note(peer))
+    if answer.get("epoch"):
+        err(
+            f"a code of the circle's key since its last removal (epoch {answer['epoch']}): "
+            "the codes before it admit nobody; the other felund implementation cannot use it"
+        )
     if args.json:
         json_out({"circle_id": answer["circle_id"], "code": answer["code"]})
     else:

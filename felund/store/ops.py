@@ -9,6 +9,7 @@ writing anything: a refused request leaves no trace.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import time
@@ -173,6 +174,8 @@ class Ops:
         self.node = node
         self._signer_pk = node.key.public if node.key is not None else None
         self._states: dict[str, chatmodel.CircleState] = {}
+        # (circle, epoch id) whose wrap to this node was opened: not again while it is held.
+        self._unwrapped: set[tuple[str, str]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
             OP_APPEND: self.append,
@@ -240,7 +243,10 @@ class Ops:
             for held in gained:
                 out.stored += self._reopen(circle_id, held)
             self._forget(circle_id)
-        self._rekey_due(circle, out)
+        # Refused by this node's own writer (a moderator and an uncovered moderator): the
+        # owner covers it; the request that brought the events must not fail for it.
+        with contextlib.suppress(RPCError):
+            self._rekey_due(circle, out)
         if self.keys(circle_id).newest != before:
             out.circles_changed = True  # gossip and relay-sync move to the newest
 
@@ -253,14 +259,17 @@ class Ops:
         held = self.keys(circle_id, state).held
         gained = []
         for e in state.epoch_events.values():
-            if epoch_key_id(e.n, e.epoch_id) in held or me not in e.wraps:
+            have = held.get(epoch_key_id(e.n, e.epoch_id))
+            if me not in e.wraps or (have and (circle_id, e.epoch_id) in self._unwrapped):
                 continue
             secret = unwrap(key.x_private, e.wraps[me], wrap_context(circle_id, e.epoch_id, me))
             if secret is None or len(secret) != SECRET_LEN:
                 continue
-            # A wrap of a valid (signed) epoch beats a link's candidate kept before it.
-            self.db.add_epoch_key(circle_id, e.epoch_id, e.n, secret.hex(), replace=True)
-            gained.append(epochs.Held(e.n, e.epoch_id, secret.hex()))
+            self._unwrapped.add((circle_id, e.epoch_id))
+            if have is None or have.secret != secret.hex():
+                # A wrap in a valid (signed) epoch beats a link's candidate kept before it.
+                self.db.add_epoch_key(circle_id, e.epoch_id, e.n, secret.hex(), replace=True)
+                gained.append(epochs.Held(e.n, e.epoch_id, secret.hex()))
         return gained
 
     def _walk_links(self, circle_id: str) -> list[epochs.Held]:
@@ -438,6 +447,7 @@ class Ops:
     def forget_derived(self) -> None:
         """Drop every derived state: a rolled-back transaction may have fed it."""
         self._states.clear()
+        self._unwrapped.clear()
 
     def display_name(self) -> str:
         """This node's display name: the latest rename, else the configured one."""
@@ -755,6 +765,8 @@ class Ops:
         setting = f"{_ANNOUNCED_SETTING}:{circle.circle_id}"
         if key is None or not self.node.encrypt or self.db.setting(setting) == _ANNOUNCED_WITH_XPK:
             return []
+        if me in self.state(circle.circle_id).removed:
+            return []  # it writes nothing there any more
         now = max(int(time.time()), self.db.newest_local(circle.circle_id, CONTROL_CHANNEL) + 1)
         event = events.key_announce_event(me, b64(key.public), b64(key.x_public))
         text = chatmodel.event_text(event)

@@ -561,8 +561,8 @@ class View:
             when = (
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if type(seen) is int else "?"
             )
-            role = person.get("role")
-            role = f"  {role}" if role in ("owner", "moderator") else ""
+            role = "removed" if person.get("removed") else person.get("role")
+            role = f"  {role}" if role in ("owner", "moderator", "removed") else ""
             mark = "" if person.get("verified", True) else "?"
             unverified = unverified or bool(mark)
             name = person.get("display_name") or "-"
