@@ -31,14 +31,12 @@ def channel_event(
     access: str = "public",
     key: str = "",
     target: str = "",
-    private: bool = False,
 ) -> dict[str, Any]:
     """A CHANNEL_EVT of ``node_id`` (not ``rename``: see rename_event); ValueError if bad.
 
     ``key`` is hashed (never sent) for a create or join of a key channel;
-    ``target`` is the node an ``approve`` lets in, as the writer resolved it;
-    ``private`` makes a key or invite channel's create private (sealed under a
-    channel key: felund.trust.channels).
+    ``target`` is the node an ``approve`` lets in, as the writer resolved it
+    (``made_private`` makes a create private).
     """
     if op not in CHANNEL_OPS or op == "rename":
         raise ValueError(f"no channel operation {op[:32]!r}")
@@ -57,10 +55,6 @@ def channel_event(
         event["access_mode"] = access
         event["key_hash"] = key_hash(circle_id, event["channel_id"], key) if key else ""
         event["created_by"] = node_id
-        if private:
-            if access == "public":
-                raise ValueError("a public channel cannot be private: make it key or invite")
-            event["private"] = True
     elif op == "approve":
         if not target:
             raise ValueError("approve whom? name the person")
@@ -70,6 +64,14 @@ def channel_event(
         if op == "join" and key:
             event["key_hash"] = key_hash(circle_id, event["channel_id"], key)
     return event
+
+
+def made_private(event: dict[str, Any]) -> dict[str, Any]:
+    """A key or invite channel's create, private: its messages sealed under a channel key
+    (felund.trust.channels), read by its members only; ValueError for anything else."""
+    if event.get("op") != "create" or event.get("access_mode") not in ("key", "invite"):
+        raise ValueError("only a key or invite channel can be private")
+    return {**event, "private": True}
 
 
 def rename_event(circle_id: str, node_id: str, name: str) -> dict[str, Any]:
