@@ -694,8 +694,8 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
     return "unknown_type"
 
 
-def _chain_problem(ev: ControlEvent, body: dict[str, Any]) -> str | None:
-    """What is malformed in an epoch's number, parent or wraps (an EPOCH_EVT's, or a
+def _number_problem(ev: ControlEvent, body: dict[str, Any]) -> str | None:
+    """What is malformed in an epoch's number or parent (an EPOCH_EVT's or a
     CHANNEL_KEY_EVT's); None: nothing."""
     n = body.get("epoch")
     # Its msg_id names the epoch (in key ids and invite codes): 32 hex, as ours are.
@@ -704,6 +704,11 @@ def _chain_problem(ev: ControlEvent, body: dict[str, Any]) -> str | None:
     parent = body.get("parent")
     if not (parent == "" if n == 1 else is_hex(parent, MSG_ID_LEN)):
         return "bad_parent"
+    return None
+
+
+def _wraps_problem(body: dict[str, Any]) -> str | None:
+    """What is malformed in an epoch's wraps; None: nothing."""
     wraps = body.get("wraps")
     if not (
         isinstance(wraps, dict)
@@ -721,11 +726,12 @@ def _parse_channel_key(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
     cid = body.get("channel_id")
     if not is_channel_name(cid):
         return "bad_channel"
-    return _chain_problem(ev, body) or _Parsed(ev, event_hash(ev), "chan_key", body, cid)
+    why = _number_problem(ev, body) or _wraps_problem(body)
+    return why or _Parsed(ev, event_hash(ev), "chan_key", body, cid)
 
 
 def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
-    why = _chain_problem(ev, body)
+    why = _number_problem(ev, body)
     if why:
         return why
     removed = body.get("removed")
@@ -736,7 +742,7 @@ def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
         and removed == sorted(set(removed))
     ):
         return "bad_removed"
-    return _Parsed(ev, event_hash(ev), "epoch", body)
+    return _wraps_problem(body) or _Parsed(ev, event_hash(ev), "epoch", body)
 
 
 def _good_key_hash(digest: str) -> bool:
