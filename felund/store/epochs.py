@@ -68,6 +68,7 @@ class Keys:
     circle_id: str
     held: dict[str, Held]  # by key_id
     newest: Held | None  # None: nothing held (a circle left)
+    chain: tuple[str, ...] = ()  # the epoch ids of the winning chain, 1..n
     # (channel id, channel part) -> what channel_keys holds: a typed key ("k"), a secret hex.
     parts: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -130,10 +131,15 @@ class Keys:
         return parsed is not None and parsed[0] <= top + MAX_AHEAD
 
     def answered(self) -> list[Held]:
-        """The epochs the circles answer lists: the newest winner first, then by n, root last."""
-        rest = sorted(
-            (h for h in self.held.values() if h != self.newest), key=lambda h: (-h.n, h.epoch_id)
-        )
+        """The epochs the circles answer lists: the newest winner first, then the winning
+        chain back (so the second is the one before: relay succession proves with it), then
+        any other held (losing branches), the root last."""
+        on_chain = {e: i for i, e in enumerate(self.chain)}
+
+        def rank(h: Held) -> tuple[bool, int, int, str]:
+            return (h.n == 0, -on_chain.get(h.epoch_id, -1), -h.n, h.epoch_id)
+
+        rest = sorted((h for h in self.held.values() if h != self.newest), key=rank)
         return ([self.newest] if self.newest else []) + rest[: MAX_ANSWERED - 1]
 
 
@@ -165,4 +171,4 @@ def keys_of(
     if newest is None and held:  # joined by an epoch's code, the chain not known yet
         newest = max(held.values(), key=lambda h: (h.n, h.epoch_id))
     parts = {(channel_id, part): secret for channel_id, part, secret in channel_rows}
-    return Keys(circle_id, held, newest, parts)
+    return Keys(circle_id, held, newest, tuple(chain), parts)

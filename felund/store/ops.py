@@ -90,6 +90,7 @@ from felund.v1.wire import (
 )
 
 ORIGINS = ("local", "gossip", "relay", "import")
+MAX_EPOCH_ROUNDS = 256  # secrets gained by one follow (each round gains one or stops)
 CANNOT_FOLLOW = (
     "this circle has a new key since a member was removed, and this node writes "
     "unencrypted (node.encrypt_messages is off): turn encryption on to write in it"
@@ -118,7 +119,6 @@ WRITE_OPS = frozenset(
     }
 )
 _MAX_NAME = 64
-MAX_EPOCH_ROUNDS = 256  # secrets gained by one follow (each round gains one or stops)
 _MAX_CODE = 4096
 _MAX_PEERS_ADD = 256
 _NAME_SETTING = "display_name"
@@ -363,11 +363,11 @@ class Ops:
         keys = self.keys(cid, state)
         linked = self._links_of(cid, me)
         for e in state.epoch_events.values():
-            mine, parent = (
-                keys.held.get(epoch_key_id(e.n, e.epoch_id)),
-                keys.held.get(epoch_key_id(e.n - 1, e.parent)),
-            )
-            if e.author == me and e.epoch_id not in linked and mine and parent:
+            if e.author != me or e.epoch_id in linked:
+                continue
+            mine = keys.held.get(epoch_key_id(e.n, e.epoch_id))
+            parent = keys.held.get(epoch_key_id(e.n - 1, e.parent))
+            if mine and parent:
                 out.stored += self._link(circle, mine, parent).stored
         tip = state.epochs[-1].epoch_id if state.epochs else ""
         if (
@@ -376,8 +376,7 @@ class Ops:
             and keys.newest is not None
             and keys.newest.epoch_id == tip
         ):
-            more = self._issue(circle, frozenset())
-            out.stored += more.stored
+            out.stored += self._issue(circle).stored
         keys, state = self.keys(cid), self.state(cid)  # after what was written above
         tip = state.epochs[-1].epoch_id if state.epochs else ""
         if keys.newest is None or keys.newest.epoch_id != tip:
@@ -416,7 +415,7 @@ class Ops:
             if ev.author == author and (link := epochs.link_of(ev.text)) is not None
         }
 
-    def _issue(self, circle: Circle, removing: frozenset[str]) -> Outcome:
+    def _issue(self, circle: Circle, removing: str = "") -> Outcome:
         """Start the next epoch: removed = the chain's, the uncovered and ``removing``; its
         secret wrapped to every other member with an X25519 key (and to this node); the
         EPOCH_EVT sealed under the newest epoch, then its EPOCH_LINK under the new one."""
@@ -427,7 +426,7 @@ class Ops:
         tip = state.epochs[-1].epoch_id if state.epochs else ""
         if parent is None or parent.epoch_id != tip:
             raise RPCError(ERR_FORBIDDEN, epochs.NOT_CAUGHT_UP)
-        removed = sorted(state.removed | state.uncovered | removing)
+        removed = chatmodel.next_removed(state, removing)
         now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
         epoch_id = ids.new_msg_id(me, now)
         secret = os.urandom(SECRET_LEN)
@@ -610,28 +609,27 @@ class Ops:
         state = self.state(cid)
         target = self._person(cid, state, _get(body, "node", str))
         parent = state.epochs[-1] if state.epochs else None
-        trial = events.epoch_event(
-            parent.n + 1 if parent else 1,
-            parent.epoch_id if parent else "",
-            sorted(state.removed | {target}),
-            {},
-        )
+        n = (parent.n if parent else 0) + 1
+        removed = chatmodel.next_removed(state, target)
+        trial = events.epoch_event(n, parent.epoch_id if parent else "", removed, {})
         problem = chatmodel.writer_problem(state, trial, me)
         if problem:
             raise RPCError(ERR_FORBIDDEN, self._refusal(cid, state, trial, problem))
         people = self._people(cid, state)
-        names = {p["node_id"]: p["display_name"] for p in people}
-        stuck = [n for n in chatmodel.cannot_follow(state, names) if n != target]
         reply = {
             "node_id": target,
-            "display_name": names.get(target, ""),
-            "epoch": (parent.n if parent else 0) + 1,
-            "cannot_follow": [{"node_id": n, "display_name": names.get(n, "")} for n in stuck],
+            "display_name": next((p["display_name"] for p in people if p["node_id"] == target), ""),
+            "epoch": n,
+            "cannot_follow": [
+                {"node_id": p["node_id"], "display_name": p["display_name"]}
+                for p in people
+                if not p["can_follow"] and p["node_id"] != target
+            ],
             "removed": False,
         }
         if _get(body, "dry_run", bool, False):
             return Outcome(reply)
-        out = self._issue(circle, frozenset({target}))
+        out = self._issue(circle, target)
         reply["removed"] = True
         out.reply = reply
         return out
@@ -1008,7 +1006,11 @@ class Ops:
             msg_id = ids.new_msg_id(self.node.node_id, now)
             out.stored += self._control(circle, event, msg_id, now).stored
         out.stored += self.announce_key(circle)
-        out.reply = {"circle_id": circle.circle_id, "name": name, "code": self._code(secret)}
+        out.reply = {
+            "circle_id": circle.circle_id,
+            "name": name,
+            "code": self._code(epochs.Held(0, "", secret), circle.circle_id),
+        }
         return out
 
     def circle_join(self, body: dict[str, Any]) -> Outcome:
@@ -1132,21 +1134,22 @@ class Ops:
         return Outcome(
             {
                 "circle_id": circle.circle_id,
-                "code": self._code(newest.secret, circle.circle_id, newest),
+                "code": self._code(newest, circle.circle_id),
                 "epoch": newest.n,
             }
         )
 
-    def _code(self, secret: str, circle_id: str = "", epoch: epochs.Held | None = None) -> str:
-        """An invite code naming this node's gossip address (and the epoch, past the root)."""
+    def _code(self, epoch: epochs.Held, circle_id: str) -> str:
+        """An invite code of an epoch naming this node's gossip address (past the root, it
+        names the circle and the epoch too)."""
         if self.node.invite_peer.endswith(":0"):
             # gossip.port 0 and a node not running (a running one is told its port):
             # the kernel picks a port at each start, so no code could name it.
             raise RPCError(ERR_BAD_REQUEST, NO_FIXED_PORT)
-        if epoch is None or epoch.n == 0:
-            return encode_invite(secret, self.node.invite_peer)
+        if epoch.n == 0:
+            return encode_invite(epoch.secret, self.node.invite_peer)
         return encode_invite(
-            secret,
+            epoch.secret,
             self.node.invite_peer,
             circle_id=circle_id,
             epoch=epoch.n,

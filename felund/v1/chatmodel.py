@@ -64,12 +64,18 @@ store verified the event with; None: unsigned):
 
 Epochs (issue 16), decided from signed events only:
 
-- **Valid.** An ``EPOCH_EVT`` counts when it is signed by the owner or a
-  moderator (the final roles, as for approvals), its ``removed`` (cumulative,
-  sorted) holds all of its parent's and never the owner, a moderator's new
-  removals hold no moderator, its author is not in its parent's ``removed``,
-  and its parent is a valid ``EPOCH_EVT`` of the epoch before ("" for
-  epoch 1). Its msg_id is the epoch's id.
+- **Valid.** An ``EPOCH_EVT`` is sound when it is signed by the owner or by
+  someone the owner made moderator, its ``removed`` (cumulative, sorted) holds
+  all of its parent's and never the owner, only the owner's new removals hold
+  a moderator, its author is not in its parent's ``removed``, and its parent
+  is a sound ``EPOCH_EVT`` of the epoch before ("" for epoch 1). A sound one
+  counts when its author is the owner or a moderator now (the final roles,
+  as for approvals) whom no epoch of the owner's removes, or a counting one
+  is built on it: demoting or removing a moderator undoes none of its
+  removals that others built on (no date has to say what came first), and
+  one it wrote that nobody built on counts for nothing (so a removed
+  moderator cannot fork the chain from an epoch before its removal).
+  Its msg_id is the epoch's id.
 - **The winning chain.** Epoch n's winner is, among the valid ones of epoch n
   whose parent is epoch n-1's winner, the one with the smallest msg_id: no
   date steers it. ``removed`` is the newest winner's; a losing branch's
@@ -355,8 +361,8 @@ def derive(
         elif parsed is not None:
             due.append(parsed)
     due.sort(key=_rank)
-    _roles(state, due, secret)
-    _epochs(state, due)
+    ever_moderators = _roles(state, due, secret)
+    _epochs(state, due, ever_moderators)
     _xkeys(state, due)
     creates: dict[str, _Parsed] = {}
     for p in due:
@@ -377,8 +383,9 @@ def _create_rank(p: _Parsed) -> tuple[bool, str]:
     return p.ev.signer is None, p.hash  # a signed create first, then the smallest hash
 
 
-def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
-    """The owner and moderators, from the owner's proofs and role events (in order)."""
+def _roles(state: CircleState, due: list[_Parsed], secret: str) -> set[str]:
+    """The owner and moderators, from the owner's proofs and role events (in order);
+    returns whom the owner ever made moderator."""
     proofs = []
     for p in due:
         if p.kind != "owner":
@@ -392,6 +399,7 @@ def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
     # Every valid proof comes from the creator's key: one node, unless it ran two ids.
     state.owner = proofs[0].ev.author if proofs else ""
     granted: dict[str, str] = {}
+    ever: set[str] = set()
     for p in due:
         if p.kind != "role":
             continue
@@ -401,20 +409,25 @@ def _roles(state: CircleState, due: list[_Parsed], secret: str) -> None:
             _refuse(state, p.ev, "not_allowed")
         else:
             granted[p.body["target_node_id"]] = p.body["op"]
+            if p.body["op"] == "grant":
+                ever.add(p.body["target_node_id"])
     state.moderators = {n for n, op in granted.items() if op == "grant"} - {state.owner}
+    return ever
 
 
-def _epochs(state: CircleState, due: list[_Parsed]) -> None:
+def _epochs(state: CircleState, due: list[_Parsed], ever_moderators: set[str]) -> None:
     """The valid EPOCH_EVTs, their winning chain, and the removals it leaves uncovered."""
-    valid = state.epoch_events
+    sound: dict[str, Epoch] = {}
+    written: dict[str, ControlEvent] = {}
     # Lower epochs first: a parent is judged before its children.
     for p in sorted((p for p in due if p.kind == "epoch"), key=_epoch_rank):
-        why = _epoch_problem(state, p, valid)
+        why = _epoch_problem(state, p, sound, ever_moderators)
         if why:
             _refuse(state, p.ev, why)
         else:
             body = p.body
-            valid[p.ev.msg_id] = Epoch(
+            written[p.ev.msg_id] = p.ev
+            sound[p.ev.msg_id] = Epoch(
                 body["epoch"],
                 p.ev.msg_id,
                 body["parent"],
@@ -422,6 +435,21 @@ def _epochs(state: CircleState, due: list[_Parsed]) -> None:
                 frozenset(body["removed"]),
                 dict(body["wraps"]),
             )
+    # One counts when the owner or a moderator (the final roles) wrote it or built on it:
+    # demoting a moderator undoes none of its removals that were built on, and no date
+    # has to say which came first. A moderator the owner removed (on any branch: only
+    # the owner removes one) has no say left, as if demoted, or it could fork.
+    valid = state.epoch_events
+    by_owner = frozenset().union(*(e.removed for e in sound.values() if e.author == state.owner))
+    for e in sound.values():
+        if state.moderates(e.author) and e.author not in by_owner:
+            step: Epoch | None = e
+            while step is not None and step.epoch_id not in valid:
+                valid[step.epoch_id] = step
+                step = sound.get(step.parent)
+    for epoch_id, ev in written.items():
+        if epoch_id not in valid:
+            _refuse(state, ev, "not_allowed")  # a former moderator's, built on by nobody
     state.epochs = _winning_chain(valid.values())
     state.removed = state.epochs[-1].removed if state.epochs else frozenset()
     intents = frozenset().union(*(e.removed for e in valid.values()))
@@ -503,25 +531,28 @@ def _channel_keys(state: CircleState, due: list[_Parsed]) -> None:
             state.channels[cid].keys = _winning_chain(keys.values())
 
 
-def _epoch_problem(state: CircleState, p: _Parsed, valid: dict[str, Epoch]) -> str | None:
-    """Why an EPOCH_EVT does not count, given the valid ones of lower epochs; None: it does."""
+def _epoch_problem(
+    state: CircleState, p: _Parsed, sound: dict[str, Epoch], ever_moderators: set[str]
+) -> str | None:
+    """Why an EPOCH_EVT does not count whatever is built on it, given the sound ones of
+    lower epochs; None: it may count."""
     author, n = p.ev.author, p.body["epoch"]
     if p.ev.signer is None:
         return "unsigned"
-    if not state.moderates(author):
+    if author != state.owner and author not in ever_moderators:
         return "not_allowed"
     removed = frozenset(p.body["removed"])
     if state.owner in removed:
         return "removes_owner"
-    why = _parent_problem(n, p.body["parent"], valid)
+    why = _parent_problem(n, p.body["parent"], sound)
     if why:
         return why
-    before = valid[p.body["parent"]].removed if n > 1 else frozenset()
+    before = sound[p.body["parent"]].removed if n > 1 else frozenset()
     if author in before:
         return "removed_author"
     if not before <= removed:
         return "removed_shrinks"
-    if state.role_of(author) == "moderator" and (removed - before) & state.moderators:
+    if author != state.owner and (removed - before) & state.moderators:
         return "removes_moderator"
     return None
 

@@ -35,7 +35,7 @@ from felund.testing import (
     wire_message,
 )
 from felund.testing.vectors import trust_cases
-from felund.trust import identity, owner, signing
+from felund.trust import identity, owner, signing, wrap
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, crypto, events, ids
 from felund.v1.chatmodel import event_text
@@ -883,6 +883,8 @@ def _random_epoch_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]
                 )
             evs.append(ev(n, author, signer, ts, body))
             made.append((n, e, sorted(removed)))
+        if rng.random() < 0.3:  # bob demoted: what was built on his epochs stays
+            evs.append(ev(2999, ANA.node_id, ANA, 15, events.role_event(BOB.node_id, "member")))
         rng.shuffle(evs)
         out.append((evs, rng.choice([OWNED, OWNED, OWNED, UNOWNED])))
     return out
@@ -909,7 +911,16 @@ def _py_derive(evs: list[dict[str, Any]], secret: str) -> chatmodel.CircleState:
 
 def test_the_page_folds_as_the_python_node(page) -> None:
     cases = [(_role_events(), OWNED), (_demoted(), OWNED), (_role_events(), UNOWNED)]
-    cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED)]
+    revoke_bob = events.role_event(BOB.node_id, "member")
+    demoted_bob = [*_epoch_events(), ev(60, ANA.node_id, ANA, 16, revoke_bob)]
+    # The owner removes bob (still a moderator); bob forks epoch 1 with a smaller id.
+    removed_bob = [
+        *_epoch_events(),
+        epoch(61, ANA, 16, 4, 49, removed=sorted([BOB.node_id, CAL.node_id, DAN.node_id, OTTO])),
+        epoch(39, BOB, 16, 1, 0, removed=[]),
+    ]
+    cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED), (demoted_bob, OWNED)]
+    cases += [(removed_bob, OWNED)]
     cases += [(_private_channel_events(), OWNED), (_private_channel_events(), UNOWNED)]
     cases += _random_signed_sequences(30) + _random_epoch_sequences(60)
     got = _derive_in_page(page, cases)
@@ -1261,7 +1272,9 @@ def test_an_owned_circle_roles_in_who_the_mark_and_refusals(open_peer, web_relay
         "node_id": bob_id,
         "pk": announced[bob_id]["pk"],
         "t": "KEY_ANNOUNCE",
+        "xpk": announced[bob_id]["xpk"],
     }
+    assert wrap.xpk_of(announced[bob_id]["xpk"]) is not None  # the page's X25519 key
 
     # An invite channel made by Cal (signed, from Python), a v1 client's message (unsigned).
     cid = ids.circle_id(secret)

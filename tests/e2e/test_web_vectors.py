@@ -116,7 +116,13 @@ def test_invite_codes(page) -> None:
         CASES["invite_code"],
     )
     for case, result in zip(CASES["invite_code"], got, strict=True):
-        expected = {"secret": case["secret_hex"], "peer": case["peer"]}
+        expected = {
+            "secret": case["secret_hex"],
+            "peer": case["peer"],
+            "circleId": "",
+            "epoch": 0,
+            "epochId": "",
+        }
         assert result == {"code": case["code"], "decoded": expected, "padded": expected}
 
 
@@ -127,7 +133,7 @@ def _js_invite_verdicts(page, codes: list[str]) -> list[str]:
         return arg.map((code) => {
           try {
             const inv = L.invite.decodeInvite(code);
-            return 'ok ' + inv.secret + ' ' + inv.peer;
+            return ['ok', inv.secret, inv.peer, inv.circleId, inv.epoch, inv.epochId].join(' ');
           } catch (e) {
             if (!(e instanceof L.invite.InviteError)) return 'CRASH ' + e;
             return 'refused ' + e.message;
@@ -144,7 +150,7 @@ def _py_invite_verdict(code: str) -> str:
         inv = decode_invite(code)
     except InviteError as exc:
         return f"refused {exc}"
-    return f"ok {inv.secret} {inv.peer}"
+    return f"ok {inv.secret} {inv.peer} {inv.circle_id} {inv.epoch} {inv.epoch_id}"
 
 
 def test_invalid_invite_codes_are_refused_as_python_refuses_them(page) -> None:
@@ -548,7 +554,8 @@ def _malformed() -> list[str]:
     for change in [
         {"alg": "AES-128-GCM"},
         {"key_id": ""},
-        {"key_id": "k" * 33},
+        {"key_id": "k" * 44},  # the longest an epoch's key id is (felund.trust.wrap)
+        {"key_id": "k" * 45},
         {"key_id": "epoch\u00070"},
         {"key_id": "epoch-9"},  # any key id opens: the key is the circle's
         {"nonce": "AQEBAQEBAQEB"},

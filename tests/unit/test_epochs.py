@@ -161,6 +161,40 @@ def test_a_moderator_keeps_a_moderator_the_owner_removed_before() -> None:
     assert [e.epoch_id for e in c.state().epochs] == [e1, e2]
 
 
+def test_a_demotion_keeps_the_removals_built_on_and_drops_the_rest() -> None:
+    c = Circle()
+    e1 = c.epoch(MOD, 1, "", [C])
+    e2 = c.epoch(OWNER, 2, e1, [C, PLAIN])
+    tip = c.epoch(MOD, 3, e2, sorted([C, PLAIN, "ab" * 12]))  # nobody builds on it
+    assert [e.epoch_id for e in c.state().epochs] == [e1, e2, tip]
+    c.add(OWNER, events.role_event(MOD, "member"))
+    s = c.state()
+    assert [e.epoch_id for e in s.epochs] == [e1, e2] and s.removed == {C, PLAIN}
+    assert s.refused[tip] == "not_allowed" and set(s.epoch_events) == {e1, e2}
+    assert s.uncovered == frozenset()  # what only the dropped epoch removed is not asked for
+    late = c.epoch(MOD, 3, e2, [C, MOD2, PLAIN])  # after its demotion
+    assert c.state().refused[late] == "removes_moderator"
+
+
+def test_a_removed_moderator_cannot_fork_from_before_its_removal() -> None:
+    c = Circle()
+    e1 = c.epoch(OWNER, 1, "", [C], msg_id=low(5))
+    e2 = c.epoch(OWNER, 2, e1, [C, MOD], msg_id=low(6))
+    # Still a moderator (never demoted): a sibling of e1 with a smaller id, wrapped to itself.
+    fork = c.epoch(MOD, 1, "", [], msg_id=low(1))
+    s = c.state()
+    assert s.refused[fork] == "not_allowed"
+    assert [e.epoch_id for e in s.epochs] == [e1, e2] and s.removed == {C, MOD}
+
+
+def test_one_never_made_moderator_counts_even_when_built_on() -> None:
+    c = Circle()
+    e1 = c.epoch(PLAIN, 1, "", [C])
+    e2 = c.epoch(OWNER, 2, e1, [C])
+    s = c.state()
+    assert s.refused[e1] == "not_allowed" and s.refused[e2] == "no_parent"
+
+
 def test_removed_never_shrinks() -> None:
     c = Circle()
     e1 = c.epoch(OWNER, 1, "", [C])

@@ -193,6 +193,7 @@ def test_a_member_offline_through_two_rekeys_opens_everything_whatever_the_order
     results = _call(b, OP_APPEND, origin="gossip", msgs=chat)["results"]
     assert results.count("stored") == 3  # sealed ones are stored too
     assert _texts(b, circle) == ["epoch 0"]
+    assert [r["text"] for r in b.db.circle_rows(circle, "general")] == ["epoch 0"]  # export
     assert _call(b, OP_STATS)["messages"] < len(_wires(b))  # sealed rows are not counted
     _call(b, OP_APPEND, origin="gossip", msgs=list(reversed(control)))
     assert _epochs(b, circle) == [2, 1, 0]
@@ -258,6 +259,12 @@ def test_an_uncovered_removal_is_covered_by_the_next_epoch(tmp_path: Path) -> No
         assert state.removed == {c.node.node_id, d.node.node_id}, n.node.display_name
         assert not state.uncovered
     assert a.keys(circle).newest == b.keys(circle).newest
+    # The answer lists the newest, then the chain back (the one before it second: what
+    # relay succession proves with), then the losing epoch 1, the root last.
+    (item,) = _call(a, OP_CIRCLE_KEYS)["circles"]
+    chain = [e.epoch_id for e in a.state(circle).epochs]
+    assert [(e["n"], e["id"]) for e in item["epochs"]][:2] == [(2, chain[1]), (1, chain[0])]
+    assert [e["n"] for e in item["epochs"]] == [2, 1, 1, 0]
 
 
 def test_a_database_of_schema_2_gains_sealed_rows_and_epoch_keys(tmp_path: Path) -> None:
@@ -279,3 +286,58 @@ def test_a_database_of_schema_2_gains_sealed_rows_and_epoch_keys(tmp_path: Path)
         assert _epochs(a, circle) == [0]
         a.db.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_remover_whose_link_is_missing_writes_it_at_its_next_start(tmp_path: Path) -> None:
+    """The EPOCH_EVT and its EPOCH_LINK are written in one transaction; were the link lost
+    (a remover stopped between the two, as another writer could be), the start writes it."""
+    a, _, _, circle, _ = _circle_of_three(tmp_path)
+    _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
+
+    def links(ops: Ops) -> int:
+        return sum('"EPOCH_LINK"' in e.text for e in ops._control_events(circle))
+
+    assert links(a) == 1
+    with a.db.transaction():
+        a.db._db.execute("DELETE FROM messages WHERE text LIKE '%EPOCH_LINK%'")
+    restarted = Ops(a.db, a.node)
+    with restarted.db.transaction():
+        out = restarted.follow_all()
+    assert links(restarted) == 1 and [r["channel_id"] for r in out.stored] == [CONTROL_CHANNEL]
+
+
+def test_an_unsigned_message_under_an_older_epoch_is_refused(tmp_path: Path) -> None:
+    """v1 peers write unsigned: once the circle has a newer epoch, an unsigned message under
+    an older one is refused (a removed member could forge it with its old secret); under
+    the newest it is stored, unverified."""
+    a, b, _, circle, _ = _circle_of_three(tmp_path)
+    root = a.keys(circle).root or ""
+    _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
+    _sync(a, b)
+    newest = b.keys(circle).newest
+    assert newest is not None and newest.n == 1
+    v1_peer, now = "0e" * 12, int(time.time())  # an id of the other implementation's form
+
+    def unsigned(secret: str, key_id: str, text: str) -> dict[str, Any]:
+        msg = to_wire(
+            compose_message(
+                secret,
+                circle_id=circle,
+                channel_id="general",
+                author_node_id=v1_peer,
+                display_name="v1",
+                text=text,
+                created_ts=now,
+                msg_id=ids.new_msg_id(v1_peer, len(text)),
+                encrypt=True,
+            )
+        )
+        msg["enc"]["key_id"] = key_id
+        return msg
+
+    old = unsigned(root, "epoch-0", "under the root")
+    new = unsigned(newest.secret, newest.key_id, "under epoch 1")
+    assert _call(b, OP_APPEND, origin="gossip", msgs=[old, new])["results"] == [
+        "rejected:stale_epoch",
+        "stored",
+    ]

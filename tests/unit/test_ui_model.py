@@ -425,6 +425,20 @@ def test_who_shows_roles_and_a_refusal_says_who_can(store: UiStore, circle: str)
     assert model.status_style == "error"
 
 
+def test_a_sealed_row_is_shown_nowhere_until_it_opens(store: UiStore, circle: str) -> None:
+    """Issue 16: a row kept sealed (its epoch's secret not held yet) has no text: the
+    stored event carries it for gossip, and the screen skips it; once opened, the store
+    stores it again (a new store_seq) and it shows."""
+    model = started(store)
+    seq = store.db.last_seq
+    sealed = made_up_row(circle, seq + 1, text="", display_name="", sealed=True)
+    model.on_chat_msg_stored([sealed])
+    assert sealed["msg_id"] not in model.circles[circle].channel("general").pane.msgs
+    opened = made_up_row(circle, seq + 2, msg_id=sealed["msg_id"], text="opened at last")
+    model.on_chat_msg_stored([opened])
+    assert "opened at last" in screen_text(model)
+
+
 def test_kick_says_what_it_will_do_and_only_the_same_kick_soon_after_does_it(
     store: UiStore, circle: str
 ) -> None:

@@ -101,6 +101,21 @@ export function b64urlDecode(str) {
 }
 
 /**
+ * The bytes of `parts`, one after the other.
+ * @param {...Uint8Array} parts
+ * @returns {Uint8Array}
+ */
+export function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
  * UTF-8 bytes of a string (a lone surrogate becomes U+FFFD: check texts first).
  * @param {string} str
  * @returns {Uint8Array}

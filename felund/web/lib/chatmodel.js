@@ -23,10 +23,13 @@
 //   author has a signed one in this circle is ignored (it cannot be told from
 //   a forgery); among creates of one channel a signed one beats an unsigned one.
 // Epochs (issue 16), from signed events only:
-// - an EPOCH_EVT counts when signed by the owner or a moderator, its removed
-//   (cumulative, sorted) holds its parent's and never the owner, a moderator's
-//   new removals hold no moderator, its author is not in its parent's removed,
-//   and its parent is a valid EPOCH_EVT of the epoch before ("" for epoch 1);
+// - an EPOCH_EVT is sound when signed by the owner or by someone the owner made
+//   moderator, its removed (cumulative, sorted) holds its parent's and never the
+//   owner, only the owner's new removals hold a moderator, its author is not in
+//   its parent's removed, and its parent is a sound EPOCH_EVT of the epoch before
+//   ("" for epoch 1); a sound one counts when its author is the owner or a
+//   moderator now whom no epoch of the owner's removes, or a counting one is
+//   built on it (a demotion or removal undoes nothing built on);
 // - epoch n's winner: among the valid ones whose parent is epoch n-1's winner,
 //   the smallest msgId; removed is the newest winner's, and a losing branch's
 //   removals are uncovered until a later epoch covers them;
@@ -339,8 +342,8 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
     else if (parsed !== null) due.push(parsed);
   }
   due.sort(byRank);
-  const rest = foldRoles(state, due, secret);
-  foldEpochs(state, rest);
+  const [rest, everModerators] = foldRoles(state, due, secret);
+  foldEpochs(state, rest, everModerators);
   foldXkeys(state, rest);
   const channelEvents = rest.filter((p) => !NOT_CHANNEL_KINDS.has(p.kind));
   const creates = new Map();
@@ -367,7 +370,10 @@ function beats(p, q) {
   return p.hash < q.hash;
 }
 
-/** Set the owner and moderators from the due events (in rank order); the others, for the channel fold. */
+/**
+ * Set the owner and moderators from the due events (in rank order); returns the other
+ * events, and whom the owner ever made moderator.
+ */
 function foldRoles(state, due, secret) {
   const rest = [];
   const proofs = [];
@@ -386,30 +392,36 @@ function foldRoles(state, due, secret) {
   // Every valid proof comes from the creator's key: one node, unless it ran two ids (then the first).
   state.owner = owners[0] ?? "";
   const last = new Map(); // target -> op
+  const ever = new Set();
   for (const p of roleEvents) {
     if (!signed(p.ev)) refuse(state, p.ev, "unsigned");
     else if (p.ev.authorNodeId !== state.owner) refuse(state, p.ev, "not_allowed");
-    else last.set(p.body.target_node_id, p.body.op);
+    else {
+      last.set(p.body.target_node_id, p.body.op);
+      if (p.body.op === "grant") ever.add(p.body.target_node_id);
+    }
   }
   for (const [target, op] of last) if (op === "grant" && target !== state.owner) state.moderators.add(target);
-  return rest;
+  return [rest, ever];
 }
 
 const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** The valid EPOCH_EVTs, their winning chain, and the removals it leaves uncovered. */
-function foldEpochs(state, due) {
-  const valid = state.epochEvents;
+function foldEpochs(state, due, everModerators) {
+  const sound = new Map();
+  const written = new Map();
   // Lower epochs first: a parent is judged before its children.
   const candidates = due.filter((p) => p.kind === "epoch");
   candidates.sort(byEpochRank);
   for (const p of candidates) {
-    const why = epochProblem(state, p, valid);
+    const why = epochProblem(state, p, sound, everModerators);
     if (why) {
       refuse(state, p.ev, why);
       continue;
     }
-    valid.set(p.ev.msgId, {
+    written.set(p.ev.msgId, p.ev);
+    sound.set(p.ev.msgId, {
       n: p.body.epoch,
       epochId: p.ev.msgId,
       parent: p.body.parent,
@@ -417,6 +429,21 @@ function foldEpochs(state, due) {
       removed: new Set(p.body.removed),
       wraps: new Map(Object.entries(p.body.wraps)),
     });
+  }
+  // One counts when the owner or a moderator (the final roles) wrote it or built on it:
+  // demoting a moderator undoes none of its removals that were built on. A moderator the
+  // owner removed (on any branch) has no say left, as if demoted, or it could fork.
+  const valid = state.epochEvents;
+  const byOwner = new Set();
+  for (const e of sound.values()) if (e.author === state.owner) for (const r of e.removed) byOwner.add(r);
+  for (const e of sound.values()) {
+    if (!state.moderates(e.author) || byOwner.has(e.author)) continue;
+    for (let step = e; step !== undefined && !valid.has(step.epochId); step = sound.get(step.parent)) {
+      valid.set(step.epochId, step);
+    }
+  }
+  for (const [epochId, ev] of written) {
+    if (!valid.has(epochId)) refuse(state, ev, "not_allowed"); // a former moderator's, built on by nobody
   }
   state.epochs = winningChain(valid.values());
   state.removed = state.epochs.length ? state.epochs[state.epochs.length - 1].removed : new Set();
@@ -489,20 +516,23 @@ function foldChannelKeys(state, due) {
   }
 }
 
-/** Why an EPOCH_EVT does not count, given the valid ones of lower epochs; null: it does. */
-function epochProblem(state, p, valid) {
+/**
+ * Why an EPOCH_EVT does not count whatever is built on it, given the sound ones of lower
+ * epochs; null: it may count.
+ */
+function epochProblem(state, p, sound, everModerators) {
   const author = p.ev.authorNodeId;
   const n = p.body.epoch;
   if (!signed(p.ev)) return "unsigned";
-  if (!state.moderates(author)) return "not_allowed";
+  if (author !== state.owner && !everModerators.has(author)) return "not_allowed";
   const removed = new Set(p.body.removed);
   if (removed.has(state.owner)) return "removes_owner";
-  const why = parentProblem(n, p.body.parent, valid);
+  const why = parentProblem(n, p.body.parent, sound);
   if (why) return why;
-  const before = n > 1 ? valid.get(p.body.parent).removed : new Set();
+  const before = n > 1 ? sound.get(p.body.parent).removed : new Set();
   if (before.has(author)) return "removed_author";
   for (const r of before) if (!removed.has(r)) return "removed_shrinks";
-  if (state.roleOf(author) === "moderator") {
+  if (author !== state.owner) {
     for (const r of removed) if (!before.has(r) && state.moderators.has(r)) return "removes_moderator";
   }
   return null;

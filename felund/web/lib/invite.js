@@ -1,7 +1,10 @@
-// Invite codes of the felund v1 wire format: "felund1." + base64url(JSON) (felund/invite.py).
+// Invite codes of the felund v1 wire format: "felund1." + base64url(JSON) (felund/v1/invite.py),
+// and the codes of an epoch after a removal, which also name the circle and epoch.
 
 import { b64urlDecode, b64urlEncode, cpLength, utf8, utf8Decode } from "./bytes.js";
 import { JsonError, isInt, isObject, loads } from "./pyjson.js";
+import { CIRCLE_ID_LEN, MSG_ID_LEN, isHex } from "./ids.js";
+import { MAX_EPOCH } from "./wrap.js";
 
 export const INVITE_PREFIX = "felund1.";
 export const MAX_INVITE_LEN = 4096;
@@ -12,6 +15,8 @@ const ANY_HEX_RE = /^[0-9a-fA-F]+$/;
 const HOST_RE = /^(?:[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]{1,32})?\])$/;
 const PORT_RE = /^[0-9]{1,5}$/;
 const URL_PREFIXES = ["http://", "https://", "//"];
+// A code of epoch n > 0 names its circle and epoch: its secret derives neither.
+const EPOCH_KEYS = ["circle_id", "epoch", "epoch_id"];
 // Python's str.strip() whitespace (str.isspace), which differs from String.trim().
 const PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const STRIP_RE = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
@@ -84,25 +89,50 @@ function peerProblem(peer) {
   return "invite peer must be host:port (port 1-65535) or an http(s):// relay URL";
 }
 
+// What is wrong with the epoch part of an invite (all of EPOCH_KEYS, or none), as invite.py.
+function epochProblem(data) {
+  const present = EPOCH_KEYS.filter((k) => Object.hasOwn(data, k));
+  if (present.length === 0) return null;
+  if (present.length !== EPOCH_KEYS.length) {
+    return "invite names an epoch but lacks its circle_id, epoch or epoch_id";
+  }
+  const epoch = data.epoch;
+  if (!isInt(epoch) || !(Number(epoch) >= 1 && Number(epoch) <= MAX_EPOCH)) {
+    return `invite epoch must be a whole number from 1 to ${MAX_EPOCH}`;
+  }
+  if (!isHex(data.circle_id, CIRCLE_ID_LEN)) {
+    return `invite circle_id must be ${CIRCLE_ID_LEN} lowercase hex characters`;
+  }
+  if (!isHex(data.epoch_id, MSG_ID_LEN)) {
+    return `invite epoch_id must be ${MSG_ID_LEN} lowercase hex characters`;
+  }
+  return null;
+}
+
 /**
- * The invite code of a secret and a peer (host:port, relay URL, or "").
+ * The invite code of a secret and a peer (host:port, relay URL, or ""), and for epoch
+ * n > 0 its circle and epoch id (the v1 form without).
  * @param {string} secretHex 64 hex chars
  * @param {string} peer
+ * @param {{circleId?: string, epoch?: number, epochId?: string}} [epochOf]
  * @returns {string}
- * @throws {InviteError} when either is invalid
+ * @throws {InviteError} when any is invalid
  */
-export function encodeInvite(secretHex, peer = "") {
+export function encodeInvite(secretHex, peer = "", { circleId = "", epoch = 0, epochId = "" } = {}) {
   if (typeof secretHex !== "string" || secretHex.length !== 64 || !ANY_HEX_RE.test(secretHex)) {
     throw new InviteError("circle secret must be 64 hex characters");
   }
   if (typeof peer !== "string") throw new InviteError("invite peer must be text");
-  const problem = peerProblem(peer);
+  let problem = peerProblem(peer);
   if (problem !== null) throw new InviteError(problem);
   // Key order and compact separators as the reference writes them (json.dumps, ensure_ascii).
-  const payload =
-    `{"v":1,"secret":${JSON.stringify(secretHex.toLowerCase())},` +
-    `"peer":${asciiJson(peer)}}`;
-  return INVITE_PREFIX + b64urlEncode(utf8(payload));
+  let payload = `{"v":1,"secret":${JSON.stringify(secretHex.toLowerCase())},"peer":${asciiJson(peer)}`;
+  if (circleId !== "" || epoch !== 0 || epochId !== "") {
+    problem = epochProblem({ circle_id: circleId, epoch, epoch_id: epochId });
+    if (problem !== null) throw new InviteError(problem);
+    payload += `,"circle_id":"${circleId}","epoch":${epoch},"epoch_id":"${epochId}"`;
+  }
+  return INVITE_PREFIX + b64urlEncode(utf8(payload + "}"));
 }
 
 function asciiJson(s) {
@@ -115,7 +145,8 @@ function asciiJson(s) {
 /**
  * Decode an invite code (surrounding whitespace ignored).
  * @param {string} code
- * @returns {{secret: string, peer: string}} secret in lowercase
+ * @returns {{secret: string, peer: string, circleId: string, epoch: number, epochId: string}}
+ *   secret in lowercase; circleId, epoch, epochId: "", 0, "" but in a code of an epoch
  * @throws {InviteError} with a human-readable reason, exactly where felund/invite.py refuses
  */
 export function decodeInvite(code) {
@@ -158,5 +189,10 @@ export function decodeInvite(code) {
   if (problem !== null) throw new InviteError(problem);
   // After the peer, so that each rejection reports its own cause, as the reference does.
   if (secret.length !== 64) throw new InviteError("invite secret must be 64 hex characters");
-  return { secret: secret.toLowerCase(), peer };
+  const epochWrong = epochProblem(data);
+  if (epochWrong !== null) throw new InviteError(epochWrong);
+  const epoch = Object.hasOwn(data, "epoch")
+    ? { circleId: data.circle_id, epoch: Number(data.epoch), epochId: data.epoch_id }
+    : { circleId: "", epoch: 0, epochId: "" };
+  return { secret: secret.toLowerCase(), peer, ...epoch };
 }

@@ -1,5 +1,5 @@
 // The browser peer's state in IndexedDB, so that a reload keeps everything:
-// identity (with its non-extractable signing key), circles (with their
+// identity (with its non-extractable signing and X25519 keys), circles (with their
 // secrets), messages (opened, with their wire form so they can be served on,
 // and whether their author's signature verified), the keys pinned for older
 // node ids, the outbox of sent-but-unacknowledged messages, relay cursors and
@@ -98,19 +98,22 @@ export class Store {
 
   /**
    * @returns {Promise<{nodeId: string, displayName: string,
-   *   key?: import("./trust.js").IdentityKey}|null>} key: absent in an identity made before keys
+   *   key?: import("./trust.js").IdentityKey, xKey?: import("./wrap.js").XKey}|null>}
+   *   key: absent in an identity made before keys; xKey: before epochs
    */
   async getIdentity() {
     return (await this._get(KV, "identity")) ?? null;
   }
 
   /**
-   * The CryptoKey is stored as it is: IndexedDB keeps a non-extractable key non-extractable.
-   * @param {{nodeId: string, displayName: string, key?: import("./trust.js").IdentityKey}} identity
+   * The CryptoKeys are stored as they are: IndexedDB keeps a non-extractable key non-extractable.
+   * @param {{nodeId: string, displayName: string, key?: import("./trust.js").IdentityKey,
+   *   xKey?: import("./wrap.js").XKey}} identity
    */
-  async putIdentity({ nodeId, displayName, key }) {
+  async putIdentity({ nodeId, displayName, key, xKey }) {
     const value = { nodeId, displayName };
     if (key) value.key = { privateKey: key.privateKey, publicKey: key.publicKey };
+    if (xKey) value.xKey = { privateKey: xKey.privateKey, publicKey: xKey.publicKey };
     return this._put(KV, value, "identity");
   }
 

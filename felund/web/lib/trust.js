@@ -8,7 +8,16 @@
 // read it out. A signature travels inside a message's enc plaintext, beside
 // display_name and text (wire.js), so v1 peers still get exactly the v1 keys.
 
-import { b64decode, b64encode, bytesToHex, hexToBytes, randomHex, utf8 } from "./bytes.js";
+import {
+  b64decode,
+  b64encode,
+  b64urlDecode,
+  bytesToHex,
+  concat,
+  hexToBytes,
+  randomHex,
+  utf8,
+} from "./bytes.js";
 import { secretBytes } from "./crypto.js";
 import { NODE_ID_LEN, isHex } from "./ids.js";
 import { sha256 } from "./sha256.js";
@@ -64,16 +73,6 @@ export function fingerprint(publicKey) {
   return digest.match(/.{4}/g).join(" ");
 }
 
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /**
  * The bytes of a std base64 string of exactly `length` bytes, or null (identity.unb64).
  * @param {any} text
@@ -116,16 +115,25 @@ export async function generateKey() {
  */
 export async function keyFromSeed(seed) {
   if (seed.length !== 32) throw new TypeError("an Ed25519 seed is 32 bytes");
-  // Extractable only for the moment it takes to read the public half (jwk x).
-  const open = await subtle.importKey("pkcs8", concat(PKCS8_PREFIX, seed), ED25519, true, ["sign"]);
-  const publicKey = b64decodeUrl((await subtle.exportKey("jwk", open)).x);
-  const privateKey = await subtle.importKey("pkcs8", concat(PKCS8_PREFIX, seed), ED25519, false, ["sign"]);
-  return { privateKey, publicKey };
+  return importPrivate(ED25519, PKCS8_PREFIX, seed, ["sign"]);
 }
 
-function b64decodeUrl(text) {
-  const std = text.replace(/-/g, "+").replace(/_/g, "/");
-  return b64decode(std + "=".repeat((4 - (std.length % 4)) % 4));
+/**
+ * A raw private key (Ed25519 seed, X25519 scalar) in its PKCS#8 wrapping `pkcs8Prefix`,
+ * imported non-extractable, with its raw public half: for the vectors and tests.
+ * @param {object} algorithm
+ * @param {Uint8Array} pkcs8Prefix
+ * @param {Uint8Array} raw
+ * @param {string[]} usages
+ * @returns {Promise<{privateKey: CryptoKey, publicKey: Uint8Array}>}
+ */
+export async function importPrivate(algorithm, pkcs8Prefix, raw, usages) {
+  const pkcs8 = concat(pkcs8Prefix, raw);
+  // Extractable only for the moment it takes to read the public half (jwk x).
+  const open = await subtle.importKey("pkcs8", pkcs8, algorithm, true, usages);
+  const publicKey = b64urlDecode((await subtle.exportKey("jwk", open)).x);
+  const privateKey = await subtle.importKey("pkcs8", pkcs8, algorithm, false, usages);
+  return { privateKey, publicKey };
 }
 
 /**

@@ -12,6 +12,7 @@ import { isPrintable } from "./invite.js";
 import { InvalidMessage } from "./errors.js";
 import { JsonError, dumps, isInt, isObject, loads } from "./pyjson.js";
 import { signFields, signatureOf } from "./trust.js";
+import { MAX_KEY_ID_LEN, ROOT_KEY_ID } from "./wrap.js";
 
 export const DEFAULT_CHANNEL = "general";
 export const CONTROL_CHANNEL = "__control";
@@ -19,9 +20,9 @@ export const MAX_DISPLAY_NAME = 64; // code points
 export const MAX_TEXT = 8000; // code points
 export const MAX_TEXT_BYTES = 16000; // UTF-8 bytes
 export const MAX_CREATED_TS = 2 ** 41; // exclusive
-export const MAX_KEY_ID_CHARS = 32;
+export const MAX_KEY_ID_CHARS = MAX_KEY_ID_LEN; // "e<n>.<epoch id>" of the largest epoch
 export const ENC_ALG = "AES-256-GCM";
-export const ENC_KEY_ID = "epoch-0";
+export const ENC_KEY_ID = ROOT_KEY_ID;
 const NONCE_LEN = 12;
 const TAG_LEN = 16;
 // As felund/wire.py: the largest plaintext a valid text and name can make, \u-escaped,

@@ -22,6 +22,7 @@ import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
 import { newSecret, circleId as circleIdOf } from "../lib/ids.js";
 import { b64encode } from "../lib/bytes.js";
 import { generateKey, maySign, newOwnedSecret, nodeIdOf } from "../lib/trust.js";
+import { generateXKey } from "../lib/wrap.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
 import { normalizeRelayUrl } from "../lib/relay.js";
 
@@ -60,11 +61,16 @@ export const UNVERIFIED_MEANING =
   "? = unverified: not signed by its author's key (a v1 client, or a hop that dropped the " +
   "signature); it may not be from who it says";
 
-const keyAnnounce = (nodeId, key) => ({ node_id: nodeId, pk: b64encode(key.publicKey), t: "KEY_ANNOUNCE" });
+const keyAnnounce = (nodeId, { key, xKey }) => ({
+  node_id: nodeId,
+  pk: b64encode(key.publicKey),
+  t: "KEY_ANNOUNCE",
+  xpk: b64encode(xKey.publicKey),
+});
 const circleOwner = (salt) => ({ salt, t: "CIRCLE_OWNER" });
 // Whether our own control events of a circle hold one of type t (written once per circle).
-const wrote = (view, me, t) =>
-  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`));
+const wrote = (view, me, t, also = "") =>
+  view.control.some((m) => m.authorNodeId === me && m.text.includes(`"t":"${t}"`) && m.text.includes(also));
 
 /** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
 function built(build) {
@@ -154,9 +160,11 @@ export class AppState extends EventTarget {
 
   async load() {
     this.identity = (await this.store.getIdentity()) || null;
-    if (this.identity && !this.identity.key) {
-      // An identity made before keys keeps its node id (an older id) and signs from now on.
-      this.identity.key = await generateKey();
+    if (this.identity && !(this.identity.key && this.identity.xKey)) {
+      // An identity made before keys keeps its node id (an older id) and signs from now on;
+      // one made before epochs gets its X25519 key, and announces again with it.
+      this.identity.key ??= await generateKey();
+      this.identity.xKey ??= await generateXKey();
       await this.store.putIdentity(this.identity);
     }
     this.relayUrl = (await this.store.getSetting(SETTING_RELAY)) || "";
@@ -190,7 +198,7 @@ export class AppState extends EventTarget {
     if (!this.identity) {
       // A new identity's node id derives from its key: only that key signs for it.
       const key = await generateKey();
-      this.identity = { nodeId: nodeIdOf(key.publicKey), displayName, key };
+      this.identity = { nodeId: nodeIdOf(key.publicKey), displayName, key, xKey: await generateXKey() };
     } else {
       this.identity.displayName = displayName; // in place: the syncs hold this object
     }
@@ -357,7 +365,7 @@ export class AppState extends EventTarget {
   }
 
   /**
-   * Our key into a circle (KEY_ANNOUNCE), and the owner's proof of a circle
+   * Our keys into a circle (KEY_ANNOUNCE), and the owner's proof of a circle
    * made here (CIRCLE_OWNER), each once: what the store holds says whether it
    * is written, so a reload between creating and writing still writes it.
    * Once per view: setup and startAll may both ask.
@@ -373,7 +381,9 @@ export class AppState extends EventTarget {
     if (view.circle.ownerSalt && !wrote(view, me, "CIRCLE_OWNER")) {
       await this.control(view, circleOwner(view.circle.ownerSalt));
     }
-    if (!wrote(view, me, "KEY_ANNOUNCE")) await this.control(view, keyAnnounce(me, this.identity.key));
+    // Again if ours lacked the X25519 key (written before epochs): members wrap to it.
+    const xpk = `"xpk":"${b64encode(this.identity.xKey.publicKey)}"`;
+    if (!wrote(view, me, "KEY_ANNOUNCE", xpk)) await this.control(view, keyAnnounce(me, this.identity));
   }
 
   async withPending(view, post) {
