@@ -728,6 +728,10 @@ class Ops:
         # (ties break by hash), but never after a peer's: a date it chose must
         # not push ours past the horizon the fold holds events beyond.
         created_ts = max(created_ts, self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        if event.get("op") == "leave":
+            # Except the approve or join a leave undoes (the fold applies events by date):
+            # an approver's date may run a few seconds ahead of ours.
+            created_ts = max(created_ts, self._admitted_at(cid, event.get("channel_id")) + 1)
         event = events.dated(event, created_ts)
         text = chatmodel.event_text(event)
         problem = chatmodel.writer_problem(state, event, me)
@@ -752,6 +756,25 @@ class Ops:
                 out.stored += more.stored
                 out.circles_changed |= more.circles_changed
         return out
+
+    def _admitted_at(self, circle_id: str, channel_id: object) -> int:
+        """The date of the newest due create, join or approve that made this node a member
+        of ``channel_id`` (0 if none)."""
+        me, horizon = self.node.node_id, int(time.time()) + chatmodel.MAX_SKEW_S
+        newest = 0
+        for ev in self._control_events(circle_id):
+            if ev.created_ts > horizon or '"CHANNEL_EVT"' not in ev.text:
+                continue
+            try:
+                body = json.loads(ev.text)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(body, dict) or body.get("channel_id") != channel_id:
+                continue
+            mine = ev.author == me and body.get("op") in ("create", "join")
+            if mine or (body.get("op") == "approve" and body.get("target_node_id") == me):
+                newest = max(newest, ev.created_ts)
+        return newest
 
     def _refusal(
         self, circle_id: str, state: chatmodel.CircleState, event: dict[str, Any], problem: str

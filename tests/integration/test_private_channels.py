@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from felund.protocol import OP_SNAPSHOT
 from felund.testing import Node
-from tests.integration.test_channels import _channels, _wait
+from tests.integration.test_channels import _channels, _wait, _with_v1
 from tests.integration.test_epochs import _circle, _db_bytes
+from tests.v1peer import V1Peer
+
+
+@pytest.fixture
+def v1() -> Iterator[V1Peer]:
+    peer = V1Peer(secrets.token_hex(32))
+    yield peer
+    peer.stop()
 
 
 def _texts(node: Node, circle: str, channel: str) -> set[str]:
@@ -88,3 +99,25 @@ def test_a_key_channel_joined_later_opens_its_history(make_node) -> None:
     _wait(lambda: _sealed(c, circle, "den") == 3, "c to hold the den's messages sealed")
     assert _texts(c, circle, "den") == set()
     assert not any(t.encode() in _db_bytes(c) for t in (*texts, mine))
+
+
+def test_create_says_who_cannot_read_a_private_channel_and_asks(make_node, v1: V1Peer) -> None:
+    node, circle, _ = _with_v1(make_node, v1)
+    v1.post("hello from v1")  # a member seen, with no X25519 key: it cannot read one
+    _wait(lambda: {m["text"] for m in node.inbox(circle)} == {"hello from v1"}, "v1's message")
+    asked = node.cli(
+        "channel", "create", "ops", "--circle-id", circle, "--access", "invite",
+        stdin=b"", check=False,
+    )  # fmt: skip
+    assert asked.returncode == 2, asked
+    assert "1 member(s) use a client that cannot read a private channel" in asked.stderr
+    assert "give --private" in asked.stderr and "ops" not in _channels(node, circle)
+    node.cli("channel", "create", "ops", "--circle-id", circle, "--access", "invite", "--shared")
+    node.cli("channel", "create", "den", "--circle-id", circle, "--access", "invite", "--private")
+    listed = _channels(node, circle)
+    assert (listed["ops"]["private"], listed["den"]["private"]) == (False, True)
+    both = node.cli(
+        "channel", "create", "x", "--circle-id", circle, "--access", "invite", "--private",
+        "--shared", check=False,
+    )  # fmt: skip
+    assert both.returncode == 2 and "not both" in both.stderr

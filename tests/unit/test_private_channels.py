@@ -172,15 +172,13 @@ def _mesh(*nodes: Ops) -> None:
 
 
 def _channel(
-    ops: Ops, circle: str, op: str, name: str, *, later: int = 0, private: bool = False, **what: Any
+    ops: Ops, circle: str, op: str, name: str, *, private: bool = False, **what: Any
 ) -> None:
-    """A channel event of ``ops``, dated ``later`` seconds on: the fold applies events in
-    date order, and a node dates its control events one second after its previous ones, so
-    a leave must be dated past the approve it undoes."""
+    """A channel event of ``ops`` (``key``: a key channel's key, given to the store)."""
     typed = what.get("key", "")
     event = events.channel_event(op, circle, name, ops.node.node_id, **what)
     event = events.made_private(event) if private else event
-    now = int(time.time()) + later
+    now = int(time.time())
     _call(
         ops,
         OP_CONTROL,
@@ -257,7 +255,8 @@ def test_an_invite_channel_is_sealed_from_non_members_until_approved(tmp_path: P
         _post(c, circle, "ops", "cy?")
     assert refused.value.code == ERR_FORBIDDEN
     # bob leaves: the next message is under a channel epoch he is not wrapped to.
-    _channel(b, circle, "leave", "ops", later=60)
+    # Dated after the approve it undoes, though a's events run seconds ahead of b's clock.
+    _channel(b, circle, "leave", "ops")
     _mesh(a, b, c)
     _post(a, circle, "ops", "bob gone, secret-three")
     _mesh(a, b, c)
