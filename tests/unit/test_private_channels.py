@@ -9,11 +9,14 @@ test_store_epochs.py): what gossip carries is one's snapshot handed to the other
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from felund.errors import RPCError
 from felund.protocol import (
@@ -37,6 +40,7 @@ from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, events, ids
 from felund.v1.chatmodel import ControlEvent, derive, event_text
 from felund.v1.wire import MAX_KEY_ID_CHARS
+from tests.unit import test_epochs as ep
 
 EPOCH_SECRET = "5a" * 32
 CIRCLE = "c" * 24
@@ -140,6 +144,61 @@ def test_channel_epochs_follow_the_winner_rule_of_circle_epochs() -> None:
     for shift in range(len(evs)):
         again = derive(evs[shift:] + evs[:shift] + evs[:3], now=5000)
         assert again.summary() == state.summary()
+
+
+# Random trees of channel epochs of a private invite channel made by PLAIN (written by its
+# creator, moderators, or others; signed or not; parents known or not), with approves
+# and leaves around them: every order of arrival, with duplicates, derives one chain.
+_CHAN_AUTHORS = (ep.PLAIN, ep.PLAIN, ep.OWNER, ep.MOD, ep.C)
+_chan_spec = st.tuples(
+    st.sampled_from(_CHAN_AUTHORS),
+    st.sampled_from(("child",) * 8 + ("skip", "unknown")),
+    st.integers(0, 30),  # which earlier one (or none) is the parent
+    st.sampled_from((True,) * 9 + (False,)),  # signed
+    st.sampled_from(("sec",) * 9 + ("pub",)),  # the channel: the private one, or a public one
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    specs=st.lists(_chan_spec, min_size=3, max_size=20),
+    joins=st.lists(st.tuples(st.sampled_from((ep.C, ep.MOD)), st.booleans()), max_size=4),
+    order=st.tuples(st.lists(st.integers(0, 2**16), max_size=6), st.integers(0, 2**32)),
+)
+def test_every_order_with_duplicates_derives_one_channel_chain(
+    specs: list[tuple[Any, ...]], joins: list[tuple[str, bool]], order: tuple[list[int], int]
+) -> None:
+    c = ep.Circle()
+    made = events.channel_event("create", ep.CIRCLE, "sec", ep.PLAIN, access="invite")
+    c.add(ep.PLAIN, events.made_private(made))
+    c.add(ep.MOD, events.channel_event("create", ep.CIRCLE, "pub", ep.MOD))
+    for who, leaves in joins:
+        c.add(ep.PLAIN, events.channel_event("approve", ep.CIRCLE, "sec", ep.PLAIN, target=who))
+        if leaves:
+            c.add(who, events.channel_event("leave", ep.CIRCLE, "sec", who))
+    tree: list[tuple[str, int]] = [("", 0)]
+    keyed = []
+    for i, (author, shape, pick, signed, channel) in enumerate(specs):
+        parent, before = tree[pick % len(tree)]
+        n = before + (1 if shape == "child" else 2)
+        if shape == "unknown" or (n == 2 and not parent):
+            parent = ep.mid(f"unknown{pick}")
+        body = events.channel_key_event(channel, n, parent, dict.fromkeys(ep.PEOPLE, ep.WRAP))
+        keyed.append(c.add(author, body, signed, ep.mid(f"ck{i}")))
+        tree.append((keyed[-1].msg_id, n))
+    dupes, seed = order  # (a store holds one row per msg_id: a create is never twice)
+    shuffled = c.events + [keyed[d % len(keyed)] for d in dupes]
+    random.Random(seed).shuffle(shuffled)
+    first = derive(c.events, ep.CIRCLE, now=c.ts, secret=ep.SECRET)
+    second = derive(shuffled, ep.CIRCLE, now=c.ts, secret=ep.SECRET)
+    assert first.summary() == second.summary() and first.refused == second.refused
+    chain = first.channels["sec"].keys
+    for k, key in enumerate(chain):
+        assert key.n == k + 1 and key.parent == (chain[k - 1].epoch_id if k else "")
+        rivals = [v for v in first.channel_keys.values() if v.parent == key.parent]
+        assert key.epoch_id == min(v.epoch_id for v in rivals)
+        assert key.author in (ep.PLAIN, ep.OWNER, ep.MOD)  # its creator or a moderator
+    assert first.channels["pub"].keys == [] and first.channels["sec"].private
 
 
 # --- the store ---------------------------------------------------------------
