@@ -430,11 +430,14 @@ class Ops:
         now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
         epoch_id = ids.new_msg_id(me, now)
         secret = os.urandom(SECRET_LEN)
-        wraps = {
-            node_id: wrap(secret, xpk, wrap_context(cid, epoch_id, node_id))
-            for node_id, xpk in sorted(state.xkeys.items())
-            if node_id not in removed
-        }
+        wraps: dict[str, str] = {}
+        for node_id, xpk in sorted(state.xkeys.items()):
+            if node_id in removed:
+                continue
+            try:
+                wraps[node_id] = wrap(secret, xpk, wrap_context(cid, epoch_id, node_id))
+            except ValueError:  # a low-order key: its announcer shut itself out, not us
+                continue
         event = events.epoch_event(parent.n + 1, parent.epoch_id, removed, wraps)
         out = self._control(circle, event, epoch_id, now)  # sealed under the parent
         new = epochs.Held(parent.n + 1, epoch_id, secret.hex())

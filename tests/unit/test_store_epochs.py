@@ -8,6 +8,7 @@ two nodes is a snapshot of one handed to the other's append, as it came.
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from felund.store.database import DB_SUFFIXES, Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import handled
 from felund.trust.identity import IdentityKey
-from felund.v1 import events, ids
+from felund.v1 import chatmodel, events, ids
 from felund.v1.invite import decode_invite
 from felund.v1.wire import compose_message, to_wire
 
@@ -341,3 +342,25 @@ def test_an_unsigned_message_under_an_older_epoch_is_refused(tmp_path: Path) -> 
         "rejected:stale_epoch",
         "stored",
     ]
+
+
+def test_a_member_announcing_a_key_nothing_can_be_wrapped_to_stops_no_removal(
+    tmp_path: Path,
+) -> None:
+    """A low-order X25519 point parses as 32 bytes (the fold keeps it, as the page's does)
+    but no secret can be wrapped to it: its announcer gets no wrap, the removal goes on."""
+    a, b, _, circle, _ = _circle_of_three(tmp_path)
+    key = b.node.key
+    assert key is not None
+    low = base64.b64encode(bytes(32)).decode()
+    event = events.key_announce_event(b.node.node_id, base64.b64encode(key.public).decode(), low)
+    now, text = int(time.time()) + 1, chatmodel.event_text(event)
+    held = b.db.circle(circle)
+    assert held is not None
+    with b.db.transaction():  # what a hostile node writes, past its own checks
+        b._write(held, CONTROL_CHANNEL, [(ids.new_msg_id(b.node.node_id, now), now, text)])
+    _mesh(a, b)
+    assert a.state(circle).xkeys[b.node.node_id] == bytes(32)
+    done = _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
+    assert done["removed"] and _epochs(a, circle) == [1, 0]
+    assert b.node.node_id not in a.state(circle).epochs[-1].wraps
