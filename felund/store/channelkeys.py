@@ -52,9 +52,14 @@ def rekeys_due(state: CircleState, me: str) -> list[str]:
     return sorted(due)
 
 
-def cannot_seal(channel: Channel) -> str:
+def cannot_seal(channel: Channel, encrypts: bool = True) -> str:
     """Why this node cannot write in a private channel it is a member of."""
     name = channel.channel_id
+    if not encrypts:
+        return (
+            f"#{name} is private and this node writes unencrypted (node.encrypt_messages is "
+            "off): turn encryption on to write in it"
+        )
     if channel.access_mode == "key":
         return (
             f"#{name} is private and this node does not hold its key: "

@@ -8,7 +8,7 @@ derive the circle id). Epochs n > 0 are kept in ``epoch_keys``.
 
 A private channel's message secrets (``felund.trust.channels``) derive from
 what ``channel_keys`` holds (a key channel's typed key, an invite channel's
-epoch secrets) and each circle epoch held: ``Keys.channels``.
+epoch secrets) and each circle epoch held: ``Keys.secret_for``.
 """
 
 from __future__ import annotations
@@ -79,18 +79,19 @@ class Keys:
             found = self.held.get(key)
             return found.secret if found else None
         parsed = chan.parse_channel_key_id(key)
-        epoch = self.held.get(parsed[0]) if parsed else None
-        kept = self.parts.get((channel_id, parsed[1])) if parsed else None
-        if epoch is None or kept is None or parsed is None:
+        if parsed is None:
+            return None
+        epoch, kept = self.held.get(parsed[0]), self.parts.get((channel_id, parsed[1]))
+        if epoch is None or kept is None:
             return None
         if parsed[1] == chan.KEY_PART:
             return chan.key_channel_secret(kept, epoch.secret, self.circle_id, channel_id)
         return chan.invite_channel_secret(kept, epoch.secret, self.circle_id, channel_id)
 
-    def channel_seal(self, channel: Channel) -> str | None:
-        """The key id a private channel's messages are sealed under now: its key (key
-        channel) or its newest channel epoch (invite) under the newest circle epoch;
-        None if this node does not hold it."""
+    def channel_seal(self, channel: Channel) -> tuple[str, str] | None:
+        """(key id, secret) a private channel's messages are sealed under now: its key (key
+        channel) or its newest channel epoch (invite) under the newest circle epoch; None
+        if this node does not hold it."""
         if self.newest is None:
             return None
         if channel.access_mode == "key":
@@ -100,7 +101,8 @@ class Keys:
         else:
             return None
         key = chan.channel_key_id(self.newest.key_id, part)
-        return key if self.secret_for(key, channel.channel_id) else None
+        secret = self.secret_for(key, channel.channel_id)
+        return (key, secret) if secret else None
 
     def opened_by(
         self, epochs: list[Held], parts: list[tuple[str, str]]

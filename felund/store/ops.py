@@ -826,10 +826,10 @@ class Ops:
         secret, key_id = seal.secret, seal.key_id
         channel = self.state(cid).channels.get(channel_id)
         if channel is not None and channel.private:
-            private = keys.channel_seal(channel) if self.node.encrypt else None
-            if private is None:
-                raise RPCError(ERR_FORBIDDEN, channelkeys.cannot_seal(channel))
-            secret, key_id = keys.secret_for(private, channel_id) or "", private
+            private = keys.channel_seal(channel)
+            if private is None or not self.node.encrypt:
+                raise RPCError(ERR_FORBIDDEN, channelkeys.cannot_seal(channel, self.node.encrypt))
+            key_id, secret = private
         name = self.display_name()
         key, signer = self.node.key, self._writes_as()
         drafts = [
