@@ -47,8 +47,9 @@ def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
     for c in answer["channels"]:
         mark = "*" if c["member"] else " "
         extra = f"  requests: {', '.join(c['requests'])}" if c["requests"] else ""
+        access = c["access_mode"] + (" private" if c.get("private") else "")
         out(
-            f"{mark} #{c['channel_id']:<20} {c['access_mode']:<7} "
+            f"{mark} #{c['channel_id']:<20} {access:<15} "
             f"{chatmodel.members_text(c['channel_id'], c['members'])}{extra}"
         )
 

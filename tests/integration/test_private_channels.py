@@ -51,6 +51,8 @@ def test_an_invite_channel_is_read_by_its_members_only(make_node) -> None:
     b_id = b.status()["node_id"]
     said = a.cli("channel", "create", "ops", "--circle-id", circle, "--access", "invite").stderr
     assert "(private)" in said  # every member can read one: nobody asked
+    listed = a.cli("channels", "--circle-id", circle).stdout.split()
+    assert listed[listed.index("#ops") :][:3] == ["#ops", "invite", "private"]
     before = f"before b was approved {secrets.token_hex(8)}"
     _send(a, circle, "ops", before)
     for n in (b, c):  # a non-member holds the ciphertext, shows nothing of it
