@@ -1,13 +1,13 @@
 """Which private channels need a new channel epoch from this node, and to whom (sans-IO).
 
 One rule serves create, approve, leave and a circle removal alone: the newest
-channel epoch of a private invite channel must be wrapped to exactly its
-members that can unwrap it (not removed from the circle, an X25519 key
-announced). When it is not, a member of the channel allowed to write one (its
-creator, the owner, a moderator) writes the next. Checked after each fold and
-at the store's start, so a writer killed half-way writes it at restart; two
-writers at once are settled by the chain's winner rule, and both secrets are
-kept by the members (every valid branch is unwrapped).
+channel epoch of a private invite channel must be wrapped to every member that
+can unwrap it (not removed from the circle, an X25519 key announced) and to
+nobody who left or was removed. When it is not, a member of the channel allowed
+to write one (its creator, the owner, a moderator) writes the next. Checked
+after each fold and at the store's start, so a writer killed half-way writes it
+at restart; two writers at once are settled by the chain's winner rule, and
+both secrets are kept by the members (every valid branch is unwrapped).
 """
 
 from __future__ import annotations
@@ -45,9 +45,13 @@ def rekeys_due(state: CircleState, me: str) -> list[str]:
             and (me == channel.creator or state.moderates(me))
         ):
             continue
-        wanted = recipients(state, channel)
+        wanted = set(recipients(state, channel))
         tip = channel.keys[-1] if channel.keys else None
-        if wanted and (tip is None or set(tip.wraps) != set(wanted)):
+        wrapped = set(tip.wraps) if tip else set()
+        # A wrap missing, or one to a node that left or was removed; not a wrap to a member
+        # whose key this node has not seen yet (two writers would undo each other's).
+        gone = wrapped - (channel.members - state.removed)
+        if wanted and (tip is None or wanted - wrapped or gone):
             due.append(channel.channel_id)
     return sorted(due)
 
