@@ -32,6 +32,7 @@ from felund.protocol import (
     OP_POST,
     OP_SNAPSHOT,
 )
+from felund.store import channelkeys
 from felund.store.database import DB_SUFFIXES, Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import handled
@@ -386,3 +387,28 @@ def test_a_private_channel_key_event_is_refused_from_a_plain_member(tmp_path: Pa
     assert refused.value.code == ERR_FORBIDDEN
     assert chatmodel.MAX_EVENT_TEXT  # the refusal left no trace
     assert b.state(circle).channels["ops"].keys[-1] == tip
+
+
+def test_a_channel_epoch_is_due_for_a_missing_wrap_or_one_to_who_is_gone() -> None:
+    me, bob, cy = (k.node_id for k in (OWNER, MOD, PEER))
+    xpk = {
+        n: IdentityKey.from_seed(n.encode()[:32].ljust(32, b".")).x_public for n in (me, bob, cy)
+    }
+
+    def due(
+        members: set[str], wrapped: set[str], seen: set[str], removed: frozenset[str] = frozenset()
+    ) -> bool:
+        tip = chatmodel.ChannelKey(1, "a" * 32, "", me, "ops", dict.fromkeys(wrapped, "w"))
+        channel = chatmodel.Channel("ops", "invite", "", me, 0, members, private=True, keys=[tip])
+        state = chatmodel.CircleState(channels={"ops": channel}, removed=removed)
+        state.xkeys = {n: xpk[n] for n in seen}
+        return channelkeys.rekeys_due(state, me) == ["ops"]
+
+    everyone = {me, bob, cy}
+    assert not due(everyone, everyone, everyone)
+    assert due(everyone, {me, bob}, everyone)  # cy approved: a wrap for cy is missing
+    assert due({me, bob}, everyone, everyone)  # cy left
+    assert due(everyone, everyone, everyone, removed=frozenset({cy}))  # cy removed from the circle
+    # cy's key not seen here yet: another writer wrapped to cy, and that stands.
+    assert not due(everyone, everyone, {me, bob})
+    assert not due(everyone, {me, bob}, {me, bob})
