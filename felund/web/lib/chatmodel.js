@@ -35,6 +35,12 @@
 //   removals are uncovered until a later epoch covers them;
 // - xkeys: the xpk of each author of a signed KEY_ANNOUNCE whose pk is its
 //   signer (the last in order); EPOCH_LINK is the store's and derives nothing.
+// Private channels (issue 16, second half):
+// - a create of a key or invite channel with "private": true makes it private
+//   (its messages sealed under a channel key; the other implementation ignores it);
+// - a CHANNEL_KEY_EVT of an invite channel counts when signed by its creator, the
+//   owner or a moderator; each channel's chain is picked by the winner rule of
+//   the circle's epochs (winningChain serves both).
 
 import { b64decode, b64encode, cmpCodePoints, cpLength } from "./bytes.js";
 import { MSG_ID_LEN, isHex, isNodeId } from "./ids.js";
