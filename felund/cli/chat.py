@@ -22,19 +22,20 @@ from felund.store.client import NodeClient
 from felund.v1 import chatmodel, events, ids
 
 
-def _control(node: NodeClient, circle_id: str, event: dict[str, Any]) -> None:
-    """Write one control event of this node into a circle."""
+def _control(
+    node: NodeClient, circle_id: str, event: dict[str, Any], channel_key: str = ""
+) -> None:
+    """Write one control event of this node into a circle (with the key of the key channel
+    it creates or joins: the store keeps it to read and write the channel if private)."""
     node_id = home.load_node_id(context().layout)
     now = int(time.time())
-    node.call(
-        OP_CONTROL,
-        {
-            "circle_id": circle_id,
-            "msg_id": ids.new_msg_id(node_id, now),
-            "created_ts": now,
-            "event": event,
-        },
-    )
+    body = {
+        "circle_id": circle_id,
+        "msg_id": ids.new_msg_id(node_id, now),
+        "created_ts": now,
+        "event": event,
+    }
+    node.call(OP_CONTROL, {**body, "channel_key": channel_key} if channel_key else body)
 
 
 def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
@@ -46,8 +47,9 @@ def cmd_channels(args: argparse.Namespace, node: NodeClient) -> None:
     for c in answer["channels"]:
         mark = "*" if c["member"] else " "
         extra = f"  requests: {', '.join(c['requests'])}" if c["requests"] else ""
+        access = c["access_mode"] + (" private" if c.get("private") else "")
         out(
-            f"{mark} #{c['channel_id']:<20} {c['access_mode']:<7} "
+            f"{mark} #{c['channel_id']:<20} {access:<15} "
             f"{chatmodel.members_text(c['channel_id'], c['members'])}{extra}"
         )
 
@@ -66,8 +68,41 @@ def cmd_channel(args: argparse.Namespace, node: NodeClient) -> None:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    _control(node, args.circle_id, event)
-    err(f"{args.op}: #{args.name}")
+    if args.shared and args.private:
+        raise UsageError("--shared or --private, not both")
+    if args.op == "create" and args.access != "public":
+        if _private(args, node):
+            event = events.made_private(event)
+    elif args.shared or args.private:
+        raise UsageError("--shared and --private go with creating a key or invite channel")
+    _control(node, args.circle_id, event, args.key if args.op in ("create", "join") else "")
+    private = " (private)" if event.get("private") else ""
+    err(f"{args.op}: #{args.name}{private}")
+
+
+def _private(args: argparse.Namespace, node: NodeClient) -> bool:
+    """Whether a new key or invite channel is private: unless --shared, and, when members
+    use a client that cannot read a private channel, if --private or the user says so."""
+    if args.shared or args.private:
+        return bool(args.private)
+    people = node.call(OP_WHO, {"circle_id": args.circle_id})["people"]
+    stuck = [p for p in people if not p["can_follow"] and not p["removed"]]
+    if not stuck:
+        return True
+    err(
+        f"#{args.name} would be private: its messages sealed under its own key, read by its "
+        f"members only; {len(stuck)} member(s) use a client that cannot read a private "
+        f"channel ({', '.join(events.person_words(p) for p in stuck)}): they would not read "
+        "it, even as members"
+    )
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "not created: give --private (private anyway) or --shared (readable by every "
+            "member of the circle, as a channel of the other implementation)"
+        )
+    sys.stderr.write("make it private anyway? [y: private / N: shared] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def cmd_rename(args: argparse.Namespace, node: NodeClient) -> None:
@@ -181,6 +216,17 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
         "--access", choices=chatmodel.ACCESS_MODES, default="public", help="who may join (create)"
     )
     p.add_argument("--key", help="the channel's key (key channels; only its hash is sent)")
+    p.add_argument(
+        "--private",
+        action="store_true",
+        help="create: a key or invite channel sealed for its members only (the default, but "
+        "asked when members use a client that cannot read it)",
+    )
+    p.add_argument(
+        "--shared",
+        action="store_true",
+        help="create: a key or invite channel every member of the circle can read (as v1's)",
+    )
     p.add_argument(
         "--node",
         help="whom to approve (invite channels): a node id, its start, or a name (`felund who`)",

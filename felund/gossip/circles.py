@@ -5,6 +5,11 @@ reconciliation and v1 rounds compare with peers; it is filled from the store
 (``AsyncCatchUp``) and by what this process stores for its peers. The store
 is the only writer: messages from peers go to it as they came, and count as
 received once it has answered.
+
+A second ``ItemSet`` per circle, ``control``, holds the control events
+alone (channel ``__control``): what a catch-up session reconciles
+(``felund.gossip.handshake``). It is fed from the same rows as the index,
+so it costs a set of the (few) control events, and no other read of the store.
 """
 
 from __future__ import annotations
@@ -17,10 +22,18 @@ from typing import Any
 
 from felund import metrics
 from felund.bus.aio import AsyncRPCClient
+from felund.epochs import CircleKeys, circle_keys
 from felund.errors import InvalidMessage, PeerError
 from felund.gossip.native_session import BoundedSet
 from felund.gossip.reconcile import ItemSet
-from felund.protocol import MAX_POST_BATCH, OP_APPEND, OP_CIRCLE_KEYS, OP_FETCH, PUSH_FRESH_S
+from felund.protocol import (
+    CONTROL_CHANNEL,
+    MAX_POST_BATCH,
+    OP_APPEND,
+    OP_CIRCLE_KEYS,
+    OP_FETCH,
+    PUSH_FRESH_S,
+)
 from felund.v1.wire import check_shape
 
 MAX_MSGS_PER_FRAME = 5000
@@ -29,7 +42,7 @@ Push = Callable[[str, list[Row]], None]  # (circle, wire messages): send to its 
 
 
 class Circles:
-    """Circles, their secrets and their index; storing what peers send."""
+    """Circles, their epoch secrets and their index; storing what peers send."""
 
     def __init__(
         self,
@@ -44,19 +57,23 @@ class Circles:
         self.appenders = appenders
         self.push = push
         self.on_local_post = on_local_post  # v1 peers have no push: a round is due
-        self.secrets: dict[str, str] = {}
+        self.keys: dict[str, CircleKeys] = {}
         self.index: collections.defaultdict[str, ItemSet] = collections.defaultdict(ItemSet)
+        self.control: collections.defaultdict[str, ItemSet] = collections.defaultdict(ItemSet)
         self._turns: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
         self._pending: set[str] = set()  # msg_ids sent to the store, not yet answered
 
-    async def load(self) -> None:
-        """Circles and secrets, from the store."""
-        answer = await self.rpc.call(OP_CIRCLE_KEYS, {})
+    async def load(self) -> set[str]:
+        """Circles and their epoch secrets, from the store; the circles still held whose
+        newest epoch changed."""
+        fresh = circle_keys(await self.rpc.call(OP_CIRCLE_KEYS, {}))
+        moved = {c for c, k in self.keys.items() if c in fresh and fresh[c].newest != k.newest}
         # In place: the dialer and the inbound side hold this mapping.
-        self.secrets.clear()
-        self.secrets.update((c["circle_id"], c["secret"]) for c in answer["circles"])
+        self.keys.clear()
+        self.keys.update(fresh)
+        return moved
 
     def turn(self, circle_id: str) -> asyncio.Lock:
         """Held by a session's own reconciliation round (one per circle at a time)."""
@@ -69,6 +86,8 @@ class Circles:
         local = False
         for r in rows:
             by_circle[r["circle_id"]].append((r["created_ts"], r["msg_id"]))
+            if r.get("channel_id") == CONTROL_CHANNEL:  # pruned rows have none: never control
+                self.control[r["circle_id"]].add(r["created_ts"], r["msg_id"])
             # The store attaches the wire form only to what is worth pushing
             # on (ours, and peers' fresh ones: protocol.PUSH_FRESH_S).
             if "wire" in r:
@@ -103,11 +122,12 @@ class Circles:
         raw_msgs: list[Any],
         came: BoundedSet | None = None,
         awaited: Collection[str] = (),
+        control_only: bool = False,
     ) -> int:
         """Store messages from a peer; PeerError (after storing the good ones) if any
-        was malformed, forged or of another circle. ``came`` collects the ids not to
-        push back to that peer; ``awaited`` ones (a reconciliation brought them) are
-        not pushed on.
+        was malformed, forged, of another circle, or (``control_only``: a catch-up
+        session) not a control event. ``came`` collects the ids not to push back to
+        that peer; ``awaited`` ones (a reconciliation brought them) are not pushed on.
 
         Checked once, by the store: here only their shape (check_shape: what the
         index needs, and that the map can go on the bus), then they go to the
@@ -133,6 +153,8 @@ class Circles:
                 continue
             if msg_circle != circle_id:
                 problems["other_circle"] += 1
+            elif control_only and raw.get("channel_id") != CONTROL_CHANNEL:
+                problems["not_control"] += 1
             elif msg_id not in index:
                 unknown.append(msg_id)
                 # Another session (or this frame) is storing it already: two peers
@@ -151,18 +173,21 @@ class Circles:
                 answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
                 now = time.time()
                 fresh_since = now - PUSH_FRESH_S
-                held = []
+                held, control = [], []
                 for raw, result in zip(chunk, answer["results"], strict=True):
                     if result.startswith("rejected:"):
                         problems[result.removeprefix("rejected:")] += 1
                         continue
                     held.append((raw["created_ts"], raw["msg_id"]))
+                    if raw.get("channel_id") == CONTROL_CHANNEL:
+                        control.append(held[-1])
                     if result == "stored":
                         stored += 1
                         metrics.DELIVERY_LATENCY.observe(max(0.0, now - raw["created_ts"]))
                         if raw["created_ts"] >= fresh_since and raw["msg_id"] not in awaited:
                             push.append(raw)
                 index.add_many(held)
+                self.control[circle_id].add_many(control)
         finally:
             pending.difference_update(raw["msg_id"] for raw in fresh)
         # Stored, so pushing on loses nothing if this process dies now (the store's

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from felund.actor.backoff import Backoffs
 from felund.config import GossipConfig
+from felund.epochs import CircleKeys
 from felund.errors import PeerError, RPCError, RPCTimeout
 from felund.gossip import addresses
 from felund.gossip.link import Link, connect
@@ -40,8 +41,7 @@ class Connect(Protocol):
         host: str,
         port: int,
         *,
-        circle_id: str,
-        secret: str,
+        keys: CircleKeys,
         node_id: str,
         listen_addr: str,
         offer_native: bool,
@@ -60,7 +60,7 @@ class Dialer:
         self,
         cfg: GossipConfig,
         node_id: str,
-        secrets: Mapping[str, str],
+        keys: Mapping[str, CircleKeys],
         *,
         peers: PeerTable,
         run_link: RunLink,
@@ -69,7 +69,7 @@ class Dialer:
         clock: Callable[[], float] = time.monotonic,
         connect: Connect = connect,
     ) -> None:
-        self.cfg, self.node_id, self.secrets, self.peers = cfg, node_id, secrets, peers
+        self.cfg, self.node_id, self.keys, self.peers = cfg, node_id, keys, peers
         self.run_link, self.in_touch, self.warn = run_link, in_touch, warn
         self.clock, self.connect = clock, connect
         self.listen_addr = ""  # ours, as HELLO advertises it (set once listening)
@@ -91,7 +91,7 @@ class Dialer:
     async def round(self, tg: asyncio.TaskGroup) -> int:
         """Start dialling what is due; the number of dials started."""
         started = 0
-        for circle_id, secret in list(self.secrets.items()):
+        for circle_id, keys in list(self.keys.items()):
             try:
                 rows = await self.peers.known(circle_id)
             except (RPCTimeout, RPCError):
@@ -106,7 +106,7 @@ class Dialer:
                 elif why is None:
                     key = (circle_id, row["addr"])
                     self.dialing.add(key)
-                    tg.create_task(self.dial(circle_id, secret, row))
+                    tg.create_task(self.dial(keys, row))
                     started += 1
             if refused:
                 await self._forget(circle_id, refused)
@@ -128,19 +128,20 @@ class Dialer:
             return "later"
         return None
 
-    async def dial(self, circle_id: str, secret: str, row: dict[str, Any]) -> None:
+    async def dial(self, keys: CircleKeys, row: dict[str, Any]) -> None:
         """Contact one known address of a circle and run the session it opens."""
         addr, configured = row["addr"], not row["node_id"]
+        circle_id = keys.circle_id
         key = (circle_id, addr)
-        offer = self.cfg.offer_native and addr not in self.v1_only
+        # Once re-keyed, only the native protocol can carry a session at all.
+        offer = self.cfg.offer_native and (addr not in self.v1_only or keys.rekeyed)
         where = addresses.parse(addr)
         assert where is not None  # checked by _why_not
         try:
             link = await self.connect(
                 where.host,
                 where.port,
-                circle_id=circle_id,
-                secret=secret,
+                keys=keys,
                 node_id=self.node_id,
                 listen_addr=self.listen_addr,
                 offer_native=offer,

@@ -18,6 +18,11 @@ class GossipHost(Protocol):
         """Per circle, the messages the store holds."""
         ...
 
+    @property
+    def control(self) -> Mapping[str, ItemSet]:
+        """Per circle, the control events the store holds (what catch-up sessions compare)."""
+        ...
+
     def turn(self, circle_id: str) -> asyncio.Lock:
         """Held by a session's own reconciliation round (one per circle at a time)."""
         ...
@@ -36,9 +41,11 @@ class GossipHost(Protocol):
         raw_msgs: list[Any],
         came: BoundedSet | None = None,
         awaited: Collection[str] = (),
+        control_only: bool = False,
     ) -> int:
         """Check and store messages from a peer; the number newly stored. ``came`` collects
-        the ids not to push back to that peer; ``awaited`` ones are not pushed on."""
+        the ids not to push back to that peer; ``awaited`` ones are not pushed on;
+        ``control_only``: anything but a control event is refused (a catch-up session)."""
         ...
 
     async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from felund import metrics
 from felund.config import GossipConfig
+from felund.epochs import CircleKeys
 from felund.errors import PeerError
 from felund.gossip import addresses
 from felund.gossip.link import Link, Stream, accept
@@ -27,13 +28,13 @@ class Inbound:
         self,
         cfg: GossipConfig,
         node_id: str,
-        secrets: Mapping[str, str],
+        keys: Mapping[str, CircleKeys],
         *,
         run_link: RunLink,
         warn: Warnings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cfg, self.node_id, self.secrets = cfg, node_id, secrets
+        self.cfg, self.node_id, self.keys = cfg, node_id, keys
         self.run_link, self.warn, self.clock = run_link, warn, clock
         self.per_ip: collections.Counter[str] = collections.Counter()
 
@@ -57,7 +58,7 @@ class Inbound:
         host = _host(stream)
         try:
             try:
-                link = await accept(stream, self.secrets, self.node_id, self.clock, self.cfg.anchor)
+                link = await accept(stream, self.keys, self.node_id, self.clock, self.cfg.anchor)
             except PeerError as exc:
                 metrics.BAD_INPUT.labels("gossip", exc.kind).inc()
                 metrics.GOSSIP_SESSIONS.labels("handshake", exc.kind).inc()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from felund import metrics
+from felund.epochs import CircleKeys
 from felund.errors import PeerError
 from felund.gossip import native_frames as nativeproto
 from felund.gossip.handshake import (
@@ -176,13 +177,13 @@ async def _shake(
 
 async def accept(
     stream: Stream,
-    secrets: Mapping[str, str],
+    keys: Mapping[str, CircleKeys],
     node_id: str,
     clock: Clock = time.monotonic,
     can_anchor: bool = False,
 ) -> Link:
     """Run the server side of the handshake; PeerError if the client fails it."""
-    machine = ServerHandshake(secrets, node_id, clock(), can_anchor)
+    machine = ServerHandshake(keys, node_id, clock(), can_anchor)
     return Link(stream, await _shake(stream, machine, clock))
 
 
@@ -190,8 +191,7 @@ async def connect(
     host: str,
     port: int,
     *,
-    circle_id: str,
-    secret: str,
+    keys: CircleKeys,
     node_id: str,
     listen_addr: str,
     offer_native: bool,
@@ -210,8 +210,7 @@ async def connect(
     try:
         return await handshake(
             stream,
-            circle_id=circle_id,
-            secret=secret,
+            keys=keys,
             node_id=node_id,
             listen_addr=listen_addr,
             offer_native=offer_native,
@@ -226,8 +225,7 @@ async def connect(
 async def handshake(
     stream: Stream,
     *,
-    circle_id: str,
-    secret: str,
+    keys: CircleKeys,
     node_id: str,
     listen_addr: str,
     offer_native: bool,
@@ -236,8 +234,7 @@ async def handshake(
 ) -> Link:
     """Run the client side of the handshake over an open stream."""
     machine = ClientHandshake(
-        circle_id=circle_id,
-        secret=secret,
+        keys=keys,
         node_id=node_id,
         listen_addr=listen_addr,
         offer_native=offer_native,

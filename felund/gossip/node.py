@@ -35,6 +35,7 @@ from felund.gossip.sessions import NativeRun, run_v1
 from felund.gossip.v1_anchor import PAGE_ROWS, AnchorCursors
 from felund.gossip.warn import Warnings
 from felund.protocol import (
+    CONTROL_CHANNEL,
     ENDPOINT_STORE_CTL,
     MAX_REPORTED_CIRCLES,
     OP_ANCHOR_PAGE,
@@ -71,7 +72,7 @@ class GossipNode:
         self.dialer = Dialer(
             self.cfg,
             self.node_id,
-            self.circles.secrets,
+            self.circles.keys,
             peers=self.peers,
             run_link=self.run_link,
             in_touch=self.in_touch,
@@ -81,7 +82,7 @@ class GossipNode:
         self.inbound = Inbound(
             self.cfg,
             self.node_id,
-            self.circles.secrets,
+            self.circles.keys,
             run_link=self.run_link,
             warn=self.warn,
             clock=clock,
@@ -95,6 +96,11 @@ class GossipNode:
     def index(self) -> dict[str, ItemSet]:
         """Per circle, the messages the store holds."""
         return self.circles.index
+
+    @property
+    def control(self) -> dict[str, ItemSet]:
+        """Per circle, the control events the store holds."""
+        return self.circles.control
 
     def turn(self, circle_id: str) -> asyncio.Lock:
         """Held by a session's own reconciliation round (one per circle at a time)."""
@@ -114,9 +120,10 @@ class GossipNode:
         raw_msgs: list[Any],
         came: BoundedSet | None = None,
         awaited: Collection[str] = (),
+        control_only: bool = False,
     ) -> int:
         """Check and store messages from a peer (``Circles.receive``)."""
-        stored = await self.circles.receive(circle_id, raw_msgs, came, awaited)
+        stored = await self.circles.receive(circle_id, raw_msgs, came, awaited, control_only)
         if stored:
             self.crossed(circle_id)
         return stored
@@ -157,6 +164,8 @@ class GossipNode:
                 came = run.session.came
                 out = []
                 for w in wires:
+                    if run.catch_up and w.get("channel_id") != CONTROL_CHANNEL:
+                        continue
                     if w["msg_id"] not in came:
                         if w["msg_id"] not in packed:
                             packed[w["msg_id"]] = pack_wire(w)
@@ -230,6 +239,7 @@ class GossipNode:
                 "gossip.session",
                 peer=addr,
                 protocol=proto,
+                catch_up=link.agreed.catch_up,
                 outcome=outcome,
                 inbound=not link.is_client,
                 messages_in=moved,
@@ -275,7 +285,7 @@ class GossipNode:
         peers = Counter(circle_id for circle_id, _ in self._in_touch())
         return {
             circle_id: {"peers": peers[circle_id], "last_message_ts": self.exchanged.get(circle_id)}
-            for circle_id in itertools.islice(self.circles.secrets, MAX_REPORTED_CIRCLES)
+            for circle_id in itertools.islice(self.circles.keys, MAX_REPORTED_CIRCLES)
         }
 
     def _local_post(self) -> None:
@@ -287,12 +297,14 @@ class GossipNode:
         self.warn("gossip.store_unavailable")
 
     async def load_circles(self) -> None:
-        """Circles and secrets from the store; sessions of a circle left are ended."""
-        await until_answered(self.circles.load, self.store_down)
+        """Circles and epoch secrets from the store; sessions of a circle left are ended,
+        and those of a circle with a new newest epoch (they were keyed under another, or
+        catching up: the next ones are under the new one, or catch up from it)."""
+        moved = await until_answered(self.circles.load, self.store_down)
         for (circle_id, _), run in list(self.sessions.items()):
-            if circle_id not in self.circles.secrets:
+            if circle_id not in self.circles.keys or circle_id in moved:
                 run.close()
-        for circle_id in self.exchanged.keys() - self.circles.secrets.keys():
+        for circle_id in self.exchanged.keys() - self.circles.keys.keys():
             del self.exchanged[circle_id]
 
     async def follow_circles(self) -> None:
@@ -312,7 +324,7 @@ class GossipNode:
         interval = max(self.cfg.anchor_announce_interval_s, MIN_ANNOUNCE_S)
         while True:
             await asyncio.sleep(interval)
-            for circle_id in list(self.circles.secrets):
+            for circle_id in list(self.circles.keys):
                 now = int(time.time())
                 body = {
                     "circle_id": circle_id,
@@ -377,7 +389,7 @@ class GossipNode:
                 self.rt.log.info(
                     "gossip.ready",
                     listen=self.dialer.listen_addr,
-                    circles=len(self.circles.secrets),
+                    circles=len(self.circles.keys),
                     messages=self.catchup.follower.last,
                 )
                 tg.create_task(self.catchup.follow(self.circles.apply_stored))

@@ -126,9 +126,11 @@ class NativeRun:
         assert link.agreed.channel is not None
         self.link, self.addr, self.host = link, addr, host
         self.anti_entropy_s, self.clock = anti_entropy_s, clock
-        self.session = NativeSession(
-            link.agreed.channel, link.is_client, host.index[link.circle_id], clock()
-        )
+        # A catch-up session (felund.gossip.handshake) reconciles and sends control
+        # events only: the index of those is what its rounds compare.
+        self.catch_up = link.agreed.catch_up
+        index = (host.control if self.catch_up else host.index)[link.circle_id]
+        self.session = NativeSession(link.agreed.channel, link.is_client, index, clock())
         self.received = 0
         self.closed = False
         self.failure: Exception | None = None  # what ended it, first cause only
@@ -145,9 +147,10 @@ class NativeRun:
             if self.link.is_client:
                 helpers.append(tg.create_task(self._rounds()))
             try:
-                peers = await self.host.known_peers(self.link.circle_id)
-                self.session.send_peers(self.link.circle_id, peers)
-                self._queued.set()
+                if not self.catch_up:  # a removed member learns nothing new, addresses neither
+                    peers = await self.host.known_peers(self.link.circle_id)
+                    self.session.send_peers(self.link.circle_id, peers)
+                    self._queued.set()
                 await self._read_loop(tg)
             except ENDS as exc:
                 self._fail(exc)
@@ -211,7 +214,11 @@ class NativeRun:
         session = self.session
         try:
             stored = await self.host.receive(
-                self.link.circle_id, msgs, came=session.came, awaited=session.awaiting
+                self.link.circle_id,
+                msgs,
+                came=session.came,
+                awaited=session.awaiting,
+                control_only=self.catch_up,
             )
             self.received += stored  # after the await: two batches are stored at once
         except ENDS as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import ipaddress
 import math
 import re
@@ -108,6 +109,23 @@ def verifying_key(
 def key_id(signing_key: str) -> str:
     """A name for a signing key that does not reveal it: 32 hex of its SHA-256."""
     return hashlib.sha256(bytes.fromhex(signing_key)).hexdigest()[:32]
+
+
+def succession_proof(old_key: str, new_key_id: str) -> str:
+    """The proof that a registration's key succeeds ``old_key`` (a circle re-keyed): hex
+    HMAC-SHA256 under the old signing key's bytes of "felund-succession-v1|" + new key id."""
+    message = f"felund-succession-v1|{new_key_id}".encode()
+    return hmac.new(bytes.fromhex(old_key), message, hashlib.sha256).hexdigest()
+
+
+def succeeds_field(new_key: str, old_key: str) -> dict[str, str]:
+    """A registration's ``succeeds``: the old realm's key id and the proof."""
+    return {"key_id": key_id(old_key), "proof": succession_proof(old_key, key_id(new_key))}
+
+
+def verify_succession(old_key: str, new_key: str, proof: str) -> bool:
+    """Whether ``proof`` shows the holder of ``old_key`` made ``new_key`` its successor."""
+    return hmac.compare_digest(succession_proof(old_key, key_id(new_key)), proof)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -7,6 +7,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from felund.epochs import CircleKeys
+from felund.relay.auth import succeeds_field
 from felund.relay.connectivity import Connectivity
 from felund.relay.pullcursor import PullCursor
 from felund.v1 import crypto, ids
@@ -31,7 +33,10 @@ class CircleSync:
 
     circle_id: str
     hint: str
-    key: str  # the relay signing key every member derives from the secret
+    key: str  # the relay signing key every member derives from the newest epoch's secret
+    # The key of the epoch before (a re-keyed circle): registrations say the new realm
+    # succeeds its realm (``felund.relay.presence``).
+    previous_key: str | None = None
     push_now: asyncio.Event = field(default_factory=asyncio.Event)
     pull_now: asyncio.Event = field(default_factory=asyncio.Event)
     push_cursor: int = 0  # a store_seq: every message of the circle up to it is at the relay
@@ -43,9 +48,23 @@ class CircleSync:
     task: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, circle_id: str, secret: str) -> CircleSync:
-        """The state of a circle, keyed as every member derives it from the secret."""
-        return cls(circle_id, ids.circle_hint(circle_id), crypto.api_signing_key(secret))
+    def of(cls, keys: CircleKeys) -> CircleSync:
+        """The state of a circle, keyed as every member derives it from the newest epoch's
+        secret (and the one before)."""
+        previous = keys.previous
+        return cls(
+            keys.circle_id,
+            ids.circle_hint(keys.circle_id),
+            crypto.api_signing_key(keys.secret),
+            crypto.api_signing_key(previous) if previous is not None else None,
+        )
+
+    @property
+    def succeeds(self) -> dict[str, str] | None:
+        """A registration's ``succeeds`` field, if the circle was re-keyed."""
+        if self.previous_key is None:
+            return None
+        return succeeds_field(self.key, self.previous_key)
 
     def offer(self, frame: FeedMessages) -> None:
         """Queue a feed frame for the pull loop (or, when too much waits, ask for a GET)."""

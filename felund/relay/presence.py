@@ -19,7 +19,7 @@ from felund.errors import RelayError, RPCTimeout
 from felund.protocol import OP_PEERS_ADD
 from felund.relay.circle import CircleSync
 from felund.relay.link import RelayLink
-from felund.relay.protocol import MAX_TTL_S, MIN_TTL_S
+from felund.relay.protocol import MAX_TTL_S, MIN_TTL_S, UNKNOWN_PREDECESSOR
 
 UNREGISTER_TIMEOUT_S: Final = 2.0  # well inside the supervisor's stop grace period
 PEERS_ASKED: Final = 50
@@ -44,20 +44,33 @@ def endpoints(gossip: GossipConfig) -> list[dict[str, Any]]:
 
 
 async def register(link: RelayLink, c: CircleSync, ttl_s: int, where: list[Any]) -> None:
-    """POST /v1/register, with the signing key (kept for this node: its realm's)."""
-    await link.client.call(
-        "POST",
-        "/register",
-        c.key,
-        body={
-            "node_id": link.node_id,
-            "circle_hint": c.hint,
-            "endpoints": where,
-            "capabilities": {"relay": True, "transport": ["tcp"], "client": "felund-node"},
-            "ttl_s": ttl_s,
-            "signing_key": c.key,
-        },
-    )
+    """POST /v1/register, with the signing key (kept for this node: its realm's), and in a
+    re-keyed circle the proof that its realm succeeds the previous epoch's.
+
+    A relay that never saw the previous epoch's key (the circle was re-keyed before
+    this node used it, or it forgot the key) cannot check the proof: the node
+    registers in the old realm first, then again in the new one.
+    """
+    body = {
+        "node_id": link.node_id,
+        "circle_hint": c.hint,
+        "endpoints": where,
+        "capabilities": {"relay": True, "transport": ["tcp"], "client": "felund-node"},
+        "ttl_s": ttl_s,
+        "signing_key": c.key,
+    }
+    succeeds = c.succeeds
+    if succeeds is not None:
+        body["succeeds"] = succeeds
+    try:
+        await link.client.call("POST", "/register", c.key, body=body)
+    except RelayError as exc:
+        if exc.code != UNKNOWN_PREDECESSOR or c.previous_key is None:
+            raise
+        old = {**body, "signing_key": c.previous_key, "ttl_s": MIN_TTL_S}
+        del old["succeeds"]
+        await link.client.call("POST", "/register", c.previous_key, body=old)
+        await link.client.call("POST", "/register", c.key, body=body)
     link.ok("register", c)
 
 

@@ -48,6 +48,7 @@ MAX_ENDPOINTS: Final = 16
 MAX_HOST_CHARS: Final = 255
 MAX_CAPABILITIES_BYTES: Final = 1024
 MAX_NODE_KEYS: Final = 4  # signing keys one node_id may register for one circle_hint
+MAX_REALMS: Final = 1024  # realms in successions per circle_hint: re-keys a circle may make
 DEFAULT_PEERS: Final = 50
 MAX_PEERS: Final = 200
 SIGNAL_TYPES: Final = frozenset(
@@ -87,6 +88,11 @@ PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
 RATE_LIMITED: Final = "RATE_LIMITED"
 INTERNAL: Final = "INTERNAL"
 UNAVAILABLE: Final = "UNAVAILABLE"
+# A circle re-keyed (a member removed): its new realm succeeds the old one.
+EPOCH_ENDED: Final = "EPOCH_ENDED"  # a post signed with a key whose realm has a successor
+EPOCH_KEY_REQUIRED: Final = "EPOCH_KEY_REQUIRED"  # an unsigned post to a re-keyed room
+BAD_SUCCESSION: Final = "BAD_SUCCESSION"  # a succession proof that does not verify
+UNKNOWN_PREDECESSOR: Final = "UNKNOWN_PREDECESSOR"  # no registered key has that key_id
 
 _STATUS: Final = {
     INVALID_REQUEST: 400,
@@ -105,6 +111,10 @@ _STATUS: Final = {
     RATE_LIMITED: 429,
     INTERNAL: 500,
     UNAVAILABLE: 503,
+    EPOCH_ENDED: 403,
+    EPOCH_KEY_REQUIRED: 403,
+    BAD_SUCCESSION: 403,
+    UNKNOWN_PREDECESSOR: 409,
 }
 ERROR_CODES: Final = frozenset(_STATUS)  # bounded: usable as a metric label
 
@@ -130,6 +140,7 @@ class Registration:
     capabilities: dict[str, Any]
     ttl_s: int
     signing_key: str | None
+    succeeds: tuple[str, str] | None = None  # (old realm's key id, proof)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +179,7 @@ _NODE_RE = re.compile(r"[A-Za-z0-9_.-]{8,128}")
 _WS_NODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _SESSION_RE = re.compile(r"[\x21-\x7e]{8,256}")  # printable ASCII, no spaces
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{32}")
 _INT_RE = re.compile(r"-?[0-9]{1,18}")
 _TRANSPORTS = ("tcp", "ws")
 _FAMILIES = ("ipv4", "ipv6")
@@ -269,7 +281,22 @@ def parse_registration(obj: Mapping[str, Any]) -> Registration:
         capabilities=capabilities,
         ttl_s=_clamped_int(obj.get("ttl_s", DEFAULT_TTL_S), "ttl_s", MIN_TTL_S, MAX_TTL_S),
         signing_key=key,
+        succeeds=_succeeds(obj.get("succeeds")),
     )
+
+
+def _succeeds(value: object) -> tuple[str, str] | None:
+    """A registration's ``succeeds``: {"key_id": 32 hex, "proof": 64 hex}, or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"key_id", "proof"}:
+        raise invalid('succeeds must be {"key_id", "proof"}')
+    kid, proof = value["key_id"], value["proof"]
+    if not isinstance(kid, str) or _KEY_ID_RE.fullmatch(kid) is None:
+        raise invalid("succeeds.key_id must be 32 lowercase hex characters")
+    if not isinstance(proof, str) or _KEY_RE.fullmatch(proof) is None:
+        raise invalid("succeeds.proof must be 64 lowercase hex characters")
+    return kid, proof
 
 
 def parse_unregistration(obj: Mapping[str, Any]) -> tuple[str, str]:

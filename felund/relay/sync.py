@@ -23,6 +23,7 @@ from felund import __version__
 from felund.actor.backoff import Backoff
 from felund.actor.runtime import Runtime
 from felund.bus.aio import AsyncRPCClient, AsyncSubscriber, until_answered
+from felund.epochs import circle_keys
 from felund.errors import RelayError, RPCTimeout
 from felund.protocol import (
     ENDPOINT_STORE_CTL,
@@ -88,18 +89,22 @@ class RelaySync:
 
     # --- circles ------------------------------------------------------------
     async def load_circles(self) -> None:
-        """Start the loops of new circles, stop those of circles left."""
-        answer = await self.link.store.call(OP_CIRCLE_KEYS, {})
-        secrets = {c["circle_id"]: c["secret"] for c in answer["circles"]}
-        for circle_id in list(self.circles):
-            if circle_id not in secrets:
+        """Start the loops of new circles, stop those of circles left, and start again
+        those of circles with a new newest epoch: under its key, in a realm of its own
+        that succeeds the old one (the cursors are the circle's: they carry on)."""
+        keys = circle_keys(await self.link.store.call(OP_CIRCLE_KEYS, {}))
+        fresh = {circle_id: CircleSync.of(k) for circle_id, k in keys.items()}
+        for circle_id, c in list(self.circles.items()):
+            if circle_id not in fresh or fresh[circle_id].key != c.key:
+                if circle_id in fresh:
+                    self.rt.log.info("relay.rekeyed", relay=self.link.host, circle_hint=c.hint)
                 left = self.circles.pop(circle_id)
                 self._cancel(left)
                 await unregister(self.link, [left])
         assert self._group is not None
-        for circle_id, secret in secrets.items():
+        for circle_id, c in fresh.items():
             if circle_id not in self.circles:
-                c = self.circles[circle_id] = CircleSync.of(circle_id, secret)
+                self.circles[circle_id] = c
                 c.task = self._group.create_task(self.run_circle(c))
         self.rt.log.info("relay.circles", relay=self.link.host, circles=len(self.circles))
 

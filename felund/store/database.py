@@ -25,7 +25,8 @@ import msgpack
 from felund.errors import DiskFull
 from felund.v1.wire import WireMessage, pack_wire, to_wire
 
-# 2: messages.verified and .signer, the keys table; 3: messages.sealed_key, epoch_keys
+# 2: messages.verified and .signer, the keys table; 3: messages.sealed_key, epoch_keys,
+# channel_keys
 SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -93,6 +94,15 @@ CREATE TABLE IF NOT EXISTS epoch_keys (
     n INTEGER NOT NULL,
     secret TEXT NOT NULL,
     PRIMARY KEY (circle_id, epoch_id)
+);
+-- What opens a private channel (felund.trust.channels): part "k", the key its members
+-- typed (a key channel); part "i<m>.<event id>", that channel epoch's secret (invite).
+CREATE TABLE IF NOT EXISTS channel_keys (
+    circle_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    part TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    PRIMARY KEY (circle_id, channel_id, part)
 );
 """
 # Columns added since schema 1, for a database made before them (old rows: unverified).
@@ -508,6 +518,7 @@ class Database:
         """Forget a circle's secret and peers, and its messages if asked."""
         self._db.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
         self._db.execute("DELETE FROM epoch_keys WHERE circle_id = ?", (circle_id,))
+        self._db.execute("DELETE FROM channel_keys WHERE circle_id = ?", (circle_id,))
         self._db.execute("DELETE FROM peers WHERE circle_id = ?", (circle_id,))
         if delete_history:
             # store_seq values are never reused (last_seq lives in meta).
@@ -533,6 +544,23 @@ class Database:
             (circle_id, epoch_id, n, secret),
         )
 
+    def channel_keys(self, circle_id: str) -> list[tuple[str, str, str]]:
+        """(channel_id, part, secret) of what this node holds of a circle's private channels."""
+        return self._db.execute(
+            "SELECT channel_id, part, secret FROM channel_keys WHERE circle_id = ? "
+            "ORDER BY channel_id, part",
+            (circle_id,),
+        ).fetchall()
+
+    def add_channel_key(self, circle_id: str, channel_id: str, part: str, secret: str) -> bool:
+        """Keep a private channel's key or epoch secret; whether it was new (the first stays)."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO channel_keys (circle_id, channel_id, part, secret) "
+            "VALUES (?, ?, ?, ?)",
+            (circle_id, channel_id, part, secret),
+        )
+        return cur.rowcount == 1
+
     def set_root_secret(self, circle_id: str, secret: str) -> None:
         """Put the root secret (epoch 0) where a node that joined by an epoch's code kept that."""
         self._db.execute("UPDATE circles SET secret = ? WHERE circle_id = ?", (secret, circle_id))
@@ -546,13 +574,14 @@ class Database:
         return int(row[0])
 
     def sealed_wires(
-        self, circle_id: str, key_id: str, limit: int
+        self, circle_id: str, key_id: str, limit: int, channel_id: str | None = None
     ) -> list[tuple[dict[str, Any], str]]:
-        """(wire form, origin) of up to ``limit`` rows sealed under ``key_id``, in store order."""
+        """(wire form, origin) of up to ``limit`` rows sealed under ``key_id`` (in
+        ``channel_id`` if given), in store order."""
         rows = self._db.execute(
-            "SELECT wire, origin FROM messages WHERE circle_id = ? AND sealed_key = ? "
-            "ORDER BY store_seq LIMIT ?",
-            (circle_id, key_id, limit),
+            "SELECT wire, origin FROM messages WHERE circle_id = ?1 AND sealed_key = ?2 "
+            "AND (?3 IS NULL OR channel_id = ?3) ORDER BY store_seq LIMIT ?4",
+            (circle_id, key_id, channel_id, limit),
         ).fetchall()
         return [(msgpack.unpackb(w), o) for w, o in rows]
 

@@ -61,8 +61,9 @@ from felund.protocol import (
     PUSH_FRESH_S,
 )
 from felund.store import blocks as block_list
-from felund.store import epochs
+from felund.store import channelkeys, epochs
 from felund.store.database import Circle, Database, Row
+from felund.trust import channels as chan
 from felund.trust import signing
 from felund.trust.identity import IdentityKey, b64, fingerprint, is_derived_form
 from felund.trust.owner import new_owned_secret
@@ -238,10 +239,11 @@ class Ops:
         # Each round holds one more epoch or stops: bounded by the epochs there are.
         for _ in range(MAX_EPOCH_ROUNDS):
             gained = self._unwrap(circle_id) + self._walk_links(circle_id)
-            if not gained:
+            parts = self._unwrap_channels(circle_id)
+            if not gained and not parts:
                 break
-            for held in gained:
-                out.stored += self._reopen(circle_id, held)
+            for key_id, channel_id in self.keys(circle_id).opened_by(gained, parts):
+                out.stored += self._reopen(circle_id, key_id, channel_id)
             self._forget(circle_id)
         # Refused by this node's own writer (a moderator and an uncovered moderator): the
         # owner covers it; the request that brought the events must not fail for it.
@@ -270,6 +272,26 @@ class Ops:
                 # A wrap in a valid (signed) epoch beats a link's candidate kept before it.
                 self.db.add_epoch_key(circle_id, e.epoch_id, e.n, secret.hex(), replace=True)
                 gained.append(epochs.Held(e.n, e.epoch_id, secret.hex()))
+        return gained
+
+    def _unwrap_channels(self, circle_id: str) -> list[tuple[str, str]]:
+        """The (channel, part) of private channels' epochs wrapped to this node and not held
+        yet, their secrets now kept."""
+        key, me = self.node.key, self.node.node_id
+        if key is None:
+            return []
+        state = self.state(circle_id)
+        held = self.keys(circle_id, state).parts
+        gained = []
+        for k in state.channel_keys.values():
+            part = chan.invite_part(k.n, k.epoch_id)
+            if me not in k.wraps or (k.channel_id, part) in held:
+                continue
+            context = chan.channel_wrap_context(circle_id, k.channel_id, k.epoch_id, me)
+            secret = unwrap(key.x_private, k.wraps[me], context)
+            if secret is not None and len(secret) == SECRET_LEN:
+                self.db.add_channel_key(circle_id, k.channel_id, part, secret.hex())
+                gained.append((k.channel_id, part))
         return gained
 
     def _walk_links(self, circle_id: str) -> list[epochs.Held]:
@@ -303,13 +325,16 @@ class Ops:
             gained.append(found)
         return gained
 
-    def _reopen(self, circle_id: str, held: epochs.Held) -> list[dict[str, Any]]:
-        """Open the rows sealed under an epoch just held: each judged as if it came now,
-        stored with a new store_seq (readers see it then), or dropped and counted."""
+    def _reopen(
+        self, circle_id: str, key_id: str, channel_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Open the rows sealed under a key just held (of ``channel_id`` only, for a private
+        channel's): each judged as if it came now, stored with a new store_seq (readers
+        see it then), or dropped and counted."""
         stored: list[dict[str, Any]] = []
         keys = self.keys(circle_id)
         while True:
-            page = self.db.sealed_wires(circle_id, held.key_id, MAX_POST_BATCH)
+            page = self.db.sealed_wires(circle_id, key_id, MAX_POST_BATCH, channel_id)
             if not page:
                 return stored
             for wire, origin in page:
@@ -352,6 +377,35 @@ class Ops:
             and keys.newest.epoch_id == tip
         ):
             out.stored += self._issue(circle).stored
+        keys, state = self.keys(cid), self.state(cid)  # after what was written above
+        tip = state.epochs[-1].epoch_id if state.epochs else ""
+        if keys.newest is None or keys.newest.epoch_id != tip:
+            return  # a channel epoch is written under the circle's newest
+        for channel_id in channelkeys.rekeys_due(state, me):
+            out.stored += self._channel_epoch(circle, channel_id).stored
+
+    def _channel_epoch(self, circle: Circle, channel_id: str) -> Outcome:
+        """Write a private invite channel's next epoch: a fresh secret wrapped to each of
+        its members who can unwrap it (this node too), kept here as written."""
+        cid, me = circle.circle_id, self.node.node_id
+        state = self.state(cid)
+        channel = state.channels[channel_id]
+        tip = channel.keys[-1] if channel.keys else None
+        now = max(int(time.time()), self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        event_id = ids.new_msg_id(me, now)
+        secret = os.urandom(SECRET_LEN)
+        wraps = {
+            node_id: wrap(
+                secret, xpk, chan.channel_wrap_context(cid, channel_id, event_id, node_id)
+            )
+            for node_id, xpk in channelkeys.recipients(state, channel).items()
+        }
+        n = tip.n + 1 if tip else 1
+        event = events.channel_key_event(channel_id, n, tip.epoch_id if tip else "", wraps)
+        out = self._control(circle, event, event_id, now)
+        self.db.add_channel_key(cid, channel_id, chan.invite_part(n, event_id), secret.hex())
+        self._forget(cid)
+        return out
 
     def _links_of(self, circle_id: str, author: str) -> set[str]:
         """The epoch ids ``author``'s EPOCH_LINKs in a circle name."""
@@ -426,7 +480,13 @@ class Ops:
             if state is None:
                 state = self.state(circle_id)
             chain = [e.epoch_id for e in state.epochs]
-        return epochs.keys_of(circle_id, circle.secret if circle else "", rows, chain)
+        return epochs.keys_of(
+            circle_id,
+            circle.secret if circle else "",
+            rows,
+            chain,
+            self.db.channel_keys(circle_id),
+        )
 
     def _control_events(self, circle_id: str) -> list[chatmodel.ControlEvent]:
         rows = self.db.control_events(circle_id, CONTROL_CHANNEL)
@@ -502,6 +562,7 @@ class Ops:
                         "members": sorted(c.members),
                         "requests": sorted(c.requests),
                         "member": c.channel_id == DEFAULT_CHANNEL or me in c.members,
+                        "private": c.private,
                         "can_post": state.can_post(c.channel_id, me),
                     }
                     for c in sorted(state.channels.values(), key=lambda c: c.channel_id)
@@ -630,12 +691,30 @@ class Ops:
         circle = self._circle(body)
         event = _get(body, "event", dict)
         msg_id, created_ts = _get(body, "msg_id", str), _get(body, "created_ts", int)
+        typed = _get(body, "channel_key", str, "")
+        problem = channelkeys.typed_key_problem(circle.circle_id, event, typed)
+        if problem:
+            raise RPCError(ERR_BAD_REQUEST, problem)
         if self.db.seq_of(msg_id) is not None:
             # A retried request whose first try was stored: answer it again, as
             # stored, rather than judge the event against its own effect.
             text = chatmodel.event_text(event)
-            return self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
-        return self._control(circle, event, msg_id, created_ts)
+            out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])
+        else:
+            out = self._control(circle, event, msg_id, created_ts)
+        if typed:
+            out.stored += self._keep_typed_key(circle.circle_id, event["channel_id"], typed)
+        return out
+
+    def _keep_typed_key(self, circle_id: str, channel_id: str, typed: str) -> list[dict[str, Any]]:
+        """Keep the key this node created or joined a key channel with (never logged), and
+        open what its messages waited for (the history of the circle epochs held)."""
+        if not self.db.add_channel_key(circle_id, channel_id, chan.KEY_PART, typed):
+            return []
+        stored: list[dict[str, Any]] = []
+        for key_id, cid in self.keys(circle_id).opened_by([], [(channel_id, chan.KEY_PART)]):
+            stored += self._reopen(circle_id, key_id, cid)
+        return stored
 
     def _control(
         self, circle: Circle, event: dict[str, Any], msg_id: str, created_ts: int
@@ -652,6 +731,10 @@ class Ops:
         # (ties break by hash), but never after a peer's: a date it chose must
         # not push ours past the horizon the fold holds events beyond.
         created_ts = max(created_ts, self.db.newest_local(cid, CONTROL_CHANNEL) + 1)
+        if event.get("op") == "leave":
+            # Except the approve or join a leave undoes (the fold applies events by date):
+            # an approver's date may run a few seconds ahead of ours.
+            created_ts = max(created_ts, self._admitted_at(cid, event.get("channel_id")) + 1)
         event = events.dated(event, created_ts)
         text = chatmodel.event_text(event)
         problem = chatmodel.writer_problem(state, event, me)
@@ -676,6 +759,25 @@ class Ops:
                 out.stored += more.stored
                 out.circles_changed |= more.circles_changed
         return out
+
+    def _admitted_at(self, circle_id: str, channel_id: object) -> int:
+        """The date of the newest due create, join or approve that made this node a member
+        of ``channel_id`` (0 if none)."""
+        me, horizon = self.node.node_id, int(time.time()) + chatmodel.MAX_SKEW_S
+        newest = 0
+        for ev in self._control_events(circle_id):
+            if ev.created_ts > horizon or '"CHANNEL_EVT"' not in ev.text:
+                continue
+            try:
+                body = json.loads(ev.text)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(body, dict) or body.get("channel_id") != channel_id:
+                continue
+            mine = ev.author == me and body.get("op") in ("create", "join")
+            if mine or (body.get("op") == "approve" and body.get("target_node_id") == me):
+                newest = max(newest, ev.created_ts)
+        return newest
 
     def _refusal(
         self, circle_id: str, state: chatmodel.CircleState, event: dict[str, Any], problem: str
@@ -715,11 +817,19 @@ class Ops:
         cid = circle.circle_id
         if self.node.node_id in self.state(cid).removed:
             raise RPCError(ERR_FORBIDDEN, "you were removed from this circle")
-        seal = under or self.keys(cid).newest
+        keys = self.keys(cid)
+        seal = under or keys.newest
         if seal is None or (not self.node.encrypt and seal.n):
             # Unencrypted messages carry no key_id: v1's, under the root, which nobody reads
             # once the circle has a newer epoch.
             raise RPCError(ERR_FORBIDDEN, CANNOT_FOLLOW)
+        secret, key_id = seal.secret, seal.key_id
+        channel = self.state(cid).channels.get(channel_id)
+        if channel is not None and channel.private:
+            private = keys.channel_seal(channel)
+            if private is None or not self.node.encrypt:
+                raise RPCError(ERR_FORBIDDEN, channelkeys.cannot_seal(channel, self.node.encrypt))
+            key_id, secret = private
         name = self.display_name()
         key, signer = self.node.key, self._writes_as()
         drafts = [
@@ -740,9 +850,7 @@ class Ops:
             except InvalidMessage as exc:
                 raise RPCError(ERR_BAD_REQUEST, f"msgs[{i}]: {exc}") from None
         # Signed together: one signature for each batch of up to BATCH_LEAVES.
-        msgs = compose_messages(
-            seal.secret, drafts, encrypt=self.node.encrypt, key=key, key_id=seal.key_id
-        )
+        msgs = compose_messages(secret, drafts, encrypt=self.node.encrypt, key=key, key_id=key_id)
         # Ours: verified, signed or not.
         rows = [Row(m, name, d["text"], True, signer) for m, d in zip(msgs, drafts, strict=True)]
         out = Outcome(reply=None)
@@ -846,7 +954,7 @@ class Ops:
         may still take); InvalidMessage or AuthError to refuse it."""
         cid = msg.circle_id
         key = msg.enc["key_id"] if msg.enc is not None else ROOT_KEY_ID
-        secret = keys.secret_for(key)
+        secret = keys.secret_for(key, msg.channel_id)
         if secret is None:
             if not keys.plausible(key):
                 raise InvalidMessage("unknown_key", "no epoch of this circle has that key")
@@ -867,7 +975,8 @@ class Ops:
         (a removed member could forge that with its old secret)."""
         if msg.author_node_id in self.state(msg.circle_id).removed:
             raise InvalidMessage("removed", "its author was removed from the circle")
-        if not row.verified and keys.newest is not None and key != keys.newest.key_id:
+        epoch = chan.epoch_of_key_id(key)
+        if not row.verified and keys.newest is not None and epoch != keys.newest.key_id:
             raise InvalidMessage("stale_epoch", "unsigned, under an epoch that is not the newest")
 
     def _verdict(self, msg: WireMessage, opened: Opened, judge: bool) -> Row:
@@ -955,7 +1064,8 @@ class Ops:
             given = epochs.Held(invite.epoch, invite.epoch_id, invite.secret)
             before = self.keys(circle_id).newest
             self.db.add_epoch_key(circle_id, given.epoch_id, given.n, given.secret)
-            out.stored += self._reopen(circle_id, given)  # what waited for it (a member's node)
+            for key_id, channel_id in self.keys(circle_id).opened_by([given], []):
+                out.stored += self._reopen(circle_id, key_id, channel_id)  # what waited for it
             self._forget(circle_id)
             self._follow(circle_id, out)
             out.circles_changed |= self.keys(circle_id).newest != before

@@ -97,7 +97,7 @@ def _channel(model: View, cmd: Command) -> list[Effect]:
         name, access, key = create_args(cmd.args)
         event = channel_event(op, circle.circle_id, name, model.node_id, access=access, key=key)
         circle.switch_to = name
-        return [model.control(circle.circle_id, event, f"created #{name}")]
+        return [model.control(circle.circle_id, event, f"created #{name}", key)]
     name = channel_name(cmd.args[1])
     if op == "switch":
         return _switch(model, circle, name)
@@ -116,7 +116,7 @@ def _channel(model: View, cmd: Command) -> list[Effect]:
     done = {"join": f"joined #{name}", "leave": f"left #{name}"}.get(
         op, f"asked to join #{name}; a member must approve"
     )
-    return [model.control(circle.circle_id, event, done)]
+    return [model.control(circle.circle_id, event, done, key)]
 
 
 def _switch(model: View, circle: CircleView, name: str) -> list[Effect]:

@@ -713,8 +713,12 @@ class View:
         self.settings_editing = False
         self.input.set(self.settings_draft)
 
-    def control(self, circle_id: str, event: dict[str, Any], done: str = "") -> Call:
-        """Write a control event of this node; ``done`` is the notice once written."""
+    def control(
+        self, circle_id: str, event: dict[str, Any], done: str = "", channel_key: str = ""
+    ) -> Call:
+        """Write a control event of this node; ``done`` is the notice once written;
+        ``channel_key``: the key of the key channel it creates or joins (the store keeps
+        it to read and write the channel if it is private)."""
         ts = int(self.clock())
         body = {
             "circle_id": circle_id,
@@ -722,6 +726,8 @@ class View:
             "created_ts": ts,
             "event": event,
         }
+        if channel_key:
+            body["channel_key"] = channel_key
         return self.call(OP_CONTROL, body, "control", circle_id=circle_id, extra=done)
 
     def rename(self, name: str) -> list[Effect]:

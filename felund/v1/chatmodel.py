@@ -84,6 +84,16 @@ Epochs (issue 16), decided from signed events only:
   signed ``KEY_ANNOUNCE`` whose ``pk`` is the key that signed it (the last in
   order). ``EPOCH_LINK`` is the store's (it opens an older epoch): known,
   and it derives nothing.
+
+Private channels (issue 16, second half):
+
+- **Private.** A ``create`` of a key or invite channel carrying ``"private": true``
+  makes it private: its messages are sealed under a channel key (the store's,
+  ``felund.trust.channels``); the other implementation ignores the flag.
+- **Channel epochs.** A ``CHANNEL_KEY_EVT`` (an invite channel's secret of channel
+  epoch m, wrapped to its members) counts when signed by the channel's creator,
+  the owner or a moderator; each channel's winning chain is chosen by the rule of
+  the circle's epochs (one implementation, ``_winning_chain``).
 """
 
 from __future__ import annotations
@@ -95,7 +105,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 from felund.protocol import DEFAULT_CHANNEL
 from felund.trust.identity import b64, is_derived_form, unb64
@@ -117,6 +127,8 @@ MAX_REMOVED = 256
 MAX_WRAPS = 256
 MAX_WRAP_CHARS = 128
 X_KEY_LEN = 32  # raw X25519 public key, and Ed25519's
+# Events whose text may be as long as a message: they carry a wrap per member.
+_WRAPPING = ("EPOCH_EVT", "CHANNEL_KEY_EVT")
 # What our writers say when they refuse a removal (who_can says who may remove).
 REMOVAL_REFUSALS = {
     "removes_owner": "the owner cannot be removed",
@@ -175,6 +187,8 @@ class Channel:
     members: set[str] = field(default_factory=set)
     approved: set[str] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
+    private: bool = False  # sealed under a channel key (a key or invite channel made so)
+    keys: list[ChannelKey] = field(default_factory=list)  # the winning chain, epoch 1 first
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +214,18 @@ class Epoch:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelKey:
+    """A valid CHANNEL_KEY_EVT: channel epoch ``n`` of an invite channel, made by ``author``."""
+
+    n: int
+    epoch_id: str  # the CHANNEL_KEY_EVT's msg_id
+    parent: str  # channel epoch n-1's id ("" for the first)
+    author: str
+    channel_id: str
+    wraps: dict[str, str]  # node id -> this channel epoch's secret wrapped to it
+
+
 @dataclass(slots=True)
 class CircleState:
     """What a circle's control events say."""
@@ -219,6 +245,8 @@ class CircleState:
     uncovered: frozenset[str] = frozenset()  # removals of losing branches no winner holds
     xkeys: dict[str, bytes] = field(default_factory=dict)  # node id -> X25519 public key
     epoch_events: dict[str, Epoch] = field(default_factory=dict)  # every valid one, any branch
+    # Every valid CHANNEL_KEY_EVT, any channel and branch, by its id.
+    channel_keys: dict[str, ChannelKey] = field(default_factory=dict)
 
     def role_of(self, node_id: str) -> str:
         """``node_id``'s role in the circle: "owner", "moderator" or "member"."""
@@ -255,6 +283,8 @@ class CircleState:
                     "members": sorted(c.members),
                     "approved": sorted(c.approved),
                     "requests": sorted(c.requests),
+                    "private": c.private,
+                    "keys": [k.epoch_id for k in c.keys],
                 }
                 for cid, c in sorted(self.channels.items())
             },
@@ -263,6 +293,7 @@ class CircleState:
             "uncovered": sorted(self.uncovered),
             "xkeys": {n: b64(k) for n, k in sorted(self.xkeys.items())},
             "epoch_events": sorted(self.epoch_events),
+            "channel_keys": sorted(self.channel_keys),
         }
 
 
@@ -340,11 +371,12 @@ def derive(
         ):
             creates[p.cid] = p
     _Fold(state, creates).run([p for p in due if p.kind not in _NOT_CHANNEL_KINDS])
+    _channel_keys(state, due)
     return state
 
 
-# Folded before the channels, each by its own function.
-_NOT_CHANNEL_KINDS = frozenset({"owner", "role", "epoch", "xkey"})
+# Folded by their own functions: before the channels, and channel keys after them.
+_NOT_CHANNEL_KINDS = frozenset({"owner", "role", "epoch", "xkey", "chan_key"})
 
 
 def _create_rank(p: _Parsed) -> tuple[bool, str]:
@@ -418,21 +450,85 @@ def _epochs(state: CircleState, due: list[_Parsed], ever_moderators: set[str]) -
     for epoch_id, ev in written.items():
         if epoch_id not in valid:
             _refuse(state, ev, "not_allowed")  # a former moderator's, built on by nobody
-    first_child: dict[str, Epoch] = {}
-    for e in valid.values():
-        if e.parent not in first_child or e.epoch_id < first_child[e.parent].epoch_id:
-            first_child[e.parent] = e
-    head = first_child.get("")
-    while head is not None:  # ids are unique and each step is one epoch up: it ends
-        state.epochs.append(head)
-        head = first_child.get(head.epoch_id)
+    state.epochs = _winning_chain(valid.values())
     state.removed = state.epochs[-1].removed if state.epochs else frozenset()
     intents = frozenset().union(*(e.removed for e in valid.values()))
     state.uncovered = intents - state.removed
 
 
+class _Link(Protocol):
+    @property
+    def epoch_id(self) -> str: ...
+    @property
+    def parent(self) -> str: ...
+
+
+_L = TypeVar("_L", bound=_Link)
+
+
+def _winning_chain(valid: Iterable[_L]) -> list[_L]:
+    """The winning chain of a scope's valid epochs (the circle's, or one channel's):
+    winner(0) is the root (""); winner(n) is, among those whose parent is winner(n-1),
+    the one with the smallest id. It stops where no candidate is."""
+    first_child: dict[str, _L] = {}
+    for e in valid:
+        if e.parent not in first_child or e.epoch_id < first_child[e.parent].epoch_id:
+            first_child[e.parent] = e
+    chain = []
+    head = first_child.get("")
+    while head is not None:  # ids are unique and each step is one epoch up: it ends
+        chain.append(head)
+        head = first_child.get(head.epoch_id)
+    return chain
+
+
+def _parent_problem(n: int, parent_id: str, valid: dict[str, Any]) -> str | None:
+    """Why an epoch's parent is not a valid epoch of its scope just before it; None: it is."""
+    if n == 1:
+        return None
+    parent = valid.get(parent_id)
+    if parent is None:
+        return "no_parent"
+    return "parent_mismatch" if parent.n != n - 1 else None
+
+
 def _epoch_rank(p: _Parsed) -> tuple[int, str, str]:
     return p.body["epoch"], p.ev.msg_id, p.hash
+
+
+def _channel_keys(state: CircleState, due: list[_Parsed]) -> None:
+    """The valid CHANNEL_KEY_EVTs of invite channels, and each channel's winning chain."""
+    valid: dict[str, dict[str, ChannelKey]] = {}  # per channel
+    for p in sorted((p for p in due if p.kind == "chan_key"), key=_epoch_rank):
+        channel = state.channels.get(p.cid)
+        mine = valid.setdefault(p.cid, {})
+        why = (
+            "unsigned"
+            if p.ev.signer is None
+            else "no_channel"
+            if channel is None
+            else "not_invite"
+            if channel.access_mode != "invite"
+            else "not_allowed"
+            if p.ev.author != channel.creator and not state.moderates(p.ev.author)
+            else _parent_problem(p.body["epoch"], p.body["parent"], mine)
+        )
+        if why:
+            _refuse(state, p.ev, why)
+            continue
+        key = ChannelKey(
+            p.body["epoch"],
+            p.ev.msg_id,
+            p.body["parent"],
+            p.ev.author,
+            p.cid,
+            dict(p.body["wraps"]),
+        )
+        mine[key.epoch_id] = key
+        state.channel_keys[key.epoch_id] = key
+    for cid, keys in valid.items():
+        if cid in state.channels:
+            state.channels[cid].keys = _winning_chain(keys.values())
 
 
 def _epoch_problem(
@@ -448,14 +544,10 @@ def _epoch_problem(
     removed = frozenset(p.body["removed"])
     if state.owner in removed:
         return "removes_owner"
-    before: frozenset[str] = frozenset()
-    if n > 1:
-        parent = sound.get(p.body["parent"])
-        if parent is None:
-            return "no_parent"
-        if parent.n != n - 1:
-            return "parent_mismatch"
-        before = parent.removed
+    why = _parent_problem(n, p.body["parent"], sound)
+    if why:
+        return why
+    before = sound[p.body["parent"]].removed if n > 1 else frozenset()
     if author in before:
         return "removed_author"
     if not before <= removed:
@@ -591,7 +683,7 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
     except (ValueError, RecursionError):
         body = _NOT_JSON
     if len(ev.text) > MAX_EVENT_TEXT and not (
-        isinstance(body, dict) and body.get("t") == "EPOCH_EVT"
+        isinstance(body, dict) and body.get("t") in _WRAPPING
     ):
         return "too_long"
     if body is _NOT_JSON:
@@ -622,6 +714,8 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
         return _Parsed(ev, event_hash(ev), "role", body)
     if kind == "EPOCH_EVT":
         return _parse_epoch(ev, body)
+    if kind == "CHANNEL_KEY_EVT":
+        return _parse_channel_key(ev, body)
     if kind == "KEY_ANNOUNCE" and "xpk" in body:
         if unb64(body["xpk"], X_KEY_LEN) is None or unb64(body.get("pk"), X_KEY_LEN) is None:
             return "bad_key"
@@ -631,7 +725,9 @@ def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
     return "unknown_type"
 
 
-def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
+def _number_problem(ev: ControlEvent, body: dict[str, Any]) -> str | None:
+    """What is malformed in an epoch's number or parent (an EPOCH_EVT's or a
+    CHANNEL_KEY_EVT's); None: nothing."""
     n = body.get("epoch")
     # Its msg_id names the epoch (in key ids and invite codes): 32 hex, as ours are.
     if type(n) is not int or not 1 <= n <= MAX_EPOCH or not is_hex(ev.msg_id, MSG_ID_LEN):
@@ -639,14 +735,11 @@ def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
     parent = body.get("parent")
     if not (parent == "" if n == 1 else is_hex(parent, MSG_ID_LEN)):
         return "bad_parent"
-    removed = body.get("removed")
-    if not (
-        isinstance(removed, list)
-        and len(removed) <= MAX_REMOVED
-        and all(is_node_id(r) for r in removed)
-        and removed == sorted(set(removed))
-    ):
-        return "bad_removed"
+    return None
+
+
+def _wraps_problem(body: dict[str, Any]) -> str | None:
+    """What is malformed in an epoch's wraps; None: nothing."""
     wraps = body.get("wraps")
     if not (
         isinstance(wraps, dict)
@@ -657,7 +750,30 @@ def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
         )
     ):
         return "bad_wraps"
-    return _Parsed(ev, event_hash(ev), "epoch", body)
+    return None
+
+
+def _parse_channel_key(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
+    cid = body.get("channel_id")
+    if not is_channel_name(cid):
+        return "bad_channel"
+    why = _number_problem(ev, body) or _wraps_problem(body)
+    return why or _Parsed(ev, event_hash(ev), "chan_key", body, cid)
+
+
+def _parse_epoch(ev: ControlEvent, body: dict[str, Any]) -> _Parsed | str:
+    why = _number_problem(ev, body)
+    if why:
+        return why
+    removed = body.get("removed")
+    if not (
+        isinstance(removed, list)
+        and len(removed) <= MAX_REMOVED
+        and all(is_node_id(r) for r in removed)
+        and removed == sorted(set(removed))
+    ):
+        return "bad_removed"
+    return _wraps_problem(body) or _Parsed(ev, event_hash(ev), "epoch", body)
 
 
 def _good_key_hash(digest: str) -> bool:
@@ -755,7 +871,10 @@ class _Fold:
                 return "exists"
             mode = body.get("access_mode", "public")
             digest = body.get("key_hash", "") if mode == "key" else ""
-            state.channels[cid] = Channel(cid, mode, digest, author, p.ev.created_ts, {author})
+            private = mode != "public" and body.get("private") is True
+            state.channels[cid] = Channel(
+                cid, mode, digest, author, p.ev.created_ts, {author}, private=private
+            )
             self._wake(("channel", cid, ""))
             return None
         channel = state.channels.get(cid)

@@ -35,7 +35,8 @@ def channel_event(
     """A CHANNEL_EVT of ``node_id`` (not ``rename``: see rename_event); ValueError if bad.
 
     ``key`` is hashed (never sent) for a create or join of a key channel;
-    ``target`` is the node an ``approve`` lets in, as the writer resolved it.
+    ``target`` is the node an ``approve`` lets in, as the writer resolved it
+    (``made_private`` makes a create private).
     """
     if op not in CHANNEL_OPS or op == "rename":
         raise ValueError(f"no channel operation {op[:32]!r}")
@@ -63,6 +64,14 @@ def channel_event(
         if op == "join" and key:
             event["key_hash"] = key_hash(circle_id, event["channel_id"], key)
     return event
+
+
+def made_private(event: dict[str, Any]) -> dict[str, Any]:
+    """A key or invite channel's create, private: its messages sealed under a channel key
+    (felund.trust.channels), read by its members only; ValueError for anything else."""
+    if event.get("op") != "create" or event.get("access_mode") not in ("key", "invite"):
+        raise ValueError("only a key or invite channel can be private")
+    return {**event, "private": True}
 
 
 def rename_event(circle_id: str, node_id: str, name: str) -> dict[str, Any]:
@@ -140,6 +149,23 @@ def epoch_link_event(epoch_id: str, prev_secret_hex: str) -> dict[str, Any]:
     """The secret of the epoch before ``epoch_id``, sealed under epoch ``epoch_id``: who
     holds the new epoch walks back and reads the history."""
     return {"epoch_id": epoch_id, "prev": prev_secret_hex, "t": "EPOCH_LINK"}
+
+
+def channel_key_event(
+    channel_id: str, n: int, parent: str, wraps: dict[str, str]
+) -> dict[str, Any]:
+    """Channel epoch ``n`` of a private invite channel after ``parent`` (channel epoch
+    n-1's id, "" for n = 1): its secret wrapped to each member (felund.trust.channels).
+    Sealed under the circle's newest epoch."""
+    if n < 1 or (n == 1) != (parent == ""):
+        raise ValueError("channel epoch 1 has no parent, every later one an epoch id")
+    return {
+        "channel_id": channel_id,
+        "epoch": n,
+        "parent": parent,
+        "t": "CHANNEL_KEY_EVT",
+        "wraps": dict(sorted(wraps.items())),
+    }
 
 
 def anchor_announce(node_id: str) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import msgpack
 from felund.errors import AuthError, InvalidMessage
 from felund.protocol import CONTROL_CHANNEL, DEFAULT_CHANNEL
 from felund.trust.batch import BATCH_LEAVES, MAX_PATH_B64_LEN
+from felund.trust.channels import MAX_CHANNEL_KEY_ID_LEN
 from felund.trust.identity import PUBLIC_KEY_B64_LEN, SIGNATURE_B64_LEN, IdentityKey
 from felund.trust.signing import Signature, sign_many
-from felund.trust.wrap import MAX_KEY_ID_LEN
 from felund.v1.crypto import (
     ENC_ALG,
     ENC_KEY_ID,
@@ -38,7 +38,8 @@ MAX_DISPLAY_NAME_CHARS = 64
 MAX_TEXT_CHARS = 8000
 MAX_TEXT_BYTES = 16000
 MAX_CREATED_TS = 2**41  # exclusive; year ~71700, far beyond any clock skew
-MAX_KEY_ID_CHARS = MAX_KEY_ID_LEN  # "e<n>.<epoch id>" of the largest epoch (felund.trust.wrap)
+# "e<n>.<epoch id>/i<m>.<id>": a private channel's, under the largest epoch (felund.trust.channels)
+MAX_KEY_ID_CHARS = MAX_CHANNEL_KEY_ID_LEN
 # The plaintext is JSON with non-ASCII and control chars \u-escaped (6 bytes a
 # char, 12 for one outside the BMP), so a text within the limits above can
 # serialise to 4*chars + 2*bytes of JSON; the cap admits exactly that.

@@ -807,6 +807,46 @@ def _epoch_events() -> list[dict[str, Any]]:
     ]
 
 
+def chan_key(n: int, key: IdentityKey, ts: int, channel: str, *, e: int, parent: int) -> Any:
+    """Channel epoch ``e`` of ``channel`` after event ``parent`` (0: none), signed by ``key``."""
+    wraps = dict.fromkeys([CAL.node_id, DAN.node_id], WRAP)
+    body = events.channel_key_event(channel, e, f"{parent:032x}" if parent else "", wraps)
+    return ev(n, key.node_id, key, ts, body)
+
+
+def _private_channel_events() -> list[dict[str, Any]]:
+    """The role events (ana owns, bob moderates; cal made the invite channel vip), private
+    creates, and CHANNEL_KEY_EVT chains: a contest (cal's id the smaller), a chain on its
+    winner, and refusals of each kind (issue 16, private channels)."""
+    cal = CAL.node_id
+    chan = {"t": "CHANNEL_EVT"}
+    made = events.channel_event("create", "", "sec", cal, access="invite")
+    keyed = events.channel_event("create", "", "den", cal, access="key", key="k")
+    long_wraps = {f"{i:024x}": "w" * 120 for i in range(40)}  # beyond MAX_EVENT_TEXT
+    return [
+        *_role_events(),
+        ev(60, cal, CAL, 20, events.made_private(made)),
+        ev(61, cal, CAL, 20, events.made_private(keyed)),
+        ev(62, cal, CAL, 20, {**chan, "op": "create", "channel_id": "pub", "private": True}),
+        # a public channel is never private
+        chan_key(71, BOB, 21, "sec", e=1, parent=0),  # a moderator's, losing to cal's
+        chan_key(70, CAL, 21, "sec", e=1, parent=0),
+        chan_key(72, CAL, 22, "sec", e=2, parent=70),
+        chan_key(73, DAN, 22, "sec", e=2, parent=70),  # dan: no moderator (bob cannot make one)
+        chan_key(74, CAL, 22, "sec", e=3, parent=99),  # no parent
+        chan_key(75, CAL, 22, "sec", e=3, parent=70),  # its parent is epoch 1
+        ev(76, V1, None, 22, events.channel_key_event("sec", 1, "", {})),  # unsigned
+        chan_key(77, CAL, 22, "den", e=1, parent=0),  # a key channel: not by invitation
+        chan_key(78, CAL, 22, "nope", e=1, parent=0),  # no such channel
+        chan_key(
+            79, CAL, 22, "vip", e=1, parent=0
+        ),  # vip is an invite channel, not private: counts
+        ev(80, cal, CAL, 23, events.channel_key_event("sec", 3, f"{72:032x}", long_wraps)),
+        ev(81, cal, CAL, 23, {**events.channel_key_event("sec", 1, "", {}), "wraps": []}),
+        ev(82, cal, CAL, 23, {**events.channel_key_event("sec", 1, "", {}), "channel_id": 7}),
+    ]
+
+
 def _random_epoch_sequences(count: int) -> list[tuple[list[dict[str, Any]], str]]:
     """Role events (mostly) and random trees of epochs (signed or not, by anyone, valid or
     not), with announces of X25519 keys: every rule of the epoch fold is met in some case."""
@@ -881,6 +921,7 @@ def test_the_page_folds_as_the_python_node(page) -> None:
     ]
     cases += [(_epoch_events(), OWNED), (_epoch_events(), UNOWNED), (demoted_bob, OWNED)]
     cases += [(removed_bob, OWNED)]
+    cases += [(_private_channel_events(), OWNED), (_private_channel_events(), UNOWNED)]
     cases += _random_signed_sequences(30) + _random_epoch_sequences(60)
     got = _derive_in_page(page, cases)
     for (evs, secret), result in zip(cases, got, strict=True):
@@ -888,6 +929,34 @@ def test_the_page_folds_as_the_python_node(page) -> None:
         assert result["summary"] == state.summary()
         assert result["rejected"] == dict(sorted(state.rejected.items()))
         assert result["refused"] == dict(sorted(state.refused.items()))
+
+
+def test_the_page_keeps_private_channels_and_their_key_chains_as_the_python_node(page) -> None:
+    """The private flag per channel, each invite channel's CHANNEL_KEY_EVT chain (the winner
+    rule of circle epochs) and its refusals, in the page as in felund.v1.chatmodel."""
+    (got,) = _derive_in_page(page, [(_private_channel_events(), OWNED)])
+    channels = got["summary"]["channels"]
+    assert {c: channels[c]["private"] for c in ("sec", "den", "vip", "pub")} == {
+        "sec": True,
+        "den": True,
+        "vip": False,
+        "pub": False,
+    }
+    assert channels["sec"]["keys"] == [f"{n:032x}" for n in (70, 72, 80)]
+    assert channels["vip"]["keys"] == [f"{79:032x}"]
+    refused = got["refused"]
+    for n, why in (
+        (73, "not_allowed"),
+        (74, "no_parent"),
+        (75, "parent_mismatch"),
+        (76, "unsigned"),
+        (77, "not_invite"),
+        (78, "no_channel"),
+        (81, "bad_wraps"),
+        (82, "bad_channel"),
+    ):
+        assert refused[f"{n:032x}"] == why, n
+    assert {f"{n:032x}" for n in (60, 61, 62, 70, 71, 72, 79, 80)}.isdisjoint(refused)
 
 
 def test_the_page_judges_epochs_and_removals_as_the_python_node(page) -> None:

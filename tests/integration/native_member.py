@@ -6,6 +6,7 @@ import contextlib
 import time
 from typing import Any
 
+from felund.epochs import root_only
 from felund.gossip.link import connect
 
 CLOSE_S = 60.0  # the node ends the session at our BYE, once it has handled what came before
@@ -20,8 +21,7 @@ async def send_frames(
     link = await connect(
         "127.0.0.1",
         port,
-        circle_id=circle_id,
-        secret=secret,
+        keys=root_only(circle_id, secret),
         node_id=node_id,
         listen_addr="",
         offer_native=True,

@@ -25,6 +25,10 @@ CONTROL = "__control"
 FAST = {"FELUND_GOSSIP_ROUND_INTERVAL_S": "0.5", "FELUND_SUPERVISOR_BACKOFF_INITIAL_S": "0.2"}
 
 
+# A key channel v1 members read: not private (a v1 peer in the circle cannot read one).
+SHARED_KEY_CHANNEL = ("channel", "create", "ours", "--access", "key", "--key", "k", "--shared")
+
+
 def _compact(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
@@ -242,7 +246,7 @@ def test_control_events_interoperate_with_a_v1_peer_and_hostile_ones_change_noth
     node, circle, our_id = _with_v1(make_node, v1)
 
     # Ours -> v1: compact, key-sorted JSON, accepted by the v1 peer's checks.
-    node.cli("channel", "create", "ours", "--circle-id", circle, "--access", "key", "--key", "k")
+    node.cli(*SHARED_KEY_CHANNEL, "--circle-id", circle)
     ours = _wait_value(lambda: _control_of(v1, our_id), "our control event on the v1 peer")
     text, created_ts = ours[0]
     body = json.loads(text)
@@ -365,7 +369,7 @@ def test_a_v1_join_in_the_second_of_the_create_counts(make_node, v1) -> None:
     Here the join gets the smallest msg_id, so that this happens every time.
     """
     node, circle, our_id = _with_v1(make_node, v1)
-    node.cli("channel", "create", "ours", "--circle-id", circle, "--access", "key", "--key", "k")
+    node.cli(*SHARED_KEY_CHANNEL, "--circle-id", circle)
     ours = _wait_value(lambda: _control_of(v1, our_id), "our control event on the v1 peer")
     join = {
         "actor_node_id": v1.node_id,
@@ -480,7 +484,7 @@ def test_key_channels_and_names_work_with_a_v1_peer_both_ways(make_node, v1) -> 
     assert our_id in _channels(node, circle)["tuiroom"]["members"]
 
     # Ours -> v1: the hash it checks a typed key against, and the name its node reads.
-    node.cli("channel", "create", "ours", "--circle-id", circle, "--access", "key", "--key", "k")
+    node.cli(*SHARED_KEY_CHANNEL, "--circle-id", circle)
     node.cli("circle", "name", "renamed", "--circle-id", circle)
 
     def ours() -> dict[str, Any] | None:

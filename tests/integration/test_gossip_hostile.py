@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from felund.epochs import root_only
 from felund.errors import AuthError, InvalidMessage
 from felund.gossip.handshake import HANDSHAKE_TIMEOUT_S
 from felund.gossip.link import Link, connect
@@ -582,8 +583,7 @@ async def _native_link(target: Target) -> Link:
     link = await connect(
         LOCAL,
         target.port,
-        circle_id=target.circle_id,
-        secret=target.secret_hex,
+        keys=root_only(target.circle_id, target.secret_hex),
         node_id=new_node_id(),
         listen_addr="",
         offer_native=True,

@@ -15,9 +15,10 @@ import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from felund.errors import PeerError
 from felund.gossip.native_session import BoundedSet
 from felund.gossip.reconcile import ItemSet
-from felund.protocol import MAX_ANCHOR_PAGE
+from felund.protocol import CONTROL_CHANNEL, MAX_ANCHOR_PAGE
 from felund.v1 import ids
 from felund.v1.wire import pack_wire
 
@@ -38,6 +39,7 @@ class MemoryHost:
 
     def __init__(self, held: Iterable[Msg] = ()) -> None:
         self.index: collections.defaultdict[str, ItemSet] = collections.defaultdict(ItemSet)
+        self.control: collections.defaultdict[str, ItemSet] = collections.defaultdict(ItemSet)
         self.held: dict[str, Msg] = {}
         self.received: list[str] = []  # msg_ids given to receive(), in order, repeats included
         self.learned: list[tuple[str, dict[str, Any]]] = []  # (teacher, entry)
@@ -57,6 +59,9 @@ class MemoryHost:
             self.held[m["msg_id"]] = m
             self.stored_at[m["msg_id"]] = self.now
         self.index[CIRCLE].add_many((m["created_ts"], m["msg_id"]) for m in fresh)
+        self.control[CIRCLE].add_many(
+            (m["created_ts"], m["msg_id"]) for m in fresh if m.get("channel_id") == CONTROL_CHANNEL
+        )
         return len(fresh)
 
     def turn(self, circle_id: str) -> asyncio.Lock:
@@ -77,13 +82,19 @@ class MemoryHost:
         raw_msgs: list[Any],
         came: BoundedSet | None = None,
         awaited: Collection[str] = (),
+        control_only: bool = False,
     ) -> int:
-        """Store what came; the number new."""
+        """Store what came (``control_only``: refuse what is not a control event, after
+        storing the rest, as ``Circles.receive`` does); the number new."""
         self.received.extend(m["msg_id"] for m in raw_msgs)
         if came is not None:
             came.add_all(m["msg_id"] for m in raw_msgs)
         await asyncio.sleep(0)  # a store answers later
-        return self.store(raw_msgs)
+        good = [m for m in raw_msgs if not control_only or m.get("channel_id") == CONTROL_CHANNEL]
+        stored = self.store(good)
+        if len(good) < len(raw_msgs):
+            raise PeerError("bad_message", f"{len(raw_msgs) - len(good)} not_control")
+        return stored
 
     async def anchor_page(self, circle_id: str, since: int, after: int) -> list[dict[str, Any]]:
         """Held messages in the order stored (seq 1, 2, ...), from ``since`` and after ``after``."""

@@ -4,7 +4,7 @@ Every import counts: at the top, inside functions, under ``TYPE_CHECKING``,
 and ``importlib.import_module``/``__import__`` of a literal name.
 
 - Layers, each importing only its own and lower ones: formats (``felund.v1``, ``felund.trust``,
-  ``felund.protocol``, ``felund.errors``) < base (``config``, ``home``,
+  ``felund.epochs``, ``felund.protocol``, ``felund.errors``) < base (``config``, ``home``,
   ``logs``, ``metrics``, ``metric_files``, ``netaddr``) < ``bus`` < ``actor`` < ``store`` /
   ``gossip`` / ``relay`` (each on its own: none imports another) < ``ui`` /
   ``cli`` (each on its own) < ``felund.testing``, ``felund.__main__`` and the
@@ -158,7 +158,7 @@ class Graph:
 
 # (layer, its units (felund.<unit>), whether its units stay apart)
 LAYERS: tuple[tuple[str, frozenset[str], bool], ...] = (
-    ("formats", frozenset({"v1", "trust", "protocol", "errors"}), False),
+    ("formats", frozenset({"v1", "trust", "protocol", "errors", "epochs"}), False),
     ("base", frozenset({"config", "home", "logs", "metrics", "metric_files", "netaddr"}), False),
     ("bus", frozenset({"bus"}), False),
     ("actor", frozenset({"actor"}), False),

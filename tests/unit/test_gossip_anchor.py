@@ -229,9 +229,10 @@ class RefusingHost(MemoryHost):
         raw_msgs: list[Any],
         came: BoundedSet | None = None,
         awaited: Collection[str] = (),
+        control_only: bool = False,
     ) -> int:
         good = [m for m in raw_msgs if isinstance(m, dict) and "enc" in m]
-        stored = await super().receive(circle_id, good, came, awaited)
+        stored = await super().receive(circle_id, good, came, awaited, control_only)
         if len(good) < len(raw_msgs):
             raise PeerError("bad_message", f"{len(raw_msgs) - len(good)} garbage")
         return stored

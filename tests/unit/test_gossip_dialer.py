@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from felund.bus.aio import AsyncRPCClient
 from felund.config import GossipConfig
+from felund.epochs import root_only
 from felund.errors import PeerError
 from felund.gossip.dialer import FORGET_AFTER, MAX_IN_FLIGHT, MAX_PER_ROUND, Dialer
 from felund.gossip.handshake import Established
@@ -74,7 +75,7 @@ def _dialer(rows: Rows, net: Peers, clock: FakeClock) -> tuple[Dialer, list[str]
     dialer = Dialer(
         GossipConfig(),
         "me",
-        {CIRCLE: "ab" * 32},
+        {CIRCLE: root_only(CIRCLE, "ab" * 32)},
         peers=rows,
         run_link=run_link,
         in_touch=lambda circle, addr, node: False,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from felund.epochs import root_only
 from felund.errors import PeerError
 from felund.gossip import v1_frames as v1proto
 from felund.gossip.handshake import (
@@ -23,12 +24,12 @@ from felund.v1 import crypto, ids
 SECRET = "ab" * 32
 CIRCLE = ids.circle_id(SECRET)
 SERVER_ID, CLIENT_ID = "s" * 24, "c" * 24
+KEYS = {CIRCLE: root_only(CIRCLE, SECRET)}
 
 
 def _client(clock: FakeClock, secret: str = SECRET, offer_native: bool = True) -> ClientHandshake:
     return ClientHandshake(
-        circle_id=CIRCLE,
-        secret=secret,
+        keys=root_only(CIRCLE, secret),
         node_id=CLIENT_ID,
         listen_addr="127.0.0.1:7777",
         offer_native=offer_native,
@@ -37,7 +38,7 @@ def _client(clock: FakeClock, secret: str = SECRET, offer_native: bool = True) -
 
 
 def _server(clock: FakeClock) -> ServerHandshake:
-    return ServerHandshake({CIRCLE: SECRET}, SERVER_ID, clock())
+    return ServerHandshake(KEYS, SERVER_ID, clock())
 
 
 def _pump(client: ClientHandshake, server: ServerHandshake) -> tuple[Established, Established]:
@@ -207,11 +208,10 @@ def test_the_v1_session_key_is_the_specs() -> None:
 def test_accept_and_handshake_over_memory_streams() -> None:
     async def run() -> tuple[bool, bool, bytes]:
         mine, theirs = stream_pair()
-        server = asyncio.create_task(accept(theirs, {CIRCLE: SECRET}, SERVER_ID))
+        server = asyncio.create_task(accept(theirs, KEYS, SERVER_ID))
         link = await handshake(
             mine,
-            circle_id=CIRCLE,
-            secret=SECRET,
+            keys=KEYS[CIRCLE],
             node_id=CLIENT_ID,
             listen_addr="",
             offer_native=True,
@@ -242,7 +242,7 @@ def test_accept_gives_up_at_the_deadline() -> None:
 
     async def run() -> str:
         mine, theirs = stream_pair()
-        server = asyncio.create_task(accept(theirs, {CIRCLE: SECRET}, SERVER_ID, clock))
+        server = asyncio.create_task(accept(theirs, KEYS, SERVER_ID, clock))
         await asyncio.sleep(0)
         clock.advance(HANDSHAKE_TIMEOUT_S)
         mine.write(b"{")  # half a line: the wait after it is for no time at all
@@ -257,15 +257,14 @@ def test_accept_gives_up_at_the_deadline() -> None:
 def test_hello_and_welcome_say_whether_this_node_anchors(anchor: bool) -> None:
     clock = FakeClock()
     client = ClientHandshake(
-        circle_id=CIRCLE,
-        secret=SECRET,
+        keys=KEYS[CIRCLE],
         node_id=CLIENT_ID,
         listen_addr="127.0.0.1:7777",
         offer_native=False,
         now=clock(),
         can_anchor=anchor,
     )
-    server = ServerHandshake({CIRCLE: SECRET}, SERVER_ID, clock(), can_anchor=anchor)
+    server = ServerHandshake(KEYS, SERVER_ID, clock(), can_anchor=anchor)
     hello = client.data_to_send()
     assert _frames(hello)[0]["can_anchor"] is anchor
     server.receive_data(hello)

@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from felund.epochs import root_only
 from felund.relay.circle import MAX_INBOX_BYTES, CircleSync, FeedMessages
 from felund.relay.connectivity import Connectivity
 from felund.relay.feed import PING, parse_frame
@@ -90,7 +91,8 @@ def test_parse_frame_keeps_a_well_formed_span_only() -> None:
 
 
 def test_the_inbox_is_bounded_and_asks_for_a_get_instead() -> None:
-    c = CircleSync.of(ids.circle_id(ids.new_secret()), ids.new_secret())
+    secret = ids.new_secret()
+    c = CircleSync.of(root_only(ids.circle_id(secret), secret))
     c.want_get = False
     big = FeedMessages([], (0, 1), MAX_INBOX_BYTES - 10)
     c.offer(big)

@@ -351,6 +351,10 @@ def test_channel_create_writes_the_event_as_the_cli_does(store: UiStore, circle:
         "create", circle, "secret", ME, access="key", key="hunter2"
     )
     assert call.body["event"]["key_hash"] == chatmodel.key_hash(circle, "secret", "hunter2")
+    # The key itself goes to the store (kept there, to read a private key channel), not out.
+    assert call.body["channel_key"] == "hunter2"
+    (join,) = calls(enter(model, "/channel join other hunter3"), OP_CONTROL)
+    assert join.body["channel_key"] == "hunter3" and "hunter3" not in str(join.body["event"])
 
 
 def test_channel_join_switches_once_a_member(store: UiStore, circle: str) -> None:

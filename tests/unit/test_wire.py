@@ -22,6 +22,7 @@ from felund.errors import AuthError, InvalidMessage, InviteError
 from felund.v1 import crypto, ids
 from felund.v1.invite import Invite, decode_invite, encode_invite
 from felund.v1.wire import (
+    MAX_KEY_ID_CHARS,
     MAX_TEXT_CHARS,
     WIRE_KEYS,
     WireMessage,
@@ -202,7 +203,7 @@ ENC_REJECTIONS = [
     ("enc", "enc keys", lambda w: w["enc"].pop("key_id")),
     ("enc", "enc.alg", _enc("alg", "AES-128-GCM")),
     ("enc", "enc.key_id", _enc("key_id", "")),
-    ("enc", "enc.key_id", _enc("key_id", "k" * 45)),
+    ("enc", "enc.key_id", _enc("key_id", "k" * (MAX_KEY_ID_CHARS + 1))),
     ("enc", "enc.key_id", _enc("key_id", 0)),
     ("enc", "enc.nonce", _enc("nonce", base64.b64encode(b"12345678").decode())),
     ("enc", "enc.nonce", _enc("nonce", "!!!!!!!!!!!!!!!!")),

@@ -16,7 +16,10 @@
   ``require_signatures``. A registration is signed with the signing key it
   carries; each key of a circle_hint is a realm of its own (peers always,
   messages, signals and the feed under ``require_signatures``), so an
-  outsider's key never locks the members out nor lets it in.
+  outsider's key never locks the members out nor lets it in. A registration
+  may carry ``succeeds`` (a circle re-keyed): its realm then shares the old
+  realm's room, whose key reads on but no longer posts ("Successions" in
+  ``felund.relay.server.state``).
 - Limits: body size (413), 50 messages a batch, field lengths, requests per
   client address (token bucket, 429 with Retry-After), 20 signalling posts
   per node per 10 s, WebSocket connections per client and in total.
@@ -53,9 +56,11 @@ from felund.relay.auth import (
     key_id,
     retry_after,
     signed_request,
+    verify_succession,
     verifying_key,
 )
 from felund.relay.protocol import (
+    BAD_SUCCESSION,
     DEFAULT_PAGE,
     DEFAULT_PEERS,
     ERROR_CODES,
@@ -65,6 +70,7 @@ from felund.relay.protocol import (
     MAX_NODE_KEYS,
     MAX_PAGE,
     MAX_PEERS,
+    MAX_REALMS,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
@@ -76,6 +82,7 @@ from felund.relay.protocol import (
     SIGNATURE_REQUIRED,
     SIGNING_KEY_MISMATCH,
     UNAVAILABLE,
+    UNKNOWN_PREDECESSOR,
     circle_hint_field,
     header_node_id,
     int_param,
@@ -99,6 +106,7 @@ from felund.relay.server.state import (
     error_response,
     json_body,
     json_response,
+    may_post,
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
@@ -297,6 +305,8 @@ async def on_register(request: web.Request) -> web.StreamResponse:
         if offered:  # a client that signs with one key and sends another
             raise ApiError(SIGNING_KEY_MISMATCH, "signed with another key than its signing_key")
     await spend_nonce(request, relay, signed)
+    if reg.succeeds is not None:
+        await _succeed(relay, reg.circle_hint, key, *reg.succeeds)
     expires_at = await relay.store.write(store.register, reg, key, now)
     if expires_at is None:
         raise ApiError(
@@ -313,6 +323,28 @@ async def on_register(request: web.Request) -> web.StreamResponse:
             "observed_host": observed if address else None,
         }
     )
+
+
+async def _succeed(relay: Relay, circle_hint: str, key: str, old: str, proof: str) -> None:
+    """Make ``key``'s realm the successor of realm ``old`` (a key id) once its proof, an
+    HMAC under the old key, verifies (see "Successions" in ``felund.relay.server.state``)."""
+    store = relay.store.store
+    if old == key_id(key):
+        raise invalid("a signing key cannot succeed itself")
+    old_key = await relay.store.read(store.key_by_id, circle_hint, old)
+    if old_key is None:
+        raise ApiError(
+            UNKNOWN_PREDECESSOR,
+            "no signing key with that key_id is registered for this circle_hint: "
+            "register with it first",
+        )
+    if not verify_succession(old_key, key, proof):
+        raise ApiError(BAD_SUCCESSION, "the succession proof does not verify under the old key")
+    done = await relay.store.write(store.succeed, circle_hint, old, key_id(key), int(time.time()))
+    if done == "other_room":
+        raise ApiError(BAD_SUCCESSION, "this signing key already succeeds a key of another room")
+    if done == "full":
+        raise ApiError(BAD_SUCCESSION, f"this circle_hint was re-keyed {MAX_REALMS} times here")
 
 
 async def on_unregister(request: web.Request) -> web.StreamResponse:
@@ -368,7 +400,8 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         request, relay, hint, "/messages", body, required=relay.config.require_signatures
     )
     batch = parse_message_batch(obj)
-    room = relay.room(hint, key)
+    room, realm = await relay.room(hint, key)
+    may_post(realm, key)
     stored = await relay.store.write(
         relay.store.store.append, dataclasses.replace(batch, circle_hint=room)
     )
@@ -398,7 +431,7 @@ async def on_get_messages(request: web.Request) -> web.StreamResponse:
     key = await authenticate(
         request, relay, hint, "/messages", b"", required=relay.config.require_signatures
     )
-    room = relay.room(hint, key)
+    room, _ = await relay.room(hint, key)  # an ended realm still reads: it catches up
     if query.get("cursor"):
         cursor = int_param(query, "cursor", 0, 0, 2**62)
         page = await relay.store.read(store.page_after, room, cursor, limit)
@@ -421,6 +454,8 @@ async def on_post_signal(request: web.Request) -> web.StreamResponse:
     key = await authenticate(
         request, relay, sig.circle_hint, "/signal", body, required=relay.config.require_signatures
     )
+    room, realm = await relay.room(sig.circle_hint, key)
+    may_post(realm, key)
     wait = relay.signal_window.take(sig.from_node_id, time.monotonic())
     if wait > 0:
         raise ApiError(
@@ -429,7 +464,6 @@ async def on_post_signal(request: web.Request) -> web.StreamResponse:
             retry_after(wait),
         )
     now = int(time.time())
-    room = relay.room(sig.circle_hint, key)
     signal_id = await relay.store.write(
         relay.store.store.add_signal, dataclasses.replace(sig, circle_hint=room), now
     )
@@ -450,7 +484,7 @@ async def on_get_signal(request: web.Request) -> web.StreamResponse:
         key = await authenticate(
             request, relay, hint, "/signal", b"", required=relay.config.require_signatures
         )
-        room = relay.room(hint, key)
+        room, _ = await relay.room(hint, key)
     now = int(time.time())
     signals = await relay.store.read(
         relay.store.store.signals,

@@ -71,7 +71,7 @@ async def on_feed(request: web.Request) -> web.StreamResponse:
         headers=_ws_signature(request),
         node_id=node_id,
     )
-    room = relay.room(hint, key)
+    room, _ = await relay.room(hint, key)
     client = client_key(client_address(request))
     if len(relay.hub) >= cfg.ws_total:
         raise ApiError(UNAVAILABLE, "the relay has as many feed connections as it takes")

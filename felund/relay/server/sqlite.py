@@ -31,19 +31,21 @@ from felund.errors import StoreInUse
 from felund.relay.auth import key_id
 from felund.relay.protocol import (
     MAX_NODE_KEYS,
+    MAX_REALMS,
     SECOND_CAP,
     MessageBatch,
     Registration,
     SignalPost,
     compact_json,
 )
-from felund.relay.server.store import Page, Peer, Purged, RelayStats, Signal, Stored
+from felund.relay.server.store import Page, Peer, Purged, Realm, RelayStats, Signal, Stored
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 pinned one signing key per circle_hint (the first registered) and
 # kept one presence per (circle_hint, node_id): both tables are dropped and
 # remade. Nodes register again within a minute; messages stay.
 _DROPPED_IN_2 = ("presence", "circle_keys")
+# Version 3 adds ``realms`` (successions of re-keyed circles); nothing else changes.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor; never reused
@@ -78,6 +80,13 @@ CREATE TABLE IF NOT EXISTS circle_keys (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS circle_keys_by_use ON circle_keys (circle_hint, last_used);
 CREATE INDEX IF NOT EXISTS circle_keys_by_age ON circle_keys (last_used);
+CREATE TABLE IF NOT EXISTS realms (
+    circle_hint TEXT    NOT NULL,
+    realm       TEXT    NOT NULL,  -- key_id of a key that succeeded another or was succeeded
+    room        TEXT    NOT NULL,  -- key_id of the first key of its lineage: the room it shares
+    ended_at    INTEGER,           -- when a successor was registered (NULL: it is current)
+    PRIMARY KEY (circle_hint, realm)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT    NOT NULL PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -118,6 +127,8 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     # Autocommit (isolation_level None): transactions are explicit BEGINs.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     conn.execute("PRAGMA busy_timeout = 10000")
+    # Keys are found by their id (a succession names its predecessor so), never stored.
+    conn.create_function("key_id", 1, key_id, deterministic=True)
     if readonly:
         conn.execute("PRAGMA query_only = 1")
     else:
@@ -169,7 +180,7 @@ class SqliteRelayStore:
         if fresh:
             os.chmod(path, 0o600)
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if 0 < version < SCHEMA_VERSION:
+        if 0 < version < 2:
             with _transaction(self._conn, "IMMEDIATE") as c:
                 for table in _DROPPED_IN_2:
                     c.execute(f"DROP TABLE IF EXISTS {table}")
@@ -206,10 +217,14 @@ class SqliteRelayStore:
         """Record a presence in the realm of ``key``, and ``key`` as the node's, in use now."""
         expires_at = now + reg.ttl_s
         with _transaction(self._conn, "IMMEDIATE") as c:
+            # A key whose realm has a successor does not count: a node registers one
+            # key per epoch of a circle, and may still read with the old ones.
             others = c.execute(
                 "SELECT count(*) FROM circle_keys"
-                " WHERE circle_hint = ? AND node_id = ? AND signing_key != ?",
-                (reg.circle_hint, reg.node_id, key),
+                " WHERE circle_hint = ? AND node_id = ? AND signing_key != ?"
+                " AND key_id(signing_key) NOT IN (SELECT realm FROM realms"
+                "  WHERE circle_hint = ? AND ended_at IS NOT NULL)",
+                (reg.circle_hint, reg.node_id, key, reg.circle_hint),
             ).fetchone()[0]
             if others >= MAX_NODE_KEYS:
                 return None
@@ -273,6 +288,65 @@ class SqliteRelayStore:
                 (circle_hint, limit),
             ).fetchall()
         return [str(key) for (key,) in rows]
+
+    def key_by_id(self, circle_hint: str, realm: str) -> str | None:
+        """A signing key registered for the circle_hint whose key_id is ``realm``, if any."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT signing_key FROM circle_keys"
+                " WHERE circle_hint = ? AND key_id(signing_key) = ? LIMIT 1",
+                (circle_hint, realm),
+            )
+            .fetchone()
+        )
+        return str(row[0]) if row else None
+
+    # --- successions (re-keyed circles) ---------------------------------------------------
+    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> str:
+        """Record that realm ``new`` succeeds realm ``old`` (key ids): ``new`` shares
+        ``old``'s room, ``old`` has ended. "ok", "other_room" or "full"."""
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            row = c.execute(
+                "SELECT room FROM realms WHERE circle_hint = ? AND realm = ?", (circle_hint, old)
+            ).fetchone()
+            room = row[0] if row else old
+            row = c.execute(
+                "SELECT room FROM realms WHERE circle_hint = ? AND realm = ?", (circle_hint, new)
+            ).fetchone()
+            if row is not None and row[0] != room:
+                return "other_room"
+            if row is None:
+                (count,) = c.execute(
+                    "SELECT count(*) FROM realms WHERE circle_hint = ?", (circle_hint,)
+                ).fetchone()
+                if count >= MAX_REALMS:  # ended realms' keys count for no node's bound
+                    return "full"
+            c.execute(
+                "INSERT OR IGNORE INTO realms VALUES (?, ?, ?, NULL)", (circle_hint, new, room)
+            )
+            c.execute(
+                "INSERT INTO realms VALUES (?, ?, ?, ?) ON CONFLICT (circle_hint, realm)"
+                " DO UPDATE SET ended_at = COALESCE(ended_at, excluded.ended_at)",
+                (circle_hint, old, room, now),
+            )
+        return "ok"
+
+    def realm(self, circle_hint: str, realm: str | None) -> Realm:
+        """Where a realm (a key id; None: unsigned) of a circle_hint stands."""
+        conn = self._reader()
+        row = None
+        if realm is not None:
+            row = conn.execute(
+                "SELECT room, ended_at IS NOT NULL FROM realms WHERE circle_hint = ? AND realm = ?",
+                (circle_hint, realm),
+            ).fetchone()
+        rekeyed = conn.execute(
+            "SELECT 1 FROM realms WHERE circle_hint = ? LIMIT 1", (circle_hint,)
+        ).fetchone()
+        if row is None:
+            return Realm(realm or "", ended=False, rekeyed=rekeyed is not None)
+        return Realm(str(row[0]), ended=bool(row[1]), rekeyed=True)
 
     # --- nonces -----------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires_at: int) -> bool:

@@ -25,6 +25,20 @@ the client's address and the signature policy.
   and is not gets SIGNATURE_REQUIRED. A signed call for a circle_hint
   with no key registered cannot be verified: refused where a signature is
   required, else handled as the unsigned call it could have been.
+- Successions (a circle re-keyed when a member was removed): every member
+  derives the new epoch's signing key from its secret, a new realm. A
+  registration that ``succeeds`` an old realm proves it holds the old key
+  too (an HMAC under it of the new key's id); then the new realm shares the
+  old one's room (its lineage's: messages, signals, feed) and the old realm
+  has *ended*: its key still reads (a lagging member catches up) but no
+  longer posts messages or signals (EPOCH_ENDED), and an unsigned post to a
+  room of a re-keyed circle_hint is refused too (EPOCH_KEY_REQUIRED), with
+  ``require_signatures`` or not. The relay cannot tell a moderator from any
+  other holder of the old key: a removed member may make a successor realm
+  of its own, which ends nobody else's and whose posts every member's store
+  refuses. Without ``require_signatures`` a key that is no realm of the
+  lineage (an outsider's) still posts to the circle_hint's one room, as any
+  unsigned post could before; its messages are refused by the stores.
 - Client address: the TCP peer, or, when the peer is a proxy on this
   machine (a loopback address), its ``X-Real-IP`` (else the last
   ``X-Forwarded-For`` hop). Rate limits and ``observed_host`` use it.
@@ -58,6 +72,8 @@ from felund.relay.auth import (
     verifying_key,
 )
 from felund.relay.protocol import (
+    EPOCH_ENDED,
+    EPOCH_KEY_REQUIRED,
     INVALID_SIGNATURE,
     MAX_BODY_BYTES,
     NONCE_REPLAY,
@@ -75,7 +91,7 @@ from felund.relay.protocol import (
 from felund.relay.server import metrics as m
 from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
-from felund.relay.server.store import AsyncStore
+from felund.relay.server.store import AsyncStore, Realm
 
 JSON_TYPE = "application/json"
 
@@ -118,13 +134,18 @@ class Relay:
     arrivals: Arrivals = field(default_factory=Arrivals)  # connections yet to send a request
     ws_clients: Counter[str] = field(default_factory=Counter)
 
-    def room(self, circle_hint: str, key: str | None) -> str:
-        """Where a circle's messages, signals and feed are kept: its circle_hint, or under
-        ``require_signatures``, where every such call is signed, its realm (the hint and
-        the key that signed), so that a key of one's own reaches nobody else's."""
+    async def room(self, circle_hint: str, key: str | None) -> tuple[str, Realm]:
+        """Where a circle's messages, signals and feed are kept for a call signed with
+        ``key`` (None: unsigned), and where its realm stands: the circle_hint, or under
+        ``require_signatures``, where every such call is signed, its realm's lineage (the
+        hint and the first key of the lineage), so that a key of one's own reaches nobody
+        else's and a re-keyed circle's realms share one room."""
+        realm = await self.store.read(
+            self.store.store.realm, circle_hint, None if key is None else key_id(key)
+        )
         if not self.config.require_signatures or key is None:
-            return circle_hint
-        return f"{circle_hint}:{key_id(key)}"  # ":" is never in a circle_hint
+            return circle_hint, realm
+        return f"{circle_hint}:{realm.room}", realm  # ":" is never in a circle_hint
 
     def __post_init__(self) -> None:
         self.hub = Hub(self.config.ws_queue_bytes, self.config.send_budget_bytes)
@@ -135,6 +156,21 @@ class Relay:
 
 
 RELAY = web.AppKey("relay", Relay)
+
+
+def may_post(realm: Realm, key: str | None) -> None:
+    """Refuse a post (message or signal) of an ended realm, or an unsigned one to a room
+    of a re-keyed circle (see "Successions")."""
+    if realm.ended:
+        raise ApiError(
+            EPOCH_ENDED,
+            "this key's epoch has ended: the circle has a new key since a member was removed",
+        )
+    if key is None and realm.rekeyed:
+        raise ApiError(
+            EPOCH_KEY_REQUIRED,
+            "this circle has a new key since a member was removed: posts must be signed with it",
+        )
 
 
 def json_body(data: Mapping[str, Any]) -> bytes:

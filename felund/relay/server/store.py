@@ -57,6 +57,15 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
+class Realm:
+    """Where a signing key's realm stands (see "Successions" in ``felund.relay.server.state``)."""
+
+    room: str  # key id of the first key of its lineage (its own if never succeeded; "": none)
+    ended: bool  # a successor was registered: it reads, it no longer posts
+    rekeyed: bool  # some realm of its circle_hint succeeded another
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     """A message newly stored by ``append``."""
 
@@ -127,7 +136,7 @@ class RelayStore(Protocol):
     def register(self, reg: Registration, key: str, now: int) -> int | None:
         """Record a presence in the realm of ``key`` until ``now + reg.ttl_s`` and the key
         as the node's (in use now); that expiry, or None if the node has registered
-        ``MAX_NODE_KEYS`` other keys for the circle_hint."""
+        ``MAX_NODE_KEYS`` other keys for the circle_hint (of realms not ended)."""
 
     def unregister(self, circle_hint: str, realm: str, node_id: str) -> bool:
         """Remove a presence of a realm (``key_id`` of its key); whether there was one."""
@@ -138,6 +147,17 @@ class RelayStore(Protocol):
     def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
         """The keys ``node_id`` registered for a circle_hint, newest first; if it has none,
         the circle_hint's most recently used keys."""
+
+    def key_by_id(self, circle_hint: str, realm: str) -> str | None:
+        """A signing key registered for the circle_hint whose ``key_id`` is ``realm``."""
+
+    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> str:
+        """Record that realm ``new`` succeeds realm ``old`` (key ids): it shares ``old``'s
+        room and ``old`` has ended. "ok"; "other_room" if ``new`` already shares another
+        room; "full" if the circle_hint has ``MAX_REALMS`` realms in successions."""
+
+    def realm(self, circle_hint: str, realm: str | None) -> Realm:
+        """Where a realm (a key id; None for an unsigned request) stands."""
 
     def use_nonce(self, nonce: str, expires_at: int) -> bool:
         """Record a nonce; False if it was already used (a replay)."""

@@ -35,6 +35,12 @@
 //   removals are uncovered until a later epoch covers them;
 // - xkeys: the xpk of each author of a signed KEY_ANNOUNCE whose pk is its
 //   signer (the last in order); EPOCH_LINK is the store's and derives nothing.
+// Private channels (issue 16, second half):
+// - a create of a key or invite channel with "private": true makes it private
+//   (its messages sealed under a channel key; the other implementation ignores it);
+// - a CHANNEL_KEY_EVT of an invite channel counts when signed by its creator, the
+//   owner or a moderator; each channel's chain is picked by the winner rule of
+//   the circle's epochs (winningChain serves both).
 
 import { b64decode, b64encode, cmpCodePoints, cpLength } from "./bytes.js";
 import { MSG_ID_LEN, isHex, isNodeId } from "./ids.js";
@@ -74,8 +80,10 @@ export const ROLE_OPS = Object.freeze(["grant", "revoke"]);
 export const ROLES = Object.freeze(["owner", "moderator", "member"]);
 // Known, and about nothing the fold derives.
 const NO_EFFECT = new Set(["ANCHOR_ANNOUNCE", "CALL_EVT", "KEY_ANNOUNCE", "EPOCH_LINK"]);
-// Folded before the channels, each by its own function.
-const NOT_CHANNEL_KINDS = new Set(["epoch", "xkey"]);
+// Folded by their own functions: before the channels, and channel keys after them.
+const NOT_CHANNEL_KINDS = new Set(["epoch", "xkey", "chan_key"]);
+// Events whose text may be as long as a message: they carry a wrap per member.
+const WRAPPING = new Set(["EPOCH_EVT", "CHANNEL_KEY_EVT"]);
 
 /**
  * Whether name is a channel a user may make, join or post in.
@@ -149,7 +157,15 @@ export function eventHash(ev) {
  * @property {Set<string>} requests
  */
 
-function newChannel(channelId, accessMode = "public", hash = "", creator = "", createdTs = 0, members = []) {
+function newChannel(
+  channelId,
+  accessMode = "public",
+  hash = "",
+  creator = "",
+  createdTs = 0,
+  members = [],
+  isPrivate = false,
+) {
   return {
     channelId,
     accessMode,
@@ -159,6 +175,8 @@ function newChannel(channelId, accessMode = "public", hash = "", creator = "", c
     members: new Set(members),
     approved: new Set(),
     requests: new Set(),
+    private: isPrivate, // sealed under a channel key (a key or invite channel made so)
+    keys: [], // the winning chain of its CHANNEL_KEY_EVTs, epoch 1 first
   };
 }
 
@@ -194,6 +212,8 @@ export class CircleState {
     this.xkeys = new Map();
     /** @type {Map<string, Epoch>} every valid EPOCH_EVT, any branch, by its id */
     this.epochEvents = new Map();
+    /** @type {Map<string, object>} every valid CHANNEL_KEY_EVT, any channel and branch, by its id */
+    this.channelKeys = new Map();
   }
 
   /**
@@ -243,6 +263,8 @@ export class CircleState {
         members: sorted(c.members),
         approved: sorted(c.approved),
         requests: sorted(c.requests),
+        private: c.private,
+        keys: c.keys.map((k) => k.epochId),
       };
     }
     const xkeys = {};
@@ -258,6 +280,7 @@ export class CircleState {
       uncovered: sorted(this.uncovered),
       xkeys,
       epoch_events: sorted(this.epochEvents.keys()),
+      channel_keys: sorted(this.channelKeys.keys()),
     };
   }
 }
@@ -334,6 +357,7 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
     if (p.kind === "create" && (!creates.has(p.cid) || beats(p, creates.get(p.cid)))) creates.set(p.cid, p);
   }
   new Fold(state, creates).run(channelEvents);
+  foldChannelKeys(state, rest);
   return state;
 }
 
@@ -395,9 +419,7 @@ function foldEpochs(state, due, everModerators) {
   const written = new Map();
   // Lower epochs first: a parent is judged before its children.
   const candidates = due.filter((p) => p.kind === "epoch");
-  candidates.sort(
-    (a, b) => a.body.epoch - b.body.epoch || cmpStr(a.ev.msgId, b.ev.msgId) || cmpStr(a.hash, b.hash),
-  );
+  candidates.sort(byEpochRank);
   for (const p of candidates) {
     const why = epochProblem(state, p, sound, everModerators);
     if (why) {
@@ -429,18 +451,74 @@ function foldEpochs(state, due, everModerators) {
   for (const [epochId, ev] of written) {
     if (!valid.has(epochId)) refuse(state, ev, "not_allowed"); // a former moderator's, built on by nobody
   }
-  const firstChild = new Map();
-  for (const e of valid.values()) {
-    const known = firstChild.get(e.parent);
-    if (known === undefined || e.epochId < known.epochId) firstChild.set(e.parent, e);
-  }
-  // Ids are unique and each step is one epoch up: it ends.
-  for (let head = firstChild.get(""); head !== undefined; head = firstChild.get(head.epochId)) {
-    state.epochs.push(head);
-  }
+  state.epochs = winningChain(valid.values());
   state.removed = state.epochs.length ? state.epochs[state.epochs.length - 1].removed : new Set();
   for (const e of valid.values()) {
     for (const r of e.removed) if (!state.removed.has(r)) state.uncovered.add(r);
+  }
+}
+
+/**
+ * The winning chain of a scope's valid epochs (the circle's, or one channel's): winner(0) is
+ * the root (""); winner(n) is, among those whose parent is winner(n-1), the one with the
+ * smallest id. It stops where no candidate is (felund/v1/chatmodel.py _winning_chain).
+ */
+function winningChain(valid) {
+  const firstChild = new Map();
+  for (const e of valid) {
+    const known = firstChild.get(e.parent);
+    if (known === undefined || e.epochId < known.epochId) firstChild.set(e.parent, e);
+  }
+  const chain = [];
+  // Ids are unique and each step is one epoch up: it ends.
+  for (let head = firstChild.get(""); head !== undefined; head = firstChild.get(head.epochId)) {
+    chain.push(head);
+  }
+  return chain;
+}
+
+/** Why an epoch's parent is not a valid epoch of its scope just before it; null: it is. */
+function parentProblem(n, parentId, valid) {
+  if (n === 1) return null;
+  const parent = valid.get(parentId);
+  if (parent === undefined) return "no_parent";
+  return parent.n !== n - 1 ? "parent_mismatch" : null;
+}
+
+const byEpochRank = (a, b) =>
+  a.body.epoch - b.body.epoch || cmpStr(a.ev.msgId, b.ev.msgId) || cmpStr(a.hash, b.hash);
+
+/** The valid CHANNEL_KEY_EVTs of invite channels, and each channel's winning chain. */
+function foldChannelKeys(state, due) {
+  const valid = new Map(); // per channel
+  for (const p of due.filter((q) => q.kind === "chan_key").sort(byEpochRank)) {
+    const channel = state.channels.get(p.cid);
+    if (!valid.has(p.cid)) valid.set(p.cid, new Map());
+    const mine = valid.get(p.cid);
+    let why;
+    if (!signed(p.ev)) why = "unsigned";
+    else if (channel === undefined) why = "no_channel";
+    else if (channel.accessMode !== "invite") why = "not_invite";
+    else if (p.ev.authorNodeId !== channel.creator && !state.moderates(p.ev.authorNodeId)) why = "not_allowed";
+    else why = parentProblem(p.body.epoch, p.body.parent, mine);
+    if (why) {
+      refuse(state, p.ev, why);
+      continue;
+    }
+    const key = {
+      n: p.body.epoch,
+      epochId: p.ev.msgId,
+      parent: p.body.parent,
+      author: p.ev.authorNodeId,
+      channelId: p.cid,
+      wraps: new Map(Object.entries(p.body.wraps)),
+    };
+    mine.set(key.epochId, key);
+    state.channelKeys.set(key.epochId, key);
+  }
+  for (const [cid, keys] of valid) {
+    const channel = state.channels.get(cid);
+    if (channel !== undefined) channel.keys = winningChain(keys.values());
   }
 }
 
@@ -455,13 +533,9 @@ function epochProblem(state, p, sound, everModerators) {
   if (author !== state.owner && !everModerators.has(author)) return "not_allowed";
   const removed = new Set(p.body.removed);
   if (removed.has(state.owner)) return "removes_owner";
-  let before = new Set();
-  if (n > 1) {
-    const parent = sound.get(p.body.parent);
-    if (parent === undefined) return "no_parent";
-    if (parent.n !== n - 1) return "parent_mismatch";
-    before = parent.removed;
-  }
+  const why = parentProblem(n, p.body.parent, sound);
+  if (why) return why;
+  const before = n > 1 ? sound.get(p.body.parent).removed : new Set();
   if (before.has(author)) return "removed_author";
   for (const r of before) if (!removed.has(r)) return "removed_shrinks";
   if (author !== state.owner) {
@@ -587,7 +661,7 @@ function parse(ev, circleId) {
   } catch {
     // refused below, after the length
   }
-  if (length > MAX_EVENT_TEXT && !(isObject(body) && get(body, "t", undefined) === "EPOCH_EVT")) return "too_long";
+  if (length > MAX_EVENT_TEXT && !(isObject(body) && WRAPPING.has(get(body, "t", undefined)))) return "too_long";
   if (body === NOT_JSON) return "not_json";
   if (!isObject(body)) return "not_object";
   if (circleId && get(body, "circle_id", circleId) !== circleId) return "other_circle";
@@ -610,6 +684,7 @@ function parse(ev, circleId) {
     return { ev, hash: eventHash(ev), kind: "role", body, cid: "" };
   }
   if (kind === "EPOCH_EVT") return parseEpoch(ev, body);
+  if (kind === "CHANNEL_KEY_EVT") return parseChannelKey(ev, body);
   if (kind === "KEY_ANNOUNCE" && has(body, "xpk")) {
     if (unb64(body.xpk, X_KEY_LEN) === null || unb64(get(body, "pk", undefined), X_KEY_LEN) === null) return "bad_key";
     return { ev, hash: eventHash(ev), kind: "xkey", body, cid: "" };
@@ -620,20 +695,18 @@ function parse(ev, circleId) {
 
 const NOT_JSON = Symbol("not json");
 
-function parseEpoch(ev, body) {
+/** What is malformed in an epoch's number or parent (EPOCH_EVT, CHANNEL_KEY_EVT); null: nothing. */
+function numberProblem(ev, body) {
   const n = get(body, "epoch", undefined);
   // Its msgId names the epoch (in key ids and invite codes): 32 hex, as ours are.
   if (!isInt(n) || n < 1 || n > MAX_EPOCH || !isHex(ev.msgId, MSG_ID_LEN)) return "bad_epoch";
   const parent = get(body, "parent", undefined);
   if (!(n === 1 ? parent === "" : isHex(parent, MSG_ID_LEN))) return "bad_parent";
-  const removed = get(body, "removed", undefined);
-  if (
-    !Array.isArray(removed) ||
-    removed.length > MAX_REMOVED ||
-    !removed.every((r, i) => isNodeId(r) && (i === 0 || removed[i - 1] < r))
-  ) {
-    return "bad_removed";
-  }
+  return null;
+}
+
+/** What is malformed in an epoch's wraps; null: nothing. */
+function wrapsProblem(body) {
   const wraps = get(body, "wraps", undefined);
   if (
     !isObject(wraps) ||
@@ -644,7 +717,28 @@ function parseEpoch(ev, body) {
   ) {
     return "bad_wraps";
   }
-  return { ev, hash: eventHash(ev), kind: "epoch", body, cid: "" };
+  return null;
+}
+
+function parseChannelKey(ev, body) {
+  const cid = get(body, "channel_id", undefined);
+  if (!isChannelName(cid)) return "bad_channel";
+  const why = numberProblem(ev, body) || wrapsProblem(body);
+  return why || { ev, hash: eventHash(ev), kind: "chan_key", body, cid };
+}
+
+function parseEpoch(ev, body) {
+  const why = numberProblem(ev, body);
+  if (why) return why;
+  const removed = get(body, "removed", undefined);
+  if (
+    !Array.isArray(removed) ||
+    removed.length > MAX_REMOVED ||
+    !removed.every((r, i) => isNodeId(r) && (i === 0 || removed[i - 1] < r))
+  ) {
+    return "bad_removed";
+  }
+  return wrapsProblem(body) || { ev, hash: eventHash(ev), kind: "epoch", body, cid: "" };
 }
 
 function goodName(name) {
@@ -744,7 +838,8 @@ class Fold {
       if (this.creates.get(cid) !== p) return "exists";
       const mode = get(body, "access_mode", "public");
       const digest = mode === "key" ? get(body, "key_hash", "") : "";
-      state.channels.set(cid, newChannel(cid, mode, digest, author, p.ev.createdTs, [author]));
+      const isPrivate = mode !== "public" && get(body, "private", false) === true;
+      state.channels.set(cid, newChannel(cid, mode, digest, author, p.ev.createdTs, [author], isPrivate));
       this.wake("channel", cid, "");
       return null;
     }
