@@ -103,7 +103,7 @@ export class Overlays {
 
   /**
    * Ask before doing what cannot be undone: resolves true for the yes button,
-   * false for Cancel or Escape. Cancel has the focus: Enter alone does nothing.
+   * false for Cancel or Escape. Cancel has the focus: Enter alone answers no.
    * @param {string} title
    * @param {string} text
    * @param {string} yes the yes button's words (what it does)
