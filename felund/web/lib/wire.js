@@ -20,7 +20,8 @@ export const MAX_DISPLAY_NAME = 64; // code points
 export const MAX_TEXT = 8000; // code points
 export const MAX_TEXT_BYTES = 16000; // UTF-8 bytes
 export const MAX_CREATED_TS = 2 ** 41; // exclusive
-export const MAX_KEY_ID_CHARS = MAX_KEY_ID_LEN; // "e<n>.<epoch id>" of the largest epoch
+// "<epoch key id>/i<m>.<id>" of the largest private channel epoch (felund/trust/channels.py).
+export const MAX_KEY_ID_CHARS = MAX_KEY_ID_LEN + 2 + String(2 ** 31).length + 1 + 32; // 89
 export const ENC_ALG = "AES-256-GCM";
 export const ENC_KEY_ID = ROOT_KEY_ID;
 const NONCE_LEN = 12;
