@@ -506,6 +506,9 @@ def test_a_node_removes_a_third_member_and_the_page_reads_and_writes_on(
     anna.start()
     cees.start()
     web = open_peer()
+    # No feed: the page polls (a feed would bring what came while it was away, if within
+    # its last two minutes; a page offline longer than that has only the polls).
+    web.page.route_web_socket(re.compile(r".*/v1/relay/ws.*"), lambda ws: ws.close())
     web.join("Pia", code)
     anna.cli("send", "--circle-id", circle, "anna here")
     cees.cli("send", "--circle-id", circle, "cees here")
@@ -522,9 +525,26 @@ def test_a_node_removes_a_third_member_and_the_page_reads_and_writes_on(
         what="every member's X25519 key on anna",
     )
 
+    # The page is offline through the re-key, with a message waiting in its outbox: its
+    # epoch has ended at the relay when it comes back (its post is refused), and it catches
+    # up all the same, by polling.
+    web.context.set_offline(True)
+    expect(web.page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=T)
+    web.type("written offline")
     anna.cli("member", "remove", "cees", "--circle-id", circle, "--yes")
     anna.cli("send", "--circle-id", circle, "anna under the new key")
+    anna_id = everyone[0]
+    wait_for(  # at the relay, posted in epoch 1's realm: the root's has ended
+        lambda: any(
+            w["author_node_id"] == anna_id and (w["enc"] or {}).get("key_id", "")[:3] == "e1."
+            for w in _pull(web_relay, decode_invite(code).secret)
+        ),
+        timeout=30,
+        what="anna's message at the relay under epoch 1",
+    )
+    web.context.set_offline(False)
     web.sees("anna under the new key")
+    node_sees(anna, "written offline", "Pia")
     web.say("Pia under the new key")
     node_sees(anna, "Pia under the new key", "Pia")
     mine = [w for w in _pull(web_relay, decode_invite(code).secret) if w["author_node_id"] == pia]

@@ -58,6 +58,7 @@ const MAX_PAGES_PER_PULL = 100;
 const MAX_LINKED_EPOCHS = 1024;
 const MAX_LINK_CANDIDATES = 8;
 const SECRET_RE = /^[0-9a-f]{64}$/;
+const EPOCH_ENDED = "EPOCH_ENDED"; // the relay's refusal of a post signed with an ended epoch's key
 
 /** Keeps one circle in sync with its relay. */
 export class CircleSync {
@@ -310,7 +311,12 @@ export class CircleSync {
         this.onPeers((await this.client.peers()).length);
       }
       this._setState("online", null);
-      await this._flush();
+      await this._flush().catch((e) => {
+        // Our epoch has ended at the relay: a re-key we have not read yet. Read on: what
+        // comes moves us to the new key, and the outbox goes out under it.
+        if (!(e instanceof RelayError && e.code === EPOCH_ENDED)) throw e;
+        this.lastError = e;
+      });
       await this._pull();
     } catch (e) {
       this._failed(e);
