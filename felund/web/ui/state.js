@@ -62,7 +62,7 @@ const REFUSALS = {
 };
 
 /** What a member removed from a circle is told when it tries to write there (the node's words). */
-export const YOU_WERE_REMOVED = "you were removed from this circle";
+const YOU_WERE_REMOVED = "you were removed from this circle";
 
 /** What /who and the message pane say an unverified mark means. */
 export const UNVERIFIED_MEANING =
