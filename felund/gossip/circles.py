@@ -65,15 +65,12 @@ class Circles:
         )
         self._pending: set[str] = set()  # msg_ids sent to the store, not yet answered
 
-    async def load(self) -> set[str]:
-        """Circles and their epoch secrets, from the store; the circles still held whose
-        newest epoch changed."""
+    async def load(self) -> None:
+        """Circles and their epoch secrets, from the store."""
         fresh = circle_keys(await self.rpc.call(OP_CIRCLE_KEYS, {}))
-        moved = {c for c, k in self.keys.items() if c in fresh and fresh[c].newest != k.newest}
         # In place: the dialer and the inbound side hold this mapping.
         self.keys.clear()
         self.keys.update(fresh)
-        return moved
 
     def turn(self, circle_id: str) -> asyncio.Lock:
         """Held by a session's own reconciliation round (one per circle at a time)."""

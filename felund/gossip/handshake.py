@@ -61,6 +61,9 @@ class Established:
     rest: bytes = b""  # what the peer sent after the handshake: the session's first bytes
     epoch_id: str = ROOT  # the epoch whose secret keys the session
     catch_up: bool = False  # only control messages cross (not the newest of both sides)
+    # This side's newest epoch when the session was keyed: a session that outlives a move
+    # of it is ended (felund.gossip.node), whatever else happened meanwhile.
+    newest: str = ROOT
 
 
 def node_id_of(value: object) -> str:
@@ -201,6 +204,7 @@ class ServerHandshake(_Handshake):
             rest=self._lines.rest(),
             epoch_id=self._epoch,
             catch_up=self._catch_up,
+            newest=keys.newest,
         )
 
     @staticmethod
@@ -308,6 +312,7 @@ class ClientHandshake(_Handshake):
             rest=self._lines.rest(),
             epoch_id=self._epoch or ROOT,
             catch_up=catch_up,
+            newest=self._keys.newest,
         )
 
 

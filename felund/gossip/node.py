@@ -201,6 +201,9 @@ class GossipNode:
             if key in self.sessions:
                 outcome = "duplicate"
                 return
+            if self._rekeyed_since(link.circle_id, link.agreed.newest):
+                outcome = "rekeyed"  # keyed under a view of the epochs already gone: redial
+                return
             run = NativeRun(link, addr, self, self.cfg.anti_entropy_interval_s, self.clock)
             self.sessions[key] = run
             metrics.GOSSIP_PEERS_CONNECTED.inc()
@@ -300,12 +303,20 @@ class GossipNode:
         """Circles and epoch secrets from the store; sessions of a circle left are ended,
         and those of a circle with a new newest epoch (they were keyed under another, or
         catching up: the next ones are under the new one, or catch up from it)."""
-        moved = await until_answered(self.circles.load, self.store_down)
+        await until_answered(self.circles.load, self.store_down)
         for (circle_id, _), run in list(self.sessions.items()):
-            if circle_id not in self.circles.keys or circle_id in moved:
+            if self._rekeyed_since(circle_id, run.link.agreed.newest):
                 run.close()
         for circle_id in self.exchanged.keys() - self.circles.keys.keys():
             del self.exchanged[circle_id]
+
+    def _rekeyed_since(self, circle_id: str, newest: str) -> bool:
+        """Whether a circle was left, or its newest epoch is no longer ``newest`` (the one
+        a session was keyed with: each side judges from its own newest, so comparing a
+        session's own snapshot, not a change seen by a reload, misses no handshake that
+        was under way while the epochs moved)."""
+        keys = self.circles.keys.get(circle_id)
+        return keys is None or keys.newest != newest
 
     async def follow_circles(self) -> None:
         """Reload the circles whenever the store says they changed."""
