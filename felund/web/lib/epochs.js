@@ -13,7 +13,12 @@
 //   unsigned message under another epoch than the newest winner is refused
 //   ("stale_epoch": v1 peers cannot follow, and a removed member cannot forge
 //   an unsigned old-epoch message).
+// - A private channel's messages (lib/channels.js) are sealed under a message
+//   secret derived from a channel part held here (a key channel's typed key, an
+//   invite channel's epoch secret) and a circle epoch: "<epoch key id>/<part>",
+//   plausible as the epoch it is under is.
 
+import * as chan from "./channels.js";
 import { ROOT_KEY_ID, epochKeyId, parseKeyId } from "./wrap.js";
 
 /** How far beyond the newest held epoch a key id may name one and still be kept sealed. */
@@ -31,8 +36,10 @@ export class EpochKeys {
   /**
    * @param {string} rootSecret "" when unknown (joined by an epoch invite code, until the links reach it)
    * @param {Array<HeldEpoch>} [epochs] the later epochs held
+   * @param {string} [circleId] what private channels' secrets are bound to
    */
-  constructor(rootSecret, epochs = []) {
+  constructor(rootSecret, epochs = [], circleId = "") {
+    this.circleId = circleId;
     /** @type {Map<string, HeldEpoch>} epoch id -> held epoch ("" = the root) */
     this.held = new Map();
     if (rootSecret) this.held.set("", { n: 0, epochId: "", secret: rootSecret });
@@ -41,6 +48,79 @@ export class EpochKeys {
     this.chain = null;
     /** @type {Set<string>} node ids the newest winner removed */
     this.removed = new Set();
+    /** @type {Map<string, string>} "<channel id> <part>" -> a typed key ("k") or a secret hex */
+    this.parts = new Map();
+  }
+
+  /** Hold a private channel's part; whether it is new here. */
+  addPart(channelId, part, secret) {
+    const at = `${channelId} ${part}`;
+    if (this.parts.has(at)) return false;
+    this.parts.set(at, secret);
+    return true;
+  }
+
+  /** Whether a private channel's part is held. */
+  hasPart(channelId, part) {
+    return this.parts.has(`${channelId} ${part}`);
+  }
+
+  /**
+   * The message secret a key id names for a message in channelId (a circle epoch's,
+   * or a private channel's under one), or null when it is not held.
+   * @param {string} keyId
+   * @param {string} channelId
+   * @returns {Promise<string|null>}
+   */
+  async secretOf(keyId, channelId) {
+    if (!keyId.includes("/")) return this.secretFor(keyId);
+    const parsed = chan.parseChannelKeyId(keyId);
+    const epoch = parsed ? this.secretFor(parsed[0]) : null;
+    const kept = parsed ? this.parts.get(`${channelId} ${parsed[1]}`) : undefined;
+    if (epoch === null || kept === undefined) return null;
+    if (parsed[1] === chan.KEY_PART) return chan.keyChannelSecret(kept, epoch, this.circleId, channelId);
+    return chan.inviteChannelSecret(kept, epoch, this.circleId, channelId);
+  }
+
+  /**
+   * {keyId, secret} a private channel's messages are written under now: its key (key
+   * channel) or its newest channel epoch (invite) under the newest circle epoch; null
+   * when not held.
+   * @param {object} channel the fold's
+   * @returns {Promise<{keyId: string, secret: string}|null>}
+   */
+  async channelSeal(channel) {
+    let part;
+    if (channel.accessMode === "key") part = chan.KEY_PART;
+    else if (channel.keys.length) {
+      const tip = channel.keys[channel.keys.length - 1];
+      part = chan.invitePart(tip.n, tip.epochId);
+    } else return null;
+    const keyId = chan.channelKeyId(this.newestKeyId(), part);
+    const secret = await this.secretOf(keyId, channel.channelId);
+    return secret === null ? null : { keyId, secret };
+  }
+
+  /**
+   * [key id, channel id or null: any] of the sealed rows that epochs and channel parts
+   * just gained may open: each epoch's own and its channels', each part under every epoch.
+   * @param {Array<HeldEpoch>} epochs
+   * @param {Array<[string, string]>} parts [channel id, part]
+   * @returns {Array<[string, string|null]>}
+   */
+  openedBy(epochs, parts) {
+    const found = new Map();
+    const add = (keyId, channelId) => found.set(`${keyId} ${channelId ?? ""}`, [keyId, channelId]);
+    const allParts = [...this.parts.keys()].map((k) => k.split(" "));
+    for (const e of epochs) {
+      const keyId = epochKeyId(e.n, e.epochId);
+      add(keyId, null);
+      for (const [channelId, part] of allParts) add(chan.channelKeyId(keyId, part), channelId);
+    }
+    for (const [channelId, part] of parts) {
+      for (const e of this.held.values()) add(chan.channelKeyId(epochKeyId(e.n, e.epochId), part), channelId);
+    }
+    return [...found.values()];
   }
 
   /** Hold one more epoch; whether it is new here. @param {HeldEpoch} epoch */
@@ -92,7 +172,8 @@ export class EpochKeys {
    */
   plausible(keyId) {
     // The root too: a member who joined by a later epoch's code learns it last (EPOCH_LINK).
-    const at = parseKeyId(keyId);
+    if (keyId.includes("/") && chan.parseChannelKeyId(keyId) === null) return false;
+    const at = parseKeyId(chan.epochOfKeyId(keyId));
     return at !== null && at.n <= (this.newest()?.n ?? 0) + PLAUSIBLE_AHEAD;
   }
 

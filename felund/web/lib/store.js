@@ -5,14 +5,17 @@
 // node ids, the outbox of sent-but-unacknowledged messages, relay cursors and
 // settings, the epoch secrets held (issue 16: the root secret stays in
 // circles; each later epoch's in epochs) and the messages sealed under an epoch
-// not held yet (their wire form only: shown nowhere until the secret arrives).
+// not held yet (their wire form only: shown nowhere until the secret arrives),
+// and what private channels' secrets derive from (a key channel's typed key, an
+// invite channel's epoch secrets: never shown, never logged).
 // One database per name (tests use their own names, or their own browser contexts).
 //
 // Each message stored gets the next arrival number (seq), like a node's
 // store_seq, and messages read back in (createdTs, seq) order: the order of
 // every felund screen (created_ts, then arrival, msg_id only breaking ties).
 
-const VERSION = 3; // 2: the pinned keys (messages stored by 1 read as unverified); 3: epochs, sealed
+// 2: the pinned keys (messages stored by 1 read as unverified); 3: epochs, sealed; 4: channel keys
+const VERSION = 4;
 const KV = "kv"; // identity and settings
 const CIRCLES = "circles"; // keyPath circleId
 const MESSAGES = "messages"; // keyPath [circleId, msgId]; index byTime
@@ -21,6 +24,7 @@ const CURSORS = "cursors"; // keyPath circleId
 const KEYS = "keys"; // keyPath [circleId, nodeId]: the key pinned for an older id, at first sight
 const EPOCHS = "epochs"; // keyPath [circleId, epochId]: {n, secret} of an epoch > 0 held here
 const SEALED = "sealed"; // keyPath [circleId, msgId]; index byKey [circleId, keyId]
+const CHANNEL_KEYS = "channelKeys"; // keyPath [circleId, channelId, part]: {secret}
 const SEQ = "seq"; // kv key: the last arrival number given
 /** The sealed rows a circle keeps at most (SPEC-16 §3); beyond, rejected "sealed_full". */
 export const MAX_SEALED = 50_000;
@@ -158,10 +162,11 @@ export class Store {
    * @param {string} circleId
    */
   async deleteCircle(circleId) {
-    const tx = this._tx([CIRCLES, MESSAGES, OUTBOX, CURSORS, KEYS, EPOCHS, SEALED], "readwrite");
+    const perCircle = [KEYS, MESSAGES, EPOCHS, SEALED, CHANNEL_KEYS];
+    const tx = this._tx([CIRCLES, OUTBOX, CURSORS, ...perCircle], "readwrite");
     tx.objectStore(CIRCLES).delete(circleId);
     tx.objectStore(CURSORS).delete(circleId);
-    for (const name of [KEYS, MESSAGES, EPOCHS, SEALED]) tx.objectStore(name).delete(ofCircle(circleId));
+    for (const name of perCircle) tx.objectStore(name).delete(ofCircle(circleId));
     const outbox = tx.objectStore(OUTBOX).index("byCircle");
     outbox.openKeyCursor(IDBKeyRange.only(circleId)).onsuccess = (e) => {
       const cursor = e.target.result;
@@ -309,6 +314,23 @@ export class Store {
   }
 
   /**
+   * What a circle's private channels' secrets derive from, as kept here.
+   * @param {string} circleId
+   * @returns {Promise<Array<{circleId: string, channelId: string, part: string, secret: string}>>}
+   */
+  async channelKeys(circleId) {
+    return req(this._tx([CHANNEL_KEYS]).objectStore(CHANNEL_KEYS).getAll(ofCircle(circleId)));
+  }
+
+  /**
+   * Keep a private channel's part: a key channel's typed key ("k"), an invite channel
+   * epoch's secret ("i<m>.<id>"); kept forever, to read what was written under it.
+   */
+  async putChannelKey(circleId, channelId, part, secret) {
+    return this._put(CHANNEL_KEYS, { circleId, channelId, part, secret });
+  }
+
+  /**
    * Keep messages sealed under an epoch not held yet, as they travel, each msgId once,
    * at most MAX_SEALED per circle.
    * @param {string} circleId
@@ -437,6 +459,7 @@ export function openStore(name = "felund") {
         const sealed = db.createObjectStore(SEALED, { keyPath: ["circleId", "msgId"] });
         sealed.createIndex("byKey", ["circleId", "keyId"]);
       }
+      if (e.oldVersion < 4) db.createObjectStore(CHANNEL_KEYS, { keyPath: ["circleId", "channelId", "part"] });
     };
     request.onsuccess = () => {
       const db = request.result;

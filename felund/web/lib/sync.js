@@ -30,6 +30,10 @@
 //   nowhere and never passed to onMessages) and opened by hold() once the
 //   secret comes; follow(fold) takes the fold's chain and removals, unwraps our
 //   wraps and walks the EPOCH_LINKs back to older epochs.
+// - Private channels (lib/channels.js): a message under "<epoch key id>/<part>" opens
+//   with the channel's part held here (a key channel's typed key, an invite channel's
+//   epoch secret unwrapped from a CHANNEL_KEY_EVT); one the page cannot open is kept
+//   sealed as any other, and opened when the part comes (keepTypedKey, follow).
 
 import {
   CONTROL_CHANNEL,
@@ -43,6 +47,7 @@ import {
 } from "./wire.js";
 import { epochKeyId, parseKeyId, unwrap, wrapContext } from "./wrap.js";
 import { EpochKeys } from "./epochs.js";
+import { channelWrapContext, epochOfKeyId, invitePart } from "./channels.js";
 import { MAX_SKEW_S, dated, eventText } from "./chatmodel.js";
 import { circleId as circleIdOf, newMsgId } from "./ids.js";
 import { isObject, loads } from "./pyjson.js";
@@ -105,7 +110,7 @@ export class CircleSync {
     /** @type {Map<string, Uint8Array>} keys pinned in this circle for older node ids */
     this._pins = new Map();
     /** The epoch secrets held (the root's is circle.secret; start() reads the others). */
-    this.keys = new EpochKeys(circle.secret);
+    this.keys = new EpochKeys(circle.secret, [], circle.circleId);
     this.client = this._clientFor(circle.secret);
     this._known = new Set(); // msgIds stored (or sent, or kept sealed) here
     this._links = new Map(); // EPOCH_LINK candidates: epoch id -> Set of prev secrets
@@ -136,6 +141,7 @@ export class CircleSync {
     this._started = true;
     const { circleId } = this.circle;
     for (const e of await this.store.epochs(circleId)) this.keys.add(e);
+    for (const k of await this.store.channelKeys(circleId)) this.keys.addPart(k.channelId, k.part, k.secret);
     for (const row of await this.store.sealed(circleId)) this._known.add(row.msgId);
     this._useNewest();
     for (const m of await this.store.messages(circleId)) {
@@ -181,21 +187,22 @@ export class CircleSync {
    * Compose (encrypted), store (as pending) and post a message of this node.
    * @param {string} channelId
    * @param {string} text
+   * @param {{keyId: string, secret: string}|null} [seal] a private channel's (keys.channelSeal)
    * @returns {Promise<import("./store.js").StoredMessage & {pending: boolean}>}
    * @throws {InvalidMessage} for a bad channel id or text (nothing is stored then)
    */
-  send(channelId, text) {
-    return this._send(channelId, text, undefined, undefined);
+  send(channelId, text, seal = null) {
+    return this._send(channelId, text, undefined, undefined, undefined, seal);
   }
 
-  async _send(channelId, text, createdTs, msgId, epoch = this.keys.newest()) {
+  async _send(channelId, text, createdTs, msgId, epoch = this.keys.newest(), seal = null) {
     checkChannelId(channelId);
     checkText(text);
     const { circleId } = this.circle;
     const { nodeId, key } = this.identity;
     // An older id that happens to carry the derived mark cannot sign: it writes unsigned.
     const signer = key && maySign(key, nodeId) ? key : null;
-    const wire = await composeMessage(epoch.secret, {
+    const wire = await composeMessage(seal ? seal.secret : epoch.secret, {
       circleId,
       channelId,
       authorNodeId: nodeId,
@@ -205,7 +212,7 @@ export class CircleSync {
       msgId, // undefined: a fresh one
       encrypt: true,
       key: signer,
-      keyId: epochKeyId(epoch.n, epoch.epochId),
+      keyId: seal ? seal.keyId : epochKeyId(epoch.n, epoch.epochId),
     });
     const opened = {
       circleId,
@@ -421,7 +428,7 @@ export class CircleSync {
       try {
         const msg = parseMessage(raw);
         const keyId = keyIdOf(msg);
-        const secret = this.keys.secretFor(keyId);
+        const secret = await this.keys.secretOf(keyId, msg.channel_id);
         if (secret === null) {
           if (msg.circle_id !== circleId) throw new InvalidMessage("other_circle", "circle_id");
           if (!this.keys.plausible(keyId)) throw new InvalidMessage("unknown_key", "enc.key_id");
@@ -460,7 +467,7 @@ export class CircleSync {
     const pinned = own ?? this._pins.get(m.authorNodeId) ?? null;
     const verdict = await check(m.signed, pinned, m);
     m.verified = verdict !== Verdict.UNSIGNED;
-    const refusal = this.keys.refusal(m.authorNodeId, keyId, m.verified);
+    const refusal = this.keys.refusal(m.authorNodeId, epochOfKeyId(keyId), m.verified);
     if (refusal) throw new InvalidMessage(refusal, "epoch");
     if (verdict === Verdict.FIRST_SIGHT) {
       this._pins.set(m.authorNodeId, m.signed.pk);
@@ -527,17 +534,20 @@ export class CircleSync {
       } else {
         await this.store.putEpoch(circleId, epoch);
       }
-      await this._reopen(epochKeyId(epoch.n, epoch.epochId));
+      for (const [keyId, channelId] of this.keys.openedBy([epoch], [])) await this._reopen(keyId, channelId);
       todo.push(...(await this._walkLinks()));
     }
     if (added) this._useNewest();
     return added;
   }
 
-  async _reopen(keyId) {
+  /** Open what waited sealed under keyId (of channelId only, for a private channel's). */
+  async _reopen(keyId, channelId = null) {
     const { circleId } = this.circle;
-    const secret = this.keys.secretFor(keyId);
-    const rows = await this.store.sealed(circleId, keyId);
+    const all = await this.store.sealed(circleId, keyId);
+    const rows = channelId === null ? all : all.filter((r) => r.wire.channel_id === channelId);
+    if (!rows.length) return;
+    const secret = await this.keys.secretOf(keyId, channelId ?? "");
     const opened = [];
     const pins = [];
     for (const row of rows) {
@@ -562,7 +572,49 @@ export class CircleSync {
     this.keys.follow({ chain: state.epochs.map((e) => e.epochId), removed: state.removed });
     const added = await this.hold(await this._unwrapped(state));
     if (!added) this._useNewest(); // the chain alone may name another newest
+    await this.holdParts(await this._unwrappedChannels(state));
     return added;
+  }
+
+  /**
+   * Hold private channels' parts: kept in the store, and what was sealed under them
+   * (under every circle epoch held) opened.
+   * @param {Array<{channelId: string, part: string, secret: string}>} parts
+   * @returns {Promise<number>} how many were new here
+   */
+  holdParts(parts) {
+    const run = this._ingestChain.then(async () => {
+      const gained = [];
+      for (const { channelId, part, secret } of parts) {
+        if (!this.keys.addPart(channelId, part, secret)) continue;
+        await this.store.putChannelKey(this.circle.circleId, channelId, part, secret);
+        gained.push([channelId, part]);
+      }
+      for (const [keyId, channelId] of this.keys.openedBy([], gained)) await this._reopen(keyId, channelId);
+      return gained.length;
+    });
+    this._ingestChain = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * The invite channels' epochs of a fold wrapped to us and not held here, whose wrap
+   * opens (every valid CHANNEL_KEY_EVT, any branch, as the node: each wrap tried once).
+   */
+  async _unwrappedChannels(state) {
+    const { nodeId: me, xKey } = this.identity;
+    const found = [];
+    if (!xKey) return found;
+    for (const k of state.channelKeys.values()) {
+      const wrapped = k.wraps.get(me);
+      const part = invitePart(k.n, k.epochId);
+      if (wrapped === undefined || this.keys.hasPart(k.channelId, part) || this._tried.has(wrapped)) continue;
+      this._tried.add(wrapped);
+      const context = channelWrapContext(this.circle.circleId, k.channelId, k.epochId, me);
+      const secret = await unwrap(xKey, wrapped, context);
+      if (secret !== null) found.push({ channelId: k.channelId, part, secret: bytesToHex(secret) });
+    }
+    return found;
   }
 
   /** The epochs of a fold not held here whose wrap to us opens (each wrap tried once). */

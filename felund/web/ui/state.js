@@ -13,6 +13,7 @@ import {
   dated,
   derive,
   epochEvent,
+  keyHash,
   epochLinkEvent,
   eventText,
   keptByOwner,
@@ -28,6 +29,16 @@ import { newSecret, circleId as circleIdOf } from "../lib/ids.js";
 import { b64encode, hexToBytes } from "../lib/bytes.js";
 import { generateKey, maySign, newOwnedSecret, nodeIdOf } from "../lib/trust.js";
 import { generateXKey, wrap, wrapContext } from "../lib/wrap.js";
+import {
+  KEY_PART,
+  MAX_TYPED_KEY,
+  cannotSeal,
+  channelKeyEvent,
+  channelWrapContext,
+  invitePart,
+  recipients,
+  rekeysDue,
+} from "../lib/channels.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
 import { normalizeRelayUrl } from "../lib/relay.js";
 
@@ -365,9 +376,32 @@ export class AppState extends EventTarget {
       if (state.uncovered.size && state.moderates(me) && view.sync.keys.holdsWinner()) {
         await this.rekey(view, nextRemoved(state));
       }
+      // A private invite channel's next epoch, as the node's store writes it (channelkeys.rekeys_due).
+      if (view.sync.keys.holdsWinner()) {
+        for (const cid of await rekeysDue(view.model, me)) await this.channelEpoch(view, cid);
+      }
     } finally {
       view.rekeying = false;
     }
+  }
+
+  /**
+   * A private invite channel's next epoch: a fresh secret wrapped to each of its members
+   * that can unwrap it (us included), written under the circle's newest epoch, kept here.
+   */
+  async channelEpoch(view, channelId) {
+    const channel = view.model.channels.get(channelId);
+    const tip = channel.keys.length ? channel.keys[channel.keys.length - 1] : null;
+    const n = tip ? tip.n + 1 : 1;
+    const secret = newSecret();
+    const slot = await view.sync.nextControl();
+    const wraps = {};
+    for (const [nodeId, xpk] of await recipients(view.model, channel)) {
+      const context = channelWrapContext(view.id, channelId, slot.msgId, nodeId);
+      wraps[nodeId] = await wrap(hexToBytes(secret), xpk, context);
+    }
+    await this.control(view, built(() => channelKeyEvent(channelId, n, tip ? tip.epochId : "", wraps)), { slot });
+    await view.sync.holdParts([{ channelId, part: invitePart(n, slot.msgId), secret }]);
   }
 
   /** The EPOCH_LINK of an epoch: its parent's secret, sealed under the epoch itself. */
@@ -396,7 +430,11 @@ export class AppState extends EventTarget {
     if (!view.model.canPost(channelId, this.identity.nodeId)) {
       throw new UserError(`you are not a member of #${channelId}`);
     }
-    await this.withPending(view, () => view.sync.send(channelId, text));
+    // A private channel's messages go under its channel key, never under the circle's alone.
+    const channel = view.model.channels.get(channelId);
+    const seal = channel?.private ? await view.sync.keys.channelSeal(channel) : null;
+    if (channel?.private && seal === null) throw new UserError(cannotSeal(channel));
+    await this.withPending(view, () => view.sync.send(channelId, text, seal));
   }
 
   /**
@@ -645,7 +683,13 @@ export class AppState extends EventTarget {
   async joinChannel(channelId, key = "") {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
+    const channel = view.model.channels.get(channelId);
+    if (key.length > MAX_TYPED_KEY) throw new UserError(`a channel key is at most ${MAX_TYPED_KEY} characters`);
     await this.control(view, this.channelEvent(view, "join", channelId, { key }));
+    // A key channel's key is kept (IndexedDB, never shown): it reads and writes a private one.
+    if (key && channel?.accessMode === "key" && (!channel.keyHash || channel.keyHash === keyHash(view.id, channelId, key))) {
+      await view.sync.holdParts([{ channelId, part: KEY_PART, secret: key }]);
+    }
     await this.setCurrent(view.id, channelId);
   }
 
