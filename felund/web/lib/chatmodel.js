@@ -904,6 +904,18 @@ export function channelEvent(op, circleId, channel, nodeId, { access = "public",
   return event;
 }
 
+/**
+ * A key or invite channel's create, private: its messages sealed under a channel key
+ * (lib/channels.js), read by its members only (felund/v1/events.py made_private).
+ * @throws {Error} for anything else
+ */
+export function madePrivate(event) {
+  if (event.op !== "create" || !["key", "invite"].includes(event.access_mode)) {
+    throw new Error("only a key or invite channel can be private");
+  }
+  return { ...event, private: true };
+}
+
 /** A display-name change of nodeId in one circle. */
 export function renameEvent(circleId, nodeId, name) {
   return { t: "CHANNEL_EVT", op: "rename", circle_id: circleId, node_id: nodeId, actor_node_id: nodeId, display_name: name };

@@ -18,7 +18,7 @@ export const COMMANDS = [
   ["/circle name NEW-NAME", "rename this circle (every member sees it)"],
   ["/circle leave", "leave this circle and forget its secret"],
   ["/channels", "list this circle's channels"],
-  ["/channel create NAME", "create a public channel and go there"],
+  ["/channel create NAME [shared] [invite | key KEY]", "create a channel and go there: public, or by invitation or with a key (private: only its members read it, unless shared)"],
   ["/channel join NAME [KEY]", "join a channel (a key channel needs its key) and go there"],
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
   ["/channel request NAME", "ask to join an invite-only channel"],
@@ -132,17 +132,13 @@ export async function runLine(line, app) {
         const n = info ? info.members.size : 0;
         const members = ch === DEFAULT_CHANNEL ? ", everyone" : `, ${n} member${n === 1 ? "" : "s"}`;
         const asked = info && info.requests.size ? `, asked to join: ${info.requests.size}` : "";
-        state.notice(`#${ch}  ${mode}${members}${asked}`);
+        const sealed = info?.private ? " private" : "";
+        state.notice(`#${ch}  ${mode}${sealed}${members}${asked}`);
       }
       return;
     }
     case "/channel":
-      if (rest[0] === "create") {
-        const id = channelArg(rest[1]);
-        await state.createChannel(id);
-        state.notice(`created #${id}`);
-        return;
-      }
+      if (rest[0] === "create") return createChannel(line, app);
       if (rest[0] === "join") {
         const id = channelArg(rest[1]);
         // The key is the rest of the line as typed (it may hold spaces); only its hash is sent.
@@ -170,7 +166,7 @@ export async function runLine(line, app) {
         return;
       }
       throw new UserError(
-        "usage: /channel create NAME | join NAME [KEY] | switch NAME | request NAME | approve NAME PERSON",
+        "usage: /channel create NAME [shared] [invite | key KEY] | join NAME [KEY] | switch NAME | request NAME | approve NAME PERSON",
       );
     case "/who": {
       const view = state.view();
@@ -205,6 +201,46 @@ export async function runLine(line, app) {
     default:
       throw new UserError(`unknown command ${cmd} (F1 or /help lists them; //text sends "/text")`);
   }
+}
+
+const CREATE_USAGE = "usage: /channel create NAME [shared] [invite | key KEY]";
+
+/**
+ * /channel create NAME [shared] [invite | key KEY]: a key or invite channel is private
+ * unless shared; when members use a client that cannot read a private channel, it says
+ * who and asks (as `felund channel create` does).
+ */
+async function createChannel(line, app) {
+  const { state } = app;
+  const [, , name, ...words] = line.trim().split(/\s+/);
+  const id = channelArg(name);
+  const shared = words[0] === "shared";
+  if (shared) words.shift();
+  const access = words[0] ?? "public";
+  // The key is the rest of the line as typed (it may hold spaces); only its hash is sent.
+  const key = access === "key" ? line.trim().replace(/^(\S+\s+){3}(shared\s+)?key\s*/, "") : "";
+  if (!["public", "invite", "key"].includes(access) || (access === "invite" && words.length > 1)) {
+    throw new UserError(CREATE_USAGE);
+  }
+  if (access === "key" && !key) throw new UserError(`a key channel needs a key: ${CREATE_USAGE}`);
+  if (access === "public" && shared) throw new UserError("a public channel is shared already");
+  const isPrivate = access !== "public" && !shared;
+  const cannot = isPrivate ? state.cannotReadPrivate() : [];
+  if (cannot.length) {
+    const k = cannot.length;
+    const text =
+      `#${id} would be private: its messages sealed under its own key, read by its members only; ` +
+      `${k} member${k === 1 ? " uses" : "s use"} a client that cannot read a private channel ` +
+      `(${cannot.join(", ")}): ${k === 1 ? "it" : "they"} would not read it, even as ` +
+      `member${k === 1 ? "" : "s"}. (/channel create ${id} shared ${access}${access === "key" ? " KEY" : ""} ` +
+      "makes it readable by every member of the circle.)";
+    if (!(await app.confirm(`Make #${id} private?`, text, "Private anyway"))) {
+      state.notice(`nothing done: #${id} is not created`);
+      return;
+    }
+  }
+  await state.createChannel(id, { access, key, shared });
+  state.notice(`created #${id}${isPrivate ? " (private)" : ""}`);
 }
 
 /** /kick PERSON: says what it will do and who cannot follow, asks, then removes. */

@@ -14,6 +14,7 @@ import {
   derive,
   epochEvent,
   keyHash,
+  madePrivate,
   epochLinkEvent,
   eventText,
   keptByOwner,
@@ -666,12 +667,38 @@ export class AppState extends EventTarget {
     return people.sort((a, b) => b.lastSeen - a.lastSeen);
   }
 
-  async createChannel(channelId) {
+  /**
+   * Create a channel and go there, as `felund channel create`: a key or invite one is
+   * private (its messages sealed under its own key) unless shared; a private key
+   * channel's key is kept here (IndexedDB, never shown) to read and write it.
+   * @param {string} channelId
+   * @param {{access?: string, key?: string, shared?: boolean}} [how]
+   */
+  async createChannel(channelId, { access = "public", key = "", shared = false } = {}) {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (view.model.channels.has(channelId)) throw new UserError(`#${channelId} exists already`);
-    await this.control(view, this.channelEvent(view, "create", channelId));
+    if (key.length > MAX_TYPED_KEY) throw new UserError(`a channel key is at most ${MAX_TYPED_KEY} characters`);
+    const made = this.channelEvent(view, "create", channelId, { access, key });
+    const event = access !== "public" && !shared ? built(() => madePrivate(made)) : made;
+    await this.control(view, event);
+    if (event.private && access === "key") await view.sync.holdParts([{ channelId, part: KEY_PART, secret: key }]);
     await this.setCurrent(view.id, channelId);
+  }
+
+  /**
+   * The members of the current circle who could not read a private channel: a client
+   * with no X25519 key announced (they would not read it, even as members). Names.
+   * @returns {string[]}
+   */
+  cannotReadPrivate() {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const names = this.names(view);
+    const me = this.identity.nodeId;
+    return cannotFollow(view.model, names.keys())
+      .filter((id) => id !== me)
+      .map((id) => names.get(id) || id.slice(0, 8));
   }
 
   /**
