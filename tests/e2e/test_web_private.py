@@ -312,4 +312,19 @@ def test_the_page_makes_a_private_channel_and_keys_it_for_whom_it_approves(
     assert _texts(other, circle, "ops") == set()
     on_disk = _db_bytes(other)
     assert first.encode() not in on_disk and second.encode() not in on_disk
+
+    # A key channel the page makes private keeps its key: what it writes, a node joined
+    # with the key reads; "shared" makes one every member reads, and asks nothing.
+    web.page.fill("#input", "/channel create den key a den key")
+    web.page.press("#input", "Enter")
+    web.page.click("#confirm-yes")
+    expect(notices.last).to_have_text("created #den (private)", timeout=T)
+    web.say("in the den")
+    web.type("/channel create hall shared invite")
+    expect(notices.last).to_have_text("created #hall", timeout=T)
+    web.say("in the hall")
+    wait_for(lambda: "in the hall" in _texts(other, circle, "hall"), timeout=30, what="hall")
+    assert _texts(other, circle, "den") == set() and _sealed_rows(other, circle, "den") == 1
+    nodey.cli("channel", "join", "den", "--circle-id", circle, "--key", "a den key")
+    assert _texts(nodey, circle, "den") == {"in the den"}
     web.no_errors()
