@@ -33,7 +33,7 @@
 // - Private channels (lib/channels.js): a message under "<epoch key id>/<part>" opens
 //   with the channel's part held here (a key channel's typed key, an invite channel's
 //   epoch secret unwrapped from a CHANNEL_KEY_EVT); one the page cannot open is kept
-//   sealed as any other, and opened when the part comes (keepTypedKey, follow).
+//   sealed as any other, and opened when the part comes (holdParts, follow).
 
 import {
   CONTROL_CHANNEL,

@@ -13,11 +13,11 @@ import {
   dated,
   derive,
   epochEvent,
-  keyHash,
-  madePrivate,
   epochLinkEvent,
   eventText,
   keptByOwner,
+  keyHash,
+  madePrivate,
   nextRemoved,
   renameEvent,
   resolvePerson,
@@ -94,6 +94,11 @@ const wrote = (view, me, t, also = "") =>
 // Whether an epoch's EPOCH_LINK is among a circle's control events (event text is key-sorted).
 const linked = (view, epochId) =>
   view.control.some((m) => m.text.includes('"t":"EPOCH_LINK"') && m.text.includes(`"epoch_id":"${epochId}"`));
+
+/** A key channel's key is kept here to read a private one: bounded, as the node bounds it. */
+function checkTypedKey(key) {
+  if (key.length > MAX_TYPED_KEY) throw new UserError(`a channel key is at most ${MAX_TYPED_KEY} characters`);
+}
 
 /** An event from the shared builder (lib/chatmodel.js); its refusal as a UserError. */
 function built(build) {
@@ -678,9 +683,11 @@ export class AppState extends EventTarget {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     if (view.model.channels.has(channelId)) throw new UserError(`#${channelId} exists already`);
-    if (key.length > MAX_TYPED_KEY) throw new UserError(`a channel key is at most ${MAX_TYPED_KEY} characters`);
+    checkTypedKey(key);
     const made = this.channelEvent(view, "create", channelId, { access, key });
     const event = access !== "public" && !shared ? built(() => madePrivate(made)) : made;
+    // Its channel epochs are signed events: a page that cannot sign could never write in it.
+    if (event.private && !this.signs) throw new UserError(REFUSALS.unsigned);
     await this.control(view, event);
     if (event.private && access === "key") await view.sync.holdParts([{ channelId, part: KEY_PART, secret: key }]);
     await this.setCurrent(view.id, channelId);
@@ -711,7 +718,7 @@ export class AppState extends EventTarget {
     const view = this.view();
     if (!view) throw new UserError("join or create a circle first");
     const channel = view.model.channels.get(channelId);
-    if (key.length > MAX_TYPED_KEY) throw new UserError(`a channel key is at most ${MAX_TYPED_KEY} characters`);
+    checkTypedKey(key);
     await this.control(view, this.channelEvent(view, "join", channelId, { key }));
     // A key channel's key is kept (IndexedDB, never shown): it reads and writes a private one.
     if (key && channel?.accessMode === "key" && (!channel.keyHash || channel.keyHash === keyHash(view.id, channelId, key))) {
