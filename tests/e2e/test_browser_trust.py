@@ -1541,7 +1541,7 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
     expect(web.channel_button("vip")).to_have_count(1, timeout=T)
     web.type("/channel approve vip Cal")
     expect(notices.last).to_contain_text("approved Cal in #vip", timeout=T)
-    web.lists("/channels", "#vip  invite, 3 members")
+    web.lists("/channels", "#vip  invite private, 3 members")
 
     def vip_on_node() -> set[str]:
         listed = {c["channel_id"]: c for c in node.json("channels", "--circle-id", circle)}
@@ -1558,7 +1558,7 @@ def test_a_moderator_in_the_browser_approves_until_the_node_demotes_it(
         "only #vip's owner (nodey), the circle's owner or a moderator can approve into #vip",
         timeout=T,
     )
-    web.lists("/channels", "#vip  invite, 3 members")
+    web.lists("/channels", "#vip  invite private, 3 members")
     assert {CAL.node_id, wendy} <= vip_on_node()
     web.no_errors()
 
