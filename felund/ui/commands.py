@@ -24,9 +24,12 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "circle": ("/circle switch <n|name>", "switch to a circle by number (as /circles) or name"),
     "channels": ("/channels", "list the channels of the active circle (* = yours)"),
     "channel": (
-        "/channel create <name> [public|key|invite] [key] | join <name> [key] | "
+        "/channel create <name> [public|key|invite] [key] [private|shared] | join <name> [key] | "
         "switch <name> | leave <name> | request <name> | approve <name> <person>",
-        "create, join, switch to, leave a channel; ask to join or approve (invite channels)",
+        "create, join, switch to, leave a channel; ask to join or approve (invite channels); "
+        "a key or invite channel is private (read by its members only) unless shared (read "
+        "by every member of the circle); with neither said, one some members cannot read "
+        "is not made, and they are named",
     ),
     "who": (
         "/who [channel]",
@@ -47,6 +50,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "quit": ("/quit", "detach; the node keeps running (Ctrl+Q)"),
 }
 CHANNEL_OPS: Final = ("create", "join", "switch", "leave", "request", "approve")
+PRIVACY: Final = ("private", "shared")
 KEY_HELP: Final = (
     ("F1", "this help"),
     ("F2", "the active circle's invite code"),
@@ -121,13 +125,20 @@ def channel_event(op: str, circle_id: str, name: str, node_id: str, **what: str)
         raise UsageError(str(exc)) from None
 
 
-def create_args(args: list[str]) -> tuple[str, str, str]:
-    """``/channel create <name> [access] [key]`` as (name, access, key)."""
-    if not 2 <= len(args) <= 4:
-        raise UsageError("usage: /channel create <name> [public|key|invite] [key]")
-    access = args[2] if len(args) > 2 else "public"
-    key = args[3] if len(args) > 3 else ""
-    return channel_name(args[1]), access, key
+def create_args(args: list[str]) -> tuple[str, str, str, str]:
+    """``/channel create <name> [access] [key] [private|shared]`` as (name, access, key,
+    privacy: "private", "shared" or "" when not said)."""
+    usage = "usage: /channel create <name> [public|key|invite] [key] [private|shared]"
+    words = args[2:]
+    access = words.pop(0) if words else "public"
+    # A key channel's next word is its key, whatever it spells; otherwise it is the privacy.
+    key = words.pop(0) if words and (access == "key" or words[0] not in PRIVACY) else ""
+    privacy = words.pop(0) if words else ""
+    if len(args) < 2 or words or privacy not in ("", *PRIVACY):
+        raise UsageError(usage)
+    if privacy and access not in ("key", "invite"):
+        raise UsageError("private and shared go with a key or invite channel")
+    return channel_name(args[1]), access, key, privacy
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,8 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
             return _channel_words(word, ctx)
         if n == 3 and words[1] == "create":
             return _matching(word, list(chatmodel.ACCESS_MODES))
+        if words[1] == "create" and (n, words[2]) in ((4, "invite"), (5, "key")):
+            return _matching(word, list(PRIVACY))
     if cmd == "/who" and n == 1:
         return _channel_words(word, ctx)
     if cmd == "/role" and n == 1:

@@ -80,8 +80,9 @@ def _channels(model: View, cmd: Command) -> list[Effect]:
         if view.listed:
             mark = "*" if view.member else " "
             extra = f"  requests: {len(view.requests)}" if view.requests else ""
+            access = view.access_mode + (" private" if view.private else "")
             lines.append(
-                f"{mark} #{view.channel_id}  {view.access_mode}  "
+                f"{mark} #{view.channel_id}  {access}  "
                 f"{chatmodel.members_text(view.channel_id, view.members)}{extra}"
             )
     model.notice("\n".join(lines))
@@ -94,10 +95,9 @@ def _channel(model: View, cmd: Command) -> list[Effect]:
     if op not in CHANNEL_OPS or len(cmd.args) < 2:
         raise UsageError("usage: " + COMMANDS["channel"][0])
     if op == "create":
-        name, access, key = create_args(cmd.args)
+        name, access, key, privacy = create_args(cmd.args)
         event = channel_event(op, circle.circle_id, name, model.node_id, access=access, key=key)
-        circle.switch_to = name
-        return [model.control(circle.circle_id, event, f"created #{name}", key)]
+        return model.create_channel(circle.circle_id, event, key, privacy)
     name = channel_name(cmd.args[1])
     if op == "switch":
         return _switch(model, circle, name)

@@ -70,6 +70,7 @@ class ChannelView:
     listed: bool = False  # OP_CHANNELS named it
     member: bool = False
     access_mode: str = "public"
+    private: bool = False  # sealed under a channel key: its members alone read it
     members: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     loading: bool = False

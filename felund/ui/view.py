@@ -30,6 +30,7 @@ from felund.protocol import (
     OP_INVITE,
     OP_MEMBER_REMOVE,
     OP_SETTINGS,
+    OP_WHO,
     SVC_GOSSIP,
     SVC_STORE,
 )
@@ -84,6 +85,7 @@ class _Req:
     circle_id: str = ""
     channel_id: str = ""
     extra: str = ""
+    event: dict[str, Any] | None = None  # a channel's create, for "create_plan"
 
 
 class View:
@@ -447,6 +449,7 @@ class View:
         for item in items:
             view = circle.channel(get(item, "channel_id", str))
             view.access_mode = get(item, "access_mode", str)
+            view.private = item.get("private") is True
             view.members = strings(item, "members")
             view.requests = strings(item, "requests")
             view.member = get(item, "member", bool)
@@ -582,6 +585,28 @@ class View:
         self.notice("\n".join([*lines, again]), error=True)
         return []
 
+    def _on_create_plan(self, req: _Req, answer: Any) -> list[Effect]:
+        """Who is in the circle: a channel everyone can read is made private; else it is
+        not made, and those who could not read it are named."""
+        event = req.event or {}
+        people = get(answer, "people", list)
+        stuck = [p for p in people if not get(p, "can_follow", bool) and not p.get("removed")]
+        for p in stuck:  # person_words reads them
+            get(p, "node_id", str), get(p, "display_name", str)
+        if not stuck:
+            return [self._create(req.circle_id, events.made_private(event), req.extra)]
+        name = event.get("channel_id", "")
+        names = ", ".join(map(events.person_words, stuck))
+        self.notice(
+            f"#{name} not created: it would be private (its messages sealed under its own "
+            f"key, read by its members only), and {len(stuck)} member(s) use a client that "
+            f"cannot read a private channel ({names}): they would not read it, even as "
+            "members\nrepeat it with private (private anyway) or shared (readable by every "
+            "member of the circle, as a channel of the other implementation)",
+            error=True,
+        )
+        return []
+
     def _on_kick(self, req: _Req, answer: Any) -> list[Effect]:
         self.notice(
             f"removed {events.person_words(answer)}: the circle is at epoch "
@@ -607,11 +632,12 @@ class View:
         "who": _on_who,
         "blocks": _on_blocks,
         "kick_plan": _on_kick_plan,
+        "create_plan": _on_create_plan,
         "kick": _on_kick,
     }
 
     # --- for felund.ui.keys and felund.ui.slash -----------------------------------
-    def call(self, op: str, body: dict[str, Any], kind: str, **ctx: str) -> Call:
+    def call(self, op: str, body: dict[str, Any], kind: str, **ctx: Any) -> Call:
         """A store call; ``kind`` (a key of the answer handlers) says what its answer is for."""
         self._token += 1
         self._calls[self._token] = _Req(op, kind, **ctx)
@@ -642,6 +668,26 @@ class View:
             return [self.call(OP_MEMBER_REMOVE, body, "kick", circle_id=circle_id)]
         body["dry_run"] = True
         return [self.call(OP_MEMBER_REMOVE, body, "kick_plan", circle_id=circle_id, extra=who)]
+
+    def create_channel(
+        self, circle_id: str, event: dict[str, Any], key: str, privacy: str
+    ) -> list[Effect]:
+        """/channel create: a key or invite channel is private unless ``privacy`` is
+        "shared"; not said, the store is first asked who is in the circle (private only
+        if every member can read it: ``_on_create_plan``)."""
+        if event["access_mode"] == "public" or privacy:
+            private = privacy == "private"
+            return [self._create(circle_id, events.made_private(event) if private else event, key)]
+        body = {"circle_id": circle_id}
+        return [self.call(OP_WHO, body, "create_plan", circle_id=circle_id, extra=key, event=event)]
+
+    def _create(self, circle_id: str, event: dict[str, Any], key: str) -> Call:
+        name = event["channel_id"]
+        circle = self.circles.get(circle_id)
+        if circle is not None:
+            circle.switch_to = name
+        done = f"created #{name}" + (" (private)" if event.get("private") else "")
+        return self.control(circle_id, event, done, key)
 
     def pending_posts(self) -> int:
         """Messages sent from this screen that the store has not acknowledged yet."""

@@ -344,7 +344,7 @@ def test_unknown_command_is_a_notice(store: UiStore, circle: str) -> None:
 
 def test_channel_create_writes_the_event_as_the_cli_does(store: UiStore, circle: str) -> None:
     model = started(store)
-    (call,) = calls(enter(model, "/channel create secret key hunter2"), OP_CONTROL)
+    (call,) = calls(enter(model, "/channel create secret key hunter2 shared"), OP_CONTROL)
     assert call.body["circle_id"] == circle
     assert call.body["created_ts"] == T0 + 500
     assert call.body["event"] == events.channel_event(
@@ -443,6 +443,59 @@ def test_a_sealed_row_is_shown_nowhere_until_it_opens(store: UiStore, circle: st
     assert "opened at last" in screen_text(model)
 
 
+def channels_of(store: UiStore) -> dict[str, dict[str, Any]]:
+    """The active circle's channels as the store lists them, by name."""
+    listed = store.ops.channels({"circle_id": store.circle_id}).reply["channels"]
+    return {c["channel_id"]: c for c in listed}
+
+
+def test_a_key_or_invite_channel_is_private_when_every_member_can_read_it(
+    store: UiStore,
+) -> None:
+    """Issue 16: as `felund channel create`, the ui makes a key or invite channel private
+    unless told shared; it asks the store who is in the circle first (here: only this
+    node, which can read a private channel), and /channels says it is private."""
+    store.circle_id = store.create_circle("solo")
+    model = started(store)
+    effects = enter(model, "/channel create vip invite")
+    assert calls(effects, OP_CONTROL) == [] and calls(effects, OP_WHO) != []
+    store.drive(model, effects)
+    assert model.status == "created #vip (private)", model.status
+    assert channels_of(store)["vip"]["private"] is True
+    store.drive(model, enter(model, "/channels"))
+    assert "* #vip  invite private  " in screen_text(model), screen_text(model)
+    store.drive(model, enter(model, "/channel create pub"))  # public: nothing to ask
+    assert model.status == "created #pub" and channels_of(store)["pub"]["private"] is False
+    assert len(store.ops_called(OP_WHO)) == 1
+
+
+def test_a_channel_some_members_cannot_read_is_not_made_until_private_or_shared_is_said(
+    store: UiStore, circle: str
+) -> None:
+    """Issue 16: bob (his client announced no key to unwrap with) could not read a
+    private channel: the ui makes nothing and names him; said private or shared, it makes
+    the channel as asked, without asking the store again."""
+    model = started(store)
+    store.drive(model, enter(model, "/channel create ops2 key k1"))
+    text = list(model.pane().msgs.values())[-1].text  # the notice, unwrapped
+    assert text.startswith("#ops2 not created: it would be private"), text
+    assert f"1 member(s) use a client that cannot read a private channel (bob ({BOB[:12]}))" in text
+    assert "repeat it with private (private anyway) or shared" in text, text
+    assert model.status_style == "error"
+    assert "ops2" not in channels_of(store) and store.ops_called(OP_CONTROL) == []
+    store.drive(model, enter(model, "/channel create ops2 key k1 private"))
+    assert model.status == "created #ops2 (private)", model.status
+    store.drive(model, enter(model, "/channel create den invite shared"))
+    assert model.status == "created #den", model.status
+    listed = channels_of(store)
+    assert (listed["ops2"]["private"], listed["den"]["private"]) == (True, False)
+    assert len(store.ops_called(OP_WHO)) == 1
+    assert model.active == (circle, "den")
+    usage = "usage: /channel create <name> [public|key|invite] [key] [private|shared]"
+    for line in ("/channel create k key s private now", "/channel create p invite shared now"):
+        assert calls(enter(model, line), OP_CONTROL) == [] and model.status == usage, line
+
+
 def test_kick_says_what_it_will_do_and_only_the_same_kick_soon_after_does_it(
     store: UiStore, circle: str
 ) -> None:
@@ -479,6 +532,8 @@ def test_kick_says_what_it_will_do_and_only_the_same_kick_soon_after_does_it(
     [
         ("/channel create k key", "a key channel needs a key"),
         ("/channel create Bad!", "channel names are 1 to 32"),
+        ("/channel create p public private", "private and shared go with a key or invite"),
+        ("/channel create p public shared", "private and shared go with a key or invite"),
         ("/channel leave general", "#general cannot be left"),
         ("/channel switch ops", "you are not in #ops"),
         ("/channel switch nowhere", "there is no channel #nowhere"),
