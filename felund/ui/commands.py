@@ -178,7 +178,7 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
             return _channel_words(word, ctx)
         if n == 3 and words[1] == "create":
             return _matching(word, list(chatmodel.ACCESS_MODES))
-        if words[1] == "create" and (n, words[2]) in ((4, "invite"), (5, "key")):
+        if words[1] == "create" and (n, words[3:4]) in ((4, ["invite"]), (5, ["key"])):
             return _matching(word, list(PRIVACY))
     if cmd == "/who" and n == 1:
         return _channel_words(word, ctx)

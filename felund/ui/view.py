@@ -588,7 +588,8 @@ class View:
     def _on_create_plan(self, req: _Req, answer: Any) -> list[Effect]:
         """Who is in the circle: a channel everyone can read is made private; else it is
         not made, and those who could not read it are named."""
-        event = req.event or {}
+        event = req.event
+        assert event is not None  # create_channel sends it with every "create_plan"
         people = get(answer, "people", list)
         stuck = [p for p in people if not get(p, "can_follow", bool) and not p.get("removed")]
         for p in stuck:  # person_words reads them

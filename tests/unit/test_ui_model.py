@@ -731,6 +731,11 @@ def test_completion_cycles_commands_then_channels_and_names(store: UiStore, circ
     typed(model, "de")
     model.on_key("TAB")
     assert model.input.text == "/channel join dev "
+    for line, done in (("x invite p", "x invite private "), ("x key k s", "x key k shared ")):
+        model.on_key("C-u")
+        typed(model, "/channel create " + line)
+        model.on_key("TAB")
+        assert model.input.text == "/channel create " + done
     model.on_key("C-u")
     typed(model, "hi @b")
     model.on_key("TAB")
