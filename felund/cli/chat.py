@@ -86,15 +86,10 @@ def _private(args: argparse.Namespace, node: NodeClient) -> bool:
     if args.shared or args.private:
         return bool(args.private)
     people = node.call(OP_WHO, {"circle_id": args.circle_id})["people"]
-    stuck = [p for p in people if not p["can_follow"] and not p["removed"]]
+    stuck = [p for p in people if not events.can_read_private(p)]
     if not stuck:
         return True
-    err(
-        f"#{args.name} would be private: its messages sealed under its own key, read by its "
-        f"members only; {len(stuck)} member(s) use a client that cannot read a private "
-        f"channel ({', '.join(events.person_words(p) for p in stuck)}): they would not read "
-        "it, even as members"
-    )
+    err(events.unreadable_words(args.name, stuck))
     if not sys.stdin.isatty():
         raise UsageError(
             "not created: give --private (private anyway) or --shared (readable by every "

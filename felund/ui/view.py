@@ -591,19 +591,15 @@ class View:
         event = req.event
         assert event is not None  # create_channel sends it with every "create_plan"
         people = get(answer, "people", list)
-        stuck = [p for p in people if not get(p, "can_follow", bool) and not p.get("removed")]
-        for p in stuck:  # person_words reads them
-            get(p, "node_id", str), get(p, "display_name", str)
+        for p in people:  # what can_read_private and person_words read
+            get(p, "can_follow", bool), get(p, "node_id", str), get(p, "display_name", str)
+        stuck = [p for p in people if not events.can_read_private(p)]
         if not stuck:
             return [self._create(req.circle_id, events.made_private(event), req.extra)]
-        name = event.get("channel_id", "")
-        names = ", ".join(map(events.person_words, stuck))
         self.notice(
-            f"#{name} not created: it would be private (its messages sealed under its own "
-            f"key, read by its members only), and {len(stuck)} member(s) use a client that "
-            f"cannot read a private channel ({names}): they would not read it, even as "
-            "members\nrepeat it with private (private anyway) or shared (readable by every "
-            "member of the circle, as a channel of the other implementation)",
+            f"not created: {events.unreadable_words(event.get('channel_id', ''), stuck)}\n"
+            "repeat it with private (private anyway) or shared (readable by every member of "
+            "the circle, as a channel of the other implementation)",
             error=True,
         )
         return []

@@ -193,6 +193,22 @@ def person_words(p: dict[str, Any]) -> str:
     return f"{p['display_name'] or '-'} ({p['node_id'][:12]})"
 
 
+def unreadable_words(channel: str, stuck: list[dict[str, Any]]) -> str:
+    """Why a key or invite channel would not reach everyone if private (``stuck``: the
+    members whose client cannot read one): the CLI and the ui say it before asking."""
+    return (
+        f"#{channel} would be private (its messages sealed under its own key, read by its "
+        f"members only), and {len(stuck)} member(s) use a client that cannot read a private "
+        f"channel ({', '.join(map(person_words, stuck))}): they would not read it, even as "
+        "members"
+    )
+
+
+def can_read_private(p: dict[str, Any]) -> bool:
+    """Whether a person of a who answer can read a private channel (or is removed anyway)."""
+    return bool(p["can_follow"]) or bool(p.get("removed"))
+
+
 def removal_words(plan: dict[str, Any]) -> list[str]:
     """What a removal (``store.member.remove``'s answer) will do, in words: the CLI and
     the ui say it before asking."""

@@ -478,7 +478,7 @@ def test_a_channel_some_members_cannot_read_is_not_made_until_private_or_shared_
     model = started(store)
     store.drive(model, enter(model, "/channel create ops2 key k1"))
     text = list(model.pane().msgs.values())[-1].text  # the notice, unwrapped
-    assert text.startswith("#ops2 not created: it would be private"), text
+    assert text.startswith("not created: #ops2 would be private"), text
     assert f"1 member(s) use a client that cannot read a private channel (bob ({BOB[:12]}))" in text
     assert "repeat it with private (private anyway) or shared" in text, text
     assert model.status_style == "error"
