@@ -13,6 +13,8 @@ import { MessagePane } from "./ui/messages.js";
 import { InputLine } from "./ui/input.js";
 import { Overlays } from "./ui/overlays.js";
 import { checkName, runLine } from "./ui/commands.js";
+import { Calls, CallPanel } from "./ui/call.js";
+import { parseIceText, iceText } from "./lib/callmesh.js";
 
 // What the header says for each connection state: words, not only a colour.
 const CONNECTION_TEXT = {
@@ -43,15 +45,22 @@ class App {
       onLine: (line) => this.run(line),
       channels: () => (state.view() ? state.channels(state.view()) : []),
     });
+    this.calls = new Calls(state, { onChange: () => this.queueRender() });
+    this.callPanel = new CallPanel(this.calls, state, { focusInput: () => this.focusInput() });
+    // A handle for the browser's console and the e2e tests (getStats of each connection).
+    globalThis.felundCalls = this.calls;
     this.overlays = new Overlays(state, {
       focusInput: () => this.focusInput(),
       saveSettings: (s) => this.saveSettings(s),
+      iceSetting: () => this.calls.iceSetting(),
+      iceText,
     });
 
     byId("btn-help").addEventListener("click", () => this.overlays.showHelp());
     byId("btn-invite").addEventListener("click", () => this.overlays.showInvite());
     byId("btn-settings").addEventListener("click", () => this.overlays.showSettings());
     byId("sidebar-toggle").addEventListener("click", () => this.toggleSidebar());
+    byId("btn-call").addEventListener("click", () => this.callPanel.toggle());
     // Shown beside the messages when there is room; turning narrow must not leave
     // the drawer open over them.
     onNarrowChange((narrow) => {
@@ -120,6 +129,8 @@ class App {
     connEl.textContent = CONNECTION_TEXT[conn] || conn;
     this.sidebar.render();
     this.pane.render();
+    this.calls.refresh();
+    this.callPanel.render();
     let unread = 0;
     for (const v of state.circles.values()) for (const n of state.unread(v).values()) unread += n;
     document.title = unread ? `(${unread}) felund` : "felund";
@@ -162,9 +173,10 @@ class App {
     return this.overlays.confirm(title, text, yes);
   }
 
-  async saveSettings({ name, relayUrl }) {
+  async saveSettings({ name, relayUrl, iceFromRelay, ice }) {
     const { state } = this;
     checkName(name, "display name"); // its UserError's message is shown in the dialog
+    await this.calls.setIce({ fromRelay: iceFromRelay, servers: parseIceText(ice) });
     if (relayUrl) {
       let base;
       try {
@@ -221,10 +233,17 @@ class App {
       this.overlays.showSettings();
     } else if (e.key === "F4" && plain) {
       e.preventDefault();
+      this.callPanel.toggle();
+    } else if (e.key === "F5" && plain) {
+      e.preventDefault();
       this.toggleSidebar();
     } else if (e.key === "Escape") {
       // An open <dialog> closes itself on Escape (and its close handler refocuses).
       if (this.overlays.openDialog()) return;
+      if (this.callPanel.shown && this.callPanel.root.contains(document.activeElement)) {
+        this.callPanel.toggle(false);
+        return;
+      }
       if (isNarrow() && this.sidebarShown) this.toggleSidebar(false);
       this.focusInput();
     } else if (e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {

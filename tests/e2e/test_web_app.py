@@ -396,8 +396,8 @@ def test_phone_screen_and_keyboard_only(open_peer, tmp_path: Path) -> None:
     )
     assert dark[2] >= 21 and 0.2 < dark[0] / dark[1] < 0.6, dark
     page.keyboard.press("Escape")
-    # F4 toggles the drawer; Escape closes it.
-    page.keyboard.press("F4")
+    # F5 toggles the drawer (F4 is the call panel); Escape closes it.
+    page.keyboard.press("F5")
     expect(page.locator("#sidebar")).to_be_visible(timeout=T)
     page.keyboard.press("Escape")
     expect(page.locator("#sidebar")).to_be_hidden(timeout=T)

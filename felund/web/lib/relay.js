@@ -372,6 +372,35 @@ export class RelayClient {
   }
 
   /**
+   * POST /v1/signal (signed): one call signal for one node (addendum §1.5).
+   * @param {{sessionId: string, toNodeId: string, type: string, payload: string, ttlS?: number}} signal
+   * @returns {Promise<object>} `{ok, server_time}`
+   */
+  async postSignal({ sessionId, toNodeId, type, payload, ttlS = 120 }) {
+    const body = {
+      session_id: sessionId,
+      from_node_id: this.nodeId,
+      to_node_id: toNodeId,
+      circle_hint: await this.circleHint(),
+      type,
+      payload,
+      ttl_s: ttlS,
+    };
+    return this._call("POST", "/signal", { body });
+  }
+
+  /**
+   * GET /v1/signal (signed): the signals for this node after sinceId, oldest first.
+   * @param {{sinceId?: number}} [options]
+   * @returns {Promise<object[]>} `{id, session_id, from_node, to_node, type, payload, created_at}`
+   */
+  async pullSignals({ sinceId = 0 } = {}) {
+    const query = { to_node_id: this.nodeId, since_id: String(sinceId), circle_hint: await this.circleHint() };
+    const answer = await this._call("GET", "/signal", { query });
+    return Array.isArray(answer.signals) ? answer.signals : [];
+  }
+
+  /**
    * The WebSocket feed /v1/relay/ws: calls onMessages(messages, serverTime) for every
    * batch the relay pushes (the last 120 s on connect, then what others post),
    * answers PING, sends its own PING every pingMs and reconnects after retryMs
@@ -471,4 +500,48 @@ export class RelayClient {
       },
     };
   }
+}
+
+/**
+ * GET /v1/ice (unsigned): the STUN/TURN servers the relay's operator names, as
+ * RTCIceServer objects. A relay without the route, or any failure, gives []:
+ * then calls use host candidates only (the page never picks a server itself).
+ * @param {string} baseUrl
+ * @returns {Promise<object[]>}
+ */
+export async function relayIceServers(baseUrl, { timeoutMs = TIMEOUT_MS } = {}) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const response = await fetch(`${normalizeRelayUrl(baseUrl)}/v1/ice`, {
+      cache: "no-store",
+      credentials: "omit",
+      signal: abort.signal,
+    });
+    if (response.status !== 200) return [];
+    const { answer } = readAnswer(await response.text());
+    return iceServerList(answer?.ice_servers);
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The well-formed RTCIceServer entries of a list (urls: stun:/stuns:/turn:/turns: only), at most 8. */
+export function iceServerList(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const entry of list.slice(0, 8)) {
+    if (entry === null || typeof entry !== "object") continue;
+    const urls = (Array.isArray(entry.urls) ? entry.urls : [entry.urls]).filter(
+      (u) => typeof u === "string" && /^(stun|stuns|turn|turns):[^\s]{1,250}$/.test(u),
+    );
+    if (!urls.length) continue;
+    const server = { urls };
+    if (typeof entry.username === "string") server.username = entry.username.slice(0, 256);
+    if (typeof entry.credential === "string") server.credential = entry.credential.slice(0, 256);
+    out.push(server);
+  }
+  return out;
 }

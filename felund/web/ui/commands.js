@@ -27,14 +27,17 @@ export const COMMANDS = [
   ["/role moderator|member PERSON", "the circle's owner makes someone a moderator, or a member again"],
   ["/kick PERSON", "remove someone from this circle (owner or moderator): the circle gets a new key they do not have"],
   ["/name NEW-NAME", "your display name, in every circle"],
-  ["/settings", "display name and relay URL (F3)"],
+  ["/settings", "display name, relay URL, STUN/TURN servers (F3)"],
+  ["/call start|join|view|leave|end", "start a call in this channel, join it, watch it (receive only), leave it; end: the host ends it for all (F4 shows the call)"],
+  ["/call revoke PERSON", "the call's host takes a viewer out of it"],
 ];
 
 export const KEYS = [
   ["F1", "help"],
   ["F2", "invite code and QR code"],
   ["F3", "settings"],
-  ["F4", "show or hide the circles and channels"],
+  ["F4", "show or hide the call panel"],
+  ["F5", "show or hide the circles and channels"],
   ["Escape", "close an overlay, back to the input"],
   ["Alt+Up / Alt+Down", "previous / next channel"],
   ["Up / Down", "input history"],
@@ -51,6 +54,7 @@ export const SUBCOMMANDS = {
   "/circle": ["create", "name", "leave"],
   "/channel": ["create", "join", "switch", "request", "approve"],
   "/role": GIVEN_ROLES,
+  "/call": ["start", "join", "view", "leave", "end", "revoke"],
 };
 
 /** A display or circle name the nodes accept too (felund/chatmodel.py _good_name); throws UserError. */
@@ -193,6 +197,10 @@ export async function runLine(line, app) {
     }
     case "/kick":
       return kick(argText, app);
+    case "/call":
+      await app.calls.command(rest[0], rest.slice(1).join(" "));
+      app.callPanel.toggle(true);
+      return;
     case "/name":
       checkName(argText, "display name");
       await state.rename(argText);

@@ -9,7 +9,9 @@ import { UNVERIFIED_MEANING } from "./state.js";
 import { drawQr } from "./qr.js";
 
 export class Overlays {
-  constructor(state, { focusInput, saveSettings }) {
+  constructor(state, { focusInput, saveSettings, iceSetting, iceText }) {
+    this.iceSetting = iceSetting; // () => Promise<{fromRelay, servers}>
+    this.iceText = iceText;
     this.state = state;
     this.focusInput = focusInput;
     this.saveSettings = saveSettings; // ({name, relayUrl}) => Promise<void>; throws with a message
@@ -134,9 +136,12 @@ export class Overlays {
     });
   }
 
-  showSettings() {
+  async showSettings() {
     byId("settings-name").value = this.state.identity ? this.state.identity.displayName : "";
     byId("settings-relay").value = this.state.relayUrl;
+    const ice = await this.iceSetting();
+    byId("settings-ice-relay").checked = ice.fromRelay;
+    byId("settings-ice").value = this.iceText(ice.servers);
     byId("settings-error").textContent = "";
     this.show(this.settings);
     byId("settings-name").focus();
@@ -151,6 +156,8 @@ export class Overlays {
       await this.saveSettings({
         name: byId("settings-name").value.trim(),
         relayUrl: byId("settings-relay").value.trim(),
+        iceFromRelay: byId("settings-ice-relay").checked,
+        ice: byId("settings-ice").value,
       });
       this.settings.close();
     } catch (e) {
