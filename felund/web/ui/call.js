@@ -282,13 +282,21 @@ export class CallPanel {
       if (a.media.cameraOff) bits.push("camera off");
       return bits.join(" · ");
     }
-    if (call) return `call in #${call.channelId}, started by ${this.name(call.host)}, ${call.participants.size} in it`;
-    return calls.gone || `no call in #${this.state.current.channelId}`;
+    const here = call
+      ? `call in #${call.channelId}, started by ${this.name(call.host)}, ${call.participants.size} in it`
+      : `no call in #${this.state.current.channelId}`;
+    if (!calls.gone) return here;
+    return call ? `${calls.gone} · ${here}` : calls.gone;
   }
 
   name(nodeId) {
     const view = this.state.view();
-    return (view && view.model.names.get(nodeId)) || nodeId.slice(0, 8);
+    if (!view) return nodeId.slice(0, 8);
+    if (view.callNamesVersion !== view.version) {
+      view.callNames = this.state.names(view);
+      view.callNamesVersion = view.version;
+    }
+    return view.callNames.get(nodeId) || nodeId.slice(0, 8);
   }
 
   render() {
@@ -313,7 +321,8 @@ export class CallPanel {
     }
     if (a) button("leave", a.role === "viewer" ? "Stop watching" : "Leave");
     if (call && call.host === me) button("end", "End for all");
-    byId("call-actions").replaceChildren(...buttons);
+    // Replaced only when they change: a redraw must not take the focus from a button.
+    this.replace(byId("call-actions"), buttons);
 
     const people = [];
     if (call) {
@@ -337,8 +346,15 @@ export class CallPanel {
       for (const id of [...call.participants].sort()) row(id, "participant");
       for (const id of [...call.viewers].sort()) row(id, "viewer");
     }
-    byId("call-people").replaceChildren(...people);
+    this.replace(byId("call-people"), people);
     this.renderTiles();
+  }
+
+  replace(parent, children) {
+    const key = children.map((c) => c.outerHTML).join("");
+    if (parent.dataset.drawn === key) return;
+    parent.dataset.drawn = key;
+    parent.replaceChildren(...children);
   }
 
   renderTiles() {

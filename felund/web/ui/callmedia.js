@@ -91,15 +91,20 @@ export class CallMedia {
     if (this.closed) return;
     const wanted = linksOf(call, this.me);
     for (const [peer, link] of this.links) {
-      if (!wanted.has(peer)) this._drop(peer, link);
+      if (!wanted.has(peer)) {
+        this._drop(peer, link);
+        this.onChange();
+      }
     }
     for (const [peer, plan] of wanted) {
-      if (!this.links.has(peer) && plan.offerer) this._open(peer, plan);
+      if (!this.links.has(peer) && plan.offerer) {
+        this._open(peer, plan);
+        this.onChange();
+      }
     }
     const held = this.held;
     this.held = [];
     for (const h of held) if (Date.now() - h.at < HELD_MS) await this._take(h.signal, h.at);
-    this.onChange();
   }
 
   /** A connection to peer; one opened for a received offer adds its tracks after it (no glare). */
