@@ -19,14 +19,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from felund import testing
 from felund.testing import Relay
 from felund.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.conftest import T, Peer
+from tests.e2e.conftest import Peer, T
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -66,7 +66,7 @@ def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
         str(here), "-k", "inside",
     ]  # fmt: skip
     env = {**os.environ, "FELUND_CALLS_NETNS": "1"}
-    done = subprocess.run(  # noqa: S603 - our own argv
+    done = subprocess.run(
         argv, cwd=here.parents[2], env=env, capture_output=True, text=True, timeout=900, check=False
     )
     print(done.stdout[-20000:], done.stderr[-5000:])
@@ -83,16 +83,28 @@ def isolated() -> None:
 
 
 @pytest.fixture(scope="module")
-def media_browser(isolated: None) -> Iterator[Browser]:
-    """Chromium with fake camera and microphone, allowed to use loopback candidates."""
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - optional dependency
+def playwright(isolated: None) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *MEDIA_ARGS], headless=True, timeout=60_000
-        )
-        yield chromium
-        chromium.close()
+        yield pw
+
+
+def launch(pw: Any, *args: str) -> Browser:
+    return cast(
+        "Browser",
+        pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args], headless=True, timeout=60_000
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def media_browser(playwright: Any) -> Iterator[Browser]:
+    """Chromium with fake camera and microphone, allowed to use loopback candidates."""
+    chromium = launch(playwright, *MEDIA_ARGS)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +116,18 @@ def call_relay(isolated: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def peers(media_browser: Browser, call_relay: Relay) -> Iterator[Callable[[], Peer]]:
+def peers(media_browser: Browser, call_relay: Relay) -> Iterator[Callable[..., Peer]]:
     contexts: list[Any] = []
     opened: list[Peer] = []
 
-    def open_() -> Peer:
-        context = media_browser.new_context()
+    def open_(browser: Browser = media_browser) -> Peer:
+        context = browser.new_context()
         context.set_default_timeout(T)
         # Chromium calls itself offline when lo is its only interface; the relay on lo is
         # all these pages need, so they are told the truth about it.
-        context.add_init_script("Object.defineProperty(Navigator.prototype, 'onLine', {get: () => true})")
+        context.add_init_script(
+            "Object.defineProperty(Navigator.prototype, 'onLine', {get: () => true})"
+        )
         contexts.append(context)
         page = context.new_page()
         n = len(contexts)
@@ -133,7 +147,8 @@ def peers(media_browser: Browser, call_relay: Relay) -> Iterator[Callable[[], Pe
 def stats(peer: Peer) -> dict[str, dict[str, int]]:
     """Bytes of each of the page's call connections (RTCPeerConnection.getStats), by peer id."""
     out: dict[str, dict[str, int]] = peer.page.evaluate(
-        "async () => globalThis.felundCalls.active ? await globalThis.felundCalls.active.media.stats() : {}"
+        "async () => { const a = globalThis.felundCalls.active;"
+        " return a ? await a.media.stats() : {}; }"
     )
     return out
 
@@ -154,7 +169,9 @@ def grows(peer: Peer, other: str, *keys: str, timeout: float = 60) -> None:
         seen.append(now)
         return len(seen) >= 3 and all(seen[-1][k] > seen[-2][k] > seen[-3][k] for k in keys)
 
-    testing.wait_for(grew, timeout=timeout, interval=0.5, what=f"{keys} growing towards {other[:8]}")
+    testing.wait_for(
+        grew, timeout=timeout, interval=0.5, what=f"{keys} growing towards {other[:8]}"
+    )
 
 
 def stops(peer: Peer, other: str, key: str, timeout: float = 30) -> int:
@@ -165,7 +182,9 @@ def stops(peer: Peer, other: str, key: str, timeout: float = 30) -> int:
         seen.append(stats(peer)[other][key])
         return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
 
-    testing.wait_for(still, timeout=timeout, interval=1.0, what=f"{key} towards {other[:8]} to stop")
+    testing.wait_for(
+        still, timeout=timeout, interval=1.0, what=f"{key} towards {other[:8]} to stop"
+    )
     return seen[-1]
 
 
@@ -173,8 +192,8 @@ def status(peer: Peer) -> Any:
     return peer.page.locator("#call-status")
 
 
-def test_a_call_inside_the_namespace(peers: Callable[[], Peer]) -> None:
-    from playwright.sync_api import expect  # noqa: PLC0415 - optional dependency
+def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
+    from playwright.sync_api import expect
 
     alice, bob, carol = peers(), peers(), peers()
     alice.create("alice", "callers")
@@ -216,9 +235,12 @@ def test_a_call_inside_the_namespace(peers: Callable[[], Peer]) -> None:
     expect(alice.page.locator(f'#call-people li[data-peer="{c}"]')).to_have_count(1, timeout=T)
     alice.page.locator(f'#call-people li[data-peer="{c}"] button', has_text="Revoke").click()
     expect(status(carol)).to_have_text(
-        "the host removed you from the call · call in #general, started by alice, 2 in it", timeout=T
+        "the host removed you from the call · call in #general, started by alice, 2 in it",
+        timeout=T,
     )
-    testing.wait_for(lambda: c not in stats(alice), timeout=30, interval=0.5, what="alice to drop carol")
+    testing.wait_for(
+        lambda: c not in stats(alice), timeout=30, interval=0.5, what="alice to drop carol"
+    )
     assert stats(carol) == {}
     grows(alice, b, "inVideo")  # the participants' call goes on
 
@@ -227,3 +249,20 @@ def test_a_call_inside_the_namespace(peers: Callable[[], Peer]) -> None:
     expect(status(alice)).to_have_text("call ended by host (you)", timeout=T)
     expect(status(bob)).to_have_text("call ended by host", timeout=T)
     assert stats(alice) == {} and stats(bob) == {}
+
+
+def test_no_microphone_permission_inside_the_namespace(
+    peers: Callable[..., Peer], playwright: Any
+) -> None:
+    """Without the fake permission prompt, headless Chromium refuses the microphone: the panel
+    says so in words, and the call goes on receive-only."""
+    from playwright.sync_api import expect
+
+    refusing = launch(playwright, "--use-fake-device-for-media-stream")
+    try:
+        dave = peers(refusing)
+        dave.create("dave", "no mic")
+        dave.type("/call start")
+        expect(status(dave)).to_have_text("in the call · no microphone permission", timeout=T)
+    finally:
+        refusing.close()

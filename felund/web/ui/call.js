@@ -354,7 +354,10 @@ export class CallPanel {
     const key = children.map((c) => c.outerHTML).join("");
     if (parent.dataset.drawn === key) return;
     parent.dataset.drawn = key;
+    // Focus inside stays inside: on the same action if it is still offered, else the first.
+    const focused = parent.contains(document.activeElement) ? document.activeElement.dataset.call : null;
     parent.replaceChildren(...children);
+    if (focused !== null) (parent.querySelector(`[data-call="${focused}"]`) || parent.querySelector("button"))?.focus();
   }
 
   renderTiles() {
