@@ -139,12 +139,14 @@ export class Overlays {
   async showSettings() {
     byId("settings-name").value = this.state.identity ? this.state.identity.displayName : "";
     byId("settings-relay").value = this.state.relayUrl;
-    const ice = await this.iceSetting();
-    byId("settings-ice-relay").checked = ice.fromRelay;
-    byId("settings-ice").value = this.iceText(ice.servers);
+
     byId("settings-error").textContent = "";
     this.show(this.settings);
     byId("settings-name").focus();
+    // After showing: the dialog opens at once, the stored ICE setting fills in as it comes.
+    const ice = await this.iceSetting();
+    byId("settings-ice-relay").checked = ice.fromRelay;
+    byId("settings-ice").value = this.iceText(ice.servers);
   }
 
   async submitSettings() {
