@@ -85,6 +85,12 @@ SIGNALS = Counter(
     "Call signals stored.",
     registry=REGISTRY,
 )
+SIGNALS_REFUSED = Counter(
+    "felund_relay_server_signals_refused",
+    "Call signals refused because a queue was full (node, circle or relay).",
+    ["queue"],
+    registry=REGISTRY,
+)
 PURGED = Counter(
     "felund_relay_server_purged",
     "Rows removed by retention and expiry, by kind.",
