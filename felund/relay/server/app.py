@@ -604,6 +604,7 @@ async def refresh_stats(relay: Relay) -> None:
     m.STORED_MESSAGES.set(stats.messages)
     m.PINNED_CIRCLES.set(stats.circles)
     m.REGISTRATIONS.set(stats.registrations)
+    m.STORED_SIGNALS.set(stats.signals)
     m.DATABASE_BYTES.set(stats.database_bytes)
 
 

@@ -112,6 +112,11 @@ REGISTRATIONS = Gauge(
     "Presence registrations held (live or not yet purged).",
     registry=REGISTRY,
 )
+STORED_SIGNALS = Gauge(
+    "felund_relay_server_stored_signals",
+    "Call signals held (live or not yet purged; at most MAX_SIGNALS_TOTAL live).",
+    registry=REGISTRY,
+)
 DATABASE_BYTES = Gauge(
     "felund_relay_server_database_size_bytes",
     "Size of the SQLite database and its WAL.",
