@@ -15,6 +15,9 @@ and its own ``/metrics`` on one port.
   client that sends or reads slowly, or not at all, can hold. The connection
   cap is lowered to what the open-files limit leaves room for, and shown in
   the ``relay.starting`` line.
+- ICE servers (``--ice-server``, ``--ice-username``, ``--ice-credential``):
+  the STUN/TURN servers served to pages at ``/v1/ice``, checked at start (a
+  bad one exits 2 with what is wrong); none by default.
 - Logs: structlog JSON lines under a service manager (``FELUND_LOG_FORMAT``,
   ``FELUND_LOG_LEVEL``), one per request; aiohttp's own records (a malformed
   request) one line each too (``felund.relay.server.aiolog``).
@@ -45,6 +48,7 @@ from felund.relay.server import aiolog
 from felund.relay.server import metrics as m
 from felund.relay.server.app import make_app
 from felund.relay.server.connections import CappedSite, usable_connections
+from felund.relay.server.ice import ice_servers
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.state import RELAY, Relay, RelayConfig
 from felund.relay.server.store import AsyncStore
@@ -53,6 +57,7 @@ SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SHUTDOWN_TIMEOUT_S = 10.0
 _DEFAULTS = RelayConfig()
+ICE_CREDENTIAL_ENV = "FELUND_ICE_CREDENTIAL"
 
 
 def _positive_float(value: str) -> float:
@@ -162,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes queued for all clients together: feed frames and GET answers (%(default)s)",
     )
     p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN or TURN server the browsers' calls use (stun:, stuns:, turn:, turns: "
+        "HOST[:PORT]), served at /v1/ice; repeatable; none by default",
+    )
+    p.add_argument("--ice-username", default="", metavar="U", help="the TURN servers' user name")
+    p.add_argument(
+        "--ice-credential",
+        default=os.environ.get(ICE_CREDENTIAL_ENV, ""),
+        metavar="C",
+        help=f"the TURN servers' password (or ${ICE_CREDENTIAL_ENV}, kept out of the "
+        "process list); served to every page, never logged",
+    )
+    p.add_argument(
         "--log-level",
         default=os.environ.get("FELUND_LOG_LEVEL", "info"),
         choices=("debug", "info", "warning", "error"),
@@ -216,7 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         # prometheus-client chose file-backed values when it was imported: the
         # relay keeps its own in-memory registry, so start again without it.
         os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *sys.argv[1:]])  # noqa: S606
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ice = ice_servers(args.ice_server, args.ice_username, args.ice_credential)
+    except ValueError as exc:
+        parser.error(str(exc))
     log = logs.setup(SERVICE, "", args.log_level, args.log_format)
     aiolog.install(log)
     config = RelayConfig(
@@ -232,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         send_timeout_s=args.send_timeout,
         ws_queue_bytes=args.ws_queue_bytes,
         send_budget_bytes=args.send_budget_bytes,
+        ice_servers=ice,
     )
     try:
         store = SqliteRelayStore(args.db)
@@ -250,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         header_timeout_s=config.header_timeout_s,
         body_timeout_s=config.body_timeout_s,
         send_timeout_s=config.send_timeout_s,
+        ice_servers=[url for server in ice for url in server.urls],  # never the credential
     )
     if config.max_connections < args.max_connections:
         log.warning(

@@ -130,6 +130,12 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
         argv.append("--no-web")
     if args.max_connections is not None:
         argv += ["--max-connections", str(args.max_connections)]
+    for url in args.ice_server:
+        argv += ["--ice-server", url]
+    if args.ice_username:
+        argv += ["--ice-username", args.ice_username]
+    if args.ice_credential:
+        argv += ["--ice-credential", args.ice_credential]
     # The relay keeps its own in-memory metrics, never a node's multiprocess files.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     sys.stdout.flush()
@@ -660,6 +666,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         help="open connections served at once (4096; keep it below the open-files limit)",
+    )
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN/TURN server for the browsers' calls (stun:, turns:, ...), repeatable; none",
+    )
+    p.add_argument("--ice-username", default="", metavar="U", help="the TURN user name")
+    p.add_argument(
+        "--ice-credential",
+        default="",
+        metavar="C",
+        help="the TURN password (or $FELUND_ICE_CREDENTIAL: not in the process list)",
     )
     p.set_defaults(func=cmd_relay_serve, offline=True)
     p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")

@@ -61,6 +61,13 @@ MAX_CANDIDATE_TTL_S: Final = 60  # ICE candidates
 SIGNAL_PAGE: Final = 200
 SIGNAL_RATE: Final = 20  # posts per node ...
 SIGNAL_WINDOW_S: Final = 10.0  # ... per this many seconds
+# Live signals held at once (expired ones are dropped before counting): whoever
+# posts, the table stays bounded, and a flood toward one node or one circle
+# fills only its own share. At most MAX_SIGNALS_TOTAL * MAX_SIGNAL_PAYLOAD_BYTES
+# of payload (256 MiB) on disk, in practice far less (an SDP is a few KiB).
+MAX_SIGNALS_PER_NODE: Final = SIGNAL_PAGE  # queued for one to_node_id: one GET takes them all
+MAX_SIGNALS_PER_CIRCLE: Final = 2000  # 13 nodes of a full call, 20 posts per 10 s, 60-120 s
+MAX_SIGNALS_TOTAL: Final = 4096
 WS_BACKLOG_S: Final = 120
 WS_BACKLOG_MAX: Final = 1000
 WS_FRAME_MESSAGES: Final = 200
@@ -93,6 +100,8 @@ EPOCH_ENDED: Final = "EPOCH_ENDED"  # a post signed with a key whose realm has a
 EPOCH_KEY_REQUIRED: Final = "EPOCH_KEY_REQUIRED"  # an unsigned post to a re-keyed room
 BAD_SUCCESSION: Final = "BAD_SUCCESSION"  # a succession proof that does not verify
 UNKNOWN_PREDECESSOR: Final = "UNKNOWN_PREDECESSOR"  # no registered key has that key_id
+SIGNALS_FULL: Final = "SIGNALS_FULL"  # a signal queue at its bound (node, circle or relay)
+NOT_ADDRESSEE: Final = "NOT_ADDRESSEE"  # a signed GET /v1/signal for another node's signals
 
 _STATUS: Final = {
     INVALID_REQUEST: 400,
@@ -115,6 +124,8 @@ _STATUS: Final = {
     EPOCH_KEY_REQUIRED: 403,
     BAD_SUCCESSION: 403,
     UNKNOWN_PREDECESSOR: 409,
+    SIGNALS_FULL: 429,
+    NOT_ADDRESSEE: 403,
 }
 ERROR_CODES: Final = frozenset(_STATUS)  # bounded: usable as a metric label
 

@@ -2,7 +2,8 @@
 
 - Serves: ``/v1/health``, ``POST``/``DELETE /v1/register``, ``/v1/peers``,
   ``POST``/``GET /v1/messages``, the ``/v1/relay/ws`` feed, ``POST``/``GET
-  /v1/signal``, ``/metrics`` and the browser client at ``/``
+  /v1/signal``, ``GET /v1/ice`` (the operator's STUN/TURN servers,
+  ``felund.relay.server.ice``), ``/metrics`` and the browser client at ``/``
   (``felund.relay.server.static``, unless ``serve_web`` is off), byte-compatible
   with the existing relays' clients (see the wire spec). Every answer, errors included, carries
   ``Access-Control-Allow-Origin: *``; every error is
@@ -22,7 +23,12 @@
   ``felund.relay.server.state``).
 - Limits: body size (413), 50 messages a batch, field lengths, requests per
   client address (token bucket, 429 with Retry-After), 20 signalling posts
-  per node per 10 s, WebSocket connections per client and in total.
+  per node per 10 s, live signals held per to_node_id, per circle and in
+  total (429 SIGNALS_FULL; ``felund.relay.protocol``), WebSocket connections
+  per client and in total.
+- Signals: an unsigned GET reads any node's (the existing browser client
+  sends no credentials); a signed one reads only its own node's (X-Felund-Node
+  is to_node_id, signed with a key that node registered: NOT_ADDRESSEE).
 - Owns: the ``Hub`` of WebSocket subscribers (fed by ``felund.relay.server.feed``);
   the database is the store's.
 - Logs one line per request (method, path, status, duration, client
@@ -71,7 +77,12 @@ from felund.relay.protocol import (
     MAX_PAGE,
     MAX_PEERS,
     MAX_REALMS,
+    MAX_SIGNALS_PER_CIRCLE,
+    MAX_SIGNALS_PER_NODE,
+    MAX_SIGNALS_TOTAL,
     METHOD_NOT_ALLOWED,
+    MIN_SIGNAL_TTL_S,
+    NOT_ADDRESSEE,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
@@ -79,6 +90,7 @@ from felund.relay.protocol import (
     SIGNAL_PAGE,
     SIGNAL_RATE,
     SIGNAL_WINDOW_S,
+    SIGNALS_FULL,
     SIGNATURE_REQUIRED,
     SIGNING_KEY_MISMATCH,
     UNAVAILABLE,
@@ -110,6 +122,7 @@ from felund.relay.server.state import (
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
+from felund.relay.server.store import SignalQueue
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -464,11 +477,21 @@ async def on_post_signal(request: web.Request) -> web.StreamResponse:
             retry_after(wait),
         )
     now = int(time.time())
-    signal_id = await relay.store.write(
+    stored = await relay.store.write(
         relay.store.store.add_signal, dataclasses.replace(sig, circle_hint=room), now
     )
+    if isinstance(stored, str):
+        m.SIGNALS_REFUSED.labels(stored).inc()
+        raise ApiError(SIGNALS_FULL, _FULL[stored], retry_after(MIN_SIGNAL_TTL_S))
     m.SIGNALS.inc()
-    return json_response({"ok": True, "server_time": now, "id": signal_id})
+    return json_response({"ok": True, "server_time": now, "id": stored})
+
+
+_FULL: dict[SignalQueue, str] = {
+    "node": f"{MAX_SIGNALS_PER_NODE} signals wait for this to_node_id already",
+    "circle": f"{MAX_SIGNALS_PER_CIRCLE} signals wait in this circle already",
+    "relay": f"the relay holds {MAX_SIGNALS_TOTAL} signals already",
+}
 
 
 async def on_get_signal(request: web.Request) -> web.StreamResponse:
@@ -479,11 +502,14 @@ async def on_get_signal(request: web.Request) -> web.StreamResponse:
     since_id = int_param(query, "since_id", 0, 0, 2**62)
     session_id = session_id_param(query.get("session_id"))
     room = ""
-    if query.get("circle_hint") or relay.config.require_signatures:
+    signed = signed_request(request.headers) is not None
+    if query.get("circle_hint") or signed or relay.config.require_signatures:
         hint = circle_hint_field(query.get("circle_hint"))
         key = await authenticate(
             request, relay, hint, "/signal", b"", required=relay.config.require_signatures
         )
+        if signed:
+            await _own_signals(relay, request, hint, key, to_node)
         room, _ = await relay.room(hint, key)
     now = int(time.time())
     signals = await relay.store.read(
@@ -516,6 +542,29 @@ async def on_get_signal(request: web.Request) -> web.StreamResponse:
             }
         ),
     )
+
+
+async def _own_signals(
+    relay: Relay, request: web.Request, hint: str, key: str | None, to_node: str
+) -> None:
+    """A signed GET reads only its own node's signals: X-Felund-Node is ``to_node_id``
+    and the key that verified is one ``to_node_id`` registered for the circle_hint."""
+    if header_node_id(request.headers.get(HEADER_NODE)) != to_node:
+        raise ApiError(
+            NOT_ADDRESSEE,
+            f"a signed read of signals is the addressee's: {HEADER_NODE} must be to_node_id",
+        )
+    own = await relay.store.read(relay.store.store.node_keys, hint, to_node, MAX_KEYS_TRIED)
+    if key is None or key not in own:
+        raise ApiError(
+            NOT_ADDRESSEE, "signed with a key to_node_id did not register for this circle_hint"
+        )
+
+
+async def on_ice(request: web.Request) -> web.StreamResponse:
+    """GET /v1/ice: the STUN and TURN servers the operator names (none by default)."""
+    servers = request.app[RELAY].config.ice_servers
+    return json_response({"ok": True, "ice_servers": [s.as_json() for s in servers]})
 
 
 async def on_metrics(request: web.Request) -> web.StreamResponse:
@@ -555,6 +604,7 @@ async def refresh_stats(relay: Relay) -> None:
     m.STORED_MESSAGES.set(stats.messages)
     m.PINNED_CIRCLES.set(stats.circles)
     m.REGISTRATIONS.set(stats.registrations)
+    m.STORED_SIGNALS.set(stats.signals)
     m.DATABASE_BYTES.set(stats.database_bytes)
 
 
@@ -610,6 +660,7 @@ def make_app(relay: Relay) -> web.Application:
     r.add_get("/v1/relay/ws", on_feed)
     r.add_post("/v1/signal", on_post_signal)
     r.add_get("/v1/signal", on_get_signal)
+    r.add_get("/v1/ice", on_ice)
     r.add_get("/metrics", on_metrics)
     if relay.config.serve_web:
         add_web_routes(app)  # last: it answers any other GET path

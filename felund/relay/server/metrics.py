@@ -85,6 +85,12 @@ SIGNALS = Counter(
     "Call signals stored.",
     registry=REGISTRY,
 )
+SIGNALS_REFUSED = Counter(
+    "felund_relay_server_signals_refused",
+    "Call signals refused because a queue was full (node, circle or relay).",
+    ["queue"],
+    registry=REGISTRY,
+)
 PURGED = Counter(
     "felund_relay_server_purged",
     "Rows removed by retention and expiry, by kind.",
@@ -104,6 +110,11 @@ PINNED_CIRCLES = Gauge(
 REGISTRATIONS = Gauge(
     "felund_relay_server_registrations",
     "Presence registrations held (live or not yet purged).",
+    registry=REGISTRY,
+)
+STORED_SIGNALS = Gauge(
+    "felund_relay_server_stored_signals",
+    "Call signals held (live or not yet purged; at most MAX_SIGNALS_TOTAL live).",
     registry=REGISTRY,
 )
 DATABASE_BYTES = Gauge(

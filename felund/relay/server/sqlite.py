@@ -25,20 +25,32 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from felund.errors import StoreInUse
 from felund.relay.auth import key_id
 from felund.relay.protocol import (
     MAX_NODE_KEYS,
     MAX_REALMS,
+    MAX_SIGNALS_PER_CIRCLE,
+    MAX_SIGNALS_PER_NODE,
+    MAX_SIGNALS_TOTAL,
     SECOND_CAP,
     MessageBatch,
     Registration,
     SignalPost,
     compact_json,
 )
-from felund.relay.server.store import Page, Peer, Purged, Realm, RelayStats, Signal, Stored
+from felund.relay.server.store import (
+    Page,
+    Peer,
+    Purged,
+    Realm,
+    RelayStats,
+    Signal,
+    SignalQueue,
+    Stored,
+)
 
 SCHEMA_VERSION = 3
 # Version 1 pinned one signing key per circle_hint (the first registered) and
@@ -105,6 +117,7 @@ CREATE TABLE IF NOT EXISTS signals (
 );
 CREATE INDEX IF NOT EXISTS signals_by_target ON signals (to_node, id);
 CREATE INDEX IF NOT EXISTS signals_by_expiry ON signals (expires_at);
+CREATE INDEX IF NOT EXISTS signals_by_circle ON signals (circle_hint);
 """
 
 
@@ -273,21 +286,34 @@ class SqliteRelayStore:
             for node, endpoints, caps, observed, expires in rows
         ]
 
+    def node_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The keys the node registered for the circle_hint, newest first."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT signing_key FROM circle_keys WHERE circle_hint = ? AND node_id = ?"
+                " ORDER BY last_used DESC LIMIT ?",
+                (circle_hint, node_id, limit),
+            )
+            .fetchall()
+        )
+        return [str(key) for (key,) in rows]
+
     def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
         """The node's keys for the circle_hint, else the circle_hint's most recently used."""
-        conn = self._reader()
-        rows = conn.execute(
-            "SELECT signing_key FROM circle_keys WHERE circle_hint = ? AND node_id = ?"
-            " ORDER BY last_used DESC LIMIT ?",
-            (circle_hint, node_id, limit),
-        ).fetchall()
-        if not rows:
-            rows = conn.execute(
-                "SELECT signing_key FROM circle_keys WHERE circle_hint = ?"
-                " GROUP BY signing_key ORDER BY max(last_used) DESC LIMIT ?",
-                (circle_hint, limit),
-            ).fetchall()
-        return [str(key) for (key,) in rows]
+        keys = self.node_keys(circle_hint, node_id, limit)
+        if not keys:
+            rows = (
+                self._reader()
+                .execute(
+                    "SELECT signing_key FROM circle_keys WHERE circle_hint = ?"
+                    " GROUP BY signing_key ORDER BY max(last_used) DESC LIMIT ?",
+                    (circle_hint, limit),
+                )
+                .fetchall()
+            )
+            keys = [str(key) for (key,) in rows]
+        return keys
 
     def key_by_id(self, circle_hint: str, realm: str) -> str | None:
         """A signing key registered for the circle_hint whose key_id is ``realm``, if any."""
@@ -521,22 +547,36 @@ class SqliteRelayStore:
         return newest
 
     # --- signals ------------------------------------------------------------------------
-    def add_signal(self, sig: SignalPost, now: int) -> int:
-        """Store a call signal."""
-        cur = self._conn.execute(
-            "INSERT INTO signals (session_id, from_node, to_node, circle_hint, type, payload,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sig.session_id,
-                sig.from_node_id,
-                sig.to_node_id,
-                sig.circle_hint,
-                sig.type,
-                sig.payload,
-                now,
-                now + sig.ttl_s,
-            ),
-        )
+    def add_signal(self, sig: SignalPost, now: int) -> int | SignalQueue:
+        """Store a call signal, unless one of its queues is full (live signals counted)."""
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            c.execute("DELETE FROM signals WHERE expires_at <= ?", (now,))
+            for queue, where, args, bound in (
+                ("node", "to_node = ?", (sig.to_node_id,), MAX_SIGNALS_PER_NODE),
+                ("circle", "circle_hint = ?", (sig.circle_hint,), MAX_SIGNALS_PER_CIRCLE),
+                ("relay", "1", (), MAX_SIGNALS_TOTAL),
+            ):
+                # LIMIT: the count stops at the bound, whatever the table holds.
+                held = c.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM signals WHERE {where} LIMIT ?)",  # noqa: S608
+                    (*args, bound),
+                ).fetchone()[0]
+                if held >= bound:
+                    return cast(SignalQueue, queue)
+            cur = c.execute(
+                "INSERT INTO signals (session_id, from_node, to_node, circle_hint, type, payload,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sig.session_id,
+                    sig.from_node_id,
+                    sig.to_node_id,
+                    sig.circle_hint,
+                    sig.type,
+                    sig.payload,
+                    now,
+                    now + sig.ttl_s,
+                ),
+            )
         assert cur.lastrowid is not None
         return cur.lastrowid
 

@@ -91,6 +91,7 @@ from felund.relay.protocol import (
 from felund.relay.server import metrics as m
 from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
+from felund.relay.server.ice import IceServer
 from felund.relay.server.store import AsyncStore, Realm
 
 JSON_TYPE = "application/json"
@@ -118,6 +119,7 @@ class RelayConfig:
     purge_interval_s: float = 60.0
     stats_interval_s: float = 15.0
     serve_web: bool = True  # the browser client (felund/web/) at /
+    ice_servers: tuple[IceServer, ...] = ()  # GET /v1/ice; none: no outside address
 
 
 @dataclass

@@ -35,7 +35,7 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from felund.relay.protocol import MessageBatch, Registration, SignalPost
 
@@ -101,6 +101,10 @@ class Signal:
     created_at: int
 
 
+# The bounds of the signals held at once, as ``add_signal`` names the one reached.
+SignalQueue = Literal["node", "circle", "relay"]
+
+
 @dataclass(frozen=True, slots=True)
 class Purged:
     """Rows removed by one ``purge_expired``."""
@@ -144,6 +148,9 @@ class RelayStore(Protocol):
     def peers(self, circle_hint: str, realm: str, exclude: str, limit: int, now: int) -> list[Peer]:
         """Live presences of a circle's realm, newest first, without ``exclude``."""
 
+    def node_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The keys ``node_id`` itself registered for a circle_hint, newest first."""
+
     def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
         """The keys ``node_id`` registered for a circle_hint, newest first; if it has none,
         the circle_hint's most recently used keys."""
@@ -181,8 +188,9 @@ class RelayStore(Protocol):
         ``not_by`` leaves out one author's: a feed never sends a node its own messages.
         """
 
-    def add_signal(self, sig: SignalPost, now: int) -> int:
-        """Store a call signal until ``now + ttl``; its id."""
+    def add_signal(self, sig: SignalPost, now: int) -> int | SignalQueue:
+        """Store a call signal until ``now + ttl``: its id, or the queue that is full
+        (expired signals are dropped first, so only live ones count)."""
 
     def signals(
         self,
