@@ -266,3 +266,36 @@ def test_no_microphone_permission_inside_the_namespace(
         expect(status(dave)).to_have_text("in the call · no microphone permission", timeout=T)
     finally:
         refusing.close()
+
+
+def test_ice_servers_from_the_relay_or_f3_inside_the_namespace(
+    peers: Callable[..., Peer], tmp_path: Path
+) -> None:
+    """Calls take the relay's STUN/TURN list (GET /v1/ice) by default; F3 overrides it, and an
+    empty override means host candidates only. (Nothing listens at the STUN address: the
+    namespace has only lo.)"""
+    from playwright.sync_api import expect
+
+    relay = Relay(tmp_path / "ice-relay", "--ice-server", "stun:127.0.0.1:3478")
+    relay.start()
+    try:
+        erin = peers()
+        erin.page.goto(relay.url + "/")
+        erin.create("erin", "ice")
+        servers = "() => globalThis.felundCalls.active.media.iceServers"
+        erin.type("/call start")
+        expect(status(erin)).to_have_text("in the call", timeout=T)
+        assert erin.page.evaluate(servers) == [{"urls": ["stun:127.0.0.1:3478"]}]
+        erin.type("/call end")
+        expect(status(erin)).to_have_text("call ended by host (you)", timeout=T)
+
+        erin.page.keyboard.press("F3")
+        expect(erin.page.locator("#settings-ice-relay")).to_be_checked(timeout=T)
+        erin.page.locator("#settings-ice-relay").uncheck()
+        erin.page.locator("#settings-save").click()
+        expect(erin.page.locator("#dlg-settings")).to_be_hidden(timeout=T)
+        erin.type("/call start")
+        expect(status(erin)).to_have_text("in the call", timeout=T)
+        assert erin.page.evaluate(servers) == []
+    finally:
+        relay.stop()
