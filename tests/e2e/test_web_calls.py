@@ -120,8 +120,10 @@ def peers(media_browser: Browser, call_relay: Relay) -> Iterator[Callable[..., P
     contexts: list[Any] = []
     opened: list[Peer] = []
 
-    def open_(browser: Browser = media_browser) -> Peer:
+    def open_(browser: Browser = media_browser, init: str = "") -> Peer:
         context = browser.new_context()
+        if init:
+            context.add_init_script(init)
         context.set_default_timeout(T)
         # Chromium calls itself offline when lo is its only interface; the relay on lo is
         # all these pages need, so they are told the truth about it.
@@ -299,3 +301,36 @@ def test_ice_servers_from_the_relay_or_f3_inside_the_namespace(
         assert erin.page.evaluate(servers) == []
     finally:
         relay.stop()
+
+
+# This page's connections gather relay candidates only, and there is no relay (TURN) server:
+# it has no candidate at all, as behind a NAT no host or STUN candidate gets through.
+NO_PATH = """
+const Real = RTCPeerConnection;
+globalThis.RTCPeerConnection = function (config) {
+  return new Real({ ...config, iceTransportPolicy: "relay" });
+};
+globalThis.RTCPeerConnection.prototype = Real.prototype;
+"""
+
+
+def test_a_peer_without_a_path_is_unreachable_inside_the_namespace(
+    peers: Callable[..., Peer],
+) -> None:
+    """No candidate pair can work between two pages: each panel says "peer unreachable (no
+    TURN)" for the other (the relay here names no TURN server)."""
+    from playwright.sync_api import expect
+
+    gina, hal = peers(), peers(init=NO_PATH)
+    gina.create("gina", "far")
+    hal.join("hal", gina.invite_code())
+    gina.type("/call start")
+    expect(status(gina)).to_have_text("in the call", timeout=T)
+    hal.type("/call join")
+    g, h = node_id(gina), node_id(hal)
+    expect(gina.page.locator(f'#call-people .call-link[data-peer="{h}"]')).to_have_text(
+        "peer unreachable (no TURN)", timeout=60_000
+    )
+    expect(hal.page.locator(f'#call-people .call-link[data-peer="{g}"]')).to_have_text(
+        "peer unreachable (no TURN)", timeout=60_000
+    )

@@ -327,11 +327,11 @@ export class CallPanel {
     const people = [];
     if (call) {
       const links = a ? a.media.links : new Map();
-      const unreachable = a?.media.unreachable;
+      const unreachable = a ? a.media.unreachable : new Map();
       const row = (id, role) => {
         const link = links.get(id);
         let state = id === me ? "you" : link ? link.state : "";
-        if (!link && unreachable?.peer === id) state = unreachable.state;
+        if (state !== "connected" && unreachable.has(id)) state = unreachable.get(id);
         const kids = [
           el("span", { class: "call-name", text: this.name(id) }),
           el("span", { class: "call-role", text: id === call.host ? "host" : role }),

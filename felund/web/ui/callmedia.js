@@ -68,6 +68,7 @@ export class CallMedia {
     this.cameraOff = false;
     this.cursor = 0;
     this.held = []; // [{signal, at}]
+    this.unreachable = new Map(); // peer -> what the panel says while no try has connected
     this.closed = false;
     this.ready = receiveOnly ? Promise.resolve() : this._openLocal();
     this._poll();
@@ -134,8 +135,12 @@ export class CallMedia {
     };
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
-      if (s === "connected") clearTimeout(link.timer);
-      link.state = s === "failed" ? this._unreachable() : s;
+      if (s === "connected") {
+        clearTimeout(link.timer);
+        this.unreachable.delete(peer);
+      }
+      if (s === "failed") this.unreachable.set(peer, this._unreachable());
+      link.state = s;
       this.onChange();
     };
     pc.onnegotiationneeded = async () => {
@@ -180,8 +185,9 @@ export class CallMedia {
   _timeout(peer, link) {
     if (this.links.get(peer) !== link || link.pc.connectionState === "connected") return;
     this._drop(peer, link);
-    // Shown until a new try connects; the offerer makes it at the next update.
-    this.unreachable = { peer, state: this._unreachable() };
+    // Said until a new try connects; the offerer makes it now.
+    this.unreachable.set(peer, this._unreachable());
+    this.onChange();
     this.update(this.call);
   }
 
