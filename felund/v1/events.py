@@ -287,3 +287,37 @@ def call_event(
             event["reason"] = "user_left"
     event["actor_node_id"] = node_id
     return event
+
+
+def call_words(call: dict[str, Any], names: dict[str, str]) -> str:
+    """A call (``Call.summary``) as the header says it: call in #general, started by alice,
+    3 in it."""
+    host = names.get(call["host"]) or call["host"][:8]
+    watching = f", {len(call['viewers'])} watching" if call["viewers"] else ""
+    n = len(call["participants"])
+    return f"call in #{call['channel_id']}, started by {host}, {n} in it{watching}"
+
+
+def call_lines(answer: dict[str, Any], channel: str = "") -> list[str]:
+    """The calls of a ``store.calls`` answer (of one channel if named) as `felund calls` and
+    the ui's /call print them: who is in each, and how to join one from a browser."""
+    names: dict[str, str] = answer["names"]
+    found = [c for c in answer["calls"] if not channel or c["channel_id"] == channel]
+    if not found:
+        return [f"no call in #{channel}" if channel else "no call"]
+    lines = []
+    for c in found:
+        lines.append(call_words(c, names))
+        for label, who in (("in it", c["participants"]), ("watching", c["viewers"])):
+            if who:
+                people = ", ".join(f"{names.get(n) or '-'} ({n[:12]})" for n in who)
+                lines.append(f"  {label}: {people}")
+    relay = answer["relay_url"]
+    lines.append(
+        f"join from a browser: open {relay.rstrip('/')}/, join the circle with its invite "
+        "code, then F4 (the call panel)"
+        if relay
+        else "join from a browser: a browser joins through a relay, and this node has none "
+        "(felund relay url URL)"
+    )
+    return lines
