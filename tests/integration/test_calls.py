@@ -11,13 +11,11 @@ from typing import Any
 import pytest
 
 from felund.errors import RPCError
-from felund.protocol import CONTROL_CHANNEL, OP_APPEND, OP_CONTROL
-from felund.testing import Node
+from felund.protocol import OP_APPEND, OP_CONTROL
+from felund.testing import Node, control_wire
 from felund.trust.identity import IdentityKey
 from felund.v1 import events, ids
-from felund.v1.chatmodel import event_text
 from felund.v1.invite import decode_invite
-from felund.v1.wire import compose_message, to_wire
 from tests.integration.test_channels import _started
 
 WEB = "3c" * 16  # a v1 browser: a random 32-hex id, writes unsigned
@@ -25,25 +23,18 @@ SID = "5e" * 16
 
 
 def _append(
-    to: Node, secret: str, circle: str, author: str, event: dict[str, Any], key: IdentityKey | None
-) -> str:
+    to: Node,
+    secret: str,
+    circle: str,
+    author: str,
+    event: dict[str, Any],
+    *,
+    key: IdentityKey | None = None,
+) -> None:
     """A control event by ``author`` (signed with ``key``; None: unsigned, as a v1 browser
     writes), handed to ``to``'s store as gossip or the relay brings one."""
-    now = int(time.time())
-    msg = compose_message(
-        secret,
-        circle_id=circle,
-        channel_id=CONTROL_CHANNEL,
-        author_node_id=author,
-        display_name="web" if key is None else "host",
-        text=event_text(event),
-        created_ts=now,
-        msg_id=ids.new_msg_id(author, now),
-        encrypt=True,
-        key=key,
-    )
-    assert to.call(OP_APPEND, {"origin": "gossip", "msgs": [to_wire(msg)]})["results"] == ["stored"]
-    return msg.msg_id
+    wire = control_wire(secret, circle, author, event, key, name="web" if author == WEB else "host")
+    assert to.call(OP_APPEND, {"origin": "gossip", "msgs": [wire]})["results"] == ["stored"]
 
 
 def _write(node: Node, circle: str, event: dict[str, Any]) -> None:
@@ -68,8 +59,8 @@ def test_a_call_shows_while_it_runs_and_a_forged_end_changes_nothing(
     host = IdentityKey.generate()  # one of ours: every event it writes is signed
     h = host.node_id
     create = events.call_event("create", circle, h, SID, channel="general")
-    _append(a, secret, circle, h, create, host)
-    _append(a, secret, circle, WEB, events.call_event("view", circle, WEB, SID), None)
+    _append(a, secret, circle, h, create, key=host)
+    _append(a, secret, circle, WEB, events.call_event("view", circle, WEB, SID))
     _write(a, circle, events.call_event("join", circle, me, SID))
     running = a.json("calls", "--circle-id", circle)
     (call,) = running["calls"]
@@ -82,15 +73,15 @@ def test_a_call_shows_while_it_runs_and_a_forged_end_changes_nothing(
 
     # Ends by anyone but the signed host: each is stored, and the call goes on.
     forged = {"t": "CALL_EVT", "op": "end", "session_id": SID, "host_node_id": h}
-    _append(a, secret, circle, WEB, {**forged, "actor_node_id": WEB}, None)  # v1's web takes it
-    _append(a, secret, circle, WEB, forged, None)  # no actor: both v1 clients take it
-    _append(a, secret, circle, h, {**forged, "actor_node_id": h}, None)  # in its name, unsigned
+    _append(a, secret, circle, WEB, {**forged, "actor_node_id": WEB})  # v1's web takes it
+    _append(a, secret, circle, WEB, forged)  # no actor: both v1 clients take it
+    _append(a, secret, circle, h, {**forged, "actor_node_id": h})  # in its name, unsigned
     revoke = events.call_event("revoke", circle, WEB, SID, target=me)
-    _append(a, secret, circle, WEB, revoke, None)
+    _append(a, secret, circle, WEB, revoke)
     with pytest.raises(RPCError, match="only the call's host"):
         _write(a, circle, events.call_event("end", circle, me, SID))
     assert a.json("calls", "--circle-id", circle) == running
 
-    _append(a, secret, circle, h, events.call_event("end", circle, h, SID), host)
+    _append(a, secret, circle, h, events.call_event("end", circle, h, SID), key=host)
     assert a.json("calls", "--circle-id", circle)["calls"] == []
     assert a.cli("calls", "--circle-id", circle).stdout.strip() == "no call"
