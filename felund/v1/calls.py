@@ -225,16 +225,14 @@ _SELF_FIELDS = {
 
 def _parse(ev: ControlEvent, circle_id: str) -> _Parsed | str | None:
     """A CALL_EVT's parts, why it is refused, or None (not a call event, or inert)."""
-    if '"CALL_EVT"' not in ev.text:
-        return None  # cheap: every other control event is the channel fold's
-    if len(ev.text) > MAX_EVENT_TEXT:
-        return "too_long"
     try:
         body = json.loads(ev.text)
     except (ValueError, RecursionError):
         return None  # not JSON: the channel fold counts it
     if not isinstance(body, dict) or body.get("t") != "CALL_EVT":
-        return None
+        return None  # every other control event is the channel fold's
+    if len(ev.text) > MAX_EVENT_TEXT:
+        return "too_long"
     op = body.get("op")
     if op in INERT_OPS:
         return None
