@@ -12,7 +12,7 @@ import pytest
 
 from felund.errors import RPCError
 from felund.protocol import OP_APPEND, OP_CONTROL
-from felund.testing import Node, control_wire
+from felund.testing import Node, control_wire, wait_for
 from felund.trust.identity import IdentityKey
 from felund.v1 import events, ids
 from felund.v1.invite import decode_invite
@@ -85,3 +85,29 @@ def test_a_call_shows_while_it_runs_and_a_forged_end_changes_nothing(
     _append(a, secret, circle, h, events.call_event("end", circle, h, SID), key=host)
     assert a.json("calls", "--circle-id", circle)["calls"] == []
     assert a.cli("calls", "--circle-id", circle).stdout.strip() == "no call"
+
+
+def test_a_call_one_node_starts_shows_on_its_peer_and_ends_there(
+    make_node: Callable[..., Node],
+) -> None:
+    """Call events travel between nodes like any control event (gossip), and each node
+    derives the same call from them."""
+    a, b = _started(make_node, "a"), _started(make_node, "b")
+    code = a.cli("invite").stdout.strip()
+    circle = b.cli("join", "--code", code).stdout.strip()
+    a.start()
+    b.start()
+    b_id = b.status()["node_id"]
+    _write(b, circle, events.call_event("create", circle, b_id, SID, channel="general"))
+    wait_for(
+        lambda: a.json("calls", "--circle-id", circle)["calls"], timeout=60, what="b's call on a"
+    )
+    (call,) = a.json("calls", "--circle-id", circle)["calls"]
+    assert call["host"] == b_id and call["participants"] == [b_id]
+    assert a.json("calls", "--circle-id", circle) == b.json("calls", "--circle-id", circle)
+    _write(b, circle, events.call_event("end", circle, b_id, SID))
+    wait_for(
+        lambda: a.cli("calls", "--circle-id", circle).stdout.strip() == "no call",
+        timeout=60,
+        what="no call on a after b's end",
+    )
