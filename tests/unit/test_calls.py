@@ -72,7 +72,7 @@ def test_a_forged_end_from_a_non_host_changes_nothing() -> None:
     assert calls_of([*base, call("end", OURS, T0 + 3)]) == {}  # the signed host ends it
 
 
-def test_an_unsigned_host_op_from_an_unseen_derived_id_counts_only_if_signed_host() -> None:
+def test_a_derived_form_id_that_never_signs_follows_the_other_client_s_rules() -> None:
     # The host is ours only if it signs: a derived-form create that is unsigned
     # is the other client's rules (a v1 id may carry the mark by chance).
     evs = [ev(events.call_event("create", CID, OURS, SID), OURS, signed=False)]
