@@ -51,6 +51,7 @@ OP_PEERS_FORGET: Final = "store.peers.forget"  # learned addresses never to dial
 OP_CONTROL: Final = "store.control"  # a control event of this node (channels, names)
 OP_CHANNELS: Final = "store.channels"
 OP_WHO: Final = "store.who"
+OP_CALLS: Final = "store.calls"  # the call of each channel of a circle (addendum §1)
 OP_CIRCLE_LEAVE: Final = "store.circle.leave"
 OP_CURSOR: Final = "store.cursor"  # a durable integer kept for a process (relay-sync's cursors)
 OP_SETTINGS: Final = "store.settings"  # the node's runtime settings (display name, relay URL)

@@ -11,6 +11,7 @@ from felund import home
 from felund.cli.common import CIRCLE_HELP, JSON_HELP, context, err, json_out, out
 from felund.errors import UsageError
 from felund.protocol import (
+    OP_CALLS,
     OP_CHANNELS,
     OP_CIRCLE_LEAVE,
     OP_CIRCLES,
@@ -194,6 +195,16 @@ def cmd_who(args: argparse.Namespace, node: NodeClient) -> None:
         out(f"{p['display_name'] or '-':<24} {p['node_id']}  last seen {seen}")
 
 
+def cmd_calls(args: argparse.Namespace, node: NodeClient) -> None:
+    """The call of each channel of a circle: who started it, who is in it, how to join."""
+    answer = node.call(OP_CALLS, {"circle_id": args.circle_id})
+    if args.json:
+        json_out(answer)
+        return
+    for line in events.call_lines(answer):
+        out(line)
+
+
 def add_commands(sub: Any, channel_arg: Any) -> None:
     """Register these commands on the main parser's subcommands."""
     p = sub.add_parser("channels", help="list a circle's channels")
@@ -271,3 +282,8 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.add_argument("--channel", type=channel_arg, help="one channel only (default: the circle)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_who)
+
+    p = sub.add_parser("calls", help="the calls in a circle's channels, and who is in them")
+    p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.set_defaults(func=cmd_calls)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from felund.errors import DiskFull
+from felund.trust.identity import DERIVED_MARK
 from felund.v1.wire import WireMessage, pack_wire, to_wire
 
 # 2: messages.verified and .signer, the keys table; 3: messages.sealed_key, epoch_keys,
@@ -639,11 +640,18 @@ class Database:
         return int(row[0] or 0)
 
     def authors(self, circle_id: str) -> list[tuple[str, str, int]]:
-        """(author, latest display name, last message time) of everyone who wrote."""
+        """(author, latest display name, last message time) of everyone who wrote.
+
+        An unsigned message in the name of a derived-form id that signs is anyone's
+        forgery (chatmodel's ``unsigned_from_signer``): it names and dates nobody.
+        """
         return self._db.execute(
             "SELECT author_node_id, display_name, max(created_ts) FROM messages "
-            "WHERE circle_id = ? AND sealed_key IS NULL GROUP BY author_node_id",
-            (circle_id,),
+            "WHERE circle_id = ? AND sealed_key IS NULL AND (signer IS NOT NULL "
+            "OR substr(author_node_id, 1, ?) != ? OR author_node_id NOT IN ("
+            "SELECT author_node_id FROM messages WHERE circle_id = ? AND signer IS NOT NULL)) "
+            "GROUP BY author_node_id",
+            (circle_id, len(DERIVED_MARK), DERIVED_MARK, circle_id),
         ).fetchall()
 
     def signers(self, circle_id: str) -> dict[str, bytes]:

@@ -38,6 +38,7 @@ from felund.protocol import (
     OP_ANCHOR_PAGE,
     OP_APPEND,
     OP_BLOCKS,
+    OP_CALLS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
@@ -76,7 +77,7 @@ from felund.trust.wrap import (
     wrap,
     wrap_context,
 )
-from felund.v1 import chatmodel, events, ids
+from felund.v1 import calls, chatmodel, events, ids
 from felund.v1.invite import decode_invite, encode_invite, is_tcp_peer
 from felund.v1.wire import (
     Draft,
@@ -143,6 +144,16 @@ _REFUSALS = {
     "owner_role": "the circle's owner stays its owner: it is made neither moderator nor member",
     "unsigned": "this node writes unsigned (its id cannot be signed for): it has no role to use",
 }
+# Why our writer refuses a call event of ours (what the call fold would refuse).
+_CALL_REFUSALS = {
+    "not_host": "only the call's host can do that",
+    "no_session": "there is no such call (it ended, or never started)",
+    "ended": "that call has ended",
+    "exists": "that call exists already",
+    "already": "already in that call",
+    "full": "that call is full",
+    "bad_target": "that node id is not well-formed (24 or 32 lowercase hex): no one to revoke",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +186,7 @@ class Ops:
         self.node = node
         self._signer_pk = node.key.public if node.key is not None else None
         self._states: dict[str, chatmodel.CircleState] = {}
+        self._calls: dict[str, calls.Calls] = {}
         # (circle, epoch id) whose wrap to this node was opened: not again while it is held.
         self._unwrapped: set[tuple[str, str]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
@@ -195,6 +207,7 @@ class Ops:
             OP_CONTROL: self.control,
             OP_CHANNELS: self.channels,
             OP_WHO: self.who,
+            OP_CALLS: self.calls,
             OP_CIRCLE_LEAVE: self.circle_leave,
             OP_CURSOR: self.cursor,
             OP_SETTINGS: self.settings,
@@ -488,6 +501,16 @@ class Ops:
             self.db.channel_keys(circle_id),
         )
 
+    def calls_of(self, circle_id: str) -> calls.Calls:
+        """A circle's live calls as its control events say, derived once and kept
+        (until a control event arrives, one held falls due, or a call runs idle)."""
+        now = int(time.time())
+        found = self._calls.get(circle_id)
+        if found is None or (found.due_at is not None and now >= found.due_at):
+            found = calls.derive_calls(self._control_events(circle_id), circle_id, now)
+            self._calls[circle_id] = found
+        return found
+
     def _control_events(self, circle_id: str) -> list[chatmodel.ControlEvent]:
         rows = self.db.control_events(circle_id, CONTROL_CHANNEL)
         return [chatmodel.ControlEvent(*row) for row in rows]
@@ -505,10 +528,12 @@ class Ops:
 
     def _forget(self, circle_id: str) -> None:
         self._states.pop(circle_id, None)
+        self._calls.pop(circle_id, None)
 
     def forget_derived(self) -> None:
         """Drop every derived state: a rolled-back transaction may have fed it."""
         self._states.clear()
+        self._calls.clear()
         self._unwrapped.clear()
 
     def display_name(self) -> str:
@@ -602,6 +627,23 @@ class Ops:
             }
             for node_id, name, last_seen in authors
         ]
+
+    def calls(self, body: dict[str, Any]) -> Outcome:
+        """The call of each channel of a circle that has one (addendum §1), the names of
+        the people in them, and the relay whose page a browser joins them from."""
+        circle = self._circle(body)
+        cid = circle.circle_id
+        live = sorted(self.calls_of(cid).by_channel().values(), key=lambda c: c.channel_id)
+        people = self._people(cid, self.state(cid)) if live else []
+        named = {p["node_id"]: p["display_name"] for p in people}
+        in_calls = {n for c in live for n in (c.host, *c.participants, *c.viewers)}
+        return Outcome(
+            {
+                "calls": [c.summary() for c in live],
+                "names": {n: named.get(n, "") for n in sorted(in_calls)},
+                "relay_url": self.relay_url(),
+            }
+        )
 
     def member_remove(self, body: dict[str, Any]) -> Outcome:
         """Remove a member (``node``: a node id, its start or a name): the next epoch, whose
@@ -740,10 +782,14 @@ class Ops:
         problem = chatmodel.writer_problem(state, event, me)
         if not problem:
             mine = chatmodel.ControlEvent(msg_id, me, created_ts, text, self._writes_as())
-            trial = chatmodel.derive(
-                [*self._control_events(cid), mine], cid, int(time.time()), circle.secret
-            )
+            after = [*self._control_events(cid), mine]
+            trial = chatmodel.derive(after, cid, int(time.time()), circle.secret)
             problem = trial.refused.get(msg_id)
+            if not problem and event.get("t") == "CALL_EVT":
+                problem = calls.derive_calls(after, cid, int(time.time())).refused.get(msg_id)
+                if problem:
+                    why = _CALL_REFUSALS.get(problem, f"refused: {problem}")
+                    raise RPCError(ERR_FORBIDDEN, why)
         if problem:
             raise RPCError(ERR_FORBIDDEN, self._refusal(cid, state, event, problem))
         out = self._write(circle, CONTROL_CHANNEL, [(msg_id, created_ts, text)])

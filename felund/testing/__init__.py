@@ -21,7 +21,7 @@ from felund.testing.nodes import (
 )
 from felund.testing.processes import FELUND, REPO, free_port
 from felund.testing.relay import PY_NODE, Relay, signed_call
-from felund.testing.signed import plaintext_of, signed_wire_message
+from felund.testing.signed import control_wire, plaintext_of, signed_wire_message
 from felund.testing.store import handled
 from felund.testing.tmux import Tmux
 from felund.testing.vectors import VECTORS, vector_cases, wire_message, wire_messages
@@ -41,6 +41,7 @@ __all__ = [
     "break_store",
     "browser",
     "browser_missing",
+    "control_wire",
     "free_port",
     "handled",
     "mend_store",

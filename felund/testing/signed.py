@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from felund.protocol import CONTROL_CHANNEL
 from felund.testing.vectors import wire_message
 from felund.trust.identity import IdentityKey
 from felund.trust.signing import sign_fields
-from felund.v1 import crypto
-from felund.v1.wire import parse_message
+from felund.v1 import crypto, ids
+from felund.v1.chatmodel import event_text
+from felund.v1.wire import compose_message, parse_message, to_wire
 
 _IDS = ("msg_id", "circle_id", "channel_id", "author_node_id", "created_ts")
 
@@ -43,6 +46,33 @@ def signed_wire_message(
         secret, **ids, display_name=name, text=text, signature=signature
     )
     return wire
+
+
+def control_wire(
+    secret: str,
+    circle_id: str,
+    author: str,
+    event: dict[str, Any],
+    key: IdentityKey | None,
+    *,
+    name: str = "tester",
+) -> dict[str, Any]:
+    """A control event of ``author`` on the wire, dated now: signed with ``key`` (our
+    nodes', pages'), or None: unsigned (a v1 client's, a forger's in its name)."""
+    now = int(time.time())
+    msg = compose_message(
+        secret,
+        circle_id=circle_id,
+        channel_id=CONTROL_CHANNEL,
+        author_node_id=author,
+        display_name=name,
+        text=event_text(event),
+        created_ts=now,
+        msg_id=ids.new_msg_id(author, now),
+        encrypt=True,
+        key=key,
+    )
+    return to_wire(msg)
 
 
 def plaintext_of(secret: str, wire: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
         "/who [channel]",
         "who is in the circle, or in one of its channels, with roles (? = no key seen)",
     ),
+    "call": (
+        "/call",
+        "the call in this channel (a browser starts one): who is in it, how to join it",
+    ),
     "role": (
         "/role moderator|member <person>",
         "make someone a moderator, or a member again (the circle's owner only)",

@@ -24,6 +24,7 @@ from felund.ui.pane import clock
 from felund.ui.state import SIDEBAR_COLS, Layout, layout
 from felund.ui.text import Line, clip, fit, width, wrap
 from felund.ui.view import SETTINGS_FIELDS, View
+from felund.v1.events import call_words
 
 __all__ = ["Line", "cursor", "render"]
 
@@ -75,6 +76,12 @@ def _header(model: View, cols: int) -> Line:
         parts.append(circle.name or circle.circle_id[:8])
     if channel is not None:
         parts.append(f"#{channel.channel_id}")
+        calls = circle.calls if circle is not None else None
+        found = (
+            [c for c in calls["calls"] if c["channel_id"] == channel.channel_id] if calls else []
+        )
+        if calls and found:
+            parts.append(call_words(found[0], calls["names"]))
     if model.disconnected_since is not None:
         parts.append(f"disconnected from the node since {clock(int(model.disconnected_since))}")
     elif circle is not None and circle.circle_id in model.gossip:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Final
 
 from felund.errors import UsageError
-from felund.protocol import DEFAULT_CHANNEL, OP_CIRCLE_JOIN, OP_WHO
+from felund.protocol import DEFAULT_CHANNEL, OP_CALLS, OP_CIRCLE_JOIN, OP_WHO
 from felund.ui.commands import (
     CHANNEL_OPS,
     COMMANDS,
@@ -135,6 +135,17 @@ def _who(model: View, cmd: Command) -> list[Effect]:
     return [model.call(OP_WHO, body, "who", circle_id=circle.circle_id, channel_id=channel)]
 
 
+def _call(model: View, cmd: Command) -> list[Effect]:
+    circle = _circle_or_fail(model)
+    channel = model.active[1] if model.active else DEFAULT_CHANNEL
+    body = {"circle_id": circle.circle_id}
+    return [
+        model.call(
+            OP_CALLS, body, "calls", circle_id=circle.circle_id, channel_id=channel, extra="show"
+        )
+    ]
+
+
 def _role(model: View, cmd: Command) -> list[Effect]:
     circle = _circle_or_fail(model)
     if len(cmd.args) < 2 or cmd.args[0] not in events.GIVEN_ROLES:
@@ -167,6 +178,7 @@ _HANDLERS: Final[dict[str, Callable[[View, Command], list[Effect]]]] = {
     "channels": _channels,
     "channel": _channel,
     "who": _who,
+    "call": _call,
     "role": _role,
     "kick": _kick,
     "name": _name,

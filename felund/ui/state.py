@@ -88,6 +88,7 @@ class CircleView:
     refreshing: bool = False  # an OP_CHANNELS is in flight
     refresh_again: bool = False
     switch_to: str = ""  # a channel to show once this node is its member
+    calls: dict[str, Any] | None = None  # the last store.calls answer (calls_answer checked it)
 
     def __post_init__(self) -> None:
         self.channels.setdefault(
@@ -157,3 +158,17 @@ def log_line(record: dict[str, Any]) -> str:
         if k not in ("ts", "service", "level", "event", "timestamp")
     ]
     return " ".join([when, *head, *rest])
+
+
+def calls_answer(answer: Any) -> dict[str, Any]:
+    """A ``store.calls`` answer, checked for what the screen reads (Malformed if not)."""
+    for call in get(answer, "calls", list):
+        get(call, "channel_id", str)
+        get(call, "host", str)
+        strings(call, "participants")
+        strings(call, "viewers")
+    names = get(answer, "names", dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+        raise Malformed("names")
+    get(answer, "relay_url", str)
+    return dict(answer)

@@ -21,6 +21,7 @@ from felund.protocol import (
     CONTROL_CHANNEL,
     DEFAULT_CHANNEL,
     OP_BLOCKS,
+    OP_CALLS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLES,
@@ -40,6 +41,7 @@ from felund.ui.pane import NOTICE, PENDING, Msg, Pane, clock
 from felund.ui.state import (
     ChannelView,
     CircleView,
+    calls_answer,
     get,
     log_line,
     mark_key,
@@ -460,7 +462,22 @@ class View:
                 view.listed = view.member = False
             if view.listed and view.member and not (view.loaded or view.loading):
                 effects += self._load(circle, view)
+        effects.append(
+            self.call(
+                OP_CALLS, {"circle_id": circle.circle_id}, "calls", circle_id=circle.circle_id
+            )
+        )
         return effects + self._after_channels(circle)
+
+    def _on_calls(self, req: _Req, answer: Any) -> list[Effect]:
+        """The calls of a circle: kept for the header; for /call (extra "show") said."""
+        checked = calls_answer(answer)
+        circle = self.circles.get(req.circle_id)
+        if circle is not None:
+            circle.calls = checked
+        if req.extra == "show":
+            self.notice("\n".join(events.call_lines(checked, req.channel_id)))
+        return []
 
     def _after_channels(self, circle: CircleView) -> list[Effect]:
         wanted = circle.channels.get(circle.switch_to)
@@ -627,6 +644,7 @@ class View:
         "join": _on_joined,
         "wizard": _on_joined,
         "who": _on_who,
+        "calls": _on_calls,
         "blocks": _on_blocks,
         "kick_plan": _on_kick_plan,
         "create_plan": _on_create_plan,

@@ -344,16 +344,12 @@ def derive(
             state.due_at = falls_due if state.due_at is None else min(state.due_at, falls_due)
         else:
             present.append(ev)
-    # Only a derived-form id is known to sign everything it writes: an older
-    # id's events from before its key still count (pinned at first sight, it
-    # can be forged until then, as in v1), and a v1 peer whose random id has
-    # the mark never signs, so it is never in this set.
-    signers = {ev.author for ev in present if ev.signer is not None and is_derived_form(ev.author)}
+    known = signers(present)
     due: list[_Parsed] = []
     for ev in present:
         parsed = (
             "unsigned_from_signer"
-            if ev.signer is None and ev.author in signers
+            if ev.signer is None and ev.author in known
             else _parse(ev, circle_id)
         )
         if isinstance(parsed, str):
@@ -373,6 +369,15 @@ def derive(
     _Fold(state, creates).run([p for p in due if p.kind not in _NOT_CHANNEL_KINDS])
     _channel_keys(state, due)
     return state
+
+
+def signers(events: Iterable[ControlEvent]) -> set[str]:
+    """The authors whose unsigned events are forgeries: derived-form ids that signed one."""
+    # Only a derived-form id is known to sign everything it writes: an older
+    # id's events from before its key still count (pinned at first sight, it
+    # can be forged until then, as in v1), and a v1 peer whose random id has
+    # the mark never signs, so it is never in this set.
+    return {ev.author for ev in events if ev.signer is not None and is_derived_form(ev.author)}
 
 
 # Folded by their own functions: before the channels, and channel keys after them.

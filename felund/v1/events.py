@@ -11,9 +11,12 @@ the writer has dated it, ``created_ts`` in a CHANNEL_EVT (``dated``).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from felund.protocol import DEFAULT_CHANNEL
+from felund.v1.calls import CALL_OPS
 from felund.v1.chatmodel import ACCESS_MODES, CHANNEL_OPS, CircleState, channel_name, key_hash
 from felund.v1.ids import is_node_id
 
@@ -247,3 +250,74 @@ def resolve_person(
     if found:
         raise ValueError(f'"{who}" could be {len(found)} people: give more of a node id')
     raise ValueError(f'no one {where} is "{who}" (by node id, its start, or name)')
+
+
+def call_event(
+    op: str,
+    circle_id: str,
+    node_id: str,
+    session_id: str = "",
+    *,
+    channel: str = DEFAULT_CHANNEL,
+    target: str = "",
+) -> dict[str, Any]:
+    """A CALL_EVT of ``node_id`` with the keys the web writes (addendum §1.2); ValueError if bad.
+
+    A ``create`` without ``session_id`` gets a new one (32 hex, as the web's);
+    ``target`` is the viewer or participant a ``revoke`` removes.
+    """
+    if op not in CALL_OPS:
+        raise ValueError(f"no call operation {op[:32]!r}")
+    if op == "create":
+        session_id = session_id or secrets.token_hex(16)
+    if not session_id:
+        raise ValueError("which call? name its session")
+    event: dict[str, Any] = {"t": "CALL_EVT", "op": op, "session_id": session_id}
+    if op == "create":
+        event.update(host_node_id=node_id, circle_id=circle_id, channel_id=channel_name(channel))
+    elif op == "end":
+        event["host_node_id"] = node_id
+    elif op == "revoke":
+        if not is_node_id(target):
+            raise ValueError("revoke whom? name the viewer")
+        event["target_node_id"] = target
+    else:
+        event["node_id"] = node_id
+        if op == "leave":
+            event["reason"] = "user_left"
+    event["actor_node_id"] = node_id
+    return event
+
+
+def call_words(call: dict[str, Any], names: dict[str, str]) -> str:
+    """A call (``Call.summary``) as the header says it: call in #general, started by alice,
+    3 in it."""
+    host = names.get(call["host"]) or call["host"][:8]
+    watching = f", {len(call['viewers'])} watching" if call["viewers"] else ""
+    n = len(call["participants"])
+    return f"call in #{call['channel_id']}, started by {host}, {n} in it{watching}"
+
+
+def call_lines(answer: dict[str, Any], channel: str = "") -> list[str]:
+    """The calls of a ``store.calls`` answer (of one channel if named) as `felund calls` and
+    the ui's /call print them: who is in each, and how to join one from a browser."""
+    names: dict[str, str] = answer["names"]
+    found = [c for c in answer["calls"] if not channel or c["channel_id"] == channel]
+    if not found:
+        return [f"no call in #{channel}" if channel else "no call"]
+    lines = []
+    for c in found:
+        lines.append(call_words(c, names))
+        for label, who in (("in it", c["participants"]), ("watching", c["viewers"])):
+            if who:
+                people = ", ".join(f"{names.get(n) or '-'} ({n[:12]})" for n in who)
+                lines.append(f"  {label}: {people}")
+    relay = answer["relay_url"]
+    lines.append(
+        f"join from a browser: open {relay.rstrip('/')}/, join the circle with its invite "
+        "code, then F4 (the call panel)"
+        if relay
+        else "join from a browser: a browser joins through a relay, and this node has none "
+        "(felund relay url URL)"
+    )
+    return lines

@@ -12,12 +12,17 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from felund.actor.runtime import load_context
 from felund.home import NodeLock
-from felund.testing import FELUND, Node, Tmux, running_node, wait_for
+from felund.protocol import OP_APPEND, OP_INVITE
+from felund.testing import FELUND, Node, Tmux, control_wire, running_node, wait_for
+from felund.trust.identity import IdentityKey
+from felund.v1 import events
+from felund.v1.invite import decode_invite
 from services.ui import LOG_MAX_BYTES
 
 pytestmark = pytest.mark.slow
@@ -366,3 +371,31 @@ def test_the_screen_says_when_the_node_is_away_and_when_it_is_back(
     assert "disconnected" not in screen, screen
     wait_for(lambda: "typed while away" in texts(node), timeout=30, what="the line stored")
     assert texts(node).count("typed while away") == 1
+
+
+def test_the_header_and_slash_call_show_a_call_and_no_call_after_its_end(
+    shared: Node, attach: Attach
+) -> None:
+    """A call written by a browser-side host (signed, handed to the store as the relay
+    brings it) shows in the header and in /call; its end leaves "no call"."""
+    secret = decode_invite(shared.call(OP_INVITE, {"circle_id": shared.circle_id})["code"]).secret
+    host, sid = IdentityKey.generate(), "6f" * 16
+    tmux = attach(shared)
+
+    def hand(event: dict[str, Any]) -> None:
+        wire = control_wire(secret, shared.circle_id, host.node_id, event, host, name="bob")
+        assert shared.call(OP_APPEND, {"origin": "relay", "msgs": [wire]})["results"] == ["stored"]
+
+    type_line(tmux, "/call")
+    tmux.wait_for_text("no call in #general")
+    words = "call in #general, started by bob, 1 in it"
+    hand(events.call_event("create", shared.circle_id, host.node_id, sid))
+    tmux.wait_until(lambda s: words in s.splitlines()[0], 10, "the call in the header")
+    type_line(tmux, "/call")
+    screen = tmux.wait_for_text(f"in it: bob ({host.node_id[:12]})")
+    assert "join from a browser" in screen
+    hand(events.call_event("end", shared.circle_id, host.node_id, sid))
+    tmux.wait_until(lambda s: words not in s.splitlines()[0], 10, "the header without it")
+    type_line(tmux, "/call")
+    tmux.wait_for_text("no call in #general")  # the status line: /call's multi-line answer
+    # above went to the pane and left the status line empty

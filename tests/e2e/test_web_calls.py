@@ -1,336 +1,200 @@
-"""Calls between browsers (issue 17): three Chromium contexts with fake devices
-meet in one call through a real relay, and WebRTC carries their media.
-
-WebRTC gathers candidates on every interface and could dial any address it
-learns, so the browsers and the relay run in a network namespace of their own
-with only ``lo`` up: the outer test re-runs this file as root under
-``unshare --net`` (``ip link set lo up`` first), and the inner tests check
-with ``socket.if_nameindex()`` that ``lo`` is the only interface before they
-start anything. Outside the namespace the inner tests skip, and without root
-or ``unshare`` the outer one does (it fails under CI=true).
-"""
+"""The browser's call fold (felund/web/lib/calls.js) in Chromium: the same calls as the
+Python fold (felund.v1.calls) from the same events, whatever order they arrive in, and
+the same events and words from its builders."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+import base64
+import json
+import random
+from typing import Any
 
 import pytest
 
-from felund import testing
-from felund.testing import Relay
-from felund.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.conftest import Peer, T
+from felund.v1 import calls, events
+from felund.v1.chatmodel import ControlEvent, event_text
+from tests.e2e.conftest import in_page
+from tests.e2e.test_browser_trust import ANA, BOB, NOW, b64
 
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+pytestmark = pytest.mark.slow
 
-IN_NETNS = os.environ.get("FELUND_CALLS_NETNS") == "1"
-MEDIA_ARGS = (
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-)
+CIRCLE = "c1" * 32
+WEB_A, WEB_B = "1a" * 16, "2b" * 16  # the other client's: unsigned
+KEYS = {ANA.node_id: ANA, BOB.node_id: BOB}
+PEOPLE = [ANA.node_id, BOB.node_id, WEB_A, WEB_B]
+SIDS = ["5e" * 16, "6f" * 16, "  ", "x" * 65, "sé😀"]
+MODULES = ("calls",)
 
-
-def _cannot_isolate() -> str | None:
-    if testing.browser_missing() is not None:
-        return testing.browser_missing()
-    if os.geteuid() != 0:
-        return "a network namespace needs root (unshare --net)"
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "unshare and ip are needed for a network namespace"
-    return None
-
-
-def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
-    """Run the inner tests of this file in a fresh network namespace (only lo, up)."""
-    if IN_NETNS:
-        pytest.skip("inside the namespace: the inner tests run")
-    problem = _cannot_isolate()
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    here = Path(__file__)
-    argv = [
-        "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
-        str(here), "-k", "inside",
-    ]  # fmt: skip
-    env = {**os.environ, "FELUND_CALLS_NETNS": "1"}
-    done = subprocess.run(
-        argv, cwd=here.parents[2], env=env, capture_output=True, text=True, timeout=900, check=False
-    )
-    print(done.stdout[-20000:], done.stderr[-5000:])
-    assert done.returncode == 0, done.stdout[-6000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
-
-
-@pytest.fixture(scope="module")
-def isolated() -> None:
-    if not IN_NETNS:
-        pytest.skip("runs only inside the namespace the outer test makes")
-    names = [name for _, name in socket.if_nameindex()]
-    assert names == ["lo"], f"not an isolated namespace: {names}"
-
-
-@pytest.fixture(scope="module")
-def playwright(isolated: None) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        yield pw
-
-
-def launch(pw: Any, *args: str) -> Browser:
-    return cast(
-        "Browser",
-        pw.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args], headless=True, timeout=60_000
-        ),
-    )
-
-
-@pytest.fixture(scope="module")
-def media_browser(playwright: Any) -> Iterator[Browser]:
-    """Chromium with fake camera and microphone, allowed to use loopback candidates."""
-    chromium = launch(playwright, *MEDIA_ARGS)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture(scope="module")
-def call_relay(isolated: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    server = Relay(tmp_path_factory.mktemp("call-relay"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def peers(media_browser: Browser, call_relay: Relay) -> Iterator[Callable[..., Peer]]:
-    contexts: list[Any] = []
-    opened: list[Peer] = []
-
-    def open_(browser: Browser = media_browser, init: str = "") -> Peer:
-        context = browser.new_context()
-        if init:
-            context.add_init_script(init)
-        context.set_default_timeout(T)
-        # Chromium calls itself offline when lo is its only interface; the relay on lo is
-        # all these pages need, so they are told the truth about it.
-        context.add_init_script(
-            "Object.defineProperty(Navigator.prototype, 'onLine', {get: () => true})"
-        )
-        contexts.append(context)
-        page = context.new_page()
-        n = len(contexts)
-        page.on("console", lambda m: print(f"[page {n}] {m.type}: {m.text}"))
-        page.goto(call_relay.url + "/")
-        peer = Peer(context, page)
-        opened.append(peer)
-        return peer
-
-    yield open_
-    for c in contexts:
-        c.close()
-    for p in opened:
-        p.no_errors()
-
-
-def stats(peer: Peer) -> dict[str, dict[str, int]]:
-    """Bytes of each of the page's call connections (RTCPeerConnection.getStats), by peer id."""
-    out: dict[str, dict[str, int]] = peer.page.evaluate(
-        "async () => { const a = globalThis.felundCalls.active;"
-        " return a ? await a.media.stats() : {}; }"
-    )
-    return out
-
-
-def node_id(peer: Peer) -> str:
-    return str(peer.page.evaluate("() => globalThis.felundCalls.state.identity.nodeId"))
-
-
-def grows(peer: Peer, other: str, *keys: str, timeout: float = 60) -> None:
-    """Wait until each of ``keys`` of the connection to ``other`` has grown twice in a row."""
-    seen: list[dict[str, int]] = []
-
-    def grew() -> bool:
-        now = stats(peer).get(other)
-        if now is None or not all(now[k] > 0 for k in keys):
-            seen.clear()
-            return False
-        seen.append(now)
-        return len(seen) >= 3 and all(seen[-1][k] > seen[-2][k] > seen[-3][k] for k in keys)
-
-    testing.wait_for(
-        grew, timeout=timeout, interval=0.5, what=f"{keys} growing towards {other[:8]}"
-    )
-
-
-def stops(peer: Peer, other: str, key: str, timeout: float = 30) -> int:
-    """Wait until ``key`` towards ``other`` stayed the same over three samples a second apart."""
-    seen: list[int] = []
-
-    def still() -> bool:
-        seen.append(stats(peer)[other][key])
-        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
-
-    testing.wait_for(
-        still, timeout=timeout, interval=1.0, what=f"{key} towards {other[:8]} to stop"
-    )
-    return seen[-1]
-
-
-def status(peer: Peer) -> Any:
-    return peer.page.locator("#call-status")
-
-
-def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
-    from playwright.sync_api import expect
-
-    alice, bob, carol = peers(), peers(), peers()
-    alice.create("alice", "callers")
-    code = alice.invite_code()
-    bob.join("bob", code)
-    carol.join("carol", code)
-    a, b, c = node_id(alice), node_id(bob), node_id(carol)
-
-    alice.type("/call start")
-    expect(status(alice)).to_have_text("in the call", timeout=T)
-    # The others see the call in #general (the CALL_EVT came through the relay), and join it.
-    bob.page.keyboard.press("F4")
-    expect(status(bob)).to_have_text("call in #general, started by alice, 1 in it", timeout=T)
-    expect(bob.page.locator("#call-actions button", has_text="Join")).to_be_focused()
-    bob.page.keyboard.press("Enter")
-    expect(status(bob)).to_have_text("in the call", timeout=T)
-
-    # Each side receives the other's audio and video, and the bytes keep coming.
-    grows(alice, b, "inAudio", "inVideo")
-    grows(bob, a, "inAudio", "inVideo")
-
-    # A viewer: carol watches; the host sends to her, she sends nothing.
-    carol.type("/call view")
-    expect(status(carol)).to_have_text("watching", timeout=T)
-    grows(carol, a, "inAudio", "inVideo")
-    assert set(stats(carol)) == {a}
-    assert stats(carol)[a]["outAudio"] == 0
-
-    # Mute: bob's audio to alice stops (it was growing just above), his video goes on.
-    grows(bob, a, "outAudio")
-    bob.page.locator("#call-actions button", has_text="Mute").click()
-    expect(status(bob)).to_have_text("in the call · muted", timeout=T)
-    muted_at = stops(bob, a, "outAudio")
-    grows(bob, a, "outVideo")
-    assert stats(bob)[a]["outAudio"] == muted_at
-
-    # The host revokes the viewer: her panel says so, her connection is gone on both sides.
-    expect(alice.page.locator("#call-panel")).to_be_visible()  # /call opened it
-    expect(alice.page.locator(f'#call-people li[data-peer="{c}"]')).to_have_count(1, timeout=T)
-    alice.page.locator(f'#call-people li[data-peer="{c}"] button', has_text="Revoke").click()
-    expect(status(carol)).to_have_text(
-        "the host removed you from the call · call in #general, started by alice, 2 in it",
-        timeout=T,
-    )
-    testing.wait_for(
-        lambda: c not in stats(alice), timeout=30, interval=0.5, what="alice to drop carol"
-    )
-    assert stats(carol) == {}
-    grows(alice, b, "inVideo")  # the participants' call goes on
-
-    # The host ends it: both panels say so, and no connection is left.
-    alice.type("/call end")
-    expect(status(alice)).to_have_text("call ended by host (you)", timeout=T)
-    expect(status(bob)).to_have_text("call ended by host", timeout=T)
-    assert stats(alice) == {} and stats(bob) == {}
-
-
-def test_no_microphone_permission_inside_the_namespace(
-    peers: Callable[..., Peer], playwright: Any
-) -> None:
-    """Without the fake permission prompt, headless Chromium refuses the microphone: the panel
-    says so in words, and the call goes on receive-only."""
-    from playwright.sync_api import expect
-
-    refusing = launch(playwright, "--use-fake-device-for-media-stream")
-    try:
-        dave = peers(refusing)
-        dave.create("dave", "no mic")
-        dave.type("/call start")
-        expect(status(dave)).to_have_text("in the call · no microphone permission", timeout=T)
-    finally:
-        refusing.close()
-
-
-def test_ice_servers_from_the_relay_or_f3_inside_the_namespace(
-    peers: Callable[..., Peer], tmp_path: Path
-) -> None:
-    """Calls take the relay's STUN/TURN list (GET /v1/ice) by default; F3 overrides it, and an
-    empty override means host candidates only. (Nothing listens at the STUN address: the
-    namespace has only lo.)"""
-    from playwright.sync_api import expect
-
-    relay = Relay(tmp_path / "ice-relay", "--ice-server", "stun:127.0.0.1:3478")
-    relay.start()
-    try:
-        erin = peers()
-        erin.page.goto(relay.url + "/")
-        erin.create("erin", "ice")
-        servers = "() => globalThis.felundCalls.active.media.iceServers"
-        erin.type("/call start")
-        expect(status(erin)).to_have_text("in the call", timeout=T)
-        assert erin.page.evaluate(servers) == [{"urls": ["stun:127.0.0.1:3478"]}]
-        erin.type("/call end")
-        expect(status(erin)).to_have_text("call ended by host (you)", timeout=T)
-
-        erin.page.keyboard.press("F3")
-        expect(erin.page.locator("#settings-ice-relay")).to_be_checked(timeout=T)
-        erin.page.locator("#settings-ice-relay").uncheck()
-        erin.page.locator("#settings-save").click()
-        expect(erin.page.locator("#dlg-settings")).to_be_hidden(timeout=T)
-        erin.type("/call start")
-        expect(status(erin)).to_have_text("in the call", timeout=T)
-        assert erin.page.evaluate(servers) == []
-    finally:
-        relay.stop()
-
-
-# This page's connections gather relay candidates only, and there is no relay (TURN) server:
-# it has no candidate at all, as behind a NAT no host or STUN candidate gets through.
-NO_PATH = """
-const Real = RTCPeerConnection;
-globalThis.RTCPeerConnection = function (config) {
-  return new Real({ ...config, iceTransportPolicy: "relay" });
-};
-globalThis.RTCPeerConnection.prototype = Real.prototype;
+FOLD = """
+const C = L.calls;
+const sorted = (m) => Object.fromEntries([...m.entries()].sort((x, y) => (x[0] < y[0] ? -1 : 1)));
+const view = (k) => ({
+  sessions: [...k.sessions.entries()].map(([sid, c]) => [sid, C.callSummary(c)]),
+  by_channel: Object.fromEntries([...k.byChannel().entries()].map(([ch, c]) => [ch, c.sessionId])),
+  rejected: sorted(k.rejected), refused: sorted(k.refused), due_at: k.dueAt,
+});
+const out = [];
+for (const events of arg.cases) {
+  const first = view(C.deriveCalls(events, arg.circle, arg.now));
+  let same = true;
+  for (let i = 0; i < 12; i++) {
+    const shuffled = [...events];
+    for (let j = shuffled.length - 1; j > 0; j--) {
+      const k = Math.floor(Math.random() * (j + 1));
+      [shuffled[j], shuffled[k]] = [shuffled[k], shuffled[j]];
+    }
+    const again = view(C.deriveCalls(shuffled, arg.circle, arg.now));
+    same = same && JSON.stringify(again) === JSON.stringify(first);
+  }
+  out.push({...first, same});
+}
+return out;
 """
 
 
-def test_a_peer_without_a_path_is_unreachable_inside_the_namespace(
-    peers: Callable[..., Peer],
-) -> None:
-    """No candidate pair can work between two pages: each panel says "peer unreachable (no
-    TURN)" for the other (the relay here names no TURN server)."""
-    from playwright.sync_api import expect
+def _ev(
+    n: int, author: str, ts: int, body: dict[str, Any] | str, *, sign: bool = True
+) -> dict[str, Any]:
+    """A control event as the page's store holds it (signed when its author has a key here)."""
+    key = KEYS.get(author) if sign else None
+    return {
+        "msgId": f"{n:032x}",
+        "authorNodeId": author,
+        "createdTs": NOW + ts,
+        "text": body if isinstance(body, str) else event_text(body),
+        "signer": None if key is None else b64(key.public),
+    }
 
-    gina, hal = peers(), peers(init=NO_PATH)
-    gina.create("gina", "far")
-    hal.join("hal", gina.invite_code())
-    gina.type("/call start")
-    expect(status(gina)).to_have_text("in the call", timeout=T)
-    hal.type("/call join")
-    g, h = node_id(gina), node_id(hal)
-    expect(gina.page.locator(f'#call-people .call-link[data-peer="{h}"]')).to_have_text(
-        "peer unreachable (no TURN)", timeout=60_000
+
+def _py(evs: list[dict[str, Any]], now: int) -> dict[str, Any]:
+    got = calls.derive_calls(
+        [
+            ControlEvent(
+                e["msgId"],
+                e["authorNodeId"],
+                e["createdTs"],
+                e["text"],
+                None if e["signer"] is None else base64.b64decode(e["signer"]),
+            )
+            for e in evs
+        ],
+        CIRCLE,
+        now,
     )
-    expect(hal.page.locator(f'#call-people .call-link[data-peer="{g}"]')).to_have_text(
-        "peer unreachable (no TURN)", timeout=60_000
+    return {
+        "sessions": [[sid, c.summary()] for sid, c in got.sessions.items()],
+        "by_channel": {ch: c.session_id for ch, c in got.by_channel().items()},
+        "rejected": dict(sorted(got.rejected.items())),
+        "refused": dict(sorted(got.refused.items())),
+        "due_at": got.due_at,
+    }
+
+
+# Python's and the page's JSON and strip(): a repeated key, an escape, a non-ASCII space.
+ODD = (
+    '{"t": "x", "op": "create", "session_id": "  sé", "channel_id": " ops\\u00a0", "t": "CALL_EVT"}'
+)
+
+
+def _scenario() -> list[dict[str, Any]]:
+    """A call of ours with a web viewer, forged ends and revokes, a web call, odd fields."""
+    a, sid, web_sid = ANA.node_id, SIDS[0], SIDS[1]
+    forged = {"t": "CALL_EVT", "op": "end", "session_id": sid, "host_node_id": a}
+    return [
+        _ev(1, a, 0, events.call_event("create", CIRCLE, a, sid, channel="dev")),
+        _ev(2, WEB_A, 1, events.call_event("view", CIRCLE, WEB_A, sid)),
+        _ev(3, BOB.node_id, -3, events.call_event("join", CIRCLE, BOB.node_id, sid)),  # early
+        _ev(4, WEB_B, 2, {**forged, "actor_node_id": WEB_B}),
+        _ev(5, WEB_B, 2, forged),
+        _ev(6, a, 2, {**forged, "actor_node_id": a}, sign=False),
+        _ev(7, BOB.node_id, 2, events.call_event("revoke", CIRCLE, BOB.node_id, sid, target=WEB_A)),
+        _ev(8, WEB_A, 0, events.call_event("create", CIRCLE, WEB_A, web_sid)),
+        _ev(9, WEB_B, 1, events.call_event("join", CIRCLE, WEB_B, web_sid)),
+        _ev(10, WEB_B, 2, events.call_event("leave", CIRCLE, WEB_B, web_sid)),
+        _ev(11, WEB_A, 3, {"t": "CALL_EVT", "op": "invite", "session_id": web_sid}),
+        _ev(12, WEB_A, 3, {"t": "CALL_EVT", "op": "dance", "session_id": web_sid}),
+        _ev(13, WEB_A, 3, ODD),
+        _ev(14, WEB_A, 400, events.call_event("create", CIRCLE, WEB_A, "77" * 16)),  # ahead
+        _ev(15, WEB_B, 3, "not json"),
+        _ev(16, WEB_B, 3, {"t": "CALL_EVT", "op": "create", "session_id": sid, "pad": "é" * 4100}),
+    ]
+
+
+def _random_sets(count: int, seed: int = 17) -> list[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        evs = []
+        for i in range(rng.randint(1, 30)):
+            op = rng.choice([*calls.CALL_OPS, "create", "join", "end", "invite", "bogus"])
+            who = rng.choice(PEOPLE)
+            body: dict[str, Any] = {"t": "CALL_EVT", "op": op, "session_id": rng.choice(SIDS)}
+            if op == "create":
+                body["channel_id"] = rng.choice(["general", "dev", "", " ", 3])
+            if op == "revoke":
+                body["target_node_id"] = rng.choice([*PEOPLE, "nobody"])
+            for field in ("actor_node_id", "node_id", "host_node_id"):
+                if rng.random() < 0.5:
+                    body[field] = who if rng.random() < 0.8 else rng.choice([*PEOPLE, ""])
+            if rng.random() < 0.1:
+                body["circle_id"] = rng.choice([CIRCLE, "dd" * 32])
+            evs.append(_ev(i, who, rng.randint(-5, 5), body, sign=rng.random() > 0.15))
+        rng.shuffle(evs)
+        out.append(evs)
+    return out
+
+
+def test_the_page_derives_the_calls_the_python_node_does(lib_page: Any) -> None:
+    cases = [_scenario(), *_random_sets(120)]
+    for now in (NOW + 60, NOW + calls.CALL_IDLE_S + 1):
+        got = in_page(lib_page, MODULES, FOLD, {"cases": cases, "circle": CIRCLE, "now": now})
+        for evs, result in zip(cases, got, strict=True):
+            assert result.pop("same"), "an order of arrival changed the calls"
+            assert result == json.loads(json.dumps(_py(evs, now)))
+    first = _py(cases[0], NOW + 60)
+    assert sorted(sid for sid, _ in first["sessions"]) == sorted([SIDS[0], SIDS[1], "  sé"])
+    assert first["by_channel"]["ops"] == "  sé"  # stripped as Python strips
+    mine = dict(first["sessions"])[SIDS[0]]
+    assert mine["participants"] == sorted([ANA.node_id, BOB.node_id]) and mine["viewers"] == [WEB_A]
+    assert {"actor_mismatch", "unsigned_from_signer", "not_host", "bad_op", "too_long"} <= set(
+        first["rejected"]
     )
+    reasons = set().union(*(_py(evs, NOW + 60)["rejected"] for evs in cases))
+    assert {"exists", "ended", "no_session", "bad_session", "bad_target", "already"} <= reasons
+
+
+BUILD = """
+const C = L.calls;
+const out = arg.cases.map(([op, node, sid, opts]) => C.callEvent(op, arg.circle, node, sid, opts));
+const fresh = C.callEvent("create", arg.circle, arg.cases[0][1]);
+const words = C.callWords({channelId: "dev", host: arg.cases[0][1], participants: ["a", "b"],
+                           viewers: ["c"]}, {[arg.cases[0][1]]: "ana"});
+let refused = [];
+const bad = [["end", "", {}], ["revoke", "s", {target: "x"}], ["dance", "s", {}]];
+for (const [op, sid, opts] of bad) {
+  try { C.callEvent(op, arg.circle, "n", sid, opts); refused.push(false); }
+  catch { refused.push(true); }
+}
+return {events: out.map((e) => JSON.stringify(e)), fresh: fresh.session_id, words, refused};
+"""
+
+
+def test_the_page_writes_the_events_and_words_the_python_node_does(lib_page: Any) -> None:
+    a, sid = ANA.node_id, SIDS[0]
+    cases: list[tuple[str, str, str, dict[str, str]]] = [
+        ("create", a, sid, {"channel": "#dev"}),
+        ("join", WEB_B, sid, {}),
+        ("view", WEB_B, sid, {}),
+        ("leave", WEB_B, sid, {}),
+        ("end", a, sid, {}),
+        ("revoke", a, sid, {"target": WEB_B}),
+    ]
+    got = in_page(lib_page, MODULES, BUILD, {"cases": cases, "circle": CIRCLE})
+    want = [
+        json.dumps(events.call_event(op, CIRCLE, n, s, **kw), separators=(",", ":"))
+        for op, n, s, kw in cases
+    ]
+    assert got["events"] == want  # the same keys in the same (the v1 web's) order
+    assert len(got["fresh"]) == 32 and got["refused"] == [True, True, True]
+    call = {"channel_id": "dev", "host": a, "participants": ["a", "b"], "viewers": ["c"]}
+    assert got["words"] == events.call_words(call, {a: "ana"})

@@ -312,9 +312,27 @@ function refuse(state, ev, why) {
   state.refused.set(ev.msgId, why);
 }
 
-const byRank = (a, b) => a.ev.createdTs - b.ev.createdTs || (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0);
+/** (createdTs, hash) order: how due events apply, and ties break. */
+export const byRank = (a, b) => a.ev.createdTs - b.ev.createdTs || (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0);
 
-const signed = (ev) => typeof ev.signer === "string" && ev.signer !== "";
+/**
+ * Whether an event is signed (its signer a non-empty base64 key).
+ * @param {ControlEvent} ev
+ * @returns {boolean}
+ */
+export const signed = (ev) => typeof ev.signer === "string" && ev.signer !== "";
+
+/**
+ * The authors whose unsigned events are forgeries: derived-form ids that signed one
+ * (only a derived-form id is known to sign all it writes: felund/v1/chatmodel.py).
+ * @param {Iterable<ControlEvent>} events
+ * @returns {Set<string>}
+ */
+export function signers(events) {
+  const out = new Set();
+  for (const ev of events) if (signed(ev) && isDerivedForm(ev.authorNodeId)) out.add(ev.authorNodeId);
+  return out;
+}
 
 /**
  * Fold a circle's control events into its state, as of `now`, deterministically.
@@ -337,13 +355,10 @@ export function derive(events, circleId = "", now = Math.floor(Date.now() / 1000
       present.push(ev);
     }
   }
-  // Only a derived-form id is known to sign all it writes (felund/v1/chatmodel.py).
-  const signers = new Set(
-    present.filter((ev) => signed(ev) && isDerivedForm(ev.authorNodeId)).map((ev) => ev.authorNodeId),
-  );
+  const known = signers(present);
   const due = [];
   for (const ev of present) {
-    const parsed = !signed(ev) && signers.has(ev.authorNodeId) ? "unsigned_from_signer" : parse(ev, circleId);
+    const parsed = !signed(ev) && known.has(ev.authorNodeId) ? "unsigned_from_signer" : parse(ev, circleId);
     if (typeof parsed === "string") refuse(state, ev, parsed);
     else if (parsed !== null) due.push(parsed);
   }

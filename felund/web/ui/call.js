@@ -36,8 +36,9 @@ export class Calls {
 
   /** The calls of a circle (session id -> call). */
   callsOf(view) {
-    if (view.callsVersion !== view.version) {
-      view.calls = foldCalls(view.control);
+    const due = view.calls?.dueAt != null && Date.now() / 1000 >= view.calls.dueAt;
+    if (view.callsVersion !== view.version || due) {
+      view.calls = foldCalls(view);
       view.callsVersion = view.version;
     }
     return view.calls;
@@ -89,13 +90,8 @@ export class Calls {
       case "start": {
         if (this.active) throw new UserError("you are in a call already (/call leave first)");
         if (call) throw new UserError(`a call runs in #${call.channelId}: /call join or /call view`);
-        const slot = await view.sync.nextControl();
-        const event = callEvent("create", me, {
-          circleId: view.id,
-          channelId: this.state.current.channelId,
-          createdTs: slot.createdTs,
-        });
-        await this.state.control(view, event, { slot });
+        const event = callEvent("create", me, { circleId: view.id, channelId: this.state.current.channelId });
+        await this.state.control(view, event);
         return this.enter(view, event.session_id, "participant");
       }
       case "join":
@@ -282,21 +278,24 @@ export class CallPanel {
       if (a.media.cameraOff) bits.push("camera off");
       return bits.join(" · ");
     }
-    const here = call
-      ? `call in #${call.channelId}, started by ${this.name(call.host)}, ${call.participants.size} in it`
-      : `no call in #${this.state.current.channelId}`;
+    const here = call ? call.words(this.names()) : `no call in #${this.state.current.channelId}`;
     if (!calls.gone) return here;
     return call ? `${calls.gone} · ${here}` : calls.gone;
   }
 
-  name(nodeId) {
+  /** The current circle's names as /who gives them (node id -> name), once per change. */
+  names() {
     const view = this.state.view();
-    if (!view) return nodeId.slice(0, 8);
+    if (!view) return new Map();
     if (view.callNamesVersion !== view.version) {
       view.callNames = this.state.names(view);
       view.callNamesVersion = view.version;
     }
-    return view.callNames.get(nodeId) || nodeId.slice(0, 8);
+    return view.callNames;
+  }
+
+  name(nodeId) {
+    return this.names().get(nodeId) || nodeId.slice(0, 8);
   }
 
   render() {
