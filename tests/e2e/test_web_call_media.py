@@ -190,6 +190,18 @@ def stops(peer: Peer, other: str, key: str, timeout: float = 30) -> int:
     return seen[-1]
 
 
+FORGE_END = """async () => {
+  const { callEvent } = await import("/ui/callstate.js");
+  const calls = globalThis.felundCalls;
+  const view = calls.state.view();
+  const me = calls.state.identity.nodeId;
+  await calls.state.control(view, callEvent("end", me, { sessionId: calls.active.sessionId }));
+  const mine = view.control.filter((m) => m.authorNodeId === me);
+  return mine.find((m) => m.text.includes('"op":"end"')).msgId;
+}"""
+HAS_EVENT = "(id) => globalThis.felundCalls.state.view().control.some((m) => m.msgId === id)"
+
+
 def status(peer: Peer) -> Any:
     return peer.page.locator("#call-status")
 
@@ -216,6 +228,16 @@ def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
     # Each side receives the other's audio and video, and the bytes keep coming.
     grows(alice, b, "inAudio", "inVideo")
     grows(bob, a, "inAudio", "inVideo")
+
+    # A forged end: bob, not the host, writes one (signed, as his page writes any event). It
+    # reaches alice, and the call goes on for both.
+    forged = bob.page.evaluate(FORGE_END)
+    testing.wait_for(
+        lambda: alice.page.evaluate(HAS_EVENT, forged), timeout=30, interval=0.5, what="the end"
+    )
+    expect(status(alice)).to_have_text("in the call")
+    expect(status(bob)).to_have_text("in the call")
+    grows(alice, b, "inAudio")
 
     # A viewer: carol watches; the host sends to her, she sends nothing.
     carol.type("/call view")
