@@ -356,3 +356,61 @@ def test_a_peer_without_a_path_is_unreachable_inside_the_namespace(
     expect(hal.page.locator(f'#call-people .call-link[data-peer="{g}"]')).to_have_text(
         "peer unreachable (no TURN)", timeout=60_000
     )
+
+
+MESH = """
+const M = L.callmesh;
+const call = (host, participants, viewers) => ({ host, participants, viewers });
+const plan = (c, me) => Object.fromEntries(M.linksOf(c, me));
+const viewers = ["v1", "v2", "v3", "v4", "v5", "v6", "v7"];
+const sid = M.mediaSessionId("s", "b", "a");
+const signal = (over) => ({ id: 1, session_id: sid, from_node: "b", to_node: "a",
+  type: "media-offer", payload: JSON.stringify({ type: "offer", sdp: "v=0" }), ...over });
+const bad = (f) => { try { f(); return ""; } catch (e) { return e.message; } };
+return {
+  sid,
+  mesh: plan(call("a", ["a", "b", "c"], []), "b"),
+  host: Object.keys(plan(call("a", ["a", "b"], viewers), "a")),
+  seventh: plan(call("a", ["a"], viewers), "v7"),
+  viewer: plan(call("a", ["a"], viewers), "v1"),
+  hostGone: plan(call("a", ["b"], viewers), "v1"),
+  offer: M.readSignal(signal({}), "s", "a"),
+  otherCall: M.readSignal(signal({ session_id: M.mediaSessionId("t", "a", "b") }), "s", "a"),
+  notOurs: M.readSignal(signal({ type: "offer" }), "s", "a"),
+  wrongKind: M.readSignal(signal({ type: "media-answer" }), "s", "a"),
+  ice: M.parseIceText("stun:s.example:3478\\nturn:t.example:3478 u p\\n"),
+  badIce: bad(() => M.parseIceText("http://x")),
+  relayDefault: M.iceServersFor(null, [{ urls: ["stun:r"] }]),
+  override: M.iceServersFor({ fromRelay: false, servers: [] }, [{ urls: ["stun:r"] }]),
+  turn: [M.hasTurn([{ urls: ["stun:x"] }]), M.hasTurn([{ urls: ["turns:x"] }])],
+};
+"""
+
+
+def test_who_connects_to_whom_and_which_signals_count(lib_page: Any) -> None:
+    """lib/callmesh.js (no WebRTC here): the mesh and the host's six viewers (§1.4), the
+    signal filter (§1.6.2 step 2), the ICE settings' text and defaults (§1.7)."""
+    r = in_page(lib_page, ("callmesh",), MESH)
+    assert r["sid"] == "media:s:a:b"
+    assert r["mesh"] == {
+        "a": {"offerer": False, "sends": True, "viewer": False},
+        "c": {"offerer": True, "sends": True, "viewer": False},
+    }
+    assert r["host"] == ["b", "v1", "v2", "v3", "v4", "v5", "v6"]
+    assert r["seventh"] == {}
+    assert r["viewer"] == {"a": {"offerer": False, "sends": False, "viewer": False}}
+    assert r["hostGone"] == {}
+    assert r["offer"] == {
+        "id": 1,
+        "peer": "b",
+        "type": "media-offer",
+        "description": {"type": "offer", "sdp": "v=0"},
+    }
+    assert r["otherCall"] is None and r["notOurs"] is None and r["wrongKind"] is None
+    assert r["ice"] == [
+        {"urls": ["stun:s.example:3478"]},
+        {"urls": ["turn:t.example:3478"], "username": "u", "credential": "p"},
+    ]
+    assert "not a STUN/TURN line" in r["badIce"]
+    assert r["relayDefault"] == [{"urls": ["stun:r"]}] and r["override"] == []
+    assert r["turn"] == [False, True]

@@ -3,7 +3,7 @@
 // owns the RTCPeerConnections and the relay; this module only decides.
 
 /** The host serves at most this many viewers (MAX_BROADCAST_VIEWERS of the other client). */
-export const MAX_VIEWERS = 6;
+export const MAX_SERVED_VIEWERS = 6;
 
 /** The signal types of call media; DataChannel signals (offer, answer, candidate) are not ours. */
 export const MEDIA_TYPES = ["media-offer", "media-answer", "media-candidate"];
@@ -28,7 +28,7 @@ export function mediaSessionId(callSessionId, a, b) {
 /**
  * The media connections `me` keeps in a call: Map peer node id ->
  * `{offerer, sends, viewer}`. Participants form a full mesh (the smaller id
- * offers); the host, while a participant, offers to the first MAX_VIEWERS
+ * offers); the host, while a participant, offers to the first MAX_SERVED_VIEWERS
  * viewers in sorted order; a viewer among those answers the host and sends
  * nothing. Anyone else has no connection.
  * @param {{host: string, participants: Iterable<string>, viewers: Iterable<string>}|null} call
@@ -42,7 +42,7 @@ export function linksOf(call, me) {
   const served = [...new Set(call.viewers)]
     .filter((v) => !participants.has(v))
     .sort(byString)
-    .slice(0, MAX_VIEWERS);
+    .slice(0, MAX_SERVED_VIEWERS);
   if (participants.has(me)) {
     for (const p of [...participants].sort(byString)) {
       if (p !== me) links.set(p, { offerer: me < p, sends: true, viewer: false });
