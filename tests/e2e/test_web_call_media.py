@@ -26,7 +26,7 @@ import pytest
 from felund import testing
 from felund.testing import Relay
 from felund.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.conftest import Peer, T
+from tests.e2e.conftest import Peer, T, in_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
