@@ -414,3 +414,29 @@ def test_who_connects_to_whom_and_which_signals_count(lib_page: Any) -> None:
     assert "not a STUN/TURN line" in r["badIce"]
     assert r["relayDefault"] == [{"urls": ["stun:r"]}] and r["override"] == []
     assert r["turn"] == [False, True]
+
+
+def test_the_call_panel_on_a_phone_by_keyboard(open_peer: Callable[..., Peer]) -> None:
+    """F4 opens the panel over the whole width of a phone, focus on its first action; Tab
+    reaches the device pickers; Escape closes it and gives the input back. (No call is
+    started: no WebRTC outside the namespace.)"""
+    from playwright.sync_api import expect
+
+    ivy = open_peer(viewport={"width": 390, "height": 844}, has_touch=True)
+    ivy.create("ivy", "phone")
+    ivy.page.keyboard.press("F4")
+    panel = ivy.page.locator("#call-panel")
+    expect(panel).to_be_visible(timeout=T)
+    expect(status(ivy)).to_have_text("no call in #general")
+    expect(ivy.page.locator("#call-actions button", has_text="Start call")).to_be_focused()
+    box = panel.bounding_box()
+    assert box is not None and box["x"] == 0 and box["width"] == 390, box
+    reached = []
+    for _ in range(4):
+        ivy.page.keyboard.press("Tab")
+        reached.append(ivy.page.evaluate("document.activeElement.id"))
+    assert reached == ["call-mic", "call-cam", "call-speaker", "call-close"], reached
+    ivy.page.keyboard.press("Escape")
+    expect(panel).to_be_hidden(timeout=T)
+    expect(ivy.page.locator("#input")).to_be_focused()
+    ivy.no_errors()
