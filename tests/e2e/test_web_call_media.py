@@ -229,6 +229,12 @@ def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
     grows(alice, b, "inAudio", "inVideo")
     grows(bob, a, "inAudio", "inVideo")
 
+    # Each panel has a level meter per person; the other's voice (the fake device's beep) moves it.
+    level = "(id) => document.querySelector(`meter.call-level[data-peer='${id}']`).value"
+    testing.wait_for(
+        lambda: alice.page.evaluate(level, b) > 0, timeout=30, interval=0.3, what="bob's level"
+    )
+
     # A forged end: bob, not the host, writes one (signed, as his page writes any event). It
     # reaches alice, and the call goes on for both.
     forged = bob.page.evaluate(FORGE_END)
@@ -253,6 +259,10 @@ def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
     muted_at = stops(bob, a, "outAudio")
     grows(bob, a, "outVideo")
     assert stats(bob)[a]["outAudio"] == muted_at
+    # Camera off: his video stops too.
+    bob.page.locator("#call-actions button", has_text="Camera off").click()
+    expect(status(bob)).to_have_text("in the call · muted · camera off", timeout=T)
+    stops(bob, a, "outVideo")
 
     # The host revokes the viewer: her panel says so, her connection is gone on both sides.
     expect(alice.page.locator("#call-panel")).to_be_visible()  # /call opened it
@@ -266,7 +276,7 @@ def test_a_call_inside_the_namespace(peers: Callable[..., Peer]) -> None:
         lambda: c not in stats(alice), timeout=30, interval=0.5, what="alice to drop carol"
     )
     assert stats(carol) == {}
-    grows(alice, b, "inVideo")  # the participants' call goes on
+    grows(bob, a, "inVideo")  # the participants' call goes on (alice to bob: his camera is off)
 
     # The host ends it: both panels say so, and no connection is left.
     alice.type("/call end")
