@@ -409,6 +409,24 @@ export class CircleSync {
     }
   }
 
+  /**
+   * Messages from a direct DataChannel peer (lib/dctransport.js): the one ingest
+   * path of relay-pulled ones (opened, verified, deduped, stored, reported).
+   */
+  ingestDirect(raws) {
+    return this._ingest(raws);
+  }
+
+  /** The wire forms of our newest stored messages, oldest first (a DataChannel MSGS_SEND). */
+  async newestWires(n) {
+    const all = await this.store.messages(this.circle.circleId);
+    return all
+      .filter((m) => m.wire)
+      .sort((a, b) => a.createdTs - b.createdTs)
+      .slice(-n)
+      .map((m) => m.wire);
+  }
+
   /** Verify, dedupe and store raw messages, one batch at a time; report the new ones. */
   _ingest(raws) {
     const run = this._ingestChain.then(() => this._ingestNow(raws));
