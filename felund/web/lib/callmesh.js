@@ -63,10 +63,20 @@ export function linksOf(call, me) {
  * a session description of the type's kind, or one ICE candidate.
  */
 export function readSignal(signal, callSessionId, me) {
+  return readSignalOf(signal, me, MEDIA_TYPES, (peer) => mediaSessionId(callSessionId, me, peer));
+}
+
+/**
+ * A received signal of one of `types` ([offer, answer, candidate] type names),
+ * or null: from another node, under the session id sessionIdFor(peer) makes,
+ * with a bounded payload of the type's kind. Shared by calls and the
+ * DataChannel transport (lib/dctransport.js).
+ */
+export function readSignalOf(signal, me, types, sessionIdFor) {
   if (signal === null || typeof signal !== "object") return null;
   const { id, from_node: peer, type, payload, session_id: sessionId } = signal;
-  if (!MEDIA_TYPES.includes(type) || typeof peer !== "string" || peer === me) return null;
-  if (sessionId !== mediaSessionId(callSessionId, me, peer)) return null;
+  if (!types.includes(type) || typeof peer !== "string" || peer === me) return null;
+  if (sessionId !== sessionIdFor(peer)) return null;
   if (typeof payload !== "string" || payload.length > MAX_PAYLOAD) return null;
   let body;
   try {
@@ -75,11 +85,11 @@ export function readSignal(signal, callSessionId, me) {
     return null;
   }
   if (body === null || typeof body !== "object") return null;
-  if (type === "media-candidate") {
+  if (type === types[2]) {
     if (typeof body.candidate !== "string") return null;
     return { id, peer, type, candidate: body };
   }
-  const kind = type === "media-offer" ? "offer" : "answer";
+  const kind = type === types[0] ? "offer" : "answer";
   if (body.type !== kind || typeof body.sdp !== "string") return null;
   return { id, peer, type, description: { type: kind, sdp: body.sdp } };
 }

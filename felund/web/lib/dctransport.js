@@ -13,6 +13,7 @@
 import { hmacHex, secretBytes } from "./crypto.js";
 import { randomHex } from "./bytes.js";
 import { isObject } from "./pyjson.js";
+import { readSignalOf } from "./callmesh.js";
 
 export const LABEL = "felund-gossip";
 export const MAX_FRAME = 256 * 1024; // characters of one frame (the usual SCTP message limit)
@@ -30,6 +31,15 @@ export function dcAuth(secretHex, senderNonce, receiverNonce) {
 
 /** The DataChannel session id: the two node ids sorted and joined with ":" (§1.6). */
 export const dcSessionId = (a, b) => (a < b ? `${a}:${b}` : `${b}:${a}`);
+
+/** The DataChannel's signal types (§1.6), offer, answer, candidate. */
+export const DC_TYPES = ["offer", "answer", "candidate"];
+
+/** A received DataChannel signal for us (`{id, peer, type, description | candidate}`), or null. */
+export const readDcSignal = (signal, me) => readSignalOf(signal, me, DC_TYPES, (peer) => dcSessionId(me, peer));
+
+/** Who offers (§1.6.1): the smaller node id. */
+export const offers = (me, peer) => me < peer;
 
 /** One session's protocol: feed it frames, send what it returns. */
 export class DcSession {

@@ -75,13 +75,14 @@ export class CircleSync {
    *   onMessages?: function(import("./store.js").StoredMessage[]): void,
    *   onState?: function(string, Error|null): void,
    *   onOutbox?: function(string[]): void,
-   *   onPeers?: function(number): void,
+   *   onPeers?: function(number): void, onSent?: function(object): void,
    *   pollMs?: number, feedPollMs?: number, registerMs?: number, feedRetryMs?: number,
    *   useFeed?: boolean}} options
    *   relayUrl overrides circle.relayUrl ("" = the page's origin); onMessages gets
    *   new messages from others (control ones too), never the ones send() returned;
    *   onOutbox gets the msgIds still waiting for the relay whenever that changes;
-   *   onPeers gets how many other members the relay has registered, after each registration.
+   *   onPeers gets how many other members the relay has registered, after each registration;
+   *   onSent gets the wire form of each message of ours once stored (the direct links send it on).
    */
   constructor(store, options) {
     const { circle, identity } = options;
@@ -94,6 +95,7 @@ export class CircleSync {
     this.onState = options.onState ?? (() => {});
     this.onOutbox = options.onOutbox ?? (() => {});
     this.onPeers = options.onPeers ?? (() => {});
+    this.onSent = options.onSent ?? (() => {});
     this.pollMs = options.pollMs ?? 5000;
     this.feedPollMs = options.feedPollMs ?? 30000;
     this.registerMs = options.registerMs ?? 60000;
@@ -232,6 +234,7 @@ export class CircleSync {
     this._noteLink(opened);
     this.pending.add(opened.msgId);
     this._emitOutbox();
+    this.onSent(wire);
     // Before start() has read the store, its first pass posts the outbox.
     // Registered: post now. Not (yet, or again after a failure): a sync pass
     // registers first, so the relay can verify the post.

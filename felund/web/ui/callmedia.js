@@ -33,7 +33,8 @@ async function localMedia({ audio = "", video = "" }) {
   }
 }
 
-const gathered = (pc) =>
+/** Resolves when pc has gathered its candidates (or after GATHER_MS). */
+export const gathered = (pc) =>
   new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") return resolve();
     const done = () => {

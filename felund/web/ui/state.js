@@ -41,7 +41,8 @@ import {
   rekeysDue,
 } from "../lib/channels.js";
 import { decodeInvite, encodeInvite, isUrlPeer } from "../lib/invite.js";
-import { normalizeRelayUrl } from "../lib/relay.js";
+import { normalizeRelayUrl, relayIceServers } from "../lib/relay.js";
+import { DirectLinks } from "./direct.js";
 
 /** A mistake of the user's (bad command, unknown channel): shown as a notice, not logged. */
 export class UserError extends Error {}
@@ -266,7 +267,10 @@ export class AppState extends EventTarget {
     window.addEventListener("offline", () => this.changed());
     // Leave the relay's presence list when the page goes, as the v1 browser client does.
     window.addEventListener("pagehide", () => {
-      for (const view of this.circles.values()) if (view.sync) view.sync.stop({ unregister: true });
+      for (const view of this.circles.values()) {
+        this.stopDirect(view);
+        if (view.sync) view.sync.stop({ unregister: true });
+      }
     });
     // Back from the back/forward cache: those syncs were stopped on pagehide.
     window.addEventListener("pageshow", (e) => {
@@ -286,12 +290,28 @@ export class AppState extends EventTarget {
       onState: (state) => this.syncState(circleId, state),
       onOutbox: (msgIds) => this.outboxChanged(circleId, msgIds),
       onPeers: (n) => this.peersChanged(circleId, n),
+      onSent: (wire) => view.direct?.announce(wire),
     });
     view.sync.start();
+    this.startDirect(view);
     this.followEpochs(view); // what loadHistory folded before the sync existed
   }
 
+  /** Direct DataChannel links to the circle's other pages (ui/direct.js), where WebRTC exists. */
+  startDirect(view) {
+    if (typeof RTCPeerConnection === "undefined") return;
+    const direct = new DirectLinks({ sync: view.sync });
+    view.direct = direct;
+    relayIceServers(view.circle.relayUrl).then((servers) => direct.useIceServers(servers), () => {});
+  }
+
+  stopDirect(view) {
+    view.direct?.close();
+    view.direct = null;
+  }
+
   restartSync(view) {
+    this.stopDirect(view);
     if (view.sync) view.sync.stop();
     view.sync = null;
     this.startSync(view);
@@ -610,6 +630,7 @@ export class AppState extends EventTarget {
   async leaveCircle() {
     const view = this.view();
     if (!view) throw new UserError("no circle to leave");
+    this.stopDirect(view);
     if (view.sync) view.sync.stop({ unregister: true });
     await this.store.deleteCircle(view.id);
     this.circles.delete(view.id);

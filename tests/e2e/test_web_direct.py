@@ -1,0 +1,157 @@
+"""The page's direct DataChannel transport (issue 17, addendum §1.8) between browsers.
+
+Two pages of one circle authenticate a "felund-gossip" channel and then carry a
+message with the relay's message API (POST/GET /v1/messages, and the feed)
+failing for both; a page speaking the channel with a wrong AUTH proof is closed
+having received nothing but HELLO and AUTH. WebRTC runs only in a network
+namespace with only ``lo`` up, as tests/e2e/test_web_call_media.py does (its
+fixtures are reused here; the outer test re-runs this file under ``unshare``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from felund import testing
+from felund.testing import Relay
+from tests.e2e.conftest import Peer, T
+from tests.e2e.test_web_call_media import (  # noqa: F401 (fixtures)
+    IN_NETNS,
+    _cannot_isolate,
+    call_relay,
+    isolated,
+    media_browser,
+    node_id,
+    peers,
+    playwright,
+)
+
+pytestmark = pytest.mark.slow
+
+AUTHED = "() => globalThis.felundCalls.state.view().direct?.authed() ?? []"
+NO_FEED = "**/v1/relay/ws*"
+
+
+def test_direct_channel_in_a_namespace_with_only_loopback() -> None:
+    """Run the inner tests of this file in a fresh network namespace (only lo, up)."""
+    if IN_NETNS:
+        pytest.skip("inside the namespace: the inner tests run")
+    problem = _cannot_isolate()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    here = Path(__file__)
+    argv = [
+        "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
+        str(here), "-k", "inside",
+    ]  # fmt: skip
+    env = {**os.environ, "FELUND_CALLS_NETNS": "1"}
+    done = subprocess.run(
+        argv, cwd=here.parents[2], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    print(done.stdout[-20000:], done.stderr[-5000:])
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+def authed_with(peer: Peer, other: str) -> None:
+    testing.wait_for(
+        lambda: other in peer.page.evaluate(AUTHED),
+        timeout=90,
+        interval=0.5,
+        what=f"a direct channel authenticated with {other[:8]}",
+    )
+
+
+def test_inside_two_pages_talk_directly_with_the_relay_message_api_down(
+    peers: Callable[..., Peer],
+) -> None:
+    from playwright.sync_api import expect
+
+    alice, bob = peers(), peers()
+    # No feed from the start (a route holds only for connections opened after it).
+    for p in (alice, bob):
+        p.context.route_web_socket(NO_FEED, lambda ws: ws.close())
+        p.page.reload()
+    alice.create("alice", "direct")
+    bob.join("bob", alice.invite_code())
+    alice.say("through the relay")
+    bob.sees("through the relay")
+    a, b = node_id(alice), node_id(bob)
+    authed_with(alice, b)
+    authed_with(bob, a)
+
+    failed: list[str] = []
+
+    def refuse(route: Any) -> None:
+        failed.append(f"{route.request.method} {route.request.url}")
+        route.abort()
+
+    for p in (alice, bob):
+        p.context.route("**/v1/messages*", refuse)
+    bob.type("only over the channel")
+    alice.sees("only over the channel")
+    # The relay never had it: bob's copy still waits for its acknowledgement.
+    expect(bob.line("only over the channel")).to_have_class(re.compile(r"\bpending\b"))
+    assert any(f.startswith("POST") for f in failed), failed  # the relay path was really down
+    alice.type("and back")
+    bob.sees("and back")
+
+
+BAD_PEER = """async (arg) => {
+  const { DirectLinks } = await import("/ui/direct.js");
+  const { RelayClient } = await import("/lib/relay.js");
+  const { circleId } = await import("/lib/ids.js");
+  // Record every frame this page is given, whatever its own checks make of it.
+  globalThis.given = [];
+  const d = Object.getOwnPropertyDescriptor(RTCDataChannel.prototype, "onmessage");
+  Object.defineProperty(RTCDataChannel.prototype, "onmessage", {
+    get() { return d.get.call(this); },
+    set(h) { d.set.call(this, (e) => { globalThis.given.push(JSON.parse(e.data).type); return h(e); }); },
+  });
+  const client = new RelayClient({ baseUrl: location.origin, secretHex: arg.secret, nodeId: arg.me });
+  const sync = {
+    identity: { nodeId: arg.me },
+    circle: { circleId: await circleId(arg.secret), secret: arg.wrong },
+    client,
+    newestWires: async () => [],
+    ingestDirect: async () => {},
+  };
+  await client.register().catch(() => {});
+  globalThis.bad = new DirectLinks({ sync });
+}"""
+
+
+def test_inside_a_peer_with_a_wrong_proof_gets_nothing(
+    peers: Callable[..., Peer], call_relay: Relay
+) -> None:
+    alice = peers()
+    said: list[str] = []
+    alice.page.on("console", lambda m: said.append(m.text))
+    alice.create("alice", "guarded")
+    alice.say("not for strangers")
+    secret = alice.page.evaluate("() => globalThis.felundCalls.state.view().circle.secret")
+    me = alice.page.evaluate("() => globalThis.felundCalls.state.identity.nodeId")
+    stranger = peers()
+    stranger.page.goto(call_relay.url + "/v1/health")
+    # The smaller id offers (§1.6.1): the stranger's all-zero id does.
+    stranger.page.evaluate(BAD_PEER, {"secret": secret, "wrong": "ab" * 32, "me": "0" * len(me)})
+    testing.wait_for(
+        lambda: any("closed: AUTH mismatch" in s for s in said),
+        timeout=90,
+        interval=0.5,
+        what="alice closing the stranger's channel",
+    )
+    given = stranger.page.evaluate("() => globalThis.given")
+    assert given == ["HELLO", "AUTH"], given
+    assert alice.page.evaluate(AUTHED) == []
