@@ -21,7 +21,8 @@ SECRET = "00" * 31 + "01"
 OTHER = "00" * 31 + "02"
 PRELUDE = """
 const D = L.dctransport;
-const mk = (secretHex, nodeId, now = 0) => new D.DcSession({secretHex, nodeId, circleHint: "0123456789abcdef", now});
+const mk = (secretHex, nodeId, now = 0) =>
+  new D.DcSession({secretHex, nodeId, circleHint: "0123456789abcdef", now});
 """
 
 
@@ -52,7 +53,8 @@ def test_handshake_then_messages_both_ways_auth_before_hello_held(page: Any) -> 
         const re = await b.receive(a.msgsSend([wire]), 5);
         const rf = await a.receive(b.msgNew(wire), 6);
         return {held: rb.send.length === 0 && !rb.close, aAuthed: rc.authed, bAuthed: rd.authed,
-                batch: re.messages, one: rf.messages, close: [ra.close, rb.close, rc.close, rd.close, re.close, rf.close]};
+                batch: re.messages, one: rf.messages,
+                close: [ra, rb, rc, rd, re, rf].map((r) => r.close)};
         """,
         SECRET,
     )
@@ -67,10 +69,12 @@ def test_a_peer_that_fails_auth_gets_nothing_and_is_closed(page: Any) -> None:
         """
         const good = mk(arg.secret, "a".repeat(32)), bad = mk(arg.other, "b".repeat(32));
         const r1 = await good.receive(bad.hello(), 1);
-        const badAuth = (await bad.receive(good.hello(), 1)).send[0];  // proof under the wrong secret
-        const r2 = await bad.receive(r1.send[0], 2);          // bad cannot verify ours either
+        // bad's proof is under the wrong secret, and bad cannot verify ours either
+        const badAuth = (await bad.receive(good.hello(), 1)).send[0];
+        const r2 = await bad.receive(r1.send[0], 2);
         const r3 = await good.receive(badAuth, 3);
-        const after = await good.receive(JSON.stringify({type: "MSG_NEW", message: {msg_id: "x"}}), 4);
+        const newMsg = JSON.stringify({type: "MSG_NEW", message: {msg_id: "x"}});
+        const after = await good.receive(newMsg, 4);
         return {r1: r1.send.map((f) => JSON.parse(f).type), r2: r2.close, r3: r3.close,
                 after: [after.close, after.messages.length], msgNew: good.msgNew({msg_id: "y"})};
         """,
@@ -88,7 +92,8 @@ def test_frames_before_auth_oversized_flooded_or_late_close(page: Any) -> None:
         """
         const early = mk(arg, "a".repeat(32));
         await early.receive(mk(arg, "b".repeat(32)).hello(), 1);
-        const e = await early.receive(JSON.stringify({type: "MSGS_SEND", messages: [{msg_id: "x"}]}), 2);
+        const batch = JSON.stringify({type: "MSGS_SEND", messages: [{msg_id: "x"}]});
+        const e = await early.receive(batch, 2);
         const big = await mk(arg, "a".repeat(32)).receive("x".repeat(D.MAX_FRAME + 1), 1);
         const junk = await mk(arg, "a".repeat(32)).receive("{nope", 1);
         const twice = mk(arg, "a".repeat(32));
@@ -100,8 +105,11 @@ def test_frames_before_auth_oversized_flooded_or_late_close(page: Any) -> None:
         await flood.receive((await peer.receive(flood.hello(), 1)).send[0], 1);
         await peer.receive((await flood.receive(peer.hello(), 1)).send[0], 1);
         let f = null;
-        for (let i = 0; i <= D.MAX_FRAMES_PER_WINDOW && !f; i++) f = (await flood.receive('{"type":"PING"}', 1)).close;
-        return {e: [e.close, e.messages.length], big: big.close, junk: junk.close, t: t.close, l, f};
+        for (let i = 0; i <= D.MAX_FRAMES_PER_WINDOW && !f; i++) {
+          f = (await flood.receive('{"type":"PING"}', 1)).close;
+        }
+        return {e: [e.close, e.messages.length], big: big.close, junk: junk.close,
+                t: t.close, l, f};
         """,
         SECRET,
     )

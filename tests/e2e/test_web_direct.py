@@ -22,7 +22,7 @@ import pytest
 
 from felund import testing
 from felund.testing import Relay
-from tests.e2e.conftest import Peer, T
+from tests.e2e.conftest import Peer
 from tests.e2e.test_web_call_media import (  # noqa: F401 (fixtures)
     IN_NETNS,
     _cannot_isolate,
@@ -74,7 +74,7 @@ def authed_with(peer: Peer, other: str) -> None:
 
 
 def test_inside_two_pages_talk_directly_with_the_relay_message_api_down(
-    peers: Callable[..., Peer],
+    peers: Callable[..., Peer],  # noqa: F811 (the fixture)
 ) -> None:
     from playwright.sync_api import expect
 
@@ -117,9 +117,13 @@ BAD_PEER = """async (arg) => {
   const d = Object.getOwnPropertyDescriptor(RTCDataChannel.prototype, "onmessage");
   Object.defineProperty(RTCDataChannel.prototype, "onmessage", {
     get() { return d.get.call(this); },
-    set(h) { d.set.call(this, (e) => { globalThis.given.push(JSON.parse(e.data).type); return h(e); }); },
+    set(h) {
+      d.set.call(this, (e) => { globalThis.given.push(JSON.parse(e.data).type); return h(e); });
+    },
   });
-  const client = new RelayClient({ baseUrl: location.origin, secretHex: arg.secret, nodeId: arg.me });
+  const client = new RelayClient({
+    baseUrl: location.origin, secretHex: arg.secret, nodeId: arg.me,
+  });
   const sync = {
     identity: { nodeId: arg.me },
     circle: { circleId: await circleId(arg.secret), secret: arg.wrong },
@@ -133,7 +137,8 @@ BAD_PEER = """async (arg) => {
 
 
 def test_inside_a_peer_with_a_wrong_proof_gets_nothing(
-    peers: Callable[..., Peer], call_relay: Relay
+    peers: Callable[..., Peer],  # noqa: F811 (the fixture)
+    call_relay: Relay,  # noqa: F811 (the fixture)
 ) -> None:
     alice = peers()
     alice.create("alice", "guarded")
@@ -145,7 +150,9 @@ def test_inside_a_peer_with_a_wrong_proof_gets_nothing(
     # The smaller id offers (§1.6.1): the stranger's all-zero id does.
     closed = "closed: AUTH mismatch"
     with alice.page.expect_console_message(lambda m: closed in m.text, timeout=90_000):
-        stranger.page.evaluate(BAD_PEER, {"secret": secret, "wrong": "ab" * 32, "me": "0" * len(me)})
+        stranger.page.evaluate(
+            BAD_PEER, {"secret": secret, "wrong": "ab" * 32, "me": "0" * len(me)}
+        )
     given = stranger.page.evaluate("() => globalThis.given")
     assert given == ["HELLO", "AUTH"], given
     assert alice.page.evaluate(AUTHED) == []
