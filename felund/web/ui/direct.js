@@ -5,7 +5,15 @@
 // in goes through CircleSync.ingestDirect, the one ingest path. The relay stays
 // the path whenever no channel is authenticated.
 
-import { DcSession, LABEL, MAX_BATCH, dcSessionId, offers, readDcSignal } from "../lib/dctransport.js";
+import {
+  DcSession,
+  LABEL,
+  MAX_BATCH,
+  MAX_FRAMES_PER_WINDOW,
+  dcSessionId,
+  offers,
+  readDcSignal,
+} from "../lib/dctransport.js";
 import { circleHint } from "../lib/ids.js";
 import { gathered } from "./callmedia.js";
 
@@ -148,6 +156,9 @@ export class DirectLinks {
 
   _attach(link, channel) {
     link.channel = channel;
+    let opened;
+    // Frames wait for the session (onopen's start is async), then are taken one at a time, in order.
+    link.chain = new Promise((resolve) => (opened = resolve));
     channel.onopen = async () => {
       clearTimeout(link.timer);
       link.session = new DcSession({
@@ -157,26 +168,25 @@ export class DirectLinks {
         now: Date.now(),
       });
       this._send(link, link.session.hello());
-      for (const frame of link.held ?? []) await this._frame(link, frame);
-      link.held = null;
+      opened();
     };
-    // Frames are taken one at a time, in order (receive is async).
-    link.chain = Promise.resolve();
+    link.queued = 0;
     channel.onmessage = ({ data }) => {
-      link.chain = link.chain.then(() => this._frame(link, data));
+      // Frames waiting are bounded too: a peer faster than we take its frames is dropped.
+      if (++link.queued > MAX_FRAMES_PER_WINDOW) return this._drop(link);
+      link.chain = link.chain
+        .then(() => this._frame(link, data))
+        .catch((e) => {
+          console.warn("felund: direct frame not taken", e.message);
+          this._drop(link);
+        })
+        .finally(() => link.queued--);
     };
     channel.onclose = () => this._drop(link);
   }
 
   async _frame(link, data) {
-    if (this.links.get(link.peer) !== link) return;
-    if (!link.session) {
-      // onopen's async start has not made the session yet: the frame waits for it (bounded).
-      link.held ??= [];
-      if (link.held.length < 4) link.held.push(data);
-      else this._drop(link);
-      return;
-    }
+    if (this.links.get(link.peer) !== link || link.session.closed) return;
     const r = await link.session.receive(data, Date.now());
     for (const frame of r.send) this._send(link, frame);
     if (r.close) {
