@@ -22,6 +22,9 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+# Outside a test's own network namespace, WebRTC (the pages' direct links, calls) must not
+# gather or dial on the machine's interfaces: UDP only through a proxy, and there is none.
+NO_WEBRTC_ARGS = ("--force-webrtc-ip-handling-policy=disable_non_proxied_udp",)
 
 
 def browser_missing() -> str | None:
@@ -46,7 +49,7 @@ def browser() -> Iterator[Browser]:
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
-            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True, timeout=60_000
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *NO_WEBRTC_ARGS], headless=True, timeout=60_000
         )
         try:
             yield chromium
