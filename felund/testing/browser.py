@@ -24,7 +24,7 @@ CHROMIUM_ARGS = (
 )
 # Outside a test's own network namespace, WebRTC (the pages' direct links, calls) must not
 # gather or dial on the machine's interfaces: UDP only through a proxy, and there is none.
-NO_WEBRTC_ARGS = ("--force-webrtc-ip-handling-policy=disable_non_proxied_udp",)
+NO_WEBRTC_ARGS = ("--webrtc-ip-handling-policy=disable_non_proxied_udp",)
 
 
 def browser_missing() -> str | None:
