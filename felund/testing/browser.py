@@ -49,7 +49,10 @@ def browser() -> Iterator[Browser]:
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *NO_WEBRTC_ARGS], headless=True, timeout=60_000
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, *NO_WEBRTC_ARGS],
+            headless=True,
+            timeout=60_000,
         )
         try:
             yield chromium
