@@ -50,8 +50,9 @@ def _cannot_isolate() -> str | None:
     return None
 
 
-def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
-    """Run the inner tests of this file in a fresh network namespace (only lo, up)."""
+def run_in_namespace(test_file: str) -> None:
+    """Run the inner tests (``-k inside``) of ``test_file`` in a fresh network namespace
+    (only lo, up): the outer test of every file whose pages use WebRTC."""
     if IN_NETNS:
         pytest.skip("inside the namespace: the inner tests run")
     problem = _cannot_isolate()
@@ -59,7 +60,7 @@ def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
         if os.environ.get("CI"):
             pytest.fail(problem)
         pytest.skip(problem)
-    here = Path(__file__)
+    here = Path(test_file)
     argv = [
         "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
@@ -72,6 +73,11 @@ def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
     print(done.stdout[-20000:], done.stderr[-5000:])
     assert done.returncode == 0, done.stdout[-6000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+def test_calls_between_browsers_in_a_namespace_with_only_loopback() -> None:
+    """Run the inner tests of this file in a fresh network namespace (only lo, up)."""
+    run_in_namespace(__file__)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,8 @@ fixtures are reused here; the outer test re-runs this file under ``unshare``).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,14 +20,13 @@ from felund import testing
 from felund.testing import Relay
 from tests.e2e.conftest import Peer
 from tests.e2e.test_web_call_media import (  # noqa: F401 (fixtures)
-    IN_NETNS,
-    _cannot_isolate,
     call_relay,
     isolated,
     media_browser,
     node_id,
     peers,
     playwright,
+    run_in_namespace,
 )
 
 pytestmark = pytest.mark.slow
@@ -42,26 +37,7 @@ NO_FEED = "**/v1/relay/ws*"
 
 def test_direct_channel_in_a_namespace_with_only_loopback() -> None:
     """Run the inner tests of this file in a fresh network namespace (only lo, up)."""
-    if IN_NETNS:
-        pytest.skip("inside the namespace: the inner tests run")
-    problem = _cannot_isolate()
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    here = Path(__file__)
-    argv = [
-        "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
-        str(here), "-k", "inside",
-    ]  # fmt: skip
-    env = {**os.environ, "FELUND_CALLS_NETNS": "1"}
-    done = subprocess.run(
-        argv, cwd=here.parents[2], env=env, capture_output=True, text=True, timeout=900, check=False
-    )
-    print(done.stdout[-20000:], done.stderr[-5000:])
-    assert done.returncode == 0, done.stdout[-6000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+    run_in_namespace(__file__)
 
 
 def authed_with(peer: Peer, other: str) -> None:
