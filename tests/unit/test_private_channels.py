@@ -22,7 +22,6 @@ from felund.errors import RPCError
 from felund.protocol import (
     ERR_BAD_REQUEST,
     ERR_FORBIDDEN,
-    OP_APPEND,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
     OP_CIRCLE_JOIN,
@@ -30,18 +29,17 @@ from felund.protocol import (
     OP_INBOX,
     OP_MEMBER_REMOVE,
     OP_POST,
-    OP_SNAPSHOT,
 )
 from felund.store import channelkeys
 from felund.store.database import DB_SUFFIXES, Database
-from felund.store.ops import NodeInfo, Ops
-from felund.testing import handled
+from felund.store.ops import Ops
 from felund.trust import channels as chan
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, events, ids
 from felund.v1.chatmodel import ControlEvent, derive, event_text
 from felund.v1.wire import MAX_KEY_ID_CHARS
 from tests.unit import test_epochs as ep
+from tests.unit.test_store_epochs import _call, _mesh, _node
 
 EPOCH_SECRET = "5a" * 32
 CIRCLE = "c" * 24
@@ -203,32 +201,6 @@ def test_every_order_with_duplicates_derives_one_channel_chain(
 
 
 # --- the store ---------------------------------------------------------------
-
-
-def _node(tmp_path: Path, name: str) -> Ops:
-    key = IdentityKey.from_seed(name.encode().ljust(32, b"."))
-    info = NodeInfo(key.node_id, name, True, "127.0.0.1:9999", key=key)
-    return Ops(Database(tmp_path / f"{name}.db"), info)
-
-
-def _call(ops: Ops, op: str, **body: Any) -> Any:
-    return handled(ops, op, body).reply
-
-
-def _sync(src: Ops, dst: Ops) -> list[str]:
-    wires = [m["wire"] for m in _call(src, OP_SNAPSHOT, with_wire=True, limit=100_000)["msgs"]]
-    results: list[str] = []
-    for i in range(0, len(wires), 500):
-        results += _call(dst, OP_APPEND, origin="gossip", msgs=wires[i : i + 500])["results"]
-    return results
-
-
-def _mesh(*nodes: Ops) -> None:
-    for _ in range(3):
-        for src in nodes:
-            for dst in nodes:
-                if src is not dst:
-                    _sync(src, dst)
 
 
 def _channel(
