@@ -32,6 +32,10 @@ Our rules, where v1 leaves it open or its two clients disagree (§1.9):
   ``MAX_SESSIONS`` sessions per circle (first creates in order), event texts
   of at most ``MAX_EVENT_TEXT`` characters, session ids of at most
   ``MAX_SESSION_ID`` characters.
+- **Blocked nodes.** The events of a node blocked here (``felund block``: local,
+  never sent) are refused ("blocked"): its calls are not shown, and it is not
+  shown in others' calls. The events stay stored and passed on, as its
+  messages do (issue 15): an unblock shows its calls again.
 - **Lifetime.** A call not ended is over ``CALL_IDLE_S`` after its last event:
   v1 forgets calls on restart, and a host whose page closed never ends its
   call; we keep every event, so without this a lost ``end`` would keep a
@@ -46,7 +50,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,9 +134,13 @@ class _Session:
 
 
 def derive_calls(
-    events: Iterable[ControlEvent], circle_id: str = "", now: int | None = None
+    events: Iterable[ControlEvent],
+    circle_id: str = "",
+    now: int | None = None,
+    blocked: Collection[str] = frozenset(),
 ) -> Calls:
-    """Fold a circle's control events into its live calls, as of ``now`` (default: the clock)."""
+    """Fold a circle's control events into its live calls, as of ``now`` (default: the
+    clock), refusing those of the nodes in ``blocked``."""
     clock = int(time.time()) if now is None else now
     calls = Calls()
     present: list[ControlEvent] = []
@@ -148,7 +156,9 @@ def derive_calls(
         if isinstance(parsed, str):
             _refuse(calls, ev, parsed)
         elif parsed is not None:
-            if ev.signer is None and ev.author in ours:
+            if ev.author in blocked:
+                _refuse(calls, ev, "blocked")
+            elif ev.signer is None and ev.author in ours:
                 _refuse(calls, ev, "unsigned_from_signer")
             else:
                 by_session.setdefault(parsed.session_id, []).append(parsed)

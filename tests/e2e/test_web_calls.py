@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -34,8 +35,9 @@ const view = (k) => ({
   rejected: sorted(k.rejected), refused: sorted(k.refused), due_at: k.dueAt,
 });
 const out = [];
-for (const events of arg.cases) {
-  const first = view(C.deriveCalls(events, arg.circle, arg.now));
+for (const [n, events] of arg.cases.entries()) {
+  const blocked = arg.blocked[n];
+  const first = view(C.deriveCalls(events, arg.circle, arg.now, blocked));
   let same = true;
   for (let i = 0; i < 12; i++) {
     const shuffled = [...events];
@@ -43,7 +45,7 @@ for (const events of arg.cases) {
       const k = Math.floor(Math.random() * (j + 1));
       [shuffled[j], shuffled[k]] = [shuffled[k], shuffled[j]];
     }
-    const again = view(C.deriveCalls(shuffled, arg.circle, arg.now));
+    const again = view(C.deriveCalls(shuffled, arg.circle, arg.now, new Set(blocked)));
     same = same && JSON.stringify(again) === JSON.stringify(first);
   }
   out.push({...first, same});
@@ -66,7 +68,7 @@ def _ev(
     }
 
 
-def _py(evs: list[dict[str, Any]], now: int) -> dict[str, Any]:
+def _py(evs: list[dict[str, Any]], now: int, blocked: Iterable[str] = ()) -> dict[str, Any]:
     got = calls.derive_calls(
         [
             ControlEvent(
@@ -80,6 +82,7 @@ def _py(evs: list[dict[str, Any]], now: int) -> dict[str, Any]:
         ],
         CIRCLE,
         now,
+        frozenset(blocked),
     )
     return {
         "sessions": [[sid, c.summary()] for sid, c in got.sessions.items()],
@@ -145,12 +148,18 @@ def _random_sets(count: int, seed: int = 17) -> list[list[dict[str, Any]]]:
 
 
 def test_the_page_derives_the_calls_the_python_node_does(lib_page: Any) -> None:
-    cases = [_scenario(), *_random_sets(120)]
+    sets = [_scenario(), *_random_sets(120)]
+    # Each set as it is, and with one or two of its people blocked here.
+    rng = random.Random(20)
+    cases = [*sets, _scenario(), *sets[1:61]]
+    blocked = [[] for _ in sets] + [[BOB.node_id, WEB_B]]
+    blocked += [rng.sample(PEOPLE, rng.randint(1, 2)) for _ in sets[1:61]]
     for now in (NOW + 60, NOW + calls.CALL_IDLE_S + 1):
-        got = in_page(lib_page, MODULES, FOLD, {"cases": cases, "circle": CIRCLE, "now": now})
-        for evs, result in zip(cases, got, strict=True):
+        arg = {"cases": cases, "blocked": blocked, "circle": CIRCLE, "now": now}
+        got = in_page(lib_page, MODULES, FOLD, arg)
+        for evs, hidden, result in zip(cases, blocked, got, strict=True):
             assert result.pop("same"), "an order of arrival changed the calls"
-            assert result == json.loads(json.dumps(_py(evs, now)))
+            assert result == json.loads(json.dumps(_py(evs, now, hidden)))
     first = _py(cases[0], NOW + 60)
     assert sorted(sid for sid, _ in first["sessions"]) == sorted([SIDS[0], SIDS[1], "  sé"])
     assert first["by_channel"]["ops"] == "  sé"  # stripped as Python strips
@@ -159,8 +168,12 @@ def test_the_page_derives_the_calls_the_python_node_does(lib_page: Any) -> None:
     assert {"actor_mismatch", "unsigned_from_signer", "not_host", "bad_op", "too_long"} <= set(
         first["rejected"]
     )
-    reasons = set().union(*(_py(evs, NOW + 60)["rejected"] for evs in cases))
+    reasons = set().union(*(_py(e, NOW + 60, b)["rejected"] for e, b in zip(cases, blocked)))
     assert {"exists", "ended", "no_session", "bad_session", "bad_target", "already"} <= reasons
+    # Bob and web B blocked: Bob is not in Ana's call, web B's join and leave count for nothing.
+    hid = _py(cases[len(sets)], NOW + 60, blocked[len(sets)])
+    assert dict(hid["sessions"])[SIDS[0]]["participants"] == [ANA.node_id]
+    assert hid["rejected"]["blocked"] == 4 and "blocked" in reasons  # 3, 7, 9, 10
 
 
 BUILD = """

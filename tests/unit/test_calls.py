@@ -83,6 +83,21 @@ def test_a_derived_form_id_that_never_signs_follows_the_other_client_s_rules() -
     )
 
 
+def test_a_blocked_node_s_calls_are_refused_here() -> None:
+    """Blocking is local (issue 15): the blocked node's call is not shown, nor is it in
+    others' calls; the same events without the block are the call as before."""
+    theirs = [call("create", WEB_HOST), call("join", WEB_B, T0 + 1)]
+    mine = [call("create", WEB_B, sid="77" * 16), call("join", WEB_HOST, T0 + 1, sid="77" * 16)]
+    evs = [*theirs, *mine]
+    assert set(calls_of(evs)) == {SID, "77" * 16}  # the path is live: both calls are there
+    got = derive_calls(evs, CID, T0 + 60, blocked={WEB_HOST})
+    assert list(got.sessions) == ["77" * 16] and got.sessions["77" * 16].participants == (WEB_B,)
+    assert got.rejected == {"blocked": 2, "no_session": 1}  # its create and join; b's join
+    assert got.refused[theirs[0].msg_id] == "blocked"
+    # A signed host of ours is refused alike: signatures say who, a block says not here.
+    assert derive_calls([call("create", OURS)], CID, T0, blocked={OURS}).rejected == {"blocked": 1}
+
+
 def test_events_before_their_create_wait_for_it() -> None:
     evs = [call("join", WEB_B, T0 - 5), call("create", WEB_HOST)]
     assert calls_of(evs)[SID]["participants"] == sorted([WEB_HOST, WEB_B])

@@ -14,7 +14,8 @@
 //   derived-form id that signs: chatmodel.signers), only signed, and an
 //   unsigned event in a signer's name is refused whatever it is;
 // - at most MAX_PARTICIPANTS participants, MAX_VIEWERS viewers, MAX_SESSIONS
-//   sessions; a call not ended is over CALL_IDLE_S after its last event;
+//   sessions; the events of a node blocked here are refused ("blocked");
+//   a call not ended is over CALL_IDLE_S after its last event;
 // - byChannel(): per channel, the live call created first.
 
 import { cmpCodePoints, cpLength, randomHex } from "./bytes.js";
@@ -105,10 +106,12 @@ function refuse(calls, ev, why) {
  * @param {Iterable<import("./chatmodel.js").ControlEvent>} events of the __control channel, any order
  * @param {string} [circleId] when given, events naming another circle are refused
  * @param {number} [now] Unix seconds (default: the clock)
+ * @param {Iterable<string>} [blocked] node ids blocked here: their events are refused
  * @returns {Calls}
  */
-export function deriveCalls(events, circleId = "", now = Math.floor(Date.now() / 1000)) {
+export function deriveCalls(events, circleId = "", now = Math.floor(Date.now() / 1000), blocked = []) {
   const calls = new Calls();
+  const hidden = new Set(blocked);
   const present = [];
   for (const ev of events) {
     if (ev.createdTs > now + MAX_SKEW_S) hold(calls, ev.createdTs - MAX_SKEW_S);
@@ -120,7 +123,8 @@ export function deriveCalls(events, circleId = "", now = Math.floor(Date.now() /
     const parsed = parse(ev, circleId);
     if (typeof parsed === "string") refuse(calls, ev, parsed);
     else if (parsed !== null) {
-      if (!signed(ev) && ours.has(ev.authorNodeId)) refuse(calls, ev, "unsigned_from_signer");
+      if (hidden.has(ev.authorNodeId)) refuse(calls, ev, "blocked");
+      else if (!signed(ev) && ours.has(ev.authorNodeId)) refuse(calls, ev, "unsigned_from_signer");
       else if (bySession.has(parsed.sessionId)) bySession.get(parsed.sessionId).push(parsed);
       else bySession.set(parsed.sessionId, [parsed]);
     }
