@@ -507,22 +507,28 @@ class Ops:
         now = int(time.time())
         found = self._calls.get(circle_id)
         if found is None or (found.due_at is not None and now >= found.due_at):
-            found = calls.derive_calls(self._control_events(circle_id), circle_id, now)
+            blocked = block_list.blocked(self.db)
+            found = calls.derive_calls(self._control_events(circle_id), circle_id, now, blocked)
             self._calls[circle_id] = found
+            self._count_rejections(circle_id, found.rejected, "call")
         return found
 
     def _control_events(self, circle_id: str) -> list[chatmodel.ControlEvent]:
         rows = self.db.control_events(circle_id, CONTROL_CHANNEL)
         return [chatmodel.ControlEvent(*row) for row in rows]
 
-    def _count_rejections(self, circle_id: str, rejected: collections.Counter[str]) -> None:
+    def _count_rejections(
+        self, circle_id: str, rejected: collections.Counter[str], source: str = "control"
+    ) -> None:
         # Once per event, across re-derivations and restarts: what was counted
-        # is kept in the database beside the events.
+        # is kept in the database beside the events (per fold: channels, calls).
         key = f"{_REJECTED_SETTING}:{circle_id}"
+        if source != "control":
+            key = f"{_REJECTED_SETTING}:{source}:{circle_id}"
         seen = collections.Counter(json.loads(self.db.setting(key) or "{}"))
         fresh = rejected - seen
         for reason, n in fresh.items():
-            metrics.BAD_INPUT.labels("control", reason).inc(n)
+            metrics.BAD_INPUT.labels(source, reason).inc(n)
         if fresh:
             self.db.set_setting(key, json.dumps(dict(rejected | seen)))
 
@@ -786,7 +792,9 @@ class Ops:
             trial = chatmodel.derive(after, cid, int(time.time()), circle.secret)
             problem = trial.refused.get(msg_id)
             if not problem and event.get("t") == "CALL_EVT":
-                problem = calls.derive_calls(after, cid, int(time.time())).refused.get(msg_id)
+                blocked = block_list.blocked(self.db)
+                trial_calls = calls.derive_calls(after, cid, int(time.time()), blocked)
+                problem = trial_calls.refused.get(msg_id)
                 if problem:
                     why = _CALL_REFUSALS.get(problem, f"refused: {problem}")
                     raise RPCError(ERR_FORBIDDEN, why)
@@ -1345,6 +1353,7 @@ class Ops:
             changed = False
         if changed:
             block_list.set_blocked(self.db, now)
+            self._calls.clear()  # a blocked node's calls are refused here (felund.v1.calls)
         names = dict(reversed(people))  # a node named in two circles: its first name
         listed = [{"node_id": n, "display_name": names.get(n, "")} for n in sorted(now)]
         # sys.settings.changed tells a running ui to show or hide the node's messages.

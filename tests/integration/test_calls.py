@@ -13,6 +13,7 @@ import pytest
 from felund.errors import RPCError
 from felund.protocol import OP_APPEND, OP_CONTROL
 from felund.testing import Node, control_wire, wait_for
+from felund.testing.nodes import metric_value
 from felund.trust.identity import IdentityKey
 from felund.v1 import events, ids
 from felund.v1.invite import decode_invite
@@ -81,6 +82,9 @@ def test_a_call_shows_while_it_runs_and_a_forged_end_changes_nothing(
     with pytest.raises(RPCError, match="only the call's host"):
         _write(a, circle, events.call_event("end", circle, me, SID))
     assert a.json("calls", "--circle-id", circle) == running
+    # Each refused once in the node's metrics, by why (ours was refused before it was stored).
+    for kind, n in (("actor_mismatch", 2), ("unsigned_from_signer", 1), ("not_host", 1)):
+        assert _refused(a, kind) == n, kind
 
     _append(a, secret, circle, h, events.call_event("end", circle, h, SID), key=host)
     assert a.json("calls", "--circle-id", circle)["calls"] == []
@@ -111,3 +115,43 @@ def test_a_call_one_node_starts_shows_on_its_peer_and_ends_there(
         timeout=60,
         what="no call on a after b's end",
     )
+
+
+def _refused(node: Node, kind: str) -> float:
+    """Call events this node refused, by why (felund_bad_input, source "call")."""
+    return metric_value(node.metrics(), "felund_bad_input_total", source="call", kind=kind) or 0
+
+
+def test_a_blocked_node_s_calls_are_refused_here_and_counted(
+    make_node: Callable[..., Node],
+) -> None:
+    """`felund block` refuses the node's calls (issue 15): its call is not shown, its join
+    to another call counts for nothing, and each refusal is counted once by why; an unblock
+    shows them again."""
+    a = _started(make_node, "a")
+    secret = decode_invite(a.cli("invite").stdout.strip()).secret
+    a.start()
+    circle = a.json("circles")[0]["circle_id"]
+    me = a.status()["node_id"]
+    web_sid = "77" * 16
+    _append(a, secret, circle, WEB, events.call_event("create", circle, WEB, web_sid, channel="dev"))
+    _write(a, circle, events.call_event("create", circle, me, SID, channel="general"))
+    _append(a, secret, circle, WEB, events.call_event("join", circle, WEB, SID))
+    running = a.json("calls", "--circle-id", circle)
+    assert [c["host"] for c in running["calls"]] == [WEB, me]  # the path is live: both shown
+    assert running["calls"][1]["participants"] == sorted([me, WEB])
+    assert _refused(a, "blocked") == 0
+
+    a.cli("block", WEB)
+    hidden = a.json("calls", "--circle-id", circle)["calls"]
+    assert [(c["host"], c["participants"]) for c in hidden] == [(me, [me])]
+    assert _refused(a, "blocked") == 2  # its create and its join
+    with pytest.raises(RPCError, match="no such call"):  # its call is not there to join
+        _write(a, circle, events.call_event("join", circle, me, web_sid))
+    a.stop()  # counted once per event, across restarts too
+    a.start()
+    assert len(a.json("calls", "--circle-id", circle)["calls"]) == 1
+    assert _refused(a, "blocked") == 0  # a new process: nothing counted again
+
+    a.cli("unblock", WEB)
+    assert a.json("calls", "--circle-id", circle) == running
