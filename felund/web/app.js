@@ -265,6 +265,7 @@ async function main() {
   await state.load();
   const app = new App(state, store);
   await app.line.load();
+  await app.calls.load();
   app.relayGuess = state.relayUrl ? "" : await defaultRelay();
   byId("boot").hidden = true;
   if (state.ready) app.enterChat();

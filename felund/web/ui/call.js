@@ -11,6 +11,9 @@ import { iceServersFor } from "../lib/callmesh.js";
 import { relayIceServers } from "../lib/relay.js";
 
 const SETTING_ICE = "ice"; // {fromRelay: boolean, servers: RTCIceServer[]}
+// The node ids whose calls this page refuses (/call block): local, never sent, like the
+// node's `felund block`; the events stay stored and passed on.
+const SETTING_BLOCKED = "call_blocked";
 const METER_MS = 150;
 
 /** What ended our part in a call, in words. */
@@ -30,6 +33,18 @@ export class Calls {
     this.ice = null; // the F3 setting, loaded lazily
     this.audioCtx = null;
     this.meters = new Map(); // stream id -> {analyser, data}
+    this.blocked = new Set(); // loaded from the store before the first fold (load())
+    this.blockedVersion = 0;
+  }
+
+  /** Read what the page keeps for calls (the blocked nodes) before the first fold. */
+  async load() {
+    this.setBlocked((await this.state.store.getSetting(SETTING_BLOCKED)) || []);
+  }
+
+  setBlocked(nodeIds) {
+    this.blocked = new Set(nodeIds);
+    this.blockedVersion += 1; // every circle's calls are folded again
   }
 
   // ---- the fold ------------------------------------------------------
@@ -37,9 +52,10 @@ export class Calls {
   /** The calls of a circle (session id -> call). */
   callsOf(view) {
     const due = view.calls?.dueAt != null && Date.now() / 1000 >= view.calls.dueAt;
-    if (view.callsVersion !== view.version || due) {
-      view.calls = foldCalls(view);
-      view.callsVersion = view.version;
+    const version = `${view.version}:${this.blockedVersion}`;
+    if (view.callsVersion !== version || due) {
+      view.calls = foldCalls(view, this.blocked);
+      view.callsVersion = version;
     }
     return view.calls;
   }
@@ -123,9 +139,28 @@ export class Calls {
         const who = this.state.person(v, arg);
         return this.revoke(who);
       }
+      case "block":
+      case "unblock":
+        return this.block(view, sub, arg);
       default:
-        throw new UserError("usage: /call start | join | view | leave | end | revoke PERSON");
+        throw new UserError("usage: /call start | join | view | leave | end | revoke PERSON | block PERSON | unblock PERSON");
     }
+  }
+
+  /** /call block|unblock PERSON: refuse (or take again) that node's calls in this page. */
+  async block(view, sub, who) {
+    if (!who) throw new UserError(`usage: /call ${sub} PERSON`);
+    const nodeId = this.state.person(view, who);
+    if (nodeId === this.state.identity.nodeId) throw new UserError("that is you: you cannot block yourself");
+    const next = new Set(this.blocked);
+    if (sub === "block") next.add(nodeId);
+    else next.delete(nodeId);
+    await this.state.store.putSetting(SETTING_BLOCKED, [...next].sort());
+    this.setBlocked(next);
+    const name = this.state.names(view).get(nodeId) || nodeId.slice(0, 8);
+    this.state.notice(sub === "block" ? `${name}'s calls are refused here (nobody is told)` : `${name}'s calls are shown again`);
+    this.refresh(); // a call we are in whose host is now blocked stops here
+    this.onChange();
   }
 
   async writeActive(event) {

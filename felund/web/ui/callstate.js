@@ -7,12 +7,13 @@ import { callEvent as buildCallEvent, callWords, deriveCalls } from "../lib/call
 export { callWords };
 
 /**
- * The live calls of a circle from its control events: Map session id ->
+ * The live calls of a circle from its control events, those of `blocked` nodes
+ * refused: Map session id ->
  * {sessionId, host, channelId, participants: Set, viewers: Set, words(names)}.
  */
-export function foldCalls(view) {
+export function foldCalls(view, blocked = []) {
   const now = Math.floor(Date.now() / 1000);
-  const derived = deriveCalls(view.control, view.id, now);
+  const derived = deriveCalls(view.control, view.id, now, blocked);
   const out = new Map();
   for (const [sid, c] of derived.sessions) {
     out.set(sid, { ...c, participants: new Set(c.participants), viewers: new Set(c.viewers), words: (names) => callWords(c, names) });

@@ -30,6 +30,7 @@ export const COMMANDS = [
   ["/settings", "display name, relay URL, STUN/TURN servers (F3)"],
   ["/call start|join|view|leave|end", "start a call in this channel, join it, watch it (receive only), leave it; end: the host ends it for all (F4 shows the call)"],
   ["/call revoke PERSON", "the call's host takes a viewer out of it"],
+  ["/call block|unblock PERSON", "refuse that person's calls in this page, or take them again (nobody is told)"],
 ];
 
 export const KEYS = [
@@ -54,7 +55,7 @@ export const SUBCOMMANDS = {
   "/circle": ["create", "name", "leave"],
   "/channel": ["create", "join", "switch", "request", "approve"],
   "/role": GIVEN_ROLES,
-  "/call": ["start", "join", "view", "leave", "end", "revoke"],
+  "/call": ["start", "join", "view", "leave", "end", "revoke", "block", "unblock"],
 };
 
 /** A display or circle name the nodes accept too (felund/chatmodel.py _good_name); throws UserError. */
