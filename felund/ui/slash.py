@@ -135,7 +135,20 @@ def _who(model: View, cmd: Command) -> list[Effect]:
     return [model.call(OP_WHO, body, "who", circle_id=circle.circle_id, channel_id=channel)]
 
 
+# What a browser's /call does (addendum §1.2). The node has no microphone or camera, so it
+# writes none of them: a host or participant without media breaks the call for everyone
+# (its peers' connections to it never carry audio, its viewers get nothing, §1.4).
+_BROWSER_ONLY: Final = ("start", "join", "view", "leave", "end", "revoke")
+
+
 def _call(model: View, cmd: Command) -> list[Effect]:
+    if cmd.args and cmd.args[0] in _BROWSER_ONLY:
+        raise UsageError(
+            f"/call {cmd.args[0]} is a browser's: this node has no microphone or camera, so it "
+            "starts, joins and ends no call (/call says how to join from a browser)"
+        )
+    if cmd.args:
+        raise UsageError("usage: " + COMMANDS["call"][0])
     circle = _circle_or_fail(model)
     channel = model.active[1] if model.active else DEFAULT_CHANNEL
     body = {"circle_id": circle.circle_id}
