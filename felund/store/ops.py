@@ -229,6 +229,7 @@ class Ops:
             self._forget(circle_id)
         for circle_id in touched:
             self._follow(circle_id, out)
+            self.calls_of(circle_id)  # refused call events are counted as they arrive
         return out
 
     # --- epochs -------------------------------------------------------------
