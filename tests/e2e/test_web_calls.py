@@ -7,15 +7,19 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 
-from felund.v1 import calls, events
+from felund.testing import Relay
+from felund.v1 import calls, events, ids
 from felund.v1.chatmodel import ControlEvent, event_text
-from tests.e2e.conftest import in_page
+from felund.v1.invite import decode_invite
+from tests.e2e.conftest import Peer, T, in_page
 from tests.e2e.test_browser_trust import ANA, BOB, NOW, b64
+from tests.integration.test_calls_v1 import v1_call_event, v1_envelope, v1_node_id, v1_post, v1_text
 
 pytestmark = pytest.mark.slow
 
@@ -152,7 +156,7 @@ def test_the_page_derives_the_calls_the_python_node_does(lib_page: Any) -> None:
     # Each set as it is, and with one or two of its people blocked here.
     rng = random.Random(20)
     cases = [*sets, _scenario(), *sets[1:61]]
-    blocked = [[] for _ in sets] + [[BOB.node_id, WEB_B]]
+    blocked: list[list[str]] = [[] for _ in sets] + [[BOB.node_id, WEB_B]]
     blocked += [rng.sample(PEOPLE, rng.randint(1, 2)) for _ in sets[1:61]]
     for now in (NOW + 60, NOW + calls.CALL_IDLE_S + 1):
         arg = {"cases": cases, "blocked": blocked, "circle": CIRCLE, "now": now}
@@ -168,7 +172,8 @@ def test_the_page_derives_the_calls_the_python_node_does(lib_page: Any) -> None:
     assert {"actor_mismatch", "unsigned_from_signer", "not_host", "bad_op", "too_long"} <= set(
         first["rejected"]
     )
-    reasons = set().union(*(_py(e, NOW + 60, b)["rejected"] for e, b in zip(cases, blocked)))
+    pairs = zip(cases, blocked, strict=True)
+    reasons = set().union(*(_py(e, NOW + 60, b)["rejected"] for e, b in pairs))
     assert {"exists", "ended", "no_session", "bad_session", "bad_target", "already"} <= reasons
     # Bob and web B blocked: Bob is not in Ana's call, web B's join and leave count for nothing.
     hid = _py(cases[len(sets)], NOW + 60, blocked[len(sets)])
@@ -211,3 +216,35 @@ def test_the_page_writes_the_events_and_words_the_python_node_does(lib_page: Any
     assert len(got["fresh"]) == 32 and got["refused"] == [True, True, True]
     call = {"channel_id": "dev", "host": a, "participants": ["a", "b"], "viewers": ["c"]}
     assert got["words"] == events.call_words(call, {a: "ana"})
+
+
+def test_the_page_refuses_a_blocked_node_s_calls(
+    open_peer: Callable[..., Peer], web_relay: Relay
+) -> None:
+    """/call block PERSON: that node's calls are not shown in this page (kept across a
+    reload, told to nobody); /call unblock shows them again. (No WebRTC: no call joined.)"""
+    from playwright.sync_api import expect
+
+    ana = open_peer()
+    ana.create("ana", "blocking")
+    secret = decode_invite(ana.invite_code()).secret
+    circle = str(ana.page.evaluate("() => globalThis.felundCalls.state.view().id"))
+    host, sid, now = v1_node_id(), "5e" * 16, int(time.time())
+    create = v1_call_event(
+        "create", host, sid, circle_id=circle, channel_id="general", created_ts=now
+    )
+    envelope = v1_envelope(secret, circle, host, v1_text(create), now, name="webhost")
+    v1_post(web_relay.url, ids.circle_hint(circle), [envelope])
+    status = ana.page.locator("#call-status")
+    ana.page.keyboard.press("F4")
+    shown = "call in #general, started by webhost, 1 in it"
+    expect(status).to_have_text(shown, timeout=T)  # the path is live: the call is there
+    ana.type("/call block webhost")
+    expect(status).to_have_text("no call in #general", timeout=T)
+    ana.page.reload()
+    expect(ana.page.locator("#hdr-circle")).to_have_text("blocking", timeout=T)
+    ana.page.keyboard.press("F4")
+    expect(status).to_have_text("no call in #general", timeout=T)
+    ana.type("/call unblock webhost")
+    expect(status).to_have_text(shown, timeout=T)
+    ana.no_errors()
