@@ -134,7 +134,9 @@ def test_a_blocked_node_s_calls_are_refused_here_and_counted(
     circle = a.json("circles")[0]["circle_id"]
     me = a.status()["node_id"]
     web_sid = "77" * 16
-    _append(a, secret, circle, WEB, events.call_event("create", circle, WEB, web_sid, channel="dev"))
+    _append(
+        a, secret, circle, WEB, events.call_event("create", circle, WEB, web_sid, channel="dev")
+    )
     _write(a, circle, events.call_event("create", circle, me, SID, channel="general"))
     _append(a, secret, circle, WEB, events.call_event("join", circle, WEB, SID))
     running = a.json("calls", "--circle-id", circle)
