@@ -124,5 +124,9 @@ class ApiError(FelundError):
         return {"ok": False, "code": self.code, "message": self.message}
 
 
+class DatabaseUnavailable(FelundError):
+    """The relay's database cannot be reached now (a restart, a network cut): answered 503."""
+
+
 class StoreInUse(FelundError):
     """Another relay process has this database open (one process per SQLite file)."""

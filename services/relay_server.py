@@ -4,7 +4,10 @@ A separate deployable, not part of a node: no bus, no supervisor, no node
 home. It serves the relay HTTP API of the wire spec (``felund.relay.server.app``)
 and its own ``/metrics`` on one port.
 
-- Owns: the SQLite database given by ``--db`` (created 0600 if missing).
+- Owns: the database given by ``--db`` (or ``FELUND_RELAY_DB``): a SQLite
+  file (created 0600 if missing), or a ``postgresql://`` URL that several
+  instances may share (``felund.relay.server.backends``); the schema is
+  migrated at start (``felund relay migrate`` does it alone).
 - Serves: ``/v1/...``, ``/metrics`` and the browser client at ``/`` (not
   with ``--no-web``) on ``--host``/``--port``; put a TLS
   reverse proxy in front for the internet (deploy/README.md). Behind a
@@ -33,25 +36,22 @@ import asyncio
 import os
 import resource
 import signal
-import sqlite3
 import sys
 import time
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from felund import logs
-from felund.errors import StoreInUse
+from felund.errors import DatabaseUnavailable, StoreInUse
 from felund.relay.protocol import MAX_BODY_BYTES, WS_PING_S
 from felund.relay.server import aiolog
 from felund.relay.server import metrics as m
 from felund.relay.server.app import make_app
+from felund.relay.server.backends import DB_ENV, database, describe, open_store
 from felund.relay.server.connections import CappedSite, usable_connections
 from felund.relay.server.ice import ice_servers
-from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.state import RELAY, Relay, RelayConfig
-from felund.relay.server.store import AsyncStore
 
 SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (8080)")
-    p.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    p.add_argument(
+        "--db",
+        help="a SQLite database file, or a postgresql:// URL (default: $FELUND_RELAY_DB)",
+    )
     p.add_argument(
         "--require-signatures",
         action="store_true",
@@ -260,15 +263,18 @@ def main(argv: list[str] | None = None) -> None:
         send_budget_bytes=args.send_budget_bytes,
         ice_servers=ice,
     )
+    db = database(args.db)
+    if not db:
+        parser.error(f"--db or ${DB_ENV} is required")
     try:
-        store = SqliteRelayStore(args.db)
-    except (sqlite3.Error, OSError, StoreInUse) as exc:
-        log.error("relay.open_failed", database=str(args.db), error=str(exc))
+        threaded = open_store(db)
+    except (OSError, StoreInUse, DatabaseUnavailable) as exc:
+        log.error("relay.open_failed", database=describe(db), error=str(exc))
         raise SystemExit(1) from None
     m.START_TIME.set(time.time())
     log.info(
         "relay.starting",
-        database=str(args.db),
+        database=describe(db),
         require_signatures=config.require_signatures,
         rate_limit=config.rate_per_s,
         serve_web=config.serve_web,
@@ -286,7 +292,6 @@ def main(argv: list[str] | None = None) -> None:
             max_connections=config.max_connections,
             hint="raise LimitNOFILE (systemd) or ulimit -n",
         )
-    threaded = AsyncStore(store)
     try:
         code = asyncio.run(serve(make_app(Relay(config, threaded, log)), args.host, args.port, log))
     finally:

@@ -39,6 +39,7 @@ from felund.cli.common import (
 )
 from felund.errors import (
     ConfigError,
+    DatabaseUnavailable,
     DiskFull,
     FelundError,
     InvalidMessage,
@@ -120,10 +121,35 @@ def cmd_run(args: argparse.Namespace) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
 
 
+_RELAY_DB_HELP = "a SQLite database file, or a postgresql:// URL (default: $FELUND_RELAY_DB)"
+
+
+def cmd_relay_migrate(args: argparse.Namespace) -> None:
+    """Bring the relay database's schema to this version (idempotent; serve does it too)."""
+    # Not at the top: every other command would load the database drivers.
+    from felund.relay.server.backends import (  # noqa: PLC0415
+        DB_ENV,
+        database,
+        describe,
+        migrate,
+    )
+
+    db = database(args.db)
+    if not db:
+        raise SystemExit(f"felund relay migrate: --db or ${DB_ENV} is required")
+    try:
+        done = migrate(db)
+    except (OSError, DatabaseUnavailable) as exc:
+        raise SystemExit(f"felund relay migrate: {describe(db)}: {exc}") from None
+    print(f"{describe(db)}: {done}")
+
+
 def cmd_relay_serve(args: argparse.Namespace) -> None:
     """Run the relay server in the foreground (services.relay_server takes over this process)."""
     argv = [sys.executable, "-m", "services.relay_server"]
-    argv += ["--host", args.host, "--port", str(args.port), "--db", args.db]
+    argv += ["--host", args.host, "--port", str(args.port)]
+    if args.db:  # else services.relay_server reads $FELUND_RELAY_DB (no password in ps)
+        argv += ["--db", args.db]
     if args.require_signatures:
         argv.append("--require-signatures")
     if args.no_web:
@@ -655,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_port, default=8080, help="TCP port")
-    p.add_argument("--db", required=True, help="the relay's SQLite database file")
+    p.add_argument("--db", help=_RELAY_DB_HELP)
     p.add_argument(
         "--require-signatures",
         action="store_true",
@@ -682,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TURN password (or $FELUND_ICE_CREDENTIAL: not in the process list)",
     )
     p.set_defaults(func=cmd_relay_serve, offline=True)
+    p = relay.add_parser("migrate", help="create or migrate the relay's database schema")
+    p.add_argument("--db", help=_RELAY_DB_HELP)
+    p.set_defaults(func=cmd_relay_migrate, offline=True)
     p = relay.add_parser("url", help="show or set the relay this node uses (a runtime setting)")
     p.add_argument("url", nargs="?", help="an http(s) URL; it replaces relay.url of the config")
     p.add_argument("--off", action="store_true", help="use no relay")

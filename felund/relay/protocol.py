@@ -10,7 +10,7 @@ CIRCLE_MISMATCH, EXPIRED_TIMESTAMP (400); INVALID_SIGNATURE,
 SIGNATURE_REQUIRED, SIGNING_KEY_MISMATCH (401); NOT_FOUND (404);
 METHOD_NOT_ALLOWED (405); REQUEST_TIMEOUT (408); NONCE_REPLAY (409);
 PAYLOAD_TOO_LARGE (413); RATE_LIMITED (429, with Retry-After); INTERNAL
-(500); UNAVAILABLE (503).
+(500); UNAVAILABLE, DATABASE_UNAVAILABLE (503, with Retry-After).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
 RATE_LIMITED: Final = "RATE_LIMITED"
 INTERNAL: Final = "INTERNAL"
 UNAVAILABLE: Final = "UNAVAILABLE"
+DATABASE_UNAVAILABLE: Final = "DATABASE_UNAVAILABLE"  # the relay's database is down (503)
 # A circle re-keyed (a member removed): its new realm succeeds the old one.
 EPOCH_ENDED: Final = "EPOCH_ENDED"  # a post signed with a key whose realm has a successor
 EPOCH_KEY_REQUIRED: Final = "EPOCH_KEY_REQUIRED"  # an unsigned post to a re-keyed room
@@ -120,6 +121,7 @@ _STATUS: Final = {
     RATE_LIMITED: 429,
     INTERNAL: 500,
     UNAVAILABLE: 503,
+    DATABASE_UNAVAILABLE: 503,
     EPOCH_ENDED: 403,
     EPOCH_KEY_REQUIRED: 403,
     BAD_SUCCESSION: 403,

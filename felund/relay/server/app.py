@@ -109,6 +109,7 @@ from felund.relay.protocol import (
 )
 from felund.relay.server import metrics as m
 from felund.relay.server.feed import close_within, on_feed
+from felund.relay.server.pgnotify import feed_across_instances
 from felund.relay.server.state import (
     JSON_TYPE,
     RELAY,
@@ -415,8 +416,9 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     batch = parse_message_batch(obj)
     room, realm = await relay.room(hint, key)
     may_post(realm, key)
+    poster = header_node_id(request.headers.get(HEADER_NODE))
     stored = await relay.store.write(
-        relay.store.store.append, dataclasses.replace(batch, circle_hint=room)
+        relay.store.store.append, dataclasses.replace(batch, circle_hint=room), poster
     )
     now = int(time.time())
     m.MESSAGES_STORED.inc(len(stored))
@@ -426,7 +428,6 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         # The cursors of what was stored: the poster holds them (it gets no frame of them).
         span = (stored[0].after, stored[-1].id)
         answer["after"], answer["cursor"] = span
-        poster = header_node_id(request.headers.get(HEADER_NODE))
         pushed = relay.hub.publish(
             room, poster, [(s.author_node_id, s.payload) for s in stored], now, span
         )
@@ -452,9 +453,11 @@ async def on_get_messages(request: web.Request) -> web.StreamResponse:
         since = int_param(query, "since", 0, 0, 2**62)
         page = await relay.store.read(store.page_since, room, since, limit)
     m.MESSAGES_SERVED.labels("poll").inc(len(page.messages))
+    # "expired": messages after the cursor asked for were purged (older than retention).
+    gap = ',"expired":true' if page.expired else ""
     body = (
         f'{{"ok":true,"messages":[{",".join(page.messages)}],'
-        f'"server_time":{page.server_time},"next_cursor":{page.next_cursor}}}'
+        f'"server_time":{page.server_time},"next_cursor":{page.next_cursor}{gap}}}'
     )
     return await send_counted(request, body.encode())
 
@@ -606,6 +609,10 @@ async def refresh_stats(relay: Relay) -> None:
     m.REGISTRATIONS.set(stats.registrations)
     m.STORED_SIGNALS.set(stats.signals)
     m.DATABASE_BYTES.set(stats.database_bytes)
+    size, in_use, waiting = relay.store.store.pool_stats()
+    m.DB_POOL_SIZE.set(size)
+    m.DB_POOL_IN_USE.set(in_use)
+    m.DB_POOL_WAITING.set(waiting)
 
 
 async def _every(
@@ -649,6 +656,7 @@ def make_app(relay: Relay) -> web.Application:
     )
     app[RELAY] = relay
     app.cleanup_ctx.append(_upkeep)
+    app.cleanup_ctx.append(feed_across_instances)
     app.on_shutdown.append(_close_feeds)
     r = app.router
     r.add_get("/v1/health", on_health)

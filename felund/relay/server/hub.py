@@ -253,6 +253,21 @@ class Hub:
                 sent += count
         return sent
 
+    def listens(self, circle_hint: str) -> bool:
+        """Whether any subscriber follows the circle here."""
+        return circle_hint in self._rooms
+
+    def drop(self, circle_hint: str | None = None) -> None:
+        """Close the feeds of a circle (None: all): they may have missed frames, and a
+        client that reconnects gets the backlog it needs."""
+        rooms = (
+            self._rooms.values() if circle_hint is None else [self._rooms.get(circle_hint, set())]
+        )
+        for room in rooms:
+            for sub in room:
+                sub.overflowed = True
+                sub._ready.set()
+
     def subscribers(self) -> list[Subscriber]:
         """Every subscriber (for shutdown)."""
         return [sub for room in self._rooms.values() for sub in room]

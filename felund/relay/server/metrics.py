@@ -154,6 +154,32 @@ ANSWERS_REFUSED = Counter(
     "GET answers refused (503) because the send budget was spent.",
     registry=REGISTRY,
 )
+DB_UP = Gauge(
+    "felund_relay_server_db_up",
+    "1 while the last database call succeeded, 0 after one found the database unreachable.",
+    registry=REGISTRY,
+)
+DB_POOL_SIZE = Gauge(
+    "felund_relay_server_db_pool_size",
+    "Database connections open (PostgreSQL pool; 0 on SQLite).",
+    registry=REGISTRY,
+)
+DB_POOL_IN_USE = Gauge(
+    "felund_relay_server_db_pool_in_use",
+    "Database connections lent to a request now.",
+    registry=REGISTRY,
+)
+DB_POOL_WAITING = Gauge(
+    "felund_relay_server_db_pool_waiting",
+    "Database calls waiting for a free connection.",
+    registry=REGISTRY,
+)
+DB_ERRORS = Counter(
+    "felund_relay_server_db_errors",
+    "Database calls that failed, by kind (unavailable: the database could not be reached).",
+    ["kind"],
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "felund_relay_server_internal_errors",
     "Unexpected errors while answering (each is logged).",

@@ -52,12 +52,13 @@ from felund.relay.server.store import (
     Stored,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 pinned one signing key per circle_hint (the first registered) and
 # kept one presence per (circle_hint, node_id): both tables are dropped and
 # remade. Nodes register again within a minute; messages stay.
 _DROPPED_IN_2 = ("presence", "circle_keys")
-# Version 3 adds ``realms`` (successions of re-keyed circles); nothing else changes.
+# Version 3 adds ``realms`` (successions of re-keyed circles); version 4 ``purged``
+# (each circle's newest purged cursor and second); nothing else changes.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor; never reused
@@ -98,6 +99,11 @@ CREATE TABLE IF NOT EXISTS realms (
     room        TEXT    NOT NULL,  -- key_id of the first key of its lineage: the room it shares
     ended_at    INTEGER,           -- when a successor was registered (NULL: it is current)
     PRIMARY KEY (circle_hint, realm)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS purged (
+    circle_hint TEXT    NOT NULL PRIMARY KEY,
+    last_id     INTEGER NOT NULL,  -- the newest cursor purged: a cursor before it has a gap
+    last_second INTEGER NOT NULL   -- its stored second, for v1 ``since``
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT    NOT NULL PRIMARY KEY,
@@ -396,8 +402,9 @@ class SqliteRelayStore:
         ).fetchone()
         return int(row[0]), int(count)
 
-    def append(self, batch: MessageBatch) -> list[Stored]:
-        """Store new messages, each in a stored second shared by at most ``second_cap``."""
+    def append(self, batch: MessageBatch, poster: str = "") -> list[Stored]:
+        """Store new messages, each in a stored second shared by at most ``second_cap``
+        (``poster``: one process, whose hub the caller publishes to)."""
         hint = batch.circle_hint
         if not batch.messages:
             return []
@@ -471,6 +478,7 @@ class SqliteRelayStore:
                 " WHERE circle_hint = ? AND stored_at > ? ORDER BY stored_at, id LIMIT ?",
                 (circle_hint, since, fetch),
             ).fetchall()
+            expired = 0 < since < self._purged(conn, circle_hint)[1]
             top = conn.execute(
                 "SELECT id, stored_at FROM messages WHERE circle_hint = ?"
                 " ORDER BY stored_at DESC, id DESC LIMIT 1",
@@ -491,10 +499,10 @@ class SqliteRelayStore:
         payloads = [payload for _, _, payload in taken]
         if end == len(rows) and len(rows) < fetch:  # everything there is, so far
             top_id, top_second = top if top is not None else (0, 0)
-            return Page(payloads, self._open_second(pending, wall, top_second) - 1, top_id)
+            return Page(payloads, self._open_second(pending, wall, top_second) - 1, top_id, expired)
         if not taken:  # only with a second larger than a page: stored before the cap
-            return Page([], since, 0)
-        return Page(payloads, taken[-1][1], taken[-1][0])
+            return Page([], since, 0, expired)
+        return Page(payloads, taken[-1][1], taken[-1][0], expired)
 
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """Messages after the cursor (their row id)."""
@@ -511,6 +519,7 @@ class SqliteRelayStore:
                 " ORDER BY stored_at, id LIMIT ?",
                 (circle_hint, cursor, cursor, circle_hint, limit),
             ).fetchall()
+            expired = 0 < cursor < self._purged(conn, circle_hint)[0]
             top = conn.execute(
                 "SELECT stored_at FROM messages WHERE circle_hint = ?"
                 " ORDER BY stored_at DESC LIMIT 1",
@@ -521,7 +530,14 @@ class SqliteRelayStore:
             server_time = self._open_second(pending, wall, top[0] if top else 0) - 1
         else:
             server_time = rows[-1][1] - 1  # a v1 client re-reads that second: no skip
-        return Page(payloads, server_time, rows[-1][0] if rows else cursor)
+        return Page(payloads, server_time, rows[-1][0] if rows else cursor, expired)
+
+    def _purged(self, conn: sqlite3.Connection, circle_hint: str) -> tuple[int, int]:
+        """The circle's newest purged (cursor, second); (0, 0) if none was."""
+        row = conn.execute(
+            "SELECT last_id, last_second FROM purged WHERE circle_hint = ?", (circle_hint,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def recent(
         self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
@@ -607,12 +623,24 @@ class SqliteRelayStore:
 
     # --- upkeep ---------------------------------------------------------------------------
     def purge_messages(self, before_wall: int, chunk: int) -> int:
-        """Delete one chunk of messages older than the retention."""
-        cur = self._conn.execute(
-            "DELETE FROM messages WHERE id IN"
-            " (SELECT id FROM messages WHERE stored_wall < ? ORDER BY stored_wall LIMIT ?)",
-            (before_wall, chunk),
-        )
+        """Delete one chunk of messages older than the retention, remembering per circle
+        the newest removed (a page asked from before it is ``expired``)."""
+        with _transaction(self._conn, "IMMEDIATE") as c:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS purging (id INTEGER PRIMARY KEY)")
+            c.execute("DELETE FROM purging")
+            c.execute(
+                "INSERT INTO purging SELECT id FROM messages WHERE stored_wall < ?"
+                " ORDER BY stored_wall LIMIT ?",
+                (before_wall, chunk),
+            )
+            c.execute(
+                "INSERT INTO purged SELECT circle_hint, max(id), max(stored_at) FROM messages"
+                " WHERE id IN (SELECT id FROM purging) GROUP BY circle_hint"
+                " ON CONFLICT (circle_hint) DO UPDATE SET"
+                " last_id = max(last_id, excluded.last_id),"
+                " last_second = max(last_second, excluded.last_second)"
+            )
+            cur = c.execute("DELETE FROM messages WHERE id IN (SELECT id FROM purging)")
         return cur.rowcount
 
     def purge_expired(self, now: int, key_idle_s: int) -> Purged:
@@ -643,3 +671,7 @@ class SqliteRelayStore:
             with contextlib.suppress(OSError):
                 size += os.path.getsize(f"{self.path}{suffix}")
         return RelayStats(messages, circles, registrations, signals, size)
+
+    def pool_stats(self) -> tuple[int, int, int]:
+        """No pool: a writer connection and one per reader thread, never waited for."""
+        return 0, 0, 0

@@ -20,8 +20,12 @@
   duplicates by msg_id), and always moves forward.
 - ``page_after`` pages by ``cursor``, the message's row id: strictly
   increasing, and visible in commit order.
+- Several processes: ``felund.relay.server.postgres`` takes every decision
+  above in the database (locks, unique constraints), so instances behind one
+  load balancer behave as one relay.
 - Threads: ``AsyncStore`` runs the blocking calls off the event loop, every
-  write on one writer thread (SQLite has one writer anyway) and reads on a
+  write on one writer thread (SQLite has one writer anyway; PostgreSQL gets as
+  many as its pool has connections) and reads on a
   small pool of reader threads with their own connections (WAL lets them
   read beside the writer). A WAL checkpoint, the retention purge or a slow
   disk then never stalls the loop that serves WebSockets and other circles,
@@ -37,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
-from felund.relay.protocol import MessageBatch, Registration, SignalPost
+from felund.errors import ApiError, DatabaseUnavailable
+from felund.relay.protocol import DATABASE_UNAVAILABLE, MessageBatch, Registration, SignalPost
+from felund.relay.server import metrics as m
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,6 +92,10 @@ class Page:
     messages: list[str]
     server_time: int
     next_cursor: int
+    # The ``since`` or ``cursor`` asked for is older than the retention: messages
+    # after it were purged (the page goes on from the oldest kept, a gap the client
+    # is told of rather than a silent one).
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +179,10 @@ class RelayStore(Protocol):
     def use_nonce(self, nonce: str, expires_at: int) -> bool:
         """Record a nonce; False if it was already used (a replay)."""
 
-    def append(self, batch: MessageBatch) -> list[Stored]:
+    def append(self, batch: MessageBatch, poster: str = "") -> list[Stored]:
         """Store the messages not stored yet (by circle and msg_id); the new ones, each
-        with the cursor of the circle's message before it (``Stored.after``)."""
+        with the cursor of the circle's message before it (``Stored.after``). ``poster``
+        (X-Felund-Node) is told to the other instances' feeds, which leave it out."""
 
     def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
         """Whole stored seconds after ``since`` (v1 paging)."""
@@ -205,7 +216,9 @@ class RelayStore(Protocol):
         """Live signals for a node after ``since_id``, optionally of one session or circle."""
 
     def purge_messages(self, before_wall: int, chunk: int) -> int:
-        """Delete up to ``chunk`` messages stored before ``before_wall``; how many."""
+        """Delete up to ``chunk`` messages stored before ``before_wall``; how many. Each
+        circle's newest purged cursor and second are kept: a page asked from before
+        them is ``Page.expired``."""
 
     def purge_expired(self, now: int, key_idle_s: int) -> Purged:
         """Delete expired presences, signals and nonces, and keys not registered with for
@@ -214,24 +227,47 @@ class RelayStore(Protocol):
     def statistics(self) -> RelayStats:
         """Counts for metrics."""
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """Database connections (open, in use, calls waiting for one)."""
+
+
+# How long a client waits before trying again while the database is unreachable.
+DATABASE_RETRY_S = 2
+
 
 class AsyncStore:
-    """Runs a ``RelayStore``'s blocking calls: writes on one thread, reads on a pool."""
+    """Runs a ``RelayStore``'s blocking calls: writes on ``writers`` threads, reads on a pool.
 
-    def __init__(self, store: RelayStore, readers: int = 2) -> None:
+    A call that finds the database unreachable (``DatabaseUnavailable``) is refused
+    as 503 DATABASE_UNAVAILABLE with Retry-After, and ``db_up`` says so until a call
+    succeeds again.
+    """
+
+    def __init__(self, store: RelayStore, readers: int = 2, writers: int = 1) -> None:
         self.store = store
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-db-write")
+        self._writer = ThreadPoolExecutor(writers, thread_name_prefix="relay-db-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="relay-db-read")
+        m.DB_UP.set(1)
+
+    async def _run(self, pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(pool, call)
+        except DatabaseUnavailable:
+            m.DB_UP.set(0)
+            m.DB_ERRORS.labels("unavailable").inc()
+            raise ApiError(
+                DATABASE_UNAVAILABLE, "the relay's database is unreachable", DATABASE_RETRY_S
+            ) from None
+        m.DB_UP.set(1)
+        return result
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a write of the store on the writer thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
+        """Run a write of the store on a writer thread."""
+        return await self._run(self._writer, functools.partial(fn, *args, **kwargs))
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read of the store on a reader thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, functools.partial(fn, *args, **kwargs))
+        return await self._run(self._readers, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         """Wait for running calls, then close the store."""

@@ -1,0 +1,667 @@
+"""The relay's PostgreSQL store (``RelayStore`` of ``felund.relay.server.store``).
+
+- Several relay processes may share one database: every decision that the
+  SQLite store takes in its process is taken by the database here.
+- Stored seconds and cursors: an append holds a per-circle advisory lock
+  (exclusive) from reading the circle's last second (``circle_seconds``) to its
+  commit, and reads the database's clock once it holds it; a page read holds
+  the same lock shared. A page therefore never sees an append half way: what
+  it does not see is committed after it, in a second at or after the one it
+  read on the clock. That is the SQLite store's ``_pending`` across processes.
+  Row ids come from one sequence; within a circle they are taken under the
+  lock, so they grow in commit order (the ``cursor`` contract).
+- Nonces, presence and keys: primary keys and ``ON CONFLICT``; a node's keys
+  of a circle_hint are counted and added under a per-(circle_hint, node_id)
+  lock, successions under a per-circle_hint lock: one decision each, whichever
+  instance takes it.
+- Feed: an append notifies channel ``felund_relay`` in its transaction (so on
+  commit, in commit order) with the circle, the poster and the cursor span;
+  ``felund.relay.server.pgnotify`` turns that into frames on the other
+  instances.
+- A lost database raises ``DatabaseUnavailable``: the HTTP layer answers 503;
+  the pool reconnects by itself.
+- Schema: ``MIGRATIONS``, applied in order by ``migrate`` under a lock and
+  recorded in ``felund_relay_schema``: idempotent, safe for instances starting
+  together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any, cast
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from felund.errors import DatabaseUnavailable
+from felund.relay.auth import key_id
+from felund.relay.protocol import (
+    MAX_NODE_KEYS,
+    MAX_REALMS,
+    MAX_SIGNALS_PER_CIRCLE,
+    MAX_SIGNALS_PER_NODE,
+    MAX_SIGNALS_TOTAL,
+    SECOND_CAP,
+    MessageBatch,
+    Registration,
+    SignalPost,
+    compact_json,
+)
+from felund.relay.server.store import (
+    Page,
+    Peer,
+    Purged,
+    Realm,
+    RelayStats,
+    Signal,
+    SignalQueue,
+    Stored,
+)
+
+CHANNEL = "felund_relay"
+# Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)).
+_LOCK_MIGRATE, _LOCK_CIRCLE, _LOCK_NODE_KEYS, _LOCK_REALMS, _LOCK_SIGNALS = range(7100, 7105)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the SQLite schema (version 4), with the key id stored beside each key
+    # (SQLite computes it in a function) and each circle's last stored second.
+    """
+    CREATE TABLE messages (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        circle_hint text   NOT NULL,
+        msg_id      text   NOT NULL,
+        author      text   NOT NULL,
+        stored_at   bigint NOT NULL,
+        stored_wall bigint NOT NULL,
+        payload     text   NOT NULL,
+        UNIQUE (circle_hint, msg_id)
+    );
+    CREATE INDEX messages_by_second ON messages (circle_hint, stored_at, id);
+    CREATE INDEX messages_by_wall ON messages (stored_wall);
+    CREATE TABLE circle_seconds (
+        circle_hint text   PRIMARY KEY,
+        second      bigint NOT NULL,
+        count       int    NOT NULL,
+        last_id     bigint NOT NULL
+    );
+    CREATE TABLE purged (
+        circle_hint text   PRIMARY KEY,
+        last_id     bigint NOT NULL,
+        last_second bigint NOT NULL
+    );
+    CREATE TABLE presence (
+        circle_hint  text   NOT NULL,
+        realm        text   NOT NULL,
+        node_id      text   NOT NULL,
+        endpoints    text   NOT NULL,
+        capabilities text   NOT NULL,
+        observed_at  bigint NOT NULL,
+        expires_at   bigint NOT NULL,
+        PRIMARY KEY (circle_hint, realm, node_id)
+    );
+    CREATE INDEX presence_by_expiry ON presence (expires_at);
+    CREATE TABLE circle_keys (
+        circle_hint text   NOT NULL,
+        node_id     text   NOT NULL,
+        signing_key text   NOT NULL,
+        key_id      text   NOT NULL,
+        pinned_at   bigint NOT NULL,
+        last_used   bigint NOT NULL,
+        PRIMARY KEY (circle_hint, node_id, signing_key)
+    );
+    CREATE INDEX circle_keys_by_use ON circle_keys (circle_hint, last_used);
+    CREATE INDEX circle_keys_by_id ON circle_keys (circle_hint, key_id);
+    CREATE INDEX circle_keys_by_age ON circle_keys (last_used);
+    CREATE TABLE realms (
+        circle_hint text   NOT NULL,
+        realm       text   NOT NULL,
+        room        text   NOT NULL,
+        ended_at    bigint,
+        PRIMARY KEY (circle_hint, realm)
+    );
+    CREATE TABLE nonces (
+        nonce      text   PRIMARY KEY,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX nonces_by_expiry ON nonces (expires_at);
+    CREATE TABLE signals (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id  text   NOT NULL,
+        from_node   text   NOT NULL,
+        to_node     text   NOT NULL,
+        circle_hint text   NOT NULL,
+        type        text   NOT NULL,
+        payload     text   NOT NULL,
+        created_at  bigint NOT NULL,
+        expires_at  bigint NOT NULL
+    );
+    CREATE INDEX signals_by_target ON signals (to_node, id);
+    CREATE INDEX signals_by_expiry ON signals (expires_at);
+    CREATE INDEX signals_by_circle ON signals (circle_hint);
+    """,
+)
+
+_NOW = "floor(extract(epoch FROM clock_timestamp()))::bigint"
+
+
+def migrate(conninfo: str) -> tuple[int, int]:
+    """Bring the schema to the newest version: (version before, version after)."""
+    try:
+        with psycopg.connect(conninfo, autocommit=False) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_MIGRATE,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS felund_relay_schema"
+                " (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM felund_relay_schema"
+            ).fetchone()
+            before = int(row[0]) if row else 0
+            for version in range(before + 1, len(MIGRATIONS) + 1):
+                conn.execute(cast(Any, MIGRATIONS[version - 1]))
+                conn.execute("INSERT INTO felund_relay_schema (version) VALUES (%s)", (version,))
+            conn.commit()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc)) from None
+    return before, len(MIGRATIONS)
+
+
+def _lock_key(text: str) -> sql.Composed:
+    return sql.SQL("hashtext({})").format(sql.Literal(text))
+
+
+class PostgresRelayStore:
+    """The relay's PostgreSQL database; see ``RelayStore``."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        second_cap: int = SECOND_CAP,
+        pool_size: int = 8,
+        timeout_s: float = 3.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.second_cap = second_cap
+        # Names this process in its notifications: its own feed has them already.
+        self.instance = secrets.token_hex(8)
+        self.pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=2,
+            max_size=pool_size,
+            timeout=timeout_s,
+            # A connection broken by a database restart is found and replaced
+            # when it is taken, not handed to a request.
+            check=psycopg_pool.ConnectionPool.check_connection,
+            reconnect_timeout=0,  # never give up: the relay recovers by itself
+            open=False,
+            name="felund-relay",
+        )
+        self.pool.open(wait=False)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.pool.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a pooled connection; a lost database is ``DatabaseUnavailable``."""
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from None
+
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(connections open, in use, requests waiting for one)."""
+        stats = self.pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return size, size - stats.get("pool_available", 0), stats.get("requests_waiting", 0)
+
+    # --- presence and signing keys -------------------------------------------------
+    def register(self, reg: Registration, key: str, now: int) -> int | None:
+        """Record a presence in the realm of ``key``, and ``key`` as the node's, in use now."""
+        expires_at = now + reg.ttl_s
+        with self._tx() as c:
+            c.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (_LOCK_NODE_KEYS, f"{reg.circle_hint}/{reg.node_id}"),
+            )
+            row = c.execute(
+                "SELECT count(*) FROM circle_keys"
+                " WHERE circle_hint = %s AND node_id = %s AND signing_key != %s"
+                " AND key_id NOT IN (SELECT realm FROM realms"
+                "  WHERE circle_hint = %s AND ended_at IS NOT NULL)",
+                (reg.circle_hint, reg.node_id, key, reg.circle_hint),
+            ).fetchone()
+            if row is not None and row[0] >= MAX_NODE_KEYS:
+                return None
+            c.execute(
+                "INSERT INTO circle_keys VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (circle_hint, node_id, signing_key)"
+                " DO UPDATE SET last_used = excluded.last_used",
+                (reg.circle_hint, reg.node_id, key, key_id(key), now, now),
+            )
+            c.execute(
+                "INSERT INTO presence VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (circle_hint, realm, node_id) DO UPDATE SET"
+                " endpoints = excluded.endpoints, capabilities = excluded.capabilities,"
+                " observed_at = excluded.observed_at, expires_at = excluded.expires_at",
+                (
+                    reg.circle_hint,
+                    key_id(key),
+                    reg.node_id,
+                    compact_json(list(reg.endpoints), ascii_only=True),
+                    compact_json(reg.capabilities, ascii_only=True),
+                    now,
+                    expires_at,
+                ),
+            )
+        return expires_at
+
+    def unregister(self, circle_hint: str, realm: str, node_id: str) -> bool:
+        """Remove a presence."""
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM presence WHERE circle_hint = %s AND realm = %s AND node_id = %s",
+                (circle_hint, realm, node_id),
+            )
+            return cur.rowcount > 0
+
+    def peers(self, circle_hint: str, realm: str, exclude: str, limit: int, now: int) -> list[Peer]:
+        """Live presences of a realm, newest first."""
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT node_id, endpoints, capabilities, observed_at, expires_at FROM presence"
+                " WHERE circle_hint = %s AND realm = %s AND expires_at > %s AND node_id != %s"
+                " ORDER BY observed_at DESC, node_id LIMIT %s",
+                (circle_hint, realm, now, exclude, limit),
+            ).fetchall()
+        return [
+            Peer(node, circle_hint, json.loads(endpoints), json.loads(caps), observed, expires)
+            for node, endpoints, caps, observed, expires in rows
+        ]
+
+    def node_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The keys the node registered for the circle_hint, newest first."""
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT signing_key FROM circle_keys WHERE circle_hint = %s AND node_id = %s"
+                " ORDER BY last_used DESC LIMIT %s",
+                (circle_hint, node_id, limit),
+            ).fetchall()
+        return [str(key) for (key,) in rows]
+
+    def signing_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
+        """The node's keys for the circle_hint, else the circle_hint's most recently used."""
+        keys = self.node_keys(circle_hint, node_id, limit)
+        if not keys:
+            with self._tx() as c:
+                rows = c.execute(
+                    "SELECT signing_key FROM circle_keys WHERE circle_hint = %s"
+                    " GROUP BY signing_key ORDER BY max(last_used) DESC LIMIT %s",
+                    (circle_hint, limit),
+                ).fetchall()
+            keys = [str(key) for (key,) in rows]
+        return keys
+
+    def key_by_id(self, circle_hint: str, realm: str) -> str | None:
+        """A signing key registered for the circle_hint whose key_id is ``realm``, if any."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT signing_key FROM circle_keys WHERE circle_hint = %s AND key_id = %s"
+                " LIMIT 1",
+                (circle_hint, realm),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    # --- successions (re-keyed circles) ---------------------------------------------------
+    def succeed(self, circle_hint: str, old: str, new: str, now: int) -> str:
+        """Record that realm ``new`` succeeds realm ``old``: "ok", "other_room" or "full"."""
+        with self._tx() as c:
+            c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_REALMS, circle_hint))
+            rooms = dict(
+                c.execute(
+                    "SELECT realm, room FROM realms WHERE circle_hint = %s AND realm IN (%s, %s)",
+                    (circle_hint, old, new),
+                ).fetchall()
+            )
+            room = rooms.get(old, old)
+            if new in rooms and rooms[new] != room:
+                return "other_room"
+            if new not in rooms:
+                row = c.execute(
+                    "SELECT count(*) FROM realms WHERE circle_hint = %s", (circle_hint,)
+                ).fetchone()
+                if row is not None and row[0] >= MAX_REALMS:
+                    return "full"
+            c.execute(
+                "INSERT INTO realms VALUES (%s, %s, %s, NULL) ON CONFLICT DO NOTHING",
+                (circle_hint, new, room),
+            )
+            c.execute(
+                "INSERT INTO realms VALUES (%s, %s, %s, %s) ON CONFLICT (circle_hint, realm)"
+                " DO UPDATE SET ended_at = COALESCE(realms.ended_at, excluded.ended_at)",
+                (circle_hint, old, room, now),
+            )
+        return "ok"
+
+    def realm(self, circle_hint: str, realm: str | None) -> Realm:
+        """Where a realm (a key id; None: unsigned) of a circle_hint stands."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT room, ended_at IS NOT NULL FROM realms"
+                " WHERE circle_hint = %s AND realm = %s",
+                (circle_hint, realm or ""),
+            ).fetchone()
+            if row is not None:
+                return Realm(str(row[0]), ended=bool(row[1]), rekeyed=True)
+            rekeyed = c.execute(
+                "SELECT 1 FROM realms WHERE circle_hint = %s LIMIT 1", (circle_hint,)
+            ).fetchone()
+        return Realm(realm or "", ended=False, rekeyed=rekeyed is not None)
+
+    # --- nonces -----------------------------------------------------------------------
+    def use_nonce(self, nonce: str, expires_at: int) -> bool:
+        """Record a nonce; False on a replay (whichever instance saw it first)."""
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO nonces VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (nonce.lower(), expires_at),
+            )
+            return cur.rowcount == 1
+
+    # --- messages ---------------------------------------------------------------------
+    def append(self, batch: MessageBatch, poster: str = "") -> list[Stored]:
+        """Store new messages, each in a stored second shared by at most ``second_cap``,
+        and notify the other instances on commit."""
+        hint = batch.circle_hint
+        if not batch.messages:
+            return []
+        with self._tx() as c:
+            c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CIRCLE, hint))
+            row = c.execute(
+                f"SELECT s.second, s.count, s.last_id, {_NOW}"  # noqa: S608
+                " FROM (SELECT 1) one LEFT JOIN circle_seconds s ON s.circle_hint = %s",
+                (hint,),
+            ).fetchone()
+            assert row is not None
+            second, count, after, wall = row[0] or 0, row[1] or 0, row[2] or 0, int(row[3])
+            ids = [msg.msg_id for msg in batch.messages]
+            known = {
+                r[0]
+                for r in c.execute(
+                    "SELECT msg_id FROM messages WHERE circle_hint = %s AND msg_id = ANY(%s)",
+                    (hint, ids),
+                )
+            }
+            fresh, seconds = [], []
+            for msg in batch.messages:
+                if msg.msg_id in known:
+                    continue
+                known.add(msg.msg_id)
+                if wall > second:
+                    second, count = wall, 0
+                elif count >= self.second_cap:
+                    second, count = second + 1, 0
+                count += 1
+                fresh.append(msg)
+                seconds.append(second)
+            if not fresh:
+                return []
+            rows = c.execute(
+                "INSERT INTO messages"
+                " (circle_hint, msg_id, author, stored_at, stored_wall, payload)"
+                " SELECT %s, m, a, s, %s, p"
+                " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[])"
+                " WITH ORDINALITY AS t(m, a, s, p, n) ORDER BY n RETURNING id",
+                (
+                    hint,
+                    wall,
+                    [m.msg_id for m in fresh],
+                    [m.author_node_id for m in fresh],
+                    seconds,
+                    [m.payload for m in fresh],
+                ),
+            ).fetchall()
+            new_ids = sorted(int(r[0]) for r in rows)
+            c.execute(
+                "INSERT INTO circle_seconds VALUES (%s, %s, %s, %s) ON CONFLICT (circle_hint)"
+                " DO UPDATE SET second = excluded.second, count = excluded.count,"
+                " last_id = excluded.last_id",
+                (hint, second, count, new_ids[-1]),
+            )
+            c.execute(
+                "SELECT pg_notify(%s, %s)",
+                (
+                    CHANNEL,
+                    compact_json(
+                        {"i": self.instance, "c": hint, "p": poster, "a": after, "l": new_ids[-1]}
+                    ),
+                ),
+            )
+        stored = []
+        for msg, at, row_id in zip(fresh, seconds, new_ids, strict=True):
+            stored.append(Stored(row_id, msg.msg_id, msg.author_node_id, msg.payload, at, after))
+            after = row_id
+        return stored
+
+    def span(self, circle_hint: str, after: int, last: int) -> list[tuple[int, str, str]]:
+        """(cursor, author, payload) of a circle's messages with a cursor in (after, last]."""
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT id, author, payload FROM messages WHERE circle_hint = %s"
+                " AND id > %s AND id <= %s ORDER BY id",
+                (circle_hint, after, last),
+            ).fetchall()
+        return [(int(i), str(a), str(p)) for i, a, p in rows]
+
+    def _page_start(self, c: psycopg.Connection[Any], circle_hint: str) -> tuple[int, int, int]:
+        """Lock the circle shared; (database clock, top second, top cursor)."""
+        c.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (_LOCK_CIRCLE, circle_hint)
+        )
+        row = c.execute(
+            f"SELECT {_NOW}, s.second, s.last_id"  # noqa: S608
+            " FROM (SELECT 1) one LEFT JOIN circle_seconds s ON s.circle_hint = %s",
+            (circle_hint,),
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+
+    def _purged(self, c: psycopg.Connection[Any], circle_hint: str) -> tuple[int, int]:
+        row = c.execute(
+            "SELECT last_id, last_second FROM purged WHERE circle_hint = %s", (circle_hint,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
+        """Whole stored seconds after ``since``: as many as fit in ``limit``, at least two."""
+        fetch = max(limit, 2 * self.second_cap) + 1
+        with self._tx() as c:
+            wall, top_second, top_id = self._page_start(c, circle_hint)
+            rows = c.execute(
+                "SELECT id, stored_at, payload FROM messages"
+                " WHERE circle_hint = %s AND stored_at > %s ORDER BY stored_at, id LIMIT %s",
+                (circle_hint, since, fetch),
+            ).fetchall()
+            expired = 0 < since < self._purged(c, circle_hint)[1]
+        end, seconds = 0, 0
+        while end < len(rows):
+            second = rows[end][1]
+            stop = end
+            while stop < len(rows) and rows[stop][1] == second:
+                stop += 1
+            if stop == len(rows) and len(rows) == fetch:
+                break
+            if seconds >= 2 and stop > limit:
+                break
+            end, seconds = stop, seconds + 1
+        taken = rows[:end]
+        payloads = [payload for _, _, payload in taken]
+        if end == len(rows) and len(rows) < fetch:
+            return Page(payloads, max(wall, top_second) - 1, top_id, expired)
+        if not taken:
+            return Page([], since, 0, expired)
+        return Page(payloads, taken[-1][1], taken[-1][0], expired)
+
+    def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
+        """Messages after the cursor (their row id)."""
+        with self._tx() as c:
+            wall, top_second, _ = self._page_start(c, circle_hint)
+            rows = c.execute(
+                "SELECT id, stored_at, payload FROM messages"
+                " WHERE circle_hint = %s AND id > %s AND stored_at >= COALESCE("
+                "  (SELECT stored_at FROM messages WHERE id = %s AND circle_hint = %s), 0)"
+                " ORDER BY stored_at, id LIMIT %s",
+                (circle_hint, cursor, cursor, circle_hint, limit),
+            ).fetchall()
+            expired = 0 < cursor < self._purged(c, circle_hint)[0]
+        payloads = [payload for _, _, payload in rows]
+        # A full page: a v1 client re-reads the last second (no skip).
+        server_time = max(wall, top_second) - 1 if len(rows) < limit else rows[-1][1] - 1
+        return Page(payloads, server_time, rows[-1][0] if rows else cursor, expired)
+
+    def recent(
+        self, circle_hint: str, since_wall: int, limit: int, not_by: str = "", *, max_bytes: int
+    ) -> list[str]:
+        """The newest messages since ``since_wall`` and not by ``not_by``, oldest first,
+        within ``limit`` and ``max_bytes``."""
+        with self._tx() as c:
+            cur = c.execute(
+                "SELECT payload FROM messages"
+                " WHERE circle_hint = %s AND stored_at >= %s AND stored_wall >= %s"
+                " AND author != %s ORDER BY stored_at DESC, id DESC LIMIT %s",
+                (circle_hint, since_wall, since_wall, not_by, limit),
+            )
+            newest: list[str] = []
+            size = 0
+            for (payload,) in cur:
+                size += len(payload.encode())
+                if newest and size > max_bytes:
+                    break
+                newest.append(payload)
+        newest.reverse()
+        return newest
+
+    # --- signals ------------------------------------------------------------------------
+    def add_signal(self, sig: SignalPost, now: int) -> int | SignalQueue:
+        """Store a call signal, unless one of its queues is full (live signals counted)."""
+        with self._tx() as c:
+            # One relay-wide bound: the queues are counted under one lock.
+            c.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_SIGNALS,))
+            c.execute("DELETE FROM signals WHERE expires_at <= %s", (now,))
+            for queue, where, args, bound in (
+                ("node", "to_node = %s", (sig.to_node_id,), MAX_SIGNALS_PER_NODE),
+                ("circle", "circle_hint = %s", (sig.circle_hint,), MAX_SIGNALS_PER_CIRCLE),
+                ("relay", "true", (), MAX_SIGNALS_TOTAL),
+            ):
+                row = c.execute(
+                    cast(
+                        Any,
+                        f"SELECT count(*) FROM (SELECT 1 FROM signals WHERE {where} LIMIT %s) s",  # noqa: S608
+                    ),
+                    (*args, bound),
+                ).fetchone()
+                if row is not None and row[0] >= bound:
+                    return cast(SignalQueue, queue)
+            row = c.execute(
+                "INSERT INTO signals (session_id, from_node, to_node, circle_hint, type, payload,"
+                " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    sig.session_id,
+                    sig.from_node_id,
+                    sig.to_node_id,
+                    sig.circle_hint,
+                    sig.type,
+                    sig.payload,
+                    now,
+                    now + sig.ttl_s,
+                ),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def signals(
+        self,
+        to_node: str,
+        since_id: int,
+        *,
+        session_id: str,
+        circle_hint: str,
+        now: int,
+        limit: int,
+    ) -> list[Signal]:
+        """Live signals for a node, in id order."""
+        query = (
+            "SELECT id, session_id, from_node, to_node, type, payload, created_at FROM signals"
+            " WHERE to_node = %s AND id > %s AND expires_at > %s"
+        )
+        args: list[Any] = [to_node, since_id, now]
+        if session_id:
+            query += " AND session_id = %s"
+            args.append(session_id)
+        if circle_hint:
+            query += " AND circle_hint = %s"
+            args.append(circle_hint)
+        with self._tx() as c:
+            rows = c.execute(cast(Any, query + " ORDER BY id LIMIT %s"), [*args, limit]).fetchall()
+        return [Signal(*row) for row in rows]
+
+    # --- upkeep ---------------------------------------------------------------------------
+    def purge_messages(self, before_wall: int, chunk: int) -> int:
+        """Delete one chunk of messages older than the retention, remembering per circle
+        the newest removed (a cursor at or before it was purged past)."""
+        with self._tx() as c:
+            row = c.execute(
+                "WITH gone AS (DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                "  WHERE stored_wall < %s ORDER BY stored_wall LIMIT %s FOR UPDATE SKIP LOCKED)"
+                "  RETURNING circle_hint, id, stored_at),"
+                " marks AS (INSERT INTO purged SELECT circle_hint, max(id), max(stored_at)"
+                "  FROM gone GROUP BY circle_hint ON CONFLICT (circle_hint) DO UPDATE SET"
+                "  last_id = greatest(purged.last_id, excluded.last_id),"
+                "  last_second = greatest(purged.last_second, excluded.last_second))"
+                " SELECT count(*) FROM gone",
+                (before_wall, chunk),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def purge_expired(self, now: int, key_idle_s: int) -> Purged:
+        """Delete what has expired."""
+        with self._tx() as c:
+            counts = [
+                c.execute(cast(Any, f"DELETE FROM {table} WHERE {column} < %s"), (bound,)).rowcount  # noqa: S608
+                for table, column, bound in (
+                    ("presence", "expires_at", now + 1),
+                    ("signals", "expires_at", now + 1),
+                    ("nonces", "expires_at", now + 1),
+                    ("circle_keys", "last_used", now - key_idle_s),
+                )
+            ]
+        return Purged(*counts)
+
+    def statistics(self) -> RelayStats:
+        """Counts for metrics (row counts are the planner's estimates past 100k rows)."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM messages LIMIT 100000) m),"
+                " (SELECT greatest(reltuples, 0)::bigint FROM pg_class"
+                "  WHERE oid = 'messages'::regclass),"
+                " (SELECT count(DISTINCT circle_hint) FROM circle_keys),"
+                " (SELECT count(*) FROM presence), (SELECT count(*) FROM signals),"
+                " pg_database_size(current_database())"
+            ).fetchone()
+        assert row is not None
+        exact, estimate, circles, presence, signals, size = (int(v) for v in row)
+        messages = exact if exact < 100_000 else estimate
+        return RelayStats(messages, circles, presence, signals, size)
+
+
+def open_store(conninfo: str, **kwargs: Any) -> PostgresRelayStore:
+    """Migrate the schema (idempotent) and open the store."""
+    migrate(conninfo)
+    return PostgresRelayStore(conninfo, **kwargs)

@@ -1,0 +1,101 @@
+"""A real PostgreSQL server for tests: initdb in a temporary directory, unix socket only.
+
+- Runs as an unprivileged user: as root, the data directory is given to
+  ``nobody`` and every server command runs through ``runuser -u nobody``
+  (PostgreSQL refuses to run as root anyway).
+- Listens on no TCP address (``listen_addresses=''``): a unix socket in its
+  own directory, reached as ``postgresql://felund@/NAME?host=DIR``.
+- One server per test session (and xdist worker); each user gets a database
+  of its own (``database``), copied from a migrated template: a few ms.
+- fsync is off: the tests stop the server cleanly (``restart``) or kill
+  relays, never the machine, so nothing acknowledged depends on it.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from felund.relay.server.postgres import migrate
+
+USER = "felund"
+TEMPLATE = "felund_template"
+
+
+def pg_bin(name: str) -> str:
+    """A PostgreSQL program: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    if found is None:
+        raise RuntimeError(f"{name} not found: install Debian's postgresql (.ci/run does)")
+    return found
+
+
+class PgServer:
+    """A PostgreSQL server of its own in a temporary directory."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="felund-pg-"))
+        self.data = self.dir / "data"
+        self._names = itertools.count(1)
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "nobody")
+            self._as_user = ["runuser", "-u", "nobody", "--"]
+        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8")
+        self.start()
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        migrate(self.url(TEMPLATE))
+
+    def _run(self, *argv: str) -> None:
+        out = subprocess.run(
+            [*self._as_user, *argv], capture_output=True, text=True, check=False, cwd=self.dir
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+    def url(self, dbname: str) -> str:
+        """The URL of one of its databases (over the unix socket)."""
+        return f"postgresql://{USER}@/{dbname}?host={self.dir}"
+
+    def start(self) -> None:
+        """Start the server and wait until it takes connections."""
+        options = f"-c listen_addresses='' -k {self.dir} -c fsync=off -c max_connections=200"
+        self._run(
+            pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions are cut, commits are kept)."""
+        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def database(self) -> str:
+        """A new database with the relay's schema; its URL."""
+        name = f"relay_{next(self._names)}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return self.url(name)
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
