@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from felund.testing import Node, Relay, free_port
+from felund.testing.postgres import PgServer
 
 
 @pytest.fixture
@@ -45,3 +46,11 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server per test session (per xdist worker); a database per user."""
+    server = PgServer()
+    yield server
+    server.close()

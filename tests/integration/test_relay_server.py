@@ -34,6 +34,7 @@ import pytest
 
 from felund.relay.protocol import compact_json
 from felund.testing import free_port, wire_message
+from felund.testing.postgres import PgServer
 from felund.v1 import crypto, ids
 from felund.v1.wire import open_message, parse_message
 from tests.unit.test_relay_server_parts import Circle, new_circle
@@ -48,10 +49,10 @@ _ADDRESSES = itertools.count(1)
 class Server:
     """A relay process on a free port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, *args: str, cli: bool = True) -> None:
+    def __init__(self, directory: Path, *args: str, cli: bool = True, db: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.db = directory / "relay.db"
+        self.db = db or str(directory / "relay.db")  # a SQLite file or a postgresql:// URL
         self.log_path = directory / f"relay-{self.port}.log"
         self.args = args
         self.cli = cli
@@ -63,7 +64,7 @@ class Server:
             base = [sys.executable, "-m", "felund", "relay", "serve"]
         else:
             base = [sys.executable, "-m", "services.relay_server"]
-        argv = [*base, "--host", HOST, "--port", str(self.port), "--db", str(self.db), *self.args]
+        argv = [*base, "--host", HOST, "--port", str(self.port), "--db", self.db, *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
         env["FELUND_LOG_FORMAT"] = "json"
         with self.log_path.open("ab") as log:
@@ -108,24 +109,39 @@ class Server:
         return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """The suite runs on both stores: a new database of the backend ("" = a SQLite file)."""
+    if request.param == "sqlite":
+        return lambda: ""
+    pg: PgServer = request.getfixturevalue("pg_server")
+    return pg.database
+
+
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def relay(
+    tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str]
+) -> Iterator[Server]:
     """The default relay, as felund-relay.service runs it."""
-    server = Server(tmp_path_factory.mktemp("relay"))
+    server = Server(tmp_path_factory.mktemp("relay"), db=database())
     yield server
     assert server.stop() == 0, server.log_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
-def strict_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def strict_relay(
+    tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str]
+) -> Iterator[Server]:
     """A relay with require_signatures."""
-    server = Server(tmp_path_factory.mktemp("strict"), "--require-signatures")
+    server = Server(tmp_path_factory.mktemp("strict"), "--require-signatures", db=database())
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def tight_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tight_relay(
+    tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str]
+) -> Iterator[Server]:
     """A relay with a low per-address rate limit and fast WebSocket PINGs."""
     server = Server(
         tmp_path_factory.mktemp("tight"),
@@ -133,6 +149,7 @@ def tight_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--rate-burst=10",
         "--ws-ping-interval=0.3",
         cli=False,
+        db=database(),
     )
     yield server
     server.stop()
@@ -1109,8 +1126,10 @@ async def test_signalling_is_limited_to_20_posts_per_node_per_10_s(relay: Server
 
 # --- restarts, logs, metrics ----------------------------------------------------------------------
 @aio
-async def test_signing_keys_and_used_nonces_survive_a_restart(tmp_path: Path) -> None:
-    server = Server(tmp_path / "restart")
+async def test_signing_keys_and_used_nonces_survive_a_restart(
+    tmp_path: Path, database: Callable[[], str]
+) -> None:
+    server = Server(tmp_path / "restart", db=database())
     circle = new_circle()
     node = ids.new_node_id()
     try:
