@@ -30,10 +30,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench import print_table
 from felund.relay.protocol import IncomingMessage, MessageBatch, compact_json
+from felund.relay.server.postgres import PostgresRelayStore
 from felund.relay.server.sqlite import SqliteRelayStore
+from felund.relay.server.store import RelayStore
 from felund.testing import free_port, wire_message
+from felund.testing.postgres import PgServer
 from felund.v1 import crypto, ids
 
 Row = tuple[str, str, str]
@@ -52,9 +57,10 @@ def _secret(index: int) -> str:
     return f"{index:064x}"
 
 
-def seed(db: Path, total: int) -> None:
-    """Store ``total`` messages over ``CIRCLES`` circles, as POSTs would."""
-    store = SqliteRelayStore(db)
+def seed(db: Path | str, total: int) -> None:
+    """Store ``total`` messages over ``CIRCLES`` circles, as POSTs would (``db``: a SQLite
+    file or a PostgreSQL URL)."""
+    store: RelayStore = PostgresRelayStore(db) if isinstance(db, str) else SqliteRelayStore(db)
     try:
         author = ids.new_node_id()
         per_circle = total // CIRCLES
@@ -108,8 +114,13 @@ class _Connection:
 
 
 async def _load(url: str, scenario: str, seconds: float, connections: int) -> dict[str, Any]:
-    host, _, port_text = url.removeprefix("http://").partition(":")
-    port = int(port_text)
+    # ``url``: one relay, or several (comma-separated) sharing one database; the
+    # connections are spread over them, as a load balancer would.
+    targets = []
+    for one in url.split(","):
+        host, _, port_text = one.removeprefix("http://").partition(":")
+        targets.append((host, int(port_text)))
+    host, port = targets[0]
     circles = [(_secret(i), ids.circle_id(_secret(i))) for i in range(CIRCLES)]
     hints = [ids.circle_hint(cid) for _, cid in circles]
     keys = [crypto.api_signing_key(secret) for secret, _ in circles]
@@ -139,10 +150,9 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
     counter = itertools.count()
     deadline = time.monotonic() + seconds
 
-    async def worker() -> None:
+    async def worker(conn: _Connection) -> None:
         nonlocal errors
         rng = random.Random()
-        conn = _Connection(host, port)
         while time.monotonic() < deadline:
             n = next(counter)
             c = rng.randrange(CIRCLES)
@@ -174,7 +184,9 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
                 errors += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    await asyncio.gather(
+        *(worker(_Connection(*targets[i % len(targets)])) for i in range(connections))
+    )
     elapsed = time.monotonic() - started
     lat = sorted(latencies)
     return {
@@ -264,6 +276,116 @@ def bench_relay(
     return rows
 
 
+def _start_relay(port: int, db: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
+            "--port", str(port), "--db", db, "--rate-limit", "0",
+            "--log-level", "warning", "--log-format", "json",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+async def _feed_latency(urls: list[str], count: int) -> list[float]:
+    """POST ``count`` messages one at a time to the first relay; seconds until each is
+    pushed to a WebSocket subscriber of the last."""
+    secret = _secret(0)
+    hint = ids.circle_hint(ids.circle_id(secret))
+    author = ids.new_node_id()
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(
+            f"{urls[-1].replace('http', 'ws')}/v1/relay/ws",
+            params={"circle_hint": hint, "node_id": ids.new_node_id()},
+        )
+        await ws.receive(timeout=5)  # the backlog
+        for n in range(count):
+            msg = wire_message(secret, author, f"feed {n}", name="bench")
+            started = time.perf_counter()
+            body = {"circle_hint": hint, "messages": [msg]}
+            async with session.post(f"{urls[0]}/v1/messages", json=body) as resp:
+                assert resp.status == 200
+            for _ in range(10):  # skip other frames (PING)
+                frame = json.loads((await ws.receive(timeout=5)).data)
+                if frame.get("t") == "MESSAGES":
+                    break
+            latencies.append(time.perf_counter() - started)
+        await ws.close()
+    return sorted(latencies)
+
+
+def bench_relay_backends(
+    messages: int = 20_000, seconds: float = 8.0, connections: int = 32
+) -> list[Row]:
+    """SQLite with one instance, PostgreSQL with one and with two, side by side: POST of
+    single messages, GET of a page, and the feed's latency (post on the first instance,
+    pushed on the last)."""
+    rows: list[Row] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
+    pg = PgServer()
+    try:
+        with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
+            for label, instances in (("SQLite, 1 instance", 1), ("PostgreSQL, 1 instance", 1),
+                                     ("PostgreSQL, 2 instances", 2)):  # fmt: skip
+                db = (
+                    str(Path(tmp) / f"relay-{len(rows)}.db") if "SQLite" in label else pg.database()
+                )
+                seed(Path(db) if "SQLite" in label else db, messages)
+                ports = [free_port() for _ in range(instances)]
+                procs = [_start_relay(port, db, env) for port in ports]
+                urls = [f"http://127.0.0.1:{port}" for port in ports]
+                try:
+                    for scenario in ("post", "get"):
+                        load = subprocess.run(
+                            [
+                                sys.executable, "-m", "bench.relay", "load",
+                                "--url", ",".join(urls),
+                                "--scenario", scenario, "--seconds", str(seconds),
+                                "--connections", str(connections),
+                            ],
+                            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+                            timeout=seconds * 10 + 120,
+                        )  # fmt: skip
+                        r = json.loads(load.stdout.splitlines()[-1])
+                        rows.append(
+                            (
+                                f"relay {label}: {SCENARIOS[scenario]}",
+                                f"{r['requests'] / r['seconds']:,.0f} req/s",
+                                f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
+                                f"{r['errors']} errors; {connections} connections; "
+                                f"{messages:,} messages seeded; {os.cpu_count()} cores shared",
+                            )
+                        )
+                    lat = asyncio.run(_feed_latency(urls, 200))
+                    rows.append(
+                        (
+                            f"relay {label}: feed latency, POST to "
+                            f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
+                            f"p50 {statistics.median(lat) * 1000:.1f} ms",
+                            f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
+                            "one after another",
+                        )
+                    )
+                finally:
+                    for proc in procs:
+                        proc.send_signal(signal.SIGTERM)
+                    for proc in procs:
+                        try:
+                            proc.wait(30)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait(10)
+    finally:
+        pg.close()
+    return rows
+
+
 def main() -> None:
     """``python -m bench.relay`` (the table) or ``python -m bench.relay load`` (one load run)."""
     parser = argparse.ArgumentParser(prog="python -m bench.relay")
@@ -273,6 +395,7 @@ def main() -> None:
     load.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     load.add_argument("--seconds", type=float, default=10.0)
     load.add_argument("--connections", type=int, default=32)
+    sub.add_parser("backends", help="SQLite / PostgreSQL 1 / PostgreSQL 2 instances")
     table = sub.add_parser("table")
     table.add_argument("--messages", type=int, default=100_000)
     table.add_argument("--seconds", type=float, default=10.0)
@@ -280,6 +403,9 @@ def main() -> None:
     if args.command == "load":
         result = asyncio.run(_load(args.url, args.scenario, args.seconds, args.connections))
         print(json.dumps(result))
+        return
+    if args.command == "backends":
+        print_table(bench_relay_backends())
         return
     rows = bench_relay(getattr(args, "messages", 100_000), seconds=getattr(args, "seconds", 10.0))
     print_table(rows)

@@ -60,6 +60,7 @@ from felund.relay.server.store import (
     Signal,
     SignalQueue,
     Stored,
+    whole_seconds,
 )
 
 CHANNEL = "felund_relay"
@@ -143,6 +144,49 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX signals_by_expiry ON signals (expires_at);
     CREATE INDEX signals_by_circle ON signals (circle_hint);
     """,
+    # 2: an append in one round trip (the stored seconds of ``append``, in the server).
+    """
+    CREATE OR REPLACE FUNCTION felund_append(
+        p_hint text, p_ids text[], p_authors text[], p_payloads text[], p_cap int,
+        p_instance text, p_poster text
+    ) RETURNS TABLE (o_id bigint, o_msg_id text, o_stored_at bigint, o_after bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_second bigint := 0; v_count int := 0; v_first bigint := 0; v_last bigint;
+        v_wall bigint; v_at bigint; v_n int; v_id bigint;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(7101, hashtext(p_hint));
+        SELECT s.second, s.count, s.last_id INTO v_second, v_count, v_first
+            FROM circle_seconds s WHERE s.circle_hint = p_hint;
+        v_second := coalesce(v_second, 0); v_count := coalesce(v_count, 0);
+        v_first := coalesce(v_first, 0); v_last := v_first;
+        -- The clock is read once the lock is held: see the module docstring.
+        v_wall := floor(extract(epoch FROM clock_timestamp()))::bigint;
+        FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+            IF v_wall > v_second THEN v_at := v_wall; v_n := 0;
+            ELSIF v_count >= p_cap THEN v_at := v_second + 1; v_n := 0;
+            ELSE v_at := v_second; v_n := v_count;
+            END IF;
+            v_id := NULL;
+            INSERT INTO messages (circle_hint, msg_id, author, stored_at, stored_wall, payload)
+                VALUES (p_hint, p_ids[i], p_authors[i], v_at, v_wall, p_payloads[i])
+                ON CONFLICT DO NOTHING RETURNING id INTO v_id;
+            IF v_id IS NOT NULL THEN
+                v_second := v_at; v_count := v_n + 1;
+                o_id := v_id; o_msg_id := p_ids[i]; o_stored_at := v_at; o_after := v_last;
+                RETURN NEXT;
+                v_last := v_id;
+            END IF;
+        END LOOP;
+        IF v_last <> v_first THEN
+            INSERT INTO circle_seconds VALUES (p_hint, v_second, v_count, v_last)
+                ON CONFLICT (circle_hint) DO UPDATE SET second = excluded.second,
+                count = excluded.count, last_id = excluded.last_id;
+            PERFORM pg_notify('felund_relay', json_build_object(
+                'i', p_instance, 'c', p_hint, 'p', p_poster, 'a', v_first, 'l', v_last)::text);
+        END IF;
+    END $$;
+    """,
 )
 
 _NOW = "floor(extract(epoch FROM clock_timestamp()))::bigint"
@@ -194,9 +238,7 @@ class PostgresRelayStore:
             min_size=2,
             max_size=pool_size,
             timeout=timeout_s,
-            # A connection broken by a database restart is found and replaced
-            # when it is taken, not handed to a request.
-            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"autocommit": True},
             reconnect_timeout=0,  # never give up: the relay recovers by itself
             open=False,
             name="felund-relay",
@@ -208,13 +250,20 @@ class PostgresRelayStore:
         self.pool.close()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction on a pooled connection; a lost database is ``DatabaseUnavailable``."""
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit: one statement, one round trip); a lost
+        database is ``DatabaseUnavailable``, and the broken connection is dropped."""
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self.pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise DatabaseUnavailable(type(exc).__name__) from None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a pooled connection."""
+        with self._conn() as conn, conn.transaction():
+            yield conn
 
     def pool_stats(self) -> tuple[int, int, int]:
         """(connections open, in use, requests waiting for one)."""
@@ -265,7 +314,7 @@ class PostgresRelayStore:
 
     def unregister(self, circle_hint: str, realm: str, node_id: str) -> bool:
         """Remove a presence."""
-        with self._tx() as c:
+        with self._conn() as c:
             cur = c.execute(
                 "DELETE FROM presence WHERE circle_hint = %s AND realm = %s AND node_id = %s",
                 (circle_hint, realm, node_id),
@@ -274,7 +323,7 @@ class PostgresRelayStore:
 
     def peers(self, circle_hint: str, realm: str, exclude: str, limit: int, now: int) -> list[Peer]:
         """Live presences of a realm, newest first."""
-        with self._tx() as c:
+        with self._conn() as c:
             rows = c.execute(
                 "SELECT node_id, endpoints, capabilities, observed_at, expires_at FROM presence"
                 " WHERE circle_hint = %s AND realm = %s AND expires_at > %s AND node_id != %s"
@@ -288,7 +337,7 @@ class PostgresRelayStore:
 
     def node_keys(self, circle_hint: str, node_id: str, limit: int) -> list[str]:
         """The keys the node registered for the circle_hint, newest first."""
-        with self._tx() as c:
+        with self._conn() as c:
             rows = c.execute(
                 "SELECT signing_key FROM circle_keys WHERE circle_hint = %s AND node_id = %s"
                 " ORDER BY last_used DESC LIMIT %s",
@@ -300,7 +349,7 @@ class PostgresRelayStore:
         """The node's keys for the circle_hint, else the circle_hint's most recently used."""
         keys = self.node_keys(circle_hint, node_id, limit)
         if not keys:
-            with self._tx() as c:
+            with self._conn() as c:
                 rows = c.execute(
                     "SELECT signing_key FROM circle_keys WHERE circle_hint = %s"
                     " GROUP BY signing_key ORDER BY max(last_used) DESC LIMIT %s",
@@ -311,7 +360,7 @@ class PostgresRelayStore:
 
     def key_by_id(self, circle_hint: str, realm: str) -> str | None:
         """A signing key registered for the circle_hint whose key_id is ``realm``, if any."""
-        with self._tx() as c:
+        with self._conn() as c:
             row = c.execute(
                 "SELECT signing_key FROM circle_keys WHERE circle_hint = %s AND key_id = %s"
                 " LIMIT 1",
@@ -352,23 +401,23 @@ class PostgresRelayStore:
 
     def realm(self, circle_hint: str, realm: str | None) -> Realm:
         """Where a realm (a key id; None: unsigned) of a circle_hint stands."""
-        with self._tx() as c:
+        with self._conn() as c:
             row = c.execute(
-                "SELECT room, ended_at IS NOT NULL FROM realms"
-                " WHERE circle_hint = %s AND realm = %s",
-                (circle_hint, realm or ""),
+                "SELECT r.room, r.ended_at IS NOT NULL,"
+                " EXISTS (SELECT 1 FROM realms WHERE circle_hint = %s)"
+                " FROM (SELECT 1) one LEFT JOIN realms r"
+                " ON r.circle_hint = %s AND r.realm = %s",
+                (circle_hint, circle_hint, realm or ""),
             ).fetchone()
-            if row is not None:
-                return Realm(str(row[0]), ended=bool(row[1]), rekeyed=True)
-            rekeyed = c.execute(
-                "SELECT 1 FROM realms WHERE circle_hint = %s LIMIT 1", (circle_hint,)
-            ).fetchone()
-        return Realm(realm or "", ended=False, rekeyed=rekeyed is not None)
+        assert row is not None
+        if row[0] is None:
+            return Realm(realm or "", ended=False, rekeyed=bool(row[2]))
+        return Realm(str(row[0]), ended=bool(row[1]), rekeyed=True)
 
     # --- nonces -----------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires_at: int) -> bool:
         """Record a nonce; False on a replay (whichever instance saw it first)."""
-        with self._tx() as c:
+        with self._conn() as c:
             cur = c.execute(
                 "INSERT INTO nonces VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (nonce.lower(), expires_at),
@@ -379,80 +428,31 @@ class PostgresRelayStore:
     def append(self, batch: MessageBatch, poster: str = "") -> list[Stored]:
         """Store new messages, each in a stored second shared by at most ``second_cap``,
         and notify the other instances on commit."""
-        hint = batch.circle_hint
         if not batch.messages:
             return []
-        with self._tx() as c:
-            c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CIRCLE, hint))
-            row = c.execute(
-                f"SELECT s.second, s.count, s.last_id, {_NOW}"  # noqa: S608
-                " FROM (SELECT 1) one LEFT JOIN circle_seconds s ON s.circle_hint = %s",
-                (hint,),
-            ).fetchone()
-            assert row is not None
-            second, count, after, wall = row[0] or 0, row[1] or 0, row[2] or 0, int(row[3])
-            ids = [msg.msg_id for msg in batch.messages]
-            known = {
-                r[0]
-                for r in c.execute(
-                    "SELECT msg_id FROM messages WHERE circle_hint = %s AND msg_id = ANY(%s)",
-                    (hint, ids),
-                )
-            }
-            fresh, seconds = [], []
-            for msg in batch.messages:
-                if msg.msg_id in known:
-                    continue
-                known.add(msg.msg_id)
-                if wall > second:
-                    second, count = wall, 0
-                elif count >= self.second_cap:
-                    second, count = second + 1, 0
-                count += 1
-                fresh.append(msg)
-                seconds.append(second)
-            if not fresh:
-                return []
+        msgs = batch.messages
+        with self._conn() as c:
             rows = c.execute(
-                "INSERT INTO messages"
-                " (circle_hint, msg_id, author, stored_at, stored_wall, payload)"
-                " SELECT %s, m, a, s, %s, p"
-                " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[])"
-                " WITH ORDINALITY AS t(m, a, s, p, n) ORDER BY n RETURNING id",
+                "SELECT * FROM felund_append(%s, %s, %s, %s, %s, %s, %s)",
                 (
-                    hint,
-                    wall,
-                    [m.msg_id for m in fresh],
-                    [m.author_node_id for m in fresh],
-                    seconds,
-                    [m.payload for m in fresh],
+                    batch.circle_hint,
+                    [m.msg_id for m in msgs],
+                    [m.author_node_id for m in msgs],
+                    [m.payload for m in msgs],
+                    self.second_cap,
+                    self.instance,
+                    poster,
                 ),
             ).fetchall()
-            new_ids = sorted(int(r[0]) for r in rows)
-            c.execute(
-                "INSERT INTO circle_seconds VALUES (%s, %s, %s, %s) ON CONFLICT (circle_hint)"
-                " DO UPDATE SET second = excluded.second, count = excluded.count,"
-                " last_id = excluded.last_id",
-                (hint, second, count, new_ids[-1]),
-            )
-            c.execute(
-                "SELECT pg_notify(%s, %s)",
-                (
-                    CHANNEL,
-                    compact_json(
-                        {"i": self.instance, "c": hint, "p": poster, "a": after, "l": new_ids[-1]}
-                    ),
-                ),
-            )
-        stored = []
-        for msg, at, row_id in zip(fresh, seconds, new_ids, strict=True):
-            stored.append(Stored(row_id, msg.msg_id, msg.author_node_id, msg.payload, at, after))
-            after = row_id
-        return stored
+        by_id = {m.msg_id: m for m in msgs}
+        return [
+            Stored(int(i), str(mid), by_id[mid].author_node_id, by_id[mid].payload, int(at), int(a))
+            for i, mid, at, a in rows
+        ]
 
     def span(self, circle_hint: str, after: int, last: int) -> list[tuple[int, str, str]]:
         """(cursor, author, payload) of a circle's messages with a cursor in (after, last]."""
-        with self._tx() as c:
+        with self._conn() as c:
             rows = c.execute(
                 "SELECT id, author, payload FROM messages WHERE circle_hint = %s"
                 " AND id > %s AND id <= %s ORDER BY id",
@@ -460,70 +460,60 @@ class PostgresRelayStore:
             ).fetchall()
         return [(int(i), str(a), str(p)) for i, a, p in rows]
 
-    def _page_start(self, c: psycopg.Connection[Any], circle_hint: str) -> tuple[int, int, int]:
-        """Lock the circle shared; (database clock, top second, top cursor)."""
-        c.execute(
-            "SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (_LOCK_CIRCLE, circle_hint)
-        )
-        row = c.execute(
-            f"SELECT {_NOW}, s.second, s.last_id"  # noqa: S608
-            " FROM (SELECT 1) one LEFT JOIN circle_seconds s ON s.circle_hint = %s",
-            (circle_hint,),
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1] or 0), int(row[2] or 0)
-
-    def _purged(self, c: psycopg.Connection[Any], circle_hint: str) -> tuple[int, int]:
-        row = c.execute(
-            "SELECT last_id, last_second FROM purged WHERE circle_hint = %s", (circle_hint,)
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+    def _page(
+        self, circle_hint: str, query: str, args: tuple[Any, ...]
+    ) -> tuple[tuple[int, int, int, int, int], list[tuple[int, int, str]]]:
+        """Read a page under the circle's lock (shared), in one round trip: (database
+        clock, top second, top cursor, newest purged cursor, its second) and the rows."""
+        with self._tx() as c, c.pipeline():
+            c.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (_LOCK_CIRCLE, circle_hint)
+            )
+            head = c.execute(
+                f"SELECT {_NOW}, s.second, s.last_id, p.last_id, p.last_second"  # noqa: S608
+                " FROM (SELECT 1) one LEFT JOIN circle_seconds s ON s.circle_hint = %s"
+                " LEFT JOIN purged p ON p.circle_hint = %s",
+                (circle_hint, circle_hint),
+            )
+            rows = c.execute(cast(Any, query), args)
+            first = head.fetchone()
+            found = rows.fetchall()
+        assert first is not None
+        return cast(tuple[int, int, int, int, int], tuple(int(v or 0) for v in first)), found
 
     def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
         """Whole stored seconds after ``since``: as many as fit in ``limit``, at least two."""
         fetch = max(limit, 2 * self.second_cap) + 1
-        with self._tx() as c:
-            wall, top_second, top_id = self._page_start(c, circle_hint)
-            rows = c.execute(
-                "SELECT id, stored_at, payload FROM messages"
-                " WHERE circle_hint = %s AND stored_at > %s ORDER BY stored_at, id LIMIT %s",
-                (circle_hint, since, fetch),
-            ).fetchall()
-            expired = 0 < since < self._purged(c, circle_hint)[1]
-        end, seconds = 0, 0
-        while end < len(rows):
-            second = rows[end][1]
-            stop = end
-            while stop < len(rows) and rows[stop][1] == second:
-                stop += 1
-            if stop == len(rows) and len(rows) == fetch:
-                break
-            if seconds >= 2 and stop > limit:
-                break
-            end, seconds = stop, seconds + 1
-        taken = rows[:end]
-        payloads = [payload for _, _, payload in taken]
-        if end == len(rows) and len(rows) < fetch:
-            return Page(payloads, max(wall, top_second) - 1, top_id, expired)
-        if not taken:
-            return Page([], since, 0, expired)
-        return Page(payloads, taken[-1][1], taken[-1][0], expired)
+        (wall, top_second, top_id, _, purged_second), rows = self._page(
+            circle_hint,
+            "SELECT id, stored_at, payload FROM messages"
+            " WHERE circle_hint = %s AND stored_at > %s ORDER BY stored_at, id LIMIT %s",
+            (circle_hint, since, fetch),
+        )
+        return whole_seconds(
+            rows,
+            since,
+            limit,
+            fetch=fetch,
+            last=max(wall, top_second) - 1,
+            top_id=top_id,
+            expired=0 < since < purged_second,
+        )
 
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """Messages after the cursor (their row id)."""
-        with self._tx() as c:
-            wall, top_second, _ = self._page_start(c, circle_hint)
-            rows = c.execute(
-                "SELECT id, stored_at, payload FROM messages"
-                " WHERE circle_hint = %s AND id > %s AND stored_at >= COALESCE("
-                "  (SELECT stored_at FROM messages WHERE id = %s AND circle_hint = %s), 0)"
-                " ORDER BY stored_at, id LIMIT %s",
-                (circle_hint, cursor, cursor, circle_hint, limit),
-            ).fetchall()
-            expired = 0 < cursor < self._purged(c, circle_hint)[0]
+        (wall, top_second, _, purged_id, _), rows = self._page(
+            circle_hint,
+            "SELECT id, stored_at, payload FROM messages"
+            " WHERE circle_hint = %s AND id > %s AND stored_at >= COALESCE("
+            "  (SELECT stored_at FROM messages WHERE id = %s AND circle_hint = %s), 0)"
+            " ORDER BY stored_at, id LIMIT %s",
+            (circle_hint, cursor, cursor, circle_hint, limit),
+        )
         payloads = [payload for _, _, payload in rows]
         # A full page: a v1 client re-reads the last second (no skip).
         server_time = max(wall, top_second) - 1 if len(rows) < limit else rows[-1][1] - 1
+        expired = 0 < cursor < purged_id
         return Page(payloads, server_time, rows[-1][0] if rows else cursor, expired)
 
     def recent(
@@ -531,7 +521,7 @@ class PostgresRelayStore:
     ) -> list[str]:
         """The newest messages since ``since_wall`` and not by ``not_by``, oldest first,
         within ``limit`` and ``max_bytes``."""
-        with self._tx() as c:
+        with self._conn() as c:
             cur = c.execute(
                 "SELECT payload FROM messages"
                 " WHERE circle_hint = %s AND stored_at >= %s AND stored_wall >= %s"
@@ -608,7 +598,7 @@ class PostgresRelayStore:
         if circle_hint:
             query += " AND circle_hint = %s"
             args.append(circle_hint)
-        with self._tx() as c:
+        with self._conn() as c:
             rows = c.execute(cast(Any, query + " ORDER BY id LIMIT %s"), [*args, limit]).fetchall()
         return [Signal(*row) for row in rows]
 
@@ -616,7 +606,7 @@ class PostgresRelayStore:
     def purge_messages(self, before_wall: int, chunk: int) -> int:
         """Delete one chunk of messages older than the retention, remembering per circle
         the newest removed (a cursor at or before it was purged past)."""
-        with self._tx() as c:
+        with self._conn() as c:
             row = c.execute(
                 "WITH gone AS (DELETE FROM messages WHERE id IN (SELECT id FROM messages"
                 "  WHERE stored_wall < %s ORDER BY stored_wall LIMIT %s FOR UPDATE SKIP LOCKED)"
@@ -646,7 +636,7 @@ class PostgresRelayStore:
 
     def statistics(self) -> RelayStats:
         """Counts for metrics (row counts are the planner's estimates past 100k rows)."""
-        with self._tx() as c:
+        with self._conn() as c:
             row = c.execute(
                 "SELECT (SELECT count(*) FROM (SELECT 1 FROM messages LIMIT 100000) m),"
                 " (SELECT greatest(reltuples, 0)::bigint FROM pg_class"

@@ -50,6 +50,7 @@ from felund.relay.server.store import (
     Signal,
     SignalQueue,
     Stored,
+    whole_seconds,
 )
 
 SCHEMA_VERSION = 4
@@ -484,25 +485,11 @@ class SqliteRelayStore:
                 " ORDER BY stored_at DESC, id DESC LIMIT 1",
                 (circle_hint,),
             ).fetchone()
-        end, seconds = 0, 0
-        while end < len(rows):
-            second = rows[end][1]
-            stop = end
-            while stop < len(rows) and rows[stop][1] == second:
-                stop += 1
-            if stop == len(rows) and len(rows) == fetch:
-                break  # this second may go on beyond what was fetched
-            if seconds >= 2 and stop > limit:
-                break
-            end, seconds = stop, seconds + 1
-        taken = rows[:end]
-        payloads = [payload for _, _, payload in taken]
-        if end == len(rows) and len(rows) < fetch:  # everything there is, so far
-            top_id, top_second = top if top is not None else (0, 0)
-            return Page(payloads, self._open_second(pending, wall, top_second) - 1, top_id, expired)
-        if not taken:  # only with a second larger than a page: stored before the cap
-            return Page([], since, 0, expired)
-        return Page(payloads, taken[-1][1], taken[-1][0], expired)
+        top_id, top_second = top if top is not None else (0, 0)
+        last = self._open_second(pending, wall, top_second) - 1
+        return whole_seconds(
+            rows, since, limit, fetch=fetch, last=last, top_id=top_id, expired=expired
+        )
 
     def page_after(self, circle_hint: str, cursor: int, limit: int) -> Page:
         """Messages after the cursor (their row id)."""

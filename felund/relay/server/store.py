@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
@@ -96,6 +96,42 @@ class Page:
     # after it were purged (the page goes on from the oldest kept, a gap the client
     # is told of rather than a silent one).
     expired: bool = False
+
+
+def whole_seconds(
+    rows: Sequence[tuple[int, int, str]],
+    since: int,
+    limit: int,
+    *,
+    fetch: int,
+    last: int,
+    top_id: int,
+    expired: bool,
+) -> Page:
+    """The v1 page of ``rows`` (cursor, stored second, payload), read with ``LIMIT fetch``
+    after ``since``: whole seconds only, as many as fit in ``limit``, at least two.
+
+    ``last`` is the last second in which nothing more can be stored (the answer when
+    every row fits), ``top_id`` the circle's newest cursor.
+    """
+    end, seconds = 0, 0
+    while end < len(rows):
+        second = rows[end][1]
+        stop = end
+        while stop < len(rows) and rows[stop][1] == second:
+            stop += 1
+        if stop == len(rows) and len(rows) == fetch:
+            break  # this second may go on beyond what was fetched
+        if seconds >= 2 and stop > limit:
+            break
+        end, seconds = stop, seconds + 1
+    taken = rows[:end]
+    payloads = [payload for _, _, payload in taken]
+    if end == len(rows) and len(rows) < fetch:  # everything there is, so far
+        return Page(payloads, last, top_id, expired)
+    if not taken:  # only with a second larger than a page: stored before the cap
+        return Page([], since, 0, expired)
+    return Page(payloads, taken[-1][1], taken[-1][0], expired)
 
 
 @dataclass(frozen=True, slots=True)
