@@ -86,11 +86,12 @@ class PgServer:
         """Stop the server (fast: sessions are cut, commits are kept)."""
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def database(self) -> str:
-        """A new database with the relay's schema; its URL."""
+    def database(self, *, migrated: bool = True) -> str:
+        """A new database, with the relay's schema unless not ``migrated``; its URL."""
         name = f"relay_{next(self._names)}"
+        template = TEMPLATE if migrated else "template0"
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
         return self.url(name)
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +26,12 @@ import psycopg
 import pytest
 
 from felund.relay.protocol import IncomingMessage, MessageBatch
-from felund.relay.server.postgres import PostgresRelayStore
+from felund.relay.server.postgres import MIGRATIONS, PostgresRelayStore
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.store import RelayStore
 from felund.testing import wire_message
 from felund.testing.postgres import PgServer
+from felund.testing.processes import FELUND
 from felund.v1 import ids
 from tests.integration.test_relay_server import (
     Client,
@@ -294,3 +297,33 @@ def test_a_cursor_older_than_retention_is_told_expired(
         assert store.page_since(circle.hint, 0, 10).expired is False
     finally:
         store.close()
+
+
+def test_migrate_is_versioned_idempotent_and_reads_the_environment(pg_server: PgServer) -> None:
+    url = pg_server.database(migrated=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FELUND_")}
+    first = subprocess.run(
+        [*FELUND, "relay", "migrate", "--db", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    assert f"schema version {len(MIGRATIONS)} (was 0)" in first.stdout
+    again = subprocess.run(
+        [*FELUND, "relay", "migrate"],
+        env={**env, "FELUND_RELAY_DB": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"schema version {len(MIGRATIONS)}, up to date" in again.stdout
+    with psycopg.connect(url) as conn:
+        versions = conn.execute(
+            "SELECT version FROM felund_relay_schema ORDER BY version"
+        ).fetchall()
+    assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
