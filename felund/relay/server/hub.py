@@ -159,6 +159,11 @@ class Subscriber:
             self._queue_frame(frame)
         return not self.overflowed
 
+    def drop(self) -> None:
+        """Have the connection closed as if it had overflowed (it may have missed frames)."""
+        self.overflowed = True
+        self._ready.set()
+
     def pop_nowait(self) -> bytes | None:
         """The next queued frame, if any; the caller reports it ``sent`` once written."""
         if not self._queue:
@@ -265,8 +270,7 @@ class Hub:
         )
         for room in rooms:
             for sub in room:
-                sub.overflowed = True
-                sub._ready.set()
+                sub.drop()
 
     def subscribers(self) -> list[Subscriber]:
         """Every subscriber (for shutdown)."""

@@ -177,7 +177,8 @@ class RelayStore(Protocol):
 
     Calls block. Writes (``register``, ``unregister``,
     ``use_nonce``, ``append``, ``add_signal``, ``purge_*``) come from one
-    thread at a time; reads may come from several threads at once.
+    thread at a time on SQLite (from several on PostgreSQL, which decides in
+    the database); reads may come from several threads at once.
     """
 
     def close(self) -> None:
