@@ -9,7 +9,11 @@
   it does not see is committed after it, in a second at or after the one it
   read on the clock. That is the SQLite store's ``_pending`` across processes.
   Row ids come from one sequence; within a circle they are taken under the
-  lock, so they grow in commit order (the ``cursor`` contract).
+  lock, so they grow in commit order (the ``cursor`` contract). The clock is
+  the database's: the instances' own clocks never disagree about a second.
+- Round trips: an append is one call of ``felund_append`` (migration 2, the
+  stored-second rule in the server), a page one pipelined transaction; other
+  calls are single statements on autocommit connections.
 - Nonces, presence and keys: primary keys and ``ON CONFLICT``; a node's keys
   of a circle_hint are counted and added under a per-(circle_hint, node_id)
   lock, successions under a per-circle_hint lock: one decision each, whichever
@@ -35,7 +39,6 @@ from typing import Any, cast
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
 
 from felund.errors import DatabaseUnavailable
 from felund.relay.auth import key_id
@@ -65,7 +68,11 @@ from felund.relay.server.store import (
 
 CHANNEL = "felund_relay"
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)).
-_LOCK_MIGRATE, _LOCK_CIRCLE, _LOCK_NODE_KEYS, _LOCK_REALMS, _LOCK_SIGNALS = range(7100, 7105)
+_LOCK_MIGRATE = 7100
+_LOCK_CIRCLE = 7101  # written out in felund_append too
+_LOCK_NODE_KEYS = 7102
+_LOCK_REALMS = 7103
+_LOCK_SIGNALS = 7104
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite schema (version 4), with the key id stored beside each key
@@ -155,7 +162,7 @@ MIGRATIONS: tuple[str, ...] = (
         v_second bigint := 0; v_count int := 0; v_first bigint := 0; v_last bigint;
         v_wall bigint; v_at bigint; v_n int; v_id bigint;
     BEGIN
-        PERFORM pg_advisory_xact_lock(7101, hashtext(p_hint));
+        PERFORM pg_advisory_xact_lock(7101, hashtext(p_hint));  -- _LOCK_CIRCLE
         SELECT s.second, s.count, s.last_id INTO v_second, v_count, v_first
             FROM circle_seconds s WHERE s.circle_hint = p_hint;
         v_second := coalesce(v_second, 0); v_count := coalesce(v_count, 0);
@@ -212,10 +219,6 @@ def migrate(conninfo: str) -> tuple[int, int]:
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(str(exc)) from None
     return before, len(MIGRATIONS)
-
-
-def _lock_key(text: str) -> sql.Composed:
-    return sql.SQL("hashtext({})").format(sql.Literal(text))
 
 
 class PostgresRelayStore:
