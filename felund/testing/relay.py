@@ -18,11 +18,11 @@ from felund.v1 import crypto
 class Relay:
     """`felund relay serve` on a fixed port of 127.0.0.1, restartable on the same database."""
 
-    def __init__(self, directory: Path, *args: str) -> None:
+    def __init__(self, directory: Path, *args: str, db: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.args = args  # extra `relay serve` options, e.g. --require-signatures
         self.port = free_port()
-        self.db = directory / "relay.db"
+        self.db = db or str(directory / "relay.db")  # a SQLite file or a postgresql:// URL
         self.log_path = directory / "relay.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
@@ -33,7 +33,7 @@ class Relay:
         argv = [*FELUND, "relay", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*argv, "--db", str(self.db), *self.args],
+                [*argv, "--db", self.db, *self.args],
                 cwd=REPO,
                 env=env,
                 stdout=log,

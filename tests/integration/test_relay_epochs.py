@@ -39,11 +39,12 @@ NODE, OTHER = "epochnode0001", "epochnode0002"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@pytest.fixture(params=["open", "require"])
+@pytest.fixture(params=["open", "require", "require-postgresql"])
 def relay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Relay]:
-    """A relay without, then with, --require-signatures."""
-    args = ("--require-signatures",) if request.param == "require" else ()
-    server = Relay(tmp_path / "relay", *args)
+    """A relay without, then with, --require-signatures (and so on PostgreSQL too)."""
+    args = ("--require-signatures",) if request.param.startswith("require") else ()
+    db = request.getfixturevalue("pg_server").database() if "postgresql" in request.param else ""
+    server = Relay(tmp_path / "relay", *args, db=db)
     server.start()
     yield server
     server.stop()

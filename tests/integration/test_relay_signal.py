@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from felund.relay.client import signed_headers
@@ -42,9 +43,12 @@ _POSTS = itertools.count()
 
 
 @pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    """A relay as `felund relay serve` runs it."""
-    server = Relay(tmp_path / "relay")
+def relay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Relay]:
+    """A relay as `felund relay serve` runs it (on SQLite unless a test names postgresql)."""
+    on_pg = getattr(request, "param", "sqlite") == "postgresql"
+    server = Relay(
+        tmp_path / "relay", db=request.getfixturevalue("pg_server").database() if on_pg else ""
+    )
     server.start()
     yield server
     server.stop()
@@ -108,11 +112,16 @@ def _chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
 
 
 def _rows(relay: Relay) -> int:
+    if relay.db.startswith("postgresql://"):
+        with psycopg.connect(relay.db) as conn:
+            row = conn.execute("SELECT count(*) FROM signals").fetchone()
+            return int(row[0]) if row else 0
     with sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True) as db:
         return int(db.execute("SELECT count(*) FROM signals").fetchone()[0])
 
 
 @aio
+@pytest.mark.parametrize("relay", ["sqlite", "postgresql"], indirect=True)
 async def test_a_flood_past_each_bound_is_refused_while_other_signals_flow(relay: Relay) -> None:
     """Per to_node_id, per circle, in total: the post past each is 429 SIGNALS_FULL, the
     other queues still take and serve signals, the rows stay at the total, and the
