@@ -101,7 +101,7 @@ async def listen(relay: Relay, store: PostgresRelayStore) -> None:
                     reader.result()  # raises what ended it
                 finally:
                     reader.cancel()
-        except psycopg.Error as exc:
+        except Exception as exc:  # the listener never dies: it reconnects
             m.DB_ERRORS.labels("listen").inc()
             relay.log.warning("relay.feed_listen_lost", error=type(exc).__name__)
             relay.hub.drop()
