@@ -157,6 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp:
         rows += relay_e2e.bench_relay_e2e(Path(tmp))
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
+    rows += relay.bench_relay_backends()  # SQLite / PostgreSQL 1 / PostgreSQL 2 instances
     rows += ui.main()  # its own node: `felund ui` on a pty; redraw with 10k messages
     rows += data.main()  # its own node: backup while sending, export (FELUND_BENCH_DATA_ROWS)
     print_table(rows)
