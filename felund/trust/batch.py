@@ -86,20 +86,40 @@ def path_fits(index: int, hashes: int) -> bool:
     return 0 <= index < BATCH_LEAVES and index.bit_count() <= hashes <= MAX_PATH and hashes > 0
 
 
-def root_of(leaf: bytes, index: int, path: bytes) -> bytes:
-    """The root a leaf at ``index`` reaches by ``path`` (of a shape ``path_fits`` admits)."""
-    rights = len(path) // HASH_LEN - index.bit_count()  # levels with a right sibling
-    node, used = leaf, 0
-    sha256 = hashlib.sha256
-    # Bounded whatever the shape: one that path_fits admits is used up below level 6.
+def _sides(index: int, hashes: int) -> tuple[bool, ...]:
+    # For each hash of a path, from the leaf up: whether that sibling is on the left.
+    rights = hashes - index.bit_count()  # levels with a right sibling
+    out: list[bool] = []
     for level in range(MAX_PATH):
-        if used == len(path):
+        if len(out) == hashes:
             break
         if index >> level & 1:
-            node = sha256(NODE_CONTEXT + path[used : used + HASH_LEN] + node).digest()
-            used += HASH_LEN
+            out.append(True)
         elif rights > 0:
-            node = sha256(NODE_CONTEXT + node + path[used : used + HASH_LEN]).digest()
-            used += HASH_LEN
+            out.append(False)
             rights -= 1
+    return tuple(out)
+
+
+# Every shape path_fits admits, worked out once: a reader climbs without bit twiddling.
+_SIDES = {
+    (i, n): _sides(i, n)
+    for i in range(BATCH_LEAVES)
+    for n in range(1, MAX_PATH + 1)
+    if path_fits(i, n)
+}
+
+
+def root_of(leaf: bytes, index: int, path: bytes) -> bytes:
+    """The root a leaf at ``index`` reaches by ``path``; ValueError unless ``path_fits``
+    admits its shape."""
+    sides = _SIDES.get((index, len(path) // HASH_LEN)) if len(path) % HASH_LEN == 0 else None
+    if sides is None:
+        raise ValueError("a leaf index and a path of a shape no batch has")
+    node, sha256 = leaf, hashlib.sha256
+    for k, left in enumerate(sides):
+        sibling = path[k * HASH_LEN : (k + 1) * HASH_LEN]
+        node = sha256(
+            NODE_CONTEXT + sibling + node if left else NODE_CONTEXT + node + sibling
+        ).digest()
     return node

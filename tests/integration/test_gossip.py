@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from felund.testing import Node, metric_value, wait_for
+from felund.testing import Node, metric_value, wait_for, wire_message
+from felund.v1 import ids
+from tests.integration.test_data import _secret_of
 
 
 def _texts(node: Node, circle_id: str) -> list[str]:
@@ -58,6 +62,34 @@ def test_two_nodes_exchange_both_ways(pair) -> None:
     text = a.metrics()
     assert metric_value(text, "felund_gossip_peers_connected") == 1.0
     assert (metric_value(text, "felund_gossip_messages_total", direction="in") or 0) >= 1
+
+
+def test_delivery_latency_is_observed_for_live_messages_not_for_a_catch_up(
+    make_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    a = _started(make_node, "a")
+    b = _started(make_node, "b")
+    circle = _join(b, a.cli("invite").stdout.strip())
+    # A member's history of a day ago, held by A only: B takes it when it joins.
+    day_ago, author = int(time.time()) - 86_400, ids.new_node_id()
+    secret = _secret_of(a, circle)
+    old = [wire_message(secret, author, f"old {i}", ts=day_ago + i) for i in range(50)]
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps({"wire": w}) + "\n" for w in old))
+    a.cli("import", "--circle-id", circle, str(path))
+    a.start()
+    b.start()
+    _wait_texts(b, circle, {f"old {i}" for i in range(50)})
+    text, count = b.metrics(), "felund_delivery_latency_seconds_count"
+    received = metric_value(text, "felund_gossip_messages_total", direction="in") or 0
+    # Observed: A's own control events of now (its key, ...); not the 50 ages.
+    observed = metric_value(text, count) or 0
+    assert observed == received - 50, (observed, received)
+    a.cli("send", "--circle-id", circle, "live")  # the path is live: this one is observed
+    wait_for(
+        lambda: metric_value(b.metrics(), count) == observed + 1,
+        what="b to observe a live message",
+    )
 
 
 def test_three_nodes_in_a_line_converge_and_learn_each_other(make_node) -> None:

@@ -97,6 +97,15 @@ def test_every_leaf_of_every_batch_size_reaches_its_root() -> None:
             assert batch.root_of(batch.leaf_hash(i, datas[i]), i, path) == root
 
 
+def test_a_shape_no_batch_has_reaches_no_root() -> None:
+    leaf = batch.leaf_hash(3, b"x")
+    # Leaf 3 has a left sibling at the two lowest levels: one hash cannot carry it up.
+    for index, path in ((3, bytes(32)), (0, b""), (64, bytes(32)), (1, bytes(33))):
+        assert not batch.path_fits(index, len(path) // batch.HASH_LEN) or len(path) % 32
+        with pytest.raises(ValueError):
+            batch.root_of(leaf, index, path)
+
+
 def test_the_tree_is_as_its_docstring_says() -> None:
     leaves = [batch.leaf_hash(i, bytes([i])) for i in range(5)]
 
