@@ -61,6 +61,10 @@ async def fetch(link: RelayLink, c: CircleSync) -> None:
         if not isinstance(msgs, list) or type(nxt) is not int or nxt < 0:
             raise RelayError("bad_answer", "messages or next_cursor missing")
         link.ok("pull", c)
+        if answer.get("expired") is True:
+            # The relay purged messages after our cursor (retention): gossip may still
+            # hold them, the relay no longer does; say so rather than pass over the gap.
+            link.warn("relay.history_expired", circle_id=c.circle_id, cursor=asked)
         await store(link, c, msgs)
         c.pull.hold(asked, nxt)
         await save(link, c)
