@@ -444,6 +444,8 @@ export class AppState extends EventTarget {
     if (circleId === this.current.circleId && document.visibilityState === "visible") {
       this.markRead(circleId, this.current.channelId);
     }
+    // Others' new messages, for what reacts to arrivals (desktop notifications of mentions).
+    this.dispatchEvent(new CustomEvent("arrived", { detail: { view, msgs } }));
     this.changed();
   }
 
