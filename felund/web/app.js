@@ -292,6 +292,7 @@ async function main() {
   byId("boot").hidden = true;
   if (state.ready) app.enterChat();
   else await app.showSetup();
+  await state.loadRest();
 }
 
 main().catch((e) => {

@@ -56,20 +56,24 @@ function isShell(request) {
   );
 }
 
-async function networkFirst(request) {
-  const cache = await caches.open(CACHE);
+/** The network's answer (the cache refreshed from it after: not on the page's way), else the cache's. */
+async function networkFirst(event) {
+  const { request } = event;
   try {
     const response = await fetch(request, { signal: AbortSignal.timeout(NETWORK_MS) });
-    if (response.ok) await cache.put(request, response.clone());
+    if (response.ok) {
+      const copy = response.clone();
+      event.waitUntil(caches.open(CACHE).then((cache) => cache.put(request, copy)));
+    }
     return response;
   } catch (e) {
     // The page URL may carry ?db=NAME: the one index.html serves every such URL.
-    const cached = await cache.match(request, { ignoreSearch: request.mode === "navigate" });
+    const cached = await caches.match(request, { cacheName: CACHE, ignoreSearch: request.mode === "navigate" });
     if (cached) return cached;
     throw e;
   }
 }
 
 self.addEventListener("fetch", (event) => {
-  if (isShell(event.request)) event.respondWith(networkFirst(event.request));
+  if (isShell(event.request)) event.respondWith(networkFirst(event));
 });

@@ -6,10 +6,8 @@
 // if the reader was at the bottom (and never yanks them down otherwise).
 
 import { el, hhmm, fullTime, dayKey, dayLabel, isHour12 } from "./dom.js";
-import { UNVERIFIED_MEANING } from "./state.js";
+import { TAIL_LINES, UNVERIFIED_MEANING } from "./state.js";
 
-// A long history is cut to its tail: the DOM stays small on a phone.
-const MAX_LINES = 500;
 const NAME_COLOURS = 8;
 const BOTTOM_SLACK_PX = 24;
 // An http(s) URL up to a space, quote or angle bracket; the punctuation that usually ends a
@@ -86,7 +84,7 @@ export class MessagePane {
     const lines = [];
     if (view) {
       const me = state.identity ? state.identity.nodeId : "";
-      const msgs = view.messages.filter((m) => m.channelId === channelId).slice(-MAX_LINES);
+      const msgs = view.messages.filter((m) => m.channelId === channelId).slice(-TAIL_LINES); // the DOM stays small on a phone
       const now = Date.now() / 1000;
       let day = 0;
       for (const m of msgs) {
