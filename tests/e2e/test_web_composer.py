@@ -69,8 +69,12 @@ def test_composer_shift_enter_new_lines_grow_to_a_limit(open_peer) -> None:
     text = page.locator("#messages .msg .text")
     expect(text).to_have_count(1, timeout=T)
     assert text.text_content() == sent
-    # Shown on its lines, not run together.
-    assert text.bounding_box()["height"] > 10 * one_line / 2  # type: ignore[index]
+    # Shown on its lines, not run together (the pane may redraw: asked until it holds).
+    page.wait_for_function(
+        """h => [...document.querySelectorAll('#messages .msg .text')]
+                 .some(e => e.getBoundingClientRect().height > h)""",
+        arg=11 * one_line / 2,
+    )
     assert _heights(page)[0] == one_line
     # Up brings it back from the history; within its lines Up moves the cursor instead.
     page.keyboard.press("ArrowUp")
