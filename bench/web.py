@@ -7,8 +7,9 @@ day dividers too, each row with a wire of the size a signed message has) are
 put into its IndexedDB through the page's own store. Each run reloads the
 page and reads the ``felund:first-render`` mark that ``app.js`` sets on the
 first render of the chat screen: the time from navigation start to the
-messages on screen (the store opened, history loaded, channels derived,
-the pane drawn). The first render reads only what it shows (the control
+messages on screen (the modules loaded, the store opened, history loaded,
+channels derived, the pane drawn); ``felund:start`` (main() begins) splits
+off the modules' loading. The first render reads only what it shows (the control
 events and the channel's newest 500); the rest of the history is read
 after it (``felund:history-loaded``), reported in the notes.
 
@@ -61,6 +62,7 @@ FIRST_RENDER = """() => {
   return mark ? mark.startTime : null;
 }"""
 HISTORY_LOADED = FIRST_RENDER.replace("felund:first-render", "felund:history-loaded")
+STARTED = FIRST_RENDER.replace("felund:first-render", "felund:start")
 
 
 def bench_page_first_render(directory: Path) -> Row:
@@ -80,14 +82,17 @@ def bench_page_first_render(directory: Path) -> Row:
             page.wait_for_selector("#chat", state="visible")
             stored = page.evaluate(FILL, MESSAGES)
             assert stored >= MESSAGES, stored
-            times, whole = [], []
+            times, whole, app = [], [], []
             for _ in range(RUNS):
                 page.reload()
                 page.wait_for_function(FIRST_RENDER)
                 assert page.locator("#messages .msg").count() > 0
                 times.append(float(page.evaluate(FIRST_RENDER)))
+                app.append(times[-1] - float(page.evaluate(STARTED)))
                 page.wait_for_function(HISTORY_LOADED)
                 whole.append(float(page.evaluate(HISTORY_LOADED)))
+                # Idle before the next load, as a page is: its sync started and went online.
+                page.wait_for_selector('#conn[data-state="online"]')
             lines = page.locator("#messages .msg").count()
             context.close()
     finally:
@@ -98,8 +103,9 @@ def bench_page_first_render(directory: Path) -> Row:
         f"page first render, {MESSAGES // 1000}k messages in IndexedDB (Chromium)",
         f"p50 {statistics.median(times):.0f} ms, p99 {p99:.0f} ms",
         f"navigation start to the chat screen drawn ({lines} newest lines); {RUNS} reloads; "
-        f"target < 500 ms; the whole history (unread counts) absorbed after it: "
-        f"p50 {statistics.median(whole):.0f} ms",
+        f"target < 500 ms; of which the app's own part (modules loaded to drawn: store "
+        f"opened, tail read, drawn) p50 {statistics.median(app):.0f} ms; the whole history "
+        f"(unread counts) absorbed after it: p50 {statistics.median(whole):.0f} ms",
     )
 
 

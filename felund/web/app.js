@@ -276,6 +276,7 @@ class App {
 }
 
 async function main() {
+  performance.mark("felund:start"); // the modules are loaded: bench/web.py reads it
   // The shell from the cache when the network is gone (sw.js); none on plain http off localhost.
   navigator.serviceWorker?.register("sw.js").catch((e) => console.warn("felund: no offline shell:", e.message));
   // ?db=NAME keeps a second identity in the same browser profile apart.

@@ -269,6 +269,16 @@ export class Store {
   }
 
   /**
+   * The msgIds of a circle's messages (keys only: no message is read).
+   * @param {string} circleId
+   * @returns {Promise<string[]>}
+   */
+  async messageIds(circleId) {
+    const keys = await req(this._tx([MESSAGES]).objectStore(MESSAGES).getAllKeys(ofCircle(circleId)));
+    return keys.map((key) => key[1]);
+  }
+
+  /**
    * A circle's messages in (createdTs, arrival) order.
    * @param {string} circleId
    * @param {{channelId?: string, limit?: number}} [options] limit: the newest this many

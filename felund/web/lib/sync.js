@@ -149,8 +149,9 @@ export class CircleSync {
     for (const k of await this.store.channelKeys(circleId)) this.keys.addPart(k.channelId, k.part, k.secret);
     for (const row of await this.store.sealed(circleId)) this._known.add(row.msgId);
     this._useNewest();
-    for (const m of await this.store.messages(circleId)) {
-      this._known.add(m.msgId);
+    // Ids alone for what is known (no record read); only control events are looked into.
+    for (const msgId of await this.store.messageIds(circleId)) this._known.add(msgId);
+    for (const m of await this.store.messages(circleId, { channelId: CONTROL_CHANNEL })) {
       this._noteOwnControl(m);
       this._noteLink(m);
     }
