@@ -35,7 +35,8 @@ FILL = """async (n) => {
   const [circle] = await store.circles();
   const now = Math.floor(Date.now() / 1000);
   const authors = ["a1".repeat(12), "b2".repeat(12), "c3".repeat(12)];
-  const words = "the quick brown fox jumps over a lazy dog while felund keeps circles small".split(" ");
+  const words = "the quick brown fox jumps over a lazy dog while felund keeps circles small"
+    .split(" ");
   const batch = [];
   for (let i = 0; i < n; i += 1) {
     let text = "";
@@ -53,7 +54,9 @@ FILL = """async (n) => {
       wire: { enc: "x".repeat(700) }, // a signed message's wire is about this size
     });
   }
-  for (let i = 0; i < n; i += 1000) await store.putMessages(circle.circleId, batch.slice(i, i + 1000));
+  for (let i = 0; i < n; i += 1000) {
+    await store.putMessages(circle.circleId, batch.slice(i, i + 1000));
+  }
   return (await store.messages(circle.circleId)).length;
 }"""
 

@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from felund.testing import PY_NODE, Relay, browser_missing, signed_call, signed_wire_message
 from felund.trust.identity import IdentityKey
@@ -34,8 +35,10 @@ def _post(relay: Relay, secret: str, texts_at: list[tuple[str, int]]) -> None:
     assert signed_call(relay, secret, "POST", "/messages", body)["stored"] == len(wires)
 
 
-def _heights(page) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    return tuple(page.eval_on_selector("#input", "b => [b.clientHeight, b.scrollHeight]"))
+def _heights(page: Any) -> tuple[float, float]:
+    """The composer's visible and whole heights (px)."""
+    client, scroll = page.eval_on_selector("#input", "b => [b.clientHeight, b.scrollHeight]")
+    return float(client), float(scroll)
 
 
 def test_composer_shift_enter_new_lines_grow_to_a_limit(open_peer) -> None:
@@ -61,7 +64,7 @@ def test_composer_shift_enter_new_lines_grow_to_a_limit(open_peer) -> None:
     client, scroll = _heights(page)
     assert client == at_eight, "the box stops growing at its limit"
     assert scroll > client, "past the limit the lines scroll"
-    assert client < page.viewport_size["height"] / 2  # type: ignore[index]
+    assert client < page.viewport_size["height"] / 2
 
     page.keyboard.press("Enter")
     expect(page.locator("#input")).to_have_value("", timeout=T)
@@ -151,7 +154,9 @@ def test_clock_setting_12_or_24_hours_everywhere(open_peer, web_relay: Relay) ->
     last_seen = re.compile(r"^py  \w{8}  member  last seen (.*)$")
     cy.lists("/who", last_seen)
     who = cy.page.locator("#messages .notice-text").filter(has_text=last_seen).last
-    assert re.search(r"last seen \d{4}-\d\d-\d\d \d\d:\d\d$", who.text_content() or ""), who.text_content()
+    assert re.search(r"last seen \d{4}-\d\d-\d\d \d\d:\d\d$", who.text_content() or ""), (
+        who.text_content()
+    )
 
     page = cy.page
     page.keyboard.press("F3")
@@ -165,7 +170,9 @@ def test_clock_setting_12_or_24_hours_everywhere(open_peer, web_relay: Relay) ->
     expect(page.locator("#messages .notice .ts").last).to_have_text(twelve)
     cy.type("/who")
     who = page.locator("#messages .notice-text").filter(has_text=last_seen).last
-    expect(who).to_have_text(re.compile(r"last seen \d{4}-\d\d-\d\d \d{1,2}:\d\d [AP]M$"), timeout=T)
+    expect(who).to_have_text(
+        re.compile(r"last seen \d{4}-\d\d-\d\d \d{1,2}:\d\d [AP]M$"), timeout=T
+    )
 
     page.reload()
     cy.wait_chat()

@@ -62,7 +62,7 @@ def _icon(page: Any) -> str:
 
 
 def test_unread_count_on_the_favicon(open_peer) -> None:
-    """The unread count is in the title and drawn on the tab's icon; read, the plain icon is back."""
+    """The unread count is in the title and on the tab's icon; once read, the plain icon is back."""
     ann, bob = open_peer(), open_peer()
     ann.create("Ann", "badges")
     bob.join("Bob", ann.invite_code())
@@ -100,7 +100,10 @@ def test_mention_notifications_only_when_hidden_and_asked_for(open_peer) -> None
     bob.page.reload()
     bob.join("Bob", ann.invite_code())
     page = bob.page
-    shown = lambda: page.evaluate("window.__shown")  # noqa: E731
+
+    def shown() -> list[dict[str, str]]:
+        result: list[dict[str, str]] = page.evaluate("window.__shown")
+        return result
 
     page.keyboard.press("F3")
     expect(page.locator("#settings-notify")).not_to_be_checked(timeout=T)
@@ -156,7 +159,10 @@ def test_settings_test_relay_button(open_peer, web_relay: Relay) -> None:
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     page.fill("#settings-relay", closed)
     page.click("#settings-relay-test")
-    expect(result).to_have_text(f"The relay at {closed} does not answer (relay down, or a wrong URL). Try again later.", timeout=T)
+    expect(result).to_have_text(
+        f"The relay at {closed} does not answer (relay down, or a wrong URL). Try again later.",
+        timeout=T,
+    )
     page.fill("#settings-relay", f"{web_relay.url}/nothing-here")
     page.click("#settings-relay-test")
     expect(result).to_contain_text("answers, but it is not a felund relay (HTTP 404)", timeout=T)
@@ -181,12 +187,18 @@ def test_name_alone_shows_it_and_circle_join_joins(open_peer) -> None:
     bob.create("Bob", "his own")
     bob.type(f"/circle join {code}")
     # (Named "circle …" until its name arrives from the relay: as /join says it.)
-    expect(bob.page.locator("#messages .notice-text").last).to_have_text(re.compile("^joined "), timeout=T)
+    expect(bob.page.locator("#messages .notice-text").last).to_have_text(
+        re.compile("^joined "), timeout=T
+    )
     expect(bob.page.locator("#sidebar .circle")).to_have_count(2)
     expect(bob.page.locator("#hdr-circle")).to_have_text("first", timeout=T)
     bob.type(f"/circle join {code}")
-    expect(bob.page.locator("#messages .notice-text").last).to_have_text("already in this circle", timeout=T)
+    expect(bob.page.locator("#messages .notice-text").last).to_have_text(
+        "already in this circle", timeout=T
+    )
     bob.type("/circle join")
-    expect(bob.page.locator("#messages .notice-error").last).to_contain_text("usage: /join CODE", timeout=T)
+    expect(bob.page.locator("#messages .notice-error").last).to_contain_text(
+        "usage: /join CODE", timeout=T
+    )
     ann.no_errors()
     bob.no_errors()

@@ -34,7 +34,7 @@ def own_relay(tmp_path: Path) -> Iterator[Relay]:
 
 def test_manifest_makes_the_page_installable(open_peer, web_relay: Relay) -> None:
     """The manifest is served as one and names the app; Chromium lists no installability error."""
-    with urllib.request.urlopen(f"{web_relay.url}/manifest.webmanifest", timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{web_relay.url}/manifest.webmanifest", timeout=10) as resp:
         assert resp.headers["Content-Type"] == "application/manifest+json"
         manifest = json.loads(resp.read())
     assert manifest["name"] == "felund" and manifest["display"] == "standalone"
@@ -45,7 +45,7 @@ def test_manifest_makes_the_page_installable(open_peer, web_relay: Relay) -> Non
     found = cdp.send("Page.getAppManifest")
     assert found["url"] == f"{web_relay.url}/manifest.webmanifest"
     assert found["errors"] == [], found["errors"]
-    # A test's browser context is incognito-like: that is the one error, the browser's, not the page's.
+    # A test's browser context is incognito-like: the one error, the browser's, not the page's.
     errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
     assert [e["errorId"] for e in errors] == ["in-incognito"], errors
     ann.no_errors()

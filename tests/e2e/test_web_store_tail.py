@@ -40,7 +40,8 @@ for (const channelId of ["general", "random", "__control", "none"]) {
   }
 }
 for (const limit of [1, 15, 299, 300, 301]) {
-  out.cases.push([`all/${limit}`, ids(await store.messages("c1", { limit })), ids(all.slice(-limit))]);
+  const tail = await store.messages("c1", { limit });
+  out.cases.push([`all/${limit}`, ids(tail), ids(all.slice(-limit))]);
 }
 return out;
 """
@@ -58,13 +59,16 @@ await new Promise((resolve, reject) => {
     db.createObjectStore("cursors", {keyPath: "circleId"});
     db.createObjectStore("keys", {keyPath: ["circleId", "nodeId"]});
     db.createObjectStore("epochs", {keyPath: ["circleId", "epochId"]});
-    db.createObjectStore("sealed", {keyPath: ["circleId", "msgId"]}).createIndex("byKey", ["circleId", "keyId"]);
+    db.createObjectStore("sealed", {keyPath: ["circleId", "msgId"]})
+      .createIndex("byKey", ["circleId", "keyId"]);
     db.createObjectStore("channelKeys", {keyPath: ["circleId", "channelId", "part"]});
     const tx = request.transaction;
     for (let i = 0; i < 5; i += 1) {
-      tx.objectStore("messages").put({circleId: "old", msgId: `m${i}`, channelId: i % 2 ? "general" : "other",
-        authorNodeId: "cd".repeat(12), displayName: "cd", createdTs: 1_700_000_000 + i, text: `old${i}`,
-        verified: false, signer: null, wire: {}, seq: i + 1});
+      tx.objectStore("messages").put({
+        circleId: "old", msgId: `m${i}`, channelId: i % 2 ? "general" : "other",
+        authorNodeId: "cd".repeat(12), displayName: "cd", createdTs: 1_700_000_000 + i,
+        text: `old${i}`, verified: false, signer: null, wire: {}, seq: i + 1,
+      });
     }
   };
   request.onsuccess = () => { request.result.close(); resolve(); };
