@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import data, gossip, print_table, relay, relay_e2e, ui
+from bench import data, gossip, print_table, relay, relay_e2e, ui, web
 from felund.actor.runtime import load_context
 from felund.bus.sockets import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
@@ -159,6 +159,7 @@ def main() -> None:
     rows += relay.bench_relay()  # its own relay: 100k messages, load from another process
     rows += relay.bench_relay_backends()  # SQLite / PostgreSQL 1 / PostgreSQL 2 instances
     rows += ui.main()  # its own node: `felund ui` on a pty; redraw with 10k messages
+    rows += web.main()  # its own relay and Chromium: the page's first render of 10k messages
     rows += data.main()  # its own node: backup while sending, export (FELUND_BENCH_DATA_ROWS)
     print_table(rows)
 

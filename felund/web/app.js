@@ -6,7 +6,7 @@
 import { openStore } from "./lib/store.js";
 import { normalizeRelayUrl } from "./lib/relay.js";
 import { AppState, UserError } from "./ui/state.js";
-import { byId, isNarrow, onNarrowChange, onScreen } from "./ui/dom.js";
+import { byId, isNarrow, onNarrowChange, onScreen, setHour12 } from "./ui/dom.js";
 import { Setup, defaultRelay, relayProblem } from "./ui/setup.js";
 import { Sidebar } from "./ui/sidebar.js";
 import { MessagePane } from "./ui/messages.js";
@@ -15,6 +15,10 @@ import { Overlays } from "./ui/overlays.js";
 import { checkName, runLine } from "./ui/commands.js";
 import { Calls, CallPanel } from "./ui/call.js";
 import { parseIceText, iceText } from "./lib/callmesh.js";
+import { Notifier } from "./ui/notify.js";
+import { Favicon } from "./ui/favicon.js";
+
+const SETTING_CLOCK = "clock"; // "12" or "24"
 
 // What the header says for each connection state: words, not only a colour.
 const CONNECTION_TEXT = {
@@ -49,11 +53,14 @@ class App {
     this.callPanel = new CallPanel(this.calls, state, { focusInput: () => this.focusInput() });
     // A handle for the browser's console and the e2e tests (getStats of each connection).
     globalThis.felundCalls = this.calls;
+    this.notifier = new Notifier(state, store);
+    this.favicon = new Favicon(document.querySelector('link[rel="icon"]'));
     this.overlays = new Overlays(state, {
       focusInput: () => this.focusInput(),
       saveSettings: (s) => this.saveSettings(s),
       iceSetting: () => this.calls.iceSetting(),
       iceText,
+      notifying: () => this.notifier.enabled,
     });
 
     byId("btn-help").addEventListener("click", () => this.overlays.showHelp());
@@ -127,6 +134,8 @@ class App {
     const connEl = byId("conn");
     connEl.dataset.state = conn;
     connEl.textContent = CONNECTION_TEXT[conn] || conn;
+    const peers = view ? view.peers : null;
+    byId("peers").textContent = peers === null ? "" : `${peers} peer${peers === 1 ? "" : "s"}`;
     this.sidebar.render();
     this.pane.render();
     this.calls.refresh();
@@ -134,6 +143,11 @@ class App {
     let unread = 0;
     for (const v of state.circles.values()) for (const n of state.unread(v).values()) unread += n;
     document.title = unread ? `(${unread}) felund` : "felund";
+    this.favicon.show(unread);
+    if (!this.rendered) {
+      this.rendered = true;
+      performance.mark("felund:first-render"); // bench/web.py reads it
+    }
   }
 
   // ---- actions -------------------------------------------------------
@@ -173,9 +187,13 @@ class App {
     return this.overlays.confirm(title, text, yes);
   }
 
-  async saveSettings({ name, relayUrl, iceFromRelay, ice }) {
+  async saveSettings({ name, relayUrl, iceFromRelay, ice, hour12, notify }) {
     const { state } = this;
     checkName(name, "display name"); // its UserError's message is shown in the dialog
+    await this.notifier.setEnabled(notify);
+    setHour12(hour12);
+    await this.store.putSetting(SETTING_CLOCK, hour12 ? "12" : "24");
+    state.changed();
     await this.calls.setIce({ fromRelay: iceFromRelay, servers: parseIceText(ice) });
     if (relayUrl) {
       let base;
@@ -258,18 +276,24 @@ class App {
 }
 
 async function main() {
+  performance.mark("felund:start"); // the modules are loaded: bench/web.py reads it
+  // The shell from the cache when the network is gone (sw.js); none on plain http off localhost.
+  navigator.serviceWorker?.register("sw.js").catch((e) => console.warn("felund: no offline shell:", e.message));
   // ?db=NAME keeps a second identity in the same browser profile apart.
   const dbName = new URLSearchParams(location.search).get("db") || "felund";
   const store = await openStore(dbName);
+  setHour12((await store.getSetting(SETTING_CLOCK)) === "12");
   const state = new AppState(store);
   await state.load();
   const app = new App(state, store);
   await app.line.load();
   await app.calls.load();
+  await app.notifier.load();
   app.relayGuess = state.relayUrl ? "" : await defaultRelay();
   byId("boot").hidden = true;
   if (state.ready) app.enterChat();
   else await app.showSetup();
+  await state.loadRest();
 }
 
 main().catch((e) => {

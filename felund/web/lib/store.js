@@ -15,10 +15,10 @@
 // every felund screen (created_ts, then arrival, msg_id only breaking ties).
 
 // 2: the pinned keys (messages stored by 1 read as unverified); 3: epochs, sealed; 4: channel keys
-const VERSION = 4;
+const VERSION = 5;
 const KV = "kv"; // identity and settings
 const CIRCLES = "circles"; // keyPath circleId
-const MESSAGES = "messages"; // keyPath [circleId, msgId]; index byTime
+const MESSAGES = "messages"; // keyPath [circleId, msgId]; indexes byTime, byChannel
 const OUTBOX = "outbox"; // keyPath msgId; index byCircle
 const CURSORS = "cursors"; // keyPath circleId
 const KEYS = "keys"; // keyPath [circleId, nodeId]: the key pinned for an older id, at first sight
@@ -39,6 +39,24 @@ function req(request) {
 /** Every key [circleId, anything] of a store keyed by [circleId, id]. */
 function ofCircle(circleId) {
   return IDBKeyRange.bound([circleId, ""], [circleId, "\uffff"]);
+}
+
+/** The key of the n-th newest entry of an index's range (n >= 1), or null when it has fewer. */
+function nthNewestKey(index, range, n) {
+  return new Promise((resolve, reject) => {
+    const request = index.openKeyCursor(range, "prev");
+    let stepped = n <= 1;
+    request.onsuccess = () => {
+      const cursor = request.result;
+      if (!cursor || stepped) {
+        resolve(cursor ? cursor.key : null);
+        return;
+      }
+      stepped = true;
+      cursor.advance(n - 1);
+    };
+    request.onerror = () => reject(request.error);
+  });
 }
 
 function done(tx) {
@@ -251,19 +269,38 @@ export class Store {
   }
 
   /**
+   * The msgIds of a circle's messages (keys only: no message is read).
+   * @param {string} circleId
+   * @returns {Promise<string[]>}
+   */
+  async messageIds(circleId) {
+    const keys = await req(this._tx([MESSAGES]).objectStore(MESSAGES).getAllKeys(ofCircle(circleId)));
+    return keys.map((key) => key[1]);
+  }
+
+  /**
    * A circle's messages in (createdTs, arrival) order.
    * @param {string} circleId
    * @param {{channelId?: string, limit?: number}} [options] limit: the newest this many
    * @returns {Promise<StoredMessage[]>}
    */
   async messages(circleId, { channelId, limit } = {}) {
-    const index = this._tx([MESSAGES]).objectStore(MESSAGES).index("byTime");
-    const range = IDBKeyRange.bound([circleId, -Infinity, ""], [circleId, Infinity, "\uffff"]);
-    let all = (await req(index.getAll(range))).sort(byTime);
-    if (channelId !== undefined) all = all.filter((m) => m.channelId === channelId);
-    if (limit !== undefined && all.length > limit) all = all.slice(all.length - limit);
-    return all;
+    const [name, lo, hi] =
+      channelId === undefined
+        ? ["byTime", [circleId, -Infinity, ""], [circleId, Infinity, "\uffff"]]
+        : ["byChannel", [circleId, channelId, -Infinity, ""], [circleId, channelId, Infinity, "\uffff"]];
+    const index = () => this._tx([MESSAGES]).objectStore(MESSAGES).index(name);
+    let from = lo;
+    if (limit !== undefined) {
+      // The newest `limit` only (the page's first render): keys alone step back to the
+      // limit-th newest, and only from its second on are whole records read.
+      const key = await nthNewestKey(index(), IDBKeyRange.bound(lo, hi), limit);
+      if (key) from = [...key.slice(0, -1), ""];
+    }
+    const all = (await req(index().getAll(IDBKeyRange.bound(from, hi)))).sort(byTime);
+    return limit !== undefined && all.length > limit ? all.slice(all.length - limit) : all;
   }
+
 
   /**
    * Wire messages of a circle not yet acknowledged by the relay, oldest first.
@@ -460,6 +497,10 @@ export function openStore(name = "felund") {
         sealed.createIndex("byKey", ["circleId", "keyId"]);
       }
       if (e.oldVersion < 4) db.createObjectStore(CHANNEL_KEYS, { keyPath: ["circleId", "channelId", "part"] });
+      // A channel's messages without reading the circle's: the page's first render.
+      if (e.oldVersion < 5) {
+        request.transaction.objectStore(MESSAGES).createIndex("byChannel", ["circleId", "channelId", "createdTs", "msgId"]);
+      }
     };
     request.onsuccess = () => {
       const db = request.result;

@@ -1,7 +1,8 @@
 // One circle kept in sync with its relay: registration, the WebSocket feed,
 // polling with the relay's cursor, the outbox, and a state for the UI.
 //
-// - Registers (signed) at start and every registerMs (60 s).
+// - Registers (signed) at start and every registerMs (60 s); asks the relay how
+//   many other members it has registered after each and every peersMs (10 s).
 // - Takes new messages from the feed; polls with the cursor every pollMs (5 s)
 //   while the feed is down, every feedPollMs (30 s) while it is up as a safety
 //   net, and at once whenever the feed (re)connects. The cursor is persisted
@@ -76,12 +77,13 @@ export class CircleSync {
    *   onState?: function(string, Error|null): void,
    *   onOutbox?: function(string[]): void,
    *   onPeers?: function(number): void, onSent?: function(object): void,
-   *   pollMs?: number, feedPollMs?: number, registerMs?: number, feedRetryMs?: number,
+   *   pollMs?: number, feedPollMs?: number, registerMs?: number, feedRetryMs?: number, peersMs?: number,
    *   useFeed?: boolean}} options
    *   relayUrl overrides circle.relayUrl ("" = the page's origin); onMessages gets
    *   new messages from others (control ones too), never the ones send() returned;
    *   onOutbox gets the msgIds still waiting for the relay whenever that changes;
-   *   onPeers gets how many other members the relay has registered, after each registration;
+   *   onPeers gets how many other members the relay has registered, after each registration
+   *   and every peersMs;
    *   onSent gets the wire form of each message of ours once stored (the direct links send it on).
    */
   constructor(store, options) {
@@ -100,6 +102,7 @@ export class CircleSync {
     this.feedPollMs = options.feedPollMs ?? 30000;
     this.registerMs = options.registerMs ?? 60000;
     this.feedRetryMs = options.feedRetryMs ?? 5000;
+    this.peersMs = options.peersMs ?? 10000;
     this.useFeed = options.useFeed ?? true;
     /** @type {string} one of STATES */
     this.state = "connecting";
@@ -146,8 +149,9 @@ export class CircleSync {
     for (const k of await this.store.channelKeys(circleId)) this.keys.addPart(k.channelId, k.part, k.secret);
     for (const row of await this.store.sealed(circleId)) this._known.add(row.msgId);
     this._useNewest();
-    for (const m of await this.store.messages(circleId)) {
-      this._known.add(m.msgId);
+    // Ids alone for what is known (no record read); only control events are looked into.
+    for (const msgId of await this.store.messageIds(circleId)) this._known.add(msgId);
+    for (const m of await this.store.messages(circleId, { channelId: CONTROL_CHANNEL })) {
       this._noteOwnControl(m);
       this._noteLink(m);
     }
@@ -168,6 +172,17 @@ export class CircleSync {
     this._loaded = true;
     await this.syncNow();
     if (this.useFeed && !this._stopped) this._openFeed();
+    if (!this._stopped) this._peersTimer = setInterval(() => this._askPeers(), this.peersMs);
+  }
+
+  /** How many others the relay has registered, to onPeers; once registered, and never throws. */
+  async _askPeers() {
+    if (this._stopped || !this._registeredAt) return;
+    try {
+      this.onPeers((await this.client.peers()).length);
+    } catch {
+      // The relay is down or refused: the tick says so in the state; the count waits.
+    }
   }
 
   /**
@@ -177,6 +192,7 @@ export class CircleSync {
   stop({ unregister = false } = {}) {
     this._stopped = true;
     clearTimeout(this._timer);
+    clearInterval(this._peersTimer);
     this._timer = null;
     this._feed?.close();
     this._feed = null;
@@ -318,7 +334,7 @@ export class CircleSync {
         await this.client.register({ ttlS: Math.max(30, Math.min(600, Math.ceil((2 * this.registerMs) / 1000))) });
         this._registeredAt = Date.now();
         // Whether anyone else meets us at this relay: with nobody, nothing can arrive.
-        this.onPeers((await this.client.peers()).length);
+        await this._askPeers();
       }
       this._setState("online", null);
       await this._flush().catch((e) => {

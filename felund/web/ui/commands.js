@@ -15,6 +15,7 @@ export const COMMANDS = [
   ["/join CODE", "join a circle with an invite code"],
   ["/circles", "list your circles"],
   ["/circle create NAME", "create a new circle"],
+  ["/circle join CODE", "the same as /join CODE"],
   ["/circle name NEW-NAME", "rename this circle (every member sees it)"],
   ["/circle leave", "leave this circle and forget its secret"],
   ["/channels", "list this circle's channels"],
@@ -26,7 +27,7 @@ export const COMMANDS = [
   ["/who [CHANNEL]", "who is in this circle, or in one of its channels, with their roles (? = unverified; removed ones say so)"],
   ["/role moderator|member PERSON", "the circle's owner makes someone a moderator, or a member again"],
   ["/kick PERSON", "remove someone from this circle (owner or moderator): the circle gets a new key they do not have"],
-  ["/name NEW-NAME", "your display name, in every circle"],
+  ["/name [NEW-NAME]", "your display name, in every circle (without one: what it is)"],
   ["/settings", "display name, relay URL, STUN/TURN servers (F3)"],
   ["/call start|join|view|leave|end", "start a call in this channel, join it, watch it (receive only), leave it; end: the host ends it for all (F4 shows the call)"],
   ["/call revoke PERSON", "the call's host takes a viewer out of it"],
@@ -41,7 +42,8 @@ export const KEYS = [
   ["F5", "show or hide the circles and channels"],
   ["Escape", "close an overlay, back to the input"],
   ["Alt+Up / Alt+Down", "previous / next channel"],
-  ["Up / Down", "input history"],
+  ["Enter / Shift+Enter", "send / a new line in the message"],
+  ["Up / Down", "input history (from the first / last line)"],
   ["Tab", "complete a command or channel name"],
   ["PageUp / PageDown", "scroll the messages"],
 ];
@@ -52,7 +54,7 @@ const MAX_NAME = 64;
 /** The first-level words, for completion. */
 export const COMMAND_WORDS = [...new Set(COMMANDS.map(([u]) => u.split(" ")[0]))];
 export const SUBCOMMANDS = {
-  "/circle": ["create", "name", "leave"],
+  "/circle": ["create", "join", "name", "leave"],
   "/channel": ["create", "join", "switch", "request", "approve"],
   "/role": GIVEN_ROLES,
   "/call": ["start", "join", "view", "leave", "end", "revoke", "block", "unblock"],
@@ -110,15 +112,7 @@ export async function runLine(line, app) {
       app.showSettings();
       return;
     case "/join":
-      if (!argText) throw new UserError("usage: /join CODE (paste an invite code)");
-      try {
-        const { view, joined } = await state.joinCircle(argText);
-        state.notice(joined ? `joined ${state.circleName(view)}` : "already in this circle");
-      } catch (e) {
-        if (e instanceof InviteError) throw new UserError(`bad invite code: ${e.message}`);
-        throw e;
-      }
-      return;
+      return joinCircle(argText, state);
     case "/circles":
       if (!state.circles.size) state.notice("no circles yet: /circle create NAME or /join CODE");
       for (const view of state.circles.values()) {
@@ -203,6 +197,10 @@ export async function runLine(line, app) {
       app.callPanel.toggle(true);
       return;
     case "/name":
+      if (!argText) {
+        state.notice(`you are ${state.identity.displayName} (/name NEW-NAME changes it)`);
+        return;
+      }
       checkName(argText, "display name");
       await state.rename(argText);
       state.notice(`you are now ${argText}`);
@@ -275,8 +273,21 @@ async function kick(who, app) {
   state.notice(`${plan.name} is removed from ${circle} (new key, epoch ${n})${cannot}`);
 }
 
+/** /join CODE and /circle join CODE. */
+async function joinCircle(code, state) {
+  if (!code) throw new UserError("usage: /join CODE (paste an invite code)");
+  try {
+    const { view, joined } = await state.joinCircle(code);
+    state.notice(joined ? `joined ${state.circleName(view)}` : "already in this circle");
+  } catch (e) {
+    if (e instanceof InviteError) throw new UserError(`bad invite code: ${e.message}`);
+    throw e;
+  }
+}
+
 async function circleCommand(sub, arg, app) {
   const { state } = app;
+  if (sub === "join") return joinCircle(arg, state);
   if (sub === "create") {
     checkName(arg, "circle name");
     const view = await state.createCircle(arg);
@@ -294,5 +305,5 @@ async function circleCommand(sub, arg, app) {
     app.afterLeave(state.circleName(view));
     return;
   }
-  throw new UserError("usage: /circle create NAME | /circle name NEW-NAME | /circle leave");
+  throw new UserError("usage: /circle create NAME | /circle join CODE | /circle name NEW-NAME | /circle leave");
 }

@@ -37,15 +37,54 @@ export function byId(id) {
   return node;
 }
 
-/** HH:MM of a Unix time in seconds, local time (as the terminal client shows it). */
-export function hhmm(ts) {
-  const d = new Date(ts * 1000);
-  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+// The clock every time on the page uses: 24-hour (the default, as the terminal
+// client) or 12-hour, chosen in F3 (the store's "clock" setting, read at boot).
+let hour12 = false;
+
+/** Use the 12-hour clock (true) or the 24-hour one (false) from now on. */
+export function setHour12(value) {
+  hour12 = Boolean(value);
 }
 
-/** The full local date and time, for a title attribute. */
+/** Whether times show on the 12-hour clock. */
+export function isHour12() {
+  return hour12;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/** The time of day of a Unix time in seconds, local time: "14:05", or "2:05 PM" on the 12-hour clock. */
+export function hhmm(ts) {
+  const d = new Date(ts * 1000);
+  if (!hour12) return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  const h = d.getHours() % 12 || 12;
+  return `${h}:${pad(d.getMinutes())} ${d.getHours() < 12 ? "AM" : "PM"}`;
+}
+
+/** The local date and time, "2026-12-07 14:05" (or "… 2:05 PM"): /who and title attributes. */
 export function fullTime(ts) {
-  return new Date(ts * 1000).toLocaleString();
+  const d = new Date(ts * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hhmm(ts)}`;
+}
+
+/** The local calendar day of a Unix time, as a comparable key. */
+export function dayKey(ts) {
+  const d = new Date(ts * 1000);
+  return d.getFullYear() * 10000 + (d.getMonth() + 1) * 100 + d.getDate();
+}
+
+/** A day divider's words: "Today", "Yesterday", else "Tuesday 1 December" (and the year if not this one). */
+export function dayLabel(ts, now = Date.now() / 1000) {
+  const key = dayKey(ts);
+  if (key === dayKey(now)) return "Today";
+  const yesterday = new Date(now * 1000);
+  yesterday.setDate(yesterday.getDate() - 1);
+  if (key === dayKey(yesterday.getTime() / 1000)) return "Yesterday";
+  const d = new Date(ts * 1000);
+  const weekday = d.toLocaleDateString("en-GB", { weekday: "long" });
+  const month = d.toLocaleDateString("en-GB", { month: "long" });
+  const year = d.getFullYear() === new Date(now * 1000).getFullYear() ? "" : ` ${d.getFullYear()}`;
+  return `${weekday} ${d.getDate()} ${month}${year}`;
 }
 
 const NARROW = window.matchMedia("(max-width: 720px)");

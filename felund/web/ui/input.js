@@ -1,4 +1,6 @@
-// The input line: Enter sends (or runs a command), Up/Down walk the
+// The input line: Enter sends (or runs a command), Shift+Enter starts a new
+// line (the box grows with its lines up to style.css's max-height, then scrolls), Up/Down
+// on the first/last line walk the
 // history (kept in the store, so a reload keeps it), Tab completes command
 // words and channel names. Tab with nothing to complete is left alone, so
 // keyboard users can still Tab out of the input to the other controls.
@@ -16,7 +18,7 @@ function commonPrefix(words) {
 
 export class InputLine {
   /**
-   * @param {HTMLInputElement} input
+   * @param {HTMLTextAreaElement} input
    * @param {{store: any, onLine: (line: string) => Promise<void>, channels: () => string[]}} deps
    */
   constructor(input, form, { store, onLine, channels }) {
@@ -33,6 +35,15 @@ export class InputLine {
       this.submit();
     });
     input.addEventListener("keydown", (e) => this.key(e));
+    input.addEventListener("input", () => this.fit());
+  }
+
+  /** Grow or shrink the box to its lines; style.css's max-height stops it (CSSOM, not a style attribute). */
+  fit() {
+    const box = this.input;
+    box.style.height = "auto";
+    const borders = box.offsetHeight - box.clientHeight;
+    box.style.height = `${box.scrollHeight + borders}px`;
   }
 
   async load() {
@@ -44,7 +55,7 @@ export class InputLine {
   async submit() {
     const line = this.input.value;
     if (!line.trim()) return;
-    this.input.value = "";
+    this.set("");
     this.cycle = null;
     // A channel key stays out of the stored history (only its hash is ever sent).
     const hasKey = /^\/channel\s+join\s+\S+\s+\S/.test(line.trim());
@@ -61,15 +72,20 @@ export class InputLine {
 
   key(e) {
     if (e.key !== "Tab") this.cycle = null;
-    if (e.altKey || e.ctrlKey || e.metaKey) return;
-    if (e.key === "ArrowUp") {
-      if (this.at === 0) return;
+    if (e.altKey || e.ctrlKey || e.metaKey || e.isComposing) return;
+    const { value, selectionStart, selectionEnd } = this.input;
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      this.submit();
+    } else if (e.key === "ArrowUp") {
+      // Within a message of several lines the arrows move the cursor; history from the first line.
+      if (this.at === 0 || value.lastIndexOf("\n", selectionStart - 1) !== -1) return;
       if (this.at === this.history.length) this.draft = this.input.value;
       this.at -= 1;
       this.set(this.history[this.at]);
       e.preventDefault();
     } else if (e.key === "ArrowDown") {
-      if (this.at >= this.history.length) return;
+      if (this.at >= this.history.length || value.indexOf("\n", selectionEnd) !== -1) return;
       this.at += 1;
       this.set(this.at === this.history.length ? this.draft : this.history[this.at]);
       e.preventDefault();
@@ -81,6 +97,7 @@ export class InputLine {
   set(value) {
     this.input.value = value;
     this.input.setSelectionRange(value.length, value.length);
+    this.fit();
   }
 
   /** Candidates for the last word of `text`: [text before the word, matching words]. */

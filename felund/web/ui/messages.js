@@ -1,16 +1,49 @@
 // The message pane: `HH:MM name: text` lines of the current channel, names
 // coloured per person, unverified authors marked `?` (not signed by their key),
-// pending sends marked, local notices after them.
+// pending sends marked, local notices after them. A divider ("Today",
+// "Yesterday", a date) where the local day changes; http(s) URLs are links.
 // Redrawn only when the view or its version changes; stays at the bottom
 // if the reader was at the bottom (and never yanks them down otherwise).
 
-import { el, hhmm, fullTime } from "./dom.js";
-import { UNVERIFIED_MEANING } from "./state.js";
+import { el, hhmm, fullTime, dayKey, dayLabel, isHour12 } from "./dom.js";
+import { TAIL_LINES, UNVERIFIED_MEANING } from "./state.js";
 
-// A long history is cut to its tail: the DOM stays small on a phone.
-const MAX_LINES = 500;
 const NAME_COLOURS = 8;
 const BOTTOM_SLACK_PX = 24;
+// An http(s) URL up to a space, quote or angle bracket; the punctuation that usually ends a
+// sentence after it is not part of it. No other scheme is ever a link (javascript:, data:…).
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const TRAILING = /[.,;:!?)\]}'"]+$/;
+
+/** A link's href if `word` is a well-formed http(s) URL, else null. */
+function httpHref(word) {
+  try {
+    const url = new URL(word);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A message text as nodes: text, with each http(s) URL an <a> opening in a new tab
+ * (rel=noopener noreferrer: the page it opens gets no handle on ours, nor our address).
+ * Everything stays text (textContent): nothing in a message becomes markup.
+ */
+export function linkified(text) {
+  const parts = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    const url = match[0].replace(TRAILING, "");
+    const href = httpHref(url);
+    if (!href) continue;
+    if (match.index > at) parts.push(text.slice(at, match.index));
+    parts.push(el("a", { text: url, attrs: { href, target: "_blank", rel: "noopener noreferrer" } }));
+    at = match.index + url.length;
+  }
+  if (at < text.length) parts.push(text.slice(at));
+  return parts;
+}
 
 /** A stable colour class for a node id (same person, same colour, in every circle). */
 export function colourClass(nodeId) {
@@ -39,7 +72,9 @@ export class MessagePane {
     const viewKey = `${circleId}|${channelId}`;
     // The connection is in the key: a pending mark says "sending…" or "waiting for the relay".
     const online = state.connection() === "online";
-    const key = `${viewKey}|${view ? view.version : 0}|${state.noticeSeq}|${online}`;
+    // The day is in the key too: "Today" becomes "Yesterday" at midnight; and the clock setting.
+    const today = dayKey(Date.now() / 1000);
+    const key = `${viewKey}|${view ? view.version : 0}|${state.noticeSeq}|${online}|${today}|${isHour12()}`;
     if (key === this.key) return;
     const newView = viewKey !== this.viewKey;
     const stick = newView || this.atBottom();
@@ -49,8 +84,14 @@ export class MessagePane {
     const lines = [];
     if (view) {
       const me = state.identity ? state.identity.nodeId : "";
-      const msgs = view.messages.filter((m) => m.channelId === channelId).slice(-MAX_LINES);
+      const msgs = view.messages.filter((m) => m.channelId === channelId).slice(-TAIL_LINES); // the DOM stays small on a phone
+      const now = Date.now() / 1000;
+      let day = 0;
       for (const m of msgs) {
+        if (dayKey(m.createdTs) !== day) {
+          day = dayKey(m.createdTs);
+          lines.push(el("div", { class: "day", attrs: { role: "separator" } }, [el("span", { text: dayLabel(m.createdTs, now) })]));
+        }
         const pending = view.pending.has(m.msgId) ? (online ? "sending…" : "waiting for the relay") : "";
         lines.push(this.line(m, m.authorNodeId === me, pending));
       }
@@ -105,7 +146,7 @@ export class MessagePane {
         attrs: { title: m.authorNodeId },
       }),
       el("span", { class: "sep", text: ": " }),
-      el("span", { class: "text", text: m.text }),
+      el("span", { class: "text" }, linkified(m.text)),
       pending
         ? el("span", {
             class: "pending-mark",

@@ -3,13 +3,16 @@
 // Native <dialog>s opened with showModal(): the browser traps focus inside
 // and closes on Escape; on close the input gets focus back.
 
-import { el, byId, onScreen } from "./dom.js";
+import { el, byId, isHour12, onScreen } from "./dom.js";
 import { COMMANDS, KEYS } from "./commands.js";
 import { UNVERIFIED_MEANING } from "./state.js";
 import { drawQr } from "./qr.js";
+import { relayProblem } from "./setup.js";
+import { normalizeRelayUrl } from "../lib/relay.js";
 
 export class Overlays {
-  constructor(state, { focusInput, saveSettings, iceSetting, iceText }) {
+  constructor(state, { focusInput, saveSettings, iceSetting, iceText, notifying }) {
+    this.notifying = notifying; // () => boolean: the notification setting now
     this.iceSetting = iceSetting; // () => Promise<{fromRelay, servers}>
     this.iceText = iceText;
     this.state = state;
@@ -28,6 +31,7 @@ export class Overlays {
     }
     this.fillHelp();
     byId("invite-copy").addEventListener("click", () => this.copyInvite());
+    byId("settings-relay-test").addEventListener("click", () => this.testRelay());
     byId("settings-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.submitSettings();
@@ -139,6 +143,9 @@ export class Overlays {
   async showSettings() {
     byId("settings-name").value = this.state.identity ? this.state.identity.displayName : "";
     byId("settings-relay").value = this.state.relayUrl;
+    byId("settings-relay-result").textContent = "";
+    byId("settings-clock12").checked = isHour12();
+    byId("settings-notify").checked = this.notifying();
 
     byId("settings-error").textContent = "";
     this.show(this.settings);
@@ -147,6 +154,29 @@ export class Overlays {
     const ice = await this.iceSetting();
     byId("settings-ice-relay").checked = ice.fromRelay;
     byId("settings-ice").value = this.iceText(ice.servers);
+  }
+
+  /** The "Test relay" button: whether the URL in the field answers as a felund relay, and how fast. */
+  async testRelay() {
+    const result = byId("settings-relay-result");
+    const button = byId("settings-relay-test");
+    let base;
+    try {
+      base = normalizeRelayUrl(byId("settings-relay").value.trim() || this.state.relayUrl);
+    } catch (e) {
+      result.textContent = `That relay URL is not valid: ${e.message}`;
+      return;
+    }
+    result.textContent = `Asking ${base}…`;
+    button.disabled = true;
+    try {
+      const started = performance.now();
+      const problem = await relayProblem(base);
+      const ms = Math.round(performance.now() - started);
+      result.textContent = problem || `The relay at ${base} answers (${ms} ms).`;
+    } finally {
+      button.disabled = false;
+    }
   }
 
   async submitSettings() {
@@ -160,6 +190,8 @@ export class Overlays {
         relayUrl: byId("settings-relay").value.trim(),
         iceFromRelay: byId("settings-ice-relay").checked,
         ice: byId("settings-ice").value,
+        hour12: byId("settings-clock12").checked,
+        notify: byId("settings-notify").checked,
       });
       this.settings.close();
     } catch (e) {

@@ -47,6 +47,9 @@ import { DirectLinks } from "./direct.js";
 /** A mistake of the user's (bad command, unknown channel): shown as a notice, not logged. */
 export class UserError extends Error {}
 
+/** The most lines the message pane shows of a channel (its tail): what the first render reads. */
+export const TAIL_LINES = 500;
+
 const SETTING_RELAY = "relayUrl";
 const SETTING_CURRENT = "current";
 const readKey = (circleId) => `read:${circleId}`;
@@ -150,10 +153,20 @@ class CircleView {
     this.peers = null; // other members registered at the relay (null: not asked yet)
     this.announced = null; // the promise of writing our key (and owner's proof) here, once
     this.version = 0; // bumped on every change the message pane must show
+    this.partial = false; // only what the first render needs is loaded (AppState.loadRest)
   }
 
   get id() {
     return this.circle.circleId;
+  }
+
+  /** Drop the messages held (loadRest absorbs them again, whole and in order). */
+  forget() {
+    this.messages = [];
+    this.control = [];
+    this.ids = new Set();
+    this.arrival = new Map();
+    this.partial = false;
   }
 
   /** What the circle's control events say now (derived again once a held event falls due). */
@@ -199,19 +212,48 @@ export class AppState extends EventTarget {
     this.relayUrl = (await this.store.getSetting(SETTING_RELAY)) || "";
     const circles = await this.store.circles();
     circles.sort((a, b) => (a.joinedTs || 0) - (b.joinedTs || 0));
-    for (const circle of circles) {
-      const view = new CircleView(circle);
-      this.circles.set(view.id, view);
-      await this.loadHistory(view);
-    }
+    for (const circle of circles) this.circles.set(circle.circleId, new CircleView(circle));
     const cur = await this.store.getSetting(SETTING_CURRENT);
     const first = this.circles.keys().next().value || "";
     if (cur && this.circles.has(cur.circleId)) this.current = { ...cur };
     else this.current = { circleId: first, channelId: DEFAULT_CHANNEL };
+    // What the first screen needs, no more: every circle's control events (channels, names,
+    // roles) and the current channel's newest lines. loadRest() reads the rest after it.
+    for (const view of this.circles.values()) {
+      await this.loadHistory(view, view.id === this.current.circleId ? this.current.channelId : "");
+    }
   }
 
-  async loadHistory(view) {
-    const msgs = await this.store.messages(view.id);
+  /**
+   * After the first render: each circle's whole stored history (unread counts, other
+   * channels), absorbed again in the store's order, with what arrived meanwhile after it.
+   */
+  async loadRest() {
+    for (const view of this.circles.values()) {
+      if (!view.partial) continue;
+      const all = await this.store.messages(view.id);
+      const stored = new Set(all.map((m) => m.msgId));
+      const meanwhile = [...view.control, ...view.messages].filter((m) => !stored.has(m.msgId));
+      view.forget();
+      this.absorb(view, all);
+      this.absorb(view, meanwhile);
+    }
+    performance.mark("felund:history-loaded"); // bench/web.py reads it
+    this.changed();
+  }
+
+  /**
+   * A circle's stored messages into its view: all of them, or with `tail` given (the first
+   * render) only its control events and the newest TAIL_LINES of channel `tail` ("": none).
+   */
+  async loadHistory(view, tail) {
+    view.partial = tail !== undefined;
+    const msgs = !view.partial
+      ? await this.store.messages(view.id)
+      : [
+          ...(await this.store.messages(view.id, { channelId: CONTROL_CHANNEL })),
+          ...(tail ? await this.store.messages(view.id, { channelId: tail, limit: TAIL_LINES }) : []),
+        ];
     this.absorb(view, msgs);
     const outbox = await this.store.outbox(view.id);
     view.pending = new Set(outbox.map((w) => w.msg_id || w.msgId));
@@ -444,6 +486,8 @@ export class AppState extends EventTarget {
     if (circleId === this.current.circleId && document.visibilityState === "visible") {
       this.markRead(circleId, this.current.channelId);
     }
+    // Others' new messages, for what reacts to arrivals (desktop notifications of mentions).
+    this.dispatchEvent(new CustomEvent("arrived", { detail: { view, msgs } }));
     this.changed();
   }
 
