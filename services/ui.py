@@ -66,7 +66,7 @@ from felund.store.client import find_running
 from felund.ui import render as ui_render
 from felund.ui import terminal as ui_terminal
 from felund.ui.calls import Reply, Worker
-from felund.ui.model import Effect, Model, Quit
+from felund.ui.model import Copy, Effect, Model, Quit
 from felund.ui.terminal import KeyReader, Screen
 
 EXIT_OK: Final = 0
@@ -304,6 +304,9 @@ class App:
         for effect in effects or ():
             if isinstance(effect, Quit):
                 self.quitting = True
+            elif isinstance(effect, Copy):
+                # Around curses: the terminal keeps it (or ignores an OSC it does not know).
+                os.write(sys.stdout.fileno(), ui_terminal.osc52(effect.text))
             else:
                 self.worker.submit(effect)
 
@@ -313,9 +316,16 @@ class App:
                 ch = self.win.get_wch()
             except curses.error:
                 break  # nothing left to read
+            if ch == curses.KEY_MOUSE:
+                with contextlib.suppress(curses.error):  # a report curses could not read
+                    self.keys.mouse(curses.getmouse())
+                continue
             self.keys.feed(ch)
         for key in self.keys.take():
-            self._effects(self.model.on_key(key))
+            if isinstance(key, tuple):
+                self._effects(self.model.on_click(*key))
+            else:
+                self._effects(self.model.on_key(key))
             if self.quitting:
                 return
 

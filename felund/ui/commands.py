@@ -21,12 +21,22 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "invite": ("/invite", "show the invite code of the active circle (F2)"),
     "join": ("/join <code>", "join a circle with its invite code"),
     "circles": ("/circles", "list your circles"),
-    "circle": ("/circle switch <n|name>", "switch to a circle by number (as /circles) or name"),
+    "circle": (
+        "/circle switch <n|name> | create [name] | name <new name> | leave",
+        "switch to a circle by number (as /circles) or name; create one; rename the active "
+        "circle; leave it (asks again; its history is kept)",
+    ),
+    "inbox": (
+        "/inbox [--mentions|-m] [N]",
+        "the newest N messages (20) of all your circles, or those that name you",
+    ),
     "channels": ("/channels", "list the channels of the active circle (* = yours)"),
     "channel": (
         "/channel create <name> [public|key|invite] [key] [private|shared] | join <name> [key] | "
-        "switch <name> | leave <name> | request <name> | approve <name> <person>",
-        "create, join, switch to, leave a channel; ask to join or approve (invite channels); "
+        "switch <name> | leave <name> | request <name> | requests <name> | "
+        "approve <name> <person>",
+        "create, join, switch to, leave a channel; ask to join, see who asked, or approve "
+        "(invite channels); "
         "a key or invite channel is private (read by its members only) unless shared (read "
         "by every member of the circle); with neither said, one some members cannot read "
         "is not made, and they are named",
@@ -50,20 +60,24 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     ),
     "name": ("/name [new name]", "show your display name, or change it in every circle"),
     "settings": ("/settings", "your display name and the relay URL (F3)"),
+    "time": ("/time", "show the full date and time of every message, or HH:MM again"),
     "debug": ("/debug", "show the node's log records as they come (Esc closes)"),
     "quit": ("/quit", "detach; the node keeps running (Ctrl+Q)"),
 }
-CHANNEL_OPS: Final = ("create", "join", "switch", "leave", "request", "approve")
+CHANNEL_OPS: Final = ("create", "join", "switch", "leave", "request", "requests", "approve")
+CIRCLE_OPS: Final = ("switch", "create", "name", "leave")
 PRIVACY: Final = ("private", "shared")
 KEY_HELP: Final = (
     ("F1", "this help"),
     ("F2", "the active circle's invite code"),
     ("F3", "settings: display name, relay URL"),
+    ("F4", "hide or show the sidebar"),
     ("Ctrl+Q", "detach (the node keeps running)"),
     ("Esc", "close a window, back to the input"),
     ("Alt+1..9", "the Nth channel of the active circle"),
     ("Ctrl+N / Ctrl+P", "next / previous channel"),
     ("PageUp / PageDown", "scroll a page; End: back to the newest"),
+    ("mouse", "click the sidebar to switch; the wheel scrolls"),
     ("Up / Down", "lines sent before"),
     ("Tab", "complete a command, channel or name; again for the next"),
     ("Home / End, Ctrl+U, Ctrl+W", "start / end of line, clear it, delete a word"),
@@ -71,8 +85,13 @@ KEY_HELP: Final = (
 )
 
 
-def help_lines(command: str = "") -> list[str]:
-    """The help text: every key and command, or one command's usage."""
+KEY_COLUMN: Final = max(len(keys) for keys, _ in KEY_HELP) + 2
+MIN_WHAT_COLS: Final = 30  # narrower beside the keys, what a key does goes below it
+
+
+def help_lines(command: str = "", cols: int = 0) -> list[str]:
+    """The help text: every key and command, or one command's usage; in ``cols`` too
+    narrow for the keys beside what they do, each key above it."""
     if command:
         name = command.lstrip("/")
         if name not in COMMANDS:
@@ -80,7 +99,10 @@ def help_lines(command: str = "") -> list[str]:
         usage, what = COMMANDS[name]
         return [usage, f"  {what}"]
     lines = ["Keys"]
-    lines += [f"  {keys:<28} {what}" for keys, what in KEY_HELP]
+    if cols and cols < 2 + KEY_COLUMN + MIN_WHAT_COLS:
+        lines += [f"  {keys}\n      {what}" for keys, what in KEY_HELP]
+    else:
+        lines += [f"  {keys:<{KEY_COLUMN}}{what}" for keys, what in KEY_HELP]
     lines += ["", "Commands"]
     lines += [f"  {usage}\n      {what}" for usage, what in COMMANDS.values()]
     lines += ["", "Marks", f"  {UNVERIFIED_MARK}name: not signed by its author's key (unverified)"]
@@ -190,7 +212,7 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
         return _matching(word, list(events.GIVEN_ROLES))
     if cmd == "/circle":
         if n == 1:
-            return _matching(word, ["switch"])
+            return _matching(word, list(CIRCLE_OPS))
         if n == 2:
             return _matching(word, ctx.circles)
     return None

@@ -12,17 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from felund.errors import InvalidMessage, UsageError
-from felund.protocol import OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_POST, OP_SETTINGS
+from felund.protocol import (
+    DEFAULT_CHANNEL,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_POST,
+    OP_SETTINGS,
+)
 from felund.ui import commands as cmds
 from felund.ui import slash
 from felund.ui.pane import PENDING, Msg
-from felund.ui.state import layout
 from felund.ui.view import SETTINGS_FIELDS, Effect, View
 from felund.v1.invite import INVITE_PREFIX
 from felund.v1.wire import MAX_TEXT_BYTES, MAX_TEXT_CHARS, check_text
 
 OVERLAY_KEYS = {"F1": "help", "F2": "invite", "F3": "settings"}
 _HELP_SCROLL_MAX = 200  # lines; the help is shorter, the renderer stops at its end
+WHEEL_LINES = 3  # lines one step of the mouse wheel scrolls
 EDIT_KEYS = frozenset({"BACKSPACE", "DELETE", "LEFT", "RIGHT", "HOME", "END", "C-u", "C-w"})
 
 
@@ -32,6 +38,11 @@ def handle(model: View, key: str, named: frozenset[str]) -> list[Effect]:
         return model.detach()
     if key in OVERLAY_KEYS:
         return model.open(OVERLAY_KEYS[key])
+    if key == "F4":
+        model.sidebar_shown = not model.sidebar_shown
+        return []
+    if key in ("WHEEL_UP", "WHEEL_DOWN"):
+        return scroll(model, WHEEL_LINES if key == "WHEEL_UP" else -WHEEL_LINES)
     if model.overlay == "settings":
         return _settings_key(model, key, named)
     if key == "ESC":
@@ -99,8 +110,14 @@ def switch_nth(model: View, n: int) -> list[Effect]:
 
 def page(model: View, up: bool) -> list[Effect]:
     """PageUp/PageDown: the pane (or the help and debug windows) by a page."""
-    lay = layout(model.rows, model.cols)
-    step = max(1, lay.body_height - 1)
+    step = max(1, model.layout(model.rows, model.cols).body_height - 1)
+    return scroll(model, step if up else -step)
+
+
+def scroll(model: View, lines: int) -> list[Effect]:
+    """The pane (or the help and debug windows) by ``lines``: up if positive."""
+    lay = model.layout(model.rows, model.cols)
+    up, step = lines > 0, abs(lines)
     if model.overlay in ("help", "debug"):
         # help reads from its top, the debug log from its newest line
         further = up == (model.overlay == "debug")
@@ -114,6 +131,20 @@ def page(model: View, up: bool) -> list[Effect]:
         return []
     pane.scroll_down(step, lay.pane_cols)
     return model.read_active()
+
+
+def click(model: View, row: int, col: int) -> list[Effect]:
+    """A click: on a channel of the sidebar, that channel; on a circle, its #general."""
+    lay = model.layout(model.rows, model.cols)
+    top = lay.body_top
+    if not (0 <= col < lay.sidebar - 1 and top <= row < top + lay.body_height):
+        return []
+    rows = model.sidebar_rows(lay.body_height)
+    if row - top >= len(rows):
+        return []
+    circle, view = rows[row - top]
+    model.close()
+    return model.switch(circle.circle_id, view.channel_id if view else DEFAULT_CHANNEL)
 
 
 def to_bottom(model: View) -> list[Effect]:

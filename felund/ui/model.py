@@ -59,6 +59,8 @@ ADDITIONS (this module's own; the contract above is unchanged):
 - A line starting with ``//`` is sent as a message with one slash less.
 - ``/circle switch <n|name>`` switches circle (n as ``/circles`` numbers them).
 - ``/channel request <name>`` and ``/channel approve <name> <person>`` as the CLI's.
+- ``on_click(row, col)``: a mouse click (the wheel is the keys ``WHEEL_UP``/``WHEEL_DOWN``).
+- ``Copy(text)``: an effect: put ``text`` on the terminal's clipboard (OSC 52).
 - Detaching (Ctrl+Q, ``/quit``) while posts await the store's answer only
   warns; the same again within ``DETACH_CONFIRM_S`` detaches.
 """
@@ -68,9 +70,9 @@ from __future__ import annotations
 from typing import Final
 
 from felund.ui import keys as ui_keys
-from felund.ui.view import DETACH_CONFIRM_S, Call, Effect, Quit, View
+from felund.ui.view import DETACH_CONFIRM_S, Call, Copy, Effect, Quit, View
 
-__all__ = ["DETACH_CONFIRM_S", "KEYS", "Call", "Effect", "Model", "Quit"]
+__all__ = ["DETACH_CONFIRM_S", "KEYS", "Call", "Copy", "Effect", "Model", "Quit"]
 
 KEYS: Final = frozenset(
     {
@@ -90,6 +92,9 @@ KEYS: Final = frozenset(
         "F1",
         "F2",
         "F3",
+        "F4",  # the sidebar, hidden or shown
+        "WHEEL_UP",
+        "WHEEL_DOWN",
         "C-q",
         "C-n",
         "C-p",
@@ -113,3 +118,8 @@ class Model(View):
             self.completion = None
         self._scroll_input()
         return effects
+
+    def on_click(self, row: int, col: int) -> list[Effect]:
+        """A mouse click at the screen's (row, col)."""
+        self.dirty = True
+        return ui_keys.click(self, row, col)

@@ -20,11 +20,13 @@ above the read mark are unread, in O(log n).
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 import zlib
 from dataclasses import dataclass
 
 from felund.protocol import UNVERIFIED_MARK
+from felund.ui.markdown import inline
 from felund.ui.text import Line, Segment, wrap
 
 PENDING = "pending"  # sent, no answer from the store yet
@@ -32,6 +34,17 @@ FAILED = "failed"  # the store refused it
 STORED = "stored"
 NOTICE = "notice"  # a line of the ui itself, never sent
 _INDENT = 6  # continuation lines start under the name, past "HH:MM "
+FULL_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """How messages are drawn: whose name is highlighted, and the full date and time or
+    HH:MM. The view gives its panes one (a new one when it changes: the caches see it)."""
+
+    me_name: str = ""
+    full_time: bool = False
+
 
 Key = tuple[int, int, int, str]  # created_ts, not stored yet (0/1), store_seq, msg_id
 
@@ -49,6 +62,7 @@ class Msg:
     state: str = STORED
     error: str = ""
     verified: bool = True  # False: not signed by its author's key (a v1 writer): marked
+    mention: bool = False  # names this node (counted in the sidebar while unread)
 
     @property
     def key(self) -> Key:
@@ -65,21 +79,43 @@ def name_style(node_id: str) -> str:
     return f"name.{zlib.crc32(node_id.encode('utf-8', 'replace')) % 8}"
 
 
-def clock(ts: int) -> str:
-    """HH:MM of a timestamp, local time."""
+def clock(ts: int, fmt: str = "%H:%M") -> str:
+    """HH:MM (or ``fmt``) of a timestamp, local time."""
     try:
-        return time.strftime("%H:%M", time.localtime(ts))
+        return time.strftime(fmt, time.localtime(ts))
     except (OverflowError, OSError, ValueError):
         return "--:--"
 
 
-def format_msg(msg: Msg, cols: int) -> list[Line]:
+@functools.lru_cache(maxsize=4096)
+def day(ts: int) -> tuple[int, int]:
+    """The local day of a timestamp, as (year, day of the year)."""
+    try:
+        t = time.localtime(ts)
+    except (OverflowError, OSError, ValueError):
+        return (0, 0)
+    return t.tm_year, t.tm_yday
+
+
+def day_line(ts: int, cols: int) -> Line:
+    """The separator above a day's first message: ``— Tuesday 1 December 2026 —``."""
+    try:
+        t = time.localtime(ts)
+        words = f"{time.strftime('%A', t)} {t.tm_mday} {time.strftime('%B %Y', t)}"
+    except (OverflowError, OSError, ValueError):
+        words = "?"
+    text = f"\u2014 {words} \u2014"
+    return [(text.center(max(cols, len(text))).rstrip()[: max(cols, 0)], "day")]
+
+
+def format_msg(msg: Msg, cols: int, look: Look = Look()) -> list[Line]:
     """A message as screen lines at most ``cols`` wide."""
     name = (msg.display_name or msg.author_node_id[:8] or "?").replace("\n", " ")
     segs: list[Segment] = []
     text_style = "text"
+    when = clock(msg.created_ts, FULL_TIME if look.full_time else "%H:%M") + " "
     if msg.state == NOTICE:
-        segs = [(clock(msg.created_ts) + " ", "time"), (msg.text, "notice")]
+        segs = [(when, "time"), (msg.text, "notice")]
     else:
         if msg.state == PENDING:
             segs.append(("\u2026 ", "pending"))
@@ -88,12 +124,18 @@ def format_msg(msg: Msg, cols: int) -> list[Line]:
             segs.append(("! ", "failed"))
             text_style = "failed"
         segs += [
-            (clock(msg.created_ts) + " ", "time"),
+            (when, "time"),
             ((UNVERIFIED_MARK if not msg.verified else "") + name, name_style(msg.author_node_id)),
             (": ", "text"),
-            (msg.text, text_style),
         ]
-    indent = _INDENT if cols >= 20 else (2 if cols >= 8 else 0)
+        if msg.state == STORED:
+            segs += inline(msg.text, text_style, look.me_name if msg.mention else "")
+        else:
+            segs.append((msg.text, text_style))
+    if cols < 20:
+        indent = 2 if cols >= 8 else 0
+    else:
+        indent = len(when) if cols >= 20 + len(when) else _INDENT
     lines = wrap(segs, cols, indent)
     if msg.state == FAILED:
         reason = "not sent: " + (msg.error or "refused")
@@ -108,11 +150,14 @@ class Pane:
         self.keys: list[Key] = []
         self.msgs: dict[str, Msg] = {}
         self.other_seqs: list[int] = []  # store_seqs of messages of other people
+        self.mention_seqs: list[int] = []  # those of them that name this node
+        self.look = Look()  # set by the view (``View.pane``) before drawing
         self.read_mark = 0
         self.mark_known = False  # the durable mark was read (or never will be)
         self.anchor: Key | None = None  # None: the pane follows the end
         self.anchor_skip = 0  # lines of the anchor message hidden below the pane
-        self._cache: dict[str, tuple[int, Msg, list[Line]]] = {}
+        # msg_id -> (cols, the message, its look, a day separator above it?, its lines)
+        self._cache: dict[str, tuple[int, Msg, Look, bool, list[Line]]] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -151,6 +196,8 @@ class Pane:
     def _count(self, msg: Msg, me: str) -> None:
         if msg.store_seq and msg.author_node_id != me and msg.state == STORED:
             bisect.insort(self.other_seqs, msg.store_seq)
+            if msg.mention:
+                bisect.insort(self.mention_seqs, msg.store_seq)
 
     def settle(self, msg_id: str, seq: int | None, error: str = "") -> bool:
         """A post was answered: stored (with its seq) or refused; whether it changed."""
@@ -174,19 +221,36 @@ class Pane:
             return 0
         return len(self.other_seqs) - bisect.bisect_right(self.other_seqs, self.read_mark)
 
+    def mentions(self) -> int:
+        """Unread messages that name this node."""
+        if not self.mark_known:
+            return 0
+        return len(self.mention_seqs) - bisect.bisect_right(self.mention_seqs, self.read_mark)
+
     def newest_other(self) -> int:
         """The store_seq the read mark moves to when the pane is read."""
         return self.other_seqs[-1] if self.other_seqs else 0
 
     # --- lines and scrolling -----------------------------------------------------
     def lines_at(self, i: int, cols: int) -> list[Line]:
-        """The screen lines of the i-th message, wrapped to ``cols`` (cached)."""
-        msg = self.msgs[self.keys[i][-1]]
+        """The screen lines of the i-th message, wrapped to ``cols`` (cached), below a
+        day separator if it is the first of its day."""
+        key = self.keys[i]
+        msg = self.msgs[key[-1]]
+        new_day = i == 0 or day(self.keys[i - 1][0]) != day(key[0])
         cached = self._cache.get(msg.msg_id)
-        if cached is not None and cached[0] == cols and cached[1] is msg:
-            return cached[2]
-        lines = format_msg(msg, cols)
-        self._cache[msg.msg_id] = (cols, msg, lines)
+        if (
+            cached is not None
+            and cached[0] == cols
+            and cached[1] is msg
+            and cached[2] is self.look
+            and cached[3] == new_day
+        ):
+            return cached[4]
+        lines = format_msg(msg, cols, self.look)
+        if new_day:
+            lines = [day_line(msg.created_ts, cols), *lines]
+        self._cache[msg.msg_id] = (cols, msg, self.look, new_day, lines)
         return lines
 
     def _anchor_pos(self, cols: int) -> tuple[int, int]:

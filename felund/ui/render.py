@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 
+from felund.ui import qr
 from felund.ui.commands import help_lines
 from felund.ui.input import prompt_cols, view
 from felund.ui.pane import clock
-from felund.ui.state import SIDEBAR_COLS, Layout, layout
+from felund.ui.state import Layout
 from felund.ui.text import Line, clip, fit, width, wrap
 from felund.ui.view import SETTINGS_FIELDS, View
 from felund.v1.events import call_words
@@ -29,6 +30,7 @@ from felund.v1.events import call_words
 __all__ = ["Line", "cursor", "render"]
 
 HINTS = "F1 help  F2 invite  F3 settings  ^Q detach"
+SHORT_HINTS = "F1 help"  # on a header with no room for all of them
 SEPARATOR = "\u2502"
 _COLUMN_GAP = re.compile(r"\S {2,}(?=\S)")  # the gap before a second column
 _WIZARD = {
@@ -48,7 +50,7 @@ def render(model: View, rows: int, cols: int) -> list[Line]:
     """The screen: ``rows`` lines of exactly ``cols`` columns each."""
     if rows <= 0 or cols <= 0:
         return [[] for _ in range(max(0, rows))]
-    lay = layout(rows, cols)
+    lay = model.layout(rows, cols)
     screen: list[Line] = [[(" " * cols, "text")] for _ in range(rows)]
     if lay.header >= 0:
         screen[lay.header] = fit(_header(model, cols), cols, "header")
@@ -84,14 +86,17 @@ def _header(model: View, cols: int) -> Line:
             parts.append(call_words(found[0], calls["names"]))
     if model.disconnected_since is not None:
         parts.append(f"disconnected from the node since {clock(int(model.disconnected_since))}")
+    elif model.reconnected_at is not None:
+        parts.append(f"reconnected at {clock(int(model.reconnected_at))}")
     elif circle is not None and circle.circle_id in model.gossip:
         peers, last = model.gossip[circle.circle_id]
         parts.append(f"peers {peers}" + (f", last message {clock(int(last))}" if last else ""))
     else:
         parts.append(f"peers {model.peers}")
     left = "  ".join(parts)
-    gap = cols - width(left) - width(HINTS) - 1
-    text = f"{left}{' ' * gap}{HINTS} " if gap >= 2 else f"{left}  {HINTS}"
+    hints = HINTS if width(left) + width(HINTS) + 3 <= cols else SHORT_HINTS
+    gap = cols - width(left) - width(hints) - 1
+    text = f"{left}{' ' * gap}{hints} " if gap >= 2 else f"{left}  {hints}"
     return [(text, "header")]
 
 
@@ -121,36 +126,37 @@ def _body(model: View, lay: Layout) -> list[Line]:
     pane = [[(" ", "text")]] * (height - len(pane)) + pane  # the newest line sits lowest
     if not lay.sidebar:
         return pane
-    side = _sidebar(model, height)
+    side_cols = lay.sidebar - 1
+    side = _sidebar(model, height, side_cols)
     return [
-        [*fit(s, SIDEBAR_COLS, "sidebar"), (SEPARATOR, "sidebar"), *fit(p, lay.pane_cols)]
+        [*fit(s, side_cols, "sidebar"), (SEPARATOR, "sidebar"), *fit(p, lay.pane_cols)]
         for s, p in zip(side, pane, strict=True)
     ]
 
 
-def _sidebar(model: View, height: int) -> list[Line]:
+def _sidebar(model: View, height: int, cols: int) -> list[Line]:
+    """Circles and their channels; unread counts, and the unread ones naming you after @."""
     lines: list[Line] = []
-    active_at = 0
-    for circle, channels in model.sidebar():
-        lines.append([(circle.name or circle.circle_id[:8], "sidebar")])
-        for view_ in channels:
-            unread = view_.pane.unread()
-            suffix = f" ({unread})" if unread else ""
-            label, _ = clip(f"  #{view_.channel_id}", SIDEBAR_COLS - len(suffix))
-            style = "sidebar.unread" if unread else "sidebar"
-            if model.active == (circle.circle_id, view_.channel_id):
-                style, active_at = "sidebar.active", len(lines)
-            lines.append([(label + suffix, style)])
-    start = max(0, active_at - height + 1)  # keep the active channel in view
-    lines = lines[start : start + height]
+    for circle, view_ in model.sidebar_rows(height):
+        if view_ is None:
+            lines.append([(circle.name or circle.circle_id[:8], "sidebar")])
+            continue
+        unread, mentioned = view_.pane.unread(), view_.pane.mentions()
+        suffix = (f" ({unread}" + (f" @{mentioned}" if mentioned else "") + ")") if unread else ""
+        label, _ = clip(f"  #{view_.channel_id}", cols - len(suffix))
+        style = "sidebar.mention" if mentioned else "sidebar.unread" if unread else "sidebar"
+        if model.active == (circle.circle_id, view_.channel_id):
+            style = "sidebar.active"
+        lines.append([(label + suffix, style)])
     return lines + [[("", "sidebar")]] * (height - len(lines))
 
 
 def _pane(model: View, height: int, cols: int) -> list[Line]:
     if model.overlay == "help":
-        return _scrolled(_wrapped(help_lines(), cols, "overlay"), height, model.overlay_scroll)
+        lines = _wrapped(help_lines(cols=cols), cols, "overlay")
+        return _scrolled(lines, height, model.overlay_scroll)
     if model.overlay == "invite":
-        return _invite(model, cols)[-height:]
+        return _invite(model, height, cols)
     if model.overlay == "settings":
         return _wrapped(_settings_text(model), cols, "overlay")[:height]
     if model.overlay == "debug":
@@ -182,20 +188,36 @@ def _scrolled(lines: list[Line], height: int, scroll: int) -> list[Line]:
     return lines[start : start + height]
 
 
-def _invite(model: View, cols: int) -> list[Line]:
+def _invite(model: View, height: int, cols: int) -> list[Line]:
+    """The code on a line of its own, never wrapped (a copy of it is the code); below it, its
+    QR code if the window has room. It is on the clipboard too (OSC 52), where the terminal
+    lets a program put it there."""
     circle = model.active_circle()
-    head = _wrapped([f"Invite code of {circle.name if circle else ''}:", ""], cols, "overlay")
+    head = _wrapped([f"Invite code of {circle.name if circle else ''}:"], cols, "overlay")
     if not model.invite_code:
         return head + _wrapped(["asking the node\u2026"], cols, "overlay")
-    # Unindented, so that a code wrapped over lines is copied whole (a join
-    # ignores the line breaks a terminal copy puts in).
-    code = wrap([(model.invite_code, "overlay")], cols, 0)
-    tail = [
-        "",
-        "Whoever has it can join the circle and read it: give it privately.",
-        "They paste it at their first run, or type /join CODE.  Esc closes.",
-    ]
-    return head + code + _wrapped(tail, cols, "overlay")
+    code = model.invite_code
+    fits = width(code) <= cols
+    tail = _wrapped(
+        [
+            "",
+            (
+                "Copied to the clipboard if the terminal allows (OSC 52)."
+                if fits
+                else f"Too narrow to show it whole ({width(code)} columns): widen the window;"
+                " it was put on the clipboard if the terminal allows (OSC 52)."
+            ),
+            "Whoever has it can join the circle and read it: give it privately.",
+            "They paste it at their first run, or type /join CODE.  Esc closes.",
+        ],
+        cols,
+        "overlay",
+    )
+    lines = [*head, [(clip(code, cols)[0], "invite")], *tail]
+    picture = qr.lines(code)
+    if picture and len(lines) + 1 + len(picture) <= height and width(picture[0]) <= cols:
+        lines += [[("", "text")], *[[(row, "qr")] for row in picture]]
+    return lines[:height]
 
 
 def _settings_text(model: View) -> list[str]:

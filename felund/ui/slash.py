@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Final
 
 from felund.errors import UsageError
-from felund.protocol import DEFAULT_CHANNEL, OP_CALLS, OP_CIRCLE_JOIN, OP_WHO
+from felund.protocol import DEFAULT_CHANNEL, OP_CALLS, OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_WHO
+from felund.ui import commands as cmds
 from felund.ui.commands import (
     CHANNEL_OPS,
     COMMANDS,
@@ -18,7 +19,7 @@ from felund.ui.commands import (
     parse,
 )
 from felund.ui.state import CircleView
-from felund.ui.view import Effect, View
+from felund.ui.view import INBOX_MAX, INBOX_SHOWN, Effect, View
 from felund.v1 import chatmodel, events
 
 
@@ -61,8 +62,19 @@ def _circles(model: View, cmd: Command) -> list[Effect]:
 
 
 def _circle(model: View, cmd: Command) -> list[Effect]:
-    if len(cmd.args) < 2 or cmd.args[0] != "switch":
-        raise UsageError("usage: /circle switch <n|name>")
+    op = cmd.args[0] if cmd.args else ""
+    if op == "create":
+        name = cmds.check_display_name(cmd.rest.split(None, 1)[1]) if len(cmd.args) > 1 else ""
+        return [model.call(OP_CIRCLE_CREATE, {"name": name}, "join")]
+    if op == "name" and len(cmd.args) > 1:
+        circle = _circle_or_fail(model)
+        name = cmds.check_display_name(cmd.rest.split(None, 1)[1])
+        event = events.circle_name_event(circle.circle_id, name)
+        return [model.control(circle.circle_id, event, f"the circle is now named {name}")]
+    if op == "leave" and len(cmd.args) == 1:
+        return model.leave(_circle_or_fail(model).circle_id)
+    if len(cmd.args) < 2 or op != "switch":
+        raise UsageError("usage: " + COMMANDS["circle"][0])
     target = cmd.rest.split(None, 1)[1]
     circles = list(model.circles.values())
     found = [c for c in circles if target.lower() in (c.name.lower(), c.circle_id)]
@@ -71,6 +83,41 @@ def _circle(model: View, cmd: Command) -> list[Effect]:
     if not found:
         raise UsageError(f"no circle {target!r}: /circles lists them")
     return model.switch(found[0].circle_id, DEFAULT_CHANNEL)
+
+
+def _inbox(model: View, cmd: Command) -> list[Effect]:
+    words = list(cmd.args)
+    mentions_only = False
+    for flag in ("--mentions", "-m"):
+        while flag in words:
+            words.remove(flag)
+            mentions_only = True
+    if len(words) > 1 or (words and not (words[0].isdigit() and 0 < int(words[0]) <= INBOX_MAX)):
+        raise UsageError(f"usage: {COMMANDS['inbox'][0]} (N from 1 to {INBOX_MAX})")
+    return model.inbox(int(words[0]) if words else INBOX_SHOWN, mentions_only)
+
+
+def _time(model: View, cmd: Command) -> list[Effect]:
+    model.full_time = not model.full_time
+    model.notice(
+        "full dates and times shown: /time again for HH:MM"
+        if model.full_time
+        else "times shown as HH:MM"
+    )
+    return []
+
+
+def _requests(model: View, circle: CircleView, name: str) -> list[Effect]:
+    view = circle.channels.get(name)
+    if view is None or not view.listed:
+        raise UsageError(f"there is no channel #{name}: /channels lists them")
+    if not view.requests:
+        model.notice(f"nobody asked to join #{name}")
+        return []
+    people = [f"  {model.person(circle, node)}  {node[:8]}" for node in view.requests]
+    approve = f"/channel approve {name} <person> lets one in"
+    model.notice("\n".join([f"asked to join #{name}:", *people, approve]))
+    return []
 
 
 def _channels(model: View, cmd: Command) -> list[Effect]:
@@ -101,6 +148,8 @@ def _channel(model: View, cmd: Command) -> list[Effect]:
     name = channel_name(cmd.args[1])
     if op == "switch":
         return _switch(model, circle, name)
+    if op == "requests":
+        return _requests(model, circle, name)
     if op == "leave" and name == DEFAULT_CHANNEL:
         raise UsageError("#general cannot be left")
     if op == "approve":
@@ -188,6 +237,8 @@ _HANDLERS: Final[dict[str, Callable[[View, Command], list[Effect]]]] = {
     "join": _join,
     "circles": _circles,
     "circle": _circle,
+    "inbox": _inbox,
+    "time": _time,
     "channels": _channels,
     "channel": _channel,
     "who": _who,

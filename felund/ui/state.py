@@ -16,6 +16,8 @@ from felund.protocol import DEFAULT_CHANNEL
 from felund.ui.pane import STORED, Msg, Pane
 
 SIDEBAR_COLS: Final = 20
+SIDEBAR_NARROW_COLS: Final = 14  # below WIDE_COLS, the sidebar shrinks to this
+WIDE_COLS: Final = 80
 SIDEBAR_MIN_COLS: Final = 50  # narrower terminals hide the sidebar
 
 
@@ -32,14 +34,17 @@ class Layout:
     pane_cols: int
 
 
-def layout(rows: int, cols: int) -> Layout:
-    """The screen's parts for a terminal of ``rows`` x ``cols``: the input line first."""
+def layout(rows: int, cols: int, sidebar_shown: bool = True) -> Layout:
+    """The screen's parts for a terminal of ``rows`` x ``cols``: the input line first; the
+    sidebar narrower below WIDE_COLS, hidden below SIDEBAR_MIN_COLS or when not shown."""
     rows, cols = max(1, rows), max(1, cols)
     header = 0 if rows >= 2 else -1
     status = rows - 2 if rows >= 3 else -1
     body_top = 1
     body_height = max(0, rows - 3)
-    sidebar = SIDEBAR_COLS + 1 if cols >= SIDEBAR_MIN_COLS else 0
+    sidebar = 0
+    if sidebar_shown and cols >= SIDEBAR_MIN_COLS:
+        sidebar = (SIDEBAR_COLS if cols >= WIDE_COLS else SIDEBAR_NARROW_COLS) + 1
     return Layout(header, body_top, body_height, status, rows - 1, sidebar, cols - sidebar)
 
 
@@ -144,18 +149,26 @@ def row(raw: Any) -> tuple[str, str, Msg] | None:
         return None
 
 
+_LOG_HEAD: Final = ("ts", "event", "reason", "service", "level", "timestamp")
+_LOG_SAME: Final = ("node_id", "pid")  # the same on every line of one node: not shown
+
+
 def log_line(record: dict[str, Any]) -> str:
-    """``HH:MM:SS service level event key=value...`` of a log record."""
+    """``HH:MM:SS event reason service level key=value...`` of a log record: what
+    happened and why first."""
     ts = record.get("ts")
     try:
         when = time.strftime("%H:%M:%S", time.localtime(float(ts)))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError, OSError):
         when = "--:--:--"
-    head = [str(record.get(k, "-"))[:40] for k in ("service", "level", "event")]
+    head = [str(record.get("event", "-"))[:60]]
+    if "reason" in record:
+        head.append(str(record["reason"])[:80])
+    head += [f"[{str(record.get('service', '-'))[:20]} {str(record.get('level', '-'))[:10]}]"]
     rest = [
         f"{k}={str(v)[:200]}"
         for k, v in record.items()
-        if k not in ("ts", "service", "level", "event", "timestamp")
+        if k not in _LOG_HEAD and k not in _LOG_SAME
     ]
     return " ".join([when, *head, *rest])
 

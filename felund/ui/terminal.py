@@ -7,6 +7,7 @@ names to curses attributes, ``Screen`` draws ``felund.ui.render``'s lines.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import curses
 
@@ -22,6 +23,10 @@ def setup(win: curses.window) -> None:
     curses.set_escdelay(ESC_DELAY_MS)
     win.keypad(True)
     win.nodelay(True)
+    # Clicks and the wheel come as KEY_MOUSE (Shift+drag still selects text in most
+    # terminals); no click interval, so a press is reported at once.
+    curses.mousemask(curses.ALL_MOUSE_EVENTS)
+    curses.mouseinterval(0)
     with contextlib.suppress(curses.error):
         curses.curs_set(1)
 
@@ -44,6 +49,7 @@ CURSES_KEYS = {
     curses.KEY_F1: "F1",
     curses.KEY_F2: "F2",
     curses.KEY_F3: "F3",
+    curses.KEY_F4: "F4",
     curses.KEY_UP: "UP",
     curses.KEY_DOWN: "DOWN",
     curses.KEY_LEFT: "LEFT",
@@ -58,17 +64,23 @@ CURSES_KEYS = {
 }
 
 
+_CLICK = curses.BUTTON1_PRESSED | curses.BUTTON1_CLICKED
+_WHEEL_UP = curses.BUTTON4_PRESSED
+_WHEEL_DOWN = getattr(curses, "BUTTON5_PRESSED", 0)  # ncurses 6 with the extended mouse
+
+
 class KeyReader:
     """Turns what ``get_wch`` returns into the contract's keys.
 
     Runs of typed characters become one key (a paste is one edit); ESC then a
-    digit is Alt+digit (``M-1``), as terminals send it.
+    digit is Alt+digit (``M-1``), as terminals send it. A click is a (row, col)
+    among the keys, for ``Model.on_click``.
     """
 
     def __init__(self) -> None:
         self._text: list[str] = []
         self._esc = False
-        self.keys: list[str] = []
+        self.keys: list[str | tuple[int, int]] = []
         self.resized = False
 
     def feed(self, ch: str | int) -> None:
@@ -92,7 +104,18 @@ class KeyReader:
         elif ch.isprintable():
             self._text.append(ch)
 
-    def take(self) -> list[str]:
+    def mouse(self, event: tuple[int, int, int, int, int]) -> None:
+        """What ``curses.getmouse`` read: (id, x, y, z, buttons)."""
+        _, x, y, _, buttons = event
+        if buttons & _WHEEL_UP:
+            self._push("WHEEL_UP")
+        elif buttons & _WHEEL_DOWN:
+            self._push("WHEEL_DOWN")
+        elif buttons & _CLICK:
+            self._flush_text()
+            self.keys.append((y, x))
+
+    def take(self) -> list[str | tuple[int, int]]:
         """The keys read since the last call (a lone ESC is ESC)."""
         if self._esc:
             self._esc = False
@@ -135,8 +158,14 @@ def styles() -> dict[str, int]:
         "notice": curses.A_DIM,
         "input": curses.A_NORMAL,
         "overlay": curses.A_REVERSE,
+        "invite": curses.A_BOLD,  # not reversed: a copy of its line is the code alone
+        "qr": curses.A_NORMAL,
+        "day": curses.A_BOLD,
+        "mention": curses.A_BOLD | curses.A_REVERSE,
+        "sidebar.mention": curses.A_BOLD | curses.A_UNDERLINE,
         "error": curses.A_BOLD,
         **{f"name.{i}": curses.A_BOLD for i in range(8)},
+        **_markdown_styles(),
     }
     if not curses.has_colors():
         return attrs
@@ -157,6 +186,10 @@ def styles() -> dict[str, int]:
         "failed": (curses.COLOR_RED, background),
         "error": (curses.COLOR_RED, background),
         "notice": (curses.COLOR_CYAN, background),
+        "mention": (curses.COLOR_YELLOW, background),
+        "sidebar.mention": (curses.COLOR_YELLOW, background),
+        # Dark modules black on white, whatever the terminal's own colours.
+        "qr": (curses.COLOR_BLACK, curses.COLOR_WHITE),
     }
     for number, (style, (fg, bg)) in enumerate(pairs.items(), start=1):
         if number >= curses.COLOR_PAIRS:
@@ -165,6 +198,24 @@ def styles() -> dict[str, int]:
         # A coloured header needs no reverse video (which would swap its colours).
         attrs[style] = (attrs[style] & ~curses.A_REVERSE) | curses.color_pair(number)
     return attrs
+
+
+def _markdown_styles() -> dict[str, int]:
+    """``**bold**``, ``*italic*``, `` `code` `` and ``~~strike~~`` of each text style;
+    curses has no strike-through: it is dim."""
+    spans = {
+        "bold": curses.A_BOLD,
+        "italic": getattr(curses, "A_ITALIC", curses.A_UNDERLINE),
+        "code": curses.A_REVERSE,
+        "strike": curses.A_DIM,
+    }
+    bases = {"text": curses.A_NORMAL, "pending": curses.A_DIM, "failed": curses.A_BOLD}
+    return {f"{b}.{s}": base | attr for b, base in bases.items() for s, attr in spans.items()}
+
+
+def osc52(text: str) -> bytes:
+    """The escape sequence that puts ``text`` on the terminal's clipboard."""
+    return b"\x1b]52;c;" + base64.b64encode(text.encode()) + b"\x07"
 
 
 class Screen:

@@ -24,6 +24,7 @@ from felund.protocol import (
     OP_CALLS,
     OP_CHANNELS,
     OP_CIRCLE_CREATE,
+    OP_CIRCLE_LEAVE,
     OP_CIRCLES,
     OP_CONTROL,
     OP_CURSOR,
@@ -37,12 +38,15 @@ from felund.protocol import (
 )
 from felund.ui import commands as cmds
 from felund.ui.input import LineEditor, prompt_cols
-from felund.ui.pane import NOTICE, PENDING, Msg, Pane, clock
+from felund.ui.markdown import mentions
+from felund.ui.pane import NOTICE, PENDING, Look, Msg, Pane, clock
 from felund.ui.state import (
     ChannelView,
     CircleView,
+    Layout,
     calls_answer,
     get,
+    layout,
     log_line,
     mark_key,
     row,
@@ -65,7 +69,14 @@ class Quit:
     """Detach the ui; the node goes on."""
 
 
-Effect = Call | Quit
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """Put ``text`` on the terminal's clipboard (OSC 52), where the terminal allows it."""
+
+    text: str
+
+
+Effect = Call | Quit | Copy
 
 INBOX_LIMIT: Final = 5000
 DEBUG_LINES: Final = 500
@@ -74,8 +85,15 @@ SETTINGS_FIELDS: Final = (("display_name", "display name"), ("relay_url", "relay
 _NOTICE_PREFIX = "~"  # notice ids sort after hex msg ids of the same second
 DETACH_CONFIRM_S: Final = 5.0  # a second Ctrl+Q this soon detaches despite pending posts
 KICK_CONFIRM_S: Final = 10.0  # the same /kick again this soon after its plan removes
+LEAVE_CONFIRM_S: Final = 10.0  # /circle leave again this soon leaves
+INBOX_SHOWN: Final = 20  # /inbox's lines unless told
+INBOX_MAX: Final = 200
 # A store silent this long (three of its heartbeats, as the supervisor counts) is unreachable.
 NODE_QUIET_S: Final = 3.0
+RECONNECTED_SHOWN_S: Final = 10.0  # the header says "reconnected" this long
+# Answers to what the ui asks by itself: their success is no action of the user's, so
+# they leave an error in the status line where it is.
+_BACKGROUND: Final = frozenset({"circles", "settings", "channels", "inbox", "read_mark", "mark"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,16 @@ class _Req:
     channel_id: str = ""
     extra: str = ""
     event: dict[str, Any] | None = None  # a channel's create, for "create_plan"
+
+
+@dataclass(slots=True)
+class _Gather:
+    """/inbox in flight: one OP_INBOX per circle, shown when the last answers."""
+
+    waiting: set[int]
+    limit: int
+    mentions: bool
+    rows: list[tuple[str, dict[str, Any]]]  # (circle name, stored row)
 
 
 class View:
@@ -106,6 +134,7 @@ class View:
         self.node_quiet_s = node_quiet_s
         self.heard = clock()  # the store's last heartbeat (at attach it had just answered)
         self.disconnected_since: float | None = None  # the node unreachable since then
+        self.reconnected_at: float | None = None  # back since then (shown for a while)
         self.gossip: dict[str, tuple[int, float | None]] = {}  # circle -> (peers, last message)
         self.rows, self.cols = 24, 80
         self.dirty = True
@@ -137,9 +166,14 @@ class View:
         self._orphans: dict[str, list[tuple[str, Msg]]] = {}
         self._orphan_count = 0
         self.completion: tuple[int, list[str], int] | None = None  # start, candidates, index
+        self.full_time = False  # /time: messages with their full date and time
+        self.sidebar_shown = True  # F4 hides it (small terminals)
+        self._look = Look()
         self._notice_seq = 0
         self._detach_warned: float | None = None  # when detaching last warned of pending posts
         self._kick_planned: tuple[str, str, float] | None = None  # circle, whom as typed, when
+        self._leave_armed: tuple[str, float] | None = None  # circle, when /circle leave was said
+        self._inbox: _Gather | None = None  # /inbox: the circles' answers so far
 
     # --- what the renderer reads ----------------------------------------------
     def active_circle(self) -> CircleView | None:
@@ -154,11 +188,38 @@ class View:
     def pane(self) -> Pane:
         """The messages the pane shows: the active channel's, else the ui's notices."""
         channel = self.active_channel()
-        return channel.pane if channel else self.system
+        pane = channel.pane if channel else self.system
+        pane.look = self.look()
+        return pane
+
+    def look(self) -> Look:
+        """How messages are drawn now (the same object while nothing changes: panes cache)."""
+        if (self._look.me_name, self._look.full_time) != (self.display_name, self.full_time):
+            self._look = Look(self.display_name, self.full_time)
+        return self._look
 
     def sidebar(self) -> list[tuple[CircleView, list[ChannelView]]]:
         """Circles in order, each with the channels shown under it."""
         return [(c, c.joined()) for c in self.circles.values()]
+
+    def sidebar_rows(self, height: int) -> list[tuple[CircleView, ChannelView | None]]:
+        """The sidebar's lines top down, a circle (channel None) or one of its channels,
+        scrolled to keep the active channel in view."""
+        rows: list[tuple[CircleView, ChannelView | None]] = []
+        active_at = 0
+        for circle, channels in self.sidebar():
+            rows.append((circle, None))
+            for view in channels:
+                if self.active == (circle.circle_id, view.channel_id):
+                    active_at = len(rows)
+                rows.append((circle, view))
+        start = max(0, active_at - height + 1)
+        return rows[start : start + height]
+
+    def layout(self, rows: int, cols: int) -> Layout:
+        """The screen's parts: the sidebar as F4 left it, and out of the invite window's
+        way (its code on one line)."""
+        return layout(rows, cols, self.sidebar_shown and self.overlay != "invite")
 
     @property
     def display_name(self) -> str:
@@ -184,10 +245,14 @@ class View:
         if req is None:
             return []
         self.dirty = True
+        if self.status_style == "error" and req.kind not in _BACKGROUND:
+            self.status = ""  # it went through: the last error is over
         try:
+            if req.kind == "inbox_all":
+                return self._inbox_part(token, get(answer, "msgs", list))
             return self._REPLIES[req.kind](self, req, answer)
         except Malformed:
-            return self._fail(req, "bad_reply", f"unexpected answer to {req.op}")
+            return self._fail(req, "bad_reply", f"unexpected answer to {req.op}", token)
 
     def on_error(self, token: int, code: str, text: str) -> list[Effect]:
         """A call failed: the store's error code and text, or ``"timeout"``."""
@@ -195,9 +260,9 @@ class View:
         if req is None:
             return []
         self.dirty = True
-        return self._fail(req, str(code), str(text) or str(code))
+        return self._fail(req, str(code), str(text) or str(code), token)
 
-    def _fail(self, req: _Req, code: str, text: str) -> list[Effect]:
+    def _fail(self, req: _Req, code: str, text: str, token: int = 0) -> list[Effect]:
         effects: list[Effect] = []
         circle = self.circles.get(req.circle_id)
         if req.kind == "post":
@@ -214,6 +279,8 @@ class View:
             self.wizard_step = "circle"
         elif req.kind == "control" and circle:
             circle.switch_to = ""
+        elif req.kind == "inbox_all":
+            effects += self._inbox_part(token, None)
         if req.kind not in ("mark", "read_mark", "post"):
             self.notice(text, error=True)
         return effects
@@ -274,21 +341,43 @@ class View:
         if msg.author_node_id in self.blocked:
             return []  # blocked here (felund block): never on screen, nor counted unread
         circle.see_name(msg.author_node_id, msg.created_ts, msg.display_name)
+        msg.mention = msg.author_node_id != self.node_id and mentions(msg.text, self.display_name)
         circle.channel(channel_id).pane.add(msg, self.node_id)
         return []
 
     def _see_control(self, circle: CircleView, msg: Msg) -> None:
+        """A control row: names learned, and joins, leaves and renames said in the pane."""
         try:
             event = json.loads(msg.text)
         except (ValueError, RecursionError):
             return
-        if not isinstance(event, dict) or event.get("op") != "rename":
+        if not isinstance(event, dict):
             return
-        name = event.get("display_name")
-        if isinstance(name, str):
+        who = self.person(circle, msg.author_node_id, msg.display_name)
+        op, channel, name = event.get("op"), event.get("channel_id"), event.get("display_name")
+        if event.get("t") == "CIRCLE_NAME_EVT" and isinstance(event.get("name"), str):
+            self._event_notice(
+                circle, DEFAULT_CHANNEL, msg, f"{who} named the circle {event['name']}"
+            )
+        elif op in ("join", "leave") and isinstance(channel, str) and channel != CONTROL_CHANNEL:
+            did = "joined" if op == "join" else "left"
+            self._event_notice(circle, channel, msg, f"{who} {did} #{channel}")
+        elif op == "rename" and isinstance(name, str):
             circle.see_name(msg.author_node_id, msg.created_ts, name)
             if msg.author_node_id == self.node_id:
                 self.settings["display_name"] = name
+            if name != who:
+                self._event_notice(circle, DEFAULT_CHANNEL, msg, f"{who} is now known as {name}")
+
+    def person(self, circle: CircleView, node_id: str, fallback: str = "") -> str:
+        """A person's latest name in a circle."""
+        return circle.names.get(node_id, (0, ""))[1] or fallback or node_id[:8] or "?"
+
+    def _event_notice(self, circle: CircleView, channel_id: str, msg: Msg, text: str) -> None:
+        # Its id follows the event's: the same row again (catch-up, reload) adds nothing.
+        note = Msg(_NOTICE_PREFIX + msg.msg_id, msg.author_node_id, "", msg.created_ts, text)
+        note.state = NOTICE
+        circle.channel(channel_id).pane.add(note, self.node_id)
 
     def _keep_orphan(self, circle_id: str, channel_id: str, msg: Msg) -> None:
         if self._orphan_count >= MAX_ORPHANS:
@@ -333,14 +422,21 @@ class View:
         if self.disconnected_since is None:
             return []
         self.disconnected_since = None
+        self.reconnected_at = self.heard
         # Replaces the disconnection's error, and any timeout said meanwhile.
         self.notice(f"reconnected to the node at {clock(int(self.heard))}")
         return self.on_chat_circle_changed()  # what changed meanwhile
 
     def on_tick(self) -> list[Effect]:
         """Time passed: a store silent for ``node_quiet_s`` means the node is unreachable."""
+        if (
+            self.reconnected_at is not None
+            and self.clock() - self.reconnected_at > RECONNECTED_SHOWN_S
+        ):
+            self.reconnected_at = None
+            self.dirty = True
         if self.disconnected_since is None and self.clock() - self.heard > self.node_quiet_s:
-            self.disconnected_since = self.heard
+            self.disconnected_since, self.reconnected_at = self.heard, None
             self.peers, self.gossip = 0, {}
             # The header says since when; this line, short enough for 80 columns, what
             # becomes of what is typed meanwhile.
@@ -551,7 +647,14 @@ class View:
     def _on_invite(self, req: _Req, answer: Any) -> list[Effect]:
         if self.active and self.active[0] == req.circle_id:
             self.invite_code = get(answer, "code", str)
+            if self.overlay == "invite":
+                return [Copy(self.invite_code)]
         return []
+
+    def _on_left(self, req: _Req, answer: Any) -> list[Effect]:
+        circle = self.circles.get(req.circle_id)
+        self.notice(f"left {circle.name if circle else 'the circle'}; its history is kept")
+        return self.on_chat_circle_changed()
 
     def _on_joined(self, req: _Req, answer: Any) -> list[Effect]:
         """A circle was created or joined (by a command or by the wizard)."""
@@ -649,6 +752,7 @@ class View:
         "kick_plan": _on_kick_plan,
         "create_plan": _on_create_plan,
         "kick": _on_kick,
+        "left": _on_left,
     }
 
     # --- for felund.ui.keys and felund.ui.slash -----------------------------------
@@ -665,13 +769,71 @@ class View:
         warned = self._detach_warned
         if pending and (warned is None or not 0 <= now - warned <= DETACH_CONFIRM_S):
             self._detach_warned = now
-            self.notice(
-                f"{pending} message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to"
-                " detach anyway (they are dropped from this screen; the node may still store them)",
-                error=True,
-            )
+            head = f"{pending} message(s) not yet acknowledged by the node"
+            again = " \u2014 Ctrl+Q again to detach anyway"
+            why = " (they are dropped from this screen; the node may still store them)"
+            # The longest that fits the status line.
+            said = [head + again + why, head + again, f"{pending} unsent" + again]
+            self.notice(next((t for t in said if len(t) <= self.cols), said[-1]), error=True)
             return []
         return [Quit()]
+
+    def inbox(self, limit: int, mentions_only: bool) -> list[Effect]:
+        """/inbox: the newest ``limit`` messages of every circle (or those naming this node)."""
+        if not self.circles:
+            raise UsageError("no circles yet: create one, or /join <code>")
+        effects = [
+            self.call(OP_INBOX, {"circle_id": c, "limit": INBOX_MAX}, "inbox_all", circle_id=c)
+            for c in self.circles
+        ]
+        self._inbox = _Gather({e.token for e in effects}, limit, mentions_only, [])
+        return list(effects)
+
+    def _inbox_part(self, token: int, msgs: list[Any] | None) -> list[Effect]:
+        gather = self._inbox
+        if gather is None or token not in gather.waiting:
+            return []
+        gather.waiting.discard(token)
+        for raw in msgs or ():
+            parsed = row(raw)
+            if parsed is None or raw.get("blocked") or parsed[2].author_node_id in self.blocked:
+                continue
+            circle = self.circles.get(parsed[0])
+            gather.rows.append((circle.name if circle else parsed[0][:8], raw))
+        if gather.waiting:
+            return []
+        self._inbox = None
+        rows = [
+            (name, r)
+            for name, r in gather.rows
+            if not gather.mentions
+            or (r["author_node_id"] != self.node_id and mentions(r["text"], self.display_name))
+        ]
+        rows.sort(key=lambda nr: (nr[1]["created_ts"], nr[1]["store_seq"]))
+        rows = rows[-gather.limit :]
+        what = "messages naming you" if gather.mentions else "messages"
+        lines = [f"the newest {what} of all your circles:" if rows else f"no {what} yet"]
+        for name, r in rows:
+            when = clock(r["created_ts"], "%d %b %H:%M")
+            text = " ".join(r["text"].split())
+            who = r["display_name"] or r["author_node_id"][:8]
+            lines.append(f"{when} {name} #{r['channel_id']} {who}: {text}")
+        self.notice("\n".join(lines))
+        return []
+
+    def leave(self, circle_id: str) -> list[Effect]:
+        """/circle leave: said first; the same again within LEAVE_CONFIRM_S leaves."""
+        armed, self._leave_armed = self._leave_armed, None
+        now = self.clock()
+        if armed is not None and armed[0] == circle_id and 0 <= now - armed[1] <= LEAVE_CONFIRM_S:
+            body = {"circle_id": circle_id, "delete_history": False}
+            return [self.call(OP_CIRCLE_LEAVE, body, "left", circle_id=circle_id)]
+        self._leave_armed = (circle_id, now)
+        name = self.circles[circle_id].name if circle_id in self.circles else circle_id[:8]
+        self.notice(
+            f"/circle leave again within {LEAVE_CONFIRM_S:.0f} s to leave {name}", error=True
+        )
+        return []
 
     def kick(self, circle_id: str, who: str) -> list[Effect]:
         """/kick: first ask the store what the removal would do (said, not done); the same

@@ -26,6 +26,7 @@ from felund.protocol import (
     OP_WHO,
 )
 from felund.ui.model import DETACH_CONFIRM_S, KEYS, Call, Model, Quit
+from felund.ui.view import RECONNECTED_SHOWN_S
 from felund.ui.pane import FAILED, PENDING, STORED
 from felund.ui.render import render
 from felund.v1 import chatmodel, events
@@ -598,10 +599,8 @@ def test_quit_by_command_and_key(store: UiStore, circle: str) -> None:
     assert model.on_key("C-q") == [Quit()]
 
 
-DETACH_WARNING = (
-    "2 message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to detach anyway"
-    " (they are dropped from this screen; the node may still store them)"
-)
+# At 80 columns; wider terminals say why too, narrower ones less (test_ui_small).
+DETACH_WARNING = "2 message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to detach anyway"
 
 
 def test_detaching_with_pending_messages_asks_twice(store: UiStore, circle: str) -> None:
@@ -710,6 +709,11 @@ def test_a_silent_store_shows_as_disconnected_until_it_is_back(store: UiStore, c
     assert [c.op for c in calls(effects, OP_CIRCLES)] == [OP_CIRCLES]  # what changed meanwhile
     assert model.disconnected_since is None
     assert (model.status, model.status_style) == ("reconnected to the node at 22:31", "notice")
+    assert "reconnected at 22:31" in screen_text(model).splitlines()[0]
+    for _ in range(int(RECONNECTED_SHOWN_S) + 1):  # heartbeats go on: it is back for good
+        now[0] += 1
+        model.on_sys_svc_heartbeat({"service": "store"})
+        model.on_tick()
     assert "peers 0" in screen_text(model).splitlines()[0]
     store.drive(model, [post])  # the worker's retry, answered at last
     assert model.pending_posts() == 0
@@ -802,8 +806,8 @@ def test_page_up_and_down_and_end(store: UiStore) -> None:
     for _ in range(200):
         model.on_key("PGUP")
     assert pane.visible(9, 79)[0] == pane.lines_at(0, 79)[0]  # stops at the top
-    model.on_key("PGDN")
-    assert pane.visible(9, 79)[0] == pane.lines_at(8, 79)[0]
+    model.on_key("PGDN")  # 8 lines down: the first message's are its day's separator and it
+    assert pane.visible(9, 79)[0] == pane.lines_at(7, 79)[0]
     model.on_key("END")
     assert pane.at_bottom
 
@@ -819,11 +823,13 @@ def test_help_invite_settings_and_escape(store: UiStore, circle: str) -> None:
     assert [c.body for c in calls(effects, OP_INVITE)] == [{"circle_id": circle}]
     store.drive(model, effects)
     code = store.handle(OP_INVITE, {"circle_id": circle}).reply["code"]
-    assert code in screen_text(model, cols=200)  # wide enough for the code on one line
-    # Narrower, the code wraps with nothing added, so a copy of its lines is the code.
+    assert store.copied == [code]  # on the clipboard (OSC 52)
+    # The code alone on a line of its own, never wrapped: the sidebar makes way for it.
+    lines = screen_text(model, rows=24, cols=len(code) + 1).splitlines()
+    assert [line.rstrip() for line in lines if code in line] == [code]
+    # Narrower, it is not wrapped either (a copy of two lines is no code): a start, and why.
     lines = screen_text(model, cols=80).splitlines()
-    pane = [line.split("\u2502", 1)[1] for line in lines if "\u2502" in line]
-    assert code in "".join(line.rstrip() for line in pane)
+    assert code[:80] in lines and "Too narrow to show it whole" in "\n".join(lines)
     model.on_key("F2")
     assert model.overlay is None
 
@@ -858,7 +864,7 @@ def test_debug_keeps_the_last_500_records(store: UiStore, circle: str) -> None:
     for i in range(600):
         model.on_sys_log({"ts": T0 + i, "service": "gossip", "level": "info", "event": "x", "n": i})
     assert len(model.debug_lines) == 500
-    assert model.debug_lines[-1].endswith("gossip info x n=599")
+    assert model.debug_lines[-1].endswith("x [gossip info] n=599")
     enter(model, "/debug")
     assert "n=599" in screen_text(model)
 

@@ -193,9 +193,9 @@ def formatted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = ui_pane.format_msg
 
-    def counting(msg: Msg, cols: int) -> list[Line]:
+    def counting(msg: Msg, cols: int, look: ui_pane.Look) -> list[Line]:
         calls.append(msg.msg_id)
-        return real(msg, cols)
+        return real(msg, cols, look)
 
     monkeypatch.setattr(ui_pane, "format_msg", counting)
     return calls

@@ -35,7 +35,7 @@ from felund.protocol import (
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops, Outcome
 from felund.trust.identity import IdentityKey
-from felund.ui.model import Call, Effect, Model, Quit
+from felund.ui.model import Call, Copy, Effect, Model, Quit
 from felund.ui.render import render
 from felund.ui.state import mark_key
 from felund.v1 import chatmodel, ids
@@ -72,6 +72,7 @@ class UiStore:
         node = NodeInfo(ME, "alice", True, "127.0.0.1:9999", key=IdentityKey.from_seed(bytes(32)))
         self.ops = Ops(self.db, node)
         self.calls: list[Call] = []  # every call of the model answered, in order
+        self.copied: list[str] = []  # what the model put on the clipboard (Copy effects)
         self.circle_id = ""  # the circle that friends() made
 
     def close(self) -> None:
@@ -106,6 +107,8 @@ class UiStore:
             for effect in pending:
                 if isinstance(effect, Quit):
                     quits.append(effect)
+                elif isinstance(effect, Copy):
+                    self.copied.append(effect.text)
                 else:
                     nxt += self.answer(model, effect)
             pending = nxt
