@@ -26,9 +26,9 @@ from felund.protocol import (
     OP_WHO,
 )
 from felund.ui.model import DETACH_CONFIRM_S, KEYS, Call, Model, Quit
-from felund.ui.view import RECONNECTED_SHOWN_S
 from felund.ui.pane import FAILED, PENDING, STORED
 from felund.ui.render import render
+from felund.ui.view import RECONNECTED_SHOWN_S
 from felund.v1 import chatmodel, events
 from tests.unit.ui_store import (
     BOB,
@@ -599,8 +599,10 @@ def test_quit_by_command_and_key(store: UiStore, circle: str) -> None:
     assert model.on_key("C-q") == [Quit()]
 
 
-# At 80 columns; wider terminals say why too, narrower ones less (test_ui_small).
-DETACH_WARNING = "2 message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to detach anyway"
+# At 80 columns; wider terminals say why too, narrower ones less (test_ui_irc).
+DETACH_WARNING = (
+    "2 message(s) not yet acknowledged by the node \u2014 Ctrl+Q again to detach anyway"
+)
 
 
 def test_detaching_with_pending_messages_asks_twice(store: UiStore, circle: str) -> None:
