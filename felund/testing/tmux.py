@@ -21,6 +21,7 @@ set -g status off
 set -g remain-on-exit on
 set -g history-limit 0
 set -g escape-time 0
+set -s set-clipboard on
 """
 
 
@@ -90,6 +91,14 @@ class Tmux:
                 return screen
             time.sleep(0.05)
         raise AssertionError(f"screen never showed {what} in {timeout} s:\n{screen}")
+
+    def clipboard(self) -> str:
+        """What the program last put on the clipboard (OSC 52, which tmux takes as a
+        paste buffer); "" if nothing yet."""
+        try:
+            return self._tmux("show-buffer")
+        except AssertionError:
+            return ""  # no buffer yet
 
     def resize(self, cols: int, rows: int) -> None:
         """Resize the window (and so the pane, and the program's terminal)."""

@@ -364,11 +364,16 @@ def test_the_screen_says_when_the_node_is_away_and_when_it_is_back(
     tmux.wait_until(lambda s: "typed while away" in above_input(s), what="the pending line")
     node.start()
     screen = tmux.wait_until(
-        lambda s: "reconnected to the node at" in status_line(s) and "peers" in s.splitlines()[0],
+        lambda s: (
+            "reconnected to the node at" in status_line(s) and "reconnected at" in s.splitlines()[0]
+        ),
         timeout=60,
-        what="reconnected, and peers in the header again",
+        what="reconnected, in the status line and in the header",
     )
     assert "disconnected" not in screen, screen
+    tmux.wait_until(
+        lambda s: "peers" in s.splitlines()[0], timeout=30, what="peers in the header again"
+    )
     wait_for(lambda: "typed while away" in texts(node), timeout=30, what="the line stored")
     assert texts(node).count("typed while away") == 1
 
