@@ -7,10 +7,12 @@ starts with a marker of letters unlike the lines around it, so curses
 (which sends only the cells that changed) sends the marker whole.
 
 Redraw: a child process on its own pseudo-terminal builds the view model
-from a node holding 10k messages in one channel (every stored row fed to
+from a node holding 100k messages in one channel (every stored row fed to
 it, as catch-up would), then times ``ui_render.render`` alone, and render
 plus a full repaint of the terminal (curses told to clear and draw every
-cell), at the newest messages and scrolled up by 50 pages.
+cell), at the newest messages and scrolled up by 50 pages. Wall time on a
+loaded machine waits for a core now and then: each row gives the CPU time
+of the same redraws too, and the load average.
 
 ``python -m bench.ui`` runs these alone and prints their rows.
 """
@@ -44,7 +46,7 @@ from felund.v1 import ids
 Row = tuple[str, str, str]
 COLS, ROWS = 100, 30
 LATENCY_MESSAGES = 200
-HISTORY = 10_000
+HISTORY = 100_000
 REDRAWS = 200
 PAGES_UP = 50
 LETTERS = string.ascii_letters
@@ -165,7 +167,7 @@ def _fill(node: Node, rpc: RPCClient, node_id: str, count: int) -> None:
 
 
 def bench_redraw(node: Node) -> list[Row]:
-    """Render and full repaint times with 10k messages in the channel shown."""
+    """Render and full repaint times with HISTORY messages in the channel shown."""
     with tempfile.TemporaryDirectory(prefix="felund-bench-ui-") as tmp:
         out = Path(tmp) / "redraw.json"
         argv = [sys.executable, "-m", "bench.ui", "redraw", str(out)]
@@ -184,13 +186,17 @@ def bench_redraw(node: Node) -> list[Row]:
         got = result[where]
         render50, render99 = _percentiles(got["render"])
         full50, full99 = _percentiles(got["full"])
+        cpu50, cpu99 = _percentiles(got["cpu"])
         rows.append(
             (
                 f"ui: redraw with {HISTORY // 1000}k messages in the channel ({where})",
                 f"p50 {full50 * 1000:.2f} ms, p99 {full99 * 1000:.2f} ms",
                 f"render + full repaint of {COLS}x{ROWS}, {REDRAWS} times; render alone"
-                f" p50 {render50 * 1000:.2f} ms, p99 {render99 * 1000:.2f} ms;"
-                f" {got['messages']:,} messages in the model",
+                f" p50 {render50 * 1000:.2f} ms, p99 {render99 * 1000:.2f} ms; CPU time of"
+                f" render + repaint (what the wall time is without waiting for a core) p50"
+                f" {cpu50 * 1000:.2f} ms, p99 {cpu99 * 1000:.2f} ms;"
+                f" {got['messages']:,} messages in the model;"
+                f" load average {os.getloadavg()[0]:.1f}",
             )
         )
     return rows
@@ -236,15 +242,22 @@ def _redraw_child(out: Path) -> None:
                 model.on_key("PGUP")
             render: list[float] = []
             full: list[float] = []
+            cpu: list[float] = []
             for _ in range(REDRAWS):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 lines = ui_render.render(model, ROWS, COLS)
                 render.append(time.perf_counter() - t0)
                 win.clearok(True)  # repaint every cell, as after a resize
                 screen.draw(lines, ui_render.cursor(model, ROWS, COLS), force=True)
                 full.append(time.perf_counter() - t0)
+                cpu.append(time.thread_time() - c0)
             shown = "\n".join("".join(text for text, _ in line) for line in lines)
-            results[where] = {"render": render, "full": full, "messages": len(model.pane())}
+            results[where] = {
+                "render": render,
+                "full": full,
+                "cpu": cpu,
+                "messages": len(model.pane()),
+            }
             results[where]["shown"] = shown
         return results
 

@@ -156,7 +156,7 @@ def _pane(model: View, height: int, cols: int) -> list[Line]:
         lines = _wrapped(help_lines(cols=cols), cols, "overlay")
         return _scrolled(lines, height, model.overlay_scroll)
     if model.overlay == "invite":
-        return _invite(model, height, cols)
+        return _invite(model, height, cols)[:height]
     if model.overlay == "settings":
         return _wrapped(_settings_text(model), cols, "overlay")[:height]
     if model.overlay == "debug":
@@ -217,7 +217,7 @@ def _invite(model: View, height: int, cols: int) -> list[Line]:
     picture = qr.lines(code)
     if picture and len(lines) + 1 + len(picture) <= height and width(picture[0]) <= cols:
         lines += [[("", "text")], *[[(row, "qr")] for row in picture]]
-    return lines[:height]
+    return lines
 
 
 def _settings_text(model: View) -> list[str]:

@@ -52,7 +52,7 @@ from felund.ui.state import (
     row,
     strings,
 )
-from felund.v1 import events, ids
+from felund.v1 import chatmodel, events, ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class _Gather:
     waiting: set[int]
     limit: int
     mentions: bool
-    rows: list[tuple[str, dict[str, Any]]]  # (circle name, stored row)
+    rows: list[tuple[str, str, Msg]]  # (circle name, channel, message)
 
 
 class View:
@@ -355,11 +355,11 @@ class View:
             return
         who = self.person(circle, msg.author_node_id, msg.display_name)
         op, channel, name = event.get("op"), event.get("channel_id"), event.get("display_name")
+        # A peer's event: only names as the store takes them are said.
         if event.get("t") == "CIRCLE_NAME_EVT" and isinstance(event.get("name"), str):
-            self._event_notice(
-                circle, DEFAULT_CHANNEL, msg, f"{who} named the circle {event['name']}"
-            )
-        elif op in ("join", "leave") and isinstance(channel, str) and channel != CONTROL_CHANNEL:
+            said = event["name"][: chatmodel.MAX_NAME]
+            self._event_notice(circle, DEFAULT_CHANNEL, msg, f"{who} named the circle {said}")
+        elif op in ("join", "leave") and chatmodel.is_channel_name(channel):
             did = "joined" if op == "join" else "left"
             self._event_notice(circle, channel, msg, f"{who} {did} #{channel}")
         elif op == "rename" and isinstance(name, str):
@@ -367,7 +367,8 @@ class View:
             if msg.author_node_id == self.node_id:
                 self.settings["display_name"] = name
             if name != who:
-                self._event_notice(circle, DEFAULT_CHANNEL, msg, f"{who} is now known as {name}")
+                said = name[: chatmodel.MAX_NAME]
+                self._event_notice(circle, DEFAULT_CHANNEL, msg, f"{who} is now known as {said}")
 
     def person(self, circle: CircleView, node_id: str, fallback: str = "") -> str:
         """A person's latest name in a circle."""
@@ -798,26 +799,26 @@ class View:
             parsed = row(raw)
             if parsed is None or raw.get("blocked") or parsed[2].author_node_id in self.blocked:
                 continue
-            circle = self.circles.get(parsed[0])
-            gather.rows.append((circle.name if circle else parsed[0][:8], raw))
+            circle_id, channel_id, msg = parsed
+            circle = self.circles.get(circle_id)
+            gather.rows.append((circle.name if circle else circle_id[:8], channel_id, msg))
         if gather.waiting:
             return []
         self._inbox = None
         rows = [
-            (name, r)
-            for name, r in gather.rows
+            (name, channel_id, m)
+            for name, channel_id, m in gather.rows
             if not gather.mentions
-            or (r["author_node_id"] != self.node_id and mentions(r["text"], self.display_name))
+            or (m.author_node_id != self.node_id and mentions(m.text, self.display_name))
         ]
-        rows.sort(key=lambda nr: (nr[1]["created_ts"], nr[1]["store_seq"]))
+        rows.sort(key=lambda r: r[2].key)
         rows = rows[-gather.limit :]
         what = "messages naming you" if gather.mentions else "messages"
         lines = [f"the newest {what} of all your circles:" if rows else f"no {what} yet"]
-        for name, r in rows:
-            when = clock(r["created_ts"], "%d %b %H:%M")
-            text = " ".join(r["text"].split())
-            who = r["display_name"] or r["author_node_id"][:8]
-            lines.append(f"{when} {name} #{r['channel_id']} {who}: {text}")
+        for name, channel_id, m in rows:
+            when = clock(m.created_ts, "%d %b %H:%M")
+            who = m.display_name or m.author_node_id[:8]
+            lines.append(f"{when} {name} #{channel_id} {who}: {' '.join(m.text.split())}")
         self.notice("\n".join(lines))
         return []
 
