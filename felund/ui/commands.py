@@ -77,7 +77,7 @@ KEY_HELP: Final = (
     ("Alt+1..9", "the Nth channel of the active circle"),
     ("Ctrl+N / Ctrl+P", "next / previous channel"),
     ("PageUp / PageDown", "scroll a page; End: back to the newest"),
-    ("mouse", "click the sidebar to switch; the wheel scrolls"),
+    ("mouse", "click the sidebar to switch; wheel scrolls; Shift+drag selects"),
     ("Up / Down", "lines sent before"),
     ("Tab", "complete a command, channel or name; again for the next"),
     ("Home / End, Ctrl+U, Ctrl+W", "start / end of line, clear it, delete a word"),

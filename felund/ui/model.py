@@ -46,8 +46,8 @@ ADDITIONS (this module's own; the contract above is unchanged):
   ``input`` (a ``felund.ui.input.LineEditor``), ``overlay`` (None, ``"help"``,
   ``"invite"``, ``"settings"``, ``"debug"``), ``overlay_scroll``,
   ``invite_code``, ``settings`` (display_name, relay_url), ``settings_field``,
-  ``settings_editing``, ``debug_lines``; ``felund.ui.state.layout(rows, cols)``
-  places them.
+  ``settings_editing``, ``debug_lines``, ``sidebar_rows(height)``; ``layout(rows,
+  cols)`` (the sidebar as F4 left it; none under the invite window) places them.
 - The parts, each importing only those below it (no cycle, type-only imports
   included): ``model`` (this: the view and what keys do) > ``keys`` (what
   each key does) > ``slash`` (what each slash command does) > ``view`` (the
@@ -55,10 +55,15 @@ ADDITIONS (this module's own; the contract above is unchanged):
   ``calls`` read it) > ``commands`` (the commands' table, parsing, control
   events, completion) and ``state`` (circles, channels, strict reading of rows
   and answers, the screen's layout) > ``pane`` (a channel's sorted messages,
-  unread, scrolling) and ``input`` (the input line) > ``text`` (widths, wrapping).
+  unread, mentions, day separators, scrolling) and ``input`` (the input line) >
+  ``markdown`` (inline spans, mentions) > ``text`` (widths, wrapping); ``render``
+  draws the invite's QR code with ``qr``.
 - A line starting with ``//`` is sent as a message with one slash less.
 - ``/circle switch <n|name>`` switches circle (n as ``/circles`` numbers them).
 - ``/channel request <name>`` and ``/channel approve <name> <person>`` as the CLI's.
+- ``/circle create [name]``, ``/circle name <new>``, ``/circle leave`` (asked twice),
+  ``/inbox [--mentions|-m] [N]`` (one ``store.inbox`` per circle, merged here),
+  ``/channel requests <name>``, ``/time`` (full dates and times), F4 (the sidebar).
 - ``on_click(row, col)``: a mouse click (the wheel is the keys ``WHEEL_UP``/``WHEEL_DOWN``).
 - ``Copy(text)``: an effect: put ``text`` on the terminal's clipboard (OSC 52).
 - Detaching (Ctrl+Q, ``/quit``) while posts await the store's answer only

@@ -149,21 +149,21 @@ def row(raw: Any) -> tuple[str, str, Msg] | None:
         return None
 
 
-_LOG_HEAD: Final = ("ts", "event", "reason", "service", "level", "timestamp")
+_LOG_WHY: Final = ("reason", "error")  # why it happened: right after what
+_LOG_HEAD: Final = ("ts", "event", *_LOG_WHY, "service", "level", "timestamp")
 _LOG_SAME: Final = ("node_id", "pid")  # the same on every line of one node: not shown
 
 
 def log_line(record: dict[str, Any]) -> str:
-    """``HH:MM:SS event reason service level key=value...`` of a log record: what
-    happened and why first."""
+    """``HH:MM:SS event reason error [service level] key=value...`` of a log record:
+    what happened and why first."""
     ts = record.get("ts")
     try:
         when = time.strftime("%H:%M:%S", time.localtime(float(ts)))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError, OSError):
         when = "--:--:--"
     head = [str(record.get("event", "-"))[:60]]
-    if "reason" in record:
-        head.append(str(record["reason"])[:80])
+    head += [str(record[k])[:80] for k in _LOG_WHY if record.get(k) is not None]
     head += [f"[{str(record.get('service', '-'))[:20]} {str(record.get('level', '-'))[:10]}]"]
     rest = [
         f"{k}={str(v)[:200]}"

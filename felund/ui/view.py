@@ -93,7 +93,8 @@ NODE_QUIET_S: Final = 3.0
 RECONNECTED_SHOWN_S: Final = 10.0  # the header says "reconnected" this long
 # Answers to what the ui asks by itself: their success is no action of the user's, so
 # they leave an error in the status line where it is.
-_BACKGROUND: Final = frozenset({"circles", "settings", "channels", "inbox", "read_mark", "mark"})
+# (A settings or calls call with ``extra`` is the user's: a save, /call.)
+_BACKGROUND: Final = frozenset({"circles", "channels", "inbox", "read_mark", "mark", "blocks"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,8 @@ class View:
         if req is None:
             return []
         self.dirty = True
-        if self.status_style == "error" and req.kind not in _BACKGROUND:
+        mine = req.kind not in _BACKGROUND and (req.kind not in ("settings", "calls") or req.extra)
+        if self.status_style == "error" and mine:
             self.status = ""  # it went through: the last error is over
         try:
             if req.kind == "inbox_all":

@@ -232,7 +232,8 @@ def test_an_error_clears_on_the_next_action_that_works(store: UiStore, circle: s
     model = started(store)
     store.drive(model, enter(model, "/join felund1.garbage"))
     assert model.status_style == "error" and model.status
-    store.drive(model, model.on_chat_circle_changed())  # the ui's own refresh: no action
+    store.drive(model, model.on_chat_circle_changed())  # the ui's own refreshes: no action
+    store.drive(model, model.on_sys_settings_changed())
     assert model.status_style == "error" and model.status
     store.drive(model, enter(model, "it works"))
     assert model.status == ""
@@ -306,6 +307,8 @@ def test_debug_lines_lead_with_the_event_and_its_reason() -> None:
     line = log_line(record)
     assert line == "22:13:20 gossip.dial_failed refused [gossip warning] peer=127.0.0.1:9999"
     assert log_line({"event": "x"}).startswith("--:--:-- x [- -]")
+    failed = {"ts": T0, "service": "gossip", "event": "peer.disconnected", "error": "Timeout"}
+    assert log_line(failed | {"pid": 1}) == "22:13:20 peer.disconnected Timeout [gossip -]"
 
 
 @pytest.mark.parametrize("cols", [8, 20, 40, 60, 100])
