@@ -7,18 +7,18 @@ from typing import Final
 
 from felund.errors import UsageError
 from felund.protocol import DEFAULT_CHANNEL, OP_CALLS, OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_WHO
-from felund.ui import commands as cmds
 from felund.ui.commands import (
     CHANNEL_OPS,
     COMMANDS,
     Command,
     channel_event,
     channel_name,
+    check_display_name,
     create_args,
     help_lines,
     parse,
 )
-from felund.ui.state import CircleView
+from felund.ui.state import ChannelView, CircleView
 from felund.ui.view import INBOX_MAX, INBOX_SHOWN, Effect, View
 from felund.v1 import chatmodel, events
 
@@ -64,11 +64,11 @@ def _circles(model: View, cmd: Command) -> list[Effect]:
 def _circle(model: View, cmd: Command) -> list[Effect]:
     op = cmd.args[0] if cmd.args else ""
     if op == "create":
-        name = cmds.check_display_name(cmd.rest.split(None, 1)[1]) if len(cmd.args) > 1 else ""
+        name = check_display_name(cmd.rest.split(None, 1)[1]) if len(cmd.args) > 1 else ""
         return [model.call(OP_CIRCLE_CREATE, {"name": name}, "join")]
     if op == "name" and len(cmd.args) > 1:
         circle = _circle_or_fail(model)
-        name = cmds.check_display_name(cmd.rest.split(None, 1)[1])
+        name = check_display_name(cmd.rest.split(None, 1)[1])
         event = events.circle_name_event(circle.circle_id, name)
         return [model.control(circle.circle_id, event, f"the circle is now named {name}")]
     if op == "leave" and len(cmd.args) == 1:
@@ -107,10 +107,15 @@ def _time(model: View, cmd: Command) -> list[Effect]:
     return []
 
 
-def _requests(model: View, circle: CircleView, name: str) -> list[Effect]:
+def _listed(circle: CircleView, name: str) -> ChannelView:
     view = circle.channels.get(name)
     if view is None or not view.listed:
         raise UsageError(f"there is no channel #{name}: /channels lists them")
+    return view
+
+
+def _requests(model: View, circle: CircleView, name: str) -> list[Effect]:
+    view = _listed(circle, name)
     if not view.requests:
         model.notice(f"nobody asked to join #{name}")
         return []
@@ -169,9 +174,7 @@ def _channel(model: View, cmd: Command) -> list[Effect]:
 
 
 def _switch(model: View, circle: CircleView, name: str) -> list[Effect]:
-    view = circle.channels.get(name)
-    if view is None or not view.listed:
-        raise UsageError(f"there is no channel #{name}: /channels lists them")
+    view = _listed(circle, name)
     if not view.member:
         raise UsageError(f"you are not in #{name}: /channel join {name}")
     return model.switch(circle.circle_id, name)
