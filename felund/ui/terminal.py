@@ -201,16 +201,14 @@ def styles() -> dict[str, int]:
 
 
 def _markdown_styles() -> dict[str, int]:
-    """``**bold**``, ``*italic*``, `` `code` `` and ``~~strike~~`` of each text style;
-    curses has no strike-through: it is dim."""
-    spans = {
-        "bold": curses.A_BOLD,
-        "italic": getattr(curses, "A_ITALIC", curses.A_UNDERLINE),
-        "code": curses.A_REVERSE,
-        "strike": curses.A_DIM,
+    """``**bold**``, ``*italic*``, `` `code` `` and ``~~strike~~`` of a stored message's
+    text (``felund.ui.markdown``); curses has no strike-through: it is dim."""
+    return {
+        "text.bold": curses.A_BOLD,
+        "text.italic": getattr(curses, "A_ITALIC", curses.A_UNDERLINE),
+        "text.code": curses.A_REVERSE,
+        "text.strike": curses.A_DIM,
     }
-    bases = {"text": curses.A_NORMAL, "pending": curses.A_DIM, "failed": curses.A_BOLD}
-    return {f"{b}.{s}": base | attr for b, base in bases.items() for s, attr in spans.items()}
 
 
 def osc52(text: str) -> bytes:
