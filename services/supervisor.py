@@ -48,7 +48,7 @@ from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
 from felund.config import relay_url_problem
 from felund.errors import ConfigError, NodeLocked
-from felund.home import NodeLock, require_free
+from felund.home import NodeLock, prepare_metrics, require_free
 from felund.protocol import (
     ENDPOINT_EVENTS_IN,
     ENDPOINT_EVENTS_OUT,
@@ -403,12 +403,16 @@ def _wall(monotonic: float) -> float:
     return round(time.time() - (time.monotonic() - monotonic), 3)
 
 
-def _clean_metrics_dir(directory: Path) -> None:
-    # Files of earlier processes would add their counts to ours forever.
+def _clean_metrics_dir(directory: Path, keep_mine: bool) -> None:
+    # Files of earlier processes would add their counts to ours forever; at a
+    # clean stop, no file is left behind on the tmpfs (memory until reboot).
     mine = f"_{os.getpid()}.db"
     for path in directory.glob("*.db"):
-        if not path.name.endswith(mine):
+        if not (keep_mine and path.name.endswith(mine)):
             path.unlink(missing_ok=True)
+    if not keep_mine:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def main() -> None:
@@ -418,7 +422,11 @@ def main() -> None:
     if os.environ.get(_MULTIPROC_ENV) != str(metrics_dir):
         # prometheus-client picks its storage when first imported, which has
         # happened already: start again with the directory in place.
-        metrics_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            prepare_metrics(ctx.layout)
+        except ConfigError as exc:
+            print(f"felund: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         os.environ[_MULTIPROC_ENV] = str(metrics_dir)
         os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
     lock = NodeLock(ctx.layout)
@@ -432,13 +440,14 @@ def main() -> None:
                 print(f"felund: {exc}; is the node already running?", file=sys.stderr)
                 raise SystemExit(1) from None
             time.sleep(0.1)
-    _clean_metrics_dir(metrics_dir)
+    _clean_metrics_dir(metrics_dir, keep_mine=True)
     try:
         code = Supervisor(ctx).run()
     except ConfigError as exc:
         print(f"felund: {exc}", file=sys.stderr)
         code = 2
     finally:
+        _clean_metrics_dir(metrics_dir, keep_mine=False)  # while the lock keeps others out
         lock.release()
     raise SystemExit(code)
 

@@ -194,6 +194,11 @@ class Node:
         assert isinstance(pid, int)
         return pid
 
+    def pids(self) -> list[int]:
+        """The node's processes: the supervisor and every running child."""
+        sup = self.supervisor()
+        return [sup["pid"], *(s["pid"] for s in sup["services"].values() if s["pid"])]
+
     def metrics(self) -> str:
         """The text of the node's /metrics."""
         url = self.status()["metrics_url"]
