@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metric_files, metrics
 from felund.actor import sdnotify
-from felund.actor.runtime import Context, load_context
+from felund.actor.context import Context, load_context
 from felund.actor.supervision import Action, Child, State, Supervision
 from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
