@@ -24,6 +24,12 @@ def pss_kib(pid: int) -> int:
     return _field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
+def cpu_ticks(pid: int) -> int:
+    """User and system CPU time of the process, in clock ticks (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 def _field(path: str, name: str) -> int:
     for line in Path(path).read_text().splitlines():
         if line.startswith(name):
