@@ -49,7 +49,7 @@ class Layout:
     runtime_dir: Path
     database: Path
     # prometheus-client's multiprocess files, wiped at every node start: on a
-    # tmpfs (``metrics_dir``), as their pages change at every heartbeat.
+    # tmpfs (``_memory_dir``), as their pages change at every heartbeat.
     metrics_dir: Path
 
     @property
