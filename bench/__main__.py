@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import data, gossip, print_table, relay, relay_e2e, ui, web
+from bench import data, footprint, gossip, print_table, relay, relay_e2e, ui, web
 from felund.actor.runtime import load_context
 from felund.bus.sockets import Bus
 from felund.protocol import ENDPOINT_STORE_CTL, OP_POST, SVC_BENCH
 from felund.testing import FELUND, Node, running_node
+from felund.testing.procstat import cpu_ticks, rss_kib
 from felund.v1 import ids
 
 Row = tuple[str, str, str]
@@ -104,39 +105,21 @@ def bench_send_stdin(node: Node, lines: int) -> Row:
     )
 
 
-def _pids(node: Node) -> list[int]:
-    assert node.proc is not None
-    status = node.status()
-    return [node.proc.pid, *[s["pid"] for s in status["services"].values() if s["pid"]]]
-
-
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def bench_idle(node: Node, seconds: float) -> list[Row]:
     """CPU and memory of a node doing nothing."""
     time.sleep(2)
-    pids = _pids(node)
-    before = sum(_cpu_ticks(p) for p in pids)
+    pids = node.pids()
+    before = sum(cpu_ticks(p) for p in pids)
     time.sleep(seconds)
-    used = (sum(_cpu_ticks(p) for p in pids) - before) / os.sysconf("SC_CLK_TCK")
-    rss = sum(_rss_kib(p) for p in pids) / 1024
+    used = (sum(cpu_ticks(p) for p in pids) - before) / os.sysconf("SC_CLK_TCK")
+    rss = sum(map(rss_kib, pids)) / 1024
     return [
         (
             "idle CPU of a running node",
             f"{used / seconds * 100:.2f} %",
             f"of one core, {len(pids)} processes over {seconds:g} s",
         ),
-        ("total RSS of a running node", f"{rss:.0f} MiB", f"{len(pids)} processes"),
+        ("total RSS of a running node", f"{rss:.0f} MiB", f"{len(pids)} processes, no message"),
     ]
 
 
@@ -153,6 +136,7 @@ def main() -> None:
         rows.append(bench_appends(node, 1, 3_000))
         rows.append(bench_appends(node, 1000, 50_000))
         rows.append(bench_send_stdin(node, 100_000))
+    rows += footprint.main()  # its own node: idle writes, memory at 10k/100k, CLI p50
     rows += gossip.main()
     with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp:
         rows += relay_e2e.bench_relay_e2e(Path(tmp))

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ class Layout:
     home: Path
     runtime_dir: Path
     database: Path
+    # prometheus-client's multiprocess files, wiped at every node start: on a
+    # tmpfs (``_memory_dir``), as their pages change at every heartbeat.
+    metrics_dir: Path
 
     @property
     def config_file(self) -> Path:
@@ -57,11 +61,6 @@ class Layout:
     def identity_file(self) -> Path:
         """The node's identity (node_id and signing key)."""
         return self.home / IDENTITY_FILE
-
-    @property
-    def metrics_dir(self) -> Path:
-        """prometheus-client's multiprocess directory, wiped at every node start."""
-        return self.runtime_dir / "metrics"
 
     @property
     def lock_file(self) -> Path:
@@ -92,7 +91,40 @@ def layout(home: Path, config: Config) -> Layout:
             runtime = Path(tempfile.gettempdir()) / f"felund-{os.getuid()}" / digest
     if len(str(runtime / _LONGEST_ENDPOINT)) > _MAX_SOCKET_PATH:
         raise ConfigError(f"bus.runtime_dir {runtime} is too long for a Unix socket path")
-    return Layout(home=home, runtime_dir=runtime, database=database)
+    metrics = runtime / "metrics" if config.bus.runtime_dir else _memory_dir(home, runtime)
+    return Layout(home=home, runtime_dir=runtime, database=database, metrics_dir=metrics)
+
+
+def _memory_dir(home: Path, runtime: Path) -> Path:
+    """A directory for ``home``'s metric files on a tmpfs: ``$XDG_RUNTIME_DIR``, else ``/dev/shm``.
+
+    An idle node rewrites its metric files at every heartbeat; on the disk
+    that holds the home that was ~110 MB a day. A configured runtime
+    directory (systemd's ``RuntimeDirectory=``) is taken as a tmpfs already.
+    """
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    for base in (os.environ.get("XDG_RUNTIME_DIR", ""), "/dev/shm"):  # noqa: S108 - checked at use
+        if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            return Path(base) / f"felund-metrics-{os.getuid()}-{digest}"
+    return runtime / "metrics"  # no tmpfs: beside the bus sockets
+
+
+def prepare_metrics(lay: Layout) -> None:
+    """Create the metrics directory, private to this user; refuse one made by someone else.
+
+    In a shared, sticky directory (``/dev/shm``) another user could have made
+    the name first, as a directory of theirs or a link to one.
+    """
+    directory = lay.metrics_dir
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise ConfigError(f"{directory} is not a directory of this user")
+        if st.st_mode & 0o777 != 0o700:
+            directory.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {directory} for metrics: {exc.strerror or exc}") from None
 
 
 def prepare(lay: Layout) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, mmap_dict, multiprocess, values
 from prometheus_client.metrics_core import Metric
 
+_TWO_DOUBLES = struct.Struct("dd")  # a value and its timestamp, as prometheus-client stores them
 INITIAL_BYTES = 64 * 1024  # prometheus-client's own first size; a process uses under 8 kB
 # What reading a file a child is writing, or was killed while writing, can raise.
 _UNREADABLE = (OSError, RuntimeError, ValueError, struct.error)
@@ -28,6 +29,18 @@ class AllocatedMmapedDict(mmap_dict.MmapedDict):
 
     def __init__(self, filename: str, read_mode: bool = False) -> None:
         super().__init__(filename if read_mode else _allocated(filename), read_mode)  # type: ignore[no-untyped-call]
+
+    def write_value(self, key: str, value: float, timestamp: float) -> None:
+        """Write ``value``, unless the file holds it already.
+
+        A store to a mapped page dirties it even when the bytes are the
+        same, and a dirty page is written back: a gauge set to its own value
+        at every heartbeat cost disk writes for nothing.
+        """
+        pos = self._positions.get(key)
+        if pos is not None and _TWO_DOUBLES.unpack_from(self._m, pos) == (value, timestamp):
+            return
+        super().write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
 
     def _init_value(self, key: str) -> None:
         # Growth doubles the file by truncate too: allocate the doubled size

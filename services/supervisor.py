@@ -6,7 +6,8 @@
 - Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
 - Subscribes: ``sys.svc.heartbeat``, ``sys.settings.changed``. Publishes:
   ``sys.svc.state``, ``sys.log``.
-- Children start as ``python -m services.<module>``; one that exits is
+- Children are forked from the supervisor, which imported their modules
+  once at start (``felund.actor.forked``: shared pages); one that exits is
   restarted after a doubling, jittered delay, and given up (``failed``)
   when it crashes too often, while the rest keeps running; a child given up
   is tried again every ``supervisor.given_up_retry_s``. One that stops
@@ -28,7 +29,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -41,14 +41,14 @@ import zmq
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metric_files, metrics
-from felund.actor import sdnotify
-from felund.actor.runtime import Context, load_context
+from felund.actor import forked, sdnotify
+from felund.actor.context import Context, load_context
 from felund.actor.supervision import Action, Child, State, Supervision
 from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
 from felund.config import relay_url_problem
 from felund.errors import ConfigError, NodeLocked
-from felund.home import NodeLock, require_free
+from felund.home import NodeLock, prepare_metrics, require_free
 from felund.protocol import (
     ENDPOINT_EVENTS_IN,
     ENDPOINT_EVENTS_OUT,
@@ -123,8 +123,9 @@ class Proxy:
 class Supervisor:
     """The process table, its I/O, and the node's status."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, mains: dict[str, forked.Main]) -> None:
         self.ctx = ctx
+        self.mains = mains  # each child's entry point, imported before any thread started
         cfg = ctx.config
         self.log = logs.setup(SVC_SUPERVISOR, ctx.node_id, cfg.log.level, cfg.log.format)
         self.bus = Bus(ctx.layout, SVC_SUPERVISOR, cfg.bus)
@@ -133,7 +134,7 @@ class Supervisor:
         # from the config), relay-sync waits rather than start and stop again.
         self.table.hold(SVC_RELAY_SYNC, time.monotonic())
         self.relay_url: str | None = None  # what relay-sync runs with; None: not known yet
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, forked.Forked] = {}
         self.metrics_url = ""
         gossip = cfg.gossip
         try:
@@ -241,7 +242,7 @@ class Supervisor:
                 self._publish_state(action.name)
 
     def _spawn(self, name: str) -> None:
-        env, fds = dict(os.environ), tuple[int, ...]()
+        env = dict(os.environ)
         # The port peers reach us at, also when the config leaves it to the kernel
         # (gossip.port 0): the store's invite codes and relay-sync's presence name it.
         env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
@@ -249,19 +250,12 @@ class Supervisor:
             # The listening socket is ours: restarting gossip loses no
             # connection waiting in the kernel's backlog.
             env[GOSSIP_FD_ENV] = str(self.gossip_sock.fileno())
-            fds = (self.gossip_sock.fileno(),)
         elif name == SVC_RELAY_SYNC:
             # The store's setting wins over the config (a restart is how it changes).
             env[RELAY_URL_ENV] = self.relay_url or ""
         child = self.table.children[name]
         restarted = child.last_exit is not None and not child.planned  # as due() counted it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", MODULES[name]],
-            stdin=subprocess.DEVNULL,
-            close_fds=True,
-            env=env,
-            pass_fds=fds,
-        )
+        proc = forked.start(self.mains[name], env)
         self.procs[name] = proc
         self.table.started(name, proc.pid, time.monotonic())
         if restarted:
@@ -403,12 +397,16 @@ def _wall(monotonic: float) -> float:
     return round(time.time() - (time.monotonic() - monotonic), 3)
 
 
-def _clean_metrics_dir(directory: Path) -> None:
-    # Files of earlier processes would add their counts to ours forever.
+def _clean_metrics_dir(directory: Path, keep_mine: bool) -> None:
+    # Files of earlier processes would add their counts to ours forever; at a
+    # clean stop, no file is left behind on the tmpfs (memory until reboot).
     mine = f"_{os.getpid()}.db"
     for path in directory.glob("*.db"):
-        if not path.name.endswith(mine):
+        if not (keep_mine and path.name.endswith(mine)):
             path.unlink(missing_ok=True)
+    if not keep_mine:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def main() -> None:
@@ -418,7 +416,11 @@ def main() -> None:
     if os.environ.get(_MULTIPROC_ENV) != str(metrics_dir):
         # prometheus-client picks its storage when first imported, which has
         # happened already: start again with the directory in place.
-        metrics_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            prepare_metrics(ctx.layout)
+        except ConfigError as exc:
+            print(f"felund: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         os.environ[_MULTIPROC_ENV] = str(metrics_dir)
         os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
     lock = NodeLock(ctx.layout)
@@ -432,13 +434,15 @@ def main() -> None:
                 print(f"felund: {exc}; is the node already running?", file=sys.stderr)
                 raise SystemExit(1) from None
             time.sleep(0.1)
-    _clean_metrics_dir(metrics_dir)
+    _clean_metrics_dir(metrics_dir, keep_mine=True)
+    mains = forked.preload(MODULES)
     try:
-        code = Supervisor(ctx).run()
+        code = Supervisor(ctx, mains).run()
     except ConfigError as exc:
         print(f"felund: {exc}", file=sys.stderr)
         code = 2
     finally:
+        _clean_metrics_dir(metrics_dir, keep_mine=False)  # while the lock keeps others out
         lock.release()
     raise SystemExit(code)
 

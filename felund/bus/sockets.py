@@ -9,6 +9,9 @@ answered (Lazy Pirate), so servers must treat requests idempotently.
 The subscriber's accounting and the client's retry rule are written once
 (``SubscriberBase``, ``RPCClientBase``), with a blocking face here and an
 asyncio face in ``felund.bus.aio``.
+
+``felund.metrics`` and ``felund.logs`` load at their first use (``felund.lazy``):
+a command's bus client (send, inbox, status) uses neither.
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import zmq
-import zmq.asyncio
 
-from felund import logs, metrics
+from felund import lazy
 from felund.bus import envelope
 from felund.bus.envelope import Frame, Stamper
 from felund.config import BusConfig
@@ -35,6 +37,13 @@ from felund.protocol import (
     REPLY_OK_SUFFIX,
     TOPIC_HEARTBEAT,
 )
+
+if TYPE_CHECKING:
+    import zmq.asyncio
+
+    from felund import logs, metrics
+else:
+    logs, metrics = lazy.module("felund.logs"), lazy.module("felund.metrics")
 
 _BAD_FRAME_LOG_EVERY_S = 60.0
 SocketT = TypeVar("SocketT", bound="zmq.Socket[Any]")
@@ -91,7 +100,7 @@ class Bus:
         """An asyncio socket with the same limits. Made as one, never wrapped around a
         synchronous socket: a wrapper and its original would both close the handle."""
         ctx: Any = self.ctx  # typed as a context of synchronous sockets only
-        sock: zmq.asyncio.Socket = ctx.socket(kind, zmq.asyncio.Socket)
+        sock: zmq.asyncio.Socket = ctx.socket(kind, lazy.module("zmq.asyncio").Socket)
         return self._limited(sock)
 
     def _limited(self, sock: SocketT) -> SocketT:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from felund import home
+from felund import home, lazy
 from felund.cli.common import CIRCLE_HELP, JSON_HELP, context, err, json_out, out
 from felund.errors import UsageError
 from felund.protocol import (
@@ -20,7 +20,12 @@ from felund.protocol import (
     OP_WHO,
 )
 from felund.store.client import NodeClient
-from felund.v1 import chatmodel, events, ids
+from felund.v1 import ids
+
+if TYPE_CHECKING:
+    from felund.v1 import chatmodel, events
+else:  # loaded by the commands that use them (``felund.lazy``)
+    chatmodel, events = lazy.module("felund.v1.chatmodel"), lazy.module("felund.v1.events")
 
 
 def _control(

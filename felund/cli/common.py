@@ -6,11 +6,16 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from felund.actor.runtime import Context, load_context
+from felund import lazy
+from felund.actor.context import Context, load_context
 from felund.protocol import CONTROL_CHANNEL, UNVERIFIED_MARK, on_screen
-from felund.v1.chatmodel import channel_name
+
+if TYPE_CHECKING:
+    from felund.v1 import chatmodel
+else:  # only a --channel argument needs it (``felund.lazy``)
+    chatmodel = lazy.module("felund.v1.chatmodel")
 
 JSON_HELP = "print JSON instead of text"
 UNVERIFIED_HELP = (
@@ -59,6 +64,6 @@ def channel_arg(value: str) -> str:
     if value == CONTROL_CHANNEL:
         return value
     try:
-        return channel_name(value)
+        return chatmodel.channel_name(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

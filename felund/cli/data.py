@@ -21,19 +21,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from felund import config as config_mod
-from felund import home
+from felund import home, lazy
 from felund.cli.common import CIRCLE_HELP, UNVERIFIED_HELP, context, err, message_line, out
 from felund.errors import FelundError, InvalidMessage, UsageError
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
-from felund.store import blocks
 from felund.store.client import NodeClient
-from felund.store.database import DB_SUFFIXES, Database, make_private
-from felund.store.opening import open_database
 from felund.v1 import ids
-from felund.v1.wire import check_shape
+
+if TYPE_CHECKING:
+    from felund.store import blocks, database, opening
+    from felund.v1 import wire as v1_wire
+else:  # loaded by the commands that use them (``felund.lazy``)
+    blocks, database = lazy.module("felund.store.blocks"), lazy.module("felund.store.database")
+    opening, v1_wire = lazy.module("felund.store.opening"), lazy.module("felund.v1.wire")
 
 HOME_FILES = "home_files"  # the backup's table of the home's files: name -> text
 MAX_IMPORT_LINE = 256 * 1024  # bytes; an exported message is well under 100 kB
@@ -62,7 +65,7 @@ def cmd_backup(args: argparse.Namespace) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     started = time.time()
     try:
-        db = open_database(ctx.layout, ctx.config.store.synchronous)
+        db = opening.open_database(ctx.layout, ctx.config.store.synchronous)
         try:
             db.backup_to(tmp)
         finally:
@@ -72,7 +75,7 @@ def cmd_backup(args: argparse.Namespace) -> None:
         tmp.replace(target)
         _fsync(target.parent)
     finally:
-        for suffix in DB_SUFFIXES:
+        for suffix in database.DB_SUFFIXES:
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
     home.record_backup(ctx.layout, target, started)
     out(
@@ -160,7 +163,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
         try:
             _refuse_if_in_use(lay)
             tmp = lay.database.with_name(f".{lay.database.name}.{os.getpid()}.restore")
-            make_private(tmp)
+            database.make_private(tmp)
             dst = sqlite3.connect(tmp, isolation_level=None)
             try:
                 src.backup(dst)
@@ -168,7 +171,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
                 dst.execute("PRAGMA journal_mode=WAL")
             finally:
                 dst.close()
-            for suffix in DB_SUFFIXES:
+            for suffix in database.DB_SUFFIXES:
                 Path(f"{lay.database}{suffix}").unlink(missing_ok=True)
             tmp.replace(lay.database)
             home.write_private(lay.identity_file, files[home.IDENTITY_FILE])
@@ -176,7 +179,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
                 kept = root / f"{config_mod.CONFIG_FILE_NAME}.from-backup"
                 home.write_private(kept, config_text)
                 err(f"this home's own config is kept; the backup's is in {kept}")
-            db = Database(lay.database, cfg.store.synchronous)
+            db = database.Database(lay.database, cfg.store.synchronous)
             try:
                 circles, messages = len(db.circles()), db.message_count()
             finally:
@@ -223,7 +226,7 @@ def _refuse_if_in_use(lay: home.Layout) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     """Write every message of a circle (or one channel) to stdout, oldest first."""
     ctx = context()
-    db = open_database(ctx.layout, ctx.config.store.synchronous)
+    db = opening.open_database(ctx.layout, ctx.config.store.synchronous)
     try:
         if db.circle(args.circle_id) is None:
             raise UsageError(f"this node is not in circle {args.circle_id[:64]!r}")
@@ -307,7 +310,7 @@ def _stream_wires(
             continue
         try:
             wire = json.loads(line)["wire"]
-            _, wire_circle, _ = check_shape(wire)
+            _, wire_circle, _ = v1_wire.check_shape(wire)
         except (ValueError, KeyError, TypeError):
             note(number, "not a line of `felund export --format jsonl`")
             continue

@@ -18,11 +18,11 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from felund import __version__, home, netaddr
+from felund import __version__, home, lazy, netaddr
 from felund import config as config_mod
-from felund.actor.runtime import Context, load_context
+from felund.actor.context import Context, load_context
 from felund.cli import blocks as cli_blocks
 from felund.cli import chat as cli_chat
 from felund.cli import data as cli_data
@@ -67,11 +67,14 @@ from felund.protocol import (
     SVC_STORE,
 )
 from felund.store.client import BusNode, NodeClient, find_running, open_node
-from felund.store.database import Database
-from felund.store.opening import open_database
 from felund.v1 import ids
-from felund.v1.invite import decode_invite, is_tcp_peer
-from felund.v1.wire import check_text
+
+if TYPE_CHECKING:
+    from felund.store import database, opening
+    from felund.v1 import invite, wire
+else:  # loaded by the commands that use them: send, inbox, status need none (``felund.lazy``)
+    database, opening = lazy.module("felund.store.database"), lazy.module("felund.store.opening")
+    invite, wire = lazy.module("felund.v1.invite"), lazy.module("felund.v1.wire")
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
@@ -115,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     ctx = load_context()  # fail here, in one clear line, on a bad config
     with contextlib.suppress(DiskFull):  # the store waits for room by itself
         # ... or on a database that lost its circles (DatabaseLost).
-        open_database(ctx.layout, ctx.config.store.synchronous).close()
+        opening.open_database(ctx.layout, ctx.config.store.synchronous).close()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
@@ -185,8 +188,8 @@ def cmd_invite(args: argparse.Namespace, node: NodeClient) -> None:
     else:
         answer = node.call(OP_CIRCLE_CREATE, {"name": args.name or ""})
         err(f"created circle {answer['circle_id']}")
-    peer = decode_invite(answer["code"]).peer
-    if is_tcp_peer(peer):
+    peer = invite.decode_invite(answer["code"]).peer
+    if invite.is_tcp_peer(peer):
         err(netaddr.reach_note(peer))
     if answer.get("epoch"):
         err(
@@ -261,7 +264,7 @@ def _stdin_lines() -> Iterator[str]:
         if not text.strip():
             continue
         try:
-            check_text(text)
+            wire.check_text(text)
         except InvalidMessage as exc:
             raise UsageError(f"line {number}: {exc.detail}") from None
         yield text
@@ -459,7 +462,7 @@ def _holdings(node: NodeClient, ctx: Context, ask_store: bool) -> tuple[list[Any
             err(f"felund: {exc.message}")
     # The store is down or given up; WAL lets us read beside any writer.
     try:
-        db = Database(ctx.layout.database, ctx.config.store.synchronous)
+        db = database.Database(ctx.layout.database, ctx.config.store.synchronous)
     except (sqlite3.Error, DiskFull):
         return [], None
     try:

@@ -12,10 +12,10 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from felund import netaddr
-from felund.actor.runtime import Context
+from felund import lazy, netaddr
+from felund.actor.context import Context
 from felund.bus.sockets import Bus
 from felund.errors import RPCTimeout, ServiceDown
 from felund.home import NodeLock
@@ -26,8 +26,11 @@ from felund.protocol import (
     SVC_CLI,
     SVC_STORE,
 )
-from felund.store.opening import note_circles, open_database
-from felund.store.ops import NodeInfo, Ops
+
+if TYPE_CHECKING:
+    from felund.store import opening, ops
+else:  # loaded by a stopped node's commands only (``felund.lazy``)
+    opening, ops = lazy.module("felund.store.opening"), lazy.module("felund.store.ops")
 
 
 class NodeClient(Protocol):
@@ -112,10 +115,10 @@ class LocalNode:
     def __init__(self, ctx: Context) -> None:
         cfg = ctx.config
         self.layout = ctx.layout
-        self.db = open_database(ctx.layout, cfg.store.synchronous)
-        self.ops = Ops(
+        self.db = opening.open_database(ctx.layout, cfg.store.synchronous)
+        self.ops = ops.Ops(
             self.db,
-            NodeInfo(
+            ops.NodeInfo(
                 ctx.node_id,
                 cfg.node.name,
                 cfg.node.encrypt_messages,
@@ -136,7 +139,7 @@ class LocalNode:
         with self.db.transaction():
             out = self.ops.handle(op, body)
         if out.circles_changed:
-            note_circles(self.layout, self.db)
+            opening.note_circles(self.layout, self.db)
         return out.reply
 
     def supervisor_status(self) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from felund.actor.runtime import Context, load_context
+from felund.actor.context import Context, load_context
 from felund.bus.sockets import Bus, Subscriber
 from felund.cli.main import status_of
 from felund.errors import RPCTimeout
@@ -52,6 +52,8 @@ class Node:
         # A command prefix, e.g. nsenter into a test's mount namespace. A wrapped node's
         # sockets may be out of this process's reach: it is read with the command.
         self.wrap: list[str] = []
+        # The felund to run, and where: another checkout's (the bench's "before" column).
+        self.felund, self.repo = FELUND, REPO
         self.circle_id = ""  # set by fixtures that create a circle
         self.log_path = home.parent / f"{home.name}.log"
         self._ctx: Context | None = None
@@ -62,12 +64,12 @@ class Node:
     ) -> subprocess.CompletedProcess[str]:
         """Run `felund ARGS` against this node."""
         raw = subprocess.run(  # noqa: PLW1510 - the caller decides what a failure means
-            [*self.wrap, *FELUND, *args],
+            [*self.wrap, *self.felund, *args],
             input=stdin,
             capture_output=True,
             env=self.env,
             timeout=timeout,
-            cwd=REPO,
+            cwd=self.repo,
         )
         proc = subprocess.CompletedProcess(
             raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode()
@@ -88,11 +90,11 @@ class Node:
         self._close_buses()  # a killed run's subscribers: this run binds its endpoints anew
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*self.wrap, *FELUND, "run"],
+            [*self.wrap, *self.felund, "run"],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=self.repo,
         )
         if wait:
             wait_for(self._serving, timeout=START_TIMEOUT_S, what="the node to start")
@@ -193,6 +195,11 @@ class Node:
         pid = self.status()["services"][name]["pid"]
         assert isinstance(pid, int)
         return pid
+
+    def pids(self) -> list[int]:
+        """The node's processes: the supervisor and every running child."""
+        sup = self.supervisor()
+        return [sup["pid"], *(s["pid"] for s in sup["services"].values() if s["pid"])]
 
     def metrics(self) -> str:
         """The text of the node's /metrics."""

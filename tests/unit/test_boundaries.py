@@ -158,7 +158,7 @@ class Graph:
 
 # (layer, its units (felund.<unit>), whether its units stay apart)
 LAYERS: tuple[tuple[str, frozenset[str], bool], ...] = (
-    ("formats", frozenset({"v1", "trust", "protocol", "errors", "epochs"}), False),
+    ("formats", frozenset({"v1", "trust", "protocol", "errors", "epochs", "lazy"}), False),
     ("base", frozenset({"config", "home", "logs", "metrics", "metric_files", "netaddr"}), False),
     ("bus", frozenset({"bus"}), False),
     ("actor", frozenset({"actor"}), False),

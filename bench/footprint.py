@@ -1,0 +1,150 @@
+"""What a node costs the machine it runs on: idle disk writes, memory, CLI wall time.
+
+``python -m bench.footprint [BASE_REPO]`` prints the rows for this checkout
+and, given another checkout (with its own ``.venv``), for that one beside it,
+nodes of both running at once so that both columns meet the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from bench import Row, print_table
+from felund.testing import Node, free_port
+from felund.testing.procstat import pss_kib, rss_kib, write_bytes
+
+IDLE_S = 60.0
+CLI_RUNS = 21
+SMALL, LARGE = 10_000, 100_000
+STORED = "messages of ~15 bytes in one circle, sent by `felund send --stdin`"
+
+
+@contextmanager
+def _node(home: Path, repo: Path | None) -> Iterator[Node]:
+    """A started node with one circle, running ``repo``'s felund (default: this one)."""
+    node = Node(home, FELUND_GOSSIP_PORT=str(free_port()))
+    if repo is not None:
+        node.felund, node.repo = [str(repo / ".venv/bin/python"), "-m", "felund"], repo
+    node.cli("init", "--name", "bench", "--bind", "127.0.0.1")
+    node.start()
+    node.circle_id = node.json("invite")["circle_id"]
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def _send(node: Node, count: int) -> None:
+    lines = "".join(f"footprint line {i}\n" for i in range(count)).encode()
+    node.cli("send", "--circle-id", node.circle_id, "--stdin", stdin=lines, timeout=600)
+
+
+def idle_write_kib(nodes: list[Node], seconds: float) -> list[float]:
+    """KiB written to block devices by all processes of each node, idle, over ``seconds``."""
+    pids = [n.pids() for n in nodes]
+    os.sync()  # a page counts when it becomes dirty: start from clean ones
+    before = [sum(write_bytes(p) for p in ps) for ps in pids]
+    time.sleep(seconds)  # the measurement window, not a wait for anything
+    after = [sum(write_bytes(p) for p in ps) for ps in pids]
+    return [(a - b) / 1024 for a, b in zip(after, before, strict=True)]
+
+
+def memory_mib(node: Node) -> tuple[float, float, int]:
+    """Whole-node (RSS, PSS) in MiB, and the number of processes."""
+    pids = node.pids()
+    return sum(map(rss_kib, pids)) / 1024, sum(map(pss_kib, pids)) / 1024, len(pids)
+
+
+def cli_p50_ms(nodes: list[Node], command: str) -> list[tuple[float, float]]:
+    """Per node, the median (wall, CPU) ms of one `felund COMMAND` against it.
+
+    The nodes take turns run by run, so that a change of the machine's load
+    meets every column alike; CPU time (user + system) is the load-proof figure.
+    """
+    runs: list[list[tuple[float, float]]] = [[] for _ in nodes]
+    for _ in range(CLI_RUNS):
+        for node, mine in zip(nodes, runs, strict=True):
+            args = {
+                "send": ("send", "--circle-id", node.circle_id, "one line"),
+                "inbox": ("inbox", "--circle-id", node.circle_id, "--limit", "20"),
+                "status": ("status",),
+            }[command]
+            cpu0, t0 = _children_cpu(), time.perf_counter()
+            node.cli(*args)
+            mine.append((time.perf_counter() - t0, _children_cpu() - cpu0))
+    return [
+        (statistics.median(w for w, _ in r) * 1000, statistics.median(c for _, c in r) * 1000)
+        for r in runs
+    ]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(base: Path | None = None) -> list[Row]:
+    """The footprint rows, with ``base``'s figure beside each when given."""
+    repos: list[Path | None] = [None] if base is None else [None, base]
+    cols: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp, ExitStack() as stack:
+        nodes = [stack.enter_context(_node(Path(tmp) / f"n{i}", r)) for i, r in enumerate(repos)]
+        cols["idle"] = [f"{kib:,.0f} KiB" for kib in idle_write_kib(nodes, IDLE_S)]
+        for node in nodes:
+            _send(node, SMALL)
+        per_command = [cli_p50_ms(nodes, c) for c in ("send", "inbox", "status")]
+        cols["cli"] = [
+            " / ".join(f"{cmd[i][0]:.0f}" for cmd in per_command)
+            + " ms (CPU "
+            + " / ".join(f"{cmd[i][1]:.0f}" for cmd in per_command)
+            + " ms)"
+            for i in range(len(nodes))
+        ]
+        small = [memory_mib(n) for n in nodes]
+        for node in nodes:
+            _send(node, LARGE - SMALL)
+        large = [memory_mib(n) for n in nodes]
+        procs = small[0][2]
+    both = base is not None
+
+    def row(name: str, values: list[str], notes: str) -> Row:
+        return (name, values[0], notes + (f"; before ({base}): {values[1]}" if both else ""))
+
+    return [
+        row(
+            f"idle writes of a node to disk over {IDLE_S:g} s",
+            cols["idle"],
+            f"write_bytes of all {procs} processes (/proc/PID/io), after a sync; "
+            "issue 20: 76 KiB/min before",
+        ),
+        row(
+            f"whole-node RSS with {SMALL:,} messages",
+            [f"{m[0]:.0f} MiB" for m in small],
+            f"{procs} processes, {SMALL:,} {STORED}; issue 20: 125 MiB before, theirs 24",
+        ),
+        row(
+            f"whole-node PSS with {LARGE:,} messages",
+            [f"{m[1]:.0f} MiB" for m in large],
+            f"{procs} processes, {LARGE:,} {STORED}; RSS {large[0][0]:.0f} MiB; "
+            "issue 20: 111 MiB before",
+        ),
+        row(
+            "felund send / inbox / status, wall p50",
+            cols["cli"],
+            f"{CLI_RUNS} runs each, taking turns with the other column, against a running "
+            f"node with {SMALL:,} messages; "
+            "issue 20: send ~180 ms before",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print_table(main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else None))
