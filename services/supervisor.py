@@ -6,8 +6,7 @@
 - Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
 - Subscribes: ``sys.svc.heartbeat``, ``sys.settings.changed``. Publishes:
   ``sys.svc.state``, ``sys.log``.
-- Children are forked from the supervisor, which imported their modules
-  once at start (``felund.actor.forked``: shared pages); one that exits is
+- Children start as ``python -m services.<module>``; one that exits is
   restarted after a doubling, jittered delay, and given up (``failed``)
   when it crashes too often, while the rest keeps running; a child given up
   is tried again every ``supervisor.given_up_retry_s``. One that stops
@@ -29,6 +28,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -41,7 +41,7 @@ import zmq
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from felund import logs, metric_files, metrics
-from felund.actor import forked, sdnotify
+from felund.actor import sdnotify
 from felund.actor.context import Context, load_context
 from felund.actor.supervision import Action, Child, State, Supervision
 from felund.bus.envelope import Frame
@@ -123,9 +123,8 @@ class Proxy:
 class Supervisor:
     """The process table, its I/O, and the node's status."""
 
-    def __init__(self, ctx: Context, mains: dict[str, forked.Main]) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.mains = mains  # each child's entry point, imported before any thread started
         cfg = ctx.config
         self.log = logs.setup(SVC_SUPERVISOR, ctx.node_id, cfg.log.level, cfg.log.format)
         self.bus = Bus(ctx.layout, SVC_SUPERVISOR, cfg.bus)
@@ -134,7 +133,7 @@ class Supervisor:
         # from the config), relay-sync waits rather than start and stop again.
         self.table.hold(SVC_RELAY_SYNC, time.monotonic())
         self.relay_url: str | None = None  # what relay-sync runs with; None: not known yet
-        self.procs: dict[str, forked.Forked] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
         gossip = cfg.gossip
         try:
@@ -242,7 +241,7 @@ class Supervisor:
                 self._publish_state(action.name)
 
     def _spawn(self, name: str) -> None:
-        env = dict(os.environ)
+        env, fds = dict(os.environ), tuple[int, ...]()
         # The port peers reach us at, also when the config leaves it to the kernel
         # (gossip.port 0): the store's invite codes and relay-sync's presence name it.
         env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])
@@ -250,12 +249,19 @@ class Supervisor:
             # The listening socket is ours: restarting gossip loses no
             # connection waiting in the kernel's backlog.
             env[GOSSIP_FD_ENV] = str(self.gossip_sock.fileno())
+            fds = (self.gossip_sock.fileno(),)
         elif name == SVC_RELAY_SYNC:
             # The store's setting wins over the config (a restart is how it changes).
             env[RELAY_URL_ENV] = self.relay_url or ""
         child = self.table.children[name]
         restarted = child.last_exit is not None and not child.planned  # as due() counted it
-        proc = forked.start(self.mains[name], env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULES[name]],
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+            env=env,
+            pass_fds=fds,
+        )
         self.procs[name] = proc
         self.table.started(name, proc.pid, time.monotonic())
         if restarted:
@@ -435,9 +441,8 @@ def main() -> None:
                 raise SystemExit(1) from None
             time.sleep(0.1)
     _clean_metrics_dir(metrics_dir, keep_mine=True)
-    mains = forked.preload(MODULES)
     try:
-        code = Supervisor(ctx, mains).run()
+        code = Supervisor(ctx).run()
     except ConfigError as exc:
         print(f"felund: {exc}", file=sys.stderr)
         code = 2
