@@ -21,8 +21,9 @@
   may carry ``succeeds`` (a circle re-keyed): its realm then shares the old
   realm's room, whose key reads on but no longer posts ("Successions" in
   ``felund.relay.server.state``).
-- Limits: body size (413), 50 messages a batch, field lengths, requests per
-  client address (token bucket, 429 with Retry-After), 20 signalling posts
+- Limits: body size (413), 50 messages a batch, field lengths, budgets of
+  requests, messages and bytes per signing key or per client address
+  (``felund.relay.server.limits``; 429 with Retry-After), 20 signalling posts
   per node per 10 s, live signals held per to_node_id, per circle and in
   total (429 SIGNALS_FULL; ``felund.relay.protocol``), WebSocket connections
   per client and in total.
@@ -120,6 +121,8 @@ from felund.relay.server.state import (
     json_body,
     json_response,
     may_post,
+    pay_messages,
+    pay_unsigned,
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
@@ -203,6 +206,24 @@ def _log_request(request: web.Request, started: float, *, status: int, code: str
     )
 
 
+def _before_body(request: web.Request, relay: Relay) -> bool:
+    """Charge an unsigned request to its address's budget before its body is read, or
+    check a signed one's address has a signature that did not verify to spare (the
+    signing key pays once it verifies, ``spend_nonce``); whether it is signed."""
+    if HEADER_SIGNATURE not in request.headers:
+        pay_unsigned(request, relay, request.content_length or 0)
+        return False
+    wait = relay.limits.unverified.wait(client_key(request["client"]), time.monotonic())
+    if wait > 0:
+        m.LIMITED.labels("unverified", "requests").inc()
+        raise ApiError(
+            RATE_LIMITED,
+            "too many requests whose signature did not verify from this address",
+            retry_after(wait),
+        )
+    return True
+
+
 @web.middleware
 async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
@@ -216,16 +237,19 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
             relay.arrivals.served(request.protocol)
             response = web.Response(status=204, headers=_PREFLIGHT)
         else:
-            if _route(request) != "/metrics":
-                address = client_key(request["client"])
-                wait = relay.buckets.take(address, time.monotonic())
-                if wait > 0:
-                    raise ApiError(
-                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
-                    )
+            signed = _route(request) != "/metrics" and _before_body(request, relay)
             await read_body(request, relay.config.body_timeout_s)
+            if not signed and request.content_length is None and request.body_exists:
+                # A chunked body's size is known only now: it is paid for after the fact.
+                bytes_budget = relay.limits.address.buckets["bytes"]
+                size = len(await request.read())
+                bytes_budget.spend(client_key(request["client"]), time.monotonic(), size)
             relay.arrivals.served(request.protocol)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            finally:
+                if signed and "payer" not in request:  # its signature did not verify
+                    relay.limits.unverified.spend(client_key(request["client"]), time.monotonic())
     except ApiError as exc:
         code = exc.code
         response = error_response(exc)
@@ -318,7 +342,7 @@ async def on_register(request: web.Request) -> web.StreamResponse:
             )
         if offered:  # a client that signs with one key and sends another
             raise ApiError(SIGNING_KEY_MISMATCH, "signed with another key than its signing_key")
-    await spend_nonce(request, relay, signed)
+    await spend_nonce(request, relay, signed, key, body)
     if reg.succeeds is not None:
         await _succeed(relay, reg.circle_hint, key, *reg.succeeds)
     expires_at = await relay.store.write(store.register, reg, key, now)
@@ -414,6 +438,7 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         request, relay, hint, "/messages", body, required=relay.config.require_signatures
     )
     batch = parse_message_batch(obj)
+    pay_messages(request, relay, len(batch.messages))
     room, realm = await relay.room(hint, key)
     may_post(realm, key)
     poster = header_node_id(request.headers.get(HEADER_NODE))
@@ -595,7 +620,7 @@ async def purge_once(relay: Relay, chunk: int = 2000) -> None:
     ):
         m.PURGED.labels(kind).inc(count)
     monotonic = time.monotonic()
-    relay.buckets.prune(monotonic)
+    relay.limits.prune(monotonic)
     relay.signal_window.prune(monotonic)
     if removed or purged.keys:
         relay.log.info("relay.purged", messages=removed, keys=purged.keys)
