@@ -230,7 +230,7 @@ def bench_relay(
         server = subprocess.Popen(
             [
                 sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
-                "--port", str(port), "--db", str(db), "--rate-limit", "0",
+                "--port", str(port), "--db", str(db), "--no-limits",
                 "--log-level", "warning", "--log-format", "json",
             ],
             cwd=REPO,
@@ -280,7 +280,7 @@ def _start_relay(port: int, db: str, env: dict[str, str]) -> subprocess.Popen[by
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
-            "--port", str(port), "--db", db, "--rate-limit", "0",
+            "--port", str(port), "--db", db, "--no-limits",
             "--log-level", "warning", "--log-format", "json",
         ],
         cwd=REPO,

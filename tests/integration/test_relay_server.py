@@ -49,13 +49,16 @@ _ADDRESSES = itertools.count(1)
 class Server:
     """A relay process on a free port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, *args: str, cli: bool = True, db: str = "") -> None:
+    def __init__(
+        self, directory: Path, *args: str, cli: bool = True, db: str = "", trust: bool = True
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.db = db or str(directory / "relay.db")  # a SQLite file or a postgresql:// URL
         self.log_path = directory / f"relay-{self.port}.log"
         self.args = args
         self.cli = cli
+        self.trust = trust  # 127.0.0.1 a trusted proxy: tests name their address in X-Real-IP
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -65,7 +68,7 @@ class Server:
         else:
             base = [sys.executable, "-m", "services.relay_server"]
         argv = [*base, "--host", HOST, "--port", str(self.port), "--db", self.db]
-        argv += ["--trusted-proxy", HOST, *self.args]
+        argv += [*(["--trusted-proxy", HOST] if self.trust else []), *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
         env["FELUND_LOG_FORMAT"] = "json"
         with self.log_path.open("ab") as log:
