@@ -346,6 +346,7 @@ async def on_register(request: web.Request) -> web.StreamResponse:
     if reg.succeeds is not None:
         await _succeed(relay, reg.circle_hint, key, *reg.succeeds)
     expires_at = await relay.store.write(store.register, reg, key, now)
+    relay.keys_changed(reg.circle_hint)
     if expires_at is None:
         raise ApiError(
             SIGNING_KEY_MISMATCH,
@@ -379,6 +380,7 @@ async def _succeed(relay: Relay, circle_hint: str, key: str, old: str, proof: st
     if not verify_succession(old_key, key, proof):
         raise ApiError(BAD_SUCCESSION, "the succession proof does not verify under the old key")
     done = await relay.store.write(store.succeed, circle_hint, old, key_id(key), int(time.time()))
+    relay.keys_changed(circle_hint)
     if done == "other_room":
         raise ApiError(BAD_SUCCESSION, "this signing key already succeeds a key of another room")
     if done == "full":
@@ -393,6 +395,7 @@ async def on_unregister(request: web.Request) -> web.StreamResponse:
     key = await authenticate(request, relay, hint, "/register", body, required=True)
     assert key is not None  # required
     removed = await relay.store.write(relay.store.store.unregister, hint, key_id(key), node_id)
+    relay.keys_changed(hint)
     return json_response({"ok": True, "removed": removed})
 
 
@@ -611,6 +614,8 @@ async def purge_once(relay: Relay, chunk: int = 2000) -> None:
         if count < chunk:
             break
     purged = await relay.store.write(store.purge_expired, now, relay.config.retention_s)
+    if purged.keys:
+        relay.keys_changed()
     for kind, count in (
         ("messages", removed),
         ("registrations", purged.presence),

@@ -108,6 +108,7 @@ from felund.relay.server.limits import (
     Rate,
     Unit,
 )
+from felund.relay.server.recent import Recent
 from felund.relay.server.store import AsyncStore, Realm
 
 JSON_TYPE = "application/json"
@@ -154,6 +155,29 @@ class Relay:
     sockets: dict[web.WebSocketResponse, web.Request] = field(default_factory=dict)
     arrivals: Arrivals = field(default_factory=Arrivals)  # connections yet to send a request
     ws_clients: Counter[str] = field(default_factory=Counter)
+    recent_keys: Recent[str, list[str]] = field(default_factory=Recent)  # by node_id
+    recent_realms: Recent[str | None, Realm] = field(default_factory=Recent)  # by key id
+
+    def keys_changed(self, circle_hint: str | None = None) -> None:
+        """Forget the keys and realms read lately of a circle (or all): one changed here."""
+        for recent in (self.recent_keys, self.recent_realms):
+            if circle_hint is None:
+                recent.clear()
+            else:
+                recent.forget(circle_hint)
+
+    async def signing_keys(self, circle_hint: str, node: str, *, fresh: bool = False) -> list[str]:
+        """The keys a signed call of ``node`` is checked against (see ``authenticate``),
+        as read within the last second unless ``fresh``."""
+        now = time.monotonic()
+        keys = None if fresh else self.recent_keys.get(circle_hint, node, now)
+        if keys is None:
+            keys = await self.store.read(
+                self.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
+            )
+            if keys:  # none yet: a registration elsewhere is seen at once
+                self.recent_keys.put(circle_hint, node, keys, now)
+        return keys
 
     async def room(self, circle_hint: str, key: str | None) -> tuple[str, Realm]:
         """Where a circle's messages, signals and feed are kept for a call signed with
@@ -161,9 +185,12 @@ class Relay:
         ``require_signatures``, where every such call is signed, its realm's lineage (the
         hint and the first key of the lineage), so that a key of one's own reaches nobody
         else's and a re-keyed circle's realms share one room."""
-        realm = await self.store.read(
-            self.store.store.realm, circle_hint, None if key is None else key_id(key)
-        )
+        now = time.monotonic()
+        kid = None if key is None else key_id(key)
+        realm = self.recent_realms.get(circle_hint, kid, now)
+        if realm is None:
+            realm = await self.store.read(self.store.store.realm, circle_hint, kid)
+            self.recent_realms.put(circle_hint, kid, realm, now)
         if not self.config.require_signatures or key is None:
             return circle_hint, realm
         return f"{circle_hint}:{realm.room}", realm  # ":" is never in a circle_hint
@@ -316,9 +343,7 @@ async def authenticate(
             return None
         check_fresh(signed, time.time())
         node = node_id or header_node_id(request.headers.get(HEADER_NODE))
-        keys = await relay.store.read(
-            relay.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
-        )
+        keys = await relay.signing_keys(circle_hint, node)
         if not keys:
             if required:
                 raise ApiError(
@@ -329,6 +354,9 @@ async def authenticate(
             pay_unsigned(request, relay, len(body))
             return None
         key = verifying_key(signed, keys, request.method, path, body)
+        if key is None:  # perhaps under a key registered since (on another instance)
+            keys = await relay.signing_keys(circle_hint, node, fresh=True)
+            key = verifying_key(signed, keys, request.method, path, body)
         if key is None:
             raise ApiError(
                 INVALID_SIGNATURE, "the signature does not verify under the circle's key"
