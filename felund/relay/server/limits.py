@@ -73,7 +73,7 @@ class Budget:
 # The defaults (see the module docstring): an address gets what a browser
 # polling and posting by hand needs, with room for a page load's burst; a
 # signing key what a circle's members and their relay-syncs push together.
-ADDRESS_BUDGET: Final = Budget(Rate(50, 200), Rate(100, 500), Rate(512 * 1024, 8 * 1024 * 1024))
+ADDRESS_BUDGET: Final = Budget(Rate(50, 200), Rate(200, 2000), Rate(512 * 1024, 8 * 1024 * 1024))
 KEY_BUDGET: Final = Budget(
     Rate(5_000, 20_000), Rate(50_000, 200_000), Rate(64 * 1024 * 1024, 256 * 1024 * 1024)
 )
