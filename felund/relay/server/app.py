@@ -209,7 +209,8 @@ def _log_request(request: web.Request, started: float, *, status: int, code: str
 def _before_body(request: web.Request, relay: Relay) -> bool:
     """Charge an unsigned request to its address's budget before its body is read, or
     check a signed one's address has a signature that did not verify to spare (the
-    signing key pays once it verifies, ``spend_nonce``); whether it is signed."""
+    signing key pays once it verifies, ``spend_nonce``; one that does not verify is
+    charged to ``unverified`` once answered); whether it is signed."""
     if HEADER_SIGNATURE not in request.headers:
         pay_unsigned(request, relay, request.content_length or 0)
         return False
@@ -248,7 +249,7 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
             try:
                 response = await handler(request)
             finally:
-                if signed and "payer" not in request:  # its signature did not verify
+                if signed and "payer" not in request and "verified" not in request:
                     relay.limits.unverified.spend(client_key(request["client"]), time.monotonic())
     except ApiError as exc:
         code = exc.code

@@ -166,18 +166,21 @@ class Relay:
             else:
                 recent.forget(circle_hint)
 
-    async def signing_keys(self, circle_hint: str, node: str, *, fresh: bool = False) -> list[str]:
+    async def signing_keys(
+        self, circle_hint: str, node: str, *, fresh: bool = False
+    ) -> tuple[list[str], bool]:
         """The keys a signed call of ``node`` is checked against (see ``authenticate``),
-        as read within the last second unless ``fresh``."""
+        as read within the last second unless ``fresh``; whether they were kept."""
         now = time.monotonic()
         keys = None if fresh else self.recent_keys.get(circle_hint, node, now)
-        if keys is None:
-            keys = await self.store.read(
-                self.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
-            )
-            if keys:  # none yet: a registration elsewhere is seen at once
-                self.recent_keys.put(circle_hint, node, keys, now)
-        return keys
+        if keys is not None:
+            return keys, True
+        keys = await self.store.read(
+            self.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
+        )
+        if keys:  # none yet: a registration elsewhere is seen at once
+            self.recent_keys.put(circle_hint, node, keys, now)
+        return keys, False
 
     async def room(self, circle_hint: str, key: str | None) -> tuple[str, Realm]:
         """Where a circle's messages, signals and feed are kept for a call signed with
@@ -311,6 +314,7 @@ async def spend_nonce(
 ) -> None:
     """Charge a verified request to its signing key's budget and record its nonce
     (NONCE_REPLAY if it was used already)."""
+    request["verified"] = True  # a spent budget or a replay is no bad signature
     pay(request, relay, "key", key_id(key), {"requests": 1, "bytes": len(body)})
     if not await relay.store.write(
         relay.store.store.use_nonce, signed.nonce, signed.nonce_expiry(time.time())
@@ -343,7 +347,7 @@ async def authenticate(
             return None
         check_fresh(signed, time.time())
         node = node_id or header_node_id(request.headers.get(HEADER_NODE))
-        keys = await relay.signing_keys(circle_hint, node)
+        keys, kept = await relay.signing_keys(circle_hint, node)
         if not keys:
             if required:
                 raise ApiError(
@@ -354,8 +358,8 @@ async def authenticate(
             pay_unsigned(request, relay, len(body))
             return None
         key = verifying_key(signed, keys, request.method, path, body)
-        if key is None:  # perhaps under a key registered since (on another instance)
-            keys = await relay.signing_keys(circle_hint, node, fresh=True)
+        if key is None and kept:  # perhaps under a key registered since (another instance)
+            keys, _ = await relay.signing_keys(circle_hint, node, fresh=True)
             key = verifying_key(signed, keys, request.method, path, body)
         if key is None:
             raise ApiError(
