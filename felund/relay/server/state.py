@@ -265,16 +265,20 @@ def _address(text: str) -> str | None:
 
 def client_address(request: web.Request) -> str:
     """The client's address: the peer's, or behind a trusted proxy, the one it reports."""
-    peer = request.remote or ""
     proxies = request.app[RELAY].config.trusted_proxies
+    return named_client(request.remote or "", request.headers, proxies)
+
+
+def named_client(peer: str, headers: Mapping[str, str], proxies: tuple[Network, ...]) -> str:
+    """``peer``, or if it is one of ``proxies``, the client its headers name."""
     if not proxies or not _trusted(peer, proxies):
         return peer
-    real = _address(request.headers.get("X-Real-IP", ""))
+    real = _address(headers.get("X-Real-IP", ""))
     if real is not None:
         return real
     # Each proxy appends the address it heard from: the last hop not a proxy of ours is
     # the client (the ones before it are the client's to write, and worth nothing).
-    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+    for hop in reversed(headers.get("X-Forwarded-For", "").split(",")):
         address = _address(hop)
         if address is None:
             break
