@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from felund.actor.runtime import load_context
@@ -27,7 +29,15 @@ from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import Node, Relay, metric_value, wait_for
 from felund.v1 import ids
-from tests.integration.test_relay_server import HOST, Server, registration
+from tests.integration.test_relay_server import (
+    HOST,
+    Client,
+    Server,
+    aio,
+    assert_error,
+    browser_message,
+    registration,
+)
 from tests.integration.test_relay_sync import _node, _relay_metric
 from tests.unit.test_relay_server_parts import new_circle
 
@@ -187,3 +197,32 @@ def test_a_trusted_proxy_names_the_client(tmp_path: Path) -> None:
         assert started["trusted_proxies"] == ["127.0.0.0/8"]
     finally:
         server.stop()
+
+
+@aio
+async def test_a_signed_post_replayed_is_refused(tmp_path: Path) -> None:
+    # The nonce and the batch go to the writer in one trip: a replay stores nothing more.
+    server = Server(tmp_path / "relay", cli=False)
+    try:
+        circle = new_circle()
+        node = ids.new_node_id()
+        async with aiohttp.ClientSession() as session:
+            c = Client(session, server)
+            assert (
+                await c.signed(circle, "POST", "/v1/register", body=registration(circle, node))
+            ).status == 200
+            message = browser_message(circle, node, "once")
+            body = {"circle_hint": circle.hint, "messages": [message]}
+            nonce = secrets.token_hex(16)
+            first = await c.signed(
+                circle, "POST", "/v1/messages", body=body, node=node, nonce=nonce
+            )
+            assert (first.status, first.body["stored"]) == (200, 1), first.body
+            again = await c.signed(
+                circle, "POST", "/v1/messages", body=body, node=node, nonce=nonce
+            )
+            assert_error(again, 409, "NONCE_REPLAY")
+    finally:
+        server.stop()
+    replays = [e for e in server.log_events() if e.get("code") == "NONCE_REPLAY"]
+    assert len(replays) == 1 and replays[0]["path"] == "/v1/messages"

@@ -58,6 +58,7 @@ from felund.relay.auth import (
     HEADER_SIGNATURE,
     HEADER_TS,
     MAX_KEYS_TRIED,
+    Signed,
     check_fresh,
     client_key,
     key_id,
@@ -96,6 +97,7 @@ from felund.relay.protocol import (
     SIGNING_KEY_MISMATCH,
     UNAVAILABLE,
     UNKNOWN_PREDECESSOR,
+    MessageBatch,
     circle_hint_field,
     header_node_id,
     int_param,
@@ -121,12 +123,13 @@ from felund.relay.server.state import (
     json_body,
     json_response,
     may_post,
+    nonce_spent,
     pay_messages,
     pay_unsigned,
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
-from felund.relay.server.store import SignalQueue
+from felund.relay.server.store import RelayStore, SignalQueue, Stored
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -439,16 +442,29 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     obj = parse_json_object(body)
     hint = circle_hint_field(obj.get("circle_hint"))
     key = await authenticate(
-        request, relay, hint, "/messages", body, required=relay.config.require_signatures
+        request,
+        relay,
+        hint,
+        "/messages",
+        body,
+        required=relay.config.require_signatures,
+        defer_nonce=True,
     )
     batch = parse_message_batch(obj)
     pay_messages(request, relay, len(batch.messages))
     room, realm = await relay.room(hint, key)
     may_post(realm, key)
     poster = header_node_id(request.headers.get(HEADER_NODE))
-    stored = await relay.store.write(
-        relay.store.store.append, dataclasses.replace(batch, circle_hint=room), poster
+    signed: Signed | None = request.get("nonce")
+    fresh, stored = await relay.store.write(
+        _append_once,
+        relay.store.store,
+        signed,
+        dataclasses.replace(batch, circle_hint=room),
+        poster,
     )
+    if signed is not None:
+        nonce_spent(request, fresh)
     now = int(time.time())
     m.MESSAGES_STORED.inc(len(stored))
     m.MESSAGES_DUPLICATE.inc(len(batch.messages) - len(stored))
@@ -462,6 +478,16 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         )
         m.MESSAGES_SERVED.labels("push").inc(pushed)
     return json_response(answer)
+
+
+def _append_once(
+    store: RelayStore, signed: Signed | None, batch: MessageBatch, poster: str
+) -> tuple[bool, list[Stored]]:
+    """Record a signed post's nonce, and if it is fresh store its batch: one trip to the
+    writer thread (whether the nonce was fresh, what was stored)."""
+    if signed is not None and not store.use_nonce(signed.nonce, signed.nonce_expiry(time.time())):
+        return False, []
+    return True, store.append(batch, poster)
 
 
 async def on_get_messages(request: web.Request) -> web.StreamResponse:

@@ -313,20 +313,31 @@ def pay_unsigned(request: web.Request, relay: Relay, size: int) -> None:
     pay(request, relay, "address", who, {"requests": 1, "bytes": size})
 
 
+def pay_verified(request: web.Request, relay: Relay, key: str, body: bytes) -> None:
+    """Charge a request whose signature verified under ``key`` to that key's budget."""
+    request["verified"] = True  # a spent budget or a replay is no bad signature
+    pay(request, relay, "key", key_id(key), {"requests": 1, "bytes": len(body)})
+
+
+def nonce_spent(request: web.Request, fresh: bool) -> None:
+    """Count a verified request's nonce as recorded: NONCE_REPLAY if it was not fresh."""
+    if not fresh:
+        m.AUTH.labels("signed", "replay").inc()
+        raise ApiError(NONCE_REPLAY, "this nonce was used already")
+    request["signed"] = True
+    m.AUTH.labels("signed", "ok").inc()
+
+
 async def spend_nonce(
     request: web.Request, relay: Relay, signed: Signed, key: str, body: bytes
 ) -> None:
     """Charge a verified request to its signing key's budget and record its nonce
     (NONCE_REPLAY if it was used already)."""
-    request["verified"] = True  # a spent budget or a replay is no bad signature
-    pay(request, relay, "key", key_id(key), {"requests": 1, "bytes": len(body)})
-    if not await relay.store.write(
+    pay_verified(request, relay, key, body)
+    fresh = await relay.store.write(
         relay.store.store.use_nonce, signed.nonce, signed.nonce_expiry(time.time())
-    ):
-        m.AUTH.labels("signed", "replay").inc()
-        raise ApiError(NONCE_REPLAY, "this nonce was used already")
-    request["signed"] = True
-    m.AUTH.labels("signed", "ok").inc()
+    )
+    nonce_spent(request, fresh)
 
 
 async def authenticate(
@@ -339,8 +350,13 @@ async def authenticate(
     required: bool,
     headers: Mapping[str, str] | None = None,
     node_id: str = "",
+    defer_nonce: bool = False,
 ) -> str | None:
-    """Apply the signature policy to a request of one circle; the key that verified it."""
+    """Apply the signature policy to a request of one circle; the key that verified it.
+
+    With ``defer_nonce`` the nonce is left in ``request["nonce"]`` for the caller to
+    record with its own write (one trip to the writer thread, not two; ``nonce_spent``).
+    """
     request["circle_hint"] = circle_hint
     try:
         signed = signed_request(request.headers if headers is None else headers)
@@ -369,7 +385,11 @@ async def authenticate(
             raise ApiError(
                 INVALID_SIGNATURE, "the signature does not verify under the circle's key"
             )
-        await spend_nonce(request, relay, signed, key, body)
+        if defer_nonce:
+            pay_verified(request, relay, key, body)
+            request["nonce"] = signed
+        else:
+            await spend_nonce(request, relay, signed, key, body)
     except ApiError as exc:
         if exc.code != NONCE_REPLAY:
             m.AUTH.labels(
