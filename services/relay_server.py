@@ -22,8 +22,8 @@ and its own ``/metrics`` on one port.
 - Configuration: every argument but ``--db`` is also a key of the TOML file
   given by ``--config`` (or ``$FELUND_RELAY_CONFIG``; config/relay.toml has
   each with its default), named as the flag with ``_`` for ``-``; a flag on
-  the command line wins over the file. Every limit is shown in the
-  ``relay.starting`` line.
+  the command line wins over the file (a repeatable one adds to its list).
+  Every limit is shown in the ``relay.starting`` line.
 - Bounds (``--max-connections``, ``--header-timeout``, ``--body-timeout``,
   ``--send-timeout``, ``--ws-queue-bytes``, ``--send-budget-bytes``): what a
   client that sends or reads slowly, or not at all, can hold. The connection
