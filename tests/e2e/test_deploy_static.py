@@ -65,18 +65,6 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 # --- felund/metrics.py and the relay's: the names that exist ---------------------
-# The relay's database metrics come with its PostgreSQL backend (the names
-# agreed in the session plan, defined on another branch): taken as defined
-# until felund/relay/server/metrics.py defines them, then this can go.
-AGREED_RELAY_DB_METRICS = {
-    "felund_relay_server_db_up": set(),
-    "felund_relay_server_db_pool_size": set(),
-    "felund_relay_server_db_pool_in_use": set(),
-    "felund_relay_server_db_pool_waiting": set(),
-    "felund_relay_server_db_errors_total": {"kind"},
-}
-
-
 def defined_metrics() -> dict[str, set[str]]:
     """Every series name the node's and the relay's metrics export, with its label names."""
     names: dict[str, set[str]] = {}
@@ -97,8 +85,6 @@ def defined_metrics() -> dict[str, set[str]]:
             raise AssertionError(f"unexpected metric type {type(value).__name__}")
         for name in series:
             names[name] = labels
-    for name, labels in AGREED_RELAY_DB_METRICS.items():
-        names.setdefault(name, labels)
     return names
 
 
