@@ -2,11 +2,14 @@
 
 ``bench_relay()`` seeds a relay database with 100k messages (100 circles,
 1,000 each, AES-GCM sealed as our nodes send them), starts ``python -m
-services.relay_server`` on it (per-address rate limit off, warnings-only
-logs), and runs a load generator (``python -m bench.relay load``) in a
-separate process for each scenario: a pool of keep-alive connections, each
-sending requests back to back for a fixed time. The two processes share the
-machine's cores; the table says how many.
+services.relay_server`` on it (warnings-only logs), once at its defaults
+(the budgets of ``felund.relay.server.limits``) and once with ``--no-limits``
+(each row says which), and runs a load generator (``python -m bench.relay
+load``) in a separate process for each scenario: one client (one address; the
+signed scenarios one node of one circle, so one signing key) with a pool of
+keep-alive connections, each sending requests back to back for a fixed time.
+Throughput counts the answers that were 200 only. The two processes share
+the machine's cores; the table says how many.
 
 ``python -m bench.relay`` prints the rows on their own.
 """
@@ -19,7 +22,6 @@ import itertools
 import json
 import os
 import random
-import secrets
 import signal
 import statistics
 import subprocess
@@ -33,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from bench import print_table
+from felund.relay.client import signed_headers
 from felund.relay.protocol import IncomingMessage, MessageBatch, compact_json
 from felund.relay.server.postgres import PostgresRelayStore
 from felund.relay.server.sqlite import SqliteRelayStore
@@ -50,7 +53,11 @@ SCENARIOS = {
     "get-signed": "GET /v1/messages, signed, a page of 200",
     "post": "POST /v1/messages, 1 message per request",
     "post50": "POST /v1/messages, 50 messages per request",
+    "post-signed": "POST /v1/messages, signed, 1 message per request",
+    "post50-signed": "POST /v1/messages, signed, 50 messages per request",
 }
+ALL = tuple(SCENARIOS)
+BENCH_NODE = "benchnode00000001"
 
 
 def _secret(index: int) -> str:
@@ -124,63 +131,83 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
     circles = [(_secret(i), ids.circle_id(_secret(i))) for i in range(CIRCLES)]
     hints = [ids.circle_hint(cid) for _, cid in circles]
     keys = [crypto.api_signing_key(secret) for secret, _ in circles]
-    batch = 50 if scenario == "post50" else 1
-    bodies: list[bytes] = []
+    batch = 50 if scenario.startswith("post50") else 1
+    signed = scenario.endswith("signed")
+    bodies: list[tuple[bytes, dict[str, str]]] = []
     if scenario.startswith("post"):
         author = ids.new_node_id()
-        per_request = int(seconds * (5000 if batch == 1 else 300)) + 100  # more than fit in time
+        per_request = int(seconds * (5000 if batch == 1 else 800)) + 100  # more than fit in time
         for n in range(per_request):
-            secret, cid = circles[n % CIRCLES]
+            secret, cid = circles[0 if signed else n % CIRCLES]
             msgs = [
                 wire_message(secret, author, f"load {n}.{i}", name="bench") for i in range(batch)
             ]
-            body = {"circle_hint": ids.circle_hint(cid), "messages": msgs}
-            bodies.append(compact_json(body).encode())
+            body = compact_json({"circle_hint": ids.circle_hint(cid), "messages": msgs}).encode()
+            # Signed ahead (the nonces are fresh for 300 s): the generator's CPU is the server's.
+            headers = (
+                signed_headers(keys[0], BENCH_NODE, "POST", "/messages", body) if signed else {}
+            )
+            bodies.append((body, {"Content-Type": "application/json", **headers}))
     # The first stored second of each seeded circle (1,000 messages, 100 a
     # second, so ten seconds): its since=0 page ends with the second one.
     firsts: list[int] = []
     probe = _Connection(host, port)
-    for hint in hints:
-        _, answer = await probe.request("GET", f"/v1/messages?circle_hint={hint}&since=0", {})
+    if signed:  # the bench's node registers its circle's key, as a member's relay-sync does
+        registration = compact_json(
+            {
+                "node_id": BENCH_NODE,
+                "circle_hint": hints[0],
+                "endpoints": [],
+                "capabilities": {},
+                "ttl_s": 600,
+                "signing_key": keys[0],
+            }
+        ).encode()
+        headers = signed_headers(keys[0], BENCH_NODE, "POST", "/register", registration)
+        status, answer = await probe.request("POST", "/v1/register", headers, registration)
+        assert status == 200, answer
+    for hint in hints[:1] if signed else hints:
+        while True:  # a relay at its defaults may hold this address back a moment
+            status, answer = await probe.request(
+                "GET", f"/v1/messages?circle_hint={hint}&since=0", {}
+            )
+            if status != 429:
+                break
+            await asyncio.sleep(1)
         firsts.append(json.loads(answer)["server_time"] - 1)
     assert probe.writer is not None
     probe.writer.close()
     latencies: list[float] = []
     errors = 0
+    limited = 0
     counter = itertools.count()
     deadline = time.monotonic() + seconds
 
     async def worker(conn: _Connection) -> None:
-        nonlocal errors
+        nonlocal errors, limited
         rng = random.Random()
         while time.monotonic() < deadline:
             n = next(counter)
-            c = rng.randrange(CIRCLES)
+            c = 0 if signed else rng.randrange(CIRCLES)
             headers: dict[str, str] = {}
             body = b""
             if scenario.startswith("post"):
                 if n >= len(bodies):
                     return
-                method, target, body = "POST", "/v1/messages", bodies[n]
-                headers["Content-Type"] = "application/json"
+                method, target, (body, headers) = "POST", "/v1/messages", bodies[n]
             else:
                 first = firsts[c]
                 since = first + 100 if scenario == "poll" else rng.randrange(first - 1, first + 8)
                 method = "GET"
                 target = f"/v1/messages?circle_hint={hints[c]}&since={max(0, since)}&limit=200"
-                if scenario == "get-signed":
-                    ts, nonce = int(time.time()), secrets.token_hex(16)
-                    headers = {
-                        "X-Felund-Ts": str(ts),
-                        "X-Felund-Nonce": nonce,
-                        "X-Felund-Signature": crypto.api_signature(
-                            keys[c], "GET", "/messages", b"", ts, nonce
-                        ),
-                    }
+                if signed:
+                    headers = signed_headers(keys[c], BENCH_NODE, "GET", "/messages", b"")
             started = time.perf_counter()
             status, _ = await conn.request(method, target, headers, body)
             latencies.append(time.perf_counter() - started)
-            if status != 200:
+            if status == 429:
+                limited += 1
+            elif status != 200:
                 errors += 1
 
     started = time.monotonic()
@@ -191,8 +218,11 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
     lat = sorted(latencies)
     return {
         "requests": len(lat),
+        "ok": len(lat) - errors - limited,
+        "batch": batch,
         "seconds": elapsed,
         "errors": errors,
+        "limited": limited,
         "p50": statistics.median(lat) if lat else 0.0,
         "p99": lat[max(0, int(len(lat) * 0.99) - 1)] if lat else 0.0,
     }
@@ -215,73 +245,86 @@ def bench_relay(
     messages: int = 100_000,
     seconds: float = 10.0,
     connections: int = 32,
-    scenarios: tuple[str, ...] = ("get", "poll", "get-signed", "post", "post50"),
+    scenarios: tuple[str, ...] = ALL,
+    limits: tuple[bool, ...] = (True, False),
 ) -> list[Row]:
-    """Rows (name, result, notes) for each scenario against one relay."""
+    """Rows (name, result, notes) for each scenario against one relay, at its defaults
+    (``True`` in ``limits``) and with ``--no-limits`` (``False``)."""
     rows: list[Row] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
     with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
         db = Path(tmp) / "relay.db"
         started = time.perf_counter()
         seed(db, messages)
         seeding = time.perf_counter() - started
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
-                "--port", str(port), "--db", str(db), "--rate-limit", "0",
-                "--log-level", "warning", "--log-format", "json",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            _wait_healthy(url, server)
-            for scenario in scenarios:
-                load = subprocess.run(
-                    [
-                        sys.executable, "-m", "bench.relay", "load", "--url", url,
-                        "--scenario", scenario, "--seconds", str(seconds),
-                        "--connections", str(connections),
-                    ],
-                    cwd=REPO,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=seconds * 10 + 120,
-                )  # fmt: skip
-                r = json.loads(load.stdout.splitlines()[-1])
-                rows.append(
-                    (
-                        f"relay {SCENARIOS[scenario]}",
-                        f"{r['requests'] / r['seconds']:,.0f} req/s",
-                        f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
-                        f"{r['requests']:,} requests, {r['errors']} errors; "
-                        f"{connections} connections from another process; "
-                        f"{messages:,} messages stored (seeded in {seeding:.0f} s); "
-                        f"{os.cpu_count()} cores shared",
-                    )
-                )
-        finally:
-            server.send_signal(signal.SIGTERM)
+        for limited in limits:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            server = _start_relay(port, str(db), env, limited=limited)
+            which = "defaults" if limited else "limits off"
             try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
+                for scenario in scenarios:
+                    r = _load_process(url, scenario, seconds, connections, env)
+                    per_s = r["ok"] / r["seconds"]
+                    result = f"{per_s:,.0f} req/s"
+                    if r["batch"] > 1:
+                        result = f"{per_s * r['batch']:,.0f} msg/s ({per_s:,.0f} req/s)"
+                    elif scenario.startswith("post"):
+                        result = f"{per_s:,.0f} msg/s"
+                    rows.append(
+                        (
+                            f"relay ({which}) {SCENARIOS[scenario]}",
+                            result,
+                            f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
+                            f"{r['requests']:,} requests, {r['limited']:,} refused 429, "
+                            f"{r['errors']} errors; one client, {connections} connections "
+                            f"from another process; {messages:,} messages stored (seeded in "
+                            f"{seeding:.0f} s); {os.cpu_count()} cores shared",
+                        )
+                    )
+            finally:
+                _stop(server)
     return rows
 
 
-def _start_relay(port: int, db: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _load_process(
+    url: str, scenario: str, seconds: float, connections: int, env: dict[str, str]
+) -> dict[str, Any]:
+    load = subprocess.run(
+        [
+            sys.executable, "-m", "bench.relay", "load", "--url", url,
+            "--scenario", scenario, "--seconds", str(seconds),
+            "--connections", str(connections),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds * 10 + 120,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(load.stdout.splitlines()[-1])
+    return result
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
+def _start_relay(
+    port: int, db: str, env: dict[str, str], *, limited: bool = False
+) -> subprocess.Popen[bytes]:
+    """A relay on ``db``, at its defaults (``limited``) or with ``--no-limits``."""
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "services.relay_server", "--host", "127.0.0.1",
-            "--port", str(port), "--db", db, "--rate-limit", "0",
-            "--log-level", "warning", "--log-format", "json",
+            "--port", str(port), "--db", db, "--log-level", "warning", "--log-format", "json",
+            *(() if limited else ("--no-limits",)),
         ],
         cwd=REPO,
         env=env,
@@ -342,20 +385,10 @@ def bench_relay_backends(
                 urls = [f"http://127.0.0.1:{port}" for port in ports]
                 try:
                     for scenario in ("post", "get"):
-                        load = subprocess.run(
-                            [
-                                sys.executable, "-m", "bench.relay", "load",
-                                "--url", ",".join(urls),
-                                "--scenario", scenario, "--seconds", str(seconds),
-                                "--connections", str(connections),
-                            ],
-                            cwd=REPO, env=env, capture_output=True, text=True, check=True,
-                            timeout=seconds * 10 + 120,
-                        )  # fmt: skip
-                        r = json.loads(load.stdout.splitlines()[-1])
+                        r = _load_process(",".join(urls), scenario, seconds, connections, env)
                         rows.append(
                             (
-                                f"relay {label}: {SCENARIOS[scenario]}",
+                                f"relay {label} (limits off): {SCENARIOS[scenario]}",
                                 f"{r['requests'] / r['seconds']:,.0f} req/s",
                                 f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
                                 f"{r['errors']} errors; {connections} connections; "
@@ -365,7 +398,7 @@ def bench_relay_backends(
                     lat = asyncio.run(_feed_latency(urls, 200))
                     rows.append(
                         (
-                            f"relay {label}: feed latency, POST to "
+                            f"relay {label} (limits off): feed latency, POST to "
                             f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
                             f"p50 {statistics.median(lat) * 1000:.1f} ms",
                             f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
@@ -374,13 +407,7 @@ def bench_relay_backends(
                     )
                 finally:
                     for proc in procs:
-                        proc.send_signal(signal.SIGTERM)
-                    for proc in procs:
-                        try:
-                            proc.wait(30)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            proc.wait(10)
+                        _stop(proc)
     finally:
         pg.close()
     return rows
@@ -399,6 +426,8 @@ def main() -> None:
     table = sub.add_parser("table")
     table.add_argument("--messages", type=int, default=100_000)
     table.add_argument("--seconds", type=float, default=10.0)
+    table.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    table.add_argument("--limits", choices=("both", "defaults", "off"), default="both")
     args = parser.parse_args()
     if args.command == "load":
         result = asyncio.run(_load(args.url, args.scenario, args.seconds, args.connections))
@@ -407,7 +436,13 @@ def main() -> None:
     if args.command == "backends":
         print_table(bench_relay_backends())
         return
-    rows = bench_relay(getattr(args, "messages", 100_000), seconds=getattr(args, "seconds", 10.0))
+    limits = {"both": (True, False), "defaults": (True,), "off": (False,)}
+    rows = bench_relay(
+        getattr(args, "messages", 100_000),
+        seconds=getattr(args, "seconds", 10.0),
+        scenarios=tuple(getattr(args, "scenario", None) or ALL),
+        limits=limits[getattr(args, "limits", "both")],
+    )
     print_table(rows)
 
 

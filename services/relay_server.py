@@ -10,9 +10,20 @@ and its own ``/metrics`` on one port.
   migrated at start (``felund relay migrate`` does it alone).
 - Serves: ``/v1/...``, ``/metrics`` and the browser client at ``/`` (not
   with ``--no-web``) on ``--host``/``--port``; put a TLS
-  reverse proxy in front for the internet (deploy/README.md). Behind a
-  proxy on the same machine, the client address is taken from
-  ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop).
+  reverse proxy in front for the internet (deploy/README.md), and name it
+  with ``--trusted-proxy``: the client address is then taken from its
+  ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop not a trusted proxy).
+- Budgets (``felund.relay.server.limits``): requests, messages and bytes a
+  second, per signing key for signed calls (``--key-requests``,
+  ``--key-messages``, ``--key-bytes``) and per client address for the others
+  (``--address-...``), signatures that do not verify per address
+  (``--unverified``); ``--no-limits`` turns them all off. The client address
+  is the TCP peer's unless the peer is a ``--trusted-proxy``.
+- Configuration: every argument but ``--db`` is also a key of the TOML file
+  given by ``--config`` (or ``$FELUND_RELAY_CONFIG``; config/relay.toml has
+  each with its default), named as the flag with ``_`` for ``-``; a flag on
+  the command line wins over the file (a repeatable one adds to its list).
+  Every limit is shown in the ``relay.starting`` line.
 - Bounds (``--max-connections``, ``--header-timeout``, ``--body-timeout``,
   ``--send-timeout``, ``--ws-queue-bytes``, ``--send-budget-bytes``): what a
   client that sends or reads slowly, or not at all, can hold. The connection
@@ -33,11 +44,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import resource
 import signal
 import sys
 import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -51,6 +67,7 @@ from felund.relay.server.app import make_app
 from felund.relay.server.backends import DB_ENV, database, describe, open_store
 from felund.relay.server.connections import CappedSite, usable_connections
 from felund.relay.server.ice import ice_servers
+from felund.relay.server.limits import NO_BUDGET, OFF, UNITS, Budget, Rate
 from felund.relay.server.state import RELAY, Relay, RelayConfig
 
 SERVICE = "relay"
@@ -58,6 +75,22 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SHUTDOWN_TIMEOUT_S = 10.0
 _DEFAULTS = RelayConfig()
 ICE_CREDENTIAL_ENV = "FELUND_ICE_CREDENTIAL"
+CONFIG_ENV = "FELUND_RELAY_CONFIG"
+_NOT_IN_CONFIG = frozenset({"help", "config", "db"})
+
+
+def _rate(value: str) -> Rate:
+    try:
+        return Rate.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(value: str) -> float:
@@ -111,19 +144,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the browser client at / (only the API and /metrics)",
     )
     p.add_argument(
-        "--rate-limit",
-        type=_positive_float,
-        default=_DEFAULTS.rate_per_s,
-        help="requests per second per client address, 0 for no limit (%(default)s)",
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_ENV),
+        help=f"a TOML file of these arguments' values (or ${CONFIG_ENV}): the flag's name "
+        'with _ for -, e.g. key_messages = "50000/200000"; a flag given here wins',
+    )
+    for payer, budget, who in (
+        ("key", _DEFAULTS.per_key, "signing key, for a signed request that verifies"),
+        ("address", _DEFAULTS.per_address, "client address, for any other request"),
+    ):
+        for unit in UNITS:
+            p.add_argument(
+                f"--{payer}-{unit}",
+                type=_rate,
+                default=getattr(budget, unit),
+                metavar="RATE[/BURST]",
+                help=f"{unit}{' (of request bodies)' if unit == 'bytes' else ''} a second per "
+                f"{who}, and how many at once (%(default)s; 0: no limit)",
+            )
+    p.add_argument(
+        "--unverified",
+        type=_rate,
+        default=_DEFAULTS.unverified,
+        metavar="RATE[/BURST]",
+        help="requests a second per client address whose signature does not verify "
+        "(%(default)s; 0: no limit)",
     )
     p.add_argument(
-        "--rate-burst",
-        type=_positive_float,
-        default=_DEFAULTS.rate_burst,
-        help="requests a client may send at once (%(default)s)",
+        "--no-limits",
+        action="store_true",
+        help="no budget at all (the --key-*, --address-* and --unverified ones): for benches",
     )
     p.add_argument(
-        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body"
+        "--trusted-proxy",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help="a reverse proxy (address or network) whose X-Real-IP / X-Forwarded-For names "
+        "the client; repeatable; none by default (every client is its TCP peer)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_count,
+        default=MAX_BODY_BYTES,
+        help="largest request body (%(default)s)",
     )
     p.add_argument(
         "--ws-ping-interval",
@@ -198,6 +264,63 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _from_config(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The arguments' values a TOML file sets, checked as the flags' are."""
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    actions = {a.dest: a for a in parser._actions if a.dest not in _NOT_IN_CONFIG}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        action = actions.get(name)
+        if action is None:
+            parser.error(f"--config {path}: no such key {name!r}")
+        values[name] = _config_value(parser, action, name, value)
+    return values
+
+
+def _config_value(
+    parser: argparse.ArgumentParser, action: argparse.Action, name: str, value: Any
+) -> Any:
+    if action.nargs == 0:  # a switch
+        if not isinstance(value, bool):
+            parser.error(f"--config: {name} is true or false")
+        return value
+    many = isinstance(action, argparse._AppendAction)
+    items = value if many and isinstance(value, list) else [value]
+    if any(isinstance(v, (dict, list, bool)) for v in items):
+        parser.error(f"--config: {name} is {'a list of values' if many else 'one value'}")
+    convert = action.type if callable(action.type) else str
+    try:
+        converted = [convert(str(v)) for v in items]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(f"--config: {name}: {exc}")
+    if action.choices is not None and any(v not in action.choices for v in converted):
+        parser.error(f"--config: {name}: one of {', '.join(map(str, action.choices))}")
+    return converted if many else converted[0]
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments: the flags, over the ``--config`` file's values, over the defaults."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config is not None:
+        parser.set_defaults(**_from_config(parser, first.config))
+    return parser.parse_args(argv)
+
+
+def limits_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The budgets the arguments set, as ``RelayConfig`` fields."""
+    if args.no_limits:
+        return {"per_key": NO_BUDGET, "per_address": NO_BUDGET, "unverified": OFF}
+    return {
+        "per_key": Budget(args.key_requests, args.key_messages, args.key_bytes),
+        "per_address": Budget(args.address_requests, args.address_messages, args.address_bytes),
+        "unverified": args.unverified,
+    }
+
+
 async def serve(
     app: web.Application, host: str, port: int, log: structlog.stdlib.BoundLogger
 ) -> int:
@@ -240,18 +363,17 @@ def main(argv: list[str] | None = None) -> None:
         # prometheus-client chose file-backed values when it was imported: the
         # relay keeps its own in-memory registry, so start again without it.
         os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *sys.argv[1:]])  # noqa: S606
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
     try:
         ice = ice_servers(args.ice_server, args.ice_username, args.ice_credential)
     except ValueError as exc:
-        parser.error(str(exc))
+        build_parser().error(str(exc))
     log = logs.setup(SERVICE, "", args.log_level, args.log_format)
     aiolog.install(log)
     config = RelayConfig(
         require_signatures=args.require_signatures,
-        rate_per_s=args.rate_limit,
-        rate_burst=args.rate_burst,
+        **limits_of(args),
+        trusted_proxies=tuple(args.trusted_proxy),
         max_body_bytes=args.max_body_bytes,
         ws_ping_s=args.ws_ping_interval or WS_PING_S,
         serve_web=not args.no_web,
@@ -265,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     db = database(args.db)
     if not db:
-        parser.error(f"--db or ${DB_ENV} is required")
+        build_parser().error(f"--db or ${DB_ENV} is required")
     try:
         threaded = open_store(db)
     except (OSError, StoreInUse, DatabaseUnavailable) as exc:
@@ -276,10 +398,19 @@ def main(argv: list[str] | None = None) -> None:
         "relay.starting",
         database=describe(db),
         require_signatures=config.require_signatures,
-        rate_limit=config.rate_per_s,
+        config_file=str(args.config or ""),
         serve_web=config.serve_web,
+        per_key=config.per_key.describe(),
+        per_address=config.per_address.describe(),
+        unverified=str(config.unverified),
+        trusted_proxies=[str(n) for n in config.trusted_proxies],
+        max_body_bytes=config.max_body_bytes,
         max_connections=config.max_connections,
         open_files=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        ws_per_client=config.ws_per_client,
+        ws_total=config.ws_total,
+        ws_queue_bytes=config.ws_queue_bytes,
+        send_budget_bytes=config.send_budget_bytes,
         header_timeout_s=config.header_timeout_s,
         body_timeout_s=config.body_timeout_s,
         send_timeout_s=config.send_timeout_s,

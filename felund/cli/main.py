@@ -147,29 +147,14 @@ def cmd_relay_migrate(args: argparse.Namespace) -> None:
     print(f"{describe(db)}: {done}")
 
 
-def cmd_relay_serve(args: argparse.Namespace) -> None:
-    """Run the relay server in the foreground (services.relay_server takes over this process)."""
-    argv = [sys.executable, "-m", "services.relay_server"]
-    argv += ["--host", args.host, "--port", str(args.port)]
-    if args.db:  # else services.relay_server reads $FELUND_RELAY_DB (no password in ps)
-        argv += ["--db", args.db]
-    if args.require_signatures:
-        argv.append("--require-signatures")
-    if args.no_web:
-        argv.append("--no-web")
-    if args.max_connections is not None:
-        argv += ["--max-connections", str(args.max_connections)]
-    for url in args.ice_server:
-        argv += ["--ice-server", url]
-    if args.ice_username:
-        argv += ["--ice-username", args.ice_username]
-    if args.ice_credential:
-        argv += ["--ice-credential", args.ice_credential]
+def relay_serve(argv: list[str]) -> None:
+    """``felund relay serve ARGS``: services.relay_server takes over this process with the
+    arguments as given (its parser is the one: every flag, ``--help`` included)."""
     # The relay keeps its own in-memory metrics, never a node's multiprocess files.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)  # noqa: S606
+    os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *argv])  # noqa: S606
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -568,10 +553,6 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 # --- plumbing -----------------------------------------------------------------
-def _port(value: str) -> int:
-    return _whole(value, 0, 65535)
-
-
 def _limit(value: str) -> int:
     return _whole(value, 1, 100_000)
 
@@ -681,36 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("relay", help="this node's relay URL, or run a relay server")
     relay = p.add_subparsers(dest="relay_command", required=True, metavar="COMMAND")
-    p = relay.add_parser("serve", help="serve the relay HTTP API in the foreground")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=_port, default=8080, help="TCP port")
-    p.add_argument("--db", help=_RELAY_DB_HELP)
-    p.add_argument(
-        "--require-signatures",
-        action="store_true",
-        help="refuse unsigned message, signalling and feed calls",
-    )
-    p.add_argument("--no-web", action="store_true", help="do not serve the browser client at /")
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        help="open connections served at once (4096; keep it below the open-files limit)",
-    )
-    p.add_argument(
-        "--ice-server",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a STUN/TURN server for the browsers' calls (stun:, turns:, ...), repeatable; none",
-    )
-    p.add_argument("--ice-username", default="", metavar="U", help="the TURN user name")
-    p.add_argument(
-        "--ice-credential",
-        default="",
-        metavar="C",
-        help="the TURN password (or $FELUND_ICE_CREDENTIAL: not in the process list)",
-    )
-    p.set_defaults(func=cmd_relay_serve, offline=True)
+    # Only listed here: main() hands `relay serve ...` to the relay server's own parser.
+    relay.add_parser("serve", help="serve the relay HTTP API in the foreground (--help: its flags)")
     p = relay.add_parser("migrate", help="create or migrate the relay's database schema")
     p.add_argument("--db", help=_RELAY_DB_HELP)
     p.set_defaults(func=cmd_relay_migrate, offline=True)
@@ -733,6 +686,9 @@ def _fail(code: int, text: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``felund`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["relay", "serve"]:
+        relay_serve(argv[2:])
     args = build_parser().parse_args(argv)
     func: Callable[..., None] = args.func
     try:

@@ -7,8 +7,8 @@
   circle (see "Signing keys" in ``felund.relay.server.state``). The nonce
   ledger (one use per nonce) lives in the store, so that it survives a
   restart and is shared by every instance in front of one database.
-- ``TokenBuckets`` (requests per client) and ``SlidingWindow`` (signalling
-  posts per node) keep a bounded number of keys.
+- ``SlidingWindow`` (signalling posts per node) keeps a bounded number of
+  keys (the budgets per client are ``felund.relay.server.limits``).
 """
 
 from __future__ import annotations
@@ -143,45 +143,6 @@ def client_key(address: str) -> str:
 def retry_after(seconds: float) -> int:
     """A Retry-After value: whole seconds, at least 1."""
     return max(1, math.ceil(seconds))
-
-
-class TokenBuckets:
-    """One token bucket per key: ``rate`` tokens a second, at most ``burst`` saved."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float) -> float:
-        """Take one token: 0.0 if allowed, else the seconds until one is available."""
-        if self.rate <= 0:
-            return 0.0
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate
-        self._buckets[key] = (tokens, now)  # most recently used last
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)  # the least recently used
-        return wait
-
-    def prune(self, now: float) -> int:
-        """Forget buckets that have refilled (they equal a new one); how many went."""
-        full = [
-            k for k, (tokens, last) in self._buckets.items()
-            if tokens + (now - last) * self.rate >= self.burst
-        ]  # fmt: skip
-        for key in full:
-            del self._buckets[key]
-        return len(full)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 class SlidingWindow:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from felund.errors import ApiError, InvalidMessage
 from felund.v1 import ids
 from felund.v1.wire import parse_message
@@ -233,11 +235,20 @@ def header_node_id(value: str | None) -> str:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Decode a request body that must be one JSON object."""
+    """Decode a request body that must be one JSON object.
+
+    orjson decodes a message batch several times faster than ``json``; what it
+    refuses (a lone surrogate escape, NaN, nesting past 1,024, a UTF-16 body) goes
+    to ``json``, so a body decodes to what ``json`` makes of it, but for integers
+    past 64 bits, which orjson makes floats: no field takes either.
+    """
     try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        raise invalid("the body is not JSON") from None
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            raise invalid("the body is not JSON") from None
     if not isinstance(obj, dict):
         raise invalid("the body must be a JSON object")
     return obj
@@ -331,6 +342,7 @@ def parse_message_batch(obj: Mapping[str, Any]) -> MessageBatch:
     if len(raw) > MAX_BATCH:
         raise ApiError(BATCH_TOO_LARGE, f"at most {MAX_BATCH} messages per request, got {len(raw)}")
     out: list[IncomingMessage] = []
+    circles: set[str] = set()  # the circle_ids of this hint seen (a batch is one circle's)
     for index, item in enumerate(raw):
         try:
             msg = parse_message(item)
@@ -338,9 +350,15 @@ def parse_message_batch(obj: Mapping[str, Any]) -> MessageBatch:
             raise ApiError(
                 INVALID_MESSAGE, f"messages[{index}]: {exc.kind}: {exc.detail}"
             ) from None
-        if ids.circle_hint(msg.circle_id) != hint:
-            raise ApiError(CIRCLE_MISMATCH, f"messages[{index}]: circle_id is not of circle_hint")
-        out.append(IncomingMessage(msg.msg_id, msg.author_node_id, compact_json(item)))
+        if msg.circle_id not in circles:
+            if ids.circle_hint(msg.circle_id) != hint:
+                raise ApiError(
+                    CIRCLE_MISMATCH, f"messages[{index}]: circle_id is not of circle_hint"
+                )
+            circles.add(msg.circle_id)
+        # A checked message holds strings and small integers only: orjson writes it as
+        # compact_json does (ensure_ascii off), in a fraction of the time.
+        out.append(IncomingMessage(msg.msg_id, msg.author_node_id, orjson.dumps(item).decode()))
     return MessageBatch(hint, tuple(out))
 
 

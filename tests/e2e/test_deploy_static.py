@@ -4,8 +4,9 @@ systemd units: ``systemd-analyze verify``; Prometheus config and alert
 rules: ``promtool check config``, ``promtool check rules`` and the rules'
 unit tests (``promtool test rules``); the Grafana dashboard: valid JSON
 whose queries parse as PromQL. Every ``felund_*`` metric named in the
-rules or the dashboard must be one that ``felund/metrics.py`` defines, so
-renaming a metric breaks this test rather than a user's alerts.
+rules or the dashboard must be one that ``felund/metrics.py`` (the node) or
+``felund/relay/server/metrics.py`` (the relay server) defines, so renaming a
+metric breaks this test rather than a user's alerts.
 
 systemd-analyze and promtool come from the distribution's packages
 (``systemd``, ``prometheus``). Without them these tests skip, except
@@ -28,6 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 import felund.metrics
+import felund.relay.server.metrics
 from felund.relay.server.connections import OVERSHOOT, RESERVED_FDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,11 +64,12 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
 
 
-# --- felund/metrics.py: the names that exist -----------------------------------
+# --- felund/metrics.py and the relay's: the names that exist ---------------------
 def defined_metrics() -> dict[str, set[str]]:
-    """Every series name felund/metrics.py exports, with its label names."""
+    """Every series name the node's and the relay's metrics export, with its label names."""
     names: dict[str, set[str]] = {}
-    for value in vars(felund.metrics).values():
+    values = [*vars(felund.metrics).values(), *vars(felund.relay.server.metrics).values()]
+    for value in values:
         if not isinstance(value, MetricWrapperBase):
             continue
         (family,) = value.describe()
@@ -147,7 +150,15 @@ def stub_felund(tmp_path: Path) -> Path:
     return stub
 
 
-@pytest.mark.parametrize("name", ["felund.service", "felund-relay.service"])
+SYSTEM_UNIT_NAMES = ["felund.service", "felund-relay.service", "felund-relay@.service"]
+
+
+def instance(name: str) -> str:
+    """The name a unit file is verified as: a template as one of its instances."""
+    return name.replace("@.", "@8081.")
+
+
+@pytest.mark.parametrize("name", SYSTEM_UNIT_NAMES)
 def test_system_units_verify(name: str, tmp_path: Path, stub_felund: Path) -> None:
     # `systemd-analyze verify` checks that the program of ExecStart= exists. The
     # units name /opt/felund/bin/felund, where the README installs felund,
@@ -159,9 +170,9 @@ def test_system_units_verify(name: str, tmp_path: Path, stub_felund: Path) -> No
     analyze = tool("systemd-analyze")
     shipped = (SYSTEM_UNITS / name).read_text()
     assert f"ExecStart={SYSTEM_FELUND} " in shipped, "ExecStart moved: update SYSTEM_FELUND"
-    unit = tmp_path / name
+    unit = tmp_path / instance(name)
     unit.write_text(shipped.replace(f"ExecStart={SYSTEM_FELUND} ", f"ExecStart={stub_felund} "))
-    assert_verified(run([analyze, "verify", str(unit)]), name)
+    assert_verified(run([analyze, "verify", str(unit)]), instance(name))
 
 
 def test_user_unit_verifies_as_user_unit(tmp_path: Path, stub_felund: Path) -> None:
@@ -200,8 +211,8 @@ def test_system_unit_is_hardened_enough(tmp_path: Path, stub_felund: Path) -> No
     # `systemd-analyze security` scores exposure from 0 (locked down) to 10;
     # 2.0 is far below what most distribution units get.
     analyze = tool("systemd-analyze")
-    for name in ("felund.service", "felund-relay.service"):
-        unit = tmp_path / name
+    for name in SYSTEM_UNIT_NAMES:
+        unit = tmp_path / instance(name)
         text = (SYSTEM_UNITS / name).read_text()
         unit.write_text(text.replace(SYSTEM_FELUND, str(stub_felund)))
         result = run([analyze, "security", "--offline=yes", "--threshold=20", str(unit)])
@@ -268,6 +279,26 @@ def test_relay_unit() -> None:
     assert settings["Restart"] == ["on-failure"]
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["ProtectSystem"] == ["strict"]
+    # nginx on this machine names the clients (deploy/README.md).
+    assert argv[argv.index("--trusted-proxy") + 1] == "127.0.0.1"
+
+
+def test_relay_instance_template() -> None:
+    settings = unit_settings(SYSTEM_UNITS / "felund-relay@.service")
+    argv = settings["ExecStart"][-1].split()
+    assert argv[:3] == [SYSTEM_FELUND, "relay", "serve"]
+    assert argv[argv.index("--port") + 1] == "%i"  # the instance is its port
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--trusted-proxy") + 1] == "127.0.0.1"
+    assert argv[argv.index("--config") + 1] == "/etc/felund-relay/relay.toml"
+    assert "--db" not in argv  # FELUND_RELAY_DB from the EnvironmentFile: no password in ps
+    assert settings["EnvironmentFile"] == ["/etc/felund-relay/relay.env"]
+    cap = int(argv[argv.index("--max-connections") + 1])
+    assert cap <= int(settings["LimitNOFILE"][-1]) - RESERVED_FDS - OVERSHOOT
+    assert "StateDirectory" not in settings  # the state is the database's
+    single = unit_settings(SYSTEM_UNITS / "felund-relay.service")
+    for key in ("Restart", "NoNewPrivileges", "ProtectSystem", "SystemCallFilter", "DynamicUser"):
+        assert settings[key] == single[key], key
 
 
 # --- Prometheus -----------------------------------------------------------------
@@ -296,6 +327,11 @@ ALERTS = {
     "FelundStoreErrors",
     "FelundDiskFilling",
     "FelundDiskFull",
+    "FelundRelayErrors",
+    "FelundRelaySlow",
+    "FelundRelayDatabaseDown",
+    "FelundRelayDatabasePoolExhausted",
+    "FelundRelayMembersLimited",
 }
 
 
@@ -327,6 +363,11 @@ def test_alert_rules_use_only_defined_metrics() -> None:
         "felund_relay_last_success_timestamp_seconds",
         "felund_store_errors_total",
         "felund_store_disk_free_bytes",
+        "felund_relay_server_internal_errors_total",
+        "felund_relay_server_request_duration_seconds_bucket",
+        "felund_relay_server_db_up",
+        "felund_relay_server_db_pool_waiting",
+        "felund_relay_server_limited_total",
     }
     check_references((PROMETHEUS / "felund.rules.test.yml").read_text(), "the rule tests")
 
@@ -360,6 +401,16 @@ def test_dashboard_is_valid_and_uses_defined_metrics() -> None:
         "felund_delivery_latency_seconds_bucket",  # sync latency
         "felund_service_restarts_total",  # restarts
         "felund_relay_last_success_timestamp_seconds",  # relay health
+        # The relay server: latency, errors, feed clients, database pool.
+        "felund_relay_server_request_duration_seconds_bucket",
+        "felund_relay_server_rejections_total",
+        "felund_relay_server_internal_errors_total",
+        "felund_relay_server_limited_total",
+        "felund_relay_server_websocket_connections",
+        "felund_relay_server_db_pool_size",
+        "felund_relay_server_db_pool_in_use",
+        "felund_relay_server_db_pool_waiting",
+        "felund_relay_server_db_up",
     }
     assert any('up{job="felund-relay"' in query for query in queries)
 

@@ -40,7 +40,7 @@ fuzz = settings(
 @pytest.fixture(scope="module")
 def fuzz_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A relay without a request rate limit (hypothesis sends many)."""
-    server = Server(tmp_path_factory.mktemp("fuzz"), "--rate-limit=0", cli=False)
+    server = Server(tmp_path_factory.mktemp("fuzz"), "--no-limits", cli=False)
     yield server
     assert "Traceback" not in server.log_text()
     server.stop()

@@ -136,7 +136,7 @@ async def _post_all(c: Client, hint: str, messages: list[dict[str, Any]]) -> Non
 @pytest.fixture
 def plain_relay(tmp_path: Path) -> Iterator[Server]:
     """A relay with the service's defaults but no request rate limit (the posting is fast)."""
-    server = Server(tmp_path / "relay", "--rate-limit=0", cli=False)
+    server = Server(tmp_path / "relay", "--no-limits", cli=False)
     yield server
     server.stop()
 
@@ -190,9 +190,7 @@ async def test_get_answers_count_in_the_send_budget(tmp_path: Path) -> None:
     are: past the send budget the relay answers 503 (it used to build and hold every
     one), and what a client that goes away held is released."""
     budget = 8 * MB
-    server = Server(
-        tmp_path / "relay", "--rate-limit=0", f"--send-budget-bytes={budget}", cli=False
-    )
+    server = Server(tmp_path / "relay", "--no-limits", f"--send-budget-bytes={budget}", cli=False)
     try:
         hint, messages = _large_messages(50)
         path = f"/v1/messages?circle_hint={hint}&cursor=0&limit=50"
@@ -234,7 +232,7 @@ async def test_a_feed_client_that_takes_nothing_is_cut_off(tmp_path: Path) -> No
     """Live messages keep coming to feeds that never read: each is cut off once a frame
     waits longer than the send timeout (or its queue overflows), and what was queued
     for it is released."""
-    server = Server(tmp_path / "relay", "--rate-limit=0", "--send-timeout=1", cli=False)
+    server = Server(tmp_path / "relay", "--no-limits", "--send-timeout=1", cli=False)
     try:
         pid = _pid(server)
         hint, messages = _large_messages(160)

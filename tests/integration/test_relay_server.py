@@ -3,8 +3,8 @@
 Each server is a real process started through the CLI (or `python -m
 services.relay_server` where a test needs a non-default limit); clients are
 aiohttp sessions and WebSockets. Every test uses its own circle, and its own
-client address through X-Real-IP (the relay trusts it from a proxy on
-127.0.0.1), so per-address rate limits never couple tests. Every wait is
+client address through X-Real-IP (every relay here trusts it from
+127.0.0.1, ``--trusted-proxy``), so per-address budgets never couple tests. Every wait is
 bounded; every server is stopped in a finalizer. The parts that need no
 process (signatures, the store's paging and retention, limits) are in
 tests/unit/test_relay_server_parts.py.
@@ -49,13 +49,16 @@ _ADDRESSES = itertools.count(1)
 class Server:
     """A relay process on a free port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, *args: str, cli: bool = True, db: str = "") -> None:
+    def __init__(
+        self, directory: Path, *args: str, cli: bool = True, db: str = "", trust: bool = True
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.db = db or str(directory / "relay.db")  # a SQLite file or a postgresql:// URL
         self.log_path = directory / f"relay-{self.port}.log"
         self.args = args
         self.cli = cli
+        self.trust = trust  # 127.0.0.1 a trusted proxy: tests name their address in X-Real-IP
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -64,7 +67,8 @@ class Server:
             base = [sys.executable, "-m", "felund", "relay", "serve"]
         else:
             base = [sys.executable, "-m", "services.relay_server"]
-        argv = [*base, "--host", HOST, "--port", str(self.port), "--db", self.db, *self.args]
+        argv = [*base, "--host", HOST, "--port", str(self.port), "--db", self.db]
+        argv += [*(["--trusted-proxy", HOST] if self.trust else []), *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
         env["FELUND_LOG_FORMAT"] = "json"
         with self.log_path.open("ab") as log:
@@ -142,11 +146,10 @@ def strict_relay(
 def tight_relay(
     tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str]
 ) -> Iterator[Server]:
-    """A relay with a low per-address rate limit and fast WebSocket PINGs."""
+    """A relay with a low per-address request budget and fast WebSocket PINGs."""
     server = Server(
         tmp_path_factory.mktemp("tight"),
-        "--rate-limit=5",
-        "--rate-burst=10",
+        "--address-requests=5/10",
         "--ws-ping-interval=0.3",
         cli=False,
         db=database(),

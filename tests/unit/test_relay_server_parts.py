@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from felund.relay.auth import Signed, SlidingWindow, TokenBuckets, key_id, verifying_key
+from felund.relay.auth import Signed, SlidingWindow, key_id, verifying_key
 from felund.relay.protocol import RETENTION_S, IncomingMessage, MessageBatch, Registration
+from felund.relay.server.limits import TokenBuckets
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.testing import vector_cases
 from felund.v1 import crypto, ids

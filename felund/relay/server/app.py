@@ -21,8 +21,9 @@
   may carry ``succeeds`` (a circle re-keyed): its realm then shares the old
   realm's room, whose key reads on but no longer posts ("Successions" in
   ``felund.relay.server.state``).
-- Limits: body size (413), 50 messages a batch, field lengths, requests per
-  client address (token bucket, 429 with Retry-After), 20 signalling posts
+- Limits: body size (413), 50 messages a batch, field lengths, budgets of
+  requests, messages and bytes per signing key or per client address
+  (``felund.relay.server.limits``; 429 with Retry-After), 20 signalling posts
   per node per 10 s, live signals held per to_node_id, per circle and in
   total (429 SIGNALS_FULL; ``felund.relay.protocol``), WebSocket connections
   per client and in total.
@@ -57,6 +58,7 @@ from felund.relay.auth import (
     HEADER_SIGNATURE,
     HEADER_TS,
     MAX_KEYS_TRIED,
+    Signed,
     check_fresh,
     client_key,
     key_id,
@@ -95,6 +97,7 @@ from felund.relay.protocol import (
     SIGNING_KEY_MISMATCH,
     UNAVAILABLE,
     UNKNOWN_PREDECESSOR,
+    MessageBatch,
     circle_hint_field,
     header_node_id,
     int_param,
@@ -120,10 +123,13 @@ from felund.relay.server.state import (
     json_body,
     json_response,
     may_post,
+    nonce_spent,
+    pay_messages,
+    pay_unsigned,
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
-from felund.relay.server.store import SignalQueue
+from felund.relay.server.store import RelayStore, SignalQueue, Stored
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -203,6 +209,25 @@ def _log_request(request: web.Request, started: float, *, status: int, code: str
     )
 
 
+def _before_body(request: web.Request, relay: Relay) -> bool:
+    """Charge an unsigned request to its address's budget before its body is read, or
+    check a signed one's address has a signature that did not verify to spare (the
+    signing key pays once it verifies, ``spend_nonce``; one that does not verify is
+    charged to ``unverified`` once answered); whether it is signed."""
+    if HEADER_SIGNATURE not in request.headers:
+        pay_unsigned(request, relay, request.content_length or 0)
+        return False
+    wait = relay.limits.unverified.wait(client_key(request["client"]), time.monotonic())
+    if wait > 0:
+        m.LIMITED.labels("unverified", "requests").inc()
+        raise ApiError(
+            RATE_LIMITED,
+            "too many requests whose signature did not verify from this address",
+            retry_after(wait),
+        )
+    return True
+
+
 @web.middleware
 async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
@@ -216,16 +241,19 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
             relay.arrivals.served(request.protocol)
             response = web.Response(status=204, headers=_PREFLIGHT)
         else:
-            if _route(request) != "/metrics":
-                address = client_key(request["client"])
-                wait = relay.buckets.take(address, time.monotonic())
-                if wait > 0:
-                    raise ApiError(
-                        RATE_LIMITED, "too many requests from this address", retry_after(wait)
-                    )
+            signed = _route(request) != "/metrics" and _before_body(request, relay)
             await read_body(request, relay.config.body_timeout_s)
+            if not signed and request.content_length is None and request.body_exists:
+                # A chunked body's size is known only now: it is paid for after the fact.
+                bytes_budget = relay.limits.address.buckets["bytes"]
+                size = len(await request.read())
+                bytes_budget.spend(client_key(request["client"]), time.monotonic(), size)
             relay.arrivals.served(request.protocol)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            finally:
+                if signed and "payer" not in request and "verified" not in request:
+                    relay.limits.unverified.spend(client_key(request["client"]), time.monotonic())
     except ApiError as exc:
         code = exc.code
         response = error_response(exc)
@@ -318,10 +346,11 @@ async def on_register(request: web.Request) -> web.StreamResponse:
             )
         if offered:  # a client that signs with one key and sends another
             raise ApiError(SIGNING_KEY_MISMATCH, "signed with another key than its signing_key")
-    await spend_nonce(request, relay, signed)
+    await spend_nonce(request, relay, signed, key, body)
     if reg.succeeds is not None:
         await _succeed(relay, reg.circle_hint, key, *reg.succeeds)
     expires_at = await relay.store.write(store.register, reg, key, now)
+    relay.keys_changed(reg.circle_hint)
     if expires_at is None:
         raise ApiError(
             SIGNING_KEY_MISMATCH,
@@ -355,6 +384,7 @@ async def _succeed(relay: Relay, circle_hint: str, key: str, old: str, proof: st
     if not verify_succession(old_key, key, proof):
         raise ApiError(BAD_SUCCESSION, "the succession proof does not verify under the old key")
     done = await relay.store.write(store.succeed, circle_hint, old, key_id(key), int(time.time()))
+    relay.keys_changed(circle_hint)
     if done == "other_room":
         raise ApiError(BAD_SUCCESSION, "this signing key already succeeds a key of another room")
     if done == "full":
@@ -369,6 +399,7 @@ async def on_unregister(request: web.Request) -> web.StreamResponse:
     key = await authenticate(request, relay, hint, "/register", body, required=True)
     assert key is not None  # required
     removed = await relay.store.write(relay.store.store.unregister, hint, key_id(key), node_id)
+    relay.keys_changed(hint)
     return json_response({"ok": True, "removed": removed})
 
 
@@ -411,15 +442,29 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     obj = parse_json_object(body)
     hint = circle_hint_field(obj.get("circle_hint"))
     key = await authenticate(
-        request, relay, hint, "/messages", body, required=relay.config.require_signatures
+        request,
+        relay,
+        hint,
+        "/messages",
+        body,
+        required=relay.config.require_signatures,
+        defer_nonce=True,
     )
     batch = parse_message_batch(obj)
+    pay_messages(request, relay, len(batch.messages))
     room, realm = await relay.room(hint, key)
     may_post(realm, key)
     poster = header_node_id(request.headers.get(HEADER_NODE))
-    stored = await relay.store.write(
-        relay.store.store.append, dataclasses.replace(batch, circle_hint=room), poster
+    signed: Signed | None = request.get("nonce")
+    fresh, stored = await relay.store.write(
+        _append_once,
+        relay.store.store,
+        signed,
+        dataclasses.replace(batch, circle_hint=room),
+        poster,
     )
+    if signed is not None:
+        nonce_spent(request, fresh)
     now = int(time.time())
     m.MESSAGES_STORED.inc(len(stored))
     m.MESSAGES_DUPLICATE.inc(len(batch.messages) - len(stored))
@@ -433,6 +478,16 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         )
         m.MESSAGES_SERVED.labels("push").inc(pushed)
     return json_response(answer)
+
+
+def _append_once(
+    store: RelayStore, signed: Signed | None, batch: MessageBatch, poster: str
+) -> tuple[bool, list[Stored]]:
+    """Record a signed post's nonce, and if it is fresh store its batch: one trip to the
+    writer thread (whether the nonce was fresh, what was stored)."""
+    if signed is not None and not store.use_nonce(signed.nonce, signed.nonce_expiry(time.time())):
+        return False, []
+    return True, store.append(batch, poster)
 
 
 async def on_get_messages(request: web.Request) -> web.StreamResponse:
@@ -586,6 +641,8 @@ async def purge_once(relay: Relay, chunk: int = 2000) -> None:
         if count < chunk:
             break
     purged = await relay.store.write(store.purge_expired, now, relay.config.retention_s)
+    if purged.keys:
+        relay.keys_changed()
     for kind, count in (
         ("messages", removed),
         ("registrations", purged.presence),
@@ -595,7 +652,7 @@ async def purge_once(relay: Relay, chunk: int = 2000) -> None:
     ):
         m.PURGED.labels(kind).inc(count)
     monotonic = time.monotonic()
-    relay.buckets.prune(monotonic)
+    relay.limits.prune(monotonic)
     relay.signal_window.prune(monotonic)
     if removed or purged.keys:
         relay.log.info("relay.purged", messages=removed, keys=purged.keys)

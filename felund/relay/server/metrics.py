@@ -47,6 +47,12 @@ REJECTIONS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+LIMITED = Counter(
+    "felund_relay_server_limited",
+    "Requests refused for a spent budget, by payer (key, address, unverified) and unit.",
+    ["payer", "unit"],
+    registry=REGISTRY,
+)
 AUTH = Counter(
     "felund_relay_server_auth_checks",
     "Requests by how they were authenticated (signed, unsigned) and the result.",

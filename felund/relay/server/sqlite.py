@@ -4,7 +4,8 @@
   keeps a second relay process off the same file: the stored-second state
   that the paging contract rests on lives in this process.
 - One writer connection (used from one thread at a time), one read-only
-  connection per reader thread.
+  connection per reader thread, and one that checkpoints the WAL off the
+  writer's path (``felund.relay.server.checkpoint``).
 - Stored seconds: ``append`` gives each new message of a circle
   ``max(wall clock, last stored second)``, moving to the next second once
   ``second_cap`` messages share one; the wall clock used never goes back.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -41,6 +43,7 @@ from felund.relay.protocol import (
     SignalPost,
     compact_json,
 )
+from felund.relay.server.checkpoint import BACKSTOP_PAGES, Checkpointer
 from felund.relay.server.store import (
     Page,
     Peer,
@@ -199,6 +202,7 @@ class SqliteRelayStore:
         self._conn = _connect(path, readonly=False)
         if fresh:
             os.chmod(path, 0o600)
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if 0 < version < 2:
             with _transaction(self._conn, "IMMEDIATE") as c:
@@ -215,9 +219,11 @@ class SqliteRelayStore:
         self._max_tracked = max_tracked_circles
         # circle_hint -> lowest stored second of the append being committed.
         self._pending: dict[str, int] = {}
+        self._checkpointer = Checkpointer(functools.partial(_connect, path, readonly=False))
 
     def close(self) -> None:
         """Release every connection."""
+        self._checkpointer.stop()
         for conn in [*self._readers, self._conn]:
             conn.close()
         self._readers.clear()

@@ -39,14 +39,18 @@ the client's address and the signature policy.
   refuses. Without ``require_signatures`` a key that is no realm of the
   lineage (an outsider's) still posts to the circle_hint's one room, as any
   unsigned post could before; its messages are refused by the stores.
-- Client address: the TCP peer, or, when the peer is a proxy on this
-  machine (a loopback address), its ``X-Real-IP`` (else the last
-  ``X-Forwarded-For`` hop). Rate limits and ``observed_host`` use it.
+- Client address: the TCP peer, or, when the peer is a proxy the operator
+  trusts (``trusted_proxies``, none by default: a header anyone can send
+  names nobody), its ``X-Real-IP``, else the last ``X-Forwarded-For`` hop
+  that is not a trusted proxy itself. Budgets and ``observed_host`` use it.
+- Budgets (``felund.relay.server.limits``): a verified signed request pays
+  from its signing key's budget (``spend_nonce``), any other from its
+  address's (the middleware in ``app``); messages are paid by the same payer
+  (``pay``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
 import json
@@ -65,9 +69,10 @@ from felund.relay.auth import (
     MAX_KEYS_TRIED,
     Signed,
     SlidingWindow,
-    TokenBuckets,
     check_fresh,
+    client_key,
     key_id,
+    retry_after,
     signed_request,
     verifying_key,
 )
@@ -77,6 +82,7 @@ from felund.relay.protocol import (
     INVALID_SIGNATURE,
     MAX_BODY_BYTES,
     NONCE_REPLAY,
+    RATE_LIMITED,
     RETENTION_S,
     SEND_BUDGET_BYTES,
     SIGNAL_RATE,
@@ -92,9 +98,21 @@ from felund.relay.server import metrics as m
 from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
 from felund.relay.server.ice import IceServer
+from felund.relay.server.limits import (
+    ADDRESS_BUDGET,
+    KEY_BUDGET,
+    UNVERIFIED_RATE,
+    Budget,
+    Limits,
+    Payer,
+    Rate,
+    Unit,
+)
+from felund.relay.server.recent import Recent
 from felund.relay.server.store import AsyncStore, Realm
 
 JSON_TYPE = "application/json"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +120,10 @@ class RelayConfig:
     """What the operator sets (``services.relay_server`` maps its arguments here)."""
 
     require_signatures: bool = False
-    rate_per_s: float = 50.0  # requests per client address; 0 turns the limit off
-    rate_burst: float = 200.0
+    per_key: Budget = KEY_BUDGET  # a verified signed request's signing key pays
+    per_address: Budget = ADDRESS_BUDGET  # any other request's client address pays
+    unverified: Rate = UNVERIFIED_RATE  # signatures that do not verify, per address
+    trusted_proxies: tuple[Network, ...] = ()  # whose X-Real-IP / X-Forwarded-For is believed
     max_body_bytes: int = MAX_BODY_BYTES
     ws_ping_s: float = WS_PING_S
     ws_per_client: int = 32
@@ -130,11 +150,37 @@ class Relay:
     store: AsyncStore
     log: structlog.stdlib.BoundLogger
     hub: Hub = field(init=False)
-    buckets: TokenBuckets = field(init=False)
+    limits: Limits = field(init=False)
     signal_window: SlidingWindow = field(init=False)
     sockets: dict[web.WebSocketResponse, web.Request] = field(default_factory=dict)
     arrivals: Arrivals = field(default_factory=Arrivals)  # connections yet to send a request
     ws_clients: Counter[str] = field(default_factory=Counter)
+    recent_keys: Recent[str, list[str]] = field(default_factory=Recent)  # by node_id
+    recent_realms: Recent[str | None, Realm] = field(default_factory=Recent)  # by key id
+
+    def keys_changed(self, circle_hint: str | None = None) -> None:
+        """Forget the keys and realms read lately of a circle (or all): one changed here."""
+        for recent in (self.recent_keys, self.recent_realms):
+            if circle_hint is None:
+                recent.clear()
+            else:
+                recent.forget(circle_hint)
+
+    async def signing_keys(
+        self, circle_hint: str, node: str, *, fresh: bool = False
+    ) -> tuple[list[str], bool]:
+        """The keys a signed call of ``node`` is checked against (see ``authenticate``),
+        as read within the last second unless ``fresh``; whether they were kept."""
+        now = time.monotonic()
+        keys = None if fresh else self.recent_keys.get(circle_hint, node, now)
+        if keys is not None:
+            return keys, True
+        keys = await self.store.read(
+            self.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
+        )
+        if keys:  # none yet: a registration elsewhere is seen at once
+            self.recent_keys.put(circle_hint, node, keys, now)
+        return keys, False
 
     async def room(self, circle_hint: str, key: str | None) -> tuple[str, Realm]:
         """Where a circle's messages, signals and feed are kept for a call signed with
@@ -142,9 +188,12 @@ class Relay:
         ``require_signatures``, where every such call is signed, its realm's lineage (the
         hint and the first key of the lineage), so that a key of one's own reaches nobody
         else's and a re-keyed circle's realms share one room."""
-        realm = await self.store.read(
-            self.store.store.realm, circle_hint, None if key is None else key_id(key)
-        )
+        now = time.monotonic()
+        kid = None if key is None else key_id(key)
+        realm = self.recent_realms.get(circle_hint, kid, now)
+        if realm is None:
+            realm = await self.store.read(self.store.store.realm, circle_hint, kid)
+            self.recent_realms.put(circle_hint, kid, realm, now)
         if not self.config.require_signatures or key is None:
             return circle_hint, realm
         return f"{circle_hint}:{realm.room}", realm  # ":" is never in a circle_hint
@@ -153,7 +202,8 @@ class Relay:
         self.hub = Hub(self.config.ws_queue_bytes, self.config.send_budget_bytes)
         budget = self.hub.budget
         m.SEND_QUEUED_BYTES.set_function(lambda: budget.used)
-        self.buckets = TokenBuckets(self.config.rate_per_s, self.config.rate_burst)
+        cfg = self.config
+        self.limits = Limits.of(cfg.per_key, cfg.per_address, cfg.unverified)
         self.signal_window = SlidingWindow(SIGNAL_RATE, SIGNAL_WINDOW_S)
 
 
@@ -195,36 +245,99 @@ def error_response(exc: ApiError) -> web.Response:
     return response
 
 
-@functools.lru_cache(maxsize=1024)
-def _is_loopback(address: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in proxies)
+
+
+def _address(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
 
 
 def client_address(request: web.Request) -> str:
-    """The client's address; behind a proxy on this machine, the one it reports."""
-    peer = request.remote or ""
-    if _is_loopback(peer):
-        real = request.headers.get("X-Real-IP", "").strip()
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-        for candidate in (real, forwarded):
-            if candidate:
-                with contextlib.suppress(ValueError):
-                    return str(ipaddress.ip_address(candidate))
+    """The client's address: the peer's, or behind a trusted proxy, the one it reports."""
+    proxies = request.app[RELAY].config.trusted_proxies
+    return named_client(request.remote or "", request.headers, proxies)
+
+
+def named_client(peer: str, headers: Mapping[str, str], proxies: tuple[Network, ...]) -> str:
+    """``peer``, or if it is one of ``proxies``, the client its headers name."""
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    real = _address(headers.get("X-Real-IP", ""))
+    if real is not None:
+        return real
+    # Each proxy appends the address it heard from: the last hop not a proxy of ours is
+    # the client (the ones before it are the client's to write, and worth nothing).
+    for hop in reversed(headers.get("X-Forwarded-For", "").split(",")):
+        address = _address(hop)
+        if address is None:
+            break
+        if not _trusted(address, proxies):
+            return address
     return peer
 
 
-async def spend_nonce(request: web.Request, relay: Relay, signed: Signed) -> None:
-    """Record a verified request's nonce (NONCE_REPLAY if it was used already)."""
-    if not await relay.store.write(
-        relay.store.store.use_nonce, signed.nonce, signed.nonce_expiry(time.time())
-    ):
+def pay(
+    request: web.Request, relay: Relay, payer: Payer, who: str, costs: dict[Unit, float]
+) -> None:
+    """Spend a request's costs from ``who``'s budget, and make ``who`` its payer
+    (RATE_LIMITED, with Retry-After, if the budget cannot cover them now)."""
+    budgets = relay.limits.key if payer == "key" else relay.limits.address
+    wait, unit = budgets.take(who, time.monotonic(), costs)
+    if unit is not None:
+        m.LIMITED.labels(payer, unit).inc()
+        whose = "signing key" if payer == "key" else "address"
+        raise ApiError(RATE_LIMITED, f"too many {unit} from this {whose}", retry_after(wait))
+    request["payer"] = (payer, who)
+
+
+def pay_messages(request: web.Request, relay: Relay, count: int) -> None:
+    """Spend ``count`` messages from the budget that paid for the request."""
+    payer, who = request["payer"]
+    pay(request, relay, payer, who, {"messages": count})
+
+
+def pay_unsigned(request: web.Request, relay: Relay, size: int) -> None:
+    """Spend a request from its client address's budget."""
+    who = client_key(request["client"])
+    pay(request, relay, "address", who, {"requests": 1, "bytes": size})
+
+
+def pay_verified(request: web.Request, relay: Relay, key: str, body: bytes) -> None:
+    """Charge a request whose signature verified under ``key`` to that key's budget."""
+    request["verified"] = True  # a spent budget or a replay is no bad signature
+    pay(request, relay, "key", key_id(key), {"requests": 1, "bytes": len(body)})
+
+
+def nonce_spent(request: web.Request, fresh: bool) -> None:
+    """Count a verified request's nonce as recorded: NONCE_REPLAY if it was not fresh."""
+    if not fresh:
         m.AUTH.labels("signed", "replay").inc()
         raise ApiError(NONCE_REPLAY, "this nonce was used already")
     request["signed"] = True
     m.AUTH.labels("signed", "ok").inc()
+
+
+async def spend_nonce(
+    request: web.Request, relay: Relay, signed: Signed, key: str, body: bytes
+) -> None:
+    """Charge a verified request to its signing key's budget and record its nonce
+    (NONCE_REPLAY if it was used already)."""
+    pay_verified(request, relay, key, body)
+    fresh = await relay.store.write(
+        relay.store.store.use_nonce, signed.nonce, signed.nonce_expiry(time.time())
+    )
+    nonce_spent(request, fresh)
 
 
 async def authenticate(
@@ -237,8 +350,13 @@ async def authenticate(
     required: bool,
     headers: Mapping[str, str] | None = None,
     node_id: str = "",
+    defer_nonce: bool = False,
 ) -> str | None:
-    """Apply the signature policy to a request of one circle; the key that verified it."""
+    """Apply the signature policy to a request of one circle; the key that verified it.
+
+    With ``defer_nonce`` the nonce is left in ``request["nonce"]`` for the caller to
+    record with its own write (one trip to the writer thread, not two; ``nonce_spent``).
+    """
     request["circle_hint"] = circle_hint
     try:
         signed = signed_request(request.headers if headers is None else headers)
@@ -249,9 +367,7 @@ async def authenticate(
             return None
         check_fresh(signed, time.time())
         node = node_id or header_node_id(request.headers.get(HEADER_NODE))
-        keys = await relay.store.read(
-            relay.store.store.signing_keys, circle_hint, node, MAX_KEYS_TRIED
-        )
+        keys, kept = await relay.signing_keys(circle_hint, node)
         if not keys:
             if required:
                 raise ApiError(
@@ -259,13 +375,21 @@ async def authenticate(
                     "no signing key is registered for this circle_hint: POST /v1/register first",
                 )
             m.AUTH.labels("signed", "unverifiable").inc()
+            pay_unsigned(request, relay, len(body))
             return None
         key = verifying_key(signed, keys, request.method, path, body)
+        if key is None and kept:  # perhaps under a key registered since (another instance)
+            keys, _ = await relay.signing_keys(circle_hint, node, fresh=True)
+            key = verifying_key(signed, keys, request.method, path, body)
         if key is None:
             raise ApiError(
                 INVALID_SIGNATURE, "the signature does not verify under the circle's key"
             )
-        await spend_nonce(request, relay, signed)
+        if defer_nonce:
+            pay_verified(request, relay, key, body)
+            request["nonce"] = signed
+        else:
+            await spend_nonce(request, relay, signed, key, body)
     except ApiError as exc:
         if exc.code != NONCE_REPLAY:
             m.AUTH.labels(
