@@ -183,7 +183,8 @@ GOSSIP_RECONCILE_ROUNDS = Counter(
 )
 DELIVERY_LATENCY = Histogram(
     "felund_delivery_latency_seconds",
-    "From a message's creation on its author's node to its storage here.",
+    "From a live message's creation on its author's node to its storage here "
+    "(created within PUSH_FRESH_S; a catch-up's history is not observed).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 RELAY_REQUESTS = Counter(
