@@ -13,17 +13,22 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from felund import lazy
 from felund.config import CONFIG_FILE_NAME, Config
 from felund.errors import ConfigError, HomeUnusable, NodeLocked
-from felund.trust.identity import IdentityKey, b64, unb64
+from felund.trust.identity import SEED_LEN, IdentityKey, b64, unb64
 from felund.v1 import ids
 
+if TYPE_CHECKING:
+    import tempfile
+else:  # only a home too deep for a socket path needs it (``felund.lazy``)
+    tempfile = lazy.module("tempfile")
+
 IDENTITY_FILE = "identity.json"  # {"node_id", "ed25519_seed"}: mode 0600, never logged
-SEED_LEN = 32
 LOCK_FILE = "node.lock"
 # How many circles the database held at its last change: a database found
 # with none while this says some has lost them (truncated, replaced).

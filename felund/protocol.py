@@ -109,6 +109,11 @@ MAX_ANCHOR_PAGE: Final = 200  # rows of one store.anchor.page answer (v1's ANCHO
 MAX_BLOCKS: Final = 1000  # nodes one node may block
 DEFAULT_CHANNEL: Final = "general"
 CONTROL_CHANNEL: Final = "__control"
+# Who may join a channel, and what the owner makes someone (ROLE_EVT grants or revokes
+# the one role there is): here, so that a command's parser names them without loading
+# the chat model.
+ACCESS_MODES: Final = ("public", "key", "invite")
+GIVEN_ROLES: Final = ("moderator", "member")
 
 
 # Bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069): a name or a

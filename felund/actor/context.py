@@ -25,9 +25,16 @@ class Context:
     config: config_mod.Config
     layout: home.Layout
     node_id: str
-    # None: this node writes unsigned (an older id with the derived mark, or the bench's
-    # FELUND_BENCH_UNSIGNED, read here only: never for a real node).
-    key: IdentityKey | None = None
+    # None: this node writes unsigned (the bench's FELUND_BENCH_UNSIGNED, read here
+    # only: never for a real node).
+    identity: home.Identity | None = None
+
+    @property
+    def key(self) -> IdentityKey | None:
+        """The key this node signs with; None: it writes unsigned (an older id with the
+        derived mark, or the bench's). Asked by what signs, never by a command's start:
+        telling needs the key itself, and so cryptography."""
+        return self.identity.key if self.identity is not None and self.identity.signs else None
 
 
 def load_context(environ: Mapping[str, str] | None = None) -> Context:
@@ -38,5 +45,4 @@ def load_context(environ: Mapping[str, str] | None = None) -> Context:
     lay = home.layout(root, cfg)
     home.prepare(lay)
     ident = home.load_identity(lay)
-    unsigned = not ident.signs or bool(env.get(BENCH_UNSIGNED))
-    return Context(cfg, lay, ident.node_id, None if unsigned else ident.key)
+    return Context(cfg, lay, ident.node_id, None if env.get(BENCH_UNSIGNED) else ident)

@@ -11,6 +11,8 @@ from felund import home, lazy
 from felund.cli.common import CIRCLE_HELP, JSON_HELP, context, err, json_out, out
 from felund.errors import UsageError
 from felund.protocol import (
+    ACCESS_MODES,
+    GIVEN_ROLES,
     OP_CALLS,
     OP_CHANNELS,
     OP_CIRCLE_LEAVE,
@@ -224,7 +226,7 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.add_argument("name", type=channel_arg, help="the channel")
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.add_argument(
-        "--access", choices=chatmodel.ACCESS_MODES, default="public", help="who may join (create)"
+        "--access", choices=ACCESS_MODES, default="public", help="who may join (create)"
     )
     p.add_argument("--key", help="the channel's key (key channels; only its hash is sent)")
     p.add_argument(
@@ -277,7 +279,7 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     p.set_defaults(func=cmd_member)
 
     p = sub.add_parser("role", help="make someone a moderator, or a member again (owner only)")
-    p.add_argument("role", choices=events.GIVEN_ROLES, help="the role to give")
+    p.add_argument("role", choices=GIVEN_ROLES, help="the role to give")
     p.add_argument("node", help="whom: a node id, its start, or a name (`felund members`)")
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
     p.set_defaults(func=cmd_role)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from felund import lazy
 from felund.actor.context import Context, load_context
-from felund.protocol import CONTROL_CHANNEL, UNVERIFIED_MARK, on_screen
+from felund.protocol import CONTROL_CHANNEL, DEFAULT_CHANNEL, UNVERIFIED_MARK, on_screen
 
 if TYPE_CHECKING:
     from felund.v1 import chatmodel
@@ -61,8 +61,8 @@ def context() -> Context:
 
 def channel_arg(value: str) -> str:
     """argparse type: a channel's name (``__control`` too, to read control events)."""
-    if value == CONTROL_CHANNEL:
-        return value
+    if value in (CONTROL_CHANNEL, DEFAULT_CHANNEL):
+        return value  # argparse checks a default too: `felund send` needs no chat model
     try:
         return chatmodel.channel_name(value)
     except ValueError as exc:

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,9 +31,12 @@ from felund.store.client import NodeClient
 from felund.v1 import ids
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from felund.store import blocks, database, opening
     from felund.v1 import wire as v1_wire
 else:  # loaded by the commands that use them (``felund.lazy``)
+    sqlite3 = lazy.module("sqlite3")
     blocks, database = lazy.module("felund.store.blocks"), lazy.module("felund.store.database")
     opening, v1_wire = lazy.module("felund.store.opening"), lazy.module("felund.v1.wire")
 

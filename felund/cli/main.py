@@ -14,7 +14,6 @@ import dataclasses
 import os
 import select
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -70,9 +69,12 @@ from felund.store.client import BusNode, NodeClient, find_running, open_node
 from felund.v1 import ids
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from felund.store import database, opening
     from felund.v1 import invite, wire
 else:  # loaded by the commands that use them: send, inbox, status need none (``felund.lazy``)
+    sqlite3 = lazy.module("sqlite3")  # an except clause names it only when something raised
     database, opening = lazy.module("felund.store.database"), lazy.module("felund.store.opening")
     invite, wire = lazy.module("felund.v1.invite"), lazy.module("felund.v1.wire")
 

@@ -6,15 +6,22 @@ import base64
 import binascii
 import functools
 import hashlib
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from felund import lazy
 from felund.v1.ids import NODE_ID_LEN
+
+if TYPE_CHECKING:
+    from cryptography import exceptions as crypto_errors
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+    from cryptography.hazmat.primitives.kdf import hkdf
+else:  # a command reads its node id, it signs nothing: cryptography at the first key use
+    crypto_errors = lazy.module("cryptography.exceptions")
+    hashes = lazy.module("cryptography.hazmat.primitives.hashes")
+    ed25519 = lazy.module("cryptography.hazmat.primitives.asymmetric.ed25519")
+    x25519 = lazy.module("cryptography.hazmat.primitives.asymmetric.x25519")
+    hkdf = lazy.module("cryptography.hazmat.primitives.kdf.hkdf")
 
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64
@@ -27,6 +34,7 @@ SIGNATURE_B64_LEN = 88  # std base64 of 64 bytes, with its two "="
 # such a node cannot sign and writes unsigned, see may_sign).
 DERIVED_MARK = "fe"
 X25519_INFO = b"felund-x25519-v1"
+SEED_LEN = 32
 
 
 def is_derived_form(node_id: str) -> bool:
@@ -65,54 +73,72 @@ def unb64(text: object, length: int) -> bytes | None:
 def x25519_private_of(seed: bytes) -> bytes:
     """The X25519 private key (raw 32 bytes) an Ed25519 seed derives: HKDF-SHA256 under its
     own info, so the two keys share nothing usable and identity.json keeps one seed."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=X25519_INFO).derive(seed)
+    derive = hkdf.HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=X25519_INFO)
+    return derive.derive(seed)
 
 
 def x25519_public_of(x_private: bytes) -> bytes:
     """The raw 32-byte X25519 public key of a raw private key."""
-    return X25519PrivateKey.from_private_bytes(x_private).public_key().public_bytes_raw()
+    return x25519.X25519PrivateKey.from_private_bytes(x_private).public_key().public_bytes_raw()
 
 
 @functools.lru_cache(maxsize=4096)
-def _public(public_key: bytes) -> Ed25519PublicKey:
+def _public(public_key: bytes) -> ed25519.Ed25519PublicKey:
     # Loading a key costs about a tenth of a verify: a backlog has few authors.
-    return Ed25519PublicKey.from_public_bytes(public_key)
+    return ed25519.Ed25519PublicKey.from_public_bytes(public_key)
 
 
 def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is the Ed25519 signature of ``data`` by ``public_key``."""
     try:
         _public(public_key).verify(signature, data)
-    except (InvalidSignature, ValueError):
+    except (crypto_errors.InvalidSignature, ValueError):
         return False
     return True
 
 
-@dataclass(frozen=True, slots=True)
 class IdentityKey:
-    """A node's private signing key (never logged, never sent) and its public half."""
+    """A node's private signing key (never logged, never sent) and its public half.
 
-    private: Ed25519PrivateKey
-    public: bytes
+    Made from its seed alone: the key itself is loaded at its first use, so that a
+    process that only reads its node id (a command) never loads cryptography.
+    """
+
+    __slots__ = ("seed", "_private", "_public")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_LEN:
+            raise ValueError(f"an Ed25519 seed is {SEED_LEN} bytes")
+        self.seed = seed  # the 32 secret bytes identity.json keeps
+        self._private: ed25519.Ed25519PrivateKey | None = None
+        self._public: bytes | None = None
 
     @classmethod
     def generate(cls) -> IdentityKey:
         """A fresh random key whose node id has the derived mark."""
         while True:
-            key = cls.from_seed(Ed25519PrivateKey.generate().private_bytes_raw())
+            key = cls(ed25519.Ed25519PrivateKey.generate().private_bytes_raw())
             if is_derived_form(key.node_id):
                 return key
 
     @classmethod
     def from_seed(cls, seed: bytes) -> IdentityKey:
         """The key of a 32-byte seed (as identity.json keeps it); ValueError if malformed."""
-        private = Ed25519PrivateKey.from_private_bytes(seed)
-        return cls(private, private.public_key().public_bytes_raw())
+        return cls(seed)
 
     @property
-    def seed(self) -> bytes:
-        """The 32 secret bytes to keep in identity.json."""
-        return self.private.private_bytes_raw()
+    def private(self) -> ed25519.Ed25519PrivateKey:
+        """The signing key."""
+        if self._private is None:
+            self._private = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed)
+        return self._private
+
+    @property
+    def public(self) -> bytes:
+        """The raw 32-byte public key."""
+        if self._public is None:
+            self._public = self.private.public_key().public_bytes_raw()
+        return self._public
 
     @property
     def node_id(self) -> str:

@@ -107,13 +107,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, TypeVar
 
-from felund.protocol import DEFAULT_CHANNEL
+from felund.protocol import ACCESS_MODES, DEFAULT_CHANNEL
 from felund.trust.identity import b64, is_derived_form, unb64
 from felund.trust.owner import SALT_HEX_LEN, proves_owner
 from felund.v1.ids import MSG_ID_LEN, SECRET_HEX_LEN, is_hex, is_node_id
 from felund.v1.wire import MAX_TEXT_CHARS
 
-ACCESS_MODES = ("public", "key", "invite")
 CHANNEL_OPS = ("create", "join", "request", "approve", "leave", "rename")
 ROLE_OPS = ("grant", "revoke")
 MAX_EVENT_TEXT = 4096
