@@ -225,9 +225,7 @@ def add_commands(sub: Any, channel_arg: Any) -> None:
     )
     p.add_argument("name", type=channel_arg, help="the channel")
     p.add_argument("--circle-id", required=True, help=CIRCLE_HELP)
-    p.add_argument(
-        "--access", choices=ACCESS_MODES, default="public", help="who may join (create)"
-    )
+    p.add_argument("--access", choices=ACCESS_MODES, default="public", help="who may join (create)")
     p.add_argument("--key", help="the channel's key (key channels; only its hash is sent)")
     p.add_argument(
         "--private",

@@ -592,13 +592,37 @@ class _Parser(argparse.ArgumentParser):
         _fail(EXIT_USAGE, f"{message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+class _Unbuilt:
+    """A subcommand's parser while another command runs: whatever is added to it, is not."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Unbuilt]:
+        return lambda *args, **kwargs: self
+
+
+class _OneCommand:
+    """The main parser's subcommands, of which only ``command``'s parser is built."""
+
+    def __init__(self, sub: Any, command: str) -> None:
+        self._sub, self._command, self.built = sub, command, False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        """The parser of ``name`` if it is the command that runs, else an unbuilt one."""
+        if name != self._command:
+            return _Unbuilt()
+        self.built = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, or of ``command``'s alone if there is one
+    of that name: a command's start builds one parser, not forty."""
     parser = _Parser(
         prog="felund", description="felund node: peer-to-peer group chat for small private circles"
     )
     parser.add_argument("--version", action="version", version=f"felund {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub: Any = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if command is not None:
+        sub = _OneCommand(sub, command)
 
     p = sub.add_parser("init", help="create this node's home and config")
     p.add_argument("--bind", help="address to accept peers on (default: 0.0.0.0)")
@@ -678,6 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show"), help="check it, or show it as TOML")
     p.set_defaults(func=cmd_config, offline=True)
+    if isinstance(sub, _OneCommand) and not sub.built:
+        return build_parser()  # no such command: the whole parser says which there are
     return parser
 
 
@@ -691,7 +717,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["relay", "serve"]:
         relay_serve(argv[2:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
     func: Callable[..., None] = args.func
     try:
         if getattr(args, "offline", False):

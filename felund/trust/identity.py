@@ -104,7 +104,7 @@ class IdentityKey:
     process that only reads its node id (a command) never loads cryptography.
     """
 
-    __slots__ = ("seed", "_private", "_public")
+    __slots__ = ("_private", "_public", "seed")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != SEED_LEN:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from felund.errors import UsageError
-from felund.protocol import UNVERIFIED_MARK
+from felund.protocol import ACCESS_MODES, GIVEN_ROLES, UNVERIFIED_MARK
 from felund.v1 import chatmodel, events
 
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
@@ -203,13 +203,13 @@ def _command_words(words: list[str], word: str, ctx: Context) -> list[str] | Non
         if n == 2 and words[1] in CHANNEL_OPS and words[1] != "create":
             return _channel_words(word, ctx)
         if n == 3 and words[1] == "create":
-            return _matching(word, list(chatmodel.ACCESS_MODES))
+            return _matching(word, list(ACCESS_MODES))
         if words[1] == "create" and (n, words[3:4]) in ((4, ["invite"]), (5, ["key"])):
             return _matching(word, list(PRIVACY))
     if cmd == "/who" and n == 1:
         return _channel_words(word, ctx)
     if cmd == "/role" and n == 1:
-        return _matching(word, list(events.GIVEN_ROLES))
+        return _matching(word, list(GIVEN_ROLES))
     if cmd == "/circle":
         if n == 1:
             return _matching(word, list(CIRCLE_OPS))

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from typing import Final
 
 from felund.errors import UsageError
-from felund.protocol import DEFAULT_CHANNEL, OP_CALLS, OP_CIRCLE_CREATE, OP_CIRCLE_JOIN, OP_WHO
+from felund.protocol import (
+    DEFAULT_CHANNEL,
+    GIVEN_ROLES,
+    OP_CALLS,
+    OP_CIRCLE_CREATE,
+    OP_CIRCLE_JOIN,
+    OP_WHO,
+)
 from felund.ui.commands import (
     CHANNEL_OPS,
     COMMANDS,
@@ -213,7 +220,7 @@ def _call(model: View, cmd: Command) -> list[Effect]:
 
 def _role(model: View, cmd: Command) -> list[Effect]:
     circle = _circle_or_fail(model)
-    if len(cmd.args) < 2 or cmd.args[0] not in events.GIVEN_ROLES:
+    if len(cmd.args) < 2 or cmd.args[0] not in GIVEN_ROLES:
         raise UsageError("usage: " + COMMANDS["role"][0])
     who = cmd.rest.split(None, 1)[1]  # a name may have spaces
     event = events.role_event(who, cmd.args[0])

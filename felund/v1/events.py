@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from felund.protocol import DEFAULT_CHANNEL, GIVEN_ROLES
+from felund.protocol import ACCESS_MODES, DEFAULT_CHANNEL, GIVEN_ROLES
 from felund.v1.calls import CALL_OPS
-from felund.v1.chatmodel import ACCESS_MODES, CHANNEL_OPS, CircleState, channel_name, key_hash
+from felund.v1.chatmodel import CHANNEL_OPS, CircleState, channel_name, key_hash
 from felund.v1.ids import is_node_id
 
 NEEDS_KEY = "a key channel needs a key"

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from felund import metrics
 from felund.errors import RPCError
 from felund.protocol import (
+    ACCESS_MODES,
     CONTROL_CHANNEL,
     ERR_FORBIDDEN,
     OP_APPEND,
@@ -89,7 +90,7 @@ def _invariants(state: chatmodel.CircleState) -> None:
         assert cid == c.channel_id
         assert chatmodel._CHANNEL_RE.fullmatch(cid)
         assert not cid.startswith("__")
-        assert c.access_mode in chatmodel.ACCESS_MODES
+        assert c.access_mode in ACCESS_MODES
         if c.access_mode == "key":
             assert chatmodel._HEX64_RE.fullmatch(c.key_hash) or c.key_hash == ""
         else:
@@ -120,7 +121,7 @@ _channel_bodies = st.fixed_dictionaries(
         ),
         "channel_id": st.sampled_from(("alpha", "beta", "gamma", "alpha", "beta", *CHANNELS)),
         "target_node_id": st.sampled_from((*AUTHORS, "bad id!", "n1", "A" * 24)),
-        "access_mode": st.sampled_from((*chatmodel.ACCESS_MODES, "secret")),
+        "access_mode": st.sampled_from((*ACCESS_MODES, "secret")),
         "key_hash": st.sampled_from([kh(k) for k in KEYS] + ["nothex"]),
     },
     optional={"display_name": st.sampled_from(NAMES)},
@@ -168,7 +169,7 @@ _now = st.integers(0, 8).map(lambda due: due - chatmodel.MAX_SKEW_S)
 _early_create = st.tuples(
     st.sampled_from(AUTHORS),
     st.sampled_from(("alpha", "beta", "gamma")),
-    st.sampled_from(chatmodel.ACCESS_MODES),
+    st.sampled_from(ACCESS_MODES),
     st.sampled_from(KEYS),
     st.integers(0, 1),
 )

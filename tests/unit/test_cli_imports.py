@@ -14,13 +14,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "felund.__main__"
 # Never loaded by a command reaching a running node: logs, metrics, the store's
-# engine, the service runtime, asyncio (gossip, relay) and the HTTP stacks.
+# engine, the service runtime, asyncio (gossip, relay), the HTTP stacks, the keys
+# (the store signs what a command posts), the database driver and the chat model.
 NOT_AT_START = (
     "structlog",
     "prometheus_client",
     "aiohttp",
     "asyncio",
     "zmq.asyncio",
+    "cryptography",
+    "sqlite3",
+    "tempfile",
+    "felund.v1.chatmodel",
+    "felund.v1.events",
+    "felund.trust.channels",
     "felund.logs",
     "felund.metrics",
     "felund.metric_files",
