@@ -10,10 +10,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
-import socket
 import struct
+from typing import TYPE_CHECKING
 
+from felund import lazy
 from felund.config import GossipConfig
+
+if TYPE_CHECKING:
+    import socket
+else:  # only reading the interfaces needs it, never a command's start (``felund.lazy``)
+    socket = lazy.module("socket")
 
 _SIOCGIFADDR = 0x8915
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - names of the wildcard, not a bind

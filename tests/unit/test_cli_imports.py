@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "felund.__main__"
 # Never loaded by a command reaching a running node: logs, metrics, the store's
 # engine, the service runtime, asyncio (gossip, relay), the HTTP stacks, the keys
-# (the store signs what a command posts), the database driver and the chat model.
+# (the store signs what a command posts), the database driver, the chat model and
+# the sockets API (the bus is zmq's: only reading the interfaces for an invite uses it).
 NOT_AT_START = (
     "structlog",
     "prometheus_client",
@@ -25,6 +26,7 @@ NOT_AT_START = (
     "cryptography",
     "sqlite3",
     "tempfile",
+    "socket",
     "felund.v1.chatmodel",
     "felund.v1.events",
     "felund.trust.channels",
