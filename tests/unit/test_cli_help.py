@@ -46,3 +46,18 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"felund {__version__}"
+
+
+@pytest.mark.parametrize("command", sorted({c.split()[1] for c in PARSERS if " " in c}))
+def test_a_command_s_own_parser_is_the_whole_parser_s(command: str) -> None:
+    """A command's start builds its own parser alone: the same arguments, help, defaults."""
+    alone = dict(parsers(build_parser(command)))
+    mine = {name: p for name, p in PARSERS.items() if name.split()[:2] == ["felund", command]}
+    assert set(alone) == {"felund", *mine}
+    for name, parser in mine.items():
+        assert alone[name].format_help() == parser.format_help(), name
+        assert alone[name].get_default("func") is parser.get_default("func"), name
+
+
+def test_no_such_command_gets_the_whole_parser_s_answer() -> None:
+    assert build_parser("nosuch").format_help() == build_parser().format_help()
