@@ -14,6 +14,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,3 +227,38 @@ async def test_a_signed_post_replayed_is_refused(tmp_path: Path) -> None:
         server.stop()
     replays = [e for e in server.log_events() if e.get("code") == "NONCE_REPLAY"]
     assert len(replays) == 1 and replays[0]["path"] == "/v1/messages"
+
+
+@aio
+async def test_new_keys_from_one_address_buy_no_new_budget(tmp_path: Path) -> None:
+    # Anyone may register a key of their own for a circle_hint of their own: were each key
+    # a budget of its own, one address would mint budgets by registering.
+    server = Server(tmp_path / "relay", "--key-requests=5/20", cli=False, trust=False)
+    statuses: Counter[int] = Counter()
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession() as session:
+            c = Client(session, server)
+            circles = [new_circle() for _ in range(8)]
+            for circle in circles:  # a key each: registered, so each GET below verifies
+                answer = await c.signed(
+                    circle, "POST", "/v1/register", body=registration(circle, ids.new_node_id())
+                )
+                statuses[answer.status] += 1
+            assert statuses == {200: 8}
+            for circle in circles:
+                for _ in range(10):
+                    answer = await c.signed(
+                        circle, "GET", "/v1/messages", params={"circle_hint": circle.hint}
+                    )
+                    statuses[answer.status] += 1
+        seconds = time.monotonic() - started
+        with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        server.stop()
+    assert set(statuses) <= {200, 429}, statuses
+    # One key's budget for all eight keys: its burst, then its rate.
+    assert statuses[200] <= 20 + 5 * seconds + 1, (statuses, seconds)
+    limited = metric_value(text, "felund_relay_server_limited_total", payer="keys_of_address")
+    assert limited and limited == statuses[429], statuses

@@ -87,10 +87,11 @@ def test_a_bucket_lets_one_large_cost_through_then_waits_for_its_debt() -> None:
     assert off.take("k", 0.0, 10**9) == 0.0 and len(off) == 0
 
 
-def test_budgets_spend_all_units_or_none() -> None:
+def test_budgets_say_the_unit_short_and_spend_every_unit() -> None:
     budgets = Budgets(Budget(requests=Rate(100, 100), messages=Rate(10, 10), bytes=OFF))
-    assert budgets.take("a", 0.0, {"requests": 1, "messages": 10}) == (0.0, None)
-    wait, unit = budgets.take("a", 0.0, {"requests": 1, "messages": 1})
+    assert budgets.wait("a", 0.0, {"requests": 1, "messages": 10}) == (0.0, None)
+    budgets.spend("a", 0.0, {"requests": 1, "messages": 10})
+    wait, unit = budgets.wait("a", 0.0, {"requests": 1, "messages": 1})
     assert unit == "messages" and wait == pytest.approx(0.1)
-    # The refused request spent no request token either.
+    # Asking spent nothing.
     assert budgets.buckets["requests"].level("a", 0.0) == 99.0

@@ -141,15 +141,18 @@ class Budgets:
             for unit in UNITS
         }
 
-    def take(self, who: str, now: float, costs: dict[Unit, float]) -> tuple[float, Unit | None]:
-        """Spend every cost if each may go now: (0.0, None), else (seconds, the unit short)."""
+    def wait(self, who: str, now: float, costs: dict[Unit, float]) -> tuple[float, Unit | None]:
+        """(0.0, None) if every cost may go now, else (seconds, the unit short)."""
         for unit, cost in costs.items():
             wait = self.buckets[unit].wait(who, now, cost)
             if wait > 0:
                 return wait, unit
+        return 0.0, None
+
+    def spend(self, who: str, now: float, costs: dict[Unit, float]) -> None:
+        """Spend every cost, into debt if need be."""
         for unit, cost in costs.items():
             self.buckets[unit].spend(who, now, cost)
-        return 0.0, None
 
     def prune(self, now: float) -> None:
         """Forget what has refilled."""
@@ -165,12 +168,18 @@ class Limits:
     key: Budgets
     address: Budgets
     unverified: TokenBuckets
+    # A key costs nothing to make (a registration names its own), so the signed calls of
+    # one address, whatever keys they verify under, together spend at most one key's budget.
+    keys_of_address: Budgets
 
     @classmethod
     def of(cls, per_key: Budget, per_address: Budget, unverified: Rate) -> Limits:
         """The budgets of a configuration."""
         return cls(
-            Budgets(per_key), Budgets(per_address), TokenBuckets(unverified.per_s, unverified.burst)
+            Budgets(per_key),
+            Budgets(per_address),
+            TokenBuckets(unverified.per_s, unverified.burst),
+            Budgets(per_key),
         )
 
     def prune(self, now: float) -> None:
@@ -178,3 +187,4 @@ class Limits:
         self.key.prune(now)
         self.address.prune(now)
         self.unverified.prune(now)
+        self.keys_of_address.prune(now)

@@ -49,7 +49,8 @@ REJECTIONS = Counter(
 )
 LIMITED = Counter(
     "felund_relay_server_limited",
-    "Requests refused for a spent budget, by payer (key, address, unverified) and unit.",
+    "Requests refused for a spent budget, by payer (key, keys_of_address, address, "
+    "unverified) and unit.",
     ["payer", "unit"],
     registry=REGISTRY,
 )

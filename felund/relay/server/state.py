@@ -292,12 +292,24 @@ def pay(
 ) -> None:
     """Spend a request's costs from ``who``'s budget, and make ``who`` its payer
     (RATE_LIMITED, with Retry-After, if the budget cannot cover them now)."""
-    budgets = relay.limits.key if payer == "key" else relay.limits.address
-    wait, unit = budgets.take(who, time.monotonic(), costs)
-    if unit is not None:
-        m.LIMITED.labels(payer, unit).inc()
-        whose = "signing key" if payer == "key" else "address"
-        raise ApiError(RATE_LIMITED, f"too many {unit} from this {whose}", retry_after(wait))
+    limits, now = relay.limits, time.monotonic()
+    if payer == "key":
+        address = client_key(request["client"])
+        payers = [(limits.key, who, "key"), (limits.keys_of_address, address, "keys_of_address")]
+    else:
+        payers = [(limits.address, who, "address")]
+    for budgets, name, label in payers:
+        wait, unit = budgets.wait(name, now, costs)
+        if unit is not None:
+            m.LIMITED.labels(label, unit).inc()
+            whose = {
+                "key": "signing key",
+                "keys_of_address": "address's signing keys",
+                "address": "address",
+            }[label]
+            raise ApiError(RATE_LIMITED, f"too many {unit} from this {whose}", retry_after(wait))
+    for budgets, name, _ in payers:
+        budgets.spend(name, now, costs)
     request["payer"] = (payer, who)
 
 
