@@ -283,10 +283,10 @@ class RPCClientBase(Generic[SocketT]):
     """The retry rule both RPC clients share (Lazy Pirate); the faces only move bytes.
 
     A request keeps its id across tries, so a server answers a retry idempotently. A try
-    after a timeout, in this call or the next one, goes out on a fresh socket: whatever a
-    dead or stuck server left queued is dropped with the old one. The socket is made of
-    the face's own kind (``_new_socket``), never a wrapper of another: each handle has
-    one owner and is closed once.
+    that times out closes its socket at once, so what a dead or stuck server left queued
+    is dropped before that server can come back; the next try goes out on a fresh socket.
+    The socket is made of the face's own kind (``_new_socket``), never a wrapper of
+    another: each handle has one owner and is closed once.
     """
 
     def __init__(self, bus: Bus, endpoint_name: str) -> None:
@@ -314,11 +314,18 @@ class RPCClientBase(Generic[SocketT]):
         for attempt in range(self._count(retries)):
             if attempt:
                 metrics.RPC_RETRIES.labels(self._bus.service, op).inc()
-            if self._stale:
-                self._sock.close(linger=0)
-                self._sock = self._connect()
+            if self._stale:  # the last call was abandoned (cancelled) mid-try
+                self._renew()
             self._stale = True
             yield Try(parts, header.id, timeout / 1000)
+            # Resumed: this try timed out. Drop what it left queued now, not at the next
+            # try: a server that comes back in between would be served it first.
+            self._renew()
+
+    def _renew(self) -> None:
+        self._sock.close(linger=0)
+        self._sock = self._connect()
+        self._stale = False
 
     def _count(self, retries: int | None) -> int:
         return 1 + (self._bus.cfg.rpc_retries if retries is None else retries)
