@@ -45,7 +45,7 @@ def test_an_import_statement_does_not_run_a_deferred_module(package: Path) -> No
 
 def test_a_submodule_of_a_deferred_package_loads_alone(package: Path) -> None:
     lazy.deferred(PACKAGE)
-    from felund_test_deferred_pkg import sub  # type: ignore[import-not-found]  # noqa: PLC0415
+    from felund_test_deferred_pkg import sub  # type: ignore[import-not-found]
 
     assert sub.VALUE == 42
     assert _ran() == ["sub"]
