@@ -50,7 +50,8 @@ class _Deferred(ModuleType):
     runs it, into this same module. A package's submodules import as usual first.
 
     Unlike ``LazyLoader``'s, an ``import`` statement of it does not run it: the
-    import system reads ``__spec__``, which the module holds from the start.
+    import system reads ``__spec__``, which the module holds from the start. Like
+    ``LazyLoader``'s, it is not for a module two threads may be the first to use.
     """
 
     def __getattr__(self, attr: str) -> Any:
@@ -74,8 +75,8 @@ def deferred(name: str) -> ModuleType:
     """
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None or "." in name:
+    spec = None if "." in name else importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
         raise ModuleNotFoundError(name)
     mod = importlib.util.module_from_spec(spec)
     mod.__class__ = _Deferred
