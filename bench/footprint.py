@@ -1,8 +1,9 @@
 """What a node costs the machine it runs on: idle disk writes, memory, CLI wall time.
 
-``python -m bench.footprint [BASE_REPO]`` prints the rows for this checkout
-and, given another checkout (with its own ``.venv``), for that one beside it,
-nodes of both running at once so that both columns meet the same machine.
+``python -m bench.footprint [--memory] [BASE_REPO]`` prints the rows for this
+checkout and, given another checkout (with its own ``.venv``), for that one
+beside it, nodes of both running at once so that both columns meet the same
+machine. ``--memory``: the memory rows only (no idle window, no commands).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from bench import Row, print_table
 from felund.testing import Node, free_port
-from felund.testing.procstat import pss_kib, rss_kib, write_bytes
+from felund.testing.procstat import cpu_ticks, pss_kib, rss_kib, write_bytes
 
 IDLE_S = 60.0
+REST_CPU = 0.02  # of a core, per process: below it over a whole second, a node is at rest
+REST_TIMEOUT_S = 120.0
 CLI_RUNS = 21
 SMALL, LARGE = 10_000, 100_000
 STORED = "messages of ~15 bytes in one circle, sent by `felund send --stdin`"
@@ -71,10 +74,32 @@ def idle_write_kib(nodes: list[Node], seconds: float) -> list[float]:
     return [(a - b) / 1024 for a, b in zip(after, before, strict=True)]
 
 
-def memory_mib(node: Node) -> tuple[float, float, int]:
-    """Whole-node (RSS, PSS) in MiB, and the number of processes."""
-    pids = node.pids()
-    return sum(map(rss_kib, pids)) / 1024, sum(map(pss_kib, pids)) / 1024, len(pids)
+def at_rest(nodes: list[Node]) -> None:
+    """Wait until no process of any node used REST_CPU over two seconds in a row.
+
+    Memory is read at rest: what a node holds with N messages stored, not the
+    buffers of the burst that stored them (a process trims its heap once idle).
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+    pids = [p for n in nodes for p in n.pids()]
+    deadline, calm = time.monotonic() + REST_TIMEOUT_S, 0
+    while calm < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nodes still busy after {REST_TIMEOUT_S:g} s")
+        before = [cpu_ticks(p) for p in pids]
+        time.sleep(1.0)  # the measurement window of this check
+        busy = max(cpu_ticks(p) - b for p, b in zip(pids, before, strict=True))
+        calm = calm + 1 if busy <= REST_CPU * hz else 0
+
+
+def memory_mib(node: Node) -> tuple[float, float, int, str]:
+    """Whole-node (RSS, PSS) in MiB, the number of processes, and RSS per process."""
+    sup = node.supervisor()
+    named = {"supervisor": sup["pid"], **{n: s["pid"] for n, s in sup["services"].items()}}
+    rss = {name: rss_kib(pid) / 1024 for name, pid in named.items() if pid}
+    pss = sum(pss_kib(pid) for pid in named.values() if pid) / 1024
+    each = " + ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+    return sum(rss.values()), pss, len(rss), each
 
 
 def cli_p50_ms(nodes: list[Node], command: str) -> list[tuple[float, float]]:
@@ -105,26 +130,30 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main(base: Path | None = None) -> list[Row]:
+def main(base: Path | None = None, memory_only: bool = False) -> list[Row]:
     """The footprint rows, with ``base``'s figure beside each when given."""
     repos: list[Path | None] = [None] if base is None else [None, base]
     cols: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="felund-bench-") as tmp, ExitStack() as stack:
         nodes = [stack.enter_context(_node(Path(tmp) / f"n{i}", r)) for i, r in enumerate(repos)]
-        cols["idle"] = [f"{kib:,.0f} KiB" for kib in idle_write_kib(nodes, IDLE_S)]
+        if not memory_only:
+            cols["idle"] = [f"{kib:,.0f} KiB" for kib in idle_write_kib(nodes, IDLE_S)]
         for node in nodes:
             _send(node, SMALL)
-        per_command = [cli_p50_ms(nodes, c) for c in ("send", "inbox", "status")]
-        cols["cli"] = [
-            " / ".join(f"{cmd[i][0]:.0f}" for cmd in per_command)
-            + " ms (CPU "
-            + " / ".join(f"{cmd[i][1]:.0f}" for cmd in per_command)
-            + " ms)"
-            for i in range(len(nodes))
-        ]
+        if not memory_only:
+            per_command = [cli_p50_ms(nodes, c) for c in ("send", "inbox", "status")]
+            cols["cli"] = [
+                " / ".join(f"{cmd[i][0]:.0f}" for cmd in per_command)
+                + " ms (CPU "
+                + " / ".join(f"{cmd[i][1]:.0f}" for cmd in per_command)
+                + " ms)"
+                for i in range(len(nodes))
+            ]
+        at_rest(nodes)
         small = [memory_mib(n) for n in nodes]
         for node in nodes:
             _send(node, LARGE - SMALL)
+        at_rest(nodes)
         large = [memory_mib(n) for n in nodes]
         procs = small[0][2]
     both = base is not None
@@ -132,6 +161,20 @@ def main(base: Path | None = None) -> list[Row]:
     def row(name: str, values: list[str], notes: str) -> Row:
         return (name, values[0], notes + (f"; before ({base}): {values[1]}" if both else ""))
 
+    memory = [
+        row(
+            f"whole-node RSS with {SMALL:,} messages",
+            [f"{m[0]:.0f} MiB ({m[3]})" for m in small],
+            f"{procs} processes at rest, {SMALL:,} {STORED}; issue 20: 125 MiB before, theirs 24",
+        ),
+        row(
+            f"whole-node PSS with {LARGE:,} messages",
+            [f"{m[1]:.0f} MiB (RSS {m[0]:.0f}: {m[3]})" for m in large],
+            f"{procs} processes at rest, {LARGE:,} {STORED}; issue 20: 111 MiB before",
+        ),
+    ]
+    if memory_only:
+        return memory
     return [
         row(
             f"idle writes of a node to disk over {IDLE_S:g} s",
@@ -139,17 +182,7 @@ def main(base: Path | None = None) -> list[Row]:
             f"write_bytes of all {procs} processes (/proc/PID/io), after a sync; "
             "issue 20: 76 KiB/min before",
         ),
-        row(
-            f"whole-node RSS with {SMALL:,} messages",
-            [f"{m[0]:.0f} MiB" for m in small],
-            f"{procs} processes, {SMALL:,} {STORED}; issue 20: 125 MiB before, theirs 24",
-        ),
-        row(
-            f"whole-node PSS with {LARGE:,} messages",
-            [f"{m[1]:.0f} MiB" for m in large],
-            f"{procs} processes, {LARGE:,} {STORED}; RSS {large[0][0]:.0f} MiB; "
-            "issue 20: 111 MiB before",
-        ),
+        *memory,
         row(
             "felund send / inbox / status, wall p50",
             cols["cli"],
@@ -161,4 +194,5 @@ def main(base: Path | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    print_table(main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else None))
+    args = [a for a in sys.argv[1:] if a != "--memory"]
+    print_table(main(Path(args[0]).resolve() if args else None, "--memory" in sys.argv))

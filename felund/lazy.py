@@ -43,3 +43,42 @@ def module(name: str) -> ModuleType:
     if parent:
         setattr(sys.modules[parent], child, mod)
     return mod
+
+
+class _Deferred(ModuleType):
+    """A module whose body has not run: the first read of a name it does not hold
+    runs it, into this same module. A package's submodules import as usual first.
+
+    Unlike ``LazyLoader``'s, an ``import`` statement of it does not run it: the
+    import system reads ``__spec__``, which the module holds from the start. Like
+    ``LazyLoader``'s, it is not for a module two threads may be the first to use.
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None  # set by deferred()
+        name = f"{self.__name__}.{attr}"
+        if spec.submodule_search_locations is not None and importlib.util.find_spec(name):
+            return importlib.import_module(name)  # ``from package import submodule``
+        self.__class__ = ModuleType  # type: ignore[assignment]  # as LazyLoader does
+        spec.loader.exec_module(self)
+        return getattr(self, attr)
+
+
+def deferred(name: str) -> ModuleType:
+    """Top-level module ``name``, imported already or with its body deferred.
+
+    For what a library imports at its own import but a process never uses
+    (``import name`` elsewhere then costs nothing), and for a package whose
+    ``__init__`` imports far more than the submodules a process uses
+    (``from package.sub import x`` loads ``package.sub`` alone).
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = None if "." in name else importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__class__ = _Deferred
+    sys.modules[name] = mod
+    return mod

@@ -15,8 +15,9 @@ import os
 import struct
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, mmap_dict, multiprocess, values
+from prometheus_client import mmap_dict, multiprocess, values
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import CollectorRegistry
 
 _TWO_DOUBLES = struct.Struct("dd")  # a value and its timestamp, as prometheus-client stores them
 INITIAL_BYTES = 64 * 1024  # prometheus-client's own first size; a process uses under 8 kB

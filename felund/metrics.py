@@ -9,7 +9,7 @@ circle or message id.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import Counter, Gauge, Histogram
 
 from felund import metric_files
 

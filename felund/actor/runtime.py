@@ -20,10 +20,14 @@ from typing import Any
 import structlog
 
 from felund import logs, metrics
+from felund.actor import heap
 from felund.actor.context import BENCH_UNSIGNED, Context, load_context
 from felund.bus.sockets import Bus, Publisher
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+# CPU seconds per heartbeat interval below which a process counts as idle: the
+# heap is trimmed once, at the first idle beat after a busy one (never during work).
+IDLE_CPU_S = 0.05
 __all__ = ["BENCH_UNSIGNED", "Context", "Runtime", "load_context"]
 
 
@@ -45,6 +49,7 @@ class Runtime:
         self._interval = cfg.supervisor.heartbeat_interval_s
         self._next_beat = 0.0
         self._cpu_seen = 0.0
+        self._worked = False  # busy since the heap was last trimmed
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         metrics.SERVICE_START_TIME.labels(service).set(time.time())
@@ -64,8 +69,14 @@ class Runtime:
         self._next_beat = now + self._interval
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime
-        metrics.PROCESS_CPU.labels(self.service).inc(max(0.0, cpu - self._cpu_seen))
+        used = max(0.0, cpu - self._cpu_seen)
+        metrics.PROCESS_CPU.labels(self.service).inc(used)
         self._cpu_seen = cpu
+        if used >= IDLE_CPU_S * self._interval:
+            self._worked = True
+        elif self._worked:
+            self._worked = False
+            heap.release()
         self.bus.flush_metrics()
         rss = _rss_bytes()
         metrics.PROCESS_RSS.labels(self.service).set(rss)

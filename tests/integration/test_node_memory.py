@@ -1,0 +1,29 @@
+"""What a running node's processes hold in memory (issue 20: a lighter node)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from felund.testing import Node
+
+
+def _extensions(pid: int) -> set[str]:
+    """The C extension modules mapped into process ``pid`` (``_ssl``, ``_asyncio``, ...)."""
+    names = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if ".cpython-" in path:
+            names.add(Path(path).name.split(".cpython-")[0])
+    return names
+
+
+def test_processes_load_no_event_loop_or_tls_they_do_not_use(node: Node) -> None:
+    node.cli("send", "--circle-id", node.circle_id, "hello")  # every process at work once
+    sup = node.supervisor()
+    pids = {"supervisor": sup["pid"], **{n: s["pid"] for n, s in sup["services"].items()}}
+    loaded = {name: _extensions(pid) for name, pid in pids.items()}
+    # Gossip runs an event loop, and asyncio imports ssl: the check sees both.
+    assert {"_asyncio", "_ssl"} <= loaded["gossip"]
+    # structlog, http.client and prometheus-client name them at import; nobody here uses them.
+    assert "_asyncio" not in loaded["supervisor"]
+    assert {"_asyncio", "_ssl"}.isdisjoint(loaded["store"]), loaded["store"]
