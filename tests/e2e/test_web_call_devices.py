@@ -28,6 +28,7 @@ from tests.e2e.test_web_call_media import (  # noqa: F401 (fixtures)
     call_relay,
     grows,
     isolated,
+    join_call,
     launch,
     media_browser,
     node_id,
@@ -95,8 +96,7 @@ def test_switching_microphone_camera_and_speaker_inside_the_namespace(
     a, b = node_id(alice), node_id(bob)
     alice.type("/call start")
     expect(status(alice)).to_have_text("in the call", timeout=T)
-    bob.type("/call join")
-    expect(status(bob)).to_have_text("in the call", timeout=T)
+    join_call(bob, "alice")
     grows(bob, a, "inAudio", "inVideo")
 
     # More than one of each in alice's pickers (the panel is open: /call opened it).
