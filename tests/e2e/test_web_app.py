@@ -113,6 +113,15 @@ def test_two_browsers_chat_both_ways_with_unread_counts(open_peer, web_relay: Re
     # (The feed is logged when it closes, so it may not be listed yet.)
     assert {"/v1/register", "/v1/messages"} <= {e["path"] for e in calls}
     assert [e for e in calls if not e["signed"]] == []
+    # And none refused: the direct links' first peers and signals wait for the register
+    # (they were refused 401 and 403 on every new page, as errors in its console).
+    refused = [
+        (e["path"], e["status"], e["code"])
+        for path in ("/v1/register", "/v1/messages", "/v1/peers", "/v1/signal")
+        for e in web_relay.requests(path)
+        if e["circle_hint"] == hint and e["status"] >= 400
+    ]
+    assert refused == []
     a.no_errors()
     b.no_errors()
 

@@ -104,6 +104,7 @@ BAD_PEER = """async (arg) => {
     identity: { nodeId: arg.me },
     circle: { circleId: await circleId(arg.secret), secret: arg.wrong },
     client,
+    registered: true, // registered just below, before the links start
     newestWires: async () => [],
     ingestDirect: async () => {},
   };

@@ -175,9 +175,14 @@ export class CircleSync {
     if (!this._stopped) this._peersTimer = setInterval(() => this._askPeers(), this.peersMs);
   }
 
+  /** Whether the relay has our registration: calls that name us (peers, signals) wait for it. */
+  get registered() {
+    return this._registeredAt > 0;
+  }
+
   /** How many others the relay has registered, to onPeers; once registered, and never throws. */
   async _askPeers() {
-    if (this._stopped || !this._registeredAt) return;
+    if (this._stopped || !this.registered) return;
     try {
       this.onPeers((await this.client.peers()).length);
     } catch {

@@ -64,7 +64,7 @@ export class DirectLinks {
   }
 
   async _discover() {
-    if (this.closed) return;
+    if (this.closed || !this.sync.registered) return; // the relay refuses us until then
     try {
       for (const p of await this.sync.client.peers({ limit: MAX_LINKS })) {
         const peer = p?.node_id;
@@ -118,15 +118,19 @@ export class DirectLinks {
 
   async _poll() {
     while (!this.closed) {
-      try {
-        for (const s of await this.sync.client.pullSignals({ sinceId: this.cursor })) {
-          if (Number.isInteger(s.id) && s.id > this.cursor) this.cursor = s.id;
-          await this._take(readDcSignal(s, this.me));
-        }
-      } catch {
-        // The relay is down or refused: the next poll tries again.
-      }
+      if (this.sync.registered) await this._pullSignals(); // the relay refuses us until then
       await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  }
+
+  async _pullSignals() {
+    try {
+      for (const s of await this.sync.client.pullSignals({ sinceId: this.cursor })) {
+        if (Number.isInteger(s.id) && s.id > this.cursor) this.cursor = s.id;
+        await this._take(readDcSignal(s, this.me));
+      }
+    } catch {
+      // The relay is down or refused: the next poll tries again.
     }
   }
 
