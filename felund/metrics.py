@@ -9,6 +9,9 @@ circle or message id.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client.metrics import Counter, Gauge, Histogram
 
 from felund import metric_files
@@ -202,3 +205,21 @@ BAD_INPUT = Counter(
     "Input from outside refused, by where it came from and why.",
     ["source", "kind"],
 )
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe`` of each amount, in one write per bucket touched and one for the
+    sum rather than two per amount: each write is to a metric file (a backlog's messages
+    were 6 % of gossip's CPU one by one). Amounts are not NaN."""
+    # prometheus-client has no bulk observe: its Histogram.observe is done here on the same
+    # attributes (a unit test compares the two), with its rule: the first bucket whose upper
+    # bound is >= the amount.
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1
+    if amounts:
+        histogram._sum.inc(sum(amounts))
+    for bucket, n in zip(histogram._buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)

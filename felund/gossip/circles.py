@@ -170,7 +170,7 @@ class Circles:
                 answer = await appender.call(OP_APPEND, {"origin": "gossip", "msgs": chunk})
                 now = time.time()
                 fresh_since = now - PUSH_FRESH_S
-                held, control = [], []
+                held, control, latencies = [], [], []
                 for raw, result in zip(chunk, answer["results"], strict=True):
                     if result.startswith("rejected:"):
                         problems[result.removeprefix("rejected:")] += 1
@@ -184,9 +184,10 @@ class Circles:
                         # delivery latency (it would fill the +Inf bucket past the last,
                         # PUSH_FRESH_S), and observing each was 4.5 us of a backlog's message.
                         if raw["created_ts"] >= fresh_since:
-                            metrics.DELIVERY_LATENCY.observe(max(0.0, now - raw["created_ts"]))
+                            latencies.append(max(0.0, now - raw["created_ts"]))
                             if raw["msg_id"] not in awaited:
                                 push.append(raw)
+                metrics.observe_all(metrics.DELIVERY_LATENCY, latencies)
                 index.add_many(held)
                 self.control[circle_id].add_many(control)
         finally:
