@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import select
 import signal
@@ -545,10 +544,9 @@ def cmd_config(args: argparse.Namespace) -> None:
         # `felund rename` and `felund relay url` are runtime settings, kept by the store.
         with open_node(ctx) as node:
             now = node.call(OP_SETTINGS, {})
-        cfg = dataclasses.replace(
-            cfg,
-            node=dataclasses.replace(cfg.node, name=now["display_name"]),
-            relay=dataclasses.replace(cfg.relay, url=now["relay_url"]),
+        cfg = cfg._replace(
+            node=cfg.node._replace(name=now["display_name"]),
+            relay=cfg.relay._replace(url=now["relay_url"]),
         )
         out("# node.name and relay.url as the node uses them (felund rename, felund relay url)")
     out(config_mod.render(cfg))
