@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -568,8 +569,16 @@ def _whole(value: str, low: int, high: int) -> int:
     return number
 
 
+_CHECK_WIDTH = 78  # the formatters that only check arguments: a plain terminal's
+
+
 class _Help(argparse.HelpFormatter):
     """Help that names every option's default (when it has one worth naming)."""
+
+    def __init__(self, prog: str, width: int | None = None) -> None:
+        # argparse makes a formatter for each argument added, to check it, and the default
+        # width asks shutil, which loads bz2 and lzma: only help text asks (``format_help``).
+        super().__init__(prog, width=width or _CHECK_WIDTH)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help
@@ -588,6 +597,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _fail(EXIT_USAGE, f"{message} (see `{self.prog} --help`)")
+
+    def format_help(self) -> str:
+        """The help text, wrapped at the terminal's width."""
+        import shutil  # noqa: PLC0415 - only help wraps at the terminal's width
+
+        width = shutil.get_terminal_size().columns - 2  # what argparse's default takes
+        self.formatter_class = functools.partial(_Help, width=width)
+        return super().format_help()
 
 
 class _Unbuilt:
