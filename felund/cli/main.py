@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 import select
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -69,12 +68,14 @@ from felund.store.client import BusNode, NodeClient, find_running, open_node
 from felund.v1 import ids
 
 if TYPE_CHECKING:
+    import signal
     import sqlite3
 
     from felund.store import database, opening
     from felund.v1 import invite, wire
 else:  # loaded by the commands that use them: send, inbox, status need none (``felund.lazy``)
     sqlite3 = lazy.module("sqlite3")  # an except clause names it only when something raised
+    signal = lazy.module("signal")  # `felund stop` alone: its import builds enums of every signal
     database, opening = lazy.module("felund.store.database"), lazy.module("felund.store.opening")
     invite, wire = lazy.module("felund.v1.invite"), lazy.module("felund.v1.wire")
 
