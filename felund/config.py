@@ -1,9 +1,13 @@
-"""Configuration: one TOML file read into NamedTuples (immutable, like frozen dataclasses).
+"""Configuration: one TOML file read into NamedTuples.
 
 Lookup order, later wins: the defaults below (documented key by key in
 ``config/felund.toml``), ``$FELUND_HOME/felund.toml``, then environment
 variables ``FELUND_<SECTION>_<KEY>``. Unknown sections or keys are errors,
 in the file and in the environment alike, so a typo never goes unnoticed.
+
+NamedTuples, immutable as frozen dataclasses were: every process and every
+command loads this, and dataclasses loads inspect and execs the methods of
+each class, three times a NamedTuple's cost (issue 20: the command's start).
 """
 
 from __future__ import annotations
