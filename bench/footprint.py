@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -111,18 +111,24 @@ def cli_p50_ms(nodes: list[Node], command: str) -> list[tuple[float, float]]:
     runs: list[list[tuple[float, float]]] = [[] for _ in nodes]
     for _ in range(CLI_RUNS):
         for node, mine in zip(nodes, runs, strict=True):
-            args = {
-                "send": ("send", "--circle-id", node.circle_id, "one line"),
-                "inbox": ("inbox", "--circle-id", node.circle_id, "--limit", "20"),
-                "status": ("status",),
-            }[command]
             cpu0, t0 = _children_cpu(), time.perf_counter()
-            node.cli(*args)
+            _COMMANDS[command](node)
             mine.append((time.perf_counter() - t0, _children_cpu() - cpu0))
     return [
         (statistics.median(w for w, _ in r) * 1000, statistics.median(c for _, c in r) * 1000)
         for r in runs
     ]
+
+
+_COMMANDS: dict[str, Callable[[Node], object]] = {
+    "send": lambda n: n.cli("send", "--circle-id", n.circle_id, "one line"),
+    "inbox": lambda n: n.cli("inbox", "--circle-id", n.circle_id, "--limit", "20"),
+    "status": lambda n: n.cli("status"),
+    # The floor under them: the same interpreter and venv (its .pth files) doing nothing.
+    "python -c pass": lambda n: subprocess.run(
+        [n.felund[0], "-c", "pass"], env=n.env, cwd=n.repo, check=True
+    ),
+}
 
 
 def _children_cpu() -> float:
@@ -142,6 +148,7 @@ def main(base: Path | None = None, memory_only: bool = False) -> list[Row]:
             _send(node, SMALL)
         if not memory_only:
             per_command = [cli_p50_ms(nodes, c) for c in ("send", "inbox", "status")]
+            floor = cli_p50_ms(nodes, "python -c pass")
             cols["cli"] = [
                 " / ".join(f"{cmd[i][0]:.0f}" for cmd in per_command)
                 + " ms (CPU "
@@ -149,6 +156,7 @@ def main(base: Path | None = None, memory_only: bool = False) -> list[Row]:
                 + " ms)"
                 for i in range(len(nodes))
             ]
+            cols["floor"] = [f"{wall:.0f} ms (CPU {cpu:.0f} ms)" for wall, cpu in floor]
         at_rest(nodes)
         small = [memory_mib(n) for n in nodes]
         for node in nodes:
@@ -187,8 +195,8 @@ def main(base: Path | None = None, memory_only: bool = False) -> list[Row]:
             "felund send / inbox / status, wall p50",
             cols["cli"],
             f"{CLI_RUNS} runs each, taking turns with the other column, against a running "
-            f"node with {SMALL:,} messages; "
-            "issue 20: send ~180 ms before",
+            f"node with {SMALL:,} messages; the floor, `python -c pass` in the same venv: "
+            f"{cols['floor'][0]}; issue 20: send ~180 ms before, target 60 ms",
         ),
     ]
 

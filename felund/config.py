@@ -1,21 +1,23 @@
-"""Configuration: one TOML file read into frozen dataclasses.
+"""Configuration: one TOML file read into NamedTuples.
 
 Lookup order, later wins: the defaults below (documented key by key in
 ``config/felund.toml``), ``$FELUND_HOME/felund.toml``, then environment
 variables ``FELUND_<SECTION>_<KEY>``. Unknown sections or keys are errors,
 in the file and in the environment alike, so a typo never goes unnoticed.
+
+NamedTuples, immutable as frozen dataclasses were: every process and every
+command loads this, and dataclasses loads inspect and execs the methods of
+each class, three times a NamedTuple's cost (issue 20: the command's start).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from felund.errors import ConfigError
@@ -25,16 +27,14 @@ API_BASE_ENV = "FELUND_API_BASE"
 MAX_RELAY_URL = 512  # characters; a relay's base URL is short, and it travels in every heartbeat
 
 
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
+class NodeConfig(NamedTuple):
     """Who this node is to the people it chats with."""
 
     name: str = ""
     encrypt_messages: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class GossipConfig:
+class GossipConfig(NamedTuple):
     """Where peers reach this node over TCP."""
 
     bind: str = "0.0.0.0"  # noqa: S104 - a home server is meant to be reachable by its peers
@@ -49,8 +49,7 @@ class GossipConfig:
     anchor_announce_interval_s: float = 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class RelayConfig:
+class RelayConfig(NamedTuple):
     """The relay this node meets others at (none by default)."""
 
     url: str = ""
@@ -58,8 +57,7 @@ class RelayConfig:
     poll_interval_s: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
+class MetricsConfig(NamedTuple):
     """The node's Prometheus endpoint."""
 
     enabled: bool = True
@@ -67,8 +65,7 @@ class MetricsConfig:
     port: int = 9464
 
 
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
+class StoreConfig(NamedTuple):
     """The SQLite database and how writes are grouped."""
 
     path: str = "felund.db"
@@ -77,8 +74,7 @@ class StoreConfig:
     retain_days: int = 0  # prune messages older than this many days; 0 keeps them all
 
 
-@dataclass(frozen=True, slots=True)
-class BusConfig:
+class BusConfig(NamedTuple):
     """The ZeroMQ bus between the node's processes."""
 
     runtime_dir: str = ""
@@ -87,8 +83,7 @@ class BusConfig:
     rpc_retries: int = 5
 
 
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
+class SupervisorConfig(NamedTuple):
     """How children are watched and restarted."""
 
     heartbeat_interval_s: float = 1.0
@@ -102,26 +97,24 @@ class SupervisorConfig:
     stop_timeout_s: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
+class LogConfig(NamedTuple):
     """Log level and rendering."""
 
     level: str = "info"
     format: str = "auto"
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     """The whole configuration of one node."""
 
-    node: NodeConfig = field(default_factory=NodeConfig)
-    gossip: GossipConfig = field(default_factory=GossipConfig)
-    relay: RelayConfig = field(default_factory=RelayConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    bus: BusConfig = field(default_factory=BusConfig)
-    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    node: NodeConfig = NodeConfig()
+    gossip: GossipConfig = GossipConfig()
+    relay: RelayConfig = RelayConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    store: StoreConfig = StoreConfig()
+    bus: BusConfig = BusConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    log: LogConfig = LogConfig()
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -142,7 +135,7 @@ def load(home: Path, environ: Mapping[str, str] | None = None) -> Config:
     cfg = build(raw, env)
     if env.get(API_BASE_ENV) and not cfg.relay.url:
         # The other felund client's name for the relay; ours wins when both are set.
-        cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, url=env[API_BASE_ENV]))
+        cfg = cfg._replace(relay=cfg.relay._replace(url=env[API_BASE_ENV]))
         where = API_BASE_ENV
     else:
         where = "relay.url"
@@ -232,9 +225,10 @@ def _build_section(
     return section_type(**values)
 
 
-def _field_types(cls: type) -> dict[str, type]:
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+def _field_types(cls: Any) -> dict[str, type]:
+    """Each key's type: its default's (every key has one; a unit test holds them to the
+    annotations, which ``from __future__ import annotations`` leaves as text)."""
+    return {name: type(default) for name, default in cls._field_defaults.items()}
 
 
 def _from_env(var: str, text: str, typ: type) -> Any:
@@ -274,12 +268,10 @@ def _check(where: str, key: tuple[str, str], value: Any, typ: type) -> Any:
 def render(config: Config) -> str:
     """The effective config as TOML (``felund config show``)."""
     lines: list[str] = []
-    for section in dataclasses.fields(config):
-        lines.append(f"[{section.name}]")
-        for f in dataclasses.fields(getattr(config, section.name)):
-            lines.append(
-                f"{f.name} = {_toml_value(getattr(getattr(config, section.name), f.name))}"
-            )
+    for name, section in config._asdict().items():
+        lines.append(f"[{name}]")
+        for key, value in section._asdict().items():
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -13,9 +13,8 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from felund import lazy
 from felund.config import CONFIG_FILE_NAME, Config
@@ -46,8 +45,7 @@ def home_from_env(environ: dict[str, str] | None = None) -> Path:
     return Path(value).expanduser().resolve() if value else Path.home() / ".felund"
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """Where each piece of a node's state is."""
 
     home: Path
@@ -162,8 +160,7 @@ def _unusable(exc: OSError) -> str:
     return f"cannot use {where}: {exc.strerror or exc}"
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
     """This node's id and its signing key (an id made before keys is kept as it was)."""
 
     node_id: str

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import curses
-import dataclasses
 import os
 import queue
 import signal
@@ -152,7 +151,7 @@ def open_log(path: Path, max_bytes: int = LOG_MAX_BYTES) -> TextIO:
 def _main_bus_config(ctx: Context) -> BusConfig:
     # The main loop's only RPC is catch-up's snapshot: bounded, so a store that
     # dies in the middle costs the screen at most a second or two.
-    return dataclasses.replace(ctx.config.bus, rpc_timeout_ms=SNAPSHOT_TIMEOUT_MS, rpc_retries=1)
+    return ctx.config.bus._replace(rpc_timeout_ms=SNAPSHOT_TIMEOUT_MS, rpc_retries=1)
 
 
 def find_node(ctx: Context, start: bool) -> Context:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from felund import config as config_mod
 from felund import home
@@ -18,8 +18,7 @@ from felund.trust.identity import IdentityKey
 BENCH_UNSIGNED = "FELUND_BENCH_UNSIGNED"
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """A node's configuration and identity, as every process loads them."""
 
     config: config_mod.Config

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import zmq
@@ -395,8 +394,7 @@ def answer_of(reply: Frame) -> Any:
     return reply.body
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A request received by an RPC server, with the route back to its sender."""
 
     ident: bytes

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import functools
 import os
 import select
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -69,12 +68,14 @@ from felund.store.client import BusNode, NodeClient, find_running, open_node
 from felund.v1 import ids
 
 if TYPE_CHECKING:
+    import signal
     import sqlite3
 
     from felund.store import database, opening
     from felund.v1 import invite, wire
 else:  # loaded by the commands that use them: send, inbox, status need none (``felund.lazy``)
     sqlite3 = lazy.module("sqlite3")  # an except clause names it only when something raised
+    signal = lazy.module("signal")  # `felund stop` alone: its import builds enums of every signal
     database, opening = lazy.module("felund.store.database"), lazy.module("felund.store.opening")
     invite, wire = lazy.module("felund.v1.invite"), lazy.module("felund.v1.wire")
 
@@ -545,10 +546,9 @@ def cmd_config(args: argparse.Namespace) -> None:
         # `felund rename` and `felund relay url` are runtime settings, kept by the store.
         with open_node(ctx) as node:
             now = node.call(OP_SETTINGS, {})
-        cfg = dataclasses.replace(
-            cfg,
-            node=dataclasses.replace(cfg.node, name=now["display_name"]),
-            relay=dataclasses.replace(cfg.relay, url=now["relay_url"]),
+        cfg = cfg._replace(
+            node=cfg.node._replace(name=now["display_name"]),
+            relay=cfg.relay._replace(url=now["relay_url"]),
         )
         out("# node.name and relay.url as the node uses them (felund rename, felund relay url)")
     out(config_mod.render(cfg))
@@ -570,8 +570,16 @@ def _whole(value: str, low: int, high: int) -> int:
     return number
 
 
+_CHECK_WIDTH = 78  # the formatters that only check arguments: a plain terminal's
+
+
 class _Help(argparse.HelpFormatter):
     """Help that names every option's default (when it has one worth naming)."""
+
+    def __init__(self, prog: str, width: int | None = None) -> None:
+        # argparse makes a formatter for each argument added, to check it, and the default
+        # width asks shutil, which loads bz2 and lzma: only help text asks (``format_help``).
+        super().__init__(prog, width=width or _CHECK_WIDTH)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help
@@ -590,6 +598,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _fail(EXIT_USAGE, f"{message} (see `{self.prog} --help`)")
+
+    def format_help(self) -> str:
+        """The help text, wrapped at the terminal's width."""
+        import shutil  # noqa: PLC0415 - only help wraps at the terminal's width
+
+        width = shutil.get_terminal_size().columns - 2  # what argparse's default takes
+        self.formatter_class = functools.partial(_Help, width=width)
+        return super().format_help()
 
 
 class _Unbuilt:

@@ -371,7 +371,7 @@ class GossipNode:
     async def serve(self, listener: socket.socket) -> None:
         """Serve until asked to stop (then return)."""
         port = listener.getsockname()[1]
-        self.dialer.listen_addr = netaddr.invite_peer(dataclasses.replace(self.cfg, port=port))
+        self.dialer.listen_addr = netaddr.invite_peer(self.cfg._replace(port=port))
         asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
         me = asyncio.current_task()
         assert me is not None

@@ -9,7 +9,6 @@ process finds the running node (the ui too).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -159,7 +158,7 @@ def find_running(ctx: Context, lock: NodeLock) -> Context | None:
         return None
     _, runtime = lock.holder()
     if runtime is not None and runtime != ctx.layout.runtime_dir:
-        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, runtime_dir=runtime))
+        ctx = ctx._replace(layout=ctx.layout._replace(runtime_dir=runtime))
     return ctx
 
 

@@ -16,8 +16,15 @@ ENTRY = "felund.__main__"
 # Never loaded by a command reaching a running node: logs, metrics, the store's
 # engine, the service runtime, asyncio (gossip, relay), the HTTP stacks, the keys
 # (the store signs what a command posts), the database driver, the chat model and
-# the sockets API (the bus is zmq's: only reading the interfaces for an invite uses it).
+# the sockets API (the bus is zmq's: only reading the interfaces for an invite uses it);
+# and what costs a start a few ms for nothing it does: dataclasses (it loads inspect, and
+# each frozen class execs its methods: the config, layout and context are NamedTuples),
+# shutil (argparse's default help width; it loads bz2 and lzma), signal (`felund stop`'s).
 NOT_AT_START = (
+    "dataclasses",
+    "inspect",
+    "shutil",
+    "signal",
     "structlog",
     "prometheus_client",
     "aiohttp",
