@@ -210,17 +210,19 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
             elif status != 200:
                 errors += 1
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     await asyncio.gather(
         *(worker(_Connection(*targets[i % len(targets)])) for i in range(connections))
     )
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
     lat = sorted(latencies)
     return {
         "requests": len(lat),
         "ok": len(lat) - errors - limited,
         "batch": batch,
         "seconds": elapsed,
+        "cpu": cpu,  # the generator's own, while it ran: what it took from the relay's cores
         "errors": errors,
         "limited": limited,
         "p50": statistics.median(lat) if lat else 0.0,

@@ -173,6 +173,9 @@ async def read_body(request: web.Request, timeout_s: float) -> None:
     """Read the whole body within ``timeout_s`` (handlers then get it from memory)."""
     if not request.body_exists:
         return
+    if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+        await request.read()
+        return
     try:
         async with asyncio.timeout(timeout_s):
             await request.read()
