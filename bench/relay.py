@@ -211,16 +211,19 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
                 errors += 1
 
     started = time.monotonic()
+    cpu = time.process_time()
     await asyncio.gather(
         *(worker(_Connection(*targets[i % len(targets)])) for i in range(connections))
     )
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
     lat = sorted(latencies)
     return {
         "requests": len(lat),
         "ok": len(lat) - errors - limited,
         "batch": batch,
         "seconds": elapsed,
+        "cpu": cpu,
         "errors": errors,
         "limited": limited,
         "p50": statistics.median(lat) if lat else 0.0,
@@ -363,12 +366,29 @@ async def _feed_latency(urls: list[str], count: int) -> list[float]:
     return sorted(latencies)
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User + system seconds the processes ``pids`` have used (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def bench_relay_backends(
-    messages: int = 20_000, seconds: float = 8.0, connections: int = 32
+    messages: int = 20_000,
+    seconds: float = 8.0,
+    connections: int = 32,
+    scenarios: tuple[str, ...] = ("post", "get"),
+    feed: bool = True,
 ) -> list[Row]:
     """SQLite with one instance, PostgreSQL with one and with two, side by side: POST of
     single messages, GET of a page, and the feed's latency (post on the first instance,
-    pushed on the last)."""
+    pushed on the last). Each row gives the CPU per request of the relays, PostgreSQL
+    (all its processes) and the load generator, to show which one bounds the figure."""
     rows: list[Row] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
     pg = PgServer()
@@ -376,35 +396,46 @@ def bench_relay_backends(
         with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
             for label, instances in (("SQLite, 1 instance", 1), ("PostgreSQL, 1 instance", 1),
                                      ("PostgreSQL, 2 instances", 2)):  # fmt: skip
-                db = (
-                    str(Path(tmp) / f"relay-{len(rows)}.db") if "SQLite" in label else pg.database()
-                )
-                seed(Path(db) if "SQLite" in label else db, messages)
+                sqlite = "SQLite" in label
+                db = str(Path(tmp) / f"relay-{len(rows)}.db") if sqlite else pg.database()
+                seed(Path(db) if sqlite else db, messages)
                 ports = [free_port() for _ in range(instances)]
                 procs = [_start_relay(port, db, env) for port in ports]
                 urls = [f"http://127.0.0.1:{port}" for port in ports]
+                relay_pids = [proc.pid for proc in procs]
                 try:
-                    for scenario in ("post", "get"):
+                    for scenario in scenarios:
+                        db_pids = [] if sqlite else pg.pids()
+                        before = _cpu_s(relay_pids), _cpu_s(db_pids)
                         r = _load_process(",".join(urls), scenario, seconds, connections, env)
+                        relay_cpu = _cpu_s(relay_pids) - before[0]
+                        db_cpu = _cpu_s(db_pids) - before[1]
+                        per = 1e6 / max(1, r["requests"])
                         rows.append(
                             (
                                 f"relay {label} (limits off): {SCENARIOS[scenario]}",
                                 f"{r['requests'] / r['seconds']:,.0f} req/s",
                                 f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
                                 f"{r['errors']} errors; {connections} connections; "
-                                f"{messages:,} messages seeded; {os.cpu_count()} cores shared",
+                                f"{messages:,} messages seeded; {os.cpu_count()} cores shared; "
+                                f"CPU per request: relay {relay_cpu * per:.0f} us"
+                                + (f", PostgreSQL {db_cpu * per:.0f} us" if not sqlite else "")
+                                + f", load generator {r['cpu'] * per:.0f} us; "
+                                f"busy {(relay_cpu + db_cpu + r['cpu']) / r['seconds']:.2f}"
+                                " cores",
                             )
                         )
-                    lat = asyncio.run(_feed_latency(urls, 200))
-                    rows.append(
-                        (
-                            f"relay {label} (limits off): feed latency, POST to "
-                            f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
-                            f"p50 {statistics.median(lat) * 1000:.1f} ms",
-                            f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
-                            "one after another",
+                    if feed:
+                        lat = asyncio.run(_feed_latency(urls, 200))
+                        rows.append(
+                            (
+                                f"relay {label} (limits off): feed latency, POST to "
+                                f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
+                                f"p50 {statistics.median(lat) * 1000:.1f} ms",
+                                f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
+                                "one after another",
+                            )
                         )
-                    )
                 finally:
                     for proc in procs:
                         _stop(proc)
@@ -422,7 +453,10 @@ def main() -> None:
     load.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     load.add_argument("--seconds", type=float, default=10.0)
     load.add_argument("--connections", type=int, default=32)
-    sub.add_parser("backends", help="SQLite / PostgreSQL 1 / PostgreSQL 2 instances")
+    backends = sub.add_parser("backends", help="SQLite / PostgreSQL 1 / PostgreSQL 2 instances")
+    backends.add_argument("--seconds", type=float, default=8.0)
+    backends.add_argument("--scenario", action="append", choices=("post", "get"))
+    backends.add_argument("--no-feed", action="store_true", help="leave out the feed latency")
     table = sub.add_parser("table")
     table.add_argument("--messages", type=int, default=100_000)
     table.add_argument("--seconds", type=float, default=10.0)
@@ -434,7 +468,13 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.command == "backends":
-        print_table(bench_relay_backends())
+        print_table(
+            bench_relay_backends(
+                seconds=args.seconds,
+                scenarios=tuple(args.scenario or ("post", "get")),
+                feed=not args.no_feed,
+            )
+        )
         return
     limits = {"both": (True, False), "defaults": (True,), "off": (False,)}
     rows = bench_relay(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -81,6 +82,16 @@ class PgServer:
             options,
             "start",
         )
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (backends, walwriter...)."""
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = [main]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == main:
+                    found.append(int(stat.parent.name))
+        return found
 
     def stop(self) -> None:
         """Stop the server (fast: sessions are cut, commits are kept)."""
