@@ -31,6 +31,7 @@ from aiohttp import web
 
 from felund.errors import DatabaseUnavailable
 from felund.relay.protocol import MessageBatch
+from felund.relay.server import metrics as m
 from felund.relay.server.postgres import (
     APPEND_GROUP,
     AppendRequest,
@@ -139,6 +140,7 @@ class GroupAppender:
                 self._conn = await psycopg.AsyncConnection.connect(
                     store.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 )
+            m.DB_APPEND_GROUP.observe(len(requests))
             cur = await self._conn.execute(
                 APPEND_GROUP, group_args(requests, store.second_cap, store.instance)
             )
