@@ -269,9 +269,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _NOW = "floor(extract(epoch FROM clock_timestamp()))::bigint"
+# The arrays go in binary: psycopg writes a text array element by element with an
+# escaping regex (measured: 240 us for a call of 20 messages, 42 us in binary).
 APPEND_GROUP = (
-    "SELECT * FROM felund_append_group(%s::text[], %s::text[], %s::text[], %s::bigint[],"
-    " %s::int[], %s::text[], %s::text[], %s::text[], %s, %s)"
+    "SELECT * FROM felund_append_group(%b::text[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::int[], %b::text[], %b::text[], %b::text[], %s, %s)"
 )
 
 
