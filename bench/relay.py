@@ -384,14 +384,19 @@ def bench_relay_backends(
     connections: int = 32,
     scenarios: tuple[str, ...] = ("post", "get"),
     feed: bool = True,
+    synchronous_commit: bool = False,
 ) -> list[Row]:
     """SQLite with one instance, PostgreSQL with one and with two, side by side: POST of
     single messages, GET of a page, and the feed's latency (post on the first instance,
     pushed on the last). Each row gives the CPU per request of the relays, PostgreSQL
-    (all its processes) and the load generator, to show which one bounds the figure."""
+    (all its processes) and the load generator, to show which one bounds the figure.
+    PostgreSQL runs with fsync on and, unless ``synchronous_commit``, without waiting
+    for the disk at each commit: the durability of the relay's SQLite (WAL,
+    ``synchronous = NORMAL``), see ``felund.testing.postgres``."""
     rows: list[Row] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
-    pg = PgServer()
+    pg = PgServer(durable=True, synchronous_commit=synchronous_commit)
+    durability = f"fsync on, synchronous_commit {'on' if synchronous_commit else 'off'}"
     try:
         with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
             for label, instances in (("SQLite, 1 instance", 1), ("PostgreSQL, 1 instance", 1),
@@ -419,10 +424,10 @@ def bench_relay_backends(
                                 f"{r['errors']} errors; {connections} connections; "
                                 f"{messages:,} messages seeded; {os.cpu_count()} cores shared; "
                                 f"CPU per request: relay {relay_cpu * per:.0f} us"
-                                + (f", PostgreSQL {db_cpu * per:.0f} us" if not sqlite else "")
+                                + ("" if sqlite else f", PostgreSQL {db_cpu * per:.0f} us")
                                 + f", load generator {r['cpu'] * per:.0f} us; "
                                 f"busy {(relay_cpu + db_cpu + r['cpu']) / r['seconds']:.2f}"
-                                " cores",
+                                " cores" + ("" if sqlite else f"; {durability}"),
                             )
                         )
                     if feed:
@@ -457,6 +462,9 @@ def main() -> None:
     backends.add_argument("--seconds", type=float, default=8.0)
     backends.add_argument("--scenario", action="append", choices=("post", "get"))
     backends.add_argument("--no-feed", action="store_true", help="leave out the feed latency")
+    backends.add_argument(
+        "--synchronous-commit", action="store_true", help="PostgreSQL waits for the disk"
+    )
     table = sub.add_parser("table")
     table.add_argument("--messages", type=int, default=100_000)
     table.add_argument("--seconds", type=float, default=10.0)
@@ -473,6 +481,7 @@ def main() -> None:
                 seconds=args.seconds,
                 scenarios=tuple(args.scenario or ("post", "get")),
                 feed=not args.no_feed,
+                synchronous_commit=args.synchronous_commit,
             )
         )
         return
