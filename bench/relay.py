@@ -379,6 +379,7 @@ def _cpu_s(pids: list[int]) -> float:
 
 
 def bench_relay_backends(
+    *,
     messages: int = 20_000,
     seconds: float = 8.0,
     connections: int = 32,
