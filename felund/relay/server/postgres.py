@@ -11,15 +11,18 @@
   Row ids come from one sequence; within a circle they are taken under the
   lock, so they grow in commit order (the ``cursor`` contract). The clock is
   the database's: the instances' own clocks never disagree about a second.
-- Round trips: an append is one call of ``felund_append`` (migration 2, the
-  stored-second rule in the server), a page one pipelined transaction; other
-  calls are single statements on autocommit connections.
+- Round trips: an append is one call of ``felund_append_group`` (migration 3,
+  the stored-second rule in the server; migration 2's ``felund_append`` stays
+  for instances of the version before during an upgrade), which carries the
+  appends of several POSTs at once (``felund.relay.server.pgappend``); a page
+  is one pipelined transaction; other calls are single statements on
+  autocommit connections.
 - Nonces, presence and keys: primary keys and ``ON CONFLICT``; a node's keys
   of a circle_hint are counted and added under a per-(circle_hint, node_id)
   lock, successions under a per-circle_hint lock: one decision each, whichever
   instance takes it.
 - Feed: an append notifies channel ``felund_relay`` in its transaction (so on
-  commit, in commit order) with the circle, the poster and the cursor span;
+  commit, in commit order) with each request's circle, poster and cursor span;
   ``felund.relay.server.pgnotify`` turns that into frames on the other
   instances.
 - A lost database raises ``DatabaseUnavailable``: the HTTP layer answers 503;

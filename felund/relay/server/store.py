@@ -29,7 +29,9 @@
   small pool of reader threads with their own connections (WAL lets them
   read beside the writer). A WAL checkpoint, the retention purge or a slow
   disk then never stalls the loop that serves WebSockets and other circles,
-  and sqlite3 releases the GIL while it works.
+  and sqlite3 releases the GIL while it works. On PostgreSQL the POSTs'
+  appends skip the threads: an ``Appender`` sends the concurrent ones
+  together from the loop (``felund.relay.server.pgappend``).
 """
 
 from __future__ import annotations
