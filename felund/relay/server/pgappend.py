@@ -76,7 +76,7 @@ class GroupAppender:
             AppendRequest(batch, poster, nonce), sum(len(m.payload) for m in batch.messages)
         )
         self._waiting.append(waiting)
-        if self._task is None:
+        if self._task is None or self._task.done():  # first use, or a bug ended it
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._send_all())
         assert self._wake is not None
