@@ -55,7 +55,8 @@ def store(pg_server: PgServer) -> Iterator[PostgresRelayStore]:
 
 @contextlib.asynccontextmanager
 async def _appender(store: PostgresRelayStore) -> AsyncIterator[GroupAppender]:
-    appender = GroupAppender(store)
+    # One call at a time: the first request goes alone, all the others wait for the next.
+    appender = GroupAppender(store, in_flight=1)
     try:
         yield appender
     finally:
