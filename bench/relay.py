@@ -210,6 +210,7 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
             elif status != 200:
                 errors += 1
 
+    print("started", flush=True)  # the timed part begins: see ``_load_process``
     started = time.monotonic()
     cpu = time.process_time()
     await asyncio.gather(
@@ -291,9 +292,18 @@ def bench_relay(
 
 
 def _load_process(
-    url: str, scenario: str, seconds: float, connections: int, env: dict[str, str]
+    url: str,
+    scenario: str,
+    seconds: float,
+    connections: int,
+    env: dict[str, str],
+    *,
+    watch: tuple[list[int], ...] = (),
 ) -> dict[str, Any]:
-    load = subprocess.run(
+    """Run the load generator in its own process; ``"watched"`` in the result: the CPU
+    seconds of each group of processes in ``watch`` during its timed part (after it
+    has built its requests)."""
+    with subprocess.Popen(
         [
             sys.executable, "-m", "bench.relay", "load", "--url", url,
             "--scenario", scenario, "--seconds", str(seconds),
@@ -301,12 +311,21 @@ def _load_process(
         ],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-        timeout=seconds * 10 + 120,
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(load.stdout.splitlines()[-1])
+    ) as load:  # fmt: skip
+        assert load.stdout is not None
+        lines = []
+        before = [0.0] * len(watch)
+        for line in load.stdout:
+            if line.strip() == "started":
+                before = [_cpu_s(pids) for pids in watch]
+            lines.append(line)
+        code = load.wait(timeout=seconds * 10 + 120)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, "bench.relay load")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["watched"] = [_cpu_s(pids) - b for pids, b in zip(watch, before, strict=True)]
     return result
 
 
@@ -412,10 +431,15 @@ def bench_relay_backends(
                 try:
                     for scenario in scenarios:
                         db_pids = [] if sqlite else pg.pids()
-                        before = _cpu_s(relay_pids), _cpu_s(db_pids)
-                        r = _load_process(",".join(urls), scenario, seconds, connections, env)
-                        relay_cpu = _cpu_s(relay_pids) - before[0]
-                        db_cpu = _cpu_s(db_pids) - before[1]
+                        r = _load_process(
+                            ",".join(urls),
+                            scenario,
+                            seconds,
+                            connections,
+                            env,
+                            watch=(relay_pids, db_pids),
+                        )
+                        relay_cpu, db_cpu = r["watched"]
                         per = 1e6 / max(1, r["requests"])
                         rows.append(
                             (
