@@ -198,8 +198,9 @@ MIGRATIONS: tuple[str, ...] = (
         END IF;
     END $$;
     """,
-    # 3: the appends of several requests in one call (``append_group``): each request's
-    # nonce, stored seconds and cursors are its own; one commit and one NOTIFY for all.
+    # 3: the appends of several requests in one call (``felund.relay.server.pgappend``):
+    # each request's nonce, stored seconds and cursors are its own; one commit and one
+    # NOTIFY for all.
     """
     CREATE OR REPLACE FUNCTION felund_append_group(
         p_hints text[], p_posters text[], p_nonces text[], p_expiries bigint[],
