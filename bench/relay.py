@@ -210,6 +210,7 @@ async def _load(url: str, scenario: str, seconds: float, connections: int) -> di
             elif status != 200:
                 errors += 1
 
+    print("started", flush=True)  # the timed part begins: see ``_load_process``
     started, cpu = time.monotonic(), time.process_time()
     await asyncio.gather(
         *(worker(_Connection(*targets[i % len(targets)])) for i in range(connections))
@@ -290,9 +291,18 @@ def bench_relay(
 
 
 def _load_process(
-    url: str, scenario: str, seconds: float, connections: int, env: dict[str, str]
+    url: str,
+    scenario: str,
+    seconds: float,
+    connections: int,
+    env: dict[str, str],
+    *,
+    watch: tuple[list[int], ...] = (),
 ) -> dict[str, Any]:
-    load = subprocess.run(
+    """Run the load generator in its own process; ``"watched"`` in the result: the CPU
+    seconds of each group of processes in ``watch`` during its timed part (after it
+    has built its requests)."""
+    with subprocess.Popen(
         [
             sys.executable, "-m", "bench.relay", "load", "--url", url,
             "--scenario", scenario, "--seconds", str(seconds),
@@ -300,12 +310,21 @@ def _load_process(
         ],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-        timeout=seconds * 10 + 120,
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(load.stdout.splitlines()[-1])
+    ) as load:  # fmt: skip
+        assert load.stdout is not None
+        lines = []
+        before = [0.0] * len(watch)
+        for line in load.stdout:
+            if line.strip() == "started":
+                before = [_cpu_s(pids) for pids in watch]
+            lines.append(line)
+        code = load.wait(timeout=seconds * 10 + 120)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, "bench.relay load")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["watched"] = [_cpu_s(pids) - b for pids, b in zip(watch, before, strict=True)]
     return result
 
 
@@ -365,48 +384,87 @@ async def _feed_latency(urls: list[str], count: int) -> list[float]:
     return sorted(latencies)
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User + system seconds the processes ``pids`` have used (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def bench_relay_backends(
-    messages: int = 20_000, seconds: float = 8.0, connections: int = 32
+    *,
+    messages: int = 20_000,
+    seconds: float = 8.0,
+    connections: int = 32,
+    scenarios: tuple[str, ...] = ("post", "get"),
+    feed: bool = True,
+    synchronous_commit: bool = False,
 ) -> list[Row]:
     """SQLite with one instance, PostgreSQL with one and with two, side by side: POST of
     single messages, GET of a page, and the feed's latency (post on the first instance,
-    pushed on the last)."""
+    pushed on the last). Each row gives the CPU per request of the relays, PostgreSQL
+    (all its processes) and the load generator, to show which one bounds the figure.
+    PostgreSQL runs with fsync on and, unless ``synchronous_commit``, without waiting
+    for the disk at each commit: the durability of the relay's SQLite (WAL,
+    ``synchronous = NORMAL``), see ``felund.testing.postgres``."""
     rows: list[Row] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FELUND_", "PROMETHEUS_"))}
-    pg = PgServer()
+    pg = PgServer(durable=True, synchronous_commit=synchronous_commit)
+    durability = f"fsync on, synchronous_commit {'on' if synchronous_commit else 'off'}"
     try:
         with tempfile.TemporaryDirectory(prefix="felund-bench-relay-") as tmp:
             for label, instances in (("SQLite, 1 instance", 1), ("PostgreSQL, 1 instance", 1),
                                      ("PostgreSQL, 2 instances", 2)):  # fmt: skip
-                db = (
-                    str(Path(tmp) / f"relay-{len(rows)}.db") if "SQLite" in label else pg.database()
-                )
-                seed(Path(db) if "SQLite" in label else db, messages)
+                sqlite = "SQLite" in label
+                db = str(Path(tmp) / f"relay-{len(rows)}.db") if sqlite else pg.database()
+                seed(Path(db) if sqlite else db, messages)
                 ports = [free_port() for _ in range(instances)]
                 procs = [_start_relay(port, db, env) for port in ports]
                 urls = [f"http://127.0.0.1:{port}" for port in ports]
+                relay_pids = [proc.pid for proc in procs]
                 try:
-                    for scenario in ("post", "get"):
-                        r = _load_process(",".join(urls), scenario, seconds, connections, env)
+                    for scenario in scenarios:
+                        db_pids = [] if sqlite else pg.pids()
+                        r = _load_process(
+                            ",".join(urls),
+                            scenario,
+                            seconds,
+                            connections,
+                            env,
+                            watch=(relay_pids, db_pids),
+                        )
+                        relay_cpu, db_cpu = r["watched"]
+                        per = 1e6 / max(1, r["requests"])
                         rows.append(
                             (
                                 f"relay {label} (limits off): {SCENARIOS[scenario]}",
                                 f"{r['requests'] / r['seconds']:,.0f} req/s",
                                 f"p99 {r['p99'] * 1000:.1f} ms, p50 {r['p50'] * 1000:.1f} ms; "
                                 f"{r['errors']} errors; {connections} connections; "
-                                f"{messages:,} messages seeded; {os.cpu_count()} cores shared",
+                                f"{messages:,} messages seeded; {os.cpu_count()} cores shared; "
+                                f"CPU per request: relay {relay_cpu * per:.0f} us"
+                                + ("" if sqlite else f", PostgreSQL {db_cpu * per:.0f} us")
+                                + f", load generator {r['cpu'] * per:.0f} us; "
+                                f"busy {(relay_cpu + db_cpu + r['cpu']) / r['seconds']:.2f}"
+                                " cores" + ("" if sqlite else f"; {durability}"),
                             )
                         )
-                    lat = asyncio.run(_feed_latency(urls, 200))
-                    rows.append(
-                        (
-                            f"relay {label} (limits off): feed latency, POST to "
-                            f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
-                            f"p50 {statistics.median(lat) * 1000:.1f} ms",
-                            f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
-                            "one after another",
+                    if feed:
+                        lat = asyncio.run(_feed_latency(urls, 200))
+                        rows.append(
+                            (
+                                f"relay {label} (limits off): feed latency, POST to "
+                                f"{'one instance, pushed by the other' if instances > 1 else 'it'}",
+                                f"p50 {statistics.median(lat) * 1000:.1f} ms",
+                                f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms; 200 POSTs "
+                                "one after another",
+                            )
                         )
-                    )
                 finally:
                     for proc in procs:
                         _stop(proc)
@@ -424,7 +482,13 @@ def main() -> None:
     load.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     load.add_argument("--seconds", type=float, default=10.0)
     load.add_argument("--connections", type=int, default=32)
-    sub.add_parser("backends", help="SQLite / PostgreSQL 1 / PostgreSQL 2 instances")
+    backends = sub.add_parser("backends", help="SQLite / PostgreSQL 1 / PostgreSQL 2 instances")
+    backends.add_argument("--seconds", type=float, default=8.0)
+    backends.add_argument("--scenario", action="append", choices=("post", "get"))
+    backends.add_argument("--no-feed", action="store_true", help="leave out the feed latency")
+    backends.add_argument(
+        "--synchronous-commit", action="store_true", help="PostgreSQL waits for the disk"
+    )
     table = sub.add_parser("table")
     table.add_argument("--messages", type=int, default=100_000)
     table.add_argument("--seconds", type=float, default=10.0)
@@ -436,7 +500,14 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.command == "backends":
-        print_table(bench_relay_backends())
+        print_table(
+            bench_relay_backends(
+                seconds=args.seconds,
+                scenarios=tuple(args.scenario or ("post", "get")),
+                feed=not args.no_feed,
+                synchronous_commit=args.synchronous_commit,
+            )
+        )
         return
     limits = {"both": (True, False), "defaults": (True,), "off": (False,)}
     rows = bench_relay(

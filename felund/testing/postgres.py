@@ -7,12 +7,19 @@
   own directory, reached as ``postgresql://felund@/NAME?host=DIR``.
 - One server per test session (and xdist worker); each user gets a database
   of its own (``database``), copied from a migrated template: a few ms.
-- fsync is off: the tests stop the server cleanly (``restart``) or kill
-  relays, never the machine, so nothing acknowledged depends on it.
+- fsync is off for the tests: they stop the server cleanly (``restart``) or
+  kill relays, never the machine, so nothing acknowledged depends on it. The
+  benchmarks ask for ``durable`` (fsync on, as an operator runs it), with or
+  without ``synchronous_commit`` (off: a commit is acknowledged once in the
+  WAL, which reaches the disk within a fraction of a second: it survives a
+  crash of any process, and a crash of the machine loses at most that
+  fraction and corrupts nothing; the relay's SQLite in WAL mode with
+  ``synchronous = NORMAL`` promises the same).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -42,7 +49,12 @@ def pg_bin(name: str) -> str:
 class PgServer:
     """A PostgreSQL server of its own in a temporary directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, synchronous_commit: bool = True) -> None:
+        self.settings = ["-c max_connections=200"]
+        if not durable:
+            self.settings.append("-c fsync=off")
+        if not synchronous_commit:
+            self.settings.append("-c synchronous_commit=off")
         self.dir = Path(tempfile.mkdtemp(prefix="felund-pg-"))
         self.data = self.dir / "data"
         self._names = itertools.count(1)
@@ -69,7 +81,7 @@ class PgServer:
 
     def start(self) -> None:
         """Start the server and wait until it takes connections."""
-        options = f"-c listen_addresses='' -k {self.dir} -c fsync=off -c max_connections=200"
+        options = " ".join([f"-c listen_addresses='' -k {self.dir}", *self.settings])
         self._run(
             pg_bin("pg_ctl"),
             "-D",
@@ -81,6 +93,16 @@ class PgServer:
             options,
             "start",
         )
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (backends, walwriter...)."""
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = [main]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == main:
+                    found.append(int(stat.parent.name))
+        return found
 
     def stop(self) -> None:
         """Stop the server (fast: sessions are cut, commits are kept)."""

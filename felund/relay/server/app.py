@@ -97,7 +97,6 @@ from felund.relay.protocol import (
     SIGNING_KEY_MISMATCH,
     UNAVAILABLE,
     UNKNOWN_PREDECESSOR,
-    MessageBatch,
     circle_hint_field,
     header_node_id,
     int_param,
@@ -112,6 +111,7 @@ from felund.relay.protocol import (
 )
 from felund.relay.server import metrics as m
 from felund.relay.server.feed import close_within, on_feed
+from felund.relay.server.pgappend import appends_grouped
 from felund.relay.server.pgnotify import feed_across_instances
 from felund.relay.server.state import (
     JSON_TYPE,
@@ -129,7 +129,7 @@ from felund.relay.server.state import (
     spend_nonce,
 )
 from felund.relay.server.static import add_web_routes
-from felund.relay.server.store import RelayStore, SignalQueue, Stored
+from felund.relay.server.store import SignalQueue
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -459,12 +459,9 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
     may_post(realm, key)
     poster = header_node_id(request.headers.get(HEADER_NODE))
     signed: Signed | None = request.get("nonce")
-    fresh, stored = await relay.store.write(
-        _append_once,
-        relay.store.store,
-        signed,
-        dataclasses.replace(batch, circle_hint=room),
-        poster,
+    nonce = None if signed is None else (signed.nonce, signed.nonce_expiry(time.time()))
+    fresh, stored = await relay.store.append(
+        dataclasses.replace(batch, circle_hint=room), poster, nonce
     )
     if signed is not None:
         nonce_spent(request, fresh)
@@ -481,16 +478,6 @@ async def on_post_messages(request: web.Request) -> web.StreamResponse:
         )
         m.MESSAGES_SERVED.labels("push").inc(pushed)
     return json_response(answer)
-
-
-def _append_once(
-    store: RelayStore, signed: Signed | None, batch: MessageBatch, poster: str
-) -> tuple[bool, list[Stored]]:
-    """Record a signed post's nonce, and if it is fresh store its batch: one trip to the
-    writer thread (whether the nonce was fresh, what was stored)."""
-    if signed is not None and not store.use_nonce(signed.nonce, signed.nonce_expiry(time.time())):
-        return False, []
-    return True, store.append(batch, poster)
 
 
 async def on_get_messages(request: web.Request) -> web.StreamResponse:
@@ -717,6 +704,7 @@ def make_app(relay: Relay) -> web.Application:
     app[RELAY] = relay
     app.cleanup_ctx.append(_upkeep)
     app.cleanup_ctx.append(feed_across_instances)
+    app.cleanup_ctx.append(appends_grouped)
     app.on_shutdown.append(_close_feeds)
     r = app.router
     r.add_get("/v1/health", on_health)

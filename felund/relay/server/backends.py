@@ -12,6 +12,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from felund.relay.server.pgappend import GroupAppender
 from felund.relay.server.postgres import migrate as migrate_pg
 from felund.relay.server.postgres import open_store as open_pg
 from felund.relay.server.sqlite import SCHEMA_VERSION, SqliteRelayStore
@@ -44,7 +45,8 @@ def open_store(db: str) -> AsyncStore:
     Raises ``StoreInUse``, ``DatabaseUnavailable`` or ``OSError`` with what is wrong.
     """
     if is_postgres(db):
-        return AsyncStore(open_pg(db, pool_size=PG_POOL), readers=PG_POOL, writers=PG_POOL)
+        store = open_pg(db, pool_size=PG_POOL)
+        return AsyncStore(store, readers=PG_POOL, writers=PG_POOL, appender=GroupAppender(store))
     try:
         return AsyncStore(SqliteRelayStore(Path(db)))
     except sqlite3.Error as exc:

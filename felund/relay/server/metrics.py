@@ -187,6 +187,12 @@ DB_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+DB_APPEND_GROUP = Histogram(
+    "felund_relay_server_db_append_group_requests",
+    "POSTs appended by one database call (PostgreSQL: concurrent POSTs go together).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "felund_relay_server_internal_errors",
     "Unexpected errors while answering (each is logged).",

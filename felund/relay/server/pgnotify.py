@@ -1,7 +1,8 @@
 """The feed across relay instances on one PostgreSQL database: LISTEN/NOTIFY.
 
-- Every append notifies ``felund_relay`` on commit with its instance, circle,
-  poster and cursor span (``PostgresRelayStore.append``). Each instance
+- Every append notifies ``felund_relay`` on commit with its instance and, for
+  each request, its circle, poster and cursor span (``felund_append_group``:
+  one notification for the requests of one call). Each instance
   listens on a connection of its own, skips its own notifications (its POST
   handler published them already), reads the messages of the spans whose
   circle has subscribers here, and publishes them to its hub in commit order,
@@ -41,15 +42,19 @@ class Note:
     last: int
 
 
-def parse_note(payload: str, own: str) -> Note | None:
-    """The note of a notification, or None if it is this instance's own or malformed."""
+def parse_notes(payload: str, own: str) -> list[Note]:
+    """The notes of a notification (``felund_append_group``'s ``{"i", "n": [[circle,
+    poster, after, last], ...]}``, or an older instance's single note), none if it is
+    this instance's own or malformed."""
     try:
         obj = json.loads(payload)
         if obj["i"] == own:
-            return None
-        return Note(str(obj["c"]), str(obj["p"]), int(obj["a"]), int(obj["l"]))
+            return []
+        if "n" not in obj:
+            return [Note(str(obj["c"]), str(obj["p"]), int(obj["a"]), int(obj["l"]))]
+        return [Note(str(c), str(p), int(a), int(last)) for c, p, a, last in obj["n"]]
     except (ValueError, KeyError, TypeError):
-        return None
+        return []
 
 
 async def deliver(relay: Relay, store: PostgresRelayStore, notes: list[Note]) -> None:
@@ -112,8 +117,7 @@ async def _read(
     conn: psycopg.AsyncConnection[object], own: str, queue: asyncio.Queue[Note]
 ) -> None:
     async for notify in conn.notifies():
-        note = parse_note(notify.payload, own)
-        if note is not None:
+        for note in parse_notes(notify.payload, own):
             queue.put_nowait(note)
 
 

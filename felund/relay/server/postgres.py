@@ -11,15 +11,18 @@
   Row ids come from one sequence; within a circle they are taken under the
   lock, so they grow in commit order (the ``cursor`` contract). The clock is
   the database's: the instances' own clocks never disagree about a second.
-- Round trips: an append is one call of ``felund_append`` (migration 2, the
-  stored-second rule in the server), a page one pipelined transaction; other
-  calls are single statements on autocommit connections.
+- Round trips: an append is one call of ``felund_append_group`` (migration 3,
+  the stored-second rule in the server; migration 2's ``felund_append`` stays
+  for instances of the version before during an upgrade), which carries the
+  appends of several POSTs at once (``felund.relay.server.pgappend``); a page
+  is one pipelined transaction; other calls are single statements on
+  autocommit connections.
 - Nonces, presence and keys: primary keys and ``ON CONFLICT``; a node's keys
   of a circle_hint are counted and added under a per-(circle_hint, node_id)
   lock, successions under a per-circle_hint lock: one decision each, whichever
   instance takes it.
 - Feed: an append notifies channel ``felund_relay`` in its transaction (so on
-  commit, in commit order) with the circle, the poster and the cursor span;
+  commit, in commit order) with each request's circle, poster and cursor span;
   ``felund.relay.server.pgnotify`` turns that into frames on the other
   instances.
 - A lost database raises ``DatabaseUnavailable``: the HTTP layer answers 503;
@@ -35,6 +38,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -194,9 +198,131 @@ MIGRATIONS: tuple[str, ...] = (
         END IF;
     END $$;
     """,
+    # 3: the appends of several requests in one call (``felund.relay.server.pgappend``):
+    # each request's nonce, stored seconds and cursors are its own; one commit and one
+    # NOTIFY for all.
+    """
+    CREATE OR REPLACE FUNCTION felund_append_group(
+        p_hints text[], p_posters text[], p_nonces text[], p_expiries bigint[],
+        p_sizes int[], p_ids text[], p_authors text[], p_payloads text[], p_cap int,
+        p_instance text
+    ) RETURNS TABLE (o_req int, o_msg int, o_id bigint, o_stored_at bigint, o_after bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_second bigint; v_count int; v_first bigint; v_last bigint; v_wall bigint;
+        v_at bigint; v_n int; v_id bigint; v_end int := 0; v_notes text := '';
+    BEGIN
+        -- The circles' locks (_LOCK_CIRCLE) in one order: two groups never wait in a cycle.
+        PERFORM pg_advisory_xact_lock(7101, s.h)
+            FROM (SELECT DISTINCT hashtext(x) AS h FROM unnest(p_hints) x ORDER BY 1) s;
+        -- The clock is read once the locks are held: see the module docstring.
+        v_wall := floor(extract(epoch FROM clock_timestamp()))::bigint;
+        FOR r IN 1 .. coalesce(array_length(p_hints, 1), 0) LOOP
+            v_end := v_end + p_sizes[r];
+            IF p_nonces[r] IS NOT NULL THEN
+                INSERT INTO nonces VALUES (p_nonces[r], p_expiries[r]) ON CONFLICT DO NOTHING;
+                IF NOT FOUND THEN  -- a replay refuses its own request only
+                    o_req := r; o_msg := NULL; o_id := NULL; o_stored_at := NULL;
+                    o_after := NULL;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+            END IF;
+            SELECT s.second, s.count, s.last_id INTO v_second, v_count, v_first
+                FROM circle_seconds s WHERE s.circle_hint = p_hints[r];
+            v_second := coalesce(v_second, 0); v_count := coalesce(v_count, 0);
+            v_first := coalesce(v_first, 0); v_last := v_first;
+            FOR i IN v_end - p_sizes[r] + 1 .. v_end LOOP
+                IF v_wall > v_second THEN v_at := v_wall; v_n := 0;
+                ELSIF v_count >= p_cap THEN v_at := v_second + 1; v_n := 0;
+                ELSE v_at := v_second; v_n := v_count;
+                END IF;
+                v_id := NULL;
+                INSERT INTO messages (circle_hint, msg_id, author, stored_at, stored_wall,
+                    payload) VALUES (p_hints[r], p_ids[i], p_authors[i], v_at, v_wall,
+                    p_payloads[i])
+                    ON CONFLICT DO NOTHING RETURNING id INTO v_id;
+                IF v_id IS NOT NULL THEN
+                    v_second := v_at; v_count := v_n + 1;
+                    o_req := r; o_msg := i; o_id := v_id; o_stored_at := v_at;
+                    o_after := v_last;
+                    RETURN NEXT;
+                    v_last := v_id;
+                END IF;
+            END LOOP;
+            IF v_last <> v_first THEN
+                INSERT INTO circle_seconds VALUES (p_hints[r], v_second, v_count, v_last)
+                    ON CONFLICT (circle_hint) DO UPDATE SET second = excluded.second,
+                    count = excluded.count, last_id = excluded.last_id;
+                -- A notification holds at most 8000 bytes; a note at most about 300.
+                IF length(v_notes) > 7000 THEN
+                    PERFORM pg_notify('felund_relay', json_build_object(
+                        'i', p_instance, 'n', (('[' || v_notes || ']')::json))::text);
+                    v_notes := '';
+                END IF;
+                v_notes := v_notes || CASE WHEN v_notes = '' THEN '' ELSE ',' END
+                    || json_build_array(p_hints[r], p_posters[r], v_first, v_last)::text;
+            END IF;
+        END LOOP;
+        IF v_notes <> '' THEN
+            PERFORM pg_notify('felund_relay', json_build_object(
+                'i', p_instance, 'n', (('[' || v_notes || ']')::json))::text);
+        END IF;
+    END $$;
+    """,
 )
 
 _NOW = "floor(extract(epoch FROM clock_timestamp()))::bigint"
+# The arrays go in binary: psycopg writes a text array element by element with an
+# escaping regex (measured: 240 us for a call of 20 messages, 42 us in binary).
+APPEND_GROUP = (
+    "SELECT * FROM felund_append_group(%b::text[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::int[], %b::text[], %b::text[], %b::text[], %s, %s)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One POST's append: its batch, its poster and, if signed, its nonce and expiry."""
+
+    batch: MessageBatch
+    poster: str
+    nonce: tuple[str, int] | None
+
+
+def group_args(requests: list[AppendRequest], cap: int, instance: str) -> tuple[Any, ...]:
+    """The arguments of ``APPEND_GROUP`` for ``requests``, in order."""
+    msgs = [m for r in requests for m in r.batch.messages]
+    return (
+        [r.batch.circle_hint for r in requests],
+        [r.poster for r in requests],
+        [None if r.nonce is None else r.nonce[0].lower() for r in requests],
+        [None if r.nonce is None else r.nonce[1] for r in requests],
+        [len(r.batch.messages) for r in requests],
+        [m.msg_id for m in msgs],
+        [m.author_node_id for m in msgs],
+        [m.payload for m in msgs],
+        cap,
+        instance,
+    )
+
+
+def group_results(
+    requests: list[AppendRequest], rows: list[tuple[Any, ...]]
+) -> list[tuple[bool, list[Stored]]]:
+    """What ``APPEND_GROUP`` answered, per request: (nonce fresh, what was stored)."""
+    msgs = [m for r in requests for m in r.batch.messages]
+    fresh = [True] * len(requests)
+    stored: list[list[Stored]] = [[] for _ in requests]
+    for req, index, cursor, second, after in rows:
+        if index is None:  # a replayed nonce: nothing of the request was stored
+            fresh[req - 1] = False
+            continue
+        m = msgs[index - 1]
+        stored[req - 1].append(
+            Stored(int(cursor), m.msg_id, m.author_node_id, m.payload, int(second), int(after))
+        )
+    return list(zip(fresh, stored, strict=True))
 
 
 def migrate(conninfo: str) -> tuple[int, int]:
@@ -433,25 +559,10 @@ class PostgresRelayStore:
         and notify the other instances on commit."""
         if not batch.messages:
             return []
-        msgs = batch.messages
+        request = AppendRequest(batch, poster, None)
         with self._conn() as c:
-            rows = c.execute(
-                "SELECT * FROM felund_append(%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    batch.circle_hint,
-                    [m.msg_id for m in msgs],
-                    [m.author_node_id for m in msgs],
-                    [m.payload for m in msgs],
-                    self.second_cap,
-                    self.instance,
-                    poster,
-                ),
-            ).fetchall()
-        by_id = {m.msg_id: m for m in msgs}
-        return [
-            Stored(int(i), str(mid), by_id[mid].author_node_id, by_id[mid].payload, int(at), int(a))
-            for i, mid, at, a in rows
-        ]
+            rows = c.execute(APPEND_GROUP, group_args([request], self.second_cap, self.instance))
+            return group_results([request], rows.fetchall())[0][1]
 
     def span(self, circle_hint: str, after: int, last: int) -> list[tuple[int, str, str]]:
         """(cursor, author, payload) of a circle's messages with a cursor in (after, last]."""

@@ -29,14 +29,16 @@
   small pool of reader threads with their own connections (WAL lets them
   read beside the writer). A WAL checkpoint, the retention purge or a slow
   disk then never stalls the loop that serves WebSockets and other circles,
-  and sqlite3 releases the GIL while it works.
+  and sqlite3 releases the GIL while it works. On PostgreSQL the POSTs'
+  appends skip the threads: an ``Appender`` sends the concurrent ones
+  together from the loop (``felund.relay.server.pgappend``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -272,23 +274,49 @@ class RelayStore(Protocol):
 DATABASE_RETRY_S = 2
 
 
+class Appender(Protocol):
+    """Appends in the event loop, instead of on a writer thread (PostgreSQL's groups)."""
+
+    async def append(
+        self, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
+    ) -> tuple[bool, list[Stored]]: ...
+
+
+def append_once(
+    store: RelayStore, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
+) -> tuple[bool, list[Stored]]:
+    """Record a signed post's nonce (it and its expiry), and if it is fresh store its
+    batch: one trip to the writer thread (whether the nonce was fresh, what was stored)."""
+    if nonce is not None and not store.use_nonce(*nonce):
+        return False, []
+    return True, store.append(batch, poster)
+
+
 class AsyncStore:
-    """Runs a ``RelayStore``'s blocking calls: writes on ``writers`` threads, reads on a pool.
+    """Runs a ``RelayStore``'s blocking calls: writes on ``writers`` threads, reads on a pool;
+    appends on ``appender`` if there is one.
 
     A call that finds the database unreachable (``DatabaseUnavailable``) is refused
     as 503 DATABASE_UNAVAILABLE with Retry-After, and ``db_up`` says so until a call
     succeeds again.
     """
 
-    def __init__(self, store: RelayStore, readers: int = 2, writers: int = 1) -> None:
+    def __init__(
+        self,
+        store: RelayStore,
+        readers: int = 2,
+        writers: int = 1,
+        appender: Appender | None = None,
+    ) -> None:
         self.store = store
+        self.appender = appender
         self._writer = ThreadPoolExecutor(writers, thread_name_prefix="relay-db-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="relay-db-read")
         m.DB_UP.set(1)
 
-    async def _run(self, pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+    async def _guard(self, call: Awaitable[T]) -> T:
         try:
-            result = await asyncio.get_running_loop().run_in_executor(pool, call)
+            result = await call
         except DatabaseUnavailable:
             m.DB_UP.set(0)
             m.DB_ERRORS.labels("unavailable").inc()
@@ -300,11 +328,21 @@ class AsyncStore:
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a write of the store on a writer thread."""
-        return await self._run(self._writer, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        return await self._guard(asyncio.get_running_loop().run_in_executor(self._writer, call))
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read of the store on a reader thread."""
-        return await self._run(self._readers, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        return await self._guard(asyncio.get_running_loop().run_in_executor(self._readers, call))
+
+    async def append(
+        self, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
+    ) -> tuple[bool, list[Stored]]:
+        """``append_once``, on the appender if there is one, else on a writer thread."""
+        if self.appender is None:
+            return await self.write(append_once, self.store, batch, poster, nonce)
+        return await self._guard(self.appender.append(batch, poster, nonce))
 
     def close(self) -> None:
         """Wait for running calls, then close the store."""
