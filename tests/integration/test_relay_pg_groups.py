@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
+from felund.errors import DatabaseUnavailable
 from felund.relay.protocol import IncomingMessage, MessageBatch
 from felund.relay.server import metrics as m
 from felund.relay.server.pgappend import GroupAppender
@@ -123,6 +124,27 @@ async def test_a_request_the_database_refuses_fails_alone(store: PostgresRelaySt
             if n != 3:
                 assert not isinstance(answer, BaseException), answer
                 assert answer[0] and len(answer[1]) == 1
+
+
+@aio
+async def test_a_database_that_hangs_is_unavailable_not_waited_for_ever(
+    store: PostgresRelayStore,
+) -> None:
+    """An append stuck behind a lock nobody releases (the database answers nothing) is a
+    503 once the call's bound has passed, and the appender works on once it is free."""
+    hint = "circlehintstuck"
+    with psycopg.connect(store.conninfo, autocommit=False) as holder:
+        # The circle's lock, as the append takes it (postgres._LOCK_CIRCLE).
+        holder.execute("SELECT pg_advisory_xact_lock(7101, hashtext(%s))", (hint,))
+        appender = GroupAppender(store, in_flight=1, call_timeout_s=0.5)
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                await appender.append(_batch(hint, "held up"), "", None)
+            holder.rollback()  # the database answers again
+            fresh, stored = await appender.append(_batch(hint, "after"), "", None)
+            assert fresh and len(stored) == 1
+        finally:
+            await appender.aclose()
 
 
 @aio

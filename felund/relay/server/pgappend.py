@@ -16,7 +16,9 @@
   again one request at a time, so a bad request fails alone.
 - A lost database fails the waiting requests with ``DatabaseUnavailable``
   (503) and has the store's pool drop its broken connections; the next call
-  connects again.
+  connects again. So does a call not answered within ``CALL_TIMEOUT_S`` (a
+  database that hangs rather than goes away): its connection is closed, so
+  the requests queued behind it are not held for ever.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ MAX_GROUP_BYTES = 4 << 20
 # other (on two cores), and still most requests wait to go together.
 MAX_IN_FLIGHT = 2
 CONNECT_TIMEOUT_S = 3
+# A call's answer: a group of 64 takes milliseconds; far beyond that, the database hangs.
+CALL_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -65,9 +69,15 @@ class _Waiting:
 class GroupAppender:
     """Appends of one instance, sent to PostgreSQL together (see the module docstring)."""
 
-    def __init__(self, store: PostgresRelayStore, in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        store: PostgresRelayStore,
+        in_flight: int = MAX_IN_FLIGHT,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
         self.store = store
         self.max_in_flight = in_flight
+        self.call_timeout_s = call_timeout_s
         self._waiting: deque[_Waiting] = deque()
         self._sending: set[asyncio.Task[None]] = set()
         self._idle: list[psycopg.AsyncConnection[Any]] = []
@@ -157,14 +167,15 @@ class GroupAppender:
                 )
             )
             m.DB_APPEND_GROUP.observe(len(requests))
-            cur = await conn.execute(
-                APPEND_GROUP, group_args(requests, store.second_cap, store.instance)
-            )
-            answers = group_results(requests, await cur.fetchall())
+            async with asyncio.timeout(self.call_timeout_s):
+                cur = await conn.execute(
+                    APPEND_GROUP, group_args(requests, store.second_cap, store.instance)
+                )
+                answers = group_results(requests, await cur.fetchall())
         except BaseException as exc:
             if conn is not None:
                 await _close(conn)
-            if isinstance(exc, psycopg.OperationalError):
+            if isinstance(exc, psycopg.OperationalError | TimeoutError):
                 raise DatabaseUnavailable(type(exc).__name__) from None
             raise
         self._idle.append(conn)
