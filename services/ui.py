@@ -121,6 +121,12 @@ def attach(ctx: Context, start: bool) -> int:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             return _say(EXIT_USAGE, NO_TERMINAL)
         logs.get().info("ui.attach", since=since)
+        # The terminal's own size: ncurses believes LINES/COLUMNS over the terminal, and a
+        # stale pair (exported by a shell or a script; pytest-xdist's workers set 24 x 80)
+        # held the screen at that size whatever the terminal, through every resize.
+        # (use_env(False) is no help: it takes terminfo's 80 x 24 instead.)
+        for name in ("LINES", "COLUMNS"):
+            os.environ.pop(name, None)
         # SIGINT from outside (raw mode makes Ctrl+C a key): detach, as Ctrl+Q does.
         with contextlib.suppress(KeyboardInterrupt):
             curses.wrapper(lambda win: App(ctx, bus, win, since).run())

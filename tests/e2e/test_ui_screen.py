@@ -31,7 +31,16 @@ COLS, ROWS = 100, 30
 
 
 def ui_env(node: Node) -> dict[str, str]:
-    return {**node.env, "TERM": "xterm-256color", "TZ": "UTC", "LANG": "C.UTF-8"}
+    # A stale size in the environment, as pytest-xdist's workers and some shells export:
+    # the screen is the terminal's size (COLS x ROWS) all the same.
+    return {
+        **node.env,
+        "TERM": "xterm-256color",
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "LINES": "24",
+        "COLUMNS": "80",
+    }
 
 
 Attach = Callable[..., Tmux]
