@@ -76,6 +76,9 @@ SVC_UI: Final = "ui"
 
 # The supervisor's gossip listening socket, inherited by the gossip process.
 GOSSIP_FD_ENV: Final = "FELUND_INHERITED_GOSSIP_FD"  # not FELUND_GOSSIP_*: that is config
+# The supervisor's pid, given to each child: a child whose supervisor died before
+# the child read its parent would take its new parent (init) for the supervisor.
+SUPERVISOR_PID_ENV: Final = "FELUND_INHERITED_SUPERVISOR_PID"  # not FELUND_SUPERVISOR_*
 
 ENDPOINT_EVENTS_IN: Final = "bus.in"  # XSUB side of the proxy; publishers connect
 ENDPOINT_EVENTS_OUT: Final = "bus.out"  # XPUB side; subscribers connect

@@ -56,6 +56,7 @@ from felund.protocol import (
     ERR_UNKNOWN_OP,
     GOSSIP_FD_ENV,
     OP_SUP_STATUS,
+    SUPERVISOR_PID_ENV,
     SVC_GOSSIP,
     SVC_RELAY_SYNC,
     SVC_STORE,
@@ -241,7 +242,7 @@ class Supervisor:
                 self._publish_state(action.name)
 
     def _spawn(self, name: str) -> None:
-        env, fds = dict(os.environ), tuple[int, ...]()
+        env, fds = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}, tuple[int, ...]()
         # The port peers reach us at, also when the config leaves it to the kernel
         # (gossip.port 0): the store's invite codes and relay-sync's presence name it.
         env["FELUND_GOSSIP_PORT"] = str(self.gossip_sock.getsockname()[1])

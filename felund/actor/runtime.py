@@ -3,7 +3,8 @@
 A child heartbeats on ``sys.svc.heartbeat`` once per interval with its
 statistics, publishes its log records on ``sys.log`` (``felund.logs``),
 stops cleanly on SIGTERM/SIGINT, and exits by itself when its supervisor
-is gone (the parent pid changes), so no orphan holds a socket.
+is gone (its parent is no longer the supervisor that started it, named by
+``SUPERVISOR_PID_ENV``), so no orphan holds a socket.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from felund import logs, metrics
 from felund.actor import heap
 from felund.actor.context import BENCH_UNSIGNED, Context, load_context
 from felund.bus.sockets import Bus, Publisher
+from felund.protocol import SUPERVISOR_PID_ENV
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # CPU seconds per heartbeat interval below which a process counts as idle: the
@@ -45,7 +47,8 @@ class Runtime:
         self.pub: Publisher = self.bus.publisher()
         logs.publish_to(self.pub.publish)
         self.stopping = False
-        self._ppid = os.getppid()
+        self._ppid = _supervisor_pid()
+        self._orphaned = False
         self._interval = cfg.supervisor.heartbeat_interval_s
         self._next_beat = 0.0
         self._cpu_seen = 0.0
@@ -58,8 +61,11 @@ class Runtime:
         self.stopping = True
 
     def running(self) -> bool:
-        """False once asked to stop or orphaned."""
-        return not self.stopping and os.getppid() == self._ppid
+        """False once asked to stop or orphaned (said once in the log)."""
+        if not self._orphaned and os.getppid() != self._ppid:
+            self._orphaned = True
+            self.log.warning("svc.orphaned", supervisor_pid=self._ppid)
+        return not self.stopping and not self._orphaned
 
     def tick(self, stats: Mapping[str, Any]) -> None:
         """Heartbeat and refresh process metrics when an interval has passed."""
@@ -95,6 +101,12 @@ class Runtime:
         """Release the bus (later log records go to stderr only)."""
         logs.publish_to(None)
         self.bus.close()
+
+
+def _supervisor_pid() -> int:
+    """The supervisor that started this process; without one (run by hand), the parent."""
+    named = os.environ.get(SUPERVISOR_PID_ENV, "")
+    return int(named) if named.isdigit() else os.getppid()
 
 
 def _rss_bytes() -> int:

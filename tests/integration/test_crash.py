@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from felund.protocol import SUPERVISOR_PID_ENV
 from felund.testing import FELUND, REPO, Node, wait_for
 from services.supervisor import CHILDREN
 
@@ -78,3 +83,62 @@ def test_sigkill_supervisor_then_run_again(make_node) -> None:
     node.start()
     node.cli("send", "--circle-id", circle, "after")
     assert [m["text"] for m in node.json("inbox", "--circle-id", circle)] == ["before", "after"]
+
+
+# Forks a child that waits until this launcher has exited and the child is
+# reparented, then execs the service as a supervisor's child, naming the
+# launcher as its supervisor: a supervisor SIGKILLed while a child was starting.
+_ORPHAN_LAUNCHER = f"""
+import os, sys, time
+parent = os.getpid()
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(w)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the launcher's stdout ends with it
+    os.read(r, 1)  # end of file: the launcher has exited
+    for _ in range(1000):  # then the kernel reparents this process: 10 s at most
+        if os.getppid() != parent:
+            break
+        time.sleep(0.01)
+    os.environ["{SUPERVISOR_PID_ENV}"] = str(parent)
+    os.execv(sys.executable, [sys.executable, "-m", sys.argv[1]])
+print(child, flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("service", ["services.store", "services.gossip"])
+def test_a_child_started_as_its_supervisor_died_exits(make_node, service: str) -> None:
+    # Seen in CI: relay-sync, started just before the supervisor was SIGKILLed, read
+    # its parent once orphaned, took init for its supervisor and ran on for ever.
+    node: Node = make_node()
+    node.cli("init")
+    log = node.home.parent / "orphan.log"
+    with log.open("wb") as stderr:
+        launched = subprocess.run(
+            [sys.executable, "-c", _ORPHAN_LAUNCHER, service],
+            cwd=REPO,
+            env=node.env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+    pid = int(launched.stdout)
+    try:
+        wait_for(lambda: not _alive(pid), what=f"the orphaned {service} to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # It exited because it saw it was orphaned, not because it failed to start.
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["level"] != "info"] == ["svc.orphaned"], events
