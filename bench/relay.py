@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -42,6 +43,7 @@ from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.store import RelayStore
 from felund.testing import free_port, wire_message
 from felund.testing.postgres import PgServer
+from felund.testing.procstat import cpu_ticks, machine_ticks
 from felund.v1 import crypto, ids
 
 Row = tuple[str, str, str]
@@ -299,9 +301,9 @@ def _load_process(
     *,
     watch: tuple[list[int], ...] = (),
 ) -> dict[str, Any]:
-    """Run the load generator in its own process; ``"watched"`` in the result: the CPU
+    """Run the load generator in its own process; in the result, ``"watched"``: the CPU
     seconds of each group of processes in ``watch`` during its timed part (after it
-    has built its requests)."""
+    has built its requests), and ``"machine"``: the cores the whole machine was busy."""
     with subprocess.Popen(
         [
             sys.executable, "-m", "bench.relay", "load", "--url", url,
@@ -316,15 +318,18 @@ def _load_process(
         assert load.stdout is not None
         lines = []
         before = [0.0] * len(watch)
+        machine = machine_ticks()
         for line in load.stdout:
             if line.strip() == "started":
-                before = [_cpu_s(pids) for pids in watch]
+                before, machine = [_cpu_s(pids) for pids in watch], machine_ticks()
             lines.append(line)
         code = load.wait(timeout=seconds * 10 + 120)
     if code != 0:
         raise subprocess.CalledProcessError(code, "bench.relay load")
     result: dict[str, Any] = json.loads(lines[-1])
     result["watched"] = [_cpu_s(pids) - b for pids, b in zip(watch, before, strict=True)]
+    busy, total = (now - then for now, then in zip(machine_ticks(), machine, strict=True))
+    result["machine"] = busy / max(1, total) * (os.cpu_count() or 1)
     return result
 
 
@@ -388,11 +393,8 @@ def _cpu_s(pids: list[int]) -> float:
     """User + system seconds the processes ``pids`` have used (those still running)."""
     total = 0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
+        with contextlib.suppress(OSError):
+            total += cpu_ticks(pid)
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -451,7 +453,8 @@ def bench_relay_backends(
                                 + ("" if sqlite else f", PostgreSQL {db_cpu * per:.0f} us")
                                 + f", load generator {r['cpu'] * per:.0f} us; "
                                 f"busy {(relay_cpu + db_cpu + r['cpu']) / r['seconds']:.2f}"
-                                " cores" + ("" if sqlite else f"; {durability}"),
+                                f" cores, the machine {r['machine']:.2f} (its kernel too)"
+                                + ("" if sqlite else f"; {durability}"),
                             )
                         )
                     if feed:

@@ -1,4 +1,5 @@
-"""What the kernel says of a node's processes: bytes written, memory (``/proc/PID/*``)."""
+"""What the kernel says of a node's processes (bytes written, memory, CPU: ``/proc/PID/*``)
+and of the machine (``/proc/stat``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def cpu_ticks(pid: int) -> int:
     """User and system CPU time of the process, in clock ticks (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all the machine's cores since boot (``/proc/stat``):
+    what no list of processes shows, the kernel's own work (loopback TCP) included."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # less idle and iowait
 
 
 def _field(path: str, name: str) -> int:
