@@ -74,6 +74,7 @@ from felund.relay.server.state import RELAY, Relay, RelayConfig
 SERVICE = "relay"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SHUTDOWN_TIMEOUT_S = 10.0
+DAY_S = 86_400
 _DEFAULTS = RelayConfig()
 ICE_CREDENTIAL_ENV = "FELUND_ICE_CREDENTIAL"
 CONFIG_ENV = "FELUND_RELAY_CONFIG"
@@ -105,6 +106,13 @@ def _seconds(value: str) -> float:
     number = _positive_float(value)
     if number == 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return number
+
+
+def _days(value: str) -> float:
+    number = _positive_float(value)
+    if number * DAY_S < 1:
+        raise argparse.ArgumentTypeError("must be at least one second (0.0000116 days)")
     return number
 
 
@@ -235,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=_DEFAULTS.send_budget_bytes,
         help="bytes queued for all clients together: feed frames and GET answers (%(default)s)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=_days,
+        default=_DEFAULTS.retention_s / DAY_S,
+        metavar="DAYS",
+        help="how long messages are kept, and signing keys and realms unused (%(default)g, "
+        "as the other relay keeps them); a page asked from before what was removed says "
+        '"expired": true',
+    )
+    p.add_argument(
+        "--purge-interval",
+        type=_seconds,
+        default=_DEFAULTS.purge_interval_s,
+        metavar="S",
+        help="seconds between two passes of the retention, each in small batches (%(default)g)",
     )
     p.add_argument(
         "--ice-server",
@@ -388,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
         ws_queue_bytes=args.ws_queue_bytes,
         send_budget_bytes=args.send_budget_bytes,
         ice_servers=ice,
+        retention_s=round(args.retention_days * DAY_S),
+        purge_interval_s=args.purge_interval,
     )
     db = database(args.db)
     if not db:
@@ -418,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
         header_timeout_s=config.header_timeout_s,
         body_timeout_s=config.body_timeout_s,
         send_timeout_s=config.send_timeout_s,
+        retention_s=config.retention_s,
+        purge_interval_s=config.purge_interval_s,
         ice_servers=[url for server in ice for url in server.urls],  # never the credential
     )
     if config.max_connections < args.max_connections:

@@ -420,6 +420,11 @@ def _relay_line(r: dict[str, Any]) -> str:
             line += f": {str(r['last_error'])[:120]}"
     if r.get("last_message_ts"):
         line += f"; last message {_clock(r['last_message_ts'])}"
+    if r.get("history_expired_ts"):
+        line += (
+            f"; at {_clock(r['history_expired_ts'])} the relay had removed messages (its "
+            "retention) before this node read them: only gossip peers may still hold them"
+        )
     return line
 
 

@@ -4,7 +4,9 @@ Fed with the outcome of every HTTP call made for the circle (the clock is an
 argument). ``reachable`` once a call has succeeded and while none is failing;
 ``last_error`` and ``error_since`` describe the current trouble (cleared when
 every failing call has succeeded again). The feed is reported on its own
-(``feed``): without it messages still arrive, by polling.
+(``feed``): without it messages still arrive, by polling. So is the last time
+the relay said it had removed messages (its retention) this node had not read
+yet (``history_expired_ts``): a gap the relay cannot fill, which gossip may.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Connectivity:
     error_since: float | None = None
     last_message_ts: float | None = None
     feed: bool = False
+    history_expired_ts: float | None = None
     _failing: set[str] = field(default_factory=set)
 
     @property
@@ -49,6 +52,10 @@ class Connectivity:
         """A message crossed: pushed to the relay, or pulled from it and stored."""
         self.last_message_ts = now
 
+    def history_expired(self, now: float) -> None:
+        """The relay removed messages after this node's cursor before it read them."""
+        self.history_expired_ts = now
+
     def report(self) -> dict[str, Any]:
         """The heartbeat's record of the circle."""
         return {
@@ -58,4 +65,5 @@ class Connectivity:
             "error_since": self.error_since,
             "last_message_ts": self.last_message_ts,
             "feed": self.feed,
+            "history_expired_ts": self.history_expired_ts,
         }

@@ -65,6 +65,7 @@ async def fetch(link: RelayLink, c: CircleSync) -> None:
             # The relay purged messages after our cursor (retention): gossip may still
             # hold them, the relay no longer does; say so rather than pass over the gap.
             link.warn("relay.history_expired", circle_id=c.circle_id, cursor=asked)
+            c.health.history_expired(time.time())
         await store(link, c, msgs)
         c.pull.hold(asked, nxt)
         await save(link, c)

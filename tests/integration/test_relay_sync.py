@@ -256,6 +256,30 @@ def test_kill_relay_sync_and_relay_mid_sync_loses_and_doubles_nothing(pair, rela
     assert posted_at_kill < len(from_a) // 50, "the kill came after the push had finished"
 
 
+def _post_as_browser(relay: Relay, secret: str, circle_id: str, text: str) -> None:
+    """POST one message as the existing browser client does: unsigned."""
+    now = int(time.time())
+    browser = "browser" + "0" * 17
+    msg = compose_message(
+        secret,
+        circle_id=circle_id,
+        channel_id="general",
+        author_node_id=browser,
+        display_name="web",
+        text=text,
+        created_ts=now,
+        msg_id=ids.new_msg_id(browser, now),
+        encrypt=True,
+    )
+    hint = ids.circle_hint(circle_id)
+    body = json.dumps({"circle_hint": hint, "messages": [to_wire(msg)]}).encode()
+    req = urllib.request.Request(
+        f"{relay.url}/v1/messages", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read())["stored"] == 1
+
+
 def test_a_browser_client_and_the_node_see_each_others_messages(make_node, relay) -> None:
     """The existing browser client: unsigned POST and GET ``since`` on /v1/messages."""
     node = _node(make_node, "n", relay)
@@ -265,25 +289,7 @@ def test_a_browser_client_and_the_node_see_each_others_messages(make_node, relay
     hint = ids.circle_hint(node.circle_id)
     node.start()
     node.cli("send", "--circle-id", node.circle_id, "from the node")
-    now = int(time.time())
-    browser = "browser" + "0" * 17
-    msg = compose_message(
-        secret,
-        circle_id=node.circle_id,
-        channel_id="general",
-        author_node_id=browser,
-        display_name="web",
-        text="from the browser",
-        created_ts=now,
-        msg_id=ids.new_msg_id(browser, now),
-        encrypt=True,
-    )
-    body = json.dumps({"circle_hint": hint, "messages": [to_wire(msg)]}).encode()
-    req = urllib.request.Request(
-        f"{relay.url}/v1/messages", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert json.loads(resp.read())["stored"] == 1
+    _post_as_browser(relay, secret, node.circle_id, "from the browser")
     _wait_holding(node, ["from the browser", "from the node"], timeout=30)
 
     def browser_sees() -> list[str]:
@@ -615,3 +621,46 @@ def test_a_message_that_cannot_cross_the_bus_is_refused_and_the_rest_pulled(make
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_messages_the_relay_removed_before_the_node_read_them_are_shown_in_status(
+    make_node, tmp_path
+) -> None:
+    # A relay keeping messages 3 s: the node, stopped meanwhile, comes back with a
+    # cursor from before what the relay removed. It says so, not a silent gap.
+    relay = Relay(tmp_path / "relay", "--retention-days", "0.000035", "--purge-interval", "0.2")
+    relay.start()
+    try:
+        started = next(line for line in relay.log_text().splitlines() if "relay.starting" in line)
+        said = json.loads(started)
+        assert (said["retention_s"], said["purge_interval_s"]) == (3, 0.2)
+        node = _node(make_node, "n", relay)
+        invite = node.json("invite")
+        node.circle_id = invite["circle_id"]
+        secret = decode_invite(invite["code"]).secret
+        node.start()
+        _post_as_browser(relay, secret, node.circle_id, "read in time")
+        _wait_holding(node, ["read in time"], timeout=30)
+        assert node.stop() == 0
+        _post_as_browser(relay, secret, node.circle_id, "removed unread")
+        hint = ids.circle_hint(node.circle_id)
+
+        def removed() -> bool:
+            url = f"{relay.url}/v1/messages?circle_hint={hint}&since=1"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                page = json.loads(resp.read())
+            return page.get("expired") is True and not page["messages"]
+
+        wait_for(removed, what="the relay to remove both messages")
+        node.start()
+
+        def reported() -> float | None:
+            circle = node.status()["circles"][0]
+            return circle.get("relay", {}).get("history_expired_ts")
+
+        wait_for(reported, what="relay-sync to report what the relay removed unread")
+        line = node.cli("status").stdout
+        assert "the relay had removed messages (its retention) before this node read them" in line
+        assert _texts(node) == ["read in time"]
+    finally:
+        relay.stop()

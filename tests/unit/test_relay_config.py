@@ -49,6 +49,8 @@ def test_a_flag_wins_over_the_file_and_the_file_over_the_default(tmp_path: Path)
         ("port = [1]", "port is one value"),
         ('log_level = "loud"', "log_level: one of"),
         ("port = ", "relay.toml"),
+        ("retention_days = 0.00001", "retention_days: must be at least one second"),
+        ("purge_interval = 0", "purge_interval: must be more than 0 seconds"),
     ],
 )
 def test_a_bad_file_stops_with_what_is_wrong(
@@ -60,6 +62,12 @@ def test_a_bad_file_stops_with_what_is_wrong(
         parse_arguments(["--config", str(config), "--db", "x"])
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_retention_is_given_in_days() -> None:
+    assert parse_arguments(["--db", "x"]).retention_days == 30
+    args = parse_arguments(["--db", "x", "--retention-days", "7.5", "--purge-interval", "5"])
+    assert (args.retention_days, args.purge_interval) == (7.5, 5)
 
 
 def test_no_limits_turns_every_budget_off() -> None:

@@ -173,6 +173,7 @@ def test_connectivity_reports_trouble_until_every_failing_call_recovers() -> Non
         "error_since": None,
         "last_message_ts": None,
         "feed": False,
+        "history_expired_ts": None,
     }
     c.ok("register", 100.0)
     assert c.reachable
