@@ -214,7 +214,39 @@ def test_a_node_s_invite_channel_is_sealed_to_the_page_until_it_is_approved(
         if m["text"] == mine
     )  # fmt: skip
     assert re.fullmatch(r"epoch-0/i2\.[0-9a-f]{32}", page_wire["keyId"]), page_wire
+
+    # Pia leaves: #ops is listed no more, and anna's next key of it leaves her out.
+    web.type("/channel leave ops")
+    expect(web.page.locator("#messages .notice-text").last).to_have_text("left #ops", timeout=T)
+    expect(web.channel_button("ops")).to_have_count(0)
+    wait_for(lambda: _channel_keys(web.page, circle, "ops") == 3, timeout=30,
+             what="anna's key of #ops after Pia left")  # fmt: skip
+    gone = f"after Pia left {secrets.token_hex(4)}"
+    anna.cli("send", "--circle-id", circle, "--channel", "ops", gone)
+    wait_for(lambda: len(_page_rows(web.page, circle, "ops")["sealed"]) == 2, timeout=30,
+             what="anna's message after the leave sealed on the page")  # fmt: skip
+    assert gone not in _page_rows(web.page, circle, "ops")["texts"]
+    # A public channel is listed without a join: left, it is neither listed nor counted.
+    web.type("/channel leave pub")
+    expect(web.channel_button("pub")).to_have_count(0)
+    anna.cli("send", "--circle-id", circle, "--channel", "pub", "anna in pub again")
+    web.type("/channel switch general")
+    anna.cli("send", "--circle-id", circle, "after the one in pub")
+    web.sees("after the one in pub")
+    expect(web.page).to_have_title("felund")
     web.no_errors()
+
+
+def _channel_keys(page: Any, circle: str, channel: str) -> int:
+    """How many CHANNEL_KEY_EVTs of ``channel`` the page holds (each a new key of it)."""
+    count: int = page.evaluate(
+        "async (a) => { const s = await (await import('/lib/store.js')).openStore('felund');"
+        " const c = await s.messages(a.cid, {channelId: '__control'}); s.close();"
+        " return c.filter((m) => m.text.includes('CHANNEL_KEY_EVT')"
+        ' && m.text.includes(`"channel_id":"${a.ch}"`)).length; }',
+        {"cid": circle, "ch": channel},
+    )
+    return count
 
 
 def test_the_page_joins_a_key_channel_with_its_key_and_reads_its_history(

@@ -21,6 +21,7 @@ export const COMMANDS = [
   ["/channels", "list this circle's channels"],
   ["/channel create NAME [shared] [invite | key KEY]", "create a channel and go there: public, or by invitation or with a key (private: only its members read it, unless shared)"],
   ["/channel join NAME [KEY]", "join a channel (a key channel needs its key) and go there"],
+  ["/channel leave NAME", "leave a channel: it is listed no more (a private one's next key leaves you out)"],
   ["/channel switch NAME", "go to a channel (Tab completes the name)"],
   ["/channel request NAME", "ask to join an invite-only channel"],
   ["/channel approve NAME PERSON", "let someone who asked into an invite-only channel"],
@@ -55,7 +56,7 @@ const MAX_NAME = 64;
 export const COMMAND_WORDS = [...new Set(COMMANDS.map(([u]) => u.split(" ")[0]))];
 export const SUBCOMMANDS = {
   "/circle": ["create", "join", "name", "leave"],
-  "/channel": ["create", "join", "switch", "request", "approve"],
+  "/channel": ["create", "join", "switch", "leave", "request", "approve"],
   "/role": GIVEN_ROLES,
   "/call": ["start", "join", "view", "leave", "end", "revoke", "block", "unblock"],
 };
@@ -150,6 +151,12 @@ export async function runLine(line, app) {
         await state.switchChannel(channelArg(rest[1]));
         return;
       }
+      if (rest[0] === "leave") {
+        const id = channelArg(rest[1]);
+        await state.leaveChannel(id);
+        state.notice(`left #${id}`);
+        return;
+      }
       if (rest[0] === "request") {
         const id = channelArg(rest[1]);
         await state.requestChannel(id);
@@ -165,7 +172,7 @@ export async function runLine(line, app) {
         return;
       }
       throw new UserError(
-        "usage: /channel create NAME [shared] [invite | key KEY] | join NAME [KEY] | switch NAME | request NAME | approve NAME PERSON",
+        "usage: /channel create NAME [shared] [invite | key KEY] | join NAME [KEY] | switch NAME | leave NAME | request NAME | approve NAME PERSON",
       );
     case "/who": {
       const view = state.view();

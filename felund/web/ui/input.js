@@ -108,7 +108,7 @@ export class InputLine {
     let pool = [];
     if (parts.length === 1 && word.startsWith("/")) pool = COMMAND_WORDS;
     else if (parts.length === 2 && SUBCOMMANDS[parts[0]]) pool = SUBCOMMANDS[parts[0]];
-    else if (parts.length === 3 && parts[0] === "/channel" && parts[1] === "switch") {
+    else if (parts.length === 3 && parts[0] === "/channel" && ["switch", "leave"].includes(parts[1])) {
       pool = this.channels();
     } else if (word.startsWith("#")) pool = this.channels().map((c) => `#${c}`);
     return [before, pool.filter((w) => w.startsWith(word))];

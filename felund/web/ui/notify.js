@@ -2,7 +2,6 @@
 // allows them and this tab is hidden, a message of someone else naming us
 // (@name) shows as a notification; a click brings the tab to its channel.
 
-import { CONTROL_CHANNEL } from "../lib/wire.js";
 import { onScreen } from "./dom.js";
 
 const SETTING = "notify";
@@ -49,8 +48,9 @@ export class Notifier {
     if (!this.enabled || document.visibilityState !== "hidden") return;
     if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
     const me = this.state.identity;
+    const listed = new Set(this.state.channels(view)); // not the control channel, nor one left
     for (const m of msgs) {
-      if (m.channelId === CONTROL_CHANNEL || m.authorNodeId === me.nodeId || !mentions(m.text, me.displayName)) continue;
+      if (!listed.has(m.channelId) || m.authorNodeId === me.nodeId || !mentions(m.text, me.displayName)) continue;
       const name = m.displayName || m.authorNodeId.slice(0, 8);
       const shown = new Notification(onScreen(`${name} in #${m.channelId} (${this.state.circleName(view)})`), {
         body: onScreen(m.text).slice(0, BODY_CHARS),

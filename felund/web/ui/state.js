@@ -17,6 +17,7 @@ import {
   eventText,
   keptByOwner,
   keyHash,
+  MAX_SKEW_S,
   madePrivate,
   nextRemoved,
   renameEvent,
@@ -26,7 +27,7 @@ import {
   writerProblem,
 } from "../lib/chatmodel.js";
 import { DEFAULT_CHANNEL, CONTROL_CHANNEL } from "../lib/wire.js";
-import { newSecret, circleId as circleIdOf } from "../lib/ids.js";
+import { newMsgId, newSecret, circleId as circleIdOf } from "../lib/ids.js";
 import { b64encode, hexToBytes } from "../lib/bytes.js";
 import { generateKey, maySign, newOwnedSecret, nodeIdOf } from "../lib/trust.js";
 import { generateXKey, wrap, wrapContext } from "../lib/wrap.js";
@@ -76,6 +77,36 @@ const REFUSALS = {
   future: "dated too far ahead of this node's clock: try again in a few seconds",
   unsigned: "this browser cannot sign for its node id, and what needs a role must be signed",
 };
+
+/**
+ * Per channel, when ``me`` was last let in (its create or join, or an approve of it)
+ * and when it last left (0: never): felund/store/ops.py ``_admitted_at``, and what the
+ * sidebar leaves out.
+ * @returns {Map<string, {admitted: number, left: number}>}
+ */
+function membershipDates(control, me) {
+  const horizon = Math.floor(Date.now() / 1000) + MAX_SKEW_S;
+  const dates = new Map();
+  for (const ev of control) {
+    if (ev.createdTs > horizon || !ev.text.includes('"CHANNEL_EVT"')) continue;
+    let body;
+    try {
+      body = JSON.parse(ev.text);
+    } catch {
+      continue;
+    }
+    const mine = ev.authorNodeId === me;
+    const op = body?.op;
+    const d = dates.get(body?.channel_id) ?? { admitted: 0, left: 0 };
+    if ((mine && (op === "create" || op === "join")) || (op === "approve" && body.target_node_id === me)) {
+      d.admitted = Math.max(d.admitted, ev.createdTs);
+    } else if (mine && op === "leave") {
+      d.left = Math.max(d.left, ev.createdTs);
+    } else continue;
+    dates.set(body.channel_id, d);
+  }
+  return dates;
+}
 
 /** What a member removed from a circle is told when it tries to write there (the node's words). */
 const YOU_WERE_REMOVED = "you were removed from this circle";
@@ -697,11 +728,15 @@ export class AppState extends EventTarget {
   channels(view) {
     const me = this.identity ? this.identity.nodeId : "";
     const ids = new Set([DEFAULT_CHANNEL]);
+    const dates = membershipDates(view.control, me);
+    const left = (id) => (dates.get(id)?.left ?? 0) > (dates.get(id)?.admitted ?? 0);
     for (const [id, ch] of view.model.channels) {
-      if (ch.accessMode === "public" || ch.members.has(me)) ids.add(id);
+      if (ch.members.has(me) || (ch.accessMode === "public" && !left(id))) ids.add(id);
     }
     // A channel someone wrote in without a create event (an older client) still shows.
-    for (const m of view.messages) ids.add(m.channelId);
+    for (const m of view.messages) {
+      if (!view.model.channels.has(m.channelId) && !left(m.channelId)) ids.add(m.channelId);
+    }
     return [...ids].sort((a, b) =>
       a === DEFAULT_CHANNEL ? -1 : b === DEFAULT_CHANNEL ? 1 : a.localeCompare(b),
     );
@@ -790,6 +825,30 @@ export class AppState extends EventTarget {
       await view.sync.holdParts([{ channelId, part: KEY_PART, secret: key }]);
     }
     await this.setCurrent(view.id, channelId);
+  }
+
+  /**
+   * Leave a channel, as `felund channel leave`: it is listed no more, nor counted unread,
+   * and a private invite channel's next key (its creator's or a moderator's) leaves us out.
+   */
+  async leaveChannel(channelId) {
+    const view = this.view();
+    if (!view) throw new UserError("join or create a circle first");
+    const me = this.identity.nodeId;
+    const channel = view.model.channels.get(channelId);
+    // A public channel is listed without a join: leaving it takes it off the list.
+    if (channel && channel.accessMode !== "public" && !channel.members.has(me)) {
+      throw new UserError(`you are not in #${channelId}`);
+    }
+    // After the event that let us in (the fold applies events by date): its writer's
+    // clock may run a few seconds ahead of ours, as the node's store allows for.
+    let slot = await view.sync.nextControl();
+    const after = (membershipDates(view.control, me).get(channelId)?.admitted ?? 0) + 1;
+    if (slot.createdTs < after) slot = { createdTs: after, msgId: await newMsgId(me, after) };
+    await this.control(view, this.channelEvent(view, "leave", channelId), { slot });
+    if (this.current.circleId === view.id && this.current.channelId === channelId) {
+      await this.setCurrent(view.id, DEFAULT_CHANNEL);
+    }
   }
 
   /** Ask to join an invite channel; a member approves (/channel approve). */
@@ -955,12 +1014,16 @@ export class AppState extends EventTarget {
     this.changed();
   }
 
-  /** Unread counts of a circle: Map channelId -> count (messages of others after the mark). */
+  /**
+   * Unread counts of a circle's listed channels (not one left): Map channelId -> count
+   * (messages of others after the mark).
+   */
   unread(view) {
     const me = this.identity ? this.identity.nodeId : "";
+    const listed = new Set(this.channels(view));
     const counts = new Map();
     for (const m of view.messages) {
-      if (m.authorNodeId === me || !unreadBy(m, view.marks[m.channelId])) continue;
+      if (m.authorNodeId === me || !listed.has(m.channelId) || !unreadBy(m, view.marks[m.channelId])) continue;
       counts.set(m.channelId, (counts.get(m.channelId) || 0) + 1);
     }
     return counts;
