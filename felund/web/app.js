@@ -141,7 +141,11 @@ class App {
     this.calls.refresh();
     this.callPanel.render();
     let unread = 0;
-    for (const v of state.circles.values()) for (const n of state.unread(v).values()) unread += n;
+    for (const v of state.circles.values()) {
+      // Listed channels only, as the sidebar counts them: not one left.
+      const counts = state.unread(v);
+      for (const ch of state.channels(v)) unread += counts.get(ch) || 0;
+    }
     document.title = unread ? `(${unread}) felund` : "felund";
     this.favicon.show(unread);
     if (!this.rendered) {

@@ -1014,16 +1014,12 @@ export class AppState extends EventTarget {
     this.changed();
   }
 
-  /**
-   * Unread counts of a circle's listed channels (not one left): Map channelId -> count
-   * (messages of others after the mark).
-   */
+  /** Unread counts of a circle: Map channelId -> count (messages of others after the mark). */
   unread(view) {
     const me = this.identity ? this.identity.nodeId : "";
-    const listed = new Set(this.channels(view));
     const counts = new Map();
     for (const m of view.messages) {
-      if (m.authorNodeId === me || !listed.has(m.channelId) || !unreadBy(m, view.marks[m.channelId])) continue;
+      if (m.authorNodeId === me || !unreadBy(m, view.marks[m.channelId])) continue;
       counts.set(m.channelId, (counts.get(m.channelId) || 0) + 1);
     }
     return counts;
