@@ -31,6 +31,15 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: a process its parent has not reaped (or that init took over)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all the machine's cores since boot (``/proc/stat``):
     what no list of processes shows, the kernel's own work (loopback TCP) included."""

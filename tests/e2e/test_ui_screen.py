@@ -11,7 +11,6 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from felund.actor.runtime import load_context
 from felund.home import NodeLock
 from felund.protocol import OP_APPEND, OP_INVITE
 from felund.testing import FELUND, Node, Tmux, control_wire, running_node, wait_for
+from felund.testing.procstat import exited
 from felund.trust.identity import IdentityKey
 from felund.v1 import events
 from felund.v1.invite import decode_invite
@@ -326,15 +326,6 @@ def test_start_starts_a_stopped_node_and_attaches(make_node, attach: Attach) -> 
         pid = int((n.home / "node.lock").read_text().split()[0])
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: exited(pid), what="the node to stop")
-
-
-def exited(pid: int) -> bool:
-    """Gone, or a zombie (its parent, the ui, reaps nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_a_blocked_nodes_messages_leave_the_screen_and_come_back(make_node, attach: Attach) -> None:

@@ -9,12 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from felund.protocol import SUPERVISOR_PID_ENV
 from felund.testing import FELUND, REPO, Node, wait_for
+from felund.testing.procstat import exited
 from services.supervisor import CHILDREN
 
 LINES = 10_000
@@ -107,14 +107,6 @@ print(child, flush=True)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("service", ["services.store", "services.gossip"])
 def test_a_child_started_as_its_supervisor_died_exits(make_node, service: str) -> None:
     # Seen in CI: relay-sync, started just before the supervisor was SIGKILLed, read
@@ -135,7 +127,7 @@ def test_a_child_started_as_its_supervisor_died_exits(make_node, service: str) -
         )
     pid = int(launched.stdout)
     try:
-        wait_for(lambda: not _alive(pid), what=f"the orphaned {service} to exit")
+        wait_for(lambda: exited(pid), what=f"the orphaned {service} to exit")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
