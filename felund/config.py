@@ -12,15 +12,22 @@ each class, three times a NamedTuple's cost (issue 20: the command's start).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from felund import lazy
 from felund.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tomllib
+else:  # a command whose config is unchanged never imports it (``_parsed``)
+    tomllib = lazy.module("tomllib")
 
 CONFIG_FILE_NAME = "felund.toml"
 API_BASE_ENV = "FELUND_API_BASE"
@@ -131,7 +138,7 @@ def load(home: Path, environ: Mapping[str, str] | None = None) -> Config:
     raw: dict[str, Any] = {}
     path = home / CONFIG_FILE_NAME
     if path.exists():
-        raw = parse_toml(path)
+        raw = _parsed(path)
     cfg = build(raw, env)
     if env.get(API_BASE_ENV) and not cfg.relay.url:
         # The other felund client's name for the relay; ours wins when both are set.
@@ -175,6 +182,35 @@ def relay_url_problem(url: str) -> str:
         base = urlunsplit(parts._replace(path=path.removesuffix("/v1")))
         return f"a relay URL names the base, without /v1 (felund adds it): use {base[:120]}"
     return ""
+
+
+def _parsed(path: Path) -> dict[str, Any]:
+    """The node's config file parsed, from the JSON copy beside it when that copy is of
+    this very file (its inode, size and both times), else parsed and the copy renewed.
+
+    Why: tomllib's import was a sixth of a command's start (README, Benchmarks). The
+    copy is only a cache: unreadable, stale or unwritable, the file is parsed."""
+    st = path.stat()
+    key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    copy = path.with_name(f".{path.name}.parsed.json")
+    try:
+        cached = json.loads(copy.read_bytes())
+        if cached["key"] == key and isinstance(cached["toml"], dict):
+            return cached["toml"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raw = parse_toml(path)
+    tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+    try:
+        text = json.dumps({"key": key, "toml": raw})  # TypeError for a TOML date: not cached
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, copy)
+    except (OSError, TypeError, ValueError):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return raw
 
 
 def parse_toml(path: Path) -> dict[str, Any]:

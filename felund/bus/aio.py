@@ -15,7 +15,8 @@ import zmq
 import zmq.asyncio
 
 from felund.bus import envelope
-from felund.bus.sockets import Bus, Received, RPCClientBase, SubscriberBase, Try, reply_to
+from felund.bus.rpc import RPCClientBase, Try, reply_to
+from felund.bus.sockets import Bus, Received, SubscriberBase
 from felund.errors import RPCTimeout
 
 T = TypeVar("T")
@@ -33,6 +34,8 @@ async def until_answered(call: Callable[[], Awaitable[T]], on_timeout: Callable[
 
 class AsyncRPCClient(RPCClientBase[zmq.asyncio.Socket]):
     """Request/reply with timeout and retry, awaitable; one request in flight at a time."""
+
+    _bus: Bus
 
     def __init__(self, bus: Bus, endpoint_name: str) -> None:
         super().__init__(bus, endpoint_name)

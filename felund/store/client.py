@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from felund import lazy, netaddr
 from felund.actor.context import Context
-from felund.bus.sockets import Bus
+from felund.bus.dealer import CommandBus
 from felund.errors import RPCTimeout, ServiceDown
 from felund.home import NodeLock
 from felund.protocol import (
@@ -63,7 +63,7 @@ class BusNode:
     online = True
 
     def __init__(self, ctx: Context, service: str = SVC_CLI) -> None:
-        self.bus = Bus(ctx.layout, service, ctx.config.bus)
+        self.bus = CommandBus(ctx.layout, service, ctx.config.bus)
         self._store = self.bus.rpc_client(ENDPOINT_STORE_CTL)
         self._supervisor = self.bus.rpc_client(ENDPOINT_SUPERVISOR_CTL)
         self._status: dict[str, Any] | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os  # os.urandom, as secrets uses: a command spares importing secrets and random
 import re
-import secrets
 
 SECRET_HEX_LEN = 64
 CIRCLE_ID_LEN = 24
@@ -41,7 +41,7 @@ def secret_bytes(secret_hex: str) -> bytes:
 
 def new_secret() -> str:
     """Return a fresh circle secret: 32 random bytes as 64 lowercase hex chars."""
-    return secrets.token_hex(SECRET_HEX_LEN // 2)
+    return os.urandom(SECRET_HEX_LEN // 2).hex()
 
 
 def circle_id(secret_hex: str) -> str:
@@ -56,10 +56,10 @@ def circle_hint(circle_id: str) -> str:
 
 def new_node_id() -> str:
     """Return a fresh node id: the first 24 hex chars of SHA-256 of 32 random bytes."""
-    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()[:NODE_ID_LEN]
+    return hashlib.sha256(os.urandom(32)).hexdigest()[:NODE_ID_LEN]
 
 
 def new_msg_id(node_id: str, created_ts: int) -> str:
     """Return a fresh message id: 32 hex of SHA-256 of ``node_id|created_ts|16 random hex``."""
-    seed = f"{node_id}|{created_ts}|{secrets.token_hex(8)}"
+    seed = f"{node_id}|{created_ts}|{os.urandom(8).hex()}"
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:MSG_ID_LEN]

@@ -1,9 +1,13 @@
-"""The RPC client's two faces over one retry rule, on real sockets, against a server that
-is absent, then present (as a store that restarts is)."""
+"""The RPC client's faces over one retry rule, on real sockets, against a server that is
+absent, then present (as a store that restarts is): pyzmq's blocking and asyncio faces,
+and a command's, which speaks ZMTP itself (felund.bus.dealer) to libzmq's ROUTER."""
 
 from __future__ import annotations
 
 import asyncio
+import linecache
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,9 @@ from pathlib import Path
 import pytest
 import zmq
 
+from felund.bus import zmtp
 from felund.bus.aio import AsyncRPCClient
+from felund.bus.dealer import CommandBus
 from felund.bus.sockets import Bus
 from felund.config import BusConfig
 from felund.errors import RPCTimeout
@@ -123,3 +129,136 @@ def test_a_call_after_a_timeout_starts_on_a_fresh_socket(bus: Bus) -> None:
     finally:
         loop.close()
     sync.close()
+
+
+# --- the command's client: ZMTP spoken by felund.bus.dealer, against libzmq's ROUTER -------
+
+
+@pytest.fixture
+def command_bus(bus: Bus) -> Iterator[CommandBus]:
+    """A command's bus on the same runtime directory as ``bus``."""
+    b = CommandBus(bus.layout, "test-command", bus.cfg)
+    yield b
+    b.close()
+
+
+def test_a_command_s_client_is_answered_by_a_zeromq_router(
+    bus: Bus, command_bus: CommandBus
+) -> None:
+    rpc = command_bus.rpc_client(ENDPOINT)
+    with EchoServer(bus) as server:
+        assert rpc.call("test.small", {"n": 1}, 5000, 0) == {"op": "test.small", "body": {"n": 1}}
+        big = {"text": "x" * (3 * 1024 * 1024)}  # several MiB each way: LONG frames
+        assert rpc.call("test.big", big, 10_000, 0) == {"op": "test.big", "body": big}
+        for i in range(50):  # one connection serves call after call
+            assert rpc.call(f"test.n{i}", i, 5000, 0)["body"] == i
+    assert server.seen[:2] == ["test.small", "test.big"] and len(server.seen) == 52
+
+
+def test_a_command_s_client_waits_within_a_try_for_a_router_that_comes_up(
+    bus: Bus, command_bus: CommandBus
+) -> None:
+    """As pyzmq's DEALER reconnects, so does it: a restarting store is waited for, within
+    the try, not given up at the first refused connection."""
+    rpc = command_bus.rpc_client(ENDPOINT)
+    answers: list[object] = []
+    caller = threading.Thread(target=lambda: answers.append(rpc.call("test.late", {}, 20_000, 0)))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not _waiting_to_reconnect(caller):  # its first connection was refused
+        assert time.monotonic() < deadline and caller.is_alive(), "the call never tried"
+        time.sleep(0.005)  # polling the thread's state, not waiting in its place
+    with EchoServer(bus):
+        caller.join(10)
+    assert answers == [{"op": "test.late", "body": {}}]
+
+
+def _waiting_to_reconnect(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is in the dealer's pause between two connection attempts."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "_open":
+            return "time.sleep" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return False
+
+
+def test_a_command_s_client_against_no_server_gives_up_after_its_tries(
+    command_bus: CommandBus,
+) -> None:
+    rpc = command_bus.rpc_client(ENDPOINT)
+    started = time.monotonic()
+    with pytest.raises(RPCTimeout, match="after 3 tries"):
+        rpc.call("test.down", {}, 300, 2)
+    assert 0.6 < time.monotonic() - started < 5
+
+
+class RawServer:
+    """A Unix socket server on the endpoint that answers every connection with ``reply``
+    (and then says nothing more): a peer off the protocol, or a silent one."""
+
+    def __init__(self, path: Path, reply: bytes) -> None:
+        self._path = path
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(path))
+        self._listener.listen()
+        self._listener.settimeout(0.05)
+        self._reply = reply
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            self._conns.append(conn)
+            conn.sendall(self._reply)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for conn in self._conns:
+            conn.close()
+        self._listener.close()
+        self._path.unlink()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"HTTP/1.1 400 Bad Request\r\n\r\n", id="an-http-server"),
+        pytest.param(b"", id="a-silent-server"),
+        pytest.param(zmtp.GREETING + zmtp.ready("PUB"), id="a-publisher"),
+        pytest.param(
+            zmtp.GREETING
+            + zmtp.ready("ROUTER")
+            + b"\x02"
+            + (2**62).to_bytes(8, "big"),  # a frame of 4 EiB: refused on its head
+            id="a-router-claiming-a-huge-answer",
+        ),
+    ],
+)
+def test_a_command_s_client_meets_a_peer_off_the_protocol_and_goes_on(
+    bus: Bus, command_bus: CommandBus, reply: bytes
+) -> None:
+    """Each try ends by its deadline and drops its connection; the next try connects
+    afresh, and once a real ROUTER is there the same client is answered."""
+    path = Path(bus.endpoint(ENDPOINT).removeprefix("ipc://"))
+    raw = RawServer(path, reply)
+    rpc = command_bus.rpc_client(ENDPOINT)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RPCTimeout):
+            rpc.call("test.odd", {}, 400, 2)
+    finally:
+        raw.close()
+    assert time.monotonic() - started < 5
+    assert raw.accepted >= 3  # a connection per try: none was kept after it failed
+    with EchoServer(bus):
+        assert rpc.call("test.after", {}, 5000, 0)["op"] == "test.after"

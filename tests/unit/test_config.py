@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -59,6 +60,41 @@ def test_load_reads_the_home_file_and_defaults_without_one(tmp_path: Path) -> No
     cfg = config.load(tmp_path, {})
     assert cfg.metrics.port == 9470
     assert cfg.gossip == config.GossipConfig()
+
+
+def test_the_parsed_copy_serves_an_unchanged_file_only(tmp_path: Path) -> None:
+    """A command reads the JSON copy while the file is the one it was made of: an edit
+    (even of the same size, in the same second), a broken or foreign copy, or one that
+    cannot be written, and the file is parsed."""
+    path = tmp_path / config.CONFIG_FILE_NAME
+    copy = tmp_path / f".{config.CONFIG_FILE_NAME}.parsed.json"
+    path.write_text("[metrics]\nport = 9470\n")
+    assert config.load(tmp_path, {}).metrics.port == 9470
+    assert json.loads(copy.read_text())["toml"] == {"metrics": {"port": 9470}}
+    stale = copy.read_text()
+    path.write_text("[metrics]\nport = 9471\n")
+    assert config.load(tmp_path, {}).metrics.port == 9471
+    copy.write_text(stale)  # a copy of the file as it was
+    assert config.load(tmp_path, {}).metrics.port == 9471
+    copy.write_text("{not json")
+    assert config.load(tmp_path, {}).metrics.port == 9471
+    assert json.loads(copy.read_text())["toml"] == {"metrics": {"port": 9471}}  # renewed
+    # The copy, not the file, when they agree: a copy edited in place is believed (it
+    # is as private as the file, 0600 in the node's home).
+    forged = json.loads(copy.read_text())
+    forged["toml"]["metrics"]["port"] = 9472
+    copy.write_text(json.dumps(forged))
+    assert config.load(tmp_path, {}).metrics.port == 9472
+    assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_whose_copy_cannot_be_written_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / config.CONFIG_FILE_NAME
+    path.write_text('[node]\nname = "x"\n')
+    copy = tmp_path / f".{config.CONFIG_FILE_NAME}.parsed.json"
+    copy.mkdir()  # in the way of the rename, as an unwritable home is
+    assert config.load(tmp_path, {}).node.name == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [copy.name, config.CONFIG_FILE_NAME]
 
 
 def test_unparseable_file_names_the_file(tmp_path: Path) -> None:
