@@ -188,7 +188,7 @@ def _parsed(path: Path) -> dict[str, Any]:
     """The node's config file parsed, from the JSON copy beside it when that copy is of
     this very file (its inode, size and both times), else parsed and the copy renewed.
 
-    Why: tomllib's import was a sixth of a command's start (README, Benchmarks). The
+    Why: tomllib's import was a sixth of a command's start (README, architecture). The
     copy is only a cache: unreadable, stale or unwritable, the file is parsed."""
     st = path.stat()
     key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
