@@ -69,25 +69,35 @@ requested and offered, never trusted.
 
 Fingerprints and their cost
 ---------------------------
-``ItemSet`` keeps the items sorted with a parallel list of 256-bit hashes
-(SHA-256 of the id, so non-hex ids sum uniformly) and a prefix-sum list of
-those hashes, so a range's sum is one subtraction and a fingerprint is two
-bisections and a SHA-256: O(log n). The prefix sums are rebuilt lazily: an
-insert at index ``i`` only marks sums after ``i`` stale, and a query up to
-index ``j`` recomputes the stale sums up to ``j`` only. New messages sort
-last, so after adding them the next full-range fingerprint costs the few
-sums behind the insert point, not an O(n) rebuild; an old message inserted
-at the front does cost one O(n) pass (about 10 ms at 100k), once.
+``ItemSet`` keeps the items sorted in parallel sequences, not as tuples:
+the timestamps in an ``array('q')``, the ids in a list, and the 256-bit hash
+of each id (SHA-256 of the id, so non-hex ids sum uniformly) in a 36-byte
+slot of one bytearray, 4 bytes of zero padding after the hash; a set of the
+ids answers ``in``. A bound is found by bisecting the timestamps, then the
+ids of the run of equal timestamps. That is about 95 bytes an item besides
+the id string, a third of what tuples, ints and a prefix sum per item took.
+
+The sum of the first ``k * 32`` hashes is stored for every k (block sums),
+so a range's sum is two block sums, each corrected by the at most 16 hashes
+between the range's end and the nearer block edge. Those few slots are read
+as one int and folded onto themselves, halving until one slot is left (the
+padding takes the carries): a fingerprint is two bisections, two small folds
+and a SHA-256, O(log n), a few microseconds. The block sums are rebuilt
+lazily: an insert at index ``i`` only marks the sums past ``i`` stale, and a
+query up to index ``j`` recomputes the stale sums up to ``j`` only. New
+messages sort last, so after adding them the next full-range fingerprint
+costs at most a block's hashes, not an O(n) rebuild; an old message inserted
+at the front does cost one O(n) pass (about 9 ms at 100k), once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import Any, Final, NoReturn
 
 import msgpack
@@ -120,14 +130,24 @@ _KIND: Final = "recon"
 _MAX_BUCKETS: Final = 1024
 _MAX_LIST_THRESHOLD: Final = 1024
 _MERGE_AFTER: Final = 256  # add_many re-sorts once splicing would move this many sets' worth
+# A hash is kept in _SLOT bytes, 4 of zero padding: a sum of up to 2**32 of them
+# still fits one slot (see ItemSet._sum). A sum is stored every _BLOCK items:
+# 32 keeps a fingerprint within a few microseconds and an O(n) rebuild of the
+# sums as fast as a prefix sum per item was, for 2 bytes an item.
+_SLOT: Final = 36
+_BLOCK: Final = 32
+_PAD: Final = bytes(_SLOT - 32)
+_SHIFTS: Final = [n * _SLOT * 8 for n in range(_BLOCK + 1)]  # to fold the upper n slots
+_MASKS: Final = [(1 << shift) - 1 for shift in _SHIFTS]  # ...onto the lower n
 
 
 def _fail(detail: str) -> NoReturn:
     raise InvalidMessage(_KIND, detail)
 
 
-def _hash(msg_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(msg_id.encode()).digest(), "little")
+def _slot(msg_id: str) -> bytes:
+    """The slot of an id's hash: its SHA-256 (a little-endian int) and the zero padding."""
+    return hashlib.sha256(msg_id.encode()).digest() + _PAD
 
 
 def _digest(total: int, count: int) -> bytes:
@@ -157,43 +177,45 @@ class ItemSet:
     """A sorted set of ``(created_ts, msg_id)`` with O(log n) range fingerprints.
 
     A msg_id is in the set at most once: adding it again, even with another
-    timestamp, is a no-op. See the module docstring for the prefix sums.
+    timestamp, is a no-op. Items are addressed by their index in the sorted
+    order (:meth:`index` of a bound, :meth:`key`, :meth:`ids_at`,
+    :meth:`fingerprint_at`); see the module docstring for how the hashes are
+    kept and summed.
     """
 
-    __slots__ = ("_hashes", "_keys", "_prefix", "_ts", "_valid")
+    __slots__ = ("_blocks", "_hashes", "_ids", "_known", "_stamps", "_valid")
 
     def __init__(self, items: Iterable[tuple[int, str]] = ()) -> None:
-        self._keys: list[Bound] = []
-        self._hashes: list[int] = []
-        self._prefix: list[int] = [0]  # _prefix[k] = sum(_hashes[:k]), len n + 1
-        self._valid = 1  # _prefix[:_valid] are up to date
-        self._ts: dict[str, int] = {}
+        self._stamps = array("q")  # created_ts of each item, in order
+        self._ids: list[str] = []  # msg_id of each item, in order
+        self._hashes = bytearray()  # _SLOT bytes an item: SHA-256 of its id, zero-padded
+        # _blocks[k] = sum of the first k * _BLOCK hashes mod 2**256; len n // _BLOCK + 1
+        self._blocks: list[int] = [0]
+        self._valid = 1  # _blocks[:_valid] are up to date
+        self._known: set[str] = set()
         self.add_many(items)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._ids)
 
     def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._ts
+        return msg_id in self._known
 
     def add(self, ts: int, msg_id: str) -> bool:
         """Add one item; False if msg_id is already present. Raises ValueError if malformed."""
-        if msg_id in self._ts:  # first: most adds are of ids already known
+        if msg_id in self._known:  # first: most adds are of ids already known
             return False
         _check_item(ts, msg_id)
-        key = (ts, msg_id)
-        i = bisect_left(self._keys, key)
-        self._keys.insert(i, key)
-        self._hashes.insert(i, _hash(msg_id))
-        self._prefix.append(0)
-        self._ts[msg_id] = ts
-        self._valid = min(self._valid, i + 1)
+        i = self.index((ts, msg_id))
+        self._insert(i, [(ts, msg_id)], _slot(msg_id))
+        self._placed(i)
+        self._known.add(msg_id)
         return True
 
     def add_many(self, items: Iterable[tuple[int, str]]) -> int:
         """Add many items, sorting once; the number actually added."""
         fresh: dict[str, int] = {}
-        known, valid = self._ts, _ID.fullmatch  # inlined checks: this is the bulk path
+        known, valid = self._known, _ID.fullmatch  # inlined checks: this is the bulk path
         for ts, msg_id in items:
             if type(ts) is not int or not 0 <= ts < MAX_TS:
                 _check_item(ts, msg_id)
@@ -204,33 +226,31 @@ class ItemSet:
         if not fresh:
             return 0
         new = sorted([(ts, m) for m, ts in fresh.items()])
-        sha256, from_bytes = hashlib.sha256, int.from_bytes
-        hashes = [from_bytes(sha256(m.encode()).digest(), "little") for _, m in new]
-        first = bisect_left(self._keys, new[0])
+        slots = [_slot(m) for _, m in new]
+        n = len(self)
+        first = self.index(new[0])
         # new[among:] sort after every current item; each run of the others is
         # spliced in where it belongs, a memmove of the items after it. Syncs
         # bring runs (a range at a time) or ids near the end (a store's order):
         # only moving many times the whole set costs more than re-sorting it.
-        keys = self._keys
-        among = bisect_left(new, keys[-1]) if keys else 0
-        places = [bisect_left(keys, key) for key in new[:among]]
-        if sum(len(keys) - p for p in set(places)) <= _MERGE_AFTER * len(keys):
+        among = bisect_left(new, self.key(n - 1)) if n else 0
+        places = [self.index(key) for key in new[:among]]
+        if sum(n - p for p in set(places)) <= _MERGE_AFTER * n:
             end = among
             while end:  # the last run first: the places of earlier runs stay right
                 start = bisect_left(places, places[end - 1], 0, end)
-                at = places[start]
-                keys[at:at] = new[start:end]
-                self._hashes[at:at] = hashes[start:end]
+                self._insert(places[start], new[start:end], b"".join(slots[start:end]))
                 end = start
-            keys.extend(new[among:])
-            self._hashes.extend(hashes[among:])
+            self._insert(len(self), new[among:], b"".join(slots[among:]))
         else:  # two sorted runs: timsort merges them in O(n)
-            pairs = sorted(zip(self._keys + new, self._hashes + hashes, strict=True))
-            self._keys = [p[0] for p in pairs]
-            self._hashes = [p[1] for p in pairs]
-        self._prefix.extend([0] * len(new))
-        self._ts.update(fresh)
-        self._valid = min(self._valid, first + 1)
+            keys = [*zip(self._stamps, self._ids, strict=True), *new]
+            hashes = self._hashes + b"".join(slots)
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            self._stamps, self._ids, self._hashes = array("q"), [], bytearray()
+            moved = b"".join([hashes[k * _SLOT : (k + 1) * _SLOT] for k in order])
+            self._insert(0, [keys[k] for k in order], moved)
+        self._placed(first)
+        known.update(fresh)
         return len(new)
 
     def fingerprint(self, lo: Bound, hi: Bound) -> bytes:
@@ -240,34 +260,85 @@ class ItemSet:
         2**256, as 32 little-endian bytes) followed by (count as 8 little-endian
         bytes), truncated to 16 bytes.
         """
-        return self._fingerprint(*self._span(lo, hi))
+        return self.fingerprint_at(*self._span(lo, hi))
 
     def ids(self, lo: Bound, hi: Bound) -> list[str]:
         """The msg_ids of the items with ``lo <= item < hi``, in order."""
-        i, j = self._span(lo, hi)
-        return [k[1] for k in self._keys[i:j]]
+        return self.ids_at(*self._span(lo, hi))
 
     def count(self, lo: Bound, hi: Bound) -> int:
         """The number of items with ``lo <= item < hi``."""
         i, j = self._span(lo, hi)
         return j - i
 
+    def index(self, bound: Bound, lo: int = 0) -> int:
+        """The number of items below ``bound``; ``lo``, if given, must not exceed it."""
+        ts, msg_id = bound
+        i = bisect_left(self._stamps, ts, lo)
+        if not msg_id:  # "" sorts first: (ts, "") is where ts begins
+            return i
+        return bisect_left(self._ids, msg_id, i, bisect_right(self._stamps, ts, i))
+
+    def key(self, i: int) -> Bound:
+        """The item at index ``i`` of the sorted order."""
+        return self._stamps[i], self._ids[i]
+
+    def ids_at(self, i: int, j: int) -> list[str]:
+        """The msg_ids of the items at indices ``i`` to ``j - 1``."""
+        return self._ids[i:j]
+
+    def fingerprint_at(self, i: int, j: int) -> bytes:
+        """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
+        total = self._sum(i, j) if j - i <= _BLOCK else self._prefix(j) - self._prefix(i)
+        return _digest(total, j - i)
+
     def _span(self, lo: Bound, hi: Bound) -> tuple[int, int]:
-        i = bisect_left(self._keys, lo)
-        return i, max(i, bisect_left(self._keys, hi, i))
+        i = self.index(lo)
+        return i, self.index(hi, i)  # i if hi <= lo
 
-    def _ensure(self, j: int) -> None:
-        """Bring ``_prefix[: j + 1]`` up to date."""
-        start = self._valid
-        if j < start:
+    def _insert(self, at: int, keys: list[Bound], slots: bytes) -> None:
+        """Put sorted ``keys`` (with their hash slots) at index ``at``; no bookkeeping."""
+        self._stamps[at:at] = array("q", [k[0] for k in keys])
+        self._ids[at:at] = [k[1] for k in keys]
+        self._hashes[at * _SLOT : at * _SLOT] = slots
+
+    def _placed(self, first: int) -> None:
+        """Items were inserted at index ``first`` and after: the block sums past it are stale."""
+        self._blocks.extend([0] * (len(self) // _BLOCK + 1 - len(self._blocks)))
+        self._valid = min(self._valid, first // _BLOCK + 1)
+
+    def _prefix(self, x: int) -> int:
+        """The sum of the first ``x`` hashes, from the nearer stored block sum."""
+        k, rest = divmod(x, _BLOCK)
+        if rest > _BLOCK // 2 and x - rest + _BLOCK <= len(self._ids):
+            self._ensure(k + 1)
+            return self._blocks[k + 1] - self._sum(x, x - rest + _BLOCK)
+        self._ensure(k)
+        return self._blocks[k] + self._sum(x - rest, x)
+
+    def _ensure(self, k: int) -> None:
+        """Bring ``_blocks[: k + 1]`` up to date."""
+        if k < self._valid:
             return
-        sums = accumulate(self._hashes[start - 1 : j], initial=self._prefix[start - 1])
-        self._prefix[start - 1 : j + 1] = sums
-        self._valid = j + 1
+        blocks = self._blocks
+        for b in range(self._valid, k + 1):
+            blocks[b] = (blocks[b - 1] + self._sum((b - 1) * _BLOCK, b * _BLOCK)) % _MOD
+        self._valid = k + 1
 
-    def _fingerprint(self, i: int, j: int) -> bytes:
-        self._ensure(j)
-        return _digest(self._prefix[j] - self._prefix[i], j - i)
+    def _sum(self, i: int, j: int) -> int:
+        """The sum of the hashes of the items at indices ``i`` to ``j - 1`` (at most
+        ``2 * _BLOCK`` of them), not reduced mod 2**256."""
+        # One int of all the slots, then fold its upper half of slots onto the
+        # lower, halving until one slot is left: the zero padding takes the
+        # carries, so that slot ends up holding the exact sum. A few big-int
+        # operations instead of an int.from_bytes per hash: 2.5-3x faster for
+        # 16 to 32 hashes.
+        total = int.from_bytes(self._hashes[i * _SLOT : j * _SLOT], "little")
+        n = j - i
+        while n > 1:
+            n = (n + 1) // 2
+            total = (total >> _SHIFTS[n]) + (total & _MASKS[n])
+        return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +526,7 @@ class Reconciler:
         out: list[list[Any]] = []
         n_ids = n_id_bytes = 0
         deferred = False
-        keys = self._items._keys
+        items = self._items
         at, at_index = MIN_BOUND, 0  # ranges are contiguous: reuse the last bisection
         for r in ranges:
             if r.mode == IDLIST_FINAL:
@@ -465,8 +536,8 @@ class Reconciler:
             if r.mode in (SKIP, IDLIST_FINAL):
                 _skip(out, r.hi)
                 continue
-            i = at_index if r.lo == at else bisect_left(keys, r.lo)
-            j = max(i, bisect_left(keys, r.hi, i))
+            i = at_index if r.lo == at else items.index(r.lo)
+            j = items.index(r.hi, i)
             at, at_index = r.hi, j
             answer = self._answer(r, i, j)
             if answer is None:
@@ -533,10 +604,10 @@ class Reconciler:
         """The answer to a FINGERPRINT or IDLIST range holding own items i..j; None to skip it."""
         items = self._items
         if r.mode == FINGERPRINT:
-            if items._fingerprint(i, j) == r.payload:
+            if items.fingerprint_at(i, j) == r.payload:
                 return None
             if j - i <= self._list_threshold:
-                mine = [k[1] for k in items._keys[i:j]]
+                mine = items.ids_at(i, j)
                 wire, size = _encode_ids(mine)
                 return _Answer(
                     [[r.hi[0], r.hi[1], IDLIST, wire]],
@@ -547,7 +618,7 @@ class Reconciler:
             return self._split(r.lo, r.hi, i, j)
         theirs: list[str] = r.payload
         their_set = set(theirs)
-        have = [k[1] for k in items._keys[i:j] if k[1] not in their_set]
+        have = [m for m in items.ids_at(i, j) if m not in their_set]
         bits = bytearray((len(theirs) + 7) // 8)
         need = []
         for k, m in enumerate(theirs):
@@ -566,15 +637,14 @@ class Reconciler:
     def _split(self, lo: Bound, hi: Bound, i: int, j: int) -> _Answer:
         """``buckets`` sub-ranges of [lo, hi) of about equal own count, fingerprinted."""
         items = self._items
-        keys = items._keys
         n = j - i
         m = min(self._buckets, n)
         edges = [i + n * k // m for k in range(m + 1)]
         ranges: list[list[Any]] = []
         for k in range(1, m + 1):
             e = edges[k]
-            b = hi if k == m else _separator(keys[e - 1], keys[e])
-            ranges.append([b[0], b[1], FINGERPRINT, items._fingerprint(edges[k - 1], e)])
+            b = hi if k == m else _separator(items.key(e - 1), items.key(e))
+            ranges.append([b[0], b[1], FINGERPRINT, items.fingerprint_at(edges[k - 1], e)])
         return _Answer(ranges)
 
 

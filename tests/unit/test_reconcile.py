@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import random
@@ -66,7 +67,11 @@ def check_converged(a: ItemSet, b: ItemSet, a_ids: set[str], b_ids: set[str], **
 
 
 def naive_fingerprint(items: list[tuple[int, str]], lo, hi) -> bytes:
-    inside = [m for ts, m in items if lo <= (ts, m) < hi]
+    return direct_fingerprint([m for ts, m in items if lo <= (ts, m) < hi])
+
+
+def direct_fingerprint(inside: list[str]) -> bytes:
+    """The fingerprint of these ids, from its definition."""
     total = sum(int.from_bytes(hashlib.sha256(m.encode()).digest(), "little") for m in inside)
     data = (total % 2**256).to_bytes(32, "little") + len(inside).to_bytes(8, "little")
     return hashlib.sha256(data).digest()[:16]
@@ -113,6 +118,56 @@ def test_fingerprints_match_a_naive_computation_while_items_arrive(adds, queries
         assert s.count(lo, hi) == len(s.ids(lo, hi))
     bulk = ItemSet(adds)
     assert bulk.fingerprint(MIN_BOUND, MAX_BOUND) == s.fingerprint(MIN_BOUND, MAX_BOUND)
+
+
+def some_id(rnd: random.Random) -> str:
+    """An id of any shape: hex, with long shared prefixes, upper-case hex, non-hex."""
+    n = rnd.randrange(3000)
+    return rnd.choice([f"{n:032x}", f"abcdefgh{n:x}", f"{n:08X}", f"id_{n:05d}-x"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 600), st.randoms(use_true_random=False))
+def test_block_sums_and_indices_stay_right_through_adds_in_any_order(size, rnd) -> None:
+    """Hundreds of items (many stored block sums; timestamps in a narrow range, so long
+    equal-ts runs) arrive in batches by add or add_many, each batch followed by queries that
+    bring block sums up to date, so the next batch makes some stale: every range's
+    fingerprint is the one computed from its definition, and index() is bisect_left in the
+    sorted tuples."""
+    adds = [(rnd.randrange(10), some_id(rnd)) for _ in range(size)]
+    cuts = sorted(rnd.randrange(size + 1) for _ in range(rnd.randrange(8)))
+    s = ItemSet()
+    seen: dict[str, int] = {}
+    for lo, hi in itertools.pairwise([0, *cuts, size]):
+        if rnd.random() < 0.5:
+            s.add_many(adds[lo:hi])
+        else:
+            for ts, m in adds[lo:hi]:
+                s.add(ts, m)
+        for ts, m in adds[lo:hi]:
+            seen.setdefault(m, ts)
+        flat = sorted((ts, m) for m, ts in seen.items())
+        n = len(flat)
+        assert len(s) == n
+        for _ in range(6):
+            i = rnd.randint(0, n)
+            j = rnd.choice([n, rnd.randint(i, n)])
+            assert s.fingerprint_at(i, j) == direct_fingerprint([m for _, m in flat[i:j]])
+            assert s.ids_at(i, j) == [m for _, m in flat[i:j]]
+            if i < n:
+                assert s.key(i) == flat[i]
+        bounds = [MIN_BOUND, MAX_BOUND, *((ts, "") for ts in range(11))]
+        for k in rnd.sample(range(n), min(n, 12)):
+            ts, m = flat[k]
+            bounds += [(ts, m), (ts, m[: rnd.randint(1, len(m))])]
+            if k:
+                bounds.append(reconcile._separator(flat[k - 1], flat[k]))
+        for bound in bounds:
+            at = bisect.bisect_left(flat, bound)
+            assert s.index(bound) == at
+            assert s.index(bound, rnd.randint(0, at)) == at
+        lo_b, hi_b = sorted(rnd.sample(bounds, 2))
+        assert s.fingerprint(lo_b, hi_b) == naive_fingerprint(flat, lo_b, hi_b)
 
 
 @given(st.lists(items, max_size=60), st.lists(st.integers(0, 60), max_size=6))
@@ -262,7 +317,7 @@ def test_an_added_newest_item_costs_no_prefix_rebuild(big) -> None:
     s = ItemSet(big["universe"][:5000])
     s.fingerprint(MIN_BOUND, MAX_BOUND)
     s.add(BASE_TS + N, "f" * 32)
-    assert s._valid == len(s)  # only the sum behind the new item is stale
+    assert s._valid == len(s._blocks)  # it sorts after every stored block sum: none is stale
     expected = ItemSet([*big["universe"][:5000], (BASE_TS + N, "f" * 32)])
     assert s.fingerprint(MIN_BOUND, MAX_BOUND) == expected.fingerprint(MIN_BOUND, MAX_BOUND)
 
