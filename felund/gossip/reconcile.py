@@ -69,26 +69,27 @@ requested and offered, never trusted.
 
 Fingerprints and their cost
 ---------------------------
-``ItemSet`` keeps the items sorted in parallel sequences, not as tuples:
-the timestamps in an ``array('q')``, the ids in a list, and the 256-bit hash
-of each id (SHA-256 of the id, so non-hex ids sum uniformly) in a 36-byte
-slot of one bytearray, 4 bytes of zero padding after the hash; a set of the
-ids answers ``in``. A bound is found by bisecting the timestamps, then the
-ids of the run of equal timestamps. That is about 97 bytes an item besides
-the id string, against 245 for tuples, ints and a prefix sum per item.
+``ItemSet`` keeps the items sorted and cut in chunks of 32 to 64 items. A
+chunk holds its timestamps in an ``array('q')``, its ids in a list, the
+256-bit hash of each id (SHA-256 of the id, so non-hex ids sum uniformly) in
+a 36-byte slot of one bytearray (the hash, then 4 bytes of zero padding),
+and the sum of those hashes; a set of the ids answers ``in``. No Python
+object per item but its id: about 106 bytes an item besides the id string,
+against 245 for a tuple, ints and a prefix sum per item. An insert moves
+the items of one chunk only, and a chunk grown past 64 items is cut.
 
-The sum of the first ``k * 32`` hashes is stored for every k (block sums),
-so a range's sum is two block sums, each corrected by the at most 16 hashes
-between the range's end and the nearer block edge (31 in the last, partial
-block); a range of at most 32 items is summed directly. Those slots are read
-as one int and folded onto themselves, halving until one slot is left (the
-padding takes the carries): a fingerprint is two bisections, two small folds
-and a SHA-256, O(log n), a few microseconds. The block sums are rebuilt
-lazily: an insert at index ``i`` only marks the sums past ``i`` stale, and a
-query up to index ``j`` recomputes the stale sums up to ``j`` only. New
-messages sort last, so after adding them the next full-range fingerprint
-costs at most a block's hashes, not an O(n) rebuild; an old message inserted
-at the front does cost one O(n) pass (about 9 ms at 100k), once.
+For each chunk the count and the hash sum of the chunks before it are kept,
+so the sum of the first k hashes is one of those plus the hashes between k
+and the nearer end of k's chunk (at most 32). Those slots are read as one
+int and folded onto themselves, halving until one slot is left (the padding
+takes the carries). A bound is found by bisecting the chunks' first items,
+then the chunk's timestamps, then the ids of a run of equal timestamps. A
+fingerprint is thus a few bisections, two small folds and a SHA-256: O(log
+n), a few microseconds. The counts and sums before each chunk are rebuilt
+lazily: an insert into a chunk only marks those after it stale, and the
+next query recomputes them, one addition per chunk (under 1 ms at 100k
+after an insert at the front). New messages go to the last chunk, so the
+next full-range fingerprint after them costs no rebuild.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain, pairwise
 from typing import Any, Final, NoReturn
 
 import msgpack
@@ -130,15 +132,14 @@ _MOD: Final = 1 << 256
 _KIND: Final = "recon"
 _MAX_BUCKETS: Final = 1024
 _MAX_LIST_THRESHOLD: Final = 1024
-_MERGE_AFTER: Final = 256  # add_many re-sorts once splicing would move this many sets' worth
 # A hash is kept in _SLOT bytes, 4 of zero padding: a sum of up to 2**32 of them
-# still fits one slot (see ItemSet._sum). A sum is stored every _BLOCK items:
-# 32 keeps a fingerprint within a few microseconds and an O(n) rebuild of the
-# sums as fast as a prefix sum per item was, for 2 bytes an item.
+# still fits one slot (see _fold). A chunk holds _CHUNK to 2 * _CHUNK items: with
+# 32, a fingerprint folds at most 32 hashes twice, and the chunks cost about
+# 9 bytes an item (16: 21; 64: 3, and fingerprints a fifth slower).
 _SLOT: Final = 36
-_BLOCK: Final = 32
+_CHUNK: Final = 32
 _PAD: Final = bytes(_SLOT - 32)
-_SHIFTS: Final = [n * _SLOT * 8 for n in range(_BLOCK + 1)]  # to fold the upper n slots
+_SHIFTS: Final = [n * _SLOT * 8 for n in range(_CHUNK + 1)]  # to fold the upper n slots
 _MASKS: Final = [(1 << shift) - 1 for shift in _SHIFTS]  # ...onto the lower n
 
 
@@ -146,9 +147,34 @@ def _fail(detail: str) -> NoReturn:
     raise InvalidMessage(_KIND, detail)
 
 
-def _slot(msg_id: str) -> bytes:
-    """The slot of an id's hash: its SHA-256 (a little-endian int) and the zero padding."""
-    return hashlib.sha256(msg_id.encode()).digest() + _PAD
+def _slots(msg_ids: Iterable[str]) -> list[bytes]:
+    """The slots of the ids' hashes: SHA-256 (a little-endian int), then the zero padding."""
+    sha256, pad = hashlib.sha256, _PAD
+    return [sha256(m.encode()).digest() + pad for m in msg_ids]
+
+
+def _fold(slots: bytes | bytearray) -> int:
+    """The sum of the hashes in these slots (at most ``2 * _CHUNK``), not reduced."""
+    # One int of all the slots, then its upper half of slots added onto the
+    # lower, halving until one slot is left: the zero padding takes the
+    # carries, so that slot ends up holding the exact sum. A few big-int
+    # operations instead of an int.from_bytes per hash: 2.5-3x faster for
+    # 16 to 32 hashes.
+    total = int.from_bytes(slots, "little")
+    n = len(slots) // _SLOT
+    while n > 1:
+        n = (n + 1) // 2
+        total = (total >> _SHIFTS[n]) + (total & _MASKS[n])
+    return total
+
+
+def _bisect(stamps: array[int], ids: list[str], bound: Bound) -> int:
+    """bisect_left of ``bound`` in the keys ``zip(stamps, ids)``, sorted."""
+    ts, msg_id = bound
+    i = bisect_left(stamps, ts)
+    if not msg_id:  # "" sorts first: (ts, "") is where ts begins
+        return i
+    return bisect_left(ids, msg_id, i, bisect_right(stamps, ts, i))
 
 
 def _digest(total: int, count: int) -> bytes:
@@ -180,24 +206,43 @@ class ItemSet:
     A msg_id is in the set at most once: adding it again, even with another
     timestamp, is a no-op. Items are addressed by their index in the sorted
     order (:meth:`index` of a bound, :meth:`key`, :meth:`ids_at`,
-    :meth:`fingerprint_at`); see the module docstring for how the hashes are
-    kept and summed.
+    :meth:`fingerprint_at`); see the module docstring for the layout.
     """
 
-    __slots__ = ("_blocks", "_hashes", "_ids", "_known", "_stamps", "_valid")
+    __slots__ = (
+        "_counts",
+        "_hashes",
+        "_heads_ids",
+        "_heads_ts",
+        "_ids",
+        "_known",
+        "_len",
+        "_stamps",
+        "_sums",
+        "_totals",
+        "_valid",
+    )
 
     def __init__(self, items: Iterable[tuple[int, str]] = ()) -> None:
-        self._stamps = array("q")  # created_ts of each item, in order
-        self._ids: list[str] = []  # msg_id of each item, in order
-        self._hashes = bytearray()  # _SLOT bytes an item: SHA-256 of its id, zero-padded
-        # _blocks[k] = sum of the first k * _BLOCK hashes mod 2**256; len n // _BLOCK + 1
-        self._blocks: list[int] = [0]
-        self._valid = 1  # _blocks[:_valid] are up to date
+        # The items in order, cut in chunks of _CHUNK to 2 * _CHUNK (one empty chunk at first).
+        self._stamps: list[array[int]] = [array("q")]  # created_ts
+        self._ids: list[list[str]] = [[]]
+        self._hashes: list[bytearray] = [bytearray()]  # _SLOT bytes an item (see _slots)
+        self._sums: list[int] = [0]  # of each chunk's hashes, mod 2**256
+        # The first item of each chunk after the first: which chunk an item goes to.
+        self._heads_ts = array("q")
+        self._heads_ids: list[str] = []
+        # Of the chunks before chunk c, for c up to the number of chunks: how many
+        # items, and the sum of their hashes. Entries [:_valid] are up to date.
+        self._counts = array("q", [0, 0])
+        self._totals: list[int] = [0, 0]
+        self._valid = 1
+        self._len = 0
         self._known: set[str] = set()
         self.add_many(items)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._len
 
     def __contains__(self, msg_id: object) -> bool:
         return msg_id in self._known
@@ -207,9 +252,8 @@ class ItemSet:
         if msg_id in self._known:  # first: most adds are of ids already known
             return False
         _check_item(ts, msg_id)
-        i = self.index((ts, msg_id))
-        self._insert(i, [(ts, msg_id)], _slot(msg_id))
-        self._placed(i)
+        key = (ts, msg_id)
+        self._put(_bisect(self._heads_ts, self._heads_ids, key), [key], _slots([msg_id]))
         self._known.add(msg_id)
         return True
 
@@ -227,30 +271,18 @@ class ItemSet:
         if not fresh:
             return 0
         new = sorted([(ts, m) for m, ts in fresh.items()])
-        slots = [_slot(m) for _, m in new]
-        n = len(self)
-        first = self.index(new[0])
-        # new[among:] sort after every current item; each run of the others is
-        # spliced in where it belongs, a memmove of the items after it. Syncs
-        # bring runs (a range at a time) or ids near the end (a store's order):
-        # only moving many times the whole set costs more than re-sorting it.
-        among = bisect_left(new, self.key(n - 1)) if n else 0
-        places = [self.index(key) for key in new[:among]]
-        if sum(n - p for p in set(places)) <= _MERGE_AFTER * n:
-            end = among
-            while end:  # the last run first: the places of earlier runs stay right
-                start = bisect_left(places, places[end - 1], 0, end)
-                self._insert(places[start], new[start:end], b"".join(slots[start:end]))
-                end = start
-            self._insert(len(self), new[among:], b"".join(slots[among:]))
-        else:  # two sorted runs: timsort merges them in O(n)
-            keys = [*zip(self._stamps, self._ids, strict=True), *new]
-            hashes = self._hashes + b"".join(slots)
-            order = sorted(range(len(keys)), key=keys.__getitem__)
-            self._stamps, self._ids, self._hashes = array("q"), [], bytearray()
-            moved = b"".join([hashes[k * _SLOT : (k + 1) * _SLOT] for k in order])
-            self._insert(0, [keys[k] for k in order], moved)
-        self._placed(first)
+        slots = _slots([m for _, m in new])
+        # What goes to one chunk is a run of the new items, ending at the next chunk's head.
+        heads_ts, heads_ids = self._heads_ts, self._heads_ids
+        runs: list[tuple[int, int, int]] = []
+        a = 0
+        while a < len(new):
+            c = _bisect(heads_ts, heads_ids, new[a])
+            b = bisect_left(new, (heads_ts[c], heads_ids[c]), a) if c < len(heads_ts) else len(new)
+            runs.append((c, a, b))
+            a = b
+        for c, a, b in reversed(runs):  # the last first: a cut chunk moves the later ones
+            self._put(c, new[a:b], slots[a:b])
         known.update(fresh)
         return len(new)
 
@@ -272,74 +304,100 @@ class ItemSet:
         i, j = self._span(lo, hi)
         return j - i
 
-    def index(self, bound: Bound, lo: int = 0) -> int:
-        """The number of items below ``bound``; ``lo``, if given, must not exceed it."""
-        ts, msg_id = bound
-        i = bisect_left(self._stamps, ts, lo)
-        if not msg_id:  # "" sorts first: (ts, "") is where ts begins
-            return i
-        return bisect_left(self._ids, msg_id, i, bisect_right(self._stamps, ts, i))
+    def index(self, bound: Bound) -> int:
+        """The number of items below ``bound``."""
+        c = _bisect(self._heads_ts, self._heads_ids, bound)
+        self._ensure(c)
+        return self._counts[c] + _bisect(self._stamps[c], self._ids[c], bound)
 
     def key(self, i: int) -> Bound:
         """The item at index ``i`` of the sorted order."""
-        return self._stamps[i], self._ids[i]
+        c, r = self._locate(i)
+        return self._stamps[c][r], self._ids[c][r]
 
     def ids_at(self, i: int, j: int) -> list[str]:
         """The msg_ids of the items at indices ``i`` to ``j - 1``."""
-        return self._ids[i:j]
+        if i >= j:
+            return []
+        (c, r), (d, s) = self._locate(i), self._locate(j)
+        if c == d:
+            return self._ids[c][r:s]
+        return list(chain(self._ids[c][r:], *self._ids[c + 1 : d], self._ids[d][:s]))
 
     def fingerprint_at(self, i: int, j: int) -> bytes:
         """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
-        total = self._sum(i, j) if j - i <= _BLOCK else self._prefix(j) - self._prefix(i)
-        return _digest(total, j - i)
+        return _digest(self._prefix(j) - self._prefix(i), j - i)
 
     def _span(self, lo: Bound, hi: Bound) -> tuple[int, int]:
         i = self.index(lo)
-        return i, self.index(hi, i)  # i if hi <= lo
+        return i, max(i, self.index(hi))
 
-    def _insert(self, at: int, keys: list[Bound], slots: bytes) -> None:
-        """Put sorted ``keys`` (with their hash slots) at index ``at``; no bookkeeping."""
-        self._stamps[at:at] = array("q", [k[0] for k in keys])
-        self._ids[at:at] = [k[1] for k in keys]
-        self._hashes[at * _SLOT : at * _SLOT] = slots
+    def _put(self, c: int, keys: list[Bound], slots: list[bytes]) -> None:
+        """Add sorted new ``keys`` (with their hash slots) that belong to chunk ``c``."""
+        stamps, ids, hashes = self._stamps[c], self._ids[c], self._hashes[c]
+        if not ids or keys[0] > (stamps[-1], ids[-1]):  # new messages: after the others
+            stamps.extend([k[0] for k in keys])
+            ids.extend([k[1] for k in keys])
+            hashes += b"".join(slots)
+        elif len(keys) == 1:
+            r = _bisect(stamps, ids, keys[0])
+            stamps.insert(r, keys[0][0])
+            ids.insert(r, keys[0][1])
+            hashes[r * _SLOT : r * _SLOT] = slots[0]
+        else:  # among them: two sorted runs, merged by one (linear) sort
+            held = [bytes(hashes[k * _SLOT : (k + 1) * _SLOT]) for k in range(len(ids))]
+            both = zip([*zip(stamps, ids, strict=True), *keys], [*held, *slots], strict=True)
+            merged = sorted(both)
+            stamps[:] = array("q", [k[0] for k, _ in merged])
+            ids[:] = [k[1] for k, _ in merged]
+            hashes[:] = b"".join([h for _, h in merged])
+        self._len += len(keys)
+        self._valid = min(self._valid, c + 1)
+        if len(ids) > 2 * _CHUNK:
+            self._split(c)
+        else:
+            self._sums[c] = (self._sums[c] + _fold(b"".join(slots))) % _MOD
 
-    def _placed(self, first: int) -> None:
-        """Items were inserted at index ``first`` and after: the block sums past it are stale."""
-        self._blocks.extend([0] * (len(self) // _BLOCK + 1 - len(self._blocks)))
-        self._valid = min(self._valid, first // _BLOCK + 1)
+    def _split(self, c: int) -> None:
+        """Cut chunk ``c`` in chunks of ``_CHUNK`` to ``2 * _CHUNK`` items."""
+        stamps, ids, hashes = self._stamps[c], self._ids[c], self._hashes[c]
+        n = len(ids)
+        parts = n // _CHUNK
+        spans = list(pairwise([n * k // parts for k in range(parts + 1)]))
+        pieces = [hashes[a * _SLOT : b * _SLOT] for a, b in spans]
+        self._stamps[c : c + 1] = [stamps[a:b] for a, b in spans]
+        self._ids[c : c + 1] = [ids[a:b] for a, b in spans]
+        self._hashes[c : c + 1] = pieces
+        self._sums[c : c + 1] = [_fold(p) % _MOD for p in pieces]
+        self._heads_ts[c:c] = array("q", [stamps[a] for a, _ in spans[1:]])
+        self._heads_ids[c:c] = [ids[a] for a, _ in spans[1:]]
+        self._counts[c + 1 : c + 1] = array("q", [0] * (parts - 1))
+        self._totals[c + 1 : c + 1] = [0] * (parts - 1)
 
-    def _prefix(self, x: int) -> int:
-        """The sum of the first ``x`` hashes, from the nearer stored block sum."""
-        k, rest = divmod(x, _BLOCK)
-        if rest > _BLOCK // 2 and x - rest + _BLOCK <= len(self._ids):
-            self._ensure(k + 1)
-            return self._blocks[k + 1] - self._sum(x, x - rest + _BLOCK)
-        self._ensure(k)
-        return self._blocks[k] + self._sum(x - rest, x)
-
-    def _ensure(self, k: int) -> None:
-        """Bring ``_blocks[: k + 1]`` up to date."""
-        if k < self._valid:
+    def _ensure(self, c: int) -> None:
+        """Bring the counts and totals of the chunks before chunk ``c`` up to date."""
+        if c < self._valid:
             return
-        blocks = self._blocks
-        for b in range(self._valid, k + 1):
-            blocks[b] = (blocks[b - 1] + self._sum((b - 1) * _BLOCK, b * _BLOCK)) % _MOD
-        self._valid = k + 1
+        counts, totals, ids, sums = self._counts, self._totals, self._ids, self._sums
+        for k in range(self._valid, c + 1):
+            counts[k] = counts[k - 1] + len(ids[k - 1])
+            totals[k] = (totals[k - 1] + sums[k - 1]) % _MOD
+        self._valid = c + 1
 
-    def _sum(self, i: int, j: int) -> int:
-        """The sum of the hashes of the items at indices ``i`` to ``j - 1`` (at most
-        ``2 * _BLOCK`` of them), not reduced mod 2**256."""
-        # One int of all the slots, then fold its upper half of slots onto the
-        # lower, halving until one slot is left: the zero padding takes the
-        # carries, so that slot ends up holding the exact sum. A few big-int
-        # operations instead of an int.from_bytes per hash: 2.5-3x faster for
-        # 16 to 32 hashes.
-        total = int.from_bytes(self._hashes[i * _SLOT : j * _SLOT], "little")
-        n = j - i
-        while n > 1:
-            n = (n + 1) // 2
-            total = (total >> _SHIFTS[n]) + (total & _MASKS[n])
-        return total
+    def _locate(self, i: int) -> tuple[int, int]:
+        """The chunk of index ``i`` (``0 <= i <= len``) and the place in it."""
+        chunks = len(self._ids)
+        self._ensure(chunks)
+        c = bisect_right(self._counts, i, 0, chunks) - 1
+        return c, i - self._counts[c]
+
+    def _prefix(self, i: int) -> int:
+        """The sum of the first ``i`` hashes, from the nearer end of its chunk."""
+        c, r = self._locate(i)
+        hashes = self._hashes[c]
+        if 2 * r <= len(self._ids[c]):
+            return self._totals[c] + _fold(hashes[: r * _SLOT])
+        return self._totals[c] + self._sums[c] - _fold(hashes[r * _SLOT :])
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +596,7 @@ class Reconciler:
                 _skip(out, r.hi)
                 continue
             i = at_index if r.lo == at else items.index(r.lo)
-            j = items.index(r.hi, i)
+            j = items.index(r.hi)  # r.hi > r.lo: not below i
             at, at_index = r.hi, j
             answer = self._answer(r, i, j)
             if answer is None:
