@@ -326,7 +326,15 @@ class ItemSet:
 
     def fingerprint_at(self, i: int, j: int) -> bytes:
         """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
-        return _digest(self._prefix(j) - self._prefix(i), j - i)
+        return self.fingerprints_at([i, j])[0]
+
+    def fingerprints_at(self, edges: list[int]) -> list[bytes]:
+        """The fingerprints of the items between each two consecutive indices of ``edges``
+        (ascending), each edge's sum computed once."""
+        sums = [self._prefix(e) for e in edges]
+        return [
+            _digest(sums[k + 1] - sums[k], edges[k + 1] - edges[k]) for k in range(len(edges) - 1)
+        ]
 
     def _span(self, lo: Bound, hi: Bound) -> tuple[int, int]:
         i = self.index(lo)
@@ -387,7 +395,8 @@ class ItemSet:
     def _locate(self, i: int) -> tuple[int, int]:
         """The chunk of index ``i`` (``0 <= i <= len``) and the place in it."""
         chunks = len(self._ids)
-        self._ensure(chunks)
+        if self._valid <= chunks:  # the call costs more than the test, often enough to count
+            self._ensure(chunks)
         c = bisect_right(self._counts, i, 0, chunks) - 1
         return c, i - self._counts[c]
 
@@ -700,10 +709,9 @@ class Reconciler:
         m = min(self._buckets, n)
         edges = [i + n * k // m for k in range(m + 1)]
         ranges: list[list[Any]] = []
-        for k in range(1, m + 1):
-            e = edges[k]
-            b = hi if k == m else _separator(items.key(e - 1), items.key(e))
-            ranges.append([b[0], b[1], FINGERPRINT, items.fingerprint_at(edges[k - 1], e)])
+        for k, fp in enumerate(items.fingerprints_at(edges), 1):
+            b = hi if k == m else _separator(items.key(edges[k] - 1), items.key(edges[k]))
+            ranges.append([b[0], b[1], FINGERPRINT, fp])
         return _Answer(ranges)
 
 
