@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import itertools
 import random
 import time
+import tracemalloc
 from typing import Any
 
 import msgpack
@@ -156,6 +158,10 @@ def test_chunk_sums_and_indices_stay_right_through_adds_in_any_order(size, rnd) 
             assert s.ids_at(i, j) == [m for _, m in flat[i:j]]
             if i < n:
                 assert s.key(i) == flat[i]
+        edges = sorted(rnd.randint(0, n) for _ in range(rnd.randint(2, 17)))
+        assert s.fingerprints_at(edges) == [
+            direct_fingerprint([m for _, m in flat[i:j]]) for i, j in itertools.pairwise(edges)
+        ]
         bounds = [MIN_BOUND, MAX_BOUND, *((ts, "") for ts in range(11))]
         for k in rnd.sample(range(n), min(n, 12)):
             ts, m = flat[k]
@@ -319,6 +325,23 @@ def test_an_added_newest_item_costs_no_rebuild(big) -> None:
     assert s._valid == len(s._ids)  # of the chunks' counts and totals, only the end's is stale
     expected = ItemSet([*big["universe"][:5000], (BASE_TS + N, "f" * 32)])
     assert s.fingerprint(MIN_BOUND, MAX_BOUND) == expected.fingerprint(MIN_BOUND, MAX_BOUND)
+
+
+def test_the_set_holds_no_python_object_per_item_but_its_id() -> None:
+    """About 116 bytes an item at 20k besides the ids (the id set's table a fifth of it);
+    225 when each item had a tuple, an int timestamp, a hash int and a prefix-sum int."""
+    rng = random.Random(3)
+    universe = [(BASE_TS + i // 3, rng.randbytes(16).hex()) for i in range(20_000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        s = ItemSet(universe)
+        s.fingerprint(MIN_BOUND, MAX_BOUND)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 150 * len(universe)
 
 
 def test_100k_in_sync_take_one_round_trip_and_under_1kb(big) -> None:
