@@ -395,7 +395,7 @@ class ItemSet:
     def _locate(self, i: int) -> tuple[int, int]:
         """The chunk of index ``i`` (``0 <= i <= len``) and the place in it."""
         chunks = len(self._ids)
-        if self._valid <= chunks:  # the call costs more than the test, often enough to count
+        if self._valid <= chunks:  # tested here: most calls find them up to date
             self._ensure(chunks)
         c = bisect_right(self._counts, i, 0, chunks) - 1
         return c, i - self._counts[c]
