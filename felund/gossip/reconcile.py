@@ -326,7 +326,7 @@ class ItemSet:
 
     def fingerprint_at(self, i: int, j: int) -> bytes:
         """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
-        return self.fingerprints_at([i, j])[0]
+        return _digest(self._prefix(j) - self._prefix(i), j - i)
 
     def fingerprints_at(self, edges: list[int]) -> list[bytes]:
         """The fingerprints of the items between each two consecutive indices of ``edges``
