@@ -8,14 +8,15 @@ requests go to the same ROUTERs, under the same retry rule
 
 The socket is ``_socket``'s, what ``socket`` wraps: the wrapper's enums cost a
 command 3 ms to import, for nothing it uses here. Every wait is bounded by the
-try's deadline; a peer off the protocol is counted
-as a bad frame and its connection dropped, and the next try starts afresh.
+try's deadline; a peer off the protocol is counted as a bad frame and its
+connection dropped, and the next try starts afresh.
 """
 
 from __future__ import annotations
 
 import _socket
 import time
+from collections.abc import Callable
 
 from felund.bus import zmtp
 from felund.bus.rpc import BlockingRPCClient, BusBase
@@ -31,9 +32,14 @@ _PEERS = frozenset({b"ROUTER"})
 
 
 class Dealer:
-    """One DEALER's connection to a ROUTER's ipc endpoint; connected at its first send."""
+    """One DEALER's connection to a ROUTER's ipc endpoint; connected at its first send.
 
-    def __init__(self) -> None:
+    ``on_refused`` runs when nobody listens on the endpoint (its actor is down, or not
+    up yet), before the next attempt; it may raise to end the wait.
+    """
+
+    def __init__(self, on_refused: Callable[[], None] | None = None) -> None:
+        self._on_refused = on_refused
         self._path = ""
         self._sock: _socket.socket | None = None
         self._reader = zmtp.Reader(BUS_MAX_MSG_SIZE, _PEERS)
@@ -110,8 +116,12 @@ class Dealer:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock.connect(self._path)
                 sock.sendall(zmtp.GREETING + zmtp.ready("DEALER"))
-            except OSError:
+            except OSError as exc:
                 sock.close()
+                if self._on_refused is not None and isinstance(
+                    exc, ConnectionRefusedError | FileNotFoundError
+                ):
+                    self._on_refused()
                 if time.monotonic() + _RECONNECT_S >= deadline:
                     return False
                 time.sleep(_RECONNECT_S)
@@ -127,8 +137,14 @@ class Dealer:
 class DealerRPCClient(BlockingRPCClient[Dealer]):
     """Request/reply with timeout and retry, blocking, on a ``Dealer``."""
 
+    def __init__(
+        self, bus: BusBase, endpoint_name: str, on_refused: Callable[[], None] | None = None
+    ) -> None:
+        self._on_refused = on_refused
+        super().__init__(bus, endpoint_name)
+
     def _new_socket(self) -> Dealer:
-        return Dealer()
+        return Dealer(self._on_refused)
 
     def _send(self, parts: list[bytes], deadline: float) -> bool:
         try:
@@ -152,9 +168,11 @@ class CommandBus(BusBase):
         super().__init__(lay, service, cfg)
         self._clients: list[DealerRPCClient] = []
 
-    def rpc_client(self, endpoint_name: str) -> DealerRPCClient:
-        """A client of one actor's request endpoint."""
-        client = DealerRPCClient(self, endpoint_name)
+    def rpc_client(
+        self, endpoint_name: str, on_refused: Callable[[], None] | None = None
+    ) -> DealerRPCClient:
+        """A client of one actor's request endpoint (see ``Dealer`` for ``on_refused``)."""
+        client = DealerRPCClient(self, endpoint_name, on_refused)
         self._clients.append(client)
         return client
 

@@ -56,18 +56,18 @@ class NodeClient(Protocol):
 class BusNode:
     """A running node, reached through its bus.
 
-    Before its first store call it asks the supervisor: a store given up fails
-    the call at once (``ServiceDown``) instead of being retried in vain.
+    When the store's endpoint refuses a connection it asks the supervisor: a store
+    given up fails the call at once (``ServiceDown``) instead of being retried in
+    vain. A store that answers costs no question to the supervisor.
     """
 
     online = True
 
     def __init__(self, ctx: Context, service: str = SVC_CLI) -> None:
         self.bus = CommandBus(ctx.layout, service, ctx.config.bus)
-        self._store = self.bus.rpc_client(ENDPOINT_STORE_CTL)
+        self._store = self.bus.rpc_client(ENDPOINT_STORE_CTL, self._fail_if_given_up)
         self._supervisor = self.bus.rpc_client(ENDPOINT_SUPERVISOR_CTL)
         self._status: dict[str, Any] | None = None
-        self._store_checked = False
 
     def call(
         self,
@@ -77,16 +77,13 @@ class BusNode:
         retries: int | None = None,
     ) -> Any:
         """Run a store operation over RPC (retried, idempotent)."""
-        if not self._store_checked:
-            self._store_checked = True
-            self._fail_if_given_up()
         return self._store.call(op, body, timeout_ms, retries)
 
     def _fail_if_given_up(self) -> None:
         try:
             store = self.supervisor_status()["services"].get(SVC_STORE, {})
         except RPCTimeout:
-            return  # the supervisor is busy: the store may still answer
+            return  # the supervisor is busy: the store may still come back
         if store.get("state") == "failed":
             retry = store.get("next_start")
             when = time.strftime("%H:%M:%S", time.localtime(retry)) if retry else "later"
