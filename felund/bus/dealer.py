@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from felund.bus import zmtp
@@ -43,7 +44,7 @@ class Dealer:
         self._path = ""
         self._sock: _socket.socket | None = None
         self._reader = zmtp.Reader(BUS_MAX_MSG_SIZE, _PEERS)
-        self._inbox: list[list[bytes]] = []
+        self._inbox: deque[list[bytes]] = deque()  # one read may bring many messages
 
     def connect(self, addr: str) -> None:
         """Name the endpoint (``ipc://PATH``); the connection is made by ``send``."""
@@ -72,7 +73,7 @@ class Dealer:
         while not self._inbox:
             if not self._read(deadline):
                 return None
-        return self._inbox.pop(0)
+        return self._inbox.popleft()
 
     def close(self, linger: int | None = None) -> None:
         """Drop the connection and whatever it held; ``linger`` is ZeroMQ's, unused."""
