@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from felund import lazy
 from felund.errors import ConfigError
+from felund.files import write_private
 
 if TYPE_CHECKING:
     import tomllib
@@ -200,16 +201,8 @@ def _parsed(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     raw = parse_toml(path)
-    tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
-    try:
-        text = json.dumps({"key": key, "toml": raw})  # TypeError for a TOML date: not cached
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, copy)
-    except (OSError, TypeError, ValueError):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    with contextlib.suppress(OSError, TypeError, ValueError):  # TypeError: a TOML date
+        write_private(copy, json.dumps({"key": key, "toml": raw}))
     return raw
 
 

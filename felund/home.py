@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from felund import lazy
 from felund.config import CONFIG_FILE_NAME, Config
 from felund.errors import ConfigError, HomeUnusable, NodeLocked
+from felund.files import write_private
 from felund.trust.identity import SEED_LEN, IdentityKey, b64, unb64
 from felund.v1 import ids
 
@@ -233,21 +234,6 @@ def _new_identity(lay: Layout) -> Identity:
 def load_node_id(lay: Layout) -> str:
     """This node's id, created on first use."""
     return load_identity(lay).node_id
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def recorded_circles(lay: Layout) -> int:

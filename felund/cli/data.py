@@ -26,6 +26,7 @@ from felund import config as config_mod
 from felund import home, lazy
 from felund.cli.common import CIRCLE_HELP, UNVERIFIED_HELP, context, err, message_line, out
 from felund.errors import FelundError, InvalidMessage, UsageError
+from felund.files import write_private
 from felund.protocol import CONTROL_CHANNEL, MAX_POST_BATCH, OP_APPEND, OP_CIRCLES
 from felund.store.client import NodeClient
 from felund.v1 import ids
@@ -156,7 +157,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
             config_mod.build(_parse_toml_text(config_text), {})
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if config_text is not None and not own_config:
-            home.write_private(root / config_mod.CONFIG_FILE_NAME, config_text)
+            write_private(root / config_mod.CONFIG_FILE_NAME, config_text)
         cfg = config_mod.load(root)
         lay = home.layout(root, cfg)
         home.prepare(lay)
@@ -176,10 +177,10 @@ def cmd_restore(args: argparse.Namespace) -> None:
             for suffix in database.DB_SUFFIXES:
                 Path(f"{lay.database}{suffix}").unlink(missing_ok=True)
             tmp.replace(lay.database)
-            home.write_private(lay.identity_file, files[home.IDENTITY_FILE])
+            write_private(lay.identity_file, files[home.IDENTITY_FILE])
             if config_text is not None and own_config:
                 kept = root / f"{config_mod.CONFIG_FILE_NAME}.from-backup"
-                home.write_private(kept, config_text)
+                write_private(kept, config_text)
                 err(f"this home's own config is kept; the backup's is in {kept}")
             db = database.Database(lay.database, cfg.store.synchronous)
             try:

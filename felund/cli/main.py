@@ -46,6 +46,7 @@ from felund.errors import (
     ServiceDown,
     UsageError,
 )
+from felund.files import write_private
 from felund.protocol import (
     DEFAULT_CHANNEL,
     ERR_DISK_FULL,
@@ -105,7 +106,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     cfg = config_mod.build(raw, {})
     lay = home.layout(root, cfg)
     home.prepare(lay)
-    home.write_private(
+    write_private(
         lay.config_file,
         "# felund node configuration; every key is documented in"
         " config/felund.toml\n\n" + config_mod.render(cfg),

@@ -4,9 +4,9 @@ Every import counts: at the top, inside functions, under ``TYPE_CHECKING``,
 and ``importlib.import_module``/``__import__`` of a literal name.
 
 - Layers, each importing only its own and lower ones: formats (``felund.v1``, ``felund.trust``,
-  ``felund.epochs``, ``felund.protocol``, ``felund.errors``) < base (``config``, ``home``,
-  ``logs``, ``metrics``, ``metric_files``, ``netaddr``) < ``bus`` < ``actor`` < ``store`` /
-  ``gossip`` / ``relay`` (each on its own: none imports another) < ``ui`` /
+  ``felund.epochs``, ``felund.protocol``, ``felund.errors``) < base (``config``, ``files``,
+  ``home``, ``logs``, ``metrics``, ``metric_files``, ``netaddr``) < ``bus`` < ``actor`` <
+  ``store`` / ``gossip`` / ``relay`` (each on its own: none imports another) < ``ui`` /
   ``cli`` (each on its own) < ``felund.testing``, ``felund.__main__`` and the
   package ``felund`` itself (anything of felund). A new package of felund
   gets a layer here before it can pass.
@@ -159,7 +159,11 @@ class Graph:
 # (layer, its units (felund.<unit>), whether its units stay apart)
 LAYERS: tuple[tuple[str, frozenset[str], bool], ...] = (
     ("formats", frozenset({"v1", "trust", "protocol", "errors", "epochs", "lazy"}), False),
-    ("base", frozenset({"config", "home", "logs", "metrics", "metric_files", "netaddr"}), False),
+    (
+        "base",
+        frozenset({"config", "files", "home", "logs", "metrics", "metric_files", "netaddr"}),
+        False,
+    ),
     ("bus", frozenset({"bus"}), False),
     ("actor", frozenset({"actor"}), False),
     ("subsystems", frozenset({"store", "gossip", "relay"}), True),
