@@ -137,7 +137,9 @@ class Reader:
         else:
             size, start = buf[at + 1], at + 2
         if flags & _COMMAND:
-            if size > MAX_COMMAND_SIZE or flags & _MORE:
+            if flags & _MORE:
+                raise FrameError("garbage", "zmtp: a command marked MORE")
+            if size > MAX_COMMAND_SIZE:
                 raise FrameError("oversize", "zmtp: command too large")
         elif self._size + size > self._max:  # refused on its declared size, before buffering
             raise FrameError("oversize", f"zmtp: message over {self._max} bytes")
