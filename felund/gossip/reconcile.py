@@ -70,13 +70,17 @@ requested and offered, never trusted.
 Fingerprints and their cost
 ---------------------------
 ``ItemSet`` keeps the items sorted and cut in chunks of 32 to 64 items. A
-chunk holds its timestamps in an ``array('q')``, its ids in a list, the
-256-bit hash of each id (SHA-256 of the id, so non-hex ids sum uniformly) in
-a 36-byte slot of one bytearray (the hash, then 4 bytes of zero padding),
-and the sum of those hashes; a set of the ids answers ``in``. No Python
-object per item but its id: about 106 bytes an item besides the id string,
-against 245 for a tuple, ints and a prefix sum per item. An insert moves
-the items of one chunk only, and a chunk grown past 64 items is cut.
+chunk holds its timestamps in an ``array('q')``, its ids in one string
+(joined by spaces, which no id holds), the 256-bit hash of each id (SHA-256
+of the id, so non-hex ids sum uniformly) in a 36-byte slot of one bytearray
+(the hash, then 4 bytes of zero padding), and the sum of those hashes; a
+table of the ids' 64-bit ``hash()`` answers ``in`` (``felund.gossip.idtable``).
+No Python object per item: about 111 bytes an item, its id's text included,
+against 185 when each id was a string in a list and a set, and 330 with a
+tuple, ints and a prefix sum per item. A chunk's ids are split into a list
+only when an operation reads them (an id's place among equal timestamps,
+``ids_at``, an insert), 1 to 2 microseconds. An insert moves the items of
+one chunk only, and a chunk grown past 64 items is cut.
 
 For each chunk the count and the hash sum of the chunks before it are kept,
 so the sum of the first k hashes is one of those plus the hashes between k
@@ -100,12 +104,13 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain, pairwise
+from itertools import pairwise
 from typing import Any, Final, NoReturn
 
 import msgpack
 
 from felund.errors import InvalidMessage
+from felund.gossip.idtable import IdTable
 
 Bound = tuple[int, str]
 
@@ -168,13 +173,22 @@ def _fold(slots: bytes | bytearray) -> int:
     return total
 
 
-def _bisect(stamps: array[int], ids: list[str], bound: Bound) -> int:
-    """bisect_left of ``bound`` in the keys ``zip(stamps, ids)``, sorted."""
+def _bisect(stamps: array[int], ids: list[str] | str, bound: Bound) -> int:
+    """bisect_left of ``bound`` in the keys ``zip(stamps, ids)``, sorted (``ids``: a list,
+    or a chunk's text, split only when the bound's timestamp is held)."""
     ts, msg_id = bound
     i = bisect_left(stamps, ts)
     if not msg_id:  # "" sorts first: (ts, "") is where ts begins
         return i
-    return bisect_left(ids, msg_id, i, bisect_right(stamps, ts, i))
+    j = bisect_right(stamps, ts, i)
+    if i == j:
+        return i
+    return bisect_left(_split_ids(ids) if isinstance(ids, str) else ids, msg_id, i, j)
+
+
+def _split_ids(text: str) -> list[str]:
+    """A chunk's ids from its text (see ItemSet)."""
+    return text.split(" ") if text else []
 
 
 def _digest(total: int, count: int) -> bytes:
@@ -226,7 +240,7 @@ class ItemSet:
     def __init__(self, items: Iterable[tuple[int, str]] = ()) -> None:
         # The items in order, cut in chunks of _CHUNK to 2 * _CHUNK (one empty chunk at first).
         self._stamps: list[array[int]] = [array("q")]  # created_ts
-        self._ids: list[list[str]] = [[]]
+        self._ids: list[str] = [""]  # each chunk's ids, joined by " " (see _split_ids)
         self._hashes: list[bytearray] = [bytearray()]  # _SLOT bytes an item (see _slots)
         self._sums: list[int] = [0]  # of each chunk's hashes, mod 2**256
         # The first item of each chunk after the first: which chunk an item goes to.
@@ -238,7 +252,7 @@ class ItemSet:
         self._totals: list[int] = [0, 0]
         self._valid = 1
         self._len = 0
-        self._known: set[str] = set()
+        self._known = IdTable()
         self.add_many(items)
 
     def __len__(self) -> int:
@@ -266,7 +280,7 @@ class ItemSet:
                 _check_item(ts, msg_id)
             if not isinstance(msg_id, str) or not valid(msg_id):
                 _check_item(ts, msg_id)
-            if msg_id not in known and msg_id not in fresh:
+            if msg_id not in fresh and msg_id not in known:
                 fresh[msg_id] = ts
         if not fresh:
             return 0
@@ -313,16 +327,18 @@ class ItemSet:
     def key(self, i: int) -> Bound:
         """The item at index ``i`` of the sorted order."""
         c, r = self._locate(i)
-        return self._stamps[c][r], self._ids[c][r]
+        return self._stamps[c][r], _split_ids(self._ids[c])[r]
 
     def ids_at(self, i: int, j: int) -> list[str]:
         """The msg_ids of the items at indices ``i`` to ``j - 1``."""
         if i >= j:
             return []
         (c, r), (d, s) = self._locate(i), self._locate(j)
+        texts = self._ids
         if c == d:
-            return self._ids[c][r:s]
-        return list(chain(self._ids[c][r:], *self._ids[c + 1 : d], self._ids[d][:s]))
+            return _split_ids(texts[c])[r:s]
+        middle = " ".join(texts[c + 1 : d])
+        return [*_split_ids(texts[c])[r:], *_split_ids(middle), *_split_ids(texts[d])[:s]]
 
     def fingerprint_at(self, i: int, j: int) -> bytes:
         """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
@@ -342,39 +358,41 @@ class ItemSet:
 
     def _put(self, c: int, keys: list[Bound], slots: list[bytes]) -> None:
         """Add sorted new ``keys`` (with their hash slots) that belong to chunk ``c``."""
-        stamps, ids, hashes = self._stamps[c], self._ids[c], self._hashes[c]
-        if not ids or keys[0] > (stamps[-1], ids[-1]):  # new messages: after the others
+        stamps, text, hashes = self._stamps[c], self._ids[c], self._hashes[c]
+        if not text or keys[0] > (stamps[-1], text[text.rfind(" ") + 1 :]):  # after the others
             stamps.extend([k[0] for k in keys])
-            ids.extend([k[1] for k in keys])
+            self._ids[c] = " ".join([text, *(k[1] for k in keys)] if text else [k[1] for k in keys])
             hashes += b"".join(slots)
         elif len(keys) == 1:
+            ids = text.split(" ")
             r = _bisect(stamps, ids, keys[0])
             stamps.insert(r, keys[0][0])
             ids.insert(r, keys[0][1])
+            self._ids[c] = " ".join(ids)
             hashes[r * _SLOT : r * _SLOT] = slots[0]
         else:  # among them: two sorted runs, merged by one (linear) sort
-            held = [bytes(hashes[k * _SLOT : (k + 1) * _SLOT]) for k in range(len(ids))]
-            both = zip([*zip(stamps, ids, strict=True), *keys], [*held, *slots], strict=True)
-            merged = sorted(both)
+            held = [bytes(hashes[k * _SLOT : (k + 1) * _SLOT]) for k in range(len(stamps))]
+            pairs = [*zip(stamps, text.split(" "), strict=True), *keys]
+            merged = sorted(zip(pairs, [*held, *slots], strict=True))
             stamps[:] = array("q", [k[0] for k, _ in merged])
-            ids[:] = [k[1] for k, _ in merged]
+            self._ids[c] = " ".join([k[1] for k, _ in merged])
             hashes[:] = b"".join([h for _, h in merged])
         self._len += len(keys)
         self._valid = min(self._valid, c + 1)
-        if len(ids) > 2 * _CHUNK:
+        if len(stamps) > 2 * _CHUNK:
             self._split(c)
         else:
             self._sums[c] = (self._sums[c] + _fold(b"".join(slots))) % _MOD
 
     def _split(self, c: int) -> None:
         """Cut chunk ``c`` in chunks of ``_CHUNK`` to ``2 * _CHUNK`` items."""
-        stamps, ids, hashes = self._stamps[c], self._ids[c], self._hashes[c]
+        stamps, ids, hashes = self._stamps[c], self._ids[c].split(" "), self._hashes[c]
         n = len(ids)
         parts = n // _CHUNK
         spans = list(pairwise([n * k // parts for k in range(parts + 1)]))
         pieces = [hashes[a * _SLOT : b * _SLOT] for a, b in spans]
         self._stamps[c : c + 1] = [stamps[a:b] for a, b in spans]
-        self._ids[c : c + 1] = [ids[a:b] for a, b in spans]
+        self._ids[c : c + 1] = [" ".join(ids[a:b]) for a, b in spans]
         self._hashes[c : c + 1] = pieces
         self._sums[c : c + 1] = [_fold(p) % _MOD for p in pieces]
         self._heads_ts[c:c] = array("q", [stamps[a] for a, _ in spans[1:]])
@@ -386,15 +404,15 @@ class ItemSet:
         """Bring the counts and totals of the chunks before chunk ``c`` up to date."""
         if c < self._valid:
             return
-        counts, totals, ids, sums = self._counts, self._totals, self._ids, self._sums
+        counts, totals, stamps, sums = self._counts, self._totals, self._stamps, self._sums
         for k in range(self._valid, c + 1):
-            counts[k] = counts[k - 1] + len(ids[k - 1])
+            counts[k] = counts[k - 1] + len(stamps[k - 1])
             totals[k] = (totals[k - 1] + sums[k - 1]) % _MOD
         self._valid = c + 1
 
     def _locate(self, i: int) -> tuple[int, int]:
         """The chunk of index ``i`` (``0 <= i <= len``) and the place in it."""
-        chunks = len(self._ids)
+        chunks = len(self._stamps)
         if self._valid <= chunks:  # tested here: most calls find them up to date
             self._ensure(chunks)
         c = bisect_right(self._counts, i, 0, chunks) - 1
@@ -404,7 +422,7 @@ class ItemSet:
         """The sum of the first ``i`` hashes, from the nearer end of its chunk."""
         c, r = self._locate(i)
         hashes = self._hashes[c]
-        if 2 * r <= len(self._ids[c]):
+        if 2 * r <= len(self._stamps[c]):
             return self._totals[c] + _fold(hashes[: r * _SLOT])
         return self._totals[c] + self._sums[c] - _fold(hashes[r * _SLOT :])
 
