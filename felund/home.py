@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import stat
@@ -24,9 +23,11 @@ from felund.trust.identity import SEED_LEN, IdentityKey, b64, unb64
 from felund.v1 import ids
 
 if TYPE_CHECKING:
+    import hashlib
     import tempfile
-else:  # only a home too deep for a socket path needs it (``felund.lazy``)
-    tempfile = lazy.module("tempfile")
+else:  # only a home too deep for a socket path needs tempfile (``felund.lazy``), and
+    # hashlib (OpenSSL's start, ~3 ms) only that and the supervisor's metrics directory
+    hashlib, tempfile = lazy.module("hashlib"), lazy.module("tempfile")
 
 IDENTITY_FILE = "identity.json"  # {"node_id", "ed25519_seed"}: mode 0600, never logged
 LOCK_FILE = "node.lock"
@@ -52,9 +53,15 @@ class Layout(NamedTuple):
     home: Path
     runtime_dir: Path
     database: Path
-    # prometheus-client's multiprocess files, wiped at every node start: on a
-    # tmpfs (``_memory_dir``), as their pages change at every heartbeat.
-    metrics_dir: Path
+    runtime_configured: bool  # bus.runtime_dir is set (a tmpfs, as systemd makes it)
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus-client's multiprocess files, wiped at every node start: on a tmpfs
+        (``_memory_dir``), as their pages change at every heartbeat."""
+        if self.runtime_configured:
+            return self.runtime_dir / "metrics"
+        return _memory_dir(self.home, self.runtime_dir)
 
     @property
     def config_file(self) -> Path:
@@ -95,8 +102,7 @@ def layout(home: Path, config: Config) -> Layout:
             runtime = Path(tempfile.gettempdir()) / f"felund-{os.getuid()}" / digest
     if len(str(runtime / _LONGEST_ENDPOINT)) > _MAX_SOCKET_PATH:
         raise ConfigError(f"bus.runtime_dir {runtime} is too long for a Unix socket path")
-    metrics = runtime / "metrics" if config.bus.runtime_dir else _memory_dir(home, runtime)
-    return Layout(home=home, runtime_dir=runtime, database=database, metrics_dir=metrics)
+    return Layout(home, runtime, database, bool(config.bus.runtime_dir))
 
 
 def _memory_dir(home: Path, runtime: Path) -> Path:

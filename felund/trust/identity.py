@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 from typing import TYPE_CHECKING
 
 from felund import lazy
 from felund.v1.ids import NODE_ID_LEN
 
 if TYPE_CHECKING:
+    import hashlib
+
     from cryptography import exceptions as crypto_errors
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
     from cryptography.hazmat.primitives.kdf import hkdf
 else:  # a command reads its node id, it signs nothing: cryptography at the first key use
+    hashlib = lazy.module("hashlib")  # and hashes nothing
     crypto_errors = lazy.module("cryptography.exceptions")
     hashes = lazy.module("cryptography.hazmat.primitives.hashes")
     ed25519 = lazy.module("cryptography.hazmat.primitives.asymmetric.ed25519")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os  # os.urandom, as secrets uses: a command spares importing secrets and random
 import re
+from typing import TYPE_CHECKING
+
+from felund import lazy
+
+if TYPE_CHECKING:
+    import hashlib
+else:  # a command that reads makes no id: OpenSSL's start (~3 ms) at the first hash
+    hashlib = lazy.module("hashlib")
 
 SECRET_HEX_LEN = 64
 CIRCLE_ID_LEN = 24

@@ -30,7 +30,7 @@ ENDPOINT = "test.ctl"
 @pytest.fixture
 def bus(tmp_path: Path) -> Iterator[Bus]:
     """A bus of its own in a temporary runtime directory (no node)."""
-    b = Bus(Layout(tmp_path, tmp_path, tmp_path / "db", tmp_path), "test-client", BusConfig())
+    b = Bus(Layout(tmp_path, tmp_path, tmp_path / "db", True), "test-client", BusConfig())
     yield b
     b.close()
 

@@ -22,9 +22,11 @@ ENTRY = "felund.__main__"
 # it does: dataclasses (it loads inspect, and each frozen class execs its methods: the
 # config, layout and context are NamedTuples), shutil (argparse's default help width; it
 # loads bz2 and lzma), signal (`felund stop`'s), tomllib (the config's parsed copy is
-# read while the file is unchanged), secrets and random (ids take os.urandom).
+# read while the file is unchanged), secrets and random (ids take os.urandom), and
+# hashlib (OpenSSL's start: a command that reads hashes nothing, one that posts at its id).
 NOT_AT_START = (
     "zmq",
+    "hashlib",
     "tomllib",
     "secrets",
     "random",
