@@ -49,6 +49,7 @@ class MetricsServer:
         self, listener: socket.socket, render: Render, log: structlog.stdlib.BoundLogger
     ) -> None:
         self._listener = listener
+        self.port: int = listener.getsockname()[1]  # the port it listens on
         self._render = render
         self._log = log
         self._selector = selectors.DefaultSelector()
@@ -72,12 +73,6 @@ class MetricsServer:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         return cls(socket.create_server(address[:2], family=family), render, log)
-
-    @property
-    def port(self) -> int:
-        """The port it listens on."""
-        port: int = self._listener.getsockname()[1]
-        return port
 
     def start(self) -> None:
         """Serve from now on."""
