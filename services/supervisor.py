@@ -2,7 +2,8 @@
 
 - Owns: the node lock, the bus proxy (XSUB ``bus.in`` / XPUB ``bus.out``),
   the child table, ``/metrics`` for the whole node (prometheus-client
-  multiprocess mode), and systemd notifications.
+  multiprocess mode, served by ``felund.actor.metrics_http``), and systemd
+  notifications.
 - Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
 - Subscribes: ``sys.svc.heartbeat``, ``sys.settings.changed``. Publishes:
   ``sys.svc.state``, ``sys.log``.
