@@ -76,10 +76,11 @@ def answer(head: bytes, page: Page) -> bytes:
         return response(400, _PLAIN, b"malformed request\n")
     if request.method not in METHODS:
         return response(405, _PLAIN, b"only GET and HEAD\n", allow=", ".join(METHODS))
+    head_only = request.method == "HEAD"
     if request.path not in PATHS:
-        return response(404, _PLAIN, b"not found: the metrics are at /metrics\n")
+        return response(404, _PLAIN, b"not found: the metrics are at /metrics\n", head_only)
     status, content_type, body = page(request.accept)
-    return response(status, content_type, body, head_only=request.method == "HEAD")
+    return response(status, content_type, body, head_only)
 
 
 def too_large() -> bytes:

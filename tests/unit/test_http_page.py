@@ -51,6 +51,9 @@ def test_head_answers_the_headers_alone() -> None:
     status, headers, body = split(http_page.answer(b"HEAD /metrics HTTP/1.1\r\n\r\n", page))
     assert status == "HTTP/1.1 200 OK" and headers["Content-Length"] == str(len(BODY))
     assert body == b""
+    status, headers, body = split(http_page.answer(b"HEAD /x HTTP/1.1\r\n\r\n", page))
+    assert status == "HTTP/1.1 404 Not Found" and int(headers["Content-Length"]) > 0
+    assert body == b""
 
 
 def test_accept_headers_are_joined_and_absent_is_empty() -> None:
