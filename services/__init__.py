@@ -10,8 +10,9 @@ from felund import lazy
 # loads at its first real use. structlog names asyncio for logging methods we never
 # await (the supervisor and the store run no event loop); http.client and
 # urllib.request name ssl for https; prometheus_client's __init__ imports its HTTP
-# exposition, which only the supervisor serves (the children use its metric
-# classes and files). Measured: 3-8 MiB of each process's memory.
+# exposition, which no process here uses (the children use its metric classes and
+# files; the supervisor serves /metrics with felund.actor.metrics_http).
+# Measured: 3-8 MiB of each process's memory.
 lazy.deferred("asyncio")
 lazy.deferred("ssl")
 lazy.deferred("prometheus_client")

@@ -2,7 +2,8 @@
 
 - Owns: the node lock, the bus proxy (XSUB ``bus.in`` / XPUB ``bus.out``),
   the child table, ``/metrics`` for the whole node (prometheus-client
-  multiprocess mode), and systemd notifications.
+  multiprocess mode, served by ``felund.actor.metrics_http``), and systemd
+  notifications.
 - Serves: ``supervisor.ctl`` (ROUTER): ``supervisor.status``.
 - Subscribes: ``sys.svc.heartbeat``, ``sys.settings.changed``. Publishes:
   ``sys.svc.state``, ``sys.log``.
@@ -38,11 +39,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import multiprocess
+from prometheus_client.registry import CollectorRegistry
 
 from felund import logs, metric_files, metrics
-from felund.actor import sdnotify
+from felund.actor import exposition, sdnotify
 from felund.actor.context import Context, load_context
+from felund.actor.metrics_http import MetricsServer
 from felund.actor.supervision import Action, Child, State, Supervision
 from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
@@ -136,6 +139,7 @@ class Supervisor:
         self.relay_url: str | None = None  # what relay-sync runs with; None: not known yet
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_url = ""
+        self.metrics_server: MetricsServer | None = None
         gossip = cfg.gossip
         try:
             self.gossip_sock = socket.create_server((gossip.bind, gossip.port), backlog=128)
@@ -195,6 +199,8 @@ class Supervisor:
                             )
             self._tick(now)
         logs.publish_to(None)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         proxy.stop()
         self.bus.close()
         self.log.info("node.stopped")
@@ -210,14 +216,18 @@ class Supervisor:
         registry = CollectorRegistry()
         metric_files.TolerantCollector(registry)
         try:
-            server, _ = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+            server = MetricsServer.bind(
+                cfg.bind, cfg.port, lambda accept: exposition.render(registry, accept), self.log
+            )
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {cfg.bind}:{cfg.port}: {exc.strerror} "
                 "(metrics.port in the config, or FELUND_METRICS_PORT)"
             ) from None
+        server.start()
+        self.metrics_server = server
         host = cfg.bind if ":" not in cfg.bind else f"[{cfg.bind}]"
-        self.metrics_url = f"http://{host}:{server.server_port}/metrics"
+        self.metrics_url = f"http://{host}:{server.port}/metrics"
 
     def _act(self, actions: list[Action]) -> None:
         for action in actions:

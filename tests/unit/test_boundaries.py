@@ -181,6 +181,8 @@ SANS_IO = (
     "felund.relay.protocol",
     "felund.actor.supervision",
     "felund.actor.backoff",
+    "felund.actor.http_page",
+    "felund.actor.exposition",
     "felund.ui.model",  # its parts are what it reaches
     "felund.ui.render",
 )
