@@ -68,6 +68,7 @@ class StoreActor:
         self.max_batch = cfg.store.batch_max_messages
         self.disk_full = False
         self.db = self._open()
+        rt.on_idle.append(self.db.release_memory)
         node = NodeInfo(
             node_id=rt.ctx.node_id,
             display_name=cfg.node.name,

@@ -13,7 +13,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,6 +53,9 @@ class Runtime:
         self._next_beat = 0.0
         self._cpu_seen = 0.0
         self._worked = False  # busy since the heap was last trimmed
+        # What the process frees of its own before the heap is trimmed (the store: its
+        # database's page cache), called once when it goes idle after work.
+        self.on_idle: list[Callable[[], None]] = []
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         metrics.SERVICE_START_TIME.labels(service).set(time.time())
@@ -82,6 +85,8 @@ class Runtime:
             self._worked = True
         elif self._worked:
             self._worked = False
+            for release in self.on_idle:
+                release()
             heap.release()
         self.bus.flush_metrics()
         rss = _rss_bytes()

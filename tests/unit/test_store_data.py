@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sqlite3
 import stat
@@ -248,3 +249,27 @@ def test_a_database_of_an_older_felund_gets_the_new_tables_and_indexes(tmp_path:
             assert db.prune(1, 10, CONTROL_CHANNEL) == 0
     finally:
         db.close()
+
+
+# --- memory at rest ---------------------------------------------------------------------------
+def _sqlite_memory_used() -> int:
+    """The bytes SQLite holds in this process, as SQLite itself counts them."""
+    lib = ctypes.CDLL("libsqlite3.so.0")  # the library the sqlite3 module has loaded
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used())
+
+
+def test_an_idle_store_gives_back_its_page_cache(
+    circle_store: tuple[Database, Ops, str, str],
+) -> None:
+    """What the store frees when it goes idle (``Runtime.on_idle``): SQLite's page cache,
+    full (2 MiB) after writing and reading more than that."""
+    db, ops, circle_id, secret = circle_store
+    wires = [wire_message(secret, "9" * 24, f"line {i:05d} " + "x" * 300) for i in range(6000)]
+    for i in range(0, len(wires), 1000):
+        assert set(_append(db, ops, wires[i : i + 1000])) == {"stored"}
+    assert len(db.wire_of([w["msg_id"] for w in wires[::7]])) == len(wires[::7])
+    full = _sqlite_memory_used()
+    db.release_memory()
+    assert full - _sqlite_memory_used() > 1_500_000
+    assert len(db.wire_of([w["msg_id"] for w in wires[::7]])) == len(wires[::7])  # refilled
