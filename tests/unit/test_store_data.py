@@ -264,7 +264,7 @@ def test_an_idle_store_gives_back_its_page_cache(
 ) -> None:
     """What the store frees when it goes idle (``Runtime.on_idle``): SQLite's page cache,
     full (2 MiB) after writing and reading more than that."""
-    db, ops, circle_id, secret = circle_store
+    db, ops, _, secret = circle_store
     wires = [wire_message(secret, "9" * 24, f"line {i:05d} " + "x" * 300) for i in range(6000)]
     for i in range(0, len(wires), 1000):
         assert set(_append(db, ops, wires[i : i + 1000])) == {"stored"}
