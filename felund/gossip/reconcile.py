@@ -69,35 +69,39 @@ requested and offered, never trusted.
 
 Fingerprints and their cost
 ---------------------------
-``ItemSet`` keeps the items sorted and cut in chunks of 32 to 64 items. A
-chunk holds its timestamps in an ``array('q')``, its ids in one string
-(joined by spaces, which no id holds), the 256-bit hash of each id (SHA-256
-of the id, so non-hex ids sum uniformly) in a 36-byte slot of one bytearray
-(the hash, then 4 bytes of zero padding), and the sum of those hashes; a
-table of the ids' 64-bit ``hash()`` answers ``in`` (``felund.gossip.idtable``).
-No Python object per item: about 111 bytes an item, its id's text included,
-against 185 when each id was a string in a list and a set, and 330 with a
-tuple, ints and a prefix sum per item. A chunk's ids are split into a list
-only when an operation reads them (an id's place among equal timestamps,
-``ids_at``, an insert), 1 to 2 microseconds. An insert moves the items of
-one chunk only, and a chunk grown past 64 items is cut.
+``ItemSet`` keeps the items sorted and cut in chunks of 32 to 64 items,
+with no Python object per item. A chunk holds its timestamps in an
+``array('q')``; its ids as one ``bytes`` of 16 each when all are 32
+lowercase hex (as felund and v1 make them), else as one string joined by
+spaces (which no id holds); the sum of its ids' hashes (SHA-256 of the id
+as a 256-bit int, so any id sums uniformly); and its marks: the sum of its
+first 8, 16, 24... hashes, 32 bytes each. A table of the ids' 64-bit
+``hash()`` answers ``in`` (``felund.gossip.idtable``). About 62 bytes an
+item, its id included, against 185 when each id was a string in a list and
+a set and each hash a 36-byte slot, and 330 with a tuple, ints and a prefix
+sum per item. A chunk's ids are read back only where an operation needs
+them (an id's place among equal timestamps, ``ids_at``, the ids beside a
+mark, an insert). An insert moves the items of one chunk only; one item
+among them updates the marks past it (each gains its hash and loses the
+hash of the item that crossed it), a batch among them makes the chunk's
+marks again, and a chunk grown past 64 items is cut.
 
 For each chunk the count and the hash sum of the chunks before it are kept,
-so the sum of the first k hashes is one of those plus the hashes between k
-and the nearer end of k's chunk (at most 32). Those slots are read as one
-int and folded onto themselves, halving until one slot is left (the padding
-takes the carries). A bound is found by bisecting the chunks' first items,
-then the chunk's timestamps, then the ids of a run of equal timestamps. A
-fingerprint is thus a few bisections, two small folds and a SHA-256: O(log
-n), a few microseconds. The counts and sums before each chunk are rebuilt
-lazily: an insert into a chunk only marks those after it stale, and the
-next query recomputes them, one addition per chunk (under 1 ms at 100k
-after an insert at the front). New messages go to the last chunk, so the
-next full-range fingerprint after them costs no rebuild.
+so the sum of the first k hashes is one of those plus the nearest mark of
+k's chunk and the hashes between that mark and k (at most 4 SHA-256). A
+bound is found by bisecting the chunks' first items, then the chunk's
+timestamps, then the ids of a run of equal timestamps. A fingerprint is
+thus a few bisections, a few hashes and a SHA-256: O(log n), about ten
+microseconds. The counts and sums before each chunk are rebuilt lazily: an
+insert into a chunk only marks those after it stale, and the next query
+recomputes them, one addition per chunk (under 1 ms at 100k after an
+insert at the front). New messages go to the last chunk, so the next
+full-range fingerprint after them costs no rebuild.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from array import array
@@ -113,6 +117,7 @@ from felund.errors import InvalidMessage
 from felund.gossip.idtable import IdTable
 
 Bound = tuple[int, str]
+Ids = str | bytes  # a chunk's ids (see _join_ids)
 
 MAX_TS: Final = 2**63 - 1  # largest msgpack int64: as an upper bound, +infinity
 MIN_BOUND: Final[Bound] = (0, "")
@@ -137,45 +142,43 @@ _MOD: Final = 1 << 256
 _KIND: Final = "recon"
 _MAX_BUCKETS: Final = 1024
 _MAX_LIST_THRESHOLD: Final = 1024
-# A hash is kept in _SLOT bytes, 4 of zero padding: a sum of up to 2**32 of them
-# still fits one slot (see _fold). A chunk holds _CHUNK to 2 * _CHUNK items: with
-# 32, a fingerprint folds at most 32 hashes twice, and the chunks cost about
-# 9 bytes an item (16: 21; 64: 3, and fingerprints a fifth slower).
-_SLOT: Final = 36
+# A chunk holds _CHUNK to 2 * _CHUNK items: with 32, the chunks cost about 9
+# bytes an item (16: 21; 64: 3, and fingerprints slower). Within a chunk the sum
+# of the first k hashes (mod 2**256, 32 bytes) is kept for every k that is a
+# multiple of _STEP, so the sum up to any item is a mark and at most
+# _STEP // 2 hashes of the ids around it.
 _CHUNK: Final = 32
-_PAD: Final = bytes(_SLOT - 32)
-_SHIFTS: Final = [n * _SLOT * 8 for n in range(_CHUNK + 1)]  # to fold the upper n slots
-_MASKS: Final = [(1 << shift) - 1 for shift in _SHIFTS]  # ...onto the lower n
+_STEP: Final = 8
+_MARK: Final = 32
+_HEX_LEN: Final = 32  # a msg_id as felund and v1 make it: 32 lowercase hex
+_RAW_LEN: Final = _HEX_LEN // 2
 
 
 def _fail(detail: str) -> NoReturn:
     raise InvalidMessage(_KIND, detail)
 
 
-def _slots(msg_ids: Iterable[str]) -> list[bytes]:
-    """The slots of the ids' hashes: SHA-256 (a little-endian int), then the zero padding."""
-    sha256, pad = hashlib.sha256, _PAD
-    return [sha256(m.encode()).digest() + pad for m in msg_ids]
+def _hashes(msg_ids: Iterable[str]) -> list[int]:
+    """The ids' hashes: SHA-256 of each, read as a little-endian int."""
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
+    return [from_bytes(sha256(m.encode()).digest(), "little") for m in msg_ids]
 
 
-def _fold(slots: bytes | bytearray) -> int:
-    """The sum of the hashes in these slots (at most ``2 * _CHUNK``), not reduced."""
-    # One int of all the slots, then its upper half of slots added onto the
-    # lower, halving until one slot is left: the zero padding takes the
-    # carries, so that slot ends up holding the exact sum. A few big-int
-    # operations instead of an int.from_bytes per hash: 2.5-3x faster for
-    # 16 to 32 hashes.
-    total = int.from_bytes(slots, "little")
-    n = len(slots) // _SLOT
-    while n > 1:
-        n = (n + 1) // 2
-        total = (total >> _SHIFTS[n]) + (total & _MASKS[n])
-    return total
+def _marks(hashes: list[int], start: int = 0, base: int = 0) -> bytearray:
+    """The marks of a chunk's items from index ``start`` (a multiple of _STEP, where the
+    sum is ``base``) whose hashes are ``hashes``: each sum after a multiple of _STEP."""
+    out = bytearray()
+    total = base
+    for k, h in enumerate(hashes, start + 1):
+        total += h
+        if k % _STEP == 0:
+            out += (total % _MOD).to_bytes(_MARK, "little")
+    return out
 
 
-def _bisect(stamps: array[int], ids: list[str] | str, bound: Bound) -> int:
+def _bisect(stamps: array[int], ids: list[str] | Ids, bound: Bound) -> int:
     """bisect_left of ``bound`` in the keys ``zip(stamps, ids)``, sorted (``ids``: a list,
-    or a chunk's text, split only when the bound's timestamp is held)."""
+    or a chunk's, read only when the bound's timestamp is held)."""
     ts, msg_id = bound
     i = bisect_left(stamps, ts)
     if not msg_id:  # "" sorts first: (ts, "") is where ts begins
@@ -183,12 +186,46 @@ def _bisect(stamps: array[int], ids: list[str] | str, bound: Bound) -> int:
     j = bisect_right(stamps, ts, i)
     if i == j:
         return i
-    return bisect_left(_split_ids(ids) if isinstance(ids, str) else ids, msg_id, i, j)
+    if isinstance(ids, list):
+        return bisect_left(ids, msg_id, i, j)
+    return i + bisect_left(_ids_between(ids, i, j), msg_id)
 
 
-def _split_ids(text: str) -> list[str]:
-    """A chunk's ids from its text (see ItemSet)."""
-    return text.split(" ") if text else []
+def _join_ids(ids: list[str]) -> Ids:
+    """A chunk's ids as it keeps them: 32-hex ids (ours, v1's) as their bytes, 16 each;
+    any others as text, joined by spaces (which no id holds)."""
+    if all(len(m) == _HEX_LEN for m in ids):
+        joined = "".join(ids)
+        with contextlib.suppress(ValueError):  # not hex
+            raw = bytes.fromhex(joined)
+            if raw.hex() == joined:  # lowercase, as it will be read back
+                return raw
+    return " ".join(ids)
+
+
+def _extend_ids(ids: Ids, new: list[str]) -> Ids:
+    """A chunk's ids with ``new`` after them."""
+    if not ids:
+        return _join_ids(new)
+    if isinstance(ids, str):  # it holds an id that is not 32-hex: it stays text
+        return " ".join([ids, *new])
+    more = _join_ids(new)
+    return ids + more if isinstance(more, bytes) else " ".join([*_split_ids(ids), *new])
+
+
+def _split_ids(ids: Ids) -> list[str]:
+    """A chunk's ids, as a list."""
+    if isinstance(ids, str):
+        return ids.split(" ") if ids else []
+    return _ids_between(ids, 0, len(ids) // _RAW_LEN)
+
+
+def _ids_between(ids: Ids, i: int, j: int) -> list[str]:
+    """A chunk's ids ``i`` to ``j - 1``, reading no further."""
+    if isinstance(ids, str):
+        return ids.split(" ", j)[i:j]
+    text = ids[i * _RAW_LEN : j * _RAW_LEN].hex()
+    return [text[k : k + _HEX_LEN] for k in range(0, len(text), _HEX_LEN)]
 
 
 def _digest(total: int, count: int) -> bytes:
@@ -225,12 +262,12 @@ class ItemSet:
 
     __slots__ = (
         "_counts",
-        "_hashes",
         "_heads_ids",
         "_heads_ts",
         "_ids",
         "_known",
         "_len",
+        "_marks",
         "_stamps",
         "_sums",
         "_totals",
@@ -240,9 +277,9 @@ class ItemSet:
     def __init__(self, items: Iterable[tuple[int, str]] = ()) -> None:
         # The items in order, cut in chunks of _CHUNK to 2 * _CHUNK (one empty chunk at first).
         self._stamps: list[array[int]] = [array("q")]  # created_ts
-        self._ids: list[str] = [""]  # each chunk's ids, joined by " " (see _split_ids)
-        self._hashes: list[bytearray] = [bytearray()]  # _SLOT bytes an item (see _slots)
+        self._ids: list[Ids] = [b""]  # each chunk's (see _join_ids)
         self._sums: list[int] = [0]  # of each chunk's hashes, mod 2**256
+        self._marks: list[bytearray] = [bytearray()]  # of each chunk (see _marks)
         # The first item of each chunk after the first: which chunk an item goes to.
         self._heads_ts = array("q")
         self._heads_ids: list[str] = []
@@ -267,7 +304,7 @@ class ItemSet:
             return False
         _check_item(ts, msg_id)
         key = (ts, msg_id)
-        self._put(_bisect(self._heads_ts, self._heads_ids, key), [key], _slots([msg_id]))
+        self._put(_bisect(self._heads_ts, self._heads_ids, key), [key], _hashes([msg_id]))
         self._known.add(msg_id)
         return True
 
@@ -285,7 +322,7 @@ class ItemSet:
         if not fresh:
             return 0
         new = sorted([(ts, m) for m, ts in fresh.items()])
-        slots = _slots([m for _, m in new])
+        hashes = _hashes([m for _, m in new])
         # What goes to one chunk is a run of the new items, ending at the next chunk's head.
         heads_ts, heads_ids = self._heads_ts, self._heads_ids
         runs: list[tuple[int, int, int]] = []
@@ -296,7 +333,7 @@ class ItemSet:
             runs.append((c, a, b))
             a = b
         for c, a, b in reversed(runs):  # the last first: a cut chunk moves the later ones
-            self._put(c, new[a:b], slots[a:b])
+            self._put(c, new[a:b], hashes[a:b])
         known.update(fresh)
         return len(new)
 
@@ -327,18 +364,20 @@ class ItemSet:
     def key(self, i: int) -> Bound:
         """The item at index ``i`` of the sorted order."""
         c, r = self._locate(i)
-        return self._stamps[c][r], _split_ids(self._ids[c])[r]
+        return self._stamps[c][r], _ids_between(self._ids[c], r, r + 1)[0]
 
     def ids_at(self, i: int, j: int) -> list[str]:
         """The msg_ids of the items at indices ``i`` to ``j - 1``."""
         if i >= j:
             return []
         (c, r), (d, s) = self._locate(i), self._locate(j)
-        texts = self._ids
+        chunks = self._ids
         if c == d:
-            return _split_ids(texts[c])[r:s]
-        middle = " ".join(texts[c + 1 : d])
-        return [*_split_ids(texts[c])[r:], *_split_ids(middle), *_split_ids(texts[d])[:s]]
+            return _ids_between(chunks[c], r, s)
+        out = _split_ids(chunks[c])[r:]
+        for k in range(c + 1, d):
+            out += _split_ids(chunks[k])
+        return out + _ids_between(chunks[d], 0, s)
 
     def fingerprint_at(self, i: int, j: int) -> bytes:
         """The fingerprint of the items at indices ``i`` to ``j - 1`` (see :meth:`fingerprint`)."""
@@ -356,45 +395,72 @@ class ItemSet:
         i = self.index(lo)
         return i, max(i, self.index(hi))
 
-    def _put(self, c: int, keys: list[Bound], slots: list[bytes]) -> None:
-        """Add sorted new ``keys`` (with their hash slots) that belong to chunk ``c``."""
-        stamps, text, hashes = self._stamps[c], self._ids[c], self._hashes[c]
-        if not text or keys[0] > (stamps[-1], text[text.rfind(" ") + 1 :]):  # after the others
-            stamps.extend([k[0] for k in keys])
-            self._ids[c] = " ".join([text, *(k[1] for k in keys)] if text else [k[1] for k in keys])
-            hashes += b"".join(slots)
-        elif len(keys) == 1:
-            ids = text.split(" ")
-            r = _bisect(stamps, ids, keys[0])
-            stamps.insert(r, keys[0][0])
-            ids.insert(r, keys[0][1])
-            self._ids[c] = " ".join(ids)
-            hashes[r * _SLOT : r * _SLOT] = slots[0]
-        else:  # among them: two sorted runs, merged by one (linear) sort
-            held = [bytes(hashes[k * _SLOT : (k + 1) * _SLOT]) for k in range(len(stamps))]
-            pairs = [*zip(stamps, text.split(" "), strict=True), *keys]
-            merged = sorted(zip(pairs, [*held, *slots], strict=True))
-            stamps[:] = array("q", [k[0] for k, _ in merged])
-            self._ids[c] = " ".join([k[1] for k, _ in merged])
-            hashes[:] = b"".join([h for _, h in merged])
+    def _put(self, c: int, keys: list[Bound], hashes: list[int]) -> None:
+        """Add sorted new ``keys`` (with their hashes) that belong to chunk ``c``."""
+        stamps, held = self._stamps[c], self._ids[c]
+        n = len(stamps)
         self._len += len(keys)
         self._valid = min(self._valid, c + 1)
-        if len(stamps) > 2 * _CHUNK:
-            self._split(c)
+        if not n or keys[0] > (stamps[-1], _ids_between(held, n - 1, n)[0]):  # after the others
+            stamps.extend([k[0] for k in keys])
+            if n + len(keys) > 2 * _CHUNK:
+                ids = [*_split_ids(held), *(k[1] for k in keys)]
+                self._split(c, ids, _hashes(ids[:n]) + hashes)
+                return
+            self._ids[c] = _extend_ids(held, [k[1] for k in keys])
+            # The marks go on from the last one, over the items after it and the new ones.
+            start = n - n % _STEP
+            tail = _hashes(_ids_between(held, start, n))
+            self._marks[c] += _marks(tail + hashes, start, self._mark(c, start // _STEP))
+            self._sums[c] = (self._sums[c] + sum(hashes)) % _MOD
+            return
+        if len(keys) == 1 and n < 2 * _CHUNK:
+            self._insert(c, keys[0], hashes[0])
+            return
+        # Among them: the chunk's order, marks and sum are made again (at most 64 + new).
+        pairs = [*zip(stamps, _split_ids(held), strict=True), *keys]
+        pairs.sort()
+        stamps[:] = array("q", [ts for ts, _ in pairs])
+        ids = [m for _, m in pairs]
+        every = _hashes(ids)
+        if len(ids) > 2 * _CHUNK:
+            self._split(c, ids, every)
         else:
-            self._sums[c] = (self._sums[c] + _fold(b"".join(slots))) % _MOD
+            self._ids[c], self._marks[c], self._sums[c] = (
+                _join_ids(ids),
+                _marks(every),
+                sum(every) % _MOD,
+            )
 
-    def _split(self, c: int) -> None:
-        """Cut chunk ``c`` in chunks of ``_CHUNK`` to ``2 * _CHUNK`` items."""
-        stamps, ids, hashes = self._stamps[c], self._ids[c].split(" "), self._hashes[c]
+    def _insert(self, c: int, key: Bound, h: int) -> None:
+        """Put one item of hash ``h`` among chunk ``c``'s (which has room for it)."""
+        stamps, ids, marks = self._stamps[c], _split_ids(self._ids[c]), self._marks[c]
+        n = len(ids)
+        r = _bisect(stamps, ids, key)
+        # A mark past r now sums one item more, and the one before it less: that old
+        # item crossed the mark. A new mark at the new end is the whole chunk's sum.
+        later = range(r // _STEP + 1, n // _STEP + 1)
+        for k, crossed in zip(later, _hashes([ids[k * _STEP - 1] for k in later]), strict=True):
+            mark = (self._mark(c, k) - crossed + h) % _MOD
+            marks[(k - 1) * _MARK : k * _MARK] = mark.to_bytes(_MARK, "little")
+        self._sums[c] = (self._sums[c] + h) % _MOD
+        if (n + 1) % _STEP == 0:
+            marks += self._sums[c].to_bytes(_MARK, "little")
+        stamps.insert(r, key[0])
+        ids.insert(r, key[1])
+        self._ids[c] = _join_ids(ids)
+
+    def _split(self, c: int, ids: list[str], hashes: list[int]) -> None:
+        """Cut chunk ``c`` (its ``ids`` and their ``hashes``) in chunks of ``_CHUNK`` to
+        ``2 * _CHUNK`` items."""
+        stamps = self._stamps[c]
         n = len(ids)
         parts = n // _CHUNK
         spans = list(pairwise([n * k // parts for k in range(parts + 1)]))
-        pieces = [hashes[a * _SLOT : b * _SLOT] for a, b in spans]
         self._stamps[c : c + 1] = [stamps[a:b] for a, b in spans]
-        self._ids[c : c + 1] = [" ".join(ids[a:b]) for a, b in spans]
-        self._hashes[c : c + 1] = pieces
-        self._sums[c : c + 1] = [_fold(p) % _MOD for p in pieces]
+        self._ids[c : c + 1] = [_join_ids(ids[a:b]) for a, b in spans]
+        self._sums[c : c + 1] = [sum(hashes[a:b]) % _MOD for a, b in spans]
+        self._marks[c : c + 1] = [_marks(hashes[a:b]) for a, b in spans]
         self._heads_ts[c:c] = array("q", [stamps[a] for a, _ in spans[1:]])
         self._heads_ids[c:c] = [ids[a] for a, _ in spans[1:]]
         self._counts[c + 1 : c + 1] = array("q", [0] * (parts - 1))
@@ -419,12 +485,24 @@ class ItemSet:
         return c, i - self._counts[c]
 
     def _prefix(self, i: int) -> int:
-        """The sum of the first ``i`` hashes, from the nearer end of its chunk."""
+        """The sum of the first ``i`` hashes: a mark, and the hashes from it to item ``i``."""
         c, r = self._locate(i)
-        hashes = self._hashes[c]
-        if 2 * r <= len(self._stamps[c]):
-            return self._totals[c] + _fold(hashes[: r * _SLOT])
-        return self._totals[c] + self._sums[c] - _fold(hashes[r * _SLOT :])
+        k, off = divmod(r, _STEP)
+        if not off:
+            return self._totals[c] + self._mark(c, k)
+        n = len(self._stamps[c])
+        up = min((k + 1) * _STEP, n)  # the next mark, or the chunk's end
+        ids = self._ids[c]
+        if off <= up - r:
+            return self._totals[c] + self._mark(c, k) + sum(_hashes(_ids_between(ids, r - off, r)))
+        top = self._mark(c, k + 1) if up % _STEP == 0 else self._sums[c]
+        return self._totals[c] + top - sum(_hashes(_ids_between(ids, r, up)))
+
+    def _mark(self, c: int, k: int) -> int:
+        """The sum of chunk ``c``'s first ``k * _STEP`` hashes."""
+        if not k:
+            return 0
+        return int.from_bytes(self._marks[c][(k - 1) * _MARK : k * _MARK], "little")
 
 
 @dataclass(frozen=True, slots=True)
