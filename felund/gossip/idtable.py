@@ -13,7 +13,7 @@ cannot aim at one of our ids without a second preimage of 64 bits.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Collection
+from collections.abc import Iterable
 
 _EMPTY = 0  # a hash of 0 is kept as 1: an empty slot is 0
 
@@ -48,7 +48,7 @@ class IdTable:
     def add(self, msg_id: str) -> bool:
         """Add an id; False if it was there."""
         if 2 * (self._len + 1) > len(self._slots):
-            self._grow()
+            self._grow(self._len + 1)
         h = hash(msg_id) or 1
         slots, mask = self._slots, self._mask
         i = h & mask
@@ -62,12 +62,10 @@ class IdTable:
                 return True
             i = (i + 1) & mask
 
-    def update(self, msg_ids: Collection[str]) -> None:
-        """Add every id (the bulk path of ``add``)."""
-        while 2 * (self._len + len(msg_ids)) > len(self._slots):
-            self._grow()
+    def take(self, msg_ids: Iterable[str]) -> list[str]:
+        """Add every id (the bulk path of ``add``); those that were not there, in order."""
         slots, mask = self._slots, self._mask
-        added = 0
+        new: list[str] = []
         for msg_id in msg_ids:
             h = hash(msg_id) or 1
             i = h & mask
@@ -77,15 +75,23 @@ class IdTable:
                     break
                 if held == _EMPTY:
                     slots[i] = h
-                    added += 1
+                    new.append(msg_id)
+                    self._len += 1
+                    if 2 * self._len > len(slots):  # past half full: grown at once
+                        self._grow(self._len)
+                        slots, mask = self._slots, self._mask
                     break
                 i = (i + 1) & mask
-        self._len += added
+        return new
 
-    def _grow(self) -> None:
+    def _grow(self, count: int) -> None:
+        """Room for ``count`` ids, the table at most half full."""
+        size = len(self._slots)
+        while 2 * count > size:
+            size *= 2
         old = self._slots
-        self._slots = array("q", bytes(16 * len(old)))
-        self._mask = 2 * len(old) - 1
+        self._slots = array("q", bytes(8 * size))
+        self._mask = size - 1
         slots, mask = self._slots, self._mask
         for h in old:
             if h != _EMPTY:

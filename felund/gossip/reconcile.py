@@ -165,8 +165,8 @@ def _hashes(msg_ids: Iterable[str]) -> list[int]:
 
 
 def _marks(hashes: list[int], start: int = 0, base: int = 0) -> bytearray:
-    """The marks of a chunk's items from index ``start`` (a multiple of _STEP, where the
-    sum is ``base``) whose hashes are ``hashes``: each sum after a multiple of _STEP."""
+    """The marks of a chunk's items from index ``start`` on, of hashes ``hashes``, the sum
+    of the items before them being ``base``: the sums at each multiple of _STEP."""
     out = bytearray()
     total = base
     for k, h in enumerate(hashes, start + 1):
@@ -174,6 +174,12 @@ def _marks(hashes: list[int], start: int = 0, base: int = 0) -> bytearray:
         if k % _STEP == 0:
             out += (total % _MOD).to_bytes(_MARK, "little")
     return out
+
+
+def _chunk(keys: list[Bound], hashes: list[int]) -> tuple[array[int], Ids, bytearray, int]:
+    """A chunk of these sorted keys, of these hashes: its timestamps, ids, marks and sum."""
+    ids = _join_ids([m for _, m in keys])
+    return array("q", [ts for ts, _ in keys]), ids, _marks(hashes), sum(hashes) % _MOD
 
 
 def _bisect(stamps: array[int], ids: list[str] | Ids, bound: Bound) -> int:
@@ -310,18 +316,18 @@ class ItemSet:
 
     def add_many(self, items: Iterable[tuple[int, str]]) -> int:
         """Add many items, sorting once; the number actually added."""
-        fresh: dict[str, int] = {}
-        known, valid = self._known, _ID.fullmatch  # inlined checks: this is the bulk path
+        firsts: dict[str, int] = {}  # an id's first timestamp wins, as in add
+        valid = _ID.fullmatch  # inlined checks: this is the bulk path
         for ts, msg_id in items:
             if type(ts) is not int or not 0 <= ts < MAX_TS:
                 _check_item(ts, msg_id)
             if not isinstance(msg_id, str) or not valid(msg_id):
                 _check_item(ts, msg_id)
-            if msg_id not in fresh and msg_id not in known:
-                fresh[msg_id] = ts
-        if not fresh:
+            firsts.setdefault(msg_id, ts)
+        # All checked: from here the ids are held.
+        new = sorted([(firsts[m], m) for m in self._known.take(firsts)])
+        if not new:
             return 0
-        new = sorted([(ts, m) for m, ts in fresh.items()])
         hashes = _hashes([m for _, m in new])
         # What goes to one chunk is a run of the new items, ending at the next chunk's head.
         heads_ts, heads_ids = self._heads_ts, self._heads_ids
@@ -334,7 +340,6 @@ class ItemSet:
             a = b
         for c, a, b in reversed(runs):  # the last first: a cut chunk moves the later ones
             self._put(c, new[a:b], hashes[a:b])
-        known.update(fresh)
         return len(new)
 
     def fingerprint(self, lo: Bound, hi: Bound) -> bytes:
@@ -402,35 +407,30 @@ class ItemSet:
         self._len += len(keys)
         self._valid = min(self._valid, c + 1)
         if not n or keys[0] > (stamps[-1], _ids_between(held, n - 1, n)[0]):  # after the others
-            stamps.extend([k[0] for k in keys])
-            if n + len(keys) > 2 * _CHUNK:
-                ids = [*_split_ids(held), *(k[1] for k in keys)]
-                self._split(c, ids, _hashes(ids[:n]) + hashes)
-                return
-            self._ids[c] = _extend_ids(held, [k[1] for k in keys])
-            # The marks go on from the last one, over the items after it and the new ones.
-            start = n - n % _STEP
-            tail = _hashes(_ids_between(held, start, n))
-            self._marks[c] += _marks(tail + hashes, start, self._mark(c, start // _STEP))
-            self._sums[c] = (self._sums[c] + sum(hashes)) % _MOD
+            # The chunk fills up to 2 * _CHUNK, the rest makes new chunks after it: what
+            # is held is never hashed again (new messages go this way).
+            room = 2 * _CHUNK - n
+            if room > 0:
+                stamps.extend([k[0] for k in keys[:room]])
+                self._ids[c] = _extend_ids(held, [k[1] for k in keys[:room]])
+                self._marks[c] += _marks(hashes[:room], n, self._sums[c])
+                self._sums[c] = (self._sums[c] + sum(hashes[:room])) % _MOD
+            if len(keys) > room:
+                cut = range(max(room, 0), len(keys), 2 * _CHUNK)
+                self._add_chunks(
+                    c + 1, [(keys[a : a + 2 * _CHUNK], hashes[a : a + 2 * _CHUNK]) for a in cut]
+                )
             return
         if len(keys) == 1 and n < 2 * _CHUNK:
             self._insert(c, keys[0], hashes[0])
             return
-        # Among them: the chunk's order, marks and sum are made again (at most 64 + new).
-        pairs = [*zip(stamps, _split_ids(held), strict=True), *keys]
-        pairs.sort()
-        stamps[:] = array("q", [ts for ts, _ in pairs])
-        ids = [m for _, m in pairs]
-        every = _hashes(ids)
-        if len(ids) > 2 * _CHUNK:
-            self._split(c, ids, every)
+        # Among them: the chunk is made again (at most 64 held and the new ones).
+        pairs = sorted([*zip(stamps, _split_ids(held), strict=True), *keys])
+        every = _hashes([m for _, m in pairs])
+        if len(pairs) > 2 * _CHUNK:
+            self._split(c, pairs, every)
         else:
-            self._ids[c], self._marks[c], self._sums[c] = (
-                _join_ids(ids),
-                _marks(every),
-                sum(every) % _MOD,
-            )
+            self._set_chunk(c, pairs, every)
 
     def _insert(self, c: int, key: Bound, h: int) -> None:
         """Put one item of hash ``h`` among chunk ``c``'s (which has room for it)."""
@@ -450,21 +450,33 @@ class ItemSet:
         ids.insert(r, key[1])
         self._ids[c] = _join_ids(ids)
 
-    def _split(self, c: int, ids: list[str], hashes: list[int]) -> None:
-        """Cut chunk ``c`` (its ``ids`` and their ``hashes``) in chunks of ``_CHUNK`` to
-        ``2 * _CHUNK`` items."""
-        stamps = self._stamps[c]
-        n = len(ids)
+    def _split(self, c: int, keys: list[Bound], hashes: list[int]) -> None:
+        """Make chunk ``c``, of these sorted ``keys`` and their ``hashes``, chunks of
+        ``_CHUNK`` to ``2 * _CHUNK`` items."""
+        n = len(keys)
         parts = n // _CHUNK
-        spans = list(pairwise([n * k // parts for k in range(parts + 1)]))
-        self._stamps[c : c + 1] = [stamps[a:b] for a, b in spans]
-        self._ids[c : c + 1] = [_join_ids(ids[a:b]) for a, b in spans]
-        self._sums[c : c + 1] = [sum(hashes[a:b]) % _MOD for a, b in spans]
-        self._marks[c : c + 1] = [_marks(hashes[a:b]) for a, b in spans]
-        self._heads_ts[c:c] = array("q", [stamps[a] for a, _ in spans[1:]])
-        self._heads_ids[c:c] = [ids[a] for a, _ in spans[1:]]
-        self._counts[c + 1 : c + 1] = array("q", [0] * (parts - 1))
-        self._totals[c + 1 : c + 1] = [0] * (parts - 1)
+        spans = pairwise([n * k // parts for k in range(parts + 1)])
+        pieces = [(keys[a:b], hashes[a:b]) for a, b in spans]
+        self._set_chunk(c, *pieces[0])
+        self._add_chunks(c + 1, pieces[1:])
+
+    def _set_chunk(self, c: int, keys: list[Bound], hashes: list[int]) -> None:
+        """Chunk ``c`` holds these sorted ``keys``, whose ``hashes`` are these."""
+        self._stamps[c], self._ids[c], self._marks[c], self._sums[c] = _chunk(keys, hashes)
+
+    def _add_chunks(self, c: int, pieces: list[tuple[list[Bound], list[int]]]) -> None:
+        """New chunks from ``c`` on, each of sorted keys and their hashes (all after the
+        chunk before ``c`` and before the one now at ``c``)."""
+        made = [_chunk(keys, hashes) for keys, hashes in pieces]
+        self._stamps[c:c] = [m[0] for m in made]
+        self._ids[c:c] = [m[1] for m in made]
+        self._marks[c:c] = [m[2] for m in made]
+        self._sums[c:c] = [m[3] for m in made]
+        self._heads_ts[c - 1 : c - 1] = array("q", [keys[0][0] for keys, _ in pieces])
+        self._heads_ids[c - 1 : c - 1] = [keys[0][1] for keys, _ in pieces]
+        self._counts[c:c] = array("q", [0] * len(pieces))
+        self._totals[c:c] = [0] * len(pieces)
+        self._valid = min(self._valid, c)
 
     def _ensure(self, c: int) -> None:
         """Bring the counts and totals of the chunks before chunk ``c`` up to date."""

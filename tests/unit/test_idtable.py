@@ -36,11 +36,11 @@ def test_it_answers_as_a_set_through_its_growth() -> None:
     assert not any(f"absent-{k}" in table for k in range(5000))
 
 
-def test_update_adds_what_add_adds() -> None:
+def test_take_adds_what_add_adds_and_says_which_were_new() -> None:
     ids = [f"{k:032x}" for k in range(3000)]
     bulk, one = IdTable(), IdTable()
-    bulk.update(ids[:2000])
-    bulk.update(ids[1000:])  # half of them known already
+    assert bulk.take(ids[:2000]) == ids[:2000]
+    assert bulk.take([*ids[1000:], ids[2500]]) == ids[2000:]  # known ones and a repeat left out
     for m in ids:
         one.add(m)
     assert len(bulk) == len(one) == 3000
