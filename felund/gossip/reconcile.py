@@ -148,10 +148,12 @@ _MAX_LIST_THRESHOLD: Final = 1024
 # multiple of _STEP, so the sum up to any item is a mark and at most
 # _STEP // 2 hashes of the ids around it.
 _CHUNK: Final = 32
+_FILL: Final = 48  # what appends fill a chunk to: room for inserts among its items
 _STEP: Final = 8
 _MARK: Final = 32
 _HEX_LEN: Final = 32  # a msg_id as felund and v1 make it: 32 lowercase hex
 _RAW_LEN: Final = _HEX_LEN // 2
+_ONLY_HEX_LEN: Final = {_HEX_LEN}
 
 
 def _fail(detail: str) -> NoReturn:
@@ -200,7 +202,7 @@ def _bisect(stamps: array[int], ids: list[str] | Ids, bound: Bound) -> int:
 def _join_ids(ids: list[str]) -> Ids:
     """A chunk's ids as it keeps them: 32-hex ids (ours, v1's) as their bytes, 16 each;
     any others as text, joined by spaces (which no id holds)."""
-    if all(len(m) == _HEX_LEN for m in ids):
+    if set(map(len, ids)) == _ONLY_HEX_LEN:
         joined = "".join(ids)
         with contextlib.suppress(ValueError):  # not hex
             raw = bytes.fromhex(joined)
@@ -217,6 +219,17 @@ def _extend_ids(ids: Ids, new: list[str]) -> Ids:
         return " ".join([ids, *new])
     more = _join_ids(new)
     return ids + more if isinstance(more, bytes) else " ".join([*_split_ids(ids), *new])
+
+
+def _insert_id(ids: Ids, r: int, msg_id: str) -> Ids:
+    """A chunk's ids with ``msg_id`` put at index ``r``."""
+    if isinstance(ids, bytes):
+        raw = _join_ids([msg_id])
+        if isinstance(raw, bytes):
+            return ids[: r * _RAW_LEN] + raw + ids[r * _RAW_LEN :]
+    every = _split_ids(ids)
+    every.insert(r, msg_id)
+    return _join_ids(every)
 
 
 def _split_ids(ids: Ids) -> list[str]:
@@ -407,19 +420,17 @@ class ItemSet:
         self._len += len(keys)
         self._valid = min(self._valid, c + 1)
         if not n or keys[0] > (stamps[-1], _ids_between(held, n - 1, n)[0]):  # after the others
-            # The chunk fills up to 2 * _CHUNK, the rest makes new chunks after it: what
-            # is held is never hashed again (new messages go this way).
-            room = 2 * _CHUNK - n
+            # The chunk fills up to _FILL, the rest makes new chunks after it: what is
+            # held is never hashed again (new messages go this way).
+            room = _FILL - n
             if room > 0:
                 stamps.extend([k[0] for k in keys[:room]])
                 self._ids[c] = _extend_ids(held, [k[1] for k in keys[:room]])
                 self._marks[c] += _marks(hashes[:room], n, self._sums[c])
                 self._sums[c] = (self._sums[c] + sum(hashes[:room])) % _MOD
             if len(keys) > room:
-                cut = range(max(room, 0), len(keys), 2 * _CHUNK)
-                self._add_chunks(
-                    c + 1, [(keys[a : a + 2 * _CHUNK], hashes[a : a + 2 * _CHUNK]) for a in cut]
-                )
+                cut = range(max(room, 0), len(keys), _FILL)
+                self._add_chunks(c + 1, [(keys[a : a + _FILL], hashes[a : a + _FILL]) for a in cut])
             return
         if len(keys) == 1 and n < 2 * _CHUNK:
             self._insert(c, keys[0], hashes[0])
@@ -434,21 +445,21 @@ class ItemSet:
 
     def _insert(self, c: int, key: Bound, h: int) -> None:
         """Put one item of hash ``h`` among chunk ``c``'s (which has room for it)."""
-        stamps, ids, marks = self._stamps[c], _split_ids(self._ids[c]), self._marks[c]
-        n = len(ids)
-        r = _bisect(stamps, ids, key)
+        stamps, held, marks = self._stamps[c], self._ids[c], self._marks[c]
+        n = len(stamps)
+        r = _bisect(stamps, held, key)
         # A mark past r now sums one item more, and the one before it less: that old
         # item crossed the mark. A new mark at the new end is the whole chunk's sum.
         later = range(r // _STEP + 1, n // _STEP + 1)
-        for k, crossed in zip(later, _hashes([ids[k * _STEP - 1] for k in later]), strict=True):
+        crossed_ids = [_ids_between(held, k * _STEP - 1, k * _STEP)[0] for k in later]
+        for k, crossed in zip(later, _hashes(crossed_ids), strict=True):
             mark = (self._mark(c, k) - crossed + h) % _MOD
             marks[(k - 1) * _MARK : k * _MARK] = mark.to_bytes(_MARK, "little")
         self._sums[c] = (self._sums[c] + h) % _MOD
         if (n + 1) % _STEP == 0:
             marks += self._sums[c].to_bytes(_MARK, "little")
         stamps.insert(r, key[0])
-        ids.insert(r, key[1])
-        self._ids[c] = _join_ids(ids)
+        self._ids[c] = _insert_id(held, r, key[1])
 
     def _split(self, c: int, keys: list[Bound], hashes: list[int]) -> None:
         """Make chunk ``c``, of these sorted ``keys`` and their ``hashes``, chunks of
