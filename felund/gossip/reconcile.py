@@ -69,14 +69,14 @@ requested and offered, never trusted.
 
 Fingerprints and their cost
 ---------------------------
-``ItemSet`` keeps the items sorted and cut in chunks of 32 to 64 items,
-with no Python object per item. A chunk holds its timestamps in an
-``array('q')``; its ids as one ``bytes`` of 16 each when all are 32
+``ItemSet`` keeps the items sorted and cut in chunks of up to 64 items
+(new messages fill the last to 48), with no Python object per item. A
+chunk holds its timestamps in an ``array('q')``; its ids as one ``bytes`` of 16 each when all are 32
 lowercase hex (as felund and v1 make them), else as one string joined by
 spaces (which no id holds); the sum of its ids' hashes (SHA-256 of the id
 as a 256-bit int, so any id sums uniformly); and its marks: the sum of its
 first 8, 16, 24... hashes, 32 bytes each. A table of the ids' 64-bit
-``hash()`` answers ``in`` (``felund.gossip.idtable``). About 62 bytes an
+``hash()`` answers ``in`` (``felund.gossip.idtable``). About 58 bytes an
 item, its id included, against 185 when each id was a string in a list and
 a set and each hash a 36-byte slot, and 330 with a tuple, ints and a prefix
 sum per item. A chunk's ids are read back only where an operation needs
@@ -142,8 +142,9 @@ _MOD: Final = 1 << 256
 _KIND: Final = "recon"
 _MAX_BUCKETS: Final = 1024
 _MAX_LIST_THRESHOLD: Final = 1024
-# A chunk holds _CHUNK to 2 * _CHUNK items: with 32, the chunks cost about 9
-# bytes an item (16: 21; 64: 3, and fingerprints slower). Within a chunk the sum
+# A chunk holds at most 2 * _CHUNK items, and at least _CHUNK but the last: a cut
+# makes chunks of _CHUNK to 2 * _CHUNK, new messages fill the last to _FILL and
+# then make new ones. Within a chunk the sum
 # of the first k hashes (mod 2**256, 32 bytes) is kept for every k that is a
 # multiple of _STEP, so the sum up to any item is a mark and at most
 # _STEP // 2 hashes of the ids around it.
@@ -294,7 +295,7 @@ class ItemSet:
     )
 
     def __init__(self, items: Iterable[tuple[int, str]] = ()) -> None:
-        # The items in order, cut in chunks of _CHUNK to 2 * _CHUNK (one empty chunk at first).
+        # The items in order, cut in chunks (see _CHUNK; one empty chunk at first).
         self._stamps: list[array[int]] = [array("q")]  # created_ts
         self._ids: list[Ids] = [b""]  # each chunk's (see _join_ids)
         self._sums: list[int] = [0]  # of each chunk's hashes, mod 2**256
@@ -419,10 +420,14 @@ class ItemSet:
         n = len(stamps)
         self._len += len(keys)
         self._valid = min(self._valid, c + 1)
-        if not n or keys[0] > (stamps[-1], _ids_between(held, n - 1, n)[0]):  # after the others
-            # The chunk fills up to _FILL, the rest makes new chunks after it: what is
-            # held is never hashed again (new messages go this way).
-            room = _FILL - n
+        last = c == len(self._stamps) - 1
+        room = (_FILL if last else 2 * _CHUNK) - n
+        if (not n or keys[0] > (stamps[-1], _ids_between(held, n - 1, n)[0])) and (
+            last or len(keys) <= room
+        ):
+            # After the others: what is held is never hashed again. The last chunk (new
+            # messages) fills up to _FILL and the rest makes new chunks after it, so
+            # only the last chunk is ever smaller than _CHUNK.
             if room > 0:
                 stamps.extend([k[0] for k in keys[:room]])
                 self._ids[c] = _extend_ids(held, [k[1] for k in keys[:room]])

@@ -151,6 +151,9 @@ def test_chunk_sums_and_indices_stay_right_through_adds_in_any_order(size, rnd) 
         flat = sorted((ts, m) for m, ts in seen.items())
         n = len(flat)
         assert len(s) == n
+        sizes = [len(stamps) for stamps in s._stamps]  # only the last chunk may be small
+        assert all(size >= reconcile._CHUNK for size in sizes[:-1]), sizes
+        assert max(sizes) <= 2 * reconcile._CHUNK, sizes
         for _ in range(6):
             i = rnd.randint(0, n)
             j = rnd.choice([n, rnd.randint(i, n)])
