@@ -47,20 +47,7 @@ class IdTable:
 
     def add(self, msg_id: str) -> bool:
         """Add an id; False if it was there."""
-        if 2 * (self._len + 1) > len(self._slots):
-            self._grow(self._len + 1)
-        h = hash(msg_id) or 1
-        slots, mask = self._slots, self._mask
-        i = h & mask
-        while True:
-            held = slots[i]
-            if held == h:
-                return False
-            if held == _EMPTY:
-                slots[i] = h
-                self._len += 1
-                return True
-            i = (i + 1) & mask
+        return bool(self.take((msg_id,)))
 
     def take(self, msg_ids: Iterable[str]) -> list[str]:
         """Add every id (the bulk path of ``add``); those that were not there, in order."""
