@@ -17,7 +17,8 @@ and its own ``/metrics`` on one port.
   second, per signing key for signed calls (``--key-requests``,
   ``--key-messages``, ``--key-bytes``) and per client address for the others
   (``--address-...``), signatures that do not verify per address
-  (``--unverified``); ``--no-limits`` turns them all off. The client address
+  (``--unverified``), the web app's files per address (``--web-files``);
+  ``--no-limits`` turns them all off. The client address
   is the TCP peer's unless the peer is a ``--trusted-proxy``.
 - Configuration: every argument but ``--db`` is also a key of the TOML file
   given by ``--config`` (or ``$FELUND_RELAY_CONFIG``; config/relay.toml has
@@ -181,9 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(%(default)s; 0: no limit)",
     )
     p.add_argument(
+        "--web-files",
+        type=_rate,
+        default=_DEFAULTS.web_files,
+        metavar="RATE[/BURST]",
+        help="requests a second per client address for the web app's files, apart from "
+        "its API budget (%(default)s; 0: no limit)",
+    )
+    p.add_argument(
         "--no-limits",
         action="store_true",
-        help="no budget at all (the --key-*, --address-* and --unverified ones): for benches",
+        help="no budget at all (--key-*, --address-*, --unverified, --web-files): for benches",
     )
     p.add_argument(
         "--trusted-proxy",
@@ -338,11 +347,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def limits_of(args: argparse.Namespace) -> dict[str, Any]:
     """The budgets the arguments set, as ``RelayConfig`` fields."""
     if args.no_limits:
-        return {"per_key": NO_BUDGET, "per_address": NO_BUDGET, "unverified": OFF}
+        return {
+            "per_key": NO_BUDGET,
+            "per_address": NO_BUDGET,
+            "unverified": OFF,
+            "web_files": OFF,
+        }
     return {
         "per_key": Budget(args.key_requests, args.key_messages, args.key_bytes),
         "per_address": Budget(args.address_requests, args.address_messages, args.address_bytes),
         "unverified": args.unverified,
+        "web_files": args.web_files,
     }
 
 
@@ -433,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         per_key=config.per_key.describe(),
         per_address=config.per_address.describe(),
         unverified=str(config.unverified),
+        web_files=str(config.web_files),
         trusted_proxies=[str(n) for n in config.trusted_proxies],
         max_body_bytes=config.max_body_bytes,
         max_connections=config.max_connections,

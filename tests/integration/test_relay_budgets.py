@@ -25,7 +25,7 @@ import pytest
 from felund.actor.runtime import load_context
 from felund.protocol import OP_CIRCLE_CREATE, OP_POST
 from felund.relay.client import signed_headers
-from felund.relay.server.limits import ADDRESS_BUDGET
+from felund.relay.server.limits import ADDRESS_BUDGET, WEB_FILES_RATE
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
 from felund.testing import Node, Relay, metric_value, wait_for
@@ -262,3 +262,33 @@ async def test_new_keys_from_one_address_buy_no_new_budget(tmp_path: Path) -> No
     assert statuses[200] <= 20 + 5 * seconds + 1, (statuses, seconds)
     limited = metric_value(text, "felund_relay_server_limited_total", payer="keys_of_address")
     assert limited and limited == statuses[429], statuses
+
+
+def _gets(port: int, path: str, count: int) -> Counter[int]:
+    """``count`` GETs of ``path`` one after another on one connection: their statuses."""
+    statuses: Counter[int] = Counter()
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        for _ in range(count):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            statuses[resp.status] += 1
+    finally:
+        conn.close()
+    return statuses
+
+
+def test_the_web_apps_files_pay_apart_from_the_api(relay: Relay) -> None:
+    """Browsers behind one address loading the app (about 45 files a page) spend nothing
+    of that address's API budget, and a flood of the files is bounded by a budget of its own."""
+    many = ADDRESS_BUDGET.requests.burst + 300  # more than the API's burst, at once
+    assert WEB_FILES_RATE.burst > many
+    assert _gets(relay.port, "/", int(many)) == Counter({200: int(many)})
+    assert _gets(relay.port, "/v1/health", 1) == Counter({200: 1})  # the API's budget is whole
+    flood = _gets(relay.port, "/", int(WEB_FILES_RATE.burst) + 500)
+    assert flood[429] > 0, flood
+    assert _gets(relay.port, "/v1/health", 1) == Counter({200: 1})  # and still is
+    text = relay.metrics()
+    assert (metric_value(text, "felund_relay_server_limited_total", payer="web_files") or 0) > 0
+    assert not metric_value(text, "felund_relay_server_limited_total", payer="address")

@@ -72,7 +72,8 @@ def test_retention_is_given_in_days() -> None:
 
 def test_no_limits_turns_every_budget_off() -> None:
     limits = limits_of(parse_arguments(["--db", "x", "--no-limits", "--key-requests", "1/1"]))
-    assert limits == {"per_key": NO_BUDGET, "per_address": NO_BUDGET, "unverified": OFF}
+    off = {"per_key": NO_BUDGET, "per_address": NO_BUDGET, "unverified": OFF, "web_files": OFF}
+    assert limits == off
 
 
 def test_rates_parse_and_print() -> None:

@@ -128,7 +128,7 @@ from felund.relay.server.state import (
     pay_unsigned,
     spend_nonce,
 )
-from felund.relay.server.static import add_web_routes
+from felund.relay.server.static import add_web_routes, is_web_file
 from felund.relay.server.store import SignalQueue
 
 _CORS = {
@@ -231,6 +231,18 @@ def _before_body(request: web.Request, relay: Relay) -> bool:
     return True
 
 
+def _pay_web_file(request: web.Request, relay: Relay) -> None:
+    """Charge a request for the web app's files to its address's ``web_files`` budget."""
+    wait = relay.limits.web_files.take(client_key(request["client"]), time.monotonic())
+    if wait > 0:
+        m.LIMITED.labels("web_files", "requests").inc()
+        raise ApiError(
+            RATE_LIMITED,
+            "too many requests for the web app's files from this address",
+            retry_after(wait),
+        )
+
+
 @web.middleware
 async def relay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request passes here: preflight, limits, JSON errors, CORS, one log line."""
@@ -244,7 +256,11 @@ async def relay_middleware(request: web.Request, handler: Handler) -> web.Stream
             relay.arrivals.served(request.protocol)
             response = web.Response(status=204, headers=_PREFLIGHT)
         else:
-            signed = _route(request) != "/metrics" and _before_body(request, relay)
+            if is_web_file(request):  # the page's own files: not the API's budget
+                _pay_web_file(request, relay)
+                signed = False
+            else:
+                signed = _route(request) != "/metrics" and _before_body(request, relay)
             await read_body(request, relay.config.body_timeout_s)
             if not signed and request.content_length is None and request.body_exists:
                 # A chunked body's size is known only now: it is paid for after the fact.

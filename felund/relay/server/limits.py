@@ -17,6 +17,10 @@
   for the debt to refill. A rate of 0 turns that bucket off.
 - Bytes are request bodies (what a client makes the relay parse and store);
   what GETs answer is bounded by their page size and the send budget.
+- The web app's files (the page, its modules, styles and icons) pay from
+  their address's ``web_files`` budget, not from its API budget: a page
+  load is about 45 of them, and several browsers behind one address (a
+  home, an office) loading the app must not lock them out of the chat.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Final, Literal
 
 UNITS: Final = ("requests", "messages", "bytes")
 Unit = Literal["requests", "messages", "bytes"]
-Payer = Literal["key", "address", "unverified"]
+Payer = Literal["key", "address", "unverified", "web_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ KEY_BUDGET: Final = Budget(
     Rate(5_000, 20_000), Rate(50_000, 200_000), Rate(64 * 1024 * 1024, 256 * 1024 * 1024)
 )
 UNVERIFIED_RATE: Final = Rate(10, 50)
+WEB_FILES_RATE: Final = Rate(100, 1000)  # about 20 page loads at once, then 2 a second
 NO_BUDGET: Final = Budget(OFF, OFF, OFF)
 
 
@@ -163,22 +168,24 @@ class Budgets:
 @dataclass
 class Limits:
     """The relay's budgets: per signing key, per address, and per address for signatures
-    that do not verify."""
+    that do not verify and for the web app's files."""
 
     key: Budgets
     address: Budgets
     unverified: TokenBuckets
+    web_files: TokenBuckets
     # A key costs nothing to make (a registration names its own), so the signed calls of
     # one address, whatever keys they verify under, together spend at most one key's budget.
     keys_of_address: Budgets
 
     @classmethod
-    def of(cls, per_key: Budget, per_address: Budget, unverified: Rate) -> Limits:
+    def of(cls, per_key: Budget, per_address: Budget, unverified: Rate, web_files: Rate) -> Limits:
         """The budgets of a configuration."""
         return cls(
             Budgets(per_key),
             Budgets(per_address),
             TokenBuckets(unverified.per_s, unverified.burst),
+            TokenBuckets(web_files.per_s, web_files.burst),
             Budgets(per_key),
         )
 
@@ -187,4 +194,5 @@ class Limits:
         self.key.prune(now)
         self.address.prune(now)
         self.unverified.prune(now)
+        self.web_files.prune(now)
         self.keys_of_address.prune(now)

@@ -50,7 +50,7 @@ REJECTIONS = Counter(
 LIMITED = Counter(
     "felund_relay_server_limited",
     "Requests refused for a spent budget, by payer (key, keys_of_address, address, "
-    "unverified) and unit.",
+    "unverified, web_files) and unit.",
     ["payer", "unit"],
     registry=REGISTRY,
 )

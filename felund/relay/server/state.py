@@ -102,6 +102,7 @@ from felund.relay.server.limits import (
     ADDRESS_BUDGET,
     KEY_BUDGET,
     UNVERIFIED_RATE,
+    WEB_FILES_RATE,
     Budget,
     Limits,
     Payer,
@@ -123,6 +124,7 @@ class RelayConfig:
     per_key: Budget = KEY_BUDGET  # a verified signed request's signing key pays
     per_address: Budget = ADDRESS_BUDGET  # any other request's client address pays
     unverified: Rate = UNVERIFIED_RATE  # signatures that do not verify, per address
+    web_files: Rate = WEB_FILES_RATE  # requests for the web app's files, per address
     trusted_proxies: tuple[Network, ...] = ()  # whose X-Real-IP / X-Forwarded-For is believed
     max_body_bytes: int = MAX_BODY_BYTES
     ws_ping_s: float = WS_PING_S
@@ -203,7 +205,7 @@ class Relay:
         budget = self.hub.budget
         m.SEND_QUEUED_BYTES.set_function(lambda: budget.used)
         cfg = self.config
-        self.limits = Limits.of(cfg.per_key, cfg.per_address, cfg.unverified)
+        self.limits = Limits.of(cfg.per_key, cfg.per_address, cfg.unverified, cfg.web_files)
         self.signal_window = SlidingWindow(SIGNAL_RATE, SIGNAL_WINDOW_S)
 
 

@@ -84,6 +84,12 @@ async def on_web(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(target, headers=headers)
 
 
+def is_web_file(request: web.Request) -> bool:
+    """Whether a request is for the web app's files (``on_web``'s: any GET path that is
+    no API route), which pay from their own budget (``Limits.web_files``)."""
+    return request.match_info.route.handler is on_web
+
+
 def add_web_routes(app: web.Application, root: Path = WEB_ROOT) -> None:
     """Serve the web app at ``/`` (call after every API route: this one takes any path)."""
     app[WEB_ROOT_KEY] = root.resolve()
