@@ -221,26 +221,21 @@ def _before_body(request: web.Request, relay: Relay) -> bool:
         pay_unsigned(request, relay, request.content_length or 0)
         return False
     wait = relay.limits.unverified.wait(client_key(request["client"]), time.monotonic())
-    if wait > 0:
-        m.LIMITED.labels("unverified", "requests").inc()
-        raise ApiError(
-            RATE_LIMITED,
-            "too many requests whose signature did not verify from this address",
-            retry_after(wait),
-        )
+    _refuse_if(wait, "unverified", "requests whose signature did not verify")
     return True
 
 
 def _pay_web_file(request: web.Request, relay: Relay) -> None:
     """Charge a request for the web app's files to its address's ``web_files`` budget."""
     wait = relay.limits.web_files.take(client_key(request["client"]), time.monotonic())
+    _refuse_if(wait, "web_files", "requests for the web app's files")
+
+
+def _refuse_if(wait: float, payer: str, what: str) -> None:
+    """RATE_LIMITED, counted for ``payer``, if an address's request must wait ``wait`` s."""
     if wait > 0:
-        m.LIMITED.labels("web_files", "requests").inc()
-        raise ApiError(
-            RATE_LIMITED,
-            "too many requests for the web app's files from this address",
-            retry_after(wait),
-        )
+        m.LIMITED.labels(payer, "requests").inc()
+        raise ApiError(RATE_LIMITED, f"too many {what} from this address", retry_after(wait))
 
 
 @web.middleware
