@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -21,7 +21,8 @@ import pytest
 from felund.errors import DatabaseUnavailable
 from felund.relay.protocol import IncomingMessage, MessageBatch
 from felund.relay.server import metrics as m
-from felund.relay.server.pgappend import GroupAppender
+from felund.relay.server.asyncstore import Appender
+from felund.relay.server.pgappend import PgAppender
 from felund.relay.server.pgnotify import parse_notes
 from felund.relay.server.postgres import CHANNEL, PostgresRelayStore
 from felund.relay.server.store import Stored
@@ -55,9 +56,9 @@ def store(pg_server: PgServer) -> Iterator[PostgresRelayStore]:
 
 
 @contextlib.asynccontextmanager
-async def _appender(store: PostgresRelayStore) -> AsyncIterator[GroupAppender]:
+async def _appender(store: PostgresRelayStore) -> AsyncIterator[PgAppender]:
     # One call at a time: the first request goes alone, all the others wait for the next.
-    appender = GroupAppender(store, in_flight=1)
+    appender = PgAppender(store, in_flight=1)
     try:
         yield appender
     finally:
@@ -65,7 +66,7 @@ async def _appender(store: PostgresRelayStore) -> AsyncIterator[GroupAppender]:
 
 
 async def _all(
-    appender: GroupAppender, requests: list[tuple[MessageBatch, str, tuple[str, int] | None]]
+    appender: Appender, requests: Sequence[tuple[MessageBatch, str, tuple[str, int] | None]]
 ) -> list[tuple[bool, list[Stored]] | BaseException]:
     return await asyncio.gather(
         *(appender.append(*request) for request in requests), return_exceptions=True
@@ -81,7 +82,7 @@ async def test_concurrent_appends_share_calls_and_a_replay_refuses_only_its_own(
 
 
 async def _test_concurrent_appends_share_calls_and_a_replay_refuses_only_its_own(
-    appender: GroupAppender,
+    appender: Appender,
 ) -> None:
     calls, carried = _calls()
     requests: list[tuple[MessageBatch, str, tuple[str, int] | None]] = []
@@ -136,7 +137,7 @@ async def test_a_database_that_hangs_is_unavailable_not_waited_for_ever(
     with psycopg.connect(store.conninfo, autocommit=False) as holder:
         # The circle's lock, as the append takes it (postgres._LOCK_CIRCLE).
         holder.execute("SELECT pg_advisory_xact_lock(7101, hashtext(%s))", (hint,))
-        appender = GroupAppender(store, in_flight=1, call_timeout_s=0.5)
+        appender = PgAppender(store, in_flight=1, call_timeout_s=0.5)
         try:
             with pytest.raises(DatabaseUnavailable):
                 await appender.append(_batch(hint, "held up"), "", None)

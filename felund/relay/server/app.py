@@ -111,7 +111,6 @@ from felund.relay.protocol import (
 )
 from felund.relay.server import metrics as m
 from felund.relay.server.feed import close_within, on_feed
-from felund.relay.server.pgappend import appends_grouped
 from felund.relay.server.pgnotify import feed_across_instances
 from felund.relay.server.state import (
     JSON_TYPE,
@@ -697,6 +696,11 @@ async def _upkeep(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _appends_grouped(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[RELAY].store.appender.aclose()  # waiting appends refused, connections closed
+
+
 async def _close_feeds(app: web.Application) -> None:
     relay = app[RELAY]
     await asyncio.gather(
@@ -715,7 +719,7 @@ def make_app(relay: Relay) -> web.Application:
     app[RELAY] = relay
     app.cleanup_ctx.append(_upkeep)
     app.cleanup_ctx.append(feed_across_instances)
-    app.cleanup_ctx.append(appends_grouped)
+    app.cleanup_ctx.append(_appends_grouped)
     app.on_shutdown.append(_close_feeds)
     r = app.router
     r.add_get("/v1/health", on_health)

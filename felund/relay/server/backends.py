@@ -12,11 +12,11 @@ import re
 import sqlite3
 from pathlib import Path
 
-from felund.relay.server.pgappend import GroupAppender
+from felund.relay.server.asyncstore import AsyncStore
+from felund.relay.server.pgappend import PgAppender
 from felund.relay.server.postgres import migrate as migrate_pg
 from felund.relay.server.postgres import open_store as open_pg
 from felund.relay.server.sqlite import SCHEMA_VERSION, SqliteRelayStore
-from felund.relay.server.store import AsyncStore
 
 DB_ENV = "FELUND_RELAY_DB"
 _URL = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
@@ -46,7 +46,7 @@ def open_store(db: str) -> AsyncStore:
     """
     if is_postgres(db):
         store = open_pg(db, pool_size=PG_POOL)
-        return AsyncStore(store, readers=PG_POOL, writers=PG_POOL, appender=GroupAppender(store))
+        return AsyncStore(store, readers=PG_POOL, writers=PG_POOL, appender=PgAppender(store))
     try:
         return AsyncStore(SqliteRelayStore(Path(db)))
     except sqlite3.Error as exc:

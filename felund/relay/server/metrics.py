@@ -189,7 +189,7 @@ DB_ERRORS = Counter(
 )
 DB_APPEND_GROUP = Histogram(
     "felund_relay_server_db_append_group_requests",
-    "POSTs appended by one database call (PostgreSQL: concurrent POSTs go together).",
+    "POSTs appended by one database call (concurrent POSTs go together, one transaction).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
     registry=REGISTRY,
 )

@@ -38,7 +38,6 @@ import contextlib
 import json
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -59,6 +58,8 @@ from felund.relay.protocol import (
     compact_json,
 )
 from felund.relay.server.store import (
+    Answer,
+    AppendRequest,
     Page,
     Peer,
     Purged,
@@ -281,15 +282,6 @@ APPEND_GROUP = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AppendRequest:
-    """One POST's append: its batch, its poster and, if signed, its nonce and expiry."""
-
-    batch: MessageBatch
-    poster: str
-    nonce: tuple[str, int] | None
-
-
 def group_args(requests: list[AppendRequest], cap: int, instance: str) -> tuple[Any, ...]:
     """The arguments of ``APPEND_GROUP`` for ``requests``, in order."""
     msgs = [m for r in requests for m in r.batch.messages]
@@ -307,9 +299,7 @@ def group_args(requests: list[AppendRequest], cap: int, instance: str) -> tuple[
     )
 
 
-def group_results(
-    requests: list[AppendRequest], rows: list[tuple[Any, ...]]
-) -> list[tuple[bool, list[Stored]]]:
+def group_results(requests: list[AppendRequest], rows: list[tuple[Any, ...]]) -> list[Answer]:
     """What ``APPEND_GROUP`` answered, per request: (nonce fresh, what was stored)."""
     msgs = [m for r in requests for m in r.batch.messages]
     fresh = [True] * len(requests)
@@ -559,10 +549,13 @@ class PostgresRelayStore:
         and notify the other instances on commit."""
         if not batch.messages:
             return []
-        request = AppendRequest(batch, poster, None)
+        return self.append_group([AppendRequest(batch, poster, None)])[0][1]
+
+    def append_group(self, requests: list[AppendRequest]) -> list[Answer]:
+        """Nonces recorded and batches appended in one call of ``felund_append_group``."""
         with self._conn() as c:
-            rows = c.execute(APPEND_GROUP, group_args([request], self.second_cap, self.instance))
-            return group_results([request], rows.fetchall())[0][1]
+            rows = c.execute(APPEND_GROUP, group_args(requests, self.second_cap, self.instance))
+            return group_results(requests, rows.fetchall())
 
     def span(self, circle_hint: str, after: int, last: int) -> list[tuple[int, str, str]]:
         """(cursor, author, payload) of a circle's messages with a cursor in (after, last]."""

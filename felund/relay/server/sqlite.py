@@ -32,12 +32,14 @@ from typing import Any, cast
 from felund.errors import StoreInUse
 from felund.relay.auth import key_id
 from felund.relay.protocol import (
+    MAX_BATCH,
     MAX_NODE_KEYS,
     MAX_REALMS,
     MAX_SIGNALS_PER_CIRCLE,
     MAX_SIGNALS_PER_NODE,
     MAX_SIGNALS_TOTAL,
     SECOND_CAP,
+    IncomingMessage,
     MessageBatch,
     Registration,
     SignalPost,
@@ -45,6 +47,8 @@ from felund.relay.protocol import (
 )
 from felund.relay.server.checkpoint import BACKSTOP_PAGES, Checkpointer
 from felund.relay.server.store import (
+    Answer,
+    AppendRequest,
     Page,
     Peer,
     Purged,
@@ -171,6 +175,38 @@ def _transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.C
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+# Each of a POST's messages used to be its own INSERT: a statement per message, and
+# with it a wait for the GIL per message on the writer thread while the event loop
+# holds it (2.6 ms of writer time for 50 messages, against 0.7 ms in one thread).
+# One statement to find those already stored and one to insert the rest keep that
+# to two waits whatever the batch holds.
+_MESSAGE_COLUMNS = "(circle_hint, msg_id, author, stored_at, stored_wall, payload)"
+
+
+@functools.lru_cache(maxsize=MAX_BATCH)
+def _insert_messages(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)  # placeholders only
+    return f"INSERT INTO messages {_MESSAGE_COLUMNS} VALUES {values}"  # noqa: S608
+
+
+def _new_messages(conn: sqlite3.Connection, batch: MessageBatch) -> list[IncomingMessage]:
+    """The batch's messages not stored yet, each msg_id once (its first), in order."""
+    known = {
+        row[0]
+        for row in conn.execute(
+            "SELECT msg_id FROM messages WHERE circle_hint = ?"
+            " AND msg_id IN (SELECT value FROM json_each(?))",
+            (batch.circle_hint, json.dumps([m.msg_id for m in batch.messages])),
+        )
+    }
+    fresh = []
+    for msg in batch.messages:
+        if msg.msg_id not in known:
+            known.add(msg.msg_id)
+            fresh.append(msg)
+    return fresh
 
 
 class SqliteRelayStore:
@@ -412,56 +448,83 @@ class SqliteRelayStore:
     def append(self, batch: MessageBatch, poster: str = "") -> list[Stored]:
         """Store new messages, each in a stored second shared by at most ``second_cap``
         (``poster``: one process, whose hub the caller publishes to)."""
-        hint = batch.circle_hint
-        if not batch.messages:
-            return []
+        return self.append_group([AppendRequest(batch, poster, None)])[0][1]
+
+    def append_group(self, requests: list[AppendRequest]) -> list[Answer]:
+        """Nonces recorded and batches appended in one transaction, in order."""
+        hints = {r.batch.circle_hint for r in requests if r.batch.messages}
         with self._lock:
             wall = int(self._clock.now())
-            last = self._last.pop(hint, None)
-            if last is None:
-                last = self._load_last(hint)
-            self._last[hint] = last
-            # Anything this append stores gets a second at or after this one.
-            self._pending[hint] = max(wall, last[0])
-        second, count = last
-        stored: list[Stored] = []
+            # circle_hint -> (last stored second, messages in it), as this group goes.
+            last = {h: self._last.get(h) or self._load_last(h) for h in hints}
+            for hint, (second, _) in last.items():
+                # Anything this group stores gets a second at or after this one.
+                self._pending[hint] = max(wall, second)
         try:
+            answers: list[Answer] = []
+            tops: dict[str, int] = {}
             with _transaction(self._conn, "IMMEDIATE") as c:
-                top = c.execute(
-                    "SELECT id FROM messages WHERE circle_hint = ?"
-                    " ORDER BY stored_at DESC, id DESC LIMIT 1",
-                    (hint,),
-                ).fetchone()
-                after = top[0] if top else 0
-                for msg in batch.messages:
-                    if wall > second:
-                        at, n = wall, 0
-                    elif count >= self.second_cap:
-                        at, n = second + 1, 0
+                for r in requests:
+                    if r.nonce is not None and not self.use_nonce(*r.nonce):
+                        answers.append((False, []))
+                    elif r.batch.messages:
+                        answers.append((True, self._insert(c, r.batch, wall, last, tops)))
                     else:
-                        at, n = second, count
-                    cur = c.execute(
-                        "INSERT OR IGNORE INTO messages"
-                        " (circle_hint, msg_id, author, stored_at, stored_wall, payload)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (hint, msg.msg_id, msg.author_node_id, at, wall, msg.payload),
-                    )
-                    if cur.rowcount == 1:
-                        row_id = cur.lastrowid
-                        assert row_id is not None
-                        second, count = at, n + 1
-                        stored.append(
-                            Stored(row_id, msg.msg_id, msg.author_node_id, msg.payload, at, after)
-                        )
-                        after = row_id
+                        answers.append((True, []))
             with self._lock:
-                self._last[hint] = (second, count)
-                self._last.move_to_end(hint)
+                for hint, state in last.items():
+                    self._last[hint] = state
+                    self._last.move_to_end(hint)
                 while len(self._last) > self._max_tracked:
                     self._last.popitem(last=False)
         finally:
             with self._lock:
-                del self._pending[hint]
+                for hint in hints:
+                    del self._pending[hint]
+        return answers
+
+    def _insert(
+        self,
+        c: sqlite3.Connection,
+        batch: MessageBatch,
+        wall: int,
+        last: dict[str, tuple[int, int]],
+        tops: dict[str, int],
+    ) -> list[Stored]:
+        """Insert a batch's new messages (``last`` and ``tops`` follow): what was stored."""
+        hint = batch.circle_hint
+        if hint not in tops:
+            top = c.execute(
+                "SELECT id FROM messages WHERE circle_hint = ?"
+                " ORDER BY stored_at DESC, id DESC LIMIT 1",
+                (hint,),
+            ).fetchone()
+            tops[hint] = top[0] if top else 0
+        second, count = last[hint]
+        rows: list[tuple[str, str, str, int, int, str]] = []
+        for msg in _new_messages(c, batch):
+            if wall > second:
+                at, n = wall, 0
+            elif count >= self.second_cap:
+                at, n = second + 1, 0
+            else:
+                at, n = second, count
+            second, count = at, n + 1
+            rows.append((hint, msg.msg_id, msg.author_node_id, at, wall, msg.payload))
+        last[hint] = second, count
+        stored: list[Stored] = []
+        after = tops[hint]
+        for i in range(0, len(rows), MAX_BATCH):
+            part = rows[i : i + MAX_BATCH]
+            cur = c.execute(_insert_messages(len(part)), [v for r in part for v in r])
+            # One statement in a write transaction: AUTOINCREMENT gives its rows the
+            # ids after the largest ever used, one after the other.
+            row_id = cast(int, cur.lastrowid) - len(part)
+            for _, msg_id, author, at, _, payload in part:
+                row_id += 1
+                stored.append(Stored(row_id, msg_id, author, payload, at, after))
+                after = row_id
+        tops[hint] = after
         return stored
 
     def _bound(self, circle_hint: str) -> tuple[int | None, int]:

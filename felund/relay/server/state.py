@@ -95,6 +95,7 @@ from felund.relay.protocol import (
     http_status,
 )
 from felund.relay.server import metrics as m
+from felund.relay.server.asyncstore import AsyncStore
 from felund.relay.server.connections import Arrivals
 from felund.relay.server.hub import Hub
 from felund.relay.server.ice import IceServer
@@ -110,7 +111,7 @@ from felund.relay.server.limits import (
     Unit,
 )
 from felund.relay.server.recent import Recent
-from felund.relay.server.store import AsyncStore, Realm
+from felund.relay.server.store import Realm
 
 JSON_TYPE = "application/json"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -23,35 +23,28 @@
 - Several processes: ``felund.relay.server.postgres`` takes every decision
   above in the database (locks, unique constraints), so instances behind one
   load balancer behave as one relay.
-- Threads: ``AsyncStore`` runs the blocking calls off the event loop, every
-  write on one writer thread (SQLite has one writer anyway; PostgreSQL gets as
-  many as its pool has connections) and reads on a
-  small pool of reader threads with their own connections (WAL lets them
-  read beside the writer). A WAL checkpoint, the retention purge or a slow
-  disk then never stalls the loop that serves WebSockets and other circles,
-  and sqlite3 releases the GIL while it works. On PostgreSQL the POSTs'
-  appends skip the threads: an ``Appender`` sends the concurrent ones
-  together from the loop (``felund.relay.server.pgappend``).
+- Threads and grouped appends: ``felund.relay.server.asyncstore``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol
 
-from felund.errors import ApiError, DatabaseUnavailable
-from felund.relay.protocol import DATABASE_UNAVAILABLE, MessageBatch, Registration, SignalPost
-from felund.relay.server import metrics as m
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from felund.relay.protocol import MessageBatch, Registration, SignalPost
 
 
 # --- records --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One POST's append: its batch, its poster and, if signed, its nonce and expiry."""
+
+    batch: MessageBatch
+    poster: str
+    nonce: tuple[str, int] | None
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
     """A live registration, as GET /v1/peers answers it."""
@@ -85,6 +78,10 @@ class Stored(NamedTuple):
     # The cursor of the circle's message before this one (0: none): a client holding
     # ``after`` that is handed this message holds the circle up to ``id``.
     after: int = 0
+
+
+# What an append answers: whether its nonce was fresh, and the messages it stored.
+Answer = tuple[bool, list[Stored]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +220,10 @@ class RelayStore(Protocol):
         with the cursor of the circle's message before it (``Stored.after``). ``poster``
         (X-Felund-Node) is told to the other instances' feeds, which leave it out."""
 
+    def append_group(self, requests: list[AppendRequest]) -> list[Answer]:
+        """Each request's nonce recorded and, if it was fresh, its batch appended, all in
+        one transaction, in order: (nonce fresh, what was stored) per request."""
+
     def page_since(self, circle_hint: str, since: int, limit: int) -> Page:
         """Whole stored seconds after ``since`` (v1 paging)."""
 
@@ -268,84 +269,3 @@ class RelayStore(Protocol):
 
     def pool_stats(self) -> tuple[int, int, int]:
         """Database connections (open, in use, calls waiting for one)."""
-
-
-# How long a client waits before trying again while the database is unreachable.
-DATABASE_RETRY_S = 2
-
-
-class Appender(Protocol):
-    """Appends in the event loop, instead of on a writer thread (PostgreSQL's groups)."""
-
-    async def append(
-        self, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
-    ) -> tuple[bool, list[Stored]]: ...
-
-
-def append_once(
-    store: RelayStore, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
-) -> tuple[bool, list[Stored]]:
-    """Record a signed post's nonce (it and its expiry), and if it is fresh store its
-    batch: one trip to the writer thread (whether the nonce was fresh, what was stored)."""
-    if nonce is not None and not store.use_nonce(*nonce):
-        return False, []
-    return True, store.append(batch, poster)
-
-
-class AsyncStore:
-    """Runs a ``RelayStore``'s blocking calls: writes on ``writers`` threads, reads on a pool;
-    appends on ``appender`` if there is one.
-
-    A call that finds the database unreachable (``DatabaseUnavailable``) is refused
-    as 503 DATABASE_UNAVAILABLE with Retry-After, and ``db_up`` says so until a call
-    succeeds again.
-    """
-
-    def __init__(
-        self,
-        store: RelayStore,
-        readers: int = 2,
-        writers: int = 1,
-        appender: Appender | None = None,
-    ) -> None:
-        self.store = store
-        self.appender = appender
-        self._writer = ThreadPoolExecutor(writers, thread_name_prefix="relay-db-write")
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="relay-db-read")
-        m.DB_UP.set(1)
-
-    async def _guard(self, call: Awaitable[T]) -> T:
-        try:
-            result = await call
-        except DatabaseUnavailable:
-            m.DB_UP.set(0)
-            m.DB_ERRORS.labels("unavailable").inc()
-            raise ApiError(
-                DATABASE_UNAVAILABLE, "the relay's database is unreachable", DATABASE_RETRY_S
-            ) from None
-        m.DB_UP.set(1)
-        return result
-
-    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a write of the store on a writer thread."""
-        call = functools.partial(fn, *args, **kwargs)
-        return await self._guard(asyncio.get_running_loop().run_in_executor(self._writer, call))
-
-    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a read of the store on a reader thread."""
-        call = functools.partial(fn, *args, **kwargs)
-        return await self._guard(asyncio.get_running_loop().run_in_executor(self._readers, call))
-
-    async def append(
-        self, batch: MessageBatch, poster: str, nonce: tuple[str, int] | None
-    ) -> tuple[bool, list[Stored]]:
-        """``append_once``, on the appender if there is one, else on a writer thread."""
-        if self.appender is None:
-            return await self.write(append_once, self.store, batch, poster, nonce)
-        return await self._guard(self.appender.append(batch, poster, nonce))
-
-    def close(self) -> None:
-        """Wait for running calls, then close the store."""
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        self.store.close()
