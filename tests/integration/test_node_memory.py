@@ -26,4 +26,7 @@ def test_processes_load_no_event_loop_or_tls_they_do_not_use(node: Node) -> None
     assert {"_asyncio", "_ssl"} <= loaded["gossip"]
     # structlog, http.client and prometheus-client name them at import; nobody here uses them.
     assert "_asyncio" not in loaded["supervisor"]
+    # Nor does the supervisor hash anything: OpenSSL's libcrypto is 3.4 MiB of RSS.
+    assert "_hashlib" not in loaded["supervisor"], loaded["supervisor"]
+    assert "_hashlib" in loaded["store"]  # the check sees it where it is
     assert {"_asyncio", "_ssl"}.isdisjoint(loaded["store"]), loaded["store"]
