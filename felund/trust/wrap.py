@@ -38,14 +38,18 @@ def wrap_context(circle_id: str, epoch_id: str, node_id: str) -> str:
     return f"{circle_id}|{epoch_id}|{node_id}"
 
 
-_PROBE = X25519PrivateKey.from_private_bytes(bytes([1] * 32))
+@functools.cache
+def _probe() -> X25519PrivateKey:
+    # Made at first use: making any X25519 key loads cryptography's OpenSSL backend
+    # (RSA, EC and all), which gossip, importing this module for the key ids, never needs.
+    return X25519PrivateKey.from_private_bytes(bytes([1] * 32))
 
 
 @functools.lru_cache(maxsize=1024)  # asked of every member's key at each re-key: few keys
 def _usable(xpk: bytes) -> bool:
     # A low-order point agrees on all zeros with every key: cryptography refuses it.
     try:
-        _PROBE.exchange(X25519PublicKey.from_public_bytes(xpk))
+        _probe().exchange(X25519PublicKey.from_public_bytes(xpk))
     except ValueError:
         return False
     return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from felund.testing import Node
@@ -30,3 +32,17 @@ def test_processes_load_no_event_loop_or_tls_they_do_not_use(node: Node) -> None
     assert "_hashlib" not in loaded["supervisor"], loaded["supervisor"]
     assert "_hashlib" in loaded["store"]  # the check sees it where it is
     assert {"_asyncio", "_ssl"}.isdisjoint(loaded["store"]), loaded["store"]
+
+
+def test_gossip_imports_no_openssl_backend_of_cryptography() -> None:
+    """Gossip makes no X25519 key: cryptography's OpenSSL backend module (RSA, EC and
+    the rest, about 2 MiB of RSS) stays out of it."""
+    probe = (
+        "import sys, services.gossip; "
+        "print('cryptography.hazmat.backends.openssl.backend' in sys.modules, "
+        "'cryptography.hazmat.primitives.ciphers.aead' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["False", "True"]  # the check sees cryptography where it is
