@@ -20,10 +20,15 @@
   again one request at a time, so a bad request fails alone.
 - A lost database (``DatabaseUnavailable``) fails the waiting requests (503)
   and calls ``_lost``.
+- The queue holds at most one request per open connection (aiohttp reads
+  the next request of a connection once it has answered this one), so the
+  relay's caps bound it: ``max_connections`` requests of at most
+  ``max_body_bytes`` each, already read by then.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,7 +53,7 @@ class _Waiting:
     )
 
 
-class GroupAppender:
+class GroupAppender(abc.ABC):
     """Appends sent to the store together (see the module docstring); ``_call`` sends."""
 
     def __init__(self, in_flight: int) -> None:
@@ -68,11 +73,11 @@ class GroupAppender:
         self._start()
         return await waiting.answer
 
+    @abc.abstractmethod
     async def _call(self, requests: list[AppendRequest]) -> list[Answer]:
         """Append ``requests`` in one transaction: each one's answer, in order."""
-        raise NotImplementedError
 
-    async def _lost(self) -> None:
+    async def _lost(self) -> None:  # noqa: B027 - most appenders have nothing to drop
         """The database went away during a call (connections to drop, say)."""
 
     async def aclose(self) -> None:

@@ -177,11 +177,10 @@ def _transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.C
     conn.execute("COMMIT")
 
 
-# Each of a POST's messages used to be its own INSERT: a statement per message, and
-# with it a wait for the GIL per message on the writer thread while the event loop
-# holds it (2.6 ms of writer time for 50 messages, against 0.7 ms in one thread).
-# One statement to find those already stored and one to insert the rest keep that
-# to two waits whatever the batch holds.
+# A batch is two statements, whatever it holds: one finds the messages already
+# stored, one inserts the rest. sqlite3 gives up the GIL for each statement, and the
+# writer thread then waits for the event loop to give it back; an INSERT a message
+# paid that wait 50 times for a POST of 50.
 _MESSAGE_COLUMNS = "(circle_hint, msg_id, author, stored_at, stored_wall, payload)"
 
 
