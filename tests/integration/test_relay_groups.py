@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from felund.relay.protocol import IncomingMessage, MessageBatch
+from felund.relay.server import metrics as m
+from felund.relay.server.appendgroup import MAX_GROUP_REQUESTS
 from felund.relay.server.asyncstore import AsyncStore
 from felund.relay.server.sqlite import SqliteRelayStore
 from felund.relay.server.store import Stored
@@ -109,3 +111,24 @@ async def test_a_request_the_database_refuses_fails_alone(tmp_path: Path) -> Non
         fresh, after = await store.append(_batch("circlehint0003", "later"), "", None)
     assert fresh and after[0].after == 0
     assert "refused" not in {payload for _, payload in _rows(db).values()}
+
+
+@aio
+async def test_a_group_holds_at_most_max_group_requests(tmp_path: Path) -> None:
+    name = "felund_relay_server_db_append_group_requests"
+
+    def bucket(le: str) -> float:
+        return m.REGISTRY.get_sample_value(f"{name}_bucket", {"le": le}) or 0.0
+
+    async with _store(tmp_path / "relay.db") as store:
+        count = 3 * MAX_GROUP_REQUESTS
+        requests = [(_batch(f"circlehint{n:04d}", f"p{n}"), "", None) for n in range(count)]
+        calls, carried = _calls()
+        within, beyond = bucket(str(float(MAX_GROUP_REQUESTS))), bucket("+Inf")
+        answers = await _all(store.appender, requests)
+        assert all(not isinstance(a, BaseException) and len(a[1]) == 1 for a in answers)
+        new_calls, new_carried = _calls()
+    assert new_carried - carried == count
+    assert 3 <= new_calls - calls < count
+    # Every call carried at most MAX_GROUP_REQUESTS: none fell beyond that bucket.
+    assert bucket("+Inf") - beyond == bucket(str(float(MAX_GROUP_REQUESTS))) - within
