@@ -82,3 +82,26 @@ def deferred(name: str) -> ModuleType:
     mod.__class__ = _Deferred
     sys.modules[name] = mod
     return mod
+
+
+# What the node's own processes (supervisor, store, gossip) run without. They speak no
+# TLS, and the few SHA-256s a message costs them the standard library's own code does
+# nearly as fast (0.6 against 0.3 us): without ssl and _hashlib they never load the system
+# OpenSSL, whose libcrypto is 3.7 MiB resident in each process that does (cryptography
+# links its own copy, which the store and gossip load anyway). structlog imports greenlet
+# where it is installed (the dev extras' playwright brings it), for a deprecated
+# thread-local class no process here uses: 1.1 MiB each.
+NODE_PROCESSES_WITHOUT = ("ssl", "_hashlib", "greenlet")
+
+
+def unavailable(*names: str) -> None:
+    """Make ``import name`` raise ImportError from now on, as in a Python built without it.
+
+    For a library's optional import that a process does better without (a library
+    falls back, as it does where the module is missing). A module imported already
+    stays, what holds it uses it; a deferred one whose body has not run goes.
+    """
+    for name in names:
+        held = sys.modules.get(name)
+        if held is None or type(held) is _Deferred:
+            sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found"

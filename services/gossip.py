@@ -30,6 +30,11 @@ composes); this module only wires it to the process.
 
 from __future__ import annotations
 
+from felund import lazy
+
+if __name__ == "__main__":  # run as the process, not imported by a test
+    lazy.unavailable(*lazy.NODE_PROCESSES_WITHOUT)
+
 import asyncio
 import os
 import socket

@@ -26,6 +26,11 @@
 
 from __future__ import annotations
 
+from felund import lazy
+
+if __name__ == "__main__":  # run as the process, not imported by a test
+    lazy.unavailable(*lazy.NODE_PROCESSES_WITHOUT)
+
 import sqlite3
 import time
 from typing import Any
@@ -50,7 +55,7 @@ from felund.store.database import Database, free_bytes
 from felund.store.opening import note_circles, open_database
 from felund.store.ops import WRITE_OPS, NodeInfo, Ops, Outcome
 
-EVENT_CHUNK = 500  # messages per chat.msg.stored event, to keep frames small
+EVENT_CHUNK = 100  # messages per chat.msg.stored event, to keep frames small
 POLL_MS = 200
 PRUNE_BATCH = 500  # messages per retention transaction: a few ms, between batches
 PRUNE_IDLE_S = 60.0  # after a pass that found nothing more to prune

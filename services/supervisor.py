@@ -25,6 +25,11 @@
 
 from __future__ import annotations
 
+from felund import lazy
+
+if __name__ == "__main__":  # run as the process, not imported by a test
+    lazy.unavailable(*lazy.NODE_PROCESSES_WITHOUT)
+
 import contextlib
 import os
 import signal

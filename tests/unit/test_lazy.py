@@ -1,4 +1,5 @@
-"""``felund.lazy.deferred``: a module whose body runs at the first read of a name it holds."""
+"""``felund.lazy``: a module whose body runs at the first read of a name it holds
+(``deferred``), and one that does not import at all (``unavailable``)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,12 @@ def test_a_module_imported_already_is_returned_as_it_is() -> None:
     assert lazy.deferred("json") is importlib.import_module("json")
     with pytest.raises(ModuleNotFoundError):
         lazy.deferred("felund_no_such_module")
+
+
+def test_an_unavailable_module_fails_to_import_unless_imported_already(package: Path) -> None:
+    lazy.deferred(PACKAGE)  # deferred, its body never run: made unavailable all the same
+    lazy.unavailable(PACKAGE, "json")
+    with pytest.raises(ImportError):
+        importlib.import_module(PACKAGE)
+    assert _ran() == []
+    assert importlib.import_module("json").dumps([]) == "[]"  # imported already: it stays
