@@ -55,7 +55,8 @@ from felund.store.database import Database, free_bytes
 from felund.store.opening import note_circles, open_database
 from felund.store.ops import WRITE_OPS, NodeInfo, Ops, Outcome
 
-EVENT_CHUNK = 100  # messages per chat.msg.stored event, to keep frames small
+EVENT_CHUNK = 100  # messages per chat.msg.stored event: a subscriber decodes one at a time, and
+# what a burst of them leaves behind in its heap grows with their size (README: footprint)
 POLL_MS = 200
 PRUNE_BATCH = 500  # messages per retention transaction: a few ms, between batches
 PRUNE_IDLE_S = 60.0  # after a pass that found nothing more to prune
