@@ -316,7 +316,9 @@ def _loop_errors(*nodes: Node) -> str:
 
 
 def _sync_row(name: str, joiner: Node, source: Node, want: int, needed: int) -> Row:
-    """Start ``joiner`` and time it until it holds ``want`` messages."""
+    """Start ``joiner`` and time it until it holds ``want`` messages, from ``source`` as a
+    node that has been up: serving, its index loaded (not loading 100k ids meanwhile)."""
+    wait_for(source.gossip_serving, timeout=SYNC_LIMIT_S, what="the source's gossip to serve")
     ms = _Metrics(source)
     out0 = ms.value("felund_gossip_messages_total", direction="out")
     started = time.monotonic()

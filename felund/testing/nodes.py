@@ -173,6 +173,13 @@ class Node:
             assert status is not None
             return status
 
+    def gossip_serving(self) -> bool:
+        """Whether this run's gossip serves peers: it does once its index has loaded
+        (``gossip.ready``); a peer dialing it before then waits for the load."""
+        pid = self.supervisor()["services"]["gossip"]["pid"]
+        events = self.log_events()
+        return any(e.get("event") == "gossip.ready" and e.get("pid") == pid for e in events)
+
     def log_events(self) -> list[dict[str, Any]]:
         """The node's JSON log lines so far."""
         return [
