@@ -40,13 +40,14 @@ def test_processes_load_no_event_loop_tls_or_openssl_they_do_not_use(node: Node)
 
 
 def test_the_openssl_check_sees_it_where_it_is() -> None:
-    probe = "import os, ssl; print(os.getpid()); input()"
+    probe = "import os, ssl, sys; print(os.getpid(), flush=True); sys.stdin.read()"
     with subprocess.Popen(
         [sys.executable, "-c", probe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         names = _mapped(int(proc.stdout.readline()))
-        proc.stdin.close()
+        proc.stdin.close()  # the probe's read ends: it exits
+        assert proc.wait(timeout=30) == 0
     assert "_ssl" in names and _openssl(names), names
 
 
