@@ -11,7 +11,10 @@
 - Group commit: every request waiting when a batch starts is applied in one
   transaction, committed, and only then answered, so an answer means the
   write is on disk. Each request runs in a savepoint: one failing request
-  is answered with an error and leaves the rest of its batch intact.
+  is answered with an error and leaves the rest of its batch intact. While
+  a batch commits (SQLite writes without the GIL, in a thread of its own),
+  the requests that came meanwhile are read and their peers' messages
+  parsed: the next batch's first step, on the other core.
 - Restart: nothing is held in memory that the database does not hold;
   clients retry unanswered requests, and appends are idempotent by msg_id.
 - Full disk: a batch that finds no room is rolled back whole and every
@@ -46,6 +49,7 @@ from felund.protocol import (
     ENDPOINT_STORE_CTL,
     ERR_DISK_FULL,
     ERR_INTERNAL,
+    OP_APPEND,
     SVC_STORE,
     TOPIC_CIRCLE_CHANGED,
     TOPIC_MSG_STORED,
@@ -158,11 +162,10 @@ class StoreActor:
         poller = zmq.Poller()
         poller.register(self.server.sock, zmq.POLLIN)
         self.rt.log.info("store.ready", last_seq=self.db.last_seq, messages=self.messages)
+        batch: list[Request] = []
         while self.rt.running():
-            if poller.poll(POLL_MS):
-                batch = self._drain()
-                if batch:
-                    self._serve(batch)
+            if batch or poller.poll(POLL_MS):
+                batch = self._serve(batch or self._drain())
             if self.retain_s:
                 self._prune()
             self.rt.tick(self._stats())
@@ -182,21 +185,39 @@ class StoreActor:
             weight += len(msgs) if isinstance(msgs, list) else 1
         return batch
 
-    def _serve(self, batch: list[Request]) -> None:
+    def _drain_ahead(self, into: list[Request]) -> None:
+        """The next batch, and its peers' messages parsed: the work done while a commit
+        writes (SQLite does that without the GIL)."""
+        into += self._drain()
+        bodies = [r.frame.body for r in into if r.frame.topic == OP_APPEND]
+        self.ops.parse_ahead(
+            [b["msgs"] for b in bodies if isinstance(b, dict) and isinstance(b.get("msgs"), list)]
+        )
+
+    def _serve(self, batch: list[Request]) -> list[Request]:
+        """Apply a batch in one transaction, then answer it; the next batch, drained
+        while this one committed."""
+        if not batch:
+            return []
         answers: list[tuple[Request, Outcome | RPCError]] = []
         started = time.perf_counter()
         changes = self.db.changes()
+        ahead: list[Request] = []
         try:
-            with self.db.transaction():
+            with self.db.transaction() as commit:
                 for req in batch:
                     answers.append((req, self._apply(req)))
+                # With requests waiting, they are read and parsed while this commits (a
+                # commit in a thread of its own costs a thread's start: not for nothing).
+                if self.server.sock.poll(0, zmq.POLLIN):
+                    commit.meanwhile = lambda: self._drain_ahead(ahead)
         except DiskFull as exc:
             # Rolled back whole: nothing of it was stored, so nothing is acknowledged.
             self._full(exc)
             for req in batch:
                 self._refuse(req, exc)
             self.ops.forget_derived()
-            return
+            return ahead
         if self.db.changes() != changes:
             self._room()  # a write went through (a batch of reads proves nothing)
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -224,6 +245,7 @@ class StoreActor:
             settings = self.ops.current_settings()
             self.relay_url = settings["relay_url"]
             self.rt.pub.publish(TOPIC_SETTINGS_CHANGED, settings)
+        return ahead
 
     def _apply(self, req: Request) -> Outcome | RPCError:
         op = req.frame.topic

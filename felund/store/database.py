@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -150,6 +150,16 @@ class Circle:
     joined_ts: int
 
 
+@dataclass
+class Commit:
+    """What a transaction's body asks of its commit."""
+
+    # Run in the transaction's thread while another commits (SQLite lets go of the GIL
+    # as it writes): work that does not touch the database. What it raises is raised
+    # once the transaction has committed; a failed commit raises its own error.
+    meanwhile: Callable[[], object] | None = None
+
+
 class Database:
     """One connection to the node's database."""
 
@@ -217,27 +227,55 @@ class Database:
             raise
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[Commit]:
         """One write transaction: everything inside commits together or not at all.
 
         DiskFull when the disk has no room for it: nothing of it is kept, and
-        the connection stays usable for when space comes back.
+        the connection stays usable for when space comes back. What it yields
+        says what to do while it commits (``Commit.meanwhile``).
         """
         with self._disk_full_as_error():
             self._db.execute("BEGIN IMMEDIATE")
         committed_seq = self.last_seq
+        commit = Commit()
+        aside: list[BaseException] = []
         try:
             with self._disk_full_as_error():
-                yield
+                yield commit
                 if self.last_seq != committed_seq:
                     self._set_meta("last_seq", self.last_seq)
-                self._db.execute("COMMIT")
+                self._commit(commit.meanwhile, aside)
         except BaseException:
             # SQLite has already rolled back after some errors (a full disk at COMMIT).
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self.last_seq = committed_seq
             raise
+        if aside:
+            raise aside[0]
+
+    def _commit(self, meanwhile: Callable[[], object] | None, aside: list[BaseException]) -> None:
+        if meanwhile is None:
+            self._db.execute("COMMIT")
+            return
+        failed: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException as exc:  # the transaction's own error: raised below
+                failed.append(exc)
+
+        worker = threading.Thread(target=commit, name="sqlite-commit")
+        worker.start()
+        try:
+            meanwhile()
+        except BaseException as exc:  # not the transaction's: it still ends as SQLite says
+            aside.append(exc)
+        finally:
+            worker.join()
+        if failed:
+            raise failed[0]
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -189,6 +189,9 @@ class Ops:
         self._calls: dict[str, calls.Calls] = {}
         # (circle, epoch id) whose wrap to this node was opened: not again while it is held.
         self._unwrapped: set[tuple[str, str]] = set()
+        # id(raw) -> (raw, its parse): peers' messages parsed ahead (``parse_ahead``). The
+        # raw map is held with its parse, so its id cannot name another object meanwhile.
+        self._ahead: dict[int, tuple[object, WireMessage | InvalidMessage]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {
             OP_POST: self.post,
             OP_APPEND: self.append,
@@ -943,6 +946,27 @@ class Ops:
         circles before it had a key); the rows stored."""
         return [row for c in self.db.circles() for row in self.announce_key(c)]
 
+    def parse_ahead(self, appends: list[list[Any]]) -> None:
+        """Parse peers' messages of appends to come (what ``append`` does first; it takes
+        these instead). Needs nothing of the database, so a caller runs it while a commit
+        runs. What was parsed ahead before and not taken is dropped."""
+        ahead: dict[int, tuple[object, WireMessage | InvalidMessage]] = {}
+        for raws in appends:
+            for raw in raws[:MAX_POST_BATCH]:
+                try:
+                    ahead[id(raw)] = (raw, parse_message(raw))
+                except InvalidMessage as exc:
+                    ahead[id(raw)] = (raw, exc)
+        self._ahead = ahead
+
+    def _parse(self, raw: object) -> WireMessage:
+        got = self._ahead.pop(id(raw), None)
+        if got is None or got[0] is not raw:
+            return parse_message(raw)
+        if isinstance(got[1], InvalidMessage):
+            raise got[1]
+        return got[1]
+
     def append(self, body: dict[str, Any]) -> Outcome:
         """Verify and store messages received from peers; refuse the bad ones one by one.
 
@@ -961,7 +985,7 @@ class Ops:
         secrets: dict[str, Circle | None] = {}
         for raw in items:
             try:
-                msg = parse_message(raw)
+                msg = self._parse(raw)
                 if msg.circle_id not in secrets:
                     secrets[msg.circle_id] = self.db.circle(msg.circle_id)
                 circle = secrets[msg.circle_id]

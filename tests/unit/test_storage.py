@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +32,17 @@ from felund.protocol import (
 )
 from felund.store.database import Database
 from felund.store.ops import NodeInfo, Ops
+from felund.testing.vectors import wire_message
 from felund.v1 import ids
 from felund.v1.invite import encode_invite
-from felund.v1.wire import MAX_TEXT_CHARS, compose_message, pack_wire, to_wire
+from felund.v1.wire import (
+    MAX_TEXT_CHARS,
+    WireMessage,
+    compose_message,
+    pack_wire,
+    parse_message,
+    to_wire,
+)
 
 TS = 1764000000
 
@@ -157,6 +167,83 @@ def test_a_failed_transaction_rolls_back_rows_and_the_counter(store: Store, circ
     assert all_seqs(store) == [1, 2, 3]
     store.reopen()
     assert store.db.last_seq == 3
+
+
+def test_the_work_given_to_a_commit_runs_in_the_transactions_thread(
+    store: Store, circle: str
+) -> None:
+    ran: list[int] = []
+    with store.db.transaction() as commit:
+        store.ops.handle(OP_POST, {"circle_id": circle, "msgs": new_msgs(store, 2)})
+        commit.meanwhile = lambda: ran.append(threading.get_ident())
+    assert ran == [threading.get_ident()]
+    store.reopen()
+    assert (store.db.last_seq, store.db.message_count()) == (2, 2)
+
+
+def test_what_the_work_beside_a_commit_raises_comes_once_it_committed(
+    store: Store, circle: str
+) -> None:
+    def fail() -> None:
+        raise RuntimeError("beside the commit")
+
+    with pytest.raises(RuntimeError, match="beside the commit"), store.db.transaction() as commit:
+        store.ops.handle(OP_POST, {"circle_id": circle, "msgs": new_msgs(store, 2)})
+        commit.meanwhile = fail
+    assert store.db.last_seq == 2  # committed: the counter is not taken back
+    store.reopen()
+    assert (store.db.last_seq, store.db.message_count()) == (2, 2)
+
+
+def test_a_commit_failing_beside_its_work_rolls_back_and_raises_its_own_error(
+    store: Store, circle: str
+) -> None:
+    # A deferred foreign key fails at COMMIT, as a full disk does.
+    store.db._db.executescript(
+        "PRAGMA foreign_keys = ON;"
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    ran: list[str] = []
+
+    def fail() -> None:
+        ran.append("beside")
+        raise RuntimeError("not this one")
+
+    with pytest.raises(sqlite3.IntegrityError), store.db.transaction() as commit:
+        store.ops.handle(OP_POST, {"circle_id": circle, "msgs": new_msgs(store, 2)})
+        store.db._db.execute("INSERT INTO child VALUES (7)")
+        commit.meanwhile = fail
+    assert ran == ["beside"]
+    assert (store.db.last_seq, store.db.message_count()) == (0, 0)
+    assert post(store, circle, new_msgs(store, 1))["seqs"] == [1]  # usable, no gap
+
+
+def test_messages_parsed_ahead_are_taken_by_their_append_alone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = ids.new_secret()
+    store.call(OP_CIRCLE_JOIN, {"code": encode_invite(secret, "127.0.0.1:1")})
+    author = ids.new_node_id()
+    wires = [wire_message(secret, author, f"line {i}") for i in range(3)]
+    bad = {**wires[2], "created_ts": "soon"}
+    parsed: list[object] = []
+
+    def counted(raw: object) -> WireMessage:
+        parsed.append(raw)
+        return parse_message(raw)
+
+    monkeypatch.setattr("felund.store.ops.parse_message", counted)
+    store.ops.parse_ahead([[wires[0], bad]])
+    assert parsed == [wires[0], bad]
+    # An equal map that is not the one parsed ahead is parsed anew: taken by identity only.
+    twin = dict(wires[0])
+    results = store.call(OP_APPEND, {"origin": "gossip", "msgs": [twin, bad, wires[1]]})
+    assert results["results"] == ["stored", "rejected:type", "stored"]
+    assert parsed[2:] == [twin, wires[1]]  # bad's parse (a refusal) was taken
+    results = store.call(OP_APPEND, {"origin": "gossip", "msgs": [wires[0], bad]})
+    assert results["results"] == ["duplicate", "rejected:type"]
+    assert parsed[4:] == [bad]  # wires[0]'s was taken; bad's was, once
 
 
 def test_a_savepoint_undoes_only_its_request(store: Store, circle: str) -> None:
