@@ -238,26 +238,27 @@ class Database:
             self._db.execute("BEGIN IMMEDIATE")
         committed_seq = self.last_seq
         commit = Commit()
-        aside: list[BaseException] = []
+        aside: BaseException | None = None
         try:
             with self._disk_full_as_error():
                 yield commit
                 if self.last_seq != committed_seq:
                     self._set_meta("last_seq", self.last_seq)
-                self._commit(commit.meanwhile, aside)
+                aside = self._commit(commit.meanwhile)
         except BaseException:
             # SQLite has already rolled back after some errors (a full disk at COMMIT).
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self.last_seq = committed_seq
             raise
-        if aside:
-            raise aside[0]
+        if aside is not None:
+            raise aside
 
-    def _commit(self, meanwhile: Callable[[], object] | None, aside: list[BaseException]) -> None:
+    def _commit(self, meanwhile: Callable[[], object] | None) -> BaseException | None:
+        """COMMIT, with ``meanwhile`` run beside it; what ``meanwhile`` raised."""
         if meanwhile is None:
             self._db.execute("COMMIT")
-            return
+            return None
         failed: list[BaseException] = []
 
         def commit() -> None:
@@ -268,14 +269,15 @@ class Database:
 
         worker = threading.Thread(target=commit, name="sqlite-commit")
         worker.start()
+        aside = None
         try:
             meanwhile()
-        except BaseException as exc:  # not the transaction's: it still ends as SQLite says
-            aside.append(exc)
-        finally:
-            worker.join()
+        except BaseException as exc:  # not the transaction's: it ends as SQLite says
+            aside = exc
+        worker.join()
         if failed:
             raise failed[0]
+        return aside
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
