@@ -4,7 +4,7 @@ guard (no process, no socket) in tests/unit/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,34 @@ import pytest
 from felund.testing import Node, Relay, free_port
 from felund.testing.postgres import PgServer
 
+LOG_TAIL = 150  # lines of each node's log shown with a test that failed
+
+_NODES = pytest.StashKey[list[Node]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report shows the end of each of its nodes' logs: a failure seen once
+    on a busy machine is read from them, its homes being gone by then."""
+    report = yield
+    if report.failed and report.when == "call":
+        for node in item.stash.get(_NODES, []):
+            lines = (
+                node.log_path.read_text(errors="replace").splitlines()
+                if node.log_path.exists()
+                else []
+            )
+            report.sections.append((f"log of node {node.home.name}", "\n".join(lines[-LOG_TAIL:])))
+    return report
+
 
 @pytest.fixture
-def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def make_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Node]]:
     """Make nodes (not started) with their own home and ports."""
     nodes: list[Node] = []
+    request.node.stash[_NODES] = nodes
 
     def make(name: str = "node", **overrides: str) -> Node:
         overrides.setdefault("FELUND_GOSSIP_PORT", str(free_port()))
