@@ -229,7 +229,8 @@ def cmd_send(args: argparse.Namespace, node: NodeClient) -> None:
     for batch in _batches(lines, MAX_POST_BATCH):
         now = int(time.time())
         msgs = [
-            {"msg_id": ids.new_msg_id(node_id, now), "created_ts": now, "text": t} for t in batch
+            {"msg_id": m, "created_ts": now, "text": t}
+            for m, t in zip(ids.new_msg_ids(node_id, now, len(batch)), batch, strict=True)
         ]
         try:
             answer = node.call(

@@ -66,7 +66,25 @@ def new_node_id() -> str:
     return hashlib.sha256(os.urandom(32)).hexdigest()[:NODE_ID_LEN]
 
 
+_ID_RUN = 1 << 16  # ids made at once at most
+_ID_RUN_SPACE = 1 << 32  # the 8 hex after a run's shared prefix
+
+
 def new_msg_id(node_id: str, created_ts: int) -> str:
     """Return a fresh message id: 32 hex of SHA-256 of ``node_id|created_ts|16 random hex``."""
     seed = f"{node_id}|{created_ts}|{os.urandom(8).hex()}"
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:MSG_ID_LEN]
+
+
+def new_msg_ids(node_id: str, created_ts: int, n: int) -> list[str]:
+    """Return ``n`` fresh message ids, ascending, that share a random prefix of 24 hex.
+
+    Messages posted together are signed together (``felund.trust.batch``), and a
+    joiner asks for a backlog by time then id: with ids in the order posted, a
+    signed batch reaches it as one run, and its check climbs each batch once.
+    """
+    if not 0 < n <= _ID_RUN:
+        raise ValueError(f"1 to {_ID_RUN} ids at once")
+    head = new_msg_id(node_id, created_ts)[: MSG_ID_LEN - 8]
+    start = int.from_bytes(os.urandom(4), "big") % (_ID_RUN_SPACE - n + 1)
+    return [f"{head}{start + i:08x}" for i in range(n)]

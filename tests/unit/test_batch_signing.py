@@ -20,6 +20,7 @@ from felund.testing.vectors import trust_cases
 from felund.trust import batch, signing
 from felund.trust.identity import IdentityKey, b64
 from felund.trust.signing import Verdict
+from felund.v1.ids import new_msg_id, new_msg_ids
 from felund.v1.wire import (
     MAX_DISPLAY_NAME_CHARS,
     MAX_TEXT_CHARS,
@@ -281,6 +282,24 @@ def test_the_store_signs_a_post_of_many_in_batches_each_verifying_alone(
         ] == ["stored"]
     msgs = handled(reader, OP_INBOX, {"circle_id": CIRCLE, "limit": 100}).reply["msgs"]
     assert len(msgs) == 70 and all(m["verified"] for m in msgs)
+
+
+def _batch_runs(writer: Ops, msg_ids: list[str]) -> int:
+    """Runs of one signature in the order a joiner asks for them (time, then id)."""
+    posted = [{"msg_id": m, "created_ts": 1_780_000_000, "text": "x"} for m in msg_ids]
+    handled(writer, OP_POST, {"circle_id": CIRCLE, "msgs": posted})
+    wires = sorted(writer.db.wire_of(msg_ids), key=lambda w: (w["created_ts"], w["msg_id"]))
+    signed = [open_message(SECRET, CIRCLE, parse_message(w)).signed for w in wires]
+    sigs = [s.sig for s in signed if s is not None]
+    assert len(sigs) == len(msg_ids)
+    return sum(1 for i, s in enumerate(sigs) if i == 0 or s != sigs[i - 1])
+
+
+def test_ids_made_together_bring_each_signed_batch_to_a_joiner_as_one_run(writer: Ops) -> None:
+    # What `felund send --stdin` posts: a joiner checks each batch in one climb.
+    assert _batch_runs(writer, new_msg_ids(ALICE, 1_780_000_000, 256)) == 4
+    # Ids made one by one scatter a batch among the others.
+    assert _batch_runs(writer, [new_msg_id(ALICE, 1_780_000_000) for _ in range(256)]) > 100
 
 
 def test_a_batch_message_changed_by_a_member_is_refused_by_the_store(reader: Ops) -> None:

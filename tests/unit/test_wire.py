@@ -555,6 +555,20 @@ def test_ids():
             ids.secret_bytes(bad)
 
 
+def test_ids_made_together_ascend_under_one_prefix():
+    run = ids.new_msg_ids("n", TS, 500)
+    assert run == sorted(run) and len(set(run)) == 500
+    assert all(ids.is_hex(m, 32) for m in run)
+    assert {m[:24] for m in run} == {run[0][:24]}
+    assert int(run[-1][24:], 16) - int(run[0][24:], 16) == 499
+    other = ids.new_msg_ids("n", TS, 500)
+    assert other[0][:24] != run[0][:24]  # another run: another prefix
+    assert len(ids.new_msg_ids("n", TS, 1 << 16)) == 1 << 16
+    for bad in (0, (1 << 16) + 1):
+        with pytest.raises(ValueError):
+            ids.new_msg_ids("n", TS, bad)
+
+
 def test_session_frame_garbage():
     key = bytes(32)
     line = crypto.seal_session_frame(key, {"t": "PING", "n": "é"})
