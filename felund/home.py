@@ -126,6 +126,17 @@ def _memory_dir(home: Path, runtime: Path) -> Path:
     return runtime / "metrics"  # no tmpfs: beside the bus sockets
 
 
+# Where prometheus-client keeps a multiprocess node's values: read once, as it is imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_metrics_dir(lay: Layout) -> None:
+    """Prepare the node's metrics directory and name it to this process's environment
+    (``MULTIPROC_ENV``), for the supervisor that is about to be exec'd."""
+    prepare_metrics(lay)
+    os.environ[MULTIPROC_ENV] = str(lay.metrics_dir)
+
+
 def prepare_metrics(lay: Layout) -> None:
     """Create the metrics directory, private to this user; refuse one made by someone else.
 

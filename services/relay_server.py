@@ -62,6 +62,7 @@ from aiohttp import web
 
 from felund import logs
 from felund.errors import DatabaseUnavailable, StoreInUse
+from felund.home import MULTIPROC_ENV
 from felund.relay.protocol import MAX_BODY_BYTES, WS_PING_S
 from felund.relay.server import aiolog
 from felund.relay.server import metrics as m
@@ -73,7 +74,6 @@ from felund.relay.server.limits import NO_BUDGET, OFF, UNITS, Budget, Rate
 from felund.relay.server.state import RELAY, Relay, RelayConfig
 
 SERVICE = "relay"
-_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SHUTDOWN_TIMEOUT_S = 10.0
 DAY_S = 86_400
 _DEFAULTS = RelayConfig()
@@ -402,7 +402,7 @@ GC_THRESHOLD = 10_000  # container allocations between two collections of the yo
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m services.relay_server --db PATH ...``."""
-    if os.environ.pop(_MULTIPROC_ENV, None) is not None:
+    if os.environ.pop(MULTIPROC_ENV, None) is not None:
         # prometheus-client chose file-backed values when it was imported: the
         # relay keeps its own in-memory registry, so start again without it.
         os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *sys.argv[1:]])  # noqa: S606

@@ -56,7 +56,7 @@ from felund.bus.envelope import Frame
 from felund.bus.sockets import Bus
 from felund.config import relay_url_problem
 from felund.errors import ConfigError, NodeLocked
-from felund.home import NodeLock, prepare_metrics, require_free
+from felund.home import MULTIPROC_ENV, NodeLock, require_free, use_metrics_dir
 from felund.protocol import (
     ENDPOINT_EVENTS_IN,
     ENDPOINT_EVENTS_OUT,
@@ -83,7 +83,6 @@ MODULES: dict[str, str] = {**CHILDREN, **OPTIONAL_CHILDREN}
 RELAY_URL_ENV = "FELUND_RELAY_URL"  # the config override relay-sync reads relay.url from
 LOCK_WAIT_S = 5.0  # a command working offline holds the lock for a moment
 POLL_MS = 100
-_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Proxy:
@@ -435,15 +434,15 @@ def main() -> None:
     """Entry point: ``python -m services.supervisor`` (what ``felund run`` execs)."""
     ctx = load_context()
     metrics_dir = ctx.layout.metrics_dir
-    if os.environ.get(_MULTIPROC_ENV) != str(metrics_dir):
+    if os.environ.get(MULTIPROC_ENV) != str(metrics_dir):
         # prometheus-client picks its storage when first imported, which has
-        # happened already: start again with the directory in place.
+        # happened already: start again with the directory in place (`felund run`
+        # names it before it execs this, so only a start of this module alone does).
         try:
-            prepare_metrics(ctx.layout)
+            use_metrics_dir(ctx.layout)
         except ConfigError as exc:
             print(f"felund: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        os.environ[_MULTIPROC_ENV] = str(metrics_dir)
         os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
     lock = NodeLock(ctx.layout)
     deadline = time.monotonic() + LOCK_WAIT_S

@@ -123,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     with contextlib.suppress(DiskFull):  # the store waits for room by itself
         # ... or on a database that lost its circles (DatabaseLost).
         opening.open_database(ctx.layout, ctx.config.store.synchronous).close()
+    # Named before the exec, so the supervisor need not exec itself again to have it.
+    home.use_metrics_dir(ctx.layout)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "services.supervisor"])  # noqa: S606
@@ -155,7 +157,7 @@ def relay_serve(argv: list[str]) -> None:
     """``felund relay serve ARGS``: services.relay_server takes over this process with the
     arguments as given (its parser is the one: every flag, ``--help`` included)."""
     # The relay keeps its own in-memory metrics, never a node's multiprocess files.
-    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.pop(home.MULTIPROC_ENV, None)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "services.relay_server", *argv])  # noqa: S606
