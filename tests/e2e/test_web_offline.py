@@ -59,6 +59,8 @@ def test_the_page_opens_offline_with_what_indexeddb_holds(open_peer, own_relay: 
     ann.create("Ann", "offline")
     ann.say("written while online")
     ann.type("/channel create later")
+    # Created (and switched to) once its event is written: what is typed before goes to general.
+    expect(ann.page.locator("#hdr-channel")).to_have_text("#later", timeout=T)
     ann.say("in another channel")
     ann.page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=T)
 

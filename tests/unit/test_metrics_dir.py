@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,12 @@ def test_a_name_made_first_as_a_link_is_refused(tmp_path, monkeypatch) -> None:
     lay.metrics_dir.unlink()
     home.prepare_metrics(lay)
     assert lay.metrics_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_felund_run_names_the_directory_for_the_supervisor_it_execs(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.delenv(home.MULTIPROC_ENV, raising=False)  # and restored after
+    lay = home.layout(_home(tmp_path / "home"), config.build({}, {}))
+    home.use_metrics_dir(lay)
+    assert os.environ[home.MULTIPROC_ENV] == str(lay.metrics_dir)
+    assert lay.metrics_dir.is_dir()

@@ -204,8 +204,7 @@ export class RelayClient {
     return { ts, nonce, signature };
   }
 
-  async _call(method, path, { query, body, keepalive = false, retried = false } = {}) {
-    const bodyText = body === undefined ? "" : JSON.stringify(body);
+  async _signedHeaders(method, path, bodyText, hasBody) {
     const sig = await this._signature(method, path, bodyText);
     const headers = {
       "X-Felund-Node": this.nodeId,
@@ -213,7 +212,13 @@ export class RelayClient {
       "X-Felund-Nonce": sig.nonce,
       "X-Felund-Signature": sig.signature,
     };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (hasBody) headers["Content-Type"] = "application/json";
+    return headers;
+  }
+
+  async _call(method, path, { query, body, keepalive = false, retried = false } = {}) {
+    const bodyText = body === undefined ? "" : JSON.stringify(body);
+    const headers = await this._signedHeaders(method, path, bodyText, body !== undefined);
     const qs = query ? "?" + new URLSearchParams(query).toString() : "";
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.timeoutMs);
@@ -320,6 +325,23 @@ export class RelayClient {
       keepalive: true,
     });
     return answer.removed === true;
+  }
+
+  /**
+   * A DELETE /v1/register signed now, to send later with no step in between: a page
+   * that closes may be gone before the first await of unregister(). Good while the
+   * relay takes its timestamp (±300 s); its nonce is used once.
+   * @returns {Promise<() => void>} sends it (keepalive; its answer is not awaited)
+   */
+  async goodbye() {
+    const bodyText = JSON.stringify({ node_id: this.nodeId, circle_hint: await this.circleHint() });
+    const headers = await this._signedHeaders("DELETE", "/register", bodyText, true);
+    const url = `${this.base}/v1/register`;
+    return () => {
+      fetch(url, { method: "DELETE", headers, body: bodyText, cache: "no-store", credentials: "omit", keepalive: true }).catch(
+        () => {},
+      );
+    };
   }
 
   /**

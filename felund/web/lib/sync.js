@@ -65,6 +65,8 @@ const MAX_LINKED_EPOCHS = 1024;
 const MAX_LINK_CANDIDATES = 8;
 const SECRET_RE = /^[0-9a-f]{64}$/;
 const EPOCH_ENDED = "EPOCH_ENDED"; // the relay's refusal of a post signed with an ended epoch's key
+// A goodbye signed this long ago is still inside the relay's ±300 s window, with room.
+const GOODBYE_FRESH_MS = 240000;
 
 /** Keeps one circle in sync with its relay. */
 export class CircleSync {
@@ -123,6 +125,7 @@ export class CircleSync {
     this._warned = new Set();
     this._position = null; // {relay, cursor, since}
     this._registeredAt = 0;
+    this._goodbye = null; // () => void: the DELETE /v1/register signed at the last registration
     this._feed = null;
     this._feedOpen = false;
     this._timer = null;
@@ -203,7 +206,12 @@ export class CircleSync {
     this._feed = null;
     globalThis.removeEventListener?.("online", this._onOnline);
     globalThis.removeEventListener?.("offline", this._onOffline);
-    if (unregister) this.client.unregister().catch(() => {});
+    if (!unregister) return;
+    // Signed at the last registration: fresh enough for the relay's ±300 s if that was
+    // less than GOODBYE_FRESH_MS ago; else signed now (a page still open gets it out).
+    if (this._goodbye && Date.now() - this._registeredAt < GOODBYE_FRESH_MS) this._goodbye();
+    else this.client.unregister().catch(() => {});
+    this._goodbye = null;
   }
 
   /**
@@ -338,6 +346,8 @@ export class CircleSync {
       if (!this._registeredAt || Date.now() - this._registeredAt >= this.registerMs) {
         await this.client.register({ ttlS: Math.max(30, Math.min(600, Math.ceil((2 * this.registerMs) / 1000))) });
         this._registeredAt = Date.now();
+        // The goodbye a closing page sends (stop): signed now, as no await may run then.
+        this._goodbye = await this.client.goodbye().catch(() => null);
         // Whether anyone else meets us at this relay: with nobody, nothing can arrive.
         await this._askPeers();
       }
