@@ -142,11 +142,11 @@ class _Client:
         return msg_id
 
     def post_many(self, circle_id: str, count: int) -> None:
-        """Post ``count`` messages in one request."""
+        """Post ``count`` messages in one request, their ids made together (as `send` does)."""
         now = int(time.time())
         msgs = [
-            {"msg_id": ids.new_msg_id(self.node_id, now), "created_ts": now, "text": f"more {i}"}
-            for i in range(count)
+            {"msg_id": m, "created_ts": now, "text": f"more {i}"}
+            for i, m in enumerate(ids.new_msg_ids(self.node_id, now, count))
         ]
         self.rpc.call(OP_POST, {"circle_id": circle_id, "msgs": msgs})
 
