@@ -257,7 +257,9 @@ class StoreActor:
         except sqlite3.Error as exc:
             # A request that trips the database (disk full, a constraint we
             # did not foresee) is refused alone; the batch goes on. A broken
-            # database fails the COMMIT instead, which ends this process.
+            # database fails the COMMIT instead, which ends this process. What the
+            # request derived (states, what gossip was told) goes with its rows.
+            self.ops.forget_derived()
             metrics.STORE_ERRORS.inc()
             self.rt.log.error(
                 "store.request_failed", op=op[:64], error=type(exc).__name__, detail=str(exc)

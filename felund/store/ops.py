@@ -189,6 +189,9 @@ class Ops:
         self._calls: dict[str, calls.Calls] = {}
         # (circle, epoch id) whose wrap to this node was opened: not again while it is held.
         self._unwrapped: set[tuple[str, str]] = set()
+        # Each circle's newest key id as circles_changed last told gossip and relay-sync
+        # (absent: not since this process started, so told at its next follow).
+        self._newest_told: dict[str, str | None] = {}
         # id(raw) -> (raw, its parse): peers' messages parsed ahead (``parse_ahead``). The
         # raw map is held with its parse, so its id cannot name another object meanwhile.
         self._ahead: dict[int, tuple[object, WireMessage | InvalidMessage]] = {}
@@ -252,7 +255,6 @@ class Ops:
         circle = self.db.circle(circle_id)
         if circle is None:
             return
-        before = self.keys(circle_id).newest
         # Each round holds one more epoch or stops: bounded by the epochs there are.
         for _ in range(MAX_EPOCH_ROUNDS):
             gained = self._unwrap(circle_id) + self._walk_links(circle_id)
@@ -266,8 +268,14 @@ class Ops:
         # owner covers it; the request that brought the events must not fail for it.
         with contextlib.suppress(RPCError):
             self._rekey_due(circle, out)
-        if self.keys(circle_id).newest != before:
-            out.circles_changed = True  # gossip and relay-sync move to the newest
+        # Against what gossip and relay-sync were last told, not the keys before this call:
+        # those are derived from the events just stored already, and an event that moves
+        # the chain alone (a demotion undoing an epoch) gains no secret here.
+        newest = self.keys(circle_id).newest
+        told = newest.key_id if newest is not None else None
+        if self._newest_told.get(circle_id, _UNTOLD) != told:
+            out.circles_changed = True  # they move to the newest
+            self._newest_told[circle_id] = told
 
     def _unwrap(self, circle_id: str) -> list[epochs.Held]:
         """The secrets of valid epochs wrapped to this node and not held yet, now kept."""
@@ -545,6 +553,7 @@ class Ops:
         self._states.clear()
         self._calls.clear()
         self._unwrapped.clear()
+        self._newest_told.clear()
 
     def display_name(self) -> str:
         """This node's display name: the latest rename, else the configured one."""
@@ -1479,6 +1488,9 @@ def _name(body: dict[str, Any]) -> str:
     if len(name) > _MAX_NAME or not name.isprintable():
         raise RPCError(ERR_BAD_REQUEST, f"name must be at most {_MAX_NAME} printable characters")
     return name
+
+
+_UNTOLD = "?"  # no key id: a circle's newest not told yet
 
 
 def _stored_row(seq: int, row: Row, origin: str) -> dict[str, Any]:

@@ -131,5 +131,7 @@ def test_inside_a_peer_with_a_wrong_proof_gets_nothing(
             BAD_PEER, {"secret": secret, "wrong": "ab" * 32, "me": "0" * len(me)}
         )
     given = stranger.page.evaluate("() => globalThis.given")
-    assert given == ["HELLO", "AUTH"], given
+    # Handshake frames only, never a message. On a busy machine a link can be tried twice
+    # (seen once: AUTH, HELLO, AUTH), so their number is not the point.
+    assert given and set(given) <= {"HELLO", "AUTH"}, given
     assert alice.page.evaluate(AUTHED) == []

@@ -268,6 +268,31 @@ def test_an_uncovered_removal_is_covered_by_the_next_epoch(tmp_path: Path) -> No
     assert [e["n"] for e in item["epochs"]] == [2, 1, 1, 0]
 
 
+def test_a_demotion_that_moves_the_newest_epoch_back_says_the_circle_changed(
+    tmp_path: Path,
+) -> None:
+    a, b, c, circle, _ = _circle_of_three(tmp_path)
+    d = _node(tmp_path, "dee")
+    _call(d, OP_CIRCLE_JOIN, code=_call(a, OP_INVITE, circle_id=circle)["code"])
+    _mesh(a, b, c, d)
+
+    def role(target: Ops, given: str) -> Any:
+        now = int(time.time())
+        event = events.role_event(target.node.node_id, given)
+        body = {"circle_id": circle, "msg_id": ids.new_msg_id("a", now), "created_ts": now}
+        return handled(a, OP_CONTROL, {**body, "event": event})
+
+    assert role(b, "moderator").circles_changed is False  # no epoch moved
+    _mesh(a, b, c, d)
+    _call(b, OP_MEMBER_REMOVE, circle_id=circle, node="dee")
+    _mesh(a, b, c)
+    assert a.keys(circle).newest.n == 1  # type: ignore[union-attr]
+    # Undone with the demotion (nobody built on it): A's newest is the root's again, a
+    # secret it held all along, and gossip and relay-sync must move back to it.
+    assert role(b, "member").circles_changed is True
+    assert a.keys(circle).newest.n == 0  # type: ignore[union-attr]
+
+
 def test_a_database_of_schema_2_gains_sealed_rows_and_epoch_keys(tmp_path: Path) -> None:
     a = _node(tmp_path, "alice")
     circle = _call(a, OP_CIRCLE_CREATE, name="")["circle_id"]
