@@ -34,7 +34,7 @@ from felund.protocol import (
     OP_WHO,
 )
 from felund.store.database import DB_SUFFIXES, Database
-from felund.store.ops import NodeInfo, Ops
+from felund.store.ops import NodeInfo, Ops, Outcome
 from felund.testing import handled
 from felund.trust.identity import IdentityKey
 from felund.v1 import chatmodel, events, ids
@@ -111,6 +111,22 @@ def _circle_of_three(tmp_path: Path) -> tuple[Ops, Ops, Ops, str, str]:
     return a, b, c, made["circle_id"], made["code"]
 
 
+def _circle_of_four(tmp_path: Path) -> tuple[Ops, Ops, Ops, Ops, str]:
+    a, b, c, circle, _ = _circle_of_three(tmp_path)
+    d = _node(tmp_path, "dee")
+    _call(d, OP_CIRCLE_JOIN, code=_call(a, OP_INVITE, circle_id=circle)["code"])
+    _mesh(a, b, c, d)
+    return a, b, c, d, circle
+
+
+def _give_role(owner: Ops, circle: str, target: Ops, role: str) -> Outcome:
+    """The owner's ROLE_EVT making ``target`` a "moderator" or a "member" again."""
+    now = int(time.time())
+    event = events.role_event(target.node.node_id, role)
+    body = {"circle_id": circle, "msg_id": ids.new_msg_id("a", now), "created_ts": now}
+    return handled(owner, OP_CONTROL, {**body, "event": event})
+
+
 def test_a_removed_member_reads_and_writes_nothing_new_and_history_stays(tmp_path: Path) -> None:
     a, b, c, circle, code = _circle_of_three(tmp_path)
     for n in (a, b, c):
@@ -178,10 +194,7 @@ def _by_hand(ops: Ops, circle: str, secret: str, text: str) -> dict[str, Any]:
 def test_a_member_offline_through_two_rekeys_opens_everything_whatever_the_order(
     tmp_path: Path,
 ) -> None:
-    a, b, c, circle, _ = _circle_of_three(tmp_path)
-    d = _node(tmp_path, "dee")
-    _call(d, OP_CIRCLE_JOIN, code=_call(a, OP_INVITE, circle_id=circle)["code"])
-    _mesh(a, b, c, d)
+    a, b, _, _, circle = _circle_of_four(tmp_path)
     _post(a, circle, "epoch 0")
     _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
     _post(a, circle, "epoch 1")
@@ -240,14 +253,8 @@ def test_keys_not_held_are_kept_sealed_only_when_plausible(tmp_path: Path) -> No
 
 
 def test_an_uncovered_removal_is_covered_by_the_next_epoch(tmp_path: Path) -> None:
-    a, b, c, circle, _ = _circle_of_three(tmp_path)
-    d = _node(tmp_path, "dee")
-    _call(d, OP_CIRCLE_JOIN, code=_call(a, OP_INVITE, circle_id=circle)["code"])
-    _mesh(a, b, c, d)
-    now = int(time.time())
-    event = events.role_event(b.node.node_id, "moderator")
-    _call(a, OP_CONTROL, circle_id=circle, msg_id=ids.new_msg_id("a", now), created_ts=now,
-          event=event)  # fmt: skip
+    a, b, c, d, circle = _circle_of_four(tmp_path)
+    _give_role(a, circle, b, "moderator")
     _mesh(a, b, c, d)
     # A and B remove C and D at once, each unaware of the other's removal.
     _call(a, OP_MEMBER_REMOVE, circle_id=circle, node="cy")
@@ -271,25 +278,15 @@ def test_an_uncovered_removal_is_covered_by_the_next_epoch(tmp_path: Path) -> No
 def test_a_demotion_that_moves_the_newest_epoch_back_says_the_circle_changed(
     tmp_path: Path,
 ) -> None:
-    a, b, c, circle, _ = _circle_of_three(tmp_path)
-    d = _node(tmp_path, "dee")
-    _call(d, OP_CIRCLE_JOIN, code=_call(a, OP_INVITE, circle_id=circle)["code"])
-    _mesh(a, b, c, d)
-
-    def role(target: Ops, given: str) -> Any:
-        now = int(time.time())
-        event = events.role_event(target.node.node_id, given)
-        body = {"circle_id": circle, "msg_id": ids.new_msg_id("a", now), "created_ts": now}
-        return handled(a, OP_CONTROL, {**body, "event": event})
-
-    assert role(b, "moderator").circles_changed is False  # no epoch moved
+    a, b, c, d, circle = _circle_of_four(tmp_path)
+    assert _give_role(a, circle, b, "moderator").circles_changed is False  # no epoch moved
     _mesh(a, b, c, d)
     _call(b, OP_MEMBER_REMOVE, circle_id=circle, node="dee")
     _mesh(a, b, c)
     assert a.keys(circle).newest.n == 1  # type: ignore[union-attr]
     # Undone with the demotion (nobody built on it): A's newest is the root's again, a
     # secret it held all along, and gossip and relay-sync must move back to it.
-    assert role(b, "member").circles_changed is True
+    assert _give_role(a, circle, b, "member").circles_changed is True
     assert a.keys(circle).newest.n == 0  # type: ignore[union-attr]
 
 
