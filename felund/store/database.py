@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from felund.actor.backoff import Backoff
 from felund.errors import DiskFull
 from felund.trust.identity import DERIVED_MARK
 from felund.v1.wire import WireMessage, pack_wire, to_wire
@@ -118,6 +119,7 @@ CREATE INDEX IF NOT EXISTS messages_sealed
     ON messages (circle_id, sealed_key) WHERE sealed_key IS NOT NULL;
 """
 _SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA + _INDEXES))
+BUSY_TIMEOUT_S = 5.0  # how long a connection waits for another's lock
 _LOW = 1 << 20  # bytes free under which an I/O error is taken for a full disk
 # The database file and SQLite's companions: each holds circle secrets or texts.
 DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -183,9 +185,9 @@ class Database:
             make_private(path)
 
     def _setup(self, synchronous: str) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        self._use_wal()
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.execute("PRAGMA busy_timeout=5000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
@@ -200,6 +202,23 @@ class Database:
             self._db.executescript(_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self.last_seq = self._meta("last_seq")
+
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode (it keeps it: only a new file's first opens switch)."""
+        # Openers of a new file at once (`felund run` and `felund status`) switch it
+        # together, and SQLite fails one of them at once rather than call the busy
+        # handler, which could deadlock there: that one tries again.
+        backoff = Backoff(initial=0.005, cap=0.1)
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(backoff.next())
 
     def _add_columns(self) -> None:
         """Add the columns a database of an older schema lacks (each ALTER is atomic, and

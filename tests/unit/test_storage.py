@@ -571,3 +571,35 @@ def test_stats_and_integrity(store: Store, circle: str) -> None:
     assert (stats["messages"], stats["last_seq"], stats["circles"]) == (3, 3, 1)
     assert stats["db_bytes"] > 0
     assert store.db.integrity_check() == "ok"
+
+
+def test_a_new_file_being_made_by_another_opener_is_waited_for(tmp_path: Path) -> None:
+    # `felund run` and `felund status` at once on a new home: while one holds the new
+    # file's lock, SQLite fails the other's switch to WAL at once, without its busy wait.
+    path = tmp_path / "felund.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE made_first (x)")
+    opened: list[Database] = []
+    failed: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(Database(path))
+        except BaseException as exc:  # reported by the test, in its thread
+            failed.append(exc)
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    opener.join(0.5)  # failing, it fails at once; waiting, it is still here
+    other.execute("COMMIT")
+    other.close()
+    opener.join(10)
+    assert not failed, failed
+    assert not opener.is_alive()
+    db = opened[0]
+    try:
+        assert db.message_count() == 0
+        assert db.integrity_check() == "ok"
+    finally:
+        db.close()
