@@ -33,8 +33,8 @@ def _compact(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def _started(make_node: Callable[..., Node], name: str) -> Node:
-    node = make_node(name, **FAST)
+def _started(make_node: Callable[..., Node], name: str, **env: str) -> Node:
+    node = make_node(name, **(FAST | env))
     node.cli("init", "--bind", "127.0.0.1", "--name", name)
     return node
 

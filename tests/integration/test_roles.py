@@ -25,6 +25,10 @@ from felund.v1.wire import compose_message, to_wire
 from tests.integration.test_channels import _channels, _join, _refused, _started, _wait
 
 D = "d4" * 12  # someone no node knows
+# An event handed to a store by hand is pushed on by no gossip (none received it): the
+# nodes' anti-entropy spreads it, every second here (at the default 30 s, a wait of 30 s
+# for it was a race).
+SPREAD = {"FELUND_GOSSIP_ANTI_ENTROPY_INTERVAL_S": "1"}
 
 
 def _key(node: Node) -> IdentityKey:
@@ -81,7 +85,7 @@ def _not_allowed(node: Node) -> float:
 
 
 def test_a_moderator_approves_a_member_does_not_and_a_demoted_one_no_longer(make_node) -> None:
-    a, b, c = (_started(make_node, n) for n in "abc")
+    a, b, c = (_started(make_node, n, **SPREAD) for n in "abc")
     code = a.cli("invite").stdout.strip()
     secret = decode_invite(code).secret
     circle = _join(b, code)
