@@ -267,11 +267,13 @@ def test_relay_sync_moves_to_the_new_epochs_realm_and_the_old_key_is_refused(
     old_key = crypto.api_signing_key(root)
     hint = ids.circle_hint(circle)
 
-    def everyone_follows() -> bool:
-        people = b.call(OP_WHO, {"circle_id": circle})["people"]
+    def everyone_follows(n: Node) -> bool:
+        people = n.call(OP_WHO, {"circle_id": circle})["people"]
         return len(people) == 3 and all(p["can_follow"] for p in people)
 
-    wait_for(everyone_follows, timeout=60, what="everyone's keys on b")
+    # A too: it names c to remove it (waiting on b alone, a did not know c yet once).
+    for n in (a, b):
+        wait_for(functools.partial(everyone_follows, n), timeout=60, what="everyone's keys")
     a.cli("member", "remove", "c", "--circle-id", circle, "--yes")
     wait_for(lambda: _newest(b, circle) == 1, timeout=60, what="b on epoch 1 through the relay")
     a.cli("send", "--circle-id", circle, "after")
