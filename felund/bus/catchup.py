@@ -169,12 +169,14 @@ class AsyncCatchUp:
         self.follower = Follower(last=since)
         self.options = options
 
-    async def snapshot(self, apply: Callable[[list[Row]], None]) -> None:
-        """Apply what the store holds beyond what was applied, until current."""
+    async def snapshot(self, apply: Callable[[list[Row]], None], **extra: Any) -> None:
+        """Apply what the store holds beyond what was applied, until current (``extra``:
+        more of the op's options, for this snapshot)."""
+        options = self.options | extra
         done = False
         while not done:
             answer = await until_answered(
-                lambda: self.rpc.call(OP_SNAPSHOT, snapshot_request(self.follower, **self.options)),
+                lambda: self.rpc.call(OP_SNAPSHOT, snapshot_request(self.follower, **options)),
                 self.on_store_down,
             )
             rows, done = snapshot_page(self.follower, answer)
@@ -189,4 +191,7 @@ class AsyncCatchUp:
             if ready:
                 apply(ready)
             if self.follower.syncing:
-                await self.snapshot(apply)
+                # The rows of a gap come as their events would have (as_stored): a
+                # message whose event was lost or set aside while syncing (a store's
+                # restart) is pushed on all the same, not left to anti-entropy.
+                await self.snapshot(apply, as_stored=True)

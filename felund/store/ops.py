@@ -1185,7 +1185,10 @@ class Ops:
         """A page of messages after ``since``, and the store_seq the answer covers.
 
         With ``circle_id``, of that circle only; with ``exclude_origin``, without the
-        messages of that origin (relay-sync pushes what it did not pull).
+        messages of that origin (relay-sync pushes what it did not pull); with
+        ``with_wire``, each one's wire form; with ``as_stored``, rows as their stored
+        events carried them (the wire form of those pushed on: ``pushed_on``), for a
+        follower that lost or set aside events to take them as it would have.
         """
         since = _get(body, "since", int, 0)
         limit = min(_get(body, "limit", int, MAX_SNAPSHOT_PAGE), MAX_SNAPSHOT_PAGE)
@@ -1198,14 +1201,21 @@ class Ops:
         exclude = _get(body, "exclude_origin", str, "")
         if exclude and exclude not in ORIGINS:
             raise RPCError(ERR_BAD_REQUEST, f"exclude_origin must be one of {', '.join(ORIGINS)}")
+        with_wire = _get(body, "with_wire", bool, False)
+        as_stored = _get(body, "as_stored", bool, False)
         rows = self.db.since(
             since,
             limit,
-            with_wire=_get(body, "with_wire", bool, False),
+            with_wire=with_wire or as_stored,
             circle_id=circle_id,
             exclude_origin=exclude,
             with_pruned=_get(body, "with_pruned", bool, False),
         )
+        if as_stored and not with_wire:
+            now = time.time()
+            for r in rows:
+                if "wire" in r and not pushed_on(r["origin"], r["created_ts"], now):
+                    del r["wire"]
         metrics.STORE_ROWS_READ.labels("all" if circle_id is None else "circle").inc(len(rows))
         more = len(rows) == limit and rows[-1]["store_seq"] < self.db.last_seq
         covers = rows[-1]["store_seq"] if more else self.db.last_seq
@@ -1510,6 +1520,12 @@ def _stored_row(seq: int, row: Row, origin: str) -> dict[str, Any]:
     }
     if row.sealed_key is not None:
         out["sealed"] = True  # relayed and reconciled, shown nowhere
-    if origin == "local" or (origin != "gossip" and msg.created_ts >= time.time() - PUSH_FRESH_S):
+    if pushed_on(origin, msg.created_ts, time.time()):
         out["wire"] = to_wire(msg)
     return out
+
+
+def pushed_on(origin: str, created_ts: int, now: float) -> bool:
+    """Whether gossip pushes a stored message on to its peers (its event carries the wire
+    form): ours, and peers' fresh ones that gossip did not bring (it pushes those itself)."""
+    return origin == "local" or (origin != "gossip" and created_ts >= now - PUSH_FRESH_S)

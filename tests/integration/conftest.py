@@ -11,10 +11,12 @@ from felund.testing import Node, Relay, metric_value, wait_for
 
 @pytest.fixture
 def joined_pair(make_node: Callable[..., Node], relay: Relay) -> Callable[..., tuple[Node, Node]]:
-    """Nodes a (with the relay, and ``a_env``) and b, in one circle, running, b connected to a."""
+    """Nodes a (with the relay, and ``a_env``) and b (with ``both``, as a too), in one
+    circle, running, b connected to a."""
 
-    def pair(**a_env: str) -> tuple[Node, Node]:
+    def pair(both: dict[str, str] | None = None, **a_env: str) -> tuple[Node, Node]:
         fast = {"FELUND_RELAY_POLL_INTERVAL_S": "0.5", "FELUND_GOSSIP_ROUND_INTERVAL_S": "0.5"}
+        fast |= both or {}
         a = make_node("a", FELUND_RELAY_URL=relay.url, **fast, **a_env)
         b = make_node("b", **fast)
         for n, name in ((a, "a"), (b, "b")):

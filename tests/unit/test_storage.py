@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -460,9 +461,33 @@ def test_snapshot_rows_carry_the_event_keys(store: Store, circle: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "body", [{"since": -1}, {"limit": 0}, {"since": "0"}, {"limit": 2.0}, {"with_wire": 1}]
-)
+def test_a_snapshot_as_stored_gives_rows_as_their_events_did(store: Store, circle: str) -> None:
+    # What a follower that lost events takes instead: the wire form of what gossip pushes
+    # on (ours, and the relay's fresh ones), none of the rest.
+    known = store.db.circle(circle)
+    assert known is not None
+    now = int(time.time())
+    events: list[dict[str, Any]] = []
+    requests: list[tuple[str, dict[str, Any]]] = [
+        (OP_POST, {"circle_id": circle, "msgs": new_msgs(store, 1)})
+    ]
+    for origin, ts in (("gossip", now), ("relay", now), ("relay", TS)):
+        wire = wire_for(circle, known.secret, f"{origin} {ts}", True, created_ts=ts)
+        requests.append((OP_APPEND, {"origin": origin, "msgs": [wire]}))
+    for op, body in requests:
+        with store.db.transaction():
+            events += store.ops.handle(op, body).stored
+    assert [("wire" in e, e["origin"]) for e in events] == [
+        (True, "local"), (False, "gossip"), (True, "relay"), (False, "relay"),
+    ]  # fmt: skip
+    assert store.call(OP_SNAPSHOT, {"as_stored": True})["msgs"] == events
+    assert all("wire" in r for r in store.call(OP_SNAPSHOT, {"with_wire": True})["msgs"])
+
+
+_BAD_SNAPSHOTS = [{"since": -1}, {"limit": 0}, {"since": "0"}, {"limit": 2.0}, {"with_wire": 1}]
+
+
+@pytest.mark.parametrize("body", [*_BAD_SNAPSHOTS, {"as_stored": 1}])
 def test_snapshot_refuses_bad_requests(store: Store, body: dict[str, Any]) -> None:
     assert refused_code(store, OP_SNAPSHOT, body) == ERR_BAD_REQUEST
 
